@@ -1,0 +1,62 @@
+# One entry point for people and CI. `make test` and `make demo` work from a fresh clone:
+# they install what is missing (venv, packages, Kafka jars, redis-server, kcat) and start the services.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+SERVICES := deploy/local/services
+DURATION ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install services down demo lint format typecheck unit integration test check clean
+
+help:
+	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
+	@echo "make test                 install, start services, lint, type-check, unit and integration tests"
+	@echo "make services | down      start | stop the local Kafka and Redis"
+	@echo "make lint | typecheck | unit | integration | format"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+	@$(SERVICES) install
+
+services: install
+	@$(SERVICES) up
+
+down:
+	@$(SERVICES) down
+
+demo: services
+	$(BIN)/stream-app demo $(if $(DURATION),--duration $(DURATION))
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: services
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test: services lint typecheck
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+check: test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,64 @@
+"""The Faust application factory: ``create_app(settings)`` builds a worker's app and its agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream_app import metrics
+from stream_app.runtime import Blueprint, load_blueprint
+from stream_app.settings import Settings
+from stream_app.state import StateStore, connect
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Faust configuration tuned for a small broker and quick group joins."""
+    return {
+        "broker": [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
+        "store": "memory://",
+        "web_enabled": True,
+        "web_host": settings.web_host,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+        "broker_session_timeout": settings.broker_session_timeout_s,
+        "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        # On stop, do not drain buffered events: a batch interrupted mid-way withholds its acks
+        # (see agents/_batch.py) and is redelivered to the next owner.
+        "stream_wait_empty": False,
+        # The leader-assignor topic is unused by this app; skipping it saves a topic per app id.
+        "topic_disable_leader": True,
+        "producer_acks": -1,
+        "producer_linger": 0.005,
+        "producer_max_batch_size": 256 * 1024,
+        "stream_buffer_maxsize": max(4096, settings.batch_max * 4),
+    }
+
+
+def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
+    """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
+    from agents import consolidate, intake  # agents import the app's building blocks, not the reverse
+
+    blueprint = blueprint or load_blueprint(settings)
+    app = faust.App(settings.group_id, **faust_settings(settings))
+    store = StateStore(connect(settings), settings)
+
+    intake.register(app, blueprint)
+    consolidate.register(app, blueprint, store)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        ready = not store.retrying
+        return web.json(
+            {"live": True, "ready": ready, "redis_retrying": store.retrying}, status=200 if ready else 503
+        )
+
+    return app

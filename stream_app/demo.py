@@ -1,0 +1,114 @@
+"""``make demo``: topics, a worker, a simulated feed, and the center's outputs printed as they happen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from stream_app import simulate, tail
+from stream_app.runtime import load_blueprint
+from stream_app.settings import REPO_ROOT, Settings
+from stream_app.topics import apply
+
+
+def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout: float) -> bool:
+    url = f"http://{settings.web_host}:{settings.web_port}/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
+    """Run the whole pipeline locally; returns 0 once an alert and a consolidated event were seen."""
+    blueprint = load_blueprint(settings)
+    changes = apply(settings, blueprint.topics)
+    print(f"demo: topics ready ({len(changes)} changed)", flush=True)
+
+    log_dir = REPO_ROOT / ".local" / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path: Path = log_dir / "worker.log"
+    env = {**os.environ, "STREAM_APP_LOG_FORMAT": "json"}
+    with log_path.open("ab") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    print(f"demo: worker pid {worker.pid}, log {log_path}", flush=True)
+    seen = {"alert": 0, "consolidated": 0, "dead_letter": 0, "error": 0}
+    stop = threading.Event()
+    try:
+        if not _wait_ready(settings, worker, 60):
+            print(f"demo: worker did not become ready; see {log_path}", file=sys.stderr)
+            return 1
+        print(
+            f"demo: worker ready; metrics at http://{settings.web_host}:{settings.web_port}/metrics",
+            flush=True,
+        )
+        input_topic = next(t.name for t in blueprint.topics if t.role == "input")
+        feeder = threading.Thread(
+            target=simulate.run,
+            args=(settings, blueprint.schemas, input_topic),
+            kwargs={"rate": rate, "duration": duration},
+            daemon=True,
+        )
+        feeder.start()
+        print(
+            f"demo: feeding {input_topic} at {rate}/s"
+            + (f" for {duration:.0f}s" if duration else " (Ctrl-C to stop)"),
+            flush=True,
+        )
+        outputs = {
+            blueprint.topic_by_role("alerts").name: "alert",
+            blueprint.topic_by_role("consolidated").name: "consolidated",
+            blueprint.dead_letter_topic(simulate.REPORTER).name: "dead_letter",
+        }
+        started = time.monotonic()
+        grace = 10.0  # let the last records through after the feed stops
+
+        def on_record(subject: str, line: str) -> None:
+            seen[subject] = seen.get(subject, 0) + 1
+            print(line, flush=True)
+
+        def done() -> bool:
+            return stop.is_set() or (duration is not None and time.monotonic() - started > duration + grace)
+
+        tail.follow(
+            settings,
+            blueprint.schemas,
+            outputs,
+            on_record,
+            stop=done,
+            from_beginning=False,
+            colour=sys.stdout.isatty(),
+        )
+    except KeyboardInterrupt:
+        print("\ndemo: stopping", flush=True)
+    finally:
+        stop.set()
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    print(
+        f"demo: {seen['alert']} alerts, {seen['consolidated']} consolidated events, "
+        f"{seen['dead_letter']} dead letters",
+        flush=True,
+    )
+    return 0 if seen["alert"] and seen["consolidated"] else 1

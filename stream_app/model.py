@@ -1,0 +1,46 @@
+"""Plain data of the domain: observations and the records the processor publishes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Quality(StrEnum):
+    """Data quality a reporter declares (the article: connected indicators mostly sent TEST data)."""
+
+    FINAL = "FINAL"
+    PROVISIONAL = "PROVISIONAL"
+    TEST = "TEST"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One validated value of one indicator for one region or station. Times are epoch milliseconds."""
+
+    observation_id: str
+    revision: int
+    reporter: str
+    indicator: str
+    region: str
+    station: str | None
+    value: float
+    unit: str
+    event_time: int
+    report_time: int
+    quality: Quality = Quality.FINAL
+    period: str | None = None
+    breakdowns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def entity(self) -> str:
+        """The stateful entity: one writer keeps its aggregates and alert level in order."""
+        return f"{self.indicator}|{self.region}|{self.station or '-'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record was refused: a reason code (bounded, for metrics) and a detail for people."""
+
+    reason: str
+    message: str

@@ -1,0 +1,80 @@
+"""Start-up checks: Kafka and Redis answer, and the topics the worker needs exist.
+
+A worker that cannot reach a service says so in one line and exits, instead of a traceback flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from redis.exceptions import RedisError
+
+from stream_app.exceptions import ServiceUnreachableError
+from stream_app.runtime import Blueprint
+from stream_app.settings import Settings
+
+
+def check_kafka(settings: Settings, needed_topics: list[str]) -> None:
+    """Raise :class:`ServiceUnreachableError` unless the brokers answer and ``needed_topics`` exist."""
+    errors: list[str] = []
+    admin = AdminClient(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "socket.connection.setup.timeout.ms": 3000,
+            "log_level": 3,
+            "error_cb": lambda err: errors.append(str(err)),  # type: ignore[dict-item]  # stub types values only
+        }
+    )
+    try:
+        metadata = admin.list_topics(timeout=settings.startup_timeout_s)
+    except KafkaException as exc:
+        detail = errors[-1] if errors else str(exc)
+        raise ServiceUnreachableError(f"Kafka unreachable at {settings.kafka_bootstrap}: {detail}") from None
+    missing = sorted(t for t in needed_topics if t not in metadata.topics)
+    if missing:
+        raise ServiceUnreachableError(
+            f"Kafka at {settings.kafka_bootstrap} lacks topics {missing}: run `stream-app topics apply`"
+        )
+
+
+async def _ping_redis(settings: Settings) -> None:
+    client = aioredis.Redis.from_url(
+        settings.redis_url.get_secret_value(), socket_connect_timeout=3.0, socket_timeout=3.0
+    )
+    try:
+        deadline = asyncio.get_running_loop().time() + settings.startup_timeout_s
+        while True:
+            try:
+                await client.ping()
+            except (RedisError, OSError) as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise ServiceUnreachableError(
+                        f"Redis unreachable at {_redacted(settings)}: {exc}"
+                    ) from None
+                await asyncio.sleep(0.5)
+            else:
+                return
+    finally:
+        await client.aclose()
+
+
+def _redacted(settings: Settings) -> str:
+    url = settings.redis_url.get_secret_value()
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def check_redis(settings: Settings) -> None:
+    """Raise :class:`ServiceUnreachableError` unless Redis answers PING within the start-up timeout."""
+    asyncio.run(_ping_redis(settings))
+
+
+def check_services(blueprint: Blueprint) -> None:
+    """Both checks, Kafka first; the worker calls this before it joins the group."""
+    check_kafka(blueprint.settings, [t.name for t in blueprint.topics])
+    check_redis(blueprint.settings)

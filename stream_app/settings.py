@@ -1,0 +1,55 @@
+"""The one settings object. Nothing else in the project reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Processor settings, read from ``STREAM_APP_*`` environment variables.
+
+    Frozen: build a new object (``settings.model_copy(update=...)``) to change one in tests.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAM_APP_", frozen=True, extra="forbid")
+
+    app_id: str = Field("vn-reporting-stream", description="Faust app id; also the consumer group prefix.")
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,...].")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:16379/0"), description="Redis URL; may hold a password, so kept secret."
+    )
+    topic_namespace: str = Field("", description="Prefix for every topic name (a uuid in tests).")
+    redis_key_prefix: str = Field("sa", description="Prefix for every Redis key.")
+
+    web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
+    web_port: int = Field(6066, description="Port of the worker's HTTP server.")
+
+    batch_max: int = Field(500, ge=1, description="Records per processing batch.")
+    batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    redis_retry_initial_s: float = Field(0.1, gt=0)
+    redis_retry_max_s: float = Field(5.0, gt=0)
+    startup_timeout_s: float = Field(15.0, gt=0, description="How long start-up waits for Kafka and Redis.")
+    broker_session_timeout_s: float = Field(10.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(1.0, gt=0)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    schemas_dir: Path = REPO_ROOT / "avro_schemas"
+    topics_file: Path = REPO_ROOT / "topics" / "topics.toml"
+    catalogue_dir: Path = REPO_ROOT / "catalogue"
+
+    def topic(self, name: str) -> str:
+        """The cluster name of a topic declared in ``topics/topics.toml``."""
+        return f"{self.topic_namespace}{name}"
+
+    @property
+    def group_id(self) -> str:
+        """Consumer group (and Faust app id), namespaced like the topics."""
+        return f"{self.topic_namespace}{self.app_id}"

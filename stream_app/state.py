@@ -1,0 +1,133 @@
+"""Entity state in Redis: one pipelined read and one pipelined atomic commit per batch.
+
+Keys are ``<prefix>:{<entity>}:state``; the braces are a Redis Cluster hash tag, so everything one
+commit touches lives in one slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from stream_app import metrics
+from stream_app.entity import EntityState
+from stream_app.logs import get_logger
+from stream_app.settings import Settings
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+STATE_TTL_S = 3 * 24 * 3600  # longer than the bucket retention, so idle entities age out
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One entity's new state and the input position it includes."""
+
+    entity: str
+    state: EntityState
+    source: str
+    offset: int
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """An asyncio Redis client for the settings' URL (hiredis parser when installed)."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=5.0,
+        socket_connect_timeout=3.0,
+        health_check_interval=30,
+    )
+    return client
+
+
+class StateStore:
+    """Reads and commits entity states; retries infrastructure failures until they pass."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._prefix = settings.redis_key_prefix
+        script = resources.files("stream_app").joinpath("lua/commit_entity.lua").read_text(encoding="utf-8")
+        self._commit_script = client.register_script(script)
+        self.retrying = False
+
+    def key(self, entity: str) -> str:
+        """The state hash of ``entity``."""
+        return f"{self._prefix}:{{{entity}}}:state"
+
+    async def load(self, entities: Iterable[str]) -> dict[str, EntityState]:
+        """States of ``entities`` (new entities get an empty state), in one round trip."""
+        names = list(entities)
+
+        async def read() -> list[dict[bytes, bytes]]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entity in names:
+                    pipe.hgetall(self.key(entity))
+                result: list[dict[bytes, bytes]] = await pipe.execute()
+                return result
+
+        hashes = await self.with_retry("load", read)
+        return {entity: EntityState.from_hash(h) for entity, h in zip(names, hashes, strict=True)}
+
+    async def commit(self, commits: list[Commit]) -> int:
+        """Write every commit atomically per entity, in one round trip; returns how many were written."""
+        if not commits:
+            return 0
+
+        async def write() -> int:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for c in commits:
+                    removed = c.state.removed_fields()
+                    args: list[str | int] = [
+                        EntityState.offset_field(c.source),
+                        c.offset,
+                        STATE_TTL_S,
+                        len(removed),
+                        *removed,
+                    ]
+                    for name, value in c.state.to_fields().items():
+                        args.extend((name, value))
+                    await self._commit_script(keys=[self.key(c.entity)], args=args, client=pipe)
+                results = await pipe.execute()
+                return sum(int(r) for r in results)
+
+        return await self.with_retry("commit", write)
+
+    async def with_retry(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` until it succeeds, backing off exponentially; the partition waits meanwhile.
+
+        Never gives up: giving up would ack records whose effects are not stored.
+        """
+        delay = self._settings.redis_retry_initial_s
+        attempt = 0
+        while True:
+            try:
+                result = await action()
+            except (RedisConnectionError, TimeoutError, OSError, RedisError) as exc:
+                attempt += 1
+                self.retrying = True
+                metrics.REDIS_RETRYING.set(1)
+                metrics.REDIS_RETRIES.labels(operation).inc()
+                log.warning(
+                    "redis_unavailable_retrying",
+                    operation=operation,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    error=str(exc),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.redis_retry_max_s)
+                continue
+            if self.retrying:
+                log.info("redis_recovered", operation=operation, attempts=attempt)
+                self.retrying = False
+                metrics.REDIS_RETRYING.set(0)
+            return result

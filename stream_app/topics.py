@@ -1,0 +1,168 @@
+"""Topics as data: ``topics/topics.toml`` declares every topic; plan and apply make the cluster match."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.settings import Settings
+
+ROLES = frozenset({"input", "dead_letter", "repartition", "alerts", "consolidated"})
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One declared topic, with its namespaced cluster name."""
+
+    name: str
+    role: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+    reporter: str | None = None
+    doc: str = ""
+
+
+def load_topics(path: Path, namespace: str = "") -> list[TopicSpec]:
+    """Read the topic declarations, checking each entry."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
+    defaults = data.get("defaults", {})
+    specs: list[TopicSpec] = []
+    seen: set[str] = set()
+    for entry in data.get("topic", []):
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{path}: a [[topic]] has no name")
+        if name in seen:
+            raise ConfigurationError(f"{path}: topic {name!r} declared twice")
+        seen.add(name)
+        role = entry.get("role")
+        if role not in ROLES:
+            raise ConfigurationError(f"{path}: topic {name!r}: role {role!r} is not one of {sorted(ROLES)}")
+        if role in {"input", "dead_letter"} and not entry.get("reporter"):
+            raise ConfigurationError(f"{path}: topic {name!r}: an {role} topic needs a reporter")
+        specs.append(
+            TopicSpec(
+                name=f"{namespace}{name}",
+                role=role,
+                partitions=int(entry.get("partitions", defaults.get("partitions", 1))),
+                replication_factor=int(
+                    entry.get("replication_factor", defaults.get("replication_factor", 1))
+                ),
+                config={str(k): str(v) for k, v in entry.get("config", {}).items()},
+                reporter=entry.get("reporter"),
+                doc=str(entry.get("doc", "")),
+            )
+        )
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChange:
+    """One difference between the declaration and the cluster."""
+
+    topic: str
+    action: str  # create | add_partitions | alter_config | partitions_shrink (not possible)
+    detail: str
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000, "log_level": 3}
+    )
+
+
+def plan(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
+    """Differences between ``specs`` and the cluster, without changing anything."""
+    admin = _admin(settings)
+    try:
+        metadata = admin.list_topics(timeout=settings.startup_timeout_s)
+    except KafkaException as exc:
+        raise ServiceUnreachableError(f"Kafka at {settings.kafka_bootstrap} unreachable: {exc}") from exc
+    changes: list[TopicChange] = []
+    existing = [s for s in specs if s.name in metadata.topics]
+    for spec in specs:
+        current = metadata.topics.get(spec.name)
+        if current is None:
+            changes.append(
+                TopicChange(
+                    spec.name, "create", f"{spec.partitions} partitions, config {spec.config or '{}'}"
+                )
+            )
+        elif len(current.partitions) < spec.partitions:
+            changes.append(
+                TopicChange(spec.name, "add_partitions", f"{len(current.partitions)} -> {spec.partitions}")
+            )
+        elif len(current.partitions) > spec.partitions:
+            changes.append(
+                TopicChange(
+                    spec.name,
+                    "partitions_shrink",
+                    f"cluster has {len(current.partitions)}, declared {spec.partitions}: "
+                    "Kafka cannot remove partitions; fix the declaration",
+                )
+            )
+    if existing:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in existing]
+        described = admin.describe_configs(resources, request_timeout=settings.startup_timeout_s)
+        for spec, future in zip(existing, described.values(), strict=True):
+            entries: dict[str, Any] = future.result()
+            for key, wanted in spec.config.items():
+                have = entries[key].value if key in entries else None
+                if have != wanted:
+                    changes.append(TopicChange(spec.name, "alter_config", f"{key}: {have} -> {wanted}"))
+    return changes
+
+
+def apply(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
+    """Make the cluster match ``specs``; idempotent. Returns the changes made."""
+    admin = _admin(settings)
+    changes = plan(settings, specs)
+    by_name = {s.name: s for s in specs}
+    creates = [by_name[c.topic] for c in changes if c.action == "create"]
+    if creates:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in creates],
+            request_timeout=settings.startup_timeout_s,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise ConfigurationError(f"creating topic {name!r}: {exc}") from exc
+    grows = [by_name[c.topic] for c in changes if c.action == "add_partitions"]
+    if grows:
+        for fut in admin.create_partitions([NewPartitions(s.name, s.partitions) for s in grows]).values():
+            fut.result()
+    alters = sorted({c.topic for c in changes if c.action == "alter_config"})
+    if alters:
+        resources = []
+        for name in alters:
+            entries = [
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in by_name[name].config.items()
+            ]
+            resources.append(ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries))
+        for fut in admin.incremental_alter_configs(resources).values():
+            fut.result()
+    shrinks = [c for c in changes if c.action == "partitions_shrink"]
+    if shrinks:
+        raise ConfigurationError("; ".join(f"{c.topic}: {c.detail}" for c in shrinks))
+    return changes
