@@ -74,10 +74,14 @@ class Consolidator:
                 catalogue=self.blueprint.catalogue,
                 now_ms=now_ms,
             )
-            if result.skipped:
+            if result.skipped and not result.duplicate:
                 metrics.OBSERVATIONS_SKIPPED.inc()
                 continue
+            # A duplicate still advances the applied offset: it is part of what was processed.
             commits[obs.entity] = Commit(obs.entity, state, source, message.offset)
+            if result.duplicate:
+                metrics.DUPLICATES.inc()
+                continue
             if result.alert is not None:
                 metrics.ALERTS_EMITTED.labels(result.alert["transition"]).inc()
                 log.info(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.aggregates import Bucket, expired, hour_of, rolling
+from stream_app.aggregates import RETENTION_HOURS, Bucket, expired, hour_of, rolling
 from stream_app.catalogue import Catalogue, Level
 from stream_app.model import Observation
 from stream_app.rules import Transition, alert_id, level_of, transition
@@ -18,6 +18,7 @@ from stream_app.rules import Transition, alert_id, level_of, transition
 WINDOW_NAME = "rolling-24h"
 _BUCKET_PREFIX = "b:"
 _OFFSET_PREFIX = "off:"
+_SEEN_PREFIX = "seen:"
 
 
 @dataclass(slots=True)
@@ -29,7 +30,10 @@ class EntityState:
     latest_event_time: int = -1
     offsets: dict[str, int] = field(default_factory=dict)
     buckets: dict[int, Bucket] = field(default_factory=dict)
-    removed_hours: set[int] = field(default_factory=set)
+    # observation id -> (revision, hour): recognises a record the intake published twice
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
 
     @staticmethod
     def from_hash(fields: dict[bytes, bytes]) -> EntityState:
@@ -41,6 +45,9 @@ class EntityState:
                 state.buckets[int(name[len(_BUCKET_PREFIX) :])] = Bucket.decode(value)
             elif name.startswith(_OFFSET_PREFIX):
                 state.offsets[name[len(_OFFSET_PREFIX) :]] = int(value)
+            elif name.startswith(_SEEN_PREFIX):
+                revision, hour = value.split(",")
+                state.seen[name[len(_SEEN_PREFIX) :]] = (int(revision), int(hour))
             elif name == "level":
                 state.level = int(value)
             elif name == "latest_value":
@@ -50,19 +57,47 @@ class EntityState:
         return state
 
     def to_fields(self) -> dict[str, str]:
-        """The hash fields to write (offsets are written by the commit script itself)."""
+        """The hash fields changed since the state was read (offsets are written by the commit script)."""
         fields = {
             "level": str(self.level),
             "latest_value": repr(self.latest_value),
             "latest_event_time": str(self.latest_event_time),
         }
-        for hour, bucket in self.buckets.items():
-            fields[f"{_BUCKET_PREFIX}{hour}"] = bucket.encode()
+        for name in self.changed:
+            if name.startswith(_BUCKET_PREFIX):
+                fields[name] = self.buckets[int(name[len(_BUCKET_PREFIX) :])].encode()
+            else:
+                revision, hour = self.seen[name[len(_SEEN_PREFIX) :]]
+                fields[name] = f"{revision},{hour}"
         return fields
 
     def removed_fields(self) -> list[str]:
-        """Bucket fields that fell out of retention in this batch."""
-        return [f"{_BUCKET_PREFIX}{hour}" for hour in sorted(self.removed_hours)]
+        """Fields that fell out of retention since the state was read."""
+        return sorted(self.removed)
+
+    def put_bucket(self, hour: int, bucket: Bucket) -> None:
+        """Store an hour's bucket and mark it for writing."""
+        self.buckets[hour] = bucket
+        self.changed.add(f"{_BUCKET_PREFIX}{hour}")
+
+    def put_seen(self, observation_id: str, revision: int, hour: int) -> None:
+        """Remember that ``observation_id`` at ``revision`` was applied."""
+        self.seen[observation_id] = (revision, hour)
+        self.changed.add(f"{_SEEN_PREFIX}{observation_id}")
+
+    def expire(self, newest_hour: int) -> None:
+        """Drop buckets and remembered observation ids older than the retention."""
+        for hour in expired(self.buckets, newest_hour):
+            del self.buckets[hour]
+            self._forget(f"{_BUCKET_PREFIX}{hour}")
+        horizon = newest_hour - RETENTION_HOURS
+        for observation_id in [o for o, (_, hour) in self.seen.items() if hour <= horizon]:
+            del self.seen[observation_id]
+            self._forget(f"{_SEEN_PREFIX}{observation_id}")
+
+    def _forget(self, name: str) -> None:
+        self.changed.discard(name)
+        self.removed.add(name)
 
     @staticmethod
     def offset_field(source: str) -> str:
@@ -74,6 +109,7 @@ class StepResult:
     """What one observation did: skipped (already applied), or the records to publish."""
 
     skipped: bool
+    duplicate: bool = False
     alert: dict[str, Any] | None = None
     consolidated: dict[str, Any] | None = None
 
@@ -89,21 +125,28 @@ def apply(
 ) -> StepResult:
     """Apply ``obs`` (read at ``offset`` of ``source``) to ``state`` in place.
 
-    An observation at or below the offset already applied for ``source`` is skipped: Redis already
-    holds its effects (a redelivery after a crash or rebalance).
+    Skipped, with no effect:
+    - an offset at or below the one already applied for ``source``: Redis already holds its effects
+      (a redelivery after a crash or rebalance);
+    - an observation id already applied at this revision or a later one: the same record published
+      twice upstream (the intake is at-least-once).
+    Corrections (a higher revision) are applied as new values here; retracting the old value is
+    the aggregates' job (issue 5).
     """
     applied = state.offsets.get(source)
     if applied is not None and offset <= applied:
         return StepResult(skipped=True)
     state.offsets[source] = offset
-
     hour = hour_of(obs.event_time)
+    known = state.seen.get(obs.observation_id)
+    if known is not None and known[0] >= obs.revision:
+        return StepResult(skipped=True, duplicate=True)
+    state.put_seen(obs.observation_id, obs.revision, hour)
+
     previous = state.buckets.get(hour)
-    state.buckets[hour] = previous.add(obs.value) if previous else Bucket.of(obs.value)
+    state.put_bucket(hour, previous.add(obs.value) if previous else Bucket.of(obs.value))
     newest_hour = hour_of(max(obs.event_time, state.latest_event_time))
-    for old in expired(state.buckets, newest_hour):
-        del state.buckets[old]
-        state.removed_hours.add(old)
+    state.expire(newest_hour)
 
     indicator = catalogue.indicators[obs.indicator]
     levels = catalogue.levels_for(indicator, obs.station)

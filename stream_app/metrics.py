@@ -38,6 +38,11 @@ OBSERVATIONS_SKIPPED = Counter(
     "Observations not applied again because Redis already holds their effects (redelivery).",
     registry=REGISTRY,
 )
+DUPLICATES = Counter(
+    "stream_app_duplicate_observations_total",
+    "Observations ignored because the same id and revision was already applied.",
+    registry=REGISTRY,
+)
 ALERTS_EMITTED = Counter(
     "stream_app_alerts_emitted_total",
     "Alert transitions published, by transition.",
