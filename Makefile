@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 	@$(SERVICES) install
 
-services: install
+services: $(STAMP)
 	@$(SERVICES) up
 
 down:

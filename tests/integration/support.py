@@ -1,0 +1,188 @@
+"""Helpers for integration tests: real producers and consumers, worker processes, metrics parsing."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from stream_app import codecs
+from stream_app.runtime import load_blueprint
+from stream_app.settings import Settings
+
+READY_LINE = "[^Worker]: Ready"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The STREAM_APP_* variables that recreate ``settings`` in a worker process."""
+    env = {}
+    for name in (
+        "app_id",
+        "kafka_bootstrap",
+        "topic_namespace",
+        "redis_key_prefix",
+        "web_host",
+        "web_port",
+        "batch_max",
+        "batch_within_s",
+        "broker_session_timeout_s",
+        "broker_heartbeat_interval_s",
+        "startup_timeout_s",
+    ):
+        env[f"STREAM_APP_{name.upper()}"] = str(getattr(settings, name))
+    env["STREAM_APP_REDIS_URL"] = settings.redis_url.get_secret_value()
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``stream-app worker`` process."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    settings: Settings
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY_LINE in self.log():
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+        pytest.fail(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+
+    def metrics(self) -> str:
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce (key, value) records and wait for every delivery."""
+    failures: list[str] = []
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "linger.ms": 2})
+    for key, value in records:
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            on_delivery=lambda err, _msg: failures.append(str(err)) if err else None,
+        )
+    assert producer.flush(30) == 0
+    assert not failures, failures
+
+
+@dataclass
+class Collected:
+    """Records read from one output topic, decoded."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+
+
+def collect(
+    settings: Settings,
+    topic: str,
+    subject: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 45.0,
+) -> Collected:
+    """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    consumer.subscribe([topic])
+    out = Collected()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(out.records):
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                assert error.code() == KafkaError._PARTITION_EOF, str(error)
+                continue
+            out.records.append(
+                codecs.decode(load_blueprint(settings).schemas, subject, message.value() or b"")
+            )
+            out.keys.append(message.key())
+    finally:
+        consumer.close()
+    return out
+
+
+def observation(**overrides: Any) -> dict[str, Any]:
+    """A valid ENV.AQI observation at Hoàn Kiếm, now; override any field."""
+    now_ms = int(time.time() * 1000)
+    record: dict[str, Any] = {
+        "observation_id": f"obs-{uuid.uuid4().hex[:12]}",
+        "revision": 0,
+        "reporter": "MAE",
+        "indicator": "ENV.AQI",
+        "region": "01",
+        "station": "HN-AQ-HOANKIEM",
+        "value": 42.0,
+        "unit": "index",
+        "event_time": now_ms,
+        "report_time": now_ms,
+        "quality": "FINAL",
+        "period": None,
+        "breakdowns": {},
+    }
+    record.update(overrides)
+    return record
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in exposition.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        metric, _, label_text = sample.partition("{")
+        have = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if metric == name and have == wanted:
+            return float(value)
+    return 0.0

@@ -1,0 +1,174 @@
+"""The walking skeleton end to end: a real worker process, real Kafka topics, real Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+from fastavro import parse_schema, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from stream_app import codecs
+from stream_app.runtime import Blueprint
+from stream_app.settings import Settings
+
+from .support import collect, metric_value, observation, produce
+
+
+def _input_topic(bp: Blueprint) -> str:
+    return next(t.name for t in bp.topics if t.role == "input")
+
+
+def _encode(bp: Blueprint, record: dict[str, Any]) -> bytes:
+    return codecs.encode(bp.schemas.latest("observation"), record)
+
+
+def test_observation_travels_to_alert_consolidated_and_redis(
+    settings: Settings, blueprint: Blueprint, start_worker: Any
+) -> None:
+    worker = start_worker(settings)
+    bad_air = observation(value=163.0)
+    produce(settings, _input_topic(blueprint), [(b"HN-AQ-HOANKIEM", _encode(blueprint, bad_air))])
+
+    alerts = collect(settings, blueprint.topic_by_role("alerts").name, "alert", lambda r: len(r) >= 1)
+    assert len(alerts.records) == 1
+    alert = alerts.records[0]
+    assert alert["transition"] == "FIRING"
+    assert alert["level_code"] == "BAD"
+    assert alert["level_name_vi"] == "Xấu"
+    assert alert["colour"] == "#FF0000"
+    assert alert["threshold"] == 151.0
+    assert alert["observation_id"] == bad_air["observation_id"]
+    assert alerts.keys[0] == b"levels:ENV.AQI|01|HN-AQ-HOANKIEM"
+
+    consolidated = collect(
+        settings, blueprint.topic_by_role("consolidated").name, "consolidated", lambda r: len(r) >= 1
+    )
+    row = consolidated.records[0]
+    assert row["key"] == "ENV.AQI:01:HN-AQ-HOANKIEM:rolling-24h"
+    assert (row["latest_value"], row["count"], row["max"], row["alert_level_code"]) == (
+        163.0,
+        1,
+        163.0,
+        "BAD",
+    )
+
+    state = redis.Redis.from_url(settings.redis_url.get_secret_value()).hgetall(
+        f"{settings.redis_key_prefix}:{{ENV.AQI|01|HN-AQ-HOANKIEM}}:state"
+    )
+    assert state[b"level"] == b"3"
+    assert float(state[b"latest_value"]) == 163.0
+    assert any(k.startswith(b"off:") for k in state)
+
+    exposition = worker.metrics()
+    assert metric_value(exposition, "stream_app_records_accepted_total", reporter="MAE") == 1
+    assert metric_value(exposition, "stream_app_alerts_emitted_total", transition="FIRING") == 1
+    assert metric_value(exposition, "stream_app_end_to_end_latency_seconds_count") >= 1
+
+
+def test_kcat_produces_json_and_independently_encoded_avro(
+    settings: Settings, blueprint: Blueprint, start_worker: Any, tmp_path: Path
+) -> None:
+    """The wire format is what the spec says, not only what our own encoder writes."""
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is installed by deploy/local/services install"
+    start_worker(settings)
+    topic = _input_topic(blueprint)
+    now_ms = int(time.time() * 1000)
+
+    # A JSON document, hand-written as a reporter's system would, with ISO-8601 times.
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now_ms / 1000))
+    json_doc = (
+        '{"observation_id": "kcat-json-1", "reporter": "MAE", "indicator": "HYD.WATER_LEVEL", '
+        '"region": "01", "station": "HN-LONGBIEN", "value": 10.7, "unit": "m", '
+        f'"event_time": "{stamp}", "report_time": "{stamp}"}}'
+    )
+    subprocess.run(
+        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topic, "-k", "HN-LONGBIEN"],
+        input=json_doc.encode() + b"\n",
+        check=True,
+        timeout=30,
+    )
+
+    # Avro single-object encoding built with fastavro's own fingerprint, not stream_app.codecs.
+    raw_schema = json.loads((settings.schemas_dir / "observation.v1.avsc").read_text(encoding="utf-8"))
+    parsed = parse_schema(raw_schema)
+    body = io.BytesIO()
+    schemaless_writer(body, parsed, observation(observation_id="kcat-avro-1", value=205.0))
+    wire = b"\xc3\x01" + bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    (tmp_path / "obs.avro").write_bytes(wire + body.getvalue())
+    # With file arguments, kcat sends each file whole as one message: binary-safe.
+    subprocess.run(
+        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topic, str(tmp_path / "obs.avro")],
+        check=True,
+        timeout=30,
+    )
+
+    alerts = collect(settings, blueprint.topic_by_role("alerts").name, "alert", lambda r: len(r) >= 2)
+    by_obs = {a["observation_id"]: a for a in alerts.records}
+    assert by_obs["kcat-json-1"]["level_code"] == "BD2"  # 10.7 m at Long Biên: alarm level II
+    assert by_obs["kcat-avro-1"]["level_code"] == "VERY_BAD"
+    dead = collect(
+        settings, blueprint.dead_letter_topic("MAE").name, "dead_letter", lambda r: False, timeout=3
+    )
+    assert dead.records == []
+
+
+def test_every_record_is_accepted_or_dead_lettered_with_its_reason(
+    settings: Settings, blueprint: Blueprint, start_worker: Any
+) -> None:
+    worker = start_worker(settings)
+    good = [observation(value=float(v)) for v in (10, 20, 30)]
+    bad: list[tuple[str, bytes]] = [
+        ("undecodable", b"\xff\xfe not an observation"),
+        ("unknown_indicator", _encode(blueprint, observation(indicator="XYZ.NOPE"))),
+        ("value_out_of_range", _encode(blueprint, observation(value=501.0))),
+        ("unit_mismatch", _encode(blueprint, observation(unit="ppm"))),
+        ("unknown_station", _encode(blueprint, observation(station="HCM-AQ-Q1"))),
+        ("schema_mismatch", b'{"observation_id": "x"}'),
+        (
+            "value_not_finite",
+            b'{"observation_id": "n", "reporter": "MAE", "indicator": "ENV.AQI", "region": "01",'
+            b' "value": NaN, "unit": "index", "event_time": 1764000000000,'
+            b' "report_time": 1764000000000}',
+        ),
+    ]
+    records = [(b"k", _encode(blueprint, g)) for g in good] + [(b"bad", raw) for _, raw in bad]
+    produce(settings, _input_topic(blueprint), records)
+
+    dead = collect(
+        settings, blueprint.dead_letter_topic("MAE").name, "dead_letter", lambda r: len(r) >= len(bad)
+    )
+    consolidated = collect(
+        settings,
+        blueprint.topic_by_role("consolidated").name,
+        "consolidated",
+        lambda r: any(row["count"] == 3 for row in r),
+    )
+    assert max(row["count"] for row in consolidated.records) == 3
+    assert len(dead.records) == len(bad)
+    assert Counter(d["reason"] for d in dead.records) == Counter(reason for reason, _ in bad)
+    originals = {d["reason"]: d["original"] for d in dead.records}
+    for reason, raw in bad:
+        assert originals[reason] == raw
+    for d in dead.records:
+        assert d["source_topic"] == _input_topic(blueprint)
+        assert d["source_offset"] >= 0
+        assert d["message"]
+
+    exposition = worker.metrics()
+    consumed = metric_value(exposition, "stream_app_records_consumed_total", topic=_input_topic(blueprint))
+    accepted = metric_value(exposition, "stream_app_records_accepted_total", reporter="MAE")
+    assert consumed == len(records) == accepted + len(dead.records)
+    for reason, count in Counter(d["reason"] for d in dead.records).items():
+        assert (
+            metric_value(exposition, "stream_app_records_rejected_total", reporter="MAE", reason=reason)
+            == count
+        )

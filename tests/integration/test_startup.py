@@ -1,0 +1,57 @@
+"""A worker that cannot reach Kafka or Redis says so in one line and exits non-zero, quickly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stream_app.runtime import Blueprint
+from stream_app.settings import Settings
+
+from .support import settings_env
+
+
+def _run_worker(settings: Settings, **overrides: str) -> tuple[int, str, float]:
+    env = {**os.environ, **settings_env(settings), "STREAM_APP_STARTUP_TIMEOUT_S": "5", **overrides}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_app", "worker"], env=env, capture_output=True, timeout=60, check=False
+    )
+    return done.returncode, done.stderr.decode(), time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ({"STREAM_APP_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "Kafka unreachable at 127.0.0.1:1"),
+        ({"STREAM_APP_REDIS_URL": "redis://127.0.0.1:1/0"}, "Redis unreachable at redis://127.0.0.1:1/0"),
+    ],
+)
+def test_unreachable_service_is_one_clear_line(
+    settings: Settings, blueprint: Blueprint, override: dict[str, str], names: str
+) -> None:
+    code, stderr, elapsed = _run_worker(settings, **override)
+    assert code == 2
+    assert elapsed < 30
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert names in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_missing_topics_are_named(settings: Settings) -> None:
+    code, stderr, _ = _run_worker(settings)
+    assert code == 2
+    assert "lacks topics" in stderr
+    assert "stream-app topics apply" in stderr
+
+
+def test_password_in_redis_url_is_not_printed(settings: Settings, blueprint: Blueprint) -> None:
+    code, stderr, _ = _run_worker(settings, STREAM_APP_REDIS_URL="redis://ops:s3cret@127.0.0.1:1/0")
+    assert code == 2
+    assert "s3cret" not in stderr
+    assert "***@127.0.0.1:1" in stderr
