@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
 
 from stream_app.exceptions import DecodeError
 from stream_app.schemas import SchemaRegistry, SchemaVersion
@@ -94,8 +95,14 @@ def _decode_json_observation(registry: SchemaRegistry, raw: bytes) -> dict[str, 
         if isinstance(doc.get(name), str):
             doc[name] = _parse_iso(name, doc[name])
     schema = registry.latest("observation")
-    # Writing validates the document against the schema and fills defaults; reading back gives
-    # exactly the shape an Avro record decodes to.
+    # fastavro's writer coerces (1.5 -> 1, true -> 1.0); validate strictly first. Writing then fills
+    # defaults, and reading back gives exactly the shape an Avro record decodes to.
+    try:
+        validate(doc, schema.parsed, raise_errors=True)
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DecodeError(
+            Reasons.SCHEMA_MISMATCH, f"JSON does not match the observation schema: {exc}"
+        ) from exc
     try:
         return decode(registry, "observation", encode(schema, doc))
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:

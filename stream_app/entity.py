@@ -157,7 +157,13 @@ def apply(
         change = transition(state.level, new_level, indicator.alert_from_level)
         if change is not None:
             alert = alert_record(
-                obs, change, previous=state.level, current=new_level, levels=levels, now_ms=now_ms
+                obs,
+                change,
+                previous=state.level,
+                current=new_level,
+                levels=levels,
+                alert_from=indicator.alert_from_level,
+                now_ms=now_ms,
             )
         state.level = new_level
 
@@ -193,6 +199,7 @@ def alert_record(
     previous: int,
     current: int,
     levels: tuple[Level, ...],
+    alert_from: int,
     now_ms: int,
 ) -> dict[str, Any]:
     """The Avro alert record of one transition."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastavro import parse_schema
-from fastavro.schema import to_parsing_canonical_form
+from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
 from stream_app.exceptions import ConfigurationError
 
@@ -88,7 +88,7 @@ def load_schemas(directory: Path) -> SchemaRegistry:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             parsed = parse_schema(raw, _write_hint=False)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, SchemaParseException, UnknownType) as exc:
             raise ConfigurationError(f"{path}: invalid Avro schema: {exc}") from exc
         canonical = to_parsing_canonical_form(parsed)
         version = SchemaVersion(

@@ -56,16 +56,24 @@ def load_topics(path: Path, namespace: str = "") -> list[TopicSpec]:
         if role not in ROLES:
             raise ConfigurationError(f"{path}: topic {name!r}: role {role!r} is not one of {sorted(ROLES)}")
         if role in {"input", "dead_letter"} and not entry.get("reporter"):
-            raise ConfigurationError(f"{path}: topic {name!r}: an {role} topic needs a reporter")
+            article = "an" if role == "input" else "a"
+            raise ConfigurationError(f"{path}: topic {name!r}: {article} {role} topic needs a reporter")
+        counts = {}
+        for key in ("partitions", "replication_factor"):
+            value = entry.get(key, defaults.get(key, 1))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{path}: topic {name!r}: {key} must be a whole number >= 1")
+            counts[key] = value
+        config = entry.get("config", {})
+        if not isinstance(config, dict):
+            raise ConfigurationError(f"{path}: topic {name!r}: config must be a table of Kafka topic configs")
         specs.append(
             TopicSpec(
                 name=f"{namespace}{name}",
                 role=role,
-                partitions=int(entry.get("partitions", defaults.get("partitions", 1))),
-                replication_factor=int(
-                    entry.get("replication_factor", defaults.get("replication_factor", 1))
-                ),
-                config={str(k): str(v) for k, v in entry.get("config", {}).items()},
+                partitions=counts["partitions"],
+                replication_factor=counts["replication_factor"],
+                config={str(k): str(v) for k, v in config.items()},
                 reporter=entry.get("reporter"),
                 doc=str(entry.get("doc", "")),
             )

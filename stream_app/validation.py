@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_app.catalogue import Catalogue
@@ -27,9 +27,14 @@ class Reasons:
     TOO_OLD = "event_time_before_2010"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def _millis(value: Any) -> int:
+    # Integer arithmetic: float seconds * 1000 loses a millisecond for times after 2038.
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // _ONE_MS
     return int(value)
 
 

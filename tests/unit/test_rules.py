@@ -1,0 +1,115 @@
+"""stream_app.rules: regulation levels, alert transitions, deterministic alert ids."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from stream_app.catalogue import Catalogue
+from stream_app.rules import Transition, alert_id, level_of, transition
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (0, "GOOD"),
+        (50, "GOOD"),
+        (50.9, "GOOD"),
+        (51, "MODERATE"),
+        (100, "MODERATE"),
+        (101, "POOR"),
+        (150, "POOR"),
+        (150.5, "POOR"),
+        (151, "BAD"),
+        (200, "BAD"),
+        (201, "VERY_BAD"),
+        (300, "VERY_BAD"),
+        (301, "HAZARDOUS"),
+        (500, "HAZARDOUS"),
+    ],
+)
+def test_vn_aqi_levels(catalogue: Catalogue, value: float, code: str) -> None:
+    levels = catalogue.indicators["ENV.AQI"].levels
+    assert levels[level_of(value, levels)].code == code
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (-10, "NORMAL"),
+        (9.49, "NORMAL"),
+        (9.5, "BD1"),
+        (10.49, "BD1"),
+        (10.5, "BD2"),
+        (11.5, "BD3"),
+        (20, "BD3"),
+    ],
+)
+def test_flood_levels_of_long_bien(catalogue: Catalogue, value: float, code: str) -> None:
+    indicator = catalogue.indicators["HYD.WATER_LEVEL"]
+    levels = catalogue.levels_for(indicator, "HN-LONGBIEN")
+    assert levels[level_of(value, levels)].code == code
+
+
+def test_flood_levels_are_per_station(catalogue: Catalogue) -> None:
+    indicator = catalogue.indicators["HYD.WATER_LEVEL"]
+    long_bien = catalogue.levels_for(indicator, "HN-LONGBIEN")
+    son_tay = catalogue.levels_for(indicator, "HN-SONTAY")
+    assert level_of(12.0, long_bien) == 3
+    assert level_of(12.0, son_tay) == 0
+
+
+def test_indicator_levels_when_station_has_none(catalogue: Catalogue) -> None:
+    aqi = catalogue.indicators["ENV.AQI"]
+    assert catalogue.levels_for(aqi, "HN-AQ-HOANKIEM") == aqi.levels
+    assert catalogue.levels_for(aqi, None) == aqi.levels
+    assert catalogue.levels_for(aqi, "NO-SUCH-STATION") == aqi.levels
+
+
+def test_value_below_first_bound_and_empty_table_are_level_zero(catalogue: Catalogue) -> None:
+    levels = catalogue.indicators["ENV.AQI"].levels
+    assert level_of(-5, levels) == 0
+    assert level_of(1e9, ()) == 0
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "alert_from", "expected"),
+    [
+        (0, 3, 3, Transition.FIRING),
+        (2, 3, 3, Transition.FIRING),
+        (0, 5, 3, Transition.FIRING),
+        (3, 4, 3, Transition.ESCALATED),
+        (3, 5, 3, Transition.ESCALATED),
+        (4, 3, 3, Transition.DEESCALATED),
+        (5, 4, 3, Transition.DEESCALATED),
+        (3, 2, 3, Transition.RESOLVED),
+        (5, 0, 3, Transition.RESOLVED),
+        (1, 2, 3, None),
+        (2, 1, 3, None),
+        (0, 0, 3, None),
+        (3, 3, 3, None),
+        (5, 5, 3, None),
+        (0, 1, 1, Transition.FIRING),
+        (1, 0, 1, Transition.RESOLVED),
+    ],
+)
+def test_transitions(previous: int, current: int, alert_from: int, expected: Transition | None) -> None:
+    assert transition(previous, current, alert_from) is expected
+
+
+def test_alert_id_is_deterministic() -> None:
+    first = alert_id("levels:ENV.AQI|01|HN-AQ-HOANKIEM", Transition.FIRING, "obs-1", 0)
+    again = alert_id("levels:ENV.AQI|01|HN-AQ-HOANKIEM", Transition.FIRING, "obs-1", 0)
+    assert first == again
+    assert first.startswith("alr-")
+    assert len(first) == len("alr-") + 24
+
+
+def test_alert_id_differs_when_any_input_differs() -> None:
+    keys = ["levels:ENV.AQI|01|HN-AQ-HOANKIEM", "levels:ENV.AQI|79|HCM-AQ-Q1"]
+    observation_ids = ["obs-1", "obs-2"]
+    revisions = [0, 1]
+    combos = list(itertools.product(keys, list(Transition), observation_ids, revisions))
+    ids = {alert_id(*combo) for combo in combos}
+    assert len(ids) == len(combos)

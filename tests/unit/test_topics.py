@@ -1,0 +1,134 @@
+"""stream_app.topics.load_topics: the declarations file, namespaced, checked entry by entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_app.exceptions import ConfigurationError
+from stream_app.settings import Settings
+from stream_app.topics import ROLES, load_topics
+
+TOPICS_FILE = Settings.model_construct().topics_file
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "topics.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_real_declarations_load() -> None:
+    specs = load_topics(TOPICS_FILE)
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names))
+    assert {s.role for s in specs} <= ROLES
+    assert {"input", "dead_letter", "repartition", "alerts", "consolidated"} <= {s.role for s in specs}
+    for spec in specs:
+        assert spec.partitions >= 1
+        assert spec.replication_factor >= 1
+        if spec.role in {"input", "dead_letter"}:
+            assert spec.reporter
+    mae = next(s for s in specs if s.name == "reporter.mae.observations")
+    assert (mae.role, mae.reporter) == ("input", "MAE")
+    assert all(isinstance(v, str) for s in specs for v in s.config.values())
+
+
+def test_namespace_is_prefixed() -> None:
+    plain = load_topics(TOPICS_FILE)
+    spaced = load_topics(TOPICS_FILE, "t0fd0d634d4.")
+    assert [s.name for s in spaced] == [f"t0fd0d634d4.{s.name}" for s in plain]
+    assert [(s.role, s.partitions, s.config, s.reporter) for s in spaced] == [
+        (s.role, s.partitions, s.config, s.reporter) for s in plain
+    ]
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[defaults]
+partitions = 6
+replication_factor = 3
+
+[[topic]]
+name = "a"
+role = "alerts"
+
+[[topic]]
+name = "b"
+role = "consolidated"
+partitions = 2
+config = { "retention.ms" = 1000, "cleanup.policy" = "compact" }
+doc = "B"
+""",
+    )
+    a, b = load_topics(path, "ns.")
+    assert (a.name, a.partitions, a.replication_factor, a.config, a.reporter) == ("ns.a", 6, 3, {}, None)
+    assert (b.name, b.partitions, b.config, b.doc) == (
+        "ns.b",
+        2,
+        {"retention.ms": "1000", "cleanup.policy": "compact"},
+        "B",
+    )
+
+
+def test_without_defaults_one_partition_one_replica(tmp_path: Path) -> None:
+    (spec,) = load_topics(_write(tmp_path, '[[topic]]\nname = "a"\nrole = "alerts"\n'))
+    assert (spec.partitions, spec.replication_factor) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param(
+            '[[topic]]\nname = "a"\nrole = "alerts"\n[[topic]]\nname = "a"\nrole = "consolidated"\n',
+            "topic 'a' declared twice",
+            id="duplicate-name",
+        ),
+        pytest.param('[[topic]]\nname = "a"\nrole = "sink"\n', "topic 'a': role 'sink'", id="unknown-role"),
+        pytest.param('[[topic]]\nname = "a"\n', "topic 'a': role None", id="missing-role"),
+        pytest.param(
+            '[[topic]]\nname = "in"\nrole = "input"\n',
+            "topic 'in': an input topic needs a reporter",
+            id="input",
+        ),
+        pytest.param(
+            '[[topic]]\nname = "in"\nrole = "input"\nreporter = ""\n',
+            "an input topic needs a reporter",
+            id="input-empty-reporter",
+        ),
+        pytest.param(
+            '[[topic]]\nname = "dlq"\nrole = "dead_letter"\n',
+            "dead_letter topic needs a reporter",
+            id="dead-letter-without-reporter",
+        ),
+        pytest.param('[[topic]]\nrole = "alerts"\n', "has no name", id="no-name"),
+        pytest.param("[[topic]\nname = 1\n", "line 1", id="invalid-toml"),
+    ],
+)
+def test_bad_declaration_raises_configuration_error(tmp_path: Path, text: str, problem: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigurationError) as info:
+        load_topics(path, "ns.")
+    assert str(path) in str(info.value)
+    assert problem in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"nope\.toml"):
+        load_topics(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param('partitions = "four"', id="partitions-not-int"),
+        pytest.param('config = "x"', id="config-not-table"),
+    ],
+)
+def test_wrongly_typed_value_raises_configuration_error(tmp_path: Path, extra: str) -> None:
+    path = _write(tmp_path, f'[[topic]]\nname = "a"\nrole = "alerts"\n{extra}\n')
+    with pytest.raises(ConfigurationError, match="'a'"):
+        load_topics(path)
