@@ -11,13 +11,13 @@ SERVICES := deploy/local/services
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install services down demo lint format typecheck unit integration test check clean
+.PHONY: help install services down demo lint format typecheck schemas unit integration test check clean
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
 	@echo "make test                 install, start services, lint, type-check, unit and integration tests"
 	@echo "make services | down      start | stop the local Kafka and Redis"
-	@echo "make lint | typecheck | unit | integration | format"
+	@echo "make lint | typecheck | schemas | unit | integration | format"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,10 @@ unit: $(STAMP)
 integration: services
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-test: services lint typecheck
+schemas: $(STAMP)
+	$(BIN)/stream-app schemas check
+
+test: services lint typecheck schemas
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 check: test

@@ -10,8 +10,12 @@ from typing import Any
 
 import faust
 
-from stream_app import metrics
+from stream_app import codecs, metrics
 from stream_app.logs import get_logger
+from stream_app.model import Rejection
+from stream_app.retry import retry_until_done
+from stream_app.schemas import SchemaVersion
+from stream_app.settings import Settings
 
 log = get_logger(__name__)
 
@@ -26,6 +30,36 @@ class Output:
     timestamp: float | None = None
 
 
+def dead_letter(
+    message: Any, reporter: str, topic: Any, schema: SchemaVersion, rejection: Rejection, *, now_ms: int
+) -> Output:
+    """The dead-letter record of a rejected record: its bytes and key unchanged, reason and position.
+
+    Counted in ``stream_app_records_rejected_total{reporter,reason}`` and logged with the position.
+    """
+    metrics.RECORDS_REJECTED.labels(reporter, rejection.reason).inc()
+    log.info(
+        "record_rejected",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reporter=reporter,
+        reason=rejection.reason,
+        detail=rejection.message[:200],
+    )
+    record = {
+        "reason": rejection.reason,
+        "message": rejection.message,
+        "source_topic": message.topic,
+        "source_partition": message.partition,
+        "source_offset": message.offset,
+        "source_key": message.key,
+        "original": message.value or b"",
+        "rejected_at": now_ms,
+    }
+    return Output(topic, message.key, codecs.encode(schema, record))
+
+
 def withhold_acks(events: Sequence[faust.EventT[bytes]]) -> None:
     """Make sure none of ``events`` is ever marked safe to commit.
 
@@ -37,25 +71,27 @@ def withhold_acks(events: Sequence[faust.EventT[bytes]]) -> None:
         event.message.acked = True
 
 
-async def publish(outputs: Sequence[Output], retry_initial_s: float = 0.2, retry_max_s: float = 5.0) -> None:
-    """Send ``outputs`` and wait until Kafka acknowledged every one; retry the batch until it does."""
-    delay = retry_initial_s
-    attempt = 0
-    while True:
-        try:
-            futures = [await o.topic.send(key=o.key, value=o.value, timestamp=o.timestamp) for o in outputs]
-            await asyncio.gather(*futures)
-        except Exception as exc:
-            if getattr(exc, "retriable", True) is False:
-                raise  # e.g. a record too large: retrying cannot help, the batch must not be acked
-            attempt += 1
-            log.warning("produce_failed_retrying", attempt=attempt, retry_in_s=delay, error=repr(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, retry_max_s)
-            continue
-        for o in outputs:
-            metrics.RECORDS_PRODUCED.labels(o.topic.get_topic_name()).inc()
+async def publish(outputs: Sequence[Output], settings: Settings) -> None:
+    """Send ``outputs`` and wait until Kafka acknowledged every one; retry the batch until it does.
+
+    A retried batch may publish some records twice: alert ids are deterministic and the stateful
+    step ignores an observation id it has applied, so duplicates change nothing downstream.
+    """
+    if not outputs:
         return
+
+    async def send_all() -> None:
+        futures = [await o.topic.send(key=o.key, value=o.value, timestamp=o.timestamp) for o in outputs]
+        await asyncio.gather(*futures)
+
+    await retry_until_done("produce", send_all, settings, _retriable_kafka_error)
+    for o in outputs:
+        metrics.RECORDS_PRODUCED.labels(o.topic.get_topic_name()).inc()
+
+
+def _retriable_kafka_error(exc: Exception) -> bool:
+    # e.g. a record too large is not retriable: retrying cannot help, the batch must not be acked
+    return getattr(exc, "retriable", True) is not False
 
 
 def observe_latency(events: Sequence[faust.EventT[bytes]]) -> None:

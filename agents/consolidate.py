@@ -9,11 +9,12 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, observe_latency, publish, withhold_acks
+from agents._batch import Output, dead_letter, observe_latency, publish, withhold_acks
 from stream_app import codecs, metrics
 from stream_app.entity import StepResult, apply
 from stream_app.exceptions import DecodeError
 from stream_app.logs import get_logger
+from stream_app.model import Observation, Rejection
 from stream_app.runtime import Blueprint
 from stream_app.state import Commit, StateStore
 from stream_app.validation import observation_from_record
@@ -33,6 +34,12 @@ class Consolidator:
         self.consolidated = app.topic(
             blueprint.topic_by_role("consolidated").name, key_serializer="raw", value_serializer="raw"
         )
+        self.dead_letters = {
+            spec.reporter: app.topic(spec.name, key_serializer="raw", value_serializer="raw")
+            for spec in blueprint.topics
+            if spec.role == "dead_letter" and spec.reporter is not None
+        }
+        self.dead_letter_schema = blueprint.schemas.latest("dead_letter")
         self.alert_schema = blueprint.schemas.latest("alert")
         self.consolidated_schema = blueprint.schemas.latest("consolidated")
 
@@ -74,13 +81,16 @@ class Consolidator:
                 catalogue=self.blueprint.catalogue,
                 now_ms=now_ms,
             )
-            if result.skipped and not result.duplicate:
+            if result.skipped and not (result.duplicate or result.stale):
                 metrics.OBSERVATIONS_SKIPPED.inc()
                 continue
-            # A duplicate still advances the applied offset: it is part of what was processed.
+            # Duplicates and stale revisions still advance the applied offset: they were processed.
             commits[obs.entity] = Commit(obs.entity, state, source, message.offset)
             if result.duplicate:
                 metrics.DUPLICATES.inc()
+                continue
+            if result.stale:
+                outputs.append(self.stale_revision(message, obs, now_ms))
                 continue
             if result.alert is not None:
                 metrics.ALERTS_EMITTED.labels(result.alert["transition"]).inc()
@@ -113,11 +123,20 @@ class Consolidator:
                     codecs.encode(self.consolidated_schema, result.consolidated),
                 )
         outputs.extend(latest.values())
-        await publish(outputs)
+        await publish(outputs, self.blueprint.settings)
         start = time.perf_counter()
         await self.store.commit(list(commits.values()))
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
         observe_latency(events)
+
+    def stale_revision(self, message: Any, obs: Observation, now_ms: int) -> Output:
+        """A dead letter for a revision older than the one already applied (a correction won)."""
+        rejection = Rejection(
+            "stale_revision",
+            f"revision {obs.revision} of {obs.observation_id} arrived after a later revision",
+        )
+        topic = self.dead_letters[obs.reporter]
+        return dead_letter(message, obs.reporter, topic, self.dead_letter_schema, rejection, now_ms=now_ms)
 
 
 def register(app: faust.App, blueprint: Blueprint, store: StateStore) -> None:

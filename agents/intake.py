@@ -1,5 +1,9 @@
 """Intake: decode and validate reporters' records; dead-letter the bad ones with a reason; re-key the
-good ones by entity onto the internal topic, so one writer keeps each entity's state in order."""
+good ones by entity onto the internal topic, so one writer keeps each entity's state in order.
+
+One agent reads every reporter's input topic; the topic a record came from says which reporter sent
+it, and so which indicators it may carry.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,13 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, publish, withhold_acks
-from stream_app import codecs, metrics
+from agents._batch import Output, dead_letter, publish, withhold_acks
+from stream_app import codecs, metrics, registry
 from stream_app.exceptions import DecodeError
 from stream_app.logs import get_logger
 from stream_app.model import Rejection
+from stream_app.retry import retry_until_done
 from stream_app.runtime import Blueprint
-from stream_app.topics import TopicSpec
 from stream_app.validation import observation_record, validate
 
 log = get_logger(__name__)
@@ -25,38 +29,71 @@ MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 
 
 class Intake:
-    """Turns one batch of a reporter's records into re-keyed observations and dead letters."""
+    """Turns one batch of reporters' records into re-keyed observations and dead letters."""
 
-    def __init__(self, app: faust.App, blueprint: Blueprint, source: TopicSpec) -> None:
-        assert source.reporter is not None  # noqa: S101 - load_topics guarantees it for input topics
-        self.reporter = source.reporter
-        self.source = source
+    def __init__(self, app: faust.App, blueprint: Blueprint) -> None:
         self.blueprint = blueprint
         self.rekeyed = app.topic(
             blueprint.topic_by_role("repartition").name, key_serializer="raw", value_serializer="raw"
         )
-        self.dead_letters = app.topic(
-            blueprint.dead_letter_topic(self.reporter).name, key_serializer="raw", value_serializer="raw"
-        )
+        # source topic -> (reporter, its dead-letter topic)
+        self.routes: dict[str, tuple[str, Any]] = {}
+        for spec in blueprint.input_topics():
+            assert spec.reporter is not None  # noqa: S101 - load_topics guarantees it for input topics
+            dead_letters = app.topic(
+                blueprint.dead_letter_topic(spec.reporter).name, key_serializer="raw", value_serializer="raw"
+            )
+            self.routes[spec.name] = (spec.reporter, dead_letters)
+        # Confluent-framed records resolve their schema id through the registry, when one is set.
+        self.confluent = registry.from_url(blueprint.settings.schema_registry_url, blueprint.schemas)
         self.observation_schema = blueprint.schemas.latest("observation")
         self.dead_letter_schema = blueprint.schemas.latest("dead_letter")
 
+    async def prefetch_schemas(self, events: Sequence[faust.EventT[bytes]]) -> None:
+        """Resolve new Confluent schema ids off the event loop; wait (never dead-letter) while the
+        registry is unreachable, since the records themselves may be fine."""
+        if self.confluent is None:
+            return
+        confluent = self.confluent
+
+        async def fetch() -> None:
+            await confluent.prefetch(e.message.value or b"" for e in events)
+
+        await retry_until_done("schema_registry", fetch, self.blueprint.settings)
+
     def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> list[Output]:
-        """Decide, for each record, where it goes. Pure apart from metrics."""
+        """Decide, for each record, where it goes. Pure apart from metrics and logs."""
         outputs: list[Output] = []
         for event in events:
             message = event.message
+            reporter, dead_letters = self.routes[message.topic]
+            metrics.RECORDS_CONSUMED.labels(message.topic).inc()
             raw: bytes = message.value or b""
             try:
-                record = codecs.decode_observation(self.blueprint.schemas, raw, MAX_RECORD_BYTES)
+                record = codecs.decode_observation(
+                    self.blueprint.schemas, raw, MAX_RECORD_BYTES, self.confluent
+                )
             except DecodeError as exc:
-                outputs.append(self.dead_letter(message, Rejection(exc.reason, exc.message), now_ms))
+                outputs.append(
+                    dead_letter(
+                        message,
+                        reporter,
+                        dead_letters,
+                        self.dead_letter_schema,
+                        Rejection(exc.reason, exc.message),
+                        now_ms=now_ms,
+                    )
+                )
                 continue
-            result = validate(record, self.reporter, self.blueprint.catalogue, now_ms, MAX_FUTURE_SKEW_MS)
+            result = validate(record, reporter, self.blueprint.catalogue, now_ms, MAX_FUTURE_SKEW_MS)
             if isinstance(result, Rejection):
-                outputs.append(self.dead_letter(message, result, now_ms))
+                outputs.append(
+                    dead_letter(
+                        message, reporter, dead_letters, self.dead_letter_schema, result, now_ms=now_ms
+                    )
+                )
                 continue
-            metrics.RECORDS_ACCEPTED.labels(self.reporter).inc()
+            metrics.RECORDS_ACCEPTED.labels(reporter).inc()
             outputs.append(
                 Output(
                     topic=self.rekeyed,
@@ -67,48 +104,22 @@ class Intake:
             )
         return outputs
 
-    def dead_letter(self, message: Any, rejection: Rejection, now_ms: int) -> Output:
-        """The dead-letter record of a rejected input record: original bytes, reason and position."""
-        metrics.RECORDS_REJECTED.labels(self.reporter, rejection.reason).inc()
-        log.info(
-            "record_rejected",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            reason=rejection.reason,
-            detail=rejection.message[:200],
-        )
-        record = {
-            "reason": rejection.reason,
-            "message": rejection.message,
-            "source_topic": message.topic,
-            "source_partition": message.partition,
-            "source_offset": message.offset,
-            "source_key": message.key,
-            "original": message.value or b"",
-            "rejected_at": now_ms,
-        }
-        return Output(self.dead_letters, message.key, codecs.encode(self.dead_letter_schema, record))
-
 
 def register(app: faust.App, blueprint: Blueprint) -> None:
-    """One intake agent per reporter input topic."""
+    """The intake agent, subscribed to every reporter's input topic."""
     settings = blueprint.settings
-    for spec in blueprint.topics:
-        if spec.role != "input":
-            continue
-        intake = Intake(app, blueprint, spec)
-        source = app.topic(spec.name, key_serializer="raw", value_serializer="raw")
+    intake = Intake(app, blueprint)
+    source = app.topic(*intake.routes, key_serializer="raw", value_serializer="raw")
 
-        async def run(stream: Any, intake: Intake = intake) -> None:
-            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                try:
-                    metrics.RECORDS_CONSUMED.labels(intake.source.name).inc(len(events))
-                    metrics.BATCH_SIZE.labels("intake").observe(len(events))
-                    await publish(intake.route(events, int(time.time() * 1000)))
-                except BaseException:
-                    withhold_acks(events)
-                    raise
+    async def run(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            try:
+                metrics.BATCH_SIZE.labels("intake").observe(len(events))
+                await intake.prefetch_schemas(events)
+                await publish(intake.route(events, int(time.time() * 1000)), settings)
+            except BaseException:
+                withhold_acks(events)
+                raise
 
-        run.__name__ = run.__qualname__ = f"intake_{spec.reporter}"
-        app.agent(source, name=f"intake-{spec.reporter}")(run)
+    run.__name__ = run.__qualname__ = "intake"
+    app.agent(source, name="intake")(run)

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream_app import metrics
+from stream_app import metrics, retry
 from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 from stream_app.state import StateStore, connect
@@ -56,9 +56,8 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        ready = not store.retrying
-        return web.json(
-            {"live": True, "ready": ready, "redis_retrying": store.retrying}, status=200 if ready else 503
-        )
+        waiting = sorted(retry.retrying())
+        ready = not waiting
+        return web.json({"live": True, "ready": ready, "waiting_for": waiting}, status=200 if ready else 503)
 
     return app

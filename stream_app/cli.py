@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.settings import Settings
@@ -18,14 +19,52 @@ def _parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="topics declared in topics/topics.toml")
     topics.add_argument("action", choices=["plan", "apply", "list"])
 
-    sim = sub.add_parser("simulate", help="send a simulated feed of observations")
+    sim = sub.add_parser("simulate", help="send simulated live feeds, or write simulated history to a file")
     sim.add_argument("--rate", type=float, default=5.0, help="records per second (0: as fast as possible)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run")
     sim.add_argument("--count", type=int, default=None, help="records to send")
+    sim.add_argument("--scenario", choices=["mix", "normal", "smog", "flood"], default="mix")
+    sim.add_argument("--reporter", action="append", help="only these reporters (repeatable)")
+    sim.add_argument("--invalid-share", type=float, default=0.03, help="share of wrong records (live)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--history", metavar="FROM:TO", help="write daily history (YYYY-MM-DD or YYYY)")
+    sim.add_argument("--out", default=None, help="history file (.jsonl or .csv, optionally .gz)")
+    sim.add_argument("--format", choices=["jsonl", "csv"], default=None, help="history file format")
+
+    prod = sub.add_parser("produce", help="send a reporter's bulk file (JSONL or CSV) to its input topic")
+    prod.add_argument("--reporter", required=True, help="reporter code (e.g. MAE)")
+    prod.add_argument("file", help="observations, one per line (.jsonl) or row (.csv); .gz ok")
+    prod.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from the extension")
+    prod.add_argument("--batch", type=int, default=10_000, help="records per Kafka batch")
+    prod.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    prod.add_argument("--dry-run", action="store_true", help="parse, validate and encode; send nothing")
+    prod.add_argument("--workers", type=int, default=None, help="parsing processes (default: by file size)")
 
     tl = sub.add_parser("tail", help="print the center's alerts and consolidated events as they happen")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--duration", type=float, default=None)
+
+    dlq = sub.add_parser("dlq", help="dead-letter topics: summarise by reason, replay after a fix")
+    dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
+    inspect = dlq_sub.add_parser("inspect", help="count dead letters by reporter and reason")
+    inspect.add_argument("--reporter", action="append", help="only these reporters (repeatable)")
+    rep = dlq_sub.add_parser("replay", help="send selected dead letters back to their source topic")
+    rep.add_argument("--reporter", required=True)
+    rep.add_argument("--reason", action="append", help="only these reason codes (repeatable)")
+    rep.add_argument(
+        "--offset", action="append", help="only these dead letters, as PARTITION:OFFSET (repeatable)"
+    )
+    rep.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+
+    sch = sub.add_parser("schemas", help="Avro contracts: check every version reads the older ones' data")
+    sch.add_argument("action", choices=["check"])
+    sch.add_argument("--dir", default=None, help="schema directory (default: STREAM_APP_SCHEMAS_DIR)")
+    sch.add_argument(
+        "--mode",
+        default="FULL_TRANSITIVE",
+        choices=["BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"],
+        help="which versions must read which (default: every two versions, both ways)",
+    )
 
     demo = sub.add_parser("demo", help="topics + worker + simulated feed, outputs printed live")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -47,58 +86,145 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "worker":
-        from stream_app.worker import run_worker
+    handlers = {
+        "worker": _worker,
+        "demo": _demo,
+        "topics": _topics,
+        "simulate": _simulate,
+        "produce": _produce,
+        "tail": _tail,
+        "dlq": _dlq,
+        "schemas": _schemas,
+    }
+    return handlers[args.command](args, settings)
 
-        return run_worker(settings)
-    if args.command == "demo":
-        from stream_app.demo import run_demo
 
-        return run_demo(settings, args.duration, args.rate)
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.worker import run_worker
 
+    return run_worker(settings)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.demo import run_demo
+
+    return run_demo(settings, args.duration, args.rate)
+
+
+def _schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app import schema_check
+
+    return schema_check.run(args.dir or settings.schemas_dir, args.mode)
+
+
+def _blueprint(settings: Settings) -> Any:
     from stream_app.runtime import load_blueprint
 
-    blueprint = load_blueprint(settings)
-    if args.command == "topics":
-        from stream_app import topics
+    return load_blueprint(settings)
 
-        if args.action == "list":
-            for spec in blueprint.topics:
-                print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
-            return 0
-        changes = (topics.plan if args.action == "plan" else topics.apply)(settings, blueprint.topics)
-        verb = "to change" if args.action == "plan" else "changed"
-        for change in changes:
-            print(f"{change.action:<18} {change.topic:<48} {change.detail}")
-        print(f"{len(changes)} {verb}")
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app import topics
+
+    blueprint = _blueprint(settings)
+    if args.action == "list":
+        for spec in blueprint.topics:
+            print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
         return 0
-    if args.command == "simulate":
-        from stream_app import simulate
+    changes = (topics.plan if args.action == "plan" else topics.apply)(settings, blueprint.topics)
+    verb = "to change" if args.action == "plan" else "changed"
+    for change in changes:
+        print(f"{change.action:<18} {change.topic:<48} {change.detail}")
+    print(f"{len(changes)} {verb}")
+    return 0
 
-        topic = next(t.name for t in blueprint.topics if t.role == "input")
-        sent, invalid = simulate.run(
-            settings, blueprint.schemas, topic, rate=args.rate, duration=args.duration, count=args.count
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app import simulate
+
+    return simulate.main(
+        settings,
+        history_span=args.history,
+        out=Path(args.out) if args.out else None,
+        fmt=args.format,
+        reporters=args.reporter,
+        scenario=args.scenario,
+        rate=args.rate,
+        duration=args.duration,
+        count=args.count,
+        seed=args.seed,
+        invalid_share=args.invalid_share,
+    )
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app import produce
+
+    return produce.produce_file(
+        settings,
+        reporter=args.reporter,
+        path=Path(args.file),
+        fmt=args.format,
+        batch=args.batch,
+        progress=args.progress,
+        dry_run=args.dry_run,
+        workers=args.workers,
+    )
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from stream_app import tail
+
+    blueprint = _blueprint(settings)
+    started = time.monotonic()
+    outputs = {
+        blueprint.topic_by_role("alerts").name: "alert",
+        blueprint.topic_by_role("consolidated").name: "consolidated",
+    }
+    tail.follow(
+        settings,
+        blueprint.schemas,
+        outputs,
+        lambda _s, line: print(line, flush=True),
+        stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
+        from_beginning=args.from_beginning,
+        colour=sys.stdout.isatty(),
+    )
+    return 0
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app import dlq
+
+    blueprint = _blueprint(settings)
+    if args.dlq_action == "inspect":
+        reporters = args.reporter or sorted(blueprint.catalogue.reporters)
+        rows = []
+        for reporter in reporters:
+            letters = list(dlq.read_all(blueprint, blueprint.dead_letter_topic(reporter).name))
+            rows.extend(dlq.summarise(reporter, letters))
+        for line in dlq.format_summary(rows):
+            print(line)
+        print(f"{sum(r.count for r in rows)} dead letters")
+        return 0
+    reasons = set(args.reason or [])
+    positions = {tuple(int(x) for x in o.split(":", 1)) for o in args.offset or []}
+
+    def select(letter: Any) -> bool:
+        return (not reasons or letter.record["reason"] in reasons) and (
+            not positions or (letter.partition, letter.offset) in positions
         )
-        print(f"sent {sent} records to {topic} ({invalid} meant to be rejected)")
-        return 0
-    if args.command == "tail":
-        import time
 
-        from stream_app import tail
-
-        started = time.monotonic()
-        outputs = {
-            blueprint.topic_by_role("alerts").name: "alert",
-            blueprint.topic_by_role("consolidated").name: "consolidated",
-        }
-        tail.follow(
-            settings,
-            blueprint.schemas,
-            outputs,
-            lambda _s, line: print(line, flush=True),
-            stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
-            from_beginning=args.from_beginning,
-            colour=sys.stdout.isatty(),
-        )
-        return 0
-    raise AssertionError(args.command)
+    selected, sent = dlq.replay(blueprint, args.reporter, select, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    print(
+        f"{verb} {sent if not args.dry_run else selected} of {selected} selected dead letters "
+        f"to {blueprint.input_topic(args.reporter).name}"
+    )
+    return 0 if args.dry_run or sent == selected else 1

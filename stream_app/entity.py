@@ -110,6 +110,7 @@ class StepResult:
 
     skipped: bool
     duplicate: bool = False
+    stale: bool = False
     alert: dict[str, Any] | None = None
     consolidated: dict[str, Any] | None = None
 
@@ -128,8 +129,10 @@ def apply(
     Skipped, with no effect:
     - an offset at or below the one already applied for ``source``: Redis already holds its effects
       (a redelivery after a crash or rebalance);
-    - an observation id already applied at this revision or a later one: the same record published
-      twice upstream (the intake is at-least-once).
+    - an observation id already applied at this revision: the same record published twice upstream
+      (the intake is at-least-once) — ``duplicate``;
+    - an observation id already applied at a later revision: a correction arrived before this older
+      version — ``stale``, for the reporter's dead-letter topic.
     Corrections (a higher revision) are applied as new values here; retracting the old value is
     the aggregates' job (issue 5).
     """
@@ -139,7 +142,9 @@ def apply(
     state.offsets[source] = offset
     hour = hour_of(obs.event_time)
     known = state.seen.get(obs.observation_id)
-    if known is not None and known[0] >= obs.revision:
+    if known is not None and known[0] > obs.revision:
+        return StepResult(skipped=True, stale=True)
+    if known is not None and known[0] == obs.revision:
         return StepResult(skipped=True, duplicate=True)
     state.put_seen(obs.observation_id, obs.revision, hour)
 

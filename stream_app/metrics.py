@@ -49,9 +49,9 @@ ALERTS_EMITTED = Counter(
     ["transition"],
     registry=REGISTRY,
 )
-REDIS_RETRIES = Counter(
-    "stream_app_redis_retries_total",
-    "Failed Redis batch operations that were retried (the partition waited).",
+RETRIES = Counter(
+    "stream_app_retries_total",
+    "Failed infrastructure operations that were retried while the partition waited, by operation.",
     ["operation"],
     registry=REGISTRY,
 )
@@ -74,8 +74,9 @@ END_TO_END_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
-REDIS_RETRYING = Gauge(
-    "stream_app_redis_retrying",
-    "1 while a batch is waiting for Redis to come back.",
+RETRYING = Gauge(
+    "stream_app_retrying",
+    "1 while an operation (redis_load, redis_commit, produce, schema_registry) waits for its dependency.",
+    ["operation"],
     registry=REGISTRY,
 )

@@ -31,6 +31,8 @@ class Observation:
     quality: Quality = Quality.FINAL
     period: str | None = None
     breakdowns: dict[str, str] = field(default_factory=dict)
+    report_ref: str | None = None  # the official report document the value comes from (Decree 09)
+    source_system: str | None = None
 
     @property
     def entity(self) -> str:

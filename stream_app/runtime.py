@@ -1,10 +1,11 @@
-"""What every agent needs, loaded once at start-up: settings, catalogue, schemas, topics, state store."""
+"""What every agent needs, loaded once at start-up: settings, catalogue, schemas, topics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from stream_app.catalogue import Catalogue, load_catalogue
+from stream_app.exceptions import ConfigurationError
 from stream_app.schemas import SchemaRegistry, load_schemas
 from stream_app.settings import Settings
 from stream_app.topics import TopicSpec, load_topics
@@ -20,28 +21,51 @@ class Blueprint:
     topics: list[TopicSpec]
 
     def topic_by_role(self, role: str) -> TopicSpec:
-        """The single topic of ``role`` (alerts, consolidated, repartition)."""
+        """The single topic of ``role`` (alerts, consolidated, directives, repartition)."""
         found = [t for t in self.topics if t.role == role]
         if len(found) != 1:
-            raise LookupError(f"expected one {role!r} topic, found {len(found)}")
+            raise ConfigurationError(f"expected one {role!r} topic, found {len(found)}")
         return found[0]
+
+    def input_topics(self) -> list[TopicSpec]:
+        """Every reporter's input topic."""
+        return [t for t in self.topics if t.role == "input"]
+
+    def input_topic(self, reporter: str) -> TopicSpec:
+        """The input topic of ``reporter``."""
+        return self._reporter_topic("input", reporter)
 
     def dead_letter_topic(self, reporter: str) -> TopicSpec:
         """The dead-letter topic of ``reporter``."""
+        return self._reporter_topic("dead_letter", reporter)
+
+    def _reporter_topic(self, role: str, reporter: str) -> TopicSpec:
         for spec in self.topics:
-            if spec.role == "dead_letter" and spec.reporter == reporter:
+            if spec.role == role and spec.reporter == reporter:
                 return spec
-        raise LookupError(f"no dead-letter topic for reporter {reporter!r}")
+        raise ConfigurationError(f"no {role} topic for reporter {reporter!r}")
 
 
 def load_blueprint(settings: Settings) -> Blueprint:
-    """Load and check the catalogue, schemas and topics; raises ConfigurationError naming the problem."""
+    """Load and cross-check the catalogue, schemas and topics; errors name the file and the entry."""
     catalogue = load_catalogue(settings.catalogue_dir)
     schemas = load_schemas(settings.schemas_dir)
     topics = load_topics(settings.topics_file, settings.topic_namespace)
+    where = settings.topics_file
     for spec in topics:
         if spec.reporter is not None and spec.reporter not in catalogue.reporters:
-            raise LookupError(
-                f"{settings.topics_file}: topic {spec.name!r}: unknown reporter {spec.reporter!r}"
+            raise ConfigurationError(f"{where}: topic {spec.name!r}: unknown reporter {spec.reporter!r}")
+    for role in ("input", "dead_letter"):
+        declared = [t.reporter for t in topics if t.role == role]
+        twice = sorted({r for r in declared if r is not None and declared.count(r) > 1})
+        missing = sorted(set(catalogue.reporters) - set(declared))
+        if twice or missing:
+            raise ConfigurationError(
+                f"{where}: every reporter needs exactly one {role} topic"
+                + (f"; missing for {missing}" if missing else "")
+                + (f"; more than one for {twice}" if twice else "")
             )
-    return Blueprint(settings, catalogue, schemas, topics)
+    blueprint = Blueprint(settings, catalogue, schemas, topics)
+    for role in ("alerts", "consolidated", "directives", "repartition"):
+        blueprint.topic_by_role(role)  # exactly one of each, or a ConfigurationError
+    return blueprint

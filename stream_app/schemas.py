@@ -1,7 +1,8 @@
 """Avro schemas from ``avro_schemas/``, parsed once, indexed by name, version and fingerprint.
 
 Files are named ``<subject>.v<N>.avsc``. The newest version of a subject is the reader schema;
-any known version can be the writer (Avro schema resolution does the rest).
+any known version can be the writer (Avro schema resolution does the rest). ``stream-app schemas check``
+(:mod:`stream_app.schema_check`) proves that every version can read the older ones' data.
 """
 
 from __future__ import annotations
@@ -59,6 +60,18 @@ class SchemaVersion:
         """The fingerprint as written after the single-object marker (little-endian)."""
         return self.fingerprint.to_bytes(8, "little")
 
+    @property
+    def full_name(self) -> str:
+        """The full name of a named schema (``vn.gov.reporting.v1.Observation``), else its type."""
+        if isinstance(self.parsed, dict) and isinstance(self.parsed.get("name"), str):
+            return str(self.parsed["name"])
+        return self.canonical
+
+    @property
+    def file_name(self) -> str:
+        """``<subject>.v<N>.avsc``; version 0 is a schema that came from elsewhere (a schema registry)."""
+        return f"{self.subject}.v{self.version}.avsc"
+
 
 @dataclass(slots=True)
 class SchemaRegistry:
@@ -74,6 +87,62 @@ class SchemaRegistry:
         except KeyError:
             raise ConfigurationError(f"no Avro schema for subject {subject!r}") from None
 
+    def version(self, subject: str, number: int) -> SchemaVersion:
+        """Version ``number`` of ``subject``."""
+        for candidate in self.by_subject.get(subject, []):
+            if candidate.version == number:
+                return candidate
+        raise ConfigurationError(f"no Avro schema {subject}.v{number}")
+
+    def subject_of(self, full_name: str) -> str | None:
+        """The subject whose newest version is the named type ``full_name``, if any."""
+        for subject, versions in self.by_subject.items():
+            if versions[-1].full_name == full_name:
+                return subject
+        return None
+
+
+class InvalidSchemaError(ValueError):
+    """Text that is not a valid Avro schema; the message is the parser's."""
+
+
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    RecursionError,
+    SchemaParseException,
+    UnknownType,
+)
+
+
+def parse_version(text: str, subject: str, version: int) -> SchemaVersion:
+    """Parse one Avro schema from its JSON text; raises :class:`InvalidSchemaError`."""
+    try:
+        parsed = parse_schema(json.loads(text), _write_hint=False)
+        canonical = to_parsing_canonical_form(parsed)
+    except _PARSE_ERRORS as exc:
+        raise InvalidSchemaError(str(exc) or type(exc).__name__) from exc
+    return SchemaVersion(
+        subject=subject,
+        version=version,
+        parsed=parsed,
+        canonical=canonical,
+        fingerprint=crc64_avro(canonical.encode("utf-8")),
+    )
+
+
+def parse_file(path: Path) -> SchemaVersion:
+    """Parse one ``<subject>.v<N>.avsc`` file; raises ConfigurationError naming the file."""
+    match = _FILE_NAME.match(path.name)
+    if match is None:
+        raise ConfigurationError(f"{path}: name must be <subject>.v<N>.avsc")
+    try:
+        return parse_version(path.read_text(encoding="utf-8"), match["subject"], int(match["version"]))
+    except (InvalidSchemaError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path}: invalid Avro schema: {exc}") from exc
+
 
 def load_schemas(directory: Path) -> SchemaRegistry:
     """Parse every ``*.avsc`` under ``directory``; a bad file raises an error naming it."""
@@ -82,22 +151,7 @@ def load_schemas(directory: Path) -> SchemaRegistry:
     if not files:
         raise ConfigurationError(f"{directory}: no .avsc files")
     for path in files:
-        match = _FILE_NAME.match(path.name)
-        if match is None:
-            raise ConfigurationError(f"{path}: name must be <subject>.v<N>.avsc")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            parsed = parse_schema(raw, _write_hint=False)
-        except (ValueError, TypeError, KeyError, SchemaParseException, UnknownType) as exc:
-            raise ConfigurationError(f"{path}: invalid Avro schema: {exc}") from exc
-        canonical = to_parsing_canonical_form(parsed)
-        version = SchemaVersion(
-            subject=match["subject"],
-            version=int(match["version"]),
-            parsed=parsed,
-            canonical=canonical,
-            fingerprint=crc64_avro(canonical.encode("utf-8")),
-        )
+        version = parse_file(path)
         registry.by_subject.setdefault(version.subject, []).append(version)
         registry.by_fingerprint[version.fingerprint] = version
     for versions in registry.by_subject.values():

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:16379/0"), description="Redis URL; may hold a password, so kept secret."
     )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent schema registry URL, to accept Confluent-framed records (mock:// in tests).",
+    )
     topic_namespace: str = Field("", description="Prefix for every topic name (a uuid in tests).")
     redis_key_prefix: str = Field("sa", description="Prefix for every Redis key.")
 
@@ -32,8 +36,10 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(500, ge=1, description="Records per processing batch.")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
-    redis_retry_initial_s: float = Field(0.1, gt=0)
-    redis_retry_max_s: float = Field(5.0, gt=0)
+    retry_initial_s: float = Field(
+        0.1, gt=0, description="First wait before retrying Redis, Kafka or the registry."
+    )
+    retry_max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
     startup_timeout_s: float = Field(15.0, gt=0, description="How long start-up waits for Kafka and Redis.")
     broker_session_timeout_s: float = Field(10.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)

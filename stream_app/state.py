@@ -6,22 +6,18 @@ commit touches lives in one slot.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from stream_app import metrics
 from stream_app.entity import EntityState
-from stream_app.logs import get_logger
+from stream_app.retry import retry_until_done
 from stream_app.settings import Settings
 
-log = get_logger(__name__)
 T = TypeVar("T")
 
 STATE_TTL_S = 3 * 24 * 3600  # longer than the bucket retention, so idle entities age out
@@ -57,7 +53,6 @@ class StateStore:
         self._prefix = settings.redis_key_prefix
         script = resources.files("stream_app").joinpath("lua/commit_entity.lua").read_text(encoding="utf-8")
         self._commit_script = client.register_script(script)
-        self.retrying = False
 
     def key(self, entity: str) -> str:
         """The state hash of ``entity``."""
@@ -102,32 +97,9 @@ class StateStore:
         return await self.with_retry("commit", write)
 
     async def with_retry(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until it succeeds, backing off exponentially; the partition waits meanwhile.
+        """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.retry)."""
+        return await retry_until_done(f"redis_{operation}", action, self._settings, _redis_failure)
 
-        Never gives up: giving up would ack records whose effects are not stored.
-        """
-        delay = self._settings.redis_retry_initial_s
-        attempt = 0
-        while True:
-            try:
-                result = await action()
-            except (RedisConnectionError, TimeoutError, OSError, RedisError) as exc:
-                attempt += 1
-                self.retrying = True
-                metrics.REDIS_RETRYING.set(1)
-                metrics.REDIS_RETRIES.labels(operation).inc()
-                log.warning(
-                    "redis_unavailable_retrying",
-                    operation=operation,
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                    error=str(exc),
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.redis_retry_max_s)
-                continue
-            if self.retrying:
-                log.info("redis_recovered", operation=operation, attempts=attempt)
-                self.retrying = False
-                metrics.REDIS_RETRYING.set(0)
-            return result
+
+def _redis_failure(exc: Exception) -> bool:
+    return isinstance(exc, (RedisError, OSError, TimeoutError))

@@ -20,7 +20,7 @@ from confluent_kafka.admin import (
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.settings import Settings
 
-ROLES = frozenset({"input", "dead_letter", "repartition", "alerts", "consolidated"})
+ROLES = frozenset({"input", "dead_letter", "repartition", "alerts", "consolidated", "directives"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stream_app.catalogue import Catalogue
+from stream_app.calendar import period_matches
+from stream_app.catalogue import Catalogue, Indicator
 from stream_app.model import Observation, Quality, Rejection
 
 EARLIEST_EVENT_MS = int(datetime(2010, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -25,6 +26,8 @@ class Reasons:
     UNKNOWN_STATION = "unknown_station"
     FUTURE_EVENT = "event_time_in_future"
     TOO_OLD = "event_time_before_2010"
+    STATION_REQUIRED = "station_required"
+    PERIOD_MISMATCH = "period_inconsistent"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,7 +52,40 @@ def validate(
 
     ``topic_reporter`` is the reporter that owns the input topic: a record may only carry
     indicators that reporter is allowed to report, whatever its own ``reporter`` field says.
+    The observation's region is today's provincial unit, even when the record used a pre-2025 code.
     """
+    checked = _check_what(record, topic_reporter, catalogue)
+    if isinstance(checked, Rejection):
+        return checked
+    indicator = checked
+    region = _check_where(record, indicator, catalogue)
+    if isinstance(region, Rejection):
+        return region
+    event_time = _millis(record["event_time"])
+    period = _check_when(record, indicator, event_time, now_ms, max_future_skew_ms)
+    if isinstance(period, Rejection):
+        return period
+    return Observation(
+        observation_id=record["observation_id"],
+        revision=record["revision"],
+        reporter=record["reporter"],
+        indicator=indicator.code,
+        region=region,
+        station=record.get("station"),
+        value=float(record["value"]),
+        unit=record["unit"],
+        event_time=event_time,
+        report_time=_millis(record["report_time"]),
+        quality=Quality(record["quality"]),
+        period=period,
+        breakdowns=dict(record.get("breakdowns") or {}),
+        report_ref=record.get("report_ref"),
+        source_system=record.get("source_system"),
+    )
+
+
+def _check_what(record: dict[str, Any], topic_reporter: str, catalogue: Catalogue) -> Indicator | Rejection:
+    """Reporter, indicator, ownership, unit and value."""
     reporter_code = record["reporter"]
     reporter = catalogue.reporters.get(reporter_code)
     if reporter is None or reporter_code != topic_reporter:
@@ -80,16 +116,33 @@ def validate(
             Reasons.OUT_OF_RANGE,
             f"{indicator.code} value {value} outside [{indicator.min_value}, {indicator.max_value}]",
         )
-    region, station = record["region"], record.get("station")
-    if region not in catalogue.regions:
-        return Rejection(Reasons.UNKNOWN_REGION, f"region {region!r} is not a known province code")
+    return indicator
+
+
+def _check_where(record: dict[str, Any], indicator: Indicator, catalogue: Catalogue) -> str | Rejection:
+    """Region (mapped to today's unit) and station; returns the current region code."""
+    # History since 2010 is keyed by the 63 pre-2025 province codes: it rolls up into today's unit.
+    reported_region, station = record["region"], record.get("station")
+    region = catalogue.current_region(reported_region)
+    if region is None:
+        return Rejection(Reasons.UNKNOWN_REGION, f"region {reported_region!r} is not a known province code")
     if station is not None:
         known = catalogue.stations.get(station)
         if known is None or known.region != region:
             return Rejection(
-                Reasons.UNKNOWN_STATION, f"station {station!r} is not a station of region {region!r}"
+                Reasons.UNKNOWN_STATION, f"station {station!r} is not a station of region {reported_region!r}"
             )
-    event_time = _millis(record["event_time"])
+    elif indicator.region_level == "station":
+        return Rejection(
+            Reasons.STATION_REQUIRED, f"{indicator.code} is reported per station; no station given"
+        )
+    return region
+
+
+def _check_when(
+    record: dict[str, Any], indicator: Indicator, event_time: int, now_ms: int, max_future_skew_ms: int
+) -> str | Rejection:
+    """Event time and reporting period; returns the period's canonical label."""
     if event_time > now_ms + max_future_skew_ms:
         return Rejection(
             Reasons.FUTURE_EVENT,
@@ -97,21 +150,17 @@ def validate(
         )
     if event_time < EARLIEST_EVENT_MS:
         return Rejection(Reasons.TOO_OLD, f"event time {event_time} is before 2010-01-01")
-    return Observation(
-        observation_id=record["observation_id"],
-        revision=record["revision"],
-        reporter=reporter.code,
-        indicator=indicator.code,
-        region=region,
-        station=station,
-        value=float(value),
-        unit=record["unit"],
-        event_time=event_time,
-        report_time=_millis(record["report_time"]),
-        quality=Quality(record["quality"]),
-        period=record.get("period"),
-        breakdowns=dict(record.get("breakdowns") or {}),
-    )
+    # The event time places an observation in exactly one reporting period: a missing label is
+    # derived; a given one must be that period, in the indicator's own calendar and frequency.
+    expected = indicator.period_of(event_time).label
+    period = record.get("period")
+    if period and not period_matches(period, indicator.frequency, indicator.calendar, event_time):
+        return Rejection(
+            Reasons.PERIOD_MISMATCH,
+            f"period {period!r} does not fit {indicator.code} ({indicator.frequency}, {indicator.calendar} "
+            f"calendar) at its event time: expected {expected!r}",
+        )
+    return expected
 
 
 def observation_record(obs: Observation) -> dict[str, Any]:
@@ -130,6 +179,8 @@ def observation_record(obs: Observation) -> dict[str, Any]:
         "quality": obs.quality.value,
         "period": obs.period,
         "breakdowns": obs.breakdowns,
+        "report_ref": obs.report_ref,
+        "source_system": obs.source_system,
     }
 
 
@@ -149,4 +200,6 @@ def observation_from_record(record: dict[str, Any]) -> Observation:
         quality=Quality(record["quality"]),
         period=record.get("period"),
         breakdowns=dict(record.get("breakdowns") or {}),
+        report_ref=record.get("report_ref"),
+        source_system=record.get("source_system"),
     )

@@ -29,7 +29,7 @@ def _count_in_redis(settings: Settings) -> int:
 def test_sigkill_mid_stream_counts_each_observation_once(
     settings: Settings, blueprint: Blueprint, start_worker: Any
 ) -> None:
-    topic = next(t.name for t in blueprint.topics if t.role == "input")
+    topic = blueprint.input_topic("MAE").name
     schema = blueprint.schemas.latest("observation")
     base = int(time.time() * 1000) - 3_600_000
     # 200 readings one minute apart; values cross "bad" (151) several times.

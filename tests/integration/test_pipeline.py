@@ -23,7 +23,7 @@ from .support import collect, metric_value, observation, produce
 
 
 def _input_topic(bp: Blueprint) -> str:
-    return next(t.name for t in bp.topics if t.role == "input")
+    return bp.input_topic("MAE").name
 
 
 def _encode(bp: Blueprint, record: dict[str, Any]) -> bytes:

@@ -1,7 +1,11 @@
-"""stream_app.catalogue: the real catalogue loads; each kind of defect names the file and the entry."""
+"""stream_app.catalogue: the real catalogue loads and matches the codes contract; each kind of defect
+names the file and the entry."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,9 @@ from stream_app.catalogue import Catalogue, load_catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 
-SOURCE = Settings.model_construct().catalogue_dir / "indicators.toml"
+CATALOGUE_DIR = Settings.model_construct().catalogue_dir
+FILES = ("indicators.toml", "reporters.toml", "regions.toml", "stations.toml")
+SOURCE = CATALOGUE_DIR / "indicators.toml"
 
 _LEVELS = """levels = [
   { code = "LOW",  from = 0,  name_vi = "Thấp", name_en = "low",  colour = "#00E400" },
@@ -18,32 +24,130 @@ _LEVELS = """levels = [
 ]
 """
 
+# The codes contract: code -> (owner, reporters allowed, unit, frequency, region level).
+CONTRACT = {
+    "ENV.AQI": ("MAE", {"MAE"}, "index", "hourly", "station"),
+    "HYD.WATER_LEVEL": ("MAE", {"MAE"}, "m", "hourly", "station"),
+    "HYD.SALINITY_4PPT_KM": ("MAE", {"MAE"}, "km", "daily", "station"),
+    "HYD.SALINITY_MAX": ("MAE", {"MAE"}, "permille", "daily", "station"),
+    "DIS.FOREST_FIRE": ("MAE", {"MAE"}, "level", "daily", "province"),
+    "DIS.RISK_LEVEL": ("MAE", {"MAE", "NCDR"}, "level", "event", "province"),
+    "DIS.DROUGHT_HA": ("MAE", {"MAE"}, "ha", "daily", "province"),
+    "DIS.LANDSLIDE_SITES": ("MAE", {"MAE"}, "sites", "daily", "province"),
+    "DIS.SAR_INCIDENTS": ("NCDR", {"NCDR"}, "cases", "daily", "province"),
+    "TRF.ACCIDENTS": ("MPS", {"MPS", "NTSC"}, "cases", "daily", "province"),
+    "TRF.DEATHS": ("MPS", {"MPS", "NTSC"}, "persons", "daily", "province"),
+    "PWR.OUTPUT_GWH": ("NSMO", {"NSMO", "EVN"}, "GWh", "daily", "national"),
+    "PWR.PEAK_MW": ("NSMO", {"NSMO", "EVN"}, "MW", "daily", "national"),
+    "PWR.SOURCE_SHARE": ("NSMO", {"NSMO", "EVN"}, "%", "daily", "national"),
+    "FIN.BUDGET_REVENUE": ("MOF", {"MOF"}, "bn VND", "daily", "province"),
+    "FIN.BUDGET_EXPENDITURE": ("MOF", {"MOF"}, "bn VND", "monthly", "province"),
+    "FIN.PUBLIC_DEBT_GDP": ("MOF", {"MOF"}, "%", "annual", "national"),
+    "FIN.GOV_DEBT_GDP": ("MOF", {"MOF"}, "%", "annual", "national"),
+    "FIN.FOREIGN_DEBT_GDP": ("MOF", {"MOF"}, "%", "annual", "national"),
+    "FIN.CPI": ("MOF", {"MOF"}, "%", "monthly", "province"),
+    "INV.FDI_REGISTERED": ("MOF", {"MOF"}, "m USD", "monthly", "province"),
+    "ENT.NEW": ("MOF", {"MOF"}, "firms", "monthly", "province"),
+    "ENT.SUSPENDED": ("MOF", {"MOF"}, "firms", "monthly", "province"),
+    "ENT.RESUMED": ("MOF", {"MOF"}, "firms", "monthly", "province"),
+    "HLT.DOCTORS_PER_10K": ("MOH", {"MOH"}, "per 10k", "annual", "province"),
+    "SSI.HEALTH": ("VSS", {"VSS"}, "persons", "monthly", "province"),
+    "SSI.SOCIAL": ("VSS", {"VSS"}, "persons", "monthly", "province"),
+    "SSI.UNEMPLOYMENT": ("VSS", {"VSS"}, "persons", "monthly", "province"),
+    "EDU.ENROLMENT_RATE": ("MOET", {"MOET"}, "%", "annual", "province"),
+    "ADM.ONLINE_SERVICES": ("GO", {"GO"}, "%", "monthly", "province"),
+    "ADM.DOSSIERS_ON_TIME": ("GO", {"GO"}, "%", "monthly", "province"),
+    "JUS.LEGAL_ACCESS": ("MOJ", {"MOJ"}, "%", "annual", "province"),
+    "JUS.LEGAL_AID": ("MOJ", {"MOJ"}, "cases", "quarterly", "province"),
+    "TRN.EXPRESSWAY_KM": ("MOC", {"MOC"}, "km", "monthly", "national"),
+    "TRN.AIR_PASSENGERS": ("MOC", {"MOC"}, "persons", "monthly", "station"),
+}
+REPORTERS = {
+    "MOD", "MPS", "MOFA", "MOHA", "MOJ", "MOF", "MOIT", "MAE", "MOC", "MOCST", "MOST", "MOET",
+    "MOH", "MEMR", "SBV", "GI", "GO", "VSS", "NTSC", "NCDR", "EVN", "NSMO", "VNPT",
+}  # fmt: skip
+CURRENT = {
+    "01", "04", "08", "11", "12", "14", "15", "19", "20", "22", "24", "25", "31", "33", "37", "38", "40",
+    "42", "44", "46", "48", "51", "52", "56", "66", "68", "75", "79", "80", "82", "86", "91", "92", "96",
+}  # fmt: skip
+# code -> (current region, kind, BĐ I/II/III or None)
+STATIONS = {
+    "HN-LONGBIEN": ("01", "hydrological", (9.5, 10.5, 11.5)),
+    "HN-SONTAY": ("01", "hydrological", (12.4, 13.4, 14.4)),
+    "PT-TRUNGHA": ("25", "hydrological", (15, 16, 17)),
+    "HN-THUONGCAT": ("01", "hydrological", (9, 10, 11)),
+    "HN-BATHA": ("01", "hydrological", (5.5, 6.5, 7.5)),
+    "AG-TANCHAU": ("91", "hydrological", (3.5, 4.0, 4.5)),
+    "AG-CHAUDOC": ("91", "hydrological", (3.0, 3.5, 4.0)),
+    "HN-AQ-HOANKIEM": ("01", "air_quality", None),
+    "HCM-AQ-Q1": ("79", "air_quality", None),
+    "HP-AQ-LECHAN": ("31", "air_quality", None),
+    "DN-AQ-HAICHAU": ("48", "air_quality", None),
+    "HUE-AQ-PHUHOI": ("46", "air_quality", None),
+    "CT-AQ-NINHKIEU": ("92", "air_quality", None),
+    "VL-SAL-TIEN": ("86", "salinity", None),
+    "VL-SAL-HAMLUONG": ("86", "salinity", None),
+    "CT-SAL-HAU": ("92", "salinity", None),
+    "AP-NOIBAI": ("01", "airport", None),
+    "AP-TANSONNHAT": ("79", "airport", None),
+    "AP-DANANG": ("48", "airport", None),
+}
 
-def _indicator(
-    code: str, *, owner: str = "MAE", lo: float = 0, hi: float = 100, levels: str = _LEVELS
-) -> str:
-    return f"""
-[[indicator]]
-code = "{code}"
-name_vi = "Chỉ tiêu thử"
-name_en = "Test indicator"
-owner = "{owner}"
-unit = "x"
-min = {lo}
-max = {hi}
-level = "region"
-alert_from_level = 1
-{levels}"""
+
+def _indicator(code: str, *, levels: str = _LEVELS, **fields: object) -> str:
+    """An [[indicator]] entry, valid unless ``fields`` say otherwise (a field set to None is left out)."""
+    values: dict[str, object] = {
+        "code": code,
+        "name_vi": "Chỉ tiêu thử",
+        "name_en": "Test indicator",
+        "domain": "disaster",
+        "owner": "MAE",
+        "unit": "x",
+        "min": 0,
+        "max": 100,
+        "region_level": "province",
+        "aggregation": "sum",
+        "frequency": "monthly",
+        "calendar": "decree09",
+        "alert_from_level": 1,
+    }
+    values.update(fields)
+    values.setdefault("reporters", [values["owner"]])
+    lines = [
+        f"{key} = {json.dumps(value, ensure_ascii=False)}"
+        for key, value in values.items()
+        if value is not None
+    ]
+    return "\n[[indicator]]\n" + "\n".join(lines) + "\n" + levels
 
 
-def _copy_with(tmp_path: Path, appended: str = "", *, old: str = "", new: str = "") -> Path:
-    """A copy of the real catalogue with one defect: text appended, or one exact replacement."""
-    text = SOURCE.read_text(encoding="utf-8")
+def _station(code: str, region: str = "01", **fields: str) -> str:
+    extra = "".join(f"{key} = {value}\n" for key, value in fields.items())
+    return (
+        f'\n[[station]]\ncode = "{code}"\nname = "Thử"\nregion = "{region}"\nkind = "hydrological"\n{extra}'
+    )
+
+
+_ONE_LEVEL = (
+    '[{ code = "NORMAL", from = 0, name_vi = "Bình thường", name_en = "normal", colour = "#00E400" }]'
+)
+
+
+def _copy_with(
+    tmp_path: Path, appended: str = "", *, file: str = "indicators.toml", old: str = "", new: str = ""
+) -> Path:
+    """A copy of the real catalogue with one defect in ``file``: text appended, or one exact replacement."""
+    for name in FILES:
+        shutil.copyfile(CATALOGUE_DIR / name, tmp_path / name)
+    text = (CATALOGUE_DIR / file).read_text(encoding="utf-8")
     if old:
-        assert text.count(old) == 1, f"the catalogue no longer holds {old!r} exactly once"
+        assert text.count(old) == 1, f"{file} no longer holds {old!r} exactly once"
         text = text.replace(old, new)
-    (tmp_path / "indicators.toml").write_text(text + appended, encoding="utf-8")
-    return tmp_path / "indicators.toml"
+    (tmp_path / file).write_text(text + appended, encoding="utf-8")
+    return tmp_path / file
+
+
+# --- the real catalogue ---------------------------------------------------------------------------
 
 
 def test_real_catalogue(catalogue: Catalogue) -> None:
@@ -52,6 +156,16 @@ def test_real_catalogue(catalogue: Catalogue) -> None:
     assert (aqi.owner, aqi.unit, aqi.min_value, aqi.max_value) == ("MAE", "index", 0.0, 500.0)
     assert [lv.code for lv in aqi.levels] == ["GOOD", "MODERATE", "POOR", "BAD", "VERY_BAD", "HAZARDOUS"]
     assert [lv.index for lv in aqi.levels] == list(range(6))
+    assert [lv.lower for lv in aqi.levels] == [0, 51, 101, 151, 201, 301]
+    assert [lv.colour for lv in aqi.levels] == [
+        "#00E400",
+        "#FFFF00",
+        "#FF7E00",
+        "#FF0000",
+        "#8F3F97",
+        "#7E0023",
+    ]
+    assert aqi.levels[aqi.alert_from_level].code == "BAD"
     assert catalogue.indicators["HYD.WATER_LEVEL"].unit == "m"
     assert catalogue.reporters["MAE"].indicators >= {"ENV.AQI", "HYD.WATER_LEVEL"}
     assert {"01", "79"} <= catalogue.regions.keys()
@@ -61,79 +175,571 @@ def test_real_catalogue(catalogue: Catalogue) -> None:
     assert regions == {"HN-LONGBIEN": "01", "HN-AQ-HOANKIEM": "01", "HCM-AQ-Q1": "79"}
 
 
+def test_sizes(catalogue: Catalogue) -> None:
+    assert len(catalogue.indicators) >= 34
+    assert len(catalogue.reporters) == 23
+    kinds = [region.kind for region in catalogue.regions.values()]
+    assert (kinds.count("current"), kinds.count("national")) == (34, 1)
+    assert len(catalogue.legacy_regions) == 63
+    assert catalogue.stations.keys() == STATIONS.keys()
+
+
+def test_indicators_follow_the_codes_contract(catalogue: Catalogue) -> None:
+    assert catalogue.indicators.keys() == CONTRACT.keys()
+    found = {
+        code: (ind.owner, set(ind.reporters), ind.unit, ind.frequency, ind.region_level)
+        for code, ind in catalogue.indicators.items()
+    }
+    assert found == CONTRACT
+
+
+def test_reporters_follow_the_codes_contract(catalogue: Catalogue) -> None:
+    assert catalogue.reporters.keys() == REPORTERS
+    mae = catalogue.reporters["MAE"]
+    assert (mae.name_vi, mae.name_en) == (
+        "Bộ Nông nghiệp và Môi trường",
+        "Ministry of Agriculture and Environment",
+    )
+    assert all(r.name_vi and r.name_en for r in catalogue.reporters.values())
+
+
+def test_reporter_indicators_are_derived_from_the_indicators(catalogue: Catalogue) -> None:
+    for reporter in catalogue.reporters.values():
+        assert reporter.indicators == {
+            code for code, ind in catalogue.indicators.items() if reporter.code in ind.reporters
+        }
+    assert "DIS.RISK_LEVEL" in catalogue.reporters["NCDR"].indicators
+    assert catalogue.reporters["EVN"].indicators == {"PWR.OUTPUT_GWH", "PWR.PEAK_MW", "PWR.SOURCE_SHARE"}
+    assert catalogue.reporters["MOD"].indicators == frozenset()
+
+
+def test_every_owner_may_report_its_indicator(catalogue: Catalogue) -> None:
+    for code, indicator in catalogue.indicators.items():
+        assert code in catalogue.reporters[indicator.owner].indicators, code
+
+
+def test_indicator_attributes(catalogue: Catalogue) -> None:
+    ind = catalogue.indicators
+    assert ind["PWR.SOURCE_SHARE"].breakdowns == ("source",)
+    assert all(i.breakdowns == () for code, i in ind.items() if code != "PWR.SOURCE_SHARE")
+    assert {i.deadline_day for i in ind.values()} == {25}
+    assert ind["FIN.BUDGET_REVENUE"].calendar == "calendar_month"
+    assert ind["TRF.ACCIDENTS"].calendar == "decree09"
+    assert (ind["TRF.DEATHS"].aggregation, ind["ENV.AQI"].aggregation) == ("sum", "max")
+    assert (ind["ENV.AQI"].domain, ind["SSI.HEALTH"].domain) == ("environment", "social_security")
+
+
+@pytest.mark.parametrize(
+    ("indicator", "codes", "lowers", "alert_code"),
+    [
+        ("HYD.SALINITY_MAX", ["BELOW_1PPT", "FROM_1PPT", "FROM_4PPT"], [0, 1, 4], "FROM_4PPT"),
+        ("DIS.FOREST_FIRE", ["I", "II", "III", "IV", "V"], [1, 2, 3, 4, 5], "IV"),
+        ("DIS.RISK_LEVEL", ["RISK_1", "RISK_2", "RISK_3", "RISK_4", "RISK_5"], [1, 2, 3, 4, 5], "RISK_3"),
+        ("FIN.PUBLIC_DEBT_GDP", ["WITHIN", "OVER"], [0, 60], "OVER"),
+        ("FIN.GOV_DEBT_GDP", ["WITHIN", "OVER"], [0, 50], "OVER"),
+        ("FIN.FOREIGN_DEBT_GDP", ["WITHIN", "OVER"], [0, 45], "OVER"),
+    ],
+)
+def test_regulation_levels(
+    catalogue: Catalogue, indicator: str, codes: list[str], lowers: list[float], alert_code: str
+) -> None:
+    found = catalogue.indicators[indicator]
+    assert [lv.code for lv in found.levels] == codes
+    assert [lv.lower for lv in found.levels] == lowers
+    assert found.levels[found.alert_from_level].code == alert_code
+
+
+def test_risk_levels_have_the_regulation_colours(catalogue: Catalogue) -> None:
+    # light blue, light yellow, orange, red, purple (Decision 18/2021/QĐ-TTg)
+    colours = [lv.colour for lv in catalogue.indicators["DIS.RISK_LEVEL"].levels]
+    assert colours == ["#ADD8E6", "#FFFF99", "#FF7E00", "#FF0000", "#8F3F97"]
+
+
+def test_stations_follow_the_codes_contract(catalogue: Catalogue) -> None:
+    water = catalogue.indicators["HYD.WATER_LEVEL"]
+    for code, (region, kind, alarms) in STATIONS.items():
+        station = catalogue.stations[code]
+        assert (station.region, station.kind) == (region, kind), code
+        assert catalogue.regions[station.region].kind == "current"
+        if alarms is None:
+            assert station.levels == (), code
+            continue
+        assert station.levels_indicator == "HYD.WATER_LEVEL"
+        assert [lv.code for lv in station.levels] == ["NORMAL", "BD1", "BD2", "BD3"]
+        assert tuple(lv.lower for lv in station.levels[1:]) == alarms, code
+        assert station.levels[water.alert_from_level].code == "BD1"
+
+
+def test_levels_for(catalogue: Catalogue) -> None:
+    water, aqi = catalogue.indicators["HYD.WATER_LEVEL"], catalogue.indicators["ENV.AQI"]
+    assert catalogue.levels_for(water, "HN-LONGBIEN") == catalogue.stations["HN-LONGBIEN"].levels
+    assert catalogue.levels_for(water, "HN-SONTAY")[1].lower == 12.4
+    assert catalogue.levels_for(aqi, "HN-AQ-HOANKIEM") == aqi.levels
+    assert catalogue.levels_for(aqi, None) == aqi.levels
+    assert catalogue.levels_for(aqi, "HN-NOWHERE") == aqi.levels
+    # a station's own levels grade only the indicator they are declared for
+    assert catalogue.levels_for(aqi, "HN-LONGBIEN") == aqi.levels
+    assert catalogue.levels_for(water, None) == ()
+
+
+def test_regions(catalogue: Catalogue) -> None:
+    current = {code for code, r in catalogue.regions.items() if r.kind == "current"}
+    assert current == CURRENT
+    assert catalogue.regions["VN"].kind == "national"
+    # a code both legacy and current is the current unit; its legacy entry keeps the old name
+    assert (catalogue.regions["15"].name, catalogue.legacy_regions["15"].name) == ("Lào Cai", "Yên Bái")
+    assert catalogue.regions["30"].name == "Hải Dương"
+    assert catalogue.regions["30"].kind == "legacy"
+    assert catalogue.legacy_regions.keys() - catalogue.regions.keys() == set()
+    assert all(r.successor is None for r in catalogue.regions.values() if r.kind != "legacy")
+
+
+@pytest.mark.parametrize(
+    ("code", "current"),
+    [
+        ("30", "31"),
+        ("02", "08"),
+        ("35", "37"),
+        ("36", "37"),
+        ("49", "48"),
+        ("10", "15"),  # legacy Lào Cai merged into Lào Cai, which took Yên Bái's code
+        ("15", "15"),
+        ("27", "24"),
+        ("64", "52"),
+        ("74", "79"),
+        ("77", "79"),
+        ("89", "91"),
+        ("01", "01"),
+        ("79", "79"),
+        ("VN", "VN"),
+        ("99", None),
+        ("", None),
+        ("1", None),
+    ],
+)
+def test_current_region(catalogue: Catalogue, code: str, current: str | None) -> None:
+    assert catalogue.current_region(code) == current
+
+
+def test_every_legacy_code_resolves_to_a_current_unit(catalogue: Catalogue) -> None:
+    resolved = {code: catalogue.current_region(code) for code in catalogue.legacy_regions}
+    assert all(resolved[code] in CURRENT for code in resolved)
+    assert set(resolved.values()) == CURRENT
+    for code, region in catalogue.legacy_regions.items():
+        assert region.kind == "legacy"
+        assert region.successor == resolved[code]
+
+
+def test_indicator_period_of(catalogue: Catalogue) -> None:
+    # 2024-11-14T20:00Z is the 15th in Vietnam: the December 2024 period of a decree09 indicator
+    ms = 1_731_614_400_000
+    assert catalogue.indicators["SSI.HEALTH"].period_of(ms).label == "2024-12"
+    assert catalogue.indicators["FIN.BUDGET_EXPENDITURE"].period_of(ms).label == "2024-11"
+    assert catalogue.indicators["JUS.LEGAL_AID"].period_of(ms).label == "2024-Q4"
+
+
+# --- loading copies -----------------------------------------------------------------------------
+
+
 def test_unchanged_copy_loads(tmp_path: Path, catalogue: Catalogue) -> None:
     _copy_with(tmp_path)
     assert load_catalogue(tmp_path) == catalogue
 
 
 def test_a_valid_addition_loads(tmp_path: Path) -> None:
-    _copy_with(
-        tmp_path,
-        _indicator("TEST.OK"),
-        old='indicators = ["ENV.AQI", ',
-        new='indicators = ["TEST.OK", "ENV.AQI", ',
-    )
+    _copy_with(tmp_path, _indicator("TEST.OK"))
     loaded = load_catalogue(tmp_path)
     assert [lv.lower for lv in loaded.indicators["TEST.OK"].levels] == [0.0, 10.0]
     assert "TEST.OK" in loaded.reporters["MAE"].indicators
+    assert loaded.indicators["TEST.OK"].deadline_day == 25
+
+
+def test_an_indicator_without_levels_never_alerts(tmp_path: Path) -> None:
+    _copy_with(tmp_path, _indicator("TEST.PLAIN", levels="", alert_from_level=None))
+    plain = load_catalogue(tmp_path).indicators["TEST.PLAIN"]
+    assert (plain.levels, plain.alert_from_level) == ((), 1)
 
 
 @pytest.mark.parametrize(
-    ("appended", "entry", "problem"),
+    ("file", "appended", "entry", "problem"),
     [
+        # levels and alert thresholds
         pytest.param(
-            _indicator(
-                "TEST.LEVELS",
-                levels=_LEVELS.replace("from = 10", "from = 0"),
-            ),
+            "indicators.toml",
+            _indicator("TEST.LEVELS", levels=_LEVELS.replace("from = 10", "from = 0")),
             "'TEST.LEVELS'",
             "levels not increasing",
             id="levels-not-increasing",
         ),
         pytest.param(
-            _indicator("TEST.RANGE", lo=5, hi=5), "'TEST.RANGE'", "must be below max", id="min-equals-max"
+            "indicators.toml",
+            _indicator("TEST.LEVELS", levels=_LEVELS.replace('code = "HIGH"', 'code = "LOW"')),
+            "'TEST.LEVELS'",
+            "level codes repeated: ['LOW']",
+            id="level-codes-repeated",
         ),
         pytest.param(
-            _indicator("TEST.RANGE", lo=9, hi=-9), "'TEST.RANGE'", "must be below max", id="min-above-max"
+            "indicators.toml",
+            _indicator("TEST.LEVELS", levels="levels = [1, 2]\n"),
+            "'TEST.LEVELS'",
+            "'levels' must be an array of tables",
+            id="levels-not-tables",
         ),
         pytest.param(
-            '\n[[station]]\ncode = "XX-NOWHERE"\nname = "Nowhere"\nregion = "99"\nkind = "air_quality"\n',
-            "'XX-NOWHERE'",
-            "unknown region '99'",
-            id="station-in-unknown-region",
-        ),
-        pytest.param(
-            '\n[[reporter]]\ncode = "GSO"\nname_vi = "Tổng cục Thống kê"\nname_en = "GSO"\n'
-            'indicators = ["ENV.AQI", "POP.TOTAL"]\n',
-            "'GSO'",
-            "POP.TOTAL",
-            id="reporter-with-unknown-indicator",
-        ),
-        pytest.param(
-            _indicator("POP.TOTAL", owner="GSO"),
-            "'POP.TOTAL'",
-            "unknown owner 'GSO'",
-            id="indicator-unknown-owner",
-        ),
-        pytest.param(_indicator("ENV.AQI"), "'ENV.AQI'", "duplicate code", id="duplicate-indicator"),
-        pytest.param(
+            "indicators.toml",
             _indicator("TEST.LEVELS", levels=_LEVELS.replace(', colour = "#FF0000"', "")),
             "'HIGH'",
             "'colour'",
             id="level-without-colour",
         ),
         pytest.param(
+            "indicators.toml",
+            _indicator("TEST.LEVELS", levels=_LEVELS.replace('"#FF0000"', '"red"')),
+            "'HIGH'",
+            "#RRGGBB",
+            id="level-colour-not-rgb",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.LEVELS", levels=_LEVELS.replace("from = 10", "from = 200")),
+            "'TEST.LEVELS'",
+            "outside TEST.LEVELS's range",
+            id="level-beyond-max",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.ALERT", alert_from_level=9),
+            "'TEST.ALERT'",
+            "alert_from_level 9 of TEST.ALERT is beyond the levels (0..1)",
+            id="alert-beyond-levels",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.ALERT", alert_from_level=0),
+            "'TEST.ALERT'",
+            "must be at least 1",
+            id="alert-from-clear-level",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.ALERT", alert_from_level=None),
+            "'TEST.ALERT'",
+            "'alert_from_level' is required with levels",
+            id="levels-without-alert",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.ALERT", alert_from_level=1.5),
+            "'TEST.ALERT'",
+            "'alert_from_level' must be an integer",
+            id="alert-not-integer",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.ALERT", levels=""),
+            "'TEST.ALERT'",
+            "neither the indicator nor any station",
+            id="alert-without-any-levels",
+        ),
+        # ranges
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.RANGE", min=5, max=5),
+            "'TEST.RANGE'",
+            "must be below max",
+            id="min-equals-max",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.RANGE", min=9, max=-9),
+            "'TEST.RANGE'",
+            "must be below max",
+            id="min-above-max",
+        ),
+        # references
+        pytest.param(
+            "indicators.toml",
+            _indicator("POP.TOTAL", owner="GSO"),
+            "'POP.TOTAL'",
+            "unknown owner 'GSO'",
+            id="indicator-unknown-owner",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("POP.TOTAL", reporters=["MAE", "GSO"]),
+            "'POP.TOTAL'",
+            "unknown reporters ['GSO']",
+            id="indicator-unknown-reporter",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("POP.TOTAL", reporters=["NCDR"]),
+            "'POP.TOTAL'",
+            "owner 'MAE' is not among its reporters",
+            id="owner-may-not-report",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("POP.TOTAL", reporters=[]),
+            "'POP.TOTAL'",
+            "'reporters' must not be empty",
+            id="no-reporters",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", levels_indicator='"POP.TOTAL"', levels=_ONE_LEVEL),
+            "'HN-TEST'",
+            "unknown indicator 'POP.TOTAL'",
+            id="station-levels-of-unknown-indicator",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", levels_indicator='"TRF.DEATHS"', levels=_ONE_LEVEL),
+            "'HN-TEST'",
+            "reported per province, not station",
+            id="station-levels-of-province-indicator",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", levels=_ONE_LEVEL),
+            "'HN-TEST'",
+            "levels need 'levels_indicator'",
+            id="station-levels-without-indicator",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", levels_indicator='"HYD.WATER_LEVEL"', levels=_ONE_LEVEL),
+            "'HN-TEST'",
+            "alert_from_level 1 of HYD.WATER_LEVEL is beyond the levels (0..0)",
+            id="station-levels-below-the-alert",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", levels_indicator='"HYD.SALINITY_4PPT_KM"', levels=_ONE_LEVEL),
+            "'HN-TEST'",
+            "HYD.SALINITY_4PPT_KM, which has no alert_from_level",
+            id="station-levels-of-indicator-without-alert",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("XX-NOWHERE", region="99"),
+            "'XX-NOWHERE'",
+            "unknown region '99'",
+            id="station-in-unknown-region",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HD-OLD", region="30"),
+            "'HD-OLD'",
+            "region '30' is a legacy province, merged into '31'",
+            id="station-in-legacy-region",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("VN-ALL", region="VN"),
+            "'VN-ALL'",
+            "national pseudo-region",
+            id="station-in-national-region",
+        ),
+        # closed vocabularies
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.F", frequency="weekly"),
+            "'TEST.F'",
+            "'frequency' is 'weekly'",
+            id="unknown-frequency",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.C", calendar="lunar"),
+            "'TEST.C'",
+            "'calendar' is 'lunar'",
+            id="unknown-calendar",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", aggregation="median"),
+            "'TEST.A'",
+            "'aggregation' is 'median'",
+            id="unknown-aggregation",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.D", domain="sport"),
+            "'TEST.D'",
+            "'domain' is 'sport'",
+            id="unknown-domain",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.L", region_level="district"),
+            "'TEST.L'",
+            "'region_level' is 'district'",
+            id="unknown-region-level",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.K", deadline_dy=20),
+            "'TEST.K'",
+            "unknown keys ['deadline_dy']",
+            id="misspelt-key",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.DL", deadline_day=10),
+            "'TEST.DL'",
+            "deadline_day 10 must be 16..28 for the decree09 calendar",
+            id="deadline-before-cut-off",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.DL", deadline_day=31, calendar="calendar_month"),
+            "'TEST.DL'",
+            "deadline_day 31 must be 1..28",
+            id="deadline-not-in-every-month",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source", "source"]),
+            "'TEST.B'",
+            "'breakdowns' repeats ['source']",
+            id="breakdown-repeated",
+        ),
+        # duplicates
+        pytest.param(
+            "indicators.toml", _indicator("ENV.AQI"), "'ENV.AQI'", "duplicate code", id="duplicate-indicator"
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "30"\nname = "again"\nkind = "legacy"\nsuccessor = "31"\n',
+            "'30'",
+            "duplicate code",
+            id="duplicate-legacy-region",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "VN"\nname = "again"\nkind = "current"\n',
+            "'VN'",
+            "duplicate code",
+            id="current-region-with-the-national-code",
+        ),
+        # regions
+        pytest.param(
+            "regions.toml",
             '\n[[region]]\nname = "Không mã"\n',
             "region '?'",
             "'code'",
             id="region-without-code",
         ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "00"\nname = "Tỉnh cũ"\nkind = "legacy"\nsuccessor = "30"\n',
+            "legacy region '00'",
+            "successor '30' is a legacy province, not a current unit",
+            id="successor-is-legacy",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "00"\nname = "Tỉnh cũ"\nkind = "legacy"\nsuccessor = "VN"\n',
+            "legacy region '00'",
+            "successor 'VN' is the national region, not a current unit",
+            id="successor-is-national",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "00"\nname = "Tỉnh cũ"\nkind = "legacy"\nsuccessor = "99"\n',
+            "legacy region '00'",
+            "successor '99' is not a current unit (is a current unit missing?)",
+            id="successor-unknown",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "00"\nname = "Tỉnh cũ"\nkind = "legacy"\n',
+            "region '00'",
+            "'successor' must be a non-empty string",
+            id="legacy-without-successor",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "07"\nname = "Tỉnh mới"\nkind = "current"\nsuccessor = "01"\n',
+            "region '07'",
+            "only a legacy region has a successor",
+            id="current-with-successor",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "07"\nname = "Tỉnh mới"\nkind = "current"\n',
+            "current region '07'",
+            "no legacy province names it as successor",
+            id="current-unit-from-nowhere",
+        ),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "07"\nname = "Tỉnh"\nkind = "province"\n',
+            "region '07'",
+            "'kind' is 'province'",
+            id="unknown-region-kind",
+        ),
+        # file layout
+        pytest.param(
+            "indicators.toml",
+            '\n[[station]]\ncode = "HN-TEST"\nname = "Thử"\nregion = "01"\nkind = "air_quality"\n',
+            "indicators.toml",
+            "unexpected ['station']: this file holds only [[indicator]] tables",
+            id="table-in-the-wrong-file",
+        ),
+        pytest.param(
+            "reporters.toml",
+            '\n[[reporter]]\ncode = "GSO"\nname_vi = "Tổng cục Thống kê"\nname_en = "GSO"\n'
+            'indicators = ["ENV.AQI"]\n',
+            "'GSO'",
+            "unknown keys ['indicators']",
+            id="reporter-lists-its-indicators",
+        ),
     ],
 )
 def test_defect_raises_configuration_error_naming_file_and_entry(
-    tmp_path: Path, appended: str, entry: str, problem: str
+    tmp_path: Path, file: str, appended: str, entry: str, problem: str
 ) -> None:
-    path = _copy_with(tmp_path, appended)
+    path = _copy_with(tmp_path, appended, file=file)
+    with pytest.raises(ConfigurationError) as info:
+        load_catalogue(tmp_path)
+    message = str(info.value)
+    assert str(path) in message
+    assert entry in message
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "entry", "problem"),
+    [
+        pytest.param(
+            '[[region]]\ncode = "31"\nname = "Hải Phòng"\nkind = "current"\n',
+            "",
+            "legacy region '30'",
+            "successor '31' is not a current unit (is a current unit missing?)",
+            id="current-unit-missing",
+        ),
+        pytest.param(
+            'code = "31"\nname = "Hải Phòng"\nkind = "legacy"\nsuccessor = "31"\n',
+            'code = "31"\nname = "Hải Phòng"\nkind = "legacy"\nsuccessor = "01"\n',
+            "legacy region '31'",
+            "also a current unit, so its successor must be itself, not '01'",
+            id="shared-code-with-another-successor",
+        ),
+        pytest.param(
+            '[[region]]\ncode = "VN"\nname = "Toàn quốc"\nkind = "national"\n',
+            "",
+            "regions.toml",
+            "expected exactly one national region (VN), found []",
+            id="national-region-missing",
+        ),
+    ],
+)
+def test_edited_region_defect_raises_configuration_error_naming_file_and_entry(
+    tmp_path: Path, old: str, new: str, entry: str, problem: str
+) -> None:
+    path = _copy_with(tmp_path, file="regions.toml", old=old, new=new)
     with pytest.raises(ConfigurationError) as info:
         load_catalogue(tmp_path)
     message = str(info.value)
@@ -152,18 +758,22 @@ def test_non_number_bound_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("appended", "lines_after_source"),
+    ("file", "appended", "lines_after_source"),
     [
-        pytest.param("\n[[indicator]\ncode = 1\n", 2, id="unclosed-table-header"),
-        pytest.param('\n[[region]]\ncode = "01\n', 3, id="unterminated-string"),
-        pytest.param("\n[[region]]\ncode = = 1\n", 3, id="double-equals"),
+        pytest.param("indicators.toml", "\n[[indicator]\ncode = 1\n", 2, id="unclosed-table-header"),
+        pytest.param("regions.toml", '\n[[region]]\ncode = "01\n', 3, id="unterminated-string"),
+        pytest.param("regions.toml", "\n[[region]]\ncode = = 1\n", 3, id="double-equals"),
+        pytest.param("stations.toml", "\n[[station]]\nlevels = [\n}\n", 4, id="unclosed-array"),
+        pytest.param(
+            "reporters.toml", "\n[[reporter]]\ncode = 'MAE\nname_vi = 'x'\n", 3, id="unterminated-literal"
+        ),
     ],
 )
 def test_invalid_toml_raises_configuration_error_naming_file_and_line(
-    tmp_path: Path, appended: str, lines_after_source: int
+    tmp_path: Path, file: str, appended: str, lines_after_source: int
 ) -> None:
-    path = _copy_with(tmp_path, appended)
-    broken_line = len(SOURCE.read_text(encoding="utf-8").splitlines()) + lines_after_source
+    path = _copy_with(tmp_path, appended, file=file)
+    broken_line = len((CATALOGUE_DIR / file).read_text(encoding="utf-8").splitlines()) + lines_after_source
     with pytest.raises(ConfigurationError) as info:
         load_catalogue(tmp_path)
     assert str(path) in str(info.value)
@@ -175,43 +785,46 @@ def test_missing_catalogue_file(tmp_path: Path) -> None:
         load_catalogue(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_catalogue rejects a duplicate indicator code but silently keeps the last of two "
-    "[[station]] / [[reporter]] / [[region]] entries with the same code (a second HN-LONGBIEN moves it "
-    "to region 79; a second MAE drops its indicators)",
-    raises=pytest.fail.Exception,
-)
+@pytest.mark.parametrize("file", FILES)
+def test_each_missing_file_is_named(tmp_path: Path, file: str) -> None:
+    _copy_with(tmp_path)
+    (tmp_path / file).unlink()
+    with pytest.raises(ConfigurationError, match=re.escape(str(tmp_path / file))):
+        load_catalogue(tmp_path)
+
+
 @pytest.mark.parametrize(
-    ("appended", "entry"),
+    ("file", "appended", "entry"),
     [
         pytest.param(
+            "stations.toml",
             '\n[[station]]\ncode = "HN-LONGBIEN"\nname = "again"\nregion = "79"\nkind = "hydrological"\n',
             "'HN-LONGBIEN'",
             id="duplicate-station",
         ),
         pytest.param(
-            '\n[[reporter]]\ncode = "MAE"\nname_vi = "lại"\nname_en = "again"\nindicators = []\n',
+            "reporters.toml",
+            '\n[[reporter]]\ncode = "MAE"\nname_vi = "lại"\nname_en = "again"\n',
             "'MAE'",
             id="duplicate-reporter",
         ),
-        pytest.param('\n[[region]]\ncode = "01"\nname = "again"\n', "'01'", id="duplicate-region"),
+        pytest.param(
+            "regions.toml",
+            '\n[[region]]\ncode = "01"\nname = "again"\nkind = "current"\n',
+            "'01'",
+            id="duplicate-region",
+        ),
     ],
 )
-def test_duplicate_code_is_rejected(tmp_path: Path, appended: str, entry: str) -> None:
-    path = _copy_with(tmp_path, appended)
+def test_duplicate_code_is_rejected(tmp_path: Path, file: str, appended: str, entry: str) -> None:
+    path = _copy_with(tmp_path, appended, file=file)
     with pytest.raises(ConfigurationError) as info:
         load_catalogue(tmp_path)
     assert str(path) in str(info.value)
     assert entry in str(info.value)
+    assert "duplicate code" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Entry.levels() iterates `levels` without checking it is an array of tables: "
-    'levels = "x" raises AttributeError instead of a ConfigurationError naming the entry',
-    raises=AttributeError,
-)
 def test_levels_that_are_not_a_list_of_tables_are_named(tmp_path: Path) -> None:
     path = _copy_with(tmp_path, _indicator("TEST.LEVELS", levels='levels = "GOOD, BAD"\n'))
     with pytest.raises(ConfigurationError) as info:
@@ -220,13 +833,7 @@ def test_levels_that_are_not_a_list_of_tables_are_named(tmp_path: Path) -> None:
     assert "'TEST.LEVELS'" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_catalogue accepts alert_from_level beyond the indicator's levels "
-    "(e.g. 9 with 2 levels): the rule can never fire, silently",
-    raises=pytest.fail.Exception,
-)
 def test_alert_from_level_beyond_the_levels_is_rejected(tmp_path: Path) -> None:
-    _copy_with(tmp_path, _indicator("TEST.ALERT").replace("alert_from_level = 1", "alert_from_level = 9"))
+    _copy_with(tmp_path, _indicator("TEST.ALERT", alert_from_level=9))
     with pytest.raises(ConfigurationError, match=r"'TEST\.ALERT'"):
         load_catalogue(tmp_path)

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import math
 import random
+import socket
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from confluent_kafka.schema_registry import Schema
+from fastavro import parse_schema, schemaless_writer
 
 from stream_app.codecs import SINGLE_OBJECT_MARKER, Reasons, decode, decode_observation, encode
-from stream_app.exceptions import DecodeError
-from stream_app.schemas import SchemaRegistry
+from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_url
+from stream_app.schemas import SchemaRegistry, SchemaVersion
+from stream_app.settings import Settings
 
 MAX_BYTES = 1 << 20
+SCHEMAS_DIR = Settings.model_construct().schemas_dir
 REQUIRED = ["observation_id", "reporter", "indicator", "region", "value", "unit", "event_time", "report_time"]
 Make = Callable[..., dict[str, Any]]
+V2_DEFAULTS = {"report_ref": None, "source_system": None}
 
 
 def _as_decoded(record: dict[str, Any]) -> dict[str, Any]:
-    """What a record decodes to: timestamp-millis fields come back as aware UTC datetimes."""
-    out = dict(record)
+    """What a record decodes to: timestamp-millis fields come back as aware UTC datetimes, and the
+    fields the reader (observation v2) has beyond the record's take their defaults."""
+    out = {**V2_DEFAULTS, **record}
     for name in ("event_time", "report_time"):
         out[name] = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=record[name])
     return out
@@ -354,3 +366,326 @@ def test_huge_length_prefix_is_undecodable(registry: SchemaRegistry) -> None:
         huge >>= 7
     varint.append(huge)
     assert _reason(registry, header + bytes(varint) + b"abc") == Reasons.UNDECODABLE
+
+
+# --- schema versions: v1 writers, v2 reader ----------------------------------------------------
+
+
+def test_v1_record_decodes_under_the_v2_reader(registry: SchemaRegistry, make_record: Make) -> None:
+    v1 = registry.version("observation", 1)
+    assert registry.latest("observation").version == 2
+    record = make_record(quality="TEST", period="2024-11", breakdowns={"source": "trạm"})
+    decoded = decode_observation(registry, encode(v1, record), MAX_BYTES)
+    assert decoded == _as_decoded(record)
+    assert decoded["report_ref"] is None
+    assert decoded["source_system"] is None
+
+
+def test_v2_record_keeps_its_new_fields(registry: SchemaRegistry, make_record: Make) -> None:
+    record = make_record() | {"report_ref": "125/BC-BNNMT", "source_system": "AQMS Hà Nội"}
+    raw = encode(registry.latest("observation"), record)
+    assert decode_observation(registry, raw, MAX_BYTES) == _as_decoded(record)
+
+
+def test_json_may_carry_the_v2_fields(registry: SchemaRegistry, make_record: Make) -> None:
+    doc = make_record() | {"report_ref": "125/BC-BNNMT"}
+    decoded = decode_observation(registry, json.dumps(doc).encode(), MAX_BYTES)
+    assert (decoded["report_ref"], decoded["source_system"]) == ("125/BC-BNNMT", None)
+    assert _reason(registry, json.dumps(doc | {"report_ref": 125}).encode()) == Reasons.SCHEMA_MISMATCH
+
+
+# --- Confluent framing through a schema registry -----------------------------------------------
+
+
+def _frame(schema_id: int, schema: SchemaVersion | Any, record: dict[str, Any]) -> bytes:
+    """Confluent framing: magic 0, the schema id big-endian, then the Avro body."""
+    body = io.BytesIO()
+    schemaless_writer(body, schema.parsed if isinstance(schema, SchemaVersion) else schema, record)
+    return b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
+
+
+def _avsc(name: str) -> str:
+    return (SCHEMAS_DIR / name).read_text(encoding="utf-8")
+
+
+@dataclass
+class Confluent:
+    resolver: ConfluentSchemas
+    ids: dict[str, int]
+
+    def register(self, subject: str, text: str, schema_type: str = "AVRO") -> int:
+        return int(self.resolver.client.register_schema(subject, Schema(text, schema_type)))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def confluent(registry: SchemaRegistry) -> Confluent:
+    """An in-process (mock://) registry holding observation v1 and v2 and the alert schema."""
+    resolver = connect(f"mock://test-{uuid.uuid4().hex}", registry)
+    out = Confluent(resolver, {})
+    for name, subject in [
+        ("observation.v1.avsc", "reporter.mae.observations-value"),
+        ("observation.v2.avsc", "reporter.mae.observations-value"),
+        ("alert.v1.avsc", "center.alerts-value"),
+    ]:
+        out.ids[name] = out.register(subject, _avsc(name))
+    assert len(set(out.ids.values())) == 3
+    return out
+
+
+def _confluent_reason(registry: SchemaRegistry, resolver: Any, raw: bytes) -> DecodeError:
+    with pytest.raises(DecodeError) as info:
+        decode_observation(registry, raw, MAX_BYTES, resolver)
+    assert info.value.message
+    return info.value
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_confluent_framed_record_decodes_through_the_registry(
+    registry: SchemaRegistry, make_record: Make, confluent: Confluent, version: int
+) -> None:
+    writer = registry.version("observation", version)
+    record = make_record(breakdowns={"nguồn": "trạm"})
+    if version == 2:
+        record |= {"report_ref": "125/BC-BNNMT", "source_system": None}
+    raw = _frame(confluent.ids[f"observation.v{version}.avsc"], writer, record)
+    decoded = decode_observation(registry, raw, MAX_BYTES, confluent.resolver)
+    assert decoded == _as_decoded(record)
+    assert decoded == decode_observation(registry, encode(writer, record), MAX_BYTES)
+    assert confluent.resolver(confluent.ids[f"observation.v{version}.avsc"]) is writer
+
+
+def test_confluent_unknown_id_is_unknown_schema(
+    registry: SchemaRegistry, make_record: Make, confluent: Confluent
+) -> None:
+    raw = _frame(4242, registry.latest("observation"), make_record())
+    error = _confluent_reason(registry, confluent.resolver, raw)
+    assert error.reason == Reasons.UNKNOWN_SCHEMA
+    assert "schema id 4242 is not in the registry" in error.message
+
+
+def test_confluent_record_of_another_subject_is_schema_mismatch(
+    registry: SchemaRegistry, confluent: Confluent, t0_ms: int
+) -> None:
+    raw = _frame(confluent.ids["alert.v1.avsc"], registry.latest("alert"), _alert(t0_ms))
+    error = _confluent_reason(registry, confluent.resolver, raw)
+    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert "alert" in error.message
+
+
+def test_confluent_non_avro_schema_is_schema_mismatch(
+    registry: SchemaRegistry, make_record: Make, confluent: Confluent
+) -> None:
+    schema_id = confluent.register("json-value", '{"type": "object"}', "JSON")
+    error = _confluent_reason(
+        registry, confluent.resolver, _frame(schema_id, registry.latest("observation"), make_record())
+    )
+    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert "JSON schema, not Avro" in error.message
+
+
+def _observation_schema(*extra: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    raw: dict[str, Any] = json.loads(_avsc("observation.v2.avsc"))
+    raw["fields"] = [f for f in raw["fields"] if f["name"] not in drop] + list(extra)
+    return raw
+
+
+def test_confluent_schema_we_do_not_have_but_can_read_is_accepted(
+    registry: SchemaRegistry, make_record: Make, confluent: Confluent
+) -> None:
+    # A producer's own flavour: one more optional field, which the reader skips.
+    theirs = _observation_schema({"name": "operator", "type": ["null", "string"], "default": None})
+    schema_id = confluent.register("reporter.mae.observations-value", json.dumps(theirs))
+    record = make_record() | {"report_ref": None, "source_system": None, "operator": "ca trực 2"}
+    decoded = decode_observation(
+        registry, _frame(schema_id, parse_schema(theirs), record), MAX_BYTES, confluent.resolver
+    )
+    assert decoded == _as_decoded(make_record())
+    writer = confluent.resolver(schema_id)
+    assert writer is not None
+    assert (writer.subject, writer.version) == ("observation", 0)
+
+
+@pytest.mark.parametrize(
+    "theirs",
+    [
+        pytest.param(_observation_schema(drop=("unit",)), id="missing-required-field"),
+        pytest.param(
+            _observation_schema({"name": "value", "type": "string"}, drop=("value",)), id="value-as-string"
+        ),
+        pytest.param(
+            {"type": "record", "name": "Thing", "fields": [{"name": "a", "type": "int"}]}, id="unknown-type"
+        ),
+        pytest.param(
+            {"type": "record", "name": "Thing", "fields": [{"name": "a", "type": "nope"}]}, id="invalid"
+        ),
+    ],
+)
+def test_confluent_schema_the_reader_cannot_resolve_is_schema_mismatch(
+    registry: SchemaRegistry, make_record: Make, theirs: dict[str, Any]
+) -> None:
+    client = FakeClient({7: FakeSchema(json.dumps(theirs))})
+    resolver = ConfluentSchemas(client, registry)
+    raw = b"\x00\x00\x00\x00\x07" + b"\x00" * 40
+    error = _confluent_reason(registry, resolver, raw)
+    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert "schema id 7" in error.message
+    _confluent_reason(registry, resolver, raw)
+    assert client.calls == [7], "a mismatch is cached like any resolved id"
+
+
+# --- the registry edge: caching and failures ---------------------------------------------------
+
+
+@dataclass
+class FakeSchema:
+    schema_str: str
+    schema_type: str = "AVRO"
+    references: list[Any] = field(default_factory=list)
+
+
+class FakeRegistryError(Exception):
+    def __init__(self, http_status_code: int, error_code: int) -> None:
+        super().__init__(f"HTTP {http_status_code}, SR code {error_code}")
+        self.http_status_code = http_status_code
+        self.error_code = error_code
+
+
+@dataclass
+class FakeClient:
+    """Answers from ``schemas``; raises ``failure`` while it is set; counts the requests."""
+
+    schemas: dict[int, FakeSchema]
+    failure: Exception | None = None
+    calls: list[int] = field(default_factory=list)
+
+    def get_schema(self, schema_id: int) -> FakeSchema:
+        self.calls.append(schema_id)
+        if self.failure is not None:
+            raise self.failure
+        if schema_id not in self.schemas:
+            raise FakeRegistryError(404, 40403)
+        return self.schemas[schema_id]
+
+
+def test_ids_are_asked_once_and_cached_forever(registry: SchemaRegistry, make_record: Make) -> None:
+    client = FakeClient({1: FakeSchema(_avsc("observation.v1.avsc")), 2: FakeSchema(_avsc("alert.v1.avsc"))})
+    resolver = ConfluentSchemas(client, registry)
+    v1 = registry.version("observation", 1)
+    for i in range(50):
+        assert (
+            decode_observation(registry, _frame(1, v1, make_record(value=float(i))), MAX_BYTES, resolver)[
+                "value"
+            ]
+            == i
+        )
+        _confluent_reason(registry, resolver, _frame(2, v1, make_record()))
+    assert client.calls == [1, 2]
+    client.failure = ConnectionError("registry down")
+    assert decode_observation(registry, _frame(1, v1, make_record()), MAX_BYTES, resolver)["value"] == 87.0
+
+
+def test_unknown_ids_are_asked_again_after_a_while(registry: SchemaRegistry, make_record: Make) -> None:
+    now = [1000.0]
+    client = FakeClient({})
+    resolver = ConfluentSchemas(client, registry, unknown_id_recheck_s=30.0, clock=lambda: now[0])
+    raw = _frame(5, registry.latest("observation"), make_record())
+    for _ in range(3):
+        assert _confluent_reason(registry, resolver, raw).reason == Reasons.UNKNOWN_SCHEMA
+    assert client.calls == [5]
+    client.schemas[5] = FakeSchema(_avsc("observation.v2.avsc"))  # registered meanwhile
+    now[0] += 31.0
+    assert decode_observation(registry, raw, MAX_BYTES, resolver)["value"] == 87.0
+    assert client.calls == [5, 5]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(ConnectionError("connection refused"), id="network"),
+        pytest.param(TimeoutError("read timeout"), id="timeout"),
+        pytest.param(FakeRegistryError(503, 50003), id="http-503"),
+        pytest.param(FakeRegistryError(401, 40101), id="http-401"),
+        pytest.param(FakeRegistryError(404, -1), id="404-not-from-a-registry"),
+    ],
+)
+def test_unreachable_registry_raises_unavailable_not_a_decode_error(
+    registry: SchemaRegistry, make_record: Make, failure: Exception
+) -> None:
+    client = FakeClient({9: FakeSchema(_avsc("observation.v2.avsc"))}, failure=failure)
+    resolver = ConfluentSchemas(client, registry)
+    raw = _frame(9, registry.latest("observation"), make_record())
+    for _ in range(2):
+        with pytest.raises(SchemaRegistryUnavailable, match="schema id 9") as info:
+            decode_observation(registry, raw, MAX_BYTES, resolver)
+        assert not isinstance(info.value, DecodeError)
+    assert client.calls == [9, 9], "a failed lookup is not cached"
+    client.failure = None
+    assert decode_observation(registry, raw, MAX_BYTES, resolver)["value"] == 87.0
+
+
+def test_real_client_against_a_closed_port_is_unavailable(
+    registry: SchemaRegistry, make_record: Make
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    resolver = connect(f"http://user:secret@127.0.0.1:{port}", registry, **{"max.retries": 0, "timeout": 2})
+    assert resolver.name == f"http://user:***@127.0.0.1:{port}"
+    with pytest.raises(SchemaRegistryUnavailable) as info:
+        decode_observation(
+            registry, _frame(3, registry.latest("observation"), make_record()), MAX_BYTES, resolver
+        )
+    assert "secret" not in str(info.value)
+
+
+def test_prefetch_resolves_new_ids_off_the_event_loop(registry: SchemaRegistry, make_record: Make) -> None:
+    client = FakeClient({1: FakeSchema(_avsc("observation.v1.avsc")), 2: FakeSchema(_avsc("alert.v1.avsc"))})
+    resolver = ConfluentSchemas(client, registry)
+    v1 = registry.version("observation", 1)
+    values = [_frame(1, v1, make_record()), _frame(2, v1, make_record()), _frame(3, v1, make_record()), b"{}"]
+    asyncio.run(resolver.prefetch(values * 3))
+    assert sorted(client.calls) == [1, 2, 3]
+    assert all(resolver.is_cached(i) for i in (1, 2, 3))
+    client.failure = ConnectionError("down")
+    with pytest.raises(SchemaRegistryUnavailable):
+        asyncio.run(resolver.prefetch([_frame(4, v1, make_record())]))
+
+
+def test_no_registry_configured_gives_no_resolver(registry: SchemaRegistry) -> None:
+    assert from_url(None, registry) is None
+    assert from_url("  ", registry) is None
+    assert isinstance(from_url("mock://configured", registry), ConfluentSchemas)
+    with pytest.raises(ConfigurationError, match="registry"):
+        connect("ftp://registry.example", registry)
+
+
+def test_random_bodies_after_a_registered_confluent_header_decode_or_raise_decode_error(
+    registry: SchemaRegistry, confluent: Confluent
+) -> None:
+    rng = random.Random(0x00_0C)
+    outcomes = set()
+    for name in ("observation.v1.avsc", "observation.v2.avsc", "alert.v1.avsc"):
+        header = b"\x00" + confluent.ids[name].to_bytes(4, "big")
+        for _ in range(200):
+            raw = header + rng.randbytes(rng.randrange(0, 200))
+            try:
+                assert isinstance(decode_observation(registry, raw, MAX_BYTES, confluent.resolver), dict)
+                outcomes.add("ok")
+            except DecodeError as exc:
+                outcomes.add(exc.reason)
+    assert outcomes <= {"ok", Reasons.UNDECODABLE, Reasons.SCHEMA_MISMATCH}
+    assert {Reasons.UNDECODABLE, Reasons.SCHEMA_MISMATCH} <= outcomes
+
+
+def test_resolver_is_any_callable_and_a_per_record_resolution_failure_is_schema_mismatch(
+    registry: SchemaRegistry, make_record: Make
+) -> None:
+    # A writer whose value may be a string: records holding a double resolve, a string does not.
+    theirs = _observation_schema({"name": "value", "type": ["double", "string"]}, drop=("value",))
+    writer = SchemaVersion("observation", 0, parse_schema(theirs), "", 0)
+    resolver: Callable[[int], SchemaVersion | None] = {11: writer}.get
+    ok = _frame(11, writer, make_record(value=12.5))
+    assert decode_observation(registry, ok, MAX_BYTES, resolver)["value"] == 12.5
+    error = _confluent_reason(registry, resolver, _frame(11, writer, make_record(value="mười hai")))
+    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert "observation.v2.avsc" in error.message

@@ -78,16 +78,20 @@ def test_offsets_are_per_source(catalogue: Catalogue, make_observation: MakeObs,
     assert feed.state.offsets == {"p:0": 100, "p:1": 3}
 
 
-@pytest.mark.parametrize("revision", [2, 1])
-def test_same_or_older_revision_at_new_offset_is_a_duplicate(
-    catalogue: Catalogue, make_observation: MakeObs, revision: int
+@pytest.mark.parametrize(
+    ("revision", "expected"),
+    [(2, StepResult(skipped=True, duplicate=True)), (1, StepResult(skipped=True, stale=True))],
+    ids=["same-revision-duplicate", "older-revision-stale"],
+)
+def test_same_or_older_revision_at_new_offset_changes_nothing(
+    catalogue: Catalogue, make_observation: MakeObs, revision: int, expected: StepResult
 ) -> None:
     feed = Feed(catalogue)
     feed(make_observation(revision=2, value=80.0), offset=1)
     buckets, level, latest = dict(feed.state.buckets), feed.state.level, feed.state.latest_value
     result = feed(make_observation(revision=revision, value=300.0), offset=2)
-    assert result == StepResult(skipped=True, duplicate=True)
-    assert feed.state.offsets[SOURCE] == 2, "the duplicate's offset must be recorded"
+    assert result == expected
+    assert feed.state.offsets[SOURCE] == 2, "the skipped record's offset must be recorded"
     assert feed.state.buckets == buckets
     assert (feed.state.level, feed.state.latest_value) == (level, latest)
     assert feed.state.seen["obs-1"][0] == 2

@@ -39,7 +39,9 @@ def _rejected(result: Any, reason: str) -> Rejection:
 
 
 def test_valid_record_becomes_an_observation(catalogue: Catalogue, make_record: Make, t0_ms: int) -> None:
-    record = make_record(revision=2, quality="PROVISIONAL", period="2024-11", breakdowns={"source": "x"})
+    record = make_record(
+        revision=2, quality="PROVISIONAL", period="2024-11-01T07", breakdowns={"source": "x"}
+    )
     obs = _validate(record, catalogue, now_ms=t0_ms + 120_000)
     assert obs == Observation(
         observation_id=record["observation_id"],
@@ -53,7 +55,7 @@ def test_valid_record_becomes_an_observation(catalogue: Catalogue, make_record: 
         event_time=t0_ms,
         report_time=t0_ms + 60_000,
         quality=Quality.PROVISIONAL,
-        period="2024-11",
+        period="2024-11-01T07",
         breakdowns={"source": "x"},
     )
     assert obs.entity == "ENV.AQI|01|HN-AQ-HOANKIEM"
@@ -73,7 +75,13 @@ def test_decoded_record_with_datetimes_is_accepted(
     "fields",
     [
         {"indicator": "ENV.AQI", "region": "79", "station": "HCM-AQ-Q1", "unit": "index", "value": 0.0},
-        {"indicator": "ENV.AQI", "region": "01", "station": None, "unit": "index", "value": 500.0},
+        {
+            "indicator": "ENV.AQI",
+            "region": "01",
+            "station": "HN-AQ-HOANKIEM",
+            "unit": "index",
+            "value": 500.0,
+        },
         {
             "indicator": "HYD.WATER_LEVEL",
             "region": "01",
@@ -111,7 +119,7 @@ def test_observation_record_round_trips(catalogue: Catalogue, make_record: Make,
 
 @pytest.mark.parametrize(
     ("reporter", "topic_reporter"),
-    [("MOH", "MOH"), ("MOH", "MAE"), ("MAE", "MOH"), ("mae", "MAE"), ("", "MAE")],
+    [("GSO", "GSO"), ("GSO", "MAE"), ("MAE", "MOH"), ("mae", "MAE"), ("", "MAE")],
 )
 def test_unknown_reporter(
     catalogue: Catalogue, make_record: Make, t0_ms: int, reporter: str, topic_reporter: str
@@ -241,3 +249,81 @@ def test_millisecond_times_after_2038_survive_validation(
     obs = _validate(decoded, catalogue, now_ms=ms)
     assert isinstance(obs, Observation)
     assert (obs.event_time, obs.report_time) == (ms, ms)
+
+
+# --- regions across the 2025 reorganisation, stations, reporting periods ------------------------
+
+
+@pytest.mark.parametrize(
+    ("reported", "current"),
+    [("30", "31"), ("31", "31"), ("02", "08"), ("35", "37"), ("36", "37"), ("49", "48"), ("01", "01")],
+)
+def test_pre_2025_province_codes_map_to_todays_unit(
+    catalogue: Catalogue, make_record: Make, t0_ms: int, reported: str, current: str
+) -> None:
+    record = make_record(
+        indicator="DIS.LANDSLIDE_SITES", region=reported, station=None, unit="sites", value=3.0
+    )
+    obs = _validate(record, catalogue, now_ms=t0_ms)
+    assert isinstance(obs, Observation)
+    assert obs.region == current
+    assert obs.entity == f"DIS.LANDSLIDE_SITES|{current}|-"
+
+
+def test_station_of_a_merged_province_is_checked_against_todays_unit(
+    catalogue: Catalogue, make_record: Make, t0_ms: int
+) -> None:
+    # Trung Hà is in today's Phú Thọ (25); a record keyed by Vĩnh Phúc's old code (26) is the same unit.
+    record = make_record(indicator="HYD.WATER_LEVEL", region="26", station="PT-TRUNGHA", unit="m", value=14.0)
+    obs = _validate(record, catalogue, now_ms=t0_ms)
+    assert isinstance(obs, Observation)
+    assert obs.region == "25"
+
+
+def test_station_level_indicator_without_station_is_rejected(
+    catalogue: Catalogue, make_record: Make, t0_ms: int
+) -> None:
+    result = _validate(make_record(station=None), catalogue, now_ms=t0_ms)
+    assert isinstance(result, Rejection)
+    assert result.reason == Reasons.STATION_REQUIRED
+
+
+def test_missing_period_is_derived_from_the_event_time(catalogue: Catalogue, make_record: Make) -> None:
+    # 2024-11-14 20:00 UTC is the 15th in Vietnam: the December 2024 Decree 09 period.
+    at = int(datetime(2024, 11, 14, 20, tzinfo=UTC).timestamp() * 1000)
+    record = make_record(
+        indicator="JUS.LEGAL_AID",
+        region="01",
+        station=None,
+        unit="cases",
+        value=12.0,
+        event_time=at,
+        report_time=at,
+        reporter="MOJ",
+    )
+    obs = _validate(record, catalogue, now_ms=at + 1000, topic="MOJ")
+    assert isinstance(obs, Observation)
+    indicator = catalogue.indicators["JUS.LEGAL_AID"]
+    assert obs.period == indicator.period_of(at).label
+
+
+@pytest.mark.parametrize("period", ["2024-Q3", "2024-11", "2023-Q4", "not-a-period"])
+def test_period_that_does_not_fit_the_indicator_is_rejected(
+    catalogue: Catalogue, make_record: Make, period: str
+) -> None:
+    at = int(datetime(2024, 11, 14, 20, tzinfo=UTC).timestamp() * 1000)
+    record = make_record(
+        indicator="JUS.LEGAL_AID",
+        region="01",
+        station=None,
+        unit="cases",
+        value=12.0,
+        event_time=at,
+        report_time=at,
+        reporter="MOJ",
+        period=period,
+    )
+    result = _validate(record, catalogue, now_ms=at + 1000, topic="MOJ")
+    assert isinstance(result, Rejection)
+    assert result.reason == Reasons.PERIOD_MISMATCH
+    assert "expected" in result.message

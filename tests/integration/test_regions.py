@@ -1,0 +1,59 @@
+"""History keyed by pre-2025 province codes rolls up into today's provincial units."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from stream_app import codecs
+from stream_app.runtime import Blueprint
+from stream_app.settings import Settings
+
+from .support import collect, observation, produce
+
+
+def _ms(*parts: int) -> int:
+    return int(datetime(*parts, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_hai_duong_history_aggregates_into_hai_phong(
+    settings: Settings, blueprint: Blueprint, start_worker: Any
+) -> None:
+    start_worker(settings)
+    schema = blueprint.schemas.latest("observation")
+    at = _ms(2024, 3, 1, 3)
+    rows = [
+        # 30 = Hải Dương (GSO code until 2025-07-01), merged into Hải Phòng (31)
+        observation(
+            indicator="DIS.LANDSLIDE_SITES",
+            region="30",
+            station=None,
+            unit="sites",
+            value=2.0,
+            event_time=at,
+            report_time=at,
+        ),
+        # 31 = Hải Phòng itself, same hour
+        observation(
+            indicator="DIS.LANDSLIDE_SITES",
+            region="31",
+            station=None,
+            unit="sites",
+            value=3.0,
+            event_time=at + 60_000,
+            report_time=at + 60_000,
+        ),
+    ]
+    produce(settings, blueprint.input_topic("MAE").name, [(None, codecs.encode(schema, r)) for r in rows])
+
+    consolidated = collect(
+        settings,
+        blueprint.topic_by_role("consolidated").name,
+        "consolidated",
+        lambda r: any(row["count"] == 2 for row in r),
+    )
+    final = next(row for row in consolidated.records if row["count"] == 2)
+    assert final["region"] == "31"
+    assert final["key"] == "DIS.LANDSLIDE_SITES:31:-:rolling-24h"
+    assert final["sum"] == 5.0
+    assert {row["region"] for row in consolidated.records} == {"31"}

@@ -1,0 +1,110 @@
+"""The accepted wire formats end to end: a real worker process, real Kafka topics, real Redis.
+
+Avro single-object records written with observation v1 and with v2, and a JSON document, all reach the
+consolidated topic; a Confluent-framed record the worker cannot resolve is dead-lettered as
+``unknown_schema`` with its original bytes. (A ``mock://`` schema registry lives inside one process, so
+the test cannot register a schema the worker would see: the registry path is covered by the unit tests.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from stream_app import codecs
+from stream_app.runtime import Blueprint
+from stream_app.settings import Settings
+
+from .support import collect, observation, produce
+
+REPORTER = "MAE"
+KEY = b"HN-AQ-HOANKIEM"
+
+
+def _input_topic(bp: Blueprint) -> str:
+    return bp.input_topic(REPORTER).name
+
+
+def _confluent_framed(bp: Blueprint, schema_id: int, record: dict[str, Any]) -> bytes:
+    body = codecs.encode(bp.schemas.latest("observation"), record)[len(codecs.SINGLE_OBJECT_MARKER) + 8 :]
+    return b"\x00" + schema_id.to_bytes(4, "big") + body
+
+
+def _iso_in_vietnam(ms: int) -> str:
+    """ISO-8601 with the +07:00 offset, as a reporter in Vietnam would write it."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone(timedelta(hours=7))).isoformat(
+        timespec="milliseconds"
+    )
+
+
+@pytest.mark.parametrize("registry", ["mock", "none"])
+def test_v1_v2_and_json_reach_consolidated_and_confluent_without_schema_is_dead_lettered(
+    settings: Settings,
+    blueprint: Blueprint,
+    start_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    registry: str,
+) -> None:
+    monkeypatch.delenv("STREAM_APP_SCHEMA_REGISTRY_URL", raising=False)
+    extra_env = (
+        {"STREAM_APP_SCHEMA_REGISTRY_URL": f"mock://test-{uuid.uuid4().hex}"} if registry == "mock" else {}
+    )
+    start_worker(settings, **extra_env)
+    topic = _input_topic(blueprint)
+    v1 = next(v for v in blueprint.schemas.by_subject["observation"] if v.version == 1)
+    v2 = blueprint.schemas.latest("observation")
+    assert v2.version >= 2, "observation v2 is the reader"
+
+    now_ms = int(time.time() * 1000)
+    # Values 11, 22 and 44: their sum tells which of them were counted. Event times in order.
+    from_v1 = {k: v for k, v in observation(value=11.0, event_time=now_ms - 3000).items() if k in _fields(v1)}
+    from_v2 = observation(value=22.0, event_time=now_ms - 2000) | {
+        "report_ref": "125/BC-BNNMT",
+        "source_system": "Mạng quan trắc không khí Hà Nội",
+    }
+    as_json = observation(value=44.0, event_time=now_ms - 1000)
+    as_json["event_time"] = _iso_in_vietnam(as_json["event_time"])
+    confluent = _confluent_framed(blueprint, 7, observation(value=88.0, event_time=now_ms))
+    produce(
+        settings,
+        topic,
+        [
+            (KEY, codecs.encode(v1, from_v1)),
+            (KEY, codecs.encode(v2, from_v2)),
+            (KEY, json.dumps(as_json, ensure_ascii=False).encode()),
+            (KEY, confluent),
+        ],
+    )
+
+    consolidated = collect(
+        settings,
+        blueprint.topic_by_role("consolidated").name,
+        "consolidated",
+        lambda rows: any(r["count"] >= 3 for r in rows),
+    )
+    final = max(consolidated.records, key=lambda r: r["count"])
+    assert final["key"] == "ENV.AQI:01:HN-AQ-HOANKIEM:rolling-24h"
+    assert (final["count"], final["sum"], final["latest_value"]) == (3, 77.0, 44.0)
+    assert final["reporter"] == REPORTER
+
+    dead = collect(settings, blueprint.dead_letter_topic(REPORTER).name, "dead_letter", lambda r: len(r) >= 1)
+    assert len(dead.records) == 1, dead.records
+    letter = dead.records[0]
+    assert letter["reason"] == "unknown_schema"
+    assert "schema id 7" in letter["message"]
+    assert letter["original"] == confluent
+    assert letter["source_topic"] == topic
+    assert letter["source_key"] == KEY
+    late = collect(
+        settings, blueprint.dead_letter_topic(REPORTER).name, "dead_letter", lambda r: False, timeout=2
+    )
+    assert len(late.records) == 1, "only the Confluent-framed record is dead-lettered"
+
+
+def _fields(version: Any) -> set[str]:
+    return {f["name"] for f in version.parsed["fields"]}

@@ -1,0 +1,351 @@
+"""stream_app.simulate: the history generator and the live feeds, as pure generators (no Kafka)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import statistics
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stream_app import codecs, simulate
+from stream_app.catalogue import Catalogue
+from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.model import Rejection
+from stream_app.produce import Encoded, RowEncoder, iter_csv
+from stream_app.schemas import SchemaRegistry
+from stream_app.simulate import (
+    CURRENT_PROVINCES,
+    INDICATORS,
+    LEGACY_PROVINCES,
+    LOCAL_TZ,
+    REFORM_DATE,
+    flood_level,
+    history,
+    is_cutoff,
+    live_feed,
+    period_label,
+    smog_aqi,
+    write_history,
+)
+from stream_app.validation import validate
+
+_DAILY_PROVINCE = {code for code, i in INDICATORS.items() if i.frequency == "daily" and i.level == "province"}
+
+
+def _local(row: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(row["event_time"] / 1000, LOCAL_TZ)
+
+
+# --------------------------------------------------------------------------------------------- contract data
+
+
+def test_codes_contract_tables() -> None:
+    assert len(LEGACY_PROVINCES) == 63
+    assert len(CURRENT_PROVINCES) == 34
+    assert {p.successor for p in LEGACY_PROVINCES.values()} == set(CURRENT_PROVINCES)
+    assert simulate.successor("30") == "31"  # Hải Dương -> Hải Phòng
+    assert simulate.successor("02") == "08"  # Hà Giang -> Tuyên Quang
+    assert simulate.successor("27") == "24"  # Bắc Ninh -> Bắc Ninh (code of Bắc Giang)
+    assert simulate.successor("35") == simulate.successor("36") == "37"
+    assert simulate.successor("49") == "48"
+    for station in simulate.STATIONS.values():
+        assert simulate.successor(station.legacy_region) == station.region, station.code
+
+
+# --------------------------------------------------------------------------------------------- history
+
+
+def test_history_is_deterministic_whatever_the_range_or_filter() -> None:
+    first = list(history(date(2024, 11, 10), date(2024, 11, 16), seed=3))
+    assert first == list(history(date(2024, 11, 10), date(2024, 11, 16), seed=3))
+    assert first != list(history(date(2024, 11, 10), date(2024, 11, 16), seed=4))
+    # a day's values depend on the seed and the date only
+    later = [r for r in first if _local(r).date() >= date(2024, 11, 14)]
+    assert later == list(history(date(2024, 11, 14), date(2024, 11, 16), seed=3))
+    mps = [r for r in first if r["reporter"] == "MPS"]
+    assert mps == list(history(date(2024, 11, 10), date(2024, 11, 16), seed=3, reporters=["mps"]))
+    assert {r["indicator"] for r in mps} == {"TRF.ACCIDENTS", "TRF.DEATHS"}
+
+
+def test_history_uses_legacy_codes_before_july_2025_and_current_ones_after() -> None:
+    rows = list(history(date(2025, 6, 30), date(2025, 7, 1)))
+    by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_day[_local(row).date()].append(row)
+    before, after = by_day[date(2025, 6, 30)], by_day[REFORM_DATE]
+    for indicator in _DAILY_PROVINCE:
+        assert sorted(r["region"] for r in before if r["indicator"] == indicator) == sorted(LEGACY_PROVINCES)
+        assert sorted(r["region"] for r in after if r["indicator"] == indicator) == sorted(CURRENT_PROVINCES)
+    assert "30" in {r["region"] for r in before}  # Hải Dương, gone after the merger
+    assert "30" not in {r["region"] for r in after}
+    station_region = {
+        (r["station"], day): r["region"] for day, rs in by_day.items() for r in rs if r["station"] is not None
+    }
+    assert station_region[("AG-TANCHAU", date(2025, 6, 30))] == "89"  # An Giang (legacy)
+    assert station_region[("AG-TANCHAU", REFORM_DATE)] == "91"  # An Giang (merged with Kiên Giang)
+    assert station_region[("HN-LONGBIEN", date(2025, 6, 30))] == "01"
+    assert {r["region"] for r in rows if INDICATORS[r["indicator"]].level == "national"} == {"VN"}
+
+
+def test_one_row_per_day_per_daily_indicator_and_entity() -> None:
+    rows = list(history(date(2019, 3, 3), date(2019, 3, 3)))  # a day with no Decree 09 cut-off
+    assert all(INDICATORS[r["indicator"]].frequency in {"daily", "hourly", "event"} for r in rows)
+    per_indicator: dict[str, int] = defaultdict(int)
+    for row in rows:
+        per_indicator[row["indicator"]] += 1
+    for indicator in _DAILY_PROVINCE:
+        assert per_indicator[indicator] == 63
+    assert per_indicator["ENV.AQI"] == 6
+    assert per_indicator["HYD.WATER_LEVEL"] == 7
+    assert per_indicator["HYD.SALINITY_4PPT_KM"] == per_indicator["HYD.SALINITY_MAX"] == 3
+    assert per_indicator["PWR.OUTPUT_GWH"] == per_indicator["PWR.PEAK_MW"] == 1
+    assert per_indicator["PWR.SOURCE_SHARE"] == 7
+    ids = [r["observation_id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    assert all(_local(r).date() == date(2019, 3, 3) and r["period"] is None for r in rows)
+
+
+def test_periodic_rows_fall_on_decree_09_cutoffs() -> None:
+    rows = list(
+        history(date(2024, 10, 1), date(2024, 12, 31), reporters=["MOF", "MOJ", "MOC", "VSS", "MOH", "MOET"])
+    )
+    periodic = [r for r in rows if INDICATORS[r["indicator"]].frequency not in {"daily", "event"}]
+    assert periodic
+    assert {_local(r).day for r in periodic} == {14}
+    labels: dict[str, set[str]] = defaultdict(set)
+    for row in periodic:
+        labels[INDICATORS[row["indicator"]].frequency].add(row["period"])
+        assert row["period"] == period_label(_local(row).date(), INDICATORS[row["indicator"]].frequency)
+    assert labels == {
+        "monthly": {"2024-10", "2024-11", "2024-12"},
+        "quarterly": {"2024-Q4"},
+        "annual": {"2024"},
+    }
+    monthly = [r for r in periodic if r["indicator"] == "FIN.CPI"]
+    assert len(monthly) == 3 * 63
+    assert {r["indicator"] for r in periodic if r["period"] == "2024"} >= {
+        "FIN.PUBLIC_DEBT_GDP",
+        "HLT.DOCTORS_PER_10K",
+        "EDU.ENROLMENT_RATE",
+    }
+
+
+def test_decree_09_period_labels() -> None:
+    assert period_label(date(2024, 11, 14), "monthly") == "2024-11"
+    assert period_label(date(2024, 11, 15), "monthly") == "2024-12"
+    assert period_label(date(2024, 12, 15), "monthly") == "2025-01"
+    assert period_label(date(2024, 12, 15), "annual") == "2025"
+    assert period_label(date(2024, 12, 14), "annual") == "2024"
+    assert period_label(date(2024, 9, 14), "quarterly") == "2024-Q3"
+    assert period_label(date(2024, 9, 15), "quarterly") == "2024-Q4"
+    assert period_label(date(2024, 9, 15), "daily") is None
+    assert is_cutoff(date(2024, 6, 14), "quarterly")
+    assert not is_cutoff(date(2024, 5, 14), "quarterly")
+    assert is_cutoff(date(2024, 12, 14), "annual")
+    assert not is_cutoff(date(2024, 12, 15), "monthly")
+
+
+def test_values_are_plausible() -> None:
+    rows = list(history(date(2024, 1, 1), date(2024, 12, 31), reporters=["MPS", "MAE", "EVN", "NSMO"]))
+    totals: dict[tuple[str, int], float] = defaultdict(float)
+    for row in rows:
+        totals[(row["indicator"], row["event_time"])] += row["value"]
+    deaths = [v for (i, _), v in totals.items() if i == "TRF.DEATHS"]
+    accidents = [v for (i, _), v in totals.items() if i == "TRF.ACCIDENTS"]
+    assert 27 <= statistics.mean(deaths) <= 34
+    assert 58 <= statistics.mean(accidents) <= 72
+    assert all(abs(v - 100.0) < 0.01 for (i, _), v in totals.items() if i == "PWR.SOURCE_SHARE")
+    summer = [
+        r["value"] for r in rows if r["indicator"] == "PWR.OUTPUT_GWH" and _local(r).month in (5, 6, 7, 8)
+    ]
+    assert 840 <= statistics.mean(summer) <= 900
+    assert all(550 <= v <= 1050 for v in totals_of(rows, "PWR.OUTPUT_GWH"))  # Tết: lower
+    aqi = [r for r in rows if r["indicator"] == "ENV.AQI"]
+    assert all(20 <= r["value"] <= 200 for r in aqi)
+    hanoi = [r for r in aqi if r["station"] == "HN-AQ-HOANKIEM"]
+    winter = statistics.mean(r["value"] for r in hanoi if _local(r).month in (12, 1))
+    summer_aqi = statistics.mean(r["value"] for r in hanoi if _local(r).month in (6, 7))
+    assert winter > summer_aqi + 40  # smog season in the north
+    assert max(r["value"] for r in hanoi) > 150
+    saigon = [r["value"] for r in aqi if r["station"] == "HCM-AQ-Q1"]
+    assert max(saigon) < max(r["value"] for r in hanoi)
+    fire = {r["value"] for r in rows if r["indicator"] == "DIS.FOREST_FIRE"}
+    assert fire <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert 4.0 in fire
+    salt = [r for r in rows if r["indicator"] == "HYD.SALINITY_4PPT_KM"]
+    march = statistics.mean(r["value"] for r in salt if _local(r).month == 3)
+    september = statistics.mean(r["value"] for r in salt if _local(r).month == 9)
+    assert march > 3 * september
+    assert {r["reporter"] for r in rows if r["indicator"].startswith("PWR.")} == {"EVN", "NSMO"}
+
+
+def totals_of(rows: list[dict[str, Any]], indicator: str) -> list[float]:
+    return [r["value"] for r in rows if r["indicator"] == indicator]
+
+
+def test_history_rows_pass_the_catalogue_validation(catalogue: Catalogue) -> None:
+    now_ms = int(datetime.now(LOCAL_TZ).timestamp() * 1000)
+    for start in (date(2010, 1, 1), date(2020, 3, 10), date(2025, 6, 28)):
+        for row in history(start, start + timedelta(days=6)):
+            result = validate(row, row["reporter"], catalogue, now_ms, 300_000)
+            assert not isinstance(result, Rejection), (row, result)
+
+
+def test_csv_history_reads_back_through_produce(registry: SchemaRegistry) -> None:
+    rows = list(history(date(2024, 6, 1), date(2024, 6, 2), reporters=["EVN"]))
+    text = io.StringIO()
+    assert write_history(rows, text, "csv", ["source"]) == len(rows)
+    header = text.getvalue().splitlines()[0]
+    assert header.endswith(",period,breakdown.source")
+    assert "2024-06-01T12:00:00+07:00" in text.getvalue()
+    text.seek(0)
+    items = list(iter_csv(text, RowEncoder(registry.latest("observation"), "EVN")))
+    assert all(isinstance(i, Encoded) for i in items)
+    decoded = [codecs.decode(registry, "observation", i.value) for i in items if isinstance(i, Encoded)]
+    assert [d["observation_id"] for d in decoded] == [r["observation_id"] for r in rows]
+    assert [d["breakdowns"] for d in decoded] == [r["breakdowns"] for r in rows]
+    assert [d["value"] for d in decoded] == [r["value"] for r in rows]
+
+
+def test_history_range_and_reporters_are_checked(tmp_path: Any) -> None:
+    assert simulate.parse_range("2010:2011") == (date(2010, 1, 1), date(2011, 12, 31))
+    assert simulate.parse_range("2024-02-01:2024-02-29") == (date(2024, 2, 1), date(2024, 2, 29))
+    for bad in ("2010", "2009-12-31:2010-01-05", "2012:2011", "2010-13-01:2011"):
+        with pytest.raises(ConfigurationError, match="--history"):
+            simulate.parse_range(bad)
+    with pytest.raises(ConfigurationError, match="before today"):
+        simulate.generate_history_file("2024:2999", tmp_path / "x.jsonl")
+    with pytest.raises(ConfigurationError, match="unknown reporter"):
+        simulate.generate_history_file("2024:2024", tmp_path / "x.jsonl", reporters=["XYZ"])
+    with pytest.raises(ConfigurationError, match="--format"):
+        simulate.generate_history_file("2024:2024", tmp_path / "x.txt")
+    out = tmp_path / "mps.jsonl"
+    assert simulate.generate_history_file("2024-01-01:2024-01-02", out, reporters=["MPS"]) == 2 * 2 * 63
+    assert out.read_text(encoding="utf-8").count("\n") == 252
+
+
+# --------------------------------------------------------------------------------------------- live
+
+
+def _crossings(values: list[float], threshold: float) -> tuple[int, int]:
+    """(upward, downward) crossings of ``threshold``."""
+    ups = sum(a < threshold <= b for a, b in itertools.pairwise(values))
+    downs = sum(a >= threshold > b for a, b in itertools.pairwise(values))
+    return ups, downs
+
+
+def test_scenario_curves_cross_the_regulation_thresholds() -> None:
+    aqi = [smog_aqi(step) for step in range(61)]
+    for threshold in (151, 201):  # Xấu, Rất xấu (Decision 1459/QĐ-TCMT)
+        assert _crossings(aqi, threshold) == (1, 1)
+    assert max(aqi) < 301
+    assert aqi[0] < 101
+    water = [flood_level(step) for step in range(81)]
+    for threshold in (9.5, 10.5, 11.5):  # BĐ I, II, III at Long Biên
+        assert _crossings(water, threshold) == (1, 1)
+    assert water[0] < 9.5
+
+
+def _values(
+    registry: SchemaRegistry, scenario: str, n: int, reporters: list[str] | None = None
+) -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    feed = live_feed(
+        registry.latest("observation"), scenario=scenario, reporters=reporters, invalid_share=0.0, seed=1
+    )
+    for record in itertools.islice(feed, n):
+        decoded = codecs.decode_observation(registry, record.value, 1 << 20)
+        out[(decoded["indicator"], decoded["station"] or decoded["region"])].append(decoded["value"])
+    return out
+
+
+def test_smog_scenario_takes_hanoi_through_bad_and_very_bad(registry: SchemaRegistry) -> None:
+    values = _values(registry, "smog", 600, ["MAE"])
+    hanoi = values[("ENV.AQI", "HN-AQ-HOANKIEM")]
+    assert len(hanoi) >= 60
+    assert _crossings(hanoi, 151)[0] >= 1
+    assert _crossings(hanoi, 201)[0] >= 1
+    assert all(
+        v < 101 for (i, e), vs in values.items() for v in vs if i == "ENV.AQI" and e != "HN-AQ-HOANKIEM"
+    )
+    assert max(values[("HYD.WATER_LEVEL", "HN-LONGBIEN")], default=0) < 9.5  # no flood in this scenario
+
+
+def test_flood_scenario_takes_long_bien_through_alarm_levels_1_2_3(registry: SchemaRegistry) -> None:
+    values = _values(registry, "flood", 800, ["MAE"])
+    long_bien = values[("HYD.WATER_LEVEL", "HN-LONGBIEN")]
+    assert len(long_bien) >= 80
+    for threshold in (9.5, 10.5, 11.5):
+        assert _crossings(long_bien, threshold)[0] >= 1
+    assert max(values[("ENV.AQI", "HN-AQ-HOANKIEM")], default=0) < 101
+
+
+def test_normal_scenario_crosses_nothing(registry: SchemaRegistry) -> None:
+    values = _values(registry, "normal", 3000)
+    assert {i for i, _ in values} >= {
+        "ENV.AQI",
+        "HYD.WATER_LEVEL",
+        "HYD.SALINITY_4PPT_KM",
+        "HYD.SALINITY_MAX",
+        "DIS.FOREST_FIRE",
+        "TRF.ACCIDENTS",
+        "TRF.DEATHS",
+        "PWR.OUTPUT_GWH",
+        "PWR.PEAK_MW",
+    }
+    for (indicator, entity), vs in values.items():
+        if indicator == "ENV.AQI":
+            assert max(vs) < 101, entity
+        if indicator == "HYD.WATER_LEVEL":
+            assert max(vs) < simulate.STATIONS[entity].alarms[0], entity
+        if indicator == "PWR.OUTPUT_GWH":
+            assert min(vs) >= 850
+            assert max(vs) <= 890
+
+
+def test_live_feed_goes_to_each_reporters_topic_with_wall_clock_times(
+    registry: SchemaRegistry, catalogue: Catalogue
+) -> None:
+    now = 1_767_225_600.0  # a fixed "wall clock"
+    feed = live_feed(registry.latest("observation"), invalid_share=0.0, seed=5, clock=lambda: now)
+    records = list(itertools.islice(feed, 400))
+    assert {r.reporter for r in records} == {"MAE", "MPS", "NSMO"}
+    for record in records:
+        decoded = codecs.decode_observation(registry, record.value, 1 << 20)
+        assert decoded["reporter"] == record.reporter
+        assert decoded["event_time"].timestamp() == now
+        assert record.key == (decoded["station"] or decoded["region"]).encode()
+        result = validate(decoded, record.reporter, catalogue, int(now * 1000), 300_000)
+        assert not isinstance(result, Rejection), (decoded, result)
+    only_mps = list(itertools.islice(live_feed(registry.latest("observation"), reporters=["mps"]), 50))
+    assert {r.reporter for r in only_mps} == {"MPS"}
+
+
+def test_invalid_records_are_refused_for_the_intended_reasons(
+    registry: SchemaRegistry, catalogue: Catalogue
+) -> None:
+    reasons = set()
+    now_ms = 1_767_225_600_000
+    feed = live_feed(registry.latest("observation"), invalid_share=1.0, clock=lambda: now_ms / 1000)
+    for record in itertools.islice(feed, 200):
+        assert not record.valid
+        try:
+            decoded = codecs.decode_observation(registry, record.value, 1 << 20)
+        except DecodeError as exc:
+            reasons.add(exc.reason)
+            continue
+        result = validate(decoded, record.reporter, catalogue, now_ms, 300_000)
+        assert isinstance(result, Rejection)
+        reasons.add(result.reason)
+    assert reasons == {"undecodable", "unit_mismatch", "value_out_of_range", "indicator_not_owned"}
+
+
+def test_live_feed_arguments_are_checked(registry: SchemaRegistry) -> None:
+    with pytest.raises(ConfigurationError, match="scenario"):
+        next(live_feed(registry.latest("observation"), scenario="tsunami"))
+    with pytest.raises(ConfigurationError, match="no live feed"):
+        next(live_feed(registry.latest("observation"), scenario="normal", reporters=["MOF"]))
