@@ -13,7 +13,7 @@ from stream_app import codecs
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
-from .support import collect, observation, produce, settings_env
+from .support import collect, metric_value, observation, produce, settings_env
 
 NEW_STATION = """
 [[station]]
@@ -110,7 +110,7 @@ def test_replayed_record_is_accepted_after_its_cause_is_fixed(
 def test_older_revision_after_a_correction_is_dead_lettered_as_stale(
     settings: Settings, blueprint: Blueprint, start_worker: Any
 ) -> None:
-    start_worker(settings)
+    worker = start_worker(settings)
     schema = blueprint.schemas.latest("observation")
     topic = blueprint.input_topic("MAE").name
     corrected = observation(observation_id="rev-1", revision=2, value=60.0)
@@ -129,3 +129,9 @@ def test_older_revision_after_a_correction_is_dead_lettered_as_stale(
     ).records
     assert rows[-1]["count"] == 1  # neither the stale revision nor the duplicate was counted
     assert rows[-1]["latest_value"] == 60.0
+    exposition = worker.metrics()
+    assert metric_value(exposition, "stream_app_duplicate_observations_total") == 1
+    assert (
+        metric_value(exposition, "stream_app_records_rejected_total", reporter="MAE", reason="stale_revision")
+        == 1
+    )
