@@ -14,7 +14,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +73,7 @@ _INDICATOR_KEYS = frozenset(
 )
 _REPORTER_KEYS = frozenset({"code", "name_vi", "name_en"})
 _REGION_KEYS = frozenset({"code", "name", "kind", "successor"})
-_STATION_KEYS = frozenset({"code", "name", "region", "kind", "levels", "levels_indicator"})
+_STATION_KEYS = frozenset({"code", "name", "region", "kind", "levels", "levels_indicator", "legacy_region"})
 _LEVEL_KEYS = frozenset({"code", "from", "name_vi", "name_en", "colour"})
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 # Without levels every value is level 0, so an alert threshold of 1 can never be reached.
@@ -131,6 +131,9 @@ class Station:
 
     ``levels`` are the station's own levels for the indicator ``levels_indicator`` (flood alarm
     levels differ per hydrological station); empty when the indicator's levels apply.
+    ``legacy_region`` is the pre-2025 province it stood in, whose code history before 2025-07-01
+    carries; that province merged into ``region``. ``None`` only when neither the file names one
+    nor the current code is also a legacy one.
     """
 
     code: str
@@ -139,6 +142,7 @@ class Station:
     kind: str
     levels: tuple[Level, ...]
     levels_indicator: str | None = None
+    legacy_region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +324,9 @@ def load_catalogue(directory: Path) -> Catalogue:
         indicators[indicator.code] = indicator
         if explicit_alert and not indicator.levels:
             alerting.add(indicator.code)
-    stations = _stations(directory / "stations.toml", tables["stations.toml"], regions, indicators, alerting)
+    stations = _stations(
+        directory / "stations.toml", tables["stations.toml"], regions, indicators, alerting, legacy=legacy
+    )
     graded = {s.levels_indicator for s in stations.values()}
     ungraded = sorted(alerting - graded)
     if ungraded:
@@ -482,6 +488,8 @@ def _stations(
     regions: Mapping[str, Region],
     indicators: Mapping[str, Indicator],
     alerting: set[str],
+    *,
+    legacy: Mapping[str, Region],
 ) -> dict[str, Station]:
     stations: dict[str, Station] = {}
     for table in tables:
@@ -499,6 +507,7 @@ def _stations(
             e.optional_text("levels_indicator"),
         )
         _station_region(e, station.region, regions)
+        station = _station_legacy_region(e, station, legacy)
         _station_levels(e, station, indicators, alerting)
         stations[code] = station
     return stations
@@ -515,6 +524,23 @@ def _station_region(e: _Entry, code: str, regions: Mapping[str, Region]) -> None
         )
     if region.kind == "national":
         raise e.fail(f"region {code!r} is the national pseudo-region: a station belongs to a current unit")
+
+
+def _station_legacy_region(e: _Entry, station: Station, legacy: Mapping[str, Region]) -> Station:
+    """The station with its pre-2025 province: as given (a legacy province that merged into the
+    station's region), else the station's own code when that is also a legacy one."""
+    code = e.optional_text("legacy_region")
+    if code is None:
+        return replace(station, legacy_region=station.region if station.region in legacy else None)
+    province = legacy.get(code)
+    if province is None:
+        raise e.fail(f"'legacy_region' {code!r} is not a legacy province")
+    if province.successor != station.region:
+        raise e.fail(
+            f"'legacy_region' {code!r} merged into {province.successor!r}, not into the station's "
+            f"region {station.region!r}"
+        )
+    return replace(station, legacy_region=code)
 
 
 def _station_levels(

@@ -143,9 +143,11 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from stream_app import simulate
+    from stream_app.catalogue import load_catalogue
 
     return simulate.main(
         settings,
+        load_catalogue(settings.catalogue_dir),
         history_span=args.history,
         out=Path(args.out) if args.out else None,
         fmt=args.format,
@@ -163,9 +165,11 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from stream_app import produce
+    from stream_app.catalogue import load_catalogue
 
     return produce.produce_file(
         settings,
+        catalogue=load_catalogue(settings.catalogue_dir),
         reporter=args.reporter,
         path=Path(args.file),
         fmt=args.format,

@@ -60,23 +60,23 @@ def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
             f"demo: worker ready; metrics at http://{settings.web_host}:{settings.web_port}/metrics",
             flush=True,
         )
-        input_topic = next(t.name for t in blueprint.topics if t.role == "input")
+        reporters = simulate.live_reporters(blueprint.catalogue)
         feeder = threading.Thread(
-            target=simulate.run,
-            args=(settings, blueprint.schemas, input_topic),
-            kwargs={"rate": rate, "duration": duration},
+            target=simulate.run_live,
+            args=(settings, blueprint.catalogue, blueprint.schemas),
+            kwargs={"reporters": reporters, "rate": rate, "duration": duration},
             daemon=True,
         )
         feeder.start()
         print(
-            f"demo: feeding {input_topic} at {rate}/s"
+            f"demo: feeding {', '.join(blueprint.input_topic(r).name for r in reporters)} at {rate}/s"
             + (f" for {duration:.0f}s" if duration else " (Ctrl-C to stop)"),
             flush=True,
         )
         outputs = {
             blueprint.topic_by_role("alerts").name: "alert",
             blueprint.topic_by_role("consolidated").name: "consolidated",
-            blueprint.dead_letter_topic(simulate.REPORTER).name: "dead_letter",
+            **{blueprint.dead_letter_topic(r).name: "dead_letter" for r in reporters},
         }
         started = time.monotonic()
         grace = 10.0  # let the last records through after the feed stops

@@ -44,10 +44,10 @@ from fastavro import parse_schema
 from fastavro.validation import ValidationError, validate
 
 from stream_app import codecs
+from stream_app.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
 from stream_app.schemas import SchemaRegistry, SchemaVersion, load_schemas
 from stream_app.settings import Settings
-from stream_app.simulate import REPORTERS
 
 Format = Literal["jsonl", "csv"]
 
@@ -690,6 +690,7 @@ def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
 def produce_file(
     settings: Settings,
     *,
+    catalogue: Catalogue,
     reporter: str,
     path: Path,
     fmt: str | None = None,
@@ -700,7 +701,8 @@ def produce_file(
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
-    """Send ``path`` to the reporter's input topic; returns the exit code (0 or 1).
+    """Send ``path`` to the reporter's input topic; returns the exit code (0 or 1). ``reporter`` must
+    be one of ``catalogue``'s.
 
     A usage or configuration problem (unknown reporter, missing file, bad CSV header, missing
     topic) raises :class:`ConfigurationError`; Kafka not answering, :class:`ServiceUnreachableError`.
@@ -708,8 +710,9 @@ def produce_file(
     out = out or sys.stdout
     err = err or sys.stderr
     reporter = reporter.strip().upper()
-    if reporter not in REPORTERS:
-        raise ConfigurationError(f"unknown reporter {reporter!r} (known: {', '.join(REPORTERS)})")
+    if reporter not in catalogue.reporters:
+        known = ", ".join(catalogue.reporters)
+        raise ConfigurationError(f"unknown reporter {reporter!r} (known: {known})")
     if batch < 1:
         raise ConfigurationError("--batch must be at least 1")
     if workers is not None and workers < 1:

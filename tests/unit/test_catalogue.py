@@ -70,27 +70,27 @@ CURRENT = {
     "01", "04", "08", "11", "12", "14", "15", "19", "20", "22", "24", "25", "31", "33", "37", "38", "40",
     "42", "44", "46", "48", "51", "52", "56", "66", "68", "75", "79", "80", "82", "86", "91", "92", "96",
 }  # fmt: skip
-# code -> (current region, kind, BĐ I/II/III or None)
+# code -> (current region, pre-2025 province, kind, BĐ I/II/III or None)
 STATIONS = {
-    "HN-LONGBIEN": ("01", "hydrological", (9.5, 10.5, 11.5)),
-    "HN-SONTAY": ("01", "hydrological", (12.4, 13.4, 14.4)),
-    "PT-TRUNGHA": ("25", "hydrological", (15, 16, 17)),
-    "HN-THUONGCAT": ("01", "hydrological", (9, 10, 11)),
-    "HN-BATHA": ("01", "hydrological", (5.5, 6.5, 7.5)),
-    "AG-TANCHAU": ("91", "hydrological", (3.5, 4.0, 4.5)),
-    "AG-CHAUDOC": ("91", "hydrological", (3.0, 3.5, 4.0)),
-    "HN-AQ-HOANKIEM": ("01", "air_quality", None),
-    "HCM-AQ-Q1": ("79", "air_quality", None),
-    "HP-AQ-LECHAN": ("31", "air_quality", None),
-    "DN-AQ-HAICHAU": ("48", "air_quality", None),
-    "HUE-AQ-PHUHOI": ("46", "air_quality", None),
-    "CT-AQ-NINHKIEU": ("92", "air_quality", None),
-    "VL-SAL-TIEN": ("86", "salinity", None),
-    "VL-SAL-HAMLUONG": ("86", "salinity", None),
-    "CT-SAL-HAU": ("92", "salinity", None),
-    "AP-NOIBAI": ("01", "airport", None),
-    "AP-TANSONNHAT": ("79", "airport", None),
-    "AP-DANANG": ("48", "airport", None),
+    "HN-LONGBIEN": ("01", "01", "hydrological", (9.5, 10.5, 11.5)),
+    "HN-SONTAY": ("01", "01", "hydrological", (12.4, 13.4, 14.4)),
+    "PT-TRUNGHA": ("25", "25", "hydrological", (15, 16, 17)),
+    "HN-THUONGCAT": ("01", "01", "hydrological", (9, 10, 11)),
+    "HN-BATHA": ("01", "01", "hydrological", (5.5, 6.5, 7.5)),
+    "AG-TANCHAU": ("91", "89", "hydrological", (3.5, 4.0, 4.5)),  # An Giang, merged with Kiên Giang
+    "AG-CHAUDOC": ("91", "89", "hydrological", (3.0, 3.5, 4.0)),
+    "HN-AQ-HOANKIEM": ("01", "01", "air_quality", None),
+    "HCM-AQ-Q1": ("79", "79", "air_quality", None),
+    "HP-AQ-LECHAN": ("31", "31", "air_quality", None),
+    "DN-AQ-HAICHAU": ("48", "48", "air_quality", None),
+    "HUE-AQ-PHUHOI": ("46", "46", "air_quality", None),
+    "CT-AQ-NINHKIEU": ("92", "92", "air_quality", None),
+    "VL-SAL-TIEN": ("86", "83", "salinity", None),  # Bến Tre, merged into Vĩnh Long
+    "VL-SAL-HAMLUONG": ("86", "83", "salinity", None),
+    "CT-SAL-HAU": ("92", "94", "salinity", None),  # Sóc Trăng, merged into Cần Thơ
+    "AP-NOIBAI": ("01", "01", "airport", None),
+    "AP-TANSONNHAT": ("79", "79", "airport", None),
+    "AP-DANANG": ("48", "48", "airport", None),
 }
 
 
@@ -257,10 +257,11 @@ def test_risk_levels_have_the_regulation_colours(catalogue: Catalogue) -> None:
 
 def test_stations_follow_the_codes_contract(catalogue: Catalogue) -> None:
     water = catalogue.indicators["HYD.WATER_LEVEL"]
-    for code, (region, kind, alarms) in STATIONS.items():
+    for code, (region, legacy_region, kind, alarms) in STATIONS.items():
         station = catalogue.stations[code]
-        assert (station.region, station.kind) == (region, kind), code
+        assert (station.region, station.legacy_region, station.kind) == (region, legacy_region, kind), code
         assert catalogue.regions[station.region].kind == "current"
+        assert catalogue.legacy_regions[legacy_region].successor == region, code
         if alarms is None:
             assert station.levels == (), code
             continue
@@ -268,6 +269,17 @@ def test_stations_follow_the_codes_contract(catalogue: Catalogue) -> None:
         assert [lv.code for lv in station.levels] == ["NORMAL", "BD1", "BD2", "BD3"]
         assert tuple(lv.lower for lv in station.levels[1:]) == alarms, code
         assert station.levels[water.alert_from_level].code == "BD1"
+
+
+def test_station_legacy_region_given_or_its_own_code(tmp_path: Path) -> None:
+    _copy_with(
+        tmp_path,
+        _station("HD-GIVEN", region="31", legacy_region='"30"') + _station("HP-DEFAULT", region="31"),
+        file="stations.toml",
+    )
+    stations = load_catalogue(tmp_path).stations
+    assert stations["HD-GIVEN"].legacy_region == "30"  # Hải Dương, merged into Hải Phòng
+    assert stations["HP-DEFAULT"].legacy_region == "31"
 
 
 def test_levels_for(catalogue: Catalogue) -> None:
@@ -540,6 +552,34 @@ def test_an_indicator_without_levels_never_alerts(tmp_path: Path) -> None:
             "'VN-ALL'",
             "national pseudo-region",
             id="station-in-national-region",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", legacy_region='"99"'),
+            "'HN-TEST'",
+            "'legacy_region' '99' is not a legacy province",
+            id="station-legacy-region-unknown",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", legacy_region='"VN"'),
+            "'HN-TEST'",
+            "'legacy_region' 'VN' is not a legacy province",
+            id="station-legacy-region-national",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", legacy_region='"30"'),
+            "'HN-TEST'",
+            "'legacy_region' '30' merged into '31', not into the station's region '01'",
+            id="station-legacy-region-merged-elsewhere",
+        ),
+        pytest.param(
+            "stations.toml",
+            _station("HN-TEST", legacy_region="30"),
+            "'HN-TEST'",
+            "'legacy_region' must be a non-empty string",
+            id="station-legacy-region-not-text",
         ),
         # closed vocabularies
         pytest.param(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from stream_app import codecs
+from stream_app.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.produce import (
     Encoded,
@@ -341,7 +342,7 @@ def _settings() -> Settings:
 
 
 def test_dry_run_counts_rows_and_prints_the_first_errors(
-    tmp_path: Path, make_record: Callable[..., dict[str, Any]]
+    tmp_path: Path, make_record: Callable[..., dict[str, Any]], catalogue: Catalogue
 ) -> None:
     path = tmp_path / "mae.jsonl.gz"
     lines = [json.dumps(make_record(observation_id=f"o-{n}")) for n in range(30)]
@@ -350,7 +351,16 @@ def test_dry_run_counts_rows_and_prints_the_first_errors(
     with gzip.open(path, "wt", encoding="utf-8") as stream:
         stream.write("\n".join(lines) + "\n")
     out, err = io.StringIO(), io.StringIO()
-    code = produce_file(_settings(), reporter="mae", path=path, dry_run=True, progress=True, out=out, err=err)
+    code = produce_file(
+        _settings(),
+        catalogue=catalogue,
+        reporter="mae",
+        path=path,
+        dry_run=True,
+        progress=True,
+        out=out,
+        err=err,
+    )
     assert code == 1
     summary = out.getvalue()
     assert "rows read                 30" in summary
@@ -361,19 +371,31 @@ def test_dry_run_counts_rows_and_prints_the_first_errors(
     assert "rows/s" in err.getvalue()  # the progress bar, forced on
 
 
-def test_dry_run_of_a_clean_file_exits_0(tmp_path: Path, make_record: Callable[..., dict[str, Any]]) -> None:
+def test_dry_run_of_a_clean_file_exits_0(
+    tmp_path: Path, make_record: Callable[..., dict[str, Any]], catalogue: Catalogue
+) -> None:
     path = tmp_path / "mae.jsonl"
     path.write_text(json.dumps(make_record()) + "\n", encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
-    assert produce_file(_settings(), reporter="MAE", path=path, dry_run=True, out=out, err=err) == 0
+    assert (
+        produce_file(
+            _settings(), catalogue=catalogue, reporter="MAE", path=path, dry_run=True, out=out, err=err
+        )
+        == 0
+    )
     assert err.getvalue() == ""  # not a terminal: no progress bar
 
 
-def test_first_20_errors_printed_all_counted(tmp_path: Path) -> None:
+def test_first_20_errors_printed_all_counted(tmp_path: Path, catalogue: Catalogue) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text("x\n" * 25, encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
-    assert produce_file(_settings(), reporter="MAE", path=path, dry_run=True, out=out, err=err) == 1
+    assert (
+        produce_file(
+            _settings(), catalogue=catalogue, reporter="MAE", path=path, dry_run=True, out=out, err=err
+        )
+        == 1
+    )
     printed = err.getvalue().splitlines()
     assert printed[0].startswith("line 1: ")
     assert printed[19].startswith("line 20: ")
@@ -381,12 +403,14 @@ def test_first_20_errors_printed_all_counted(tmp_path: Path) -> None:
     assert "failed to parse           25" in out.getvalue()
 
 
-def test_usage_problems_raise_configuration_errors(tmp_path: Path) -> None:
+def test_usage_problems_raise_configuration_errors(tmp_path: Path, catalogue: Catalogue) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text("", encoding="utf-8")
     with pytest.raises(ConfigurationError, match="unknown reporter 'XYZ'"):
-        produce_file(_settings(), reporter="XYZ", path=path, dry_run=True)
+        produce_file(_settings(), catalogue=catalogue, reporter="XYZ", path=path, dry_run=True)
     with pytest.raises(ConfigurationError, match="no such file"):
-        produce_file(_settings(), reporter="MAE", path=tmp_path / "missing.jsonl", dry_run=True)
+        produce_file(
+            _settings(), catalogue=catalogue, reporter="MAE", path=tmp_path / "missing.jsonl", dry_run=True
+        )
     with pytest.raises(ConfigurationError, match="--batch"):
-        produce_file(_settings(), reporter="MAE", path=path, batch=0, dry_run=True)
+        produce_file(_settings(), catalogue=catalogue, reporter="MAE", path=path, batch=0, dry_run=True)
