@@ -26,8 +26,9 @@ class Output:
 
     topic: Any  # faust.TopicT
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone, on a compacted topic
     timestamp: float | None = None
+    partition: int | None = None  # explicit for the internal topic (see stream_app.partitioning)
 
 
 def dead_letter(
@@ -81,7 +82,10 @@ async def publish(outputs: Sequence[Output], settings: Settings) -> None:
         return
 
     async def send_all() -> None:
-        futures = [await o.topic.send(key=o.key, value=o.value, timestamp=o.timestamp) for o in outputs]
+        futures = [
+            await o.topic.send(key=o.key, value=o.value, timestamp=o.timestamp, partition=o.partition)
+            for o in outputs
+        ]
         await asyncio.gather(*futures)
 
     await retry_until_done("produce", send_all, settings, _retriable_kafka_error)

@@ -18,6 +18,7 @@ from stream_app import codecs, metrics, registry
 from stream_app.exceptions import DecodeError
 from stream_app.logs import get_logger
 from stream_app.model import Rejection
+from stream_app.partitioning import partition_for
 from stream_app.retry import retry_until_done
 from stream_app.runtime import Blueprint
 from stream_app.validation import observation_record, validate
@@ -33,9 +34,9 @@ class Intake:
 
     def __init__(self, app: faust.App, blueprint: Blueprint) -> None:
         self.blueprint = blueprint
-        self.rekeyed = app.topic(
-            blueprint.topic_by_role("repartition").name, key_serializer="raw", value_serializer="raw"
-        )
+        internal = blueprint.topic_by_role("repartition")
+        self.rekeyed = app.topic(internal.name, key_serializer="raw", value_serializer="raw")
+        self.internal_partitions = internal.partitions
         # source topic -> (reporter, its dead-letter topic)
         self.routes: dict[str, tuple[str, Any]] = {}
         for spec in blueprint.input_topics():
@@ -97,6 +98,7 @@ class Intake:
             outputs.append(
                 Output(
                     topic=self.rekeyed,
+                    partition=partition_for(result.entity, self.internal_partitions),
                     key=result.entity.encode(),
                     value=codecs.encode(self.observation_schema, observation_record(result)),
                     timestamp=message.timestamp,  # keep the reporter's produce time for end-to-end latency

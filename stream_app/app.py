@@ -41,14 +41,16 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
     """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
-    from agents import consolidate, intake  # agents import the app's building blocks, not the reverse
+    from agents import consolidate, directives, intake, ticker  # agents import the app's building blocks
 
     blueprint = blueprint or load_blueprint(settings)
     app = faust.App(settings.group_id, **faust_settings(settings))
     store = StateStore(connect(settings), settings)
 
     intake.register(app, blueprint)
-    consolidate.register(app, blueprint, store)
+    directives.register(app, blueprint)
+    consolidate.register(app, blueprint, store, blueprint.rulebook)
+    ticker.register(app, blueprint)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

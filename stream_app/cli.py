@@ -15,10 +15,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a stream-processing worker")
+    _add_topics(sub)
+    _add_simulate(sub)
+    _add_produce(sub)
+    _add_tail(sub)
+    _add_dlq(sub)
+    _add_schemas(sub)
+    _add_alerts(sub)
+    _add_tick(sub)
+    _add_directive(sub)
+    _add_demo(sub)
+    return parser
 
+
+def _add_topics(sub: Any) -> None:
     topics = sub.add_parser("topics", help="topics declared in topics/topics.toml")
     topics.add_argument("action", choices=["plan", "apply", "list"])
 
+
+def _add_simulate(sub: Any) -> None:
     sim = sub.add_parser("simulate", help="send simulated live feeds, or write simulated history to a file")
     sim.add_argument("--rate", type=float, default=5.0, help="records per second (0: as fast as possible)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run")
@@ -31,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default=None, help="history file (.jsonl or .csv, optionally .gz)")
     sim.add_argument("--format", choices=["jsonl", "csv"], default=None, help="history file format")
 
+
+def _add_produce(sub: Any) -> None:
     prod = sub.add_parser("produce", help="send a reporter's bulk file (JSONL or CSV) to its input topic")
     prod.add_argument("--reporter", required=True, help="reporter code (e.g. MAE)")
     prod.add_argument("file", help="observations, one per line (.jsonl) or row (.csv); .gz ok")
@@ -40,10 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     prod.add_argument("--dry-run", action="store_true", help="parse, validate and encode; send nothing")
     prod.add_argument("--workers", type=int, default=None, help="parsing processes (default: by file size)")
 
+
+def _add_tail(sub: Any) -> None:
     tl = sub.add_parser("tail", help="print the center's alerts and consolidated events as they happen")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--duration", type=float, default=None)
 
+
+def _add_dlq(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="dead-letter topics: summarise by reason, replay after a fix")
     dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
     inspect = dlq_sub.add_parser("inspect", help="count dead letters by reporter and reason")
@@ -56,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
 
+
+def _add_schemas(sub: Any) -> None:
     sch = sub.add_parser("schemas", help="Avro contracts: check every version reads the older ones' data")
     sch.add_argument("action", choices=["check"])
     sch.add_argument("--dir", default=None, help="schema directory (default: STREAM_APP_SCHEMAS_DIR)")
@@ -66,10 +89,39 @@ def _parser() -> argparse.ArgumentParser:
         help="which versions must read which (default: every two versions, both ways)",
     )
 
+
+def _add_alerts(sub: Any) -> None:
+    alerts = sub.add_parser("alerts", help="the center's alerts, for a person at a terminal")
+    alerts_sub = alerts.add_subparsers(dest="alerts_action", required=True)
+    at = alerts_sub.add_parser("tail", help="a live, readable feed of alert changes, coloured by level")
+    at.add_argument("--domain", help="only this domain's topic (disaster, environment, energy, ...)")
+    at.add_argument("--min-level", type=int, default=0, help="only alerts at or above this level index")
+    at.add_argument("--lang", choices=["vi", "en", "both"], default="both")
+    at.add_argument("--from-beginning", action="store_true")
+    at.add_argument("--duration", type=float, default=None)
+
+
+def _add_tick(sub: Any) -> None:
+    tick = sub.add_parser("tick", help="evaluate timer rules now (or at --at) on every internal partition")
+    tick.add_argument("--at", help="ISO-8601 time with offset (default: now)")
+
+
+def _add_directive(sub: Any) -> None:
+    directive = sub.add_parser("directive", help="issue a directive about an alert, as the center")
+    directive.add_argument("--alert-key", required=True)
+    directive.add_argument("--alert-id", default="")
+    directive.add_argument(
+        "--action", required=True, choices=["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"]
+    )
+    directive.add_argument("--actor", required=True, help="who at the center")
+    directive.add_argument("--assignee")
+    directive.add_argument("--comment")
+
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="topics + worker + simulated feed, outputs printed live")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--rate", type=float, default=6.0, help="simulated records per second")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,6 +146,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "produce": _produce,
         "tail": _tail,
         "dlq": _dlq,
+        "alerts": _alerts,
+        "tick": _tick,
+        "directive": _directive,
         "schemas": _schemas,
     }
     return handlers[args.command](args, settings)
@@ -232,3 +287,57 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         f"to {blueprint.input_topic(args.reporter).name}"
     )
     return 0 if args.dry_run or sent == selected else 1
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from stream_app import tail
+
+    blueprint = _blueprint(settings)
+    topic = blueprint.domain_alerts_topic(args.domain) if args.domain else blueprint.topic_by_role("alerts")
+    started = time.monotonic()
+    tail.follow(
+        settings,
+        blueprint.schemas,
+        {topic.name: "alert"},
+        lambda _s, line: print(line, flush=True),
+        stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
+        from_beginning=args.from_beginning,
+        colour=sys.stdout.isatty(),
+        lang=args.lang,
+        min_level=args.min_level,
+    )
+    return 0
+
+
+def _tick(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from stream_app import control
+
+    at_ms = None
+    if args.at:
+        moment = datetime.fromisoformat(args.at)
+        if moment.tzinfo is None:
+            raise ConfigurationError(f"--at {args.at!r}: give the time with its offset (e.g. +07:00)")
+        at_ms = int(moment.timestamp() * 1000)
+    sent = control.send_ticks(_blueprint(settings), at_ms, source="cli")
+    print(f"sent {sent} ticks")
+    return 0
+
+
+def _directive(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app import control
+
+    directive_id = control.send_directive(
+        _blueprint(settings),
+        alert_key=args.alert_key,
+        alert_id=args.alert_id,
+        action=args.action,
+        actor=args.actor,
+        assignee=args.assignee,
+        comment=args.comment,
+    )
+    print(f"sent directive {directive_id}")
+    return 0

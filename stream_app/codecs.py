@@ -59,14 +59,29 @@ def encode(schema: SchemaVersion, record: dict[str, Any]) -> bytes:
 
 def decode(registry: SchemaRegistry, subject: str, raw: bytes) -> dict[str, Any]:
     """Decode a single-object encoded record of ``subject``, resolving older writer versions."""
-    reader = registry.latest(subject)
+    writer = _writer_of(registry, raw)
+    return _read_body(raw[_HEADER_LEN:], writer, registry.latest(subject))
+
+
+def decode_any(registry: SchemaRegistry, raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode a single-object encoded record of whichever subject its fingerprint names.
+
+    For topics that carry several kinds of record (the internal topic: observations, ticks,
+    directives). Returns (subject, record), read with the subject's newest version.
+    """
+    writer = _writer_of(registry, raw)
+    return writer.subject, _read_body(raw[_HEADER_LEN:], writer, registry.latest(writer.subject))
+
+
+def _writer_of(registry: SchemaRegistry, raw: bytes) -> SchemaVersion:
+    """The writer schema named by a single-object header."""
     if not raw.startswith(SINGLE_OBJECT_MARKER) or len(raw) < _HEADER_LEN:
         raise DecodeError(Reasons.UNDECODABLE, "not Avro single-object encoding")
     fingerprint = int.from_bytes(raw[2:_HEADER_LEN], "little")
     writer = registry.by_fingerprint.get(fingerprint)
     if writer is None:
         raise DecodeError(Reasons.UNKNOWN_SCHEMA, f"unknown schema fingerprint {fingerprint:016x}")
-    return _read_body(raw[_HEADER_LEN:], writer, reader)
+    return writer
 
 
 def confluent_schema_id(raw: bytes) -> int | None:

@@ -12,13 +12,19 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from redis.exceptions import RedisError
 
-from stream_app.exceptions import ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
 
-def check_kafka(settings: Settings, needed_topics: list[str]) -> None:
-    """Raise :class:`ServiceUnreachableError` unless the brokers answer and ``needed_topics`` exist."""
+def check_kafka(
+    settings: Settings, needed_topics: list[str], exact_partitions: dict[str, int] | None = None
+) -> None:
+    """Raise :class:`ServiceUnreachableError` unless the brokers answer and ``needed_topics`` exist.
+
+    ``exact_partitions`` names topics whose partition count must be exactly as declared: the
+    internal topic's, since entities are placed on it by hash modulo that count.
+    """
     admin = AdminClient(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -39,6 +45,13 @@ def check_kafka(settings: Settings, needed_topics: list[str]) -> None:
         raise ServiceUnreachableError(
             f"Kafka at {settings.kafka_bootstrap} lacks topics {missing}: run `stream-app topics apply`"
         )
+    for name, wanted in (exact_partitions or {}).items():
+        have = len(metadata.topics[name].partitions)
+        if have != wanted:
+            raise ConfigurationError(
+                f"topic {name} has {have} partitions, {wanted} declared: entities are placed by hash modulo "
+                "the count, so it must match (changing it needs a state migration)"
+            )
 
 
 async def _ping_redis(settings: Settings) -> None:
@@ -77,5 +90,6 @@ def check_redis(settings: Settings) -> None:
 
 def check_services(blueprint: Blueprint) -> None:
     """Both checks, Kafka first; the worker calls this before it joins the group."""
-    check_kafka(blueprint.settings, [t.name for t in blueprint.topics])
+    internal = blueprint.topic_by_role("repartition")
+    check_kafka(blueprint.settings, [t.name for t in blueprint.topics], {internal.name: internal.partitions})
     check_redis(blueprint.settings)

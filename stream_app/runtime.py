@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stream_app.alerting import RuleBook, load_rules
 from stream_app.catalogue import Catalogue, load_catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.schemas import SchemaRegistry, load_schemas
@@ -19,6 +20,7 @@ class Blueprint:
     catalogue: Catalogue
     schemas: SchemaRegistry
     topics: list[TopicSpec]
+    rulebook: RuleBook
 
     def topic_by_role(self, role: str) -> TopicSpec:
         """The single topic of ``role`` (alerts, consolidated, directives, repartition)."""
@@ -34,6 +36,17 @@ class Blueprint:
     def input_topic(self, reporter: str) -> TopicSpec:
         """The input topic of ``reporter``."""
         return self._reporter_topic("input", reporter)
+
+    def directives_topic(self, reporter: str) -> TopicSpec:
+        """The topic of the center's directives about ``reporter``'s alerts."""
+        return self._reporter_topic("reporter_directives", reporter)
+
+    def domain_alerts_topic(self, domain: str) -> TopicSpec:
+        """The alert topic of one catalogue domain."""
+        for spec in self.topics:
+            if spec.role == "domain_alerts" and spec.domain == domain:
+                return spec
+        raise ConfigurationError(f"no domain_alerts topic for domain {domain!r}")
 
     def dead_letter_topic(self, reporter: str) -> TopicSpec:
         """The dead-letter topic of ``reporter``."""
@@ -55,7 +68,7 @@ def load_blueprint(settings: Settings) -> Blueprint:
     for spec in topics:
         if spec.reporter is not None and spec.reporter not in catalogue.reporters:
             raise ConfigurationError(f"{where}: topic {spec.name!r}: unknown reporter {spec.reporter!r}")
-    for role in ("input", "dead_letter"):
+    for role in ("input", "dead_letter", "reporter_directives"):
         declared = [t.reporter for t in topics if t.role == role]
         twice = sorted({r for r in declared if r is not None and declared.count(r) > 1})
         missing = sorted(set(catalogue.reporters) - set(declared))
@@ -65,7 +78,19 @@ def load_blueprint(settings: Settings) -> Blueprint:
                 + (f"; missing for {missing}" if missing else "")
                 + (f"; more than one for {twice}" if twice else "")
             )
-    blueprint = Blueprint(settings, catalogue, schemas, topics)
-    for role in ("alerts", "consolidated", "directives", "repartition"):
+    rulebook = load_rules(settings.catalogue_dir / "rules.toml", catalogue)
+    blueprint = Blueprint(settings, catalogue, schemas, topics, rulebook)
+    for role in (
+        "alerts",
+        "active_alerts",
+        "consolidated",
+        "directives",
+        "directives_dead_letter",
+        "repartition",
+    ):
         blueprint.topic_by_role(role)  # exactly one of each, or a ConfigurationError
+    domains = {t.domain for t in topics if t.role == "domain_alerts"}
+    missing_domains = sorted({i.domain for i in catalogue.indicators.values()} - domains)
+    if missing_domains:
+        raise ConfigurationError(f"{where}: no domain_alerts topic for domains {missing_domains}")
     return blueprint

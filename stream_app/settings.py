@@ -36,6 +36,9 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(500, ge=1, description="Records per processing batch.")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    tick_interval_s: float = Field(
+        30.0, gt=0, description="How often timer-driven rules (absence, late report) are evaluated."
+    )
     retry_initial_s: float = Field(
         0.1, gt=0, description="First wait before retrying Redis, Kafka or the registry."
     )

@@ -30,14 +30,55 @@ def _local(ms: Any) -> str:
     return moment.astimezone(VIETNAM).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def format_alert(alert: dict[str, Any], colour: bool = False) -> str:
-    """One line per alert transition, in Vietnamese and English."""
+_WORDS = {
+    "vi": {
+        "FIRING": "BÁO ĐỘNG",
+        "ESCALATED": "TĂNG CẤP",
+        "DEESCALATED": "GIẢM CẤP",
+        "RESOLVED": "KẾT THÚC",
+        "ACKNOWLEDGE": "ĐÃ TIẾP NHẬN",
+        "ASSIGN": "GIAO XỬ LÝ",
+        "COMMENT": "Ý KIẾN",
+        "ESCALATE": "CHUYỂN CẤP TRÊN",
+        "CLOSE": "ĐÓNG",
+        "at": "lúc",
+        "value": "giá trị",
+        "by": "bởi",
+    },
+    "en": {"at": "at", "value": "value", "by": "by"},
+}
+
+
+def format_alert(alert: dict[str, Any], colour: bool = False, lang: str = "both") -> str:
+    """One line per alert change: what, where, value, level (in the regulation's colour), when.
+
+    ``lang`` is ``vi``, ``en`` or ``both`` (level names in both languages).
+    """
+    words = _WORDS.get(lang, _WORDS["en"])
+    event = alert.get("event_type", "TRANSITION")
+    what = alert["transition"] if event == "TRANSITION" else event
+    what = words.get(what, what)
     where = alert["station"] or alert["region"]
-    level = f"{alert['level_name_vi']} / {alert['level_name_en']}"
+    if lang == "vi":
+        level = alert["level_name_vi"]
+    elif lang == "en":
+        level = alert["level_name_en"]
+    else:
+        level = f"{alert['level_name_vi']} / {alert['level_name_en']}"
+    extra = ""
+    if event != "TRANSITION":
+        who = alert.get("acknowledged_by") or alert.get("assigned_to") or ""
+        extra = f" {words['by']} {who}" if who else ""
+        if alert.get("comment"):
+            extra += f" «{alert['comment']}»"
+    elif alert.get("detail"):
+        extra = f" ({alert['detail']})"
+    value = alert["value"]
+    shown = f"{value:<8g}" if isinstance(value, int | float) else f"{'-':<8}"
     return (
-        f"ALERT {alert['transition']:<11} {alert['indicator']:<16} {where:<16} "
-        f"value={alert['value']:<8g} level={_colour(alert['colour'], level, colour)} "
-        f"at {_local(alert['event_time'])} ICT  id={alert['alert_id']}"
+        f"ALERT {what:<14} {alert['indicator']:<20} {where:<16} {words['value']}={shown} "
+        f"{_colour(alert['colour'], level, colour)} {words['at']} {_local(alert['event_time'])} ICT"
+        f"{extra}  id={alert['alert_id']}"
     )
 
 
@@ -60,6 +101,8 @@ def follow(
     stop: Callable[[], bool],
     from_beginning: bool = False,
     colour: bool = False,
+    lang: str = "both",
+    min_level: int = 0,
 ) -> None:
     """Consume ``topics`` ({name: subject}) and call ``on_record(subject, line)`` until ``stop()``."""
     consumer = Consumer(
@@ -88,7 +131,9 @@ def follow(
                 on_record("error", f"{message.topic()}: {exc.message}")
                 continue
             if subject == "alert":
-                on_record(subject, format_alert(record, colour))
+                if max(record["level"], record["previous_level"]) < min_level:
+                    continue
+                on_record(subject, format_alert(record, colour, lang))
             elif subject == "consolidated":
                 on_record(subject, format_consolidated(record))
             else:

@@ -20,7 +20,21 @@ from confluent_kafka.admin import (
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.settings import Settings
 
-ROLES = frozenset({"input", "dead_letter", "repartition", "alerts", "consolidated", "directives"})
+ROLES = frozenset(
+    {
+        "input",  # a reporter's observations
+        "dead_letter",  # a reporter's rejected records
+        "reporter_directives",  # the center's directives about one reporter's alerts
+        "repartition",  # internal: observations, ticks and directives keyed by entity
+        "alerts",  # every alert change
+        "domain_alerts",  # the alert changes of one domain
+        "active_alerts",  # compacted: the open alerts
+        "consolidated",
+        "directives",  # the center's directives, as issued
+        "directives_dead_letter",  # directives that could not be applied
+    }
+)
+REPORTER_ROLES = frozenset({"input", "dead_letter", "reporter_directives"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +47,7 @@ class TopicSpec:
     replication_factor: int
     config: dict[str, str] = field(default_factory=dict)
     reporter: str | None = None
+    domain: str | None = None
     doc: str = ""
 
 
@@ -55,8 +70,8 @@ def load_topics(path: Path, namespace: str = "") -> list[TopicSpec]:
         role = entry.get("role")
         if role not in ROLES:
             raise ConfigurationError(f"{path}: topic {name!r}: role {role!r} is not one of {sorted(ROLES)}")
-        if role in {"input", "dead_letter"} and not entry.get("reporter"):
-            article = "an" if role == "input" else "a"
+        if role in REPORTER_ROLES and not entry.get("reporter"):
+            article = "an" if role[0] in "aeiou" else "a"
             raise ConfigurationError(f"{path}: topic {name!r}: {article} {role} topic needs a reporter")
         counts = {}
         for key in ("partitions", "replication_factor"):
@@ -75,6 +90,7 @@ def load_topics(path: Path, namespace: str = "") -> list[TopicSpec]:
                 replication_factor=counts["replication_factor"],
                 config={str(k): str(v) for k, v in config.items()},
                 reporter=entry.get("reporter"),
+                domain=entry.get("domain"),
                 doc=str(entry.get("doc", "")),
             )
         )

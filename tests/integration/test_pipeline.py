@@ -59,41 +59,64 @@ def test_observation_travels_to_alert_consolidated_and_redis(
     settings: Settings, blueprint: Blueprint, start_worker: Any
 ) -> None:
     worker = start_worker(settings)
-    bad_air = observation(value=163.0)
-    produce(settings, _input_topic(blueprint), [(b"HN-AQ-HOANKIEM", _encode(blueprint, bad_air))])
+    # VN_AQI fires after two consecutive readings at a level (min_count = 2 in catalogue/rules.toml).
+    now_ms = int(time.time() * 1000)
+    first = observation(value=163.0, event_time=now_ms - 120_000)
+    second = observation(value=168.0, event_time=now_ms - 60_000)
+    produce(
+        settings,
+        _input_topic(blueprint),
+        [(b"HN-AQ-HOANKIEM", _encode(blueprint, o)) for o in (first, second)],
+    )
 
     alerts = collect(settings, blueprint.topic_by_role("alerts").name, "alert", lambda r: len(r) >= 1)
     assert len(alerts.records) == 1
     alert = alerts.records[0]
-    assert alert["transition"] == "FIRING"
+    assert (alert["transition"], alert["event_type"], alert["rule_kind"]) == (
+        "FIRING",
+        "TRANSITION",
+        "levels",
+    )
     assert alert["level_code"] == "BAD"
     assert alert["level_name_vi"] == "Xấu"
     assert alert["colour"] == "#FF0000"
     assert alert["threshold"] == 151.0
-    assert alert["observation_id"] == bad_air["observation_id"]
-    assert alerts.keys[0] == b"levels:ENV.AQI|01|HN-AQ-HOANKIEM"
+    assert alert["domain"] == "environment"
+    assert alert["observation_id"] == second["observation_id"]
+    assert alert["cause_observation_ids"] == [second["observation_id"]]
+    key = b"levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM"
+    assert alerts.keys[0] == key
+    domain = collect(
+        settings, blueprint.domain_alerts_topic("environment").name, "alert", lambda r: len(r) >= 1
+    )
+    assert [a["alert_id"] for a in domain.records] == [alert["alert_id"]]
+    active = collect(settings, blueprint.topic_by_role("active_alerts").name, "alert", lambda r: len(r) >= 1)
+    assert active.keys == [key]
 
     consolidated = collect(
-        settings, blueprint.topic_by_role("consolidated").name, "consolidated", lambda r: len(r) >= 1
+        settings,
+        blueprint.topic_by_role("consolidated").name,
+        "consolidated",
+        lambda r: any(row["count"] == 2 for row in r),
     )
-    row = consolidated.records[0]
+    row = consolidated.records[-1]
     assert row["key"] == "ENV.AQI:01:HN-AQ-HOANKIEM:rolling-24h"
     assert (row["latest_value"], row["count"], row["max"], row["alert_level_code"]) == (
-        163.0,
-        1,
-        163.0,
+        168.0,
+        2,
+        168.0,
         "BAD",
     )
 
     state = redis.Redis.from_url(settings.redis_url.get_secret_value()).hgetall(
         f"{settings.redis_key_prefix}:{{ENV.AQI|01|HN-AQ-HOANKIEM}}:state"
     )
-    assert state[b"level"] == b"3"
-    assert float(state[b"latest_value"]) == 163.0
+    assert state[b"r:levels:ENV.AQI:l"] == b"3"
+    assert float(state[b"latest_value"]) == 168.0
     assert any(k.startswith(b"off:") for k in state)
 
     exposition = worker.metrics()
-    assert metric_value(exposition, "stream_app_records_accepted_total", reporter="MAE") == 1
+    assert metric_value(exposition, "stream_app_records_accepted_total", reporter="MAE") == 2
     assert metric_value(exposition, "stream_app_alerts_emitted_total", transition="FIRING") == 1
     assert metric_value(exposition, "stream_app_end_to_end_latency_seconds_count") >= 1
 
@@ -125,13 +148,20 @@ def test_kcat_produces_json_and_independently_encoded_avro(
     # Avro single-object encoding built with fastavro's own fingerprint, not stream_app.codecs.
     raw_schema = json.loads((settings.schemas_dir / "observation.v1.avsc").read_text(encoding="utf-8"))
     parsed = parse_schema(raw_schema)
-    body = io.BytesIO()
-    schemaless_writer(body, parsed, observation(observation_id="kcat-avro-1", value=205.0))
     wire = b"\xc3\x01" + bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-    (tmp_path / "obs.avro").write_bytes(wire + body.getvalue())
+    # VN_AQI alerts after two consecutive readings at the level (min_count = 2 in rules.toml).
+    files = []
+    for n, value in enumerate((205.0, 212.0), start=1):
+        body = io.BytesIO()
+        reading = observation(
+            observation_id=f"kcat-avro-{n}", value=value, event_time=now_ms - (3 - n) * 60_000
+        )
+        schemaless_writer(body, parsed, reading)
+        files.append(tmp_path / f"obs{n}.avro")
+        files[-1].write_bytes(wire + body.getvalue())
     # With file arguments, kcat sends each file whole as one message: binary-safe.
     subprocess.run(
-        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topic, str(tmp_path / "obs.avro")],
+        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topic, "-k", "HN-AQ-HOANKIEM", *map(str, files)],
         check=True,
         timeout=30,
     )
@@ -139,7 +169,7 @@ def test_kcat_produces_json_and_independently_encoded_avro(
     alerts = collect(settings, blueprint.topic_by_role("alerts").name, "alert", lambda r: len(r) >= 2)
     by_obs = {a["observation_id"]: a for a in alerts.records}
     assert by_obs["kcat-json-1"]["level_code"] == "BD2"  # 10.7 m at Long Biên: alarm level II
-    assert by_obs["kcat-avro-1"]["level_code"] == "VERY_BAD"
+    assert by_obs["kcat-avro-2"]["level_code"] == "VERY_BAD"
     dead = collect(
         settings, blueprint.dead_letter_topic("MAE").name, "dead_letter", lambda r: False, timeout=3
     )

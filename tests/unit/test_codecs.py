@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
-from stream_app.codecs import SINGLE_OBJECT_MARKER, Reasons, decode, decode_observation, encode
+from stream_app.codecs import SINGLE_OBJECT_MARKER, Reasons, decode, decode_any, decode_observation, encode
 from stream_app.exceptions import ConfigurationError, DecodeError
 from stream_app.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_url
 from stream_app.schemas import SchemaRegistry, SchemaVersion
@@ -111,8 +111,22 @@ def test_alert_round_trip(registry: SchemaRegistry, t0_ms: int) -> None:
     assert decoded == _as_decoded_alert(alert)
 
 
+ALERT_V2_DEFAULTS: dict[str, Any] = {
+    "rule_kind": "levels",
+    "domain": "",
+    "event_type": "TRANSITION",
+    "cause_observation_ids": [],
+    "detail": "",
+    "acknowledged_by": None,
+    "acknowledged_at": None,
+    "assigned_to": None,
+    "comment": None,
+    "directive_id": None,
+}
+
+
 def _as_decoded_alert(alert: dict[str, Any]) -> dict[str, Any]:
-    out = dict(alert)
+    out = {**ALERT_V2_DEFAULTS, **alert}  # fields added in alert v2 take their defaults
     for name in ("event_time", "processing_time"):
         out[name] = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=alert[name])
     return out
@@ -689,3 +703,13 @@ def test_resolver_is_any_callable_and_a_per_record_resolution_failure_is_schema_
     error = _confluent_reason(registry, resolver, _frame(11, writer, make_record(value="mười hai")))
     assert error.reason == Reasons.SCHEMA_MISMATCH
     assert "observation.v2.avsc" in error.message
+
+
+def test_decode_any_names_the_subject_of_each_record(registry: SchemaRegistry) -> None:
+    tick = encode(registry.latest("tick"), {"partition": 3, "now": 1_700_000_000_000, "source": "test"})
+    subject, record = decode_any(registry, tick)
+    assert subject == "tick"
+    assert record["partition"] == 3
+    with pytest.raises(DecodeError) as info:
+        decode_any(registry, b"\xc3\x01" + bytes(8))
+    assert info.value.reason == "unknown_schema"

@@ -1,0 +1,49 @@
+"""Ticker: sends the clock into every partition of the internal topic this worker owns.
+
+Timer-driven rules (a feed gone silent, a report not received by its deadline) must fire with no
+input at all, and their state belongs to the partition's single writer. So the clock travels as a
+record: a tick, consumed in order with the partition's data by the consolidate agent. A tick carries
+its time; tests and operators (``stream-app tick --at ...``) can send ticks for any moment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import faust
+
+from agents._batch import Output, publish
+from stream_app import codecs
+from stream_app.control import TICK_KEY
+from stream_app.logs import get_logger
+from stream_app.runtime import Blueprint
+
+log = get_logger(__name__)
+
+
+def tick_record(partition: int, now_ms: int, source: str) -> dict[str, object]:
+    """The Avro record of one tick."""
+    return {"partition": partition, "now": now_ms, "source": source}
+
+
+def register(app: faust.App, blueprint: Blueprint, clock: Callable[[], float] = time.time) -> None:
+    """A timer on every worker: one tick per owned partition of the internal topic per interval."""
+    settings = blueprint.settings
+    internal = blueprint.topic_by_role("repartition")
+    topic = app.topic(internal.name, key_serializer="raw", value_serializer="raw")
+    schema = blueprint.schemas.latest("tick")
+
+    async def send_ticks() -> None:
+        now_ms = int(clock() * 1000)
+        owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == internal.name)
+        outputs = [
+            Output(topic, TICK_KEY, codecs.encode(schema, tick_record(p, now_ms, "timer")), partition=p)
+            for p in owned
+        ]
+        await publish(outputs, settings)
+        if owned:
+            log.debug("ticks_sent", partitions=owned, now_ms=now_ms)
+
+    send_ticks.__name__ = send_ticks.__qualname__ = "ticker"
+    app.timer(settings.tick_interval_s)(send_ticks)
