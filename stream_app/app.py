@@ -18,6 +18,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     return {
         "broker": [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
         "store": "memory://",
+        "datadir": str(settings.data_dir / settings.group_id),
         "web_enabled": True,
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
@@ -44,6 +45,7 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     from agents import consolidate, directives, intake, ticker  # agents import the app's building blocks
 
     blueprint = blueprint or load_blueprint(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.group_id, **faust_settings(settings))
     store = StateStore(connect(settings), settings)
 

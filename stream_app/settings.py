@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    data_dir: Path = Field(
+        REPO_ROOT / ".local" / "faust",
+        description="Faust's working folder (it keeps no state there: memory store).",
+    )
     schemas_dir: Path = REPO_ROOT / "avro_schemas"
     topics_file: Path = REPO_ROOT / "topics" / "topics.toml"
     catalogue_dir: Path = REPO_ROOT / "catalogue"
