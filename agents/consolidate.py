@@ -47,6 +47,7 @@ class _Batch:
     items: list[tuple[Any, str, Any]] = field(default_factory=list)  # (message, kind, payload)
     observation_events: list[Any] = field(default_factory=list)
     entities: set[str] = field(default_factory=set)
+    seen_ids: dict[str, list[str]] = field(default_factory=dict)  # per entity: its observations' ids
     outputs: list[Output] = field(default_factory=list)
     latest: dict[str, Output] = field(default_factory=dict)  # consolidated: newest per key wins
     commits: dict[str, Commit] = field(default_factory=dict)
@@ -97,7 +98,7 @@ class Consolidator:
         """
         ctx_now = int(time.time() * 1000)
         batch = self._decode(events)
-        states = await self.store.load(batch.entities)
+        states = await self.store.load(batch.entities, batch.seen_ids)
         for message, kind, payload in batch.items:
             source = f"{message.topic}:{message.partition}"
             if kind == "observation":
@@ -132,6 +133,7 @@ class Consolidator:
                 obs = observation_from_record(record)
                 batch.items.append((message, subject, obs))
                 batch.entities.add(obs.entity)
+                batch.seen_ids.setdefault(obs.entity, []).append(obs.observation_id)
                 batch.observation_events.append(event)
             elif subject == "tick":
                 entities = self.timer_entities.get(int(record["partition"]), [])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from stream_app.aggregates import RETENTION_HOURS, Bucket, expired, hour_of, rolling
+from stream_app.aggregates import Bucket, expired, hour_of, rolling
 from stream_app.alerting import BucketHistory, Rule, RuleBook, RuleState, Verdict, on_observation, on_tick
 from stream_app.calendar import local_date
 from stream_app.catalogue import Catalogue
@@ -26,10 +26,13 @@ from stream_app.rules import Transition
 
 WINDOW_NAME = "rolling-24h"
 DAILY_RETENTION_DAYS = 32  # the deviation rules' 30-day baselines, and a little slack
+# Observation ids are remembered as long as anything they counted in (the daily totals) is kept.
+# They live in their own hash, read per batch only for the ids in the batch, so the state hash that
+# every batch reads stays small however many observations an entity receives.
+SEEN_RETENTION_HOURS = DAILY_RETENTION_DAYS * 24
 _BUCKET_PREFIX = "b:"
 _DAY_PREFIX = "d:"
 _OFFSET_PREFIX = "off:"
-_SEEN_PREFIX = "seen:"
 _RULE_PREFIX = "r:"
 _META_PREFIX = "m:"
 _SCALARS = ("latest_value", "latest_event_time", "last_seen", "reporter", "latest_period")
@@ -83,8 +86,11 @@ class EntityState:
     offsets: dict[str, int] = field(default_factory=dict)
     buckets: dict[int, Bucket] = field(default_factory=dict)
     daily: dict[int, float] = field(default_factory=dict)  # local day ordinal -> the day's sum
-    # observation id -> (revision, hour): recognises a record the intake published twice
+    # observation id -> (revision, hour), for the ids of the current batch only (read from the
+    # entity's seen-hash): recognises a record the intake published twice
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    new_seen: set[str] = field(default_factory=set)
+    seen_horizon_hour: int | None = None  # ids of hours up to this one are forgotten at commit
     rules: dict[str, RuleState] = field(default_factory=dict)
     meta: dict[str, AlertMeta] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
@@ -110,9 +116,6 @@ class EntityState:
                 state.daily[int(rest)] = float(value)
             elif prefix == _OFFSET_PREFIX:
                 state.offsets[rest] = int(value)
-            elif prefix == _SEEN_PREFIX:
-                revision, hour = value.split(",")
-                state.seen[rest] = (int(revision), int(hour))
             elif prefix in grouped:
                 rule_id, _, key = rest.rpartition(":")
                 grouped[prefix].setdefault(rule_id, {})[key] = value
@@ -142,9 +145,6 @@ class EntityState:
                 fields[name] = self.buckets[int(rest)].encode()
             elif prefix == _DAY_PREFIX:
                 fields[name] = repr(self.daily[int(rest)])
-            elif prefix == _SEEN_PREFIX:
-                revision, hour = self.seen[rest]
-                fields[name] = f"{revision},{hour}"
             elif prefix == _RULE_PREFIX:
                 for key, value in self.rules[rest].to_fields().items():
                     fields[f"{_RULE_PREFIX}{rest}:{key}"] = value
@@ -186,17 +186,28 @@ class EntityState:
     def put_seen(self, observation_id: str, revision: int, hour: int) -> None:
         """Remember that ``observation_id`` at ``revision`` was applied."""
         self.seen[observation_id] = (revision, hour)
-        self.changed.add(f"{_SEEN_PREFIX}{observation_id}")
+        self.new_seen.add(observation_id)
+
+    def seen_updates(self) -> list[tuple[str, str, int]]:
+        """(observation id, "revision,hour", hour) of the ids applied since the state was read."""
+        return [(o, f"{self.seen[o][0]},{self.seen[o][1]}", self.seen[o][1]) for o in sorted(self.new_seen)]
+
+    @staticmethod
+    def decode_seen(value: bytes | None) -> tuple[int, int] | None:
+        """A seen-hash value, or None for an id never applied."""
+        if value is None:
+            return None
+        revision, hour = value.decode().split(",")
+        return int(revision), int(hour)
 
     def expire(self, newest_hour: int) -> None:
-        """Drop buckets, daily totals and remembered observation ids older than their retention."""
+        """Drop buckets and daily totals older than their retention; mark older observation ids for
+        the commit to forget."""
         for hour in expired(self.buckets, newest_hour):
             del self.buckets[hour]
             self._forget(f"{_BUCKET_PREFIX}{hour}")
-        horizon = newest_hour - RETENTION_HOURS
-        for observation_id in [o for o, (_, hour) in self.seen.items() if hour <= horizon]:
-            del self.seen[observation_id]
-            self._forget(f"{_SEEN_PREFIX}{observation_id}")
+        horizon = newest_hour - SEEN_RETENTION_HOURS
+        self.seen_horizon_hour = max(horizon, self.seen_horizon_hour or horizon)
         oldest_day = local_date(newest_hour * 3_600_000).toordinal() - DAILY_RETENTION_DAYS
         for day in [d for d in self.daily if d < oldest_day]:
             del self.daily[day]

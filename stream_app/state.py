@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -20,7 +20,9 @@ from stream_app.settings import Settings
 
 T = TypeVar("T")
 
-STATE_TTL_S = 3 * 24 * 3600  # longer than the bucket retention, so idle entities age out
+STATE_TTL_S = (
+    35 * 24 * 3600
+)  # longer than every retention inside (32 days of daily sums), so idle entities age out
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +56,40 @@ class StateStore:
         script = resources.files("stream_app").joinpath("lua/commit_entity.lua").read_text(encoding="utf-8")
         self._commit_script = client.register_script(script)
 
-    def key(self, entity: str) -> str:
-        """The state hash of ``entity``."""
-        return f"{self._prefix}:{{{entity}}}:state"
+    def key(self, entity: str, part: str = "state") -> str:
+        """A key of ``entity``: its ``state`` hash, its ``seen`` hash or its ``seen-index``."""
+        return f"{self._prefix}:{{{entity}}}:{part}"
 
-    async def load(self, entities: Iterable[str]) -> dict[str, EntityState]:
-        """States of ``entities`` (new entities get an empty state), in one round trip."""
+    async def load(
+        self, entities: Iterable[str], seen_ids: dict[str, list[str]] | None = None
+    ) -> dict[str, EntityState]:
+        """States of ``entities`` (new entities get an empty state), with whether each observation id
+        in ``seen_ids`` (per entity) was already applied, in one round trip."""
         names = list(entities)
+        wanted = seen_ids or {}
 
-        async def read() -> list[dict[bytes, bytes]]:
+        async def read() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for entity in names:
                     pipe.hgetall(self.key(entity))
-                result: list[dict[bytes, bytes]] = await pipe.execute()
+                    ids = wanted.get(entity)
+                    if ids:
+                        pipe.hmget(self.key(entity, "seen"), ids)
+                result: list[Any] = await pipe.execute()
                 return result
 
-        hashes = await self.with_retry("load", read)
-        return {entity: EntityState.from_hash(h) for entity, h in zip(names, hashes, strict=True)}
+        replies = iter(await self.with_retry("load", read))
+        states = {}
+        for entity in names:
+            state = EntityState.from_hash(next(replies))
+            ids = wanted.get(entity)
+            if ids:
+                for observation_id, value in zip(ids, next(replies), strict=True):
+                    known = EntityState.decode_seen(value)
+                    if known is not None:
+                        state.seen[observation_id] = known
+            states[entity] = state
+        return states
 
     async def commit(self, commits: list[Commit]) -> int:
         """Write every commit atomically per entity, in one round trip; returns how many were written."""
@@ -81,16 +100,25 @@ class StateStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for c in commits:
                     removed = c.state.removed_fields()
+                    fields = c.state.to_fields()
+                    seen = c.state.seen_updates()
+                    horizon = c.state.seen_horizon_hour
                     args: list[str | int] = [
                         EntityState.offset_field(c.source),
                         c.offset,
                         STATE_TTL_S,
+                        "" if horizon is None else horizon,
                         len(removed),
+                        len(fields),
+                        len(seen),
                         *removed,
                     ]
-                    for name, value in c.state.to_fields().items():
+                    for name, value in fields.items():
                         args.extend((name, value))
-                    await self._commit_script(keys=[self.key(c.entity)], args=args, client=pipe)
+                    for observation_id, value, hour in seen:
+                        args.extend((observation_id, value, hour))
+                    keys = [self.key(c.entity), self.key(c.entity, "seen"), self.key(c.entity, "seen-index")]
+                    await self._commit_script(keys=keys, args=args, client=pipe)
                 results = await pipe.execute()
                 return sum(int(r) for r in results)
 

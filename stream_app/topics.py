@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,8 @@ def apply(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise ConfigurationError(f"creating topic {name!r}: {exc}") from exc
+    if creates:
+        _wait_until_usable(admin, {s.name: s.partitions for s in creates}, settings.startup_timeout_s)
     grows = [by_name[c.topic] for c in changes if c.action == "add_partitions"]
     if grows:
         for fut in admin.create_partitions([NewPartitions(s.name, s.partitions) for s in grows]).values():
@@ -190,3 +193,26 @@ def apply(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
     if shrinks:
         raise ConfigurationError("; ".join(f"{c.topic}: {c.detail}" for c in shrinks))
     return changes
+
+
+def _wait_until_usable(admin: AdminClient, partitions: dict[str, int], timeout_s: float) -> None:
+    """Wait until every new topic has all its partitions with a leader.
+
+    CreateTopics returns once the controller accepted the topics, before every broker serves them:
+    a consumer that subscribes in between may see no partitions and not look again for minutes.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s)
+        pending = [
+            name
+            for name, count in partitions.items()
+            if name not in metadata.topics
+            or len(metadata.topics[name].partitions) < count
+            or any(p.leader < 0 for p in metadata.topics[name].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise ServiceUnreachableError(f"topics not ready after {timeout_s:g} s: {sorted(pending)[:5]}")
+        time.sleep(0.1)

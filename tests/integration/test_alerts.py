@@ -22,9 +22,10 @@ AQI_KEY = "levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM"
 
 def _send(settings: Settings, blueprint: Blueprint, reporter: str, *records: dict[str, Any]) -> None:
     schema = blueprint.schemas.latest("observation")
-    produce(
-        settings, blueprint.input_topic(reporter).name, [(None, codecs.encode(schema, r)) for r in records]
-    )
+    # Keyed by station (or region), as a reporter keeps one feed in order; unkeyed records of one
+    # feed may cross input partitions and arrive out of order (older readings don't move levels).
+    keyed = [((r["station"] or r["region"]).encode(), codecs.encode(schema, r)) for r in records]
+    produce(settings, blueprint.input_topic(reporter).name, keyed)
 
 
 def _alerts(
