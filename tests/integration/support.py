@@ -8,7 +8,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,14 +114,8 @@ class Collected:
     keys: list[bytes | None] = field(default_factory=list)
 
 
-def collect(
-    settings: Settings,
-    topic: str,
-    subject: str,
-    until: Callable[[list[dict[str, Any]]], bool],
-    timeout: float = 45.0,
-) -> Collected:
-    """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds."""
+def messages(settings: Settings, topic: str, stop: Callable[[], bool], timeout: float) -> Iterator[Any]:
+    """Messages of ``topic`` from the beginning (a fresh group), until ``stop()`` or the timeout."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -132,10 +126,9 @@ def collect(
         }
     )
     consumer.subscribe([topic])
-    out = Collected()
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and not until(out.records):
+        while time.monotonic() < deadline and not stop():
             message = consumer.poll(0.2)
             if message is None:
                 continue
@@ -143,13 +136,32 @@ def collect(
             if error is not None:
                 assert error.code() == KafkaError._PARTITION_EOF, str(error)
                 continue
-            out.records.append(
-                codecs.decode(load_blueprint(settings).schemas, subject, message.value() or b"")
-            )
-            out.keys.append(message.key())
+            yield message
     finally:
         consumer.close()
+
+
+def collect(
+    settings: Settings,
+    topic: str,
+    subject: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 45.0,
+) -> Collected:
+    """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds."""
+    out = Collected()
+    schemas = load_blueprint(settings).schemas
+    for message in messages(settings, topic, lambda: until(out.records), timeout):
+        out.records.append(codecs.decode(schemas, subject, message.value() or b""))
+        out.keys.append(message.key())
     return out
+
+
+def raw_records(
+    settings: Settings, topic: str, timeout: float = 5.0
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of ``topic`` within ``timeout``, tombstones included (value None)."""
+    return [(m.key(), m.value()) for m in messages(settings, topic, lambda: False, timeout)]
 
 
 def observation(**overrides: Any) -> dict[str, Any]:

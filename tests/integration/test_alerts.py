@@ -4,17 +4,14 @@ subscribers use (per domain, active alerts), and per-reporter directives."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
-
-from confluent_kafka import Consumer, KafkaError
 
 from stream_app import codecs, control
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
-from .support import collect, observation, produce
+from .support import collect, observation, produce, raw_records
 
 HOUR_MS = 3_600_000
 AQI_KEY = "levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM"
@@ -44,37 +41,6 @@ def _bad_air(settings: Settings, blueprint: Blueprint) -> None:
         observation(value=170.0, event_time=now - 120_000),
         observation(value=175.0, event_time=now - 60_000),
     )
-
-
-def _raw_records(
-    settings: Settings, topic: str, timeout: float = 5
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of ``topic``, tombstones included (value None)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"test-raw-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[tuple[bytes | None, bytes | None]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                assert error.code() == KafkaError._PARTITION_EOF, str(error)
-                continue
-            out.append((message.key(), message.value()))
-    finally:
-        consumer.close()
-    return out
 
 
 def test_absence_fires_on_a_tick_with_no_input_and_resolves_when_data_returns(
@@ -177,7 +143,7 @@ def test_center_acknowledges_an_alert_and_only_the_ministry_concerned_receives_t
     )
 
     # The active-alerts topic's latest record for the key shows the acknowledgement.
-    active = [(k, v) for k, v in _raw_records(settings, blueprint.topic_by_role("active_alerts").name) if k]
+    active = [(k, v) for k, v in raw_records(settings, blueprint.topic_by_role("active_alerts").name) if k]
     assert active[-1][0] == AQI_KEY.encode()
     assert active[-1][1] is not None
     assert codecs.decode(blueprint.schemas, "alert", active[-1][1])["acknowledged_by"] == "truc-ban@vpcp"
@@ -204,7 +170,7 @@ def test_resolved_alert_leaves_a_tombstone_on_the_active_topic(
     _send(settings, blueprint, "MAE", observation(value=60.0))  # below 151 - 5: resolved at once
     transitions = [a["transition"] for a in _alerts(settings, blueprint, lambda r: len(r) >= 2)]
     assert transitions == ["FIRING", "RESOLVED"]
-    active = [(k, v) for k, v in _raw_records(settings, blueprint.topic_by_role("active_alerts").name) if k]
+    active = [(k, v) for k, v in raw_records(settings, blueprint.topic_by_role("active_alerts").name) if k]
     assert [k for k, _ in active] == [AQI_KEY.encode(), AQI_KEY.encode()]
     assert active[0][1] is not None
     assert active[-1][1] is None  # tombstone: compaction removes the resolved alert
