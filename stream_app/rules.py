@@ -5,7 +5,6 @@ Pure functions over catalogue data; the alert state they compare against lives i
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_right
 from enum import StrEnum
 
@@ -44,11 +43,3 @@ def transition(previous: int, current: int, alert_from: int) -> Transition | Non
     if was and now and current < previous:
         return Transition.DEESCALATED
     return None
-
-
-def alert_id(alert_key: str, change: Transition, observation_id: str, revision: int) -> str:
-    """Deterministic alert id: reprocessing the same observation yields the same id, never a new one."""
-    digest = hashlib.blake2b(
-        f"{alert_key}|{change.value}|{observation_id}|{revision}".encode(), digest_size=12
-    ).hexdigest()
-    return f"alr-{digest}"

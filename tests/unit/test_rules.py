@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from stream_app.catalogue import Catalogue
-from stream_app.rules import Transition, alert_id, level_of, transition
+from stream_app.rules import Transition, level_of, transition
 
 
 @pytest.mark.parametrize(
@@ -96,20 +94,3 @@ def test_value_below_first_bound_and_empty_table_are_level_zero(catalogue: Catal
 )
 def test_transitions(previous: int, current: int, alert_from: int, expected: Transition | None) -> None:
     assert transition(previous, current, alert_from) is expected
-
-
-def test_alert_id_is_deterministic() -> None:
-    first = alert_id("levels:ENV.AQI|01|HN-AQ-HOANKIEM", Transition.FIRING, "obs-1", 0)
-    again = alert_id("levels:ENV.AQI|01|HN-AQ-HOANKIEM", Transition.FIRING, "obs-1", 0)
-    assert first == again
-    assert first.startswith("alr-")
-    assert len(first) == len("alr-") + 24
-
-
-def test_alert_id_differs_when_any_input_differs() -> None:
-    keys = ["levels:ENV.AQI|01|HN-AQ-HOANKIEM", "levels:ENV.AQI|79|HCM-AQ-Q1"]
-    observation_ids = ["obs-1", "obs-2"]
-    revisions = [0, 1]
-    combos = list(itertools.product(keys, list(Transition), observation_ids, revisions))
-    ids = {alert_id(*combo) for combo in combos}
-    assert len(ids) == len(combos)
