@@ -1,0 +1,156 @@
+"""Redis goes away mid-stream: the partition waits (never acks what it could not store), /health says
+so, and once Redis is back every observation is applied exactly once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from stream_app import codecs
+from stream_app.runtime import Blueprint
+from stream_app.settings import Settings
+
+from .support import free_port, metric_value, observation, produce
+
+pytestmark = pytest.mark.chaos
+
+STATE_KEY = "{ENV.AQI|01|HN-AQ-HOANKIEM}:state"
+
+
+class OwnRedis:
+    """A redis-server of this test's own, on a free port, that the test can stop and start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is installed by deploy/local/services install"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.folder),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url, socket_timeout=1).ping()
+            except redis.RedisError:
+                time.sleep(0.05)
+            else:
+                return
+        pytest.fail("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _health(settings: Settings) -> tuple[int, dict[str, Any]]:
+    url = f"http://{settings.web_host}:{settings.web_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _applied(url: str, prefix: str) -> int:
+    state = redis.Redis.from_url(url).hgetall(f"{prefix}:{STATE_KEY}")
+    return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"b:"))
+
+
+def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(
+    settings: Settings, blueprint: Blueprint, start_worker: Any, own_redis: OwnRedis
+) -> None:
+    local = settings.model_copy(update={"retry_max_s": 0.5})
+    worker = start_worker(
+        local, STREAM_APP_REDIS_URL=own_redis.url, STREAM_APP_RETRY_MAX_S="0.5", STREAM_APP_BATCH_MAX="5"
+    )
+    schema = blueprint.schemas.latest("observation")
+    topic = blueprint.input_topic("MAE").name
+    start = int(time.time() * 1000) - 3_600_000
+
+    def readings(first: int, count: int) -> list[tuple[bytes, bytes]]:
+        return [
+            (
+                b"HN-AQ-HOANKIEM",
+                codecs.encode(
+                    schema,
+                    observation(
+                        observation_id=f"outage-{i}", value=40.0 + i % 7, event_time=start + i * 10_000
+                    ),
+                ),
+            )
+            for i in range(first, first + count)
+        ]
+
+    produce(local, topic, readings(0, 20))
+    deadline = time.monotonic() + 30
+    while _applied(own_redis.url, local.redis_key_prefix) < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _applied(own_redis.url, local.redis_key_prefix) == 20
+
+    own_redis.stop()
+    produce(local, topic, readings(20, 30))
+    deadline = time.monotonic() + 30
+    status, body = _health(local)
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = _health(local)
+    assert status == 503
+    assert any(op.startswith("redis") for op in body["waiting_for"])
+    exposition = worker.metrics()
+    assert (
+        metric_value(exposition, "stream_app_retries_total", operation="redis_load")
+        + metric_value(exposition, "stream_app_retries_total", operation="redis_commit")
+        >= 1
+    )
+    time.sleep(2)  # the partition keeps waiting: nothing is acked, nothing skipped
+    assert worker.proc.poll() is None
+
+    own_redis.start()  # back, with what it had persisted (append-only file)
+    deadline = time.monotonic() + 60
+    while _applied(own_redis.url, local.redis_key_prefix) < 50 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    assert _applied(own_redis.url, local.redis_key_prefix) == 50
+    assert _health(local)[0] == 200
