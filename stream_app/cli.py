@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -135,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`stream-app alerts tail | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -235,27 +240,33 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _tail(args: argparse.Namespace, settings: Settings) -> int:
+def _print_live(args: argparse.Namespace, settings: Settings, outputs: dict[str, str], **options: Any) -> int:
+    """Print the records of ``outputs`` ({topic: subject}) readably, for ``--duration`` or until Ctrl-C."""
     import time
 
     from stream_app import tail
 
-    blueprint = _blueprint(settings)
     started = time.monotonic()
-    outputs = {
-        blueprint.topic_by_role("alerts").name: "alert",
-        blueprint.topic_by_role("consolidated").name: "consolidated",
-    }
     tail.follow(
         settings,
-        blueprint.schemas,
+        _blueprint(settings).schemas,
         outputs,
         lambda _s, line: print(line, flush=True),
         stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
         from_beginning=args.from_beginning,
         colour=sys.stdout.isatty(),
+        **options,
     )
     return 0
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    blueprint = _blueprint(settings)
+    outputs = {
+        blueprint.topic_by_role("alerts").name: "alert",
+        blueprint.topic_by_role("consolidated").name: "consolidated",
+    }
+    return _print_live(args, settings, outputs)
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -290,25 +301,9 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
-    import time
-
-    from stream_app import tail
-
     blueprint = _blueprint(settings)
     topic = blueprint.domain_alerts_topic(args.domain) if args.domain else blueprint.topic_by_role("alerts")
-    started = time.monotonic()
-    tail.follow(
-        settings,
-        blueprint.schemas,
-        {topic.name: "alert"},
-        lambda _s, line: print(line, flush=True),
-        stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
-        from_beginning=args.from_beginning,
-        colour=sys.stdout.isatty(),
-        lang=args.lang,
-        min_level=args.min_level,
-    )
-    return 0
+    return _print_live(args, settings, {topic.name: "alert"}, lang=args.lang, min_level=args.min_level)
 
 
 def _tick(args: argparse.Namespace, settings: Settings) -> int:
