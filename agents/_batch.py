@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,11 @@ class Output:
     value: bytes | None  # None: a tombstone, on a compacted topic
     timestamp: float | None = None
     partition: int | None = None  # explicit for the internal topic (see stream_app.partitioning)
+
+
+# Topic name -> a function told of every record published there (e.g. counting alert transitions
+# by domain, agents/alert_bridge.py). Keyed by topic, so registering twice replaces.
+PUBLISH_OBSERVERS: dict[str, Callable[[Output], None]] = {}
 
 
 def dead_letter(
@@ -90,7 +95,11 @@ async def publish(outputs: Sequence[Output], settings: Settings) -> None:
 
     await retry_until_done("produce", send_all, settings, _retriable_kafka_error)
     for o in outputs:
-        metrics.RECORDS_PRODUCED.labels(o.topic.get_topic_name()).inc()
+        name = o.topic.get_topic_name()
+        metrics.RECORDS_PRODUCED.labels(name).inc()
+        observer = PUBLISH_OBSERVERS.get(name)
+        if observer is not None:
+            observer(o)
 
 
 def _retriable_kafka_error(exc: Exception) -> bool:

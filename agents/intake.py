@@ -65,6 +65,7 @@ class Intake:
     def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> list[Output]:
         """Decide, for each record, where it goes. Pure apart from metrics and logs."""
         outputs: list[Output] = []
+        fed: set[str] = set()  # reporters with an accepted record in this batch: their feed flows
         for event in events:
             message = event.message
             reporter, dead_letters = self.routes[message.topic]
@@ -95,6 +96,8 @@ class Intake:
                 )
                 continue
             metrics.RECORDS_ACCEPTED.labels(reporter).inc()
+            metrics.EVENT_AGE_SECONDS.labels(reporter).observe(max(0.0, (now_ms - result.event_time) / 1000))
+            fed.add(reporter)
             outputs.append(
                 Output(
                     topic=self.rekeyed,
@@ -104,6 +107,8 @@ class Intake:
                     timestamp=message.timestamp,  # keep the reporter's produce time for end-to-end latency
                 )
             )
+        for reporter in fed:
+            metrics.REPORTER_LAST_ACCEPTED.labels(reporter).set(now_ms / 1000)
         return outputs
 
 

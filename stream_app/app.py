@@ -8,6 +8,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app import metrics, retry
+from stream_app.ops import Operations
 from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 from stream_app.state import StateStore, connect
@@ -42,17 +43,34 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
     """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
-    from agents import consolidate, directives, intake, ticker  # agents import the app's building blocks
+    from agents import (
+        alert_bridge,
+        consolidate,
+        directives,
+        intake,
+        ticker,
+    )  # agents import the app's building blocks
 
     blueprint = blueprint or load_blueprint(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.group_id, **faust_settings(settings))
-    store = StateStore(connect(settings), settings)
+    redis_client = connect(settings)
+    store = StateStore(redis_client, settings)
 
     intake.register(app, blueprint)
     directives.register(app, blueprint)
     consolidate.register(app, blueprint, store, blueprint.rulebook)
     ticker.register(app, blueprint)
+    alert_bridge.register(app, blueprint)  # only when STREAM_APP_ALERTMANAGER_URL is set
+    ops = Operations(app, blueprint, redis_client)
+    ops.install()
+    _register_pages(app, ops)
+
+    return app
+
+
+def _register_pages(app: faust.App, ops: Operations) -> None:
+    """The operator's HTTP pages: metrics, and probes for a load balancer or Kubernetes."""
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -60,8 +78,17 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
+        # Kept as it was: "ready" here means "nothing waits for a dependency"; /readyz is the full check.
         waiting = sorted(retry.retrying())
         ready = not waiting
         return web.json({"live": True, "ready": ready, "waiting_for": waiting}, status=200 if ready else 503)
 
-    return app
+    @app.page("/livez")
+    async def livez_page(web: Any, request: Any) -> Any:
+        live, body = ops.liveness()
+        return web.json(body, status=200 if live else 503)
+
+    @app.page("/readyz")
+    async def readyz_page(web: Any, request: Any) -> Any:
+        ready, body = ops.readiness()
+        return web.json(body, status=200 if ready else 503)

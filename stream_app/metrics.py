@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # `_created` series double the exposition size and no dashboard or alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -80,3 +87,103 @@ RETRYING = Gauge(
     ["operation"],
     registry=REGISTRY,
 )
+
+# --- operating the workers (issue 6): feeds, lag, health, rebalances, the Alertmanager bridge ----------
+
+# Operations that retry_until_done() may wait on; their series exist from start-up (at 0), so a
+# dashboard or an alert rule never has to tell "no retry yet" from "no such worker".
+RETRY_OPERATIONS = ("redis_load", "redis_commit", "produce", "schema_registry")
+
+EVENT_AGE_SECONDS = Histogram(
+    "stream_app_event_age_seconds",
+    "From an observation's event time to its acceptance by the intake (the reporter's delay plus "
+    "the processor's), by reporter.",
+    ["reporter"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 3 * 3600, 12 * 3600, 86400, 7 * 86400, 40 * 86400),
+    registry=REGISTRY,
+)
+REPORTER_LAST_ACCEPTED = Gauge(
+    "stream_app_reporter_last_accepted_timestamp_seconds",
+    "Wall-clock time this worker last accepted an observation from the reporter's feed; "
+    "silence = time() - max by (reporter).",
+    ["reporter"],
+    registry=REGISTRY,
+)
+REPORTER_FEED_INTERVAL = Gauge(
+    "stream_app_reporter_feed_interval_seconds",
+    "Longest silence allowed of a reporter's live feed, from the catalogue's absence rules; "
+    "only reporters with a live feed have one.",
+    ["reporter"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "stream_app_consumer_lag_records",
+    "Records in a partition this worker owns that it has not committed yet (high watermark minus "
+    "committed offset), by topic and partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "stream_app_assigned_partitions",
+    "Partitions assigned to this worker, by topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
+REBALANCES = Counter(
+    "stream_app_rebalances_total",
+    "Consumer group rebalances this worker went through.",
+    registry=REGISTRY,
+)
+REBALANCE_SECONDS = Histogram(
+    "stream_app_rebalance_seconds",
+    "Duration of a consumer group rebalance, from revocation to the new assignment being served.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+REBALANCING = Gauge(
+    "stream_app_rebalancing",
+    "1 while the worker's consumer group is rebalancing.",
+    registry=REGISTRY,
+)
+WORKER_READY = Gauge(
+    "stream_app_worker_ready",
+    "1 when the worker is ready (GET /readyz answers 200): partitions assigned, Kafka and Redis "
+    "reachable, nothing waiting for a dependency.",
+    registry=REGISTRY,
+)
+WORKER_INFO = Gauge(
+    "stream_app_worker_info",
+    "Always 1; labels say which app (consumer group) and version the worker runs.",
+    ["app_id", "version"],
+    registry=REGISTRY,
+)
+DEPENDENCY_UP = Gauge(
+    "stream_app_dependency_up",
+    "1 when the last reachability probe of a dependency (kafka, redis) succeeded.",
+    ["dependency"],
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG_SECONDS = Gauge(
+    "stream_app_event_loop_lag_seconds",
+    "How late the worker's one-second heartbeat last woke up: a busy or blocked event loop.",
+    registry=REGISTRY,
+)
+ALERT_TRANSITIONS = Counter(
+    "stream_app_alert_transitions_total",
+    "Alert transitions published to the center, by domain, rule kind and transition.",
+    ["domain", "rule_kind", "transition"],
+    registry=REGISTRY,
+)
+ALERTMANAGER_POSTS = Counter(
+    "stream_app_alertmanager_posts_total",
+    "Batches of center alerts posted to Alertmanager, by outcome (ok, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ALERTMANAGER_ACTIVE = Gauge(
+    "stream_app_alertmanager_active_alerts",
+    "Open center alerts the bridge keeps active in Alertmanager.",
+    registry=REGISTRY,
+)
+# process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, process_start_time_seconds
+ProcessCollector(registry=REGISTRY)

@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float = Field(10.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)
 
+    ops_interval_s: float = Field(
+        5.0, gt=0, description="How often readiness is probed and consumer lag refreshed (/readyz, /metrics)."
+    )
+    alertmanager_url: str | None = Field(
+        None,
+        description="Alertmanager base URL (http://host:9093) to forward the center alerts to; unset: off.",
+    )
+    alertmanager_resend_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often open center alerts are re-sent to Alertmanager to keep them active.",
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
