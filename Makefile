@@ -11,13 +11,14 @@ SERVICES := deploy/local/services
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install services down demo lint format typecheck schemas unit integration test check clean
+.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
 	@echo "make test                 install, start services, lint, type-check, unit and integration tests"
 	@echo "make services | down      start | stop the local Kafka and Redis"
-	@echo "make lint | typecheck | schemas | unit | integration | format"
+	@echo "make lint | typecheck | schemas | monitoring | unit | integration | format"
+	@echo "make monitoring           promtool/amtool checks and promtool rule unit tests (deploy/prometheus, deploy/alertmanager)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,7 +57,15 @@ integration: services
 schemas: $(STAMP)
 	$(BIN)/stream-app schemas check
 
-test: services lint typecheck schemas
+# Prometheus and Alertmanager configuration: syntax, rules, and the rules' unit tests.
+# promtool and amtool come with Debian's prometheus and prometheus-alertmanager (services install them).
+monitoring: install
+	promtool check config --syntax-only deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	amtool check-config deploy/alertmanager/alertmanager.yml
+
+test: services lint typecheck schemas monitoring
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 check: test
