@@ -15,6 +15,10 @@ from stream_app.runtime import load_blueprint
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.topics import apply
 
+# Where `deploy/local/services up` runs them (SERVICES_PROMETHEUS_PORT, SERVICES_ALERTMANAGER_PORT).
+LOCAL_PROMETHEUS = "http://127.0.0.1:19090"
+LOCAL_ALERTMANAGER = "http://127.0.0.1:19094"
+
 
 def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout: float) -> bool:
     url = f"http://{settings.web_host}:{settings.web_port}/health"
@@ -41,7 +45,9 @@ def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
     log_dir = REPO_ROOT / ".local" / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path: Path = log_dir / "worker.log"
-    env = {**os.environ, "STREAM_APP_LOG_FORMAT": "json"}
+    # The demo worker forwards the center's alerts to the local Alertmanager, to be seen there too.
+    alertmanager = settings.alertmanager_url or LOCAL_ALERTMANAGER
+    env = {**os.environ, "STREAM_APP_LOG_FORMAT": "json", "STREAM_APP_ALERTMANAGER_URL": alertmanager}
     with log_path.open("ab") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker"],
@@ -56,8 +62,19 @@ def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
         if not _wait_ready(settings, worker, 60):
             print(f"demo: worker did not become ready; see {log_path}", file=sys.stderr)
             return 1
+        web = f"http://{settings.web_host}:{settings.web_port}"
         print(
-            f"demo: worker ready; metrics at http://{settings.web_host}:{settings.web_port}/metrics",
+            f"demo: worker ready; metrics at {web}/metrics, probes at {web}/livez and {web}/readyz",
+            flush=True,
+        )
+        print(
+            f"demo: Prometheus at {LOCAL_PROMETHEUS} (scrapes this worker, rules at /alerts), "
+            f"Alertmanager at {alertmanager} (the center's alerts arrive there too)",
+            flush=True,
+        )
+        print(
+            f"demo: Grafana dashboard to import: {REPO_ROOT / 'deploy' / 'grafana' / 'stream-app.json'}; "
+            f"runbook: {REPO_ROOT / 'docs' / 'runbook.md'}",
             flush=True,
         )
         reporters = simulate.live_reporters(blueprint.catalogue)
