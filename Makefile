@@ -10,8 +10,12 @@ STAMP    := $(VENV)/.installed
 SERVICES := deploy/local/services
 DURATION ?=
 PYTEST_ARGS ?=
+BENCH_SCALE ?= 1
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean
+.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
@@ -19,6 +23,8 @@ help:
 	@echo "make services | down      start | stop the local Kafka and Redis"
 	@echo "make lint | typecheck | schemas | monitoring | unit | integration | format"
 	@echo "make monitoring           promtool/amtool checks and promtool rule unit tests (deploy/prometheus, deploy/alertmanager)"
+	@echo "make bench [BENCH_SCALE=0.1] [BENCH_ARGS=...]  end-to-end benchmark: .local/bench/results.json and .png"
+	@echo "make bench-smoke          the benchmark harness at tiny sizes (< 1 min): checks that it runs, not speed"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +75,20 @@ test: services lint typecheck schemas monitoring
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 check: test
+
+# The benchmark's extras (profiler, chart) in .venv; the Quix Streams peer in its own virtualenv,
+# since quixstreams pins an older confluent-kafka than this project's.
+$(BENCH_STAMP): $(STAMP) bench/quix-requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	@test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install -q --disable-pip-version-check -r bench/quix-requirements.txt
+	@touch $(BENCH_STAMP)
+
+bench: services $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --scale $(BENCH_SCALE) $(BENCH_ARGS)
+
+bench-smoke: services $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,172 @@
+"""Steady-load latency: observations sent at a fixed rate; for each, the time from its produce call
+to the first consolidated event that includes it, and to its alert where it raises one, being
+consumed from the center's topics.
+
+A consolidated event carries its entity and the latest event time applied to it; the worker
+applies an entity's observations in order, so that event includes every observation of the
+entity with an event time at or before it (the worker publishes the newest event per entity and
+batch). Alerts name their observation id.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from bench.common import Namespace
+from bench.workload import Item
+from stream_app import codecs
+
+
+@dataclass
+class Tracker:
+    """Produce times of the observations sent, matched against outputs as they arrive."""
+
+    pending: dict[tuple[str, str], deque[tuple[int, float]]] = field(default_factory=dict)
+    produced_at: dict[str, float] = field(default_factory=dict)  # observation id -> perf_counter
+    to_consolidated: list[float] = field(default_factory=list)  # ms
+    to_alert: list[float] = field(default_factory=list)  # ms
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    errors: int = 0
+    measured: int = 0
+
+    def sent(self, item: Item, at: float) -> None:
+        meta = item.meta
+        if meta is None:
+            return
+        with self.lock:
+            self.produced_at[meta.observation_id] = at
+            self.pending.setdefault(meta.entity, deque()).append((meta.event_ms, at))
+            self.measured += 1
+
+    def consolidated(self, record: dict[str, Any], arrived: float) -> None:
+        entity = (str(record["indicator"]), str(record.get("station") or record["region"]))
+        latest = _ms(record["latest_event_time"])
+        with self.lock:
+            waiting = self.pending.get(entity)
+            while waiting and waiting[0][0] <= latest:
+                _event, sent = waiting.popleft()
+                self.to_consolidated.append(1000 * (arrived - sent))
+
+    def alert(self, record: dict[str, Any], arrived: float) -> None:
+        with self.lock:
+            sent = self.produced_at.get(str(record.get("observation_id") or ""))
+            if sent is not None:
+                self.to_alert.append(1000 * (arrived - sent))
+
+    def unmatched(self) -> int:
+        with self.lock:
+            return sum(len(q) for q in self.pending.values())
+
+
+@dataclass
+class OutputReader:
+    """Reads the consolidated and alerts topics in a thread and hands each record to the tracker."""
+
+    ns: Namespace
+    tracker: Tracker
+    stop: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        consolidated, alerts = self.ns.topic("consolidated"), self.ns.topic("alerts")
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.ns.settings.kafka_bootstrap,
+                "group.id": f"bench-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "log_level": 3,
+            }
+        )
+        schemas = self.ns.blueprint.schemas
+        try:
+            metadata = consumer.list_topics(timeout=10).topics
+            consumer.assign(
+                [
+                    TopicPartition(name, p, OFFSET_BEGINNING)
+                    for name in (consolidated, alerts)
+                    for p in metadata[name].partitions
+                ]
+            )
+            self.ready.set()
+            while not self.stop.is_set():
+                for message in consumer.consume(500, 0.05):
+                    arrived = time.perf_counter()
+                    raw = message.value()
+                    if message.error() is not None or not raw:
+                        continue
+                    try:
+                        if message.topic() == consolidated:
+                            self.tracker.consolidated(codecs.decode(schemas, "consolidated", raw), arrived)
+                        else:
+                            self.tracker.alert(codecs.decode(schemas, "alert", raw), arrived)
+                    except Exception:  # counted in the result, never fatal to the run
+                        self.tracker.errors += 1
+        finally:
+            self.ready.set()
+            consumer.close()
+
+
+def send_steadily(ns: Namespace, items: list[Item], rate: float, tracker: Tracker) -> dict[str, float]:
+    """Item n is sent at t0 + n / rate (a late sender catches up); returns what the sender did."""
+    # A live reporter's producer: idempotent, all replicas, a short linger (part of the latency).
+    producer = Producer(
+        {
+            "bootstrap.servers": ns.settings.kafka_bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "log_level": 3,
+        }
+    )
+    topic_of = {r: ns.blueprint.input_topic(r).name for r in {i.reporter for i in items}}
+    behind = 0.0
+    t0 = time.perf_counter()
+    for n, item in enumerate(items):
+        delay = t0 + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        tracker.sent(item, time.perf_counter())
+        producer.produce(topic_of[item.reporter], item.value, item.key)
+        producer.poll(0)
+    seconds = time.perf_counter() - t0
+    producer.flush(60)
+    return {"seconds": seconds, "rate_achieved": len(items) / seconds, "max_behind_ms": 1000 * behind}
+
+
+def percentiles(values: list[float], missing: int = 0) -> dict[str, float]:
+    """Nearest-rank p50/p95/p99, max and mean (NaN when empty). ``missing`` observations never
+    matched count as infinitely late: a percentile they reach is reported as infinite (null in
+    JSON), not hidden by leaving them out."""
+    ordered = sorted(values) + [math.inf] * missing
+
+    def rank(q: float) -> float:
+        if not ordered:
+            return math.nan
+        return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+    return {
+        "count": float(len(values)),
+        "missing": float(missing),
+        "p50": rank(50),
+        "p95": rank(95),
+        "p99": rank(99),
+        "max": ordered[-1] if ordered else math.nan,
+        "mean": sum(values) / len(values) if values else math.nan,
+    }
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)

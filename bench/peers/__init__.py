@@ -1,0 +1,1 @@
+"""The side-by-side peers of the benchmark: the floor, naive Faust and Quix Streams."""

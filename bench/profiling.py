@@ -1,0 +1,142 @@
+"""Where a worker's CPU goes: ``py-spy record`` during a drain, samples grouped by what they do.
+
+Each sample is a stack; it is put in the category of its innermost frame that belongs to a known
+part (fastavro → decode/encode, ``stream_app/validation.py`` → validation, aiokafka → the Kafka
+client, faust/mode → the Faust stream and ack machinery, ...). py-spy leaves idle threads out by
+default, so the samples are where CPU time is spent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Frames that only say "the loop is scheduling something": a sample there belongs to whatever
+# called into the loop's machinery (Faust's wait_first creating and cancelling tasks, say).
+GENERIC = "asyncio event loop (scheduling, epoll)"
+# (category, substrings of a frame "function (file:line)"); the first rule matching the innermost
+# matching frame wins, so more specific rules come first.
+RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("encode (Avro, outputs)", ("schemaless_writer", "fastavro/_write", "codecs.py:encode", "encode (")),
+    ("decode (Avro/JSON, input)", ("fastavro/", "codecs.py", "json/decoder", "json/__init__")),
+    ("validation", ("stream_app/validation.py", "stream_app/calendar.py", "stream_app/catalogue.py")),
+    ("rules (alerting)", ("stream_app/alerting/", "stream_app/rules.py")),
+    ("state step (entity, aggregates)", ("stream_app/entity.py", "stream_app/aggregates.py")),
+    ("redis (client, state store)", ("stream_app/state.py", "/redis/", "hiredis")),
+    ("metrics (prometheus_client)", ("prometheus_client/",)),
+    ("logging (structlog)", ("structlog/", "logging/__init__", "stream_app/logs.py")),
+    ("produce (faust topic send, aiokafka producer)", ("aiokafka/producer", "faust/topics.py", "_batch.py")),
+    ("Kafka client (aiokafka fetch, protocol, conn)", ("aiokafka/", "kafka/protocol")),
+    ("Faust stream, ack and consumer machinery", ("faust/", "mode/")),
+    ("agents (batching glue)", ("agents/",)),
+    (GENERIC, ("asyncio/", "uvloop", "selectors.py")),
+)
+OTHER = "other"
+
+
+def py_spy() -> str | None:
+    """The py-spy executable next to this Python, or on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Recording:
+    """A running ``py-spy record``."""
+
+    proc: subprocess.Popen[bytes]
+    output: Path
+
+    @classmethod
+    def start(cls, pid: int, output: Path, rate: int = 50) -> Recording | None:
+        exe = py_spy()
+        if exe is None:
+            return None
+        log = output.with_suffix(".log").open("wb")
+        argv = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking"]
+        argv += ["--format", "raw", "--output", str(output)]
+        proc = subprocess.Popen(  # noqa: S603 - py-spy from the venv, arguments built here
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return cls(proc, output)
+
+    def stop(self) -> Path | None:
+        """Stop sampling and write the stacks; the path, or None if py-spy failed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.output if self.output.exists() and self.output.stat().st_size else None
+
+
+def categorise(frames: list[str]) -> str:
+    """The category of one stack (frames outermost first): its innermost frame of a known part,
+    looking past the event loop's own frames to the code that called into them."""
+    generic = False
+    for frame in reversed(frames):
+        category = _category_of(frame)
+        if category == GENERIC:
+            generic = True
+        elif category is not None:
+            return category
+    return GENERIC if generic else OTHER
+
+
+def _category_of(frame: str) -> str | None:
+    for category, needles in RULES:
+        if any(needle in frame for needle in needles):
+            return category
+    return None
+
+
+def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
+    """py-spy ``raw`` (collapsed) output: ``frame;frame;... count`` per line."""
+    stacks = []
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
+def summarise(path: Path, cpu_seconds: float, records: int, top: int = 15) -> dict[str, Any]:
+    """Share of samples and CPU µs per record by category; the hottest functions (self time)."""
+    stacks = parse_collapsed(path.read_text(encoding="utf-8", errors="replace"))
+    by_category: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for frames, count in stacks:
+        by_category[categorise(frames)] += count
+        leaves[_short(frames[-1])] += count
+    total = sum(by_category.values()) or 1
+    per_record_us = 1e6 * cpu_seconds / records if records else 0.0
+    return {
+        "samples": total,
+        "cpu_seconds": cpu_seconds,
+        "cpu_us_per_record": per_record_us,
+        "categories": [
+            {"category": name, "share": count / total, "us_per_record": per_record_us * count / total}
+            for name, count in by_category.most_common()
+        ],
+        "top_self": [{"frame": name, "share": count / total} for name, count in leaves.most_common(top)],
+        "stacks_file": str(path),
+    }
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/site-packages/pkg/mod.py:123)`` -> ``func (pkg/mod.py:123)``."""
+    name, _, where = frame.partition(" (")
+    for marker in ("site-packages/", "python3.11/", "/work/main/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where}" if where else name

@@ -1,0 +1,194 @@
+"""The benchmark's results as a table, a JSON document and a chart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "worker_rate": 10_000.0,  # observations/s, one worker, full pipeline
+    "naive_ratio": 4.0,  # worker / naive Faust
+    "p99_ms": 250.0,
+    "rss_mb": 300.0,
+    "backfill_minutes": 15.0,
+}
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured figure: name, records, seconds, records/s, ratio to the floor, note."""
+    out: list[dict[str, Any]] = []
+    peers = results.get("peers", {})
+    floor_rate = _get(peers, "floor", "rate")
+
+    def add(name: str, item: dict[str, Any] | None, note: str = "") -> None:
+        if not item or "rate" not in item:
+            reason = (item or {}).get("skipped") or (item or {}).get("failed") or "not run"
+            out.append(
+                {"row": name, "records": None, "seconds": None, "rate": None, "ratio": None, "note": reason}
+            )
+            return
+        rate = item["rate"]
+        ratio = rate / floor_rate if floor_rate and math.isfinite(rate) else None
+        out.append(
+            {
+                "row": name,
+                "records": item.get("records"),
+                "seconds": item.get("seconds"),
+                "rate": rate,
+                "ratio": ratio,
+                "note": note,
+            }
+        )
+
+    add("floor: confluent-kafka consume + decode", peers.get("floor"), "no state, no outputs")
+    drain = results.get("drain")
+    rss = _mb(drain["peak_rss_bytes"][0]) if drain and drain.get("peak_rss_bytes") else None
+    redis_mb = _mb(drain["redis"]["bytes_of_keys"]) if drain and drain.get("redis") else None
+    add(
+        "this worker: drain, 1 worker",
+        drain,
+        f"peak RSS {rss:.0f} MB, Redis {redis_mb:.1f} MB of keys" if rss and redis_mb is not None else "",
+    )
+    add("naive Faust: per-record awaits", peers.get("naive_faust"), "same input, first records")
+    add("Quix Streams peer", peers.get("quix"), "same input, first records")
+    add("this worker: drain, 2 workers", results.get("scale_out"), "one consumer group")
+    backfill = results.get("backfill")
+    if backfill:
+        span = backfill.get("span", "")
+        add(
+            "backfill: stream-app produce",
+            {"records": backfill["rows"], **backfill["produce"]},
+            f"daily history {span}",
+        )
+        add(
+            "backfill: drain, 1 worker", backfill.get("drain"), f"{backfill['drain']['seconds'] / 60:.1f} min"
+        )
+    else:
+        add("backfill", None)
+    latency = results.get("latency")
+    if latency:
+        c, a = latency["to_consolidated_ms"], latency["to_alert_ms"]
+        offered = f"{latency['sender']['rate_achieved']:,.0f}/s for {latency['seconds']:.0f} s"
+        out.append(
+            {
+                "row": f"latency at {offered}",
+                "records": latency["observations_measured"],
+                "seconds": latency["seconds"],
+                "rate": latency["sender"]["rate_achieved"],
+                "ratio": None,
+                "note": (
+                    f"→consolidated p50/p95/p99 {c['p50']:.0f}/{c['p95']:.0f}/{c['p99']:.0f} ms; "
+                    f"→alert {a['p50']:.0f}/{a['p95']:.0f}/{a['p99']:.0f} ms ({a['count']:.0f} alerts)"
+                ),
+            }
+        )
+    else:
+        add("latency", None)
+    return out
+
+
+def table(items: list[dict[str, Any]]) -> str:
+    """A fixed-width table for the terminal."""
+    header = f"{'':44} {'records':>10} {'seconds':>8} {'records/s':>10} {'× floor':>8}  note"
+    lines = [header, "-" * len(header)]
+    for r in items:
+        lines.append(
+            f"{r['row'][:44]:44} {_num(r['records'], '{:,.0f}'):>10} {_num(r['seconds'], '{:.1f}'):>8} "
+            f"{_num(r['rate'], '{:,.0f}'):>10} {_num(r['ratio'], '{:.3f}'):>8}  {r['note']}"
+        )
+    return "\n".join(lines)
+
+
+def profile_table(profile: dict[str, Any] | None) -> str:
+    """Where the worker's CPU went during the drain."""
+    if not profile:
+        return "\n(no profile: py-spy missing or --no-profile)"
+    lines = [
+        "",
+        f"worker CPU during the drain: {profile['cpu_seconds']:.1f} s, "
+        f"{profile['cpu_us_per_record']:.0f} µs per observation ({profile['samples']:,} py-spy samples)",
+    ]
+    for c in profile["categories"]:
+        lines.append(f"  {c['category'][:48]:48} {c['share']:6.1%}  {c['us_per_record']:6.1f} µs/record")
+    lines.append("hottest functions (self time):")
+    for t in profile["top_self"][:10]:
+        lines.append(f"  {t['share']:6.1%}  {t['frame'][:100]}")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> Path | None:
+    """Records/s per row (log scale) and the latency percentiles, as a PNG; None without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional: the bench extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return None
+    measured = [r for r in results.get("table", []) if r["rate"] and not r["row"].startswith("latency")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
+    names = [r["row"] for r in measured]
+    rates = [r["rate"] for r in measured]
+    bars = left.barh(names, rates, color="#3b7dd8")
+    left.set_xscale("log")
+    left.invert_yaxis()
+    left.set_xlabel("records/s (log scale)")
+    left.axvline(TARGETS["worker_rate"], color="#c0392b", linestyle="--", linewidth=1)
+    left.text(TARGETS["worker_rate"], -0.6, " target 10k/s", color="#c0392b", fontsize=8)
+    for bar, rate in zip(bars, rates, strict=True):
+        left.text(
+            bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {rate:,.0f}", va="center", fontsize=8
+        )
+    left.set_title("throughput, same machine, one run")
+    latency = results.get("latency")
+    if latency:
+        labels = ["p50", "p95", "p99"]
+        cons = [latency["to_consolidated_ms"][k] for k in labels]
+        alert = [latency["to_alert_ms"][k] for k in labels]
+        x = range(len(labels))
+        right.bar([i - 0.2 for i in x], _finite(cons), width=0.4, label="→ consolidated")
+        right.bar([i + 0.2 for i in x], _finite(alert), width=0.4, label="→ alert")
+        right.axhline(TARGETS["p99_ms"], color="#c0392b", linestyle="--", linewidth=1)
+        right.set_xticks(list(x), labels)
+        right.set_ylabel("ms")
+        right.set_title(f"latency at {latency['sender']['rate_achieved']:,.0f}/s")
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v if math.isfinite(v) else 0.0 for v in values]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return fmt.format(value)
+
+
+def _mb(value: float | None) -> float | None:
+    return None if value is None else value / 1024 / 1024
+
+
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d

@@ -1,0 +1,658 @@
+"""End-to-end benchmark of the worker on the real local services, side by side with the floor, a
+naive Faust agent and a Quix Streams peer, measured in one run on the same machine.
+
+    .venv/bin/python -m bench.run                 # full size (make bench)
+    .venv/bin/python -m bench.run --scale 0.1     # a tenth of every size
+    .venv/bin/python -m bench.run --smoke         # tiny sizes, under a minute (make bench-smoke)
+
+Scenarios, each in its own throwaway namespace (topics ``bench.<uuid>.``, Redis keys
+``bench-<uuid>``), deleted at the end:
+
+1. drain — N observations of the simulator's live mix pre-produced across the reporters' topics,
+   then one worker; observations/s from the first record consumed until every input record is
+   consumed and every accepted observation's outputs are published and its state committed (the
+   worker's own counters: input consumed = N and end-to-end observations = accepted). The worker is
+   sampled by py-spy meanwhile, and its peak RSS and the run's Redis memory are taken after.
+2. side by side on the same input topics: the floor (confluent-kafka consume + decode), naive
+   Faust (per-record awaits) and the Quix Streams peer (``bench/peers``), records/s and ratio to
+   the floor;
+3. scale-out — the drain with two workers in one consumer group;
+4. latency — a steady offered load; produce → consolidated consumed and → alert consumed;
+5. backfill — ``stream-app simulate --history`` + ``stream-app produce`` of daily history since
+   2010, then its drain by one worker.
+
+Writes ``.local/bench/results.json``, ``.local/bench/results.png`` and the worker logs and
+profiles under ``.local/bench/<run>/``; prints a table. Loopback services only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import (
+    READY_LINE,
+    REPO_ROOT,
+    BenchError,
+    Namespace,
+    Process,
+    check_loopback,
+    high_watermarks,
+    redis_prefix_memory,
+    redis_used_memory,
+    start_worker,
+    summed,
+)
+from bench.latency import OutputReader, Tracker, percentiles, send_steadily
+from bench.profiling import Recording, summarise
+from bench.workload import (
+    HISTORY_FROM,
+    HISTORY_TO,
+    Mix,
+    generate_mix,
+    peer_spec,
+    produce_history,
+    produce_mix,
+    write_history,
+)
+from stream_app.runtime import load_blueprint
+from stream_app.settings import Settings
+
+OUT_DIR = REPO_ROOT / ".local" / "bench"
+QUIX_PYTHON = OUT_DIR / "quix-venv" / "bin" / "python"
+FULL = {
+    "drain": 500_000,
+    "peer_records": 100_000,  # naive Faust and Quix are slow: they process the first part of the input
+    "latency_rate": 5_000.0,
+    "latency_seconds": 60.0,
+    "history_days": (date.fromisoformat(HISTORY_TO) - date.fromisoformat(HISTORY_FROM)).days + 1,
+}
+SMOKE = {
+    "drain": 3_000,
+    "peer_records": 1_500,
+    "latency_rate": 300.0,
+    "latency_seconds": 4.0,
+    "history_days": 5,
+}
+SCENARIOS = ("drain", "peers", "scale_out", "latency", "backfill")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    drain: int
+    peer_records: int
+    latency_rate: float
+    latency_seconds: float
+    history_days: int
+
+    @property
+    def history_span(self) -> str:
+        end = date.fromisoformat(HISTORY_TO)
+        return f"{(end - timedelta(days=self.history_days - 1)).isoformat()}:{end.isoformat()}"
+
+
+def sizes_for(scale: float, smoke: bool) -> Sizes:
+    """Every size scaled (the latency rate is not: it is the target's offered load)."""
+    if smoke:
+        return Sizes(**SMOKE)  # type: ignore[arg-type]
+    return Sizes(
+        drain=max(1000, round(FULL["drain"] * scale)),
+        peer_records=max(500, min(round(FULL["peer_records"] * scale), round(FULL["drain"] * scale))),
+        latency_rate=float(FULL["latency_rate"]),
+        latency_seconds=max(5.0, float(FULL["latency_seconds"]) * min(1.0, scale * 2)),
+        history_days=max(3, round(int(FULL["history_days"]) * scale)),
+    )
+
+
+# --- measuring a drain ---------------------------------------------------------------------------
+
+
+@dataclass
+class Drain:
+    """How a drain went."""
+
+    records: int
+    seconds: float  # first record consumed -> done
+    wall_seconds: float  # worker(s) started -> done (start-up and group join included)
+    accepted: int
+    rejected: int
+    produced: dict[str, float]
+    cpu_seconds: float
+    peak_rss_bytes: list[int | None]
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else math.nan
+
+
+def wait_drained(
+    ns: Namespace,
+    workers: list[Process],
+    expected: int,
+    timeout: float,
+    on_first: Callable[[], None] | None = None,
+) -> Drain:
+    """Poll the workers' /metrics until all ``expected`` input records are consumed and every
+    accepted observation went through the stateful step (outputs published, state committed).
+    ``on_first`` is called when the first record has been consumed (to start a profiler)."""
+    inputs = list(ns.input_topics())
+    started = time.perf_counter()
+    cpu0 = [w.cpu_seconds() for w in workers]
+    first: float | None = None
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while True:
+        for worker in workers:
+            worker.check_alive()
+        samples = [w.metrics() for w in workers]
+        now = time.perf_counter()
+        consumed = summed(samples, "stream_app_records_consumed_total", inputs)
+        accepted = summed(samples, "stream_app_records_accepted_total")
+        finished = summed(samples, "stream_app_end_to_end_latency_seconds_count")
+        if first is None and consumed > 0:
+            first = now
+            if on_first is not None:
+                on_first()
+        if consumed >= expected and finished >= accepted:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"not drained after {timeout:.0f} s: {consumed:.0f}/{expected} consumed, "
+                f"{finished:.0f}/{accepted:.0f} observations through the stateful step"
+            )
+        if now - last_report > 10:
+            print(f"    ... {consumed:,.0f}/{expected:,} consumed", flush=True)
+            last_report = now
+        time.sleep(0.1)
+    done = time.perf_counter()
+    produced = {}
+    for key in {k for s in samples for k in s if k.startswith("stream_app_records_produced_total")}:
+        topic = key.split('topic="', 1)[1].rstrip('"}').removeprefix(ns.settings.topic_namespace)
+        produced[topic] = sum(s.get(key, 0.0) for s in samples)
+    return Drain(
+        records=expected,
+        seconds=done - (first or started),
+        wall_seconds=done - started,
+        accepted=int(accepted),
+        rejected=int(summed(samples, "stream_app_records_rejected_total")),
+        produced=produced,
+        cpu_seconds=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu0, strict=True)),
+        peak_rss_bytes=[w.peak_rss_bytes() for w in workers],
+    )
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    base: Settings
+    sizes: Sizes
+    run_dir: Path
+    results: dict[str, Any]
+    worker_env: dict[str, str]
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+
+    @contextlib.contextmanager
+    def namespace(self, label: str) -> Iterator[Namespace]:
+        ns = Namespace.create(self.base, label)
+        try:
+            yield ns
+        finally:
+            if not self.args.keep:
+                ns.delete()
+
+    def timeout(self, records: int, rate_floor: float = 500.0) -> float:
+        return 120.0 + records / rate_floor
+
+
+def scenario_drain(run: Run, mix: Mix) -> None:
+    """One worker drains the pre-produced mix; profiled; the side-by-side peers then read the same
+    input topics with their own consumer groups."""
+    with run.namespace("drain") as ns:
+        seconds = produce_mix(ns, mix.items)
+        run.results["pre_produce"] = {"records": len(mix.items), "seconds": seconds}
+        run.log(f"  pre-produced {len(mix.items):,} in {seconds:.1f} s ({len(mix.items) / seconds:,.0f}/s)")
+        used_before = redis_used_memory(ns.settings)
+        worker = start_worker(ns, 1, run.run_dir / "drain", run.worker_env)
+        recordings: list[Recording] = []
+
+        def profile() -> None:
+            started = Recording.start(worker.pid, run.run_dir / "drain" / "worker-1.pyspy.txt")
+            if started is not None:
+                recordings.append(started)
+
+        try:
+            drain = wait_drained(
+                ns,
+                [worker],
+                len(mix.items),
+                run.timeout(len(mix.items)),
+                profile if run.args.profile else None,
+            )
+            stacks = recordings[0].stop() if recordings else None
+            keys, prefix_bytes = redis_prefix_memory(ns.settings, ns.prefix)
+            used_after = redis_used_memory(ns.settings)
+        finally:
+            for recording in recordings:
+                recording.stop()
+            worker.stop()
+        run.results["drain"] = {
+            **_drain_json(drain),
+            "redis": {
+                "keys": keys,
+                "bytes_of_keys": prefix_bytes,
+                "used_memory_after": used_after,
+                "used_memory_growth": used_after - used_before,
+            },
+        }
+        run.log(f"  worker: {drain.records:,} in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
+        if stacks is not None:
+            run.results["profile"] = summarise(stacks, drain.cpu_seconds, drain.records)
+        if "peers" in run.args.only:
+            scenario_peers(run, ns, mix)
+
+
+def scenario_peers(run: Run, ns: Namespace, mix: Mix) -> None:
+    spec_path = run.run_dir / "peer-spec.json"
+    spec = peer_spec(ns.blueprint)
+    # Subscribe to the topics that have records: a peer starting a state store per idle topic
+    # (Quix creates a changelog topic for each, one after the other) only slows its start.
+    spec["subscribe"] = sorted(ns.blueprint.input_topic(r).name for r in mix.by_reporter)
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    peers: dict[str, Any] = {}
+    run.results["peers"] = peers
+    floor = _run_floor(run, ns, spec_path, len(mix.items))
+    peers["floor"] = floor
+    run.log(f"  floor: {floor['records']:,} in {floor['seconds']:.2f} s = {floor['rate']:,.0f}/s")
+    limit = min(run.sizes.peer_records, len(mix.items))
+    for name, launcher in (("naive_faust", _naive_faust_argv), ("quix", _quix_argv)):
+        argv = launcher(run, ns, spec_path, name)
+        if argv is None:
+            peers[name] = {"skipped": "Quix Streams virtualenv missing (make bench installs it)"}
+            run.log(f"  {name}: skipped")
+            continue
+        began = time.perf_counter()
+        try:
+            peers[name] = _run_peer(run, ns, name, argv, limit)
+        except BenchError as exc:
+            peers[name] = {"failed": str(exc)[-1500:]}
+            run.log(f"  {name}: FAILED {str(exc)[:300]}")
+            continue
+        run.log(
+            f"  {name}: {limit:,} in {peers[name]['seconds']:.1f} s = {peers[name]['rate']:,.0f}/s "
+            f"({time.perf_counter() - began:.0f} s with start and stop)"
+        )
+
+
+def _run_floor(run: Run, ns: Namespace, spec_path: Path, limit: int) -> dict[str, Any]:
+    import subprocess  # noqa: PLC0415 - only here
+
+    argv = [sys.executable, "-m", "bench.peers.floor", "--spec", str(spec_path)]
+    argv += [
+        "--bootstrap",
+        ns.settings.kafka_bootstrap,
+        "--group",
+        f"{ns.settings.topic_namespace}peer-floor",
+    ]
+    argv += ["--limit", str(limit)]
+    done = subprocess.run(  # noqa: S603 - argv built here
+        argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=run.timeout(limit), check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"floor failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-1500:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["rate"] = result["records"] / result["seconds"] if result["seconds"] > 0 else math.nan
+    return result
+
+
+def _peer_topics(ns: Namespace, name: str) -> tuple[str, str, str]:
+    base = f"{ns.settings.topic_namespace}peer.{name}"
+    return f"{base}.out", f"{base}.dlq", f"{base}.alerts"
+
+
+def _naive_faust_argv(run: Run, ns: Namespace, spec_path: Path, name: str) -> list[str] | None:
+    out, dlq, alerts = _peer_topics(ns, name)
+    data = run.run_dir / "peers" / f"{name}-data"
+    data.mkdir(parents=True, exist_ok=True)
+    return [
+        *(sys.executable, "-m", "bench.peers.naive_faust", "--spec", str(spec_path)),
+        *(
+            "--bootstrap",
+            ns.settings.kafka_bootstrap,
+            "--group",
+            f"{ns.settings.topic_namespace}peer-naive-faust",
+        ),
+        *("--redis-url", ns.settings.redis_url.get_secret_value(), "--prefix", f"{ns.prefix}:peer-naive"),
+        *("--out", out, "--dlq", dlq, "--alerts", alerts, "--datadir", str(data)),
+    ]
+
+
+def _quix_argv(run: Run, ns: Namespace, spec_path: Path, name: str) -> list[str] | None:
+    if not QUIX_PYTHON.exists():
+        return None
+    out, dlq, alerts = _peer_topics(ns, name)
+    state = run.run_dir / "peers" / f"{name}-state"
+    state.mkdir(parents=True, exist_ok=True)
+    return [
+        *(str(QUIX_PYTHON), "-m", "bench.peers.quix_peer", "--spec", str(spec_path)),
+        *("--bootstrap", ns.settings.kafka_bootstrap, "--group", f"{ns.settings.topic_namespace}peer-quix"),
+        *("--redis-url", ns.settings.redis_url.get_secret_value(), "--prefix", f"{ns.prefix}:peer-quix"),
+        *("--out", out, "--dlq", dlq, "--alerts", alerts, "--state-dir", str(state)),
+    ]
+
+
+def _run_peer(run: Run, ns: Namespace, name: str, argv: list[str], limit: int) -> dict[str, Any]:
+    """Start a peer, time it from its first output to ``limit`` outputs (records out + dead letters
+    on Kafka), then stop it."""
+    out, dlq, alerts = _peer_topics(ns, name)
+    ns.add_topics([out, dlq, alerts])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    peer = Process.start(name, argv, env, run.run_dir / "peers", cwd=REPO_ROOT)
+    started = time.perf_counter()
+    first: float | None = None
+    deadline = time.monotonic() + run.timeout(limit, rate_floor=200.0)
+    cpu0 = peer.cpu_seconds()
+    try:
+        while True:
+            peer.check_alive()
+            marks = high_watermarks(ns.settings, [out, dlq])
+            count = marks[out] + marks[dlq]
+            now = time.perf_counter()
+            if first is None and count > 0:
+                first = now
+            if count >= limit:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{name}: {count}/{limit} outputs after the deadline:\n{peer.log_tail()}")
+            time.sleep(0.1)
+        cpu = peer.cpu_seconds() - cpu0
+        rss = peer.peak_rss_bytes()
+    finally:
+        stopping = time.perf_counter()
+        peer.stop()
+        run.log(
+            f"    {name}: first output {(first or now) - started:.1f} s after start, "
+            f"stopped in {time.perf_counter() - stopping:.1f} s"
+        )
+    seconds = now - (first or started)
+    alerts_count = high_watermarks(ns.settings, [alerts])[alerts]
+    return {
+        "records": limit,
+        "seconds": seconds,
+        "rate": limit / seconds if seconds > 0 else math.nan,
+        "wall_seconds": now - started,
+        "cpu_seconds": cpu,
+        "peak_rss_bytes": rss,
+        "outputs": int(marks[out]),
+        "dead_letters": int(marks[dlq]),
+        "alerts": int(alerts_count),
+    }
+
+
+def scenario_scale_out(run: Run, mix: Mix) -> None:
+    with run.namespace("scale") as ns:
+        produce_mix(ns, mix.items)
+        workers = [start_worker(ns, i, run.run_dir / "scale-out", run.worker_env) for i in (1, 2)]
+        try:
+            drain = wait_drained(ns, workers, len(mix.items), run.timeout(len(mix.items)))
+        finally:
+            for worker in workers:
+                worker.stop()
+        run.results["scale_out"] = _drain_json(drain)
+        run.log(f"  2 workers: {drain.records:,} in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
+
+
+def scenario_latency(run: Run) -> None:
+    rate, seconds = run.sizes.latency_rate, run.sizes.latency_seconds
+    count = round(rate * seconds)
+    with run.namespace("latency") as ns:
+        worker = start_worker(ns, 1, run.run_dir / "latency", run.worker_env)
+        tracker = Tracker()
+        reader = OutputReader(ns, tracker)
+        thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
+        try:
+            worker.wait_for_line(READY_LINE)
+            # Warm-up: a few hundred records, drained, so start-up and group join are not measured.
+            warm = generate_mix(ns.blueprint, 300, seed=11)
+            produce_mix(ns, warm.items)
+            wait_drained(ns, [worker], len(warm.items), 120)
+            lead = 3.0 + count * 60e-6  # time to generate the records, event times on schedule
+            items = generate_mix(
+                ns.blueprint, count, seed=13, first_s=time.time() + lead, step_s=1 / rate, keep_meta=True
+            ).items
+            thread.start()
+            reader.ready.wait(15)
+            cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
+            sending = send_steadily(ns, items, rate, tracker)
+            # An overloaded worker works through its backlog after the sending stops; wait for it,
+            # within bounds (what is still unmatched then counts as infinitely late).
+            deadline = time.monotonic() + min(300.0, 30.0 + count / 2000)
+            while tracker.unmatched() and time.monotonic() < deadline and worker.alive():
+                time.sleep(0.2)
+            time.sleep(0.5)
+            busy = (worker.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
+            rss = worker.peak_rss_bytes()
+        finally:
+            reader.stop.set()
+            if thread.is_alive():
+                thread.join(15)
+            worker.stop()
+        run.results["latency"] = {
+            "rate_offered": rate,
+            "seconds": seconds,
+            "sender": sending,
+            "observations_measured": tracker.measured,
+            "unmatched": tracker.unmatched(),
+            "decode_errors": tracker.errors,
+            "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
+            "to_alert_ms": percentiles(tracker.to_alert),
+            "worker_cpu_share": busy,
+            "worker_peak_rss_bytes": rss,
+        }
+        c = run.results["latency"]["to_consolidated_ms"]
+        run.log(
+            f"  latency at {sending['rate_achieved']:,.0f}/s: p50 {c['p50']:.0f} p95 {c['p95']:.0f} "
+            f"p99 {c['p99']:.0f} ms ({tracker.unmatched()} unmatched)"
+        )
+
+
+def scenario_backfill(run: Run) -> None:
+    span = run.sizes.history_span
+    with run.namespace("backfill") as ns:
+        files, gen_seconds = write_history(ns, run.run_dir / "history", span)
+        rows = sum(f.rows for f in files)
+        run.log(f"  history {span}: {rows:,} rows in {len(files)} files, generated in {gen_seconds:.1f} s")
+        produce_seconds = produce_history(ns, files)
+        run.log(f"  produced in {produce_seconds:.1f} s = {rows / produce_seconds:,.0f}/s")
+        worker = start_worker(ns, 1, run.run_dir / "backfill", run.worker_env)
+        try:
+            drain = wait_drained(ns, [worker], rows, run.timeout(rows, rate_floor=300.0))
+        finally:
+            worker.stop()
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.path.unlink()
+        run.results["backfill"] = {
+            "span": span,
+            "rows": rows,
+            "files": {f.reporter: f.rows for f in files},
+            "generate_seconds": gen_seconds,
+            "produce": {"seconds": produce_seconds, "rate": rows / produce_seconds},
+            "drain": _drain_json(drain),
+        }
+        run.log(f"  drained in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
+
+
+def _drain_json(drain: Drain) -> dict[str, Any]:
+    return {
+        "records": drain.records,
+        "seconds": drain.seconds,
+        "rate": drain.rate,
+        "wall_seconds": drain.wall_seconds,
+        "accepted": drain.accepted,
+        "rejected": drain.rejected,
+        "produced": drain.produced,
+        "cpu_seconds": drain.cpu_seconds,
+        "peak_rss_bytes": drain.peak_rss_bytes,
+    }
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", "1") or 1))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness, not speed")
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"comma-separated, of {','.join(SCENARIOS)}"
+    )
+    parser.add_argument("--drain", type=int, help="observations in the drains (default 500000 × scale)")
+    parser.add_argument("--peer-records", type=int, help="records for naive Faust and Quix (100000 × scale)")
+    parser.add_argument("--latency-rate", type=float, help="offered load, observations/s (5000)")
+    parser.add_argument("--latency-seconds", type=float, help="seconds of steady load (60)")
+    parser.add_argument("--history-days", type=int, help="days of history, ending 2025-12-31 (2010-2025)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false", help="no py-spy")
+    parser.add_argument("--keep", action="store_true", help="keep the namespaces (topics, keys) for a look")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (.local/bench)")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="STREAM_APP_X=V",
+        help="a setting for the worker processes (tuning the worker by its own settings)",
+    )
+    args = parser.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}")
+    if not 0 < args.scale <= 1:
+        parser.error("--scale must be in (0, 1]")
+    for item in args.worker_env:
+        if not item.startswith("STREAM_APP_") or "=" not in item:
+            parser.error(f"--worker-env {item!r}: expected STREAM_APP_NAME=VALUE")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    base = Settings()
+    check_loopback(base)
+    sizes = sizes_for(args.scale, args.smoke)
+    overrides = {
+        "drain": args.drain,
+        "peer_records": args.peer_records,
+        "latency_rate": args.latency_rate,
+        "latency_seconds": args.latency_seconds,
+        "history_days": args.history_days,
+    }
+    sizes = Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    run_dir = args.out / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    results: dict[str, Any] = {
+        "benchmark": "stream-app end to end",
+        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sizes": {**sizes.__dict__, "history_span": sizes.history_span, "smoke": args.smoke},
+        "machine": _machine(),
+        "code": _revision(),
+        "worker_settings": worker_env,
+    }
+    run = Run(args, base, sizes, run_dir, results, worker_env)
+    steps: list[tuple[str, Callable[[], None]]] = []
+    needs_mix = {"drain", "peers", "scale_out"} & set(args.only)
+    mix: Mix | None = None
+    if needs_mix:
+        run.log(f"generating {sizes.drain:,} observations of the simulator's live mix ...")
+        mix = generate_mix(load_blueprint(base), sizes.drain)
+        results["input"] = mix.describe()
+        run.log(
+            f"  {mix.describe()['records']:,} in {mix.seconds_to_generate:.1f} s: "
+            f"{mix.describe()['above_alert_level_share']:.1%} at or above an alert level, "
+            f"{mix.describe()['invalid_share']:.1%} invalid, {mix.describe()['json_share']:.1%} JSON"
+        )
+    if mix is not None and ({"drain", "peers"} & set(args.only)):
+        steps.append(("drain (1 worker) and side by side", lambda: scenario_drain(run, mix)))
+    if mix is not None and "scale_out" in args.only:
+        steps.append(("scale-out (2 workers)", lambda: scenario_scale_out(run, mix)))
+    if "latency" in args.only:
+        steps.append(("steady latency", lambda: scenario_latency(run)))
+    if "backfill" in args.only:
+        steps.append(("backfill", lambda: scenario_backfill(run)))
+    failures = 0
+    for title, step in steps:
+        run.log(f"{title} ...")
+        began = time.perf_counter()
+        try:
+            step()
+        except (BenchError, RuntimeError) as exc:
+            failures += 1
+            results.setdefault("failures", {})[title] = str(exc)[-3000:]
+            run.log(f"  FAILED: {str(exc)[:2000]}")
+        run.log(f"  ({time.perf_counter() - began:.0f} s)")
+    results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rows = report.rows(results)
+    results["table"] = rows
+    json_path = args.out / "results.json"
+    json_path.write_text(json.dumps(report.json_safe(results), indent=2) + "\n", encoding="utf-8")
+    (run_dir / "results.json").write_text(json_path.read_text(encoding="utf-8"), encoding="utf-8")
+    print()
+    print(report.table(rows))
+    print(report.profile_table(results.get("profile")))
+    chart = report.chart(results, args.out / "results.png")
+    print(f"\nresults: {json_path}" + (f", chart: {chart}" if chart else ", no chart (matplotlib missing)"))
+    print(f"logs and profiles: {run_dir}")
+    return 1 if failures else 0
+
+
+def _revision() -> dict[str, Any]:
+    """The commit measured, and whether the checkout had uncommitted changes."""
+    import subprocess  # noqa: PLC0415 - only here
+
+    def git(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603 - fixed git command lines
+            ["git", *args],  # noqa: S607 - git from PATH
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "python": sys.version.split()[0],
+        "note": "services and the benchmark share the machine; compare ratios taken in one run",
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

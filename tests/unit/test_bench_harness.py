@@ -1,0 +1,127 @@
+"""The benchmark harness's pure parts: the input mix, percentiles, profile categories, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.latency import percentiles
+from bench.profiling import categorise, parse_collapsed, summarise
+from bench.run import sizes_for
+from bench.workload import generate_mix
+from stream_app.runtime import load_blueprint
+from stream_app.settings import Settings
+
+
+def test_mix_is_the_realistic_share_of_alerting_and_invalid_records() -> None:
+    mix = generate_mix(load_blueprint(Settings.model_construct()), 3000, keep_meta=True)
+    described = mix.describe()
+    assert described["records"] == 3000
+    assert 0.05 <= described["above_alert_level_share"] <= 0.2
+    assert 0.005 <= described["invalid_share"] <= 0.08
+    assert set(described["by_reporter"]) >= {"MAE"}
+    with_meta = [i for i in mix.items if i.meta is not None]
+    assert len(with_meta) == 3000 - mix.invalid
+    ids = {i.meta.observation_id for i in with_meta if i.meta}
+    assert len(ids) == len(with_meta)
+
+
+def test_percentiles_count_the_unmatched_as_infinitely_late() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentiles(values)["p50"] == 50.0
+    assert percentiles(values)["p99"] == 99.0
+    late = percentiles(values, missing=5)
+    assert late["p95"] == 100.0  # rank 100 of 105
+    assert math.isinf(late["p99"])
+    assert late["count"] == 100
+    assert late["missing"] == 5
+    assert math.isnan(percentiles([])["p50"])
+
+
+@pytest.mark.parametrize(
+    ("frames", "category"),
+    [
+        (["main (x.py:1)", "_read_body (stream_app/codecs.py:141)"], "decode (Avro/JSON, input)"),
+        (["run (agents/intake.py:1)", "encode (stream_app/codecs.py:56)"], "encode (Avro, outputs)"),
+        (
+            [
+                "_drain_messages (faust/transport/consumer.py:1)",
+                "wait_first (mode/services.py:7)",
+                "wait (asyncio/tasks.py:428)",
+            ],
+            "Faust stream, ack and consumer machinery",
+        ),
+        (
+            ["run_forever (asyncio/base_events.py:1)", "_run (asyncio/events.py:80)"],
+            "asyncio event loop (scheduling, epoll)",
+        ),
+        (["send (aiokafka/producer/producer.py:510)"], "produce (faust topic send, aiokafka producer)"),
+        (["something (elsewhere.py:1)"], "other"),
+    ],
+)
+def test_profile_categories(frames: list[str], category: str) -> None:
+    assert categorise(frames) == category
+
+
+def test_profile_summary_in_microseconds_per_record(tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text(
+        "main (a.py:1);_read_body (stream_app/codecs.py:141) 30\n"
+        "main (a.py:1);validate (stream_app/validation.py:60) 10\n"
+        "broken line\n",
+        encoding="utf-8",
+    )
+    assert len(parse_collapsed(stacks.read_text(encoding="utf-8"))) == 2
+    summary = summarise(stacks, cpu_seconds=2.0, records=10_000)
+    assert summary["cpu_us_per_record"] == pytest.approx(200.0)
+    first = summary["categories"][0]
+    assert first["category"] == "decode (Avro/JSON, input)"
+    assert first["us_per_record"] == pytest.approx(150.0)
+
+
+def test_report_rows_ratios_and_strict_json(tmp_path: Path) -> None:
+    results = {
+        "peers": {
+            "floor": {"records": 1000, "seconds": 0.01, "rate": 100_000.0},
+            "naive_faust": {"records": 500, "seconds": 0.5, "rate": 1_000.0},
+            "quix": {"skipped": "Quix Streams virtualenv missing"},
+        },
+        "drain": {
+            "records": 1000,
+            "seconds": 0.5,
+            "rate": 2_000.0,
+            "peak_rss_bytes": [100 * 1024 * 1024],
+            "redis": {"bytes_of_keys": 1024 * 1024},
+        },
+        "latency": {
+            "seconds": 5.0,
+            "observations_measured": 100,
+            "sender": {"rate_achieved": 20.0},
+            "to_consolidated_ms": percentiles([1.0, 2.0], missing=1),
+            "to_alert_ms": percentiles([]),
+        },
+    }
+    rows = report.rows(results)
+    by_name = {r["row"]: r for r in rows}
+    assert by_name["this worker: drain, 1 worker"]["ratio"] == pytest.approx(0.02)
+    assert (
+        "skipped" not in by_name["Quix Streams peer"]["note"] or by_name["Quix Streams peer"]["rate"] is None
+    )
+    text = report.table(rows)
+    assert "floor: confluent-kafka consume + decode" in text
+    assert "inf" in text  # the unmatched observation shows as infinitely late
+    strict = json.dumps(report.json_safe({**results, "table": rows}), allow_nan=False)
+    assert "NaN" not in strict
+
+
+def test_sizes_scale_but_keep_the_offered_load() -> None:
+    full, tenth, smoke = sizes_for(1.0, False), sizes_for(0.1, False), sizes_for(1.0, True)
+    assert full.drain == 500_000
+    assert full.history_span == "2010-01-01:2025-12-31"
+    assert tenth.drain == 50_000
+    assert tenth.latency_rate == full.latency_rate == 5000.0
+    assert smoke.drain < 10_000
