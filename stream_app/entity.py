@@ -5,37 +5,111 @@ a clock tick, or a directive from the center — compute the new state and the r
 agent reads the states of a whole batch, applies records in order, publishes, then commits the states
 with their applied offsets atomically (``lua/commit_entity.lua``).
 
-Alert rules are data (``catalogue/rules.toml``, :mod:`stream_app.alerting`); each rule keeps its
-own state per entity (``r:<rule id>:<field>``), and what the center did about the alert
-(``m:<rule id>:<field>``: acknowledged by, assigned to, ...), in the entity's hash.
+What an entity keeps (see the README's Redis layout):
+
+- hourly and daily aggregates per series (``h:``, ``d:``: the rolling 24 h, 7 d and 30 d windows, and
+  the history the alert rules look at), and the reporting periods its values fall in (its own
+  frequency and every longer one: month, quarter, half-year, year, by the indicator's calendar) in a
+  separate ``periods`` hash, read per batch for the periods the batch touches only;
+- every observation applied (``seen``: id → revision, event time, value, quality, series) for the
+  retention, so a duplicate is recognised and a correction (a higher revision) *retracts* the old
+  value from every aggregate it counted in before adding the new one;
+- the periods still open (``po:``), closed by time (a tick or any record after the deadline), which
+  publishes their final values; a value for a closed period still updates it and is counted late;
+- alert rules' state (``r:``) and what the center did about each alert (``m:``).
+
+A step that needs data not loaded (a period or a range of past observations, known only once the
+state is read) records it in ``EntityState.missing``; the agent loads it and runs the batch again
+from the states as read, so the step stays pure and the common path reads Redis once.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from stream_app.aggregates import Bucket, expired, hour_of, rolling
+from stream_app.aggregates import (
+    DAY_RETENTION_DAYS,
+    HOUR_MS,
+    RETENTION_HOURS,
+    Agg,
+    close_time_ms,
+    hour_of,
+    period_by_label,
+    periods_of,
+    same_period_last_year,
+    slice_of,
+)
 from stream_app.alerting import BucketHistory, Rule, RuleBook, RuleState, Verdict, on_observation, on_tick
-from stream_app.calendar import local_date
-from stream_app.catalogue import Catalogue
+from stream_app.calendar import ReportingPeriod, local_date, period_of
+from stream_app.catalogue import Catalogue, Indicator
 from stream_app.model import Observation
 from stream_app.rules import Transition
 
-WINDOW_NAME = "rolling-24h"
-DAILY_RETENTION_DAYS = 32  # the deviation rules' 30-day baselines, and a little slack
-# Observation ids are remembered as long as anything they counted in (the daily totals) is kept.
-# They live in their own hash, read per batch only for the ids in the batch, so the state hash that
-# every batch reads stays small however many observations an entity receives.
-SEEN_RETENTION_HOURS = DAILY_RETENTION_DAYS * 24
-_BUCKET_PREFIX = "b:"
+_HOUR_PREFIX = "h:"
 _DAY_PREFIX = "d:"
+_OPEN_PREFIX = "po:"
 _OFFSET_PREFIX = "off:"
 _RULE_PREFIX = "r:"
 _META_PREFIX = "m:"
-_SCALARS = ("latest_value", "latest_event_time", "last_seen", "reporter", "latest_period")
+_SCALARS = (
+    "latest_value",
+    "latest_event_time",
+    "newest_event_time",
+    "last_seen",
+    "reporter",
+    "latest_period",
+)
+
+SeriesHour = tuple[str, int]  # (series, hour since the epoch)
+SeriesDay = tuple[str, int]  # (series, local day ordinal)
+SeriesPeriod = tuple[str, str]  # (series, period label)
+HourRange = tuple[int, int]  # [first hour, end hour) of event time
+
+
+def retention_start_ms(indicator: Indicator, newest_event_time: int) -> int:
+    """Observations and periods are kept from the start of the previous reporting year (of the
+    indicator's calendar) of the entity's newest value: this year and last, so the same period last
+    year is always at hand and a correction or a late value within two years is exact."""
+    this_year = period_of("annual", indicator.calendar, newest_event_time, indicator.deadline_day)
+    return period_of("annual", indicator.calendar, this_year.start_ms - 1, indicator.deadline_day).start_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """An observation as applied: enough to recognise it again and to retract it."""
+
+    revision: int
+    event_time: int
+    value: float
+    quality: str
+    series: str
+    earlier: tuple[int, ...] = ()  # revisions applied before this one (their redelivery is a duplicate)
+
+    @property
+    def hour(self) -> int:
+        return hour_of(self.event_time)
+
+    def knows(self, revision: int) -> bool:
+        """Whether ``revision`` of this observation was applied (now or before a correction)."""
+        return revision == self.revision or revision in self.earlier
+
+    def encode(self) -> str:
+        earlier = ".".join(str(r) for r in self.earlier)
+        return f"{self.revision},{self.event_time},{self.value!r},{self.quality},{earlier},{self.series}"
+
+    @staticmethod
+    def decode(value: bytes | str | None) -> Seen | None:
+        """A seen-hash value, or None for an id never applied."""
+        if value is None:
+            return None
+        text = value.decode() if isinstance(value, bytes) else value
+        revision, event_time, number, quality, earlier, series = text.split(",", 5)
+        before = tuple(int(r) for r in earlier.split(".")) if earlier else ()
+        return Seen(int(revision), int(event_time), float(number), quality, series, before)
 
 
 @dataclass(slots=True)
@@ -76,30 +150,41 @@ class AlertMeta:
 
 @dataclass(slots=True)
 class EntityState:
-    """What Redis holds for one entity, decoded. Mutable within one batch."""
+    """What Redis holds for one entity, decoded; mutable within one batch."""
 
-    latest_value: float = 0.0
+    latest_value: float = 0.0  # of the entity's own series (records without breakdowns)
     latest_event_time: int = -1
+    newest_event_time: int = -1  # of any series: retention counts back from it
     last_seen: int = -1  # processing time of the latest observation: absence rules count from it
     reporter: str = ""
     latest_period: str = ""
     offsets: dict[str, int] = field(default_factory=dict)
-    buckets: dict[int, Bucket] = field(default_factory=dict)
-    daily: dict[int, float] = field(default_factory=dict)  # local day ordinal -> the day's sum
-    # observation id -> (revision, hour), for the ids of the current batch only (read from the
-    # entity's seen-hash): recognises a record the intake published twice
-    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    hours: dict[SeriesHour, Agg] = field(default_factory=dict)
+    days: dict[SeriesDay, Agg] = field(default_factory=dict)
+    open_periods: dict[SeriesPeriod, int] = field(default_factory=dict)  # -> when it closes (epoch ms)
+    # Periods read from the periods hash (None: loaded, absent) and changed since.
+    periods: dict[SeriesPeriod, Agg | None] = field(default_factory=dict)
+    changed_periods: set[SeriesPeriod] = field(default_factory=set)
+    # Observations read from the seen hash (the batch's ids, and whole ranges when a correction
+    # needs them), and those applied since.
+    seen: dict[str, Seen] = field(default_factory=dict)
     new_seen: set[str] = field(default_factory=set)
-    seen_horizon_hour: int | None = None  # ids of hours up to this one are forgotten at commit
+    loaded_ranges: list[HourRange] = field(default_factory=list)
+    retention_ms: int | None = None  # observations and periods before this are forgotten at commit
     rules: dict[str, RuleState] = field(default_factory=dict)
     meta: dict[str, AlertMeta] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
+    # What a step needed but was not loaded: ("period", series, label) or ("range", first, end).
+    missing: set[tuple[str, Any, Any]] = field(default_factory=set)
+    # True when the state holds everything there is (a state built in memory: tests, a replay):
+    # a period or an observation it lacks does not exist, rather than is not loaded.
+    complete: bool = False
 
     @property
     def known(self) -> bool:
         """Whether this entity has ever reported (timer rules watch only known feeds)."""
-        return self.latest_event_time >= 0
+        return self.newest_event_time >= 0 or self.latest_event_time >= 0
 
     @staticmethod
     def from_hash(raw: dict[bytes, bytes]) -> EntityState:
@@ -110,16 +195,21 @@ class EntityState:
             name, value = raw_name.decode(), raw_value.decode()
             prefix, _, rest = name.partition(":")
             prefix += ":"
-            if prefix == _BUCKET_PREFIX:
-                state.buckets[int(rest)] = Bucket.decode(value)
+            if prefix == _HOUR_PREFIX:
+                series, _, hour = rest.rpartition(":")
+                state.hours[(series, int(hour))] = Agg.decode(value)
             elif prefix == _DAY_PREFIX:
-                state.daily[int(rest)] = float(value)
+                series, _, day = rest.rpartition(":")
+                state.days[(series, int(day))] = Agg.decode(value)
+            elif prefix == _OPEN_PREFIX:
+                series, _, label = rest.rpartition("|")
+                state.open_periods[(series, label)] = int(value)
             elif prefix == _OFFSET_PREFIX:
                 state.offsets[rest] = int(value)
             elif prefix in grouped:
                 rule_id, _, key = rest.rpartition(":")
                 grouped[prefix].setdefault(rule_id, {})[key] = value
-            elif name in ("latest_event_time", "last_seen"):
+            elif name in ("latest_event_time", "newest_event_time", "last_seen"):
                 setattr(state, name, int(value))
             elif name == "latest_value":
                 state.latest_value = float(value)
@@ -134,6 +224,7 @@ class EntityState:
         fields = {
             "latest_value": repr(self.latest_value),
             "latest_event_time": str(self.latest_event_time),
+            "newest_event_time": str(self.newest_event_time),
             "last_seen": str(self.last_seen),
             "reporter": self.reporter,
             "latest_period": self.latest_period,
@@ -141,10 +232,15 @@ class EntityState:
         for name in self.changed:
             prefix, _, rest = name.partition(":")
             prefix += ":"
-            if prefix == _BUCKET_PREFIX:
-                fields[name] = self.buckets[int(rest)].encode()
+            if prefix == _HOUR_PREFIX:
+                series, _, hour = rest.rpartition(":")
+                fields[name] = self.hours[(series, int(hour))].encode()
             elif prefix == _DAY_PREFIX:
-                fields[name] = repr(self.daily[int(rest)])
+                series, _, day = rest.rpartition(":")
+                fields[name] = self.days[(series, int(day))].encode()
+            elif prefix == _OPEN_PREFIX:
+                series, _, label = rest.rpartition("|")
+                fields[name] = str(self.open_periods[(series, label)])
             elif prefix == _RULE_PREFIX:
                 for key, value in self.rules[rest].to_fields().items():
                     fields[f"{_RULE_PREFIX}{rest}:{key}"] = value
@@ -154,8 +250,63 @@ class EntityState:
         return fields
 
     def removed_fields(self) -> list[str]:
-        """Fields that fell out of retention since the state was read."""
-        return sorted(self.removed)
+        """Fields that fell out of retention (or were emptied by a correction) since the state was read."""
+        return sorted(self.removed - self.changed)
+
+    # ------------------------------------------------------------------ periods (the periods hash)
+
+    def period_updates(self, indicator: Indicator) -> list[tuple[str, str | None, int]]:
+        """(field, encoded aggregate or None to delete, period end in epoch ms) of changed periods."""
+        out = []
+        for series, label in sorted(self.changed_periods):
+            agg = self.periods.get((series, label))
+            end = period_by_label(label, indicator.calendar, indicator.deadline_day).end_ms
+            out.append((f"{series}|{label}", None if agg is None else agg.encode(), end))
+        return out
+
+    def period(self, key: SeriesPeriod) -> Agg | None:
+        """A period's aggregate (None: no values yet); records it as missing when not loaded."""
+        if key not in self.periods and not self.complete:
+            self.missing.add(("period", key[0], key[1]))
+        return self.periods.get(key)
+
+    def has_period(self, key: SeriesPeriod) -> bool:
+        if key in self.periods or self.complete:
+            return True
+        self.missing.add(("period", key[0], key[1]))
+        return False
+
+    def set_period(self, key: SeriesPeriod, agg: Agg | None) -> None:
+        self.periods[key] = agg
+        self.changed_periods.add(key)
+
+    # ------------------------------------------------------------------ observations (the seen hash)
+
+    def put_seen(self, observation_id: str, seen: Seen) -> None:
+        """Remember ``observation_id`` as applied with this revision and value."""
+        self.seen[observation_id] = seen
+        self.new_seen.add(observation_id)
+
+    def seen_updates(self) -> list[tuple[str, str, int]]:
+        """(observation id, encoded record, hour) of the ids applied since the state was read."""
+        return [(o, self.seen[o].encode(), self.seen[o].hour) for o in sorted(self.new_seen)]
+
+    def range_loaded(self, first_hour: int, end_hour: int) -> bool:
+        """Whether every observation of ``[first_hour, end_hour)`` is in ``seen``; else recorded missing."""
+        if self.complete or any(lo <= first_hour and end_hour <= hi for lo, hi in self.loaded_ranges):
+            return True
+        self.missing.add(("range", first_hour, end_hour))
+        return False
+
+    def values_in(
+        self, series: str, first_ms: int, end_ms: int, without: str
+    ) -> Iterator[tuple[float, int, str]]:
+        """(value, event time, id) of the current observations of ``series`` in a time range, but one."""
+        for observation_id, seen in self.seen.items():
+            if observation_id != without and seen.series == series and first_ms <= seen.event_time < end_ms:
+                yield seen.value, seen.event_time, observation_id
+
+    # ------------------------------------------------------------------ rules
 
     def rule_state(self, rule_id: str) -> RuleState:
         """The state of one rule (a new rule starts clear); marked for writing."""
@@ -173,49 +324,52 @@ class EntityState:
         self.changed.add(f"{_META_PREFIX}{rule_id}")
         return meta
 
-    def add_value(self, value: float, event_time: int) -> None:
-        """Count ``value`` in its hour's bucket and its local day's total."""
-        hour = hour_of(event_time)
-        previous = self.buckets.get(hour)
-        self.buckets[hour] = previous.add(value) if previous else Bucket.of(value)
-        self.changed.add(f"{_BUCKET_PREFIX}{hour}")
-        day = local_date(event_time).toordinal()
-        self.daily[day] = self.daily.get(day, 0.0) + value
-        self.changed.add(f"{_DAY_PREFIX}{day}")
-
-    def put_seen(self, observation_id: str, revision: int, hour: int) -> None:
-        """Remember that ``observation_id`` at ``revision`` was applied."""
-        self.seen[observation_id] = (revision, hour)
-        self.new_seen.add(observation_id)
-
-    def seen_updates(self) -> list[tuple[str, str, int]]:
-        """(observation id, "revision,hour", hour) of the ids applied since the state was read."""
-        return [(o, f"{self.seen[o][0]},{self.seen[o][1]}", self.seen[o][1]) for o in sorted(self.new_seen)]
-
-    @staticmethod
-    def decode_seen(value: bytes | None) -> tuple[int, int] | None:
-        """A seen-hash value, or None for an id never applied."""
-        if value is None:
-            return None
-        revision, hour = value.decode().split(",")
-        return int(revision), int(hour)
-
-    def expire(self, newest_hour: int) -> None:
-        """Drop buckets and daily totals older than their retention; mark older observation ids for
-        the commit to forget."""
-        for hour in expired(self.buckets, newest_hour):
-            del self.buckets[hour]
-            self._forget(f"{_BUCKET_PREFIX}{hour}")
-        horizon = newest_hour - SEEN_RETENTION_HOURS
-        self.seen_horizon_hour = max(horizon, self.seen_horizon_hour or horizon)
-        oldest_day = local_date(newest_hour * 3_600_000).toordinal() - DAILY_RETENTION_DAYS
-        for day in [d for d in self.daily if d < oldest_day]:
-            del self.daily[day]
-            self._forget(f"{_DAY_PREFIX}{day}")
-
     def history(self) -> BucketHistory:
-        """What the rules may ask of this entity's past."""
-        return BucketHistory(self.buckets, {date.fromordinal(d): v for d, v in self.daily.items()})
+        """What the rules may ask of the entity's own series' past."""
+        return BucketHistory(
+            {h: a for (s, h), a in self.hours.items() if s == ""},
+            {date.fromordinal(d): a.sum for (s, d), a in self.days.items() if s == ""},
+        )
+
+    # ------------------------------------------------------------------ hourly and daily aggregates
+
+    def set_hour(self, key: SeriesHour, agg: Agg | None) -> None:
+        self._set(self.hours, key, agg, f"{_HOUR_PREFIX}{key[0]}:{key[1]}")
+
+    def set_day(self, key: SeriesDay, agg: Agg | None) -> None:
+        self._set(self.days, key, agg, f"{_DAY_PREFIX}{key[0]}:{key[1]}")
+
+    def open_period(self, key: SeriesPeriod, closes_at: int) -> None:
+        self.open_periods[key] = closes_at
+        self.changed.add(f"{_OPEN_PREFIX}{key[0]}|{key[1]}")
+
+    def close_period(self, key: SeriesPeriod) -> None:
+        del self.open_periods[key]
+        self._forget(f"{_OPEN_PREFIX}{key[0]}|{key[1]}")
+
+    def _set(self, table: dict[Any, Agg], key: Any, agg: Agg | None, name: str) -> None:
+        if agg is None:
+            table.pop(key, None)
+            self._forget(name)
+        else:
+            table[key] = agg
+            self.changed.add(name)
+            self.removed.discard(name)
+
+    def expire(self) -> None:
+        """Drop hourly aggregates older than 48 h and daily ones older than 32 days (of event time,
+        counted back from the newest value)."""
+        newest_hour = hour_of(self.newest_event_time)
+        for key in [k for k in self.hours if k[1] <= newest_hour - RETENTION_HOURS]:
+            self.set_hour(key, None)
+        oldest_day = local_date(self.newest_event_time).toordinal() - DAY_RETENTION_DAYS
+        for key in [k for k in self.days if k[1] < oldest_day]:
+            self.set_day(key, None)
+
+    def latest_of(self, series: str) -> Agg | None:
+        """The newest day of a series: its ``last`` is the series' latest value."""
+        days = [a for (s, _), a in self.days.items() if s == series]
+        return max(days, key=lambda a: (a.last_time, a.last_id)) if days else None
 
     def _forget(self, name: str) -> None:
         self.changed.discard(name)
@@ -245,13 +399,17 @@ class EntityKey:
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What one record did: skipped (already applied), or the records to publish."""
+    """What one record did: skipped (already applied, a duplicate, stale, beyond retention), pending
+    (data to load first: see ``EntityState.missing``), or applied with the alerts to publish."""
 
     skipped: bool
     duplicate: bool = False
     stale: bool = False
+    beyond_retention: bool = False
+    pending: bool = False
+    revision: bool = False  # a correction: the earlier revision's value was retracted
+    late: bool = False  # its reporting period had already closed when it arrived
     alerts: tuple[dict[str, Any], ...] = ()
-    consolidated: dict[str, Any] | None = None
 
     @property
     def alert(self) -> dict[str, Any] | None:
@@ -268,6 +426,17 @@ class Context:
     now_ms: int
 
 
+@dataclass(slots=True)
+class Touched:
+    """What a batch changed in one entity, for the records published once per batch (debounced)."""
+
+    periods: set[SeriesPeriod] = field(default_factory=set)
+    closed: set[SeriesPeriod] = field(default_factory=set)
+    late: set[SeriesPeriod] = field(default_factory=set)
+    revision: int = 0
+    reporter: str = ""
+
+
 def already_applied(state: EntityState, source: str, offset: int) -> bool:
     """Whether the record at ``offset`` of ``source`` is already in ``state`` (a redelivery).
 
@@ -280,6 +449,13 @@ def already_applied(state: EntityState, source: str, offset: int) -> bool:
     return False
 
 
+def needed_periods(indicator: Indicator, obs: Observation) -> list[SeriesPeriod]:
+    """The periods applying ``obs`` reads: those it counts in and the same periods last year."""
+    series = slice_of(obs.breakdowns)
+    periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
+    return [(series, p.label) for p in periods] + [(series, same_period_last_year(p.label)) for p in periods]
+
+
 def apply(
     state: EntityState,
     obs: Observation,
@@ -287,38 +463,157 @@ def apply(
     source: str,
     offset: int,
     ctx: Context,
+    touched: Touched | None = None,
 ) -> StepResult:
     """Apply ``obs`` (read at ``offset`` of ``source``) to ``state`` in place.
 
     Skipped, with no effect:
     - an offset at or below the one already applied for ``source``: Redis already holds its effects
       (a redelivery after a crash or rebalance);
-    - an observation id already applied at this revision: the same record published twice upstream
-      (the intake is at-least-once) — ``duplicate``;
-    - an observation id already applied at a later revision: a correction arrived before this older
-      version — ``stale``, for the reporter's dead-letter topic.
-    Corrections (a higher revision) are applied as new values here; retracting the old value is
-    the aggregates' job (issue 5).
+    - an observation id already applied at this revision (or at this revision before a correction):
+      the same record published twice upstream (the intake is at-least-once) — ``duplicate``;
+    - an observation id applied at a later revision, never at this one — ``stale``, for the
+      dead-letter topic;
+    - a value older than the retention (the previous reporting year): neither a duplicate nor a
+      correction can be recognised there — ``beyond_retention``, for the dead-letter topic.
+    A correction (a higher revision) first retracts the earlier value from every aggregate it
+    counted in. ``pending``: data must be loaded first (``state.missing``); the agent runs the batch
+    again once it is.
     """
+    touched = touched if touched is not None else Touched()
     if already_applied(state, source, offset):
         return StepResult(skipped=True)
-    hour = hour_of(obs.event_time)
+    indicator = ctx.catalogue.indicators[obs.indicator]
+    newest = max(state.newest_event_time, obs.event_time)
+    retention = retention_start_ms(indicator, newest)
+    if obs.event_time < retention:
+        return StepResult(skipped=True, beyond_retention=True)
     known = state.seen.get(obs.observation_id)
-    if known is not None and known[0] > obs.revision:
-        return StepResult(skipped=True, stale=True)
-    if known is not None and known[0] == obs.revision:
+    if known is not None and known.knows(obs.revision):
+        # the same record again: published twice upstream, or an earlier revision re-sent by the
+        # intake after a crash, once the correction was already applied
         return StepResult(skipped=True, duplicate=True)
-    state.put_seen(obs.observation_id, obs.revision, hour)
+    if known is not None and known.revision > obs.revision:
+        return StepResult(skipped=True, stale=True)
 
-    state.add_value(obs.value, obs.event_time)
-    state.expire(hour_of(max(obs.event_time, state.latest_event_time)))
-    if obs.event_time >= state.latest_event_time:
-        state.latest_value, state.latest_event_time = obs.value, obs.event_time
+    series = slice_of(obs.breakdowns)
+    periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
+    ready = all([state.has_period(k) for k in needed_periods(indicator, obs)])
+    old_periods: tuple[ReportingPeriod, ...] = ()
+    if known is not None:
+        old_periods = periods_of(
+            indicator.frequency, indicator.calendar, indicator.deadline_day, known.event_time
+        )
+        year = old_periods[-1]
+        ready = state.range_loaded(hour_of(year.start_ms), hour_of(year.end_ms - 1) + 1) and ready
+        keys = [(known.series, p.label) for p in old_periods]
+        ready = all([state.has_period(k) for k in keys]) and ready
+        ready = all([state.has_period((s, same_period_last_year(lb))) for s, lb in keys]) and ready
+    if not ready:
+        return StepResult(skipped=False, pending=True)
+
+    if known is not None:
+        _retract(state, obs.observation_id, known, old_periods, touched)
+    earlier = (*known.earlier, known.revision) if known is not None else ()
+    state.put_seen(
+        obs.observation_id, Seen(obs.revision, obs.event_time, obs.value, obs.quality.value, series, earlier)
+    )
+    state.newest_event_time = newest
+    state.retention_ms = max(retention, state.retention_ms or retention)
+    late = _count(state, obs, series=series, periods=periods, ctx=ctx, touched=touched)
+    state.expire()
+    if series == "" or (known is not None and known.series == ""):  # a correction may retract the latest
+        latest = state.latest_of("")
+        if latest is not None:
+            state.latest_value, state.latest_event_time = latest.last_value, latest.last_time
     state.last_seen = max(state.last_seen, ctx.now_ms)
-    state.reporter = obs.reporter
+    state.reporter = touched.reporter = obs.reporter
+    touched.revision = obs.revision
     if obs.period and obs.period > state.latest_period:
         state.latest_period = obs.period
+    alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
+    close_due(state, ctx, touched)
+    return StepResult(skipped=False, revision=known is not None, late=late, alerts=alerts)
 
+
+def _count(
+    state: EntityState,
+    obs: Observation,
+    *,
+    series: str,
+    periods: tuple[ReportingPeriod, ...],
+    ctx: Context,
+    touched: Touched,
+) -> bool:
+    """Count the value in its hour, its local day and its periods; whether it arrived late."""
+    args = (obs.value, obs.event_time, obs.observation_id, obs.quality.value, ctx.now_ms)
+    hour_key = (series, hour_of(obs.event_time))
+    hour = state.hours.get(hour_key)
+    state.set_hour(hour_key, hour.add(*args) if hour else Agg.of(*args))
+    day_key = (series, local_date(obs.event_time).toordinal())
+    day = state.days.get(day_key)
+    state.set_day(day_key, day.add(*args) if day else Agg.of(*args))
+    late = False
+    for index, period in enumerate(periods):
+        key = (series, period.label)
+        agg = state.periods.get(key)
+        state.set_period(key, agg.add(*args) if agg else Agg.of(*args))
+        touched.periods.add(key)
+        closes = close_time_ms(period)
+        if closes > ctx.now_ms:
+            if key not in state.open_periods:
+                state.open_period(key, closes)
+        elif index == 0:
+            late = True
+            touched.late.add(key)
+    return late
+
+
+def _retract(
+    state: EntityState,
+    observation_id: str,
+    old: Seen,
+    periods: tuple[ReportingPeriod, ...],
+    touched: Touched,
+) -> None:
+    """Take an earlier revision's value out of every aggregate it counted in."""
+
+    def without(agg: Agg, first_ms: int, end_ms: int) -> Agg | None:
+        rest = None
+        if agg.needs_rescan(old.value, old.event_time, observation_id):
+            rest = state.values_in(old.series, first_ms, end_ms, without=observation_id)
+        return agg.remove(old.value, old.quality, rest)
+
+    hour_key = (old.series, old.hour)
+    hour = state.hours.get(hour_key)
+    if hour is not None:
+        state.set_hour(hour_key, without(hour, old.hour * HOUR_MS, (old.hour + 1) * HOUR_MS))
+    day = local_date(old.event_time)
+    day_key = (old.series, day.toordinal())
+    day_agg = state.days.get(day_key)
+    if day_agg is not None:
+        first = period_of("daily", "decree09", old.event_time)
+        state.set_day(day_key, without(day_agg, first.start_ms, first.end_ms))
+    for period in periods:
+        key = (old.series, period.label)
+        agg = state.periods.get(key)
+        if agg is not None:
+            state.set_period(key, without(agg, period.start_ms, period.end_ms))
+            touched.periods.add(key)
+
+
+def close_due(state: EntityState, ctx: Context, touched: Touched) -> None:
+    """Close the periods whose deadline has passed: their final values are published."""
+    for key, closes in sorted(state.open_periods.items()):
+        if closes > ctx.now_ms:
+            continue
+        last_year = (key[0], same_period_last_year(key[1]))
+        if state.has_period(key) & state.has_period(last_year):
+            state.close_period(key)
+            touched.closed.add(key)
+
+
+def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[dict[str, Any], ...]:
     history = state.history()
     alerts = []
     for rule in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station):
@@ -331,30 +626,42 @@ def apply(
             now_ms=ctx.now_ms,
         )
         if verdict.transition is not None:
-            cause = f"{obs.observation_id}#{obs.revision}"
             alerts.append(
                 _alert(
                     state,
                     rule,
                     verdict,
                     EntityKey(obs.indicator, obs.region, obs.station),
-                    cause=cause,
+                    cause=f"{obs.observation_id}#{obs.revision}",
                     ctx=ctx,
                     observation_id=obs.observation_id,
                     event_time=obs.event_time,
                 )
             )
-    return StepResult(skipped=False, alerts=tuple(alerts), consolidated=consolidated_record(state, obs, ctx))
+    return tuple(alerts)
 
 
-def tick(state: EntityState, entity: EntityKey, *, source: str, offset: int, ctx: Context) -> StepResult:
-    """Evaluate the timer rules (absence, late report) of ``entity`` at the tick's time ``ctx.now_ms``.
+def tick(
+    state: EntityState,
+    entity: EntityKey,
+    *,
+    source: str,
+    offset: int,
+    ctx: Context,
+    touched: Touched | None = None,
+) -> StepResult:
+    """At the tick's time ``ctx.now_ms``: close the periods whose deadline has passed, and evaluate
+    the timer rules (absence, late report).
 
     Only feeds that have reported at least once are watched: a feed never connected is the
     compliance view's business (the article's "40/78 connected"), not an alert storm at first start.
     """
+    touched = touched if touched is not None else Touched()
     if not state.known or already_applied(state, source, offset):
         return StepResult(skipped=True)
+    close_due(state, ctx, touched)
+    if state.missing:
+        return StepResult(skipped=False, pending=True)
     indicator = ctx.catalogue.indicators[entity.indicator]
     alerts = []
     for rule in ctx.rulebook.timer_rules_for(entity.indicator, entity.region, entity.station):
@@ -500,40 +807,6 @@ def _alert(
         "comment": meta.comment or None,
         "directive_id": (meta.directive_id or None) if event_type != "TRANSITION" else None,
         "event_time": event_time,
-        "processing_time": ctx.now_ms,
-    }
-
-
-def consolidated_record(state: EntityState, obs: Observation, ctx: Context) -> dict[str, Any]:
-    """The consolidated view of the entity after ``obs``: latest value, rolling 24 h, alert level."""
-    window = rolling(state.buckets, hour_of(state.latest_event_time))
-    levels_rule = next(
-        (r for r in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station) if r.kind == "levels"),
-        None,
-    )
-    level, level_code = 0, "NONE"
-    if levels_rule is not None:
-        rule_state = state.rules.get(levels_rule.rule_id)
-        level = rule_state.level if rule_state else 0
-        level_code = levels_rule.levels[level].code if levels_rule.levels else str(level)
-    return {
-        "key": f"{obs.indicator}:{obs.region}:{obs.station or '-'}:{WINDOW_NAME}",
-        "indicator": obs.indicator,
-        "reporter": obs.reporter,
-        "region": obs.region,
-        "station": obs.station,
-        "window": WINDOW_NAME,
-        "latest_value": state.latest_value,
-        "latest_event_time": state.latest_event_time,
-        "count": window.count,
-        "sum": window.total,
-        "mean": window.mean,
-        "min": window.low,
-        "max": window.high,
-        "alert_level": level,
-        "alert_level_code": level_code,
-        "quality": obs.quality.value,
-        "revision": obs.revision,
         "processing_time": ctx.now_ms,
     }
 

@@ -187,3 +187,27 @@ ALERTMANAGER_ACTIVE = Gauge(
 )
 # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, process_start_time_seconds
 ProcessCollector(registry=REGISTRY)
+
+# --- aggregates and consolidated events (issue 5) -----------------------------------------------
+REVISIONS = Counter(
+    "stream_app_revisions_total",
+    "Corrections applied: an observation id at a higher revision, its earlier value retracted first.",
+    registry=REGISTRY,
+)
+LATE_OBSERVATIONS = Counter(
+    "stream_app_late_observations_total",
+    "Observations for a reporting period already closed (past its deadline) when they arrived, by reporter.",
+    ["reporter"],
+    registry=REGISTRY,
+)
+CONSOLIDATED_EVENTS = Counter(
+    "stream_app_consolidated_events_total",
+    "Consolidated records published, by kind (update, late_update, period_close, rollup, briefing).",
+    ["kind"],
+    registry=REGISTRY,
+)
+PERIODS_CLOSED = Counter(
+    "stream_app_periods_closed_total",
+    "Reporting periods closed at their deadline (by a tick or a later record); their final values published.",
+    registry=REGISTRY,
+)

@@ -87,6 +87,8 @@ def load_blueprint(settings: Settings) -> Blueprint:
         "directives",
         "directives_dead_letter",
         "repartition",
+        "rollup",
+        "briefings",
     ):
         blueprint.topic_by_role(role)  # exactly one of each, or a ConfigurationError
     domains = {t.domain for t in topics if t.role == "domain_alerts"}

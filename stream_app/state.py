@@ -6,23 +6,25 @@ commit touches lives in one slot.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stream_app.entity import EntityState
+from stream_app.aggregates import Agg
+from stream_app.catalogue import Indicator
+from stream_app.entity import EntityState, HourRange, Seen, SeriesPeriod
 from stream_app.retry import retry_until_done
 from stream_app.settings import Settings
 
 T = TypeVar("T")
 
-STATE_TTL_S = (
-    35 * 24 * 3600
-)  # longer than every retention inside (32 days of daily sums), so idle entities age out
+# Every key of an entity lives as long as the retention inside it (this and the previous reporting
+# year of its newest value) after the last write, so idle entities age out.
+STATE_TTL_S = 800 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,38 @@ class Commit:
     state: EntityState
     source: str
     offset: int
+    indicator: Indicator
+
+
+@dataclass(slots=True)
+class EntityReads:
+    """What was read of one entity, raw: a batch run again after more reads starts from these."""
+
+    state: dict[bytes, bytes] = field(default_factory=dict)
+    seen: dict[str, bytes | None] = field(default_factory=dict)
+    periods: dict[SeriesPeriod, bytes | None] = field(default_factory=dict)
+    ranges: list[HourRange] = field(default_factory=list)
+
+    def build(self) -> EntityState:
+        """A fresh decoded state from the reads."""
+        state = EntityState.from_hash(self.state)
+        for observation_id, raw in self.seen.items():
+            known = Seen.decode(raw)
+            if known is not None:
+                state.seen[observation_id] = known
+        state.periods = {k: None if v is None else Agg.decode(v.decode()) for k, v in self.periods.items()}
+        state.loaded_ranges = list(self.ranges)
+        return state
+
+
+@dataclass(slots=True)
+class ReadRequest:
+    """What to read of one entity: its state hash (once), observation ids, periods, ranges."""
+
+    state: bool = False
+    ids: set[str] = field(default_factory=set)
+    periods: set[SeriesPeriod] = field(default_factory=set)
+    ranges: set[HourRange] = field(default_factory=set)
 
 
 def connect(settings: Settings) -> aioredis.Redis:
@@ -53,76 +87,98 @@ class StateStore:
         self._client = client
         self._settings = settings
         self._prefix = settings.redis_key_prefix
-        script = resources.files("stream_app").joinpath("lua/commit_entity.lua").read_text(encoding="utf-8")
-        self._commit_script = client.register_script(script)
+        self._commit_script = client.register_script(lua_script("commit_entity.lua"))
+        self._range_script = client.register_script(lua_script("observations_between.lua"))
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
 
     def key(self, entity: str, part: str = "state") -> str:
-        """A key of ``entity``: its ``state`` hash, its ``seen`` hash or its ``seen-index``."""
+        """A key of ``entity``: ``state``, ``seen``, ``seen-index``, ``periods``, ``periods-index``."""
         return f"{self._prefix}:{{{entity}}}:{part}"
+
+    def global_key(self, *parts: str) -> str:
+        """A key outside any entity (the periods-due registry, indexes for the query API)."""
+        return ":".join((self._prefix, *parts))
+
+    async def read(self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]) -> None:
+        """Read what ``requests`` ask for, in one round trip, into ``into`` (per entity)."""
+        plan: list[tuple[str, str, Any]] = []
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                plan.clear()
+                for entity, request in requests.items():
+                    if request.state:
+                        pipe.hgetall(self.key(entity))
+                        plan.append((entity, "state", None))
+                    if request.ids:
+                        ids = sorted(request.ids)
+                        pipe.hmget(self.key(entity, "seen"), ids)
+                        plan.append((entity, "seen", ids))
+                    if request.periods:
+                        keys = sorted(request.periods)
+                        pipe.hmget(self.key(entity, "periods"), [f"{s}|{lb}" for s, lb in keys])
+                        plan.append((entity, "periods", keys))
+                    for first, end in sorted(request.ranges):
+                        seen, index = self.key(entity, "seen"), self.key(entity, "seen-index")
+                        await self._range_script(keys=[seen, index], args=[first, end], client=pipe)
+                        plan.append((entity, "range", (first, end)))
+                result: list[Any] = await pipe.execute()
+                return result
+
+        replies = await self.with_retry("load", run)
+        for (entity, kind, arg), reply in zip(plan, replies, strict=True):
+            reads = into.setdefault(entity, EntityReads())
+            if kind == "state":
+                reads.state = reply
+            elif kind == "seen":
+                reads.seen.update(zip(arg, reply, strict=True))
+            elif kind == "periods":
+                reads.periods.update(zip(arg, reply, strict=True))
+            else:
+                pairs = iter(reply)
+                for observation_id, raw in zip(pairs, pairs, strict=True):
+                    reads.seen[observation_id.decode()] = raw
+                reads.ranges.append(arg)
 
     async def load(
         self, entities: Iterable[str], seen_ids: dict[str, list[str]] | None = None
     ) -> dict[str, EntityState]:
-        """States of ``entities`` (new entities get an empty state), with whether each observation id
-        in ``seen_ids`` (per entity) was already applied, in one round trip."""
-        names = list(entities)
-        wanted = seen_ids or {}
+        """States of ``entities`` (new entities get an empty state) with the observation ids of
+        ``seen_ids`` (per entity) that were already applied, in one round trip."""
+        requests = {e: ReadRequest(state=True, ids=set((seen_ids or {}).get(e, ()))) for e in entities}
+        reads: dict[str, EntityReads] = {}
+        await self.read(requests, reads)
+        return {entity: reads[entity].build() for entity in requests}
 
-        async def read() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for entity in names:
-                    pipe.hgetall(self.key(entity))
-                    ids = wanted.get(entity)
-                    if ids:
-                        pipe.hmget(self.key(entity, "seen"), ids)
-                result: list[Any] = await pipe.execute()
-                return result
+    async def commit(self, commits: list[Commit], before: Sequence[tuple[Any, ...]] = ()) -> int:
+        """Write every commit atomically per entity, in one round trip; returns how many were written.
 
-        replies = iter(await self.with_retry("load", read))
-        states = {}
-        for entity in names:
-            state = EntityState.from_hash(next(replies))
-            ids = wanted.get(entity)
-            if ids:
-                for observation_id, value in zip(ids, next(replies), strict=True):
-                    known = EntityState.decode_seen(value)
-                    if known is not None:
-                        state.seen[observation_id] = known
-            states[entity] = state
-        return states
-
-    async def commit(self, commits: list[Commit]) -> int:
-        """Write every commit atomically per entity, in one round trip; returns how many were written."""
-        if not commits:
+        ``before``: single-key commands sent first in the same round trip (indexes that are safe to
+        write more than once: the periods-due registry, the query API's indexes).
+        """
+        if not commits and not before:
             return 0
 
         async def write() -> int:
             async with self._client.pipeline(transaction=False) as pipe:
+                for command in before:
+                    pipe.execute_command(*command)
                 for c in commits:
-                    removed = c.state.removed_fields()
-                    fields = c.state.to_fields()
-                    seen = c.state.seen_updates()
-                    horizon = c.state.seen_horizon_hour
-                    args: list[str | int] = [
-                        EntityState.offset_field(c.source),
-                        c.offset,
-                        STATE_TTL_S,
-                        "" if horizon is None else horizon,
-                        len(removed),
-                        len(fields),
-                        len(seen),
-                        *removed,
-                    ]
-                    for name, value in fields.items():
-                        args.extend((name, value))
-                    for observation_id, value, hour in seen:
-                        args.extend((observation_id, value, hour))
-                    keys = [self.key(c.entity), self.key(c.entity, "seen"), self.key(c.entity, "seen-index")]
-                    await self._commit_script(keys=keys, args=args, client=pipe)
+                    await self._commit_script(
+                        keys=self._commit_keys(c.entity), args=_commit_args(c), client=pipe
+                    )
                 results = await pipe.execute()
-                return sum(int(r) for r in results)
+                return sum(int(r) for r in results[len(before) :])
 
         return await self.with_retry("commit", write)
+
+    def _commit_keys(self, entity: str) -> list[str]:
+        return [
+            self.key(entity, part) for part in ("state", "seen", "seen-index", "periods", "periods-index")
+        ]
 
     async def with_retry(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.retry)."""
@@ -131,3 +187,33 @@ class StateStore:
 
 def _redis_failure(exc: Exception) -> bool:
     return isinstance(exc, (RedisError, OSError, TimeoutError))
+
+
+def lua_script(name: str) -> str:
+    return resources.files("stream_app").joinpath(f"lua/{name}").read_text(encoding="utf-8")
+
+
+def _commit_args(c: Commit) -> list[str | int]:
+    removed = c.state.removed_fields()
+    fields = c.state.to_fields()
+    seen = c.state.seen_updates()
+    periods = c.state.period_updates(c.indicator)
+    retention = c.state.retention_ms
+    args: list[str | int] = [
+        EntityState.offset_field(c.source),
+        c.offset,
+        STATE_TTL_S,
+        "" if retention is None else retention,
+        len(removed),
+        len(fields),
+        len(seen),
+        len(periods),
+        *removed,
+    ]
+    for name, value in fields.items():
+        args.extend((name, value))
+    for observation_id, record, hour in seen:
+        args.extend((observation_id, record, hour))
+    for name, aggregate, ends in periods:
+        args.extend((name, aggregate or "", ends))
+    return args

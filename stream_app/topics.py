@@ -27,6 +27,8 @@ ROLES = frozenset(
         "dead_letter",  # a reporter's rejected records
         "reporter_directives",  # the center's directives about one reporter's alerts
         "repartition",  # internal: observations, ticks and directives keyed by entity
+        "rollup",  # internal: entities' period aggregates keyed by roll-up target (national, province)
+        "briefings",  # the daily briefing
         "alerts",  # every alert change
         "domain_alerts",  # the alert changes of one domain
         "active_alerts",  # compacted: the open alerts

@@ -10,10 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Protocol
 
 from stream_app.aggregates import Bucket, hour_of
 from stream_app.alerting.model import HOUR_MS
 from stream_app.calendar import local_date
+
+
+class Ranged(Protocol):
+    """What the rules read of an hour's aggregate."""
+
+    @property
+    def low(self) -> float: ...
+
+    @property
+    def high(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +32,7 @@ class BucketHistory:
     """``History`` from hourly buckets (hour since the epoch -> bucket) and daily totals (local
     day -> the day's sum). Hour-granular: ``min_since`` covers the whole hour holding ``since_ms``."""
 
-    buckets: Mapping[int, Bucket]
+    buckets: Mapping[int, Ranged]
     totals: Mapping[date, float] = field(default_factory=dict)
 
     def min_since(self, since_ms: int) -> float | None:

@@ -1,20 +1,23 @@
 -- Commit one entity's state together with the input offset that produced it, atomically.
--- KEYS[1]  the entity's state hash
--- KEYS[2]  the entity's seen hash (observation id -> "revision,hour")
--- KEYS[3]  the entity's seen index (sorted set: observation id scored by its event hour)
+-- KEYS[1]  the entity's state hash            KEYS[2]  its seen hash (observation id -> record)
+-- KEYS[3]  its seen index (sorted set: observation id scored by its event hour)
+-- KEYS[4]  its periods hash ("series|label" -> aggregate)
+-- KEYS[5]  its periods index (sorted set: "series|label" scored by the period's end, epoch ms)
 -- ARGV[1]  offset field ("off:<topic>:<partition>")   ARGV[2] offset (applied up to, inclusive)
--- ARGV[3]  TTL in seconds                               ARGV[4] seen horizon hour ("" for none):
---          ids of that hour or older are forgotten
--- ARGV[5]  d = number of state fields to delete         ARGV[6] p = number of field/value pairs to set
--- ARGV[7]  s = number of seen triples (id, "revision,hour", hour)
--- then the d names, the 2p field/value items, the 3s seen items.
+-- ARGV[3]  TTL in seconds
+-- ARGV[4]  retention start, epoch ms ("" for none): observations before it and periods ending
+--          at or before it are forgotten
+-- ARGV[5]  d = state fields to delete    ARGV[6] p = state field/value pairs to set
+-- ARGV[7]  s = seen triples (id, record, hour)    ARGV[8] q = period triples (field, aggregate or "" to
+--          delete, period end)
+-- then the d names, the 2p field/value items, the 3s seen items, the 3q period items.
 -- Returns 1 if written, 0 if the state already holds this offset or a later one (a stale writer).
 local applied = redis.call('HGET', KEYS[1], ARGV[1])
 if applied and tonumber(applied) >= tonumber(ARGV[2]) then
   return 0
 end
-local d, p, s = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local i = 8
+local d, p, s, q = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local i = 9
 if d > 0 then
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, i + d - 1))
 end
@@ -30,18 +33,33 @@ for j = 0, s - 1 do
   redis.call('HSET', KEYS[2], id, value)
   redis.call('ZADD', KEYS[3], hour, id)
 end
-if ARGV[4] ~= '' then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
-  for k = 1, #old, 1000 do
-    local last = math.min(k + 999, #old)
-    redis.call('HDEL', KEYS[2], unpack(old, k, last))
+i = i + 3 * s
+for j = 0, q - 1 do
+  local name, value, ends = ARGV[i + 3 * j], ARGV[i + 3 * j + 1], ARGV[i + 3 * j + 2]
+  if value == '' then
+    redis.call('HDEL', KEYS[4], name)
+    redis.call('ZREM', KEYS[5], name)
+  else
+    redis.call('HSET', KEYS[4], name, value)
+    redis.call('ZADD', KEYS[5], ends, name)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+end
+local function forget(hash, index, upto)
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', upto)
+  for k = 1, #old, 1000 do
+    redis.call('HDEL', hash, unpack(old, k, math.min(k + 999, #old)))
+  end
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', upto)
+  end
+end
+if ARGV[4] ~= '' then
+  local start = tonumber(ARGV[4])
+  forget(KEYS[2], KEYS[3], '(' .. tostring(math.floor(start / 3600000)))
+  forget(KEYS[4], KEYS[5], tostring(start))
 end
 local ttl = tonumber(ARGV[3])
-redis.call('EXPIRE', KEYS[1], ttl)
-if s > 0 or ARGV[4] ~= '' then
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
+for k = 1, 5 do
+  redis.call('EXPIRE', KEYS[k], ttl)
 end
 return 1

@@ -172,7 +172,7 @@ def _applied(client: redis.Redis, settings: Settings) -> int:
         if INDICATOR.encode() not in key or client.type(key) != b"hash":
             continue
         fields: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-        total += sum(int(v.split(b",")[0]) for k, v in fields.items() if k.startswith(b"b:"))
+        total += sum(int(v.split(b",")[0]) for k, v in fields.items() if k.startswith(b"h::"))
     return total
 
 

@@ -23,7 +23,7 @@ def _count_in_redis(settings: Settings) -> int:
     state = redis.Redis.from_url(settings.redis_url.get_secret_value()).hgetall(
         f"{settings.redis_key_prefix}:{STATION_KEY}:state"
     )
-    return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"b:"))
+    return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"h::"))
 
 
 def test_sigkill_mid_stream_counts_each_observation_once(

@@ -97,10 +97,13 @@ def test_observation_travels_to_alert_consolidated_and_redis(
         settings,
         blueprint.topic_by_role("consolidated").name,
         "consolidated",
-        lambda r: any(row["count"] == 2 for row in r),
+        lambda r: any(row["count"] == 2 and row["scope"] == "ENTITY" for row in r),
     )
-    row = consolidated.records[-1]
-    assert row["key"] == "ENV.AQI:01:HN-AQ-HOANKIEM:rolling-24h"
+    row = [r for r in consolidated.records if r["scope"] == "ENTITY"][-1]
+    assert row["key"] == f"ENV.AQI:01:HN-AQ-HOANKIEM:{row['period']}"
+    assert (row["frequency"], row["status"], row["kind"]) == ("daily", "OPEN", "UPDATE")
+    assert row["windows"][0]["name"] == "rolling-24h"
+    assert row["windows"][0]["count"] == 2
     assert (row["latest_value"], row["count"], row["max"], row["alert_level_code"]) == (
         168.0,
         2,

@@ -95,7 +95,7 @@ def _health(settings: Settings) -> tuple[int, dict[str, Any]]:
 
 def _applied(url: str, prefix: str) -> int:
     state = redis.Redis.from_url(url).hgetall(f"{prefix}:{STATE_KEY}")
-    return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"b:"))
+    return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"h::"))
 
 
 def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(

@@ -50,10 +50,19 @@ def test_hai_duong_history_aggregates_into_hai_phong(
         settings,
         blueprint.topic_by_role("consolidated").name,
         "consolidated",
-        lambda r: any(row["count"] == 2 for row in r),
+        lambda r: (
+            {"DIS.LANDSLIDE_SITES:31:-:2024-03-01", "DIS.LANDSLIDE_SITES:VN:-:2024-03-01"}
+            <= {row["key"] for row in r if row["count"] == 2}
+        ),
     )
-    final = next(row for row in consolidated.records if row["count"] == 2)
+    entity = [row for row in consolidated.records if row["scope"] == "ENTITY"]
+    final = next(row for row in entity if row["count"] == 2 and row["frequency"] == "daily")
     assert final["region"] == "31"
-    assert final["key"] == "DIS.LANDSLIDE_SITES:31:-:rolling-24h"
+    assert final["key"] == "DIS.LANDSLIDE_SITES:31:-:2024-03-01"
     assert final["sum"] == 5.0
-    assert {row["region"] for row in consolidated.records} == {"31"}
+    assert {row["region"] for row in entity} == {"31"}
+    # the national roll-up counts Hải Dương's history once, as part of today's Hải Phòng
+    national = next(
+        row for row in consolidated.records if row["key"] == "DIS.LANDSLIDE_SITES:VN:-:2024-03-01"
+    )
+    assert (national["value"], national["contributors"]) == (5.0, 1)

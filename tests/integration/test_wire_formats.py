@@ -85,10 +85,10 @@ def test_v1_v2_and_json_reach_consolidated_and_confluent_without_schema_is_dead_
         settings,
         blueprint.topic_by_role("consolidated").name,
         "consolidated",
-        lambda rows: any(r["count"] >= 3 for r in rows),
+        lambda rows: any(r["count"] >= 3 and r["scope"] == "ENTITY" for r in rows),
     )
-    final = max(consolidated.records, key=lambda r: r["count"])
-    assert final["key"] == "ENV.AQI:01:HN-AQ-HOANKIEM:rolling-24h"
+    final = max((r for r in consolidated.records if r["scope"] == "ENTITY"), key=lambda r: r["count"])
+    assert final["key"] == f"ENV.AQI:01:HN-AQ-HOANKIEM:{final['period']}"
     assert (final["count"], final["sum"], final["latest_value"]) == (3, 77.0, 44.0)
     assert final["reporter"] == REPORTER
 

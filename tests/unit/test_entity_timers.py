@@ -95,6 +95,7 @@ class Entity:
     ) -> None:
         self.catalogue, self.rulebook, self.registry, self.key = catalogue, rulebook, registry, key
         self.state = state if state is not None else EntityState()
+        self.state.complete = True  # everything the entity has is in memory
         self.offsets = {OBS_SOURCE: 0, TICK_SOURCE: 0, DIRECTIVE_SOURCE: 0}
 
     def ctx(self, now_ms: int) -> Context:
@@ -198,7 +199,9 @@ def _hash_of(state: EntityState) -> dict[bytes, bytes]:
 def test_tick_before_any_data_is_skipped(aqi: Callable[..., Entity]) -> None:
     entity = aqi()
     assert entity.tick(at_ms=ARRIVED_MS + 100 * HOUR_MS, offset=1) == StepResult(skipped=True)
-    assert entity.state == EntityState(), "a feed never heard from is not watched, nor its tick recorded"
+    assert entity.state == EntityState(complete=True), (
+        "a feed never heard from is not watched, nor its tick recorded"
+    )
 
 
 def test_absence_fires_once_after_the_interval_and_resolves_on_data(
