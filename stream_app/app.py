@@ -7,8 +7,9 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream_app import metrics, retry
+from stream_app import api, metrics, retry
 from stream_app.ops import Operations
+from stream_app.queries import ReadModel
 from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 from stream_app.state import StateStore, connect
@@ -45,9 +46,11 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
     from agents import (
         alert_bridge,
+        briefing,
         consolidate,
         directives,
         intake,
+        rollup,
         ticker,
     )  # agents import the app's building blocks
 
@@ -60,6 +63,10 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     intake.register(app, blueprint)
     directives.register(app, blueprint)
     consolidate.register(app, blueprint, store, blueprint.rulebook)
+    rollup.register(app, blueprint, store)
+    read_model = ReadModel(redis_client, store, blueprint.catalogue, blueprint.rulebook)
+    api.register(app, read_model)  # the query API: /api/v1/...
+    briefing.register(app, blueprint, read_model)
     ticker.register(app, blueprint)
     alert_bridge.register(app, blueprint)  # only when STREAM_APP_ALERTMANAGER_URL is set
     ops = Operations(app, blueprint, redis_client)

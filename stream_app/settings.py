@@ -36,6 +36,11 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(500, ge=1, description="Records per processing batch.")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    briefing_time: str = Field(
+        "07:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time (Asia/Ho_Chi_Minh, HH:MM) of the daily briefing on yesterday's figures.",
+    )
     tick_interval_s: float = Field(
         30.0, gt=0, description="How often timer-driven rules (absence, late report) are evaluated."
     )

@@ -1,0 +1,61 @@
+"""Briefing: the daily briefing for the center, at a configured local time (Asia/Ho_Chi_Minh).
+
+Every worker runs the timer; the one owning partition 0 of the internal topic publishes, once per
+local day: it looks for the day's marker in Redis, publishes the briefing (``briefing-<date>``, a
+deterministic id: a second copy after a crash or a rebalance is recognisable), then sets the marker.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import faust
+
+from agents._batch import Output, publish
+from stream_app import codecs, metrics
+from stream_app.calendar import local_date
+from stream_app.logs import get_logger
+from stream_app.queries import ReadModel
+from stream_app.runtime import Blueprint
+
+log = get_logger(__name__)
+
+_LOCAL_OFFSET_MS = 7 * 3_600_000
+MARKER_TTL_S = 8 * 24 * 3600
+
+
+def due(now_ms: int, briefing_time: str) -> bool:
+    """Whether the local time of day at ``now_ms`` is at or past ``briefing_time`` (HH:MM)."""
+    hours, minutes = (int(part) for part in briefing_time.split(":"))
+    local_ms = (now_ms + _LOCAL_OFFSET_MS) % 86_400_000
+    return local_ms >= (hours * 60 + minutes) * 60_000
+
+
+def register(app: faust.App, blueprint: Blueprint, model: ReadModel) -> None:
+    """The briefing timer (every tick interval, at most a minute; it publishes once a day)."""
+    settings = blueprint.settings
+    internal = blueprint.topic_by_role("repartition").name
+    topic = app.topic(blueprint.topic_by_role("briefings").name, key_serializer="raw", value_serializer="raw")
+    schema = blueprint.schemas.latest("briefing")
+
+    async def send_briefing() -> None:
+        now_ms = int(time.time() * 1000)
+        if not due(now_ms, settings.briefing_time):
+            return
+        if not any(tp.topic == internal and tp.partition == 0 for tp in app.consumer.assignment()):
+            return
+        today = local_date(now_ms)
+        marker = model.store.global_key("briefing", today.isoformat())
+        if await model.client.exists(marker):
+            return
+        briefing: dict[str, Any] = await model.briefing(today - timedelta(days=1), now_ms)
+        key = briefing["briefing_id"].encode()
+        await publish([Output(topic, key, codecs.encode(schema, briefing))], settings)
+        await model.client.set(marker, str(now_ms), ex=MARKER_TTL_S)
+        metrics.CONSOLIDATED_EVENTS.labels("briefing").inc()
+        log.info("briefing_published", briefing_id=briefing["briefing_id"], items=len(briefing["items"]))
+
+    send_briefing.__name__ = send_briefing.__qualname__ = "briefing"
+    app.timer(min(60.0, settings.tick_interval_s))(send_briefing)
