@@ -33,6 +33,8 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging (structlog)", ("structlog/", "logging/__init__", "stream_app/logs.py")),
     ("produce (faust topic send, aiokafka producer)", ("aiokafka/producer", "faust/topics.py", "_batch.py")),
     ("Kafka client (aiokafka fetch, protocol, conn)", ("aiokafka/", "kafka/protocol")),
+    # the loops themselves, the main thread's (mode's Worker) and the consumer thread's: generic
+    (GENERIC, ("execute_from_commandline (", "_start_thread (")),
     ("Faust stream, ack and consumer machinery", ("faust/", "mode/")),
     ("agents (batching glue)", ("agents/",)),
     (GENERIC, ("asyncio/", "uvloop", "selectors.py")),
@@ -133,6 +135,20 @@ def summarise(path: Path, cpu_seconds: float, records: int, top: int = 15) -> di
     }
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Summarise a saved ``py-spy record --format raw`` file again (after changing the rules)."""
+    import argparse  # noqa: PLC0415 - only for this command line
+    import json  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m bench.profiling")
+    parser.add_argument("stacks", type=Path)
+    parser.add_argument("--cpu-seconds", type=float, required=True)
+    parser.add_argument("--records", type=int, required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(summarise(args.stacks, args.cpu_seconds, args.records), indent=2))
+    return 0
+
+
 def _short(frame: str) -> str:
     """``func (path/to/site-packages/pkg/mod.py:123)`` -> ``func (pkg/mod.py:123)``."""
     name, _, where = frame.partition(" (")
@@ -140,3 +156,7 @@ def _short(frame: str) -> str:
         if marker in where:
             where = where.split(marker, 1)[1]
     return f"{name} ({where}" if where else name
+
+
+if __name__ == "__main__":
+    sys.exit(main())

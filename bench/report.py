@@ -66,7 +66,12 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("backfill", None)
-    latency = results.get("latency")
+    for key in ("latency", "latency_sustainable"):
+        _latency_row(out, results.get(key), required=key == "latency")
+    return out
+
+
+def _latency_row(out: list[dict[str, Any]], latency: dict[str, Any] | None, *, required: bool) -> None:
     if latency:
         c, a = latency["to_consolidated_ms"], latency["to_alert_ms"]
         offered = f"{latency['sender']['rate_achieved']:,.0f}/s for {latency['seconds']:.0f} s"
@@ -83,9 +88,17 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ),
             }
         )
-    else:
-        add("latency", None)
-    return out
+    elif required:
+        out.append(
+            {
+                "row": "latency",
+                "records": None,
+                "seconds": None,
+                "rate": None,
+                "ratio": None,
+                "note": "not run",
+            }
+        )
 
 
 def table(items: list[dict[str, Any]]) -> str:

@@ -60,6 +60,10 @@ def test_percentiles_count_the_unmatched_as_infinitely_late() -> None:
             "asyncio event loop (scheduling, epoll)",
         ),
         (["send (aiokafka/producer/producer.py:510)"], "produce (faust topic send, aiokafka producer)"),
+        (
+            ["Worker.execute_from_commandline (mode/worker.py:264)", "Handle._run (asyncio/events.py:80)"],
+            "asyncio event loop (scheduling, epoll)",
+        ),
         (["something (elsewhere.py:1)"], "other"),
     ],
 )
