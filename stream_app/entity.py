@@ -25,6 +25,7 @@ from the states as read, so the step stays pure and the common path reads Redis 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,8 +75,14 @@ def retention_start_ms(indicator: Indicator, newest_event_time: int) -> int:
     """Observations and periods are kept from the start of the previous reporting year (of the
     indicator's calendar) of the entity's newest value: this year and last, so the same period last
     year is always at hand and a correction or a late value within two years is exact."""
-    this_year = period_of("annual", indicator.calendar, newest_event_time, indicator.deadline_day)
-    return period_of("annual", indicator.calendar, this_year.start_ms - 1, indicator.deadline_day).start_ms
+    return _retention_start(indicator.calendar, local_date(newest_event_time).toordinal())
+
+
+@functools.lru_cache(maxsize=4096)
+def _retention_start(calendar: str, local_day_ordinal: int) -> int:
+    noon = (local_day_ordinal - date(1970, 1, 1).toordinal()) * 24 * HOUR_MS + 5 * HOUR_MS
+    this_year = period_of("annual", calendar, noon)
+    return period_of("annual", calendar, this_year.start_ms - 1).start_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +338,10 @@ class EntityState:
             {date.fromordinal(d): a.sum for (s, d), a in self.days.items() if s == ""},
         )
 
+    def lazy_history(self) -> LazyHistory:
+        """The same, built only if a rule asks (level rules never do)."""
+        return LazyHistory(self)
+
     # ------------------------------------------------------------------ hourly and daily aggregates
 
     def set_hour(self, key: SeriesHour, agg: Agg | None) -> None:
@@ -378,6 +389,30 @@ class EntityState:
     @staticmethod
     def offset_field(source: str) -> str:
         return f"{_OFFSET_PREFIX}{source}"
+
+
+class LazyHistory:
+    """``History`` of an entity's own series, built on first use."""
+
+    __slots__ = ("_built", "_state")
+
+    def __init__(self, state: EntityState) -> None:
+        self._state = state
+        self._built: BucketHistory | None = None
+
+    def _history(self) -> BucketHistory:
+        if self._built is None:
+            self._built = self._state.history()
+        return self._built
+
+    def min_since(self, since_ms: int) -> float | None:
+        return self._history().min_since(since_ms)
+
+    def max_since(self, since_ms: int) -> float | None:
+        return self._history().max_since(since_ms)
+
+    def daily_values(self, before_local_day: date, days: int) -> list[float]:
+        return self._history().daily_values(before_local_day, days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,7 +649,7 @@ def close_due(state: EntityState, ctx: Context, touched: Touched) -> None:
 
 
 def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[dict[str, Any], ...]:
-    history = state.history()
+    history = state.lazy_history()
     alerts = []
     for rule in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station):
         verdict = on_observation(
