@@ -105,7 +105,7 @@ def exact(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (its __init__ would cost a setattr per field); never mutated
 class Agg:
     """count, exact sum, min, max, the last value by event time, and counts per data quality.
 
@@ -135,11 +135,19 @@ class Agg:
         return float(self.total)
 
     @staticmethod
-    def of(value: float, event_time: int, observation_id: str, quality: str, arrival: int = 0) -> Agg:
+    def of(
+        value: float,
+        event_time: int,
+        observation_id: str,
+        quality: str,
+        arrival: int = 0,
+        *,
+        exact_value: Decimal | None = None,
+    ) -> Agg:
         final, provisional, test = (int(quality == q) for q in _QUALITIES)
         return Agg(
             1,
-            exact(value),
+            exact(value) if exact_value is None else exact_value,
             value,
             value,
             event_time,
@@ -151,11 +159,21 @@ class Agg:
             arrival,
         )
 
-    def add(self, value: float, event_time: int, observation_id: str, quality: str, arrival: int = 0) -> Agg:
+    def add(
+        self,
+        value: float,
+        event_time: int,
+        observation_id: str,
+        quality: str,
+        arrival: int = 0,
+        *,
+        exact_value: Decimal | None = None,
+    ) -> Agg:
+        """With one more value; ``exact_value`` is ``exact(value)`` when the caller has it already."""
         newer = (event_time, observation_id) > (self.last_time, self.last_id)
         return Agg(
             self.count + 1,
-            _DECIMALS.add(self.total, exact(value)),
+            _DECIMALS.add(self.total, exact(value) if exact_value is None else exact_value),
             min(self.low, value),
             max(self.high, value),
             event_time if newer else self.last_time,
@@ -330,6 +348,7 @@ def _frequency_of_label(label: str) -> str:
     return {4: "annual", 7: "monthly", 10: "daily"}[len(label)]
 
 
+@functools.lru_cache(maxsize=65536)
 def same_period_last_year(label: str) -> str:
     """The label of the same period one year earlier ("so với cùng kỳ"); 29 February → 28th."""
     year, rest = int(label[:4]), label[4:]
@@ -338,6 +357,7 @@ def same_period_last_year(label: str) -> str:
     return f"{year - 1:04d}{rest}"
 
 
+@functools.lru_cache(maxsize=65536)
 def close_time_ms(period: ReportingPeriod) -> int:
     """When a period closes: the end of its reporting deadline's local day. Values arriving later
     still update it, counted as late."""

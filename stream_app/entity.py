@@ -38,6 +38,7 @@ from stream_app.aggregates import (
     RETENTION_HOURS,
     Agg,
     close_time_ms,
+    exact,
     hour_of,
     period_by_label,
     periods_of,
@@ -582,17 +583,22 @@ def _count(
 ) -> bool:
     """Count the value in its hour, its local day and its periods; whether it arrived late."""
     args = (obs.value, obs.event_time, obs.observation_id, obs.quality.value, ctx.now_ms)
+    number = exact(obs.value)
     hour_key = (series, hour_of(obs.event_time))
     hour = state.hours.get(hour_key)
-    state.set_hour(hour_key, hour.add(*args) if hour else Agg.of(*args))
+    state.set_hour(
+        hour_key, hour.add(*args, exact_value=number) if hour else Agg.of(*args, exact_value=number)
+    )
     day_key = (series, local_date(obs.event_time).toordinal())
     day = state.days.get(day_key)
-    state.set_day(day_key, day.add(*args) if day else Agg.of(*args))
+    state.set_day(day_key, day.add(*args, exact_value=number) if day else Agg.of(*args, exact_value=number))
     late = False
     for index, period in enumerate(periods):
         key = (series, period.label)
         agg = state.periods.get(key)
-        state.set_period(key, agg.add(*args) if agg else Agg.of(*args))
+        state.set_period(
+            key, agg.add(*args, exact_value=number) if agg else Agg.of(*args, exact_value=number)
+        )
         touched.periods.add(key)
         closes = close_time_ms(period)
         if closes > ctx.now_ms:
