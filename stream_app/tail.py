@@ -83,13 +83,28 @@ def format_alert(alert: dict[str, Any], colour: bool = False, lang: str = "both"
 
 
 def format_consolidated(row: dict[str, Any]) -> str:
-    """One line per consolidated update."""
+    """One line per consolidated record: where, which period and its status, the value, the same
+    period last year, and for an entity's own period the last 24 hours and the alert level."""
+    scope = row.get("scope", "ENTITY")
     where = row["station"] or row["region"]
-    return (
-        f"CONSOLIDATED {row['indicator']:<16} {where:<16} latest={row['latest_value']:<8g} "
-        f"24h n={row['count']:<4} mean={row['mean']:<8.4g} min={row['min']:<8g} max={row['max']:<8g} "
-        f"level={row['alert_level_code']}"
+    series = ",".join(f"{k}={v}" for k, v in sorted((row.get("breakdowns") or {}).items()))
+    label = f"{row.get('period') or row['window']} {row.get('status', '')}".strip()
+    value = row.get("value")
+    text = (
+        f"{'CONSOLIDATED' if scope == 'ENTITY' else scope:<12} {row['indicator']:<16} "
+        f"{where + (' ' + series if series else ''):<18} {label:<20} "
+        f"value={value if value is not None else row['latest_value']:<8.6g} n={row['count']:<5}"
     )
+    if row.get("yoy_change_pct") is not None:
+        text += f" yoy={row['yoy_change_pct']:+.1f}%"
+    if row.get("contributors"):
+        text += f" units={row['contributors']}"
+    day = next((w for w in row.get("windows") or [] if w["name"] == "rolling-24h"), None)
+    if day is not None:
+        text += f" 24h mean={day['mean']:.4g} max={day['max']:g}"
+    if scope == "ENTITY":
+        text += f" level={row['alert_level_code']}"
+    return text
 
 
 def follow(
@@ -125,6 +140,8 @@ def follow(
                     on_record("error", str(error))
                 continue
             subject = topics[message.topic() or ""]
+            if message.value() is None:  # a tombstone on a compacted topic: nothing to show
+                continue
             try:
                 record = codecs.decode(schemas, subject, message.value() or b"")
             except DecodeError as exc:
