@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-installed
 QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke
+.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
@@ -23,6 +23,7 @@ help:
 	@echo "make services | down      start | stop the local Kafka and Redis"
 	@echo "make lint | typecheck | schemas | monitoring | unit | integration | format"
 	@echo "make monitoring           promtool/amtool checks and promtool rule unit tests (deploy/prometheus, deploy/alertmanager)"
+	@echo "make chaos [CHAOS_SEEDS='1 2 3']  the chaos tests (SIGKILL, Redis outage) with more seeds of the 100k stream"
 	@echo "make bench [BENCH_SCALE=0.1] [BENCH_ARGS=...]  end-to-end benchmark: .local/bench/results.json and .png"
 	@echo "make bench-smoke          the benchmark harness at tiny sizes (< 1 min): checks that it runs, not speed"
 
@@ -70,6 +71,14 @@ monitoring: install
 	promtool check rules deploy/prometheus/rules/*.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
+
+# Longer chaos runs than make test's: every chaos test with more seeds of the aggregate stream.
+CHAOS_SEEDS ?= 1 2 3
+chaos: services
+	@for seed in $(CHAOS_SEEDS); do \
+	  echo "chaos: seed $$seed"; \
+	  CHAOS_SEED=$$seed $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
+	done
 
 test: services lint typecheck schemas monitoring
 	$(BIN)/pytest tests $(PYTEST_ARGS)

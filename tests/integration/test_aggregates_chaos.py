@@ -7,6 +7,7 @@ key, equal the ground truth computed independently (``ground_truth.py``), exactl
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import defaultdict
 from datetime import date, datetime
@@ -29,7 +30,7 @@ from .support import messages, produce
 
 pytestmark = pytest.mark.chaos
 
-SEED = 20251129
+SEED = int(os.environ.get("CHAOS_SEED", "20251129"))  # `make chaos` runs more seeds
 KILLS_AT = (0.2, 0.45, 0.7)  # share of the distinct observations applied when each kill happens
 
 
@@ -108,6 +109,7 @@ def _final_consolidated(settings: Settings, blueprint: Blueprint) -> dict[str, d
     return latest
 
 
+@pytest.mark.timeout(900)  # ~4 minutes on 2 cores shared with Kafka and Redis
 def test_aggregates_are_exact_after_repeated_sigkill(
     settings: Settings, blueprint: Blueprint, start_worker: Any
 ) -> None:

@@ -39,6 +39,8 @@ def test_every_dashboard_query_returns_series(
         schema = blueprint.schemas.latest("observation")
         start = int(time.time() * 1000) - 30 * 60_000
         readings = [observation(value=v, event_time=start + i * 60_000) for i, v in enumerate([40, 170, 175])]
+        # and one from a year ago: a late value, for the aggregates' panels
+        readings.append(observation(value=60, event_time=start - 365 * 24 * 3_600_000))
         records = [(b"HN-AQ-HOANKIEM", codecs.encode(schema, r)) for r in readings]
         records.append((b"HN-AQ-HOANKIEM", b"not an observation"))  # a dead letter
         produce(settings, blueprint.input_topic("MAE").name, records)
