@@ -42,6 +42,16 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+class StreamApp(faust.App):
+    """Faust's app without its default Monitor sensor: it keeps per-event statistics in memory on the
+    hot path that nothing here reads (the Prometheus metrics are the project's own)."""
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        self.sensors.remove(self.monitor)
+        return dependencies
+
+
 def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
     """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
     from agents import (
@@ -56,7 +66,7 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
 
     blueprint = blueprint or load_blueprint(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(settings.group_id, **faust_settings(settings))
+    app = StreamApp(settings.group_id, **faust_settings(settings))
     redis_client = connect(settings)
     store = StateStore(redis_client, settings)
 

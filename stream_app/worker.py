@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import faust
+import mode.loop
 
 from stream_app.app import create_app
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
@@ -25,6 +26,8 @@ def run_worker(settings: Settings) -> int:
     except (ConfigurationError, LookupError, ServiceUnreachableError) as exc:
         print(f"stream-app worker: {exc}", file=sys.stderr)
         return 2
+    # uvloop: a faster event loop under the same asyncio API (Faust's per-record path is loop-heavy)
+    mode.loop.use("uvloop")
     app = create_app(settings, blueprint)
     log.info(
         "worker_starting",
