@@ -36,6 +36,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -70,7 +71,7 @@ from bench.workload import (
     produce_mix,
     write_history,
 )
-from stream_app.runtime import load_blueprint
+from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 
 OUT_DIR = REPO_ROOT / ".local" / "bench"
@@ -184,20 +185,25 @@ def wait_drained(
             last_report = now
         time.sleep(0.1)
     done = time.perf_counter()
-    produced = {}
-    for key in {k for s in samples for k in s if k.startswith("stream_app_records_produced_total")}:
-        topic = key.split('topic="', 1)[1].rstrip('"}').removeprefix(ns.settings.topic_namespace)
-        produced[topic] = sum(s.get(key, 0.0) for s in samples)
     return Drain(
         records=expected,
         seconds=done - (first or started),
         wall_seconds=done - started,
         accepted=int(accepted),
         rejected=int(summed(samples, "stream_app_records_rejected_total")),
-        produced=produced,
+        produced=_produced(ns, samples),
         cpu_seconds=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu0, strict=True)),
         peak_rss_bytes=[w.peak_rss_bytes() for w in workers],
     )
+
+
+def _produced(ns: Namespace, samples: list[dict[str, float]]) -> dict[str, float]:
+    """Records the workers published, by topic (namespace left out)."""
+    produced: dict[str, float] = {}
+    for key in {k for s in samples for k in s if k.startswith("stream_app_records_produced_total")}:
+        topic = key.split('topic="', 1)[1].rstrip('"}').removeprefix(ns.settings.topic_namespace)
+        produced[topic] = sum(s.get(key, 0.0) for s in samples)
+    return produced
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -229,50 +235,61 @@ class Run:
 
 
 def scenario_drain(run: Run, mix: Mix) -> None:
-    """One worker drains the pre-produced mix; profiled; the side-by-side peers then read the same
-    input topics with their own consumer groups."""
+    """One worker drains the pre-produced mix, profiled."""
     with run.namespace("drain") as ns:
         seconds = produce_mix(ns, mix.items)
         run.results["pre_produce"] = {"records": len(mix.items), "seconds": seconds}
         run.log(f"  pre-produced {len(mix.items):,} in {seconds:.1f} s ({len(mix.items) / seconds:,.0f}/s)")
-        used_before = redis_used_memory(ns.settings)
-        worker = start_worker(ns, 1, run.run_dir / "drain", run.worker_env)
-        recordings: list[Recording] = []
+        _worker_drain(run, ns, mix)
 
-        def profile() -> None:
-            started = Recording.start(worker.pid, run.run_dir / "drain" / "worker-1.pyspy.txt")
-            if started is not None:
-                recordings.append(started)
 
-        try:
-            drain = wait_drained(
-                ns,
-                [worker],
-                len(mix.items),
-                run.timeout(len(mix.items)),
-                profile if run.args.profile else None,
-            )
-            stacks = recordings[0].stop() if recordings else None
-            keys, prefix_bytes = redis_prefix_memory(ns.settings, ns.prefix)
-            used_after = redis_used_memory(ns.settings)
-        finally:
-            for recording in recordings:
-                recording.stop()
-            worker.stop()
-        run.results["drain"] = {
-            **_drain_json(drain),
-            "redis": {
-                "keys": keys,
-                "bytes_of_keys": prefix_bytes,
-                "used_memory_after": used_after,
-                "used_memory_growth": used_after - used_before,
-            },
-        }
-        run.log(f"  worker: {drain.records:,} in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
-        if stacks is not None:
-            run.results["profile"] = summarise(stacks, drain.cpu_seconds, drain.records)
-        if "peers" in run.args.only:
-            scenario_peers(run, ns, mix)
+def scenario_side_by_side(run: Run, mix: Mix) -> None:
+    """The floor, naive Faust and Quix each read all of the same input: the first ``peer_records``
+    records of the mix (the mix is uniform over time), pre-produced once into their namespace."""
+    items = mix.items[: min(run.sizes.peer_records, len(mix.items))]
+    with run.namespace("peers") as ns:
+        produce_mix(ns, items)
+        scenario_peers(run, ns, Mix(items=items, by_reporter=Counter(i.reporter for i in items)))
+
+
+def _worker_drain(run: Run, ns: Namespace, mix: Mix) -> None:
+    """One worker drains the namespace's input, profiled by py-spy from its first record."""
+    used_before = redis_used_memory(ns.settings)
+    worker = start_worker(ns, 1, run.run_dir / "drain", run.worker_env)
+    recordings: list[Recording] = []
+
+    def profile() -> None:
+        started = Recording.start(worker.pid, run.run_dir / "drain" / "worker-1.pyspy.txt")
+        if started is not None:
+            recordings.append(started)
+
+    try:
+        drain = wait_drained(
+            ns,
+            [worker],
+            len(mix.items),
+            run.timeout(len(mix.items)),
+            profile if run.args.profile else None,
+        )
+        stacks = recordings[0].stop() if recordings else None
+        keys, prefix_bytes = redis_prefix_memory(ns.settings, ns.prefix)
+        used_after = redis_used_memory(ns.settings)
+    finally:
+        for recording in recordings:
+            recording.stop()
+        worker.stop()
+    run.results["drain"] = {
+        **_drain_json(drain),
+        "redis": {
+            "keys": keys,
+            "bytes_of_keys": prefix_bytes,
+            "used_memory_after": used_after,
+            "used_memory_growth": used_after - used_before,
+        },
+    }
+    run.log(f"  worker: {drain.records:,} in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
+    if stacks is not None:
+        run.results["profile"] = summarise(stacks, drain.cpu_seconds, drain.records)
 
 
 def scenario_peers(run: Run, ns: Namespace, mix: Mix) -> None:
@@ -284,10 +301,10 @@ def scenario_peers(run: Run, ns: Namespace, mix: Mix) -> None:
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     peers: dict[str, Any] = {}
     run.results["peers"] = peers
-    floor = _run_floor(run, ns, spec_path, len(mix.items))
+    limit = len(mix.items)
+    floor = _run_floor(run, ns, spec_path, limit)
     peers["floor"] = floor
     run.log(f"  floor: {floor['records']:,} in {floor['seconds']:.2f} s = {floor['rate']:,.0f}/s")
-    limit = min(run.sizes.peer_records, len(mix.items))
     for name, launcher in (("naive_faust", _naive_faust_argv), ("quix", _quix_argv)):
         argv = launcher(run, ns, spec_path, name)
         if argv is None:
@@ -456,6 +473,7 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             time.sleep(0.5)
             busy = (worker.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
             rss = worker.peak_rss_bytes()
+            produced = _produced(ns, [worker.metrics()])
         finally:
             reader.stop.set()
             if thread.is_alive():
@@ -471,6 +489,7 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
             "to_alert_ms": percentiles(tracker.to_alert),
             "worker_cpu_share": busy,
+            "produced_by_topic": produced,  # warm-up included
             "worker_peak_rss_bytes": rss,
         }
         c = run.results[key]["to_consolidated_ms"]
@@ -586,38 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_settings": worker_env,
     }
     run = Run(args, base, sizes, run_dir, results, worker_env)
-    steps: list[tuple[str, Callable[[], None]]] = []
-    needs_mix = {"drain", "peers", "scale_out"} & set(args.only)
-    mix: Mix | None = None
-    if needs_mix:
-        run.log(f"generating {sizes.drain:,} observations of the simulator's live mix ...")
-        mix = generate_mix(load_blueprint(base), sizes.drain)
-        results["input"] = mix.describe()
-        run.log(
-            f"  {mix.describe()['records']:,} in {mix.seconds_to_generate:.1f} s: "
-            f"{mix.describe()['above_alert_level_share']:.1%} at or above an alert level, "
-            f"{mix.describe()['invalid_share']:.1%} invalid, {mix.describe()['json_share']:.1%} JSON"
-        )
-    if mix is not None and ({"drain", "peers"} & set(args.only)):
-        steps.append(("drain (1 worker) and side by side", lambda: scenario_drain(run, mix)))
-    if mix is not None and "scale_out" in args.only:
-        steps.append(("scale-out (2 workers)", lambda: scenario_scale_out(run, mix)))
-    if "latency" in args.only:
-        steps.append(
-            ("steady latency", lambda: scenario_latency(run, sizes.latency_rate, sizes.latency_seconds))
-        )
-        if args.sustainable_rate:
-            # The same at a load the worker keeps up with: its own latency, not a queue's.
-            steps.append(
-                (
-                    f"steady latency at {args.sustainable_rate:g}/s",
-                    lambda: scenario_latency(
-                        run, args.sustainable_rate, min(30.0, sizes.latency_seconds), "latency_sustainable"
-                    ),
-                )
-            )
-    if "backfill" in args.only:
-        steps.append(("backfill", lambda: scenario_backfill(run)))
+    steps = _steps(run, load_blueprint(base))
     failures = 0
     for title, step in steps:
         run.log(f"{title} ...")
@@ -642,6 +630,48 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {json_path}" + (f", chart: {chart}" if chart else ", no chart (matplotlib missing)"))
     print(f"logs and profiles: {run_dir}")
     return 1 if failures else 0
+
+
+def _steps(run: Run, blueprint: Blueprint) -> list[tuple[str, Callable[[], None]]]:
+    """The scenarios asked for, in order; the mix is generated once for those that need it."""
+    args, sizes, results = run.args, run.sizes, run.results
+    steps: list[tuple[str, Callable[[], None]]] = []
+    needs_mix = {"drain", "peers", "scale_out"} & set(args.only)
+    mix: Mix | None = None
+    if needs_mix:
+        run.log(f"generating {sizes.drain:,} observations of the simulator's live mix ...")
+        mix = generate_mix(blueprint, sizes.drain)
+        results["input"] = mix.describe()
+        run.log(
+            f"  {mix.describe()['records']:,} in {mix.seconds_to_generate:.1f} s: "
+            f"{mix.describe()['above_alert_level_share']:.1%} at or above an alert level, "
+            f"{mix.describe()['invalid_share']:.1%} invalid, {mix.describe()['json_share']:.1%} JSON"
+        )
+    if mix is not None and "drain" in args.only:
+        steps.append(("drain (1 worker)", lambda: scenario_drain(run, mix)))
+    if mix is not None and "peers" in args.only:
+        steps.append(
+            ("side by side: floor, naive Faust, Quix Streams", lambda: scenario_side_by_side(run, mix))
+        )
+    if mix is not None and "scale_out" in args.only:
+        steps.append(("scale-out (2 workers)", lambda: scenario_scale_out(run, mix)))
+    if "latency" in args.only:
+        steps.append(
+            ("steady latency", lambda: scenario_latency(run, sizes.latency_rate, sizes.latency_seconds))
+        )
+        if args.sustainable_rate:
+            # The same at a load the worker keeps up with: its own latency, not a queue's.
+            steps.append(
+                (
+                    f"steady latency at {args.sustainable_rate:g}/s",
+                    lambda: scenario_latency(
+                        run, args.sustainable_rate, min(30.0, sizes.latency_seconds), "latency_sustainable"
+                    ),
+                )
+            )
+    if "backfill" in args.only:
+        steps.append(("backfill", lambda: scenario_backfill(run)))
+    return steps
 
 
 def _preflight(base: Settings) -> None:
