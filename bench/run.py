@@ -678,10 +678,10 @@ def _preflight(base: Settings) -> None:
     check_loopback(base)
     if not has_lz4():
         # The input is lz4-compressed, as `stream-app produce` writes it; aiokafka decompresses
-        # lz4 only with cramjam, which the project's own dependencies do not pull in.
+        # lz4 only with cramjam (a dependency of the project).
         raise SystemExit(
-            "aiokafka cannot read lz4-compressed batches here (no cramjam): install the bench extra "
-            "(make bench does: pip install -c constraints.txt -e '.[bench]')"
+            "aiokafka cannot read lz4-compressed batches here (no cramjam): reinstall the project "
+            "(pip install -c constraints.txt -e '.[bench]')"
         )
 
 

@@ -53,7 +53,7 @@ def encode(schema: SchemaVersion, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     buf.write(SINGLE_OBJECT_MARKER)
     buf.write(schema.fingerprint_bytes)
-    schemaless_writer(buf, schema.parsed, record)
+    schemaless_writer(buf, _fast(schema), record)
     return buf.getvalue()
 
 
@@ -138,7 +138,7 @@ def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
             Reasons.SCHEMA_MISMATCH, f"record is a {writer.subject!r}, expected a {reader.subject!r}"
         )
     try:
-        record = schemaless_reader(io.BytesIO(body), writer.parsed, reader.parsed)
+        record = schemaless_reader(io.BytesIO(body), _fast(writer), _fast(reader))
     except SchemaResolutionError as exc:
         raise DecodeError(
             Reasons.SCHEMA_MISMATCH, f"writer schema cannot be read as {reader.file_name}: {str(exc)[:200]}"
@@ -190,3 +190,7 @@ def _parse_iso(name: str, text: str) -> datetime:
     if moment.tzinfo is None:
         raise DecodeError(Reasons.SCHEMA_MISMATCH, f"{name}: ISO-8601 time needs an offset: {text[:40]!r}")
     return moment
+
+
+def _fast(schema: SchemaVersion) -> Any:
+    return schema.fast if schema.fast is not None else schema.parsed

@@ -54,6 +54,9 @@ class SchemaVersion:
     parsed: Any
     canonical: str
     fingerprint: int
+    # The same schema parsed for fastavro's readers and writers (with its write hint): given the
+    # plain form, fastavro parses the schema again on every call (18 µs against 7 µs an encode).
+    fast: Any = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint_bytes(self) -> bytes:
@@ -122,6 +125,7 @@ def parse_version(text: str, subject: str, version: int) -> SchemaVersion:
     try:
         parsed = parse_schema(json.loads(text), _write_hint=False)
         canonical = to_parsing_canonical_form(parsed)
+        fast = parse_schema(json.loads(text))
     except _PARSE_ERRORS as exc:
         raise InvalidSchemaError(str(exc) or type(exc).__name__) from exc
     return SchemaVersion(
@@ -130,6 +134,7 @@ def parse_version(text: str, subject: str, version: int) -> SchemaVersion:
         parsed=parsed,
         canonical=canonical,
         fingerprint=crc64_avro(canonical.encode("utf-8")),
+        fast=fast,
     )
 
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from stream_app import codecs
 from stream_app.runtime import Blueprint
@@ -108,3 +109,23 @@ def test_v1_v2_and_json_reach_consolidated_and_confluent_without_schema_is_dead_
 
 def _fields(version: Any) -> set[str]:
     return {f["name"] for f in version.parsed["fields"]}
+
+
+def test_lz4_compressed_batches_are_read(settings: Settings, blueprint: Blueprint, start_worker: Any) -> None:
+    """Producers (``stream-app produce`` among them) compress with lz4: the worker must read it."""
+    start_worker(settings)
+    schema = blueprint.schemas.latest("observation")
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "compression.type": "lz4", "linger.ms": 20}
+    )
+    for i in range(20):
+        record = observation(observation_id=f"lz4-{i}", value=40.0 + i)
+        producer.produce(blueprint.input_topic(REPORTER).name, key=KEY, value=codecs.encode(schema, record))
+    assert producer.flush(30) == 0
+    consolidated = collect(
+        settings,
+        blueprint.topic_by_role("consolidated").name,
+        "consolidated",
+        lambda rows: any(r["count"] == 20 and r["scope"] == "ENTITY" for r in rows),
+    )
+    assert max(r["count"] for r in consolidated.records if r["scope"] == "ENTITY") == 20
