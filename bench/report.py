@@ -50,8 +50,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         drain,
         f"peak RSS {rss:.0f} MB, Redis {redis_mb:.1f} MB of keys" if rss and redis_mb is not None else "",
     )
-    add("naive Faust: per-record awaits", peers.get("naive_faust"), "same input, first records")
-    add("Quix Streams peer", peers.get("quix"), "same input, first records")
+    add("naive Faust: per-record awaits", peers.get("naive_faust"), "same input as the floor")
+    add("Quix Streams peer", peers.get("quix"), "same input as the floor")
     add("this worker: drain, 2 workers", results.get("scale_out"), "one consumer group")
     backfill = results.get("backfill")
     if backfill:
