@@ -347,6 +347,7 @@ class Consolidator:
     ) -> None:
         """Consolidated records and roll-up contributions, once per key; index writes."""
         ctx = self._ctx(now)
+        by_rollup: dict[str, list[dict[str, Any]]] = {}  # one contribution record per roll-up and batch
         for entity, touched in run.touched.items():
             state = run.states[entity]
             if entity not in run.commits:
@@ -360,26 +361,12 @@ class Consolidator:
                     "tombstone" if record is None else record["kind"].lower()
                 ).inc()
             items = contributions(state, touched)
-            indicator = self.catalogue.indicators[key.indicator]
             if items:
                 seq = run.commits[entity].offset
+                indicator = self.catalogue.indicators[key.indicator]
                 for target in targets(indicator, key.region, key.station):
-                    routing = rollup_key(key.indicator, target)
-                    record = {
-                        "source": entity,
-                        "indicator": key.indicator,
-                        "target": target,
-                        "seq": seq,
-                        "processing_time": now,
-                        "items": [{"period": p, "aggregate": a} for p, a in items],
-                    }
-                    outputs.append(
-                        Output(
-                            self.rollups,
-                            routing.encode(),
-                            codecs.encode(self.schemas["contribution"], record),
-                            partition=partition_for(routing, self.rollup_partitions),
-                        )
+                    by_rollup.setdefault(rollup_key(key.indicator, target), []).extend(
+                        {"source": entity, "seq": seq, "period": p, "aggregate": a} for p, a in items
                     )
             # the periods-due registry: the earliest deadline of the entity's open periods
             due = self._due_key(run.partitions[entity])
@@ -389,6 +376,22 @@ class Consolidator:
                 before.append(("ZREM", due, entity))
             if state.reporter:
                 before.append(("SADD", self.store.global_key("reporter", state.reporter, "entities"), entity))
+        for routing, rollup_items in by_rollup.items():
+            indicator_code, target = routing.split("|")
+            record = {
+                "indicator": indicator_code,
+                "target": target,
+                "processing_time": now,
+                "items": rollup_items,
+            }
+            outputs.append(
+                Output(
+                    self.rollups,
+                    routing.encode(),
+                    codecs.encode(self.schemas["contribution"], record),
+                    partition=partition_for(routing, self.rollup_partitions),
+                )
+            )
 
     def _alerts(
         self, outputs: list[Output], before: list[tuple[Any, ...]], result: StepResult, message: Any

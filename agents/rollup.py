@@ -67,7 +67,7 @@ class Rollup:
             for item in record["items"]:
                 series, _, label = item["period"].rpartition("|")
                 period = (record["indicator"], record["target"], series, label)
-                writes.append((period, record["source"], int(record["seq"]), item["aggregate"]))
+                writes.append((period, item["source"], int(item["seq"]), item["aggregate"]))
         touched = sorted({w[0] for w in writes})
         if not touched:
             return
