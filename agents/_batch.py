@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,3 +117,26 @@ def observe_latency(events: Sequence[faust.EventT[bytes]]) -> None:
         ts = event.message.timestamp
         if ts:
             metrics.END_TO_END_SECONDS.observe(max(0.0, now - ts))
+
+
+def batch_agent(
+    app: faust.App,
+    source: Any,
+    name: str,
+    handle: Callable[[Sequence[faust.EventT[bytes]]], Awaitable[None]],
+    settings: Settings,
+) -> None:
+    """Register agent ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
+    to ``handle``; a batch that fails or is cancelled withholds its acks (see ``withhold_acks``)."""
+
+    async def run(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            try:
+                metrics.BATCH_SIZE.labels(name).observe(len(events))
+                await handle(events)
+            except BaseException:
+                withhold_acks(events)
+                raise
+
+    run.__name__ = run.__qualname__ = name
+    app.agent(source, name=name)(run)

@@ -20,7 +20,7 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, dead_letter, observe_latency, publish, withhold_acks
+from agents._batch import Output, batch_agent, dead_letter, observe_latency, publish
 from stream_app import codecs, metrics
 from stream_app.alerting import RuleBook
 from stream_app.consolidation import contributions, entity_records
@@ -444,15 +444,8 @@ def register(app: faust.App, blueprint: Blueprint, store: StateStore, rulebook: 
         blueprint.topic_by_role("repartition").name, key_serializer="raw", value_serializer="raw"
     )
 
-    async def run(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            try:
-                metrics.RECORDS_CONSUMED.labels(source.get_topic_name()).inc(len(events))
-                metrics.BATCH_SIZE.labels("consolidate").observe(len(events))
-                await consolidator.process(events)
-            except BaseException:
-                withhold_acks(events)
-                raise
+    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
+        metrics.RECORDS_CONSUMED.labels(source.get_topic_name()).inc(len(events))
+        await consolidator.process(events)
 
-    run.__name__ = run.__qualname__ = "consolidate"
-    app.agent(source, name="consolidate")(run)
+    batch_agent(app, source, "consolidate", handle, settings)

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, dead_letter, publish, withhold_acks
+from agents._batch import Output, batch_agent, dead_letter, publish
 from stream_app import codecs, metrics
 from stream_app.exceptions import DecodeError
 from stream_app.model import Rejection
@@ -87,13 +87,7 @@ def register(app: faust.App, blueprint: Blueprint) -> None:
         blueprint.topic_by_role("directives").name, key_serializer="raw", value_serializer="raw"
     )
 
-    async def run(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            try:
-                await publish(router.route(events, int(time.time() * 1000)), settings)
-            except BaseException:
-                withhold_acks(events)
-                raise
+    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
+        await publish(router.route(events, int(time.time() * 1000)), settings)
 
-    run.__name__ = run.__qualname__ = "directives"
-    app.agent(source, name="directives")(run)
+    batch_agent(app, source, "directives", handle, settings)

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, dead_letter, publish, withhold_acks
+from agents._batch import Output, batch_agent, dead_letter, publish
 from stream_app import codecs, metrics, registry
 from stream_app.exceptions import DecodeError
 from stream_app.logs import get_logger
@@ -125,15 +125,8 @@ def register(app: faust.App, blueprint: Blueprint) -> None:
     intake = Intake(app, blueprint)
     source = app.topic(*intake.routes, key_serializer="raw", value_serializer="raw")
 
-    async def run(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            try:
-                metrics.BATCH_SIZE.labels("intake").observe(len(events))
-                await intake.prefetch_schemas(events)
-                await publish(intake.route(events, int(time.time() * 1000)), settings)
-            except BaseException:
-                withhold_acks(events)
-                raise
+    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
+        await intake.prefetch_schemas(events)
+        await publish(intake.route(events, int(time.time() * 1000)), settings)
 
-    run.__name__ = run.__qualname__ = "intake"
-    app.agent(source, name="intake")(run)
+    batch_agent(app, source, "intake", handle, settings)

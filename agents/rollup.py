@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, publish, withhold_acks
+from agents._batch import Output, batch_agent, publish
 from stream_app import codecs, metrics
 from stream_app.aggregates import close_time_ms, period_by_label, period_frequencies, same_period_last_year
 from stream_app.consolidation import consolidated_key, frequency_of, period_record
@@ -137,15 +137,8 @@ def register(app: faust.App, blueprint: Blueprint, store: StateStore) -> None:
     rollup = Rollup(app, blueprint, store)
     source = app.topic(blueprint.topic_by_role("rollup").name, key_serializer="raw", value_serializer="raw")
 
-    async def run(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            try:
-                metrics.RECORDS_CONSUMED.labels(source.get_topic_name()).inc(len(events))
-                metrics.BATCH_SIZE.labels("rollup").observe(len(events))
-                await rollup.process(events)
-            except BaseException:
-                withhold_acks(events)
-                raise
+    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
+        metrics.RECORDS_CONSUMED.labels(source.get_topic_name()).inc(len(events))
+        await rollup.process(events)
 
-    run.__name__ = run.__qualname__ = "rollup"
-    app.agent(source, name="rollup")(run)
+    batch_agent(app, source, "rollup", handle, settings)
