@@ -14,13 +14,15 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
-from stream_app.calendar import CALENDARS, FREQUENCIES, ReportingPeriod, period_of
+from stream_app.calendar import CALENDARS, FREQUENCIES, ReportingPeriod, local_date, period_of
 from stream_app.exceptions import ConfigurationError
+from stream_app.model import CO_REPORTER_BREAKDOWN
 
 REGION_LEVELS = ("national", "province", "station")
 AGGREGATIONS = ("sum", "mean", "weighted_mean", "max", "last")
@@ -39,6 +41,9 @@ DOMAINS = (
     "transport",
 )
 REGION_KINDS = ("current", "legacy", "national")
+# Validation adds this breakdown to a co-reporter's observations (one that is not the authority for
+# them), so its figures form a series of their own: no indicator may declare it.
+RESERVED_BREAKDOWNS = frozenset({CO_REPORTER_BREAKDOWN})
 DEFAULT_DEADLINE_DAY = 25  # Decree 09/2019/NĐ-CP Art. 13: reports to the Government by the 25th
 
 RegionKind = Literal["current", "legacy", "national"]
@@ -67,6 +72,9 @@ _INDICATOR_KEYS = frozenset(
         "calendar",
         "deadline_day",
         "breakdowns",
+        "breakdown_values",
+        "station_kind",
+        "authority",
         "alert_from_level",
         "levels",
     }
@@ -75,7 +83,9 @@ _REPORTER_KEYS = frozenset({"code", "name_vi", "name_en"})
 _REGION_KEYS = frozenset({"code", "name", "kind", "successor"})
 _STATION_KEYS = frozenset({"code", "name", "region", "kind", "levels", "levels_indicator", "legacy_region"})
 _LEVEL_KEYS = frozenset({"code", "from", "name_vi", "name_en", "colour"})
+_AUTHORITY_KEYS = frozenset({"reporter", "from", "until", "regions"})
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Without levels every value is level 0, so an alert threshold of 1 can never be reached.
 _NO_ALERT = 1
 
@@ -93,6 +103,26 @@ class Level:
 
 
 @dataclass(frozen=True, slots=True)
+class Authority:
+    """Whose figures are official for an indicator: ``reporter``, for event times whose local
+    (UTC+7) date is in ``since`` (inclusive) .. ``until`` (exclusive), in ``regions`` (today's
+    units; ``None`` for every region). An open bound is ``None``."""
+
+    reporter: str
+    since: date | None = None
+    until: date | None = None
+    regions: frozenset[str] | None = None
+
+    def covers(self, region: str, day: date) -> bool:
+        """Whether this entry speaks for ``region`` (a current unit or "VN") on local date ``day``."""
+        return (
+            (self.since is None or self.since <= day)
+            and (self.until is None or day < self.until)
+            and (self.regions is None or region in self.regions)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Indicator:
     """A catalogued indicator: what records of it must look like, and how they roll up.
 
@@ -100,6 +130,11 @@ class Indicator:
     own or its stations') every value is level 0 and no alert fires. ``calendar`` and ``frequency``
     say which reporting period a value belongs to (``stream_app.calendar``); ``aggregation`` says
     how regions combine (sum, mean, weighted_mean, max, last).
+
+    ``station_kind`` is the kind of station a station-level indicator is reported by (``None`` for
+    national and province indicators). ``breakdown_values`` holds the allowed values of the
+    breakdowns that declare them (a breakdown missing here takes any value). ``authority`` lists
+    who is official when (``authority_at``); without a matching entry the owner is.
     """
 
     code: str
@@ -119,10 +154,26 @@ class Indicator:
     aggregation: str
     breakdowns: tuple[str, ...]
     domain: str
+    station_kind: str | None = None
+    # Not hashed (a mapping is not hashable); equality still compares it.
+    breakdown_values: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    authority: tuple[Authority, ...] = ()
 
     def period_of(self, event_time_ms: int) -> ReportingPeriod:
         """The reporting period an observation of this indicator at ``event_time_ms`` belongs to."""
         return period_of(self.frequency, self.calendar, event_time_ms, self.deadline_day)
+
+    def authority_at(self, region: str, event_time_ms: int) -> str:
+        """The reporter whose figures are official for ``region`` (today's unit, or "VN") at
+        ``event_time_ms``: the first ``authority`` entry covering the event's local date, else the
+        owner. Another allowed reporter's values are a co-reporter's, kept apart from them."""
+        if not self.authority:
+            return self.owner
+        day = local_date(event_time_ms)
+        for entry in self.authority:
+            if entry.covers(region, day):
+                return entry.reporter
+        return self.owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +256,12 @@ class Catalogue:
             return None
         return region.successor if region.kind == "legacy" else region.code
 
+    def authority(self, indicator_code: str, region: str, event_time_ms: int) -> str:
+        """The reporter whose figures of ``indicator_code`` are official for ``region`` (today's
+        unit, or "VN") at ``event_time_ms`` (see ``Indicator.authority_at``). Raises ``KeyError``
+        for an unknown indicator."""
+        return self.indicators[indicator_code].authority_at(region, event_time_ms)
+
 
 class _Entry:
     """Reads fields of one TOML table, raising errors that name the file and the entry."""
@@ -230,6 +287,20 @@ class _Entry:
 
     def optional_text(self, key: str) -> str | None:
         return self.text(key) if key in self.table else None
+
+    def optional_date(self, key: str) -> date | None:
+        """A local date, as an ISO string ("2024-07-01") or a TOML date; ``None`` when absent."""
+        if key not in self.table:
+            return None
+        value = self.table[key]
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.fail(f"{key!r} must be a date, YYYY-MM-DD; got {value!r}")
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = self.text(key)
@@ -320,13 +391,15 @@ def load_catalogue(directory: Path) -> Catalogue:
     indicators: dict[str, Indicator] = {}
     alerting: set[str] = set()  # indicators without levels of their own that name an alert threshold
     for table in tables["indicators.toml"]:
-        indicator, explicit_alert = _indicator(_Entry(path, "indicator", table), reporter_names, indicators)
+        entry = _Entry(path, "indicator", table)
+        indicator, explicit_alert = _indicator(entry, reporter_names, regions, indicators)
         indicators[indicator.code] = indicator
         if explicit_alert and not indicator.levels:
             alerting.add(indicator.code)
     stations = _stations(
         directory / "stations.toml", tables["stations.toml"], regions, indicators, alerting, legacy=legacy
     )
+    _check_station_kinds(path, indicators, stations)
     graded = {s.levels_indicator for s in stations.values()}
     ungraded = sorted(alerting - graded)
     if ungraded:
@@ -421,7 +494,7 @@ def _region(e: _Entry) -> Region:
 
 
 def _indicator(
-    e: _Entry, reporters: Mapping[str, object], known: Mapping[str, Indicator]
+    e: _Entry, reporters: Mapping[str, object], regions: Mapping[str, Region], known: Mapping[str, Indicator]
 ) -> tuple[Indicator, bool]:
     """One indicator, and whether it names its own alert threshold."""
     e.only(_INDICATOR_KEYS)
@@ -440,6 +513,14 @@ def _indicator(
         raise e.fail(f"owner {owner!r} is not among its reporters {list(allowed)}")
     frequency = e.choice("frequency", FREQUENCIES)
     period_calendar = e.choice("calendar", CALENDARS)
+    region_level = e.choice("region_level", REGION_LEVELS)
+    breakdowns = e.strings("breakdowns", required=False)
+    reserved = sorted(RESERVED_BREAKDOWNS.intersection(breakdowns))
+    if reserved:
+        raise e.fail(
+            f"breakdown name(s) {reserved} are reserved: validation adds them to a co-reporter's "
+            "observations, to keep its figures apart from the official ones"
+        )
     explicit_alert = "alert_from_level" in e.table
     indicator = Indicator(
         code=code,
@@ -449,7 +530,7 @@ def _indicator(
         unit=e.text("unit"),
         min_value=lo,
         max_value=hi,
-        region_level=e.choice("region_level", REGION_LEVELS),
+        region_level=region_level,
         alert_from_level=e.integer("alert_from_level", _NO_ALERT),
         levels=e.levels(),
         reporters=frozenset(allowed),
@@ -457,14 +538,113 @@ def _indicator(
         calendar=period_calendar,
         deadline_day=_deadline_day(e, period_calendar),
         aggregation=e.choice("aggregation", AGGREGATIONS),
-        breakdowns=e.strings("breakdowns", required=False),
+        breakdowns=breakdowns,
         domain=e.choice("domain", DOMAINS),
+        station_kind=_station_kind(e, region_level),
+        breakdown_values=_breakdown_values(e, breakdowns),
+        authority=_authority(e, allowed, region_level, regions),
     )
     if indicator.levels:
         if not explicit_alert:
             raise e.fail("'alert_from_level' is required with levels")
         e.check_levels(indicator.levels, indicator, indicator.alert_from_level)
     return indicator, explicit_alert
+
+
+def _station_kind(e: _Entry, region_level: str) -> str | None:
+    """Required of station indicators (checked against the stations once they are loaded), refused
+    of the others."""
+    if region_level == "station":
+        if "station_kind" not in e.table:
+            raise e.fail(
+                "'station_kind' is required with region_level \"station\": the kind of station "
+                "(stations.toml) that reports it"
+            )
+        return e.text("station_kind")
+    if "station_kind" in e.table:
+        raise e.fail(
+            f"'station_kind' is only for station indicators; this one is reported per {region_level}"
+        )
+    return None
+
+
+def _breakdown_values(e: _Entry, breakdowns: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    raw = e.table.get("breakdown_values", {})
+    if not isinstance(raw, dict):
+        raise e.fail("'breakdown_values' must be a table of arrays ({ name = [\"value\", ...] })")
+    found: dict[str, frozenset[str]] = {}
+    for name, values in raw.items():
+        if name not in breakdowns:
+            raise e.fail(
+                f"'breakdown_values' names {name!r}, which is not among its breakdowns {list(breakdowns)}"
+            )
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v and v.isprintable() for v in values)
+        ):
+            raise e.fail(
+                f"'breakdown_values' {name!r} must be a non-empty array of non-empty printable strings"
+            )
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise e.fail(f"'breakdown_values' {name!r} repeats {repeated}")
+        found[name] = frozenset(values)
+    return found
+
+
+def _authority(
+    e: _Entry, reporters: tuple[str, ...], region_level: str, regions: Mapping[str, Region]
+) -> tuple[Authority, ...]:
+    """The ``authority`` entries, in order (the first that covers an observation wins)."""
+    raw = e.table.get("authority", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise e.fail("'authority' must be an array of tables ({ reporter = ..., from = ..., until = ... })")
+    entries = []
+    for item in raw:
+        sub = _Entry(e.path, f"indicator {e.name!r} authority", item)
+        sub.name = str(item.get("reporter", "?"))
+        sub.only(_AUTHORITY_KEYS)
+        reporter = sub.text("reporter")
+        if reporter not in reporters:
+            raise sub.fail(f"reporter {reporter!r} is not among the indicator's reporters {list(reporters)}")
+        since, until = sub.optional_date("from"), sub.optional_date("until")
+        if since is not None and until is not None and since >= until:
+            raise sub.fail(f"'from' {since} must be before 'until' {until}")
+        covered = None
+        if "regions" in item:
+            covered = sub.strings("regions", required=True)
+            for code in covered:
+                _authority_region(sub, code, region_level, regions)
+        entries.append(Authority(reporter, since, until, None if covered is None else frozenset(covered)))
+    return tuple(entries)
+
+
+def _authority_region(e: _Entry, code: str, region_level: str, regions: Mapping[str, Region]) -> None:
+    """Authority is looked up by the unit an observation is kept under: today's unit, or "VN"."""
+    region = regions.get(code)
+    if region is None:
+        raise e.fail(f"unknown region {code!r} in 'regions'")
+    if region.kind == "legacy":
+        raise e.fail(
+            f"region {code!r} is a legacy province, merged into {region.successor!r}: 'regions' are "
+            "today's units, which observations under the old codes are kept in"
+        )
+    if (region.kind == "national") != (region_level == "national"):
+        raise e.fail(f"region {code!r} never holds observations of an indicator reported per {region_level}")
+
+
+def _check_station_kinds(
+    path: Path, indicators: Mapping[str, Indicator], stations: Mapping[str, Station]
+) -> None:
+    """Each station indicator's ``station_kind`` must be the kind of some station."""
+    kinds = {station.kind for station in stations.values()}
+    for indicator in indicators.values():
+        if indicator.station_kind is not None and indicator.station_kind not in kinds:
+            raise _Entry(path, "indicator", {"code": indicator.code}).fail(
+                f"'station_kind' {indicator.station_kind!r} is not the kind of any station in "
+                f"stations.toml ({', '.join(sorted(kinds))})"
+            )
 
 
 def _deadline_day(e: _Entry, period_calendar: str) -> int:

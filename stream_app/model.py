@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# A co-reporter's values (a reporter allowed to send an indicator but not authoritative for it: see the
+# catalogue's ``authority``) form a series of their own, named like a breakdown: ``reporter=NTSC``.
+CO_REPORTER_BREAKDOWN = "reporter"
+
 
 class Quality(StrEnum):
     """Data quality a reporter declares (the article: connected indicators mostly sent TEST data)."""
@@ -33,6 +37,12 @@ class Observation:
     breakdowns: dict[str, str] = field(default_factory=dict)
     report_ref: str | None = None  # the official report document the value comes from (Decree 09)
     source_system: str | None = None
+
+    @property
+    def seen_key(self) -> str:
+        """Who said what: duplicates, corrections and staleness are judged per reporter and observation
+        id, so one reporter can never retract, shadow or stale another's values."""
+        return f"{self.reporter}|{self.observation_id}"
 
     @property
     def entity(self) -> str:

@@ -33,6 +33,7 @@ from stream_app.calendar import ReportingPeriod, local_date, period_of
 from stream_app.catalogue import Catalogue, Indicator
 from stream_app.consolidation import time_aggregation
 from stream_app.entity import EntityState
+from stream_app.model import CO_REPORTER_BREAKDOWN
 from stream_app.rollup import NATIONAL, combine_sources, decode_entries, targets
 from stream_app.state import StateStore
 
@@ -305,18 +306,23 @@ class ReadModel:
             for code in chosen:
                 pipe.smembers(self.store.global_key("reporter", code, "entities"))
             connected_sets = await pipe.execute()
-        plan: list[tuple[str, Indicator, ReportingPeriod, str]] = []
+        # (reporter, indicator, period, entity, period field): a reporter's own figures are the
+        # official series where it is the authority, else its co-reporter series (reporter=<code>).
+        plan: list[tuple[str, Indicator, ReportingPeriod, str, str]] = []
         for code in chosen:
+            own_series = slice_of({CO_REPORTER_BREAKDOWN: code})
             for indicator in sorted(self.catalogue.indicators.values(), key=lambda i: i.code):
                 if code not in indicator.reporters:
                     continue
                 period = due_period(indicator, at_ms)
                 for expected in self.rulebook.entities_of(indicator):
                     name = f"{expected.indicator}|{expected.region}|{expected.station or '-'}"
-                    plan.append((code, indicator, period, name))
+                    official = indicator.authority_at(expected.region, period.start_ms) == code
+                    field = f"{'' if official else own_series}|{period.label}"
+                    plan.append((code, indicator, period, name, field))
         async with self.client.pipeline(transaction=False) as pipe:
-            for _, _, period, entity in plan:
-                pipe.hget(self.store.key(entity, "periods"), f"|{period.label}")
+            for _, _, _, entity, field in plan:
+                pipe.hget(self.store.key(entity, "periods"), field)
             stored = await pipe.execute()
         reports: dict[str, dict[str, Any]] = {}
         for code, connected in zip(chosen, connected_sets, strict=True):
@@ -328,7 +334,7 @@ class ReadModel:
                 "indicators": {},
                 "_connected": {n.split("|", 1)[0] for n in names},
             }
-        for (code, indicator, period, _), raw in zip(plan, stored, strict=True):
+        for (code, indicator, period, _, _), raw in zip(plan, stored, strict=True):
             entry = reports[code]["indicators"].setdefault(
                 indicator.code,
                 {

@@ -117,10 +117,10 @@ def _rows(
                 continue
             for code, where, value, breakdowns in model(d):
                 spec = plan.indicators[code]
-                reporter = world.reporter_for(spec, day)
+                region, station = place = world.place(spec, where, d.legacy)
+                reporter = world.reporter_for(spec, region, d.noon_ms)
                 if wanted is not None and reporter not in wanted:
                     continue
-                region, station = place = world.place(spec, where, d.legacy)
                 if code not in timing:
                     timing[code] = _timing(spec, d.noon_ms)
                 label, report_ms = timing[code]
@@ -159,6 +159,13 @@ def _check_breakdowns(indicator: Indicator, breakdowns: dict[str, str]) -> None:
             f"simulator: {indicator.code} has no breakdown(s) {unknown} in the catalogue "
             f"({list(indicator.breakdowns)})"
         )
+    for name, value in breakdowns.items():
+        allowed = indicator.breakdown_values.get(name)
+        if allowed is not None and value not in allowed:
+            raise ConfigurationError(
+                f"simulator: {indicator.code} breakdown {name!r} has no value {value!r} in the "
+                f"catalogue ({sorted(allowed)})"
+            )
 
 
 def _iso_local(ms: int) -> str:

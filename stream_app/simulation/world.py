@@ -26,10 +26,6 @@ LOCAL_TZ: Final = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")
 REFORM_DATE: Final = date(2025, 7, 1)
 # Periodic models run once per period of this calendar, on its cut-off day (the 14th).
 SCHEDULE_CALENDAR: Final = "decree09"
-# Reporters that took over an owner's indicators, and from when: grid dispatch moved from EVN to
-# NSMO (Ministry of Industry and Trade) in 2024; the month is an assumption of this simulator.
-# Before it, the former reporter (which the catalogue must allow) reports the new owner's indicators.
-HANDOVERS: Final[dict[str, tuple[str, date]]] = {"NSMO": ("EVN", date(2024, 7, 1))}
 
 
 class Traits(NamedTuple):
@@ -155,13 +151,6 @@ class World:
             for code, station in catalogue.stations.items()
             if station.legacy_region is not None
         }
-        for owner, (former, _since) in HANDOVERS.items():
-            for indicator in catalogue.indicators.values():
-                if indicator.owner == owner and former not in indicator.reporters:
-                    raise ConfigurationError(
-                        f"simulator: {indicator.code} is owned by {owner}, which took it over from "
-                        f"{former} (HANDOVERS), but the catalogue does not let {former} report it"
-                    )
 
     # --- checks of the simulation's own tables --------------------------------------------------
 
@@ -205,12 +194,17 @@ class World:
         """The current unit a legacy province merged into."""
         return self._successors[legacy_code]
 
-    def reporter_for(self, indicator: Indicator, day: date) -> str:
-        """Who reports ``indicator`` on ``day``: its owner, or the reporter it took over from."""
-        handover = HANDOVERS.get(indicator.owner)
-        if handover is not None and day < handover[1]:
-            return handover[0]
-        return indicator.owner
+    def reporter_for(self, indicator: Indicator, region: str, event_ms: int) -> str:
+        """Who reports ``indicator`` for ``region`` (a record's code, legacy or current) at
+        ``event_ms``: the catalogue's authority then (grid dispatch was EVN's before NSMO's), so the
+        simulated history is the official series."""
+        return indicator.authority_at(self._current_region(region), event_ms)
+
+    def _current_region(self, code: str) -> str:
+        current = self.catalogue.current_region(code)
+        if current is None:
+            raise ConfigurationError(f"simulator: region {code!r} is not in the catalogue")
+        return current
 
     def place(self, indicator: Indicator, where: str | None, legacy: bool) -> tuple[str, str | None]:
         """(region, station) of a value the simulator made for ``where`` (a station, a province, or

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from stream_app.catalogue import Catalogue, load_catalogue
+from stream_app.catalogue import Authority, Catalogue, load_catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 
@@ -94,8 +95,9 @@ STATIONS = {
 }
 
 
-def _indicator(code: str, *, levels: str = _LEVELS, **fields: object) -> str:
-    """An [[indicator]] entry, valid unless ``fields`` say otherwise (a field set to None is left out)."""
+def _indicator(code: str, *, levels: str = _LEVELS, toml: str = "", **fields: object) -> str:
+    """An [[indicator]] entry, valid unless ``fields`` say otherwise (a field set to None is left out);
+    ``toml`` is added as it is (inline tables, dates)."""
     values: dict[str, object] = {
         "code": code,
         "name_vi": "Chỉ tiêu thử",
@@ -118,7 +120,7 @@ def _indicator(code: str, *, levels: str = _LEVELS, **fields: object) -> str:
         for key, value in values.items()
         if value is not None
     ]
-    return "\n[[indicator]]\n" + "\n".join(lines) + "\n" + levels
+    return "\n[[indicator]]\n" + "\n".join(lines) + "\n" + toml + levels
 
 
 def _station(code: str, region: str = "01", **fields: str) -> str:
@@ -222,6 +224,11 @@ def test_indicator_attributes(catalogue: Catalogue) -> None:
     ind = catalogue.indicators
     assert ind["PWR.SOURCE_SHARE"].breakdowns == ("source",)
     assert all(i.breakdowns == () for code, i in ind.items() if code != "PWR.SOURCE_SHARE")
+    # exactly the sources the simulator makes (stream_app/simulation/society.py)
+    assert ind["PWR.SOURCE_SHARE"].breakdown_values == {
+        "source": frozenset({"hydro", "coal", "gas", "wind", "solar", "import", "other"})
+    }
+    assert all(not i.breakdown_values for code, i in ind.items() if code != "PWR.SOURCE_SHARE")
     assert {i.deadline_day for i in ind.values()} == {25}
     assert ind["FIN.BUDGET_REVENUE"].calendar == "calendar_month"
     assert ind["TRF.ACCIDENTS"].calendar == "decree09"
@@ -269,6 +276,71 @@ def test_stations_follow_the_codes_contract(catalogue: Catalogue) -> None:
         assert [lv.code for lv in station.levels] == ["NORMAL", "BD1", "BD2", "BD3"]
         assert tuple(lv.lower for lv in station.levels[1:]) == alarms, code
         assert station.levels[water.alert_from_level].code == "BD1"
+
+
+def test_station_indicators_name_the_kind_of_station_reporting_them(catalogue: Catalogue) -> None:
+    kinds = {code: i.station_kind for code, i in catalogue.indicators.items() if i.station_kind is not None}
+    assert kinds == {
+        "ENV.AQI": "air_quality",
+        "HYD.WATER_LEVEL": "hydrological",
+        "HYD.SALINITY_4PPT_KM": "salinity",
+        "HYD.SALINITY_MAX": "salinity",
+        "TRN.AIR_PASSENGERS": "airport",
+    }
+    assert kinds.keys() == {c for c, i in catalogue.indicators.items() if i.region_level == "station"}
+
+
+# 2024-06-30 23:00 and 2024-07-01 00:30 local time (UTC+7), either side of the grid's handover.
+_LAST_EVN_HOUR = int(datetime(2024, 6, 30, 16, tzinfo=UTC).timestamp() * 1000)
+_FIRST_NSMO_HALF_HOUR = int(datetime(2024, 6, 30, 17, 30, tzinfo=UTC).timestamp() * 1000)
+_LOCAL_MIDNIGHT = int(datetime(2024, 6, 30, 17, tzinfo=UTC).timestamp() * 1000)  # 2024-07-01 00:00 local
+
+
+@pytest.mark.parametrize("code", ["PWR.OUTPUT_GWH", "PWR.PEAK_MW", "PWR.SOURCE_SHARE"])
+def test_grid_authority_moves_from_evn_to_nsmo_on_2024_07_01_local(catalogue: Catalogue, code: str) -> None:
+    indicator = catalogue.indicators[code]
+    assert indicator.authority == (Authority("EVN", until=date(2024, 7, 1)),)
+    assert catalogue.authority(code, "VN", _LAST_EVN_HOUR) == "EVN"
+    assert catalogue.authority(code, "VN", _LOCAL_MIDNIGHT - 1) == "EVN"
+    assert catalogue.authority(code, "VN", _LOCAL_MIDNIGHT) == "NSMO"  # "until" is exclusive
+    assert catalogue.authority(code, "VN", _FIRST_NSMO_HALF_HOUR) == "NSMO"
+    assert indicator.authority_at("VN", _FIRST_NSMO_HALF_HOUR) == "NSMO"
+    assert catalogue.authority(code, "VN", 1_262_304_000_000) == "EVN"  # 2010
+
+
+def test_the_owner_is_the_authority_by_default(catalogue: Catalogue) -> None:
+    assert all(not i.authority for code, i in catalogue.indicators.items() if not code.startswith("PWR."))
+    assert catalogue.authority("TRF.DEATHS", "01", _FIRST_NSMO_HALF_HOUR) == "MPS"
+    assert catalogue.authority("ENV.AQI", "01", 0) == "MAE"
+    with pytest.raises(KeyError):
+        catalogue.authority("ENV.PM25", "01", 0)
+
+
+def test_authority_entries_by_date_and_region_first_match_wins(tmp_path: Path) -> None:
+    entries = (
+        "authority = [\n"
+        '  { reporter = "NCDR", from = "2024-01-01", until = 2024-02-01, regions = ["31", "01"] },\n'
+        '  { reporter = "MAE", from = 2024-01-15 },\n'
+        '  { reporter = "NCDR", from = "2023-06-01" },\n'
+        "]\n"
+    )
+    _copy_with(tmp_path, _indicator("TEST.AUTH", reporters=["MAE", "NCDR"], owner="MAE", toml=entries))
+    loaded = load_catalogue(tmp_path)
+    first = loaded.indicators["TEST.AUTH"].authority[0]
+    assert first == Authority("NCDR", date(2024, 1, 1), date(2024, 2, 1), frozenset({"01", "31"}))
+
+    def at(day: date, hour: int = 12) -> int:
+        return int(datetime(day.year, day.month, day.day, hour, tzinfo=UTC).timestamp() * 1000)
+
+    who = loaded.authority
+    assert who("TEST.AUTH", "31", at(date(2024, 1, 20))) == "NCDR"  # the first entry covers it
+    assert who("TEST.AUTH", "79", at(date(2024, 1, 20))) == "MAE"  # not its region: the second
+    assert who("TEST.AUTH", "79", at(date(2024, 1, 10))) == "NCDR"  # the third
+    assert who("TEST.AUTH", "31", at(date(2024, 2, 1))) == "MAE"
+    assert who("TEST.AUTH", "79", at(date(2023, 5, 31))) == "MAE"  # none: the owner
+    # by local (UTC+7) dates: 2024-01-14 17:00 UTC is 2024-01-15 00:00 in Vietnam
+    assert who("TEST.AUTH", "79", at(date(2024, 1, 14), 17)) == "MAE"
+    assert who("TEST.AUTH", "79", at(date(2024, 1, 14), 17) - 1) == "NCDR"
 
 
 def test_station_legacy_region_given_or_its_own_code(tmp_path: Path) -> None:
@@ -644,6 +716,177 @@ def test_an_indicator_without_levels_never_alerts(tmp_path: Path) -> None:
             "'TEST.B'",
             "'breakdowns' repeats ['source']",
             id="breakdown-repeated",
+        ),
+        # station kinds
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.S", region_level="station"),
+            "'TEST.S'",
+            "'station_kind' is required with region_level \"station\"",
+            id="station-kind-missing",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.S", region_level="station", station_kind="weather"),
+            "'TEST.S'",
+            "'station_kind' 'weather' is not the kind of any station in stations.toml",
+            id="station-kind-unknown",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.S", region_level="station", station_kind=""),
+            "'TEST.S'",
+            "'station_kind' must be a non-empty string",
+            id="station-kind-empty",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.S", station_kind="hydrological"),
+            "'TEST.S'",
+            "'station_kind' is only for station indicators; this one is reported per province",
+            id="station-kind-on-province-indicator",
+        ),
+        # breakdowns and their values
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source", "reporter"]),
+            "'TEST.B'",
+            "breakdown name(s) ['reporter'] are reserved",
+            id="breakdown-reporter-reserved",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source"], toml='breakdown_values = { fuel = ["coal"] }\n'),
+            "'TEST.B'",
+            "'breakdown_values' names 'fuel', which is not among its breakdowns ['source']",
+            id="breakdown-values-of-undeclared-breakdown",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source"], toml="breakdown_values = { source = [] }\n"),
+            "'TEST.B'",
+            "'breakdown_values' 'source' must be a non-empty array of non-empty printable strings",
+            id="breakdown-values-empty",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source"], toml='breakdown_values = { source = ["a\\nb"] }\n'),
+            "'TEST.B'",
+            "non-empty printable strings",
+            id="breakdown-value-not-printable",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source"], toml='breakdown_values = { source = ["a", "a"] }\n'),
+            "'TEST.B'",
+            "'breakdown_values' 'source' repeats ['a']",
+            id="breakdown-value-repeated",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.B", breakdowns=["source"], toml='breakdown_values = ["a"]\n'),
+            "'TEST.B'",
+            "'breakdown_values' must be a table of arrays",
+            id="breakdown-values-not-a-table",
+        ),
+        # authority
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "NCDR" }]\n'),
+            "indicator 'TEST.A' authority 'NCDR'",
+            "reporter 'NCDR' is not among the indicator's reporters ['MAE']",
+            id="authority-reporter-not-allowed",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ until = "2024-07-01" }]\n'),
+            "indicator 'TEST.A' authority '?'",
+            "'reporter' must be a non-empty string",
+            id="authority-without-reporter",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", until = "2024-13-01" }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "'until' must be a date, YYYY-MM-DD; got '2024-13-01'",
+            id="authority-date-impossible",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", from = "01/07/2024" }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "'from' must be a date, YYYY-MM-DD; got '01/07/2024'",
+            id="authority-date-not-iso",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", from = 2024-07-01T00:00:00 }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "'from' must be a date, YYYY-MM-DD",
+            id="authority-date-with-time",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", from = 20240701 }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "'from' must be a date, YYYY-MM-DD; got 20240701",
+            id="authority-date-a-number",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator(
+                "TEST.A",
+                toml='authority = [{ reporter = "MAE", from = "2024-07-01", until = "2024-07-01" }]\n',
+            ),
+            "indicator 'TEST.A' authority 'MAE'",
+            "'from' 2024-07-01 must be before 'until' 2024-07-01",
+            id="authority-empty-interval",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", since = "2024-07-01" }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "unknown keys ['since']",
+            id="authority-misspelt-key",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", regions = ["30"] }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "region '30' is a legacy province, merged into '31'",
+            id="authority-legacy-region",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", regions = ["99"] }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "unknown region '99' in 'regions'",
+            id="authority-unknown-region",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = [{ reporter = "MAE", regions = ["VN"] }]\n'),
+            "indicator 'TEST.A' authority 'MAE'",
+            "region 'VN' never holds observations of an indicator reported per province",
+            id="authority-national-region-of-province-indicator",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator(
+                "TEST.A",
+                region_level="national",
+                toml='authority = [{ reporter = "MAE", regions = ["01"] }]\n',
+            ),
+            "indicator 'TEST.A' authority 'MAE'",
+            "region '01' never holds observations of an indicator reported per national",
+            id="authority-province-of-national-indicator",
+        ),
+        pytest.param(
+            "indicators.toml",
+            _indicator("TEST.A", toml='authority = { reporter = "MAE" }\n'),
+            "'TEST.A'",
+            "'authority' must be an array of tables",
+            id="authority-not-an-array",
         ),
         # duplicates
         pytest.param(

@@ -17,7 +17,7 @@ import pytest
 from stream_app import codecs, simulate
 from stream_app.catalogue import Catalogue, Station
 from stream_app.exceptions import ConfigurationError, DecodeError
-from stream_app.model import Rejection
+from stream_app.model import Observation, Rejection
 from stream_app.produce import Encoded, RowEncoder, iter_csv
 from stream_app.schemas import SchemaRegistry
 from stream_app.simulate import (
@@ -30,7 +30,7 @@ from stream_app.simulate import (
     write_history,
 )
 from stream_app.simulation.world import Day, World
-from stream_app.validation import validate
+from stream_app.validation import CO_REPORTER_BREAKDOWN, Limits, validate
 
 
 def _daily_province(catalogue: Catalogue) -> set[str]:
@@ -259,8 +259,10 @@ def test_history_rows_pass_the_catalogue_validation(catalogue: Catalogue) -> Non
     now_ms = int(datetime.now(LOCAL_TZ).timestamp() * 1000)
     for start in (date(2010, 1, 1), date(2020, 3, 10), date(2025, 6, 28)):
         for row in history(catalogue, start, start + timedelta(days=6)):
-            result = validate(row, row["reporter"], catalogue, now_ms, 300_000)
-            assert not isinstance(result, Rejection), (row, result)
+            result = validate(row, row["reporter"], catalogue, now_ms, Limits())
+            assert isinstance(result, Observation), (row, result)
+            # the simulated reporter is the authority: its values are the official series
+            assert CO_REPORTER_BREAKDOWN not in result.breakdowns, row
 
 
 def test_csv_history_reads_back_through_produce(registry: SchemaRegistry, catalogue: Catalogue) -> None:
@@ -403,7 +405,7 @@ def test_live_feed_goes_to_each_reporters_topic_with_wall_clock_times(
         assert decoded["reporter"] == record.reporter
         assert decoded["event_time"].timestamp() == now
         assert record.key == (decoded["station"] or decoded["region"]).encode()
-        result = validate(decoded, record.reporter, catalogue, int(now * 1000), 300_000)
+        result = validate(decoded, record.reporter, catalogue, int(now * 1000), Limits())
         assert not isinstance(result, Rejection), (decoded, result)
     only_mps = list(
         itertools.islice(live_feed(catalogue, registry.latest("observation"), reporters=["mps"]), 50)
@@ -426,7 +428,7 @@ def test_invalid_records_are_refused_for_the_intended_reasons(
         except DecodeError as exc:
             reasons.add(exc.reason)
             continue
-        result = validate(decoded, record.reporter, catalogue, now_ms, 300_000)
+        result = validate(decoded, record.reporter, catalogue, now_ms, Limits())
         assert isinstance(result, Rejection)
         reasons.add(result.reason)
     assert reasons == {"undecodable", "unit_mismatch", "value_out_of_range", "indicator_not_owned"}
@@ -500,11 +502,6 @@ _AIR_STATION = Station("HN-AQ-NEW", "new air-quality station", "01", "air_qualit
             r"province traits \(TRAITS\): legacy province\(s\) \['30'\] are not in the catalogue",
             id="legacy-province-gone",
         ),
-        pytest.param(
-            lambda c: _edit_indicator(c, "PWR.PEAK_MW", reporters=frozenset({"NSMO"})),
-            "PWR.PEAK_MW is owned by NSMO, which took it over from EVN .* does not let EVN report it",
-            id="handover-not-allowed",
-        ),
     ],
 )
 def test_simulation_data_that_disagrees_with_the_catalogue_is_an_error(
@@ -515,6 +512,25 @@ def test_simulation_data_that_disagrees_with_the_catalogue_is_an_error(
         history(edited, date(2024, 1, 1), date(2024, 1, 1))
     with pytest.raises(ConfigurationError, match=problem):
         live_feed(edited, registry.latest("observation"))
+
+
+def test_history_reporters_follow_the_catalogues_authority(catalogue: Catalogue) -> None:
+    # The catalogue says EVN is official for the power indicators until 2024-07-01 (local): the
+    # simulator takes who reports from there, so it cannot disagree with it.
+    rows = list(history(catalogue, date(2024, 6, 30), date(2024, 7, 1), reporters=["EVN", "NSMO"]))
+    by_day = {(_local(r).date(), r["indicator"], r["reporter"]) for r in rows}
+    power = ("PWR.OUTPUT_GWH", "PWR.PEAK_MW", "PWR.SOURCE_SHARE")
+    assert by_day == {
+        (day, code, who)
+        for day, who in ((date(2024, 6, 30), "EVN"), (date(2024, 7, 1), "NSMO"))
+        for code in power
+    }
+    for row in rows:
+        assert row["reporter"] == catalogue.authority(row["indicator"], row["region"], row["event_time"])
+    # without an authority entry, the owner reports throughout
+    owner_only = _edit_indicator(catalogue, "PWR.PEAK_MW", authority=())
+    rows = list(history(owner_only, date(2024, 6, 30), date(2024, 6, 30), reporters=["EVN", "NSMO"]))
+    assert {r["reporter"] for r in rows if r["indicator"] == "PWR.PEAK_MW"} == {"NSMO"}
 
 
 def test_history_models_must_agree_with_the_catalogue(catalogue: Catalogue) -> None:
@@ -535,6 +551,11 @@ def test_history_models_must_agree_with_the_catalogue(catalogue: Catalogue) -> N
     no_breakdown = _edit_indicator(catalogue, "PWR.SOURCE_SHARE", breakdowns=())
     with pytest.raises(ConfigurationError, match=r"PWR.SOURCE_SHARE has no breakdown\(s\) \['source'\]"):
         list(history(no_breakdown, day, day))
+    no_hydro = _edit_indicator(
+        catalogue, "PWR.SOURCE_SHARE", breakdown_values={"source": frozenset({"coal", "gas"})}
+    )
+    with pytest.raises(ConfigurationError, match=r"PWR.SOURCE_SHARE breakdown 'source' has no value"):
+        list(history(no_hydro, day, day))
 
 
 def test_live_feeds_must_agree_with_the_catalogue(registry: SchemaRegistry, catalogue: Catalogue) -> None:
