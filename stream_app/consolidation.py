@@ -27,6 +27,7 @@ from stream_app.aggregates import (
 from stream_app.calendar import ReportingPeriod, local_date
 from stream_app.catalogue import Indicator
 from stream_app.entity import Context, EntityKey, EntityState, Touched
+from stream_app.model import CO_REPORTER_BREAKDOWN
 
 
 def frequency_of(label: str) -> str:
@@ -83,7 +84,7 @@ def entity_records(
             region=entity.region,
             station=entity.station,
             series=series,
-            reporter=state.reporter,
+            reporter=breakdowns_of(series).get(CO_REPORTER_BREAKDOWN, state.reporter),
             revision=touched.revision,
             now_ms=ctx.now_ms,
         )

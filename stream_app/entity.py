@@ -48,7 +48,7 @@ from stream_app.aggregates import (
 from stream_app.alerting import BucketHistory, Rule, RuleBook, RuleState, Verdict, on_observation, on_tick
 from stream_app.calendar import ReportingPeriod, local_date, period_of
 from stream_app.catalogue import Catalogue, Indicator
-from stream_app.model import Observation
+from stream_app.model import CO_REPORTER_BREAKDOWN, Observation
 from stream_app.rules import Transition
 
 _HOUR_PREFIX = "h:"
@@ -290,10 +290,10 @@ class EntityState:
 
     # ------------------------------------------------------------------ observations (the seen hash)
 
-    def put_seen(self, observation_id: str, seen: Seen) -> None:
-        """Remember ``observation_id`` as applied with this revision and value."""
-        self.seen[observation_id] = seen
-        self.new_seen.add(observation_id)
+    def put_seen(self, seen_key: str, seen: Seen) -> None:
+        """Remember an observation (by ``Observation.seen_key``) as applied with this revision and value."""
+        self.seen[seen_key] = seen
+        self.new_seen.add(seen_key)
 
     def seen_updates(self) -> list[tuple[str, str, int]]:
         """(observation id, encoded record, hour) of the ids applied since the state was read."""
@@ -309,10 +309,11 @@ class EntityState:
     def values_in(
         self, series: str, first_ms: int, end_ms: int, without: str
     ) -> Iterator[tuple[float, int, str]]:
-        """(value, event time, id) of the current observations of ``series`` in a time range, but one."""
-        for observation_id, seen in self.seen.items():
-            if observation_id != without and seen.series == series and first_ms <= seen.event_time < end_ms:
-                yield seen.value, seen.event_time, observation_id
+        """(value, event time, observation id) of the current observations of ``series`` in a time range,
+        but one (``without``: its seen key, reporter and observation id)."""
+        for seen_key, seen in self.seen.items():
+            if seen_key != without and seen.series == series and first_ms <= seen.event_time < end_ms:
+                yield seen.value, seen.event_time, seen_key.partition("|")[2]
 
     # ------------------------------------------------------------------ rules
 
@@ -433,6 +434,34 @@ class EntityKey:
         return f"{self.indicator}|{self.region}|{self.station or '-'}"
 
 
+def checked_entity(catalogue: Catalogue, text: str) -> EntityKey:
+    """The entity an internal record names, checked against the catalogue: its indicator exists and
+    the region and station fit the indicator's scope (``region_level``). Raises ``ValueError``
+    otherwise: only a defect or a forged record gets there, and the step must never see it."""
+    parts = text.split("|")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"entity {text[:80]!r} is not <indicator>|<region>|<station or ->")
+    key = EntityKey.parse(text)
+    indicator = catalogue.indicators.get(key.indicator)
+    if indicator is None:
+        raise ValueError(f"entity {text[:80]!r}: unknown indicator")
+    region = catalogue.regions.get(key.region)
+    if region is None or region.kind == "legacy":
+        raise ValueError(f"entity {text[:80]!r}: {key.region!r} is not a current unit")
+    if indicator.region_level == "national":
+        fits = region.kind == "national" and key.station is None
+    elif indicator.region_level == "province":
+        fits = region.kind == "current" and key.station is None
+    else:
+        station = catalogue.stations.get(key.station or "")
+        fits = station is not None and station.region == key.region
+    if not fits:
+        raise ValueError(
+            f"entity {text[:80]!r} does not fit {indicator.code}'s scope ({indicator.region_level})"
+        )
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What one record did: skipped (already applied, a duplicate, stale, beyond retention), pending
@@ -470,7 +499,7 @@ class Touched:
     closed: set[SeriesPeriod] = field(default_factory=set)
     late: set[SeriesPeriod] = field(default_factory=set)
     revision: int = 0
-    reporter: str = ""
+    reporters: set[str] = field(default_factory=set)  # who sent the batch's values
 
 
 def already_applied(state: EntityState, source: str, offset: int) -> bool:
@@ -524,7 +553,7 @@ def apply(
     retention = retention_start_ms(indicator, newest)
     if obs.event_time < retention:
         return StepResult(skipped=True, beyond_retention=True)
-    known = state.seen.get(obs.observation_id)
+    known = state.seen.get(obs.seen_key)
     if known is not None and known.knows(obs.revision):
         # the same record again: published twice upstream, or an earlier revision re-sent by the
         # intake after a crash, once the correction was already applied
@@ -549,10 +578,10 @@ def apply(
         return StepResult(skipped=False, pending=True)
 
     if known is not None:
-        _retract(state, obs.observation_id, known, old_periods, touched)
+        _retract(state, obs, known, old_periods, touched)
     earlier = (*known.earlier, known.revision) if known is not None else ()
     state.put_seen(
-        obs.observation_id, Seen(obs.revision, obs.event_time, obs.value, obs.quality.value, series, earlier)
+        obs.seen_key, Seen(obs.revision, obs.event_time, obs.value, obs.quality.value, series, earlier)
     )
     state.newest_event_time = newest
     state.retention_ms = max(retention, state.retention_ms or retention)
@@ -562,11 +591,15 @@ def apply(
         latest = state.latest_of("")
         if latest is not None:
             state.latest_value, state.latest_event_time = latest.last_value, latest.last_time
-    state.last_seen = max(state.last_seen, ctx.now_ms)
-    state.reporter = touched.reporter = obs.reporter
     touched.revision = obs.revision
-    if obs.period and obs.period > state.latest_period:
-        state.latest_period = obs.period
+    touched.reporters.add(obs.reporter)
+    if CO_REPORTER_BREAKDOWN not in obs.breakdowns:
+        # The feed the timer rules watch (absence, late report) and the alerts name is the
+        # authoritative reporter's: a co-reporter's values neither feed it nor stand in for it.
+        state.last_seen = max(state.last_seen, ctx.now_ms)
+        state.reporter = obs.reporter
+        if obs.period and obs.period > state.latest_period:
+            state.latest_period = obs.period
     alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
     close_due(state, ctx, touched)
     return StepResult(skipped=False, revision=known is not None, late=late, alerts=alerts)
@@ -612,7 +645,7 @@ def _count(
 
 def _retract(
     state: EntityState,
-    observation_id: str,
+    obs: Observation,
     old: Seen,
     periods: tuple[ReportingPeriod, ...],
     touched: Touched,
@@ -621,8 +654,8 @@ def _retract(
 
     def without(agg: Agg, first_ms: int, end_ms: int) -> Agg | None:
         rest = None
-        if agg.needs_rescan(old.value, old.event_time, observation_id):
-            rest = state.values_in(old.series, first_ms, end_ms, without=observation_id)
+        if agg.needs_rescan(old.value, old.event_time, obs.observation_id):
+            rest = state.values_in(old.series, first_ms, end_ms, without=obs.seen_key)
         return agg.remove(old.value, old.quality, rest)
 
     hour_key = (old.series, old.hour)
@@ -788,6 +821,14 @@ def direct(
 def alert_key(rule_id: str, entity: EntityKey) -> str:
     """One alert lifecycle: a rule at an entity."""
     return f"{rule_id}|{entity}"
+
+
+def entity_of_alert_key(alert_key: str) -> str | None:
+    """``<rule id>|<indicator>|<region>|<station or ->`` -> ``<indicator>|<region>|<station or ->``."""
+    parts = alert_key.split("|")
+    if len(parts) != 4 or not all(parts):
+        return None
+    return "|".join(parts[1:])
 
 
 def alert_id(key: str, change: str, cause: str) -> str:

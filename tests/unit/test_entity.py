@@ -154,7 +154,7 @@ def _reads_of(
     periods = {name: agg.encode() for name, agg, _ in state.period_updates(indicator) if agg is not None}
     reads = EntityReads(state=_hash_of(state, **offsets))
     for obs in batch:
-        reads.seen[obs.observation_id] = seen.get(obs.observation_id)
+        reads.seen[obs.seen_key] = seen.get(obs.seen_key)
         for series, label in needed_periods(indicator, obs):
             reads.periods[(series, label)] = periods.get(f"{series}|{label}")
     return reads
@@ -173,7 +173,7 @@ def test_first_observation_is_applied(catalogue: Catalogue, make_observation: Ma
     assert feed.state.hours == {("", hour_of(t0_ms)): one}
     assert feed.state.days == {("", _day(t0_ms)): one}
     assert feed.state.periods == {("", label): one for label in T0_PERIODS}
-    assert feed.state.seen == {"obs-1": Seen(0, t0_ms, 80.0, "FINAL", "")}
+    assert feed.state.seen == {"MAE|obs-1": Seen(0, t0_ms, 80.0, "FINAL", "")}
     assert (_aqi_level(feed.state), feed.state.latest_value, feed.state.latest_event_time) == (1, 80.0, t0_ms)
     assert (feed.state.newest_event_time, feed.state.last_seen, feed.state.reporter) == (t0_ms, NOW_MS, "MAE")
     assert feed.state.open_periods == {}, "every period closed before it arrived: none to close later"
@@ -220,7 +220,7 @@ def test_same_or_older_revision_at_new_offset_changes_nothing(
     assert feed.state.offsets[SOURCE] == 2, "the skipped record's offset must be recorded"
     assert (feed.state.hours, feed.state.days, feed.state.periods) == (hours, days, periods)
     assert (_aqi_level(feed.state), feed.state.latest_value) == (level, latest)
-    assert feed.state.seen["obs-1"] == Seen(2, t0_ms, 80.0, "FINAL", "")
+    assert feed.state.seen["MAE|obs-1"] == Seen(2, t0_ms, 80.0, "FINAL", "")
 
 
 def test_an_earlier_revision_resent_after_its_correction_is_a_duplicate(
@@ -235,10 +235,10 @@ def test_an_earlier_revision_resent_after_its_correction_is_a_duplicate(
     assert feed(make_observation(revision=1, value=160.0)) == StepResult(skipped=True, duplicate=True)
     feed(make_observation(revision=3, value=170.0))
     assert feed(make_observation(revision=2, value=90.0)) == StepResult(skipped=True, stale=True)
-    assert feed.state.seen["obs-1"].earlier == (0, 1)
-    assert period(feed.state, "2024-11") == _one(170.0, feed.state.seen["obs-1"].event_time, "obs-1")
-    restored = Seen.decode(feed.state.seen["obs-1"].encode())
-    assert restored == feed.state.seen["obs-1"]
+    assert feed.state.seen["MAE|obs-1"].earlier == (0, 1)
+    assert period(feed.state, "2024-11") == _one(170.0, feed.state.seen["MAE|obs-1"].event_time, "obs-1")
+    restored = Seen.decode(feed.state.seen["MAE|obs-1"].encode())
+    assert restored == feed.state.seen["MAE|obs-1"]
 
 
 def test_higher_revision_is_applied(catalogue: Catalogue, make_observation: MakeObs, t0_ms: int) -> None:
@@ -248,7 +248,7 @@ def test_higher_revision_is_applied(catalogue: Catalogue, make_observation: Make
     assert not result.skipped
     assert not result.duplicate
     assert result.revision
-    assert feed.state.seen["obs-1"] == Seen(1, t0_ms, 160.0, "FINAL", "", earlier=(0,))
+    assert feed.state.seen["MAE|obs-1"] == Seen(1, t0_ms, 160.0, "FINAL", "", earlier=(0,))
     # the earlier value is retracted everywhere: still one value, now the corrected one
     corrected = _one(160.0, t0_ms, "obs-1")
     assert feed.state.hours == {("", hour_of(t0_ms)): corrected}
@@ -455,7 +455,7 @@ def test_hours_older_than_48h_are_expired_and_old_ids_are_left_to_the_commit(
     # forgotten there (by the commit script) once older than the retention: this reporting year
     # and the previous one (ENV.AQI counts calendar years).
     assert not any(name.startswith("seen") for name in fields)
-    assert [o for o, _, _ in feed.state.seen_updates()] == ["mid", "new", "old"]
+    assert [o for o, _, _ in feed.state.seen_updates()] == ["MAE|mid", "MAE|new", "MAE|old"]
     indicator = catalogue.indicators["ENV.AQI"]
     assert feed.state.retention_ms == retention_start_ms(indicator, t0_ms + 48 * HOUR_MS)
     assert feed.state.retention_ms == local_ms(2023, 1, 1)
@@ -483,7 +483,7 @@ def test_expiry_of_fields_read_from_redis(
         f"h::{old_hour + 50}",
         f"d::{_day(t0_ms + 50 * HOUR_MS)}",
     }
-    assert [o for o, _, _ in feed.state.seen_updates()] == ["new"]
+    assert [o for o, _, _ in feed.state.seen_updates()] == ["MAE|new"]
 
 
 def test_observation_older_than_48h_counts_in_its_day_and_periods_only(
@@ -498,7 +498,7 @@ def test_observation_older_than_48h_counts_in_its_day_and_periods_only(
     fields = feed.state.to_fields()
     assert f"h::{hour_of(t0_ms)}" not in fields
     # its id is remembered: a later duplicate is recognised
-    assert "ancient" in [o for o, _, _ in feed.state.seen_updates()]
+    assert "MAE|ancient" in [o for o, _, _ in feed.state.seen_updates()]
     # the day is kept longer than the hours (the deviation rules' baselines), the periods longer still
     assert feed.state.days[("", _day(t0_ms))] == _one(499.0, t0_ms, "ancient")
     assert fields[f"d::{_day(t0_ms)}"] == _one(499.0, t0_ms, "ancient").encode()
@@ -619,7 +619,7 @@ def test_state_round_trips_through_its_hash(
         **{("", label): state.periods[("", label)] for label in T0_PERIODS},
         **{("", label.replace("2024", "2023", 1)): None for label in T0_PERIODS},
     }
-    assert restored.seen == {"c": Seen(4, t0_ms + 2 * HOUR_MS, 210.3, "FINAL", "")}
+    assert restored.seen == {"MAE|c": Seen(4, t0_ms + 2 * HOUR_MS, 210.3, "FINAL", "")}
     assert restored.offsets == {SOURCE: 3}
     assert (restored.changed, restored.removed, restored.changed_periods, restored.new_seen) == (
         set(),
@@ -650,7 +650,7 @@ def test_restored_state_continues_where_it_left_off(
         f"h::{hour_of(t0_ms)}",
         f"d::{_day(t0_ms)}",
     }
-    assert [o for o, _, _ in restored.state.seen_updates()] == ["b"]
+    assert [o for o, _, _ in restored.state.seen_updates()] == ["MAE|b"]
     month = restored.state.periods[("", "2024-11")]
     assert month is not None
     assert (month.count, month.total, month.low, month.high) == (2, Decimal("250.0"), 90.0, 160.0)

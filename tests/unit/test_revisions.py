@@ -62,7 +62,7 @@ def test_a_revision_replaces_the_value_in_the_hour_the_day_and_every_period(cata
         assert agg is not None
         assert (agg.count, agg.total, agg.low, agg.high) == (3, Decimal("1.1"), 0.1, 0.7)
         assert (agg.last_id, agg.last_value) == ("c", 0.7)
-    assert core.state.seen["b"] == Seen(1, AT + 10 * 60_000, 0.3, "FINAL", "", earlier=(0,))
+    assert core.state.seen["MPS|b"] == Seen(1, AT + 10 * 60_000, 0.3, "FINAL", "", earlier=(0,))
     assert core.touched.revision == 1
 
 
@@ -144,7 +144,7 @@ def test_a_revision_that_moves_a_value_to_another_series(catalogue: Catalogue) -
     total, part = period(core.state, "2024-11"), period(core.state, "2024-11", "road=highway")
     assert (total.count, total.total, total.high) == (1, Decimal("1.0"), 1.0)
     assert (part.count, part.total, part.last_id) == (1, Decimal("4.0"), "x")
-    assert core.state.seen["x"].series == "road=highway"
+    assert core.state.seen["MPS|x"].series == "road=highway"
 
 
 def test_moving_the_latest_value_to_a_breakdown_series_gives_back_the_previous_latest(
@@ -181,8 +181,8 @@ class Stored:
         """The first read of a batch: the state hash, the batch's ids, the periods they count in."""
         reads = EntityReads(state=dict(self.state))
         for obs in batch:
-            known = self.seen.get(obs.observation_id)
-            reads.seen[obs.observation_id] = None if known is None else known.encode().encode()
+            known = self.seen.get(obs.seen_key)
+            reads.seen[obs.seen_key] = None if known is None else known.encode().encode()
             for key in needed_periods(self.indicator, obs):
                 reads.periods[key] = self._period(key)
         return reads
@@ -220,11 +220,11 @@ def test_a_revision_of_a_read_state_needs_the_earlier_values_year(catalogue: Cat
     year = period_of("annual", "decree09", AT)  # 15/12/2023 .. 14/12/2024
     assert first.missing == {("range", hour_of(year.start_ms), hour_of(year.end_ms - 1) + 1)}
     assert (first.hours, first.days, first.periods) == before, "nothing retracted before the range is read"
-    assert first.seen == {"c": Seen(0, AT + 20 * 60_000, 0.7, "FINAL", "")}
+    assert first.seen == {"MPS|c": Seen(0, AT + 20 * 60_000, 0.7, "FINAL", "")}
 
     stored.load(reads, first.missing)
     second = reads.build()
-    assert set(second.seen) == {"a", "b", "c"}
+    assert set(second.seen) == {"MPS|a", "MPS|b", "MPS|c"}
     result = apply(second, correction, source=SOURCE, offset=4, ctx=ctx, touched=Touched())
     assert result == StepResult(skipped=False, revision=True, late=True)
     assert second.missing == set()
