@@ -1,34 +1,72 @@
-"""Batch helpers shared by the agents: producing a batch and withholding acks of a failed batch."""
+"""What every agent shares: batches of records in, outputs and dead letters out, acks withheld on failure.
+
+- :class:`Publisher` produces a batch's outputs through the worker's producer, one wait per batch.
+  Failures are judged by :func:`stream_app.failures.classify_kafka`: transient and blocking ones are
+  retried (the partition waits, readiness says so); a permanent one — a record Kafka refuses for good
+  — is handed back with the output, whose ``blame`` tells the stage which input caused it, so the
+  stage can dead-letter that input and move on. An output over ``STREAM_APP_OUTPUT_MAX_BYTES`` is
+  refused before it is sent.
+- Dead letters (:class:`Letter`) always go somewhere: one that does not fit is sent without the
+  original bytes (flagged ``original_truncated``) rather than lost.
+- :func:`batch_agent` runs a handler per batch; a batch that fails or is cancelled withholds its acks.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
 
-from stream_app import codecs, metrics
+from stream_app import codecs, metrics, retry
+from stream_app.failures import Failure, classify_kafka, error_type
 from stream_app.logs import get_logger
 from stream_app.model import Rejection
-from stream_app.retry import retry_until_done
 from stream_app.schemas import SchemaVersion
 from stream_app.settings import Settings
 
 log = get_logger(__name__)
 
+_MESSAGE_MAX_CHARS = 2000  # a dead letter's message for people
+
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to publish."""
+    """One record to publish.
 
-    topic: Any  # faust.TopicT
+    ``blame``: what a permanent refusal of this record is charged to (the stage decides: an input's
+    index in its batch, an entity); None for outputs nobody caused (ticks, the briefing).
+    """
+
+    topic: str
     key: bytes | None
     value: bytes | None  # None: a tombstone, on a compacted topic
-    timestamp: float | None = None
-    partition: int | None = None  # explicit for the internal topic (see stream_app.partitioning)
+    timestamp: float | None = None  # seconds, as Faust's producer takes it
+    partition: int | None = None  # explicit for the internal topics (see stream_app.partitioning)
+    blame: Hashable | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.key or b"") + len(self.value or b"")
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter to publish: the record (Avro ``dead_letter``) and where it goes."""
+
+    topic: str
+    key: bytes | None
+    record: dict[str, Any]
+
+    def encode(self, schema: SchemaVersion) -> Output:
+        return Output(self.topic, self.key, codecs.encode(schema, self.record))
+
+    def without_original(self) -> Letter:
+        return replace(self, record={**self.record, "original": b"", "original_truncated": True})
 
 
 # Topic name -> a function told of every record published there (e.g. counting alert transitions
@@ -37,33 +75,173 @@ PUBLISH_OBSERVERS: dict[str, Callable[[Output], None]] = {}
 
 
 def dead_letter(
-    message: Any, reporter: str, topic: Any, schema: SchemaVersion, rejection: Rejection, *, now_ms: int
-) -> Output:
-    """The dead-letter record of a rejected record: its bytes and key unchanged, reason and position.
+    message: Any,
+    topic: str,
+    rejection: Rejection,
+    *,
+    now_ms: int,
+    stage: str,
+    reporter: str | None = None,
+    error: BaseException | None = None,
+    poison: bool = False,
+) -> Letter:
+    """The dead letter of ``message``: its bytes and key unchanged, the reason, where it was read, the
+    stage that refused it and, for a failure rather than a rejection, the exception's type.
 
-    Counted in ``stream_app_records_rejected_total{reporter,reason}`` and logged with the position.
+    A reporter's record is counted in ``stream_app_records_rejected_total{reporter,reason}``; a record
+    that made a stage fail (``poison``) in ``stream_app_poison_records_total{stage,reason}`` and logged
+    as an error.
     """
-    metrics.RECORDS_REJECTED.labels(reporter, rejection.reason).inc()
-    log.info(
-        "record_rejected",
+    if reporter is not None:
+        metrics.RECORDS_REJECTED.labels(reporter, rejection.reason).inc()
+    if poison:
+        metrics.POISON_RECORDS.labels(stage, rejection.reason).inc()
+    emit = log.error if poison else log.info
+    emit(
+        "record_dead_lettered" if poison else "record_rejected",
+        stage=stage,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         reporter=reporter,
         reason=rejection.reason,
+        error_type=error_type(error) if error is not None else None,
         detail=rejection.message[:200],
     )
     record = {
         "reason": rejection.reason,
-        "message": rejection.message,
+        "message": rejection.message[:_MESSAGE_MAX_CHARS],
         "source_topic": message.topic,
         "source_partition": message.partition,
         "source_offset": message.offset,
         "source_key": message.key,
         "original": message.value or b"",
         "rejected_at": now_ms,
+        "stage": stage,
+        "error_type": error_type(error) if error is not None else None,
+        "original_truncated": False,
     }
-    return Output(topic, message.key, codecs.encode(schema, record))
+    return Letter(topic, message.key, record)
+
+
+class Publisher:
+    """Produces outputs and dead letters through the worker's producer (one per worker)."""
+
+    def __init__(self, app: faust.App, settings: Settings, dead_letter_schema: SchemaVersion) -> None:
+        self._app = app
+        self._settings = settings
+        self._schema = dead_letter_schema
+        self.max_bytes = settings.output_max_bytes
+
+    async def publish(
+        self, outputs: Sequence[Output], letters: Sequence[Letter] = ()
+    ) -> list[tuple[Output, BaseException]]:
+        """Send ``outputs`` and ``letters`` and wait until Kafka acknowledged each (or refused it for good).
+
+        Transient and blocking failures are retried, with backoff, for the records that met them; a
+        retried record may be published twice, which consumers of this project tolerate (alert ids are
+        deterministic, the stateful step ignores an observation it applied). Returns the outputs refused
+        for good, each with why: over the size budget, or refused by Kafka.
+        """
+        refused: list[tuple[Output, BaseException]] = []
+        sendable: list[Output] = []
+        for output in outputs:
+            if output.size > self.max_bytes:
+                refused.append((output, OutputTooLargeError(output.size, self.max_bytes)))
+            else:
+                sendable.append(output)
+        encoded = [self._fitting(letter) for letter in letters]
+        await self._deliver(sendable, encoded, refused)
+        return refused
+
+    async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
+        """Send dead letters; they are never refused for good (see :meth:`publish`)."""
+        if letters:
+            await self._deliver([], [self._fitting(letter) for letter in letters], [])
+
+    def _fitting(self, letter: Letter) -> tuple[Letter, Output]:
+        encoded = letter.encode(self._schema)
+        if encoded.size > self.max_bytes:
+            letter = letter.without_original()
+            encoded = letter.encode(self._schema)
+        return letter, encoded
+
+    async def _deliver(
+        self,
+        outputs: list[Output],
+        letters: list[tuple[Letter, Output]],
+        refused: list[tuple[Output, BaseException]],
+    ) -> None:
+        pending: list[tuple[Letter | None, Output]] = [(None, o) for o in outputs] + list(letters)
+        delay, attempt = self._settings.retry_initial_s, 0
+        produced: Counter[str] = Counter()
+        while pending:
+            results = await self._send([o for _, o in pending])
+            again: list[tuple[Letter | None, Output]] = []
+            failure_seen: BaseException | None = None
+            for (letter, output), error in zip(pending, results, strict=True):
+                if error is None:
+                    produced[output.topic] += 1
+                    observer = PUBLISH_OBSERVERS.get(output.topic)
+                    if observer is not None:
+                        observer(output)
+                    continue
+                failure = classify_kafka(error)
+                if failure is not Failure.PERMANENT:
+                    again.append((letter, output))
+                    failure_seen = error
+                elif letter is None:
+                    refused.append((output, error))
+                elif not letter.record["original_truncated"]:
+                    # a dead letter refused for good: send it without the original bytes
+                    smaller = letter.without_original()
+                    again.append((smaller, smaller.encode(self._schema)))
+                else:
+                    again.append((letter, output))  # nowhere else to go: wait for an operator
+                    failure_seen = error
+            pending = again
+            if pending:
+                attempt += 1
+                retry.waiting("produce", True)
+                metrics.RETRIES.labels("produce").inc()
+                log.warning(
+                    "produce_retrying",
+                    records=len(pending),
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    error=repr(failure_seen)[:300],
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+        if attempt:
+            retry.waiting("produce", False)
+            log.info("dependency_recovered", operation="produce", attempts=attempt)
+        for name, count in produced.items():  # once per topic and batch: a labelled metric has a cost
+            metrics.RECORDS_PRODUCED.labels(name).inc(count)
+
+    async def _send(self, outputs: Sequence[Output]) -> list[BaseException | None]:
+        """Hand every output to the producer, then wait for all of them; one result per output."""
+        producer = await self._app.maybe_start_producer()
+        handles: list[Any] = []
+        for o in outputs:
+            try:
+                handles.append(await producer.send(o.topic, o.key, o.value, o.partition, o.timestamp, None))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused before it was queued (too large for the producer, say)
+                handles.append(exc)
+        waiting = [h for h in handles if not isinstance(h, BaseException)]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        return [h if isinstance(h, BaseException) else h.exception() for h in handles]
+
+
+class OutputTooLargeError(ValueError):
+    """An output over the size budget: never sent, the input that produced it is dead-lettered."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"output of {size} bytes exceeds STREAM_APP_OUTPUT_MAX_BYTES ({limit})")
+        self.size = size
 
 
 def withhold_acks(events: Sequence[faust.EventT[bytes]]) -> None:
@@ -75,39 +253,6 @@ def withhold_acks(events: Sequence[faust.EventT[bytes]]) -> None:
     """
     for event in events:
         event.message.acked = True
-
-
-async def publish(outputs: Sequence[Output], settings: Settings) -> None:
-    """Send ``outputs`` and wait until Kafka acknowledged every one; retry the batch until it does.
-
-    A retried batch may publish some records twice: alert ids are deterministic and the stateful
-    step ignores an observation id it has applied, so duplicates change nothing downstream.
-    """
-    if not outputs:
-        return
-
-    async def send_all() -> None:
-        futures = [
-            await o.topic.send(key=o.key, value=o.value, timestamp=o.timestamp, partition=o.partition)
-            for o in outputs
-        ]
-        await asyncio.gather(*futures)
-
-    await retry_until_done("produce", send_all, settings, _retriable_kafka_error)
-    produced: dict[str, int] = {}
-    for o in outputs:
-        name = o.topic.get_topic_name()
-        produced[name] = produced.get(name, 0) + 1
-        observer = PUBLISH_OBSERVERS.get(name)
-        if observer is not None:
-            observer(o)
-    for name, count in produced.items():  # once per topic and batch: a labelled metric has a cost
-        metrics.RECORDS_PRODUCED.labels(name).inc(count)
-
-
-def _retriable_kafka_error(exc: Exception) -> bool:
-    # e.g. a record too large is not retriable: retrying cannot help, the batch must not be acked
-    return getattr(exc, "retriable", True) is not False
 
 
 def observe_latency(events: Sequence[faust.EventT[bytes]]) -> None:
@@ -127,15 +272,24 @@ def batch_agent(
     settings: Settings,
 ) -> None:
     """Register agent ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
-    to ``handle``; a batch that fails or is cancelled withholds its acks (see ``withhold_acks``)."""
+    to ``handle``; a batch that fails or is cancelled withholds its acks (see ``withhold_acks``).
+
+    ``handle`` dead-letters what it cannot process, so an exception escaping it is a defect: it is
+    logged and counted (``stream_app_agent_crashes_total``), and Faust's supervisor restarts the agent.
+    """
 
     async def run(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             try:
                 metrics.BATCH_SIZE.labels(name).observe(len(events))
                 await handle(events)
+            except asyncio.CancelledError:
+                withhold_acks(events)
+                raise
             except BaseException:
                 withhold_acks(events)
+                metrics.AGENT_CRASHES.labels(name).inc()
+                log.exception("agent_crashed", agent=name, records=len(events))
                 raise
 
     run.__name__ = run.__qualname__ = name

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, publish
+from agents._batch import Output, Publisher
 from stream_app import codecs, metrics
 from stream_app.calendar import local_date
 from stream_app.logs import get_logger
@@ -33,11 +33,11 @@ def due(now_ms: int, briefing_time: str) -> bool:
     return local_ms >= (hours * 60 + minutes) * 60_000
 
 
-def register(app: faust.App, blueprint: Blueprint, model: ReadModel) -> None:
+def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: Publisher) -> None:
     """The briefing timer (every tick interval, at most a minute; it publishes once a day)."""
     settings = blueprint.settings
     internal = blueprint.topic_by_role("repartition").name
-    topic = app.topic(blueprint.topic_by_role("briefings").name, key_serializer="raw", value_serializer="raw")
+    topic = blueprint.topic_by_role("briefings").name
     schema = blueprint.schemas.latest("briefing")
 
     async def send_briefing() -> None:
@@ -52,7 +52,12 @@ def register(app: faust.App, blueprint: Blueprint, model: ReadModel) -> None:
             return
         briefing: dict[str, Any] = await model.briefing(today - timedelta(days=1), now_ms)
         key = briefing["briefing_id"].encode()
-        await publish([Output(topic, key, codecs.encode(schema, briefing))], settings)
+        refused = await publisher.publish([Output(topic, key, codecs.encode(schema, briefing))])
+        if refused:  # a briefing Kafka refuses for good (too large): say so, do not mark the day done
+            log.error(
+                "briefing_refused", briefing_id=briefing["briefing_id"], error=repr(refused[0][1])[:300]
+            )
+            return
         await model.client.set(marker, str(now_ms), ex=MARKER_TTL_S)
         metrics.CONSOLIDATED_EVENTS.labels("briefing").inc()
         log.info("briefing_published", briefing_id=briefing["briefing_id"], items=len(briefing["items"]))

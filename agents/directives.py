@@ -2,7 +2,8 @@
 
 A directive names an alert by its key; the alert's state belongs to its entity's single writer, so
 the directive is re-keyed onto the internal topic, next to that entity's observations, and applied
-there in order. A directive that cannot be routed goes to the directives' dead-letter topic.
+there in order. A directive that cannot be routed (undecodable, an alert key of no entity the catalogue
+can have) goes to the directives' dead-letter topic, and so does one that made this stage fail.
 """
 
 from __future__ import annotations
@@ -13,81 +14,106 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, batch_agent, dead_letter, publish
+from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter
 from stream_app import codecs, metrics
+from stream_app.entity import checked_entity, entity_of_alert_key
 from stream_app.exceptions import DecodeError
+from stream_app.failures import Reasons
 from stream_app.model import Rejection
 from stream_app.partitioning import partition_for
 from stream_app.runtime import Blueprint
 
 CENTER = "CENTER"  # the reporter label of the center's own records in metrics
-
-
-def entity_of_alert_key(alert_key: str) -> str | None:
-    """``<rule id>|<indicator>|<region>|<station or ->`` -> ``<indicator>|<region>|<station or ->``."""
-    parts = alert_key.split("|")
-    if len(parts) != 4 or not all(parts):
-        return None
-    return "|".join(parts[1:])
+STAGE = "directives"
 
 
 class Router:
     """Turns a batch of directives into re-keyed internal records and dead letters."""
 
-    def __init__(self, app: faust.App, blueprint: Blueprint) -> None:
+    def __init__(self, blueprint: Blueprint, publisher: Publisher) -> None:
         self.blueprint = blueprint
+        self.publisher = publisher
         internal = blueprint.topic_by_role("repartition")
-        self.internal = app.topic(internal.name, key_serializer="raw", value_serializer="raw")
+        self.internal = internal.name
         self.partitions = internal.partitions
-        self.dead_letters = app.topic(
-            blueprint.topic_by_role("directives_dead_letter").name,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        self.dead_letters = blueprint.topic_by_role("directives_dead_letter").name
         self.directive_schema = blueprint.schemas.latest("directive")
-        self.dead_letter_schema = blueprint.schemas.latest("dead_letter")
 
-    def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> list[Output]:
+    def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> tuple[list[Output], list[Letter]]:
+        """Each directive re-keyed to its alert's entity (blamed on its index), or a dead letter."""
         outputs: list[Output] = []
-        for event in events:
+        letters: list[Letter] = []
+        for index, event in enumerate(events):
             message = event.message
             metrics.RECORDS_CONSUMED.labels(message.topic).inc()
             try:
-                directive = codecs.decode(self.blueprint.schemas, "directive", message.value or b"")
-            except DecodeError as exc:
-                outputs.append(self._reject(message, Rejection(exc.reason, exc.message), now_ms))
-                continue
-            entity = entity_of_alert_key(directive["alert_key"])
-            if entity is None:
-                rejection = Rejection("unknown_alert", f"alert key {directive['alert_key']!r} is malformed")
-                outputs.append(self._reject(message, rejection, now_ms))
-                continue
-            outputs.append(
-                Output(
-                    self.internal,
-                    entity.encode(),
-                    codecs.encode(self.directive_schema, directive),
-                    timestamp=message.timestamp,
-                    partition=partition_for(entity, self.partitions),
+                routed = self._route_one(message, index)
+            except Exception as exc:  # a defect or an input nobody foresaw: this directive's alone
+                letters.append(
+                    self._reject(message, Rejection(Reasons.INTAKE_FAILED, repr(exc)), now_ms, exc)
                 )
-            )
-        return outputs
+                continue
+            if isinstance(routed, Rejection):
+                letters.append(self._reject(message, routed, now_ms))
+            else:
+                outputs.append(routed)
+        return outputs, letters
 
-    def _reject(self, message: Any, rejection: Rejection, now_ms: int) -> Output:
-        return dead_letter(
-            message, CENTER, self.dead_letters, self.dead_letter_schema, rejection, now_ms=now_ms
+    def _route_one(self, message: Any, index: int) -> Output | Rejection:
+        try:
+            directive = codecs.decode(self.blueprint.schemas, "directive", message.value or b"")
+        except DecodeError as exc:
+            return Rejection(exc.reason, exc.message)
+        entity = entity_of_alert_key(directive["alert_key"])
+        if entity is None:
+            return Rejection("unknown_alert", f"alert key {directive['alert_key']!r} is malformed")
+        try:
+            checked_entity(self.blueprint.catalogue, entity)
+        except ValueError as exc:
+            return Rejection("unknown_alert", f"alert key {directive['alert_key']!r}: {exc}")
+        return Output(
+            self.internal,
+            entity.encode(),
+            codecs.encode(self.directive_schema, directive),
+            timestamp=message.timestamp,
+            partition=partition_for(entity, self.partitions),
+            blame=index,
         )
 
+    def _reject(
+        self, message: Any, rejection: Rejection, now_ms: int, error: BaseException | None = None
+    ) -> Letter:
+        return dead_letter(
+            message,
+            self.dead_letters,
+            rejection,
+            now_ms=now_ms,
+            stage=STAGE,
+            reporter=CENTER,
+            error=error,
+            poison=error is not None,
+        )
 
-def register(app: faust.App, blueprint: Blueprint) -> None:
+    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+        now_ms = int(time.time() * 1000)
+        outputs, letters = self.route(events, now_ms)
+        refused = await self.publisher.publish(outputs, letters)
+        late = []
+        for output, error in refused:
+            assert isinstance(output.blame, int)  # noqa: S101 - every output here names its directive
+            reason = (
+                Reasons.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reasons.OUTPUT_REFUSED
+            )
+            late.append(
+                self._reject(events[output.blame].message, Rejection(reason, str(error)), now_ms, error)
+            )
+        await self.publisher.publish_dead_letters(late)
+
+
+def register(app: faust.App, blueprint: Blueprint, publisher: Publisher) -> None:
     """The directives agent on the center's directives topic."""
-    settings = blueprint.settings
-    router = Router(app, blueprint)
+    router = Router(blueprint, publisher)
     source = app.topic(
         blueprint.topic_by_role("directives").name, key_serializer="raw", value_serializer="raw"
     )
-
-    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
-        await publish(router.route(events, int(time.time() * 1000)), settings)
-
-    batch_agent(app, source, "directives", handle, settings)
+    batch_agent(app, source, STAGE, router.process, blueprint.settings)

@@ -2,7 +2,10 @@
 good ones by entity onto the internal topic, so one writer keeps each entity's state in order.
 
 One agent reads every reporter's input topic; the topic a record came from says which reporter sent
-it, and so which indicators it may carry.
+it, and so which indicators it may carry. Every record ends in exactly one place: the internal topic,
+or the reporter's dead-letter topic — with a validation reason, or, when decoding or validating it
+raised something unforeseen or Kafka refused its re-keyed form for good, as poison (``intake_failed``,
+``output_too_large``, ``output_refused``, with the exception type).
 """
 
 from __future__ import annotations
@@ -14,42 +17,43 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, batch_agent, dead_letter, publish
+from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter
 from stream_app import codecs, metrics, registry
 from stream_app.exceptions import DecodeError
+from stream_app.failures import Failure, Reasons
 from stream_app.logs import get_logger
 from stream_app.model import Rejection
 from stream_app.partitioning import partition_for
+from stream_app.registry import SchemaRegistryUnavailable
 from stream_app.retry import retry_until_done
 from stream_app.runtime import Blueprint
-from stream_app.validation import observation_record, validate
+from stream_app.validation import Limits, observation_record, validate
 
 log = get_logger(__name__)
 
-MAX_RECORD_BYTES = 256 * 1024
-MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+STAGE = "intake"
+KEY_TOO_LARGE = "key_too_large"
 
 
 class Intake:
     """Turns one batch of reporters' records into re-keyed observations and dead letters."""
 
-    def __init__(self, app: faust.App, blueprint: Blueprint) -> None:
+    def __init__(self, blueprint: Blueprint, publisher: Publisher) -> None:
         self.blueprint = blueprint
+        self.settings = blueprint.settings
+        self.publisher = publisher
+        self.limits = Limits.from_settings(blueprint.settings)
         internal = blueprint.topic_by_role("repartition")
-        self.rekeyed = app.topic(internal.name, key_serializer="raw", value_serializer="raw")
+        self.rekeyed = internal.name
         self.internal_partitions = internal.partitions
         # source topic -> (reporter, its dead-letter topic)
-        self.routes: dict[str, tuple[str, Any]] = {}
+        self.routes: dict[str, tuple[str, str]] = {}
         for spec in blueprint.input_topics():
             assert spec.reporter is not None  # noqa: S101 - load_topics guarantees it for input topics
-            dead_letters = app.topic(
-                blueprint.dead_letter_topic(spec.reporter).name, key_serializer="raw", value_serializer="raw"
-            )
-            self.routes[spec.name] = (spec.reporter, dead_letters)
+            self.routes[spec.name] = (spec.reporter, blueprint.dead_letter_topic(spec.reporter).name)
         # Confluent-framed records resolve their schema id through the registry, when one is set.
         self.confluent = registry.from_url(blueprint.settings.schema_registry_url, blueprint.schemas)
         self.observation_schema = blueprint.schemas.latest("observation")
-        self.dead_letter_schema = blueprint.schemas.latest("dead_letter")
 
     async def prefetch_schemas(self, events: Sequence[faust.EventT[bytes]]) -> None:
         """Resolve new Confluent schema ids off the event loop; wait (never dead-letter) while the
@@ -61,41 +65,38 @@ class Intake:
         async def fetch() -> None:
             await confluent.prefetch(e.message.value or b"" for e in events)
 
-        await retry_until_done("schema_registry", fetch, self.blueprint.settings)
+        def classify(exc: BaseException) -> Failure:
+            return Failure.TRANSIENT if isinstance(exc, SchemaRegistryUnavailable) else Failure.PERMANENT
 
-    def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> list[Output]:
-        """Decide, for each record, where it goes. Pure apart from metrics and logs."""
+        try:
+            await retry_until_done("schema_registry", fetch, self.settings, classify)
+        except Exception as exc:  # decoding each record will meet it again, and dead-letter that record
+            log.warning("schema_prefetch_failed", error=repr(exc)[:300])
+
+    def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> tuple[list[Output], list[Letter]]:
+        """Decide, for each record, where it goes. Pure apart from metrics and logs.
+
+        Each re-keyed observation is blamed on its record's index in ``events``.
+        """
         outputs: list[Output] = []
+        letters: list[Letter] = []
         # counted per batch, not per record: a labelled metric costs a lookup and a lock each time
         consumed: Counter[str] = Counter()
         ages: dict[str, list[float]] = {}  # per reporter accepted in this batch: its feed flows
-        for event in events:
+        for index, event in enumerate(events):
             message = event.message
             reporter, dead_letters = self.routes[message.topic]
             consumed[message.topic] += 1
-            raw: bytes = message.value or b""
             try:
-                record = codecs.decode_observation(
-                    self.blueprint.schemas, raw, MAX_RECORD_BYTES, self.confluent
-                )
-            except DecodeError as exc:
-                outputs.append(
-                    dead_letter(
-                        message,
-                        reporter,
-                        dead_letters,
-                        self.dead_letter_schema,
-                        Rejection(exc.reason, exc.message),
-                        now_ms=now_ms,
-                    )
-                )
+                result = self._check(message, reporter, now_ms)
+            except (
+                Exception
+            ) as exc:  # a defect, or an input nobody foresaw: this record's, not the partition's
+                letters.append(self.poison(message, Reasons.INTAKE_FAILED, repr(exc), exc, now_ms))
                 continue
-            result = validate(record, reporter, self.blueprint.catalogue, now_ms, MAX_FUTURE_SKEW_MS)
             if isinstance(result, Rejection):
-                outputs.append(
-                    dead_letter(
-                        message, reporter, dead_letters, self.dead_letter_schema, result, now_ms=now_ms
-                    )
+                letters.append(
+                    dead_letter(message, dead_letters, result, now_ms=now_ms, stage=STAGE, reporter=reporter)
                 )
                 continue
             ages.setdefault(reporter, []).append(max(0.0, (now_ms - result.event_time) / 1000))
@@ -106,6 +107,7 @@ class Intake:
                     key=result.entity.encode(),
                     value=codecs.encode(self.observation_schema, observation_record(result)),
                     timestamp=message.timestamp,  # keep the reporter's produce time for end-to-end latency
+                    blame=index,
                 )
             )
         for topic, count in consumed.items():
@@ -116,17 +118,55 @@ class Intake:
             age = metrics.EVENT_AGE_SECONDS.labels(reporter)
             for seconds in reporter_ages:
                 age.observe(seconds)
-        return outputs
+        return outputs, letters
+
+    def _check(self, message: Any, reporter: str, now_ms: int) -> Any:
+        """The validated observation of one record, or why it is refused."""
+        if message.key is not None and len(message.key) > self.settings.intake_max_key_bytes:
+            return Rejection(
+                KEY_TOO_LARGE, f"key of {len(message.key)} bytes exceeds {self.settings.intake_max_key_bytes}"
+            )
+        raw: bytes = message.value or b""
+        try:
+            record = codecs.decode_observation(
+                self.blueprint.schemas, raw, self.settings.intake_max_record_bytes, self.confluent
+            )
+        except DecodeError as exc:
+            return Rejection(exc.reason, exc.message)
+        return validate(record, reporter, self.blueprint.catalogue, now_ms, self.limits)
+
+    def poison(self, message: Any, reason: str, detail: str, error: BaseException, now_ms: int) -> Letter:
+        """The dead letter of a reporter's record that made this stage fail."""
+        reporter, dead_letters = self.routes[message.topic]
+        return dead_letter(
+            message,
+            dead_letters,
+            Rejection(reason, detail),
+            now_ms=now_ms,
+            stage=STAGE,
+            reporter=reporter,
+            error=error,
+            poison=True,
+        )
+
+    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+        """Route a batch, publish it, and dead-letter the records whose re-keyed form Kafka refused."""
+        await self.prefetch_schemas(events)
+        now_ms = int(time.time() * 1000)
+        outputs, letters = self.route(events, now_ms)
+        refused = await self.publisher.publish(outputs, letters)
+        if refused:
+            late = []
+            for output, error in refused:
+                too_large = output.size > self.publisher.max_bytes
+                reason = Reasons.OUTPUT_TOO_LARGE if too_large else Reasons.OUTPUT_REFUSED
+                assert isinstance(output.blame, int)  # noqa: S101 - every intake output names its record
+                late.append(self.poison(events[output.blame].message, reason, str(error), error, now_ms))
+            await self.publisher.publish_dead_letters(late)
 
 
-def register(app: faust.App, blueprint: Blueprint) -> None:
+def register(app: faust.App, blueprint: Blueprint, publisher: Publisher) -> None:
     """The intake agent, subscribed to every reporter's input topic."""
-    settings = blueprint.settings
-    intake = Intake(app, blueprint)
+    intake = Intake(blueprint, publisher)
     source = app.topic(*intake.routes, key_serializer="raw", value_serializer="raw")
-
-    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
-        await intake.prefetch_schemas(events)
-        await publish(intake.route(events, int(time.time() * 1000)), settings)
-
-    batch_agent(app, source, "intake", handle, settings)
+    batch_agent(app, source, STAGE, intake.process, blueprint.settings)

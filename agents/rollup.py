@@ -5,41 +5,80 @@ contribution replaces its source's previous one in the period's Redis hash unles
 holds a newer one (``lua/rollup_apply.lua``: the source's input offset orders them), so redelivery
 and replay are harmless without an offset of its own. The combined value (``stream_app.rollup``)
 is published to the consolidated topic once per key per batch, with the same period last year.
+
+Poison never jams: a contribution that is not one of ours, names a roll-up the catalogue cannot have,
+sits on a partition that does not own it, or carries an item that cannot be applied goes to
+``internal.rollup.dlq`` with the reason (its good items still count: applying them again on a replay
+changes nothing); so does one whose Redis write is refused or whose roll-up record cannot be built or
+published.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import faust
 
-from agents._batch import Output, batch_agent, publish
+from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter
 from stream_app import codecs, metrics
-from stream_app.aggregates import close_time_ms, period_by_label, period_frequencies, same_period_last_year
+from stream_app.aggregates import (
+    Agg,
+    breakdowns_of,
+    close_time_ms,
+    period_by_label,
+    period_frequencies,
+    same_period_last_year,
+)
 from stream_app.consolidation import consolidated_key, frequency_of, period_record
-from stream_app.exceptions import DecodeError
+from stream_app.entity import checked_entity
+from stream_app.failures import Reasons, RecordRefusedError, refusal_reason
 from stream_app.logs import get_logger
-from stream_app.rollup import NATIONAL, combine_sources, decode_entries, encode_entry
+from stream_app.model import CO_REPORTER_BREAKDOWN, Rejection
+from stream_app.partitioning import partition_for
+from stream_app.rollup import NATIONAL, combine_sources, decode_entries, encode_entry, targets
 from stream_app.runtime import Blueprint
-from stream_app.state import STATE_TTL_S, StateStore, lua_script
+from stream_app.state import STATE_TTL_S, StateStore, lua_script, raise_retried
 
 log = get_logger(__name__)
 
+STAGE = "rollup"
 PeriodKey = tuple[str, str, str, str]  # (indicator, target, series, label)
+
+
+@dataclass(slots=True)
+class _Write:
+    index: int  # the record's position in its batch
+    period: PeriodKey
+    source: str
+    seq: int
+    aggregate: str | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    writes: list[_Write] = field(default_factory=list)
+    letters: list[Letter] = field(default_factory=list)
+    messages: dict[int, Any] = field(default_factory=dict)
+    failed: dict[int, tuple[str, str, BaseException]] = field(default_factory=dict)  # index -> why
+
+    def fail(self, index: int, reason: str, detail: str, error: BaseException) -> None:
+        self.failed.setdefault(index, (reason, detail[:500], error))
 
 
 class Rollup:
     """Applies a batch of contributions and publishes the roll-ups they change."""
 
-    def __init__(self, app: faust.App, blueprint: Blueprint, store: StateStore) -> None:
+    def __init__(self, blueprint: Blueprint, store: StateStore, publisher: Publisher) -> None:
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.store = store
-        self.consolidated = app.topic(
-            blueprint.topic_by_role("consolidated").name, key_serializer="raw", value_serializer="raw"
-        )
+        self.publisher = publisher
+        self.consolidated = blueprint.topic_by_role("consolidated").name
+        self.poison_topic = blueprint.topic_by_role("rollup_dead_letter").name
+        self.partitions = blueprint.topic_by_role("rollup").partitions
         self.schema = blueprint.schemas.latest("consolidated")
         self.script = store.client.register_script(lua_script("rollup_apply.lua"))
 
@@ -49,54 +88,120 @@ class Rollup:
 
     async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
         now = int(time.time() * 1000)
-        writes: list[tuple[PeriodKey, str, int, str | None]] = []
-        for event in events:
-            message = event.message
+        batch = _Batch()
+        for index, event in enumerate(events):
+            batch.messages[index] = event.message
             try:
-                subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"")
-            except DecodeError as exc:  # our own topic: only a bug or a foreign writer gets here
-                log.exception(
-                    "internal_record_undecodable",
-                    topic=message.topic,
-                    offset=message.offset,
-                    error=exc.message,
-                )
-                continue
-            if subject != "contribution":
-                continue
-            for item in record["items"]:
-                series, _, label = item["period"].rpartition("|")
-                period = (record["indicator"], record["target"], series, label)
-                writes.append((period, item["source"], int(item["seq"]), item["aggregate"]))
-        touched = sorted({w[0] for w in writes})
-        if not touched:
-            return
+                self._decode(index, event.message, batch)
+            except Exception as exc:  # the record as a whole is not one of ours
+                reason = refusal_reason(exc, Reasons.UNDECODABLE)
+                batch.letters.append(self._letter(event.message, reason, str(exc), exc, now))
+        outputs = await self._apply(batch, now)
+        refused = await self.publisher.publish(outputs, batch.letters)
+        for output, error in refused:
+            reason = (
+                Reasons.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reasons.OUTPUT_REFUSED
+            )
+            for index in output.blame if isinstance(output.blame, frozenset) else ():
+                batch.fail(index, reason, str(error), error)
+        if batch.failed:
+            await self.publisher.publish_dead_letters(
+                [
+                    self._letter(batch.messages[index], reason, detail, error, now)
+                    for index, (reason, detail, error) in sorted(batch.failed.items())
+                ]
+            )
 
-        async def apply_and_read() -> list[Any]:
+    async def _apply(self, batch: _Batch, now: int) -> list[Output]:
+        """Apply the batch's writes; the roll-up record of every period they touched, each blamed on
+        the records that touched it."""
+        touched: dict[PeriodKey, set[int]] = {}
+        for write in batch.writes:
+            touched.setdefault(write.period, set()).add(write.index)
+        if not touched:
+            return []
+        periods = sorted(touched)
+        replies = await self._apply_and_read(batch, periods)
+        outputs: list[Output] = []
+        for position, period in enumerate(periods):
+            try:
+                output = self._record(period, replies[2 * position], replies[2 * position + 1], now)
+            except Exception as exc:
+                for index in touched[period]:
+                    batch.fail(index, Reasons.OUTPUT_FAILED, f"roll-up {'|'.join(period)}: {exc!r}", exc)
+                continue
+            if output is not None:
+                outputs.append(replace(output, blame=frozenset(touched[period])))
+        return outputs
+
+    def _decode(self, index: int, message: Any, batch: _Batch) -> None:
+        """One contribution record: its writes into ``batch``; bad items mark the record failed."""
+        subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"")
+        if subject != "contribution":
+            raise RecordRefusedError(
+                Reasons.UNDECODABLE, f"a {subject!r} record does not belong on the roll-up topic"
+            )
+        indicator = self.catalogue.indicators.get(record["indicator"])
+        target = str(record["target"])
+        routing = f"{record['indicator']}|{target}"
+        if indicator is None:
+            raise RecordRefusedError(
+                Reasons.CONTRIBUTION_INVALID, f"unknown indicator {record['indicator']!r}"
+            )
+        owner = partition_for(routing, self.partitions)
+        if owner != message.partition:
+            raise RecordRefusedError(
+                Reasons.MISROUTED, f"{routing!r} lives on partition {owner}, read from {message.partition}"
+            )
+        for position, item in enumerate(record["items"]):
+            try:
+                write = _checked_write(self.catalogue, indicator, target, index, item)
+            except Exception as exc:
+                batch.fail(index, Reasons.CONTRIBUTION_INVALID, f"item {position}: {exc!r}", exc)
+                continue
+            batch.writes.append(write)
+
+    async def _apply_and_read(self, batch: _Batch, periods: list[PeriodKey]) -> list[Any]:
+        """Apply every write and read every touched period (and last year's) in one round trip.
+        A write Redis refuses for good fails its record; the replies of the reads are returned."""
+
+        async def run() -> list[Any]:
             async with self.store.client.pipeline(transaction=False) as pipe:
-                for period, source, seq, aggregate in writes:
+                for w in batch.writes:
                     await self.script(
-                        keys=[self.key(period)],
-                        args=[source, seq, encode_entry(seq, aggregate), STATE_TTL_S],
+                        keys=[self.key(w.period)],
+                        args=[w.source, w.seq, encode_entry(w.seq, w.aggregate), STATE_TTL_S],
                         client=pipe,
                     )
-                for indicator, target, series, label in touched:
+                for indicator, target, series, label in periods:
                     pipe.hgetall(self.key((indicator, target, series, label)))
                     pipe.hgetall(self.key((indicator, target, series, same_period_last_year(label))))
-                result: list[Any] = await pipe.execute()
+                result: list[Any] = await pipe.execute(raise_on_error=False)
+                raise_retried(result)
                 return result
 
-        replies = (await self.store.with_retry("rollup", apply_and_read))[len(writes) :]
-        outputs = []
-        for index, period in enumerate(touched):
-            output = self._record(period, replies[2 * index], replies[2 * index + 1], now)
-            if output is not None:
-                outputs.append(output)
-        await publish(outputs, self.blueprint.settings)
+        replies = await self.store.with_retry("rollup", run)
+        for write, reply in zip(batch.writes, replies, strict=False):
+            if isinstance(reply, BaseException):
+                batch.fail(write.index, Reasons.STATE_WRITE_FAILED, repr(reply), reply)
+        return replies[len(batch.writes) :]
 
-    def _record(
-        self, period: PeriodKey, raw: dict[bytes, bytes], raw_last_year: dict[bytes, bytes], now: int
-    ) -> Output | None:
+    def _letter(self, message: Any, reason: str, detail: str, error: BaseException, now: int) -> Letter:
+        return dead_letter(
+            message,
+            self.poison_topic,
+            Rejection(reason, detail),
+            now_ms=now,
+            stage=STAGE,
+            error=error,
+            poison=True,
+        )
+
+    def _record(self, period: PeriodKey, raw: Any, raw_last_year: Any, now: int) -> Output | None:
+        """The roll-up record of one period from its hash and last year's (replies that may be errors)."""
+        for reply in (raw, raw_last_year):
+            if isinstance(reply, BaseException):
+                raise reply
         indicator_code, target, series, label = period
         indicator = self.catalogue.indicators[indicator_code]
         reporting = period_by_label(label, indicator.calendar, indicator.deadline_day)
@@ -121,7 +226,7 @@ class Rollup:
             region=target,
             station=None,
             series=series,
-            reporter=indicator.owner,
+            reporter=breakdowns_of(series).get(CO_REPORTER_BREAKDOWN, indicator.owner),
             revision=0,
             now_ms=now,
             contributors=combined.contributors,
@@ -131,14 +236,29 @@ class Rollup:
         return Output(self.consolidated, key, codecs.encode(self.schema, record))
 
 
-def register(app: faust.App, blueprint: Blueprint, store: StateStore) -> None:
+def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item: dict[str, Any]) -> _Write:
+    """One contribution item as a write, checked: a source that counts in this roll-up, a period of the
+    indicator's calendar, an aggregate that decodes. Raises ``ValueError`` (or what decoding raises)."""
+    source = str(item["source"])
+    key = checked_entity(catalogue, source)
+    if key.indicator != indicator.code or target not in targets(indicator, key.region, key.station):
+        raise ValueError(f"{source!r} does not count in the roll-up {indicator.code}|{target}")
+    series, _, label = str(item["period"]).rpartition("|")
+    period_by_label(label, indicator.calendar, indicator.deadline_day)
+    aggregate = item["aggregate"]
+    if aggregate is not None:
+        Agg.decode(aggregate)
+    return _Write(index, (indicator.code, target, series, label), source, int(item["seq"]), aggregate)
+
+
+def register(app: faust.App, blueprint: Blueprint, store: StateStore, publisher: Publisher) -> None:
     """The roll-up agent on the internal roll-up topic."""
-    settings = blueprint.settings
-    rollup = Rollup(app, blueprint, store)
-    source = app.topic(blueprint.topic_by_role("rollup").name, key_serializer="raw", value_serializer="raw")
+    rollup = Rollup(blueprint, store, publisher)
+    name = blueprint.topic_by_role("rollup").name
+    source = app.topic(name, key_serializer="raw", value_serializer="raw")
 
     async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
-        metrics.RECORDS_CONSUMED.labels(source.get_topic_name()).inc(len(events))
+        metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
         await rollup.process(events)
 
-    batch_agent(app, source, "rollup", handle, settings)
+    batch_agent(app, source, STAGE, handle, blueprint.settings)

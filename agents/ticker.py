@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import faust
 
-from agents._batch import Output, publish
+from agents._batch import Output, Publisher
 from stream_app import codecs
 from stream_app.control import TICK_KEY
 from stream_app.logs import get_logger
@@ -27,11 +27,13 @@ def tick_record(partition: int, now_ms: int, source: str) -> dict[str, object]:
     return {"partition": partition, "now": now_ms, "source": source}
 
 
-def register(app: faust.App, blueprint: Blueprint, clock: Callable[[], float] = time.time) -> None:
+def register(
+    app: faust.App, blueprint: Blueprint, publisher: Publisher, clock: Callable[[], float] = time.time
+) -> None:
     """A timer on every worker: one tick per owned partition of the internal topic per interval."""
     settings = blueprint.settings
     internal = blueprint.topic_by_role("repartition")
-    topic = app.topic(internal.name, key_serializer="raw", value_serializer="raw")
+    topic = internal.name
     schema = blueprint.schemas.latest("tick")
 
     async def send_ticks() -> None:
@@ -41,7 +43,8 @@ def register(app: faust.App, blueprint: Blueprint, clock: Callable[[], float] = 
             Output(topic, TICK_KEY, codecs.encode(schema, tick_record(p, now_ms, "timer")), partition=p)
             for p in owned
         ]
-        await publish(outputs, settings)
+        for _output, error in await publisher.publish(outputs):  # nothing to dead-letter: the next tick comes
+            log.error("tick_refused", error=repr(error)[:300])
         if owned:
             log.debug("ticks_sent", partitions=owned, now_ms=now_ms)
 

@@ -38,6 +38,9 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_acks": -1,
         "producer_linger": 0.005,
         "producer_max_batch_size": 256 * 1024,
+        # Outputs are size-checked against STREAM_APP_OUTPUT_MAX_BYTES before they are sent; the
+        # producer's own per-record limit must never be the tighter one.
+        "producer_max_request_size": max(1_048_576, settings.output_max_bytes + 64 * 1024),
         "stream_buffer_maxsize": max(4096, settings.batch_max * 4),
     }
 
@@ -54,7 +57,7 @@ class StreamApp(faust.App):
 
 def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
     """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
-    from agents import (
+    from agents import (  # agents import the app's building blocks
         alert_bridge,
         briefing,
         consolidate,
@@ -62,22 +65,24 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
         intake,
         rollup,
         ticker,
-    )  # agents import the app's building blocks
+    )
+    from agents._batch import Publisher
 
     blueprint = blueprint or load_blueprint(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = StreamApp(settings.group_id, **faust_settings(settings))
     redis_client = connect(settings)
     store = StateStore(redis_client, settings)
+    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"))
 
-    intake.register(app, blueprint)
-    directives.register(app, blueprint)
-    consolidate.register(app, blueprint, store, blueprint.rulebook)
-    rollup.register(app, blueprint, store)
+    intake.register(app, blueprint, publisher)
+    directives.register(app, blueprint, publisher)
+    consolidate.register(app, blueprint, store, blueprint.rulebook, publisher)
+    rollup.register(app, blueprint, store, publisher)
     read_model = ReadModel(redis_client, store, blueprint.catalogue, blueprint.rulebook)
     api.register(app, read_model)  # the query API: /api/v1/...
-    briefing.register(app, blueprint, read_model)
-    ticker.register(app, blueprint)
+    briefing.register(app, blueprint, read_model, publisher)
+    ticker.register(app, blueprint, publisher)
     alert_bridge.register(app, blueprint)  # only when STREAM_APP_ALERTMANAGER_URL is set
     ops = Operations(app, blueprint, redis_client)
     ops.install()

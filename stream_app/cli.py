@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,15 +69,25 @@ def _add_tail(sub: Any) -> None:
 def _add_dlq(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="dead-letter topics: summarise by reason, replay after a fix")
     dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
-    inspect = dlq_sub.add_parser("inspect", help="count dead letters by reporter and reason")
+    inspect = dlq_sub.add_parser("inspect", help="count dead letters by reporter or stage and reason")
     inspect.add_argument("--reporter", action="append", help="only these reporters (repeatable)")
+    inspect.add_argument(
+        "--stage", action="append", choices=sorted(_DLQ_STAGES), help="only these stages' poison (repeatable)"
+    )
     rep = dlq_sub.add_parser("replay", help="send selected dead letters back to their source topic")
-    rep.add_argument("--reporter", required=True)
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument("--reporter", help="a reporter's dead letters, back to its input topic")
+    which.add_argument(
+        "--stage", choices=sorted(_DLQ_STAGES), help="a stage's poison, back to where it was read"
+    )
     rep.add_argument("--reason", action="append", help="only these reason codes (repeatable)")
     rep.add_argument(
         "--offset", action="append", help="only these dead letters, as PARTITION:OFFSET (repeatable)"
     )
     rep.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+
+
+_DLQ_STAGES = ("consolidate", "directives", "rollup")
 
 
 def _add_schemas(sub: Any) -> None:
@@ -274,11 +285,15 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     blueprint = _blueprint(settings)
     if args.dlq_action == "inspect":
-        reporters = args.reporter or sorted(blueprint.catalogue.reporters)
+        chosen = not (args.reporter or args.stage)
+        sources = [dlq.reporter_source(blueprint, r) for r in (args.reporter or [])]
+        sources += [dlq.stage_source(blueprint, s) for s in (args.stage or [])]
+        if chosen:
+            sources = [dlq.reporter_source(blueprint, r) for r in sorted(blueprint.catalogue.reporters)]
+            sources += [dlq.stage_source(blueprint, s) for s in _DLQ_STAGES]
         rows = []
-        for reporter in reporters:
-            letters = list(dlq.read_all(blueprint, blueprint.dead_letter_topic(reporter).name))
-            rows.extend(dlq.summarise(reporter, letters))
+        for source in sources:
+            rows.extend(dlq.summarise(source.label, list(dlq.read_all(blueprint, source.topic))))
         for line in dlq.format_summary(rows):
             print(line)
         print(f"{sum(r.count for r in rows)} dead letters")
@@ -291,12 +306,15 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             not positions or (letter.partition, letter.offset) in positions
         )
 
-    selected, sent = dlq.replay(blueprint, args.reporter, select, dry_run=args.dry_run)
-    verb = "would replay" if args.dry_run else "replayed"
-    print(
-        f"{verb} {sent if not args.dry_run else selected} of {selected} selected dead letters "
-        f"to {blueprint.input_topic(args.reporter).name}"
+    source = (
+        dlq.reporter_source(blueprint, args.reporter)
+        if args.reporter
+        else dlq.stage_source(blueprint, args.stage)
     )
+    selected, sent = dlq.replay(blueprint, source, select, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    count = sent if not args.dry_run else selected
+    print(f"{verb} {count} of {selected} selected dead letters to {source.replay_to}")
     return 0 if args.dry_run or sent == selected else 1
 
 
@@ -317,6 +335,12 @@ def _tick(args: argparse.Namespace, settings: Settings) -> int:
         if moment.tzinfo is None:
             raise ConfigurationError(f"--at {args.at!r}: give the time with its offset (e.g. +07:00)")
         at_ms = int(moment.timestamp() * 1000)
+        latest = int((time.time() + settings.tick_max_future_s) * 1000)
+        if at_ms > latest:
+            raise ConfigurationError(
+                f"--at {args.at!r} is further ahead than STREAM_APP_TICK_MAX_FUTURE_S "
+                f"({settings.tick_max_future_s:g} s): workers would dead-letter it as tick_invalid"
+            )
     sent = control.send_ticks(_blueprint(settings), at_ms, source="cli")
     print(f"sent {sent} ticks")
     return 0
@@ -324,9 +348,20 @@ def _tick(args: argparse.Namespace, settings: Settings) -> int:
 
 def _directive(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app import control
+    from stream_app.entity import checked_entity, entity_of_alert_key
 
+    blueprint = _blueprint(settings)
+    entity = entity_of_alert_key(args.alert_key)
+    if entity is None:
+        raise ConfigurationError(
+            f"--alert-key {args.alert_key!r}: expected <rule>|<indicator>|<region>|<station or ->"
+        )
+    try:
+        checked_entity(blueprint.catalogue, entity)
+    except ValueError as exc:
+        raise ConfigurationError(f"--alert-key {args.alert_key!r}: {exc}") from None
     directive_id = control.send_directive(
-        _blueprint(settings),
+        blueprint,
         alert_key=args.alert_key,
         alert_id=args.alert_id,
         action=args.action,

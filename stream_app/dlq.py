@@ -1,8 +1,11 @@
 """Dead-letter topics: summarise them by reason, and replay selected records after a fix.
 
-Nothing the intake rejects is lost: each dead letter holds the original bytes and key, the reason
-code, a message for people, and the source topic, partition and offset. Replaying sends the original
-bytes back to their source topic, tagged with a header naming the dead letter they came from.
+Nothing a stage refuses is lost: each dead letter holds the original bytes and key, the reason code,
+a message for people, the source topic, partition and offset, the stage and, for a poison record, the
+exception type. Reporters' records go to the reporter's dead-letter topic; poison of the internal
+stages to the stage's (``internal.consolidate.dlq``, ``internal.rollup.dlq``); directives to
+``center.directives.dlq``. Replaying sends the original bytes back to where they were read, tagged with
+a header naming the dead letter they came from.
 """
 
 from __future__ import annotations
@@ -111,19 +114,55 @@ def read_all(blueprint: Blueprint, topic: str, timeout_s: float = 10.0) -> Itera
         consumer.close()
 
 
+STAGES = {
+    "directives": "directives_dead_letter",
+    "consolidate": "consolidate_dead_letter",
+    "rollup": "rollup_dead_letter",
+}
+"""The stages with a dead-letter topic of their own (a reporter's records go to the reporter's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A dead-letter topic and where its records go back to: a reporter's input topic (the broker's
+    partitioner places them by key, as the reporter's producer did), or an internal topic, to the very
+    partition they were read from (an internal record belongs to the partition that owns its entity)."""
+
+    label: str  # the reporter code or the stage
+    topic: str
+    replay_to: str
+    same_partition: bool
+
+
+def reporter_source(blueprint: Blueprint, reporter: str) -> Source:
+    return Source(
+        reporter, blueprint.dead_letter_topic(reporter).name, blueprint.input_topic(reporter).name, False
+    )
+
+
+def stage_source(blueprint: Blueprint, stage: str) -> Source:
+    topic = blueprint.topic_by_role(STAGES[stage]).name
+    if stage == "directives":
+        return Source(stage, topic, blueprint.topic_by_role("directives").name, False)
+    source = blueprint.topic_by_role("repartition" if stage == "consolidate" else "rollup").name
+    return Source(stage, topic, source, True)
+
+
 def replay(
     blueprint: Blueprint,
-    reporter: str,
+    source: Source,
     select: Callable[[DeadLetter], bool],
     dry_run: bool = False,
 ) -> tuple[int, int]:
-    """Send the selected dead letters of ``reporter`` back to their source topic.
+    """Send the selected dead letters of ``source`` back where they were read.
 
     Returns (selected, sent). Each record keeps its original key and bytes and carries a header
-    ``stream-app-replay-of: <dlq topic>:<partition>:<offset>``.
+    ``stream-app-replay-of: <dlq topic>:<partition>:<offset>``. A dead letter whose original bytes had
+    to be left out (``original_truncated``) cannot be replayed and is not selected.
     """
-    source_topic = blueprint.input_topic(reporter).name
-    chosen = [d for d in read_all(blueprint, blueprint.dead_letter_topic(reporter).name) if select(d)]
+    chosen = [
+        d for d in read_all(blueprint, source.topic) if select(d) and not d.record.get("original_truncated")
+    ]
     if dry_run or not chosen:
         return len(chosen), 0
     failures: list[str] = []
@@ -132,12 +171,14 @@ def replay(
     )
     for letter in chosen:
         rec = letter.record
+        extra = {"partition": rec["source_partition"]} if source.same_partition else {}
         producer.produce(
-            source_topic,
+            source.replay_to,
             key=rec["source_key"],
             value=rec["original"],
             headers=[(REPLAY_HEADER, f"{letter.topic}:{letter.partition}:{letter.offset}".encode())],
             on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
+            **extra,
         )
         producer.poll(0)
     producer.flush(30)

@@ -11,6 +11,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from stream_app.failures import Reasons
+
 # `_created` series double the exposition size and no dashboard or alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
@@ -92,7 +94,7 @@ RETRYING = Gauge(
 
 # Operations that retry_until_done() may wait on; their series exist from start-up (at 0), so a
 # dashboard or an alert rule never has to tell "no retry yet" from "no such worker".
-RETRY_OPERATIONS = ("redis_load", "redis_commit", "produce", "schema_registry")
+RETRY_OPERATIONS = ("redis_load", "redis_commit", "redis_rollup", "produce", "schema_registry")
 
 EVENT_AGE_SECONDS = Histogram(
     "stream_app_event_age_seconds",
@@ -211,3 +213,49 @@ PERIODS_CLOSED = Counter(
     "Reporting periods closed at their deadline (by a tick or a later record); their final values published.",
     registry=REGISTRY,
 )
+
+# --- poison isolation (issue 11) ----------------------------------------------------------------
+POISON_RECORDS = Counter(
+    "stream_app_poison_records_total",
+    "Records dead-lettered because processing them failed in a way retrying cannot cure (a step "
+    "exception, an output Kafka refuses, unreadable state, a forged internal record), by stage "
+    "(intake, directives, consolidate, rollup) and reason. Validation rejections are not counted here.",
+    ["stage", "reason"],
+    registry=REGISTRY,
+)
+AGENT_CRASHES = Counter(
+    "stream_app_agent_crashes_total",
+    "Batches whose handler raised instead of dead-lettering (a defect): the batch's acks are withheld "
+    "and Faust restarts the agent, by agent.",
+    ["agent"],
+    registry=REGISTRY,
+)
+# Their series exist from start-up (at 0), so `increase()` sees the first poison record of a worker.
+AGENTS = ("intake", "directives", "consolidate", "rollup")
+POISON_REASONS = {
+    "intake": (Reasons.INTAKE_FAILED, Reasons.OUTPUT_TOO_LARGE, Reasons.OUTPUT_REFUSED),
+    "directives": (Reasons.INTAKE_FAILED, Reasons.OUTPUT_TOO_LARGE, Reasons.OUTPUT_REFUSED),
+    "consolidate": (
+        Reasons.STEP_FAILED,
+        Reasons.STATE_UNREADABLE,
+        Reasons.STATE_WRITE_FAILED,
+        Reasons.READS_EXHAUSTED,
+        Reasons.OUTPUT_FAILED,
+        Reasons.OUTPUT_TOO_LARGE,
+        Reasons.OUTPUT_REFUSED,
+        Reasons.UNDECODABLE,
+        Reasons.UNKNOWN_ENTITY,
+        Reasons.MISROUTED,
+        Reasons.TICK_INVALID,
+        Reasons.RECORD_INVALID,
+    ),
+    "rollup": (
+        Reasons.UNDECODABLE,
+        Reasons.MISROUTED,
+        Reasons.CONTRIBUTION_INVALID,
+        Reasons.STATE_WRITE_FAILED,
+        Reasons.OUTPUT_FAILED,
+        Reasons.OUTPUT_TOO_LARGE,
+        Reasons.OUTPUT_REFUSED,
+    ),
+}

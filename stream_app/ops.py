@@ -136,6 +136,11 @@ class Operations:
         for operation in metrics.RETRY_OPERATIONS:
             metrics.RETRYING.labels(operation).set(0)
             metrics.RETRIES.labels(operation)
+        for agent in metrics.AGENTS:
+            metrics.AGENT_CRASHES.labels(agent)
+        for stage, reasons in metrics.POISON_REASONS.items():
+            for reason in reasons:
+                metrics.POISON_RECORDS.labels(stage, reason)
         for dependency in ("kafka", "redis"):
             metrics.DEPENDENCY_UP.labels(dependency).set(0)
         for reporter, seconds in feed_intervals(self.blueprint.catalogue, self.blueprint.rulebook).items():

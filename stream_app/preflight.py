@@ -9,7 +9,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 from redis.exceptions import RedisError
 
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
@@ -88,8 +88,51 @@ def check_redis(settings: Settings) -> None:
     asyncio.run(_ping_redis(settings))
 
 
+# The roles the worker produces to: every one must take a record of STREAM_APP_OUTPUT_MAX_BYTES.
+OUTPUT_ROLES = frozenset(
+    {
+        "dead_letter",
+        "reporter_directives",
+        "repartition",
+        "rollup",
+        "briefings",
+        "alerts",
+        "domain_alerts",
+        "active_alerts",
+        "consolidated",
+        "directives_dead_letter",
+        "consolidate_dead_letter",
+        "rollup_dead_letter",
+    }
+)
+
+
+def check_record_limits(settings: Settings, topics: list[str]) -> None:
+    """Raise :class:`ConfigurationError` when a topic the worker writes refuses records of the output
+    budget (its ``max.message.bytes``): the size check before producing would pass records the broker
+    then refuses, and a refused batch takes its innocent neighbours with it."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in topics]
+    too_small = []
+    try:
+        for resource, future in admin.describe_configs(
+            resources, request_timeout=settings.startup_timeout_s
+        ).items():
+            entry = future.result().get("max.message.bytes")
+            if entry is not None and int(entry.value) < settings.output_max_bytes:
+                too_small.append(f"{resource.name} ({entry.value})")
+    except KafkaException as exc:
+        raise ServiceUnreachableError(f"Kafka did not describe the topics' configs: {exc}") from None
+    if too_small:
+        raise ConfigurationError(
+            f"topics accept smaller records than STREAM_APP_OUTPUT_MAX_BYTES ({settings.output_max_bytes}): "
+            f"{', '.join(sorted(too_small))}; raise their max.message.bytes or lower the budget"
+        )
+
+
 def check_services(blueprint: Blueprint) -> None:
-    """Both checks, Kafka first; the worker calls this before it joins the group."""
+    """The checks, Kafka first; the worker calls this before it joins the group."""
     internal = blueprint.topic_by_role("repartition")
     check_kafka(blueprint.settings, [t.name for t in blueprint.topics], {internal.name: internal.partitions})
+    check_record_limits(blueprint.settings, [t.name for t in blueprint.topics if t.role in OUTPUT_ROLES])
     check_redis(blueprint.settings)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEAD_LETTER_OVERHEAD_BYTES = 16 * 1024  # reason, message, positions and names around the original bytes
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,41 @@ class Settings(BaseSettings):
         description="How often open center alerts are re-sent to Alertmanager to keep them active.",
     )
 
+    # Bounds on what a reporter may send (each violation is a dead-letter reason code).
+    intake_max_record_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest record value accepted, after decompression (oversized)."
+    )
+    intake_max_key_bytes: int = Field(1024, ge=16, description="Largest record key accepted (key_too_large).")
+    observation_id_max_length: int = Field(
+        128,
+        ge=8,
+        le=1024,
+        description="Longest observation id (observation_id_invalid; charset A-Z a-z 0-9 . _ : @ / + -).",
+    )
+    breakdowns_max: int = Field(
+        4, ge=0, le=32, description="Most breakdowns one record may carry (too_many_breakdowns)."
+    )
+    breakdown_value_max_length: int = Field(
+        64, ge=1, le=1024, description="Longest breakdown value (breakdown_value_invalid)."
+    )
+    text_max_length: int = Field(
+        256, ge=16, le=4096, description="Longest free-text field: report_ref, source_system (text_too_long)."
+    )
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="How far ahead of the worker's clock an event or report time may be."
+    )
+    output_max_bytes: int = Field(
+        900_000,
+        ge=64 * 1024,
+        description="Largest record the worker produces; a larger output dead-letters what caused it. "
+        "Below the broker's message.max.bytes and the producer's request size (1 MiB by default).",
+    )
+    tick_max_future_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="How far ahead of the worker's clock a tick's time may be (`stream-app tick --at`).",
+    )
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -75,6 +111,18 @@ class Settings(BaseSettings):
     schemas_dir: Path = REPO_ROOT / "avro_schemas"
     topics_file: Path = REPO_ROOT / "topics" / "topics.toml"
     catalogue_dir: Path = REPO_ROOT / "catalogue"
+
+    @model_validator(mode="after")
+    def _dead_letters_fit(self) -> Settings:
+        # A dead letter carries the original record and key: it must always fit in an output, or a
+        # refused dead letter would have nowhere to go.
+        needed = self.intake_max_record_bytes + self.intake_max_key_bytes + DEAD_LETTER_OVERHEAD_BYTES
+        if needed > self.output_max_bytes:
+            raise ValueError(
+                f"output_max_bytes ({self.output_max_bytes}) must hold a dead letter of the largest record: "
+                f"intake_max_record_bytes + intake_max_key_bytes + {DEAD_LETTER_OVERHEAD_BYTES} = {needed}"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         """The cluster name of a topic declared in ``topics/topics.toml``."""

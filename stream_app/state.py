@@ -6,21 +6,23 @@ commit touches lives in one slot.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from stream_app.aggregates import Agg
 from stream_app.catalogue import Indicator
 from stream_app.entity import EntityState, HourRange, Seen, SeriesPeriod
+from stream_app.failures import classify_redis
+from stream_app.logs import get_logger
 from stream_app.retry import retry_until_done
 from stream_app.settings import Settings
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 # Every key of an entity lives as long as the retention inside it (this and the previous reporting
 # year of its newest value) after the last write, so idle entities age out.
@@ -102,8 +104,15 @@ class StateStore:
         """A key outside any entity (the periods-due registry, indexes for the query API)."""
         return ":".join((self._prefix, *parts))
 
-    async def read(self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]) -> None:
-        """Read what ``requests`` ask for, in one round trip, into ``into`` (per entity)."""
+    async def read(
+        self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]
+    ) -> dict[str, BaseException]:
+        """Read what ``requests`` ask for, in one round trip, into ``into`` (per entity).
+
+        Connection trouble is waited out (the whole read is retried); a reply that is an error about
+        one entity's data (a key of the wrong type, say) is returned for that entity, so the records
+        of every other entity go on.
+        """
         plan: list[tuple[str, str, Any]] = []
 
         async def run() -> list[Any]:
@@ -125,44 +134,28 @@ class StateStore:
                         seen, index = self.key(entity, "seen"), self.key(entity, "seen-index")
                         await self._range_script(keys=[seen, index], args=[first, end], client=pipe)
                         plan.append((entity, "range", (first, end)))
-                result: list[Any] = await pipe.execute()
+                result: list[Any] = await pipe.execute(raise_on_error=False)
+                raise_retried(result)
                 return result
 
         replies = await self.with_retry("load", run)
-        for (entity, kind, arg), reply in zip(plan, replies, strict=True):
-            reads = into.setdefault(entity, EntityReads())
-            if kind == "state":
-                reads.state = reply
-            elif kind == "seen":
-                reads.seen.update(zip(arg, reply, strict=True))
-            elif kind == "periods":
-                reads.periods.update(zip(arg, reply, strict=True))
-            else:
-                pairs = iter(reply)
-                for observation_id, raw in zip(pairs, pairs, strict=True):
-                    reads.seen[observation_id.decode()] = raw
-                reads.ranges.append(arg)
+        return _collect(plan, replies, into)
 
-    async def load(
-        self, entities: Iterable[str], seen_ids: dict[str, list[str]] | None = None
-    ) -> dict[str, EntityState]:
-        """States of ``entities`` (new entities get an empty state) with the observation ids of
-        ``seen_ids`` (per entity) that were already applied, in one round trip."""
-        requests = {e: ReadRequest(state=True, ids=set((seen_ids or {}).get(e, ()))) for e in entities}
-        reads: dict[str, EntityReads] = {}
-        await self.read(requests, reads)
-        return {entity: reads[entity].build() for entity in requests}
-
-    async def commit(self, commits: list[Commit], before: Sequence[tuple[Any, ...]] = ()) -> int:
-        """Write every commit atomically per entity, in one round trip; returns how many were written.
+    async def commit(
+        self, commits: list[Commit], before: Sequence[tuple[Any, ...]] = ()
+    ) -> tuple[int, dict[str, BaseException]]:
+        """Write every commit atomically per entity, in one round trip.
 
         ``before``: single-key commands sent first in the same round trip (indexes that are safe to
-        write more than once: the periods-due registry, the query API's indexes).
+        write more than once: the periods-due registry, the query API's indexes); an error about one
+        of them is logged, not fatal: they are derived again by the next batch of their entity.
+        Returns how many entities were written, and the entities whose commit Redis refused for good
+        (an error about the data, not the connection: those are retried).
         """
         if not commits and not before:
-            return 0
+            return 0, {}
 
-        async def write() -> int:
+        async def write() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for command in before:
                     pipe.execute_command(*command)
@@ -170,10 +163,27 @@ class StateStore:
                     await self._commit_script(
                         keys=self._commit_keys(c.entity), args=_commit_args(c), client=pipe
                     )
-                results = await pipe.execute()
-                return sum(int(r) for r in results[len(before) :])
+                result: list[Any] = await pipe.execute(raise_on_error=False)
+                raise_retried(result)
+                return result
 
-        return await self.with_retry("commit", write)
+        results = await self.with_retry("commit", write)
+        for command, reply in zip(before, results, strict=False):
+            if isinstance(reply, BaseException):
+                log.error(
+                    "index_write_failed",
+                    command=str(command[0]),
+                    key=str(command[1]),
+                    error=repr(reply)[:300],
+                )
+        failed: dict[str, BaseException] = {}
+        written = 0
+        for c, reply in zip(commits, results[len(before) :], strict=True):
+            if isinstance(reply, BaseException):
+                failed[c.entity] = reply
+            else:
+                written += int(reply)
+        return written, failed
 
     def _commit_keys(self, entity: str) -> list[str]:
         return [
@@ -181,12 +191,41 @@ class StateStore:
         ]
 
     async def with_retry(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.retry)."""
-        return await retry_until_done(f"redis_{operation}", action, self._settings, _redis_failure)
+        """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.retry).
+        An error about the data itself (not the connection) propagates."""
+        return await retry_until_done(f"redis_{operation}", action, self._settings, classify_redis)
 
 
-def _redis_failure(exc: Exception) -> bool:
-    return isinstance(exc, (RedisError, OSError, TimeoutError))
+def _collect(
+    plan: list[tuple[str, str, Any]], replies: list[Any], into: dict[str, EntityReads]
+) -> dict[str, BaseException]:
+    """Sort a read's replies into each entity's reads; the entities whose replies were errors."""
+    failed: dict[str, BaseException] = {}
+    for (entity, kind, arg), reply in zip(plan, replies, strict=True):
+        if isinstance(reply, BaseException):
+            failed.setdefault(entity, reply)
+            continue
+        reads = into.setdefault(entity, EntityReads())
+        if kind == "state":
+            reads.state = reply
+        elif kind == "seen":
+            reads.seen.update(zip(arg, reply, strict=True))
+        elif kind == "periods":
+            reads.periods.update(zip(arg, reply, strict=True))
+        else:
+            pairs = iter(reply)
+            for seen_key, raw in zip(pairs, pairs, strict=True):
+                reads.seen[seen_key.decode()] = raw
+            reads.ranges.append(arg)
+    return failed
+
+
+def raise_retried(replies: Sequence[Any]) -> None:
+    """Raise the first error reply that is to be waited out (a failover, Redis loading, an ACL): a
+    pipeline with ``raise_on_error=False`` hands back every reply, good or bad."""
+    for reply in replies:
+        if isinstance(reply, BaseException) and classify_redis(reply).retried:
+            raise reply
 
 
 def lua_script(name: str) -> str:

@@ -35,6 +35,8 @@ ROLES = frozenset(
         "consolidated",
         "directives",  # the center's directives, as issued
         "directives_dead_letter",  # directives that could not be applied
+        "consolidate_dead_letter",  # internal records the stateful step could not process (poison)
+        "rollup_dead_letter",  # roll-up contributions the roll-up step could not process (poison)
     }
 )
 REPORTER_ROLES = frozenset({"input", "dead_letter", "reporter_directives"})

@@ -12,6 +12,15 @@
 --          delete, period end)
 -- then the d names, the 2p field/value items, the 3s seen items, the 3q period items.
 -- Returns 1 if written, 0 if the state already holds this offset or a later one (a stale writer).
+-- Redis does not roll a script back when a command fails half-way, so every key's type is checked
+-- before the first write: a key of the wrong type fails the commit with nothing written.
+local expected = {'hash', 'hash', 'zset', 'hash', 'zset'}
+for k = 1, 5 do
+  local kind = redis.call('TYPE', KEYS[k])['ok']
+  if kind ~= 'none' and kind ~= expected[k] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. kind .. ', not a ' .. expected[k])
+  end
+end
 local applied = redis.call('HGET', KEYS[1], ARGV[1])
 if applied and tonumber(applied) >= tonumber(ARGV[2]) then
   return 0

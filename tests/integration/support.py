@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app import codecs
 from stream_app.runtime import load_blueprint
@@ -198,3 +198,21 @@ def metric_value(exposition: str, name: str, **labels: str) -> float:
         if metric == name and have == wanted:
             return float(value)
     return 0.0
+
+
+def group_lag(settings: Settings, blueprint: Any, topics: list[str]) -> int:
+    """Records of ``topics`` the worker's consumer group has not committed yet (over every partition)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.group_id})
+    try:
+        partitions = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in range(next(s.partitions for s in blueprint.topics if s.name == t))
+        ]
+        lag = 0
+        for tp in consumer.committed(partitions, timeout=10):
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        consumer.close()

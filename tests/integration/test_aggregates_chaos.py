@@ -26,7 +26,7 @@ from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
 from . import ground_truth as gt
-from .support import messages, produce
+from .support import group_lag, messages, produce
 
 pytestmark = pytest.mark.chaos
 
@@ -49,25 +49,6 @@ def _applied(client: redis.Redis, settings: Settings, entities: list[str]) -> in
         for entity in entities:
             pipe.hlen(f"{settings.redis_key_prefix}:{{{entity}}}:seen")
         return sum(pipe.execute())
-
-
-def _lag(settings: Settings, blueprint: Blueprint, topics: list[str]) -> int:
-    """Records of ``topics`` the worker's group has not committed yet."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.group_id})
-    try:
-        partitions = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in range(next(s.partitions for s in blueprint.topics if s.name == t))
-        ]
-        committed = consumer.committed(partitions, timeout=10)
-        lag = 0
-        for tp in committed:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            lag += high - max(tp.offset, 0)
-        return lag
-    finally:
-        consumer.close()
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -149,7 +130,7 @@ def test_aggregates_are_exact_after_repeated_sigkill(
     internal = [blueprint.topic_by_role(r).name for r in ("repartition", "rollup")]
     inputs = sorted(by_topic)
     _wait(lambda: _applied(client, settings, entities) == distinct, 300, "every observation applied")
-    _wait(lambda: _lag(settings, blueprint, inputs + internal) == 0, 120, "the group's lag to reach 0")
+    _wait(lambda: group_lag(settings, blueprint, inputs + internal) == 0, 120, "the group's lag to reach 0")
 
     rss = _rss_kib(worker.proc.pid)
     _check_redis(client, settings, stream, exp)

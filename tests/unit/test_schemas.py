@@ -282,9 +282,13 @@ def test_repository_schemas_pass_the_check() -> None:
     assert report.mode == Mode.FULL_TRANSITIVE
     whats = [line.what for line in report.lines]
     assert "observation v1 -> v2" in whats
-    assert {"alert v1 -> v2", "consolidated v1 -> v2", "dead_letter v1", "directive v1", "tick v1"} <= set(
-        whats
-    )
+    assert {
+        "alert v1 -> v2",
+        "consolidated v1 -> v2",
+        "dead_letter v1 -> v2",
+        "directive v1",
+        "tick v1",
+    } <= set(whats)
     assert report.files == len(SCHEMA_FILES)
     assert report.summary().startswith("schemas check: OK (FULL_TRANSITIVE)")
 

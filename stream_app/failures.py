@@ -1,0 +1,177 @@
+"""What a failure means for the record that met it: wait it out, or dead-letter the record and move on.
+
+Every failure a stage meets is one of three kinds (Kafka Streams draws the same line between its
+exception handlers and fatal errors):
+
+- ``TRANSIENT``: the dependency is briefly unavailable (a connection dropped, a timeout, a partition
+  leader moving, Redis loading or failing over). Retried with backoff; the partition waits, nothing
+  is acked.
+- ``BLOCKED``: the dependency refuses *everyone* until an operator acts (an ACL missing, credentials
+  rejected, Redis out of memory). Nothing about the record is wrong, so it is not dead-lettered
+  either: it waits like a transient failure, and readiness names the operation.
+- ``PERMANENT``: retrying cannot cure it (a record Kafka refuses as too large or invalid, a Redis
+  error about the data, an exception of the step). The record that caused it goes to its stage's
+  dead-letter topic with the reason and the exception type, and the partition moves on.
+
+Retrying is opt-in: only errors known to be transient or blocking are retried; anything unknown is
+permanent (aiokafka marks its transient errors ``retriable``; so does this allow-list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from enum import Enum
+
+from aiokafka import errors as kafka_errors
+from redis import exceptions as redis_errors
+
+from stream_app.exceptions import DecodeError
+
+
+class Failure(Enum):
+    """How a failure is handled."""
+
+    TRANSIENT = "transient"
+    BLOCKED = "blocked"
+    PERMANENT = "permanent"
+
+    @property
+    def retried(self) -> bool:
+        """Whether the operation is retried (the partition waits) rather than the record dead-lettered."""
+        return self is not Failure.PERMANENT
+
+
+class Reasons:
+    """Dead-letter reason codes of the stages after validation (validation and decoding have theirs)."""
+
+    STEP_FAILED = "step_failed"  # the stateful step raised
+    STATE_UNREADABLE = "state_unreadable"  # the entity's Redis state cannot be read or decoded
+    STATE_WRITE_FAILED = "state_write_failed"  # Redis refused the entity's commit (not a connection error)
+    READS_EXHAUSTED = "reads_exhausted"  # a batch kept discovering data to read
+    OUTPUT_FAILED = "output_failed"  # building or encoding an output raised
+    OUTPUT_TOO_LARGE = "output_too_large"  # an output over STREAM_APP_OUTPUT_MAX_BYTES
+    OUTPUT_REFUSED = "output_refused"  # Kafka refused an output for good (too large, invalid)
+    INTAKE_FAILED = "intake_failed"  # decoding or validating raised something unforeseen
+    UNDECODABLE = "undecodable"  # an internal record that is not one of ours
+    MISROUTED = "misrouted"  # an internal record on a partition that does not own its entity
+    UNKNOWN_ENTITY = "unknown_entity"  # an internal record about an entity the catalogue cannot have
+    TICK_INVALID = "tick_invalid"  # a tick for another partition, or a time out of bounds
+    RECORD_INVALID = "record_invalid"  # an internal observation out of bounds (a value, a time)
+    CONTRIBUTION_INVALID = "contribution_invalid"  # a roll-up contribution item that cannot be applied
+
+
+class RecordRefusedError(ValueError):
+    """A record a stage refuses before processing it (not one of ours, forged, misrouted), with the
+    dead-letter reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def refusal_reason(exc: BaseException, default: str) -> str:
+    """The dead-letter reason an exception carries (a refusal or a decoding error), else ``default``.
+    (Other exceptions may have a ``reason`` of their own: ``UnicodeDecodeError`` has one.)"""
+    return exc.reason if isinstance(exc, RecordRefusedError | DecodeError) else default
+
+
+_KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.NotEnoughReplicasError,
+    kafka_errors.NotEnoughReplicasAfterAppendError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.NoBrokersAvailable,
+    kafka_errors.UnknownTopicOrPartitionError,
+    kafka_errors.KafkaStorageError,
+    kafka_errors.NotControllerError,
+    kafka_errors.StaleMetadata,
+    kafka_errors.TooManyInFlightRequests,
+    asyncio.TimeoutError,
+    ConnectionError,
+    OSError,
+)
+_KAFKA_BLOCKED: tuple[type[BaseException], ...] = (
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.TransactionalIdAuthorizationFailed,
+    kafka_errors.SaslAuthenticationFailed,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.ProducerClosed,  # the worker is stopping: the batch must not be acked
+)
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was explicitly raised from (Faust wraps aiokafka's errors with
+    ``raise ... from``). An exception merely raised while handling another is judged on its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__
+
+
+def classify_kafka(exc: BaseException) -> Failure:
+    """A produce (or other client) error: transient, blocking, or permanent for the record."""
+    for cause in causes(exc):
+        if isinstance(cause, _KAFKA_BLOCKED):
+            return Failure.BLOCKED
+        if isinstance(cause, _KAFKA_TRANSIENT):
+            return Failure.TRANSIENT
+        if isinstance(cause, kafka_errors.KafkaError) and cause.retriable:
+            return Failure.TRANSIENT
+    return Failure.PERMANENT
+
+
+# Redis answers some errors as plain "-ERR"-style replies: their first word says what they are.
+_REDIS_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+_REDIS_BLOCKED_REPLIES = ("OOM", "NOPERM", "NOAUTH", "WRONGPASS", "MISCONF")
+
+
+def classify_redis(exc: BaseException) -> Failure:
+    """A Redis error: connection trouble and failovers are transient; refusals that an operator must
+    lift (ACL, memory, a failing disk) block; an error about the data itself is permanent."""
+    for cause in causes(exc):
+        if isinstance(
+            cause,
+            redis_errors.AuthenticationError
+            | redis_errors.AuthorizationError
+            | redis_errors.NoPermissionError
+            | redis_errors.OutOfMemoryError,
+        ):
+            return Failure.BLOCKED
+        if isinstance(
+            cause,
+            redis_errors.ConnectionError
+            | redis_errors.TimeoutError
+            | redis_errors.ReadOnlyError
+            | redis_errors.TryAgainError
+            | redis_errors.ClusterDownError
+            | ConnectionError
+            | TimeoutError
+            | OSError,
+        ):
+            return Failure.TRANSIENT
+        if isinstance(cause, redis_errors.ResponseError):
+            word = str(cause).split(" ", 1)[0].upper()
+            if word in _REDIS_TRANSIENT_REPLIES:
+                return Failure.TRANSIENT
+            if word in _REDIS_BLOCKED_REPLIES:
+                return Failure.BLOCKED
+    return Failure.PERMANENT
+
+
+def error_type(exc: BaseException) -> str:
+    """The exception's qualified type name, for a dead letter (the root cause when wrapped)."""
+    root = exc
+    for cause in causes(exc):
+        root = cause
+    kind = type(root)
+    return f"{kind.__module__}.{kind.__qualname__}"[:200]

@@ -1,0 +1,124 @@
+"""Which failures are waited out and which dead-letter the record: an allow-list, not a deny-list."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import errors as kafka_errors
+from redis import exceptions as redis_errors
+
+from stream_app.failures import Failure, classify_kafka, classify_redis, error_type
+
+
+class ProducerSendError(Exception):
+    """Like Faust's: wraps aiokafka's error with ``raise ... from``."""
+
+
+def _wrapped(cause: BaseException) -> BaseException:
+    outer = ProducerSendError(f"Error while sending: {cause!r}")
+    outer.__cause__ = cause  # what `raise ... from cause` sets
+    return outer
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        kafka_errors.KafkaConnectionError(),
+        kafka_errors.KafkaTimeoutError(),
+        kafka_errors.RequestTimedOutError(),
+        kafka_errors.NotLeaderForPartitionError(),
+        kafka_errors.LeaderNotAvailableError(),
+        kafka_errors.NotEnoughReplicasError(),
+        kafka_errors.NodeNotReadyError(),
+        TimeoutError(),
+        ConnectionResetError(),
+    ],
+)
+def test_kafka_transient_errors_are_waited_out(error: BaseException) -> None:
+    assert classify_kafka(error) is Failure.TRANSIENT
+    assert classify_kafka(_wrapped(error)) is Failure.TRANSIENT
+    assert Failure.TRANSIENT.retried
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        kafka_errors.TopicAuthorizationFailedError(),
+        kafka_errors.ClusterAuthorizationFailedError(),
+        kafka_errors.SaslAuthenticationFailed(),
+        kafka_errors.ProducerClosed(),
+    ],
+)
+def test_kafka_refusals_of_everyone_block_without_dead_lettering(error: BaseException) -> None:
+    assert classify_kafka(_wrapped(error)) is Failure.BLOCKED
+    assert Failure.BLOCKED.retried
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        kafka_errors.MessageSizeTooLargeError(),
+        kafka_errors.RecordTooLargeError(),
+        kafka_errors.RecordListTooLargeError(),
+        kafka_errors.InvalidTimestampError(),
+        kafka_errors.InvalidTopicError(),
+        kafka_errors.UnknownError(),
+        ValueError("a defect"),
+        KeyError("NO.SUCH"),
+    ],
+)
+def test_anything_not_known_to_be_transient_is_permanent(error: BaseException) -> None:
+    """The bug the issue names: a record too large was retried for ever as if Kafka were down."""
+    assert classify_kafka(error) is Failure.PERMANENT
+    assert classify_kafka(_wrapped(error)) is Failure.PERMANENT
+    assert not Failure.PERMANENT.retried
+
+
+def test_an_error_raised_while_handling_another_is_judged_on_its_own() -> None:
+    defect = KeyError("a defect in the handler")
+    defect.__context__ = kafka_errors.KafkaConnectionError()  # raised inside `except`, not `from` it
+    assert classify_kafka(defect) is Failure.PERMANENT
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (redis_errors.ConnectionError("Connection refused"), Failure.TRANSIENT),
+        (redis_errors.TimeoutError(), Failure.TRANSIENT),
+        (redis_errors.BusyLoadingError("LOADING Redis is loading the dataset in memory"), Failure.TRANSIENT),
+        (
+            redis_errors.ReadOnlyError("READONLY You can't write against a read only replica."),
+            Failure.TRANSIENT,
+        ),
+        (redis_errors.ResponseError("BUSY Redis is busy running a script."), Failure.TRANSIENT),
+        (
+            redis_errors.ResponseError("TRYAGAIN Multiple keys request during rehashing of slot"),
+            Failure.TRANSIENT,
+        ),
+        (redis_errors.ClusterDownError("CLUSTERDOWN The cluster is down"), Failure.TRANSIENT),
+        (OSError("Network is unreachable"), Failure.TRANSIENT),
+        (redis_errors.AuthenticationError("WRONGPASS invalid username-password pair"), Failure.BLOCKED),
+        (redis_errors.NoPermissionError("NOPERM this user has no permissions"), Failure.BLOCKED),
+        (
+            redis_errors.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."),
+            Failure.BLOCKED,
+        ),
+        (redis_errors.ResponseError("MISCONF Redis is configured to save RDB snapshots"), Failure.BLOCKED),
+        (
+            redis_errors.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            Failure.PERMANENT,
+        ),
+        (
+            redis_errors.ResponseError("ERR Error running script: user_script:12: bad argument"),
+            Failure.PERMANENT,
+        ),
+        (redis_errors.DataError("Invalid input of type: 'NoneType'"), Failure.PERMANENT),
+    ],
+)
+def test_redis_errors(error: BaseException, expected: Failure) -> None:
+    assert classify_redis(error) is expected
+
+
+def test_error_type_names_the_root_cause() -> None:
+    wrapped = _wrapped(kafka_errors.MessageSizeTooLargeError())
+    assert error_type(wrapped) == "aiokafka.errors.MessageSizeTooLargeError"
+    assert error_type(KeyError("x")) == "builtins.KeyError"
