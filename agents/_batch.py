@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -23,7 +25,7 @@ from typing import Any
 import faust
 
 from stream_app import codecs, metrics, retry
-from stream_app.failures import Failure, classify_kafka, error_type
+from stream_app.failures import UNKNOWN_ATTEMPTS, Failure, classify_kafka, error_type, too_large
 from stream_app.logs import get_logger
 from stream_app.model import Rejection
 from stream_app.schemas import SchemaVersion
@@ -174,50 +176,70 @@ class Publisher:
     ) -> None:
         pending: list[tuple[Letter | None, Output]] = [(None, o) for o in outputs] + list(letters)
         delay, attempt = self._settings.retry_initial_s, 0
+        unknown: Counter[int] = Counter()  # per pending output (by id): UNKNOWN failures so far
         produced: Counter[str] = Counter()
-        while pending:
-            results = await self._send([o for _, o in pending])
-            again: list[tuple[Letter | None, Output]] = []
-            failure_seen: BaseException | None = None
-            for (letter, output), error in zip(pending, results, strict=True):
-                if error is None:
-                    produced[output.topic] += 1
-                    observer = PUBLISH_OBSERVERS.get(output.topic)
-                    if observer is not None:
-                        observer(output)
-                    continue
-                failure = classify_kafka(error)
-                if failure is not Failure.PERMANENT:
-                    again.append((letter, output))
-                    failure_seen = error
-                elif letter is None:
-                    refused.append((output, error))
-                elif not letter.record["original_truncated"]:
-                    # a dead letter refused for good: send it without the original bytes
-                    smaller = letter.without_original()
-                    again.append((smaller, smaller.encode(self._schema)))
-                else:
-                    again.append((letter, output))  # nowhere else to go: wait for an operator
-                    failure_seen = error
-            pending = again
-            if pending:
-                attempt += 1
-                retry.waiting("produce", True)
-                metrics.RETRIES.labels("produce").inc()
-                log.warning(
-                    "produce_retrying",
-                    records=len(pending),
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                    error=repr(failure_seen)[:300],
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_s)
-        if attempt:
-            retry.waiting("produce", False)
-            log.info("dependency_recovered", operation="produce", attempts=attempt)
+        suspects: list[tuple[Output, BaseException]] = []
+        with retry.waiting("produce") as mark:
+            while pending:
+                results = await self._send([o for _, o in pending])
+                again: list[tuple[Letter | None, Output]] = []
+                failure_seen: BaseException | None = None
+                for (letter, output), error in zip(pending, results, strict=True):
+                    if error is None:
+                        produced[output.topic] += 1
+                        observer = PUBLISH_OBSERVERS.get(output.topic)
+                        if observer is not None:
+                            observer(output)
+                        continue
+                    failure = classify_kafka(error)
+                    if failure is Failure.UNKNOWN:
+                        unknown[id(output)] += 1
+                        if unknown[id(output)] > UNKNOWN_ATTEMPTS:
+                            failure = Failure.PERMANENT
+                    if failure.retried:
+                        again.append((letter, output))
+                        failure_seen = error
+                    elif letter is None:
+                        suspects.append((output, error))
+                    elif too_large(error) and not letter.record["original_truncated"]:
+                        smaller = letter.without_original()  # a dead letter too large: without the original
+                        again.append((smaller, smaller.encode(self._schema)))
+                    else:
+                        again.append((letter, output))  # a dead letter has nowhere else to go: wait
+                        failure_seen = error
+                pending = again
+                if pending:
+                    attempt += 1
+                    mark()
+                    metrics.RETRIES.labels("produce").inc()
+                    log.warning(
+                        "produce_retrying",
+                        records=len(pending),
+                        attempt=attempt,
+                        retry_in_s=round(delay, 3),
+                        error=repr(failure_seen)[:300],
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._settings.retry_max_s)
+        refused.extend(await self._isolate(suspects, produced))
         for name, count in produced.items():  # once per topic and batch: a labelled metric has a cost
             metrics.RECORDS_PRODUCED.labels(name).inc(count)
+
+    async def _isolate(
+        self, suspects: list[tuple[Output, BaseException]], produced: Counter[str]
+    ) -> list[tuple[Output, BaseException]]:
+        """Send each output Kafka refused for good once more, alone: a producer batch is refused whole, so
+        its innocent neighbours go through on their own and only the culprit stays refused."""
+        if len(suspects) <= 1:
+            return suspects
+        refused = []
+        for output, error in suspects:
+            (result,) = await self._send([output])
+            if result is None:
+                produced[output.topic] += 1
+            else:
+                refused.append((output, result if not classify_kafka(result).retried else error))
+        return refused
 
     async def _send(self, outputs: Sequence[Output]) -> list[BaseException | None]:
         """Hand every output to the producer, then wait for all of them; one result per output."""
@@ -270,13 +292,21 @@ def batch_agent(
     name: str,
     handle: Callable[[Sequence[faust.EventT[bytes]]], Awaitable[None]],
     settings: Settings,
+    *,
+    halt: Callable[[], None] | None = None,
 ) -> None:
     """Register agent ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
     to ``handle``; a batch that fails or is cancelled withholds its acks (see ``withhold_acks``).
 
-    ``handle`` dead-letters what it cannot process, so an exception escaping it is a defect: it is
-    logged and counted (``stream_app_agent_crashes_total``), and Faust's supervisor restarts the agent.
+    ``handle`` dead-letters what it cannot process, so an exception escaping it is a defect. Letting
+    Faust restart the agent would be worse than stopping: the restarted agent would go on with later
+    records, commit their entities' offsets to Redis, and the failed batch — redelivered after the
+    next rebalance — would then be skipped as already applied. So the batch's acks are withheld, the
+    crash is logged and counted (``stream_app_agent_crashes_total``), the worker is stopped (``halt``,
+    by default a SIGTERM to itself: a graceful stop) and the agent consumes nothing more. Its
+    partitions are redelivered from their committed offsets to the next owner.
     """
+    stop = halt or _stop_worker
 
     async def run(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
@@ -286,11 +316,22 @@ def batch_agent(
             except asyncio.CancelledError:
                 withhold_acks(events)
                 raise
-            except BaseException:
+            except Exception:
                 withhold_acks(events)
                 metrics.AGENT_CRASHES.labels(name).inc()
-                log.exception("agent_crashed", agent=name, records=len(events))
-                raise
+                log.critical(
+                    "agent_crashed",
+                    agent=name,
+                    records=len(events),
+                    action="stopping the worker",
+                    exc_info=True,
+                )
+                stop()
+                await asyncio.Event().wait()  # never consume again; the worker's stop cancels this
 
     run.__name__ = run.__qualname__ = name
     app.agent(source, name=name)(run)
+
+
+def _stop_worker() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -3,27 +3,31 @@ internal topic: observations (aggregates, alert rules, consolidated values), tic
 rules and closing reporting periods at their deadline) and the center's directives.
 
 Per batch: read what the batch touches (each entity's state, its observations' ids, the periods they
-count in) in one pipelined round trip; apply records in order (pure: ``stream_app.entity``) — if a
-step needs more (a correction needs the values of its period to recompute a min; a closing period
-its final value), read that and run the batch again from the states as read; publish alerts,
-consolidated records (once per key per batch) and roll-up contributions; then commit each entity's
-state together with the input offset it includes, atomically.
+count in) in one pipelined round trip; apply each entity's records in order (pure:
+``stream_app.entity``) — if a step needs more (a correction needs the values of its period to
+recompute a min; a closing period its final value), read that and run that entity's records again
+from its state as read; publish alerts, consolidated records (once per key per batch) and roll-up
+contributions; then commit each entity's state together with the input offset it includes, atomically.
 
 Poison never jams a partition. A record that cannot be processed for a reason retrying cannot cure
 — undecodable, forged (a tick for another partition, an entity the catalogue cannot have, a record on
 a partition that does not own its entity), a step that raises, an entity whose stored state cannot be
-read, an output too large or refused by Kafka, a commit Redis refuses — goes to
-``internal.consolidate.dlq`` with its bytes, reason and exception type; the batch is run again from the
-states as read without it (the step is pure, so nothing it half-did survives), and the partition
-moves on. Only a dependency that is down (Redis, Kafka) makes the partition wait.
+read, an output too large or refused by Kafka, a commit Redis refuses — is *charged* with the failure
+and goes to ``internal.consolidate.dlq`` with its bytes, reason and exception type. Entities are
+independent, so only the entity concerned is run again from its state as read, without what was
+charged (the step is pure: nothing a failing step half-did survives); after ``MAX_STEP_FAILURES`` at
+one entity in one batch, the rest of its records are charged too, so a batch costs at most a few runs
+of each entity. Only a dependency that is down (Redis, Kafka) makes the partition wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +57,15 @@ from stream_app.model import Observation, Rejection
 from stream_app.partitioning import partition_for
 from stream_app.rollup import rollup_key, targets
 from stream_app.runtime import Blueprint
-from stream_app.state import Commit, EntityReads, ReadRequest, StateStore
+from stream_app.state import Commit, EntityReads, PreparedCommit, ReadRequest, StateStore
 from stream_app.validation import EARLIEST_EVENT_MS, observation_from_record
 
 log = get_logger(__name__)
 
 STAGE = "consolidate"
-MAX_READ_PASSES = 6  # reads a batch may discover: its own, then a correction's range, then ...
+MAX_READ_PASSES = 6  # reads an entity may discover in one batch: its own, a correction's range, ...
+MAX_STEP_FAILURES = 3  # step failures at one entity in one batch before the rest of its records are charged
+DIRECTIVE_TEXT = ("directive_id", "alert_key", "alert_id", "reporter", "actor", "assignee")
 
 Blame = tuple[int, str]  # (the record's index in its batch, the entity): what a failure is charged to
 
@@ -80,15 +86,17 @@ class _Batch:
     """One batch's records, decoded and routed to entities, and what to read for them."""
 
     items: list[_Item] = field(default_factory=list)
+    by_entity: dict[str, list[_Item]] = field(default_factory=dict)  # each entity's records, in order
     letters: list[Letter] = field(default_factory=list)  # records refused before any step
     observation_events: list[Any] = field(default_factory=list)
     requests: dict[str, ReadRequest] = field(default_factory=dict)
 
-    def request(self, entity: str) -> ReadRequest:
-        found = self.requests.get(entity)
-        if found is None:
-            found = self.requests[entity] = ReadRequest(state=True)
-        return found
+    def add(self, item: _Item) -> None:
+        self.items.append(item)
+        for entity in item.entities:
+            self.by_entity.setdefault(entity, []).append(item)
+            if entity not in self.requests:
+                self.requests[entity] = ReadRequest(state=True)
 
 
 @dataclass(slots=True)
@@ -102,9 +110,9 @@ class _Poison:
 @dataclass(slots=True)
 class _Charges:
     """What the batch's failures are charged to: a record at one entity (``Blame``). Only grows: a
-    record charged once is left out of every later pass of the batch."""
+    record charged once is left out of every later run of its entity in the batch."""
 
-    items: list[_Item]
+    batch: _Batch
     found: dict[Blame, _Poison] = field(default_factory=dict)
 
     def __contains__(self, blame: Blame) -> bool:
@@ -114,48 +122,47 @@ class _Charges:
         self.found.setdefault(blame, _Poison(Rejection(reason, f"{blame[1]}: {detail}"[:500]), error))
 
     def entity(self, entity: str, reason: str, error: BaseException, detail: str) -> None:
-        """Every record of the batch at ``entity``."""
-        for item in self.items:
-            if entity in item.entities:
-                self.record((item.index, entity), reason, error, detail)
+        """Every record of the batch at ``entity`` (not charged already)."""
+        for item in self.batch.by_entity.get(entity, ()):
+            self.record((item.index, entity), reason, error, detail)
 
-    def output(self, blame: Hashable | None, reason: str, error: BaseException, detail: str) -> None:
-        """What an output names as its cause: a record, an entity, or the entities of a contribution."""
+    def output(self, blame: Hashable | None, reason: str, error: BaseException, detail: str) -> set[str]:
+        """What an output names as its cause: a record, an entity, or the entities of a contribution.
+        Returns the entities concerned (to run again)."""
         if isinstance(blame, tuple):
             self.record(blame, reason, error, detail)
-        elif isinstance(blame, str):
-            self.entity(blame, reason, error, detail)
-        elif isinstance(blame, frozenset):
-            for entity in blame:
-                self.entity(entity, reason, error, detail)
-        else:  # every output of this stage names its cause; one that did not: the whole batch
+            return {blame[1]}
+        entities = (
+            {blame} if isinstance(blame, str) else set(blame) if isinstance(blame, frozenset) else set()
+        )
+        if not entities:  # every output of this stage names its cause; one that did not: the whole batch
             log.error("output_failure_unattributed", reason=reason, error=repr(error)[:300])
-            for item in self.items:
-                for entity in item.entities:
-                    self.record((item.index, entity), reason, error, detail)
+            entities = set(self.batch.by_entity)
+        for entity in entities:
+            self.entity(entity, reason, error, detail)
+        return entities
 
 
 @dataclass(slots=True)
-class _Run:
-    """One pass over a batch: the states after it, what each record did, what is still missing."""
+class _EntityRun:
+    """One entity's records applied in order from its state as read, and what that produced."""
 
-    states: dict[str, EntityState] = field(default_factory=dict)
-    results: list[tuple[_Item, str, Any]] = field(default_factory=list)  # (item, entity, result)
-    touched: dict[str, Touched] = field(default_factory=dict)
-    commits: dict[str, Commit] = field(default_factory=dict)
-    partitions: dict[str, int] = field(default_factory=dict)  # entity -> internal partition
-    poisoned: bool = False  # a record failed in this pass: the pass must be run again without it
+    state: EntityState
+    touched: Touched = field(default_factory=Touched)
+    results: list[tuple[_Item, Any]] = field(default_factory=list)  # StepResult or DirectiveRefusedError
+    commit: Commit | None = None
+    top_offset: int = -1  # the highest offset of the entity's records in the batch, charged or not
 
-    def missing(self) -> dict[str, ReadRequest]:
-        out: dict[str, ReadRequest] = {}
-        for entity, state in self.states.items():
-            for kind, first, second in state.missing:
-                request = out.setdefault(entity, ReadRequest())
-                if kind == "period":
-                    request.periods.add((first, second))
-                else:
-                    request.ranges.add((first, second))
-        return out
+
+@dataclass(slots=True)
+class _Built:
+    """What an entity's run publishes and writes, built before anything is sent."""
+
+    outputs: list[Output] = field(default_factory=list)
+    before: list[tuple[Any, ...]] = field(default_factory=list)
+    contributions: list[tuple[str, str | None]] = field(default_factory=list)
+    prepared: PreparedCommit | None = None
+    consolidated: Counter[str] = field(default_factory=Counter)  # records by kind, for the metric
 
 
 class Consolidator:
@@ -202,53 +209,90 @@ class Consolidator:
 
         Publishing before the commit means a crash in between republishes the same records (with
         the same deterministic alert ids, and consolidated values that are the same) rather than
-        losing them.
+        losing them. An output Kafka refuses for good (possible only when a topic's limit changed
+        under a running worker: sizes are checked before sending) makes its entity run again without
+        the record that caused it; what the abandoned run already published stays published (an
+        alert transition it raised is in ``center.alerts``), while roll-ups converge: every run's
+        contribution carries a higher sequence than the one before.
         """
         now = int(time.time() * 1000)
         batch = await self._decode(events, now)
-        charges = _Charges(batch.items)
-        reads: dict[str, EntityReads] = {}
-        unreadable: dict[str, BaseException] = {}
-        requests = batch.requests
-        read_passes = 0
-        sent: set[Hashable] = set()  # dead letters already published (a refused output runs the batch again)
+        charges = _Charges(batch)
+        runs: dict[str, _EntityRun] = {}
+        built: dict[str, _Built] = {}
+        sent: set[Hashable] = set()  # poison letters already published
+        todo, attempt = set(batch.by_entity), 0
         while True:
-            if requests:
-                read_passes += 1
-                unreadable.update(await self.store.read(requests, reads))
-                requests = {}
-            run = self._run(batch, reads, unreadable, now, charges)
-            if run.poisoned:
-                continue  # run again from the states as read, without what failed
-            requests = run.missing()
-            if requests:
-                if read_passes >= MAX_READ_PASSES:
-                    error = RuntimeError(f"still needed reads after {MAX_READ_PASSES} passes")
-                    for entity in requests:
-                        charges.entity(entity, Reasons.READS_EXHAUSTED, error, str(error))
-                    requests = {}
-                continue
-            outputs, before = self._outputs(run, now, charges)
-            if outputs is None:
-                continue  # building an entity's outputs failed: run again without its records
-            letters = self._letters(batch, run, charges, now, sent)
-            refused = await self.publisher.publish(outputs, [letter for _, letter in letters])
-            sent.update(key for key, _ in letters)
+            await self._settle(batch, todo, now, charges, runs=runs, built=built)
+            outputs = [o for entity in sorted(built) for o in built[entity].outputs]
+            outputs += self._rollup_outputs(runs, built, now, attempt)
+            refused = await self.publisher.publish(outputs, self._poison_letters(charges, now, sent))
             if not refused:
                 break
-            for output, refusal in refused:
-                charges.output(output.blame, Reasons.OUTPUT_REFUSED, refusal, str(refusal))
+            attempt += 1
+            for output, error in refused:
+                todo |= charges.output(output.blame, Reasons.OUTPUT_REFUSED, error, str(error))
+            for entity in todo:
+                runs.pop(entity, None)
+                built.pop(entity, None)
+        # Rejections (not poison) come from the final runs only, once their outputs are published.
+        await self.publisher.publish_dead_letters(
+            self._rejection_letters(runs, now) + self._poison_letters(charges, now, sent)
+        )
+        self._count(runs, built)
         start = time.perf_counter()
-        _, failed = await self.store.commit(list(run.commits.values()), before)
+        prepared = [b.prepared for b in built.values() if b.prepared is not None]
+        before = [command for b in built.values() for command in b.before]
+        _, failed = await self.store.commit(prepared, before)
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
-        if failed:
-            late = _Charges(batch.items)
+        if failed:  # Redis refused an entity's commit (nothing of it written): its records are poison
+            late = _Charges(batch)
             for entity, refusal in failed.items():
                 late.entity(entity, Reasons.STATE_WRITE_FAILED, refusal, repr(refusal))
-            await self.publisher.publish_dead_letters(
-                [letter for _, letter in self._poison_letters(late, now, set())]
-            )
+            await self.publisher.publish_dead_letters(self._poison_letters(late, now, set()))
         observe_latency(batch.observation_events)
+
+    async def _settle(
+        self,
+        batch: _Batch,
+        todo: set[str],
+        now: int,
+        charges: _Charges,
+        *,
+        runs: dict[str, _EntityRun],
+        built: dict[str, _Built],
+    ) -> None:
+        """Run every entity of ``todo`` until it has all it needs and its outputs are built; reads
+        what the runs discover in one round trip per round, and yields to the event loop between."""
+        reads: dict[str, EntityReads] = {}
+        unreadable: dict[str, BaseException] = {}
+        passes: Counter[str] = Counter()
+        requests = {entity: batch.requests[entity] for entity in todo}
+        while todo:
+            if requests:
+                unreadable.update(await self.store.read(requests, reads))
+                passes.update(requests.keys())
+                requests = {}
+            for entity in sorted(todo):
+                run = self._run_entity(entity, batch.by_entity[entity], reads, unreadable, now, charges)
+                if run is None:  # every record of the entity was charged
+                    todo.discard(entity)
+                    continue
+                missing = _missing(run.state)
+                if missing:
+                    if passes[entity] < MAX_READ_PASSES:
+                        requests[entity] = missing
+                        continue
+                    error = RuntimeError(f"still needed reads after {MAX_READ_PASSES} passes")
+                    charges.entity(entity, Reasons.READS_EXHAUSTED, error, str(error))
+                    todo.discard(entity)
+                    continue
+                outputs = self._build(entity, run, now, charges)
+                if outputs is None:
+                    continue  # building its outputs failed, a record was charged: run it again
+                runs[entity], built[entity] = run, outputs
+                todo.discard(entity)
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------------------------ decoding
 
@@ -259,29 +303,25 @@ class Consolidator:
             message = event.message
             try:
                 item = await self._item(index, message, now)
-            except (
-                Exception
-            ) as exc:  # whatever it is, it is this record's: refuse it, keep the partition going
+            except Exception as exc:  # whatever it is, it is this record's: refuse it, keep going
                 reason = refusal_reason(exc, Reasons.UNDECODABLE)
                 batch.letters.append(self._refuse(message, reason, str(exc), exc, now))
                 continue
-            batch.items.append(item)
-            for entity in item.entities:
-                request = batch.request(entity)
-                if item.kind == "observation":
-                    obs: Observation = item.payload
-                    request.ids.add(obs.seen_key)
-                    request.periods.update(needed_periods(self.catalogue.indicators[obs.indicator], obs))
+            batch.add(item)
             if item.kind == "observation":
+                obs: Observation = item.payload
+                request = batch.requests[obs.entity]
+                request.ids.add(obs.seen_key)
+                request.periods.update(needed_periods(self.catalogue.indicators[obs.indicator], obs))
                 batch.observation_events.append(event)
         return batch
 
     async def _item(self, index: int, message: Any, now: int) -> _Item:
         subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"")
+        latest = now + int(self.settings.tick_max_future_s * 1000)
         if subject == "observation":
             obs = observation_from_record(record)
             _checked(self.catalogue, obs.entity)
-            latest = now + int(self.settings.tick_max_future_s * 1000)
             if not (EARLIEST_EVENT_MS <= obs.event_time <= latest and math.isfinite(obs.value)):
                 raise RecordRefusedError(
                     Reasons.RECORD_INVALID,
@@ -300,7 +340,6 @@ class Consolidator:
                 raise RecordRefusedError(
                     Reasons.TICK_INVALID, f"a tick for partition {partition} on partition {message.partition}"
                 )
-            latest = now + int(self.settings.tick_max_future_s * 1000)
             if not EARLIEST_EVENT_MS <= tick_now <= latest:
                 raise RecordRefusedError(
                     Reasons.TICK_INVALID, f"tick time {tick_now} outside [{EARLIEST_EVENT_MS}, {latest}]"
@@ -319,11 +358,21 @@ class Consolidator:
                 raise RecordRefusedError(
                     Reasons.UNKNOWN_ENTITY, f"directive about {alert_key!r} keyed by {entity!r}"
                 )
+            self._check_directive_text(record)
             self._check_partition(entity, message.partition)
             return _Item(index, message, subject, record, (entity,))
         raise RecordRefusedError(
             Reasons.UNDECODABLE, f"a {subject!r} record does not belong on the internal topic"
         )
+
+    def _check_directive_text(self, record: dict[str, Any]) -> None:
+        """A directive's text ends up in the entity's state and in every later alert of its rule."""
+        limit = self.settings.text_max_length
+        for name in DIRECTIVE_TEXT:
+            if len(record.get(name) or "") > limit:
+                raise RecordRefusedError(Reasons.RECORD_INVALID, f"directive {name} longer than {limit}")
+        if len(record.get("comment") or "") > self.settings.directive_comment_max_length:
+            raise RecordRefusedError(Reasons.RECORD_INVALID, "directive comment too long")
 
     def _check_partition(self, entity: str, partition: int) -> None:
         owner = partition_for(entity, self.partitions)
@@ -359,66 +408,53 @@ class Consolidator:
 
     # ------------------------------------------------------------------------------------ the step
 
-    def _run(
+    def _run_entity(  # noqa: PLR0917 - the run's inputs, each needed
         self,
-        batch: _Batch,
+        entity: str,
+        items: list[_Item],
         reads: dict[str, EntityReads],
         unreadable: dict[str, BaseException],
         now: int,
         charges: _Charges,
-    ) -> _Run:
-        """One pure pass over the batch from the states as read.
-
-        A record whose step raises is charged with the failure; its entity is left alone for the
-        rest of the pass (its state may be half-changed), and ``poisoned`` says the pass must be run
-        again from the states as read.
-        """
-        run = _Run()
-        spoiled: set[str] = set()
-        for item in batch.items:
-            for entity in item.entities:
-                blame = (item.index, entity)
-                if blame in charges or entity in spoiled:
-                    continue
-                state = run.states.get(entity)
-                if state is None:
-                    try:
-                        state = self._build(entity, reads, unreadable)
-                    except Exception as exc:
-                        charges.entity(entity, Reasons.STATE_UNREADABLE, exc, repr(exc))
-                        run.poisoned = True
-                        spoiled.add(entity)
-                        continue
-                    run.states[entity] = state
+    ) -> _EntityRun | None:
+        """Apply the entity's uncharged records in order from its state as read (pure). A record whose
+        step raises is charged and the entity run again without it, from its state as read; after
+        ``MAX_STEP_FAILURES`` the rest of its records are charged. None: nothing left to apply."""
+        failures = 0
+        while True:
+            live = [item for item in items if (item.index, entity) not in charges]
+            if not live:
+                return None
+            try:
+                state = _state_of(entity, reads, unreadable)
+            except Exception as exc:
+                charges.entity(entity, Reasons.STATE_UNREADABLE, exc, repr(exc))
+                return None
+            run = _EntityRun(state, top_offset=max(item.message.offset for item in items))
+            for item in live:
                 try:
-                    self._step(run, item, entity, state, now)
+                    self._step(run, item, entity, now)
                 except Exception as exc:
-                    charges.record(blame, Reasons.STEP_FAILED, exc, repr(exc))
-                    run.poisoned = True
-                    spoiled.add(entity)
-        return run
+                    failures += 1
+                    charges.record((item.index, entity), Reasons.STEP_FAILED, exc, repr(exc))
+                    if failures >= MAX_STEP_FAILURES:
+                        detail = f"its step failed {failures} times in one batch: {exc!r}"
+                        charges.entity(entity, Reasons.STEP_FAILED, exc, detail)
+                    break
+            else:
+                return run
 
-    def _build(
-        self, entity: str, reads: dict[str, EntityReads], unreadable: dict[str, BaseException]
-    ) -> EntityState:
-        error = unreadable.get(entity)
-        if error is not None:
-            raise error
-        found = reads.get(entity)
-        return found.build() if found is not None else EntityState()
-
-    def _step(self, run: _Run, item: _Item, entity: str, state: EntityState, now: int) -> None:
+    def _step(self, run: _EntityRun, item: _Item, entity: str, now: int) -> None:
         message = item.message
         source = f"{message.topic}:{message.partition}"
-        touched = self._touched(run, entity, message.partition)
+        state, touched = run.state, run.touched
         if item.kind == "observation":
-            obs: Observation = item.payload
             result = apply(
-                state, obs, source=source, offset=message.offset, ctx=self._ctx(now), touched=touched
+                state, item.payload, source=source, offset=message.offset, ctx=self._ctx(now), touched=touched
             )
             if not (result.skipped and not (result.duplicate or result.stale or result.beyond_retention)):
                 # Duplicates and refused records still advance the applied offset: they were processed.
-                self._commit(run, entity, state, source, message.offset)
+                self._commit(run, entity, source, message.offset)
         elif item.kind == "tick":
             result = tick(
                 state,
@@ -429,7 +465,7 @@ class Consolidator:
                 touched=touched,
             )
             if not result.skipped:
-                self._commit(run, entity, state, source, message.offset)
+                self._commit(run, entity, source, message.offset)
         else:
             try:
                 result = direct(
@@ -441,193 +477,109 @@ class Consolidator:
                     ctx=self._ctx(now),
                 )
             except DirectiveRefusedError as refused:
-                self._commit(run, entity, state, source, message.offset)
-                run.results.append((item, entity, refused))
+                self._commit(run, entity, source, message.offset)
+                run.results.append((item, refused))
                 return
             if not result.skipped:
-                self._commit(run, entity, state, source, message.offset)
-        run.results.append((item, entity, result))
+                self._commit(run, entity, source, message.offset)
+        run.results.append((item, result))
 
-    def _touched(self, run: _Run, entity: str, partition: int) -> Touched:
-        run.partitions[entity] = partition
-        found = run.touched.get(entity)
-        if found is None:
-            found = run.touched[entity] = Touched()
-        return found
-
-    def _commit(self, run: _Run, entity: str, state: EntityState, source: str, offset: int) -> None:
+    def _commit(self, run: _EntityRun, entity: str, source: str, offset: int) -> None:
         indicator = self.catalogue.indicators[EntityKey.parse(entity).indicator]
-        run.commits[entity] = Commit(entity, state, source, offset, indicator)
-
-    # ------------------------------------------------------------------------------------ poison
-
-    def _refuse(self, message: Any, reason: str, detail: str, error: BaseException, now: int) -> Letter:
-        return dead_letter(
-            message,
-            self.poison_topic,
-            Rejection(reason, detail),
-            now_ms=now,
-            stage=STAGE,
-            error=error,
-            poison=True,
-        )
-
-    def _letters(
-        self, batch: _Batch, run: _Run, charges: _Charges, now: int, sent: set[Hashable]
-    ) -> list[tuple[Hashable, Letter]]:
-        """The batch's dead letters not sent yet, each with a key that names it across passes."""
-        letters: list[tuple[Hashable, Letter]] = [
-            (("decode", i), letter) for i, letter in enumerate(batch.letters) if ("decode", i) not in sent
-        ]
-        letters.extend(self._poison_letters(charges, now, sent))
-        for item, _entity, result in run.results:
-            if ("refused", item.index) in sent:
-                continue
-            if isinstance(result, DirectiveRefusedError):
-                letter = dead_letter(
-                    item.message,
-                    self.directive_dead_letters,
-                    Rejection(result.reason, str(result)),
-                    now_ms=now,
-                    stage=STAGE,
-                    reporter="CENTER",
-                )
-                letters.append((("refused", item.index), letter))
-            elif item.kind == "observation" and (result.stale or result.beyond_retention):
-                obs: Observation = item.payload
-                letter = dead_letter(
-                    item.message,
-                    self.dead_letters[obs.reporter],
-                    _refusal(obs, result),
-                    now_ms=now,
-                    stage=STAGE,
-                    reporter=obs.reporter,
-                )
-                letters.append((("refused", item.index), letter))
-        return letters
-
-    def _poison_letters(
-        self, charges: _Charges, now: int, sent: set[Hashable]
-    ) -> list[tuple[Hashable, Letter]]:
-        by_index = {item.index: item for item in charges.items}
-        out: list[tuple[Hashable, Letter]] = []
-        for (index, entity), why in sorted(charges.found.items(), key=lambda kv: kv[0]):
-            if ("poison", index, entity) in sent:
-                continue
-            letter = dead_letter(
-                by_index[index].message,
-                self.poison_topic,
-                why.rejection,
-                now_ms=now,
-                stage=STAGE,
-                error=why.error,
-                poison=True,
-            )
-            out.append((("poison", index, entity), letter))
-        return out
+        run.commit = Commit(entity, run.state, source, offset, indicator)
 
     # ------------------------------------------------------------------------------------ outputs
 
-    def _outputs(
-        self, run: _Run, now: int, charges: _Charges
-    ) -> tuple[list[Output] | None, list[tuple[Any, ...]]]:
-        """The records to publish and the index writes to send before the commit; None when building
-        an entity's outputs failed (its records are charged, the batch must run again)."""
-        outputs: list[Output] = []
-        before: list[tuple[Any, ...]] = []
-        failed = False
-        by_entity: dict[str, list[tuple[_Item, Any]]] = {}
-        for item, entity, result in run.results:
-            by_entity.setdefault(entity, []).append((item, result))
-        for entity, results in by_entity.items():
-            mark = len(outputs), len(before)
-            try:
-                for item, result in results:
-                    self._record_outputs(run, entity, item, result, outputs=outputs, before=before)
-                self._aggregate_outputs(run, entity, now, outputs, before)
-            except Exception as exc:
-                del outputs[mark[0] :], before[mark[1] :]
-                charges.entity(entity, Reasons.OUTPUT_FAILED, exc, repr(exc))
-                failed = True
+    def _build(self, entity: str, run: _EntityRun, now: int, charges: _Charges) -> _Built | None:
+        """The entity's outputs, index writes, contributions and serialised commit, all checked before
+        anything is sent; None when that failed (what caused it is charged)."""
+        built = _Built()
         try:
-            self._rollup_outputs(run, now, outputs)
-        except Exception as exc:  # a defect in building the contributions: charge every entity of the batch
-            for entity in run.touched:
-                charges.entity(entity, Reasons.OUTPUT_FAILED, exc, repr(exc))
-            failed = True
-        too_large = [o for o in outputs if o.size > self.publisher.max_bytes]
-        for output in too_large:
+            for item, result in run.results:
+                self._record_outputs(run, entity, item, result, built)
+            if run.commit is not None:
+                self._aggregate_outputs(run, entity, now, built)
+                built.prepared = self.store.prepare(run.commit)
+        except Exception as exc:
+            charges.entity(entity, Reasons.OUTPUT_FAILED, exc, repr(exc))
+            return None
+        oversized = [o for o in built.outputs if o.size > self.publisher.max_bytes]
+        for output in oversized:
             detail = f"an output of {output.size} bytes to {output.topic} exceeds {self.publisher.max_bytes}"
             charges.output(output.blame, Reasons.OUTPUT_TOO_LARGE, ValueError(detail), detail)
-        if failed or too_large:
-            return None, []
-        return outputs, before
+        return None if oversized else built
 
-    def _record_outputs(
-        self,
-        run: _Run,
-        entity: str,
-        item: _Item,
-        result: Any,
-        *,
-        outputs: list[Output],
-        before: list[tuple[Any, ...]],
-    ) -> None:
-        if isinstance(result, DirectiveRefusedError):
+    def _record_outputs(self, run: _EntityRun, entity: str, item: _Item, result: Any, built: _Built) -> None:
+        if isinstance(result, DirectiveRefusedError) or result.skipped:
             return
         blame = (item.index, entity)
-        if item.kind == "observation":
-            _count_observation(item.payload, result)
-            if not result.skipped:
-                self._alerts(outputs, before, result, item.message, blame)
-        elif not result.skipped:
-            self._alerts(outputs, before, result, item.message, blame)
-            if item.kind == "directive":
-                # The ministry concerned receives the directive on its own topic, and only its own.
-                topic = self.reporter_directives.get(run.states[entity].reporter)
-                if topic is not None:
-                    key = str(item.payload["alert_key"]).encode()
-                    outputs.append(Output(topic, key, item.message.value or b"", blame=blame))
+        self._alerts(built, result, blame)
+        if item.kind == "directive":
+            # The ministry concerned receives the directive on its own topic, and only its own.
+            topic = self.reporter_directives.get(run.state.reporter)
+            if topic is not None:
+                key = str(item.payload["alert_key"]).encode()
+                built.outputs.append(Output(topic, key, item.message.value or b"", blame=blame))
 
-    def _aggregate_outputs(
-        self, run: _Run, entity: str, now: int, outputs: list[Output], before: list[tuple[Any, ...]]
-    ) -> None:
-        """An entity's consolidated records, once per key, and its index writes."""
-        if entity not in run.commits:
-            return
-        touched, state = run.touched[entity], run.states[entity]
-        key = EntityKey.parse(entity)
-        metrics.PERIODS_CLOSED.inc(len(touched.closed))
-        for record_key, record in entity_records(state, key, touched, self._ctx(now)):
+    def _aggregate_outputs(self, run: _EntityRun, entity: str, now: int, built: _Built) -> None:
+        """An entity's consolidated records, once per key, its contributions and its index writes."""
+        state, touched = run.state, run.touched
+        for record_key, record in entity_records(state, EntityKey.parse(entity), touched, self._ctx(now)):
             value = None if record is None else codecs.encode(self.schemas["consolidated"], record)
-            outputs.append(Output(self.consolidated, record_key.encode(), value, blame=entity))
-            metrics.CONSOLIDATED_EVENTS.labels(
-                "tombstone" if record is None else record["kind"].lower()
-            ).inc()
+            built.outputs.append(Output(self.consolidated, record_key.encode(), value, blame=entity))
+            built.consolidated["tombstone" if record is None else record["kind"].lower()] += 1
+        built.contributions = contributions(state, touched)
         # the periods-due registry: the earliest deadline of the entity's open periods
-        due = self._due_key(run.partitions[entity])
+        due = self._due_key(partition_for(entity, self.partitions))
         if state.open_periods:
-            before.append(("ZADD", due, min(state.open_periods.values()), entity))
+            built.before.append(("ZADD", due, min(state.open_periods.values()), entity))
         else:
-            before.append(("ZREM", due, entity))
+            built.before.append(("ZREM", due, entity))
         for reporter in sorted(touched.reporters):
-            before.append(("SADD", self.store.global_key("reporter", reporter, "entities"), entity))
+            built.before.append(("SADD", self.store.global_key("reporter", reporter, "entities"), entity))
 
-    def _rollup_outputs(self, run: _Run, now: int, outputs: list[Output]) -> None:
-        """Roll-up contributions: one record per roll-up and batch, split where it would not fit."""
+    def _alerts(self, built: _Built, result: StepResult, blame: Blame) -> None:
+        active_index = self.store.global_key("alerts", "active")
+        for alert in result.alerts:
+            encoded = codecs.encode(self.schemas["alert"], alert)
+            key = alert["alert_key"].encode()
+            built.outputs.append(Output(self.alerts, key, encoded, blame=blame))
+            domain_topic = self.domain_topics.get(alert["domain"])
+            if domain_topic is not None:
+                built.outputs.append(Output(domain_topic, key, encoded, blame=blame))
+            # The compacted active-alerts topic: the current record of an open alert, a tombstone
+            # once it is resolved, so a new subscriber rebuilds the live picture from it. The query
+            # API reads the same picture from a Redis hash.
+            resolved = alert["event_type"] == "TRANSITION" and alert["transition"] == "RESOLVED"
+            built.outputs.append(Output(self.active, key, None if resolved else encoded, blame=blame))
+            if resolved:
+                built.before.append(("HDEL", active_index, alert["alert_key"]))
+            else:
+                built.before.append(
+                    ("HSET", active_index, alert["alert_key"], json.dumps(alert, default=str))
+                )
+
+    def _rollup_outputs(
+        self, runs: dict[str, _EntityRun], built: dict[str, _Built], now: int, attempt: int
+    ) -> list[Output]:
+        """Roll-up contributions: one record per roll-up and batch, split where it would not fit.
+
+        A contribution's sequence is the highest offset of its entity's records in the batch (charged
+        or not), times 256, plus the publishing attempt: a roll-up keeps the newest per source, so a
+        batch run again after a refused output supersedes what its abandoned run contributed.
+        """
         by_rollup: dict[str, list[dict[str, Any]]] = {}
-        for entity, touched in run.touched.items():
-            if entity not in run.commits:
-                continue
-            items = contributions(run.states[entity], touched)
+        for entity in sorted(built):
+            items = built[entity].contributions
             if not items:
                 continue
             key = EntityKey.parse(entity)
-            seq = run.commits[entity].offset
+            seq = runs[entity].top_offset * 256 + min(attempt, 255)
             for target in targets(self.catalogue.indicators[key.indicator], key.region, key.station):
                 by_rollup.setdefault(rollup_key(key.indicator, target), []).extend(
                     {"source": entity, "seq": seq, "period": p, "aggregate": a} for p, a in items
                 )
+        outputs = []
         budget = self.publisher.max_bytes - 1024
         for routing, rollup_items in by_rollup.items():
             indicator_code, target = routing.split("|")
@@ -648,49 +600,139 @@ class Consolidator:
                         blame=frozenset(item["source"] for item in chunk),
                     )
                 )
+        return outputs
 
-    def _alerts(
-        self,
-        outputs: list[Output],
-        before: list[tuple[Any, ...]],
-        result: StepResult,
-        message: Any,
-        blame: Blame,
-    ) -> None:
-        active_index = self.store.global_key("alerts", "active")
-        for alert in result.alerts:
-            encoded = codecs.encode(self.schemas["alert"], alert)
-            key = alert["alert_key"].encode()
-            if alert["event_type"] == "TRANSITION":
-                metrics.ALERTS_EMITTED.labels(alert["transition"]).inc()
-            log.info(
-                "alert",
-                alert_id=alert["alert_id"],
-                event_type=alert["event_type"],
-                transition=alert["transition"],
-                rule=alert["rule"],
-                indicator=alert["indicator"],
-                region=alert["region"],
-                station=alert["station"],
-                alert_level=alert["level_code"],
-                value=alert["value"],
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
+    # ------------------------------------------------------------------------------------ dead letters
+
+    def _refuse(self, message: Any, reason: str, detail: str, error: BaseException, now: int) -> Letter:
+        return dead_letter(
+            message,
+            self.poison_topic,
+            Rejection(reason, detail),
+            now_ms=now,
+            stage=STAGE,
+            error=error,
+            poison=True,
+        )
+
+    def _poison_letters(self, charges: _Charges, now: int, sent: set[Hashable]) -> list[Letter]:
+        """The dead letters of records refused or charged and not sent yet: one per record (a tick
+        charged at several entities names them all)."""
+        letters = [letter for i, letter in enumerate(charges.batch.letters) if ("decode", i) not in sent]
+        sent.update(("decode", i) for i in range(len(charges.batch.letters)))
+        by_index: dict[int, list[tuple[str, _Poison]]] = {}
+        for (index, entity), why in sorted(charges.found.items()):
+            if ("poison", index, entity) not in sent:
+                by_index.setdefault(index, []).append((entity, why))
+                sent.add(("poison", index, entity))
+        items = {item.index: item for item in charges.batch.items}
+        for index, charged in by_index.items():
+            first = charged[0][1]
+            detail = "; ".join(why.rejection.message for _, why in charged)
+            letters.append(
+                dead_letter(
+                    items[index].message,
+                    self.poison_topic,
+                    Rejection(first.rejection.reason, detail),
+                    now_ms=now,
+                    stage=STAGE,
+                    error=first.error,
+                    poison=True,
+                )
             )
-            outputs.append(Output(self.alerts, key, encoded, blame=blame))
-            domain_topic = self.domain_topics.get(alert["domain"])
-            if domain_topic is not None:
-                outputs.append(Output(domain_topic, key, encoded, blame=blame))
-            # The compacted active-alerts topic: the current record of an open alert, a tombstone
-            # once it is resolved, so a new subscriber rebuilds the live picture from it. The query
-            # API reads the same picture from a Redis hash.
-            resolved = alert["event_type"] == "TRANSITION" and alert["transition"] == "RESOLVED"
-            outputs.append(Output(self.active, key, None if resolved else encoded, blame=blame))
-            if resolved:
-                before.append(("HDEL", active_index, alert["alert_key"]))
-            else:
-                before.append(("HSET", active_index, alert["alert_key"], json.dumps(alert, default=str)))
+        return letters
+
+    def _rejection_letters(self, runs: dict[str, _EntityRun], now: int) -> list[Letter]:
+        """Records the final runs refused (not poison): stale or too old observations, to their
+        reporter's dead-letter topic; directives about no open alert, to the directives' one."""
+        letters = []
+        for run in runs.values():
+            for item, result in run.results:
+                if isinstance(result, DirectiveRefusedError):
+                    letters.append(
+                        dead_letter(
+                            item.message,
+                            self.directive_dead_letters,
+                            Rejection(result.reason, str(result)),
+                            now_ms=now,
+                            stage=STAGE,
+                            reporter="CENTER",
+                        )
+                    )
+                elif item.kind == "observation" and (result.stale or result.beyond_retention):
+                    obs: Observation = item.payload
+                    letters.append(
+                        dead_letter(
+                            item.message,
+                            self.dead_letters[obs.reporter],
+                            _refusal(obs, result),
+                            now_ms=now,
+                            stage=STAGE,
+                            reporter=obs.reporter,
+                        )
+                    )
+        return letters
+
+    # ------------------------------------------------------------------------------------ metrics
+
+    def _count(self, runs: dict[str, _EntityRun], built: dict[str, _Built]) -> None:
+        """Count what the final runs did, once, after their outputs were published."""
+        for entity, run in runs.items():
+            metrics.PERIODS_CLOSED.inc(len(run.touched.closed))
+            for kind, count in built[entity].consolidated.items():
+                metrics.CONSOLIDATED_EVENTS.labels(kind).inc(count)
+            for item, result in run.results:
+                if isinstance(result, DirectiveRefusedError):
+                    continue
+                if item.kind == "observation":
+                    _count_observation(item.payload, result)
+                if not result.skipped:
+                    _log_alerts(result.alerts, item.message)
+
+
+def _state_of(
+    entity: str, reads: dict[str, EntityReads], unreadable: dict[str, BaseException]
+) -> EntityState:
+    """An entity's state as read (a fresh one for an entity never stored); raises what made it unreadable."""
+    error = unreadable.get(entity)
+    if error is not None:
+        raise error
+    found = reads.get(entity)
+    return found.build() if found is not None else EntityState()
+
+
+def _missing(state: EntityState) -> ReadRequest | None:
+    """What a run found it needs to read (None: it has everything)."""
+    if not state.missing:
+        return None
+    request = ReadRequest()
+    for kind, first, second in state.missing:
+        if kind == "period":
+            request.periods.add((first, second))
+        else:
+            request.ranges.add((first, second))
+    return request
+
+
+def _log_alerts(alerts: Iterable[dict[str, Any]], message: Any) -> None:
+    for alert in alerts:
+        if alert["event_type"] == "TRANSITION":
+            metrics.ALERTS_EMITTED.labels(alert["transition"]).inc()
+        log.info(
+            "alert",
+            alert_id=alert["alert_id"],
+            event_type=alert["event_type"],
+            transition=alert["transition"],
+            rule=alert["rule"],
+            indicator=alert["indicator"],
+            region=alert["region"],
+            station=alert["station"],
+            alert_level=alert["level_code"],
+            value=alert["value"],
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
 
 
 def _checked(catalogue: Any, entity: str) -> EntityKey:

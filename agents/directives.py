@@ -64,6 +64,9 @@ class Router:
             directive = codecs.decode(self.blueprint.schemas, "directive", message.value or b"")
         except DecodeError as exc:
             return Rejection(exc.reason, exc.message)
+        too_long = _too_long(directive, self.blueprint.settings)
+        if too_long is not None:
+            return Rejection("text_too_long", too_long)
         entity = entity_of_alert_key(directive["alert_key"])
         if entity is None:
             return Rejection("unknown_alert", f"alert key {directive['alert_key']!r} is malformed")
@@ -108,6 +111,16 @@ class Router:
                 self._reject(events[output.blame].message, Rejection(reason, str(error)), now_ms, error)
             )
         await self.publisher.publish_dead_letters(late)
+
+
+def _too_long(directive: dict[str, Any], settings: Any) -> str | None:
+    """A directive's text ends up in the alert's state and in every later alert of its rule: bounded."""
+    for name in ("directive_id", "alert_key", "alert_id", "reporter", "actor", "assignee"):
+        if len(directive.get(name) or "") > settings.text_max_length:
+            return f"{name} longer than {settings.text_max_length} characters"
+    if len(directive.get("comment") or "") > settings.directive_comment_max_length:
+        return f"comment longer than {settings.directive_comment_max_length} characters"
+    return None
 
 
 def register(app: faust.App, blueprint: Blueprint, publisher: Publisher) -> None:

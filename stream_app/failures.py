@@ -9,6 +9,8 @@ exception handlers and fatal errors):
 - ``BLOCKED``: the dependency refuses *everyone* until an operator acts (an ACL missing, credentials
   rejected, Redis out of memory). Nothing about the record is wrong, so it is not dead-lettered
   either: it waits like a transient failure, and readiness names the operation.
+- ``UNKNOWN``: the broker answered with an error it could not name (``UNKNOWN_SERVER_ERROR``, an
+  unknown code): retried a bounded number of times (``UNKNOWN_ATTEMPTS``), then treated as permanent.
 - ``PERMANENT``: retrying cannot cure it (a record Kafka refuses as too large or invalid, a Redis
   error about the data, an exception of the step). The record that caused it goes to its stage's
   dead-letter topic with the reason and the exception type, and the partition moves on.
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from enum import Enum
 
 from aiokafka import errors as kafka_errors
+from faust.exceptions import NotReady
 from redis import exceptions as redis_errors
 
 from stream_app.exceptions import DecodeError
@@ -34,6 +37,7 @@ class Failure(Enum):
 
     TRANSIENT = "transient"
     BLOCKED = "blocked"
+    UNKNOWN = "unknown"  # an error the server could not name: retried a few times, then permanent
     PERMANENT = "permanent"
 
     @property
@@ -76,6 +80,8 @@ def refusal_reason(exc: BaseException, default: str) -> str:
     return exc.reason if isinstance(exc, RecordRefusedError | DecodeError) else default
 
 
+UNKNOWN_ATTEMPTS = 5  # how often an UNKNOWN failure is retried before it counts as permanent
+
 _KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (
     kafka_errors.KafkaConnectionError,
     kafka_errors.KafkaTimeoutError,
@@ -91,6 +97,11 @@ _KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (
     kafka_errors.NotControllerError,
     kafka_errors.StaleMetadata,
     kafka_errors.TooManyInFlightRequests,
+    kafka_errors.BrokerNotAvailableError,
+    kafka_errors.ReplicaNotAvailableError,
+    kafka_errors.KafkaUnavailableError,
+    kafka_errors.CorruptRecordException,  # corrupted in transit: the Java client retries it too
+    NotReady,  # the producer is starting or stopping
     asyncio.TimeoutError,
     ConnectionError,
     OSError,
@@ -105,6 +116,18 @@ _KAFKA_BLOCKED: tuple[type[BaseException], ...] = (
     kafka_errors.AuthenticationMethodNotSupported,
     kafka_errors.ProducerClosed,  # the worker is stopping: the batch must not be acked
 )
+
+
+_TOO_LARGE: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+)
+
+
+def too_large(exc: BaseException) -> bool:
+    """Whether Kafka refused a record for its size (a smaller one would be taken)."""
+    return any(isinstance(cause, _TOO_LARGE) for cause in causes(exc))
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -127,11 +150,21 @@ def classify_kafka(exc: BaseException) -> Failure:
             return Failure.TRANSIENT
         if isinstance(cause, kafka_errors.KafkaError) and cause.retriable:
             return Failure.TRANSIENT
+        if isinstance(cause, kafka_errors.UnknownError):  # also what unknown error codes map to
+            return Failure.UNKNOWN
     return Failure.PERMANENT
 
 
 # Redis answers some errors as plain "-ERR"-style replies: their first word says what they are.
-_REDIS_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+_REDIS_TRANSIENT_REPLIES = (
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "NOREPLICAS",  # min-replicas-to-write not met: a replica is catching up
+)
 _REDIS_BLOCKED_REPLIES = ("OOM", "NOPERM", "NOAUTH", "WRONGPASS", "MISCONF")
 
 

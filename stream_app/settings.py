@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     text_max_length: int = Field(
         256, ge=16, le=4096, description="Longest free-text field: report_ref, source_system (text_too_long)."
     )
+    directive_comment_max_length: int = Field(
+        2000, ge=16, le=65536, description="Longest comment of a directive (text_too_long)."
+    )
     max_future_skew_s: float = Field(
         300.0, ge=0, description="How far ahead of the worker's clock an event or report time may be."
     )

@@ -40,6 +40,15 @@ class Commit:
     indicator: Indicator
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedCommit:
+    """A commit turned into the commit script's keys and arguments (see :meth:`StateStore.prepare`)."""
+
+    entity: str
+    keys: list[str]
+    args: list[str | int]
+
+
 @dataclass(slots=True)
 class EntityReads:
     """What was read of one entity, raw: a batch run again after more reads starts from these."""
@@ -141,8 +150,13 @@ class StateStore:
         replies = await self.with_retry("load", run)
         return _collect(plan, replies, into)
 
+    def prepare(self, commit: Commit) -> PreparedCommit:
+        """Serialise one entity's commit (pure; raises if the state cannot be written out, which the
+        caller charges to that entity rather than to the batch)."""
+        return PreparedCommit(commit.entity, self._commit_keys(commit.entity), _commit_args(commit))
+
     async def commit(
-        self, commits: list[Commit], before: Sequence[tuple[Any, ...]] = ()
+        self, commits: Sequence[PreparedCommit], before: Sequence[tuple[Any, ...]] = ()
     ) -> tuple[int, dict[str, BaseException]]:
         """Write every commit atomically per entity, in one round trip.
 
@@ -160,9 +174,7 @@ class StateStore:
                 for command in before:
                     pipe.execute_command(*command)
                 for c in commits:
-                    await self._commit_script(
-                        keys=self._commit_keys(c.entity), args=_commit_args(c), client=pipe
-                    )
+                    await self._commit_script(keys=c.keys, args=c.args, client=pipe)
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
@@ -170,12 +182,8 @@ class StateStore:
         results = await self.with_retry("commit", write)
         for command, reply in zip(before, results, strict=False):
             if isinstance(reply, BaseException):
-                log.error(
-                    "index_write_failed",
-                    command=str(command[0]),
-                    key=str(command[1]),
-                    error=repr(reply)[:300],
-                )
+                what = {"command": str(command[0]), "key": str(command[1])}
+                log.error("index_write_failed", **what, error=repr(reply)[:300])
         failed: dict[str, BaseException] = {}
         written = 0
         for c, reply in zip(commits, results[len(before) :], strict=True):

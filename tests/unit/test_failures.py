@@ -61,7 +61,6 @@ def test_kafka_refusals_of_everyone_block_without_dead_lettering(error: BaseExce
         kafka_errors.RecordListTooLargeError(),
         kafka_errors.InvalidTimestampError(),
         kafka_errors.InvalidTopicError(),
-        kafka_errors.UnknownError(),
         ValueError("a defect"),
         KeyError("NO.SUCH"),
     ],
@@ -71,6 +70,11 @@ def test_anything_not_known_to_be_transient_is_permanent(error: BaseException) -
     assert classify_kafka(error) is Failure.PERMANENT
     assert classify_kafka(_wrapped(error)) is Failure.PERMANENT
     assert not Failure.PERMANENT.retried
+
+
+def test_an_error_the_broker_could_not_name_is_retried_a_few_times() -> None:
+    assert classify_kafka(_wrapped(kafka_errors.UnknownError())) is Failure.UNKNOWN
+    assert Failure.UNKNOWN.retried
 
 
 def test_an_error_raised_while_handling_another_is_judged_on_its_own() -> None:
@@ -95,6 +99,7 @@ def test_an_error_raised_while_handling_another_is_judged_on_its_own() -> None:
             Failure.TRANSIENT,
         ),
         (redis_errors.ClusterDownError("CLUSTERDOWN The cluster is down"), Failure.TRANSIENT),
+        (redis_errors.ResponseError("NOREPLICAS Not enough good replicas to write."), Failure.TRANSIENT),
         (OSError("Network is unreachable"), Failure.TRANSIENT),
         (redis_errors.AuthenticationError("WRONGPASS invalid username-password pair"), Failure.BLOCKED),
         (redis_errors.NoPermissionError("NOPERM this user has no permissions"), Failure.BLOCKED),

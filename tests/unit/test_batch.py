@@ -1,0 +1,175 @@
+"""The agents' shared machinery without a broker: the publisher's failure handling (with a scripted
+producer standing in for Kafka) and what a batch handler's crash does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import faust
+import pytest
+from aiokafka import errors as kafka_errors
+
+from agents._batch import Letter, Output, Publisher, batch_agent
+from stream_app import codecs, metrics, retry
+from stream_app.schemas import load_schemas
+from stream_app.settings import Settings
+
+pytestmark = pytest.mark.asyncio
+
+SETTINGS = Settings(retry_initial_s=0.001, retry_max_s=0.002)
+
+
+class ScriptedProducer:
+    """Answers each send with what ``verdict(topic, value, attempt)`` says: None (acknowledged) or an
+    exception; records every send."""
+
+    def __init__(self, verdict: Callable[[str, bytes | None, int], BaseException | None]) -> None:
+        self.verdict = verdict
+        self.sent: list[tuple[str, bytes | None]] = []
+        self.attempts: dict[bytes | None, int] = {}
+
+    async def send(  # noqa: PLR0917 - the signature of Faust's producer
+        self, topic: str, key: Any, value: bytes | None, partition: Any, timestamp: Any, headers: Any
+    ) -> Any:
+        attempt = self.attempts.get(value, 0)
+        self.attempts[value] = attempt + 1
+        self.sent.append((topic, value))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        error = self.verdict(topic, value, attempt)
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+        return future
+
+
+class FakeApp:
+    def __init__(self, producer: ScriptedProducer) -> None:
+        self.producer = producer
+
+    async def maybe_start_producer(self) -> ScriptedProducer:
+        return self.producer
+
+
+def _publisher(
+    verdict: Callable[[str, bytes | None, int], BaseException | None],
+) -> tuple[Publisher, ScriptedProducer]:
+    producer = ScriptedProducer(verdict)
+    schema = load_schemas(SETTINGS.schemas_dir).latest("dead_letter")
+    return Publisher(FakeApp(producer), SETTINGS, schema), producer  # type: ignore[arg-type]
+
+
+def _letter(original: bytes) -> Letter:
+    record = {
+        "reason": "x",
+        "message": "m",
+        "source_topic": "t",
+        "source_partition": 0,
+        "source_offset": 1,
+        "source_key": None,
+        "original": original,
+        "rejected_at": 0,
+        "stage": "intake",
+        "error_type": None,
+        "original_truncated": False,
+    }
+    return Letter("dlq", None, record)
+
+
+async def test_transient_failures_are_retried_until_acknowledged_and_readiness_says_so() -> None:
+    seen_waiting: list[frozenset[str]] = []
+
+    def verdict(topic: str, value: bytes | None, attempt: int) -> BaseException | None:
+        seen_waiting.append(retry.retrying())
+        return kafka_errors.NotLeaderForPartitionError() if attempt < 3 else None
+
+    publisher, producer = _publisher(verdict)
+    refused = await publisher.publish([Output("out", b"k", b"a"), Output("out", b"k", b"b")])
+    assert refused == []
+    assert producer.attempts == {b"a": 4, b"b": 4}
+    assert "produce" in seen_waiting[-1], "while retrying, readiness names the operation"
+    assert "produce" not in retry.retrying(), "and stops naming it once delivered"
+
+
+async def test_a_record_refused_for_good_is_handed_back_and_its_batch_neighbours_are_not() -> None:
+    """Kafka refuses a producer batch whole: each refused output is tried once more alone."""
+
+    def verdict(topic: str, value: bytes | None, attempt: int) -> BaseException | None:
+        if value == b"huge" or attempt == 0:
+            return kafka_errors.MessageSizeTooLargeError()
+        return None
+
+    publisher, _ = _publisher(verdict)
+    outputs = [
+        Output("out", None, b"small", blame=0),
+        Output("out", None, b"huge", blame=1),
+        Output("out", None, b"ok", blame=2),
+    ]
+    refused = await publisher.publish(outputs)
+    assert [(o.blame, type(e).__name__) for o, e in refused] == [(1, "MessageSizeTooLargeError")]
+
+
+async def test_an_output_over_the_budget_is_never_sent() -> None:
+    publisher, producer = _publisher(lambda *_: None)
+    big = Output("out", None, b"x" * (SETTINGS.output_max_bytes + 1), blame="E")
+    refused = await publisher.publish([big, Output("out", None, b"fine")])
+    assert [o.blame for o, _ in refused] == ["E"]
+    assert producer.sent == [("out", b"fine")]
+
+
+async def test_unknown_server_errors_are_retried_a_few_times_then_refused() -> None:
+    publisher, producer = _publisher(lambda *_: kafka_errors.UnknownError())
+    refused = await publisher.publish([Output("out", None, b"v", blame=7)])
+    assert [o.blame for o, _ in refused] == [7]
+    assert producer.attempts[b"v"] == 6  # the first send and five retries
+
+
+async def test_a_dead_letter_refused_for_its_size_is_sent_without_the_original() -> None:
+    schemas = load_schemas(SETTINGS.schemas_dir)
+
+    def verdict(topic: str, value: bytes | None, attempt: int) -> BaseException | None:
+        return kafka_errors.MessageSizeTooLargeError() if value and b"BIG-ORIGINAL" in value else None
+
+    publisher, producer = _publisher(verdict)
+    await publisher.publish_dead_letters([_letter(b"BIG-ORIGINAL")])
+    topic, value = producer.sent[-1]
+    record = codecs.decode(schemas, "dead_letter", value or b"")
+    assert (topic, record["original"], record["original_truncated"]) == ("dlq", b"", True)
+
+
+async def test_a_cancelled_publish_leaves_no_operation_waiting() -> None:
+    publisher, _ = _publisher(lambda *_: kafka_errors.KafkaConnectionError())
+    task = asyncio.ensure_future(publisher.publish([Output("out", None, b"v")]))
+    await asyncio.sleep(0.05)
+    assert "produce" in retry.retrying()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "produce" not in retry.retrying()
+
+
+async def test_a_crashing_batch_stops_the_worker_instead_of_going_on() -> None:
+    """A restarted agent would apply later records first; their offsets in Redis would then make the
+    failed batch look applied when it is redelivered. So the worker stops."""
+    app = faust.App(
+        "t-crash", broker="kafka://127.0.0.1:1", store="memory://", loop=asyncio.get_running_loop()
+    )
+    topic = app.topic("x", key_serializer="raw", value_serializer="raw")
+    halted: list[int] = []
+
+    async def handle(events: Any) -> None:
+        raise KeyError("a defect")
+
+    before = metrics.AGENT_CRASHES.labels("crashy")._value.get()
+    batch_agent(app, topic, "crashy", handle, Settings(batch_within_s=0.01), halt=lambda: halted.append(1))
+    async with app.agents["crashy"].test_context() as agent:
+        await agent.put(b"v", key=b"k")
+        for _ in range(100):
+            if halted:
+                break
+            await asyncio.sleep(0.02)
+    app.consumer._thread.thread_loop.close()  # Faust made it for a consumer thread the test never starts
+    assert halted == [1]
+    assert metrics.AGENT_CRASHES.labels("crashy")._value.get() == before + 1
