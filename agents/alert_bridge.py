@@ -25,6 +25,7 @@ from agents._batch import PUBLISH_OBSERVERS, Output
 from stream_app import codecs, metrics
 from stream_app.alertmanager import AlertmanagerClient, OpenAlerts
 from stream_app.exceptions import DecodeError
+from stream_app.kafka_config import confluent_config
 from stream_app.logs import get_logger
 from stream_app.runtime import Blueprint
 from stream_app.schemas import SchemaRegistry
@@ -69,7 +70,7 @@ class AlertBridge:
     def _consumer(self) -> Consumer:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **confluent_config(self.settings),
                 "group.id": f"{self.settings.group_id}.alert-bridge",  # never commits: reads from the start
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

@@ -52,7 +52,7 @@ class Intake:
             assert spec.reporter is not None  # noqa: S101 - load_topics guarantees it for input topics
             self.routes[spec.name] = (spec.reporter, blueprint.dead_letter_topic(spec.reporter).name)
         # Confluent-framed records resolve their schema id through the registry, when one is set.
-        self.confluent = registry.from_url(blueprint.settings.schema_registry_url, blueprint.schemas)
+        self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
         self.observation_schema = blueprint.schemas.latest("observation")
 
     async def prefetch_schemas(self, events: Sequence[faust.EventT[bytes]]) -> None:

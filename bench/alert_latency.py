@@ -55,6 +55,7 @@ from stream_app.alerting import (
     on_observation,
 )
 from stream_app.catalogue import load_catalogue
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 
@@ -289,7 +290,7 @@ def _start_worker(workdir: Path, log_path: Path, log_level: str) -> Worker:
 
 
 def _delete_namespace(settings: Settings, blueprint: Blueprint) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient({**confluent_config(settings), "log_level": 3})
     for future in admin.delete_topics([t.name for t in blueprint.topics], operation_timeout=30).values():
         with contextlib.suppress(Exception):  # best effort: a throwaway namespace
             future.result()
@@ -342,7 +343,7 @@ class AlertReader:
         topic = self.blueprint.topic_by_role("alerts").name
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **confluent_config(self.settings),
                 "group.id": f"bench-reader-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
@@ -538,7 +539,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, workdir: Path) -> dict[st
         reader.assigned.wait(15)
         producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **confluent_config(settings),
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 1,

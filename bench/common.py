@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app import topics
+from stream_app.kafka_config import confluent_config, security_env
 from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 
@@ -148,7 +149,7 @@ class Namespace:
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
         return {
             **base,
-            "STREAM_APP_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            **security_env(self.settings),  # the harness's identity (the admin, from `make bench`)
             "STREAM_APP_REDIS_URL": self.settings.redis_url.get_secret_value(),
             "STREAM_APP_TOPIC_NAMESPACE": self.settings.topic_namespace,
             "STREAM_APP_REDIS_KEY_PREFIX": self.prefix,
@@ -189,7 +190,7 @@ class Namespace:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    return AdminClient({**confluent_config(settings), "log_level": 3})
 
 
 def _wait_for_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
@@ -206,9 +207,7 @@ def _wait_for_topics(settings: Settings, names: list[str], timeout: float = 30.0
 def high_watermarks(settings: Settings, names: Iterable[str]) -> dict[str, int]:
     """Topic -> records written so far (sum of the partitions' high watermarks; topics here are
     never truncated)."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-watermarks", "log_level": 3}
-    )
+    consumer = Consumer({**confluent_config(settings), "group.id": "bench-watermarks", "log_level": 3})
     try:
         metadata = consumer.list_topics(timeout=10).topics
         out = {}

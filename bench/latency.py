@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from bench.common import Namespace
 from bench.workload import Item
 from stream_app import codecs
+from stream_app.kafka_config import confluent_config
 
 
 @dataclass
@@ -79,7 +80,7 @@ class OutputReader:
         consolidated, alerts = self.ns.topic("consolidated"), self.ns.topic("alerts")
         consumer = Consumer(
             {
-                "bootstrap.servers": self.ns.settings.kafka_bootstrap,
+                **confluent_config(self.ns.settings),
                 "group.id": f"bench-reader-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
@@ -120,7 +121,7 @@ def send_steadily(ns: Namespace, items: list[Item], rate: float, tracker: Tracke
     # A live reporter's producer: idempotent, all replicas, a short linger (part of the latency).
     producer = Producer(
         {
-            "bootstrap.servers": ns.settings.kafka_bootstrap,
+            **confluent_config(ns.settings),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,

@@ -71,6 +71,7 @@ from bench.workload import (
     produce_mix,
     write_history,
 )
+from stream_app.kafka_config import confluent_config, security_env
 from stream_app.runtime import Blueprint, load_blueprint
 from stream_app.settings import Settings
 
@@ -331,6 +332,8 @@ def _run_floor(run: Run, ns: Namespace, spec_path: Path, limit: int) -> dict[str
     argv += [
         "--bootstrap",
         ns.settings.kafka_bootstrap,
+        "--kafka-config",
+        json.dumps(_peer_kafka_config(ns)),
         "--group",
         f"{ns.settings.topic_namespace}peer-floor",
     ]
@@ -343,6 +346,11 @@ def _run_floor(run: Run, ns: Namespace, spec_path: Path, limit: int) -> dict[str
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["rate"] = result["records"] / result["seconds"] if result["seconds"] > 0 else math.nan
     return result
+
+
+def _peer_kafka_config(ns: Namespace) -> dict[str, Any]:
+    """The librdkafka security properties a confluent-based peer connects with (the harness's own)."""
+    return {k: v for k, v in confluent_config(ns.settings).items() if k != "bootstrap.servers"}
 
 
 def _peer_topics(ns: Namespace, name: str) -> tuple[str, str, str]:
@@ -376,6 +384,7 @@ def _quix_argv(run: Run, ns: Namespace, spec_path: Path, name: str) -> list[str]
     return [
         *(str(QUIX_PYTHON), "-m", "bench.peers.quix_peer", "--spec", str(spec_path)),
         *("--bootstrap", ns.settings.kafka_bootstrap, "--group", f"{ns.settings.topic_namespace}peer-quix"),
+        *("--kafka-config", json.dumps(_peer_kafka_config(ns))),
         *("--redis-url", ns.settings.redis_url.get_secret_value(), "--prefix", f"{ns.prefix}:peer-quix"),
         *("--out", out, "--dlq", dlq, "--alerts", alerts, "--state-dir", str(state)),
     ]
@@ -387,6 +396,7 @@ def _run_peer(run: Run, ns: Namespace, name: str, argv: list[str], limit: int) -
     out, dlq, alerts = _peer_topics(ns, name)
     ns.add_topics([out, dlq, alerts])
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
+    env.update(security_env(ns.settings))  # the naive Faust peer builds its credentials from these
     env["PYTHONPATH"] = str(REPO_ROOT)
     peer = Process.start(name, argv, env, run.run_dir / "peers", cwd=REPO_ROOT)
     started = time.perf_counter()

@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 
 from bench.common import Namespace
 from bench.peers.pipeline import Pipeline, Rejected
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 from stream_app.simulation.live import live_feed
 
@@ -183,7 +184,7 @@ def bulk_producer(ns: Namespace) -> Producer:
     """A producer tuned for bulk sending, as ``stream-app produce`` is."""
     return Producer(
         {
-            "bootstrap.servers": ns.settings.kafka_bootstrap,
+            **confluent_config(ns.settings),
             "acks": "all",
             "enable.idempotence": True,
             "compression.type": "lz4",  # as stream-app produce sends

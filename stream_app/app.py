@@ -8,6 +8,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app import api, metrics, retry
+from stream_app.kafka_config import faust_credentials
 from stream_app.ops import Operations
 from stream_app.queries import ReadModel
 from stream_app.runtime import Blueprint, load_blueprint
@@ -19,6 +20,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust configuration tuned for a small broker and quick group joins."""
     return {
         "broker": [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
+        "broker_credentials": faust_credentials(settings),
         "store": "memory://",
         "datadir": str(settings.data_dir / settings.group_id),
         "web_enabled": True,
@@ -80,7 +82,7 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     consolidate.register(app, blueprint, store, blueprint.rulebook, publisher)
     rollup.register(app, blueprint, store, publisher)
     read_model = ReadModel(redis_client, store, blueprint.catalogue, blueprint.rulebook)
-    api.register(app, read_model)  # the query API: /api/v1/...
+    api.register(app, read_model, blueprint, publisher)  # the query API and directives: /api/v1/...
     briefing.register(app, blueprint, read_model, publisher)
     ticker.register(app, blueprint, publisher)
     alert_bridge.register(app, blueprint)  # only when STREAM_APP_ALERTMANAGER_URL is set

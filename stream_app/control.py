@@ -11,6 +11,7 @@ import uuid
 from confluent_kafka import Producer
 
 from stream_app import codecs
+from stream_app.kafka_config import confluent_config
 from stream_app.partitioning import partition_for
 from stream_app.runtime import Blueprint
 
@@ -18,7 +19,7 @@ TICK_KEY = b"__tick__"
 
 
 def _producer(blueprint: Blueprint) -> Producer:
-    return Producer({"bootstrap.servers": blueprint.settings.kafka_bootstrap, "acks": "all", "log_level": 3})
+    return Producer({**confluent_config(blueprint.settings), "acks": "all", "log_level": 3})
 
 
 def send_ticks(blueprint: Blueprint, at_ms: int | None = None, source: str = "cli") -> int:

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app import codecs
 from stream_app.exceptions import DecodeError
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 
 REPLAY_HEADER = "stream-app-replay-of"
@@ -71,7 +72,7 @@ def read_all(blueprint: Blueprint, topic: str, timeout_s: float = 10.0) -> Itera
     settings = blueprint.settings
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "group.id": f"{settings.group_id}-dlq-reader",
             "enable.auto.commit": False,
             "log_level": 3,
@@ -166,9 +167,7 @@ def replay(
     if dry_run or not chosen:
         return len(chosen), 0
     failures: list[str] = []
-    producer = Producer(
-        {"bootstrap.servers": blueprint.settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True}
-    )
+    producer = Producer({**confluent_config(blueprint.settings), "acks": "all", "enable.idempotence": True})
     for letter in chosen:
         rec = letter.record
         extra = {"partition": rec["source_partition"]} if source.same_partition else {}

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from stream_app import __version__, metrics, retry
 from stream_app.alerting import RuleBook
 from stream_app.catalogue import Catalogue
+from stream_app.kafka_config import confluent_config
 from stream_app.logs import get_logger
 from stream_app.runtime import Blueprint
 
@@ -206,7 +207,7 @@ class Operations:
         if self._admin is None:
             self._admin = AdminClient(
                 {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    **confluent_config(self.settings),
                     "socket.connection.setup.timeout.ms": int(PROBE_TIMEOUT_S * 1000),
                     "log_level": 0,  # an unreachable broker is reported by the probe, not by librdkafka
                 }

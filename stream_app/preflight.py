@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from redis.exceptions import RedisError
 
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
@@ -27,7 +28,7 @@ def check_kafka(
     """
     admin = AdminClient(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "socket.connection.setup.timeout.ms": 3000,
             "log_level": 0,  # librdkafka would print every failed connect; one line below says it all
         }
@@ -111,7 +112,7 @@ def check_record_limits(settings: Settings, topics: list[str]) -> None:
     """Raise :class:`ConfigurationError` when a topic the worker writes refuses records of the output
     budget (its ``max.message.bytes``): the size check before producing would pass records the broker
     then refuses, and a refused batch takes its innocent neighbours with it."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    admin = AdminClient({**confluent_config(settings), "log_level": 0})
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in topics]
     too_small = []
     try:

@@ -46,6 +46,7 @@ from fastavro.validation import ValidationError, validate
 from stream_app import codecs
 from stream_app.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
+from stream_app.kafka_config import confluent_config
 from stream_app.schemas import SchemaRegistry, SchemaVersion, load_schemas
 from stream_app.settings import Settings
 
@@ -651,7 +652,7 @@ def input_topic(settings: Settings, reporter: str) -> str:
 def producer_config(settings: Settings, batch: int) -> dict[str, Any]:
     """Producer settings for bulk sending: large compressed batches, idempotent, all replicas."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **confluent_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         "compression.type": "lz4",

@@ -35,9 +35,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from stream_app.codecs import Reasons, confluent_schema_id
 from stream_app.exceptions import ConfigurationError, DecodeError, StreamAppError
+from stream_app.kafka_config import registry_config
 from stream_app.logs import get_logger
 from stream_app.schema_check import compatibility_problem
 from stream_app.schemas import InvalidSchemaError, SchemaRegistry, SchemaVersion, parse_version
+from stream_app.settings import Settings
 
 log = get_logger(__name__)
 
@@ -190,11 +192,14 @@ def connect(url: str, schemas: SchemaRegistry, **client_conf: Any) -> ConfluentS
     return ConfluentSchemas(client, schemas, name=redact(url))
 
 
-def from_url(url: str | None, schemas: SchemaRegistry) -> ConfluentSchemas | None:
-    """The resolver for ``Settings.schema_registry_url``; None when no registry is configured."""
+def from_settings(settings: Settings, schemas: SchemaRegistry) -> ConfluentSchemas | None:
+    """The resolver for ``Settings.schema_registry_url`` (with its credentials and CA); None when no
+    registry is configured."""
+    url = settings.schema_registry_url
     if url is None or not url.strip():
         return None
-    return connect(url.strip(), schemas)
+    conf = registry_config(settings, url.strip())
+    return connect(conf.pop("url"), schemas, **conf)
 
 
 def redact(url: str) -> str:

@@ -25,13 +25,48 @@ class Settings(BaseSettings):
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:16379/0"), description="Redis URL; may hold a password, so kept secret."
     )
+    # --- how every Kafka client authenticates (Faust/aiokafka, confluent producers, consumers, admin) ---
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol: SASL_SSL for the secured local broker."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with a SASL_* protocol)."
+    )
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL user: the principal this process acts as."
+    )
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret: never printed).")
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) the broker's certificate is checked against (SSL, SASL_SSL)."
+    )
+    kafka_client_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Any other client property, in librdkafka's names (JSON object), passed to every "
+        "confluent client (Faust honours ssl.endpoint.identification.algorithm).",
+    )
     schema_registry_url: str | None = Field(
         None,
         description="Confluent schema registry URL, to accept Confluent-framed records (mock:// in tests).",
     )
+    acl_app_user: str = Field(
+        "stream-app", description="The app's Kafka user, in the ACLs `acl apply` writes."
+    )
+    acl_center_user: str = Field("center", description="The center operators' Kafka user, in the ACLs.")
+    acl_sre_user: str = Field("sre", description="The read-only SRE Kafka user, in the ACLs.")
+    schema_registry_auth: SecretStr | None = Field(
+        None, description="Schema registry basic auth as user:password (secret)."
+    )
+    schema_registry_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) of an https registry."
+    )
     topic_namespace: str = Field("", description="Prefix for every topic name (a uuid in tests).")
     redis_key_prefix: str = Field("sa", description="Prefix for every Redis key.")
 
+    api_tokens_file: Path | None = Field(
+        None,
+        description="The API's bearer tokens (TOML, hashed; `stream-app token create` adds one). Unset: "
+        "every API request is refused (401); /metrics and the probes stay open.",
+    )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
     web_port: int = Field(6066, description="Port of the worker's HTTP server.")
 

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError
 
 from stream_app import codecs
 from stream_app.exceptions import DecodeError
+from stream_app.kafka_config import confluent_config
 from stream_app.schemas import SchemaRegistry
 from stream_app.settings import Settings
 
@@ -122,7 +123,7 @@ def follow(
     """Consume ``topics`` ({name: subject}) and call ``on_record(subject, line)`` until ``stop()``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "group.id": f"{settings.group_id}-tail-{time.time_ns()}",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": False,

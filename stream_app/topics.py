@@ -19,6 +19,7 @@ from confluent_kafka.admin import (
 )
 
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.kafka_config import confluent_config
 from stream_app.settings import Settings
 
 ROLES = frozenset(
@@ -37,6 +38,7 @@ ROLES = frozenset(
         "directives_dead_letter",  # directives that could not be applied
         "consolidate_dead_letter",  # internal records the stateful step could not process (poison)
         "rollup_dead_letter",  # roll-up contributions the roll-up step could not process (poison)
+        "audit",  # who did what: directives over HTTP, dead-letter replays, ACL changes
     }
 )
 REPORTER_ROLES = frozenset({"input", "dead_letter", "reporter_directives"})
@@ -112,9 +114,7 @@ class TopicChange:
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000, "log_level": 3}
-    )
+    return AdminClient({**confluent_config(settings), "socket.timeout.ms": 10000, "log_level": 3})
 
 
 def plan(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peers.floor")
     parser.add_argument("--spec", required=True)
     parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--kafka-config", default="{}", help="librdkafka properties (JSON): security")
     parser.add_argument("--group", required=True)
     parser.add_argument("--limit", type=int, required=True, help="records to read, then stop")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(spec)
     consumer = Consumer(
         {
+            **json.loads(args.kafka_config),
             "bootstrap.servers": args.bootstrap,
             "group.id": args.group,
             "auto.offset.reset": "earliest",

@@ -19,6 +19,8 @@ import faust
 import redis.asyncio as aioredis
 
 from bench.peers.pipeline import Pipeline, Rejected, entity_of, load_spec
+from stream_app.kafka_config import faust_credentials
+from stream_app.settings import Settings
 
 
 def build(args: argparse.Namespace) -> faust.App:
@@ -27,6 +29,7 @@ def build(args: argparse.Namespace) -> faust.App:
     app = faust.App(
         args.group,
         broker=f"kafka://{args.bootstrap}",
+        broker_credentials=faust_credentials(Settings()),  # the harness's identity, from STREAM_APP_*
         datadir=args.datadir,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

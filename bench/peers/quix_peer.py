@@ -21,9 +21,10 @@ import json
 import os
 import sys
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from quixstreams import Application, State
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models.serializers import Deserializer, SerializationContext
 from quixstreams.sinks.community.redis import RedisSink
 
@@ -52,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peers.quix_peer")
     for name in ("spec", "bootstrap", "group", "redis-url", "prefix", "out", "dlq", "alerts", "state-dir"):
         parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--kafka-config", default="{}", help="librdkafka properties (JSON): security")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     pipeline = Pipeline(spec)
 
+    kafka = {**json.loads(args.kafka_config), "bootstrap.servers": args.bootstrap}
     app = Application(
-        broker_address=args.bootstrap,
+        broker_address=ConnectionConfig.from_librdkafka_dict(kafka, ignore_extras=True),
         consumer_group=args.group,
         auto_offset_reset="earliest",
         state_dir=args.state_dir,
@@ -67,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     dlq = app.topic(args.dlq, key_serializer="bytes", value_serializer="bytes")
     alerts = app.topic(args.alerts, key_serializer="bytes", value_serializer="bytes")
     url = urlsplit(args.redis_url)
+    tls = dict(parse_qsl(url.query))
     redis_sink = RedisSink(
         host=url.hostname or "127.0.0.1",
         port=url.port or 6379,
         db=int((url.path or "/0").lstrip("/") or 0),
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
+        ssl=url.scheme == "rediss",
+        **({"ssl_ca_certs": tls["ssl_ca_certs"]} if "ssl_ca_certs" in tls else {}),
         key_serializer=lambda _key, value: f"{args.prefix}:agg:{value['entity']}",
         value_serializer=lambda value: json.dumps(value["aggregate"]),
     )

@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from stream_app import codecs
 from stream_app.catalogue import Catalogue, Indicator
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.kafka_config import confluent_config
 from stream_app.schemas import SchemaRegistry, SchemaVersion
 from stream_app.settings import Settings
 from stream_app.simulation.society import DEATHS_PER_ACCIDENT
@@ -323,7 +324,7 @@ def _pump(
     """Send ``records`` at ``rate`` a second; counts by (reporter, valid)."""
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "linger.ms": 5,
             "acks": "all",
             "enable.idempotence": True,
@@ -420,7 +421,7 @@ def run_live(
 
 def existing_topics(settings: Settings) -> set[str]:
     """The topic names the cluster has."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient({**confluent_config(settings), "log_level": 3})
     try:
         return set(admin.list_topics(timeout=settings.startup_timeout_s).topics)
     except Exception as exc:  # KafkaException and transport errors mean the same here

@@ -20,7 +20,7 @@ from fastavro import parse_schema, schemaless_writer
 
 from stream_app.codecs import SINGLE_OBJECT_MARKER, Reasons, decode, decode_any, decode_observation, encode
 from stream_app.exceptions import ConfigurationError, DecodeError
-from stream_app.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_url
+from stream_app.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
 from stream_app.schemas import SchemaRegistry, SchemaVersion
 from stream_app.settings import Settings
 
@@ -666,9 +666,11 @@ def test_prefetch_resolves_new_ids_off_the_event_loop(registry: SchemaRegistry, 
 
 
 def test_no_registry_configured_gives_no_resolver(registry: SchemaRegistry) -> None:
-    assert from_url(None, registry) is None
-    assert from_url("  ", registry) is None
-    assert isinstance(from_url("mock://configured", registry), ConfluentSchemas)
+    assert from_settings(Settings(schema_registry_url=None), registry) is None
+    assert from_settings(Settings(schema_registry_url="  "), registry) is None
+    assert isinstance(
+        from_settings(Settings(schema_registry_url="mock://configured"), registry), ConfluentSchemas
+    )
     with pytest.raises(ConfigurationError, match="registry"):
         connect("ftp://registry.example", registry)
 
