@@ -13,6 +13,9 @@ PYTEST_ARGS ?=
 BENCH_SCALE ?= 1
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-installed
+# The secured local services: the harness (tests, the demo's feed and tail, the bench) acts as the admin;
+# a worker it starts runs as the app's principal (stream-app).
+AS_ADMIN = eval "$$($(SERVICES) env admin)" &&
 QUIX_VENV := .local/bench/quix-venv
 
 .PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos
@@ -42,7 +45,7 @@ down:
 	@$(SERVICES) down
 
 demo: services
-	$(BIN)/stream-app demo $(if $(DURATION),--duration $(DURATION))
+	$(AS_ADMIN) $(BIN)/stream-app demo $(if $(DURATION),--duration $(DURATION)) --worker-env .local/secrets/stream-app.env
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -59,7 +62,7 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 integration: services
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(AS_ADMIN) $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 schemas: $(STAMP)
 	$(BIN)/stream-app schemas check
@@ -77,11 +80,11 @@ CHAOS_SEEDS ?= 1 2 3
 chaos: services
 	@for seed in $(CHAOS_SEEDS); do \
 	  echo "chaos: seed $$seed"; \
-	  CHAOS_SEED=$$seed $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
+	  $(AS_ADMIN) CHAOS_SEED=$$seed $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
 	done
 
 test: services lint typecheck schemas monitoring
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(AS_ADMIN) $(BIN)/pytest tests $(PYTEST_ARGS)
 
 check: test
 
@@ -94,10 +97,10 @@ $(BENCH_STAMP): $(STAMP) bench/quix-requirements.txt
 	@touch $(BENCH_STAMP)
 
 bench: services $(BENCH_STAMP)
-	$(BIN)/python -m bench.run --scale $(BENCH_SCALE) $(BENCH_ARGS)
+	$(AS_ADMIN) $(BIN)/python -m bench.run --scale $(BENCH_SCALE) $(BENCH_ARGS)
 
 bench-smoke: services $(BENCH_STAMP)
-	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+	$(AS_ADMIN) $(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

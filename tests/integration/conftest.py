@@ -1,41 +1,85 @@
 """Fixtures for tests against the real local Kafka and Redis (``deploy/local/services up``).
 
 Every test gets its own topic namespace, consumer group, Redis key prefix and HTTP port, so tests
-never see each other's data.
+never see each other's data. On the secured local services (SASL_SSL, ACLs, Redis ACL users over TLS)
+the test harness acts as the admin (``make test`` exports ``deploy/local/services env admin``), while
+every worker runs as the app's principal (``stream-app``), under the ACLs ``stream-app acl apply``
+derives for the test's namespace, with a Redis user that may touch only the test's key prefix: so
+every integration test also proves the app needs nothing more than it is granted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
-from stream_app import topics
+from stream_app import acl, topics
+from stream_app.auth import create_token
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint, load_blueprint
-from stream_app.settings import Settings
+from stream_app.settings import REPO_ROOT, Settings
 
-from .support import WorkerProcess, free_port, settings_env
+from .support import API_TOKENS, WorkerProcess, free_port, settings_env
+
+REDIS_APP_ACL = REPO_ROOT / "deploy" / "redis" / "app-user.acl"
 
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     """Settings of the local services; fails loudly when they are not running."""
     settings = Settings()
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient(confluent_config(settings, **{"log_level": 3}))
     try:
         admin.list_topics(timeout=10)
         redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=3).ping()
     except Exception as exc:  # any failure means the same thing here
-        pytest.fail(f"local services are not running ({exc}); run `deploy/local/services up` or `make test`")
+        pytest.fail(
+            f"local services are not running or not reachable as configured ({exc}); run `make test`, or "
+            '`deploy/local/services up && eval "$(deploy/local/services env admin)"` first'
+        )
     return settings
+
+
+def secured(settings: Settings) -> bool:
+    """Whether the services authenticate (the default local services do)."""
+    return settings.kafka_security_protocol.startswith("SASL")
+
+
+def principal_env(name: str) -> dict[str, str]:
+    """The STREAM_APP_* settings of a principal of the local services (``stream-app``, ``mae`` ...)."""
+    folder = os.environ.get("SERVICES_SECRETS_DIR")
+    if not folder:
+        pytest.fail("SERVICES_SECRETS_DIR is not set: export `deploy/local/services env admin` first")
+    env = {}
+    for line in (Path(folder) / f"{name}.env").read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key:
+            env[key] = value
+    return env
+
+
+def as_principal(settings: Settings, name: str) -> Settings:
+    """``settings`` authenticating to Kafka as principal ``name``."""
+    env = principal_env(name)
+    return settings.model_copy(
+        update={
+            "kafka_sasl_username": env["STREAM_APP_KAFKA_SASL_USERNAME"],
+            "kafka_sasl_password": Settings(
+                kafka_sasl_password=env["STREAM_APP_KAFKA_SASL_PASSWORD"]
+            ).kafka_sasl_password,
+        }
+    )
 
 
 @pytest.fixture
@@ -55,27 +99,92 @@ def settings(base_settings: Settings) -> Settings:
 
 @pytest.fixture
 def blueprint(settings: Settings) -> Iterator[Blueprint]:
-    """The test's topics, created on the broker and deleted afterwards."""
+    """The test's topics, created on the broker with their ACLs, and deleted afterwards."""
     bp = load_blueprint(settings)
     topics.apply(settings, bp.topics)
+    if secured(settings):
+        acl.apply(bp)
     yield bp
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient(confluent_config(settings, **{"log_level": 3}))
     for future in admin.delete_topics([t.name for t in bp.topics], operation_timeout=10).values():
         with contextlib.suppress(Exception):  # best-effort cleanup of a throwaway namespace
             future.result()
+    if secured(settings):
+        with contextlib.suppress(Exception):
+            acl.revoke(bp)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000):
         client.delete(key)
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def app_redis_url(settings: Settings) -> Iterator[str]:
+    """A Redis user of the test's own that may touch only the test's key prefix, with the commands of
+    ``deploy/redis/app-user.acl``: the worker's. Without Redis ACLs (an open Redis), the test's URL."""
+    url = settings.redis_url.get_secret_value()
+    parts = urlsplit(url)
+    if not parts.username:
+        yield url
+        return
+    admin = redis.Redis.from_url(url)
+    user, password = settings.redis_key_prefix, secrets.token_hex(16)
+    rules = next(
+        line
+        for line in REDIS_APP_ACL.read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    )
+    admin.execute_command(
+        "ACL", "SETUSER", user, "reset", f">{password}", *rules.replace("{prefix}", user).split()
+    )
+    netloc = f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}"
+    yield urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    admin.execute_command("ACL", "DELUSER", user)
+
+
+@pytest.fixture
+def worker_env(settings: Settings, app_redis_url: str) -> dict[str, str]:
+    """The environment of a worker of this test: the app's principal and the test's Redis user."""
+    env = {**settings_env(settings), "STREAM_APP_REDIS_URL": app_redis_url}
+    if secured(settings):
+        app = principal_env(settings.acl_app_user)
+        env["STREAM_APP_KAFKA_SASL_USERNAME"] = app["STREAM_APP_KAFKA_SASL_USERNAME"]
+        env["STREAM_APP_KAFKA_SASL_PASSWORD"] = app["STREAM_APP_KAFKA_SASL_PASSWORD"]
+    return env
+
+
+@pytest.fixture(scope="session")
+def api_tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The API tokens every test worker accepts: a viewer's and an operator's (``support.API_TOKENS``)."""
+    path = tmp_path_factory.mktemp("api") / "tokens.toml"
+    for role in ("viewer", "operator"):
+        API_TOKENS[role] = create_token(path, f"test-{role}", role)
+    return path
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, worker_env: dict[str, str], api_tokens_file: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start a worker for given settings (and extra env); all are stopped at teardown."""
     started: list[WorkerProcess] = []
 
     def start(settings: Settings, wait: bool = True, **extra_env: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
-        env = {**os.environ, **settings_env(settings), "STREAM_APP_LOG_FORMAT": "json", **extra_env}
+        own = {**settings_env(settings)}
+        for name in (
+            "STREAM_APP_REDIS_URL",
+            "STREAM_APP_KAFKA_SASL_USERNAME",
+            "STREAM_APP_KAFKA_SASL_PASSWORD",
+        ):
+            if name in worker_env:
+                own[name] = worker_env[name]
+        env = {
+            **os.environ,
+            **own,
+            "STREAM_APP_LOG_FORMAT": "json",
+            "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
+            **extra_env,
+        }
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "stream_app", "worker"],

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,10 +20,32 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app import codecs
+from stream_app.kafka_config import confluent_config, security_env
 from stream_app.runtime import load_blueprint
 from stream_app.settings import Settings
 
 READY_LINE = "[^Worker]: Ready"
+# The API tokens the test workers accept, by role (made by the session's api_tokens_file fixture).
+API_TOKENS: dict[str, str] = {}
+
+
+def api(
+    settings: Settings, path: str, *, role: str | None = "viewer", body: Any = None, **params: str
+) -> tuple[int, Any]:
+    """Call the worker's API at ``/api/v1<path>`` as ``role`` (None: no token); GET, or POST ``body``."""
+    query = urllib.parse.urlencode(params)
+    url = f"http://{settings.web_host}:{settings.web_port}/api/v1{path}" + (f"?{query}" if query else "")
+    headers = {"Authorization": f"Bearer {API_TOKENS[role]}"} if role else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http to the local worker
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def free_port() -> int:
@@ -47,6 +72,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     ):
         env[f"STREAM_APP_{name.upper()}"] = str(getattr(settings, name))
     env["STREAM_APP_REDIS_URL"] = settings.redis_url.get_secret_value()
+    env.update(security_env(settings))
     return env
 
 
@@ -94,7 +120,7 @@ class WorkerProcess:
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     """Produce (key, value) records and wait for every delivery."""
     failures: list[str] = []
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "linger.ms": 2})
+    producer = Producer({**confluent_config(settings), "acks": "all", "linger.ms": 2})
     for key, value in records:
         producer.produce(
             topic,
@@ -118,7 +144,7 @@ def messages(settings: Settings, topic: str, stop: Callable[[], bool], timeout: 
     """Messages of ``topic`` from the beginning (a fresh group), until ``stop()`` or the timeout."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "group.id": f"test-reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -202,7 +228,7 @@ def metric_value(exposition: str, name: str, **labels: str) -> float:
 
 def group_lag(settings: Settings, blueprint: Any, topics: list[str]) -> int:
     """Records of ``topics`` the worker's consumer group has not committed yet (over every partition)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.group_id})
+    consumer = Consumer({**confluent_config(settings), "group.id": settings.group_id})
     try:
         partitions = [
             TopicPartition(t, p)

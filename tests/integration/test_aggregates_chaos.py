@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from stream_app import codecs
 from stream_app.catalogue import load_catalogue
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
@@ -63,9 +64,9 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 def _final_consolidated(settings: Settings, blueprint: Blueprint) -> dict[str, dict[str, Any] | None]:
     """The last record of every key of the consolidated topic (a compacted topic's meaning)."""
     topic = blueprint.topic_by_role("consolidated").name
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({**confluent_config(settings)})
     spec = next(s for s in blueprint.topics if s.name == topic)
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    probe = Consumer({**confluent_config(settings), "group.id": "probe"})
     ends = {
         p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
         for p in range(spec.partitions)

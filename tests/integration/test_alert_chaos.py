@@ -27,6 +27,7 @@ from stream_app import codecs
 from stream_app.aggregates import Bucket, hour_of
 from stream_app.alerting import BucketHistory, RuleState, load_rules, on_observation
 from stream_app.catalogue import load_catalogue
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
@@ -195,7 +196,7 @@ def _read_alerts(
     topic = blueprint.topic_by_role("alerts").name
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "group.id": f"test-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "log_level": 3,

@@ -25,6 +25,7 @@ from confluent_kafka import Producer
 
 from stream_app import codecs
 from stream_app.aggregates import Agg
+from stream_app.kafka_config import confluent_config
 from stream_app.metrics import AGENTS
 from stream_app.rollup import decode_entries
 from stream_app.runtime import Blueprint
@@ -55,7 +56,7 @@ def _send(settings: Settings, blueprint: Blueprint, stream: hostile.Hostile) -> 
     }
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "acks": "all",
             "linger.ms": 5,
             "message.max.bytes": 2_000_000,

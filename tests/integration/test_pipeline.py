@@ -19,6 +19,7 @@ from stream_app import codecs
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
+from .conftest import principal_env, secured
 from .support import collect, metric_value, observation, produce
 
 
@@ -124,12 +125,33 @@ def test_observation_travels_to_alert_consolidated_and_redis(
     assert metric_value(exposition, "stream_app_end_to_end_latency_seconds_count") >= 1
 
 
+def _kcat_as_mae(settings: Settings) -> list[str]:
+    """kcat's connection, as MAE: with MAE's certificate on the mutual-TLS listener of the secured local
+    broker (Debian's kcat cannot do SCRAM-SHA-512 there), or plainly on an open broker."""
+    if not secured(settings):
+        return ["-b", settings.kafka_bootstrap]
+    mae = principal_env("mae")
+    return [
+        "-b",
+        mae["SERVICES_KAFKA_MTLS_BOOTSTRAP"],
+        "-X",
+        "security.protocol=SSL",
+        "-X",
+        f"ssl.ca.location={mae['STREAM_APP_KAFKA_SSL_CA_FILE']}",
+        "-X",
+        f"ssl.certificate.location={mae['SERVICES_KAFKA_CLIENT_CERT']}",
+        "-X",
+        f"ssl.key.location={mae['SERVICES_KAFKA_CLIENT_KEY']}",
+    ]
+
+
 def test_kcat_produces_json_and_independently_encoded_avro(
     settings: Settings, blueprint: Blueprint, start_worker: Any, tmp_path: Path
 ) -> None:
     """The wire format is what the spec says, not only what our own encoder writes."""
-    kcat = shutil.which("kcat")
-    assert kcat, "kcat is installed by deploy/local/services install"
+    found = shutil.which("kcat")
+    assert found, "kcat is installed by deploy/local/services install"
+    kcat = [found, *_kcat_as_mae(settings)]
     start_worker(settings)
     topic = _input_topic(blueprint)
     now_ms = int(time.time() * 1000)
@@ -142,7 +164,7 @@ def test_kcat_produces_json_and_independently_encoded_avro(
         f'"event_time": "{stamp}", "report_time": "{stamp}"}}'
     )
     subprocess.run(
-        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topic, "-k", "HN-LONGBIEN"],
+        [*kcat, "-P", "-t", topic, "-k", "HN-LONGBIEN"],
         input=json_doc.encode() + b"\n",
         check=True,
         timeout=30,
@@ -164,7 +186,7 @@ def test_kcat_produces_json_and_independently_encoded_avro(
         files[-1].write_bytes(wire + body.getvalue())
     # With file arguments, kcat sends each file whole as one message: binary-safe.
     subprocess.run(
-        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topic, "-k", "HN-AQ-HOANKIEM", *map(str, files)],
+        [*kcat, "-P", "-t", topic, "-k", "HN-AQ-HOANKIEM", *map(str, files)],
         check=True,
         timeout=30,
     )

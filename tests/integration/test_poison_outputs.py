@@ -17,6 +17,7 @@ import redis
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from stream_app import codecs
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
@@ -28,7 +29,7 @@ STATION = "{ENV.AQI|01|HN-AQ-HOANKIEM}"
 
 
 def _limit(settings: Settings, topic: str, max_bytes: int) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient({**confluent_config(settings), "log_level": 3})
     resource = ConfigResource(
         ConfigResource.Type.TOPIC,
         topic,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_app.kafka_config import confluent_config
 from stream_app.settings import Settings
 
 from .support import collect, settings_env
@@ -30,7 +31,7 @@ T0_MS = int(datetime(2024, 11, 1, tzinfo=UTC).timestamp() * 1000)
 def reporter_topic(settings: Settings) -> Iterator[Callable[[str], str]]:
     """Factory: the input topic of a reporter in the test's namespace, created if missing; all
     topics made here are deleted afterwards."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 3})
+    admin = AdminClient({**confluent_config(settings), "log_level": 3})
     made: list[str] = []
 
     def make(reporter: str) -> str:

@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from stream_app import codecs
+from stream_app.kafka_config import confluent_config
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
@@ -115,9 +116,7 @@ def test_lz4_compressed_batches_are_read(settings: Settings, blueprint: Blueprin
     """Producers (``stream-app produce`` among them) compress with lz4: the worker must read it."""
     start_worker(settings)
     schema = blueprint.schemas.latest("observation")
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "compression.type": "lz4", "linger.ms": 20}
-    )
+    producer = Producer({**confluent_config(settings), "compression.type": "lz4", "linger.ms": 20})
     for i in range(20):
         record = observation(observation_id=f"lz4-{i}", value=40.0 + i)
         producer.produce(blueprint.input_topic(REPORTER).name, key=KEY, value=codecs.encode(schema, record))
