@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a stream-processing worker")
     _add_topics(sub)
+    _add_acl(sub)
+    _add_token(sub)
     _add_simulate(sub)
     _add_produce(sub)
     _add_tail(sub)
@@ -33,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
 def _add_topics(sub: Any) -> None:
     topics = sub.add_parser("topics", help="topics declared in topics/topics.toml")
     topics.add_argument("action", choices=["plan", "apply", "list"])
+
+
+def _add_acl(sub: Any) -> None:
+    acl = sub.add_parser("acl", help="Kafka ACLs derived from topics.toml and the reporters (as an admin)")
+    acl.add_argument("action", choices=["plan", "apply", "list"])
+
+
+def _add_token(sub: Any) -> None:
+    token = sub.add_parser("token", help="bearer tokens of the HTTP API")
+    token_sub = token.add_subparsers(dest="token_action", required=True)
+    create = token_sub.add_parser("create", help="make a token (printed once; its hash is stored)")
+    create.add_argument("--name", required=True, help="who: recorded in the directives and the audit trail")
+    create.add_argument("--role", required=True, choices=["viewer", "operator"])
+    create.add_argument("--file", default=None, help="tokens file (default: STREAM_APP_API_TOKENS_FILE)")
 
 
 def _add_simulate(sub: Any) -> None:
@@ -134,6 +150,11 @@ def _add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="topics + worker + simulated feed, outputs printed live")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--rate", type=float, default=6.0, help="simulated records per second")
+    demo.add_argument(
+        "--worker-env",
+        default=None,
+        help="KEY=VALUE lines the worker runs with (its own principal: .local/secrets/stream-app.env)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,6 +183,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "produce": _produce,
         "tail": _tail,
         "dlq": _dlq,
+        "acl": _acl,
+        "token": _token,
         "alerts": _alerts,
         "tick": _tick,
         "directive": _directive,
@@ -179,7 +202,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.demo import run_demo
 
-    return run_demo(settings, args.duration, args.rate)
+    return run_demo(settings, args.duration, args.rate, worker_env=args.worker_env)
 
 
 def _schemas(args: argparse.Namespace, settings: Settings) -> int:
@@ -207,6 +230,48 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     for change in changes:
         print(f"{change.action:<18} {change.topic:<48} {change.detail}")
     print(f"{len(changes)} {verb}")
+    return 0
+
+
+def _acl(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app import acl, audit
+
+    blueprint = _blueprint(settings)
+    if args.action == "list":
+        for grant in sorted(acl.grants(blueprint)):
+            print(grant)
+        return 0
+    change = acl.plan(blueprint) if args.action == "plan" else acl.apply(blueprint)
+    for grant in change.create:
+        print(f"+ {grant}")
+    for grant in change.delete:
+        print(f"- {grant}")
+    verb = "to change" if args.action == "plan" else "changed"
+    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
+    if args.action == "apply" and not change.empty:
+        record = audit.event(
+            actor=audit.cli_actor(blueprint),
+            source="cli",
+            action="acl_apply",
+            subject="cluster",
+            outcome="applied",
+            details={"granted": str(len(change.create)), "revoked": str(len(change.delete))},
+        )
+        audit.send(blueprint, record)
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app.auth import create_token
+
+    path = Path(args.file) if args.file else settings.api_tokens_file
+    if path is None:
+        raise ConfigurationError("give --file, or set STREAM_APP_API_TOKENS_FILE")
+    token = create_token(path, args.name, args.role)
+    print(token)
+    print(f"token for {args.name} ({args.role}) added to {path}; it is shown only now", file=sys.stderr)
     return 0
 
 
@@ -312,6 +377,22 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         else dlq.stage_source(blueprint, args.stage)
     )
     selected, sent = dlq.replay(blueprint, source, select, dry_run=args.dry_run)
+    if not args.dry_run and selected:
+        from stream_app import audit
+
+        record = audit.event(
+            actor=audit.cli_actor(blueprint),
+            source="cli",
+            action="dlq_replay",
+            subject=source.topic,
+            outcome="applied" if sent == selected else "partial",
+            details={
+                "selected": str(selected),
+                "sent": str(sent),
+                "reasons": ",".join(sorted(reasons)) or "*",
+            },
+        )
+        audit.send(blueprint, record)
     verb = "would replay" if args.dry_run else "replayed"
     count = sent if not args.dry_run else selected
     print(f"{verb} {count} of {selected} selected dead letters to {source.replay_to}")

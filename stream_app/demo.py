@@ -10,7 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from stream_app import simulate, tail
+from stream_app import acl, simulate, tail
+from stream_app.auth import create_token
 from stream_app.runtime import load_blueprint
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.topics import apply
@@ -36,18 +37,32 @@ def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout: fl
     return False
 
 
-def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
-    """Run the whole pipeline locally; returns 0 once an alert and a consolidated event were seen."""
+def run_demo(settings: Settings, duration: float | None, rate: float, worker_env: str | None = None) -> int:
+    """Run the whole pipeline locally; returns 0 once an alert and a consolidated event were seen.
+
+    The demo itself (topics, ACLs, the simulated feed, the tail) acts as whoever ``settings`` say (the
+    admin, from ``make demo``); the worker runs as the principal of ``worker_env`` (the app's).
+    """
     blueprint = load_blueprint(settings)
     changes = apply(settings, blueprint.topics)
     print(f"demo: topics ready ({len(changes)} changed)", flush=True)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        granted = acl.apply(blueprint)
+        print(f"demo: ACLs ready ({len(granted.create)} granted, {len(granted.delete)} revoked)", flush=True)
 
     log_dir = REPO_ROOT / ".local" / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path: Path = log_dir / "worker.log"
+    tokens = _demo_tokens(log_dir / "api-tokens.toml")
     # The demo worker forwards the center's alerts to the local Alertmanager, to be seen there too.
     alertmanager = settings.alertmanager_url or LOCAL_ALERTMANAGER
-    env = {**os.environ, "STREAM_APP_LOG_FORMAT": "json", "STREAM_APP_ALERTMANAGER_URL": alertmanager}
+    env = {
+        **os.environ,
+        **_env_file(worker_env),
+        "STREAM_APP_LOG_FORMAT": "json",
+        "STREAM_APP_ALERTMANAGER_URL": alertmanager,
+        "STREAM_APP_API_TOKENS_FILE": str(log_dir / "api-tokens.toml"),
+    }
     with log_path.open("ab") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker"],
@@ -65,6 +80,12 @@ def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
         web = f"http://{settings.web_host}:{settings.web_port}"
         print(
             f"demo: worker ready; metrics at {web}/metrics, probes at {web}/livez and {web}/readyz",
+            flush=True,
+        )
+        print(
+            f"demo: query API at {web}/api/v1/ (token {tokens['viewer']} to read; {tokens['operator']} "
+            f"to post directives), e.g. curl -H 'Authorization: Bearer {tokens['viewer']}' "
+            f"{web}/api/v1/alerts/active",
             flush=True,
         )
         print(
@@ -129,3 +150,21 @@ def run_demo(settings: Settings, duration: float | None, rate: float) -> int:
         flush=True,
     )
     return 0 if seen["alert"] and seen["consolidated"] else 1
+
+
+def _env_file(path: str | None) -> dict[str, str]:
+    """KEY=VALUE lines (a principal's settings, as deploy/local/services writes them)."""
+    if path is None:
+        return {}
+    env = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            env[key.strip()] = value
+    return env
+
+
+def _demo_tokens(path: Path) -> dict[str, str]:
+    """A viewer's and an operator's API token for the demo, made afresh each run."""
+    path.unlink(missing_ok=True)
+    return {role: create_token(path, f"demo-{role}", role) for role in ("viewer", "operator")}

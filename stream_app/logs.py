@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import sys
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -21,6 +23,68 @@ def _renderer(settings: Settings) -> Any:
     if use_json:
         return structlog.processors.JSONRenderer()
     return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+
+# user:password@ in any URL; password=, token=, secret= ... parameters; bearer tokens.
+_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@")
+_PARAMETER = re.compile(
+    r"(?P<head>(?:password|passwd|pwd|secret|token|api[_-]?key|sasl\.password|ssl\.key\.password)"
+    r"['\"]?\s*[=:]\s*['\"]?)(?P<value>[^&\s'\",;)}]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<head>Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+MASK = "***"
+
+
+class Redactor:
+    """A processor that masks secrets in every string of a log event, the app's and its libraries':
+    the secrets the settings hold (wherever they appear), passwords in URLs, ``password=``-style
+    parameters and bearer tokens."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._clean(value) for key, value in event.items()}
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(v) for v in value]
+        return value
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        text = _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK + "@", text)
+        text = _PARAMETER.sub(lambda m: m.group("head") + MASK, text)
+        return _BEARER.sub(lambda m: m.group("head") + MASK, text)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret the settings hold, and the password part of every URL they hold."""
+    found = [
+        secret.get_secret_value()
+        for secret in (settings.kafka_sasl_password, settings.schema_registry_auth)
+        if secret is not None
+    ]
+    for url in (
+        settings.redis_url.get_secret_value(),
+        settings.alertmanager_url,
+        settings.schema_registry_url,
+    ):
+        if url:
+            password = urlsplit(url).password
+            if password:
+                found += [password, unquote(password)]
+    if settings.schema_registry_auth is not None:
+        found.append(settings.schema_registry_auth.get_secret_value().partition(":")[2])
+    found += [v for k, v in settings.kafka_client_properties.items() if "password" in k or "secret" in k]
+    return found
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:
@@ -41,6 +105,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
                 "processors": [
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info,
+                    Redactor(secrets_of(settings)),
                     _renderer(settings),
                 ],
             }

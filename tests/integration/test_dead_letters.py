@@ -105,6 +105,11 @@ def test_replayed_record_is_accepted_after_its_cause_is_fixed(
     # Accepted this time: the dead-letter topic still holds only the first rejection.
     again = collect(settings, dlq_topic, "dead_letter", lambda r: False, timeout=3)
     assert len(again.records) == 1
+    # The replay is in the audit trail, with who ran it (the CLI's Kafka principal).
+    trail = collect(settings, blueprint.topic_by_role("audit").name, "audit", lambda r: len(r) >= 1)
+    replays = [a for a in trail.records if a["action"] == "dlq_replay"]
+    assert [(a["subject"], a["source"], a["details"]["sent"]) for a in replays] == [(dlq_topic, "cli", "1")]
+    assert replays[0]["actor"] == (settings.kafka_sasl_username or "anonymous")
 
 
 def test_older_revision_after_a_correction_is_dead_lettered_as_stale(

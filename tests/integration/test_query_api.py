@@ -4,7 +4,6 @@ reporting period closed by the clock (a tick), its final value published."""
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.parse
@@ -19,7 +18,7 @@ from stream_app.api import Api
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
-from .support import collect, observation, produce
+from .support import api, collect, observation, produce
 
 VIETNAM = timezone(timedelta(hours=7))
 HOUR_MS = 3_600_000
@@ -30,13 +29,7 @@ def _ms(*parts: int) -> int:
 
 
 def _get(settings: Settings, path: str, **params: str) -> tuple[int, Any]:
-    query = urllib.parse.urlencode(params)
-    url = f"http://{settings.web_host}:{settings.web_port}/api/v1{path}" + (f"?{query}" if query else "")
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return api(settings, path, **params)
 
 
 def _wait_for(
