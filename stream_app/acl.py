@@ -152,11 +152,13 @@ class AclPlan:
         return not self.create and not self.delete
 
 
-def plan(blueprint: Blueprint) -> AclPlan:
+def plan(blueprint: Blueprint, only: set[str] | None = None) -> AclPlan:
     """The grants missing on the cluster, and the managed principals' grants on the managed resources
-    that are no longer wanted."""
-    wanted = grants(blueprint)
+    that are no longer wanted (``only``: just these principals', e.g. ``{"User:stream-app"}``)."""
+    wanted = _wanted(blueprint, only)
     managed_principals = set(principals(blueprint.settings, blueprint).values())
+    if only is not None:
+        managed_principals &= only
     managed_resources = {(g.resource, g.name, g.pattern) for g in wanted}
     have = {
         g
@@ -166,10 +168,11 @@ def plan(blueprint: Blueprint) -> AclPlan:
     return AclPlan(sorted(wanted - have), sorted(have - wanted))
 
 
-def apply(blueprint: Blueprint) -> AclPlan:
-    """Make the cluster's ACLs match ``grants``; returns what was changed. Returns once the broker
-    enforces them: an ACL created is answered before the broker's authorizer has loaded it."""
-    change = plan(blueprint)
+def apply(blueprint: Blueprint, only: set[str] | None = None) -> AclPlan:
+    """Make the cluster's ACLs match ``grants`` (of the principals ``only`` names, when given); returns
+    what was changed. Returns once the broker enforces them: an ACL created is answered before the
+    broker's authorizer has loaded it."""
+    change = plan(blueprint, only)
     admin = _admin(blueprint.settings)
     if change.create:
         _wait(admin.create_acls([g.binding() for g in change.create]))
@@ -200,12 +203,17 @@ def _until_enforced(
             time.sleep(0.05)
 
 
-def revoke(blueprint: Blueprint) -> None:
+def revoke(blueprint: Blueprint, only: set[str] | None = None) -> None:
     """Delete every grant ``grants`` calls for (a throwaway namespace's, at the end of a test)."""
-    wanted = grants(blueprint)
+    wanted = _wanted(blueprint, only)
     if wanted:
         admin = _admin(blueprint.settings)  # kept until the futures are done: its end cancels them
         _wait(admin.delete_acls([_filter(g) for g in wanted]))
+
+
+def _wanted(blueprint: Blueprint, only: set[str] | None) -> set[Grant]:
+    wanted = grants(blueprint)
+    return wanted if only is None else {g for g in wanted if g.principal in only}
 
 
 def current(settings: Settings) -> set[Grant]:

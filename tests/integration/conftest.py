@@ -103,7 +103,8 @@ def blueprint(settings: Settings) -> Iterator[Blueprint]:
     bp = load_blueprint(settings)
     topics.apply(settings, bp.topics)
     if secured(settings):
-        acl.apply(bp)
+        # the app's grants: its workers must do with exactly these (test_security applies everyone's)
+        acl.apply(bp, only={f"User:{settings.acl_app_user}"})
     yield bp
     admin = AdminClient(confluent_config(settings, **{"log_level": 3}))
     for future in admin.delete_topics([t.name for t in bp.topics], operation_timeout=10).values():

@@ -15,7 +15,7 @@ import redis
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from stream_app import codecs
+from stream_app import acl, codecs
 from stream_app.runtime import Blueprint
 from stream_app.settings import Settings
 
@@ -152,6 +152,8 @@ def test_kcat_produces_json_and_independently_encoded_avro(
     found = shutil.which("kcat")
     assert found, "kcat is installed by deploy/local/services install"
     kcat = [found, *_kcat_as_mae(settings)]
+    if secured(settings):
+        acl.apply(blueprint, only={acl.reporter_principal("MAE")})  # kcat writes as MAE
     start_worker(settings)
     topic = _input_topic(blueprint)
     now_ms = int(time.time() * 1000)

@@ -29,6 +29,13 @@ def _secured_services(base_settings: Settings) -> None:
         pytest.skip("the services do not authenticate (SASL off): nothing to prove here")
 
 
+@pytest.fixture
+def blueprint(blueprint: Blueprint) -> Blueprint:
+    """The namespace's topics with every principal's ACLs (the shared fixture grants the app's only)."""
+    acl.apply(blueprint)
+    return blueprint
+
+
 def _send(settings: Settings, topic: str, value: bytes = b"{}") -> str | None:
     """Produce one record; the error Kafka answered, or None when it was accepted."""
     outcome: list[str | None] = []
