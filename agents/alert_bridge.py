@@ -21,14 +21,15 @@ import aiohttp
 import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from agents._batch import PUBLISH_OBSERVERS, Output
-from stream_app import codecs, metrics
-from stream_app.alertmanager import AlertmanagerClient, OpenAlerts
+from stream_app.config.blueprint import Blueprint
 from stream_app.exceptions import DecodeError
-from stream_app.kafka_config import confluent_config
+from stream_app.kafka.config import confluent_config
+from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output
 from stream_app.logs import get_logger
-from stream_app.runtime import Blueprint
-from stream_app.schemas import SchemaRegistry
+from stream_app.ops import metrics
+from stream_app.ops.alertmanager import AlertmanagerClient, OpenAlerts
+from stream_app.wire import codecs
+from stream_app.wire.schemas import SchemaRegistry
 
 log = get_logger(__name__)
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import faust
 
-from agents._batch import Output, Publisher
-from stream_app import codecs, metrics
-from stream_app.calendar import local_date
+from stream_app.api.read_model import ReadModel
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.calendar import local_date
+from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
-from stream_app.queries import ReadModel
-from stream_app.runtime import Blueprint
+from stream_app.ops import metrics
+from stream_app.wire import codecs
 
 log = get_logger(__name__)
 

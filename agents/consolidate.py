@@ -33,11 +33,11 @@ from typing import Any
 
 import faust
 
-from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter, observe_latency
-from stream_app import codecs, metrics
-from stream_app.alerting import RuleBook
-from stream_app.consolidation import contributions, entity_records
-from stream_app.entity import (
+from stream_app.agents._batch import batch_agent, observe_latency
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.alerting import RuleBook
+from stream_app.domain.consolidation import contributions, entity_records
+from stream_app.domain.entity import (
     Context,
     DirectiveRefusedError,
     EntityKey,
@@ -51,14 +51,16 @@ from stream_app.entity import (
     needed_periods,
     tick,
 )
-from stream_app.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.rollup import rollup_key, targets
+from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
+from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
-from stream_app.model import Observation, Rejection
-from stream_app.partitioning import partition_for
-from stream_app.rollup import rollup_key, targets
-from stream_app.runtime import Blueprint
-from stream_app.state import Commit, EntityReads, PreparedCommit, ReadRequest, StateStore
-from stream_app.validation import EARLIEST_EVENT_MS, observation_from_record
+from stream_app.ops import metrics
+from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.state.store import Commit, EntityReads, PreparedCommit, ReadRequest, StateStore
+from stream_app.wire import codecs
 
 log = get_logger(__name__)
 

@@ -14,14 +14,16 @@ from typing import Any
 
 import faust
 
-from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter
-from stream_app import codecs, metrics
-from stream_app.entity import checked_entity, entity_of_alert_key
+from stream_app.agents._batch import batch_agent
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.entity import checked_entity, entity_of_alert_key
+from stream_app.domain.model import Rejection
 from stream_app.exceptions import DecodeError
-from stream_app.failures import Reasons
-from stream_app.model import Rejection
-from stream_app.partitioning import partition_for
-from stream_app.runtime import Blueprint
+from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
+from stream_app.ops import metrics
+from stream_app.ops.failures import Reasons
+from stream_app.wire import codecs
 
 CENTER = "CENTER"  # the reporter label of the center's own records in metrics
 STAGE = "directives"

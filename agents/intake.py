@@ -17,17 +17,19 @@ from typing import Any
 
 import faust
 
-from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter
-from stream_app import codecs, metrics, registry
+from stream_app.agents._batch import batch_agent
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.model import Rejection
+from stream_app.domain.validation import Limits, observation_record, validate
 from stream_app.exceptions import DecodeError
-from stream_app.failures import Failure, Reasons
+from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
-from stream_app.model import Rejection
-from stream_app.partitioning import partition_for
-from stream_app.registry import SchemaRegistryUnavailable
-from stream_app.retry import retry_until_done
-from stream_app.runtime import Blueprint
-from stream_app.validation import Limits, observation_record, validate
+from stream_app.ops import metrics
+from stream_app.ops.failures import Failure, Reasons
+from stream_app.ops.retry import retry_until_done
+from stream_app.wire import codecs, registry
+from stream_app.wire.registry import SchemaRegistryUnavailable
 
 log = get_logger(__name__)
 

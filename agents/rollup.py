@@ -22,9 +22,9 @@ from typing import Any
 
 import faust
 
-from agents._batch import Letter, Output, Publisher, batch_agent, dead_letter
-from stream_app import codecs, metrics
-from stream_app.aggregates import (
+from stream_app.agents._batch import batch_agent
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.aggregates import (
     Agg,
     breakdowns_of,
     close_time_ms,
@@ -32,15 +32,17 @@ from stream_app.aggregates import (
     period_frequencies,
     same_period_last_year,
 )
-from stream_app.consolidation import consolidated_key, frequency_of, period_record
-from stream_app.entity import checked_entity
-from stream_app.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.domain.consolidation import consolidated_key, frequency_of, period_record
+from stream_app.domain.entity import checked_entity
+from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection
+from stream_app.domain.rollup import NATIONAL, combine_sources, decode_entries, encode_entry, targets
+from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
-from stream_app.model import CO_REPORTER_BREAKDOWN, Rejection
-from stream_app.partitioning import partition_for
-from stream_app.rollup import NATIONAL, combine_sources, decode_entries, encode_entry, targets
-from stream_app.runtime import Blueprint
-from stream_app.state import STATE_TTL_S, StateStore, lua_script, raise_retried
+from stream_app.ops import metrics
+from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.state.store import STATE_TTL_S, StateStore, lua_script, raise_retried
+from stream_app.wire import codecs
 
 log = get_logger(__name__)
 

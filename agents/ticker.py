@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import faust
 
-from agents._batch import Output, Publisher
-from stream_app import codecs
-from stream_app.control import TICK_KEY
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
-from stream_app.runtime import Blueprint
+from stream_app.tools.control import TICK_KEY
+from stream_app.wire import codecs
 
 log = get_logger(__name__)
 

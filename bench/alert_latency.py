@@ -44,8 +44,8 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from stream_app import codecs, topics
-from stream_app.alerting import (
+from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.domain.alerting import (
     BucketHistory,
     LevelsParams,
     RateParams,
@@ -54,10 +54,11 @@ from stream_app.alerting import (
     load_rules,
     on_observation,
 )
-from stream_app.catalogue import load_catalogue
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint, load_blueprint
+from stream_app.domain.catalogue import load_catalogue
+from stream_app.kafka import topics
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "alert_latency.json"

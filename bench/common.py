@@ -28,9 +28,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app import topics
-from stream_app.kafka_config import confluent_config, security_env
-from stream_app.runtime import Blueprint, load_blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.kafka import topics
+from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.common import Namespace
 from bench.workload import Item
-from stream_app import codecs
-from stream_app.kafka_config import confluent_config
+from stream_app.kafka.config import confluent_config
+from stream_app.wire import codecs
 
 
 @dataclass

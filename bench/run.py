@@ -71,8 +71,8 @@ from bench.workload import (
     produce_mix,
     write_history,
 )
-from stream_app.kafka_config import confluent_config, security_env
-from stream_app.runtime import Blueprint, load_blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
 
 OUT_DIR = REPO_ROOT / ".local" / "bench"

@@ -23,9 +23,9 @@ from confluent_kafka import Producer
 
 from bench.common import Namespace
 from bench.peers.pipeline import Pipeline, Rejected
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint
-from stream_app.simulation.live import live_feed
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.config import confluent_config
+from stream_app.tools.simulation.live import live_feed
 
 BACKGROUND = 32  # background readings per scenario round: ~12% of observations above an alert level
 INVALID_SHARE = 0.03

@@ -19,7 +19,7 @@ import faust
 import redis.asyncio as aioredis
 
 from bench.peers.pipeline import Pipeline, Rejected, entity_of, load_spec
-from stream_app.kafka_config import faust_credentials
+from stream_app.kafka.config import faust_credentials
 from stream_app.settings import Settings
 
 

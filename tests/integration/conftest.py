@@ -24,10 +24,10 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
-from stream_app import acl, topics
-from stream_app.auth import create_token
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint, load_blueprint
+from stream_app.api.auth import create_token
+from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.kafka import acl, topics
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
 
 from .support import API_TOKENS, WorkerProcess, free_port, settings_env

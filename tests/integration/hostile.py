@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from stream_app import codecs
-from stream_app.aggregates import periods_of, slice_of
-from stream_app.catalogue import Catalogue
-from stream_app.partitioning import partition_for
-from stream_app.schemas import SchemaRegistry
+from stream_app.domain.aggregates import periods_of, slice_of
+from stream_app.domain.catalogue import Catalogue
+from stream_app.kafka.partitioning import partition_for
+from stream_app.wire import codecs
+from stream_app.wire.schemas import SchemaRegistry
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

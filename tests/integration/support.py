@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from stream_app import codecs
-from stream_app.kafka_config import confluent_config, security_env
-from stream_app.runtime import load_blueprint
+from stream_app.config.blueprint import load_blueprint
+from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 READY_LINE = "[^Worker]: Ready"
 # The API tokens the test workers accept, by role (made by the session's api_tokens_file fixture).

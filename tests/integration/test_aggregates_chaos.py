@@ -20,11 +20,11 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from stream_app import codecs
-from stream_app.catalogue import load_catalogue
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.catalogue import load_catalogue
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from . import ground_truth as gt
 from .support import group_lag, messages, produce

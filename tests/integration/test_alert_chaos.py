@@ -23,13 +23,13 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from stream_app import codecs
-from stream_app.aggregates import Bucket, hour_of
-from stream_app.alerting import BucketHistory, RuleState, load_rules, on_observation
-from stream_app.catalogue import load_catalogue
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.aggregates import Bucket, hour_of
+from stream_app.domain.alerting import BucketHistory, RuleState, load_rules, on_observation
+from stream_app.domain.catalogue import load_catalogue
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .support import WorkerProcess, observation, produce
 

@@ -7,9 +7,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from stream_app import codecs, control
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
+from stream_app.tools import control
+from stream_app.wire import codecs
 
 from .support import collect, observation, produce, raw_records
 

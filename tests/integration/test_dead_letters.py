@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stream_app import codecs
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .support import collect, metric_value, observation, produce, settings_env
 

@@ -23,13 +23,13 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from stream_app import codecs
-from stream_app.aggregates import Agg
-from stream_app.kafka_config import confluent_config
-from stream_app.metrics import AGENTS
-from stream_app.rollup import decode_entries
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.aggregates import Agg
+from stream_app.domain.rollup import decode_entries
+from stream_app.kafka.config import confluent_config
+from stream_app.ops.metrics import AGENTS
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from . import hostile
 from .support import group_lag, messages, metric_value

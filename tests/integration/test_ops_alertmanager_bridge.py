@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stream_app import codecs
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .monitoring import alertmanager_alerts, alertmanager_url
 from .support import metric_value, observation, produce

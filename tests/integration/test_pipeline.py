@@ -15,9 +15,10 @@ import redis
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from stream_app import acl, codecs
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka import acl
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .conftest import principal_env, secured
 from .support import collect, metric_value, observation, produce

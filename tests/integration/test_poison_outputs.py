@@ -16,10 +16,10 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from stream_app import codecs
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .support import group_lag, messages, observation, produce, settings_env
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_app.kafka_config import confluent_config
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 
 from .support import collect, settings_env

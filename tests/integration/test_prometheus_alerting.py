@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 
 from .monitoring import Prometheus, alertmanager_alerts, fast_rules, start_prometheus

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from stream_app import codecs, control
-from stream_app.api import Api
-from stream_app.runtime import Blueprint
+from stream_app.api.http import Api
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
+from stream_app.tools import control
+from stream_app.wire import codecs
 
 from .support import api, collect, observation, produce
 

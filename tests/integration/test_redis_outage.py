@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from stream_app import codecs
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .support import free_port, metric_value, observation, produce
 

@@ -14,10 +14,11 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from pydantic import SecretStr
 
-from stream_app import acl, codecs
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka import acl
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .conftest import as_principal, secured
 from .support import api, collect, free_port, observation, produce

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 
 from .support import settings_env

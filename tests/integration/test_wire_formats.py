@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from stream_app import codecs
-from stream_app.kafka_config import confluent_config
-from stream_app.runtime import Blueprint
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 from .support import collect, observation, produce
 

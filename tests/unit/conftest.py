@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from stream_app.catalogue import Catalogue, load_catalogue
-from stream_app.model import Observation, Quality
-from stream_app.schemas import SchemaRegistry, load_schemas
+from stream_app.domain.catalogue import Catalogue, load_catalogue
+from stream_app.domain.model import Observation, Quality
 from stream_app.settings import Settings
+from stream_app.wire.schemas import SchemaRegistry, load_schemas
 
 # 2024-11-01T00:00:00Z: a whole hour, well after 2010 and before "now" in every test.
 T0_MS = int(datetime(2024, 11, 1, tzinfo=UTC).timestamp() * 1000)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from stream_app.aggregates import Agg
-from stream_app.alerting import RuleBook
-from stream_app.catalogue import Catalogue
-from stream_app.consolidation import entity_records
-from stream_app.entity import Context, EntityKey, EntityState, StepResult, Touched, apply, tick
-from stream_app.model import Observation, Quality
+from stream_app.domain.aggregates import Agg
+from stream_app.domain.alerting import RuleBook
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.consolidation import entity_records
+from stream_app.domain.entity import Context, EntityKey, EntityState, StepResult, Touched, apply, tick
+from stream_app.domain.model import Observation, Quality
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stream_app.aggregates import (
+from stream_app.domain.aggregates import (
     HOUR_MS,
     RETENTION_HOURS,
     WINDOW_HOURS,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream_app.alerting import (
+from stream_app.domain.alerting import (
     BucketHistory,
     LevelsParams,
     Rule,
@@ -17,9 +17,9 @@ from stream_app.alerting import (
     load_rules,
     on_observation,
 )
-from stream_app.alerting.levels import level_for
-from stream_app.catalogue import Catalogue, Level
-from stream_app.rules import Transition
+from stream_app.domain.alerting.levels import level_for
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.catalogue import Catalogue, Level
 from stream_app.settings import Settings
 
 RULES = Settings.model_construct().catalogue_dir / "rules.toml"

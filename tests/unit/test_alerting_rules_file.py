@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.alerting import (
+from stream_app.domain.alerting import (
     AbsenceParams,
     DeviationParams,
     Entity,
@@ -18,7 +18,7 @@ from stream_app.alerting import (
     RuleBook,
     load_rules,
 )
-from stream_app.catalogue import Catalogue
+from stream_app.domain.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 

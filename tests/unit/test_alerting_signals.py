@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from stream_app.aggregates import Bucket, hour_of
-from stream_app.alerting import (
+from stream_app.domain.aggregates import Bucket, hour_of
+from stream_app.domain.alerting import (
     BucketHistory,
     DeviationParams,
     RateParams,
@@ -19,8 +19,8 @@ from stream_app.alerting import (
     load_rules,
     on_observation,
 )
-from stream_app.catalogue import Catalogue
-from stream_app.rules import Transition
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.catalogue import Catalogue
 from stream_app.settings import Settings
 
 RULES = Settings.model_construct().catalogue_dir / "rules.toml"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream_app.alerting import BucketHistory, RuleBook, RuleState, load_rules, on_observation, on_tick
-from stream_app.catalogue import Catalogue
-from stream_app.rules import Transition
+from stream_app.domain.alerting import BucketHistory, RuleBook, RuleState, load_rules, on_observation, on_tick
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.catalogue import Catalogue
 from stream_app.settings import Settings
 
 RULES = Settings.model_construct().catalogue_dir / "rules.toml"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream_app.alerting import (
+from stream_app.domain.alerting import (
     BucketHistory,
     Rule,
     RuleBook,
@@ -17,8 +17,8 @@ from stream_app.alerting import (
     on_observation,
     on_tick,
 )
-from stream_app.catalogue import Catalogue
-from stream_app.rules import Transition
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.catalogue import Catalogue
 from stream_app.settings import Settings
 
 RULES = Settings.model_construct().catalogue_dir / "rules.toml"

@@ -11,10 +11,12 @@ import faust
 import pytest
 from aiokafka import errors as kafka_errors
 
-from agents._batch import Letter, Output, Publisher, batch_agent
-from stream_app import codecs, metrics, retry
-from stream_app.schemas import load_schemas
+from stream_app.agents._batch import batch_agent
+from stream_app.kafka.publisher import Letter, Output, Publisher
+from stream_app.ops import metrics, retry
 from stream_app.settings import Settings
+from stream_app.wire import codecs
+from stream_app.wire.schemas import load_schemas
 
 pytestmark = pytest.mark.asyncio
 

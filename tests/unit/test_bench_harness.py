@@ -13,7 +13,7 @@ from bench.latency import percentiles
 from bench.profiling import categorise, parse_collapsed, summarise
 from bench.run import sizes_for
 from bench.workload import generate_mix
-from stream_app.runtime import load_blueprint
+from stream_app.config.blueprint import load_blueprint
 from stream_app.settings import Settings
 
 

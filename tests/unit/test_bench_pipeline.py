@@ -10,9 +10,9 @@ import pytest
 
 from bench.peers.pipeline import Pipeline, Rejected
 from bench.workload import peer_spec
-from stream_app import codecs
-from stream_app.runtime import Blueprint, load_blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 MAE_TOPIC = "reporter.mae.observations"
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from stream_app.calendar import (
+from stream_app.domain.calendar import (
     CALENDARS,
     FREQUENCIES,
     ReportingPeriod,

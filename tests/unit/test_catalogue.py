@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.catalogue import Authority, Catalogue, load_catalogue
+from stream_app.domain.catalogue import Authority, Catalogue, load_catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 

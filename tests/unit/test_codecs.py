@@ -18,11 +18,18 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
-from stream_app.codecs import SINGLE_OBJECT_MARKER, Reasons, decode, decode_any, decode_observation, encode
 from stream_app.exceptions import ConfigurationError, DecodeError
-from stream_app.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
-from stream_app.schemas import SchemaRegistry, SchemaVersion
 from stream_app.settings import Settings
+from stream_app.wire.codecs import (
+    SINGLE_OBJECT_MARKER,
+    Reasons,
+    decode,
+    decode_any,
+    decode_observation,
+    encode,
+)
+from stream_app.wire.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
+from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
 MAX_BYTES = 1 << 20
 SCHEMAS_DIR = Settings.model_construct().schemas_dir

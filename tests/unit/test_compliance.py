@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from stream_app.aggregates import Agg, slice_of
-from stream_app.alerting import load_rules
-from stream_app.catalogue import Catalogue
-from stream_app.queries import ReadModel, due_period
+from stream_app.api.read_model import ReadModel, due_period
+from stream_app.domain.aggregates import Agg, slice_of
+from stream_app.domain.alerting import load_rules
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.validation import CO_REPORTER_BREAKDOWN
 from stream_app.settings import Settings
-from stream_app.state import StateStore
-from stream_app.validation import CO_REPORTER_BREAKDOWN
+from stream_app.state.store import StateStore
 
 
 class _Pipeline:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from stream_app.catalogue import Catalogue
-from stream_app.codecs import decode, encode
-from stream_app.consolidation import consolidated_key, contributions, frequency_of
-from stream_app.entity import EntityKey
-from stream_app.schemas import SchemaRegistry
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.consolidation import consolidated_key, contributions, frequency_of
+from stream_app.domain.entity import EntityKey
+from stream_app.wire.codecs import decode, encode
+from stream_app.wire.schemas import SchemaRegistry
 from tests.unit.core_support import DAY_MS, HOUR_MS, Core, local_ms, observation, period
 
 ACCIDENTS = EntityKey("TRF.ACCIDENTS", "01", None)

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from stream_app.aggregates import HOUR_MS, Agg, hour_of
-from stream_app.alerting import RuleBook, load_rules
-from stream_app.calendar import local_date
-from stream_app.catalogue import Catalogue
-from stream_app.codecs import decode, encode
-from stream_app.consolidation import entity_records
-from stream_app.entity import (
+from stream_app.domain.aggregates import HOUR_MS, Agg, hour_of
+from stream_app.domain.alerting import RuleBook, load_rules
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.calendar import local_date
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.consolidation import entity_records
+from stream_app.domain.entity import (
     Context,
     EntityKey,
     EntityState,
@@ -29,10 +29,10 @@ from stream_app.entity import (
     needed_periods,
     retention_start_ms,
 )
-from stream_app.model import Observation
-from stream_app.rules import Transition
-from stream_app.schemas import SchemaRegistry
-from stream_app.state import EntityReads
+from stream_app.domain.model import Observation
+from stream_app.state.store import EntityReads
+from stream_app.wire.codecs import decode, encode
+from stream_app.wire.schemas import SchemaRegistry
 from tests.unit.core_support import local_ms, period
 
 MakeObs = Callable[..., Observation]

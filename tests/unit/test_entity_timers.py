@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from stream_app.alerting import RuleBook, load_rules
-from stream_app.catalogue import Catalogue
-from stream_app.codecs import decode, encode
-from stream_app.entity import (
+from stream_app.domain.alerting import RuleBook, load_rules
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.entity import (
     Context,
     DirectiveRefusedError,
     EntityKey,
@@ -25,9 +25,9 @@ from stream_app.entity import (
     direct,
     tick,
 )
-from stream_app.model import Observation
-from stream_app.rules import Transition
-from stream_app.schemas import SchemaRegistry
+from stream_app.domain.model import Observation
+from stream_app.wire.codecs import decode, encode
+from stream_app.wire.schemas import SchemaRegistry
 
 MakeObs = Callable[..., Observation]
 HOUR_MS = 3_600_000

@@ -6,7 +6,7 @@ import pytest
 from aiokafka import errors as kafka_errors
 from redis import exceptions as redis_errors
 
-from stream_app.failures import Failure, classify_kafka, classify_redis, error_type
+from stream_app.ops.failures import Failure, classify_kafka, classify_redis, error_type
 
 
 class ProducerSendError(Exception):

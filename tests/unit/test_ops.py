@@ -8,11 +8,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from stream_app import metrics
-from stream_app.alerting import load_rules
-from stream_app.alertmanager import OpenAlerts, alert_labels
-from stream_app.catalogue import load_catalogue
-from stream_app.ops import feed_intervals, partition_lags
+from stream_app.domain.alerting import load_rules
+from stream_app.domain.catalogue import load_catalogue
+from stream_app.ops import metrics
+from stream_app.ops.alertmanager import OpenAlerts, alert_labels
+from stream_app.pipeline.probes import feed_intervals, partition_lags
 from stream_app.settings import REPO_ROOT, Settings
 
 NOW = datetime(2025, 10, 20, 3, 0, tzinfo=UTC)

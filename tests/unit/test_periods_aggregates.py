@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.aggregates import (
+from stream_app.domain.aggregates import (
     Agg,
     close_time_ms,
     combine,
@@ -22,13 +22,13 @@ from stream_app.aggregates import (
     same_period_last_year,
     yoy_change_pct,
 )
-from stream_app.catalogue import Catalogue
-from stream_app.codecs import decode, encode
-from stream_app.entity import EntityKey, EntityState, StepResult, retention_start_ms
-from stream_app.model import Observation
-from stream_app.rollup import targets
-from stream_app.schemas import SchemaRegistry
-from stream_app.validation import Limits, validate
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.entity import EntityKey, EntityState, StepResult, retention_start_ms
+from stream_app.domain.model import Observation
+from stream_app.domain.rollup import targets
+from stream_app.domain.validation import Limits, validate
+from stream_app.wire.codecs import decode, encode
+from stream_app.wire.schemas import SchemaRegistry
 from tests.unit.core_support import SOURCE, Core, local_ms, observation, period, utc_ms
 
 MakeRecord = Callable[..., dict[str, Any]]

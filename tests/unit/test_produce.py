@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from stream_app import codecs
-from stream_app.catalogue import Catalogue
+from stream_app.domain.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError
-from stream_app.produce import (
+from stream_app.settings import Settings
+from stream_app.tools.produce import (
     Encoded,
     RowEncoder,
     RowError,
@@ -27,8 +27,8 @@ from stream_app.produce import (
     iter_rows,
     produce_file,
 )
-from stream_app.schemas import SchemaRegistry
-from stream_app.settings import Settings
+from stream_app.wire import codecs
+from stream_app.wire.schemas import SchemaRegistry
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0_MS = int(datetime(2024, 11, 1, tzinfo=UTC).timestamp() * 1000)  # as in conftest.py

@@ -11,11 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from stream_app.aggregates import Agg, hour_of, period_frequencies, slice_of
-from stream_app.calendar import local_date, period_of
-from stream_app.catalogue import Catalogue, Indicator
-from stream_app.consolidation import contributions
-from stream_app.entity import (
+from stream_app.domain.aggregates import Agg, hour_of, period_frequencies, slice_of
+from stream_app.domain.calendar import local_date, period_of
+from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.consolidation import contributions
+from stream_app.domain.entity import (
     Context,
     EntityKey,
     EntityState,
@@ -26,8 +26,8 @@ from stream_app.entity import (
     apply,
     needed_periods,
 )
-from stream_app.model import Observation, Quality
-from stream_app.state import EntityReads
+from stream_app.domain.model import Observation, Quality
+from stream_app.state.store import EntityReads
 from tests.unit.core_support import HOUR_MS, SOURCE, Core, local_ms, no_rules, observation, period
 
 ACCIDENTS = EntityKey("TRF.ACCIDENTS", "01", None)  # daily, Decree 09 calendar, sum

@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from stream_app.aggregates import Agg, combine
-from stream_app.catalogue import Catalogue
-from stream_app.rollup import (
+from stream_app.domain.aggregates import Agg, combine
+from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.rollup import (
     NATIONAL,
     Combined,
     combine_sources,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream_app.catalogue import Catalogue
-from stream_app.rules import Transition, level_of, transition
+from stream_app.domain.alerting.transitions import Transition, level_of, transition
+from stream_app.domain.catalogue import Catalogue
 
 
 @pytest.mark.parametrize(

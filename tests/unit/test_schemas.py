@@ -12,12 +12,12 @@ from typing import Any
 import fastavro.schema
 import pytest
 
-from stream_app.cli import main
-from stream_app.codecs import decode, encode
 from stream_app.exceptions import ConfigurationError
-from stream_app.schema_check import Mode, Report, check_schemas, sample_records
-from stream_app.schemas import SchemaRegistry, crc64_avro, load_schemas
 from stream_app.settings import Settings
+from stream_app.tools.cli import main
+from stream_app.wire.codecs import decode, encode
+from stream_app.wire.schema_check import Mode, Report, check_schemas, sample_records
+from stream_app.wire.schemas import SchemaRegistry, crc64_avro, load_schemas
 
 SCHEMAS_DIR = Settings.model_construct().schemas_dir
 SCHEMA_FILES = sorted(p.name for p in SCHEMAS_DIR.glob("*.avsc"))

@@ -14,11 +14,11 @@ import time
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from stream_app import metrics
-from stream_app.catalogue import load_catalogue
+from stream_app.config.topics import load_topics
+from stream_app.domain.catalogue import load_catalogue
+from stream_app.domain.validation import Reasons
+from stream_app.ops import metrics
 from stream_app.settings import Settings
-from stream_app.topics import load_topics
-from stream_app.validation import Reasons
 
 REGIONS = 34
 INDICATORS = 30

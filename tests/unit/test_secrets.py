@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from stream_app.auth import Identity, create_token, digest, load_tokens
+from stream_app.api.auth import Identity, create_token, digest, load_tokens
 from stream_app.exceptions import ConfigurationError
 from stream_app.logs import Redactor, secrets_of
 from stream_app.settings import Settings

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from stream_app import codecs, simulate
-from stream_app.catalogue import Catalogue, Station
+from stream_app.domain.catalogue import Catalogue, Station
+from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.validation import CO_REPORTER_BREAKDOWN, Limits, validate
 from stream_app.exceptions import ConfigurationError, DecodeError
-from stream_app.model import Observation, Rejection
-from stream_app.produce import Encoded, RowEncoder, iter_csv
-from stream_app.schemas import SchemaRegistry
-from stream_app.simulate import (
+from stream_app.tools import simulate
+from stream_app.tools.produce import Encoded, RowEncoder, iter_csv
+from stream_app.tools.simulate import (
     LOCAL_TZ,
     REFORM_DATE,
     flood_level,
@@ -29,8 +29,9 @@ from stream_app.simulate import (
     smog_aqi,
     write_history,
 )
-from stream_app.simulation.world import Day, World
-from stream_app.validation import CO_REPORTER_BREAKDOWN, Limits, validate
+from stream_app.tools.simulation.world import Day, World
+from stream_app.wire import codecs
+from stream_app.wire.schemas import SchemaRegistry
 
 
 def _daily_province(catalogue: Catalogue) -> set[str]:

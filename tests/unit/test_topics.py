@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from stream_app.config.topics import ROLES, load_topics
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
-from stream_app.topics import ROLES, load_topics
 
 TOPICS_FILE = Settings.model_construct().topics_file
 

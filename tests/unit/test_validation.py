@@ -11,13 +11,10 @@ from typing import Any
 
 import pytest
 
-from stream_app.catalogue import Authority, Catalogue, Reporter
-from stream_app.codecs import decode_observation
-from stream_app.model import Observation, Quality, Rejection
-from stream_app.rollup import NATIONAL, targets
-from stream_app.schemas import SchemaRegistry
-from stream_app.settings import Settings
-from stream_app.validation import (
+from stream_app.domain.catalogue import Authority, Catalogue, Reporter
+from stream_app.domain.model import Observation, Quality, Rejection
+from stream_app.domain.rollup import NATIONAL, targets
+from stream_app.domain.validation import (
     CO_REPORTER_BREAKDOWN,
     EARLIEST_EVENT_MS,
     Limits,
@@ -26,6 +23,9 @@ from stream_app.validation import (
     observation_record,
     validate,
 )
+from stream_app.settings import Settings
+from stream_app.wire.codecs import decode_observation
+from stream_app.wire.schemas import SchemaRegistry
 
 Make = Callable[..., dict[str, Any]]
 SKEW_MS = 5 * 60_000

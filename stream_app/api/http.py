@@ -1,0 +1,303 @@
+"""The query API (HTTP, JSON), served by every worker next to ``/metrics`` and the probes.
+
+Documented in ``docs/openapi.yaml`` (also served at ``/api/v1/openapi.yaml``). Every request carries
+a bearer token (``stream_app.auth``): without one, or with an unknown one, 401; a role too low, 403.
+Reads (viewer): the answers come from Redis (``stream_app.queries``), so any worker answers for every
+entity. A wrong parameter gets a 400 with a message naming it; nothing stored gets a 404; Redis
+unreachable a 503. Writes (operator): ``POST /api/v1/alerts/{key}/directives`` publishes a directive
+to ``center.directives`` in the operator's name, and an audit record to ``center.audit``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import faust
+from faust.web import View
+from redis.exceptions import RedisError
+
+from stream_app.api import audit
+from stream_app.api.auth import Identity, load_tokens
+from stream_app.api.read_model import BadRequest, NotFound, ReadModel, series_param
+from stream_app.config.blueprint import Blueprint
+from stream_app.domain.calendar import local_date
+from stream_app.domain.entity import checked_entity, entity_of_alert_key
+from stream_app.domain.rollup import NATIONAL
+from stream_app.kafka.publisher import Output
+from stream_app.wire import codecs
+
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+PREFIX = "/api/v1"
+
+Handler = Callable[[dict[str, str], int], Awaitable[Any]]
+
+
+class Api:
+    """The API's handlers: parameters in, a JSON body out (or BadRequest / NotFound)."""
+
+    def __init__(self, model: ReadModel) -> None:
+        self.model = model
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "/indicators": self.indicators,
+            "/latest": self.latest,
+            "/windows": self.windows,
+            "/periods": self.periods,
+            "/rollups": self.rollups,
+            "/alerts/active": self.alerts,
+            "/compliance": self.compliance,
+            "/briefing": self.briefing,
+        }
+
+    async def indicators(self, params: dict[str, str], now_ms: int) -> Any:
+        return {"indicators": self.model.indicators()}
+
+    async def latest(self, params: dict[str, str], now_ms: int) -> Any:
+        return await self.model.latest(self.model.where(params))
+
+    async def windows(self, params: dict[str, str], now_ms: int) -> Any:
+        return await self.model.windows(self.model.where(params))
+
+    async def periods(self, params: dict[str, str], now_ms: int) -> Any:
+        return await self.model.periods(self.model.where(params), params.get("period"), now_ms)
+
+    async def rollups(self, params: dict[str, str], now_ms: int) -> Any:
+        indicator = self.model.indicator(params.get("indicator"))
+        series = series_param(params.get("breakdown"))
+        region = params.get("region") or NATIONAL
+        return await self.model.rollup(indicator, region, series, params.get("period"), now_ms)
+
+    async def alerts(self, params: dict[str, str], now_ms: int) -> Any:
+        domain = params.get("domain") or None
+        if domain is not None and domain not in {i.domain for i in self.model.catalogue.indicators.values()}:
+            raise BadRequest(f"unknown domain {domain!r}")
+        found = await self.model.active_alerts(domain, _int(params, "min_level", 0))
+        return {"count": len(found), "alerts": found}
+
+    async def compliance(self, params: dict[str, str], now_ms: int) -> Any:
+        return await self.model.compliance(params.get("reporter") or None, _time(params.get("at"), now_ms))
+
+    async def briefing(self, params: dict[str, str], now_ms: int) -> Any:
+        text = params.get("date")
+        if not text:
+            return await self.model.briefing(local_date(now_ms) - timedelta(days=1), now_ms)
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise BadRequest(f"date {text!r} is not YYYY-MM-DD") from None
+        return await self.model.briefing(day, now_ms)
+
+
+class Gate:
+    """Authenticates requests against the tokens file, read again whenever it changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._stamp: float | None = None
+        self._tokens = load_tokens(None)
+
+    def identify(self, request: Any) -> Identity | None:
+        if self.path is not None:
+            try:
+                stamp = self.path.stat().st_mtime
+            except OSError:
+                stamp = None
+            if stamp != self._stamp:
+                self._tokens = load_tokens(self.path) if stamp is not None else load_tokens(None)
+                self._stamp = stamp
+        return self._tokens.identify(request.headers.get("Authorization"))
+
+    def refuse(self, web: Any, identity: Identity | None, role: str) -> Any | None:
+        """The 401 or 403 answer for a request that may not do what needs ``role``; None if it may."""
+        if identity is None:
+            return web.json(
+                {
+                    "error": "unauthorized",
+                    "detail": "a bearer token is required (Authorization: Bearer <token>)",
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="stream-app"'},
+            )
+        if not identity.may(role):
+            return web.json(
+                {
+                    "error": "forbidden",
+                    "detail": f"{identity.name} is a {identity.role}; this needs a {role}",
+                },
+                status=403,
+            )
+        return None
+
+
+def register(
+    app: faust.App, model: ReadModel, blueprint: Blueprint | None = None, publisher: Any = None
+) -> None:
+    """Add the API's pages to the worker's web server (directives only when ``publisher`` is given)."""
+    settings = blueprint.settings if blueprint is not None else None
+    gate = Gate(settings.api_tokens_file if settings is not None else None)
+    for path, handler in Api(model).routes().items():
+        app.page(PREFIX + path)(_page(path, handler, gate))
+
+    @app.page(PREFIX + "/openapi.yaml")
+    async def openapi(web: Any, request: Any) -> Any:
+        return web.bytes(OPENAPI.read_bytes(), content_type="application/yaml")
+
+    if blueprint is not None and publisher is not None:
+        directives = Directives(blueprint, publisher, gate)
+
+        class DirectivesView(View):
+            async def post(self, request: Any, key: str) -> Any:
+                return await directives.post(self, request, key)
+
+        app.page(PREFIX + "/alerts/{key}/directives")(DirectivesView)
+
+
+class Directives:
+    """``POST /api/v1/alerts/{key}/directives``: an operator acts on an alert."""
+
+    def __init__(self, blueprint: Blueprint, publisher: Any, gate: Gate) -> None:
+        self.blueprint = blueprint
+        self.publisher = publisher
+        self.gate = gate
+        self.topic = blueprint.topic_by_role("directives").name
+        self.schema = blueprint.schemas.latest("directive")
+
+    async def post(self, web: Any, request: Any, key: str) -> Any:
+        identity = self.gate.identify(request)
+        refused = self.gate.refuse(web, identity, "operator")
+        if refused is not None:
+            if identity is not None:  # a known identity trying what its role does not allow
+                await self._audit(identity, key, "refused", {"reason": "role"})
+            return refused
+        assert identity is not None  # noqa: S101 - refuse() answered otherwise
+        try:
+            body = await request.json()
+            directive = self._directive(unquote(key), body, identity)
+        except BadRequest as exc:
+            return web.json({"error": "bad_request", "detail": str(exc)}, status=400)
+        except ValueError:
+            return web.json({"error": "bad_request", "detail": "the body is not a JSON object"}, status=400)
+        value = codecs.encode(self.schema, directive)
+        outputs = [Output(self.topic, directive["alert_key"].encode(), value)]
+        record = audit.event(
+            actor=identity.name,
+            role=identity.role,
+            source="http",
+            action="directive",
+            subject=directive["alert_key"],
+            outcome="accepted",
+            details={k: directive[k] or "" for k in ("directive_id", "action", "assignee", "comment")},
+        )
+        topic, audit_key, audit_value = audit.encode(self.blueprint, record)
+        failed = await self.publisher.publish([*outputs, Output(topic, audit_key, audit_value)])
+        if failed:
+            return web.json({"error": "unavailable", "detail": f"not published: {failed[0][1]}"}, status=503)
+        return web.json(
+            {
+                "directive_id": directive["directive_id"],
+                "alert_key": directive["alert_key"],
+                "actor": identity.name,
+            },
+            status=202,
+        )
+
+    def _directive(self, alert_key: str, body: Any, identity: Identity) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        entity = entity_of_alert_key(alert_key)
+        if entity is None:
+            raise BadRequest(f"alert key {alert_key!r} is not <rule>|<indicator>|<region>|<station or ->")
+        try:
+            key = checked_entity(self.blueprint.catalogue, entity)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise BadRequest(f"action {action!r} is not one of {list(ACTIONS)}")
+        settings = self.blueprint.settings
+        text = {name: body.get(name) for name in ("assignee", "comment", "alert_id")}
+        for name, value in text.items():
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(f"{name} must be a string")
+        limits = {"assignee": settings.text_max_length, "alert_id": settings.text_max_length}
+        limits["comment"] = settings.directive_comment_max_length
+        for name, value in text.items():
+            if value is not None and len(value) > limits[name]:
+                raise BadRequest(f"{name} longer than {limits[name]} characters")
+        return {
+            "directive_id": f"dir-{uuid.uuid4().hex[:16]}",
+            "alert_key": alert_key,
+            "alert_id": text["alert_id"] or "",
+            "reporter": self.blueprint.catalogue.indicators[key.indicator].owner,
+            "action": action,
+            "actor": identity.name,
+            "assignee": text["assignee"],
+            "comment": text["comment"],
+            "issued_at": int(time.time() * 1000),
+            "due_at": None,
+        }
+
+    async def _audit(self, identity: Identity, key: str, outcome: str, details: dict[str, str]) -> None:
+        record = audit.event(
+            actor=identity.name,
+            role=identity.role,
+            source="http",
+            action="directive",
+            subject=unquote(key)[:300],
+            outcome=outcome,
+            details=details,
+        )
+        topic, audit_key, value = audit.encode(self.blueprint, record)
+        await self.publisher.publish([Output(topic, audit_key, value)])
+
+
+ACTIONS = ("ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE")
+
+
+def _page(path: str, handler: Handler, gate: Gate) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def page(web: Any, request: Any) -> Any:
+        refused = gate.refuse(web, gate.identify(request), "viewer")
+        if refused is not None:
+            return refused
+        params = {k: v for k, v in request.query.items()}
+        try:
+            body = await handler(params, int(time.time() * 1000))
+        except BadRequest as exc:
+            return web.json({"error": "bad_request", "detail": str(exc)}, status=400)
+        except NotFound as exc:
+            return web.json({"error": "not_found", "detail": str(exc)}, status=404)
+        except (RedisError, OSError) as exc:
+            return web.json({"error": "unavailable", "detail": f"state store: {exc}"}, status=503)
+        return web.json(body)
+
+    page.__name__ = page.__qualname__ = "api_" + path.strip("/").replace("/", "_")
+    return page
+
+
+def _int(params: dict[str, str], name: str, default: int) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"{name} {text!r} is not an integer") from None
+
+
+def _time(text: str | None, default_ms: int) -> int:
+    if not text:
+        return default_ms
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"at {text!r} is not an ISO-8601 time (e.g. 2025-08-01T00:00+07:00)") from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"at {text!r} needs an offset (e.g. +07:00)")
+    return int(moment.timestamp() * 1000)

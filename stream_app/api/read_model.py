@@ -1,0 +1,497 @@
+"""The read model of the query API: what the center asks of the state in Redis, as plain dicts.
+
+Every answer is read from what the consolidate and roll-up agents committed (entity state and period
+hashes, roll-up hashes, the active-alerts and reporter indexes), in one pipelined round trip where it
+can. Parameters are checked against the catalogue first: a wrong one raises :class:`BadRequest`
+with a message naming it and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from stream_app.domain.aggregates import (
+    ROLLING_WINDOWS,
+    Agg,
+    breakdowns_of,
+    close_time_ms,
+    combine,
+    hour_of,
+    period_by_label,
+    period_frequencies,
+    same_period_last_year,
+    slice_of,
+    yoy_change_pct,
+)
+from stream_app.domain.alerting import RuleBook
+from stream_app.domain.calendar import ReportingPeriod, local_date, period_of
+from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.consolidation import time_aggregation
+from stream_app.domain.entity import EntityState
+from stream_app.domain.model import CO_REPORTER_BREAKDOWN
+from stream_app.domain.rollup import NATIONAL, combine_sources, decode_entries, targets
+from stream_app.state.store import StateStore
+
+VIETNAM_OFFSET = timedelta(hours=7)
+
+
+class BadRequest(ValueError):  # noqa: N818 - an HTTP 400, named as such
+    """A parameter the API cannot answer for (HTTP 400), with a message saying why."""
+
+
+class NotFound(LookupError):  # noqa: N818 - an HTTP 404, named as such
+    """Nothing stored for what was asked (HTTP 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """An entity as the API names it."""
+
+    indicator: Indicator
+    region: str
+    station: str | None
+    series: str
+
+    @property
+    def entity(self) -> str:
+        return f"{self.indicator.code}|{self.region}|{self.station or '-'}"
+
+
+def agg_view(agg: Agg, indicator: Indicator, *, last_year: float | None = None) -> dict[str, Any]:
+    """An aggregate as JSON: value by the indicator's semantics, count, exact sum, min, max, latest."""
+    value = agg.value_by(time_aggregation(indicator))
+    return {
+        "value": value,
+        "count": agg.count,
+        "sum": agg.sum,
+        "sum_exact": str(agg.total),
+        "mean": agg.mean,
+        "min": agg.low,
+        "max": agg.high,
+        "latest_value": agg.last_value,
+        "latest_event_time": _iso(agg.last_time),
+        "quality": agg.quality,
+        "same_period_last_year": last_year,
+        "yoy_change_pct": yoy_change_pct(value, last_year),
+    }
+
+
+def period_view(period: ReportingPeriod, now_ms: int) -> dict[str, Any]:
+    return {
+        "period": period.label,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "deadline": period.deadline.isoformat(),
+        "status": "CLOSED" if close_time_ms(period) <= now_ms else "OPEN",
+    }
+
+
+class ReadModel:
+    """Answers the query API's questions from Redis."""
+
+    def __init__(
+        self, client: aioredis.Redis, store: StateStore, catalogue: Catalogue, rulebook: RuleBook
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.catalogue = catalogue
+        self.rulebook = rulebook
+
+    # ---------------------------------------------------------------------------- parameters
+
+    def indicator(self, code: str | None) -> Indicator:
+        if not code:
+            raise BadRequest("missing parameter 'indicator' (an indicator code, e.g. ENV.AQI)")
+        found = self.catalogue.indicators.get(code)
+        if found is None:
+            raise BadRequest(f"unknown indicator {code!r}; GET /api/v1/indicators lists them")
+        return found
+
+    def where(self, params: dict[str, str]) -> Where:
+        indicator = self.indicator(params.get("indicator"))
+        region = params.get("region") or ("VN" if indicator.region_level == "national" else "")
+        station = params.get("station") or None
+        if station is not None:
+            known = self.catalogue.stations.get(station)
+            if known is None:
+                raise BadRequest(f"unknown station {station!r}")
+            region = region or known.region
+        if not region:
+            raise BadRequest(
+                f"missing parameter 'region' ({indicator.code} is reported per {indicator.region_level})"
+            )
+        current = self.catalogue.current_region(region)
+        if current is None:
+            raise BadRequest(f"unknown region {region!r} (a province code, or VN)")
+        if indicator.region_level == "station" and station is None:
+            raise BadRequest(f"{indicator.code} is reported per station: give 'station'")
+        return Where(indicator, current, station, series_param(params.get("breakdown")))
+
+    def period(self, indicator: Indicator, label: str | None, now_ms: int) -> ReportingPeriod:
+        """A period of the indicator's calendar, by its label (default: the one holding now)."""
+        if not label:
+            own = period_frequencies(indicator.frequency)[0]
+            return period_of(own, indicator.calendar, now_ms, indicator.deadline_day)
+        try:
+            return period_by_label(label, indicator.calendar, indicator.deadline_day)
+        except (ValueError, KeyError):
+            raise BadRequest(
+                f"period {label!r} is not a period label (2025-07-15, 2025-07, 2025-Q3, 2025-H2, 2025)"
+            ) from None
+
+    # ---------------------------------------------------------------------------- answers
+
+    def indicators(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "code": i.code,
+                "name_vi": i.name_vi,
+                "name_en": i.name_en,
+                "domain": i.domain,
+                "owner": i.owner,
+                "reporters": sorted(i.reporters),
+                "unit": i.unit,
+                "frequency": i.frequency,
+                "calendar": i.calendar,
+                "aggregation": i.aggregation,
+                "region_level": i.region_level,
+                "breakdowns": list(i.breakdowns),
+                "periods": list(period_frequencies(i.frequency)),
+            }
+            for i in sorted(self.catalogue.indicators.values(), key=lambda i: i.code)
+        ]
+
+    async def latest(self, where: Where) -> dict[str, Any]:
+        state = await self._state(where)
+        latest = state.latest_of(where.series)
+        if latest is None:
+            raise NotFound(f"no values of {where.entity}")
+        level = {
+            rule_id: rule_state.level
+            for rule_id, rule_state in state.rules.items()
+            if rule_id.startswith("levels:")
+        }
+        return {
+            **self._entity_view(where),
+            "value": latest.last_value,
+            "event_time": _iso(latest.last_time),
+            "reporter": state.reporter,
+            "last_received": _iso(state.last_seen) if state.last_seen >= 0 else None,
+            "alert_levels": level,
+        }
+
+    async def windows(self, where: Where) -> dict[str, Any]:
+        state = await self._state(where)
+        latest = state.latest_of(where.series)
+        if latest is None:
+            raise NotFound(f"no values of {where.entity}")
+        end_hour, end_day = hour_of(latest.last_time), local_date(latest.last_time).toordinal()
+        out = []
+        for name, grain, size in ROLLING_WINDOWS:
+            if grain == "hour":
+                parts = [
+                    a
+                    for (s, h), a in state.hours.items()
+                    if s == where.series and end_hour - size < h <= end_hour
+                ]
+            else:
+                parts = [
+                    a
+                    for (s, d), a in state.days.items()
+                    if s == where.series and end_day - size < d <= end_day
+                ]
+            agg = combine(parts)
+            if agg is not None:
+                out.append({"window": name, **agg_view(agg, where.indicator)})
+        return {**self._entity_view(where), "ends_at": _iso(latest.last_time), "windows": out}
+
+    async def periods(self, where: Where, label: str | None, now_ms: int) -> dict[str, Any]:
+        key = self.store.key(where.entity, "periods")
+        if label:
+            period = self.period(where.indicator, label, now_ms)
+            names = [
+                f"{where.series}|{period.label}",
+                f"{where.series}|{same_period_last_year(period.label)}",
+            ]
+            this, last = await self.client.hmget(key, names)
+            if this is None:
+                raise NotFound(f"no values of {where.entity} in {period.label}")
+            base = _value(Agg.decode(_text(last)), where.indicator) if last else None
+            view = {
+                **period_view(period, now_ms),
+                **agg_view(Agg.decode(_text(this)), where.indicator, last_year=base),
+            }
+            return {**self._entity_view(where), "periods": [view]}
+        raw = await self.client.hgetall(key)
+        stored = {_text(k): Agg.decode(_text(v)) for k, v in raw.items()}
+        mine = {
+            name.partition("|")[2]: agg
+            for name, agg in stored.items()
+            if name.partition("|")[0] == where.series
+        }
+        if not mine:
+            raise NotFound(f"no periods of {where.entity}")
+        views = []
+        for name in sorted(mine):
+            period = period_by_label(name, where.indicator.calendar, where.indicator.deadline_day)
+            previous = mine.get(same_period_last_year(name))
+            base = _value(previous, where.indicator) if previous is not None else None
+            views.append(
+                {**period_view(period, now_ms), **agg_view(mine[name], where.indicator, last_year=base)}
+            )
+        return {**self._entity_view(where), "periods": views}
+
+    async def rollup(
+        self, indicator: Indicator, target: str, series: str, label: str | None, now_ms: int
+    ) -> dict[str, Any]:
+        if indicator.aggregation == "last" or indicator.region_level == "national":
+            raise BadRequest(
+                f"{indicator.code} is not rolled up "
+                f"(aggregation {indicator.aggregation}, reported {indicator.region_level})"
+            )
+        current = self.catalogue.current_region(target)
+        if current is None:
+            raise BadRequest(f"unknown region {target!r}")
+        if current != NATIONAL and indicator.region_level != "station":
+            raise BadRequest(f"{indicator.code} is rolled up nationally only (region=VN)")
+        period = self.period(indicator, label, now_ms)
+        this, last = await self._rollup_pair(indicator, current, series, period.label)
+        if this is None:
+            raise NotFound(f"no values of {indicator.code} in {current} for {period.label}")
+        return {
+            "indicator": indicator.code,
+            "region": current,
+            "scope": "NATIONAL" if current == NATIONAL else "PROVINCE",
+            "breakdowns": _breakdowns(series),
+            "aggregation": indicator.aggregation,
+            "unit": indicator.unit,
+            **period_view(period, now_ms),
+            **agg_view(this.agg, indicator, last_year=last.value if last else None),
+            "value": this.value,
+            "yoy_change_pct": yoy_change_pct(this.value, last.value if last else None),
+            "contributors": this.contributors,
+        }
+
+    async def _rollup_pair(
+        self, indicator: Indicator, target: str, series: str, label: str
+    ) -> tuple[Any, Any]:
+        base = self.store.key(f"rollup|{indicator.code}|{target}", "")
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(f"{base}{series}|{label}")
+            pipe.hgetall(f"{base}{series}|{same_period_last_year(label)}")
+            this_raw, last_raw = await pipe.execute()
+        return combine_sources(indicator, decode_entries(this_raw)), combine_sources(
+            indicator, decode_entries(last_raw)
+        )
+
+    async def active_alerts(self, domain: str | None, min_level: int) -> list[dict[str, Any]]:
+        raw = await self.client.hgetall(self.store.global_key("alerts", "active"))
+        alerts = [json.loads(v) for v in raw.values()]
+        chosen = [a for a in alerts if (domain is None or a["domain"] == domain) and a["level"] >= min_level]
+        return sorted(chosen, key=lambda a: (-a["level"], a["alert_key"]))
+
+    async def compliance(self, reporter: str | None, at_ms: int) -> dict[str, Any]:
+        """Reporting compliance: per reporter and indicator, the latest period whose deadline has
+        passed — units expected, received, on time, late, missing, sending only TEST data; and
+        whether the indicator is connected at all (has ever sent anything)."""
+        if reporter is not None and reporter not in self.catalogue.reporters:
+            raise BadRequest(f"unknown reporter {reporter!r}")
+        chosen = [reporter] if reporter else sorted(self.catalogue.reporters)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for code in chosen:
+                pipe.smembers(self.store.global_key("reporter", code, "entities"))
+            connected_sets = await pipe.execute()
+        # (reporter, indicator, period, entity, period field): a reporter's own figures are the
+        # official series where it is the authority, else its co-reporter series (reporter=<code>).
+        plan: list[tuple[str, Indicator, ReportingPeriod, str, str]] = []
+        for code in chosen:
+            own_series = slice_of({CO_REPORTER_BREAKDOWN: code})
+            for indicator in sorted(self.catalogue.indicators.values(), key=lambda i: i.code):
+                if code not in indicator.reporters:
+                    continue
+                period = due_period(indicator, at_ms)
+                for expected in self.rulebook.entities_of(indicator):
+                    name = f"{expected.indicator}|{expected.region}|{expected.station or '-'}"
+                    official = indicator.authority_at(expected.region, period.start_ms) == code
+                    field = f"{'' if official else own_series}|{period.label}"
+                    plan.append((code, indicator, period, name, field))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for _, _, _, entity, field in plan:
+                pipe.hget(self.store.key(entity, "periods"), field)
+            stored = await pipe.execute()
+        reports: dict[str, dict[str, Any]] = {}
+        for code, connected in zip(chosen, connected_sets, strict=True):
+            names = {m.decode() if isinstance(m, bytes) else m for m in connected}
+            reports[code] = {
+                "reporter": code,
+                "name_vi": self.catalogue.reporters[code].name_vi,
+                "name_en": self.catalogue.reporters[code].name_en,
+                "indicators": {},
+                "_connected": {n.split("|", 1)[0] for n in names},
+            }
+        for (code, indicator, period, _, _), raw in zip(plan, stored, strict=True):
+            entry = reports[code]["indicators"].setdefault(
+                indicator.code,
+                {
+                    "indicator": indicator.code,
+                    "frequency": indicator.frequency,
+                    **period_view(period, at_ms),
+                    "connected": indicator.code in reports[code]["_connected"],
+                    "expected": 0,
+                    "received": 0,
+                    "on_time": 0,
+                    "late": 0,
+                    "missing": 0,
+                    "test_only": 0,
+                },
+            )
+            entry["expected"] += 1
+            if raw is None:
+                entry["missing"] += 1
+                continue
+            agg = Agg.decode(_text(raw))
+            entry["received"] += 1
+            entry[
+                "on_time" if agg.first_arrival and agg.first_arrival <= close_time_ms(period) else "late"
+            ] += 1
+            entry["test_only"] += int(agg.n_test == agg.count)
+        out = []
+        for report in reports.values():
+            del report["_connected"]
+            indicators = list(report["indicators"].values())
+            report["indicators"] = indicators
+            report["summary"] = {
+                "indicators_expected": len(indicators),
+                "indicators_connected": sum(i["connected"] for i in indicators),
+                "indicators_complete_on_time": sum(i["on_time"] == i["expected"] for i in indicators),
+                "indicators_only_test_data": sum(
+                    i["received"] > 0 and i["test_only"] == i["received"] for i in indicators
+                ),
+                "indicators_missing": sum(i["received"] == 0 for i in indicators),
+            }
+            out.append(report)
+        total = {
+            key: sum(r["summary"][key] for r in out)
+            for key in ("indicators_expected", "indicators_connected", "indicators_complete_on_time",
+                        "indicators_only_test_data", "indicators_missing")
+        }  # fmt: skip
+        return {"at": _iso(at_ms), "summary": total, "reporters": out}
+
+    async def briefing(self, day: date, now_ms: int) -> dict[str, Any]:
+        """The daily briefing of ``day``: the daily information groups' national values, with the
+        same day last year, and the open alerts by domain."""
+        daily = [
+            i
+            for i in sorted(self.catalogue.indicators.values(), key=lambda i: (i.domain, i.code))
+            if i.frequency in ("hourly", "daily")
+        ]
+        label = day.isoformat()
+        items = []
+        for indicator in daily:
+            if indicator.region_level == "national" or not targets(indicator, "01", None):
+                raw = await self.client.hmget(
+                    self.store.key(f"{indicator.code}|VN|-", "periods"),
+                    [f"|{label}", f"|{same_period_last_year(label)}"],
+                )
+                this = Agg.decode(_text(raw[0])) if raw[0] else None
+                last = Agg.decode(_text(raw[1])) if raw[1] else None
+                value = _value(this, indicator) if this else None
+                base = _value(last, indicator) if last else None
+                contributors, quality = (1 if this else 0), (this.quality if this else "")
+            else:
+                combined, previous = await self._rollup_pair(indicator, NATIONAL, "", label)
+                value = combined.value if combined else None
+                base = previous.value if previous else None
+                contributors = combined.contributors if combined else 0
+                quality = combined.agg.quality if combined else ""
+            items.append(
+                {
+                    "domain": indicator.domain,
+                    "indicator": indicator.code,
+                    "name_vi": indicator.name_vi,
+                    "name_en": indicator.name_en,
+                    "unit": indicator.unit,
+                    "value": value,
+                    "contributors": contributors,
+                    "same_period_last_year": base,
+                    "yoy_change_pct": yoy_change_pct(value, base) if value is not None else None,
+                    "quality": quality,
+                }
+            )
+        open_alerts: dict[str, int] = {}
+        for alert in await self.active_alerts(None, 0):
+            open_alerts[alert["domain"]] = open_alerts.get(alert["domain"], 0) + 1
+        return {
+            "briefing_id": f"briefing-{label}",
+            "date": label,
+            "generated_at": now_ms,
+            "items": items,
+            "open_alerts": open_alerts,
+        }
+
+    # ---------------------------------------------------------------------------- helpers
+
+    async def _state(self, where: Where) -> EntityState:
+        raw = await self.client.hgetall(self.store.key(where.entity))
+        if not raw:
+            raise NotFound(f"no values of {where.entity}")
+        return EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()})
+
+    def _entity_view(self, where: Where) -> dict[str, Any]:
+        return {
+            "indicator": where.indicator.code,
+            "region": where.region,
+            "station": where.station,
+            "breakdowns": _breakdowns(where.series),
+            "unit": where.indicator.unit,
+            "aggregation": where.indicator.aggregation,
+        }
+
+
+def due_period(indicator: Indicator, at_ms: int) -> ReportingPeriod:
+    """The latest period of the indicator's own frequency whose deadline has passed at ``at_ms``."""
+    own = period_frequencies(indicator.frequency)[0]
+    period = period_of(own, indicator.calendar, at_ms, indicator.deadline_day)
+    while close_time_ms(period) > at_ms:
+        period = period_of(own, indicator.calendar, period.start_ms - 1, indicator.deadline_day)
+    return period
+
+
+def _value(agg: Agg, indicator: Indicator) -> float:
+    return agg.value_by(time_aggregation(indicator))
+
+
+def series_param(breakdown: str | None) -> str:
+    """``source=hydro`` (or ``a=1,b=2``) as the series key; empty for the indicator's own series."""
+    if not breakdown:
+        return ""
+    pairs = {}
+    for part in breakdown.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name or not value:
+            raise BadRequest(f"breakdown {breakdown!r} is not name=value[,name=value]")
+        pairs[name] = value
+    return slice_of(pairs)
+
+
+def _breakdowns(series: str) -> dict[str, str]:
+    return breakdowns_of(series)
+
+
+def _iso(ms: int) -> str:
+    return (datetime(1970, 1, 1) + timedelta(milliseconds=ms) + VIETNAM_OFFSET).isoformat(
+        timespec="seconds"
+    ) + "+07:00"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

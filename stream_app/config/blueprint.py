@@ -1,0 +1,98 @@
+"""What every agent needs, loaded once at start-up: settings, catalogue, schemas, topics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream_app.config.topics import TopicSpec, load_topics
+from stream_app.domain.alerting import RuleBook, load_rules
+from stream_app.domain.catalogue import Catalogue, load_catalogue
+from stream_app.exceptions import ConfigurationError
+from stream_app.settings import Settings
+from stream_app.wire.schemas import SchemaRegistry, load_schemas
+
+
+@dataclass(frozen=True, slots=True)
+class Blueprint:
+    """The static configuration of a worker: everything read from the repository's data files."""
+
+    settings: Settings
+    catalogue: Catalogue
+    schemas: SchemaRegistry
+    topics: list[TopicSpec]
+    rulebook: RuleBook
+
+    def topic_by_role(self, role: str) -> TopicSpec:
+        """The single topic of ``role`` (alerts, consolidated, directives, repartition)."""
+        found = [t for t in self.topics if t.role == role]
+        if len(found) != 1:
+            raise ConfigurationError(f"expected one {role!r} topic, found {len(found)}")
+        return found[0]
+
+    def input_topics(self) -> list[TopicSpec]:
+        """Every reporter's input topic."""
+        return [t for t in self.topics if t.role == "input"]
+
+    def input_topic(self, reporter: str) -> TopicSpec:
+        """The input topic of ``reporter``."""
+        return self._reporter_topic("input", reporter)
+
+    def directives_topic(self, reporter: str) -> TopicSpec:
+        """The topic of the center's directives about ``reporter``'s alerts."""
+        return self._reporter_topic("reporter_directives", reporter)
+
+    def domain_alerts_topic(self, domain: str) -> TopicSpec:
+        """The alert topic of one catalogue domain."""
+        for spec in self.topics:
+            if spec.role == "domain_alerts" and spec.domain == domain:
+                return spec
+        raise ConfigurationError(f"no domain_alerts topic for domain {domain!r}")
+
+    def dead_letter_topic(self, reporter: str) -> TopicSpec:
+        """The dead-letter topic of ``reporter``."""
+        return self._reporter_topic("dead_letter", reporter)
+
+    def _reporter_topic(self, role: str, reporter: str) -> TopicSpec:
+        for spec in self.topics:
+            if spec.role == role and spec.reporter == reporter:
+                return spec
+        raise ConfigurationError(f"no {role} topic for reporter {reporter!r}")
+
+
+def load_blueprint(settings: Settings) -> Blueprint:
+    """Load and cross-check the catalogue, schemas and topics; errors name the file and the entry."""
+    catalogue = load_catalogue(settings.catalogue_dir)
+    schemas = load_schemas(settings.schemas_dir)
+    topics = load_topics(settings.topics_file, settings.topic_namespace)
+    where = settings.topics_file
+    for spec in topics:
+        if spec.reporter is not None and spec.reporter not in catalogue.reporters:
+            raise ConfigurationError(f"{where}: topic {spec.name!r}: unknown reporter {spec.reporter!r}")
+    for role in ("input", "dead_letter", "reporter_directives"):
+        declared = [t.reporter for t in topics if t.role == role]
+        twice = sorted({r for r in declared if r is not None and declared.count(r) > 1})
+        missing = sorted(set(catalogue.reporters) - set(declared))
+        if twice or missing:
+            raise ConfigurationError(
+                f"{where}: every reporter needs exactly one {role} topic"
+                + (f"; missing for {missing}" if missing else "")
+                + (f"; more than one for {twice}" if twice else "")
+            )
+    rulebook = load_rules(settings.catalogue_dir / "rules.toml", catalogue)
+    blueprint = Blueprint(settings, catalogue, schemas, topics, rulebook)
+    for role in (
+        "alerts",
+        "active_alerts",
+        "consolidated",
+        "directives",
+        "directives_dead_letter",
+        "repartition",
+        "rollup",
+        "briefings",
+    ):
+        blueprint.topic_by_role(role)  # exactly one of each, or a ConfigurationError
+    domains = {t.domain for t in topics if t.role == "domain_alerts"}
+    missing_domains = sorted({i.domain for i in catalogue.indicators.values()} - domains)
+    if missing_domains:
+        raise ConfigurationError(f"{where}: no domain_alerts topic for domains {missing_domains}")
+    return blueprint

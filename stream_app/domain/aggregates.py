@@ -1,0 +1,378 @@
+"""Rolling aggregates by event time, in hourly buckets: pure arithmetic, no I/O.
+
+A bucket holds count, sum, min and max of one hour; the rolling 24 h window of an entity is the
+combination of the 24 buckets up to the hour of its newest observation. Buckets older than the
+retention are dropped.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from urllib.parse import quote, unquote
+
+from stream_app.domain.calendar import ReportingPeriod, local_date, parse_period, period_of
+
+HOUR_MS = 3_600_000
+WINDOW_HOURS = 24
+RETENTION_HOURS = 48
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """count, sum, min, max of the values in one hour."""
+
+    count: int
+    total: float
+    low: float
+    high: float
+
+    def add(self, value: float) -> Bucket:
+        return Bucket(self.count + 1, self.total + value, min(self.low, value), max(self.high, value))
+
+    def encode(self) -> str:
+        return f"{self.count},{self.total!r},{self.low!r},{self.high!r}"
+
+    @staticmethod
+    def decode(text: str) -> Bucket:
+        count, total, low, high = text.split(",")
+        return Bucket(int(count), float(total), float(low), float(high))
+
+    @staticmethod
+    def of(value: float) -> Bucket:
+        return Bucket(1, value, value, value)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAggregate:
+    """Aggregate of a rolling window."""
+
+    count: int
+    total: float
+    low: float
+    high: float
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def hour_of(event_time_ms: int) -> int:
+    """The hourly bucket an event time falls in (hours since the epoch)."""
+    return event_time_ms // HOUR_MS
+
+
+def rolling(buckets: dict[int, Bucket], end_hour: int, hours: int = WINDOW_HOURS) -> WindowAggregate:
+    """Combine the buckets of the ``hours`` hours ending with ``end_hour`` (inclusive)."""
+    selected = [b for h, b in buckets.items() if end_hour - hours < h <= end_hour]
+    if not selected:
+        return WindowAggregate(0, 0.0, 0.0, 0.0)
+    return WindowAggregate(
+        count=sum(b.count for b in selected),
+        total=sum(b.total for b in selected),
+        low=min(b.low for b in selected),
+        high=max(b.high for b in selected),
+    )
+
+
+def expired(
+    buckets: dict[int, Bucket], newest_hour: int, retention_hours: int = RETENTION_HOURS
+) -> list[int]:
+    """Hours whose buckets fall out of retention once ``newest_hour`` has been seen."""
+    return [h for h in buckets if h <= newest_hour - retention_hours]
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact aggregates with retraction: hours, days and reporting periods of one entity.
+
+DAY_RETENTION_DAYS = 32  # the 30-day rolling window and the deviation rules' 30-day baselines
+ROLLING_WINDOWS: tuple[tuple[str, str, int], ...] = (
+    ("rolling-24h", "hour", 24),
+    ("rolling-7d", "day", 7),
+    ("rolling-30d", "day", 30),
+)
+_DECIMALS = decimal.Context(prec=60)  # enough for any sum of doubles' shortest decimal forms
+_QUALITIES = ("FINAL", "PROVISIONAL", "TEST")
+
+
+def exact(value: float) -> Decimal:
+    """The decimal a double was written as (its shortest repr): sums of these are exact and do not
+    depend on the order values arrive in, so retracting a value restores the sum bit for bit."""
+    return Decimal(repr(value))
+
+
+@dataclass(slots=True)  # not frozen (its __init__ would cost a setattr per field); never mutated
+class Agg:
+    """count, exact sum, min, max, the last value by event time, and counts per data quality.
+
+    ``last`` is the value with the greatest (event time, observation id): a total order, so the
+    result does not depend on arrival order (late records, redeliveries, revisions).
+    ``first_arrival`` is when a value first arrived (processing time, for reporting compliance).
+    """
+
+    count: int
+    total: Decimal
+    low: float
+    high: float
+    last_time: int
+    last_id: str
+    last_value: float
+    n_final: int = 0
+    n_provisional: int = 0
+    n_test: int = 0
+    first_arrival: int = 0
+
+    @property
+    def mean(self) -> float:
+        return float(_DECIMALS.divide(self.total, self.count)) if self.count else 0.0
+
+    @property
+    def sum(self) -> float:
+        return float(self.total)
+
+    @staticmethod
+    def of(
+        value: float,
+        event_time: int,
+        observation_id: str,
+        quality: str,
+        arrival: int = 0,
+        *,
+        exact_value: Decimal | None = None,
+    ) -> Agg:
+        final, provisional, test = (int(quality == q) for q in _QUALITIES)
+        return Agg(
+            1,
+            exact(value) if exact_value is None else exact_value,
+            value,
+            value,
+            event_time,
+            observation_id,
+            value,
+            final,
+            provisional,
+            test,
+            arrival,
+        )
+
+    def add(
+        self,
+        value: float,
+        event_time: int,
+        observation_id: str,
+        quality: str,
+        arrival: int = 0,
+        *,
+        exact_value: Decimal | None = None,
+    ) -> Agg:
+        """With one more value; ``exact_value`` is ``exact(value)`` when the caller has it already."""
+        newer = (event_time, observation_id) > (self.last_time, self.last_id)
+        return Agg(
+            self.count + 1,
+            _DECIMALS.add(self.total, exact(value) if exact_value is None else exact_value),
+            min(self.low, value),
+            max(self.high, value),
+            event_time if newer else self.last_time,
+            observation_id if newer else self.last_id,
+            value if newer else self.last_value,
+            self.n_final + (quality == "FINAL"),
+            self.n_provisional + (quality == "PROVISIONAL"),
+            self.n_test + (quality == "TEST"),
+            min(self.first_arrival, arrival)
+            if self.first_arrival and arrival
+            else (self.first_arrival or arrival),
+        )
+
+    def needs_rescan(self, value: float, event_time: int, observation_id: str) -> bool:
+        """Whether removing this value may change min, max or last: only the remaining values can say."""
+        return (
+            value <= self.low
+            or value >= self.high
+            or (event_time, observation_id) == (self.last_time, self.last_id)
+        )
+
+    def remove(self, value: float, quality: str, rest: Iterable[tuple[float, int, str]] | None) -> Agg | None:
+        """This aggregate without one value; None once empty. ``rest`` (value, event time, id) are the
+        values that remain, needed when ``needs_rescan`` said so."""
+        if self.count <= 1:
+            return None
+        low, high, last = self.low, self.high, (self.last_time, self.last_id, self.last_value)
+        if rest is not None:
+            remaining = list(rest)
+            low = min(v for v, _, _ in remaining)
+            high = max(v for v, _, _ in remaining)
+            top = max(remaining, key=lambda r: (r[1], r[2]))
+            last = (top[1], top[2], top[0])
+        return Agg(
+            self.count - 1,
+            _DECIMALS.subtract(self.total, exact(value)),
+            low,
+            high,
+            last[0],
+            last[1],
+            last[2],
+            self.n_final - (quality == "FINAL"),
+            self.n_provisional - (quality == "PROVISIONAL"),
+            self.n_test - (quality == "TEST"),
+            self.first_arrival,
+        )
+
+    def merge(self, other: Agg) -> Agg:
+        """The aggregate of both sets of values (rolling windows from hours or days)."""
+        newer = (other.last_time, other.last_id) > (self.last_time, self.last_id)
+        arrivals = [a for a in (self.first_arrival, other.first_arrival) if a]
+        return Agg(
+            self.count + other.count,
+            _DECIMALS.add(self.total, other.total),
+            min(self.low, other.low),
+            max(self.high, other.high),
+            other.last_time if newer else self.last_time,
+            other.last_id if newer else self.last_id,
+            other.last_value if newer else self.last_value,
+            self.n_final + other.n_final,
+            self.n_provisional + other.n_provisional,
+            self.n_test + other.n_test,
+            min(arrivals) if arrivals else 0,
+        )
+
+    @property
+    def quality(self) -> str:
+        """FINAL when every value is final, TEST when every value is test data, else PROVISIONAL."""
+        if self.n_final == self.count:
+            return "FINAL"
+        if self.n_test == self.count:
+            return "TEST"
+        return "PROVISIONAL"
+
+    def value_by(self, aggregation: str) -> float:
+        """The one figure of the aggregate over time, by the indicator's semantics: sum for counts
+        and amounts, max for levels, last for stocks and ratios, mean for rates."""
+        if aggregation == "sum":
+            return self.sum
+        if aggregation == "max":
+            return self.high
+        if aggregation == "last":
+            return self.last_value
+        return self.mean
+
+    def encode(self) -> str:
+        return (
+            f"{self.count},{self.total},{self.low!r},{self.high!r},{self.last_time},{self.last_value!r},"
+            f"{self.n_final},{self.n_provisional},{self.n_test},{self.first_arrival},{self.last_id}"
+        )
+
+    @staticmethod
+    def decode(text: str) -> Agg:
+        parts = text.split(",", 10)
+        return Agg(
+            count=int(parts[0]),
+            total=Decimal(parts[1]),
+            low=float(parts[2]),
+            high=float(parts[3]),
+            last_time=int(parts[4]),
+            last_value=float(parts[5]),
+            n_final=int(parts[6]),
+            n_provisional=int(parts[7]),
+            n_test=int(parts[8]),
+            first_arrival=int(parts[9]),
+            last_id=parts[10],
+        )
+
+
+def combine(aggs: Iterable[Agg]) -> Agg | None:
+    """Merge aggregates (None when there are none)."""
+    result: Agg | None = None
+    for agg in aggs:
+        result = agg if result is None else result.merge(agg)
+    return result
+
+
+def slice_of(breakdowns: Mapping[str, str]) -> str:
+    """The aggregate series a record counts in: "" for records without breakdowns (the indicator's
+    own series), else its breakdown values ("source=hydro"). A record with breakdowns is a part, so
+    it counts only in its own series: a reporter may send the total and the parts."""
+    if not breakdowns:
+        return ""
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(breakdowns.items()))
+
+
+def breakdowns_of(slice_key: str) -> dict[str, str]:
+    """The inverse of ``slice_of``."""
+    if not slice_key:
+        return {}
+    return {unquote(k): unquote(v) for k, v in (part.split("=", 1) for part in slice_key.split("&"))}
+
+
+_PERIOD_LADDER = ("daily", "monthly", "quarterly", "half_yearly", "annual")
+
+
+def period_frequencies(frequency: str) -> tuple[str, ...]:
+    """The reporting periods an indicator's values are aggregated over: its own and every longer one
+    (hourly and event indicators: from the local day up)."""
+    if frequency in ("hourly", "event"):
+        return _PERIOD_LADDER
+    return _PERIOD_LADDER[_PERIOD_LADDER.index(frequency) :]
+
+
+@functools.lru_cache(maxsize=65536)
+def periods_at(
+    frequency: str, calendar: str, deadline_day: int, local_day_ordinal: int
+) -> tuple[ReportingPeriod, ...]:
+    """The periods (own frequency first, then longer ones) holding a local day."""
+    noon = _noon_ms(local_day_ordinal)
+    return tuple(period_of(f, calendar, noon, deadline_day) for f in period_frequencies(frequency))
+
+
+def periods_of(
+    frequency: str, calendar: str, deadline_day: int, event_time_ms: int
+) -> tuple[ReportingPeriod, ...]:
+    """The periods an observation at ``event_time_ms`` counts in (cached per local day)."""
+    return periods_at(frequency, calendar, deadline_day, local_date(event_time_ms).toordinal())
+
+
+@functools.lru_cache(maxsize=65536)
+def period_by_label(label: str, calendar: str, deadline_day: int) -> ReportingPeriod:
+    """The period a label names; the label's shape says its frequency."""
+    return parse_period(label, _frequency_of_label(label), calendar, deadline_day)
+
+
+def _frequency_of_label(label: str) -> str:
+    if "-Q" in label:
+        return "quarterly"
+    if "-H" in label:
+        return "half_yearly"
+    return {4: "annual", 7: "monthly", 10: "daily"}[len(label)]
+
+
+@functools.lru_cache(maxsize=65536)
+def same_period_last_year(label: str) -> str:
+    """The label of the same period one year earlier ("so với cùng kỳ"); 29 February → 28th."""
+    year, rest = int(label[:4]), label[4:]
+    if rest == "-02-29":
+        rest = "-02-28"
+    return f"{year - 1:04d}{rest}"
+
+
+@functools.lru_cache(maxsize=65536)
+def close_time_ms(period: ReportingPeriod) -> int:
+    """When a period closes: the end of its reporting deadline's local day. Values arriving later
+    still update it, counted as late."""
+    return _noon_ms(period.deadline.toordinal()) + 12 * HOUR_MS
+
+
+def yoy_change_pct(value: float, last_year: float | None) -> float | None:
+    """Year-on-year change in % (None without a base or with a zero base)."""
+    if last_year is None or last_year == 0:
+        return None
+    return (value - last_year) / abs(last_year) * 100.0
+
+
+def _noon_ms(local_day_ordinal: int) -> int:
+    return (local_day_ordinal - _EPOCH_ORDINAL) * 24 * HOUR_MS - 7 * HOUR_MS + 12 * HOUR_MS
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -1,0 +1,50 @@
+"""The alert engine's pure core: rules as data (``catalogue/rules.toml``), evaluated per entity.
+
+No I/O besides reading the rules file at load: no Kafka, no Redis, no clock. The caller keeps each
+rule's ``RuleState`` in the entity's Redis hash (fields ``r:<rule_id>:<name>``), committed with the
+input offset, and publishes the verdicts whose ``transition`` is set.
+"""
+
+from stream_app.domain.alerting.book import RuleBook
+from stream_app.domain.alerting.engine import on_observation, on_tick
+from stream_app.domain.alerting.history import BucketHistory, daily_totals
+from stream_app.domain.alerting.loader import load_rules
+from stream_app.domain.alerting.model import (
+    KINDS,
+    TIMER_KINDS,
+    AbsenceParams,
+    DeviationParams,
+    Entity,
+    History,
+    LateReportParams,
+    LevelsParams,
+    Params,
+    RateParams,
+    Rule,
+    RuleKind,
+    RuleState,
+    Verdict,
+)
+
+__all__ = [
+    "KINDS",
+    "TIMER_KINDS",
+    "AbsenceParams",
+    "BucketHistory",
+    "DeviationParams",
+    "Entity",
+    "History",
+    "LateReportParams",
+    "LevelsParams",
+    "Params",
+    "RateParams",
+    "Rule",
+    "RuleBook",
+    "RuleKind",
+    "RuleState",
+    "Verdict",
+    "daily_totals",
+    "load_rules",
+    "on_observation",
+    "on_tick",
+]

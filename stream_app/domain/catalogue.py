@@ -1,0 +1,744 @@
+"""The indicator catalogue: who may report what, in which unit, range and period, with which levels.
+
+Loaded from the TOML files of ``catalogue/`` (indicators, reporters, regions, stations) and checked
+at start: a wrong entry stops the worker with a ``ConfigurationError`` naming the file, the entry and
+the problem, rather than letting records be judged against a wrong table for hours.
+
+Regions cover both administrative maps: the 34 provincial units in force from 2025-07-01 and the 63
+legacy GSO provinces that history since 2010 is reported in, each with the unit it merged into.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Literal
+
+from stream_app.domain.calendar import CALENDARS, FREQUENCIES, ReportingPeriod, local_date, period_of
+from stream_app.domain.model import CO_REPORTER_BREAKDOWN
+from stream_app.exceptions import ConfigurationError
+
+REGION_LEVELS = ("national", "province", "station")
+AGGREGATIONS = ("sum", "mean", "weighted_mean", "max", "last")
+DOMAINS = (
+    "environment",
+    "disaster",
+    "energy",
+    "socio_economic",
+    "traffic",
+    "finance",
+    "health",
+    "social_security",
+    "education",
+    "administration",
+    "justice",
+    "transport",
+)
+REGION_KINDS = ("current", "legacy", "national")
+# Validation adds this breakdown to a co-reporter's observations (one that is not the authority for
+# them), so its figures form a series of their own: no indicator may declare it.
+RESERVED_BREAKDOWNS = frozenset({CO_REPORTER_BREAKDOWN})
+DEFAULT_DEADLINE_DAY = 25  # Decree 09/2019/NĐ-CP Art. 13: reports to the Government by the 25th
+
+RegionKind = Literal["current", "legacy", "national"]
+
+# Each file holds one kind of table; load_catalogue reads indicators.toml first.
+_FILES = {
+    "indicators.toml": "indicator",
+    "reporters.toml": "reporter",
+    "regions.toml": "region",
+    "stations.toml": "station",
+}
+_INDICATOR_KEYS = frozenset(
+    {
+        "code",
+        "name_vi",
+        "name_en",
+        "domain",
+        "owner",
+        "reporters",
+        "unit",
+        "min",
+        "max",
+        "region_level",
+        "aggregation",
+        "frequency",
+        "calendar",
+        "deadline_day",
+        "breakdowns",
+        "breakdown_values",
+        "station_kind",
+        "authority",
+        "alert_from_level",
+        "levels",
+    }
+)
+_REPORTER_KEYS = frozenset({"code", "name_vi", "name_en"})
+_REGION_KEYS = frozenset({"code", "name", "kind", "successor"})
+_STATION_KEYS = frozenset({"code", "name", "region", "kind", "levels", "levels_indicator", "legacy_region"})
+_LEVEL_KEYS = frozenset({"code", "from", "name_vi", "name_en", "colour"})
+_AUTHORITY_KEYS = frozenset({"reporter", "from", "until", "regions"})
+_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Without levels every value is level 0, so an alert threshold of 1 can never be reached.
+_NO_ALERT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One regulation level: values from ``lower`` (inclusive) up to the next level's lower bound."""
+
+    index: int
+    code: str
+    lower: float
+    name_vi: str
+    name_en: str
+    colour: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """Whose figures are official for an indicator: ``reporter``, for event times whose local
+    (UTC+7) date is in ``since`` (inclusive) .. ``until`` (exclusive), in ``regions`` (today's
+    units; ``None`` for every region). An open bound is ``None``."""
+
+    reporter: str
+    since: date | None = None
+    until: date | None = None
+    regions: frozenset[str] | None = None
+
+    def covers(self, region: str, day: date) -> bool:
+        """Whether this entry speaks for ``region`` (a current unit or "VN") on local date ``day``."""
+        return (
+            (self.since is None or self.since <= day)
+            and (self.until is None or day < self.until)
+            and (self.regions is None or region in self.regions)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Indicator:
+    """A catalogued indicator: what records of it must look like, and how they roll up.
+
+    ``alert_from_level`` is the index of the first level that raises an alert; without levels (its
+    own or its stations') every value is level 0 and no alert fires. ``calendar`` and ``frequency``
+    say which reporting period a value belongs to (``stream_app.calendar``); ``aggregation`` says
+    how regions combine (sum, mean, weighted_mean, max, last).
+
+    ``station_kind`` is the kind of station a station-level indicator is reported by (``None`` for
+    national and province indicators). ``breakdown_values`` holds the allowed values of the
+    breakdowns that declare them (a breakdown missing here takes any value). ``authority`` lists
+    who is official when (``authority_at``); without a matching entry the owner is.
+    """
+
+    code: str
+    name_vi: str
+    name_en: str
+    owner: str
+    unit: str
+    min_value: float
+    max_value: float
+    region_level: str
+    alert_from_level: int
+    levels: tuple[Level, ...]
+    reporters: frozenset[str]
+    frequency: str
+    calendar: str
+    deadline_day: int
+    aggregation: str
+    breakdowns: tuple[str, ...]
+    domain: str
+    station_kind: str | None = None
+    # Not hashed (a mapping is not hashable); equality still compares it.
+    breakdown_values: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    authority: tuple[Authority, ...] = ()
+
+    def period_of(self, event_time_ms: int) -> ReportingPeriod:
+        """The reporting period an observation of this indicator at ``event_time_ms`` belongs to."""
+        return period_of(self.frequency, self.calendar, event_time_ms, self.deadline_day)
+
+    def authority_at(self, region: str, event_time_ms: int) -> str:
+        """The reporter whose figures are official for ``region`` (today's unit, or "VN") at
+        ``event_time_ms``: the first ``authority`` entry covering the event's local date, else the
+        owner. Another allowed reporter's values are a co-reporter's, kept apart from them."""
+        if not self.authority:
+            return self.owner
+        day = local_date(event_time_ms)
+        for entry in self.authority:
+            if entry.covers(region, day):
+                return entry.reporter
+        return self.owner
+
+
+@dataclass(frozen=True, slots=True)
+class Station:
+    """A measuring station (hydrological, air quality, salinity) or an airport, in a current unit.
+
+    ``levels`` are the station's own levels for the indicator ``levels_indicator`` (flood alarm
+    levels differ per hydrological station); empty when the indicator's levels apply.
+    ``legacy_region`` is the pre-2025 province it stood in, whose code history before 2025-07-01
+    carries; that province merged into ``region``. ``None`` only when neither the file names one
+    nor the current code is also a legacy one.
+    """
+
+    code: str
+    name: str
+    region: str
+    kind: str
+    levels: tuple[Level, ...]
+    levels_indicator: str | None = None
+    legacy_region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reporter:
+    """A ministry, agency or corporation that reports indicators.
+
+    ``indicators`` is derived from the indicators' ``reporters`` lists, the one place the
+    catalogue says who may report what.
+    """
+
+    code: str
+    name_vi: str
+    name_en: str
+    indicators: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A province-level unit: ``current`` (from 2025-07-01), ``legacy`` (GSO code list of 2004,
+    with the current unit it merged into as ``successor``), or the ``national`` pseudo-region "VN".
+    """
+
+    code: str
+    name: str
+    kind: RegionKind
+    successor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """Indicators, reporters, regions and stations, by code.
+
+    ``regions`` holds every region code a record may carry: "VN", the 34 current units, and the
+    legacy codes no current unit reuses. A code that is both legacy and current (01, 31, 79...)
+    maps to the current unit there; ``legacy_regions`` keeps all 63 legacy provinces with their
+    old names.
+    """
+
+    indicators: dict[str, Indicator]
+    reporters: dict[str, Reporter]
+    regions: dict[str, Region]
+    stations: dict[str, Station]
+    legacy_regions: dict[str, Region]
+
+    def levels_for(self, indicator: Indicator, station: str | None) -> tuple[Level, ...]:
+        """A station's own levels for this indicator (flood alarm levels differ per station), else
+        the indicator's."""
+        if station is not None:
+            found = self.stations.get(station)
+            if found is not None and found.levels and found.levels_indicator == indicator.code:
+                return found.levels
+        return indicator.levels
+
+    def current_region(self, code: str) -> str | None:
+        """The current unit a region code stands for: a legacy province's successor, a current unit
+        or "VN" itself, ``None`` for an unknown code. History reported under the old codes rolls up
+        into today's units through this."""
+        region = self.regions.get(code)
+        if region is None:
+            return None
+        return region.successor if region.kind == "legacy" else region.code
+
+    def authority(self, indicator_code: str, region: str, event_time_ms: int) -> str:
+        """The reporter whose figures of ``indicator_code`` are official for ``region`` (today's
+        unit, or "VN") at ``event_time_ms`` (see ``Indicator.authority_at``). Raises ``KeyError``
+        for an unknown indicator."""
+        return self.indicators[indicator_code].authority_at(region, event_time_ms)
+
+
+class _Entry:
+    """Reads fields of one TOML table, raising errors that name the file and the entry."""
+
+    def __init__(self, path: Path, kind: str, table: dict[str, Any]) -> None:
+        self.path, self.kind, self.table = path, kind, table
+        self.name = str(table.get("code", "?"))
+
+    def fail(self, problem: str) -> ConfigurationError:
+        return ConfigurationError(f"{self.path}: {self.kind} {self.name!r}: {problem}")
+
+    def only(self, allowed: frozenset[str]) -> None:
+        """Refuse keys the loader does not read: a misspelt optional key would be silently ignored."""
+        unknown = sorted(self.table.keys() - allowed)
+        if unknown:
+            raise self.fail(f"unknown keys {unknown}; expected some of {sorted(allowed)}")
+
+    def text(self, key: str) -> str:
+        value = self.table.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{key!r} must be a non-empty string")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return self.text(key) if key in self.table else None
+
+    def optional_date(self, key: str) -> date | None:
+        """A local date, as an ISO string ("2024-07-01") or a TOML date; ``None`` when absent."""
+        if key not in self.table:
+            return None
+        value = self.table[key]
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.fail(f"{key!r} must be a date, YYYY-MM-DD; got {value!r}")
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(key)
+        if value not in allowed:
+            raise self.fail(f"{key!r} is {value!r}; expected one of {', '.join(allowed)}")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self.table.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.fail(f"{key!r} must be a finite number")
+        return float(value)
+
+    def integer(self, key: str, default: int | None = None) -> int:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"{key!r} must be an integer")
+        return value
+
+    def strings(self, key: str, *, required: bool) -> tuple[str, ...]:
+        value = self.table.get(key, None if required else [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(f"{key!r} must be an array of non-empty strings")
+        if required and not value:
+            raise self.fail(f"{key!r} must not be empty")
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise self.fail(f"{key!r} repeats {repeated}")
+        return tuple(value)
+
+    def levels(self) -> tuple[Level, ...]:
+        raw = self.table.get("levels", [])
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            raise self.fail("'levels' must be an array of tables ({ code = ..., from = ..., ... })")
+        levels = []
+        for index, item in enumerate(raw):
+            sub = _Entry(self.path, f"{self.kind} {self.name!r} level", item)
+            sub.only(_LEVEL_KEYS)
+            colour = sub.text("colour")
+            if not _COLOUR.fullmatch(colour):
+                raise sub.fail(f"'colour' {colour!r} must be #RRGGBB")
+            levels.append(
+                Level(
+                    index,
+                    sub.text("code"),
+                    sub.number("from"),
+                    sub.text("name_vi"),
+                    sub.text("name_en"),
+                    colour,
+                )
+            )
+        for before, after in pairwise(levels):
+            if after.lower <= before.lower:
+                raise self.fail(
+                    f"levels not increasing: {after.code} ({after.lower}) after "
+                    f"{before.code} ({before.lower})"
+                )
+        codes = [level.code for level in levels]
+        repeated = sorted({c for c in codes if codes.count(c) > 1})
+        if repeated:
+            raise self.fail(f"level codes repeated: {repeated}")
+        return tuple(levels)
+
+    def check_levels(self, levels: tuple[Level, ...], indicator: Indicator, alert_from: int) -> None:
+        """Levels must lie in the indicator's range, and the alert threshold must be one of them."""
+        for level in levels:
+            if not indicator.min_value <= level.lower <= indicator.max_value:
+                raise self.fail(
+                    f"level {level.code} from {level.lower} is outside {indicator.code}'s range "
+                    f"[{indicator.min_value}, {indicator.max_value}]"
+                )
+        if alert_from < 1:
+            raise self.fail(f"alert_from_level {alert_from} must be at least 1: level 0 is the clear level")
+        if alert_from >= len(levels):
+            raise self.fail(
+                f"alert_from_level {alert_from} of {indicator.code} is beyond the levels "
+                f"(0..{len(levels) - 1}): no value could ever raise the alert"
+            )
+
+
+def load_catalogue(directory: Path) -> Catalogue:
+    """Load and cross-check ``indicators.toml``, ``reporters.toml``, ``regions.toml`` and
+    ``stations.toml`` from ``directory``; raise ``ConfigurationError`` naming the first problem."""
+    tables = {name: _read(directory / name, key) for name, key in _FILES.items()}
+    reporter_names = _reporters(directory / "reporters.toml", tables["reporters.toml"])
+    regions, legacy = _regions(directory / "regions.toml", tables["regions.toml"])
+    path = directory / "indicators.toml"
+    indicators: dict[str, Indicator] = {}
+    alerting: set[str] = set()  # indicators without levels of their own that name an alert threshold
+    for table in tables["indicators.toml"]:
+        entry = _Entry(path, "indicator", table)
+        indicator, explicit_alert = _indicator(entry, reporter_names, regions, indicators)
+        indicators[indicator.code] = indicator
+        if explicit_alert and not indicator.levels:
+            alerting.add(indicator.code)
+    stations = _stations(
+        directory / "stations.toml", tables["stations.toml"], regions, indicators, alerting, legacy=legacy
+    )
+    _check_station_kinds(path, indicators, stations)
+    graded = {s.levels_indicator for s in stations.values()}
+    ungraded = sorted(alerting - graded)
+    if ungraded:
+        raise ConfigurationError(
+            f"{path}: indicator {ungraded[0]!r}: alert_from_level is set but neither the indicator nor "
+            "any station (levels_indicator) has levels"
+        )
+    reporters = {
+        code: Reporter(
+            code, name_vi, name_en, frozenset(i.code for i in indicators.values() if code in i.reporters)
+        )
+        for code, (name_vi, name_en) in reporter_names.items()
+    }
+    return Catalogue(indicators, reporters, regions, stations, legacy)
+
+
+def _read(path: Path, key: str) -> list[dict[str, Any]]:
+    """The ``[[key]]`` tables of one file; any other top-level content is refused."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
+    unexpected = sorted(data.keys() - {key})
+    if unexpected:
+        raise ConfigurationError(f"{path}: unexpected {unexpected}: this file holds only [[{key}]] tables")
+    tables = data.get(key, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigurationError(f"{path}: {key!r} must be an array of tables ([[{key}]])")
+    return tables
+
+
+def _reporters(path: Path, tables: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    names: dict[str, tuple[str, str]] = {}
+    for table in tables:
+        e = _Entry(path, "reporter", table)
+        e.only(_REPORTER_KEYS)
+        code = e.text("code")
+        if code in names:
+            raise e.fail("duplicate code")
+        names[code] = (e.text("name_vi"), e.text("name_en"))
+    return names
+
+
+def _regions(path: Path, tables: list[dict[str, Any]]) -> tuple[dict[str, Region], dict[str, Region]]:
+    """(every code a record may carry, the 63 legacy provinces). Current and national codes share
+    one namespace; a legacy code may repeat a current one only as its own successor."""
+    units: dict[str, Region] = {}
+    legacy: dict[str, Region] = {}
+    for table in tables:
+        e = _Entry(path, "region", table)
+        e.only(_REGION_KEYS)
+        region = _region(e)
+        found = legacy if region.kind == "legacy" else units
+        if region.code in found:
+            raise e.fail(f"duplicate code (a {found[region.code].kind} region already has it)")
+        found[region.code] = region
+    national = sorted(code for code, r in units.items() if r.kind == "national")
+    if len(national) != 1:
+        raise ConfigurationError(f"{path}: expected exactly one national region (VN), found {national}")
+    for region in legacy.values():
+        e = _Entry(path, "legacy region", {"code": region.code})
+        target = units.get(str(region.successor))
+        former = legacy.get(str(region.successor))
+        if target is None and former is not None and former.successor != former.code:
+            raise e.fail(f"successor {region.successor!r} is a legacy province, not a current unit")
+        if target is None:
+            raise e.fail(f"successor {region.successor!r} is not a current unit (is a current unit missing?)")
+        if target.kind != "current":
+            raise e.fail(f"successor {region.successor!r} is the national region, not a current unit")
+        if region.code in units and region.successor != region.code:
+            raise e.fail(
+                f"code {region.code!r} is also a current unit, so its successor must be itself, "
+                f"not {region.successor!r}"
+            )
+    successors = {r.successor for r in legacy.values()}
+    for region in units.values():
+        if region.kind == "current" and region.code not in successors:
+            raise _Entry(path, "current region", {"code": region.code}).fail(
+                "no legacy province names it as successor: every current unit merges at least one"
+            )
+    return {**units, **{code: r for code, r in legacy.items() if code not in units}}, legacy
+
+
+def _region(e: _Entry) -> Region:
+    code, name = e.text("code"), e.text("name")
+    if e.choice("kind", REGION_KINDS) == "legacy":
+        return Region(code, name, "legacy", e.text("successor"))
+    kind: RegionKind = "current" if e.table["kind"] == "current" else "national"
+    if "successor" in e.table:
+        raise e.fail(f"only a legacy region has a successor; this one is {kind}")
+    return Region(code, name, kind)
+
+
+def _indicator(
+    e: _Entry, reporters: Mapping[str, object], regions: Mapping[str, Region], known: Mapping[str, Indicator]
+) -> tuple[Indicator, bool]:
+    """One indicator, and whether it names its own alert threshold."""
+    e.only(_INDICATOR_KEYS)
+    code = e.text("code")
+    if code in known:
+        raise e.fail("duplicate code")
+    lo, hi = e.number("min"), e.number("max")
+    if lo >= hi:
+        raise e.fail(f"min {lo} must be below max {hi}")
+    owner = e.text("owner")
+    if owner not in reporters:
+        raise e.fail(f"unknown owner {owner!r}")
+    allowed = e.strings("reporters", required=True)
+    _known_codes(e, "reporters", allowed, reporters)
+    if owner not in allowed:
+        raise e.fail(f"owner {owner!r} is not among its reporters {list(allowed)}")
+    frequency = e.choice("frequency", FREQUENCIES)
+    period_calendar = e.choice("calendar", CALENDARS)
+    region_level = e.choice("region_level", REGION_LEVELS)
+    breakdowns = e.strings("breakdowns", required=False)
+    reserved = sorted(RESERVED_BREAKDOWNS.intersection(breakdowns))
+    if reserved:
+        raise e.fail(
+            f"breakdown name(s) {reserved} are reserved: validation adds them to a co-reporter's "
+            "observations, to keep its figures apart from the official ones"
+        )
+    explicit_alert = "alert_from_level" in e.table
+    indicator = Indicator(
+        code=code,
+        name_vi=e.text("name_vi"),
+        name_en=e.text("name_en"),
+        owner=owner,
+        unit=e.text("unit"),
+        min_value=lo,
+        max_value=hi,
+        region_level=region_level,
+        alert_from_level=e.integer("alert_from_level", _NO_ALERT),
+        levels=e.levels(),
+        reporters=frozenset(allowed),
+        frequency=frequency,
+        calendar=period_calendar,
+        deadline_day=_deadline_day(e, period_calendar),
+        aggregation=e.choice("aggregation", AGGREGATIONS),
+        breakdowns=breakdowns,
+        domain=e.choice("domain", DOMAINS),
+        station_kind=_station_kind(e, region_level),
+        breakdown_values=_breakdown_values(e, breakdowns),
+        authority=_authority(e, allowed, region_level, regions),
+    )
+    if indicator.levels:
+        if not explicit_alert:
+            raise e.fail("'alert_from_level' is required with levels")
+        e.check_levels(indicator.levels, indicator, indicator.alert_from_level)
+    return indicator, explicit_alert
+
+
+def _station_kind(e: _Entry, region_level: str) -> str | None:
+    """Required of station indicators (checked against the stations once they are loaded), refused
+    of the others."""
+    if region_level == "station":
+        if "station_kind" not in e.table:
+            raise e.fail(
+                "'station_kind' is required with region_level \"station\": the kind of station "
+                "(stations.toml) that reports it"
+            )
+        return e.text("station_kind")
+    if "station_kind" in e.table:
+        raise e.fail(
+            f"'station_kind' is only for station indicators; this one is reported per {region_level}"
+        )
+    return None
+
+
+def _breakdown_values(e: _Entry, breakdowns: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    raw = e.table.get("breakdown_values", {})
+    if not isinstance(raw, dict):
+        raise e.fail("'breakdown_values' must be a table of arrays ({ name = [\"value\", ...] })")
+    found: dict[str, frozenset[str]] = {}
+    for name, values in raw.items():
+        if name not in breakdowns:
+            raise e.fail(
+                f"'breakdown_values' names {name!r}, which is not among its breakdowns {list(breakdowns)}"
+            )
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v and v.isprintable() for v in values)
+        ):
+            raise e.fail(
+                f"'breakdown_values' {name!r} must be a non-empty array of non-empty printable strings"
+            )
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise e.fail(f"'breakdown_values' {name!r} repeats {repeated}")
+        found[name] = frozenset(values)
+    return found
+
+
+def _authority(
+    e: _Entry, reporters: tuple[str, ...], region_level: str, regions: Mapping[str, Region]
+) -> tuple[Authority, ...]:
+    """The ``authority`` entries, in order (the first that covers an observation wins)."""
+    raw = e.table.get("authority", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise e.fail("'authority' must be an array of tables ({ reporter = ..., from = ..., until = ... })")
+    entries = []
+    for item in raw:
+        sub = _Entry(e.path, f"indicator {e.name!r} authority", item)
+        sub.name = str(item.get("reporter", "?"))
+        sub.only(_AUTHORITY_KEYS)
+        reporter = sub.text("reporter")
+        if reporter not in reporters:
+            raise sub.fail(f"reporter {reporter!r} is not among the indicator's reporters {list(reporters)}")
+        since, until = sub.optional_date("from"), sub.optional_date("until")
+        if since is not None and until is not None and since >= until:
+            raise sub.fail(f"'from' {since} must be before 'until' {until}")
+        covered = None
+        if "regions" in item:
+            covered = sub.strings("regions", required=True)
+            for code in covered:
+                _authority_region(sub, code, region_level, regions)
+        entries.append(Authority(reporter, since, until, None if covered is None else frozenset(covered)))
+    return tuple(entries)
+
+
+def _authority_region(e: _Entry, code: str, region_level: str, regions: Mapping[str, Region]) -> None:
+    """Authority is looked up by the unit an observation is kept under: today's unit, or "VN"."""
+    region = regions.get(code)
+    if region is None:
+        raise e.fail(f"unknown region {code!r} in 'regions'")
+    if region.kind == "legacy":
+        raise e.fail(
+            f"region {code!r} is a legacy province, merged into {region.successor!r}: 'regions' are "
+            "today's units, which observations under the old codes are kept in"
+        )
+    if (region.kind == "national") != (region_level == "national"):
+        raise e.fail(f"region {code!r} never holds observations of an indicator reported per {region_level}")
+
+
+def _check_station_kinds(
+    path: Path, indicators: Mapping[str, Indicator], stations: Mapping[str, Station]
+) -> None:
+    """Each station indicator's ``station_kind`` must be the kind of some station."""
+    kinds = {station.kind for station in stations.values()}
+    for indicator in indicators.values():
+        if indicator.station_kind is not None and indicator.station_kind not in kinds:
+            raise _Entry(path, "indicator", {"code": indicator.code}).fail(
+                f"'station_kind' {indicator.station_kind!r} is not the kind of any station in "
+                f"stations.toml ({', '.join(sorted(kinds))})"
+            )
+
+
+def _deadline_day(e: _Entry, period_calendar: str) -> int:
+    day = e.integer("deadline_day", DEFAULT_DEADLINE_DAY)
+    # decree09 periods end on the 14th and Art. 13 wants at least one day between cut-off and deadline.
+    first = 16 if period_calendar == "decree09" else 1
+    if not first <= day <= 28:
+        raise e.fail(f"deadline_day {day} must be {first}..28 for the {period_calendar} calendar")
+    return day
+
+
+def _known_codes(e: _Entry, key: str, codes: Iterable[str], known: Mapping[str, object]) -> None:
+    unknown = sorted(set(codes) - known.keys())
+    if unknown:
+        raise e.fail(f"unknown {key} {unknown}")
+
+
+def _stations(
+    path: Path,
+    tables: list[dict[str, Any]],
+    regions: Mapping[str, Region],
+    indicators: Mapping[str, Indicator],
+    alerting: set[str],
+    *,
+    legacy: Mapping[str, Region],
+) -> dict[str, Station]:
+    stations: dict[str, Station] = {}
+    for table in tables:
+        e = _Entry(path, "station", table)
+        e.only(_STATION_KEYS)
+        code = e.text("code")
+        if code in stations:
+            raise e.fail("duplicate code")
+        station = Station(
+            code,
+            e.text("name"),
+            e.text("region"),
+            e.text("kind"),
+            e.levels(),
+            e.optional_text("levels_indicator"),
+        )
+        _station_region(e, station.region, regions)
+        station = _station_legacy_region(e, station, legacy)
+        _station_levels(e, station, indicators, alerting)
+        stations[code] = station
+    return stations
+
+
+def _station_region(e: _Entry, code: str, regions: Mapping[str, Region]) -> None:
+    region = regions.get(code)
+    if region is None:
+        raise e.fail(f"unknown region {code!r}")
+    if region.kind == "legacy":
+        raise e.fail(
+            f"region {code!r} is a legacy province, merged into {region.successor!r} on 2025-07-01: "
+            "a station belongs to a current unit"
+        )
+    if region.kind == "national":
+        raise e.fail(f"region {code!r} is the national pseudo-region: a station belongs to a current unit")
+
+
+def _station_legacy_region(e: _Entry, station: Station, legacy: Mapping[str, Region]) -> Station:
+    """The station with its pre-2025 province: as given (a legacy province that merged into the
+    station's region), else the station's own code when that is also a legacy one."""
+    code = e.optional_text("legacy_region")
+    if code is None:
+        return replace(station, legacy_region=station.region if station.region in legacy else None)
+    province = legacy.get(code)
+    if province is None:
+        raise e.fail(f"'legacy_region' {code!r} is not a legacy province")
+    if province.successor != station.region:
+        raise e.fail(
+            f"'legacy_region' {code!r} merged into {province.successor!r}, not into the station's "
+            f"region {station.region!r}"
+        )
+    return replace(station, legacy_region=code)
+
+
+def _station_levels(
+    e: _Entry, station: Station, indicators: Mapping[str, Indicator], alerting: set[str]
+) -> None:
+    if not station.levels and station.levels_indicator is None:
+        return
+    if station.levels_indicator is None:
+        raise e.fail("levels need 'levels_indicator', the indicator they grade")
+    if not station.levels:
+        raise e.fail(f"'levels_indicator' {station.levels_indicator!r} without levels")
+    indicator = indicators.get(station.levels_indicator)
+    if indicator is None:
+        raise e.fail(f"unknown indicator {station.levels_indicator!r} in 'levels_indicator'")
+    if indicator.region_level != "station":
+        raise e.fail(
+            f"levels for {indicator.code}, which is reported per {indicator.region_level}, not station"
+        )
+    if not indicator.levels and indicator.code not in alerting:
+        raise e.fail(f"levels for {indicator.code}, which has no alert_from_level")
+    e.check_levels(station.levels, indicator, indicator.alert_from_level)

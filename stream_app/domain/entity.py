@@ -1,0 +1,907 @@
+"""The stateful step for one entity (indicator at a region or station): pure, no I/O.
+
+Given the entity's state as read from Redis and one input record of its partition — an observation,
+a clock tick, or a directive from the center — compute the new state and the records to publish. The
+agent reads the states of a whole batch, applies records in order, publishes, then commits the states
+with their applied offsets atomically (``lua/commit_entity.lua``).
+
+What an entity keeps (see the README's Redis layout):
+
+- hourly and daily aggregates per series (``h:``, ``d:``: the rolling 24 h, 7 d and 30 d windows, and
+  the history the alert rules look at), and the reporting periods its values fall in (its own
+  frequency and every longer one: month, quarter, half-year, year, by the indicator's calendar) in a
+  separate ``periods`` hash, read per batch for the periods the batch touches only;
+- every observation applied (``seen``: id → revision, event time, value, quality, series) for the
+  retention, so a duplicate is recognised and a correction (a higher revision) *retracts* the old
+  value from every aggregate it counted in before adding the new one;
+- the periods still open (``po:``), closed by time (a tick or any record after the deadline), which
+  publishes their final values; a value for a closed period still updates it and is counted late;
+- alert rules' state (``r:``) and what the center did about each alert (``m:``).
+
+A step that needs data not loaded (a period or a range of past observations, known only once the
+state is read) records it in ``EntityState.missing``; the agent loads it and runs the batch again
+from the states as read, so the step stays pure and the common path reads Redis once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from stream_app.domain.aggregates import (
+    DAY_RETENTION_DAYS,
+    HOUR_MS,
+    RETENTION_HOURS,
+    Agg,
+    close_time_ms,
+    exact,
+    hour_of,
+    period_by_label,
+    periods_of,
+    same_period_last_year,
+    slice_of,
+)
+from stream_app.domain.alerting import (
+    BucketHistory,
+    Rule,
+    RuleBook,
+    RuleState,
+    Verdict,
+    on_observation,
+    on_tick,
+)
+from stream_app.domain.alerting.transitions import Transition
+from stream_app.domain.calendar import ReportingPeriod, local_date, period_of
+from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Observation
+
+_HOUR_PREFIX = "h:"
+_DAY_PREFIX = "d:"
+_OPEN_PREFIX = "po:"
+_OFFSET_PREFIX = "off:"
+_RULE_PREFIX = "r:"
+_META_PREFIX = "m:"
+_SCALARS = (
+    "latest_value",
+    "latest_event_time",
+    "newest_event_time",
+    "last_seen",
+    "reporter",
+    "latest_period",
+)
+
+SeriesHour = tuple[str, int]  # (series, hour since the epoch)
+SeriesDay = tuple[str, int]  # (series, local day ordinal)
+SeriesPeriod = tuple[str, str]  # (series, period label)
+HourRange = tuple[int, int]  # [first hour, end hour) of event time
+
+
+def retention_start_ms(indicator: Indicator, newest_event_time: int) -> int:
+    """Observations and periods are kept from the start of the previous reporting year (of the
+    indicator's calendar) of the entity's newest value: this year and last, so the same period last
+    year is always at hand and a correction or a late value within two years is exact."""
+    return _retention_start(indicator.calendar, local_date(newest_event_time).toordinal())
+
+
+@functools.lru_cache(maxsize=4096)
+def _retention_start(calendar: str, local_day_ordinal: int) -> int:
+    noon = (local_day_ordinal - date(1970, 1, 1).toordinal()) * 24 * HOUR_MS + 5 * HOUR_MS
+    this_year = period_of("annual", calendar, noon)
+    return period_of("annual", calendar, this_year.start_ms - 1).start_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """An observation as applied: enough to recognise it again and to retract it."""
+
+    revision: int
+    event_time: int
+    value: float
+    quality: str
+    series: str
+    earlier: tuple[int, ...] = ()  # revisions applied before this one (their redelivery is a duplicate)
+
+    @property
+    def hour(self) -> int:
+        return hour_of(self.event_time)
+
+    def knows(self, revision: int) -> bool:
+        """Whether ``revision`` of this observation was applied (now or before a correction)."""
+        return revision == self.revision or revision in self.earlier
+
+    def encode(self) -> str:
+        earlier = ".".join(str(r) for r in self.earlier)
+        return f"{self.revision},{self.event_time},{self.value!r},{self.quality},{earlier},{self.series}"
+
+    @staticmethod
+    def decode(value: bytes | str | None) -> Seen | None:
+        """A seen-hash value, or None for an id never applied."""
+        if value is None:
+            return None
+        text = value.decode() if isinstance(value, bytes) else value
+        revision, event_time, number, quality, earlier, series = text.split(",", 5)
+        before = tuple(int(r) for r in earlier.split(".")) if earlier else ()
+        return Seen(int(revision), int(event_time), float(number), quality, series, before)
+
+
+@dataclass(slots=True)
+class AlertMeta:
+    """What is known about one rule's alert beyond its level: its last change and the center's actions."""
+
+    transition: str = ""
+    alert_id: str = ""
+    acknowledged_by: str = ""
+    acknowledged_at: int = 0
+    assigned_to: str = ""
+    comment: str = ""
+    directive_id: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "t": self.transition,
+            "id": self.alert_id,
+            "ab": self.acknowledged_by,
+            "aa": str(self.acknowledged_at),
+            "as": self.assigned_to,
+            "c": self.comment,
+            "d": self.directive_id,
+        }
+
+    @staticmethod
+    def from_fields(fields: dict[str, str]) -> AlertMeta:
+        return AlertMeta(
+            transition=fields.get("t", ""),
+            alert_id=fields.get("id", ""),
+            acknowledged_by=fields.get("ab", ""),
+            acknowledged_at=int(fields.get("aa") or 0),
+            assigned_to=fields.get("as", ""),
+            comment=fields.get("c", ""),
+            directive_id=fields.get("d", ""),
+        )
+
+
+@dataclass(slots=True)
+class EntityState:
+    """What Redis holds for one entity, decoded; mutable within one batch."""
+
+    latest_value: float = 0.0  # of the entity's own series (records without breakdowns)
+    latest_event_time: int = -1
+    newest_event_time: int = -1  # of any series: retention counts back from it
+    last_seen: int = -1  # processing time of the latest observation: absence rules count from it
+    reporter: str = ""
+    latest_period: str = ""
+    offsets: dict[str, int] = field(default_factory=dict)
+    hours: dict[SeriesHour, Agg] = field(default_factory=dict)
+    days: dict[SeriesDay, Agg] = field(default_factory=dict)
+    open_periods: dict[SeriesPeriod, int] = field(default_factory=dict)  # -> when it closes (epoch ms)
+    # Periods read from the periods hash (None: loaded, absent) and changed since.
+    periods: dict[SeriesPeriod, Agg | None] = field(default_factory=dict)
+    changed_periods: set[SeriesPeriod] = field(default_factory=set)
+    # Observations read from the seen hash (the batch's ids, and whole ranges when a correction
+    # needs them), and those applied since.
+    seen: dict[str, Seen] = field(default_factory=dict)
+    new_seen: set[str] = field(default_factory=set)
+    loaded_ranges: list[HourRange] = field(default_factory=list)
+    retention_ms: int | None = None  # observations and periods before this are forgotten at commit
+    rules: dict[str, RuleState] = field(default_factory=dict)
+    meta: dict[str, AlertMeta] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    # What a step needed but was not loaded: ("period", series, label) or ("range", first, end).
+    missing: set[tuple[str, Any, Any]] = field(default_factory=set)
+    # True when the state holds everything there is (a state built in memory: tests, a replay):
+    # a period or an observation it lacks does not exist, rather than is not loaded.
+    complete: bool = False
+
+    @property
+    def known(self) -> bool:
+        """Whether this entity has ever reported (timer rules watch only known feeds)."""
+        return self.newest_event_time >= 0 or self.latest_event_time >= 0
+
+    @staticmethod
+    def from_hash(raw: dict[bytes, bytes]) -> EntityState:
+        """Decode an entity's Redis hash (empty hash: a new entity)."""
+        state = EntityState()
+        grouped: dict[str, dict[str, dict[str, str]]] = {_RULE_PREFIX: {}, _META_PREFIX: {}}
+        for raw_name, raw_value in raw.items():
+            name, value = raw_name.decode(), raw_value.decode()
+            prefix, _, rest = name.partition(":")
+            prefix += ":"
+            if prefix == _HOUR_PREFIX:
+                series, _, hour = rest.rpartition(":")
+                state.hours[(series, int(hour))] = Agg.decode(value)
+            elif prefix == _DAY_PREFIX:
+                series, _, day = rest.rpartition(":")
+                state.days[(series, int(day))] = Agg.decode(value)
+            elif prefix == _OPEN_PREFIX:
+                series, _, label = rest.rpartition("|")
+                state.open_periods[(series, label)] = int(value)
+            elif prefix == _OFFSET_PREFIX:
+                state.offsets[rest] = int(value)
+            elif prefix in grouped:
+                rule_id, _, key = rest.rpartition(":")
+                grouped[prefix].setdefault(rule_id, {})[key] = value
+            elif name in ("latest_event_time", "newest_event_time", "last_seen"):
+                setattr(state, name, int(value))
+            elif name == "latest_value":
+                state.latest_value = float(value)
+            elif name in ("reporter", "latest_period"):
+                setattr(state, name, value)
+        state.rules = {rid: RuleState.from_fields(f) for rid, f in grouped[_RULE_PREFIX].items()}
+        state.meta = {rid: AlertMeta.from_fields(f) for rid, f in grouped[_META_PREFIX].items()}
+        return state
+
+    def to_fields(self) -> dict[str, str]:
+        """The hash fields changed since the state was read (offsets are written by the commit script)."""
+        fields = {
+            "latest_value": repr(self.latest_value),
+            "latest_event_time": str(self.latest_event_time),
+            "newest_event_time": str(self.newest_event_time),
+            "last_seen": str(self.last_seen),
+            "reporter": self.reporter,
+            "latest_period": self.latest_period,
+        }
+        for name in self.changed:
+            prefix, _, rest = name.partition(":")
+            prefix += ":"
+            if prefix == _HOUR_PREFIX:
+                series, _, hour = rest.rpartition(":")
+                fields[name] = self.hours[(series, int(hour))].encode()
+            elif prefix == _DAY_PREFIX:
+                series, _, day = rest.rpartition(":")
+                fields[name] = self.days[(series, int(day))].encode()
+            elif prefix == _OPEN_PREFIX:
+                series, _, label = rest.rpartition("|")
+                fields[name] = str(self.open_periods[(series, label)])
+            elif prefix == _RULE_PREFIX:
+                for key, value in self.rules[rest].to_fields().items():
+                    fields[f"{_RULE_PREFIX}{rest}:{key}"] = value
+            elif prefix == _META_PREFIX:
+                for key, value in self.meta[rest].to_fields().items():
+                    fields[f"{_META_PREFIX}{rest}:{key}"] = value
+        return fields
+
+    def removed_fields(self) -> list[str]:
+        """Fields that fell out of retention (or were emptied by a correction) since the state was read."""
+        return sorted(self.removed - self.changed)
+
+    # ------------------------------------------------------------------ periods (the periods hash)
+
+    def period_updates(self, indicator: Indicator) -> list[tuple[str, str | None, int]]:
+        """(field, encoded aggregate or None to delete, period end in epoch ms) of changed periods."""
+        out = []
+        for series, label in sorted(self.changed_periods):
+            agg = self.periods.get((series, label))
+            end = period_by_label(label, indicator.calendar, indicator.deadline_day).end_ms
+            out.append((f"{series}|{label}", None if agg is None else agg.encode(), end))
+        return out
+
+    def period(self, key: SeriesPeriod) -> Agg | None:
+        """A period's aggregate (None: no values yet); records it as missing when not loaded."""
+        if key not in self.periods and not self.complete:
+            self.missing.add(("period", key[0], key[1]))
+        return self.periods.get(key)
+
+    def has_period(self, key: SeriesPeriod) -> bool:
+        if key in self.periods or self.complete:
+            return True
+        self.missing.add(("period", key[0], key[1]))
+        return False
+
+    def set_period(self, key: SeriesPeriod, agg: Agg | None) -> None:
+        self.periods[key] = agg
+        self.changed_periods.add(key)
+
+    # ------------------------------------------------------------------ observations (the seen hash)
+
+    def put_seen(self, seen_key: str, seen: Seen) -> None:
+        """Remember an observation (by ``Observation.seen_key``) as applied with this revision and value."""
+        self.seen[seen_key] = seen
+        self.new_seen.add(seen_key)
+
+    def seen_updates(self) -> list[tuple[str, str, int]]:
+        """(observation id, encoded record, hour) of the ids applied since the state was read."""
+        return [(o, self.seen[o].encode(), self.seen[o].hour) for o in sorted(self.new_seen)]
+
+    def range_loaded(self, first_hour: int, end_hour: int) -> bool:
+        """Whether every observation of ``[first_hour, end_hour)`` is in ``seen``; else recorded missing."""
+        if self.complete or any(lo <= first_hour and end_hour <= hi for lo, hi in self.loaded_ranges):
+            return True
+        self.missing.add(("range", first_hour, end_hour))
+        return False
+
+    def values_in(
+        self, series: str, first_ms: int, end_ms: int, without: str
+    ) -> Iterator[tuple[float, int, str]]:
+        """(value, event time, observation id) of the current observations of ``series`` in a time range,
+        but one (``without``: its seen key, reporter and observation id)."""
+        for seen_key, seen in self.seen.items():
+            if seen_key != without and seen.series == series and first_ms <= seen.event_time < end_ms:
+                yield seen.value, seen.event_time, seen_key.partition("|")[2]
+
+    # ------------------------------------------------------------------ rules
+
+    def rule_state(self, rule_id: str) -> RuleState:
+        """The state of one rule (a new rule starts clear); marked for writing."""
+        state = self.rules.get(rule_id)
+        if state is None:
+            state = self.rules[rule_id] = RuleState()
+        self.changed.add(f"{_RULE_PREFIX}{rule_id}")
+        return state
+
+    def alert_meta(self, rule_id: str) -> AlertMeta:
+        """What is known about one rule's alert; marked for writing."""
+        meta = self.meta.get(rule_id)
+        if meta is None:
+            meta = self.meta[rule_id] = AlertMeta()
+        self.changed.add(f"{_META_PREFIX}{rule_id}")
+        return meta
+
+    def history(self) -> BucketHistory:
+        """What the rules may ask of the entity's own series' past."""
+        return BucketHistory(
+            {h: a for (s, h), a in self.hours.items() if s == ""},
+            {date.fromordinal(d): a.sum for (s, d), a in self.days.items() if s == ""},
+        )
+
+    def lazy_history(self) -> LazyHistory:
+        """The same, built only if a rule asks (level rules never do)."""
+        return LazyHistory(self)
+
+    # ------------------------------------------------------------------ hourly and daily aggregates
+
+    def set_hour(self, key: SeriesHour, agg: Agg | None) -> None:
+        self._set(self.hours, key, agg, f"{_HOUR_PREFIX}{key[0]}:{key[1]}")
+
+    def set_day(self, key: SeriesDay, agg: Agg | None) -> None:
+        self._set(self.days, key, agg, f"{_DAY_PREFIX}{key[0]}:{key[1]}")
+
+    def open_period(self, key: SeriesPeriod, closes_at: int) -> None:
+        self.open_periods[key] = closes_at
+        self.changed.add(f"{_OPEN_PREFIX}{key[0]}|{key[1]}")
+
+    def close_period(self, key: SeriesPeriod) -> None:
+        del self.open_periods[key]
+        self._forget(f"{_OPEN_PREFIX}{key[0]}|{key[1]}")
+
+    def _set(self, table: dict[Any, Agg], key: Any, agg: Agg | None, name: str) -> None:
+        if agg is None:
+            table.pop(key, None)
+            self._forget(name)
+        else:
+            table[key] = agg
+            self.changed.add(name)
+            self.removed.discard(name)
+
+    def expire(self) -> None:
+        """Drop hourly aggregates older than 48 h and daily ones older than 32 days (of event time,
+        counted back from the newest value)."""
+        newest_hour = hour_of(self.newest_event_time)
+        for key in [k for k in self.hours if k[1] <= newest_hour - RETENTION_HOURS]:
+            self.set_hour(key, None)
+        oldest_day = local_date(self.newest_event_time).toordinal() - DAY_RETENTION_DAYS
+        for key in [k for k in self.days if k[1] < oldest_day]:
+            self.set_day(key, None)
+
+    def latest_of(self, series: str) -> Agg | None:
+        """The newest day of a series: its ``last`` is the series' latest value."""
+        days = [a for (s, _), a in self.days.items() if s == series]
+        return max(days, key=lambda a: (a.last_time, a.last_id)) if days else None
+
+    def _forget(self, name: str) -> None:
+        self.changed.discard(name)
+        self.removed.add(name)
+
+    @staticmethod
+    def offset_field(source: str) -> str:
+        return f"{_OFFSET_PREFIX}{source}"
+
+
+class LazyHistory:
+    """``History`` of an entity's own series, built on first use."""
+
+    __slots__ = ("_built", "_state")
+
+    def __init__(self, state: EntityState) -> None:
+        self._state = state
+        self._built: BucketHistory | None = None
+
+    def _history(self) -> BucketHistory:
+        if self._built is None:
+            self._built = self._state.history()
+        return self._built
+
+    def min_since(self, since_ms: int) -> float | None:
+        return self._history().min_since(since_ms)
+
+    def max_since(self, since_ms: int) -> float | None:
+        return self._history().max_since(since_ms)
+
+    def daily_values(self, before_local_day: date, days: int) -> list[float]:
+        return self._history().daily_values(before_local_day, days)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityKey:
+    """An entity's parts, as in its key ``indicator|region|station-or-dash``."""
+
+    indicator: str
+    region: str
+    station: str | None
+
+    @staticmethod
+    def parse(entity: str) -> EntityKey:
+        indicator, region, station = entity.split("|")
+        return EntityKey(indicator, region, None if station == "-" else station)
+
+    def __str__(self) -> str:
+        return f"{self.indicator}|{self.region}|{self.station or '-'}"
+
+
+def checked_entity(catalogue: Catalogue, text: str) -> EntityKey:
+    """The entity an internal record names, checked against the catalogue: its indicator exists and
+    the region and station fit the indicator's scope (``region_level``). Raises ``ValueError``
+    otherwise: only a defect or a forged record gets there, and the step must never see it."""
+    parts = text.split("|")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"entity {text[:80]!r} is not <indicator>|<region>|<station or ->")
+    key = EntityKey.parse(text)
+    indicator = catalogue.indicators.get(key.indicator)
+    if indicator is None:
+        raise ValueError(f"entity {text[:80]!r}: unknown indicator")
+    region = catalogue.regions.get(key.region)
+    if region is None or region.kind == "legacy":
+        raise ValueError(f"entity {text[:80]!r}: {key.region!r} is not a current unit")
+    if indicator.region_level == "national":
+        fits = region.kind == "national" and key.station is None
+    elif indicator.region_level == "province":
+        fits = region.kind == "current" and key.station is None
+    else:
+        station = catalogue.stations.get(key.station or "")
+        fits = station is not None and station.region == key.region
+    if not fits:
+        raise ValueError(
+            f"entity {text[:80]!r} does not fit {indicator.code}'s scope ({indicator.region_level})"
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one record did: skipped (already applied, a duplicate, stale, beyond retention), pending
+    (data to load first: see ``EntityState.missing``), or applied with the alerts to publish."""
+
+    skipped: bool
+    duplicate: bool = False
+    stale: bool = False
+    beyond_retention: bool = False
+    pending: bool = False
+    revision: bool = False  # a correction: the earlier revision's value was retracted
+    late: bool = False  # its reporting period had already closed when it arrived
+    alerts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def alert(self) -> dict[str, Any] | None:
+        """The first alert (most observations cause at most one)."""
+        return self.alerts[0] if self.alerts else None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every step needs besides the state and the record."""
+
+    catalogue: Catalogue
+    rulebook: RuleBook
+    now_ms: int
+
+
+@dataclass(slots=True)
+class Touched:
+    """What a batch changed in one entity, for the records published once per batch (debounced)."""
+
+    periods: set[SeriesPeriod] = field(default_factory=set)
+    closed: set[SeriesPeriod] = field(default_factory=set)
+    late: set[SeriesPeriod] = field(default_factory=set)
+    revision: int = 0
+    reporters: set[str] = field(default_factory=set)  # who sent the batch's values
+
+
+def already_applied(state: EntityState, source: str, offset: int) -> bool:
+    """Whether the record at ``offset`` of ``source`` is already in ``state`` (a redelivery).
+
+    Otherwise the offset is recorded: it is part of what the commit will write.
+    """
+    applied = state.offsets.get(source)
+    if applied is not None and offset <= applied:
+        return True
+    state.offsets[source] = offset
+    return False
+
+
+def needed_periods(indicator: Indicator, obs: Observation) -> list[SeriesPeriod]:
+    """The periods applying ``obs`` reads: those it counts in and the same periods last year."""
+    series = slice_of(obs.breakdowns)
+    periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
+    return [(series, p.label) for p in periods] + [(series, same_period_last_year(p.label)) for p in periods]
+
+
+def apply(
+    state: EntityState,
+    obs: Observation,
+    *,
+    source: str,
+    offset: int,
+    ctx: Context,
+    touched: Touched | None = None,
+) -> StepResult:
+    """Apply ``obs`` (read at ``offset`` of ``source``) to ``state`` in place.
+
+    Skipped, with no effect:
+    - an offset at or below the one already applied for ``source``: Redis already holds its effects
+      (a redelivery after a crash or rebalance);
+    - an observation id already applied at this revision (or at this revision before a correction):
+      the same record published twice upstream (the intake is at-least-once) — ``duplicate``;
+    - an observation id applied at a later revision, never at this one — ``stale``, for the
+      dead-letter topic;
+    - a value older than the retention (the previous reporting year): neither a duplicate nor a
+      correction can be recognised there — ``beyond_retention``, for the dead-letter topic.
+    A correction (a higher revision) first retracts the earlier value from every aggregate it
+    counted in. ``pending``: data must be loaded first (``state.missing``); the agent runs the batch
+    again once it is.
+    """
+    touched = touched if touched is not None else Touched()
+    if already_applied(state, source, offset):
+        return StepResult(skipped=True)
+    indicator = ctx.catalogue.indicators[obs.indicator]
+    newest = max(state.newest_event_time, obs.event_time)
+    retention = retention_start_ms(indicator, newest)
+    if obs.event_time < retention:
+        return StepResult(skipped=True, beyond_retention=True)
+    known = state.seen.get(obs.seen_key)
+    if known is not None and known.knows(obs.revision):
+        # the same record again: published twice upstream, or an earlier revision re-sent by the
+        # intake after a crash, once the correction was already applied
+        return StepResult(skipped=True, duplicate=True)
+    if known is not None and known.revision > obs.revision:
+        return StepResult(skipped=True, stale=True)
+
+    series = slice_of(obs.breakdowns)
+    periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
+    ready = all([state.has_period(k) for k in needed_periods(indicator, obs)])
+    old_periods: tuple[ReportingPeriod, ...] = ()
+    if known is not None:
+        old_periods = periods_of(
+            indicator.frequency, indicator.calendar, indicator.deadline_day, known.event_time
+        )
+        year = old_periods[-1]
+        ready = state.range_loaded(hour_of(year.start_ms), hour_of(year.end_ms - 1) + 1) and ready
+        keys = [(known.series, p.label) for p in old_periods]
+        ready = all([state.has_period(k) for k in keys]) and ready
+        ready = all([state.has_period((s, same_period_last_year(lb))) for s, lb in keys]) and ready
+    if not ready:
+        return StepResult(skipped=False, pending=True)
+
+    if known is not None:
+        _retract(state, obs, known, old_periods, touched)
+    earlier = (*known.earlier, known.revision) if known is not None else ()
+    state.put_seen(
+        obs.seen_key, Seen(obs.revision, obs.event_time, obs.value, obs.quality.value, series, earlier)
+    )
+    state.newest_event_time = newest
+    state.retention_ms = max(retention, state.retention_ms or retention)
+    late = _count(state, obs, series=series, periods=periods, ctx=ctx, touched=touched)
+    state.expire()
+    if series == "" or (known is not None and known.series == ""):  # a correction may retract the latest
+        latest = state.latest_of("")
+        if latest is not None:
+            state.latest_value, state.latest_event_time = latest.last_value, latest.last_time
+    touched.revision = obs.revision
+    touched.reporters.add(obs.reporter)
+    if CO_REPORTER_BREAKDOWN not in obs.breakdowns:
+        # The feed the timer rules watch (absence, late report) and the alerts name is the
+        # authoritative reporter's: a co-reporter's values neither feed it nor stand in for it.
+        state.last_seen = max(state.last_seen, ctx.now_ms)
+        state.reporter = obs.reporter
+        if obs.period and obs.period > state.latest_period:
+            state.latest_period = obs.period
+    alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
+    close_due(state, ctx, touched)
+    return StepResult(skipped=False, revision=known is not None, late=late, alerts=alerts)
+
+
+def _count(
+    state: EntityState,
+    obs: Observation,
+    *,
+    series: str,
+    periods: tuple[ReportingPeriod, ...],
+    ctx: Context,
+    touched: Touched,
+) -> bool:
+    """Count the value in its hour, its local day and its periods; whether it arrived late."""
+    args = (obs.value, obs.event_time, obs.observation_id, obs.quality.value, ctx.now_ms)
+    number = exact(obs.value)
+    hour_key = (series, hour_of(obs.event_time))
+    hour = state.hours.get(hour_key)
+    state.set_hour(
+        hour_key, hour.add(*args, exact_value=number) if hour else Agg.of(*args, exact_value=number)
+    )
+    day_key = (series, local_date(obs.event_time).toordinal())
+    day = state.days.get(day_key)
+    state.set_day(day_key, day.add(*args, exact_value=number) if day else Agg.of(*args, exact_value=number))
+    late = False
+    for index, period in enumerate(periods):
+        key = (series, period.label)
+        agg = state.periods.get(key)
+        state.set_period(
+            key, agg.add(*args, exact_value=number) if agg else Agg.of(*args, exact_value=number)
+        )
+        touched.periods.add(key)
+        closes = close_time_ms(period)
+        if closes > ctx.now_ms:
+            if key not in state.open_periods:
+                state.open_period(key, closes)
+        elif index == 0:
+            late = True
+            touched.late.add(key)
+    return late
+
+
+def _retract(
+    state: EntityState,
+    obs: Observation,
+    old: Seen,
+    periods: tuple[ReportingPeriod, ...],
+    touched: Touched,
+) -> None:
+    """Take an earlier revision's value out of every aggregate it counted in."""
+
+    def without(agg: Agg, first_ms: int, end_ms: int) -> Agg | None:
+        rest = None
+        if agg.needs_rescan(old.value, old.event_time, obs.observation_id):
+            rest = state.values_in(old.series, first_ms, end_ms, without=obs.seen_key)
+        return agg.remove(old.value, old.quality, rest)
+
+    hour_key = (old.series, old.hour)
+    hour = state.hours.get(hour_key)
+    if hour is not None:
+        state.set_hour(hour_key, without(hour, old.hour * HOUR_MS, (old.hour + 1) * HOUR_MS))
+    day = local_date(old.event_time)
+    day_key = (old.series, day.toordinal())
+    day_agg = state.days.get(day_key)
+    if day_agg is not None:
+        first = period_of("daily", "decree09", old.event_time)
+        state.set_day(day_key, without(day_agg, first.start_ms, first.end_ms))
+    for period in periods:
+        key = (old.series, period.label)
+        agg = state.periods.get(key)
+        if agg is not None:
+            state.set_period(key, without(agg, period.start_ms, period.end_ms))
+            touched.periods.add(key)
+
+
+def close_due(state: EntityState, ctx: Context, touched: Touched) -> None:
+    """Close the periods whose deadline has passed: their final values are published."""
+    for key, closes in sorted(state.open_periods.items()):
+        if closes > ctx.now_ms:
+            continue
+        last_year = (key[0], same_period_last_year(key[1]))
+        if state.has_period(key) & state.has_period(last_year):
+            state.close_period(key)
+            touched.closed.add(key)
+
+
+def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[dict[str, Any], ...]:
+    history = state.lazy_history()
+    alerts = []
+    for rule in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station):
+        verdict = on_observation(
+            rule,
+            state.rule_state(rule.rule_id),
+            value=obs.value,
+            event_time_ms=obs.event_time,
+            history=history,
+            now_ms=ctx.now_ms,
+        )
+        if verdict.transition is not None:
+            alerts.append(
+                _alert(
+                    state,
+                    rule,
+                    verdict,
+                    EntityKey(obs.indicator, obs.region, obs.station),
+                    cause=f"{obs.observation_id}#{obs.revision}",
+                    ctx=ctx,
+                    observation_id=obs.observation_id,
+                    event_time=obs.event_time,
+                )
+            )
+    return tuple(alerts)
+
+
+def tick(
+    state: EntityState,
+    entity: EntityKey,
+    *,
+    source: str,
+    offset: int,
+    ctx: Context,
+    touched: Touched | None = None,
+) -> StepResult:
+    """At the tick's time ``ctx.now_ms``: close the periods whose deadline has passed, and evaluate
+    the timer rules (absence, late report).
+
+    Only feeds that have reported at least once are watched: a feed never connected is the
+    compliance view's business (the article's "40/78 connected"), not an alert storm at first start.
+    """
+    touched = touched if touched is not None else Touched()
+    if not state.known or already_applied(state, source, offset):
+        return StepResult(skipped=True)
+    close_due(state, ctx, touched)
+    if state.missing:
+        return StepResult(skipped=False, pending=True)
+    indicator = ctx.catalogue.indicators[entity.indicator]
+    alerts = []
+    for rule in ctx.rulebook.timer_rules_for(entity.indicator, entity.region, entity.station):
+        verdict = on_tick(
+            rule,
+            state.rule_state(rule.rule_id),
+            last_seen_ms=state.last_seen if state.last_seen >= 0 else None,
+            latest_period=state.latest_period or None,
+            now_ms=ctx.now_ms,
+            indicator=indicator,
+        )
+        if verdict.transition is not None:
+            alerts.append(
+                _alert(
+                    state, rule, verdict, entity, cause=f"tick@{ctx.now_ms}", ctx=ctx, event_time=ctx.now_ms
+                )
+            )
+    return StepResult(skipped=False, alerts=tuple(alerts))
+
+
+class DirectiveRefusedError(ValueError):
+    """A directive that cannot be applied; ``reason`` is its dead-letter reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def direct(
+    state: EntityState,
+    entity: EntityKey,
+    directive: dict[str, Any],
+    *,
+    source: str,
+    offset: int,
+    ctx: Context,
+) -> StepResult:
+    """Apply a directive of the center to the alert it names: record who acknowledged, was assigned,
+    commented; publish the change. Raises :class:`DirectiveRefusedError` for an alert that is not open."""
+    if already_applied(state, source, offset):
+        return StepResult(skipped=True)
+    rule_id = directive["alert_key"].split("|", 1)[0]
+    rules = {r.rule_id: r for r in ctx.rulebook.rules_for(entity.indicator, entity.region, entity.station)}
+    rule, rule_state, known = rules.get(rule_id), state.rules.get(rule_id), state.meta.get(rule_id)
+    if rule is None or rule_state is None or known is None or not known.transition:
+        raise DirectiveRefusedError("unknown_alert", f"no alert {directive['alert_key']!r} ever fired")
+    action = directive["action"]
+    if rule_state.level < rule.alert_from and action != "COMMENT":
+        raise DirectiveRefusedError(
+            "alert_not_open", f"alert {directive['alert_key']!r} is not open; cannot {action}"
+        )
+    meta = state.alert_meta(rule_id)
+    issued = _millis(directive["issued_at"])
+    if action in ("ACKNOWLEDGE", "ASSIGN", "ESCALATE", "CLOSE") and not meta.acknowledged_by:
+        meta.acknowledged_by, meta.acknowledged_at = directive["actor"], issued
+    if directive.get("assignee"):
+        meta.assigned_to = directive["assignee"]
+    if directive.get("comment"):
+        meta.comment = directive["comment"]
+    meta.directive_id = directive["directive_id"]
+    level = rule_state.level
+    verdict = Verdict(
+        transition=Transition(meta.transition) if meta.transition else Transition.FIRING,
+        level=level,
+        previous_level=level,
+        value=rule_state.value,
+        threshold=rule.levels[level].lower if rule.levels else None,
+        detail=f"{action.lower()} by {directive['actor']}",
+    )
+    alert = _alert(
+        state,
+        rule,
+        verdict,
+        entity,
+        cause=f"directive:{directive['directive_id']}",
+        ctx=ctx,
+        event_time=issued,
+        event_type=action,
+    )
+    return StepResult(skipped=False, alerts=(alert,))
+
+
+def alert_key(rule_id: str, entity: EntityKey) -> str:
+    """One alert lifecycle: a rule at an entity."""
+    return f"{rule_id}|{entity}"
+
+
+def entity_of_alert_key(alert_key: str) -> str | None:
+    """``<rule id>|<indicator>|<region>|<station or ->`` -> ``<indicator>|<region>|<station or ->``."""
+    parts = alert_key.split("|")
+    if len(parts) != 4 or not all(parts):
+        return None
+    return "|".join(parts[1:])
+
+
+def alert_id(key: str, change: str, cause: str) -> str:
+    """Deterministic alert id: reprocessing the same input yields the same id, never a new one."""
+    return "alr-" + hashlib.blake2b(f"{key}|{change}|{cause}".encode(), digest_size=12).hexdigest()
+
+
+def _alert(
+    state: EntityState,
+    rule: Rule,
+    verdict: Verdict,
+    entity: EntityKey,
+    *,
+    cause: str,
+    ctx: Context,
+    event_time: int,
+    observation_id: str = "",
+    event_type: str = "TRANSITION",
+) -> dict[str, Any]:
+    """The Avro alert record of one change, with what the center did about it so far."""
+    key = alert_key(rule.rule_id, entity)
+    assert verdict.transition is not None  # noqa: S101 - callers publish transitions only
+    change = verdict.transition.value if event_type == "TRANSITION" else event_type
+    meta = state.alert_meta(rule.rule_id)
+    new_id = alert_id(key, change, cause)
+    if event_type == "TRANSITION":
+        meta.transition, meta.alert_id = verdict.transition.value, new_id
+        if verdict.transition is Transition.RESOLVED:
+            meta.acknowledged_by, meta.acknowledged_at, meta.assigned_to, meta.comment = "", 0, "", ""
+    shown = rule.levels[verdict.level] if rule.levels else None
+    return {
+        # Every change has its own id (a directive's too): consumers deduplicate by it safely.
+        "alert_id": new_id,
+        "alert_key": key,
+        "rule": rule.rule_id,
+        "rule_kind": rule.kind,
+        "domain": rule.domain,
+        "event_type": event_type,
+        "transition": verdict.transition.value,
+        "indicator": entity.indicator,
+        "reporter": state.reporter,
+        "region": entity.region,
+        "station": entity.station,
+        "value": verdict.value if verdict.value is not None else state.latest_value,
+        "threshold": verdict.threshold,
+        "level": verdict.level,
+        "previous_level": verdict.previous_level,
+        "level_code": shown.code if shown else str(verdict.level),
+        "level_name_vi": shown.name_vi if shown else "",
+        "level_name_en": shown.name_en if shown else "",
+        "colour": shown.colour if shown else "#808080",
+        "observation_id": observation_id,
+        "cause_observation_ids": [observation_id] if observation_id else [],
+        "detail": verdict.detail,
+        "acknowledged_by": meta.acknowledged_by or None,
+        "acknowledged_at": meta.acknowledged_at or None,
+        "assigned_to": meta.assigned_to or None,
+        "comment": meta.comment or None,
+        "directive_id": (meta.directive_id or None) if event_type != "TRANSITION" else None,
+        "event_time": event_time,
+        "processing_time": ctx.now_ms,
+    }
+
+
+def _millis(value: Any) -> int:
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp() * 1000)
+    return int(value)

@@ -1,0 +1,262 @@
+"""Producing what a stage outputs: records and dead letters, through the worker's producer.
+
+:class:`Publisher` produces a batch's outputs, one wait per batch. Failures are judged by
+:func:`stream_app.ops.failures.classify_kafka`: transient and blocking ones are retried (the partition
+waits, readiness says so); a permanent one — a record Kafka refuses for good — is handed back with the
+output, whose ``blame`` tells the stage which input caused it, so the stage can dead-letter that input
+and move on. An output over ``STREAM_APP_OUTPUT_MAX_BYTES`` is refused before it is sent. Dead letters
+(:class:`Letter`) always go somewhere: one that does not fit is sent without the original bytes
+(flagged ``original_truncated``) rather than lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import faust
+
+from stream_app.domain.model import Rejection
+from stream_app.logs import get_logger
+from stream_app.ops import metrics, retry
+from stream_app.ops.failures import UNKNOWN_ATTEMPTS, Failure, classify_kafka, error_type, too_large
+from stream_app.settings import Settings
+from stream_app.wire import codecs
+from stream_app.wire.schemas import SchemaVersion
+
+log = get_logger(__name__)
+
+_MESSAGE_MAX_CHARS = 2000  # a dead letter's message for people
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to publish.
+
+    ``blame``: what a permanent refusal of this record is charged to (the stage decides: an input's
+    index in its batch, an entity); None for outputs nobody caused (ticks, the briefing).
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None  # None: a tombstone, on a compacted topic
+    timestamp: float | None = None  # seconds, as Faust's producer takes it
+    partition: int | None = None  # explicit for the internal topics (see stream_app.partitioning)
+    blame: Hashable | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.key or b"") + len(self.value or b"")
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter to publish: the record (Avro ``dead_letter``) and where it goes."""
+
+    topic: str
+    key: bytes | None
+    record: dict[str, Any]
+
+    def encode(self, schema: SchemaVersion) -> Output:
+        return Output(self.topic, self.key, codecs.encode(schema, self.record))
+
+    def without_original(self) -> Letter:
+        return replace(self, record={**self.record, "original": b"", "original_truncated": True})
+
+
+# Topic name -> a function told of every record published there (e.g. counting alert transitions
+# by domain, agents/alert_bridge.py). Keyed by topic, so registering twice replaces.
+PUBLISH_OBSERVERS: dict[str, Callable[[Output], None]] = {}
+
+
+def dead_letter(
+    message: Any,
+    topic: str,
+    rejection: Rejection,
+    *,
+    now_ms: int,
+    stage: str,
+    reporter: str | None = None,
+    error: BaseException | None = None,
+    poison: bool = False,
+) -> Letter:
+    """The dead letter of ``message``: its bytes and key unchanged, the reason, where it was read, the
+    stage that refused it and, for a failure rather than a rejection, the exception's type.
+
+    A reporter's record is counted in ``stream_app_records_rejected_total{reporter,reason}``; a record
+    that made a stage fail (``poison``) in ``stream_app_poison_records_total{stage,reason}`` and logged
+    as an error.
+    """
+    if reporter is not None:
+        metrics.RECORDS_REJECTED.labels(reporter, rejection.reason).inc()
+    if poison:
+        metrics.POISON_RECORDS.labels(stage, rejection.reason).inc()
+    emit = log.error if poison else log.info
+    emit(
+        "record_dead_lettered" if poison else "record_rejected",
+        stage=stage,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reporter=reporter,
+        reason=rejection.reason,
+        error_type=error_type(error) if error is not None else None,
+        detail=rejection.message[:200],
+    )
+    record = {
+        "reason": rejection.reason,
+        "message": rejection.message[:_MESSAGE_MAX_CHARS],
+        "source_topic": message.topic,
+        "source_partition": message.partition,
+        "source_offset": message.offset,
+        "source_key": message.key,
+        "original": message.value or b"",
+        "rejected_at": now_ms,
+        "stage": stage,
+        "error_type": error_type(error) if error is not None else None,
+        "original_truncated": False,
+    }
+    return Letter(topic, message.key, record)
+
+
+class Publisher:
+    """Produces outputs and dead letters through the worker's producer (one per worker)."""
+
+    def __init__(self, app: faust.App, settings: Settings, dead_letter_schema: SchemaVersion) -> None:
+        self._app = app
+        self._settings = settings
+        self._schema = dead_letter_schema
+        self.max_bytes = settings.output_max_bytes
+
+    async def publish(
+        self, outputs: Sequence[Output], letters: Sequence[Letter] = ()
+    ) -> list[tuple[Output, BaseException]]:
+        """Send ``outputs`` and ``letters`` and wait until Kafka acknowledged each (or refused it for good).
+
+        Transient and blocking failures are retried, with backoff, for the records that met them; a
+        retried record may be published twice, which consumers of this project tolerate (alert ids are
+        deterministic, the stateful step ignores an observation it applied). Returns the outputs refused
+        for good, each with why: over the size budget, or refused by Kafka.
+        """
+        refused: list[tuple[Output, BaseException]] = []
+        sendable: list[Output] = []
+        for output in outputs:
+            if output.size > self.max_bytes:
+                refused.append((output, OutputTooLargeError(output.size, self.max_bytes)))
+            else:
+                sendable.append(output)
+        encoded = [self._fitting(letter) for letter in letters]
+        await self._deliver(sendable, encoded, refused)
+        return refused
+
+    async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
+        """Send dead letters; they are never refused for good (see :meth:`publish`)."""
+        if letters:
+            await self._deliver([], [self._fitting(letter) for letter in letters], [])
+
+    def _fitting(self, letter: Letter) -> tuple[Letter, Output]:
+        encoded = letter.encode(self._schema)
+        if encoded.size > self.max_bytes:
+            letter = letter.without_original()
+            encoded = letter.encode(self._schema)
+        return letter, encoded
+
+    async def _deliver(
+        self,
+        outputs: list[Output],
+        letters: list[tuple[Letter, Output]],
+        refused: list[tuple[Output, BaseException]],
+    ) -> None:
+        pending: list[tuple[Letter | None, Output]] = [(None, o) for o in outputs] + list(letters)
+        delay, attempt = self._settings.retry_initial_s, 0
+        unknown: Counter[int] = Counter()  # per pending output (by id): UNKNOWN failures so far
+        produced: Counter[str] = Counter()
+        suspects: list[tuple[Output, BaseException]] = []
+        with retry.waiting("produce") as mark:
+            while pending:
+                results = await self._send([o for _, o in pending])
+                again: list[tuple[Letter | None, Output]] = []
+                failure_seen: BaseException | None = None
+                for (letter, output), error in zip(pending, results, strict=True):
+                    if error is None:
+                        produced[output.topic] += 1
+                        observer = PUBLISH_OBSERVERS.get(output.topic)
+                        if observer is not None:
+                            observer(output)
+                        continue
+                    failure = classify_kafka(error)
+                    if failure is Failure.UNKNOWN:
+                        unknown[id(output)] += 1
+                        if unknown[id(output)] > UNKNOWN_ATTEMPTS:
+                            failure = Failure.PERMANENT
+                    if failure.retried:
+                        again.append((letter, output))
+                        failure_seen = error
+                    elif letter is None:
+                        suspects.append((output, error))
+                    elif too_large(error) and not letter.record["original_truncated"]:
+                        smaller = letter.without_original()  # a dead letter too large: without the original
+                        again.append((smaller, smaller.encode(self._schema)))
+                    else:
+                        again.append((letter, output))  # a dead letter has nowhere else to go: wait
+                        failure_seen = error
+                pending = again
+                if pending:
+                    attempt += 1
+                    mark()
+                    metrics.RETRIES.labels("produce").inc()
+                    log.warning(
+                        "produce_retrying",
+                        records=len(pending),
+                        attempt=attempt,
+                        retry_in_s=round(delay, 3),
+                        error=repr(failure_seen)[:300],
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._settings.retry_max_s)
+        refused.extend(await self._isolate(suspects, produced))
+        for name, count in produced.items():  # once per topic and batch: a labelled metric has a cost
+            metrics.RECORDS_PRODUCED.labels(name).inc(count)
+
+    async def _isolate(
+        self, suspects: list[tuple[Output, BaseException]], produced: Counter[str]
+    ) -> list[tuple[Output, BaseException]]:
+        """Send each output Kafka refused for good once more, alone: a producer batch is refused whole, so
+        its innocent neighbours go through on their own and only the culprit stays refused."""
+        if len(suspects) <= 1:
+            return suspects
+        refused = []
+        for output, error in suspects:
+            (result,) = await self._send([output])
+            if result is None:
+                produced[output.topic] += 1
+            else:
+                refused.append((output, result if not classify_kafka(result).retried else error))
+        return refused
+
+    async def _send(self, outputs: Sequence[Output]) -> list[BaseException | None]:
+        """Hand every output to the producer, then wait for all of them; one result per output."""
+        producer = await self._app.maybe_start_producer()
+        handles: list[Any] = []
+        for o in outputs:
+            try:
+                handles.append(await producer.send(o.topic, o.key, o.value, o.partition, o.timestamp, None))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused before it was queued (too large for the producer, say)
+                handles.append(exc)
+        waiting = [h for h in handles if not isinstance(h, BaseException)]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        return [h if isinstance(h, BaseException) else h.exception() for h in handles]
+
+
+class OutputTooLargeError(ValueError):
+    """An output over the size budget: never sent, the input that produced it is dead-lettered."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"output of {size} bytes exceeds STREAM_APP_OUTPUT_MAX_BYTES ({limit})")
+        self.size = size

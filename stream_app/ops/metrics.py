@@ -1,0 +1,261 @@
+"""Prometheus metrics, defined once. Labels are bounded: topic, reporter, reason, kind — never ids."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from stream_app.ops.failures import Reasons
+
+# `_created` series double the exposition size and no dashboard or alert uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECORDS_CONSUMED = Counter(
+    "stream_app_records_consumed_total",
+    "Records read from Kafka, by topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
+RECORDS_ACCEPTED = Counter(
+    "stream_app_records_accepted_total",
+    "Observations that passed validation, by reporter.",
+    ["reporter"],
+    registry=REGISTRY,
+)
+RECORDS_REJECTED = Counter(
+    "stream_app_records_rejected_total",
+    "Records sent to a dead-letter topic, by reporter and reason code.",
+    ["reporter", "reason"],
+    registry=REGISTRY,
+)
+RECORDS_PRODUCED = Counter(
+    "stream_app_records_produced_total",
+    "Records written to Kafka, by topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
+OBSERVATIONS_SKIPPED = Counter(
+    "stream_app_observations_skipped_total",
+    "Observations not applied again because Redis already holds their effects (redelivery).",
+    registry=REGISTRY,
+)
+DUPLICATES = Counter(
+    "stream_app_duplicate_observations_total",
+    "Observations ignored because the same id and revision was already applied.",
+    registry=REGISTRY,
+)
+ALERTS_EMITTED = Counter(
+    "stream_app_alerts_emitted_total",
+    "Alert transitions published, by transition.",
+    ["transition"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "stream_app_retries_total",
+    "Failed infrastructure operations that were retried while the partition waited, by operation.",
+    ["operation"],
+    registry=REGISTRY,
+)
+REDIS_APPLY_SECONDS = Histogram(
+    "stream_app_redis_apply_seconds",
+    "Time to read and commit one batch's state in Redis.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "stream_app_batch_size",
+    "Records per processed batch, by agent.",
+    ["agent"],
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000),
+    registry=REGISTRY,
+)
+END_TO_END_SECONDS = Histogram(
+    "stream_app_end_to_end_latency_seconds",
+    "From the input record's Kafka timestamp to its outputs being acknowledged by Kafka.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+RETRYING = Gauge(
+    "stream_app_retrying",
+    "1 while an operation (redis_load, redis_commit, produce, schema_registry) waits for its dependency.",
+    ["operation"],
+    registry=REGISTRY,
+)
+
+# --- operating the workers (issue 6): feeds, lag, health, rebalances, the Alertmanager bridge ----------
+
+# Operations that retry_until_done() may wait on; their series exist from start-up (at 0), so a
+# dashboard or an alert rule never has to tell "no retry yet" from "no such worker".
+RETRY_OPERATIONS = ("redis_load", "redis_commit", "redis_rollup", "produce", "schema_registry")
+
+EVENT_AGE_SECONDS = Histogram(
+    "stream_app_event_age_seconds",
+    "From an observation's event time to its acceptance by the intake (the reporter's delay plus "
+    "the processor's), by reporter.",
+    ["reporter"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 3 * 3600, 12 * 3600, 86400, 7 * 86400, 40 * 86400),
+    registry=REGISTRY,
+)
+REPORTER_LAST_ACCEPTED = Gauge(
+    "stream_app_reporter_last_accepted_timestamp_seconds",
+    "Wall-clock time this worker last accepted an observation from the reporter's feed; "
+    "silence = time() - max by (reporter).",
+    ["reporter"],
+    registry=REGISTRY,
+)
+REPORTER_FEED_INTERVAL = Gauge(
+    "stream_app_reporter_feed_interval_seconds",
+    "Longest silence allowed of a reporter's live feed, from the catalogue's absence rules; "
+    "only reporters with a live feed have one.",
+    ["reporter"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "stream_app_consumer_lag_records",
+    "Records in a partition this worker owns that it has not committed yet (high watermark minus "
+    "committed offset), by topic and partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "stream_app_assigned_partitions",
+    "Partitions assigned to this worker, by topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
+REBALANCES = Counter(
+    "stream_app_rebalances_total",
+    "Consumer group rebalances this worker went through.",
+    registry=REGISTRY,
+)
+REBALANCE_SECONDS = Histogram(
+    "stream_app_rebalance_seconds",
+    "Duration of a consumer group rebalance, from revocation to the new assignment being served.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+REBALANCING = Gauge(
+    "stream_app_rebalancing",
+    "1 while the worker's consumer group is rebalancing.",
+    registry=REGISTRY,
+)
+WORKER_READY = Gauge(
+    "stream_app_worker_ready",
+    "1 when the worker is ready (GET /readyz answers 200): partitions assigned, Kafka and Redis "
+    "reachable, nothing waiting for a dependency.",
+    registry=REGISTRY,
+)
+WORKER_INFO = Gauge(
+    "stream_app_worker_info",
+    "Always 1; labels say which app (consumer group) and version the worker runs.",
+    ["app_id", "version"],
+    registry=REGISTRY,
+)
+DEPENDENCY_UP = Gauge(
+    "stream_app_dependency_up",
+    "1 when the last reachability probe of a dependency (kafka, redis) succeeded.",
+    ["dependency"],
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG_SECONDS = Gauge(
+    "stream_app_event_loop_lag_seconds",
+    "How late the worker's one-second heartbeat last woke up: a busy or blocked event loop.",
+    registry=REGISTRY,
+)
+ALERT_TRANSITIONS = Counter(
+    "stream_app_alert_transitions_total",
+    "Alert transitions published to the center, by domain, rule kind and transition.",
+    ["domain", "rule_kind", "transition"],
+    registry=REGISTRY,
+)
+ALERTMANAGER_POSTS = Counter(
+    "stream_app_alertmanager_posts_total",
+    "Batches of center alerts posted to Alertmanager, by outcome (ok, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ALERTMANAGER_ACTIVE = Gauge(
+    "stream_app_alertmanager_active_alerts",
+    "Open center alerts the bridge keeps active in Alertmanager.",
+    registry=REGISTRY,
+)
+# process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, process_start_time_seconds
+ProcessCollector(registry=REGISTRY)
+
+# --- aggregates and consolidated events (issue 5) -----------------------------------------------
+REVISIONS = Counter(
+    "stream_app_revisions_total",
+    "Corrections applied: an observation id at a higher revision, its earlier value retracted first.",
+    registry=REGISTRY,
+)
+LATE_OBSERVATIONS = Counter(
+    "stream_app_late_observations_total",
+    "Observations for a reporting period already closed (past its deadline) when they arrived, by reporter.",
+    ["reporter"],
+    registry=REGISTRY,
+)
+CONSOLIDATED_EVENTS = Counter(
+    "stream_app_consolidated_events_total",
+    "Consolidated records published, by kind (update, late_update, period_close, rollup, briefing).",
+    ["kind"],
+    registry=REGISTRY,
+)
+PERIODS_CLOSED = Counter(
+    "stream_app_periods_closed_total",
+    "Reporting periods closed at their deadline (by a tick or a later record); their final values published.",
+    registry=REGISTRY,
+)
+
+# --- poison isolation (issue 11) ----------------------------------------------------------------
+POISON_RECORDS = Counter(
+    "stream_app_poison_records_total",
+    "Records dead-lettered because processing them failed in a way retrying cannot cure (a step "
+    "exception, an output Kafka refuses, unreadable state, a forged internal record), by stage "
+    "(intake, directives, consolidate, rollup) and reason. Validation rejections are not counted here.",
+    ["stage", "reason"],
+    registry=REGISTRY,
+)
+AGENT_CRASHES = Counter(
+    "stream_app_agent_crashes_total",
+    "Batches whose handler raised instead of dead-lettering (a defect): the batch's acks are withheld "
+    "and Faust restarts the agent, by agent.",
+    ["agent"],
+    registry=REGISTRY,
+)
+# Their series exist from start-up (at 0), so `increase()` sees the first poison record of a worker.
+AGENTS = ("intake", "directives", "consolidate", "rollup")
+POISON_REASONS = {
+    "intake": (Reasons.INTAKE_FAILED, Reasons.OUTPUT_TOO_LARGE, Reasons.OUTPUT_REFUSED),
+    "directives": (Reasons.INTAKE_FAILED, Reasons.OUTPUT_TOO_LARGE, Reasons.OUTPUT_REFUSED),
+    "consolidate": (
+        Reasons.STEP_FAILED,
+        Reasons.STATE_UNREADABLE,
+        Reasons.STATE_WRITE_FAILED,
+        Reasons.READS_EXHAUSTED,
+        Reasons.OUTPUT_FAILED,
+        Reasons.OUTPUT_TOO_LARGE,
+        Reasons.OUTPUT_REFUSED,
+        Reasons.UNDECODABLE,
+        Reasons.UNKNOWN_ENTITY,
+        Reasons.MISROUTED,
+        Reasons.TICK_INVALID,
+        Reasons.RECORD_INVALID,
+    ),
+    "rollup": (
+        Reasons.UNDECODABLE,
+        Reasons.MISROUTED,
+        Reasons.CONTRIBUTION_INVALID,
+        Reasons.STATE_WRITE_FAILED,
+        Reasons.OUTPUT_FAILED,
+        Reasons.OUTPUT_TOO_LARGE,
+        Reasons.OUTPUT_REFUSED,
+    ),
+}

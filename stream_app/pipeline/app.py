@@ -1,0 +1,112 @@
+"""The Faust application factory: ``create_app(settings)`` builds a worker's app and its agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream_app.api import http as api
+from stream_app.api.read_model import ReadModel
+from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.kafka.config import faust_credentials
+from stream_app.ops import metrics, retry
+from stream_app.pipeline.probes import Operations
+from stream_app.settings import Settings
+from stream_app.state.store import StateStore, connect
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Faust configuration tuned for a small broker and quick group joins."""
+    return {
+        "broker": [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
+        "broker_credentials": faust_credentials(settings),
+        "store": "memory://",
+        "datadir": str(settings.data_dir / settings.group_id),
+        "web_enabled": True,
+        "web_host": settings.web_host,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+        "broker_session_timeout": settings.broker_session_timeout_s,
+        "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        # On stop, do not drain buffered events: a batch interrupted mid-way withholds its acks
+        # (see agents/_batch.py) and is redelivered to the next owner.
+        "stream_wait_empty": False,
+        # The leader-assignor topic is unused by this app; skipping it saves a topic per app id.
+        "topic_disable_leader": True,
+        "producer_acks": -1,
+        "producer_linger": 0.005,
+        "producer_max_batch_size": 256 * 1024,
+        # Outputs are size-checked against STREAM_APP_OUTPUT_MAX_BYTES before they are sent; the
+        # producer's own per-record limit must never be the tighter one.
+        "producer_max_request_size": max(1_048_576, settings.output_max_bytes + 64 * 1024),
+        "stream_buffer_maxsize": max(4096, settings.batch_max * 4),
+    }
+
+
+class StreamApp(faust.App):
+    """Faust's app without its default Monitor sensor: it keeps per-event statistics in memory on the
+    hot path that nothing here reads (the Prometheus metrics are the project's own)."""
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        self.sensors.remove(self.monitor)
+        return dependencies
+
+
+def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
+    """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
+    # agents import the app's building blocks: importing them here keeps this module importable alone
+    from stream_app.agents import alert_bridge, briefing, consolidate, directives, intake, rollup, ticker
+    from stream_app.kafka.publisher import Publisher
+
+    blueprint = blueprint or load_blueprint(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = StreamApp(settings.group_id, **faust_settings(settings))
+    redis_client = connect(settings)
+    store = StateStore(redis_client, settings)
+    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"))
+
+    intake.register(app, blueprint, publisher)
+    directives.register(app, blueprint, publisher)
+    consolidate.register(app, blueprint, store, blueprint.rulebook, publisher)
+    rollup.register(app, blueprint, store, publisher)
+    read_model = ReadModel(redis_client, store, blueprint.catalogue, blueprint.rulebook)
+    api.register(app, read_model, blueprint, publisher)  # the query API and directives: /api/v1/...
+    briefing.register(app, blueprint, read_model, publisher)
+    ticker.register(app, blueprint, publisher)
+    alert_bridge.register(app, blueprint)  # only when STREAM_APP_ALERTMANAGER_URL is set
+    ops = Operations(app, blueprint, redis_client)
+    ops.install()
+    _register_pages(app, ops)
+
+    return app
+
+
+def _register_pages(app: faust.App, ops: Operations) -> None:
+    """The operator's HTTP pages: metrics, and probes for a load balancer or Kubernetes."""
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        # Kept as it was: "ready" here means "nothing waits for a dependency"; /readyz is the full check.
+        waiting = sorted(retry.retrying())
+        ready = not waiting
+        return web.json({"live": True, "ready": ready, "waiting_for": waiting}, status=200 if ready else 503)
+
+    @app.page("/livez")
+    async def livez_page(web: Any, request: Any) -> Any:
+        live, body = ops.liveness()
+        return web.json(body, status=200 if live else 503)
+
+    @app.page("/readyz")
+    async def readyz_page(web: Any, request: Any) -> Any:
+        ready, body = ops.readiness()
+        return web.json(body, status=200 if ready else 503)

@@ -1,0 +1,455 @@
+"""stream-app: the national reporting stream processor (worker, topics, simulator, live tail, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a stream-processing worker")
+    _add_topics(sub)
+    _add_acl(sub)
+    _add_token(sub)
+    _add_simulate(sub)
+    _add_produce(sub)
+    _add_tail(sub)
+    _add_dlq(sub)
+    _add_schemas(sub)
+    _add_alerts(sub)
+    _add_tick(sub)
+    _add_directive(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _add_topics(sub: Any) -> None:
+    topics = sub.add_parser("topics", help="topics declared in topics/topics.toml")
+    topics.add_argument("action", choices=["plan", "apply", "list"])
+
+
+def _add_acl(sub: Any) -> None:
+    acl = sub.add_parser("acl", help="Kafka ACLs derived from topics.toml and the reporters (as an admin)")
+    acl.add_argument("action", choices=["plan", "apply", "list"])
+
+
+def _add_token(sub: Any) -> None:
+    token = sub.add_parser("token", help="bearer tokens of the HTTP API")
+    token_sub = token.add_subparsers(dest="token_action", required=True)
+    create = token_sub.add_parser("create", help="make a token (printed once; its hash is stored)")
+    create.add_argument("--name", required=True, help="who: recorded in the directives and the audit trail")
+    create.add_argument("--role", required=True, choices=["viewer", "operator"])
+    create.add_argument("--file", default=None, help="tokens file (default: STREAM_APP_API_TOKENS_FILE)")
+
+
+def _add_simulate(sub: Any) -> None:
+    sim = sub.add_parser("simulate", help="send simulated live feeds, or write simulated history to a file")
+    sim.add_argument("--rate", type=float, default=5.0, help="records per second (0: as fast as possible)")
+    sim.add_argument("--duration", type=float, default=None, help="seconds to run")
+    sim.add_argument("--count", type=int, default=None, help="records to send")
+    sim.add_argument("--scenario", choices=["mix", "normal", "smog", "flood"], default="mix")
+    sim.add_argument("--reporter", action="append", help="only these reporters (repeatable)")
+    sim.add_argument("--invalid-share", type=float, default=0.03, help="share of wrong records (live)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--history", metavar="FROM:TO", help="write daily history (YYYY-MM-DD or YYYY)")
+    sim.add_argument("--out", default=None, help="history file (.jsonl or .csv, optionally .gz)")
+    sim.add_argument("--format", choices=["jsonl", "csv"], default=None, help="history file format")
+
+
+def _add_produce(sub: Any) -> None:
+    prod = sub.add_parser("produce", help="send a reporter's bulk file (JSONL or CSV) to its input topic")
+    prod.add_argument("--reporter", required=True, help="reporter code (e.g. MAE)")
+    prod.add_argument("file", help="observations, one per line (.jsonl) or row (.csv); .gz ok")
+    prod.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from the extension")
+    prod.add_argument("--batch", type=int, default=10_000, help="records per Kafka batch")
+    prod.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    prod.add_argument("--dry-run", action="store_true", help="parse, validate and encode; send nothing")
+    prod.add_argument("--workers", type=int, default=None, help="parsing processes (default: by file size)")
+
+
+def _add_tail(sub: Any) -> None:
+    tl = sub.add_parser("tail", help="print the center's alerts and consolidated events as they happen")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--duration", type=float, default=None)
+
+
+def _add_dlq(sub: Any) -> None:
+    dlq = sub.add_parser("dlq", help="dead-letter topics: summarise by reason, replay after a fix")
+    dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
+    inspect = dlq_sub.add_parser("inspect", help="count dead letters by reporter or stage and reason")
+    inspect.add_argument("--reporter", action="append", help="only these reporters (repeatable)")
+    inspect.add_argument(
+        "--stage", action="append", choices=sorted(_DLQ_STAGES), help="only these stages' poison (repeatable)"
+    )
+    rep = dlq_sub.add_parser("replay", help="send selected dead letters back to their source topic")
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument("--reporter", help="a reporter's dead letters, back to its input topic")
+    which.add_argument(
+        "--stage", choices=sorted(_DLQ_STAGES), help="a stage's poison, back to where it was read"
+    )
+    rep.add_argument("--reason", action="append", help="only these reason codes (repeatable)")
+    rep.add_argument(
+        "--offset", action="append", help="only these dead letters, as PARTITION:OFFSET (repeatable)"
+    )
+    rep.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+
+
+_DLQ_STAGES = ("consolidate", "directives", "rollup")
+
+
+def _add_schemas(sub: Any) -> None:
+    sch = sub.add_parser("schemas", help="Avro contracts: check every version reads the older ones' data")
+    sch.add_argument("action", choices=["check"])
+    sch.add_argument("--dir", default=None, help="schema directory (default: STREAM_APP_SCHEMAS_DIR)")
+    sch.add_argument(
+        "--mode",
+        default="FULL_TRANSITIVE",
+        choices=["BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"],
+        help="which versions must read which (default: every two versions, both ways)",
+    )
+
+
+def _add_alerts(sub: Any) -> None:
+    alerts = sub.add_parser("alerts", help="the center's alerts, for a person at a terminal")
+    alerts_sub = alerts.add_subparsers(dest="alerts_action", required=True)
+    at = alerts_sub.add_parser("tail", help="a live, readable feed of alert changes, coloured by level")
+    at.add_argument("--domain", help="only this domain's topic (disaster, environment, energy, ...)")
+    at.add_argument("--min-level", type=int, default=0, help="only alerts at or above this level index")
+    at.add_argument("--lang", choices=["vi", "en", "both"], default="both")
+    at.add_argument("--from-beginning", action="store_true")
+    at.add_argument("--duration", type=float, default=None)
+
+
+def _add_tick(sub: Any) -> None:
+    tick = sub.add_parser("tick", help="evaluate timer rules now (or at --at) on every internal partition")
+    tick.add_argument("--at", help="ISO-8601 time with offset (default: now)")
+
+
+def _add_directive(sub: Any) -> None:
+    directive = sub.add_parser("directive", help="issue a directive about an alert, as the center")
+    directive.add_argument("--alert-key", required=True)
+    directive.add_argument("--alert-id", default="")
+    directive.add_argument(
+        "--action", required=True, choices=["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"]
+    )
+    directive.add_argument("--actor", required=True, help="who at the center")
+    directive.add_argument("--assignee")
+    directive.add_argument("--comment")
+
+
+def _add_demo(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="topics + worker + simulated feed, outputs printed live")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--rate", type=float, default=6.0, help="simulated records per second")
+    demo.add_argument(
+        "--worker-env",
+        default=None,
+        help="KEY=VALUE lines the worker runs with (its own principal: .local/secrets/stream-app.env)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    try:
+        return _dispatch(args, settings)
+    except (ConfigurationError, ServiceUnreachableError) as exc:
+        print(f"stream-app {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`stream-app alerts tail | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    handlers = {
+        "worker": _worker,
+        "demo": _demo,
+        "topics": _topics,
+        "simulate": _simulate,
+        "produce": _produce,
+        "tail": _tail,
+        "dlq": _dlq,
+        "acl": _acl,
+        "token": _token,
+        "alerts": _alerts,
+        "tick": _tick,
+        "directive": _directive,
+        "schemas": _schemas,
+    }
+    return handlers[args.command](args, settings)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.pipeline.worker import run_worker
+
+    return run_worker(settings)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.tools.demo import run_demo
+
+    return run_demo(settings, args.duration, args.rate, worker_env=args.worker_env)
+
+
+def _schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.wire import schema_check
+
+    return schema_check.run(args.dir or settings.schemas_dir, args.mode)
+
+
+def _blueprint(settings: Settings) -> Any:
+    from stream_app.config.blueprint import load_blueprint
+
+    return load_blueprint(settings)
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.kafka import topics
+
+    blueprint = _blueprint(settings)
+    if args.action == "list":
+        for spec in blueprint.topics:
+            print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
+        return 0
+    changes = (topics.plan if args.action == "plan" else topics.apply)(settings, blueprint.topics)
+    verb = "to change" if args.action == "plan" else "changed"
+    for change in changes:
+        print(f"{change.action:<18} {change.topic:<48} {change.detail}")
+    print(f"{len(changes)} {verb}")
+    return 0
+
+
+def _acl(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.api import audit
+    from stream_app.kafka import acl
+
+    blueprint = _blueprint(settings)
+    if args.action == "list":
+        for grant in sorted(acl.grants(blueprint)):
+            print(grant)
+        return 0
+    change = acl.plan(blueprint) if args.action == "plan" else acl.apply(blueprint)
+    for grant in change.create:
+        print(f"+ {grant}")
+    for grant in change.delete:
+        print(f"- {grant}")
+    verb = "to change" if args.action == "plan" else "changed"
+    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
+    if args.action == "apply" and not change.empty:
+        record = audit.event(
+            actor=audit.cli_actor(blueprint),
+            source="cli",
+            action="acl_apply",
+            subject="cluster",
+            outcome="applied",
+            details={"granted": str(len(change.create)), "revoked": str(len(change.delete))},
+        )
+        audit.send(blueprint, record)
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app.api.auth import create_token
+
+    path = Path(args.file) if args.file else settings.api_tokens_file
+    if path is None:
+        raise ConfigurationError("give --file, or set STREAM_APP_API_TOKENS_FILE")
+    token = create_token(path, args.name, args.role)
+    print(token)
+    print(f"token for {args.name} ({args.role}) added to {path}; it is shown only now", file=sys.stderr)
+    return 0
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app.domain.catalogue import load_catalogue
+    from stream_app.tools import simulate
+
+    return simulate.main(
+        settings,
+        load_catalogue(settings.catalogue_dir),
+        history_span=args.history,
+        out=Path(args.out) if args.out else None,
+        fmt=args.format,
+        reporters=args.reporter,
+        scenario=args.scenario,
+        rate=args.rate,
+        duration=args.duration,
+        count=args.count,
+        seed=args.seed,
+        invalid_share=args.invalid_share,
+    )
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app.domain.catalogue import load_catalogue
+    from stream_app.tools import produce
+
+    return produce.produce_file(
+        settings,
+        catalogue=load_catalogue(settings.catalogue_dir),
+        reporter=args.reporter,
+        path=Path(args.file),
+        fmt=args.format,
+        batch=args.batch,
+        progress=args.progress,
+        dry_run=args.dry_run,
+        workers=args.workers,
+    )
+
+
+def _print_live(args: argparse.Namespace, settings: Settings, outputs: dict[str, str], **options: Any) -> int:
+    """Print the records of ``outputs`` ({topic: subject}) readably, for ``--duration`` or until Ctrl-C."""
+    import time
+
+    from stream_app.tools import tail
+
+    started = time.monotonic()
+    tail.follow(
+        settings,
+        _blueprint(settings).schemas,
+        outputs,
+        lambda _s, line: print(line, flush=True),
+        stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
+        from_beginning=args.from_beginning,
+        colour=sys.stdout.isatty(),
+        **options,
+    )
+    return 0
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    blueprint = _blueprint(settings)
+    outputs = {
+        blueprint.topic_by_role("alerts").name: "alert",
+        blueprint.topic_by_role("consolidated").name: "consolidated",
+    }
+    return _print_live(args, settings, outputs)
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.tools import dlq
+
+    blueprint = _blueprint(settings)
+    if args.dlq_action == "inspect":
+        chosen = not (args.reporter or args.stage)
+        sources = [dlq.reporter_source(blueprint, r) for r in (args.reporter or [])]
+        sources += [dlq.stage_source(blueprint, s) for s in (args.stage or [])]
+        if chosen:
+            sources = [dlq.reporter_source(blueprint, r) for r in sorted(blueprint.catalogue.reporters)]
+            sources += [dlq.stage_source(blueprint, s) for s in _DLQ_STAGES]
+        rows = []
+        for source in sources:
+            rows.extend(dlq.summarise(source.label, list(dlq.read_all(blueprint, source.topic))))
+        for line in dlq.format_summary(rows):
+            print(line)
+        print(f"{sum(r.count for r in rows)} dead letters")
+        return 0
+    reasons = set(args.reason or [])
+    positions = {tuple(int(x) for x in o.split(":", 1)) for o in args.offset or []}
+
+    def select(letter: Any) -> bool:
+        return (not reasons or letter.record["reason"] in reasons) and (
+            not positions or (letter.partition, letter.offset) in positions
+        )
+
+    source = (
+        dlq.reporter_source(blueprint, args.reporter)
+        if args.reporter
+        else dlq.stage_source(blueprint, args.stage)
+    )
+    selected, sent = dlq.replay(blueprint, source, select, dry_run=args.dry_run)
+    if not args.dry_run and selected:
+        from stream_app.api import audit
+
+        record = audit.event(
+            actor=audit.cli_actor(blueprint),
+            source="cli",
+            action="dlq_replay",
+            subject=source.topic,
+            outcome="applied" if sent == selected else "partial",
+            details={
+                "selected": str(selected),
+                "sent": str(sent),
+                "reasons": ",".join(sorted(reasons)) or "*",
+            },
+        )
+        audit.send(blueprint, record)
+    verb = "would replay" if args.dry_run else "replayed"
+    count = sent if not args.dry_run else selected
+    print(f"{verb} {count} of {selected} selected dead letters to {source.replay_to}")
+    return 0 if args.dry_run or sent == selected else 1
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    blueprint = _blueprint(settings)
+    topic = blueprint.domain_alerts_topic(args.domain) if args.domain else blueprint.topic_by_role("alerts")
+    return _print_live(args, settings, {topic.name: "alert"}, lang=args.lang, min_level=args.min_level)
+
+
+def _tick(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from stream_app.tools import control
+
+    at_ms = None
+    if args.at:
+        moment = datetime.fromisoformat(args.at)
+        if moment.tzinfo is None:
+            raise ConfigurationError(f"--at {args.at!r}: give the time with its offset (e.g. +07:00)")
+        at_ms = int(moment.timestamp() * 1000)
+        latest = int((time.time() + settings.tick_max_future_s) * 1000)
+        if at_ms > latest:
+            raise ConfigurationError(
+                f"--at {args.at!r} is further ahead than STREAM_APP_TICK_MAX_FUTURE_S "
+                f"({settings.tick_max_future_s:g} s): workers would dead-letter it as tick_invalid"
+            )
+    sent = control.send_ticks(_blueprint(settings), at_ms, source="cli")
+    print(f"sent {sent} ticks")
+    return 0
+
+
+def _directive(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.domain.entity import checked_entity, entity_of_alert_key
+    from stream_app.tools import control
+
+    blueprint = _blueprint(settings)
+    entity = entity_of_alert_key(args.alert_key)
+    if entity is None:
+        raise ConfigurationError(
+            f"--alert-key {args.alert_key!r}: expected <rule>|<indicator>|<region>|<station or ->"
+        )
+    try:
+        checked_entity(blueprint.catalogue, entity)
+    except ValueError as exc:
+        raise ConfigurationError(f"--alert-key {args.alert_key!r}: {exc}") from None
+    directive_id = control.send_directive(
+        blueprint,
+        alert_key=args.alert_key,
+        alert_id=args.alert_id,
+        action=args.action,
+        actor=args.actor,
+        assignee=args.assignee,
+        comment=args.comment,
+    )
+    print(f"sent directive {directive_id}")
+    return 0

@@ -1,0 +1,171 @@
+"""``make demo``: topics, a worker, a simulated feed, and the center's outputs printed as they happen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from stream_app.api.auth import create_token
+from stream_app.config.blueprint import load_blueprint
+from stream_app.kafka import acl
+from stream_app.kafka.topics import apply
+from stream_app.settings import REPO_ROOT, Settings
+from stream_app.tools import simulate, tail
+
+# Where `deploy/local/services up` runs them (SERVICES_PROMETHEUS_PORT, SERVICES_ALERTMANAGER_PORT).
+LOCAL_PROMETHEUS = "http://127.0.0.1:19090"
+LOCAL_ALERTMANAGER = "http://127.0.0.1:19094"
+
+
+def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout: float) -> bool:
+    url = f"http://{settings.web_host}:{settings.web_port}/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def run_demo(settings: Settings, duration: float | None, rate: float, worker_env: str | None = None) -> int:
+    """Run the whole pipeline locally; returns 0 once an alert and a consolidated event were seen.
+
+    The demo itself (topics, ACLs, the simulated feed, the tail) acts as whoever ``settings`` say (the
+    admin, from ``make demo``); the worker runs as the principal of ``worker_env`` (the app's).
+    """
+    blueprint = load_blueprint(settings)
+    changes = apply(settings, blueprint.topics)
+    print(f"demo: topics ready ({len(changes)} changed)", flush=True)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        granted = acl.apply(blueprint)
+        print(f"demo: ACLs ready ({len(granted.create)} granted, {len(granted.delete)} revoked)", flush=True)
+
+    log_dir = REPO_ROOT / ".local" / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path: Path = log_dir / "worker.log"
+    tokens = _demo_tokens(log_dir / "api-tokens.toml")
+    # The demo worker forwards the center's alerts to the local Alertmanager, to be seen there too.
+    alertmanager = settings.alertmanager_url or LOCAL_ALERTMANAGER
+    env = {
+        **os.environ,
+        **_env_file(worker_env),
+        "STREAM_APP_LOG_FORMAT": "json",
+        "STREAM_APP_ALERTMANAGER_URL": alertmanager,
+        "STREAM_APP_API_TOKENS_FILE": str(log_dir / "api-tokens.toml"),
+    }
+    with log_path.open("ab") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    print(f"demo: worker pid {worker.pid}, log {log_path}", flush=True)
+    seen = {"alert": 0, "consolidated": 0, "dead_letter": 0, "error": 0}
+    stop = threading.Event()
+    try:
+        if not _wait_ready(settings, worker, 60):
+            print(f"demo: worker did not become ready; see {log_path}", file=sys.stderr)
+            return 1
+        web = f"http://{settings.web_host}:{settings.web_port}"
+        print(
+            f"demo: worker ready; metrics at {web}/metrics, probes at {web}/livez and {web}/readyz",
+            flush=True,
+        )
+        print(
+            f"demo: query API at {web}/api/v1/ (token {tokens['viewer']} to read; {tokens['operator']} "
+            f"to post directives), e.g. curl -H 'Authorization: Bearer {tokens['viewer']}' "
+            f"{web}/api/v1/alerts/active",
+            flush=True,
+        )
+        print(
+            f"demo: Prometheus at {LOCAL_PROMETHEUS} (scrapes this worker, rules at /alerts), "
+            f"Alertmanager at {alertmanager} (the center's alerts arrive there too)",
+            flush=True,
+        )
+        print(
+            f"demo: Grafana dashboard to import: {REPO_ROOT / 'deploy' / 'grafana' / 'stream-app.json'}; "
+            f"runbook: {REPO_ROOT / 'docs' / 'runbook.md'}",
+            flush=True,
+        )
+        reporters = simulate.live_reporters(blueprint.catalogue)
+        feeder = threading.Thread(
+            target=simulate.run_live,
+            args=(settings, blueprint.catalogue, blueprint.schemas),
+            kwargs={"reporters": reporters, "rate": rate, "duration": duration},
+            daemon=True,
+        )
+        feeder.start()
+        print(
+            f"demo: feeding {', '.join(blueprint.input_topic(r).name for r in reporters)} at {rate}/s"
+            + (f" for {duration:.0f}s" if duration else " (Ctrl-C to stop)"),
+            flush=True,
+        )
+        outputs = {
+            blueprint.topic_by_role("alerts").name: "alert",
+            blueprint.topic_by_role("consolidated").name: "consolidated",
+            **{blueprint.dead_letter_topic(r).name: "dead_letter" for r in reporters},
+        }
+        started = time.monotonic()
+        grace = 10.0  # let the last records through after the feed stops
+
+        def on_record(subject: str, line: str) -> None:
+            seen[subject] = seen.get(subject, 0) + 1
+            print(line, flush=True)
+
+        def done() -> bool:
+            return stop.is_set() or (duration is not None and time.monotonic() - started > duration + grace)
+
+        tail.follow(
+            settings,
+            blueprint.schemas,
+            outputs,
+            on_record,
+            stop=done,
+            from_beginning=False,
+            colour=sys.stdout.isatty(),
+        )
+    except KeyboardInterrupt:
+        print("\ndemo: stopping", flush=True)
+    finally:
+        stop.set()
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    print(
+        f"demo: {seen['alert']} alerts, {seen['consolidated']} consolidated events, "
+        f"{seen['dead_letter']} dead letters",
+        flush=True,
+    )
+    return 0 if seen["alert"] and seen["consolidated"] else 1
+
+
+def _env_file(path: str | None) -> dict[str, str]:
+    """KEY=VALUE lines (a principal's settings, as deploy/local/services writes them)."""
+    if path is None:
+        return {}
+    env = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            env[key.strip()] = value
+    return env
+
+
+def _demo_tokens(path: Path) -> dict[str, str]:
+    """A viewer's and an operator's API token for the demo, made afresh each run."""
+    path.unlink(missing_ok=True)
+    return {role: create_token(path, f"demo-{role}", role) for role in ("viewer", "operator")}

@@ -1,0 +1,261 @@
+"""``stream-app schemas check``: every version of every subject can read its predecessors' data.
+
+The processor reads any known writer version with the newest version of a subject, and the center's
+consumers may still hold an older version: so by default every two versions of a subject must read each
+other's data both ways (``FULL_TRANSITIVE``, in the schema registry's terms). A subject that is meant to
+evolve only backwards can be checked with ``--mode BACKWARD_TRANSITIVE``; below that, the processor could
+meet data its reader cannot resolve.
+
+The proof is Avro schema resolution on data: records generated from the writer version
+(``fastavro.utils.generate_many`` with a fixed seed, plus the same records with every defaulted field at
+its default and left out), written with the writer and read with the reader. The check also fails when a
+file does not parse, two files have the same fingerprint (the same schema, whatever their docs say), or the
+versions of a subject are not numbered 1..N.
+
+:func:`check_schemas` is pure apart from reading the directory; the CLI only prints its report.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.utils import generate_many
+
+from stream_app.exceptions import ConfigurationError
+from stream_app.wire.schemas import SchemaVersion, parse_file
+
+SAMPLES = 50
+SEED = 20200819  # the system went live on 19/08/2020
+_MESSAGE_MAX = 300
+_random_lock = threading.Lock()  # generate_many draws from the module-level random generator
+
+
+class Mode(StrEnum):
+    """Which versions must read which (the schema registry's compatibility names)."""
+
+    BACKWARD = "BACKWARD"  # each version reads the previous version's data
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"  # each version reads every older version's data
+    FULL = "FULL"  # BACKWARD, and the previous version reads the next one's data
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"  # every two versions read each other's data
+
+    @property
+    def transitive(self) -> bool:
+        return self in {Mode.BACKWARD_TRANSITIVE, Mode.FULL_TRANSITIVE}
+
+    @property
+    def forward(self) -> bool:
+        return self in {Mode.FULL, Mode.FULL_TRANSITIVE}
+
+
+DEFAULT_MODE = Mode.FULL_TRANSITIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One result: a version pair, a single version, or a problem with the files."""
+
+    ok: bool
+    what: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.what:<28} {self.detail}"
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of :func:`check_schemas`: one line per subject/version pair and per problem."""
+
+    directory: Path
+    mode: Mode
+    lines: list[Line] = field(default_factory=list)
+    files: int = 0
+    subjects: int = 0
+    pairs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(line.ok for line in self.lines) and self.files > 0
+
+    @property
+    def failures(self) -> list[Line]:
+        return [line for line in self.lines if not line.ok]
+
+    def summary(self) -> str:
+        counts = f"{self.subjects} subjects, {self.files} files, {self.pairs} version pair(s)"
+        if self.ok:
+            return f"schemas check: OK ({self.mode}): {counts} in {self.directory}"
+        problems = f"{len(self.failures)} problems"
+        return f"schemas check: FAILED ({self.mode}): {problems}; {counts} in {self.directory}"
+
+
+def check_schemas(
+    directory: Path, mode: Mode = DEFAULT_MODE, *, samples: int = SAMPLES, seed: int = SEED
+) -> Report:
+    """Check every ``<subject>.v<N>.avsc`` of ``directory``; never raises for a bad file, reports it."""
+    report = Report(directory, mode)
+    paths = sorted(directory.glob("*.avsc")) if directory.is_dir() else []
+    report.files = len(paths)
+    if not paths:
+        report.lines.append(Line(False, str(directory), "no .avsc files"))
+        return report
+    parsed: list[SchemaVersion] = []
+    for path in paths:
+        try:
+            parsed.append(parse_file(path))
+        except ConfigurationError as exc:
+            report.lines.append(Line(False, path.name, _short(str(exc))))
+    report.lines.extend(_same_fingerprints(parsed))
+    by_subject: dict[str, list[SchemaVersion]] = defaultdict(list)
+    for version in parsed:
+        by_subject[version.subject].append(version)
+    report.subjects = len(by_subject)
+    for subject in sorted(by_subject):
+        versions = sorted(by_subject[subject], key=lambda v: v.version)
+        report.lines.extend(_numbering(subject, versions))
+        if len(versions) == 1:
+            report.lines.append(Line(True, f"{subject} v{versions[0].version}", "single version"))
+            continue
+        for newer_index in range(1, len(versions)):
+            older = versions[:newer_index] if mode.transitive else [versions[newer_index - 1]]
+            for old in older:
+                report.pairs += 1
+                report.lines.append(_check_pair(old, versions[newer_index], mode, samples, seed))
+    return report
+
+
+def sample_records(schema: SchemaVersion, count: int = SAMPLES, seed: int = SEED) -> list[Any]:
+    """Records of ``schema``: ``count`` generated ones (deterministic for a seed), then, for a record
+    schema, the first of them with every defaulted field at its default and with those fields left out."""
+    with _random_lock:
+        state = random.getstate()
+        try:
+            random.seed(seed)
+            records = list(generate_many(schema.parsed, count))
+        finally:
+            random.setstate(state)
+    fields = schema.parsed.get("fields") if isinstance(schema.parsed, dict) else None
+    if records and fields:
+        defaulted = {f["name"]: f["default"] for f in fields if "default" in f}
+        records.append({**records[0], **defaulted})
+        records.append({k: v for k, v in records[0].items() if k not in defaulted})
+    return records
+
+
+def read_problem(writer: SchemaVersion, reader: SchemaVersion, records: list[Any]) -> str | None:
+    """Why data of ``writer`` (the given records) cannot be read with ``reader``; None if it can."""
+    reader_fields = _field_names(reader)
+    for index, record in enumerate(records):
+        buf = io.BytesIO()
+        try:
+            schemaless_writer(buf, writer.parsed, record)
+        except Exception as exc:  # any failure is the finding, reported with its type
+            return f"sample {index} cannot be written with the writer: {_short(repr(exc))}"
+        try:
+            decoded = schemaless_reader(io.BytesIO(buf.getvalue()), writer.parsed, reader.parsed)
+        except Exception as exc:  # any failure is the finding, reported with its type
+            if writer.full_name != reader.full_name:
+                return f"the type was renamed from {writer.full_name} to {reader.full_name}"
+            return f"sample {index}: {type(exc).__name__}: {_short(str(exc))}"
+        if reader_fields is not None and (not isinstance(decoded, dict) or set(decoded) != reader_fields):
+            got = sorted(decoded) if isinstance(decoded, dict) else type(decoded).__name__
+            return f"sample {index} decodes to {got}, not the reader's fields {sorted(reader_fields)}"
+    return None
+
+
+def compatibility_problem(
+    writer: SchemaVersion, reader: SchemaVersion, samples: int = SAMPLES, seed: int = SEED
+) -> str | None:
+    """Why ``reader`` cannot read ``writer``'s data (generated samples); None if it can."""
+    return read_problem(writer, reader, sample_records(writer, samples, seed))
+
+
+def _check_pair(old: SchemaVersion, new: SchemaVersion, mode: Mode, samples: int, seed: int) -> Line:
+    what = f"{old.subject} v{old.version} -> v{new.version}"
+    old_records = sample_records(old, samples, seed)
+    problem = read_problem(old, new, old_records)
+    if problem is not None:
+        return Line(False, what, f"{new.file_name} cannot read data written with {old.file_name}: {problem}")
+    detail = f"v{new.version} reads v{old.version} data"
+    if mode.forward:
+        new_records = sample_records(new, samples, seed)
+        problem = read_problem(new, old, new_records)
+        if problem is not None:
+            return Line(
+                False,
+                what,
+                f"{old.file_name} cannot read data written with {new.file_name} ({mode}): {problem}",
+            )
+        detail += f", v{old.version} reads v{new.version} data"
+    return Line(True, what, f"{detail} ({len(old_records)} records each way)")
+
+
+def _same_fingerprints(versions: list[SchemaVersion]) -> list[Line]:
+    groups: dict[int, list[SchemaVersion]] = defaultdict(list)
+    for version in versions:
+        groups[version.fingerprint].append(version)
+    lines = []
+    for fingerprint, group in sorted(groups.items()):
+        if len(group) > 1:
+            names = ", ".join(v.file_name for v in group)
+            lines.append(
+                Line(
+                    False,
+                    group[0].file_name,
+                    f"{names} have the same fingerprint {fingerprint:016x}: one schema "
+                    "(docs and defaults are not part of it), so a decoder cannot tell them apart",
+                )
+            )
+    return lines
+
+
+def _numbering(subject: str, versions: list[SchemaVersion]) -> list[Line]:
+    numbers = [v.version for v in versions]
+    lines = []
+    for number in sorted(set(numbers)):
+        if numbers.count(number) > 1:
+            lines.append(
+                Line(False, f"{subject} v{number}", f"{numbers.count(number)} files have version {number}")
+            )
+    if numbers[0] < 1:
+        lines.append(Line(False, f"{subject} v{numbers[0]}", "versions are numbered from 1"))
+    missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+    if missing:
+        have = ", ".join(f"v{n}" for n in sorted(set(numbers)))
+        lines.append(
+            Line(
+                False,
+                subject,
+                f"versions must be numbered 1..N without gaps: missing "
+                f"{', '.join(f'{subject}.v{n}.avsc' for n in missing)} (have {have})",
+            )
+        )
+    return lines
+
+
+def _field_names(schema: SchemaVersion) -> set[str] | None:
+    if isinstance(schema.parsed, dict) and schema.parsed.get("type") == "record":
+        return {f["name"] for f in schema.parsed["fields"]}
+    return None
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 1] + "…"
+
+
+def run(directory: str | Path, mode: str = DEFAULT_MODE.value) -> int:
+    """``stream-app schemas check``: print one line per result and a summary; 0 if all pass, else 1."""
+    report = check_schemas(Path(directory), Mode(mode))
+    for line in report.lines:
+        print(line)
+    print(report.summary())
+    return 0 if report.ok else 1
