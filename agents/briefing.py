@@ -24,7 +24,6 @@ from stream_app.wire import codecs
 log = get_logger(__name__)
 
 _LOCAL_OFFSET_MS = 7 * 3_600_000
-MARKER_TTL_S = 8 * 24 * 3600
 
 
 def due(now_ms: int, briefing_time: str) -> bool:
@@ -48,8 +47,7 @@ def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: 
         if not any(tp.topic == internal and tp.partition == 0 for tp in app.consumer.assignment()):
             return
         today = local_date(now_ms)
-        marker = model.store.global_key("briefing", today.isoformat())
-        if await model.client.exists(marker):
+        if await model.store.briefing_published(today):
             return
         briefing: dict[str, Any] = await model.briefing(today - timedelta(days=1), now_ms)
         key = briefing["briefing_id"].encode()
@@ -59,7 +57,7 @@ def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: 
                 "briefing_refused", briefing_id=briefing["briefing_id"], error=repr(refused[0][1])[:300]
             )
             return
-        await model.client.set(marker, str(now_ms), ex=MARKER_TTL_S)
+        await model.store.mark_briefing(today, now_ms)
         metrics.CONSOLIDATED_EVENTS.labels("briefing").inc()
         log.info("briefing_published", briefing_id=briefing["briefing_id"], items=len(briefing["items"]))
 

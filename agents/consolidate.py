@@ -59,7 +59,17 @@ from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
-from stream_app.state.store import Commit, EntityReads, PreparedCommit, ReadRequest, StateStore
+from stream_app.state.store import (
+    ActiveAlert,
+    Commit,
+    DueAt,
+    EntityReads,
+    IndexWrite,
+    PreparedCommit,
+    ReadRequest,
+    ReporterSent,
+    StateLayer,
+)
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
@@ -161,7 +171,7 @@ class _Built:
     """What an entity's run publishes and writes, built before anything is sent."""
 
     outputs: list[Output] = field(default_factory=list)
-    before: list[tuple[Any, ...]] = field(default_factory=list)
+    indexes: list[IndexWrite] = field(default_factory=list)
     contributions: list[tuple[str, str | None]] = field(default_factory=list)
     prepared: PreparedCommit | None = None
     consolidated: Counter[str] = field(default_factory=Counter)  # records by kind, for the metric
@@ -171,7 +181,7 @@ class Consolidator:
     """Applies one batch of internal records to Redis state and publishes the results."""
 
     def __init__(
-        self, blueprint: Blueprint, store: StateStore, rulebook: RuleBook, publisher: Publisher
+        self, blueprint: Blueprint, store: StateLayer, rulebook: RuleBook, publisher: Publisher
     ) -> None:
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
@@ -244,8 +254,8 @@ class Consolidator:
         self._count(runs, built)
         start = time.perf_counter()
         prepared = [b.prepared for b in built.values() if b.prepared is not None]
-        before = [command for b in built.values() for command in b.before]
-        _, failed = await self.store.commit(prepared, before)
+        indexes = [write for b in built.values() for write in b.indexes]
+        _, failed = await self.store.commit(prepared, indexes)
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
         if failed:  # Redis refused an entity's commit (nothing of it written): its records are poison
             late = _Charges(batch)
@@ -386,24 +396,15 @@ class Consolidator:
     async def _due(self, partition: int, now_ms: int) -> list[str]:
         """Entities of a partition with a period whose deadline has passed (the periods-due registry).
         An entity in it that the catalogue cannot have is left out (and logged), never stepped."""
-        key = self._due_key(partition)
-
-        async def read() -> list[Any]:
-            return list(await self.store.client.zrangebyscore(key, "-inf", now_ms))
-
         out = []
-        for raw in await self.store.with_retry("load", read):
-            entity = raw.decode() if isinstance(raw, bytes) else str(raw)
+        for entity in await self.store.due_entities(partition, now_ms):
             try:
                 checked_entity(self.catalogue, entity)
             except ValueError as exc:
-                log.warning("due_entity_unknown", key=key, entity=entity[:120], error=str(exc))
+                log.warning("due_entity_unknown", partition=partition, entity=entity[:120], error=str(exc))
                 continue
             out.append(entity)
         return out
-
-    def _due_key(self, partition: int) -> str:
-        return self.store.global_key("due", str(partition))
 
     def _ctx(self, now_ms: int) -> Context:
         return Context(self.catalogue, self.rulebook, now_ms)
@@ -532,16 +533,11 @@ class Consolidator:
             built.consolidated["tombstone" if record is None else record["kind"].lower()] += 1
         built.contributions = contributions(state, touched)
         # the periods-due registry: the earliest deadline of the entity's open periods
-        due = self._due_key(partition_for(entity, self.partitions))
-        if state.open_periods:
-            built.before.append(("ZADD", due, min(state.open_periods.values()), entity))
-        else:
-            built.before.append(("ZREM", due, entity))
-        for reporter in sorted(touched.reporters):
-            built.before.append(("SADD", self.store.global_key("reporter", reporter, "entities"), entity))
+        deadline = min(state.open_periods.values()) if state.open_periods else None
+        built.indexes.append(DueAt(partition_for(entity, self.partitions), entity, deadline))
+        built.indexes.extend(ReporterSent(reporter, entity) for reporter in sorted(touched.reporters))
 
     def _alerts(self, built: _Built, result: StepResult, blame: Blame) -> None:
-        active_index = self.store.global_key("alerts", "active")
         for alert in result.alerts:
             encoded = codecs.encode(self.schemas["alert"], alert)
             key = alert["alert_key"].encode()
@@ -554,12 +550,8 @@ class Consolidator:
             # API reads the same picture from a Redis hash.
             resolved = alert["event_type"] == "TRANSITION" and alert["transition"] == "RESOLVED"
             built.outputs.append(Output(self.active, key, None if resolved else encoded, blame=blame))
-            if resolved:
-                built.before.append(("HDEL", active_index, alert["alert_key"]))
-            else:
-                built.before.append(
-                    ("HSET", active_index, alert["alert_key"], json.dumps(alert, default=str))
-                )
+            record_json = None if resolved else json.dumps(alert, default=str)
+            built.indexes.append(ActiveAlert(alert["alert_key"], record_json))
 
     def _rollup_outputs(
         self, runs: dict[str, _EntityRun], built: dict[str, _Built], now: int, attempt: int
@@ -788,7 +780,7 @@ def _ms(value: Any) -> int:
 
 
 def register(
-    app: faust.App, blueprint: Blueprint, store: StateStore, rulebook: RuleBook, publisher: Publisher
+    app: faust.App, blueprint: Blueprint, store: StateLayer, rulebook: RuleBook, publisher: Publisher
 ) -> None:
     """The consolidate agent on the internal re-keyed topic."""
     consolidator = Consolidator(blueprint, store, rulebook, publisher)

@@ -30,33 +30,28 @@ from stream_app.domain.aggregates import (
     close_time_ms,
     period_by_label,
     period_frequencies,
-    same_period_last_year,
 )
 from stream_app.domain.consolidation import consolidated_key, frequency_of, period_record
 from stream_app.domain.entity import checked_entity
-from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection
-from stream_app.domain.rollup import NATIONAL, combine_sources, decode_entries, encode_entry, targets
+from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
+from stream_app.domain.rollup import NATIONAL, combine_sources, targets
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
-from stream_app.state.store import STATE_TTL_S, StateStore, lua_script, raise_retried
+from stream_app.state.store import PeriodKey, RollupWrite, StateLayer
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
 
 STAGE = "rollup"
-PeriodKey = tuple[str, str, str, str]  # (indicator, target, series, label)
 
 
 @dataclass(slots=True)
 class _Write:
     index: int  # the record's position in its batch
-    period: PeriodKey
-    source: str
-    seq: int
-    aggregate: str | None
+    write: RollupWrite
 
 
 @dataclass(slots=True)
@@ -73,7 +68,7 @@ class _Batch:
 class Rollup:
     """Applies a batch of contributions and publishes the roll-ups they change."""
 
-    def __init__(self, blueprint: Blueprint, store: StateStore, publisher: Publisher) -> None:
+    def __init__(self, blueprint: Blueprint, store: StateLayer, publisher: Publisher) -> None:
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.store = store
@@ -82,11 +77,6 @@ class Rollup:
         self.poison_topic = blueprint.topic_by_role("rollup_dead_letter").name
         self.partitions = blueprint.topic_by_role("rollup").partitions
         self.schema = blueprint.schemas.latest("consolidated")
-        self.script = store.client.register_script(lua_script("rollup_apply.lua"))
-
-    def key(self, period: PeriodKey) -> str:
-        indicator, target, series, label = period
-        return self.store.key(f"rollup|{indicator}|{target}", f"{series}|{label}")
 
     async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
         now = int(time.time() * 1000)
@@ -119,15 +109,17 @@ class Rollup:
         the records that touched it."""
         touched: dict[PeriodKey, set[int]] = {}
         for write in batch.writes:
-            touched.setdefault(write.period, set()).add(write.index)
+            touched.setdefault(write.write.period, set()).add(write.index)
         if not touched:
             return []
         periods = sorted(touched)
-        replies = await self._apply_and_read(batch, periods)
+        applied = await self.store.apply_rollup([w.write for w in batch.writes], periods)
+        for position, refusal in applied.refused.items():
+            batch.fail(batch.writes[position].index, Reasons.STATE_WRITE_FAILED, repr(refusal), refusal)
         outputs: list[Output] = []
-        for position, period in enumerate(periods):
+        for period, (this, last_year) in zip(periods, applied.periods, strict=True):
             try:
-                output = self._record(period, replies[2 * position], replies[2 * position + 1], now)
+                output = self._record(period, this, last_year, now)
             except Exception as exc:
                 for index in touched[period]:
                     batch.fail(index, Reasons.OUTPUT_FAILED, f"roll-up {'|'.join(period)}: {exc!r}", exc)
@@ -163,31 +155,6 @@ class Rollup:
                 continue
             batch.writes.append(write)
 
-    async def _apply_and_read(self, batch: _Batch, periods: list[PeriodKey]) -> list[Any]:
-        """Apply every write and read every touched period (and last year's) in one round trip.
-        A write Redis refuses for good fails its record; the replies of the reads are returned."""
-
-        async def run() -> list[Any]:
-            async with self.store.client.pipeline(transaction=False) as pipe:
-                for w in batch.writes:
-                    await self.script(
-                        keys=[self.key(w.period)],
-                        args=[w.source, w.seq, encode_entry(w.seq, w.aggregate), STATE_TTL_S],
-                        client=pipe,
-                    )
-                for indicator, target, series, label in periods:
-                    pipe.hgetall(self.key((indicator, target, series, label)))
-                    pipe.hgetall(self.key((indicator, target, series, same_period_last_year(label))))
-                result: list[Any] = await pipe.execute(raise_on_error=False)
-                raise_retried(result)
-                return result
-
-        replies = await self.store.with_retry("rollup", run)
-        for write, reply in zip(batch.writes, replies, strict=False):
-            if isinstance(reply, BaseException):
-                batch.fail(write.index, Reasons.STATE_WRITE_FAILED, repr(reply), reply)
-        return replies[len(batch.writes) :]
-
     def _letter(self, message: Any, reason: str, detail: str, error: BaseException, now: int) -> Letter:
         return dead_letter(
             message,
@@ -199,11 +166,18 @@ class Rollup:
             poison=True,
         )
 
-    def _record(self, period: PeriodKey, raw: Any, raw_last_year: Any, now: int) -> Output | None:
-        """The roll-up record of one period from its hash and last year's (replies that may be errors)."""
-        for reply in (raw, raw_last_year):
-            if isinstance(reply, BaseException):
-                raise reply
+    def _record(
+        self,
+        period: PeriodKey,
+        sources: dict[str, Agg] | BaseException,
+        last_year_sources: dict[str, Agg] | BaseException,
+        now: int,
+    ) -> Output | None:
+        """The roll-up record of one period from its sources and last year's (or the error reading them)."""
+        if isinstance(sources, BaseException):
+            raise sources
+        if isinstance(last_year_sources, BaseException):
+            raise last_year_sources
         indicator_code, target, series, label = period
         indicator = self.catalogue.indicators[indicator_code]
         reporting = period_by_label(label, indicator.calendar, indicator.deadline_day)
@@ -211,11 +185,11 @@ class Rollup:
         if not closed and frequency_of(label) != period_frequencies(indicator.frequency)[0]:
             return None  # a longer period still open: published when it closes
         key = consolidated_key(indicator_code, target, None, series, label).encode()
-        combined = combine_sources(indicator, decode_entries(raw))
+        combined = combine_sources(indicator, sources)
         if combined is None:
             metrics.CONSOLIDATED_EVENTS.labels("tombstone").inc()
             return Output(self.consolidated, key, None)
-        last_year = combine_sources(indicator, decode_entries(raw_last_year))
+        last_year = combine_sources(indicator, last_year_sources)
         record = period_record(
             indicator,
             key.decode(),
@@ -245,15 +219,17 @@ def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item
     key = checked_entity(catalogue, source)
     if key.indicator != indicator.code or target not in targets(indicator, key.region, key.station):
         raise ValueError(f"{source!r} does not count in the roll-up {indicator.code}|{target}")
-    series, _, label = str(item["period"]).rpartition("|")
+    series, label = split_period_field(str(item["period"]))
     period_by_label(label, indicator.calendar, indicator.deadline_day)
     aggregate = item["aggregate"]
     if aggregate is not None:
         Agg.decode(aggregate)
-    return _Write(index, (indicator.code, target, series, label), source, int(item["seq"]), aggregate)
+    return _Write(
+        index, RollupWrite((indicator.code, target, series, label), source, int(item["seq"]), aggregate)
+    )
 
 
-def register(app: faust.App, blueprint: Blueprint, store: StateStore, publisher: Publisher) -> None:
+def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher: Publisher) -> None:
     """The roll-up agent on the internal roll-up topic."""
     rollup = Rollup(blueprint, store, publisher)
     name = blueprint.topic_by_role("rollup").name

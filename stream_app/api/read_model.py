@@ -8,12 +8,9 @@ with a message naming it and what is allowed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-
-import redis.asyncio as aioredis
 
 from stream_app.domain.aggregates import (
     ROLLING_WINDOWS,
@@ -32,10 +29,10 @@ from stream_app.domain.alerting import RuleBook
 from stream_app.domain.calendar import ReportingPeriod, local_date, period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
 from stream_app.domain.consolidation import time_aggregation
-from stream_app.domain.entity import EntityState
+from stream_app.domain.entity import EntityKey, EntityState, SeriesPeriod
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN
-from stream_app.domain.rollup import NATIONAL, combine_sources, decode_entries, targets
-from stream_app.state.store import StateStore
+from stream_app.domain.rollup import NATIONAL, combine_sources, targets
+from stream_app.state.store import StateLayer
 
 VIETNAM_OFFSET = timedelta(hours=7)
 
@@ -59,7 +56,7 @@ class Where:
 
     @property
     def entity(self) -> str:
-        return f"{self.indicator.code}|{self.region}|{self.station or '-'}"
+        return str(EntityKey(self.indicator.code, self.region, self.station))
 
 
 def agg_view(agg: Agg, indicator: Indicator, *, last_year: float | None = None) -> dict[str, Any]:
@@ -94,10 +91,7 @@ def period_view(period: ReportingPeriod, now_ms: int) -> dict[str, Any]:
 class ReadModel:
     """Answers the query API's questions from Redis."""
 
-    def __init__(
-        self, client: aioredis.Redis, store: StateStore, catalogue: Catalogue, rulebook: RuleBook
-    ) -> None:
-        self.client = client
+    def __init__(self, store: StateLayer, catalogue: Catalogue, rulebook: RuleBook) -> None:
         self.store = store
         self.catalogue = catalogue
         self.rulebook = rulebook
@@ -211,29 +205,18 @@ class ReadModel:
         return {**self._entity_view(where), "ends_at": _iso(latest.last_time), "windows": out}
 
     async def periods(self, where: Where, label: str | None, now_ms: int) -> dict[str, Any]:
-        key = self.store.key(where.entity, "periods")
         if label:
             period = self.period(where.indicator, label, now_ms)
-            names = [
-                f"{where.series}|{period.label}",
-                f"{where.series}|{same_period_last_year(period.label)}",
-            ]
-            this, last = await self.client.hmget(key, names)
+            wanted = [(where.series, period.label), (where.series, same_period_last_year(period.label))]
+            found = await self.store.entity_periods(where.entity, wanted)
+            this, last = found[wanted[0]], found[wanted[1]]
             if this is None:
                 raise NotFound(f"no values of {where.entity} in {period.label}")
-            base = _value(Agg.decode(_text(last)), where.indicator) if last else None
-            view = {
-                **period_view(period, now_ms),
-                **agg_view(Agg.decode(_text(this)), where.indicator, last_year=base),
-            }
+            base = _value(last, where.indicator) if last else None
+            view = {**period_view(period, now_ms), **agg_view(this, where.indicator, last_year=base)}
             return {**self._entity_view(where), "periods": [view]}
-        raw = await self.client.hgetall(key)
-        stored = {_text(k): Agg.decode(_text(v)) for k, v in raw.items()}
-        mine = {
-            name.partition("|")[2]: agg
-            for name, agg in stored.items()
-            if name.partition("|")[0] == where.series
-        }
+        stored = await self.store.entity_periods(where.entity)
+        mine = {name: agg for (series, name), agg in stored.items() if series == where.series and agg}
         if not mine:
             raise NotFound(f"no periods of {where.entity}")
         views = []
@@ -280,18 +263,13 @@ class ReadModel:
     async def _rollup_pair(
         self, indicator: Indicator, target: str, series: str, label: str
     ) -> tuple[Any, Any]:
-        base = self.store.key(f"rollup|{indicator.code}|{target}", "")
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(f"{base}{series}|{label}")
-            pipe.hgetall(f"{base}{series}|{same_period_last_year(label)}")
-            this_raw, last_raw = await pipe.execute()
-        return combine_sources(indicator, decode_entries(this_raw)), combine_sources(
-            indicator, decode_entries(last_raw)
+        this, last = await self.store.rollup_sources(
+            indicator.code, target, series, [label, same_period_last_year(label)]
         )
+        return combine_sources(indicator, this), combine_sources(indicator, last)
 
     async def active_alerts(self, domain: str | None, min_level: int) -> list[dict[str, Any]]:
-        raw = await self.client.hgetall(self.store.global_key("alerts", "active"))
-        alerts = [json.loads(v) for v in raw.values()]
+        alerts = await self.store.active_alerts()
         chosen = [a for a in alerts if (domain is None or a["domain"] == domain) and a["level"] >= min_level]
         return sorted(chosen, key=lambda a: (-a["level"], a["alert_key"]))
 
@@ -302,13 +280,10 @@ class ReadModel:
         if reporter is not None and reporter not in self.catalogue.reporters:
             raise BadRequest(f"unknown reporter {reporter!r}")
         chosen = [reporter] if reporter else sorted(self.catalogue.reporters)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for code in chosen:
-                pipe.smembers(self.store.global_key("reporter", code, "entities"))
-            connected_sets = await pipe.execute()
+        connected_sets = await self.store.reporter_entities(chosen)
         # (reporter, indicator, period, entity, period field): a reporter's own figures are the
         # official series where it is the authority, else its co-reporter series (reporter=<code>).
-        plan: list[tuple[str, Indicator, ReportingPeriod, str, str]] = []
+        plan: list[tuple[str, Indicator, ReportingPeriod, str, SeriesPeriod]] = []
         for code in chosen:
             own_series = slice_of({CO_REPORTER_BREAKDOWN: code})
             for indicator in sorted(self.catalogue.indicators.values(), key=lambda i: i.code):
@@ -316,17 +291,15 @@ class ReadModel:
                     continue
                 period = due_period(indicator, at_ms)
                 for expected in self.rulebook.entities_of(indicator):
-                    name = f"{expected.indicator}|{expected.region}|{expected.station or '-'}"
+                    name = str(EntityKey(expected.indicator, expected.region, expected.station))
                     official = indicator.authority_at(expected.region, period.start_ms) == code
-                    field = f"{'' if official else own_series}|{period.label}"
-                    plan.append((code, indicator, period, name, field))
-        async with self.client.pipeline(transaction=False) as pipe:
-            for _, _, _, entity, field in plan:
-                pipe.hget(self.store.key(entity, "periods"), field)
-            stored = await pipe.execute()
+                    plan.append(
+                        (code, indicator, period, name, ("" if official else own_series, period.label))
+                    )
+        stored = await self.store.period_values([(entity, field) for _, _, _, entity, field in plan])
         reports: dict[str, dict[str, Any]] = {}
         for code, connected in zip(chosen, connected_sets, strict=True):
-            names = {m.decode() if isinstance(m, bytes) else m for m in connected}
+            names = connected
             reports[code] = {
                 "reporter": code,
                 "name_vi": self.catalogue.reporters[code].name_vi,
@@ -334,7 +307,7 @@ class ReadModel:
                 "indicators": {},
                 "_connected": {n.split("|", 1)[0] for n in names},
             }
-        for (code, indicator, period, _, _), raw in zip(plan, stored, strict=True):
+        for (code, indicator, period, _, _), agg in zip(plan, stored, strict=True):
             entry = reports[code]["indicators"].setdefault(
                 indicator.code,
                 {
@@ -351,10 +324,9 @@ class ReadModel:
                 },
             )
             entry["expected"] += 1
-            if raw is None:
+            if agg is None:
                 entry["missing"] += 1
                 continue
-            agg = Agg.decode(_text(raw))
             entry["received"] += 1
             entry[
                 "on_time" if agg.first_arrival and agg.first_arrival <= close_time_ms(period) else "late"
@@ -394,12 +366,10 @@ class ReadModel:
         items = []
         for indicator in daily:
             if indicator.region_level == "national" or not targets(indicator, "01", None):
-                raw = await self.client.hmget(
-                    self.store.key(f"{indicator.code}|VN|-", "periods"),
-                    [f"|{label}", f"|{same_period_last_year(label)}"],
+                national = str(EntityKey(indicator.code, NATIONAL, None))
+                this, last = await self.store.period_values(
+                    [(national, ("", label)), (national, ("", same_period_last_year(label)))]
                 )
-                this = Agg.decode(_text(raw[0])) if raw[0] else None
-                last = Agg.decode(_text(raw[1])) if raw[1] else None
                 value = _value(this, indicator) if this else None
                 base = _value(last, indicator) if last else None
                 contributors, quality = (1 if this else 0), (this.quality if this else "")
@@ -437,10 +407,10 @@ class ReadModel:
     # ---------------------------------------------------------------------------- helpers
 
     async def _state(self, where: Where) -> EntityState:
-        raw = await self.client.hgetall(self.store.key(where.entity))
-        if not raw:
+        state = await self.store.entity_state(where.entity)
+        if state is None:
             raise NotFound(f"no values of {where.entity}")
-        return EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()})
+        return state
 
     def _entity_view(self, where: Where) -> dict[str, Any]:
         return {
@@ -487,11 +457,3 @@ def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(milliseconds=ms) + VIETNAM_OFFSET).isoformat(
         timespec="seconds"
     ) + "+07:00"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()

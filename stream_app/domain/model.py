@@ -10,6 +10,18 @@ from enum import StrEnum
 CO_REPORTER_BREAKDOWN = "reporter"
 
 
+def period_field(series: str, label: str) -> str:
+    """The name of one series' reporting period, ``<series>|<label>`` (the official series is ``""``):
+    a field of an entity's periods, the ``period`` of a roll-up contribution, part of a roll-up's key."""
+    return f"{series}|{label}"
+
+
+def split_period_field(name: str) -> tuple[str, str]:
+    """(series, label) of a :func:`period_field` name (a label never holds ``|``; a series might)."""
+    series, _, label = name.rpartition("|")
+    return series, label
+
+
 class Quality(StrEnum):
     """Data quality a reporter declares (the article: connected indicators mostly sent TEST data)."""
 

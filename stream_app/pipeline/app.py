@@ -75,7 +75,7 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     directives.register(app, blueprint, publisher)
     consolidate.register(app, blueprint, store, blueprint.rulebook, publisher)
     rollup.register(app, blueprint, store, publisher)
-    read_model = ReadModel(redis_client, store, blueprint.catalogue, blueprint.rulebook)
+    read_model = ReadModel(store, blueprint.catalogue, blueprint.rulebook)
     api.register(app, read_model, blueprint, publisher)  # the query API and directives: /api/v1/...
     briefing.register(app, blueprint, read_model, publisher)
     ticker.register(app, blueprint, publisher)

@@ -1,25 +1,37 @@
-"""Entity state in Redis: one pipelined read and one pipelined atomic commit per batch.
+"""The state layer: every Redis command the processor sends, behind one interface.
 
-Keys are ``<prefix>:{<entity>}:state``; the braces are a Redis Cluster hash tag, so everything one
-commit touches lives in one slot.
+Callers ask for what they need — an entity's reads and its atomic commit with the input offset it
+includes, the entities due at a tick, the query API's indexes, a roll-up's contributions, the briefing's
+marker — and never see a key, a field format or a command. :class:`StateLayer` is the interface;
+:class:`StateStore` implements it on Redis (pipelines and the Lua scripts of ``lua/``, one round trip
+per batch), :class:`stream_app.state.memory.MemoryStateStore` in memory with the same semantics, for
+unit tests of the agents' batch logic. Key names: :mod:`stream_app.state.keys`.
+
+The stateful writes (entity commits, roll-up contributions) retry connection trouble until it passes
+(the partition waits); the query API's reads do not (a request fails fast instead).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
-from stream_app.domain.aggregates import Agg
+from stream_app.domain.aggregates import Agg, same_period_last_year
 from stream_app.domain.catalogue import Indicator
 from stream_app.domain.entity import EntityState, HourRange, Seen, SeriesPeriod
+from stream_app.domain.model import period_field, split_period_field
+from stream_app.domain.rollup import decode_entries, encode_entry
 from stream_app.logs import get_logger
 from stream_app.ops.failures import classify_redis
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
+from stream_app.state.keys import Keys
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -27,6 +39,9 @@ log = get_logger(__name__)
 # Every key of an entity lives as long as the retention inside it (this and the previous reporting
 # year of its newest value) after the last write, so idle entities age out.
 STATE_TTL_S = 800 * 24 * 3600
+BRIEFING_MARKER_TTL_S = 8 * 24 * 3600
+
+PeriodKey = tuple[str, str, str, str]  # a roll-up period: (indicator, target, series, label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +62,56 @@ class PreparedCommit:
     entity: str
     keys: list[str]
     args: list[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class DueAt:
+    """Index write: ``entity`` (of internal ``partition``) has an open period whose deadline is
+    ``deadline_ms``; None: it has none."""
+
+    partition: int
+    entity: str
+    deadline_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReporterSent:
+    """Index write: ``reporter`` has sent values of ``entity`` (compliance's "connected")."""
+
+    reporter: str
+    entity: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlert:
+    """Index write: the open alert's record as JSON; None once it is resolved."""
+
+    alert_key: str
+    record_json: str | None
+
+
+IndexWrite = DueAt | ReporterSent | ActiveAlert
+"""Writes that are safe to repeat, sent with a batch's commits: derived again by the next batch of
+their entity, so an error about one is logged, not fatal."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollupWrite:
+    """One source's contribution to a roll-up period: kept unless a higher ``seq`` is already there."""
+
+    period: PeriodKey
+    source: str
+    seq: int
+    aggregate: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RollupApplied:
+    """What :meth:`StateLayer.apply_rollup` did: the writes refused for good (by position, with the
+    error), and per period asked, its sources and last year's (or the error reading them)."""
+
+    refused: dict[int, BaseException]
+    periods: list[tuple[dict[str, Agg] | BaseException, dict[str, Agg] | BaseException]]
 
 
 @dataclass(slots=True)
@@ -80,6 +145,75 @@ class ReadRequest:
     ranges: set[HourRange] = field(default_factory=set)
 
 
+class StateLayer(Protocol):
+    """What the agents and the query API ask of the state; implemented on Redis and in memory."""
+
+    keys: Keys
+
+    async def read(
+        self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]
+    ) -> dict[str, BaseException]:
+        """Read what ``requests`` ask for into ``into``; the entities whose data could not be read."""
+        ...
+
+    def prepare(self, commit: Commit) -> PreparedCommit:
+        """Serialise one entity's commit (raises if the state cannot be written out)."""
+        ...
+
+    async def commit(
+        self, commits: Sequence[PreparedCommit], indexes: Sequence[IndexWrite] = ()
+    ) -> tuple[int, dict[str, BaseException]]:
+        """Write every commit atomically per entity (skipped if its offset is already applied) and
+        the index writes; how many were written, and the entities refused for good."""
+        ...
+
+    async def due_entities(self, partition: int, now_ms: int) -> list[str]:
+        """Entities of an internal partition with a period whose deadline is at or before ``now_ms``."""
+        ...
+
+    async def apply_rollup(
+        self, writes: Sequence[RollupWrite], periods: Sequence[PeriodKey]
+    ) -> RollupApplied:
+        """Apply contributions, then read every period of ``periods`` and its last year's."""
+        ...
+
+    async def entity_state(self, entity: str) -> EntityState | None:
+        """An entity's decoded state hash; None if it has none."""
+        ...
+
+    async def entity_periods(
+        self, entity: str, wanted: Sequence[SeriesPeriod] | None = None
+    ) -> dict[SeriesPeriod, Agg | None]:
+        """An entity's period aggregates: those of ``wanted`` (None where absent), or all it has."""
+        ...
+
+    async def period_values(self, wanted: Sequence[tuple[str, SeriesPeriod]]) -> list[Agg | None]:
+        """One period aggregate per (entity, (series, label)), None where absent."""
+        ...
+
+    async def rollup_sources(
+        self, indicator: str, target: str, series: str, labels: Sequence[str]
+    ) -> list[dict[str, Agg]]:
+        """Per label, the sources' aggregates of a roll-up period."""
+        ...
+
+    async def active_alerts(self) -> list[dict[str, Any]]:
+        """The open alerts' records."""
+        ...
+
+    async def reporter_entities(self, reporters: Sequence[str]) -> list[set[str]]:
+        """Per reporter, the entities it has ever sent."""
+        ...
+
+    async def briefing_published(self, day: date) -> bool:
+        """Whether the briefing of ``day`` was published."""
+        ...
+
+    async def mark_briefing(self, day: date, now_ms: int) -> None:
+        """Remember that the briefing of ``day`` was published."""
+        ...
+
+
 def connect(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client for the settings' URL (hiredis parser when installed)."""
     client: aioredis.Redis = aioredis.Redis.from_url(
@@ -92,26 +226,18 @@ def connect(settings: Settings) -> aioredis.Redis:
 
 
 class StateStore:
-    """Reads and commits entity states; retries infrastructure failures until they pass."""
+    """The state layer on Redis: reads and commits entity states; retries infrastructure failures of
+    the stateful writes until they pass."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._client = client
         self._settings = settings
-        self._prefix = settings.redis_key_prefix
+        self.keys = Keys(settings.redis_key_prefix)
         self._commit_script = client.register_script(lua_script("commit_entity.lua"))
         self._range_script = client.register_script(lua_script("observations_between.lua"))
+        self._rollup_script = client.register_script(lua_script("rollup_apply.lua"))
 
-    @property
-    def client(self) -> aioredis.Redis:
-        return self._client
-
-    def key(self, entity: str, part: str = "state") -> str:
-        """A key of ``entity``: ``state``, ``seen``, ``seen-index``, ``periods``, ``periods-index``."""
-        return f"{self._prefix}:{{{entity}}}:{part}"
-
-    def global_key(self, *parts: str) -> str:
-        """A key outside any entity (the periods-due registry, indexes for the query API)."""
-        return ":".join((self._prefix, *parts))
+    # ------------------------------------------------------------------ the stateful step
 
     async def read(
         self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]
@@ -123,51 +249,52 @@ class StateStore:
         of every other entity go on.
         """
         plan: list[tuple[str, str, Any]] = []
+        keys = self.keys
 
         async def run() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
                 plan.clear()
                 for entity, request in requests.items():
                     if request.state:
-                        pipe.hgetall(self.key(entity))
+                        pipe.hgetall(keys.entity(entity))
                         plan.append((entity, "state", None))
                     if request.ids:
                         ids = sorted(request.ids)
-                        pipe.hmget(self.key(entity, "seen"), ids)
+                        pipe.hmget(keys.entity(entity, "seen"), ids)
                         plan.append((entity, "seen", ids))
                     if request.periods:
-                        keys = sorted(request.periods)
-                        pipe.hmget(self.key(entity, "periods"), [f"{s}|{lb}" for s, lb in keys])
-                        plan.append((entity, "periods", keys))
+                        wanted = sorted(request.periods)
+                        pipe.hmget(keys.entity(entity, "periods"), [period_field(*p) for p in wanted])
+                        plan.append((entity, "periods", wanted))
                     for first, end in sorted(request.ranges):
-                        seen, index = self.key(entity, "seen"), self.key(entity, "seen-index")
+                        seen, index = keys.entity(entity, "seen"), keys.entity(entity, "seen-index")
                         await self._range_script(keys=[seen, index], args=[first, end], client=pipe)
                         plan.append((entity, "range", (first, end)))
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
 
-        replies = await self.with_retry("load", run)
+        replies = await self._retry("load", run)
         return _collect(plan, replies, into)
 
     def prepare(self, commit: Commit) -> PreparedCommit:
         """Serialise one entity's commit (pure; raises if the state cannot be written out, which the
         caller charges to that entity rather than to the batch)."""
-        return PreparedCommit(commit.entity, self._commit_keys(commit.entity), _commit_args(commit))
+        return PreparedCommit(commit.entity, self.keys.entity_all(commit.entity), _commit_args(commit))
 
     async def commit(
-        self, commits: Sequence[PreparedCommit], before: Sequence[tuple[Any, ...]] = ()
+        self, commits: Sequence[PreparedCommit], indexes: Sequence[IndexWrite] = ()
     ) -> tuple[int, dict[str, BaseException]]:
         """Write every commit atomically per entity, in one round trip.
 
-        ``before``: single-key commands sent first in the same round trip (indexes that are safe to
-        write more than once: the periods-due registry, the query API's indexes); an error about one
-        of them is logged, not fatal: they are derived again by the next batch of their entity.
-        Returns how many entities were written, and the entities whose commit Redis refused for good
-        (an error about the data, not the connection: those are retried).
+        ``indexes`` are sent first in the same round trip; an error about one of them is logged, not
+        fatal: they are derived again by the next batch of their entity. Returns how many entities
+        were written, and the entities whose commit Redis refused for good (an error about the data,
+        not the connection: those are retried).
         """
-        if not commits and not before:
+        if not commits and not indexes:
             return 0, {}
+        before = [self._index_command(write) for write in indexes]
 
         async def write() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -179,7 +306,7 @@ class StateStore:
                 raise_retried(result)
                 return result
 
-        results = await self.with_retry("commit", write)
+        results = await self._retry("commit", write)
         for command, reply in zip(before, results, strict=False):
             if isinstance(reply, BaseException):
                 what = {"command": str(command[0]), "key": str(command[1])}
@@ -193,15 +320,127 @@ class StateStore:
                 written += int(reply)
         return written, failed
 
-    def _commit_keys(self, entity: str) -> list[str]:
-        return [
-            self.key(entity, part) for part in ("state", "seen", "seen-index", "periods", "periods-index")
-        ]
+    def _index_command(self, write: IndexWrite) -> tuple[Any, ...]:
+        keys = self.keys
+        if isinstance(write, DueAt):
+            if write.deadline_ms is None:
+                return ("ZREM", keys.due(write.partition), write.entity)
+            return ("ZADD", keys.due(write.partition), write.deadline_ms, write.entity)
+        if isinstance(write, ReporterSent):
+            return ("SADD", keys.reporter_entities(write.reporter), write.entity)
+        if write.record_json is None:
+            return ("HDEL", keys.active_alerts(), write.alert_key)
+        return ("HSET", keys.active_alerts(), write.alert_key, write.record_json)
 
-    async def with_retry(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.retry).
+    async def due_entities(self, partition: int, now_ms: int) -> list[str]:
+        """Entities of a partition with a period whose deadline has passed (the periods-due registry)."""
+        key = self.keys.due(partition)
+
+        async def read() -> list[Any]:
+            return list(await self._client.zrangebyscore(key, "-inf", now_ms))
+
+        return [_text(raw) for raw in await self._retry("load", read)]
+
+    async def apply_rollup(
+        self, writes: Sequence[RollupWrite], periods: Sequence[PeriodKey]
+    ) -> RollupApplied:
+        """Apply every write and read every period (and last year's) in one round trip."""
+        keys = self.keys
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for w in writes:
+                    await self._rollup_script(
+                        keys=[keys.rollup(*w.period)],
+                        args=[w.source, w.seq, encode_entry(w.seq, w.aggregate), STATE_TTL_S],
+                        client=pipe,
+                    )
+                for indicator, target, series, label in periods:
+                    pipe.hgetall(keys.rollup(indicator, target, series, label))
+                    pipe.hgetall(keys.rollup(indicator, target, series, same_period_last_year(label)))
+                result: list[Any] = await pipe.execute(raise_on_error=False)
+                raise_retried(result)
+                return result
+
+        replies = await self._retry("rollup", run)
+        refused = {i: r for i, r in enumerate(replies[: len(writes)]) if isinstance(r, BaseException)}
+        reads = [_entries_or_error(r) for r in replies[len(writes) :]]
+        return RollupApplied(refused, list(zip(reads[0::2], reads[1::2], strict=True)))
+
+    # ------------------------------------------------------------------ the query API's reads
+
+    async def entity_state(self, entity: str) -> EntityState | None:
+        raw = await self._client.hgetall(self.keys.entity(entity))
+        return EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+
+    async def entity_periods(
+        self, entity: str, wanted: Sequence[SeriesPeriod] | None = None
+    ) -> dict[SeriesPeriod, Agg | None]:
+        key = self.keys.entity(entity, "periods")
+        if wanted is None:
+            raw = await self._client.hgetall(key)
+            return {split_period_field(_text(k)): Agg.decode(_text(v)) for k, v in raw.items()}
+        values = await self._client.hmget(key, [period_field(*p) for p in wanted])
+        return {p: _agg(v) for p, v in zip(wanted, values, strict=True)}
+
+    async def period_values(self, wanted: Sequence[tuple[str, SeriesPeriod]]) -> list[Agg | None]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for entity, period in wanted:
+                pipe.hget(self.keys.entity(entity, "periods"), period_field(*period))
+            replies = await pipe.execute()
+        return [_agg(raw) for raw in replies]
+
+    async def rollup_sources(
+        self, indicator: str, target: str, series: str, labels: Sequence[str]
+    ) -> list[dict[str, Agg]]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for label in labels:
+                pipe.hgetall(self.keys.rollup(indicator, target, series, label))
+            replies = await pipe.execute()
+        return [decode_entries(raw) for raw in replies]
+
+    async def active_alerts(self) -> list[dict[str, Any]]:
+        raw = await self._client.hgetall(self.keys.active_alerts())
+        return [json.loads(v) for v in raw.values()]
+
+    async def reporter_entities(self, reporters: Sequence[str]) -> list[set[str]]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for code in reporters:
+                pipe.smembers(self.keys.reporter_entities(code))
+            replies = await pipe.execute()
+        return [{_text(m) for m in members} for members in replies]
+
+    async def briefing_published(self, day: date) -> bool:
+        return bool(await self._client.exists(self.keys.briefing(day)))
+
+    async def mark_briefing(self, day: date, now_ms: int) -> None:
+        await self._client.set(self.keys.briefing(day), str(now_ms), ex=BRIEFING_MARKER_TTL_S)
+
+    async def _retry(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.ops.retry).
         An error about the data itself (not the connection) propagates."""
         return await retry_until_done(f"redis_{operation}", action, self._settings, classify_redis)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _bytes(raw: Any) -> bytes:
+    return raw if isinstance(raw, bytes) else str(raw).encode()
+
+
+def _agg(raw: Any) -> Agg | None:
+    return None if raw is None else Agg.decode(_text(raw))
+
+
+def _entries_or_error(reply: Any) -> dict[str, Agg] | BaseException:
+    if isinstance(reply, BaseException):
+        return reply
+    try:
+        return decode_entries(reply)
+    except Exception as exc:  # a roll-up hash that does not decode: the caller charges its period
+        return exc
 
 
 def _collect(

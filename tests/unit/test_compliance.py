@@ -1,10 +1,8 @@
-"""stream_app.queries ReadModel.compliance: a reporter's figures are read from the series they are
+"""stream_app.api.read_model ReadModel.compliance: a reporter's figures are read from the series they are
 kept in: the official one where it is the authority, its own co-reporter series elsewhere."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,35 +14,8 @@ from stream_app.domain.alerting import load_rules
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.validation import CO_REPORTER_BREAKDOWN
 from stream_app.settings import Settings
-from stream_app.state.store import StateStore
-
-
-class _Pipeline:
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
-        self.data, self.calls = data, []
-
-    def smembers(self, key: str) -> None:
-        self.calls.append(set())
-
-    def hget(self, key: str, field: str) -> None:
-        self.calls.append(self.data.get(key, {}).get(field))
-
-    async def execute(self) -> list[Any]:
-        return self.calls
-
-
-class _FakeRedis:
-    """The few read commands compliance uses, over a dict of hashes."""
-
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
-        self.data = data
-
-    def register_script(self, script: str) -> object:
-        return object()
-
-    @asynccontextmanager
-    async def pipeline(self, transaction: bool = True) -> AsyncIterator[_Pipeline]:
-        yield _Pipeline(self.data)
+from stream_app.state.keys import Keys
+from stream_app.state.memory import MemoryStateStore
 
 
 def _ms(*args: int) -> int:
@@ -53,15 +24,14 @@ def _ms(*args: int) -> int:
 
 async def _compliance(catalogue: Catalogue, data: dict[str, dict[str, str]], reporter: str, at: int) -> Any:
     settings = Settings.model_construct()
-    client: Any = _FakeRedis(data)
-    store = StateStore(client, settings)
+    store = MemoryStateStore(Keys(settings.redis_key_prefix), hashes=data)
     rulebook = load_rules(settings.catalogue_dir / "rules.toml", catalogue)
-    report = await ReadModel(client, store, catalogue, rulebook).compliance(reporter, at)
+    report = await ReadModel(store, catalogue, rulebook).compliance(reporter, at)
     return {i["indicator"]: i for i in report["reporters"][0]["indicators"]}
 
 
 def _periods_key(entity: str) -> str:
-    return f"{Settings.model_construct().redis_key_prefix}:{{{entity}}}:periods"
+    return Keys(Settings.model_construct().redis_key_prefix).entity(entity, "periods")
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,59 @@
+"""Every Redis key the processor uses, in one place.
+
+An entity's keys are ``<prefix>:{<entity>}:<part>``: the braces are a Redis Cluster hash tag, so the
+five keys one commit touches live in one slot. Keys outside any entity (the periods-due registry, the
+query API's indexes, the briefing marker) are ``<prefix>:<name>:...``; a roll-up period is a key of its
+own, tagged by ``rollup|<indicator>|<target>``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Final
+
+from stream_app.domain.model import period_field
+
+ENTITY_PARTS: Final = ("state", "seen", "seen-index", "periods", "periods-index")
+"""An entity's keys, in the order of the commit script's KEYS: its state hash, the observations it has
+seen (hash and index by event hour) and its reporting periods (hash and index by period end)."""
+
+
+class Keys:
+    """Key names under one prefix (``STREAM_APP_REDIS_KEY_PREFIX``)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def entity(self, entity: str, part: str = "state") -> str:
+        """One key of an entity (``part`` one of :data:`ENTITY_PARTS`)."""
+        return f"{self.prefix}:{{{entity}}}:{part}"
+
+    def entity_all(self, entity: str) -> list[str]:
+        """An entity's keys in the order of :data:`ENTITY_PARTS`."""
+        return [self.entity(entity, part) for part in ENTITY_PARTS]
+
+    def rollup(self, indicator: str, target: str, series: str, label: str) -> str:
+        """A roll-up period's hash (source entity -> ``seq;aggregate``)."""
+        return self.entity(f"rollup|{indicator}|{target}", period_field(series, label))
+
+    def due(self, partition: int) -> str:
+        """The periods-due registry of an internal partition: entities scored by their earliest open
+        period's deadline (epoch ms), so a tick finds the periods to close without a scan."""
+        return self._global("due", str(partition))
+
+    def reporter_entities(self, reporter: str) -> str:
+        """The entities a reporter has ever sent (compliance's "connected")."""
+        return self._global("reporter", reporter, "entities")
+
+    def active_alerts(self) -> str:
+        """The open alerts, alert key -> the alert record as JSON (the query API's picture)."""
+        return self._global("alerts", "active")
+
+    def briefing(self, day: date) -> str:
+        """Set once the briefing of ``day`` (local date) is published."""
+        return self._global("briefing", day.isoformat())
+
+    def _global(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))

@@ -1,0 +1,227 @@
+"""The stateful step's batch logic without Redis or Kafka: the real Consolidator over the in-memory
+state layer (which interprets the commit script's own arguments) and the real Publisher over a
+recording producer. What only integration tests reached before: multi-pass reads, the pass limit, an
+unreadable entity, a replayed batch, and a tick closing due periods."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from stream_app.agents import consolidate
+from stream_app.agents.consolidate import Consolidator
+from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.domain.aggregates import Agg
+from stream_app.domain.model import Observation
+from stream_app.domain.validation import observation_from_record, observation_record
+from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.publisher import Publisher
+from stream_app.settings import Settings
+from stream_app.state.memory import MemoryStateStore
+from stream_app.wire import codecs
+from tests.unit.core_support import local_ms, observation
+
+pytestmark = pytest.mark.asyncio
+
+SETTINGS = Settings.model_construct(retry_initial_s=0.001, retry_max_s=0.002)
+NOW_MS = local_ms(2025, 6, 20, 12)  # the tests' wall clock is not used: every time here is in the past
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float = 0.0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class _Event:
+    message: _Message
+
+
+class _Producer:
+    """Acknowledges every send and keeps it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def send(  # noqa: PLR0917 - the signature of Faust's producer
+        self, topic: str, key: Any, value: bytes | None, partition: Any, timestamp: Any, headers: Any
+    ) -> Any:
+        self.sent.append((topic, key, value))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class _App:
+    def __init__(self, producer: _Producer) -> None:
+        self.producer = producer
+
+    async def maybe_start_producer(self) -> _Producer:
+        return self.producer
+
+
+class Rig:
+    """One consolidator, its in-memory state and what it published."""
+
+    def __init__(self) -> None:
+        self.blueprint: Blueprint = load_blueprint(SETTINGS)
+        self.store = MemoryStateStore()
+        self.producer = _Producer()
+        publisher = Publisher(_App(self.producer), SETTINGS, self.blueprint.schemas.latest("dead_letter"))  # type: ignore[arg-type]
+        self.consolidator = Consolidator(self.blueprint, self.store, self.blueprint.rulebook, publisher)
+        internal = self.blueprint.topic_by_role("repartition")
+        self.internal, self.partitions = internal.name, internal.partitions
+        self.offsets: dict[int, int] = {}
+
+    def event(self, obs: Observation, *, offset: int | None = None) -> _Event:
+        partition = partition_for(obs.entity, self.partitions)
+        if offset is None:
+            offset = self.offsets.get(partition, -1) + 1
+        self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
+        value = codecs.encode(self.blueprint.schemas.latest("observation"), observation_record(obs))
+        return _Event(_Message(self.internal, partition, offset, obs.entity.encode(), value))
+
+    def tick(self, partition: int, now_ms: int) -> _Event:
+        offset = self.offsets.get(partition, -1) + 1
+        self.offsets[partition] = offset
+        value = codecs.encode(self.blueprint.schemas.latest("tick"), {"partition": partition, "now": now_ms})
+        return _Event(_Message(self.internal, partition, offset, b"", value))
+
+    async def run(self, *events: _Event) -> None:
+        await self.consolidator.process(list(events))
+
+    def period(self, entity: str, label: str, series: str = "") -> Agg | None:
+        stored = self.store.hashes.get(self.store.keys.entity(entity, "periods"), {})
+        raw = stored.get(f"{series}|{label}")
+        return None if raw is None else Agg.decode(raw)
+
+    def sent_to(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        return [(key, value) for t, key, value in self.producer.sent if t == topic]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        topic = self.blueprint.topic_by_role("consolidate_dead_letter").name
+        schemas = self.blueprint.schemas
+        return [codecs.decode(schemas, "dead_letter", value or b"") for _, value in self.sent_to(topic)]
+
+
+def _deaths(
+    observation_id: str, value: float, day: int, *, revision: int = 0, region: str = "01"
+) -> Observation:
+    return observation(
+        observation_id, value, local_ms(2025, 5, day, 8), indicator="TRF.ACCIDENTS", region=region,
+        revision=revision,
+    )  # fmt: skip
+
+
+async def test_a_batch_is_read_once_applied_and_committed_once() -> None:
+    rig = Rig()
+    await rig.run(*(rig.event(_deaths(f"hn-{d}", float(d), d)) for d in (1, 2, 3)))
+    assert rig.store.round_trips == 2  # one pipelined read, one pipelined commit
+    month = rig.period("TRF.ACCIDENTS|01|-", "2025-05")
+    assert month is not None
+    assert (month.count, float(month.total)) == (3, 6.0)
+    consolidated = rig.blueprint.topic_by_role("consolidated").name
+    assert rig.sent_to(consolidated), "the entity's consolidated records are published"
+    assert rig.dead_letters() == []
+
+
+async def test_a_replayed_batch_changes_nothing() -> None:
+    rig = Rig()
+    events = [rig.event(_deaths(f"hn-{d}", float(d), d)) for d in (1, 2, 3)]
+    await rig.run(*events)
+    before = {k: dict(v) for k, v in rig.store.hashes.items()}
+    await rig.run(*events)  # redelivered after a crash between commit and the Kafka offset commit
+    assert rig.store.hashes == before
+    month = rig.period("TRF.ACCIDENTS|01|-", "2025-05")
+    assert month is not None
+    assert month.count == 3
+
+
+async def test_a_correction_of_a_stored_value_reads_its_period_in_a_second_pass() -> None:
+    rig = Rig()
+    await rig.run(rig.event(_deaths("hn-1", 9.0, 1)), rig.event(_deaths("hn-2", 4.0, 2)))
+    rig.store.round_trips = 0
+    # revision 1 of hn-1 retracts the period's maximum: the step must read the period's other values
+    await rig.run(rig.event(_deaths("hn-1", 1.0, 1, revision=1)))
+    month = rig.period("TRF.ACCIDENTS|01|-", "2025-05")
+    assert month is not None
+    assert (month.count, float(month.total), month.high) == (2, 5.0, 4.0)
+    assert rig.store.round_trips >= 3, "a first read, at least one more pass, then the commit"
+    assert rig.dead_letters() == []
+
+
+async def test_an_entity_still_needing_reads_after_the_pass_limit_is_dead_lettered_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig()
+    await rig.run(rig.event(_deaths("hn-1", 9.0, 1)), rig.event(_deaths("hn-2", 4.0, 2)))
+    monkeypatch.setattr(consolidate, "MAX_READ_PASSES", 1)
+    await rig.run(
+        rig.event(_deaths("hn-1", 1.0, 1, revision=1)),  # needs a second pass: refused
+        rig.event(_deaths("hcm-1", 7.0, 1, region="79")),  # another entity: goes on
+    )
+    letters = rig.dead_letters()
+    assert [(d["reason"], d["stage"]) for d in letters] == [("reads_exhausted", "consolidate")]
+    hanoi = rig.period("TRF.ACCIDENTS|01|-", "2025-05")
+    assert hanoi is not None
+    assert (hanoi.count, hanoi.high) == (2, 9.0), "nothing of the refused correction was applied"
+    hcm = rig.period("TRF.ACCIDENTS|79|-", "2025-05")
+    assert hcm is not None
+    assert hcm.count == 1
+
+
+async def test_an_unreadable_entity_is_dead_lettered_and_the_others_go_on() -> None:
+    rig = Rig()
+    rig.store.broken["TRF.ACCIDENTS|01|-"] = ResponseError("WRONGTYPE Operation against a key")
+    await rig.run(rig.event(_deaths("hn-1", 1.0, 1)), rig.event(_deaths("hcm-1", 7.0, 1, region="79")))
+    assert [d["reason"] for d in rig.dead_letters()] == ["state_unreadable"]
+    assert rig.period("TRF.ACCIDENTS|01|-", "2025-05") is None
+    assert rig.period("TRF.ACCIDENTS|79|-", "2025-05") is not None
+
+
+async def test_a_tick_past_the_deadline_closes_the_due_period_and_leaves_the_registry() -> None:
+    rig = Rig()
+    # a value of the last hour: its day is still open (the step's clock is the wall clock)
+    first = observation("hn-now", 3.0, int(time.time() * 1000) - 3_600_000, indicator="TRF.ACCIDENTS")
+    await rig.run(rig.event(first))
+    entity = first.entity
+    partition = partition_for(entity, rig.partitions)
+    due_key = rig.store.keys.due(partition)
+    deadline = rig.store.zsets[due_key][entity]
+    assert await rig.store.due_entities(partition, int(deadline) - 1) == []
+    assert await rig.store.due_entities(partition, int(deadline)) == [entity]
+    consolidated = rig.blueprint.topic_by_role("consolidated").name
+    before = len(rig.sent_to(consolidated))
+    await rig.run(rig.tick(partition, int(deadline) + 1))
+    closes = [
+        codecs.decode(rig.blueprint.schemas, "consolidated", value or b"")
+        for _, value in rig.sent_to(consolidated)[before:]
+        if value
+    ]
+    assert any(r["kind"] == "PERIOD_CLOSE" for r in closes), closes
+    remaining = rig.store.zsets[due_key].get(entity)
+    assert remaining is None or remaining > deadline, "the closed period is no longer due"
+
+
+async def test_the_in_memory_layer_reads_back_what_the_read_side_decodes() -> None:
+    rig = Rig()
+    obs = _deaths("hn-1", 3.0, 1)
+    await rig.run(rig.event(obs))
+    state = await rig.store.entity_state(obs.entity)
+    assert state is not None
+    assert state.latest_value == 3.0
+    periods = await rig.store.entity_periods(obs.entity)
+    assert ("", "2025-05") in periods
+    roundtrip = observation_from_record(observation_record(obs))
+    assert roundtrip.entity == obs.entity
