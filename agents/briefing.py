@@ -7,7 +7,6 @@ deterministic id: a second copy after a crash or a rebalance is recognisable), t
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,8 @@ import faust
 
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
-from stream_app.domain.calendar import local_date
+from stream_app.domain import clock
+from stream_app.domain.clock import local_date, local_time_of_day_ms
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
@@ -23,14 +23,11 @@ from stream_app.wire import codecs
 
 log = get_logger(__name__)
 
-_LOCAL_OFFSET_MS = 7 * 3_600_000
-
 
 def due(now_ms: int, briefing_time: str) -> bool:
     """Whether the local time of day at ``now_ms`` is at or past ``briefing_time`` (HH:MM)."""
     hours, minutes = (int(part) for part in briefing_time.split(":"))
-    local_ms = (now_ms + _LOCAL_OFFSET_MS) % 86_400_000
-    return local_ms >= (hours * 60 + minutes) * 60_000
+    return local_time_of_day_ms(now_ms) >= (hours * 60 + minutes) * 60_000
 
 
 def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: Publisher) -> None:
@@ -41,7 +38,7 @@ def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: 
     schema = blueprint.schemas.latest("briefing")
 
     async def send_briefing() -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         if not due(now_ms, settings.briefing_time):
             return
         if not any(tp.topic == internal and tp.partition == 0 for tp in app.consumer.assignment()):

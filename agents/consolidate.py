@@ -4,7 +4,7 @@ rules and closing reporting periods at their deadline) and the center's directiv
 
 Per batch: read what the batch touches (each entity's state, its observations' ids, the periods they
 count in) in one pipelined round trip; apply each entity's records in order (pure:
-``stream_app.entity``) — if a step needs more (a correction needs the values of its period to
+``stream_app.domain.entity``) — if a step needs more (a correction needs the values of its period to
 recompute a min; a closing period its final value), read that and run that entity's records again
 from its state as read; publish alerts, consolidated records (once per key per batch) and roll-up
 contributions; then commit each entity's state together with the input offset it includes, atomically.
@@ -36,12 +36,14 @@ import faust
 from stream_app.agents._batch import batch_agent, observe_latency
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.alerting import RuleBook
+from stream_app.domain.clock import as_ms
 from stream_app.domain.consolidation import contributions, entity_records
 from stream_app.domain.entity import (
     Context,
     DirectiveRefusedError,
     EntityKey,
     EntityState,
+    Outcome,
     StepResult,
     Touched,
     apply,
@@ -347,7 +349,7 @@ class Consolidator:
             self._check_partition(obs.entity, message.partition)
             return _Item(index, message, subject, obs, (obs.entity,))
         if subject == "tick":
-            partition, tick_now = int(record["partition"]), _ms(record["now"])
+            partition, tick_now = int(record["partition"]), as_ms(record["now"])
             if partition != message.partition:
                 raise RecordRefusedError(
                     Reasons.TICK_INVALID, f"a tick for partition {partition} on partition {message.partition}"
@@ -455,7 +457,7 @@ class Consolidator:
             result = apply(
                 state, item.payload, source=source, offset=message.offset, ctx=self._ctx(now), touched=touched
             )
-            if not (result.skipped and not (result.duplicate or result.stale or result.beyond_retention)):
+            if result.outcome is not Outcome.ALREADY_APPLIED:
                 # Duplicates and refused records still advance the applied offset: they were processed.
                 self._commit(run, entity, source, message.offset)
         elif item.kind == "tick":
@@ -653,7 +655,7 @@ class Consolidator:
                             reporter="CENTER",
                         )
                     )
-                elif item.kind == "observation" and (result.stale or result.beyond_retention):
+                elif item.kind == "observation" and result.refused:
                     obs: Observation = item.payload
                     letters.append(
                         dead_letter(
@@ -737,7 +739,7 @@ def _checked(catalogue: Any, entity: str) -> EntityKey:
 
 
 def _refusal(obs: Observation, result: StepResult) -> Rejection:
-    if result.stale:
+    if result.outcome is Outcome.STALE:
         return Rejection(
             "stale_revision",
             f"revision {obs.revision} of {obs.observation_id} arrived after a later revision",
@@ -750,12 +752,12 @@ def _refusal(obs: Observation, result: StepResult) -> Rejection:
 
 
 def _count_observation(obs: Observation, result: StepResult) -> None:
-    if result.skipped and not (result.duplicate or result.stale or result.beyond_retention):
+    if result.outcome is Outcome.ALREADY_APPLIED:
         metrics.OBSERVATIONS_SKIPPED.inc()
-    elif result.duplicate:
+    elif result.outcome is Outcome.DUPLICATE:
         metrics.DUPLICATES.inc()
     elif not result.skipped:
-        if result.revision:
+        if result.outcome is Outcome.CORRECTED:
             metrics.REVISIONS.inc()
         if result.late:
             metrics.LATE_OBSERVATIONS.labels(obs.reporter).inc()
@@ -773,10 +775,6 @@ def _chunks(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any
         chunks[-1].append(item)
         size += estimate
     return chunks
-
-
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
 def register(

@@ -3,7 +3,7 @@
 Reads the internal roll-up topic, keyed ``indicator|target``: one writer per roll-up, in order. Each
 contribution replaces its source's previous one in the period's Redis hash unless that hash already
 holds a newer one (``lua/rollup_apply.lua``: the source's input offset orders them), so redelivery
-and replay are harmless without an offset of its own. The combined value (``stream_app.rollup``)
+and replay are harmless without an offset of its own. The combined value (``stream_app.domain.rollup``)
 is published to the consolidated topic once per key per batch, with the same period last year.
 
 Poison never jams: a contribution that is not one of ours, names a roll-up the catalogue cannot have,
@@ -31,7 +31,8 @@ from stream_app.domain.aggregates import (
     period_by_label,
     period_frequencies,
 )
-from stream_app.domain.consolidation import consolidated_key, frequency_of, period_record
+from stream_app.domain.calendar import frequency_of_label
+from stream_app.domain.consolidation import consolidated_key, period_record
 from stream_app.domain.entity import checked_entity
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
@@ -182,7 +183,7 @@ class Rollup:
         indicator = self.catalogue.indicators[indicator_code]
         reporting = period_by_label(label, indicator.calendar, indicator.deadline_day)
         closed = close_time_ms(reporting) <= now
-        if not closed and frequency_of(label) != period_frequencies(indicator.frequency)[0]:
+        if not closed and frequency_of_label(label) != period_frequencies(indicator.frequency)[0]:
             return None  # a longer period still open: published when it closes
         key = consolidated_key(indicator_code, target, None, series, label).encode()
         combined = combine_sources(indicator, sources)

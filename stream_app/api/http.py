@@ -1,8 +1,8 @@
 """The query API (HTTP, JSON), served by every worker next to ``/metrics`` and the probes.
 
 Documented in ``docs/openapi.yaml`` (also served at ``/api/v1/openapi.yaml``). Every request carries
-a bearer token (``stream_app.auth``): without one, or with an unknown one, 401; a role too low, 403.
-Reads (viewer): the answers come from Redis (``stream_app.queries``), so any worker answers for every
+a bearer token (``stream_app.api.auth``): without one, or with an unknown one, 401; a role too low, 403.
+Reads (viewer): the answers come from Redis (``stream_app.api.read_model``), so any worker answers for every
 entity. A wrong parameter gets a 400 with a message naming it; nothing stored gets a 404; Redis
 unreachable a 503. Writes (operator): ``POST /api/v1/alerts/{key}/directives`` publishes a directive
 to ``center.directives`` in the operator's name, and an audit record to ``center.audit``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,13 +26,14 @@ from stream_app.api import audit
 from stream_app.api.auth import Identity, load_tokens
 from stream_app.api.read_model import BadRequest, NotFound, ReadModel, series_param
 from stream_app.config.blueprint import Blueprint
-from stream_app.domain.calendar import local_date
+from stream_app.domain.clock import local_date, parse_iso_ms
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.rollup import NATIONAL
 from stream_app.kafka.publisher import Output
+from stream_app.paths import data_file
 from stream_app.wire import codecs
 
-OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+OPENAPI = data_file("openapi.yaml")  # docs/openapi.yaml, package data in a wheel
 PREFIX = "/api/v1"
 
 Handler = Callable[[dict[str, str], int], Awaitable[Any]]
@@ -295,9 +296,8 @@ def _time(text: str | None, default_ms: int) -> int:
     if not text:
         return default_ms
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_iso_ms(text)
     except ValueError:
-        raise BadRequest(f"at {text!r} is not an ISO-8601 time (e.g. 2025-08-01T00:00+07:00)") from None
-    if moment.tzinfo is None:
-        raise BadRequest(f"at {text!r} needs an offset (e.g. +07:00)")
-    return int(moment.timestamp() * 1000)
+        raise BadRequest(
+            f"at {text!r} is not an ISO-8601 time with its offset (e.g. 2025-08-01T00:00+07:00)"
+        ) from None

@@ -9,7 +9,7 @@ with a message naming it and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import Any
 
 from stream_app.domain.aggregates import (
@@ -26,15 +26,14 @@ from stream_app.domain.aggregates import (
     yoy_change_pct,
 )
 from stream_app.domain.alerting import RuleBook
-from stream_app.domain.calendar import ReportingPeriod, local_date, period_of
+from stream_app.domain.calendar import ReportingPeriod, period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.clock import local_date, local_iso
 from stream_app.domain.consolidation import time_aggregation
 from stream_app.domain.entity import EntityKey, EntityState, SeriesPeriod
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
 from stream_app.state.store import StateLayer
-
-VIETNAM_OFFSET = timedelta(hours=7)
 
 
 class BadRequest(ValueError):  # noqa: N818 - an HTTP 400, named as such
@@ -71,7 +70,7 @@ def agg_view(agg: Agg, indicator: Indicator, *, last_year: float | None = None) 
         "min": agg.low,
         "max": agg.high,
         "latest_value": agg.last_value,
-        "latest_event_time": _iso(agg.last_time),
+        "latest_event_time": local_iso(agg.last_time),
         "quality": agg.quality,
         "same_period_last_year": last_year,
         "yoy_change_pct": yoy_change_pct(value, last_year),
@@ -173,9 +172,9 @@ class ReadModel:
         return {
             **self._entity_view(where),
             "value": latest.last_value,
-            "event_time": _iso(latest.last_time),
+            "event_time": local_iso(latest.last_time),
             "reporter": state.reporter,
-            "last_received": _iso(state.last_seen) if state.last_seen >= 0 else None,
+            "last_received": local_iso(state.last_seen) if state.last_seen >= 0 else None,
             "alert_levels": level,
         }
 
@@ -202,7 +201,7 @@ class ReadModel:
             agg = combine(parts)
             if agg is not None:
                 out.append({"window": name, **agg_view(agg, where.indicator)})
-        return {**self._entity_view(where), "ends_at": _iso(latest.last_time), "windows": out}
+        return {**self._entity_view(where), "ends_at": local_iso(latest.last_time), "windows": out}
 
     async def periods(self, where: Where, label: str | None, now_ms: int) -> dict[str, Any]:
         if label:
@@ -352,7 +351,7 @@ class ReadModel:
             for key in ("indicators_expected", "indicators_connected", "indicators_complete_on_time",
                         "indicators_only_test_data", "indicators_missing")
         }  # fmt: skip
-        return {"at": _iso(at_ms), "summary": total, "reporters": out}
+        return {"at": local_iso(at_ms), "summary": total, "reporters": out}
 
     async def briefing(self, day: date, now_ms: int) -> dict[str, Any]:
         """The daily briefing of ``day``: the daily information groups' national values, with the
@@ -451,9 +450,3 @@ def series_param(breakdown: str | None) -> str:
 
 def _breakdowns(series: str) -> dict[str, str]:
     return breakdowns_of(series)
-
-
-def _iso(ms: int) -> str:
-    return (datetime(1970, 1, 1) + timedelta(milliseconds=ms) + VIETNAM_OFFSET).isoformat(
-        timespec="seconds"
-    ) + "+07:00"

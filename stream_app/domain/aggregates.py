@@ -1,8 +1,8 @@
-"""Rolling aggregates by event time, in hourly buckets: pure arithmetic, no I/O.
+"""Exact aggregates by event time, with retraction: an entity's hours, days and reporting periods.
 
-A bucket holds count, sum, min and max of one hour; the rolling 24 h window of an entity is the
-combination of the 24 buckets up to the hour of its newest observation. Buckets older than the
-retention are dropped.
+Pure arithmetic, no I/O. An :class:`Agg` holds count, exact sum, min, max, the last value and counts
+per data quality; the rolling windows of an entity combine its hours (24 h) or days (7 and 30 days) up
+to its newest observation; hours and days older than their retention are dropped.
 """
 
 from __future__ import annotations
@@ -11,79 +11,18 @@ import decimal
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 from urllib.parse import quote, unquote
 
-from stream_app.domain.calendar import ReportingPeriod, local_date, parse_period, period_of
+from stream_app.domain.calendar import ReportingPeriod, frequency_of_label, parse_period, period_of
+from stream_app.domain.clock import HOUR_MS, end_of_local_day_ms, local_date, local_midnight_ms
 
-HOUR_MS = 3_600_000
-WINDOW_HOURS = 24
 RETENTION_HOURS = 48
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """count, sum, min, max of the values in one hour."""
-
-    count: int
-    total: float
-    low: float
-    high: float
-
-    def add(self, value: float) -> Bucket:
-        return Bucket(self.count + 1, self.total + value, min(self.low, value), max(self.high, value))
-
-    def encode(self) -> str:
-        return f"{self.count},{self.total!r},{self.low!r},{self.high!r}"
-
-    @staticmethod
-    def decode(text: str) -> Bucket:
-        count, total, low, high = text.split(",")
-        return Bucket(int(count), float(total), float(low), float(high))
-
-    @staticmethod
-    def of(value: float) -> Bucket:
-        return Bucket(1, value, value, value)
-
-
-@dataclass(frozen=True, slots=True)
-class WindowAggregate:
-    """Aggregate of a rolling window."""
-
-    count: int
-    total: float
-    low: float
-    high: float
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
 
 
 def hour_of(event_time_ms: int) -> int:
     """The hourly bucket an event time falls in (hours since the epoch)."""
     return event_time_ms // HOUR_MS
-
-
-def rolling(buckets: dict[int, Bucket], end_hour: int, hours: int = WINDOW_HOURS) -> WindowAggregate:
-    """Combine the buckets of the ``hours`` hours ending with ``end_hour`` (inclusive)."""
-    selected = [b for h, b in buckets.items() if end_hour - hours < h <= end_hour]
-    if not selected:
-        return WindowAggregate(0, 0.0, 0.0, 0.0)
-    return WindowAggregate(
-        count=sum(b.count for b in selected),
-        total=sum(b.total for b in selected),
-        low=min(b.low for b in selected),
-        high=max(b.high for b in selected),
-    )
-
-
-def expired(
-    buckets: dict[int, Bucket], newest_hour: int, retention_hours: int = RETENTION_HOURS
-) -> list[int]:
-    """Hours whose buckets fall out of retention once ``newest_hour`` has been seen."""
-    return [h for h in buckets if h <= newest_hour - retention_hours]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,15 +276,7 @@ def periods_of(
 @functools.lru_cache(maxsize=65536)
 def period_by_label(label: str, calendar: str, deadline_day: int) -> ReportingPeriod:
     """The period a label names; the label's shape says its frequency."""
-    return parse_period(label, _frequency_of_label(label), calendar, deadline_day)
-
-
-def _frequency_of_label(label: str) -> str:
-    if "-Q" in label:
-        return "quarterly"
-    if "-H" in label:
-        return "half_yearly"
-    return {4: "annual", 7: "monthly", 10: "daily"}[len(label)]
+    return parse_period(label, frequency_of_label(label), calendar, deadline_day)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -361,7 +292,7 @@ def same_period_last_year(label: str) -> str:
 def close_time_ms(period: ReportingPeriod) -> int:
     """When a period closes: the end of its reporting deadline's local day. Values arriving later
     still update it, counted as late."""
-    return _noon_ms(period.deadline.toordinal()) + 12 * HOUR_MS
+    return end_of_local_day_ms(period.deadline)
 
 
 def yoy_change_pct(value: float, last_year: float | None) -> float | None:
@@ -372,7 +303,4 @@ def yoy_change_pct(value: float, last_year: float | None) -> float | None:
 
 
 def _noon_ms(local_day_ordinal: int) -> int:
-    return (local_day_ordinal - _EPOCH_ORDINAL) * 24 * HOUR_MS - 7 * HOUR_MS + 12 * HOUR_MS
-
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+    return local_midnight_ms(local_day_ordinal) + 12 * HOUR_MS

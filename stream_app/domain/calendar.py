@@ -26,15 +26,13 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from stream_app.domain.clock import DAY_MS, HOUR_MS, local_date, local_hour, local_midnight_ms
+
 FREQUENCIES = ("hourly", "daily", "monthly", "quarterly", "half_yearly", "annual", "event")
 CALENDARS = ("decree09", "calendar_month")
 # Records of these frequencies may omit their period: the event time alone places them.
 PERIOD_OPTIONAL = frozenset({"hourly", "daily", "event"})
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 24 * _HOUR_MS
-_LOCAL_OFFSET_MS = 7 * _HOUR_MS  # Asia/Ho_Chi_Minh: UTC+7 all year
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _CUT_OFF_DAY = 14  # decree09: a period ends on the 14th and the next starts on the 15th
 # Months per period, for the frequencies that span whole months.
 _MONTHS = {"monthly": 1, "quarterly": 3, "half_yearly": 6, "annual": 12}
@@ -69,11 +67,6 @@ class ReportingPeriod:
         return self.start_ms <= event_time_ms < self.end_ms
 
 
-def local_date(event_time_ms: int) -> date:
-    """The date in Vietnam at ``event_time_ms``: the date regulations count periods in."""
-    return date.fromordinal(_EPOCH_ORDINAL + (event_time_ms + _LOCAL_OFFSET_MS) // _DAY_MS)
-
-
 def period_of(frequency: str, calendar: str, event_time_ms: int, deadline_day: int = 25) -> ReportingPeriod:
     """The period of ``frequency`` under ``calendar`` holding the event time ``event_time_ms``.
 
@@ -84,8 +77,7 @@ def period_of(frequency: str, calendar: str, event_time_ms: int, deadline_day: i
     _check(frequency, calendar, deadline_day)
     day = local_date(event_time_ms)
     if frequency == "hourly":
-        hour = (event_time_ms + _LOCAL_OFFSET_MS) % _DAY_MS // _HOUR_MS
-        return _hour_period(day, hour)
+        return _hour_period(day, local_hour(event_time_ms))
     if frequency in ("daily", "event"):
         return _day_period(day)
     year, month = day.year, day.month
@@ -126,6 +118,15 @@ def _parsed(frequency: str, calendar: str, numbers: list[int], deadline_day: int
     return _month_period(frequency, calendar, year, number, deadline_day)
 
 
+def frequency_of_label(label: str) -> str:
+    """The frequency a monthly-or-longer or daily period label names (its shape says it)."""
+    if "-Q" in label:
+        return "quarterly"
+    if "-H" in label:
+        return "half_yearly"
+    return {4: "annual", 7: "monthly", 10: "daily"}[len(label)]
+
+
 def period_matches(label: str | None, frequency: str, calendar: str, event_time_ms: int) -> bool:
     """Whether a record's period label fits its indicator's frequency and holds its event time.
 
@@ -153,14 +154,14 @@ def _check(frequency: str, calendar: str, deadline_day: int) -> None:
 
 
 def _hour_period(day: date, hour: int) -> ReportingPeriod:
-    start_ms = _midnight_ms(day) + hour * _HOUR_MS
+    start_ms = local_midnight_ms(day) + hour * HOUR_MS
     label = f"{day.isoformat()}T{hour:02d}"
-    return ReportingPeriod(label, day, day, start_ms, start_ms + _HOUR_MS, day + timedelta(days=1))
+    return ReportingPeriod(label, day, day, start_ms, start_ms + HOUR_MS, day + timedelta(days=1))
 
 
 def _day_period(day: date) -> ReportingPeriod:
-    start_ms = _midnight_ms(day)
-    return ReportingPeriod(day.isoformat(), day, day, start_ms, start_ms + _DAY_MS, day + timedelta(days=1))
+    start_ms = local_midnight_ms(day)
+    return ReportingPeriod(day.isoformat(), day, day, start_ms, start_ms + DAY_MS, day + timedelta(days=1))
 
 
 def _month_period(
@@ -184,14 +185,11 @@ def _month_period(
         "half_yearly": f"{year:04d}-H{number}",
         "annual": f"{year:04d}",
     }[frequency]
-    return ReportingPeriod(label, start, end, _midnight_ms(start), _midnight_ms(end) + _DAY_MS, deadline)
+    return ReportingPeriod(
+        label, start, end, local_midnight_ms(start), local_midnight_ms(end) + DAY_MS, deadline
+    )
 
 
 def _add_months(year: int, month: int, months: int) -> tuple[int, int]:
     index = year * 12 + month - 1 + months
     return index // 12, index % 12 + 1
-
-
-def _midnight_ms(day: date) -> int:
-    """Epoch milliseconds of local midnight starting ``day``."""
-    return (day.toordinal() - _EPOCH_ORDINAL) * _DAY_MS - _LOCAL_OFFSET_MS

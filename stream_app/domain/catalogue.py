@@ -10,18 +10,17 @@ legacy GSO provinces that history since 2010 is reported in, each with the unit 
 
 from __future__ import annotations
 
-import math
-import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
-from stream_app.domain.calendar import CALENDARS, FREQUENCIES, ReportingPeriod, local_date, period_of
+from stream_app.domain.calendar import CALENDARS, FREQUENCIES, ReportingPeriod, period_of
+from stream_app.domain.clock import local_date
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN
+from stream_app.domain.tables import TableReader, array_of_tables, read_toml
 from stream_app.exceptions import ConfigurationError
 
 REGION_LEVELS = ("national", "province", "station")
@@ -84,8 +83,6 @@ _REGION_KEYS = frozenset({"code", "name", "kind", "successor"})
 _STATION_KEYS = frozenset({"code", "name", "region", "kind", "levels", "levels_indicator", "legacy_region"})
 _LEVEL_KEYS = frozenset({"code", "from", "name_vi", "name_en", "colour"})
 _AUTHORITY_KEYS = frozenset({"reporter", "from", "until", "regions"})
-_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Without levels every value is level 0, so an alert threshold of 1 can never be reached.
 _NO_ALERT = 1
 
@@ -128,7 +125,7 @@ class Indicator:
 
     ``alert_from_level`` is the index of the first level that raises an alert; without levels (its
     own or its stations') every value is level 0 and no alert fires. ``calendar`` and ``frequency``
-    say which reporting period a value belongs to (``stream_app.calendar``); ``aggregation`` says
+    say which reporting period a value belongs to (``stream_app.domain.calendar``); ``aggregation`` says
     how regions combine (sum, mean, weighted_mean, max, last).
 
     ``station_kind`` is the kind of station a station-level indicator is reported by (``None`` for
@@ -263,122 +260,52 @@ class Catalogue:
         return self.indicators[indicator_code].authority_at(region, event_time_ms)
 
 
-class _Entry:
-    """Reads fields of one TOML table, raising errors that name the file and the entry."""
-
-    def __init__(self, path: Path, kind: str, table: dict[str, Any]) -> None:
-        self.path, self.kind, self.table = path, kind, table
-        self.name = str(table.get("code", "?"))
-
-    def fail(self, problem: str) -> ConfigurationError:
-        return ConfigurationError(f"{self.path}: {self.kind} {self.name!r}: {problem}")
-
-    def only(self, allowed: frozenset[str]) -> None:
-        """Refuse keys the loader does not read: a misspelt optional key would be silently ignored."""
-        unknown = sorted(self.table.keys() - allowed)
-        if unknown:
-            raise self.fail(f"unknown keys {unknown}; expected some of {sorted(allowed)}")
-
-    def text(self, key: str) -> str:
-        value = self.table.get(key)
-        if not isinstance(value, str) or not value:
-            raise self.fail(f"{key!r} must be a non-empty string")
-        return value
-
-    def optional_text(self, key: str) -> str | None:
-        return self.text(key) if key in self.table else None
-
-    def optional_date(self, key: str) -> date | None:
-        """A local date, as an ISO string ("2024-07-01") or a TOML date; ``None`` when absent."""
-        if key not in self.table:
-            return None
-        value = self.table[key]
-        if isinstance(value, date) and not isinstance(value, datetime):
-            return value
-        if isinstance(value, str) and _ISO_DATE.fullmatch(value):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                pass
-        raise self.fail(f"{key!r} must be a date, YYYY-MM-DD; got {value!r}")
-
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(key)
-        if value not in allowed:
-            raise self.fail(f"{key!r} is {value!r}; expected one of {', '.join(allowed)}")
-        return value
-
-    def number(self, key: str) -> float:
-        value = self.table.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise self.fail(f"{key!r} must be a finite number")
-        return float(value)
-
-    def integer(self, key: str, default: int | None = None) -> int:
-        value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(f"{key!r} must be an integer")
-        return value
-
-    def strings(self, key: str, *, required: bool) -> tuple[str, ...]:
-        value = self.table.get(key, None if required else [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(f"{key!r} must be an array of non-empty strings")
-        if required and not value:
-            raise self.fail(f"{key!r} must not be empty")
-        repeated = sorted({v for v in value if value.count(v) > 1})
-        if repeated:
-            raise self.fail(f"{key!r} repeats {repeated}")
-        return tuple(value)
-
-    def levels(self) -> tuple[Level, ...]:
-        raw = self.table.get("levels", [])
-        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-            raise self.fail("'levels' must be an array of tables ({ code = ..., from = ..., ... })")
-        levels = []
-        for index, item in enumerate(raw):
-            sub = _Entry(self.path, f"{self.kind} {self.name!r} level", item)
-            sub.only(_LEVEL_KEYS)
-            colour = sub.text("colour")
-            if not _COLOUR.fullmatch(colour):
-                raise sub.fail(f"'colour' {colour!r} must be #RRGGBB")
-            levels.append(
-                Level(
-                    index,
-                    sub.text("code"),
-                    sub.number("from"),
-                    sub.text("name_vi"),
-                    sub.text("name_en"),
-                    colour,
-                )
+def _levels(e: TableReader) -> tuple[Level, ...]:
+    raw = e.table.get("levels", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise e.fail("'levels' must be an array of tables ({ code = ..., from = ..., ... })")
+    levels = []
+    for index, item in enumerate(raw):
+        sub = e.sub(f"level {str(item.get('code', index))!r}", item)
+        sub.only(_LEVEL_KEYS)
+        colour = sub.colour("colour")
+        levels.append(
+            Level(
+                index,
+                sub.text("code"),
+                sub.number("from"),
+                sub.text("name_vi"),
+                sub.text("name_en"),
+                colour,
             )
-        for before, after in pairwise(levels):
-            if after.lower <= before.lower:
-                raise self.fail(
-                    f"levels not increasing: {after.code} ({after.lower}) after "
-                    f"{before.code} ({before.lower})"
-                )
-        codes = [level.code for level in levels]
-        repeated = sorted({c for c in codes if codes.count(c) > 1})
-        if repeated:
-            raise self.fail(f"level codes repeated: {repeated}")
-        return tuple(levels)
-
-    def check_levels(self, levels: tuple[Level, ...], indicator: Indicator, alert_from: int) -> None:
-        """Levels must lie in the indicator's range, and the alert threshold must be one of them."""
-        for level in levels:
-            if not indicator.min_value <= level.lower <= indicator.max_value:
-                raise self.fail(
-                    f"level {level.code} from {level.lower} is outside {indicator.code}'s range "
-                    f"[{indicator.min_value}, {indicator.max_value}]"
-                )
-        if alert_from < 1:
-            raise self.fail(f"alert_from_level {alert_from} must be at least 1: level 0 is the clear level")
-        if alert_from >= len(levels):
-            raise self.fail(
-                f"alert_from_level {alert_from} of {indicator.code} is beyond the levels "
-                f"(0..{len(levels) - 1}): no value could ever raise the alert"
+        )
+    for before, after in pairwise(levels):
+        if after.lower <= before.lower:
+            raise e.fail(
+                f"levels not increasing: {after.code} ({after.lower}) after {before.code} ({before.lower})"
             )
+    codes = [level.code for level in levels]
+    repeated = sorted({c for c in codes if codes.count(c) > 1})
+    if repeated:
+        raise e.fail(f"level codes repeated: {repeated}")
+    return tuple(levels)
+
+
+def _check_levels(e: TableReader, levels: tuple[Level, ...], indicator: Indicator, alert_from: int) -> None:
+    """Levels must lie in the indicator's range, and the alert threshold must be one of them."""
+    for level in levels:
+        if not indicator.min_value <= level.lower <= indicator.max_value:
+            raise e.fail(
+                f"level {level.code} from {level.lower} is outside {indicator.code}'s range "
+                f"[{indicator.min_value}, {indicator.max_value}]"
+            )
+    if alert_from < 1:
+        raise e.fail(f"alert_from_level {alert_from} must be at least 1: level 0 is the clear level")
+    if alert_from >= len(levels):
+        raise e.fail(
+            f"alert_from_level {alert_from} of {indicator.code} is beyond the levels "
+            f"(0..{len(levels) - 1}): no value could ever raise the alert"
+        )
 
 
 def load_catalogue(directory: Path) -> Catalogue:
@@ -391,7 +318,7 @@ def load_catalogue(directory: Path) -> Catalogue:
     indicators: dict[str, Indicator] = {}
     alerting: set[str] = set()  # indicators without levels of their own that name an alert threshold
     for table in tables["indicators.toml"]:
-        entry = _Entry(path, "indicator", table)
+        entry = TableReader.entry(path, "indicator", table)
         indicator, explicit_alert = _indicator(entry, reporter_names, regions, indicators)
         indicators[indicator.code] = indicator
         if explicit_alert and not indicator.levels:
@@ -418,23 +345,13 @@ def load_catalogue(directory: Path) -> Catalogue:
 
 def _read(path: Path, key: str) -> list[dict[str, Any]]:
     """The ``[[key]]`` tables of one file; any other top-level content is refused."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"{path}: {exc}") from exc
-    unexpected = sorted(data.keys() - {key})
-    if unexpected:
-        raise ConfigurationError(f"{path}: unexpected {unexpected}: this file holds only [[{key}]] tables")
-    tables = data.get(key, [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigurationError(f"{path}: {key!r} must be an array of tables ([[{key}]])")
-    return tables
+    return array_of_tables(path, read_toml(path, frozenset({key})), key)
 
 
 def _reporters(path: Path, tables: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     names: dict[str, tuple[str, str]] = {}
     for table in tables:
-        e = _Entry(path, "reporter", table)
+        e = TableReader.entry(path, "reporter", table)
         e.only(_REPORTER_KEYS)
         code = e.text("code")
         if code in names:
@@ -449,7 +366,7 @@ def _regions(path: Path, tables: list[dict[str, Any]]) -> tuple[dict[str, Region
     units: dict[str, Region] = {}
     legacy: dict[str, Region] = {}
     for table in tables:
-        e = _Entry(path, "region", table)
+        e = TableReader.entry(path, "region", table)
         e.only(_REGION_KEYS)
         region = _region(e)
         found = legacy if region.kind == "legacy" else units
@@ -460,7 +377,7 @@ def _regions(path: Path, tables: list[dict[str, Any]]) -> tuple[dict[str, Region
     if len(national) != 1:
         raise ConfigurationError(f"{path}: expected exactly one national region (VN), found {national}")
     for region in legacy.values():
-        e = _Entry(path, "legacy region", {"code": region.code})
+        e = TableReader.entry(path, "legacy region", {"code": region.code})
         target = units.get(str(region.successor))
         former = legacy.get(str(region.successor))
         if target is None and former is not None and former.successor != former.code:
@@ -477,13 +394,13 @@ def _regions(path: Path, tables: list[dict[str, Any]]) -> tuple[dict[str, Region
     successors = {r.successor for r in legacy.values()}
     for region in units.values():
         if region.kind == "current" and region.code not in successors:
-            raise _Entry(path, "current region", {"code": region.code}).fail(
+            raise TableReader.entry(path, "current region", {"code": region.code}).fail(
                 "no legacy province names it as successor: every current unit merges at least one"
             )
     return {**units, **{code: r for code, r in legacy.items() if code not in units}}, legacy
 
 
-def _region(e: _Entry) -> Region:
+def _region(e: TableReader) -> Region:
     code, name = e.text("code"), e.text("name")
     if e.choice("kind", REGION_KINDS) == "legacy":
         return Region(code, name, "legacy", e.text("successor"))
@@ -494,7 +411,10 @@ def _region(e: _Entry) -> Region:
 
 
 def _indicator(
-    e: _Entry, reporters: Mapping[str, object], regions: Mapping[str, Region], known: Mapping[str, Indicator]
+    e: TableReader,
+    reporters: Mapping[str, object],
+    regions: Mapping[str, Region],
+    known: Mapping[str, Indicator],
 ) -> tuple[Indicator, bool]:
     """One indicator, and whether it names its own alert threshold."""
     e.only(_INDICATOR_KEYS)
@@ -532,7 +452,7 @@ def _indicator(
         max_value=hi,
         region_level=region_level,
         alert_from_level=e.integer("alert_from_level", _NO_ALERT),
-        levels=e.levels(),
+        levels=_levels(e),
         reporters=frozenset(allowed),
         frequency=frequency,
         calendar=period_calendar,
@@ -547,11 +467,11 @@ def _indicator(
     if indicator.levels:
         if not explicit_alert:
             raise e.fail("'alert_from_level' is required with levels")
-        e.check_levels(indicator.levels, indicator, indicator.alert_from_level)
+        _check_levels(e, indicator.levels, indicator, indicator.alert_from_level)
     return indicator, explicit_alert
 
 
-def _station_kind(e: _Entry, region_level: str) -> str | None:
+def _station_kind(e: TableReader, region_level: str) -> str | None:
     """Required of station indicators (checked against the stations once they are loaded), refused
     of the others."""
     if region_level == "station":
@@ -568,7 +488,7 @@ def _station_kind(e: _Entry, region_level: str) -> str | None:
     return None
 
 
-def _breakdown_values(e: _Entry, breakdowns: tuple[str, ...]) -> dict[str, frozenset[str]]:
+def _breakdown_values(e: TableReader, breakdowns: tuple[str, ...]) -> dict[str, frozenset[str]]:
     raw = e.table.get("breakdown_values", {})
     if not isinstance(raw, dict):
         raise e.fail("'breakdown_values' must be a table of arrays ({ name = [\"value\", ...] })")
@@ -594,7 +514,7 @@ def _breakdown_values(e: _Entry, breakdowns: tuple[str, ...]) -> dict[str, froze
 
 
 def _authority(
-    e: _Entry, reporters: tuple[str, ...], region_level: str, regions: Mapping[str, Region]
+    e: TableReader, reporters: tuple[str, ...], region_level: str, regions: Mapping[str, Region]
 ) -> tuple[Authority, ...]:
     """The ``authority`` entries, in order (the first that covers an observation wins)."""
     raw = e.table.get("authority", [])
@@ -602,8 +522,7 @@ def _authority(
         raise e.fail("'authority' must be an array of tables ({ reporter = ..., from = ..., until = ... })")
     entries = []
     for item in raw:
-        sub = _Entry(e.path, f"indicator {e.name!r} authority", item)
-        sub.name = str(item.get("reporter", "?"))
+        sub = e.sub(f"authority {str(item.get('reporter', '?'))!r}", item)
         sub.only(_AUTHORITY_KEYS)
         reporter = sub.text("reporter")
         if reporter not in reporters:
@@ -620,7 +539,7 @@ def _authority(
     return tuple(entries)
 
 
-def _authority_region(e: _Entry, code: str, region_level: str, regions: Mapping[str, Region]) -> None:
+def _authority_region(e: TableReader, code: str, region_level: str, regions: Mapping[str, Region]) -> None:
     """Authority is looked up by the unit an observation is kept under: today's unit, or "VN"."""
     region = regions.get(code)
     if region is None:
@@ -641,13 +560,13 @@ def _check_station_kinds(
     kinds = {station.kind for station in stations.values()}
     for indicator in indicators.values():
         if indicator.station_kind is not None and indicator.station_kind not in kinds:
-            raise _Entry(path, "indicator", {"code": indicator.code}).fail(
+            raise TableReader.entry(path, "indicator", {"code": indicator.code}).fail(
                 f"'station_kind' {indicator.station_kind!r} is not the kind of any station in "
                 f"stations.toml ({', '.join(sorted(kinds))})"
             )
 
 
-def _deadline_day(e: _Entry, period_calendar: str) -> int:
+def _deadline_day(e: TableReader, period_calendar: str) -> int:
     day = e.integer("deadline_day", DEFAULT_DEADLINE_DAY)
     # decree09 periods end on the 14th and Art. 13 wants at least one day between cut-off and deadline.
     first = 16 if period_calendar == "decree09" else 1
@@ -656,7 +575,7 @@ def _deadline_day(e: _Entry, period_calendar: str) -> int:
     return day
 
 
-def _known_codes(e: _Entry, key: str, codes: Iterable[str], known: Mapping[str, object]) -> None:
+def _known_codes(e: TableReader, key: str, codes: Iterable[str], known: Mapping[str, object]) -> None:
     unknown = sorted(set(codes) - known.keys())
     if unknown:
         raise e.fail(f"unknown {key} {unknown}")
@@ -673,7 +592,7 @@ def _stations(
 ) -> dict[str, Station]:
     stations: dict[str, Station] = {}
     for table in tables:
-        e = _Entry(path, "station", table)
+        e = TableReader.entry(path, "station", table)
         e.only(_STATION_KEYS)
         code = e.text("code")
         if code in stations:
@@ -683,7 +602,7 @@ def _stations(
             e.text("name"),
             e.text("region"),
             e.text("kind"),
-            e.levels(),
+            _levels(e),
             e.optional_text("levels_indicator"),
         )
         _station_region(e, station.region, regions)
@@ -693,7 +612,7 @@ def _stations(
     return stations
 
 
-def _station_region(e: _Entry, code: str, regions: Mapping[str, Region]) -> None:
+def _station_region(e: TableReader, code: str, regions: Mapping[str, Region]) -> None:
     region = regions.get(code)
     if region is None:
         raise e.fail(f"unknown region {code!r}")
@@ -706,7 +625,7 @@ def _station_region(e: _Entry, code: str, regions: Mapping[str, Region]) -> None
         raise e.fail(f"region {code!r} is the national pseudo-region: a station belongs to a current unit")
 
 
-def _station_legacy_region(e: _Entry, station: Station, legacy: Mapping[str, Region]) -> Station:
+def _station_legacy_region(e: TableReader, station: Station, legacy: Mapping[str, Region]) -> Station:
     """The station with its pre-2025 province: as given (a legacy province that merged into the
     station's region), else the station's own code when that is also a legacy one."""
     code = e.optional_text("legacy_region")
@@ -724,7 +643,7 @@ def _station_legacy_region(e: _Entry, station: Station, legacy: Mapping[str, Reg
 
 
 def _station_levels(
-    e: _Entry, station: Station, indicators: Mapping[str, Indicator], alerting: set[str]
+    e: TableReader, station: Station, indicators: Mapping[str, Indicator], alerting: set[str]
 ) -> None:
     if not station.levels and station.levels_indicator is None:
         return
@@ -741,4 +660,4 @@ def _station_levels(
         )
     if not indicator.levels and indicator.code not in alerting:
         raise e.fail(f"levels for {indicator.code}, which has no alert_from_level")
-    e.check_levels(station.levels, indicator, indicator.alert_from_level)
+    _check_levels(e, station.levels, indicator, indicator.alert_from_level)

@@ -9,8 +9,6 @@ windows and the longer periods to date.
 
 from __future__ import annotations
 
-from typing import Any
-
 from stream_app.domain.aggregates import (
     ROLLING_WINDOWS,
     Agg,
@@ -24,19 +22,12 @@ from stream_app.domain.aggregates import (
     same_period_last_year,
     yoy_change_pct,
 )
-from stream_app.domain.calendar import ReportingPeriod, local_date
+from stream_app.domain.calendar import ReportingPeriod, frequency_of_label
 from stream_app.domain.catalogue import Indicator
+from stream_app.domain.clock import local_date
 from stream_app.domain.entity import Context, EntityKey, EntityState, Touched
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN
-
-
-def frequency_of(label: str) -> str:
-    """The frequency a period label names (its shape says it)."""
-    if "-Q" in label:
-        return "quarterly"
-    if "-H" in label:
-        return "half_yearly"
-    return {4: "annual", 7: "monthly", 10: "daily"}[len(label)]
+from stream_app.domain.records import ConsolidatedRecord, PeriodToDate, RollingWindow
 
 
 def consolidated_key(indicator: str, region: str, station: str | None, series: str, label: str) -> str:
@@ -47,7 +38,7 @@ def consolidated_key(indicator: str, region: str, station: str | None, series: s
 
 def entity_records(
     state: EntityState, entity: EntityKey, touched: Touched, ctx: Context
-) -> list[tuple[str, dict[str, Any] | None]]:
+) -> list[tuple[str, ConsolidatedRecord | None]]:
     """The consolidated records of what a batch changed in one entity, once per key (debounced):
 
     - the entity's own-frequency periods it touched (the day for hourly and daily indicators, the
@@ -59,12 +50,12 @@ def entity_records(
     indicator = ctx.catalogue.indicators[entity.indicator]
     level, level_code = _alert_level(state, entity, ctx)
     own = period_frequencies(indicator.frequency)[0]
-    out: list[tuple[str, dict[str, Any] | None]] = []
+    out: list[tuple[str, ConsolidatedRecord | None]] = []
     for key in sorted(touched.periods | touched.closed):
         series, label = key
         period = period_by_label(label, indicator.calendar, indicator.deadline_day)
         closed = close_time_ms(period) <= ctx.now_ms
-        is_own = frequency_of(label) == own
+        is_own = frequency_of_label(label) == own
         if not (key in touched.closed or is_own or closed):
             continue
         record_key = consolidated_key(entity.indicator, entity.region, entity.station, series, label)
@@ -121,7 +112,7 @@ def period_record(
     contributors: int = 0,
     value: float | None = None,
     last_year_value: float | None = None,
-) -> dict[str, Any]:
+) -> ConsolidatedRecord:
     """The Avro ``consolidated`` record of one period's aggregate (an entity's or a roll-up's)."""
     aggregation = time_aggregation(indicator)
     value = agg.value_by(aggregation) if value is None else value
@@ -175,12 +166,12 @@ def time_aggregation(indicator: Indicator) -> str:
 
 
 def period_frequency(period: ReportingPeriod) -> str:
-    return frequency_of(period.label)
+    return frequency_of_label(period.label)
 
 
 def _to_date(
     indicator: Indicator, state: EntityState, series: str, period: ReportingPeriod, now_ms: int
-) -> dict[str, Any]:
+) -> PeriodToDate:
     agg = state.periods[(series, period.label)]
     assert agg is not None  # noqa: S101 - filtered by the caller
     value = agg.value_by(time_aggregation(indicator))
@@ -200,8 +191,8 @@ def _to_date(
     }
 
 
-def _windows(state: EntityState, series: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _windows(state: EntityState, series: str) -> list[RollingWindow]:
+    out: list[RollingWindow] = []
     latest = state.latest_of(series)
     if latest is None:
         return out

@@ -5,7 +5,7 @@ a clock tick, or a directive from the center — compute the new state and the r
 agent reads the states of a whole batch, applies records in order, publishes, then commits the states
 with their applied offsets atomically (``lua/commit_entity.lua``).
 
-What an entity keeps (see the README's Redis layout):
+What an entity keeps (see docs/domain.md, "Redis layout"):
 
 - hourly and daily aggregates per series (``h:``, ``d:``: the rolling 24 h, 7 d and 30 d windows, and
   the history the alert rules look at), and the reporting periods its values fall in (its own
@@ -30,11 +30,11 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from typing import Any
 
 from stream_app.domain.aggregates import (
     DAY_RETENTION_DAYS,
-    HOUR_MS,
     RETENTION_HOURS,
     Agg,
     close_time_ms,
@@ -55,9 +55,11 @@ from stream_app.domain.alerting import (
     on_tick,
 )
 from stream_app.domain.alerting.transitions import Transition
-from stream_app.domain.calendar import ReportingPeriod, local_date, period_of
+from stream_app.domain.calendar import ReportingPeriod, period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.clock import HOUR_MS, as_ms, local_date, local_midnight_ms
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Observation
+from stream_app.domain.records import AlertRecord
 
 _HOUR_PREFIX = "h:"
 _DAY_PREFIX = "d:"
@@ -89,7 +91,7 @@ def retention_start_ms(indicator: Indicator, newest_event_time: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _retention_start(calendar: str, local_day_ordinal: int) -> int:
-    noon = (local_day_ordinal - date(1970, 1, 1).toordinal()) * 24 * HOUR_MS + 5 * HOUR_MS
+    noon = local_midnight_ms(local_day_ordinal) + 12 * HOUR_MS
     this_year = period_of("annual", calendar, noon)
     return period_of("annual", calendar, this_year.start_ms - 1).start_ms
 
@@ -470,22 +472,42 @@ def checked_entity(catalogue: Catalogue, text: str) -> EntityKey:
     return key
 
 
+class Outcome(StrEnum):
+    """What a step did with one record."""
+
+    APPLIED = "applied"
+    CORRECTED = "corrected"  # applied, retracting the earlier revision's value
+    PENDING = "pending"  # data to load first (see ``EntityState.missing``): run again after reading
+    ALREADY_APPLIED = "already_applied"  # at or before the entity's applied offset: a redelivery
+    DUPLICATE = "duplicate"  # this revision of this observation was applied before
+    STALE = "stale"  # an earlier revision than one already applied
+    BEYOND_RETENTION = "beyond_retention"  # older than the entity's retention: cannot be judged
+
+
+_SKIPPED = frozenset({Outcome.ALREADY_APPLIED, Outcome.DUPLICATE, Outcome.STALE, Outcome.BEYOND_RETENTION})
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What one record did: skipped (already applied, a duplicate, stale, beyond retention), pending
-    (data to load first: see ``EntityState.missing``), or applied with the alerts to publish."""
+    """What one record did (its :class:`Outcome`), whether it arrived after its reporting period
+    closed, and the alerts to publish."""
 
-    skipped: bool
-    duplicate: bool = False
-    stale: bool = False
-    beyond_retention: bool = False
-    pending: bool = False
-    revision: bool = False  # a correction: the earlier revision's value was retracted
+    outcome: Outcome
     late: bool = False  # its reporting period had already closed when it arrived
-    alerts: tuple[dict[str, Any], ...] = ()
+    alerts: tuple[AlertRecord, ...] = ()
 
     @property
-    def alert(self) -> dict[str, Any] | None:
+    def skipped(self) -> bool:
+        """Nothing applied: already applied, a duplicate, or refused."""
+        return self.outcome in _SKIPPED
+
+    @property
+    def refused(self) -> bool:
+        """Refused for good (the record is dead-lettered with the outcome as its reason)."""
+        return self.outcome in (Outcome.STALE, Outcome.BEYOND_RETENTION)
+
+    @property
+    def alert(self) -> AlertRecord | None:
         """The first alert (most observations cause at most one)."""
         return self.alerts[0] if self.alerts else None
 
@@ -555,19 +577,19 @@ def apply(
     """
     touched = touched if touched is not None else Touched()
     if already_applied(state, source, offset):
-        return StepResult(skipped=True)
+        return StepResult(Outcome.ALREADY_APPLIED)
     indicator = ctx.catalogue.indicators[obs.indicator]
     newest = max(state.newest_event_time, obs.event_time)
     retention = retention_start_ms(indicator, newest)
     if obs.event_time < retention:
-        return StepResult(skipped=True, beyond_retention=True)
+        return StepResult(Outcome.BEYOND_RETENTION)
     known = state.seen.get(obs.seen_key)
     if known is not None and known.knows(obs.revision):
         # the same record again: published twice upstream, or an earlier revision re-sent by the
         # intake after a crash, once the correction was already applied
-        return StepResult(skipped=True, duplicate=True)
+        return StepResult(Outcome.DUPLICATE)
     if known is not None and known.revision > obs.revision:
-        return StepResult(skipped=True, stale=True)
+        return StepResult(Outcome.STALE)
 
     series = slice_of(obs.breakdowns)
     periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
@@ -583,7 +605,7 @@ def apply(
         ready = all([state.has_period(k) for k in keys]) and ready
         ready = all([state.has_period((s, same_period_last_year(lb))) for s, lb in keys]) and ready
     if not ready:
-        return StepResult(skipped=False, pending=True)
+        return StepResult(Outcome.PENDING)
 
     if known is not None:
         _retract(state, obs, known, old_periods, touched)
@@ -610,7 +632,7 @@ def apply(
             state.latest_period = obs.period
     alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
     close_due(state, ctx, touched)
-    return StepResult(skipped=False, revision=known is not None, late=late, alerts=alerts)
+    return StepResult(Outcome.CORRECTED if known is not None else Outcome.APPLIED, late=late, alerts=alerts)
 
 
 def _count(
@@ -695,7 +717,7 @@ def close_due(state: EntityState, ctx: Context, touched: Touched) -> None:
             touched.closed.add(key)
 
 
-def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[dict[str, Any], ...]:
+def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[AlertRecord, ...]:
     history = state.lazy_history()
     alerts = []
     for rule in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station):
@@ -740,10 +762,10 @@ def tick(
     """
     touched = touched if touched is not None else Touched()
     if not state.known or already_applied(state, source, offset):
-        return StepResult(skipped=True)
+        return StepResult(Outcome.ALREADY_APPLIED)
     close_due(state, ctx, touched)
     if state.missing:
-        return StepResult(skipped=False, pending=True)
+        return StepResult(Outcome.PENDING)
     indicator = ctx.catalogue.indicators[entity.indicator]
     alerts = []
     for rule in ctx.rulebook.timer_rules_for(entity.indicator, entity.region, entity.station):
@@ -761,7 +783,7 @@ def tick(
                     state, rule, verdict, entity, cause=f"tick@{ctx.now_ms}", ctx=ctx, event_time=ctx.now_ms
                 )
             )
-    return StepResult(skipped=False, alerts=tuple(alerts))
+    return StepResult(Outcome.APPLIED, alerts=tuple(alerts))
 
 
 class DirectiveRefusedError(ValueError):
@@ -784,7 +806,7 @@ def direct(
     """Apply a directive of the center to the alert it names: record who acknowledged, was assigned,
     commented; publish the change. Raises :class:`DirectiveRefusedError` for an alert that is not open."""
     if already_applied(state, source, offset):
-        return StepResult(skipped=True)
+        return StepResult(Outcome.ALREADY_APPLIED)
     rule_id = directive["alert_key"].split("|", 1)[0]
     rules = {r.rule_id: r for r in ctx.rulebook.rules_for(entity.indicator, entity.region, entity.station)}
     rule, rule_state, known = rules.get(rule_id), state.rules.get(rule_id), state.meta.get(rule_id)
@@ -796,7 +818,7 @@ def direct(
             "alert_not_open", f"alert {directive['alert_key']!r} is not open; cannot {action}"
         )
     meta = state.alert_meta(rule_id)
-    issued = _millis(directive["issued_at"])
+    issued = as_ms(directive["issued_at"])
     if action in ("ACKNOWLEDGE", "ASSIGN", "ESCALATE", "CLOSE") and not meta.acknowledged_by:
         meta.acknowledged_by, meta.acknowledged_at = directive["actor"], issued
     if directive.get("assignee"):
@@ -823,7 +845,7 @@ def direct(
         event_time=issued,
         event_type=action,
     )
-    return StepResult(skipped=False, alerts=(alert,))
+    return StepResult(Outcome.APPLIED, alerts=(alert,))
 
 
 def alert_key(rule_id: str, entity: EntityKey) -> str:
@@ -855,7 +877,7 @@ def _alert(
     event_time: int,
     observation_id: str = "",
     event_type: str = "TRANSITION",
-) -> dict[str, Any]:
+) -> AlertRecord:
     """The Avro alert record of one change, with what the center did about it so far."""
     key = alert_key(rule.rule_id, entity)
     assert verdict.transition is not None  # noqa: S101 - callers publish transitions only
@@ -899,9 +921,3 @@ def _alert(
         "event_time": event_time,
         "processing_time": ctx.now_ms,
     }
-
-
-def _millis(value: Any) -> int:
-    if hasattr(value, "timestamp"):
-        return int(value.timestamp() * 1000)
-    return int(value)

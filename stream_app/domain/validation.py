@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.domain.calendar import period_matches
 from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.clock import ms_of
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN as _CO_REPORTER_BREAKDOWN
 from stream_app.domain.model import Observation, Quality, Rejection
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
-EARLIEST_EVENT_MS = int(datetime(2010, 1, 1, tzinfo=UTC).timestamp() * 1000)
+EARLIEST_EVENT_MS = ms_of(datetime(2010, 1, 1, tzinfo=UTC))
 # The breakdown added to a co-reporter's observations: its own series, never mixed with the
 # official one (the name is the model's; the catalogue reserves it).
 CO_REPORTER_BREAKDOWN: Final = _CO_REPORTER_BREAKDOWN
@@ -30,7 +31,7 @@ _SHOWN_MAX = 64  # characters of a refused value quoted in a dead letter's messa
 
 
 class Reasons:
-    """Dead-letter reason codes of validation (decoding has its own in :mod:`stream_app.codecs`)."""
+    """Dead-letter reason codes of validation (decoding has its own in :mod:`stream_app.wire.codecs`)."""
 
     UNKNOWN_REPORTER = "unknown_reporter"
     UNKNOWN_INDICATOR = "unknown_indicator"

@@ -17,6 +17,7 @@ from datetime import date
 from typing import Any
 
 from stream_app.domain.aggregates import Agg, same_period_last_year
+from stream_app.domain.clock import HOUR_MS
 from stream_app.domain.entity import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import decode_entries, encode_entry
@@ -36,8 +37,6 @@ from stream_app.state.store import (
     _collect,
     _commit_args,
 )
-
-_HOUR_MS = 3_600_000
 
 
 @dataclass
@@ -165,7 +164,7 @@ class MemoryStateStore:
                 periods_index[name] = float(ends)
         if retention != "":
             start = int(retention)
-            _forget(seen, seen_index, lambda score: score < math.floor(start / _HOUR_MS))
+            _forget(seen, seen_index, lambda score: score < math.floor(start / HOUR_MS))
             _forget(periods, periods_index, lambda score: score <= start)
         return 1
 

@@ -2,7 +2,7 @@
 
 Everything the catalogue says (reporters, indicators with their unit, frequency, region level and
 who reports them, current and legacy province codes, stations with their alarm levels, reporting
-periods) comes from the :class:`~stream_app.catalogue.Catalogue` the caller loaded; the simulator
+periods) comes from the :class:`~stream_app.domain.catalogue.Catalogue` the caller loaded; the simulator
 keeps only what shapes values, checked against it (``stream_app.simulation``).
 
 **Live** (:func:`live_feed`, :func:`run_live`; :func:`run` for the demo): see
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.clock import LOCAL_TZ
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 from stream_app.tools.simulation.history import (
@@ -41,7 +42,7 @@ from stream_app.tools.simulation.live import (
     run_live,
     smog_aqi,
 )
-from stream_app.tools.simulation.world import LOCAL_TZ, REFORM_DATE
+from stream_app.tools.simulation.world import REFORM_DATE
 from stream_app.wire.schemas import load_schemas
 
 __all__ = [

@@ -24,14 +24,15 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
-from stream_app.domain.aggregates import Bucket, hour_of
+from stream_app.domain.aggregates import hour_of
 from stream_app.domain.alerting import BucketHistory, RuleState, load_rules, on_observation
 from stream_app.domain.catalogue import load_catalogue
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.wire import codecs
+from tests.unit.core_support import Hour
 
-from .support import WorkerProcess, observation, produce
+from .support import WorkerProcess, observation, produce, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -113,12 +114,12 @@ def _levels_rule(settings: Settings) -> Any:
 
 
 def _by_engine(rule: Any, values: list[float], ids: list[str], start_ms: int) -> list[Change]:
-    """The transitions ``stream_app.alerting`` computes, from a fresh state."""
-    state, buckets, out = RuleState(), dict[int, Bucket](), []
+    """The transitions ``stream_app.domain.alerting`` computes, from a fresh state."""
+    state, buckets, out = RuleState(), dict[int, Hour](), []
     for i, (value, obs_id) in enumerate(zip(values, ids, strict=True)):
         at = start_ms + i * MINUTE_MS
         hour = hour_of(at)
-        buckets[hour] = buckets[hour].add(value) if hour in buckets else Bucket.of(value)
+        buckets[hour] = buckets[hour].add(value) if hour in buckets else Hour.of(value)
         verdict = on_observation(
             rule, state, value=value, event_time_ms=at, history=BucketHistory(dict(buckets)), now_ms=at
         )
@@ -172,7 +173,7 @@ def _applied(client: redis.Redis, settings: Settings) -> int:
     for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*{STATION}*", count=1000):
         if INDICATOR.encode() not in key or client.type(key) != b"hash":
             continue
-        fields: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+        fields = redis_hash(client, key)
         total += sum(int(v.split(b",")[0]) for k, v in fields.items() if k.startswith(b"h::"))
     return total
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from stream_app.domain.aggregates import Agg
 from stream_app.domain.alerting import RuleBook
@@ -14,6 +13,7 @@ from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.consolidation import entity_records
 from stream_app.domain.entity import Context, EntityKey, EntityState, StepResult, Touched, apply, tick
 from stream_app.domain.model import Observation, Quality
+from stream_app.domain.records import ConsolidatedRecord
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -34,6 +34,21 @@ _REPORTED = {
     "ENV.AQI": ("MAE", "index"),
     "PWR.SOURCE_SHARE": ("EVN", "%"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Hour:
+    """An hour's lowest and highest value: what ``BucketHistory`` reads of the hours a state keeps."""
+
+    low: float
+    high: float
+
+    @staticmethod
+    def of(value: float) -> Hour:
+        return Hour(value, value)
+
+    def add(self, value: float) -> Hour:
+        return Hour(min(self.low, value), max(self.high, value))
 
 
 def utc_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, second: int = 0) -> int:
@@ -121,7 +136,7 @@ class Core:
     def batch(self) -> None:
         self.touched = Touched()
 
-    def records(self, now: int | None = None) -> dict[str, dict[str, Any] | None]:
+    def records(self, now: int | None = None) -> dict[str, ConsolidatedRecord | None]:
         """The consolidated records of the batch so far, by key."""
         return dict(entity_records(self.state, self.entity, self.touched, self.ctx(now)))
 

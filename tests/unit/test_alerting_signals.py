@@ -1,4 +1,4 @@
-"""stream_app.alerting rate_of_change and deviation rules, and the bucket-backed History."""
+"""stream_app.domain.alerting rate_of_change and deviation rules, and the bucket-backed History."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from stream_app.domain.aggregates import Bucket, hour_of
+from stream_app.domain.aggregates import hour_of
 from stream_app.domain.alerting import (
     BucketHistory,
     DeviationParams,
@@ -15,13 +15,13 @@ from stream_app.domain.alerting import (
     Rule,
     RuleBook,
     RuleState,
-    daily_totals,
     load_rules,
     on_observation,
 )
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
 from stream_app.settings import Settings
+from tests.unit.core_support import Hour
 
 RULES = Settings.model_construct().catalogue_dir / "rules.toml"
 T0 = int(datetime(2024, 11, 1, tzinfo=UTC).timestamp() * 1000)
@@ -42,12 +42,12 @@ class Recorder:
     """Feeds observations to a rule the way the caller will: into the hourly buckets first."""
 
     def __init__(self, rule: Rule) -> None:
-        self.rule, self.state, self.buckets = rule, RuleState(), dict[int, Bucket]()
+        self.rule, self.state, self.buckets = rule, RuleState(), dict[int, Hour]()
 
     def observe(self, hours: float, value: float) -> Transition | None:
         at = T0 + round(hours * HOUR)
         hour = hour_of(at)
-        self.buckets[hour] = self.buckets[hour].add(value) if hour in self.buckets else Bucket.of(value)
+        self.buckets[hour] = self.buckets[hour].add(value) if hour in self.buckets else Hour.of(value)
         verdict = on_observation(
             self.rule,
             self.state,
@@ -114,7 +114,7 @@ def test_rate_of_change_fall(book: RuleBook) -> None:
 def test_rate_of_change_threshold_and_value(book: RuleBook) -> None:
     rule = _rule(book, "rate_of_change", "HYD.WATER_LEVEL", "01", "HN-SONTAY")
     state = RuleState()
-    history = BucketHistory({hour_of(T0): Bucket.of(10.0)})
+    history = BucketHistory({hour_of(T0): Hour.of(10.0)})
     verdict = on_observation(rule, state, value=11.25, event_time_ms=T0 + HOUR, history=history, now_ms=T0)
     assert (verdict.transition, verdict.value, verdict.threshold) == (Transition.FIRING, 11.25, 11.0)
     assert "rose 1.25 in 6 h" in verdict.detail
@@ -140,7 +140,9 @@ def _baseline(values: list[float]) -> BucketHistory:
     return BucketHistory({}, {TODAY - timedelta(days=days - n): v for n, v in enumerate(values)})
 
 
-def _judge(rule: Rule, value: float, history: BucketHistory, state: RuleState | None = None) -> tuple:
+def _judge(
+    rule: Rule, value: float, history: BucketHistory, state: RuleState | None = None
+) -> tuple[Transition | None, float | None]:
     verdict = on_observation(
         rule, state or RuleState(), value=value, event_time_ms=TODAY_MS, history=history, now_ms=TODAY_MS
     )
@@ -200,20 +202,9 @@ def test_deviation_below(book: RuleBook) -> None:
 
 
 def test_bucket_history_is_hour_granular() -> None:
-    buckets = {hour_of(T0): Bucket.of(5.0).add(1.0), hour_of(T0 + HOUR): Bucket.of(3.0)}
+    buckets = {hour_of(T0): Hour.of(5.0).add(1.0), hour_of(T0 + HOUR): Hour.of(3.0)}
     history = BucketHistory(buckets)
     assert history.min_since(T0 + 30 * 60_000) == 1.0  # the whole hour holding since_ms counts
     assert history.min_since(T0 + HOUR) == 3.0
     assert history.max_since(T0) == 5.0
     assert history.min_since(T0 + 2 * HOUR) is None
-
-
-def test_daily_totals_are_by_local_day() -> None:
-    # 16:00 and 17:00 UTC on 2024-11-01 are 23:00 on the 1st and 00:00 on the 2nd in Vietnam.
-    at_16 = int(datetime(2024, 11, 1, 16, tzinfo=UTC).timestamp() * 1000)
-    buckets = {hour_of(at_16): Bucket.of(2.0), hour_of(at_16 + HOUR): Bucket.of(3.0).add(4.0)}
-    totals = daily_totals(buckets)
-    assert totals == {date(2024, 11, 1): 2.0, date(2024, 11, 2): 7.0}
-    history = BucketHistory(buckets, totals)
-    assert history.daily_values(date(2024, 11, 3), 2) == [2.0, 7.0]
-    assert history.daily_values(date(2024, 11, 2), 30) == [2.0]

@@ -1,4 +1,4 @@
-"""stream_app.consolidation: the consolidated records of what a batch changed in one entity (own
+"""stream_app.domain.consolidation: the consolidated records of what a batch changed in one entity (own
 period with rolling windows and longer periods to date, late updates, closes, tombstones, breakdown
 series) and its contributions to the roll-ups."""
 
@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from stream_app.domain.calendar import frequency_of_label
 from stream_app.domain.catalogue import Catalogue
-from stream_app.domain.consolidation import consolidated_key, contributions, frequency_of
+from stream_app.domain.consolidation import consolidated_key, contributions
 from stream_app.domain.entity import EntityKey
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
@@ -28,7 +29,7 @@ SHARE = EntityKey("PWR.SOURCE_SHARE", "VN", None)  # daily, calendar months, wei
     ],
 )
 def test_frequency_of_a_label(label: str, frequency: str) -> None:
-    assert frequency_of(label) == frequency
+    assert frequency_of_label(label) == frequency
 
 
 def test_consolidated_key() -> None:

@@ -1,4 +1,4 @@
-"""stream_app.entity: the pure stateful step of one entity (dedup, levels, alerts, aggregates)."""
+"""stream_app.domain.entity: the pure stateful step of one entity (dedup, levels, alerts, aggregates)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import tempfile
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from stream_app.domain.aggregates import HOUR_MS, Agg, hour_of
+from stream_app.domain.aggregates import Agg, hour_of
 from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.alerting.transitions import Transition
-from stream_app.domain.calendar import local_date
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.clock import HOUR_MS, local_date
 from stream_app.domain.consolidation import entity_records
 from stream_app.domain.entity import (
     Context,
     EntityKey,
     EntityState,
+    Outcome,
     Seen,
     StepResult,
     Touched,
@@ -30,6 +30,7 @@ from stream_app.domain.entity import (
     retention_start_ms,
 )
 from stream_app.domain.model import Observation
+from stream_app.domain.records import ConsolidatedRecord
 from stream_app.state.store import EntityReads
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
@@ -117,7 +118,7 @@ class Feed:
         """Start a new batch: records are published once per key per batch."""
         self.touched = Touched()
 
-    def record(self, label: str, entity: EntityKey = AQI) -> dict[str, Any]:
+    def record(self, label: str, entity: EntityKey = AQI) -> ConsolidatedRecord:
         """The consolidated record of one period the batch changed."""
         records = dict(entity_records(self.state, entity, self.touched, self.ctx()))
         found = records[f"{entity.indicator}:{entity.region}:{entity.station or '-'}:{label}"]
@@ -167,7 +168,7 @@ def test_first_observation_is_applied(catalogue: Catalogue, make_observation: Ma
     feed = Feed(catalogue)
     result = feed(make_observation(value=80.0), offset=5)
     # MODERATE is below ENV.AQI's alert level (BAD); processed in 2030, its local day closed long ago
-    assert result == StepResult(skipped=False, late=True)
+    assert result == StepResult(Outcome.APPLIED, late=True)
     assert feed.state.offsets == {SOURCE: 5}
     one = _one(80.0, t0_ms, "obs-1")
     assert feed.state.hours == {("", hour_of(t0_ms)): one}
@@ -189,8 +190,8 @@ def test_redelivered_offset_is_skipped_without_change(
     before = copy.deepcopy(feed.state)
     other = make_observation(observation_id="obs-2", value=400.0, event_time=t0_ms + HOUR_MS)
     result = feed(other, offset=redelivered_offset)
-    assert result == StepResult(skipped=True)
-    assert not result.duplicate
+    assert result == StepResult(Outcome.ALREADY_APPLIED)
+    assert result.outcome is not Outcome.DUPLICATE
     assert feed.state == before
 
 
@@ -205,7 +206,7 @@ def test_offsets_are_per_source(catalogue: Catalogue, make_observation: MakeObs,
 
 @pytest.mark.parametrize(
     ("revision", "expected"),
-    [(2, StepResult(skipped=True, duplicate=True)), (1, StepResult(skipped=True, stale=True))],
+    [(2, StepResult(Outcome.DUPLICATE)), (1, StepResult(Outcome.STALE))],
     ids=["same-revision-duplicate", "older-revision-stale"],
 )
 def test_same_or_older_revision_at_new_offset_changes_nothing(
@@ -231,10 +232,10 @@ def test_an_earlier_revision_resent_after_its_correction_is_a_duplicate(
     feed = Feed(catalogue)
     feed(make_observation(revision=0, value=80.0))
     feed(make_observation(revision=1, value=160.0))
-    assert feed(make_observation(revision=0, value=80.0)) == StepResult(skipped=True, duplicate=True)
-    assert feed(make_observation(revision=1, value=160.0)) == StepResult(skipped=True, duplicate=True)
+    assert feed(make_observation(revision=0, value=80.0)) == StepResult(Outcome.DUPLICATE)
+    assert feed(make_observation(revision=1, value=160.0)) == StepResult(Outcome.DUPLICATE)
     feed(make_observation(revision=3, value=170.0))
-    assert feed(make_observation(revision=2, value=90.0)) == StepResult(skipped=True, stale=True)
+    assert feed(make_observation(revision=2, value=90.0)) == StepResult(Outcome.STALE)
     assert feed.state.seen["MAE|obs-1"].earlier == (0, 1)
     assert period(feed.state, "2024-11") == _one(170.0, feed.state.seen["MAE|obs-1"].event_time, "obs-1")
     restored = Seen.decode(feed.state.seen["MAE|obs-1"].encode())
@@ -246,8 +247,8 @@ def test_higher_revision_is_applied(catalogue: Catalogue, make_observation: Make
     feed(make_observation(revision=0, value=80.0))
     result = feed(make_observation(revision=1, value=160.0))
     assert not result.skipped
-    assert not result.duplicate
-    assert result.revision
+    assert result.outcome is not Outcome.DUPLICATE
+    assert result.outcome is Outcome.CORRECTED
     assert feed.state.seen["MAE|obs-1"] == Seen(1, t0_ms, 160.0, "FINAL", "", earlier=(0,))
     # the earlier value is retracted everywhere: still one value, now the corrected one
     corrected = _one(160.0, t0_ms, "obs-1")
@@ -569,7 +570,7 @@ def test_duplicate_of_an_observation_older_than_48h_is_not_counted_twice(
     assert not feed(late).skipped
     assert feed.state.days[("", _day(t0_ms))] == _one(10.0, t0_ms, "late")
     periods = dict(feed.state.periods)
-    assert feed(late) == StepResult(skipped=True, duplicate=True)
+    assert feed(late) == StepResult(Outcome.DUPLICATE)
     assert feed.state.days[("", _day(t0_ms))] == _one(10.0, t0_ms, "late")
     assert feed.state.periods == periods
     month = feed.state.periods[("", "2024-11")]
@@ -638,7 +639,7 @@ def test_restored_state_continues_where_it_left_off(
     b = make_observation(observation_id="b", value=90.0, event_time=t0_ms + 1)
     restored = Feed(catalogue, _reads_of(feed.state, catalogue, [a_again, b], **{SOURCE: 10}).build())
     assert restored(a_again, offset=10).skipped
-    assert restored(a_again, offset=11) == StepResult(skipped=True, duplicate=True)
+    assert restored(a_again, offset=11) == StepResult(Outcome.DUPLICATE)
     result = restored(b, offset=12)
     assert restored.state.missing == set(), "everything the batch needs was read"
     assert result.alert is not None

@@ -1,4 +1,4 @@
-"""stream_app.entity timer ticks and directives: absence and late reports of one entity, and what the
+"""stream_app.domain.entity timer ticks and directives: absence and late reports of one entity, and what the
 center does about an alert (acknowledge, assign, comment ...). Rules of a small file of the test's own."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stream_app.domain.entity import (
     DirectiveRefusedError,
     EntityKey,
     EntityState,
+    Outcome,
     StepResult,
     alert_id,
     apply,
@@ -26,6 +27,7 @@ from stream_app.domain.entity import (
     tick,
 )
 from stream_app.domain.model import Observation
+from stream_app.domain.records import AlertRecord
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
 
@@ -198,7 +200,7 @@ def _hash_of(state: EntityState) -> dict[bytes, bytes]:
 
 def test_tick_before_any_data_is_skipped(aqi: Callable[..., Entity]) -> None:
     entity = aqi()
-    assert entity.tick(at_ms=ARRIVED_MS + 100 * HOUR_MS, offset=1) == StepResult(skipped=True)
+    assert entity.tick(at_ms=ARRIVED_MS + 100 * HOUR_MS, offset=1) == StepResult(Outcome.ALREADY_APPLIED)
     assert entity.state == EntityState(complete=True), (
         "a feed never heard from is not watched, nor its tick recorded"
     )
@@ -267,7 +269,7 @@ def test_redelivered_tick_is_skipped(aqi: Callable[..., Entity], make_observatio
     before = copy.deepcopy(entity.state)
     for offset in (7, 6):
         again = entity.tick(at_ms=ARRIVED_MS + 9 * HOUR_MS, offset=offset)
-        assert again == StepResult(skipped=True)
+        assert again == StepResult(Outcome.ALREADY_APPLIED)
         assert entity.state == before
     assert entity.state.offsets[TICK_SOURCE] == 7
 
@@ -362,7 +364,7 @@ def test_late_report_fires_after_the_deadline_and_resolves_on_the_report(
 # --- directives of the center ------------------------------------------------------------------
 
 
-def _firing(aqi: Callable[..., Entity], make_observation: MakeObs) -> tuple[Entity, dict[str, Any]]:
+def _firing(aqi: Callable[..., Entity], make_observation: MakeObs) -> tuple[Entity, AlertRecord]:
     """An entity whose AQI alert is open (BAD), and the FIRING alert."""
     entity = aqi()
     fired = entity.observe(_reading(make_observation, "a", 200.0), at_ms=ARRIVED_MS)
@@ -558,7 +560,7 @@ def test_redelivered_directive_is_skipped(
     entity.direct(make_directive("ACKNOWLEDGE"), at_ms=ISSUED_MS, offset=3)
     before = copy.deepcopy(entity.state)
     again = entity.direct(make_directive("ACKNOWLEDGE", actor="someone-else"), at_ms=ISSUED_MS, offset=3)
-    assert again == StepResult(skipped=True)
+    assert again == StepResult(Outcome.ALREADY_APPLIED)
     assert entity.state == before
 
 

@@ -12,13 +12,15 @@ from decimal import Decimal
 import pytest
 
 from stream_app.domain.aggregates import Agg, hour_of, period_frequencies, slice_of
-from stream_app.domain.calendar import local_date, period_of
+from stream_app.domain.calendar import period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.clock import local_date
 from stream_app.domain.consolidation import contributions
 from stream_app.domain.entity import (
     Context,
     EntityKey,
     EntityState,
+    Outcome,
     Seen,
     SeriesPeriod,
     StepResult,
@@ -57,7 +59,7 @@ def _three(catalogue: Catalogue) -> Core:
 def test_a_revision_replaces_the_value_in_the_hour_the_day_and_every_period(catalogue: Catalogue) -> None:
     core = _three(catalogue)
     result = core.apply(observation("b", 0.3, AT + 10 * 60_000, revision=1))
-    assert result == StepResult(skipped=False, revision=True, late=True)
+    assert result == StepResult(Outcome.CORRECTED, late=True)
     for agg in _aggregates(core):
         assert agg is not None
         assert (agg.count, agg.total, agg.low, agg.high) == (3, Decimal("1.1"), 0.1, 0.7)
@@ -106,7 +108,7 @@ def test_a_revision_that_moves_the_event_time_to_another_period(catalogue: Catal
     core.apply(observation("x", 4.0, on_14th))
     core.batch()
     result = core.apply(observation("x", 6.5, on_15th, revision=1))
-    assert result.revision
+    assert result.outcome is Outcome.CORRECTED
     state = core.state
     moved = Agg.of(6.5, on_15th, "x", "FINAL", core.now)
     assert state.periods == {
@@ -216,7 +218,7 @@ def test_a_revision_of_a_read_state_needs_the_earlier_values_year(catalogue: Cat
     first = reads.build()
     before = (dict(first.hours), dict(first.days), dict(first.periods))
     result = apply(first, correction, source=SOURCE, offset=4, ctx=ctx, touched=Touched())
-    assert result == StepResult(skipped=False, pending=True)
+    assert result == StepResult(Outcome.PENDING)
     year = period_of("annual", "decree09", AT)  # 15/12/2023 .. 14/12/2024
     assert first.missing == {("range", hour_of(year.start_ms), hour_of(year.end_ms - 1) + 1)}
     assert (first.hours, first.days, first.periods) == before, "nothing retracted before the range is read"
@@ -226,7 +228,7 @@ def test_a_revision_of_a_read_state_needs_the_earlier_values_year(catalogue: Cat
     second = reads.build()
     assert set(second.seen) == {"MPS|a", "MPS|b", "MPS|c"}
     result = apply(second, correction, source=SOURCE, offset=4, ctx=ctx, touched=Touched())
-    assert result == StepResult(skipped=False, revision=True, late=True)
+    assert result == StepResult(Outcome.CORRECTED, late=True)
     assert second.missing == set()
     complete.apply(correction)
     assert {k: v for k, v in second.periods.items() if k[1] in LABELS} == {
@@ -245,7 +247,7 @@ def test_a_read_state_asks_for_the_periods_of_the_earlier_event_time(catalogue: 
     reads = stored.reads([moved])  # the periods of the new event time only
     state = reads.build()
     ctx = Context(catalogue, no_rules(catalogue), NOW)
-    assert apply(state, moved, source=SOURCE, offset=2, ctx=ctx).pending
+    assert apply(state, moved, source=SOURCE, offset=2, ctx=ctx).outcome is Outcome.PENDING
     periods = {(s, lb) for kind, s, lb in state.missing if kind == "period"}
     assert periods == {
         ("", "2024-11-14"),
@@ -255,7 +257,7 @@ def test_a_read_state_asks_for_the_periods_of_the_earlier_event_time(catalogue: 
     }
     stored.load(reads, state.missing)
     again = reads.build()
-    assert not apply(again, moved, source=SOURCE, offset=2, ctx=ctx).pending
+    assert apply(again, moved, source=SOURCE, offset=2, ctx=ctx).outcome is not Outcome.PENDING
     assert (again.periods[("", "2024-11-14")], again.periods[("", "2024-11")]) == (None, None)
 
 
@@ -312,10 +314,10 @@ def test_any_arrival_order_gives_the_aggregates_of_the_final_revisions(
     ind = catalogue.indicators[indicator]
     core = Core(catalogue, EntityKey(indicator, "01", None), now=local_ms(2025, 3, 1))
     outcomes = [core.apply(obs) for obs in arrivals]
-    assert not any(r.pending or r.beyond_retention for r in outcomes)
-    assert sum(r.revision for r in outcomes) > 0
-    assert sum(r.duplicate for r in outcomes) > 0
-    assert sum(r.stale for r in outcomes) > 0
+    assert not any(r.outcome in (Outcome.PENDING, Outcome.BEYOND_RETENTION) for r in outcomes)
+    assert sum(r.outcome is Outcome.CORRECTED for r in outcomes) > 0
+    assert sum(r.outcome is Outcome.DUPLICATE for r in outcomes) > 0
+    assert sum(r.outcome is Outcome.STALE for r in outcomes) > 0
 
     # independently: group the final values by (series, period label) and aggregate them plainly
     expected: dict[SeriesPeriod, list[Observation]] = {}

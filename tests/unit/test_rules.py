@@ -1,10 +1,11 @@
-"""stream_app.rules: regulation levels, alert transitions, deterministic alert ids."""
+"""stream_app.domain.alerting.transitions: regulation levels, alert transitions, deterministic alert ids."""
 
 from __future__ import annotations
 
 import pytest
 
-from stream_app.domain.alerting.transitions import Transition, level_of, transition
+from stream_app.domain.alerting.levels import level_for
+from stream_app.domain.alerting.transitions import Transition, transition
 from stream_app.domain.catalogue import Catalogue
 
 
@@ -29,7 +30,7 @@ from stream_app.domain.catalogue import Catalogue
 )
 def test_vn_aqi_levels(catalogue: Catalogue, value: float, code: str) -> None:
     levels = catalogue.indicators["ENV.AQI"].levels
-    assert levels[level_of(value, levels)].code == code
+    assert levels[level_for(value, levels)].code == code
 
 
 @pytest.mark.parametrize(
@@ -47,15 +48,15 @@ def test_vn_aqi_levels(catalogue: Catalogue, value: float, code: str) -> None:
 def test_flood_levels_of_long_bien(catalogue: Catalogue, value: float, code: str) -> None:
     indicator = catalogue.indicators["HYD.WATER_LEVEL"]
     levels = catalogue.levels_for(indicator, "HN-LONGBIEN")
-    assert levels[level_of(value, levels)].code == code
+    assert levels[level_for(value, levels)].code == code
 
 
 def test_flood_levels_are_per_station(catalogue: Catalogue) -> None:
     indicator = catalogue.indicators["HYD.WATER_LEVEL"]
     long_bien = catalogue.levels_for(indicator, "HN-LONGBIEN")
     son_tay = catalogue.levels_for(indicator, "HN-SONTAY")
-    assert level_of(12.0, long_bien) == 3
-    assert level_of(12.0, son_tay) == 0
+    assert level_for(12.0, long_bien) == 3
+    assert level_for(12.0, son_tay) == 0
 
 
 def test_indicator_levels_when_station_has_none(catalogue: Catalogue) -> None:
@@ -67,8 +68,8 @@ def test_indicator_levels_when_station_has_none(catalogue: Catalogue) -> None:
 
 def test_value_below_first_bound_and_empty_table_are_level_zero(catalogue: Catalogue) -> None:
     levels = catalogue.indicators["ENV.AQI"].levels
-    assert level_of(-5, levels) == 0
-    assert level_of(1e9, ()) == 0
+    assert level_for(-5, levels) == 0
+    assert level_for(1e9, ()) == 0
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ input offset, and publishes the verdicts whose ``transition`` is set.
 
 from stream_app.domain.alerting.book import RuleBook
 from stream_app.domain.alerting.engine import on_observation, on_tick
-from stream_app.domain.alerting.history import BucketHistory, daily_totals
+from stream_app.domain.alerting.history import BucketHistory
 from stream_app.domain.alerting.loader import load_rules
 from stream_app.domain.alerting.model import (
     KINDS,
@@ -43,7 +43,6 @@ __all__ = [
     "RuleKind",
     "RuleState",
     "Verdict",
-    "daily_totals",
     "load_rules",
     "on_observation",
     "on_tick",

@@ -1,6 +1,6 @@
 """The loaded rules: which apply to an entity, with its overrides and its own level table.
 
-Pure lookups over data checked at load (``stream_app.alerting.loader``); nothing here can fail on a
+Pure lookups over data checked at load (``stream_app.domain.alerting.loader``); nothing here can fail on a
 record.
 """
 

@@ -1,8 +1,8 @@
-"""A ``History`` over the hourly buckets the entity state already keeps, and daily totals.
+"""A ``History`` over the hourly aggregates the entity state already keeps, and daily totals.
 
-Pure: the caller decodes the buckets from Redis and hands them over. The hourly buckets are kept
-48 h (``stream_app.aggregates.RETENTION_HOURS``), enough for rate_of_change; a deviation baseline of
-30 days needs daily totals kept longer, which ``daily_totals`` computes from buckets as they are.
+Pure: the caller hands over what the state holds. The hours are kept 48 h
+(``stream_app.domain.aggregates.RETENTION_HOURS``), enough for rate_of_change; a deviation baseline of
+30 days reads the daily totals, kept longer (``DAY_RETENTION_DAYS``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
 
-from stream_app.domain.aggregates import Bucket, hour_of
-from stream_app.domain.alerting.model import HOUR_MS
-from stream_app.domain.calendar import local_date
+from stream_app.domain.aggregates import hour_of
 
 
 class Ranged(Protocol):
@@ -50,13 +48,3 @@ class BucketHistory:
         skipping days without data."""
         wanted = (before_local_day - timedelta(days=n) for n in range(days, 0, -1))
         return [self.totals[day] for day in wanted if day in self.totals]
-
-
-def daily_totals(buckets: Mapping[int, Bucket]) -> dict[date, float]:
-    """Sum of the values of each local (UTC+7) day: Vietnam's offset is whole hours, so every UTC
-    hourly bucket lies in exactly one local day."""
-    totals: dict[date, float] = {}
-    for hour, bucket in buckets.items():
-        day = local_date(hour * HOUR_MS)
-        totals[day] = totals.get(day, 0.0) + bucket.total
-    return totals

@@ -4,7 +4,7 @@ Everything is computed on a "severity scale": the value itself for levels rising
 (``above``, e.g. VN_AQI, water level), its negation for levels rising as the value falls (``below``),
 so one set of comparisons serves both directions.
 
-- A value is at level k from level k's bound on (inclusive), as ``stream_app.rules.level_of`` says:
+- A value is at level k from level k's bound on (inclusive), as :func:`level_for` says:
   the VN_AQI table is integer-edged, so 150.5 is still POOR.
 - Rising: the level rises once ``min_count`` consecutive observations, spanning ``min_minutes`` of
   event time, were at or above a higher level; it rises to the lowest level the whole streak

@@ -10,9 +10,7 @@ so an override is checked exactly like a rule, and keeps the rule's id.
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -22,7 +20,6 @@ from typing import Any, Literal
 from stream_app.domain.aggregates import RETENTION_HOURS
 from stream_app.domain.alerting.book import RuleBook, alert_index
 from stream_app.domain.alerting.model import (
-    HOUR_MS,
     KINDS,
     TIMER_KINDS,
     AbsenceParams,
@@ -35,6 +32,8 @@ from stream_app.domain.alerting.model import (
     RuleKind,
 )
 from stream_app.domain.catalogue import Catalogue, Indicator, Level
+from stream_app.domain.clock import HOUR_MS
+from stream_app.domain.tables import TableReader, array_of_tables, read_toml
 from stream_app.exceptions import ConfigurationError
 
 PERIODIC = ("monthly", "quarterly", "half_yearly", "annual")
@@ -54,7 +53,6 @@ _PARAM_KEYS: dict[str, frozenset[str]] = {
 _LEVEL_KEYS = frozenset({"code", "from", "to", "name_vi", "name_en", "colour"})
 _STEP_KEYS = frozenset({"code", "name_vi", "name_en", "colour"})
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:-]+")
-_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,63 +97,6 @@ class _Context:
     stations_of: Mapping[str, str]
 
 
-class _Reader:
-    """Reads fields of one TOML table, raising errors that name the file and the rule."""
-
-    def __init__(self, path: Path, what: str, table: Mapping[str, Any]) -> None:
-        self.path, self.what, self.table = path, what, table
-
-    def fail(self, problem: str) -> ConfigurationError:
-        return ConfigurationError(f"{self.path}: {self.what}: {problem}")
-
-    def sub(self, what: str, table: Mapping[str, Any]) -> _Reader:
-        return _Reader(self.path, f"{self.what}: {what}", table)
-
-    def only(self, allowed: frozenset[str], why: str = "") -> None:
-        unknown = sorted(self.table.keys() - allowed)
-        if unknown:
-            raise self.fail(f"unknown keys {unknown}{why}; expected some of {sorted(allowed)}")
-
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.table.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise self.fail(f"{key!r} must be a non-empty string")
-        return value
-
-    def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
-        value = self.text(key, default)
-        if value not in allowed:
-            raise self.fail(f"{key!r} is {value!r}; expected one of {', '.join(allowed)}")
-        return value
-
-    def number(self, key: str, default: float | None = None, *, positive: bool = False) -> float:
-        """A finite number, at least 0 (above 0 if ``positive``); required without a default."""
-        value = self.table.get(key, default)
-        if value is None:
-            raise self.fail(f"{key!r} is required")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise self.fail(f"{key!r} must be a finite number, not {value!r}")
-        if value < 0 or (positive and value == 0):
-            raise self.fail(f"{key!r} must be {'above' if positive else 'at least'} 0, not {value!r}")
-        return float(value)
-
-    def integer(self, key: str, default: int | None = None, *, at_least: int) -> int:
-        value = self.table.get(key, default)
-        if value is None:
-            raise self.fail(f"{key!r} is required")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(f"{key!r} must be an integer, not {value!r}")
-        if value < at_least:
-            raise self.fail(f"{key!r} must be at least {at_least}, not {value}")
-        return value
-
-    def colour(self, key: str, default: str | None = None) -> str:
-        value = self.text(key, default)
-        if not _COLOUR.fullmatch(value):
-            raise self.fail(f"{key!r} {value!r} must be #RRGGBB")
-        return value
-
-
 def load_rules(path: Path, catalogue: Catalogue) -> RuleBook:
     """Load and check the alert rules of ``path`` against ``catalogue``.
 
@@ -163,7 +104,7 @@ def load_rules(path: Path, catalogue: Catalogue) -> RuleBook:
     indicator, region, station or kind; missing, unknown or bad parameters; levels out of order,
     overlapping or inverted; an ``alert_from`` beyond the levels; a repeated rule id or override.
     """
-    data = _read(path)
+    data = read_toml(path, _TOP_KEYS)
     ctx = _Context(
         path,
         catalogue,
@@ -173,41 +114,23 @@ def load_rules(path: Path, catalogue: Catalogue) -> RuleBook:
     )
     raw: dict[str, dict[str, Any]] = {}
     rules: dict[str, Rule] = {}
-    for table in _tables(path, data, "rule"):
+    for table in array_of_tables(path, data, "rule"):
         rule_id = _rule_id(table)
         if rule_id in rules:
             raise ConfigurationError(f"{path}: rule {rule_id!r}: duplicate rule id")
-        rules[rule_id] = _rule(_Reader(path, f"rule {rule_id!r}", table), ctx, _Where())
+        rules[rule_id] = _rule(TableReader(path, f"rule {rule_id!r}", table), ctx, _Where())
         raw[rule_id] = table
     if _generate_late_reports(path, data.get("defaults", {})):
         for table in _late_report_tables(catalogue, rules.values()):
             rule_id = _rule_id(table)
             rules[rule_id] = _rule(
-                _Reader(path, f"rule {rule_id!r} (generated by [defaults])", table), ctx, _Where()
+                TableReader(path, f"rule {rule_id!r} (generated by [defaults])", table), ctx, _Where()
             )
             raw[rule_id] = table
     for rule in rules.values():
         _check_watched(path, rule, ctx)
-    by_region, by_station = _overrides(ctx, _tables(path, data, "override"), raw)
+    by_region, by_station = _overrides(ctx, array_of_tables(path, data, "override"), raw)
     return RuleBook(path, tuple(rules.values()), catalogue, by_region, by_station, ctx.stations_of)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"{path}: {exc}") from exc
-    unknown = sorted(data.keys() - _TOP_KEYS)
-    if unknown:
-        raise ConfigurationError(f"{path}: unknown sections {unknown}; expected some of {sorted(_TOP_KEYS)}")
-    return data
-
-
-def _tables(path: Path, data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    tables = data.get(key, [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigurationError(f"{path}: {key!r} must be an array of tables ([[{key}]])")
-    return tables
 
 
 def _section(path: Path, value: object, name: str) -> Mapping[str, Any]:
@@ -227,7 +150,7 @@ def _rule_id(table: Mapping[str, Any]) -> str:
 def _ladder(path: Path, value: object) -> dict[str, Step]:
     """[ladder]: the clear step and each non-levels kind's firing step, over the built-in ones."""
     section = _section(path, value, "ladder")
-    reader = _Reader(path, "[ladder]", section)
+    reader = TableReader(path, "[ladder]", section)
     reader.only(frozenset(DEFAULT_LADDER))
     ladder = dict(DEFAULT_LADDER)
     for name, table in section.items():
@@ -235,7 +158,7 @@ def _ladder(path: Path, value: object) -> dict[str, Step]:
     return ladder
 
 
-def _step(reader: _Reader, default: Step) -> Step:
+def _step(reader: TableReader, default: Step) -> Step:
     reader.only(_STEP_KEYS)
     return Step(
         reader.text("code", default.code),
@@ -247,9 +170,9 @@ def _step(reader: _Reader, default: Step) -> Step:
 
 def _absence_hours(path: Path, value: object) -> dict[str, float]:
     section = _section(path, value, "defaults")
-    _Reader(path, "[defaults]", section).only(_DEFAULTS_KEYS)
+    TableReader(path, "[defaults]", section).only(_DEFAULTS_KEYS)
     table = _section(path, section.get("absence_hours", {}), "defaults.absence_hours")
-    reader = _Reader(path, "[defaults] absence_hours", table)
+    reader = TableReader(path, "[defaults] absence_hours", table)
     reader.only(frozenset({"hourly", "daily", "event"}))
     return {**DEFAULT_ABSENCE_HOURS, **{key: reader.number(key, positive=True) for key in table}}
 
@@ -276,7 +199,7 @@ def _stations_of(path: Path, value: object, catalogue: Catalogue) -> dict[str, s
     section = _section(path, value, "stations_of")
     kinds = sorted({station.kind for station in catalogue.stations.values()})
     for code, kind in section.items():
-        reader = _Reader(path, f"[stations_of] {code!r}", section)
+        reader = TableReader(path, f"[stations_of] {code!r}", section)
         indicator = catalogue.indicators.get(code)
         if indicator is None:
             raise reader.fail("unknown indicator")
@@ -287,7 +210,7 @@ def _stations_of(path: Path, value: object, catalogue: Catalogue) -> dict[str, s
     return dict(section)
 
 
-def _rule(reader: _Reader, ctx: _Context, where: _Where, rule_id: str | None = None) -> Rule:
+def _rule(reader: TableReader, ctx: _Context, where: _Where, rule_id: str | None = None) -> Rule:
     """One rule from its table, for the scope ``where``."""
     kind = _kind(reader)
     code = reader.text("indicator")
@@ -307,12 +230,12 @@ def _rule(reader: _Reader, ctx: _Context, where: _Where, rule_id: str | None = N
     return Rule(rule_id, kind, code, indicator.domain, levels, alert_from, params, where.scope)
 
 
-def _kind(reader: _Reader) -> RuleKind:
+def _kind(reader: TableReader) -> RuleKind:
     written = reader.choice("kind", KINDS)
     return next(kind for kind in KINDS if kind == written)
 
 
-def _ladder_params(reader: _Reader, ctx: _Context, indicator: Indicator, kind: RuleKind) -> Params:
+def _ladder_params(reader: TableReader, ctx: _Context, indicator: Indicator, kind: RuleKind) -> Params:
     if kind == "rate_of_change":
         return _rate_params(reader, indicator)
     if kind == "deviation":
@@ -327,7 +250,7 @@ def _ladder_params(reader: _Reader, ctx: _Context, indicator: Indicator, kind: R
     return LateReportParams(indicator.frequency, indicator.calendar, indicator.deadline_day)
 
 
-def _two_steps(reader: _Reader, ctx: _Context, kind: str) -> tuple[Level, ...]:
+def _two_steps(reader: TableReader, ctx: _Context, kind: str) -> tuple[Level, ...]:
     """The clear/firing ladder of a non-levels rule: [ladder] steps, the rule's ``alert`` over them."""
     clear, firing = ctx.ladder["clear"], ctx.ladder[kind]
     if "alert" in reader.table:
@@ -345,7 +268,7 @@ def _two_steps(reader: _Reader, ctx: _Context, kind: str) -> tuple[Level, ...]:
     )
 
 
-def _rate_params(reader: _Reader, indicator: Indicator) -> RateParams:
+def _rate_params(reader: TableReader, indicator: Indicator) -> RateParams:
     if indicator.frequency not in ("hourly", "daily", "event"):
         raise reader.fail(
             f"rate_of_change needs an hourly, daily or event indicator, not {indicator.frequency}"
@@ -359,7 +282,7 @@ def _rate_params(reader: _Reader, indicator: Indicator) -> RateParams:
     return RateParams(direction, reader.number("change", positive=True), hours)
 
 
-def _deviation_params(reader: _Reader, indicator: Indicator) -> DeviationParams:
+def _deviation_params(reader: TableReader, indicator: Indicator) -> DeviationParams:
     if indicator.frequency != "daily":
         raise reader.fail(f"deviation compares daily values; {indicator.code} is {indicator.frequency}")
     days = reader.integer("days", at_least=2)
@@ -375,7 +298,7 @@ def _deviation_params(reader: _Reader, indicator: Indicator) -> DeviationParams:
     )
 
 
-def _absence_params(reader: _Reader, ctx: _Context, indicator: Indicator) -> AbsenceParams:
+def _absence_params(reader: TableReader, ctx: _Context, indicator: Indicator) -> AbsenceParams:
     default = ctx.absence_hours.get(indicator.frequency)
     if "interval_hours" not in reader.table and default is None:
         raise reader.fail(
@@ -386,7 +309,7 @@ def _absence_params(reader: _Reader, ctx: _Context, indicator: Indicator) -> Abs
 
 
 def _levels_rule(
-    reader: _Reader, ctx: _Context, indicator: Indicator, where: _Where
+    reader: TableReader, ctx: _Context, indicator: Indicator, where: _Where
 ) -> tuple[LevelsParams, tuple[Level, ...], int]:
     direction = reader.choice("direction", ("above", "below"), "above")
     spec = reader.table.get("alert_from")
@@ -394,9 +317,9 @@ def _levels_rule(
         raise reader.fail(f"'alert_from' must be a level index or a level code, not {spec!r}")
     params = LevelsParams(
         "below" if direction == "below" else "above",
-        reader.number("hysteresis", 0.0),
+        reader.number("hysteresis", 0.0, minimum=0),
         reader.integer("min_count", 1, at_least=1),
-        reader.number("min_minutes", 0.0),
+        reader.number("min_minutes", 0.0, minimum=0),
         own_levels="levels" in reader.table,
         alert_from_spec=spec,
     )
@@ -437,7 +360,7 @@ def _catalogue_levels(
     return found
 
 
-def _own_levels(reader: _Reader, indicator: Indicator, direction: str) -> tuple[Level, ...]:
+def _own_levels(reader: TableReader, indicator: Indicator, direction: str) -> tuple[Level, ...]:
     raw = reader.table["levels"]
     if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(item, dict) for item in raw):
         raise reader.fail(
@@ -448,7 +371,7 @@ def _own_levels(reader: _Reader, indicator: Indicator, direction: str) -> tuple[
     for index, item in enumerate(raw):
         sub = reader.sub(f"level {item.get('code', index)!r}", item)
         sub.only(_LEVEL_KEYS)
-        bound = _finite(sub, "from")
+        bound = sub.number("from")
         if not indicator.min_value <= bound <= indicator.max_value:
             raise sub.fail(
                 f"'from' {bound:g} is outside {indicator.code}'s range "
@@ -459,7 +382,7 @@ def _own_levels(reader: _Reader, indicator: Indicator, direction: str) -> tuple[
                 index, sub.text("code"), bound, sub.text("name_vi"), sub.text("name_en"), sub.colour("colour")
             )
         )
-        ends.append(_finite(sub, "to") if "to" in item else None)
+        ends.append(sub.number("to") if "to" in item else None)
     _check_order(reader, levels, ends, direction)
     codes = [level.code for level in levels]
     repeated = sorted({code for code in codes if codes.count(code) > 1})
@@ -468,14 +391,7 @@ def _own_levels(reader: _Reader, indicator: Indicator, direction: str) -> tuple[
     return tuple(levels)
 
 
-def _finite(reader: _Reader, key: str) -> float:
-    value = reader.table.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise reader.fail(f"{key!r} must be a finite number")
-    return float(value)
-
-
-def _check_order(reader: _Reader, levels: list[Level], ends: list[float | None], direction: str) -> None:
+def _check_order(reader: TableReader, levels: list[Level], ends: list[float | None], direction: str) -> None:
     """Bounds strictly increasing ("above") or decreasing ("below"); an optional ``to`` must be on
     the far side of its level's ``from`` (else inverted) and be the next level's ``from`` (else the
     ranges overlap or leave a gap)."""
@@ -500,7 +416,7 @@ def _check_order(reader: _Reader, levels: list[Level], ends: list[float | None],
             )
 
 
-def _check_hysteresis(reader: _Reader, name: str, levels: tuple[Level, ...], margin: float) -> None:
+def _check_hysteresis(reader: TableReader, name: str, levels: tuple[Level, ...], margin: float) -> None:
     """The margin must be narrower than every level band: otherwise a level would hold into the
     band below the next lower level, and the levels' ranges would overlap."""
     for below, level in pairwise(levels):
@@ -513,7 +429,7 @@ def _check_hysteresis(reader: _Reader, name: str, levels: tuple[Level, ...], mar
 
 
 def _check_alert_from(
-    reader: _Reader, name: str, levels: tuple[Level, ...], spec: object, indicator: Indicator
+    reader: TableReader, name: str, levels: tuple[Level, ...], spec: object, indicator: Indicator
 ) -> None:
     if isinstance(spec, str) and spec not in [level.code for level in levels]:
         raise reader.fail(
@@ -556,7 +472,7 @@ def _overrides(
             str(table["region"]) if "region" in table else None,
             str(table["station"]) if "station" in table else None,
         )
-        reader = _Reader(ctx.path, f"override of rule {rule_id!r} at {where.scope}", table)
+        reader = TableReader(ctx.path, f"override of rule {rule_id!r} at {where.scope}", table)
         base = raw.get(rule_id)
         if base is None:
             raise reader.fail("unknown rule id")
@@ -564,7 +480,7 @@ def _overrides(
         reader.only(_SCOPE_KEYS | _PARAM_KEYS[kind], f" for an override of a {kind} rule")
         _check_where(reader, ctx, ctx.catalogue.indicators[str(base["indicator"])], where)
         merged = {**base, **{k: v for k, v in table.items() if k not in _SCOPE_KEYS}}
-        rule = _rule(_Reader(ctx.path, reader.what, merged), ctx, where, rule_id)
+        rule = _rule(TableReader(ctx.path, reader.what, merged), ctx, where, rule_id)
         target, key = (
             (by_station, where.station) if where.station is not None else (by_region, str(where.region))
         )
@@ -574,7 +490,7 @@ def _overrides(
     return by_region, by_station
 
 
-def _check_where(reader: _Reader, ctx: _Context, indicator: Indicator, where: _Where) -> None:
+def _check_where(reader: TableReader, ctx: _Context, indicator: Indicator, where: _Where) -> None:
     if (where.region is None) == (where.station is None):
         raise reader.fail("an override names exactly one of 'region' or 'station'")
     if where.station is not None:

@@ -21,7 +21,6 @@ KINDS: tuple[RuleKind, ...] = ("levels", "rate_of_change", "deviation", "absence
 # Kinds that can fire with no input at all: the caller evaluates them on timer ticks.
 TIMER_KINDS: frozenset[str] = frozenset({"absence", "late_report"})
 
-HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 
 

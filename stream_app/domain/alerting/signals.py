@@ -9,7 +9,6 @@ from __future__ import annotations
 from statistics import fmean, stdev
 
 from stream_app.domain.alerting.model import (
-    HOUR_MS,
     DeviationParams,
     History,
     RateParams,
@@ -18,7 +17,7 @@ from stream_app.domain.alerting.model import (
     Verdict,
 )
 from stream_app.domain.alerting.verdicts import ladder_level, out_of_order, settle, unchanged
-from stream_app.domain.calendar import local_date
+from stream_app.domain.clock import HOUR_MS, local_date
 
 # Binary rounding: 11.3 - 10.3 is 1.0000000000000009 and 10.4 - 9.4 may fall short of 1.0. A rise
 # of exactly the threshold fires; a nanometre less than the threshold is the same reading.

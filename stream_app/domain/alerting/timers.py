@@ -7,10 +7,9 @@ the 26th, which is 17:00 UTC on the 25th.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from stream_app.domain.alerting.model import (
-    HOUR_MS,
     AbsenceParams,
     LateReportParams,
     Rule,
@@ -19,10 +18,8 @@ from stream_app.domain.alerting.model import (
 )
 from stream_app.domain.alerting.verdicts import ladder_level, settle, unchanged
 from stream_app.domain.calendar import ReportingPeriod, parse_period, period_of
+from stream_app.domain.clock import DAY_MS, HOUR_MS, end_of_local_day_ms
 
-_DAY_MS = 24 * HOUR_MS
-_LOCAL_OFFSET_MS = 7 * HOUR_MS  # Asia/Ho_Chi_Minh, UTC+7 all year
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Every calendar's deadline falls within a month after its period ends: a few steps back suffice.
 _MAX_STEPS_BACK = 4
 
@@ -79,7 +76,7 @@ def deadline_tick(
         return settle(rule, state, 0, at_ms=now_ms, value=None, threshold=None, detail=detail)
     state.overdue_period = due.label
     got = latest.label if latest is not None else "none"
-    days_late = (now_ms - deadline_passed_ms(due.deadline)) / _DAY_MS
+    days_late = (now_ms - deadline_passed_ms(due.deadline)) / DAY_MS
     detail = (
         f"{rule.indicator}: period {due.label} was due by {due.deadline} (local), "
         f"{days_late:.1f} days ago; latest received {got}"
@@ -127,8 +124,7 @@ def latest_due_period(params: LateReportParams, now_ms: int) -> ReportingPeriod:
 
 def deadline_passed_ms(deadline: date) -> int:
     """Epoch milliseconds when the local deadline day is over: 00:00 in Vietnam the day after."""
-    after = deadline + timedelta(days=1)
-    return (after.toordinal() - _EPOCH_ORDINAL) * _DAY_MS - _LOCAL_OFFSET_MS
+    return end_of_local_day_ms(deadline)
 
 
 def _period_at(params: LateReportParams, event_time_ms: int) -> ReportingPeriod:

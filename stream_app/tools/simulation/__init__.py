@@ -1,4 +1,4 @@
-"""The simulator of reporters' feeds, driven by the catalogue (``stream_app.simulate`` is its front).
+"""The simulator of reporters' feeds, driven by the catalogue (``stream_app.tools.simulate`` is its front).
 
 - :mod:`~stream_app.simulation.world`: the catalogue as the simulator sees it, and the simulation's
   own province traits (zone, population, economy, coast), checked against it;

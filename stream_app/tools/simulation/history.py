@@ -19,12 +19,13 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final
 
-from stream_app.domain.calendar import PERIOD_OPTIONAL, local_date
+from stream_app.domain.calendar import PERIOD_OPTIONAL
 from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.clock import LOCAL_TZ, local_date
 from stream_app.domain.validation import EARLIEST_EVENT_MS
 from stream_app.exceptions import ConfigurationError
 from stream_app.tools.simulation import nature, society
-from stream_app.tools.simulation.world import LOCAL_TZ, Day, Model, World, local_ms, observation
+from stream_app.tools.simulation.world import Day, Model, World, local_ms, observation
 
 HISTORY_START: Final = local_date(EARLIEST_EVENT_MS)  # the earliest event the processor accepts
 # Reports go in five days before their period's deadline (catalogue), but not before the period has

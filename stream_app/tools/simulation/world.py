@@ -12,15 +12,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from typing import Any, Final, NamedTuple
 
 from stream_app.domain.calendar import ReportingPeriod, period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.clock import HOUR_MS, local_midnight_ms
 from stream_app.exceptions import ConfigurationError
 from stream_app.tools.simulation import shapes
 
-LOCAL_TZ: Final = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")
 # 63 -> 34 provincial units: history before this date is keyed by the legacy codes. The catalogue
 # lists both maps but not the date they changed, so the simulator keeps it.
 REFORM_DATE: Final = date(2025, 7, 1)
@@ -295,7 +295,7 @@ def observation(
 
 def local_ms(day: date, hour: int) -> int:
     """Epoch milliseconds of ``hour`` o'clock local time on ``day``."""
-    return int(datetime(day.year, day.month, day.day, hour, tzinfo=LOCAL_TZ).timestamp()) * 1000
+    return local_midnight_ms(day) + hour * HOUR_MS
 
 
 @dataclass(slots=True)
