@@ -15,8 +15,11 @@ from typing import Any
 
 import faust
 
+from stream_app.kafka.registry import ConfluentSchemas, SchemaRegistryUnavailable
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
+from stream_app.ops.failures import Failure
+from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
 
 log = get_logger(__name__)
@@ -40,6 +43,27 @@ def observe_latency(events: Sequence[faust.EventT[bytes]]) -> None:
         ts = event.message.timestamp
         if ts:
             metrics.END_TO_END_SECONDS.observe(max(0.0, now - ts))
+
+
+async def prefetch_schemas(
+    confluent: ConfluentSchemas | None, events: Sequence[faust.EventT[bytes]], settings: Settings
+) -> None:
+    """Resolve the new Confluent schema ids of a batch off the event loop; wait (never dead-letter)
+    while the registry is unreachable, since the records themselves may be fine."""
+    if confluent is None:
+        return
+    resolver = confluent
+
+    async def fetch() -> None:
+        await resolver.prefetch(e.message.value or b"" for e in events)
+
+    def classify(exc: BaseException) -> Failure:
+        return Failure.TRANSIENT if isinstance(exc, SchemaRegistryUnavailable) else Failure.PERMANENT
+
+    try:
+        await retry_until_done("schema_registry", fetch, settings, classify)
+    except Exception as exc:  # decoding each record will meet it again, and dead-letter that record
+        log.warning("schema_prefetch_failed", error=repr(exc)[:300])
 
 
 def batch_agent(

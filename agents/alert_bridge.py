@@ -29,6 +29,7 @@ from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.alertmanager import AlertmanagerClient, OpenAlerts
 from stream_app.wire import codecs
+from stream_app.wire.codecs import ConfluentResolver
 from stream_app.wire.schemas import SchemaRegistry
 
 log = get_logger(__name__)
@@ -58,10 +59,14 @@ def transition_counter(schemas: SchemaRegistry) -> Any:
 class AlertBridge:
     """Reads the active-alerts topic and posts to Alertmanager; see the module docstring."""
 
-    def __init__(self, blueprint: Blueprint, url: str) -> None:
+    def __init__(self, blueprint: Blueprint, url: str, resolve: ConfluentResolver | None = None) -> None:
         settings = blueprint.settings
         self.settings = settings
         self.schemas = blueprint.schemas
+        # Confluent-framed alerts (STREAM_APP_OUTPUT_FRAMING=confluent): the ids this worker writes with,
+        # known without asking the registry. An id it does not know (a newer worker's schema) is
+        # undecodable here, as an unknown fingerprint is in single-object encoding.
+        self.resolve = resolve
         self.topic = blueprint.topic_by_role("active_alerts").name
         self.open = OpenAlerts(settings.group_id, settings.alertmanager_resend_s)
         self.client = AlertmanagerClient(url)
@@ -124,7 +129,7 @@ class AlertBridge:
         alert = None
         if value is not None:
             try:
-                alert = codecs.decode(self.schemas, "alert", value)
+                alert = codecs.decode(self.schemas, "alert", value, self.resolve)
             except DecodeError as exc:
                 log.warning("alert_bridge_undecodable", key=key, error=str(exc)[:200])
                 return []
@@ -153,15 +158,18 @@ class AlertBridge:
         self._backoff = self.settings.retry_initial_s
 
 
-def register(app: faust.App, blueprint: Blueprint) -> None:
-    """Always count transitions by domain; run the bridge when an Alertmanager URL is set."""
+def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | None = None) -> None:
+    """Always count transitions by domain; run the bridge when an Alertmanager URL is set.
+
+    ``resolve``: the worker's own Confluent schema ids (:meth:`stream_app.wire.framing.Framing.resolve`).
+    """
     PUBLISH_OBSERVERS[blueprint.topic_by_role("alerts").name] = transition_counter(blueprint.schemas)
     metrics.ALERTMANAGER_POSTS.labels("ok")
     metrics.ALERTMANAGER_POSTS.labels("error")
     url = blueprint.settings.alertmanager_url
     if not url:
         return
-    bridge = AlertBridge(blueprint, url)
+    bridge = AlertBridge(blueprint, url, resolve)
 
     async def alert_bridge() -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -14,11 +14,12 @@ from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent
+from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.exceptions import DecodeError
+from stream_app.kafka import registry
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.ops import metrics
@@ -40,6 +41,9 @@ class Router:
         self.partitions = internal.partitions
         self.dead_letters = blueprint.topic_by_role("directives_dead_letter").name
         self.directive_schema = blueprint.schemas.latest("directive")
+        # Directives in Confluent framing (the API's with STREAM_APP_OUTPUT_FRAMING=confluent, or another
+        # system of the center's) resolve their schema id through the registry, when one is set.
+        self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
 
     def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> tuple[list[Output], list[Letter]]:
         """Each directive re-keyed to its alert's entity (blamed on its index), or a dead letter."""
@@ -63,7 +67,9 @@ class Router:
 
     def _route_one(self, message: Any, index: int) -> Output | Rejection:
         try:
-            directive = codecs.decode(self.blueprint.schemas, "directive", message.value or b"")
+            directive = codecs.decode(
+                self.blueprint.schemas, "directive", message.value or b"", self.confluent
+            )
         except DecodeError as exc:
             return Rejection(exc.reason, exc.message)
         too_long = _too_long(directive, self.blueprint.settings)
@@ -100,6 +106,7 @@ class Router:
         )
 
     async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+        await prefetch_schemas(self.confluent, events, self.blueprint.settings)
         now_ms = int(time.time() * 1000)
         outputs, letters = self.route(events, now_ms)
         refused = await self.publisher.publish(outputs, letters)

@@ -20,21 +20,21 @@ import faust
 from stream_app.agents._batch import batch_agent
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.model import Rejection
-from stream_app.domain.validation import Limits, observation_record, validate
-from stream_app.exceptions import DecodeError
+from stream_app.domain.validation import observation_record
+from stream_app.kafka import registry
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
+from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Failure, Reasons
 from stream_app.ops.retry import retry_until_done
-from stream_app.wire import codecs, registry
-from stream_app.wire.registry import SchemaRegistryUnavailable
+from stream_app.wire import codecs
+from stream_app.wire.intake import IntakeCheck
 
 log = get_logger(__name__)
 
 STAGE = "intake"
-KEY_TOO_LARGE = "key_too_large"
 
 
 class Intake:
@@ -44,7 +44,6 @@ class Intake:
         self.blueprint = blueprint
         self.settings = blueprint.settings
         self.publisher = publisher
-        self.limits = Limits.from_settings(blueprint.settings)
         internal = blueprint.topic_by_role("repartition")
         self.rekeyed = internal.name
         self.internal_partitions = internal.partitions
@@ -55,6 +54,10 @@ class Intake:
             self.routes[spec.name] = (spec.reporter, blueprint.dead_letter_topic(spec.reporter).name)
         # Confluent-framed records resolve their schema id through the registry, when one is set.
         self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
+        # the same check `stream-app produce --dry-run` runs on each row it would send
+        self.check = IntakeCheck.from_settings(
+            blueprint.settings, blueprint.catalogue, blueprint.schemas, self.confluent
+        )
         self.observation_schema = blueprint.schemas.latest("observation")
 
     async def prefetch_schemas(self, events: Sequence[faust.EventT[bytes]]) -> None:
@@ -124,18 +127,7 @@ class Intake:
 
     def _check(self, message: Any, reporter: str, now_ms: int) -> Any:
         """The validated observation of one record, or why it is refused."""
-        if message.key is not None and len(message.key) > self.settings.intake_max_key_bytes:
-            return Rejection(
-                KEY_TOO_LARGE, f"key of {len(message.key)} bytes exceeds {self.settings.intake_max_key_bytes}"
-            )
-        raw: bytes = message.value or b""
-        try:
-            record = codecs.decode_observation(
-                self.blueprint.schemas, raw, self.settings.intake_max_record_bytes, self.confluent
-            )
-        except DecodeError as exc:
-            return Rejection(exc.reason, exc.message)
-        return validate(record, reporter, self.blueprint.catalogue, now_ms, self.limits)
+        return self.check(message.key, message.value, reporter, now_ms)
 
     def poison(self, message: Any, reason: str, detail: str, error: BaseException, now_ms: int) -> Letter:
         """The dead letter of a reporter's record that made this stage fail."""

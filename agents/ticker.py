@@ -14,9 +14,9 @@ from collections.abc import Callable
 import faust
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.partitioning import TICK_KEY
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
-from stream_app.tools.control import TICK_KEY
 from stream_app.wire import codecs
 
 log = get_logger(__name__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
 import re
 import sys
 from typing import Any
@@ -18,11 +19,26 @@ import structlog
 from stream_app.settings import Settings
 
 
+def colour_allowed(stream: Any) -> bool:
+    """Whether ANSI colour may be written to ``stream``: it is a terminal, and the ``NO_COLOR``
+    environment variable is absent or empty (https://no-color.org).
+
+    Every part of the project that colours text asks here: the console log renderer, ``stream-app
+    tail`` and ``alerts tail``, the demo. This is the one place ``NO_COLOR`` is read, and the one
+    exception to "only :mod:`stream_app.settings` reads the environment", on purpose: ``NO_COLOR`` is
+    a convention shared by every command-line tool, set once by a person for all of them, not a
+    setting of this application. It has no ``STREAM_APP_`` prefix, nothing to validate and nothing a
+    deployment configures, and it changes only how text looks on a terminal, never what is written.
+    """
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty()) and not os.environ.get("NO_COLOR")
+
+
 def _renderer(settings: Settings) -> Any:
     use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     if use_json:
         return structlog.processors.JSONRenderer()
-    return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    return structlog.dev.ConsoleRenderer(colors=colour_allowed(sys.stderr))
 
 
 # user:password@ in any URL; password=, token=, secret= ... parameters; bearer tokens.

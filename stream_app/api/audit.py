@@ -16,8 +16,9 @@ from confluent_kafka import Producer
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.config import confluent_config
+from stream_app.kafka.subjects import output_framing
 from stream_app.logs import get_logger
-from stream_app.wire import codecs
+from stream_app.wire.framing import SINGLE_OBJECT_FRAMING, Framing
 
 log = get_logger(__name__)
 
@@ -48,15 +49,21 @@ def event(
     return record
 
 
-def encode(blueprint: Blueprint, record: dict[str, Any]) -> tuple[str, bytes, bytes]:
-    """(topic, key, value) of an audit record."""
-    value = codecs.encode(blueprint.schemas.latest("audit"), record)
-    return blueprint.topic_by_role("audit").name, record["subject"].encode(), value
+def encode(
+    blueprint: Blueprint, record: dict[str, Any], framing: Framing = SINGLE_OBJECT_FRAMING
+) -> tuple[str, bytes, bytes]:
+    """(topic, key, value) of an audit record; single-object encoded unless ``framing`` says otherwise
+    (a worker's publisher frames what it sends)."""
+    topic = blueprint.topic_by_role("audit").name
+    value = framing.encode(topic, blueprint.schemas.latest("audit"), record)
+    return topic, record["subject"].encode(), value
 
 
 def send(blueprint: Blueprint, record: dict[str, Any]) -> None:
-    """Publish one audit record from a command-line process (a worker publishes through its own producer)."""
-    topic, key, value = encode(blueprint, record)
+    """Publish one audit record from a command-line process (a worker publishes through its own producer),
+    framed as ``STREAM_APP_OUTPUT_FRAMING`` says."""
+    topic = blueprint.topic_by_role("audit").name
+    _, key, value = encode(blueprint, record, output_framing(blueprint, topics=[topic]))
     failures: list[str] = []
     producer = Producer(confluent_config(blueprint.settings, **{"acks": "all", "log_level": 3}))
     producer.produce(

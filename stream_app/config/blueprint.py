@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from stream_app.config.topics import TopicSpec, load_topics
 from stream_app.domain.alerting import RuleBook, load_rules
-from stream_app.domain.catalogue import Catalogue, load_catalogue
+from stream_app.domain.catalogue import DOMAINS, Catalogue, load_catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 from stream_app.wire.schemas import SchemaRegistry, load_schemas
@@ -42,11 +42,17 @@ class Blueprint:
         return self._reporter_topic("reporter_directives", reporter)
 
     def domain_alerts_topic(self, domain: str) -> TopicSpec:
-        """The alert topic of one catalogue domain."""
+        """The alert topic of one catalogue domain; an unknown domain's error lists the known ones."""
         for spec in self.topics:
             if spec.role == "domain_alerts" and spec.domain == domain:
                 return spec
-        raise ConfigurationError(f"no domain_alerts topic for domain {domain!r}")
+        raise ConfigurationError(
+            f"unknown domain {domain!r}: the domains are {', '.join(self.alert_domains())}"
+        )
+
+    def alert_domains(self) -> list[str]:
+        """The domains that have an alert topic (every domain of the catalogue), sorted."""
+        return sorted(t.domain for t in self.topics if t.role == "domain_alerts" and t.domain is not None)
 
     def dead_letter_topic(self, reporter: str) -> TopicSpec:
         """The dead-letter topic of ``reporter``."""
@@ -91,8 +97,16 @@ def load_blueprint(settings: Settings) -> Blueprint:
         "briefings",
     ):
         blueprint.topic_by_role(role)  # exactly one of each, or a ConfigurationError
-    domains = {t.domain for t in topics if t.role == "domain_alerts"}
-    missing_domains = sorted({i.domain for i in catalogue.indicators.values()} - domains)
-    if missing_domains:
-        raise ConfigurationError(f"{where}: no domain_alerts topic for domains {missing_domains}")
+    # one alert topic per catalogue domain, spelt as the catalogue spells it
+    declared = [t.domain for t in topics if t.role == "domain_alerts"]
+    unknown = sorted({str(d) for d in declared if d not in DOMAINS})
+    twice = sorted({d for d in declared if d is not None and declared.count(d) > 1})
+    missing_domains = sorted(set(DOMAINS) - set(declared))
+    if unknown or twice or missing_domains:
+        raise ConfigurationError(
+            f"{where}: every catalogue domain needs exactly one domain_alerts topic"
+            + (f"; missing for {missing_domains}" if missing_domains else "")
+            + (f"; more than one for {twice}" if twice else "")
+            + (f"; unknown domains {unknown} (the catalogue's: {', '.join(DOMAINS)})" if unknown else "")
+        )
     return blueprint

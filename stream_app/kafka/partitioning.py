@@ -40,3 +40,7 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+TICK_KEY = b"__tick__"
+"""The key of the timer ticks on the internal topic (a tick is addressed by partition, not by key)."""

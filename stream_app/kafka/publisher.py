@@ -6,7 +6,9 @@ waits, readiness says so); a permanent one â€” a record Kafka refuses for good â
 output, whose ``blame`` tells the stage which input caused it, so the stage can dead-letter that input
 and move on. An output over ``STREAM_APP_OUTPUT_MAX_BYTES`` is refused before it is sent. Dead letters
 (:class:`Letter`) always go somewhere: one that does not fit is sent without the original bytes
-(flagged ``original_truncated``) rather than lost.
+(flagged ``original_truncated``) rather than lost. Outputs are single-object encoded; each is framed
+for its topic as it is sent (:mod:`stream_app.wire.framing`: Confluent framing on the public topics
+with ``STREAM_APP_OUTPUT_FRAMING=confluent``), so every record a worker writes passes that one object.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 import faust
 
 from stream_app.domain.model import Rejection
+from stream_app.domain.records import DeadLetterRecord
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
 from stream_app.ops.failures import UNKNOWN_ATTEMPTS, Failure, classify_kafka, error_type, too_large
 from stream_app.settings import Settings
 from stream_app.wire import codecs
+from stream_app.wire.framing import SINGLE_OBJECT_FRAMING, Framing
 from stream_app.wire.schemas import SchemaVersion
 
 log = get_logger(__name__)
@@ -44,7 +48,7 @@ class Output:
     key: bytes | None
     value: bytes | None  # None: a tombstone, on a compacted topic
     timestamp: float | None = None  # seconds, as Faust's producer takes it
-    partition: int | None = None  # explicit for the internal topics (see stream_app.partitioning)
+    partition: int | None = None  # explicit for the internal topics (see stream_app.kafka.partitioning)
     blame: Hashable | None = None
 
     @property
@@ -58,13 +62,14 @@ class Letter:
 
     topic: str
     key: bytes | None
-    record: dict[str, Any]
+    record: DeadLetterRecord
 
     def encode(self, schema: SchemaVersion) -> Output:
         return Output(self.topic, self.key, codecs.encode(schema, self.record))
 
     def without_original(self) -> Letter:
-        return replace(self, record={**self.record, "original": b"", "original_truncated": True})
+        record: DeadLetterRecord = {**self.record, "original": b"", "original_truncated": True}
+        return replace(self, record=record)
 
 
 # Topic name -> a function told of every record published there (e.g. counting alert transitions
@@ -106,7 +111,7 @@ def dead_letter(
         error_type=error_type(error) if error is not None else None,
         detail=rejection.message[:200],
     )
-    record = {
+    record: DeadLetterRecord = {
         "reason": rejection.reason,
         "message": rejection.message[:_MESSAGE_MAX_CHARS],
         "source_topic": message.topic,
@@ -125,10 +130,17 @@ def dead_letter(
 class Publisher:
     """Produces outputs and dead letters through the worker's producer (one per worker)."""
 
-    def __init__(self, app: faust.App, settings: Settings, dead_letter_schema: SchemaVersion) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        dead_letter_schema: SchemaVersion,
+        framing: Framing = SINGLE_OBJECT_FRAMING,
+    ) -> None:
         self._app = app
         self._settings = settings
         self._schema = dead_letter_schema
+        self.framing = framing
         self.max_bytes = settings.output_max_bytes
 
     async def publish(
@@ -242,8 +254,9 @@ class Publisher:
         producer = await self._app.maybe_start_producer()
         handles: list[Any] = []
         for o in outputs:
+            value = self.framing.frame(o.topic, o.value)  # a record it cannot frame is a defect: raised
             try:
-                handles.append(await producer.send(o.topic, o.key, o.value, o.partition, o.timestamp, None))
+                handles.append(await producer.send(o.topic, o.key, value, o.partition, o.timestamp, None))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused before it was queued (too large for the producer, say)

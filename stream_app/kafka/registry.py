@@ -2,8 +2,8 @@
 
 Confluent-framed records (``00`` + schema id, 4 bytes big-endian, + Avro binary) name their writer
 schema by an id of a Confluent schema registry. :class:`ConfluentSchemas` turns an id into one of
-this processor's :class:`~stream_app.schemas.SchemaVersion` and is what
-:func:`stream_app.codecs.decode_observation` takes as ``resolve_confluent_id``:
+this processor's :class:`~stream_app.wire.schemas.SchemaVersion` and is what
+:func:`stream_app.wire.codecs.decode_observation` takes as ``resolve_confluent_id``:
 
 - an id whose schema is one of the local versions (same CRC-64-AVRO fingerprint) resolves to it;
 - an Avro schema the processor does not have as a file, but named like one of its subjects and
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -176,30 +177,84 @@ class ConfluentSchemas:
             )
 
 
+def new_client(url: str, **client_conf: Any) -> Any:
+    """A ``SchemaRegistryClient`` for ``url`` with the project's timeout and retries.
+
+    ``mock://<name>`` is a registry in this process: every client of one name shares it (confluent's
+    mock keeps a store per client object, and no compatibility levels: see :class:`_InProcessRegistry`).
+    ``client_conf`` adds client settings (dotted names as ``**{"max.retries": 0}``). A URL the client
+    refuses raises ConfigurationError.
+    """
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415 - heavy, rarely needed
+
+    conf = {"url": url, "timeout": REQUEST_TIMEOUT_S, "max.retries": MAX_RETRIES, **client_conf}
+    if url.startswith("mock://"):
+        with _MOCK_LOCK:
+            client = _MOCK_REGISTRIES.get(url)
+            if client is None:
+                client = _MOCK_REGISTRIES[url] = _in_process_registry(conf)
+            return client
+    try:
+        return SchemaRegistryClient.new_client(conf)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"schema registry {redact(url)}: {exc}") from exc
+
+
 def connect(url: str, schemas: SchemaRegistry, **client_conf: Any) -> ConfluentSchemas:
     """A resolver asking the registry at ``url`` (``mock://<name>``: a registry in this process).
 
     ``client_conf`` adds ``SchemaRegistryClient`` settings (``timeout``, ``max.retries`` ...: give
     dotted names as ``**{"max.retries": 0}``). A URL the client refuses raises ConfigurationError.
     """
-    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415 - heavy, rarely needed
+    return ConfluentSchemas(new_client(url, **client_conf), schemas, name=redact(url))
 
-    conf = {"url": url, "timeout": REQUEST_TIMEOUT_S, "max.retries": MAX_RETRIES, **client_conf}
-    try:
-        client = SchemaRegistryClient.new_client(conf)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"schema registry {redact(url)}: {exc}") from exc
-    return ConfluentSchemas(client, schemas, name=redact(url))
+
+def client_from_settings(settings: Settings, url: str | None = None) -> Any | None:
+    """A registry client for ``url`` (default ``Settings.schema_registry_url``) with the settings'
+    credentials and CA; None when no registry is given."""
+    url = url if url is not None else settings.schema_registry_url
+    if url is None or not url.strip():
+        return None
+    conf = registry_config(settings, url.strip())
+    return new_client(conf.pop("url"), **conf)
 
 
 def from_settings(settings: Settings, schemas: SchemaRegistry) -> ConfluentSchemas | None:
     """The resolver for ``Settings.schema_registry_url`` (with its credentials and CA); None when no
     registry is configured."""
-    url = settings.schema_registry_url
-    if url is None or not url.strip():
+    client = client_from_settings(settings)
+    if client is None:
         return None
-    conf = registry_config(settings, url.strip())
-    return connect(conf.pop("url"), schemas, **conf)
+    return ConfluentSchemas(client, schemas, name=redact(str(settings.schema_registry_url).strip()))
+
+
+_MOCK_REGISTRIES: dict[str, Any] = {}
+_MOCK_LOCK = threading.Lock()
+
+
+def _in_process_registry(conf: dict[str, Any]) -> Any:
+    from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (  # noqa: PLC0415
+        MockSchemaRegistryClient,
+    )
+
+    class _InProcessRegistry(MockSchemaRegistryClient):
+        """confluent_kafka's mock registry, keeping compatibility levels too: the mock inherits the
+        HTTP client's ``set_compatibility``/``get_compatibility``, which cannot reach ``mock://``."""
+
+        def __init__(self, conf: dict[str, Any]) -> None:
+            super().__init__(conf)
+            self.compatibility: dict[str | None, str] = {}
+
+        def set_compatibility(self, subject_name: str | None = None, level: str | None = None) -> Any:
+            if level is None:
+                raise ValueError("level must be set")
+            self.compatibility[subject_name] = level.upper()
+            return {"compatibility": level.upper()}
+
+        def get_compatibility(self, subject_name: str | None = None) -> str:
+            return self.compatibility.get(subject_name) or self.compatibility.get(None) or "BACKWARD"
+
+    return _InProcessRegistry(conf)
 
 
 def redact(url: str) -> str:

@@ -11,10 +11,12 @@ from stream_app.api import http as api
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka.config import faust_credentials
+from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics, retry
 from stream_app.pipeline.probes import Operations
 from stream_app.settings import Settings
 from stream_app.state.store import StateStore, connect
+from stream_app.wire.framing import Framing
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -58,8 +60,13 @@ class StreamApp(faust.App):
         return dependencies
 
 
-def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.App:
-    """Build the Faust app with its agents and HTTP pages, from ``settings`` alone."""
+def create_app(
+    settings: Settings, blueprint: Blueprint | None = None, framing: Framing | None = None
+) -> faust.App:
+    """Build the Faust app with its agents and HTTP pages, from ``settings`` alone.
+
+    ``framing``: how outputs are framed (:func:`stream_app.kafka.subjects.output_framing`, which waits for
+    the schema registry with ``STREAM_APP_OUTPUT_FRAMING=confluent``; made here when not given)."""
     # agents import the app's building blocks: importing them here keeps this module importable alone
     from stream_app.agents import alert_bridge, briefing, consolidate, directives, intake, rollup, ticker
     from stream_app.kafka.publisher import Publisher
@@ -69,7 +76,8 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     app = StreamApp(settings.group_id, **faust_settings(settings))
     redis_client = connect(settings)
     store = StateStore(redis_client, settings)
-    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"))
+    framing = framing or output_framing(blueprint)
+    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"), framing)
 
     intake.register(app, blueprint, publisher)
     directives.register(app, blueprint, publisher)
@@ -79,7 +87,7 @@ def create_app(settings: Settings, blueprint: Blueprint | None = None) -> faust.
     api.register(app, read_model, blueprint, publisher)  # the query API and directives: /api/v1/...
     briefing.register(app, blueprint, read_model, publisher)
     ticker.register(app, blueprint, publisher)
-    alert_bridge.register(app, blueprint)  # only when STREAM_APP_ALERTMANAGER_URL is set
+    alert_bridge.register(app, blueprint, framing.resolve)  # only when STREAM_APP_ALERTMANAGER_URL is set
     ops = Operations(app, blueprint, redis_client)
     ops.install()
     _register_pages(app, ops)

@@ -6,7 +6,7 @@ One :class:`Operations` per app. It runs two background tasks on the worker's ev
   (``GET /livez``): if the heartbeat stops, the loop no longer turns usefully;
 - a **probe** every ``STREAM_APP_OPS_INTERVAL_S``: pings Redis, asks Kafka for metadata, and
   refreshes the per-partition consumer lag and the assignment gauges. Readiness (``GET /readyz``)
-  is the conjunction of the last probe, the group assignment and :func:`stream_app.retry.retrying`.
+  is the conjunction of the last probe, the group assignment and :func:`stream_app.ops.retry.retrying`.
 
 Everything here only reads the Faust consumer's bookkeeping (high watermarks come with fetch
 responses, committed offsets are what the agents' acks let Faust commit): measuring costs no extra

@@ -9,6 +9,7 @@ import mode.loop
 
 from stream_app.config.blueprint import load_blueprint
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.kafka.subjects import output_framing
 from stream_app.logs import configure_logging, get_logger, logging_config
 from stream_app.pipeline.app import create_app
 from stream_app.pipeline.preflight import check_services
@@ -23,17 +24,19 @@ def run_worker(settings: Settings) -> int:
     try:
         blueprint = load_blueprint(settings)
         check_services(blueprint)
+        framing = output_framing(blueprint)  # confluent: waits for the schema registry, like Redis
     except (ConfigurationError, LookupError, ServiceUnreachableError) as exc:
         print(f"stream-app worker: {exc}", file=sys.stderr)
         return 2
     # uvloop: a faster event loop under the same asyncio API (Faust's per-record path is loop-heavy)
     mode.loop.use("uvloop")
-    app = create_app(settings, blueprint)
+    app = create_app(settings, blueprint, framing)
     log.info(
         "worker_starting",
         app_id=settings.group_id,
         kafka=settings.kafka_bootstrap,
         topics=[t.name for t in blueprint.topics if t.role in {"input", "repartition"}],
+        output_framing=framing.name,
         web=f"http://{settings.web_host}:{settings.web_port}/metrics",
     )
     worker = faust.Worker(

@@ -13,8 +13,33 @@ from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.settings import Settings
 
 
+class _Version(argparse.Action):
+    """``--version``: ``stream-app <version>``, looked up only when asked (reading metadata is slow)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> None:
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed package's version (its metadata); ``stream_app.__version__`` when the code runs
+    from a source tree that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("stream-app")
+    except metadata.PackageNotFoundError:
+        import stream_app
+
+        return stream_app.__version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-app", description=__doc__)
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a stream-processing worker")
     _add_topics(sub)
@@ -72,7 +97,14 @@ def _add_produce(sub: Any) -> None:
     prod.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from the extension")
     prod.add_argument("--batch", type=int, default=10_000, help="records per Kafka batch")
     prod.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    prod.add_argument("--dry-run", action="store_true", help="parse, validate and encode; send nothing")
+    prod.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="connect to nothing, send nothing: encode each row as it would be sent, run the intake's own "
+        "checks (decoding, validation against the catalogue) and print 'line N: ok' or 'line N: <reason>: "
+        "<message>'; exit 1 if any row is malformed or would be dead-lettered. What needs the worker's "
+        "state (duplicates, revisions of earlier observations) is not checked",
+    )
     prod.add_argument("--workers", type=int, default=None, help="parsing processes (default: by file size)")
 
 
@@ -107,9 +139,18 @@ _DLQ_STAGES = ("consolidate", "directives", "rollup")
 
 
 def _add_schemas(sub: Any) -> None:
-    sch = sub.add_parser("schemas", help="Avro contracts: check every version reads the older ones' data")
-    sch.add_argument("action", choices=["check"])
+    sch = sub.add_parser(
+        "schemas",
+        help="Avro contracts: check every version reads the older ones' data; register them in a "
+        "Confluent schema registry",
+    )
+    sch.add_argument("action", choices=["check", "register"])
     sch.add_argument("--dir", default=None, help="schema directory (default: STREAM_APP_SCHEMAS_DIR)")
+    sch.add_argument(
+        "--registry",
+        default=None,
+        help="register: the schema registry URL (default: STREAM_APP_SCHEMA_REGISTRY_URL)",
+    )
     sch.add_argument(
         "--mode",
         default="FULL_TRANSITIVE",
@@ -122,7 +163,7 @@ def _add_alerts(sub: Any) -> None:
     alerts = sub.add_parser("alerts", help="the center's alerts, for a person at a terminal")
     alerts_sub = alerts.add_subparsers(dest="alerts_action", required=True)
     at = alerts_sub.add_parser("tail", help="a live, readable feed of alert changes, coloured by level")
-    at.add_argument("--domain", help="only this domain's topic (disaster, environment, energy, ...)")
+    at.add_argument("--domain", help="only this catalogue domain's alerts (environment, socio_economic, ...)")
     at.add_argument("--min-level", type=int, default=0, help="only alerts at or above this level index")
     at.add_argument("--lang", choices=["vi", "en", "both"], default="both")
     at.add_argument("--from-beginning", action="store_true")
@@ -206,6 +247,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _schemas(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "register":
+        from pathlib import Path
+
+        from stream_app.kafka import subjects
+
+        if args.dir:
+            settings = settings.model_copy(update={"schemas_dir": Path(args.dir)})
+        return subjects.run(_blueprint(settings), args.registry)
     from stream_app.wire import schema_check
 
     return schema_check.run(args.dir or settings.schemas_dir, args.mode)
@@ -321,6 +370,7 @@ def _print_live(args: argparse.Namespace, settings: Settings, outputs: dict[str,
     """Print the records of ``outputs`` ({topic: subject}) readably, for ``--duration`` or until Ctrl-C."""
     import time
 
+    from stream_app.logs import colour_allowed
     from stream_app.tools import tail
 
     started = time.monotonic()
@@ -331,7 +381,7 @@ def _print_live(args: argparse.Namespace, settings: Settings, outputs: dict[str,
         lambda _s, line: print(line, flush=True),
         stop=lambda: args.duration is not None and time.monotonic() - started > args.duration,
         from_beginning=args.from_beginning,
-        colour=sys.stdout.isatty(),
+        colour=colour_allowed(sys.stdout),
         **options,
     )
     return 0
@@ -401,9 +451,11 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.tools import tail
+
     blueprint = _blueprint(settings)
-    topic = blueprint.domain_alerts_topic(args.domain) if args.domain else blueprint.topic_by_role("alerts")
-    return _print_live(args, settings, {topic.name: "alert"}, lang=args.lang, min_level=args.min_level)
+    topic = tail.alerts_topic(blueprint, args.domain)  # an unknown domain: exit 2, before connecting
+    return _print_live(args, settings, {topic: "alert"}, lang=args.lang, min_level=args.min_level)
 
 
 def _tick(args: argparse.Namespace, settings: Settings) -> int:

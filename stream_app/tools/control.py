@@ -12,10 +12,9 @@ from confluent_kafka import Producer
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.config import confluent_config
-from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.partitioning import TICK_KEY, partition_for
+from stream_app.kafka.subjects import output_framing
 from stream_app.wire import codecs
-
-TICK_KEY = b"__tick__"
 
 
 def _producer(blueprint: Blueprint) -> Producer:
@@ -64,11 +63,13 @@ def send_directive(
         "issued_at": int(time.time() * 1000),
         "due_at": None,
     }
+    topic = blueprint.topic_by_role("directives").name
+    framing = output_framing(blueprint, topics=[topic])  # a public topic: framed as the worker would
     producer = _producer(blueprint)
     producer.produce(
-        blueprint.topic_by_role("directives").name,
+        topic,
         key=alert_key.encode(),
-        value=codecs.encode(blueprint.schemas.latest("directive"), record),
+        value=framing.encode(topic, blueprint.schemas.latest("directive"), record),
     )
     if producer.flush(30):
         raise RuntimeError("directive not delivered within 30 s")

@@ -14,7 +14,9 @@ from stream_app.api.auth import create_token
 from stream_app.config.blueprint import load_blueprint
 from stream_app.kafka import acl
 from stream_app.kafka.topics import apply
-from stream_app.settings import REPO_ROOT, Settings
+from stream_app.logs import colour_allowed
+from stream_app.paths import CHECKOUT, state_dir
+from stream_app.settings import Settings
 from stream_app.tools import simulate, tail
 
 # Where `deploy/local/services up` runs them (SERVICES_PROMETHEUS_PORT, SERVICES_ALERTMANAGER_PORT).
@@ -51,7 +53,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         granted = acl.apply(blueprint)
         print(f"demo: ACLs ready ({len(granted.create)} granted, {len(granted.delete)} revoked)", flush=True)
 
-    log_dir = REPO_ROOT / ".local" / "demo"
+    log_dir = state_dir("demo")  # .local/demo in a checkout
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path: Path = log_dir / "worker.log"
     tokens = _demo_tokens(log_dir / "api-tokens.toml")
@@ -94,9 +96,10 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
             f"Alertmanager at {alertmanager} (the center's alerts arrive there too)",
             flush=True,
         )
+        repo = CHECKOUT or Path("<the stream-app repository>")  # not shipped in the wheel
         print(
-            f"demo: Grafana dashboard to import: {REPO_ROOT / 'deploy' / 'grafana' / 'stream-app.json'}; "
-            f"runbook: {REPO_ROOT / 'docs' / 'runbook.md'}",
+            f"demo: Grafana dashboard to import: {repo / 'deploy' / 'grafana' / 'stream-app.json'}; "
+            f"runbook: {repo / 'docs' / 'runbook.md'}",
             flush=True,
         )
         reporters = simulate.live_reporters(blueprint.catalogue)
@@ -134,7 +137,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
             on_record,
             stop=done,
             from_beginning=False,
-            colour=sys.stdout.isatty(),
+            colour=colour_allowed(sys.stdout),
         )
     except KeyboardInterrupt:
         print("\ndemo: stopping", flush=True)

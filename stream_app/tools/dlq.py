@@ -18,9 +18,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
-from stream_app.exceptions import DecodeError
+from stream_app.domain.clock import as_ms
+from stream_app.exceptions import DecodeError, ServiceUnreachableError
+from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
+from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.wire import codecs
+from stream_app.wire.codecs import ConfluentResolver
 
 REPLAY_HEADER = "stream-app-replay-of"
 
@@ -48,17 +52,13 @@ class ReasonSummary:
     sources: set[str] = field(default_factory=set)
 
 
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
-
-
 def summarise(reporter: str, letters: list[DeadLetter]) -> list[ReasonSummary]:
     """Count dead letters by reason, with the first and last rejection time and one example message."""
     by_reason: dict[str, ReasonSummary] = {}
     for letter in letters:
         rec = letter.record
         summary = by_reason.setdefault(rec["reason"], ReasonSummary(reporter, rec["reason"]))
-        at = _ms(rec["rejected_at"])
+        at = as_ms(rec["rejected_at"])
         summary.count += 1
         summary.first_ms = at if summary.first_ms is None else min(summary.first_ms, at)
         summary.last_ms = at if summary.last_ms is None else max(summary.last_ms, at)
@@ -68,8 +68,10 @@ def summarise(reporter: str, letters: list[DeadLetter]) -> list[ReasonSummary]:
 
 
 def read_all(blueprint: Blueprint, topic: str, timeout_s: float = 10.0) -> Iterator[DeadLetter]:
-    """Every dead letter currently in ``topic``, from the start to the end offsets seen on entry."""
+    """Every dead letter currently in ``topic``, from the start to the end offsets seen on entry: Avro
+    single-object encoded, or Confluent-framed (through ``STREAM_APP_SCHEMA_REGISTRY_URL``)."""
     settings = blueprint.settings
+    resolve = registry.from_settings(settings, blueprint.schemas)
     consumer = Consumer(
         {
             **confluent_config(settings),
@@ -103,16 +105,23 @@ def read_all(blueprint: Blueprint, topic: str, timeout_s: float = 10.0) -> Itera
             partition, offset = message.partition() or 0, message.offset() or 0
             if partition not in ends:
                 continue
-            try:
-                record = codecs.decode(blueprint.schemas, "dead_letter", message.value() or b"")
-            except DecodeError:
-                record = None
+            record = _decoded(blueprint, message.value() or b"", resolve)
             if record is not None:
                 yield DeadLetter(topic, partition, offset, record)
             if offset + 1 >= ends[partition]:
                 del ends[partition]
     finally:
         consumer.close()
+
+
+def _decoded(blueprint: Blueprint, value: bytes, resolve: ConfluentResolver | None) -> dict[str, Any] | None:
+    """A dead letter in either framing; None when undecodable."""
+    try:
+        return codecs.decode(blueprint.schemas, "dead_letter", value, resolve)
+    except DecodeError:
+        return None
+    except SchemaRegistryUnavailable as exc:  # a partial count would mislead: stop and say why
+        raise ServiceUnreachableError(str(exc)) from None
 
 
 STAGES = {

@@ -14,6 +14,14 @@ client-side. ``reporter`` defaults to ``--reporter``; a row naming another repor
 message key is the station, else the region. A malformed row is not sent: it is reported with its
 line number and the reason, and the other rows go on. The pure part (rows to key and value bytes)
 is :class:`RowEncoder` and :func:`iter_rows`; :func:`produce_file` is the thin Kafka edge.
+
+``--dry-run`` connects to nothing and sends nothing: each row is encoded exactly as it would be sent,
+then put through the intake's own check (:class:`~stream_app.wire.intake.IntakeCheck`: key
+size, decoding, validation against the catalogue), and reported per input line, ``line N: ok`` or
+``line N: <reason_code>: <message>`` (``malformed`` for a row that would not even be sent). The limits
+are those of the settings the dry run runs with (``STREAM_APP_INTAKE_MAX_*``, ``STREAM_APP_MAX_FUTURE_SKEW_S``
+...), the worker's when both have the same environment. What needs the worker's state (duplicates,
+revisions of earlier observations) is not decided by a dry run.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import os
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,16 +52,20 @@ from fastavro import parse_schema
 from fastavro.validation import ValidationError, validate
 
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.model import Rejection
 from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.wire import codecs
+from stream_app.wire.intake import IntakeCheck
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion, load_schemas
 
 Format = Literal["jsonl", "csv"]
 
 BREAKDOWN_PREFIX: Final = "breakdown."
 MAX_PRINTED_ERRORS: Final = 20
+# A dry run's code for a row this tool refuses to send (the other codes are the intake's dead-letter reasons)
+MALFORMED: Final = "malformed"
 _EXTENSIONS: Final[dict[str, Format]] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -562,6 +574,9 @@ class Summary:
     delivery_failed: int = 0
     elapsed_s: float = 0.0
     dry_run: bool = False
+    # dry run: rows the intake would accept, and would dead-letter by reason
+    accepted: int = 0
+    rejected: Counter[str] = dataclasses.field(default_factory=Counter)
 
     @property
     def rate(self) -> float:
@@ -570,27 +585,42 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row was sent (or, dry, would be), else 1."""
+        """0 when every row was sent (or, dry, would be accepted by the intake), else 1."""
         if self.parse_failed or self.delivery_failed:
             return 1
-        return 0 if self.dry_run or self.sent == self.read else 1
+        if self.dry_run:
+            return 1 if self.rejected.total() else 0
+        return 0 if self.sent == self.read else 1
 
     def render(self) -> str:
         """The summary printed at the end."""
         if self.dry_run:
-            sent = f"  {'would send':<16}{self.encoded:>12,}  (dry run: nothing sent)"
+            outcome = [
+                f"  {'accepted':<16}{self.accepted:>12,}  (by the intake's checks; dry run: nothing sent)",
+                f"  {'failed to parse':<16}{self.parse_failed:>12,}  ({MALFORMED}: would not be sent)",
+                f"  {'dead-lettered':<16}{self.rejected.total():>12,}  (the intake's refusals, by reason:)",
+                *(_indented(reason, count) for reason, count in sorted(self.rejected.items())),
+            ]
         else:
-            sent = f"  {'sent':<16}{self.sent:>12,}  (delivery confirmed)"
+            outcome = [
+                f"  {'sent':<16}{self.sent:>12,}  (delivery confirmed)",
+                f"  {'failed to parse':<16}{self.parse_failed:>12,}",
+                f"  {'failed delivery':<16}{self.delivery_failed:>12,}",
+            ]
         return "\n".join(
             [
                 f"  {'rows read':<16}{self.read:>12,}",
-                sent,
-                f"  {'failed to parse':<16}{self.parse_failed:>12,}",
-                f"  {'failed delivery':<16}{self.delivery_failed:>12,}",
+                *outcome,
                 f"  {'elapsed':<16}{self.elapsed_s:>12.2f} s",
                 f"  {'throughput':<16}{self.rate:>12,.0f} rows/s",
             ]
         )
+
+
+def _indented(name: str, count: int) -> str:
+    """A sub-line of the summary: the count right-aligned with the others when the name leaves room."""
+    number = f"{count:,}"
+    return f"    {name}{number:>{max(len(number) + 1, 26 - len(name))}}"
 
 
 class Progress:
@@ -618,7 +648,7 @@ class Progress:
             parts.insert(1, f"{min(100.0, 100.0 * position / self.total_bytes):5.1f}%")
         if not summary.dry_run:
             parts.append(f"sent {summary.sent:,}")
-        failed = summary.parse_failed + summary.delivery_failed
+        failed = summary.parse_failed + summary.delivery_failed + summary.rejected.total()
         if failed:
             parts.append(f"failed {failed:,}")
         line = "  ".join(parts)
@@ -705,6 +735,9 @@ def produce_file(
     """Send ``path`` to the reporter's input topic; returns the exit code (0 or 1). ``reporter`` must
     be one of ``catalogue``'s.
 
+    ``dry_run``: connect to nothing, send nothing; print to ``out`` what the intake would decide about
+    each row (see the module's documentation). The exit code is 1 when any row would not be accepted.
+
     A usage or configuration problem (unknown reporter, missing file, bad CSV header, missing
     topic) raises :class:`ConfigurationError`; Kafka not answering, :class:`ServiceUnreachableError`.
     """
@@ -719,7 +752,8 @@ def produce_file(
     if workers is not None and workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     file_format = detect_format(path, fmt)
-    encoder = RowEncoder(load_schemas(settings.schemas_dir).latest("observation"), reporter)
+    schemas = load_schemas(settings.schemas_dir)
+    encoder = RowEncoder(schemas.latest("observation"), reporter)
     topic = input_topic(settings, reporter)
     stream, raw = _open(path)
     with contextlib.closing(raw), contextlib.closing(stream):
@@ -732,13 +766,13 @@ def produce_file(
         )
         rows = iter_rows(stream, file_format, encoder, workers=workers or default_workers(total))
         if dry_run:
-            session.consume(rows, lambda _item: None)
+            session.judge(rows, IntakeCheck.from_settings(settings, catalogue, schemas), reporter, out)
         else:
             _send(settings, topic, rows, session, encoder, batch=batch)
         summary = session.summary
         summary.elapsed_s = time.monotonic() - session.bar.started
         session.bar.close(summary, raw.tell())
-    if summary.parse_failed > MAX_PRINTED_ERRORS:
+    if not dry_run and summary.parse_failed > MAX_PRINTED_ERRORS:
         print(f"... and {summary.parse_failed - MAX_PRINTED_ERRORS:,} more malformed rows", file=err)
     print(f"produce {reporter} {path} -> {topic}{' (dry run)' if dry_run else ''}", file=out)
     print(summary.render(), file=out)
@@ -780,6 +814,35 @@ class _Session:
                     print(str(item), file=err)
         finally:
             summary.read, summary.encoded, summary.parse_failed = read, encoded, failed
+
+    def judge(
+        self, rows: Iterator[Encoded | RowError], check: IntakeCheck, reporter: str, out: IO[str]
+    ) -> None:
+        """Dry run: put every encoded row through the intake's ``check`` as read from ``reporter``'s
+        topic now, and print one line per row to ``out``: ``line N: ok``, ``line N: <reason>: <message>``."""
+        summary, bar, raw = self.summary, self.bar, self.raw
+        rejected = summary.rejected
+        try:
+            for item in rows:
+                summary.read += 1
+                if isinstance(item, Encoded):
+                    summary.encoded += 1
+                    verdict = check(item.key, item.value, reporter, int(time.time() * 1000))
+                    if isinstance(verdict, Rejection):
+                        rejected[verdict.reason] += 1
+                        text = f"line {item.line}: {verdict.reason}: {verdict.message}"
+                    else:
+                        summary.accepted += 1
+                        text = f"line {item.line}: ok"
+                else:
+                    summary.parse_failed += 1
+                    text = f"line {item.line}: {MALFORMED}: {item.reason}"
+                bar.clear()
+                print(text, file=out)
+                if not summary.read & 1023:
+                    bar.update(summary, raw.tell())
+        finally:
+            bar.clear()
 
 
 def _send(

@@ -1,19 +1,29 @@
-"""A readable live view of the center's alerts and consolidated topics, for a person at a terminal."""
+"""A readable live view of the center's alerts and consolidated topics, for a person at a terminal.
+
+Colour (the regulation's colour of an alert level) is the caller's choice: ``colour=True`` only where
+:func:`stream_app.logs.colour_allowed` says so (a terminal, and no ``NO_COLOR``).
+"""
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError
 
-from stream_app.exceptions import DecodeError
+from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
+from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 from stream_app.wire.schemas import SchemaRegistry
+
+if TYPE_CHECKING:
+    from stream_app.config.blueprint import Blueprint
 
 VIETNAM = timezone(timedelta(hours=7), "ICT")
 _RESET = "\x1b[0m"
@@ -48,6 +58,22 @@ _WORDS = {
     },
     "en": {"at": "at", "value": "value", "by": "by"},
 }
+
+
+def alerts_topic(blueprint: Blueprint, domain: str | None) -> str:
+    """The topic ``alerts tail`` reads: every alert (``domain`` None), or one domain's.
+
+    A domain the catalogue does not name is a usage error, raised before anything connects: a
+    :class:`ConfigurationError` (exit code 2) listing the domains, as the topics declare them.
+    """
+    if domain is None:
+        return blueprint.topic_by_role("alerts").name
+    known = blueprint.alert_domains()
+    if domain not in known:
+        close = difflib.get_close_matches(domain.replace("-", "_").replace(" ", "_").lower(), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigurationError(f"unknown domain {domain!r}{hint}; the domains are: {', '.join(known)}")
+    return blueprint.domain_alerts_topic(domain).name
 
 
 def format_alert(alert: dict[str, Any], colour: bool = False, lang: str = "both") -> str:
@@ -120,7 +146,12 @@ def follow(
     lang: str = "both",
     min_level: int = 0,
 ) -> None:
-    """Consume ``topics`` ({name: subject}) and call ``on_record(subject, line)`` until ``stop()``."""
+    """Consume ``topics`` ({name: subject}) and call ``on_record(subject, line)`` until ``stop()``.
+
+    Records are read in either framing the processor writes: Avro single-object encoding, or Confluent
+    framing through ``STREAM_APP_SCHEMA_REGISTRY_URL`` (``STREAM_APP_OUTPUT_FRAMING=confluent``).
+    """
+    resolve = registry.from_settings(settings, schemas)
     consumer = Consumer(
         {
             **confluent_config(settings),
@@ -144,9 +175,12 @@ def follow(
             if message.value() is None:  # a tombstone on a compacted topic: nothing to show
                 continue
             try:
-                record = codecs.decode(schemas, subject, message.value() or b"")
+                record = codecs.decode(schemas, subject, message.value() or b"", resolve)
             except DecodeError as exc:
                 on_record("error", f"{message.topic()}: {exc.message}")
+                continue
+            except SchemaRegistryUnavailable as exc:
+                on_record("error", f"{message.topic()}: {exc}")
                 continue
             if subject == "alert":
                 if max(record["level"], record["previous_level"]) < min_level:

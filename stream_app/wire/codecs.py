@@ -4,11 +4,13 @@ Accepted on input:
 - Avro single-object encoding (``C3 01`` + CRC-64-AVRO fingerprint, little-endian, + Avro binary);
 - Confluent framing (``00`` + schema id, 4 bytes big-endian, + Avro binary), when a schema registry
   is configured: the caller passes a resolver from schema id to writer schema
-  (:class:`stream_app.registry.ConfluentSchemas`), which caches what it learns from the registry;
+  (:class:`stream_app.kafka.registry.ConfluentSchemas`), which caches what it learns from the registry;
 - JSON documents shaped like the Avro schema, for reporters that cannot write Avro
   (timestamps as epoch milliseconds or ISO-8601 strings).
 Whatever the writer version, records are read with the newest version of the subject.
-Everything the processor writes is Avro single-object encoded with the newest schema version.
+Everything the processor writes is Avro single-object encoded with the newest schema version; with
+``STREAM_APP_OUTPUT_FRAMING=confluent`` the public topics get the same Avro body in Confluent framing
+instead (:mod:`stream_app.wire.framing`), so :func:`decode` reads either, given a resolver.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -36,7 +38,7 @@ ConfluentResolver = Callable[[int], SchemaVersion | None]
 """Confluent schema id -> the writer schema registered under it, or None when the registry does not know
 the id. May raise :class:`DecodeError` (``schema_mismatch``) for a registered schema that can never be
 read as the expected subject, and an infrastructure error when the registry cannot be asked (see
-:class:`stream_app.registry.SchemaRegistryUnavailable`): that error must not become a dead letter."""
+:class:`stream_app.kafka.registry.SchemaRegistryUnavailable`): that error must not become a dead letter."""
 
 
 class Reasons:
@@ -48,7 +50,7 @@ class Reasons:
     OVERSIZED = "oversized"
 
 
-def encode(schema: SchemaVersion, record: dict[str, Any]) -> bytes:
+def encode(schema: SchemaVersion, record: Mapping[str, Any]) -> bytes:
     """Avro single-object encoding of ``record`` with ``schema``."""
     buf = io.BytesIO()
     buf.write(SINGLE_OBJECT_MARKER)
@@ -57,8 +59,19 @@ def encode(schema: SchemaVersion, record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def decode(registry: SchemaRegistry, subject: str, raw: bytes) -> dict[str, Any]:
-    """Decode a single-object encoded record of ``subject``, resolving older writer versions."""
+def decode(
+    registry: SchemaRegistry,
+    subject: str,
+    raw: bytes,
+    resolve_confluent_id: ConfluentResolver | None = None,
+) -> dict[str, Any]:
+    """Decode a record of ``subject``, resolving older writer versions: Avro single-object encoded or,
+    given ``resolve_confluent_id``, Confluent-framed (what the processor writes with
+    ``STREAM_APP_OUTPUT_FRAMING=confluent``). Without a resolver only single-object encoding is read."""
+    if resolve_confluent_id is not None and not raw.startswith(SINGLE_OBJECT_MARKER):
+        schema_id = confluent_schema_id(raw)
+        if schema_id is not None:
+            return _decode_confluent(registry, subject, schema_id, raw, resolve_confluent_id)
     writer = _writer_of(registry, raw)
     return _read_body(raw[_HEADER_LEN:], writer, registry.latest(subject))
 
@@ -91,6 +104,19 @@ def confluent_schema_id(raw: bytes) -> int | None:
     return None
 
 
+def single_object_fingerprint(raw: bytes) -> int | None:
+    """The writer's fingerprint of a single-object encoded record, or None if ``raw`` is not one."""
+    if len(raw) >= _HEADER_LEN and raw.startswith(SINGLE_OBJECT_MARKER):
+        return int.from_bytes(raw[2:_HEADER_LEN], "little")
+    return None
+
+
+def confluent_reframed(raw: bytes, schema_id: int) -> bytes:
+    """The Confluent framing of a single-object encoded record: ``00`` + ``schema_id`` (4 bytes,
+    big-endian) + the same Avro body. The caller has checked ``raw`` (:func:`single_object_fingerprint`)."""
+    return bytes((_CONFLUENT_MAGIC,)) + schema_id.to_bytes(4, "big") + raw[_HEADER_LEN:]
+
+
 def decode_observation(
     registry: SchemaRegistry,
     raw: bytes,
@@ -109,14 +135,14 @@ def decode_observation(
         return decode(registry, "observation", raw)
     schema_id = confluent_schema_id(raw)
     if schema_id is not None:
-        return _decode_confluent(registry, schema_id, raw, resolve_confluent_id)
+        return _decode_confluent(registry, "observation", schema_id, raw, resolve_confluent_id)
     if raw.lstrip()[:1] == b"{":
         return _decode_json_observation(registry, raw)
     raise DecodeError(Reasons.UNDECODABLE, "neither Avro single-object encoding nor a JSON document")
 
 
 def _decode_confluent(
-    registry: SchemaRegistry, schema_id: int, raw: bytes, resolve: ConfluentResolver | None
+    registry: SchemaRegistry, subject: str, schema_id: int, raw: bytes, resolve: ConfluentResolver | None
 ) -> dict[str, Any]:
     if resolve is None:
         raise DecodeError(
@@ -128,7 +154,7 @@ def _decode_confluent(
         raise DecodeError(
             Reasons.UNKNOWN_SCHEMA, f"Confluent-framed record: schema id {schema_id} is not in the registry"
         )
-    return _read_body(raw[_CONFLUENT_HEADER_LEN:], writer, registry.latest("observation"))
+    return _read_body(raw[_CONFLUENT_HEADER_LEN:], writer, registry.latest(subject))
 
 
 def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:

@@ -6,11 +6,17 @@ other's data both ways (``FULL_TRANSITIVE``, in the schema registry's terms). A 
 evolve only backwards can be checked with ``--mode BACKWARD_TRANSITIVE``; below that, the processor could
 meet data its reader cannot resolve.
 
-The proof is Avro schema resolution on data: records generated from the writer version
-(``fastavro.utils.generate_many`` with a fixed seed, plus the same records with every defaulted field at
-its default and left out), written with the writer and read with the reader. The check also fails when a
-file does not parse, two files have the same fingerprint (the same schema, whatever their docs say), or the
-versions of a subject are not numbered 1..N.
+Two checkers judge every pair, and either failing fails the check (the report names which):
+
+- ``samples``: Avro schema resolution on data: records generated from the writer version
+  (``fastavro.utils.generate_many`` with a fixed seed, plus the same records with every defaulted field
+  at its default and left out), written with the writer and read with the reader;
+- ``avro.compatibility``: the Apache Avro project's own reader/writer compatibility rules
+  (``avro.compatibility.ReaderWriterCompatibilityChecker``, the Python port of what the Java library
+  and a schema registry apply): a proof over every possible datum, not only the generated ones.
+
+The check also fails when a file does not parse, two files have the same fingerprint (the same schema,
+whatever their docs say), or the versions of a subject are not numbered 1..N.
 
 :func:`check_schemas` is pure apart from reading the directory; the CLI only prints its report.
 """
@@ -18,6 +24,7 @@ versions of a subject are not numbered 1..N.
 from __future__ import annotations
 
 import io
+import json
 import random
 import threading
 from collections import defaultdict
@@ -26,6 +33,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import avro.schema
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
@@ -178,24 +187,45 @@ def compatibility_problem(
     return read_problem(writer, reader, sample_records(writer, samples, seed))
 
 
+def avro_problem(writer: SchemaVersion, reader: SchemaVersion) -> str | None:
+    """Why ``reader`` cannot read ``writer``'s data by the Avro specification's resolution rules, as the
+    Apache Avro project's ``ReaderWriterCompatibilityChecker`` judges it; None if it can."""
+    try:
+        reader_schema, writer_schema = _avro_schema(reader), _avro_schema(writer)
+    except Exception as exc:  # any failure is the finding, reported with its type
+        return f"the Avro library cannot parse the schemas: {type(exc).__name__}: {_short(str(exc))}"
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(reader_schema, writer_schema)
+    if result.compatibility is SchemaCompatibilityType.compatible:
+        return None
+    kinds = ", ".join(sorted({kind.value for kind in result.incompatibilities}))
+    messages = "; ".join(sorted(result.messages))
+    return _short(f"{kinds} at {', '.join(sorted(result.locations))}: {messages}")
+
+
+def _avro_schema(version: SchemaVersion) -> avro.schema.Schema:
+    return avro.schema.parse(version.text or json.dumps(version.parsed))
+
+
 def _check_pair(old: SchemaVersion, new: SchemaVersion, mode: Mode, samples: int, seed: int) -> Line:
+    """Both checkers, backward (``new`` reads ``old``'s data) and, in a FULL mode, forward too."""
     what = f"{old.subject} v{old.version} -> v{new.version}"
-    old_records = sample_records(old, samples, seed)
-    problem = read_problem(old, new, old_records)
-    if problem is not None:
-        return Line(False, what, f"{new.file_name} cannot read data written with {old.file_name}: {problem}")
-    detail = f"v{new.version} reads v{old.version} data"
-    if mode.forward:
-        new_records = sample_records(new, samples, seed)
-        problem = read_problem(new, old, new_records)
-        if problem is not None:
-            return Line(
-                False,
-                what,
-                f"{old.file_name} cannot read data written with {new.file_name} ({mode}): {problem}",
-            )
-        detail += f", v{old.version} reads v{new.version} data"
-    return Line(True, what, f"{detail} ({len(old_records)} records each way)")
+    directions = [(old, new, "")] + ([(new, old, f" ({mode})")] if mode.forward else [])
+    problems, done, counts = [], [], []
+    for writer, reader, why in directions:
+        records = sample_records(writer, samples, seed)
+        counts.append(len(records))
+        cannot = f"{reader.file_name} cannot read data written with {writer.file_name}{why}"
+        for checker, problem in (
+            ("samples", read_problem(writer, reader, records)),
+            ("avro.compatibility", avro_problem(writer, reader)),
+        ):
+            if problem is not None:
+                problems.append(f"[{checker}] {cannot}: {problem}")
+        done.append(f"v{reader.version} reads v{writer.version} data")
+    if problems:
+        return Line(False, what, " | ".join(problems))
+    return Line(True, what, f"{', '.join(done)} ({counts[0]} records each way; avro.compatibility agrees)")
 
 
 def _same_fingerprints(versions: list[SchemaVersion]) -> list[Line]:

@@ -11,12 +11,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app.config.blueprint import load_blueprint
@@ -117,7 +118,7 @@ class WorkerProcess:
         self.proc.wait()
 
 
-def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
     """Produce (key, value) records and wait for every delivery."""
     failures: list[str] = []
     producer = Producer({**confluent_config(settings), "acks": "all", "linger.ms": 2})
@@ -173,12 +174,17 @@ def collect(
     subject: str,
     until: Callable[[list[dict[str, Any]]], bool],
     timeout: float = 45.0,
+    *,
+    resolve: codecs.ConfluentResolver | None = None,
 ) -> Collected:
-    """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds."""
+    """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds.
+
+    Records are Avro single-object encoded or, given ``resolve`` (a registry's resolver), Confluent-framed.
+    """
     out = Collected()
     schemas = load_blueprint(settings).schemas
     for message in messages(settings, topic, lambda: until(out.records), timeout):
-        out.records.append(codecs.decode(schemas, subject, message.value() or b""))
+        out.records.append(codecs.decode(schemas, subject, message.value() or b"", resolve))
         out.keys.append(message.key())
     return out
 
@@ -242,3 +248,20 @@ def group_lag(settings: Settings, blueprint: Any, topics: list[str]) -> int:
         return lag
     finally:
         consumer.close()
+
+
+def redis_text(raw: object) -> str:
+    """One reply of the tests' Redis clients, which decode nothing (redis-py types replies ``bytes | str``:
+    it cannot know that ``decode_responses`` is off), as text."""
+    assert isinstance(raw, bytes), raw
+    return raw.decode()
+
+
+def redis_hash(client: redis.Redis, key: str | bytes) -> dict[bytes, bytes]:
+    """A Redis hash as the tests' clients read it: raw bytes (redis-py types it ``bytes | str``)."""
+    out: dict[bytes, bytes] = {}
+    for name, value in client.hgetall(key).items():
+        assert isinstance(name, bytes), name
+        assert isinstance(value, bytes), value
+        out[name] = value
+    return out

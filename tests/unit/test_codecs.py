@@ -1,4 +1,4 @@
-"""stream_app.codecs: Avro single-object encoding, JSON intake, and the decode reason codes."""
+"""stream_app.wire.codecs: Avro single-object encoding, JSON intake, and the decode reason codes."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
 from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.kafka.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
 from stream_app.settings import Settings
 from stream_app.wire.codecs import (
     SINGLE_OBJECT_MARKER,
@@ -28,7 +29,6 @@ from stream_app.wire.codecs import (
     decode_observation,
     encode,
 )
-from stream_app.wire.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
 MAX_BYTES = 1 << 20

@@ -1,10 +1,12 @@
-"""stream_app.produce: rows of JSONL and CSV files to validated Avro records, malformed rows by line."""
+"""stream_app.tools.produce: rows of JSONL and CSV files to validated Avro records, malformed rows by line;
+the dry run judges each line as the intake would."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from stream_app.domain.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
+from stream_app.tools import produce
 from stream_app.tools.produce import (
     Encoded,
     RowEncoder,
@@ -195,6 +198,7 @@ def test_csv_rows_with_breakdown_columns_iso_and_ms_times(registry: SchemaRegist
         "2024-11",
         {},
     )
+    assert isinstance(items[0], Encoded)
     assert items[0].key == b"VN"
 
 
@@ -212,6 +216,7 @@ def test_csv_columns_in_any_order_and_optional_ones_absent(
         "HN-AQ-HOANKIEM",
         {"pollutant": "pm2.5"},
     )
+    assert isinstance(item, Encoded)  # as _decoded checked
     assert item.key == b"HN-AQ-HOANKIEM"
 
 
@@ -341,7 +346,143 @@ def _settings() -> Settings:
     return Settings.model_construct()
 
 
-def test_dry_run_counts_rows_and_prints_the_first_errors(
+def _no_kafka(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings naming a broker nobody runs, and a producer that fails the test if ever made."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("a dry run must not connect to Kafka")
+
+    monkeypatch.setattr(produce, "Producer", refuse)
+    return _settings().model_copy(update={"kafka_bootstrap": "kafka.invalid:9"})
+
+
+def _dry_run(settings: Settings, catalogue: Catalogue, path: Path, **options: Any) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = produce_file(
+        settings, catalogue=catalogue, reporter="MAE", path=path, dry_run=True, out=out, err=err, **options
+    )
+    return code, out.getvalue(), err.getvalue()
+
+
+def _verdicts(out: str) -> list[tuple[int, str]]:
+    """(line number, ok or reason code) of each ``line N: ...`` of a dry run's report."""
+    found = []
+    for text in out.splitlines():
+        if text.startswith("line "):
+            number, verdict = text.removeprefix("line ").split(": ", 2)[:2]
+            found.append((int(number), verdict))
+    return found
+
+
+def test_dry_run_reports_each_line_as_the_intake_would_judge_it(
+    tmp_path: Path,
+    make_record: Callable[..., dict[str, Any]],
+    catalogue: Catalogue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "mae.jsonl"
+    lines = [
+        json.dumps(make_record(observation_id="ok-1")),  # 1
+        json.dumps(make_record(indicator="ENV.NOT_AN_INDICATOR")),  # 2
+        json.dumps(make_record(region="VN", station=None)),  # 3: AQI is per station, in a province
+        "",  # 4: blank, skipped
+        json.dumps(make_record(unit="ppm")),  # 5
+        json.dumps(make_record(value=9999.0)),  # 6: outside [0, 500]
+        '{"observation_id": "half", ',  # 7: malformed
+        json.dumps(make_record(value="high")),  # 8: malformed (not a number)
+        json.dumps(make_record(indicator="TRF.ACCIDENTS", unit="cases")),  # 9: not MAE's
+        json.dumps(make_record(station="HN-NOWHERE")),  # 10
+        json.dumps(make_record(observation_id="ok-2", value=151.0)),  # 11
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    code, out, err = _dry_run(_no_kafka(monkeypatch), catalogue, path)
+
+    assert code == 1
+    assert _verdicts(out) == [
+        (1, "ok"),
+        (2, "unknown_indicator"),
+        (3, "region_not_allowed"),
+        (5, "unit_mismatch"),
+        (6, "value_out_of_range"),
+        (7, "malformed"),
+        (8, "malformed"),
+        (9, "indicator_not_owned"),
+        (10, "unknown_station"),
+        (11, "ok"),
+    ]
+    assert "line 2: unknown_indicator: indicator 'ENV.NOT_AN_INDICATOR' is not in the catalogue" in out
+    assert "line 5: unit_mismatch: ENV.AQI is reported in 'index', got 'ppm'" in out
+    assert "line 7: malformed: invalid JSON" in out
+    assert "line 8: malformed: value: expected a number, got str 'high'" in out
+    assert "rows read                 10" in out
+    assert "accepted                   2" in out
+    assert "failed to parse            2" in out
+    assert "dead-lettered              6" in out
+    for reason in ("unknown_indicator", "region_not_allowed", "unit_mismatch", "value_out_of_range"):
+        assert re.search(rf"^    {reason} +1$", out, re.MULTILINE), out
+    assert "would send" not in out
+    assert err == ""  # the report is on stdout; not a terminal: no progress bar
+
+
+def test_dry_run_of_csv_counts_the_header_line(
+    tmp_path: Path, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mae.csv"
+    rows = [
+        "observation_id,indicator,region,station,value,unit,event_time,report_time",  # 1
+        f"c-1,ENV.AQI,01,HN-AQ-HOANKIEM,87,index,{T0_MS},{T0_MS}",  # 2
+        f"c-2,ENV.NOPE,01,HN-AQ-HOANKIEM,87,index,{T0_MS},{T0_MS}",  # 3
+        f"c-3,ENV.AQI,VN,,87,index,{T0_MS},{T0_MS}",  # 4
+        f"c-4,ENV.AQI,01,HN-AQ-HOANKIEM,87,µg/m3,{T0_MS},{T0_MS}",  # 5
+        f"c-5,ENV.AQI,01,HN-AQ-HOANKIEM,-3,index,{T0_MS},{T0_MS}",  # 6
+        f"c-6,ENV.AQI,01,HN-AQ-HOANKIEM,lots,index,{T0_MS},{T0_MS}",  # 7
+        "c-7,ENV.AQI,01",  # 8
+        f"c-8,ENV.AQI,01,HN-AQ-HOANKIEM,88,index,2024-11-01T07:00:00+07:00,{T0_MS}",  # 9
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    code, out, _err = _dry_run(_no_kafka(monkeypatch), catalogue, path)
+
+    assert code == 1
+    assert _verdicts(out) == [
+        (2, "ok"),
+        (3, "unknown_indicator"),
+        (4, "region_not_allowed"),
+        (5, "unit_mismatch"),
+        (6, "value_out_of_range"),
+        (7, "malformed"),
+        (8, "malformed"),
+        (9, "ok"),
+    ]
+    assert "line 8: malformed: 3 cells, the header has 8 columns" in out
+
+
+def test_dry_run_checks_the_bytes_as_sent(
+    tmp_path: Path,
+    make_record: Callable[..., dict[str, Any]],
+    catalogue: Catalogue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The intake's limits on what arrives (key and record size) apply to the encoded row, as sent."""
+    path = tmp_path / "mae.jsonl"
+    lines = [
+        json.dumps({**make_record(), "report_ref": "r" * 200}),  # 1: a record of some 300 bytes
+        json.dumps(make_record(station="S" * 100)),  # 2: the key is the station
+        json.dumps(make_record()),  # 3
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = _no_kafka(monkeypatch).model_copy(
+        update={"intake_max_record_bytes": 256, "intake_max_key_bytes": 64}
+    )
+
+    code, out, _err = _dry_run(settings, catalogue, path)
+
+    assert code == 1
+    assert _verdicts(out) == [(1, "oversized"), (2, "key_too_large"), (3, "ok")]
+
+
+def test_dry_run_reports_every_row_of_a_compressed_file_with_progress(
     tmp_path: Path, make_record: Callable[..., dict[str, Any]], catalogue: Catalogue
 ) -> None:
     path = tmp_path / "mae.jsonl.gz"
@@ -350,25 +491,17 @@ def test_dry_run_counts_rows_and_prints_the_first_errors(
         lines[n] = "not json"
     with gzip.open(path, "wt", encoding="utf-8") as stream:
         stream.write("\n".join(lines) + "\n")
-    out, err = io.StringIO(), io.StringIO()
-    code = produce_file(
-        _settings(),
-        catalogue=catalogue,
-        reporter="mae",
-        path=path,
-        dry_run=True,
-        progress=True,
-        out=out,
-        err=err,
-    )
+
+    code, out, err = _dry_run(_settings(), catalogue, path, progress=True)
+
     assert code == 1
-    summary = out.getvalue()
-    assert "rows read                 30" in summary
-    assert "would send                23" in summary
-    assert "failed to parse            7" in summary
-    assert "line 4: invalid JSON" in err.getvalue()
-    assert "line 28: invalid JSON" in err.getvalue()
-    assert "rows/s" in err.getvalue()  # the progress bar, forced on
+    verdicts = _verdicts(out)
+    assert len(verdicts) == 30  # every line, not only the first 20 problems
+    assert [n for n, verdict in verdicts if verdict == "malformed"] == [4, 8, 12, 16, 20, 24, 28]
+    assert "rows read                 30" in out
+    assert "accepted                  23" in out
+    assert "failed to parse            7" in out
+    assert "rows/s" in err  # the progress bar, forced on
 
 
 def test_dry_run_of_a_clean_file_exits_0(
@@ -376,26 +509,37 @@ def test_dry_run_of_a_clean_file_exits_0(
 ) -> None:
     path = tmp_path / "mae.jsonl"
     path.write_text(json.dumps(make_record()) + "\n", encoding="utf-8")
-    out, err = io.StringIO(), io.StringIO()
-    assert (
-        produce_file(
-            _settings(), catalogue=catalogue, reporter="MAE", path=path, dry_run=True, out=out, err=err
-        )
-        == 0
-    )
-    assert err.getvalue() == ""  # not a terminal: no progress bar
+    code, out, err = _dry_run(_settings(), catalogue, path)
+    assert code == 0
+    assert _verdicts(out) == [(1, "ok")]
+    assert "dead-lettered              0" in out
+    assert err == ""  # not a terminal: no progress bar
 
 
-def test_first_20_errors_printed_all_counted(tmp_path: Path, catalogue: Catalogue) -> None:
+def test_summary_of_a_dry_run() -> None:
+    clean = Summary(read=2, encoded=2, accepted=2, dry_run=True)
+    assert clean.exit_code == 0
+    refused = Summary(read=3, encoded=3, accepted=1, dry_run=True)
+    refused.rejected.update(["unit_mismatch", "unit_mismatch"])
+    assert refused.exit_code == 1
+    assert "    unit_mismatch            2" in refused.render()
+    assert Summary(read=1, parse_failed=1, dry_run=True).exit_code == 1
+
+
+def test_sending_prints_the_first_20_errors_and_counts_all(
+    tmp_path: Path, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def send_nowhere(
+        _settings: Settings, _topic: str, rows: Any, session: Any, _encoder: Any, *, batch: int
+    ) -> None:
+        session.consume(rows, lambda _item: None)  # what _send does, without a broker
+
+    monkeypatch.setattr(produce, "_send", send_nowhere)
     path = tmp_path / "bad.jsonl"
     path.write_text("x\n" * 25, encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
-    assert (
-        produce_file(
-            _settings(), catalogue=catalogue, reporter="MAE", path=path, dry_run=True, out=out, err=err
-        )
-        == 1
-    )
+    code = produce_file(_settings(), catalogue=catalogue, reporter="MAE", path=path, out=out, err=err)
+    assert code == 1
     printed = err.getvalue().splitlines()
     assert printed[0].startswith("line 1: ")
     assert printed[19].startswith("line 20: ")

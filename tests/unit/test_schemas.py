@@ -1,4 +1,4 @@
-"""stream_app.schemas: loading .avsc files and CRC-64-AVRO fingerprints."""
+"""stream_app.wire.schemas: loading .avsc files and CRC-64-AVRO fingerprints."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 from stream_app.tools.cli import main
+from stream_app.wire import schema_check
 from stream_app.wire.codecs import decode, encode
-from stream_app.wire.schema_check import Mode, Report, check_schemas, sample_records
+from stream_app.wire.schema_check import Mode, Report, avro_problem, check_schemas, sample_records
 from stream_app.wire.schemas import SchemaRegistry, crc64_avro, load_schemas
 
 SCHEMAS_DIR = Settings.model_construct().schemas_dir
@@ -437,3 +438,59 @@ def test_cli_schemas_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "FAIL  observation v1 -> v2" in out
     assert "observation.v2.avsc cannot read data written with observation.v1.avsc" in out
     assert "schemas check: FAILED (BACKWARD)" in out
+
+
+# --- the Apache Avro project's checker (avro.compatibility), beside the samples ---------------------
+
+
+def _thing_versions(tmp_path: Path, added: dict[str, Any]) -> tuple[Any, Any]:
+    """thing v1 (one field) and v2 (one more field), written to ``tmp_path`` and parsed."""
+    _write(tmp_path, "thing.v1.avsc", _MINIMAL)
+    _write(tmp_path, "thing.v2.avsc", _with_fields(_MINIMAL, added))
+    registry = load_schemas(tmp_path)
+    return registry.version("thing", 1), registry.version("thing", 2)
+
+
+def test_avro_checker_accepts_a_field_added_with_a_default_both_ways(tmp_path: Path) -> None:
+    v1, v2 = _thing_versions(tmp_path, {"name": "b", "type": ["null", "string"], "default": None})
+    assert avro_problem(writer=v1, reader=v2) is None
+    assert avro_problem(writer=v2, reader=v1) is None
+    report = check_schemas(tmp_path, Mode.FULL_TRANSITIVE)
+    assert report.ok, _failures(report)
+    [line] = [line for line in report.lines if line.what == "thing v1 -> v2"]
+    assert "avro.compatibility agrees" in line.detail
+
+
+def test_avro_checker_refuses_a_field_added_without_a_default(tmp_path: Path) -> None:
+    v1, v2 = _thing_versions(tmp_path, {"name": "b", "type": "int"})
+    problem = avro_problem(writer=v1, reader=v2)
+    assert problem is not None
+    assert "reader_field_missing_default_value" in problem
+    assert "/fields/1" in problem
+    assert " b" in problem
+    assert avro_problem(writer=v2, reader=v1) is None, "an old reader skips the new field"
+    [failure] = check_schemas(tmp_path, Mode.BACKWARD).failures
+    assert "[avro.compatibility] thing.v2.avsc cannot read data written with thing.v1.avsc" in failure.detail
+    assert "[samples] thing.v2.avsc cannot read data written with thing.v1.avsc" in failure.detail
+
+
+def test_either_checker_alone_fails_the_check_and_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _thing_versions(tmp_path, {"name": "b", "type": "int"})
+    # no samples: only the Avro project's checker can find it
+    [failure] = check_schemas(tmp_path, Mode.BACKWARD, samples=0).failures
+    assert "[avro.compatibility]" in failure.detail
+    assert "[samples]" not in failure.detail
+    # the Avro checker silenced: the samples still find it
+    monkeypatch.setattr(schema_check, "avro_problem", lambda writer, reader: None)
+    [failure] = check_schemas(tmp_path, Mode.BACKWARD).failures
+    assert "[samples]" in failure.detail
+    assert "[avro.compatibility]" not in failure.detail
+
+
+def test_avro_checker_judges_the_repository_pairs_both_ways(registry: SchemaRegistry) -> None:
+    for versions in registry.by_subject.values():
+        for old in versions:
+            for new in versions:
+                assert avro_problem(writer=old, reader=new) is None, (old.file_name, new.file_name)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from stream_app.config.blueprint import load_blueprint
 from stream_app.config.topics import ROLES, load_topics
+from stream_app.domain.catalogue import DOMAINS
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 
@@ -132,3 +135,54 @@ def test_wrongly_typed_value_raises_configuration_error(tmp_path: Path, extra: s
     path = _write(tmp_path, f'[[topic]]\nname = "a"\nrole = "alerts"\n{extra}\n')
     with pytest.raises(ConfigurationError, match="'a'"):
         load_topics(path)
+
+
+# --- per-domain alert topics: one spelling of domain names ---------------------------------------------
+
+
+def test_every_catalogue_domain_has_exactly_one_alert_topic_named_after_it() -> None:
+    domain_topics = [s for s in load_topics(TOPICS_FILE) if s.role == "domain_alerts"]
+    assert sorted(s.domain or "" for s in domain_topics) == sorted(DOMAINS)  # one each, and no other
+    for spec in domain_topics:
+        assert spec.name == f"center.alerts.{spec.domain}"
+    # no other topic looks like a domain's alert topic (the other center.alerts.* have their own roles)
+    lookalikes = {
+        s.name.removeprefix("center.alerts.")
+        for s in load_topics(TOPICS_FILE)
+        if s.name.startswith("center.alerts.") and s.role != "domain_alerts"
+    }
+    assert lookalikes == {"active"}
+    assert not lookalikes & set(DOMAINS)
+
+
+def _blueprint_with(tmp_path: Path, edit: Callable[[str], str]) -> None:
+    path = tmp_path / "topics.toml"
+    path.write_text(edit(TOPICS_FILE.read_text(encoding="utf-8")), encoding="utf-8")
+    load_blueprint(Settings.model_construct().model_copy(update={"topics_file": path}))
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        pytest.param(
+            lambda text: text.replace('domain = "socio_economic"', 'domain = "socio-economic"'),
+            "missing for ['socio_economic']; unknown domains ['socio-economic']",
+            id="hyphenated",
+        ),
+        pytest.param(
+            lambda text: text.replace('domain = "justice"', 'domain = "health"'),
+            "missing for ['justice']; more than one for ['health']",
+            id="twice",
+        ),
+    ],
+)
+def test_start_up_refuses_a_domain_topic_the_catalogue_does_not_name(
+    tmp_path: Path, edit: Callable[[str], str], problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="every catalogue domain needs exactly one") as info:
+        _blueprint_with(tmp_path, edit)
+    assert problem in str(info.value)
+
+
+def test_real_declarations_make_a_blueprint(tmp_path: Path) -> None:
+    _blueprint_with(tmp_path, lambda text: text)
