@@ -1,4 +1,5 @@
-"""The one settings object. Nothing else in the project reads the environment."""
+"""The one settings object. Nothing else in the project reads the environment, but for NO_COLOR: a
+convention of every terminal tool, not a setting (see :func:`stream_app.logs.colour_allowed`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream_app.paths import data_file, state_dir
+
+# The checkout this module sits in, for tests and repository tools; the package reads its own files
+# through stream_app.paths (they are package data in a wheel).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEAD_LETTER_OVERHEAD_BYTES = 16 * 1024  # reason, message, positions and names around the original bytes
 
@@ -48,6 +53,14 @@ class Settings(BaseSettings):
         None,
         description="Confluent schema registry URL, to accept Confluent-framed records (mock:// in tests).",
     )
+    output_framing: Literal["single_object", "confluent"] = Field(
+        "single_object",
+        description="How the public topics' records are framed (center.*, reporters' dead letters and "
+        "directives). single_object: Avro single-object encoding, self-describing by fingerprint, no "
+        "registry in the write path, readers need only the .avsc files. confluent: 00 + schema id + Avro, "
+        "ids from STREAM_APP_SCHEMA_REGISTRY_URL under <topic>-value (looked up or registered at start-up), "
+        "for ksqlDB, Connect and Confluent deserializers. Internal topics are always single_object.",
+    )
     acl_app_user: str = Field(
         "stream-app", description="The app's Kafka user, in the ACLs `acl apply` writes."
     )
@@ -85,8 +98,12 @@ class Settings(BaseSettings):
     )
     retry_max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
     startup_timeout_s: float = Field(15.0, gt=0, description="How long start-up waits for Kafka and Redis.")
-    broker_session_timeout_s: float = Field(10.0, gt=0)
-    broker_heartbeat_interval_s: float = Field(1.0, gt=0)
+    broker_session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer group session timeout: a silent worker's partitions move after it."
+    )
+    broker_heartbeat_interval_s: float = Field(
+        1.0, gt=0, description="How often a worker heartbeats to its consumer group."
+    )
 
     ops_interval_s: float = Field(
         5.0, gt=0, description="How often readiness is probed and consumer lag refreshed (/readyz, /metrics)."
@@ -139,16 +156,27 @@ class Settings(BaseSettings):
         description="How far ahead of the worker's clock a tick's time may be (`stream-app tick --at`).",
     )
 
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log lines as JSON, for a console, or auto: console on a TTY, JSON otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged, by the app and its libraries (aiokafka: warning and up)."
+    )
 
     data_dir: Path = Field(
-        REPO_ROOT / ".local" / "faust",
+        state_dir("faust"),
         description="Faust's working folder (it keeps no state there: memory store).",
     )
-    schemas_dir: Path = REPO_ROOT / "avro_schemas"
-    topics_file: Path = REPO_ROOT / "topics" / "topics.toml"
-    catalogue_dir: Path = REPO_ROOT / "catalogue"
+    schemas_dir: Path = Field(
+        data_file("avro_schemas"), description="The Avro contracts: one .avsc file per subject and version."
+    )
+    topics_file: Path = Field(
+        data_file("topics", "topics.toml"), description="Every topic's declaration (partitions, configs)."
+    )
+    catalogue_dir: Path = Field(
+        data_file("catalogue"),
+        description="The indicator catalogue: indicators, reporters, regions, stations, rules.",
+    )
 
     @model_validator(mode="after")
     def _dead_letters_fit(self) -> Settings:
