@@ -18,7 +18,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 AS_ADMIN = eval "$$($(SERVICES) env admin)" &&
 QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos
+.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos docs
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
@@ -29,6 +29,7 @@ help:
 	@echo "make chaos [CHAOS_SEEDS='1 2 3']  the chaos tests (SIGKILL, Redis outage) with more seeds of the 100k stream"
 	@echo "make bench [BENCH_SCALE=0.1] [BENCH_ARGS=...]  end-to-end benchmark: .local/bench/results.json and .png"
 	@echo "make bench-smoke          the benchmark harness at tiny sizes (< 1 min): checks that it runs, not speed"
+	@echo "make docs                 regenerate docs/settings.md from stream_app/settings.py"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +64,11 @@ unit: $(STAMP)
 
 integration: services
 	$(AS_ADMIN) $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# docs/settings.md is generated from the settings object (tests/unit/test_settings_doc.py checks it).
+docs: $(STAMP)
+	$(BIN)/python -m stream_app.tools.settings_doc > docs/settings.md.tmp
+	mv docs/settings.md.tmp docs/settings.md
 
 schemas: $(STAMP)
 	$(BIN)/stream-app schemas check
