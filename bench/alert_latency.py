@@ -9,7 +9,7 @@ of them crosses the station's alert threshold and back (``--alert-share``, defau
 observation in ten causes a FIRING or a RESOLVED). The produce time of every observation is
 recorded; a consumer reads the center's alerts topic and matches each alert to the observation
 that caused it (its ``observation_id``), giving produce → alert consumed latency. The alerts to
-expect are computed with the pure engine (``stream_app.alerting``), so the run knows when it has
+expect are computed with the pure engine (``stream_app.domain.alerting``), so the run knows when it has
 them all and reports any missing.
 
 Prints the rate, the number of alerts and p50/p95/p99/max latency in ms, and writes the result as

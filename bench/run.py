@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from aiokafka.codec import has_lz4
 
@@ -77,14 +77,26 @@ from stream_app.settings import Settings
 
 OUT_DIR = REPO_ROOT / ".local" / "bench"
 QUIX_PYTHON = OUT_DIR / "quix-venv" / "bin" / "python"
-FULL = {
+
+
+class SizeSpec(TypedDict):
+    """The run's sizes as written here: ``Sizes``' fields."""
+
+    drain: int
+    peer_records: int
+    latency_rate: float
+    latency_seconds: float
+    history_days: int
+
+
+FULL: SizeSpec = {
     "drain": 500_000,
     "peer_records": 100_000,  # naive Faust and Quix are slow: they process the first part of the input
     "latency_rate": 5_000.0,
     "latency_seconds": 60.0,
     "history_days": (date.fromisoformat(HISTORY_TO) - date.fromisoformat(HISTORY_FROM)).days + 1,
 }
-SMOKE = {
+SMOKE: SizeSpec = {
     "drain": 3_000,
     "peer_records": 1_500,
     "latency_rate": 300.0,
@@ -111,7 +123,7 @@ class Sizes:
 def sizes_for(scale: float, smoke: bool) -> Sizes:
     """Every size scaled (the latency rate is not: it is the target's offered load)."""
     if smoke:
-        return Sizes(**SMOKE)  # type: ignore[arg-type]
+        return Sizes(**SMOKE)
     return Sizes(
         drain=max(1000, round(FULL["drain"] * scale)),
         peer_records=max(500, min(round(FULL["peer_records"] * scale), round(FULL["drain"] * scale))),

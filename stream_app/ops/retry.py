@@ -1,5 +1,5 @@
 """Waiting out infrastructure failures: retry with exponential backoff while the failure is transient
-or blocking (see :mod:`stream_app.failures`); a permanent failure propagates at once, for the caller to
+or blocking (see :mod:`stream_app.ops.failures`); a permanent failure propagates at once, for the caller to
 dead-letter the record that caused it.
 
 Used wherever giving up would mean acking records whose effects are not stored (Redis), whose

@@ -13,11 +13,12 @@ import math
 import random
 import tomllib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 VIETNAM = timezone(timedelta(hours=7))
 HOUR_MS = 3_600_000
@@ -45,6 +46,28 @@ class Feed:
     high: float
     decimals: int
     sources: tuple[str, ...] = ()  # breakdown "source" values: one series each
+
+
+class _Span(TypedDict):
+    """The days a feed runs (its ``start`` and ``end``), given to ``Feed`` as keyword arguments."""
+
+    start: date
+    end: date
+
+
+class _HourlySpan(_Span):
+    frequency: str
+
+
+class _Places(TypedDict):
+    """Where a feed reports, before and after the merger, given to ``Feed`` as keyword arguments."""
+
+    places: tuple[tuple[str, str | None], ...]
+    places_after: tuple[tuple[str, str | None], ...]
+
+
+# ``period_label(indicator, event_ms)``: the period label of a monthly record (the project's calendar)
+PeriodLabel = Callable[[str, int], str]
 
 
 @dataclass(frozen=True)
@@ -90,9 +113,9 @@ def feeds() -> list[Feed]:
     provinces_before = tuple((code, None) for code in sorted(legacy))
     provinces_after = tuple((code, None) for code in current)
     national = (("VN", None),)
-    hourly = {"start": date(2025, 3, 1), "end": date(2025, 9, 30), "frequency": "hourly"}
-    long = {"start": date(2024, 7, 1), "end": date(2025, 9, 30)}
-    provinces = {"places": provinces_before, "places_after": provinces_after}
+    hourly: _HourlySpan = {"start": date(2025, 3, 1), "end": date(2025, 9, 30), "frequency": "hourly"}
+    long: _Span = {"start": date(2024, 7, 1), "end": date(2025, 9, 30)}
+    provinces: _Places = {"places": provinces_before, "places_after": provinces_after}
     return [
         Feed("ENV.AQI", "MAE", "index", calendar="calendar_month", aggregation="max", places=aq,
              places_after=aq, low=5, high=320, decimals=0, **hourly),
@@ -117,7 +140,7 @@ def feeds() -> list[Feed]:
 
 def _moments(feed: Feed) -> list[datetime]:
     """Event times of one place's feed, local time."""
-    out = []
+    out: list[datetime] = []
     day = feed.start
     while day <= feed.end:
         if feed.frequency == "hourly":
@@ -130,7 +153,7 @@ def _moments(feed: Feed) -> list[datetime]:
     return out
 
 
-def generate(seed: int, period_label: Any) -> Stream:
+def generate(seed: int, period_label: PeriodLabel) -> Stream:
     """The stream: every feed's values, then ~5 % duplicates, ~5 % corrections (some before the
     original, some moving the event time a few hours), ~3 % arriving late (at the very end), the rest
     nearly in order. ``period_label(indicator, event_ms)`` gives monthly records their period label
@@ -145,8 +168,16 @@ def generate(seed: int, period_label: Any) -> Stream:
             for region, station in places:
                 for source in feed.sources or (None,):
                     value = round(rng.uniform(feed.low, feed.high), feed.decimals)
-                    where = {"region": region, "station": station, "source": source}
-                    record = _record(feed, rng, **where, moment=moment, value=value, serial=len(base))
+                    record = _record(
+                        feed,
+                        rng,
+                        region=region,
+                        station=station,
+                        source=source,
+                        moment=moment,
+                        value=value,
+                        serial=len(base),
+                    )
                     base.append(record | {"period": _label(feed, record, period_label)})
     rng.shuffle(base)  # nearly in order: sort by time with a little jitter, per entity key below
     base.sort(key=lambda r: r["event_time"] + rng.randint(0, 6) * HOUR_MS)
@@ -159,7 +190,7 @@ def generate(seed: int, period_label: Any) -> Stream:
 
 
 def _arrivals(
-    base: list[dict[str, Any]], rng: random.Random, stream: Stream, period_label: Any
+    base: list[dict[str, Any]], rng: random.Random, stream: Stream, period_label: PeriodLabel
 ) -> list[dict[str, Any]]:
     """The order records arrive in, with duplicates, corrections and late ones."""
     arrivals: list[dict[str, Any]] = []
@@ -215,13 +246,13 @@ def _record(
     }
 
 
-def _label(feed: Feed, record: dict[str, Any], period_label: Any) -> str | None:
+def _label(feed: Feed, record: dict[str, Any], period_label: PeriodLabel) -> str | None:
     """Monthly records name their period; the others may leave it to the event time."""
     return period_label(feed.indicator, record["event_time"]) if feed.frequency == "monthly" else None
 
 
 def _corrected(
-    record: dict[str, Any], rng: random.Random, stream: Stream, period_label: Any
+    record: dict[str, Any], rng: random.Random, stream: Stream, period_label: PeriodLabel
 ) -> dict[str, Any]:
     feed = stream.feeds[record["indicator"]]
     fixed = dict(record)

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +28,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import group_lag, messages, produce
+from .support import group_lag, messages, produce, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -35,7 +36,7 @@ SEED = int(os.environ.get("CHAOS_SEED", "20251129"))  # `make chaos` runs more s
 KILLS_AT = (0.2, 0.45, 0.7)  # share of the distinct observations applied when each kill happens
 
 
-def _period_label(settings: Settings) -> Any:
+def _period_label(settings: Settings) -> Callable[[str, int], str]:
     catalogue = load_catalogue(settings.catalogue_dir)
 
     def label(indicator: str, event_ms: int) -> str:
@@ -214,14 +215,14 @@ def _check_redis(client: redis.Redis, settings: Settings, stream: gt.Stream, exp
     newest = gt.newest_event(stream, exp)
     mismatches = []
     for entity, wanted in sorted(by_entity.items()):
-        stored = client.hgetall(f"{prefix}:{{{entity}}}:periods")
+        stored = redis_hash(client, f"{prefix}:{{{entity}}}:periods")
         got = {k.decode(): _agg_fields(v) for k, v in stored.items()}
         want = {k: _truth_fields(t) for k, t in wanted.items()}
         if got != want:
             diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
             mismatches.append((entity, diff[:3], [(got.get(k), want.get(k)) for k in diff[:1]]))
         # daily aggregates kept in the state hash: the 32 days up to the newest value
-        state = client.hgetall(f"{prefix}:{{{entity}}}:state")
+        state = redis_hash(client, f"{prefix}:{{{entity}}}:state")
         newest_day = gt.local_day(newest[entity]).toordinal()
         got_days = {k.decode(): _agg_fields(v) for k, v in state.items() if k.startswith(b"d:")}
         want_days = {
@@ -236,7 +237,7 @@ def _check_redis(client: redis.Redis, settings: Settings, stream: gt.Stream, exp
     # roll-ups: each source's newest contribution, equal to its entity's period
     wrong = []
     for (indicator, target, series, label), sources in exp.rollups.items():
-        stored = client.hgetall(f"{prefix}:{{rollup|{indicator}|{target}}}:{series}|{label}")
+        stored = redis_hash(client, f"{prefix}:{{rollup|{indicator}|{target}}}:{series}|{label}")
         got = {k.decode(): _agg_fields(v.split(b";", 1)[1]) for k, v in stored.items() if v.split(b";", 1)[1]}
         want = {name: _truth_fields(t) for name, t in sources.items()}
         if got != want:
@@ -247,7 +248,7 @@ def _check_redis(client: redis.Redis, settings: Settings, stream: gt.Stream, exp
 def _check_consolidated(
     latest: dict[str, dict[str, Any] | None], stream: gt.Stream, exp: gt.Expected
 ) -> None:
-    wrong = []
+    wrong: list[tuple[str, object, object]] = []  # (key, got, want): periods' and roll-ups' fields differ
     for (entity, series, label), truth in exp.periods.items():
         indicator, region, station = entity.split("|")
         key = f"{indicator}:{region}:{station}:{label}" + (f":{series}" if series else "")
@@ -321,8 +322,8 @@ def _check_dead_letters(
 def test_ground_truth_labels_cut_off_on_the_15th_local_time() -> None:
     """The independent period labels of the ground truth, at the boundaries the issue names."""
 
-    def at(*parts: int) -> int:
-        return int(datetime(*parts, tzinfo=gt.VIETNAM).timestamp() * 1000)  # type: ignore[misc]
+    def at(year: int, month: int, day: int, hour: int, minute: int) -> int:
+        return int(datetime(year, month, day, hour, minute, tzinfo=gt.VIETNAM).timestamp() * 1000)
 
     assert gt.labels(at(2024, 11, 14, 23, 59), "daily", "decree09")[:2] == ["2024-11-14", "2024-11"]
     assert gt.labels(at(2024, 11, 15, 0, 0), "daily", "decree09")[:2] == ["2024-11-15", "2024-12"]

@@ -12,7 +12,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import collect, observation, produce
+from .support import collect, observation, produce, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -20,8 +20,9 @@ STATION_KEY = "{ENV.AQI|01|HN-AQ-HOANKIEM}"
 
 
 def _count_in_redis(settings: Settings) -> int:
-    state = redis.Redis.from_url(settings.redis_url.get_secret_value()).hgetall(
-        f"{settings.redis_key_prefix}:{STATION_KEY}:state"
+    state = redis_hash(
+        redis.Redis.from_url(settings.redis_url.get_secret_value()),
+        f"{settings.redis_key_prefix}:{STATION_KEY}:state",
     )
     return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"h::"))
 

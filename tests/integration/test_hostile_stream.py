@@ -32,7 +32,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from . import hostile
-from .support import group_lag, messages, metric_value
+from .support import group_lag, messages, metric_value, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -224,8 +224,7 @@ def _check_applied(client: redis.Redis, settings: Settings, stream: hostile.Host
     assert all(key[0] == "TRF.DEATHS|48|-" for key in ntsc)
     # the national roll-up counts MPS's provinces (NTSC's series apart), never the corrupt ones
     for (indicator, series, label), total in stream.national.items():
-        entries: Any = client.hgetall(f"{prefix}:{{rollup|{indicator}|VN}}:{series}|{label}")
-        sources = decode_entries(entries)
+        sources = decode_entries(redis_hash(client, f"{prefix}:{{rollup|{indicator}|VN}}:{series}|{label}"))
         assert not {"TRF.DEATHS|01|-", "TRF.DEATHS|79|-", "TRF.DEATHS|31|-"} & set(sources)
         # the entity whose commit was refused still published its batch's contribution (outputs go
         # out before the commit): its records are dead-lettered, to replay once its keys are repaired

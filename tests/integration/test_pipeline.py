@@ -21,7 +21,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from .conftest import principal_env, secured
-from .support import collect, metric_value, observation, produce
+from .support import collect, metric_value, observation, produce, redis_hash
 
 
 def _input_topic(bp: Blueprint) -> str:
@@ -113,8 +113,9 @@ def test_observation_travels_to_alert_consolidated_and_redis(
         "BAD",
     )
 
-    state = redis.Redis.from_url(settings.redis_url.get_secret_value()).hgetall(
-        f"{settings.redis_key_prefix}:{{ENV.AQI|01|HN-AQ-HOANKIEM}}:state"
+    state = redis_hash(
+        redis.Redis.from_url(settings.redis_url.get_secret_value()),
+        f"{settings.redis_key_prefix}:{{ENV.AQI|01|HN-AQ-HOANKIEM}}:state",
     )
     assert state[b"r:levels:ENV.AQI:l"] == b"3"
     assert float(state[b"latest_value"]) == 168.0
@@ -173,7 +174,7 @@ def test_kcat_produces_json_and_independently_encoded_avro(
         timeout=30,
     )
 
-    # Avro single-object encoding built with fastavro's own fingerprint, not stream_app.codecs.
+    # Avro single-object encoding built with fastavro's own fingerprint, not stream_app.wire.codecs.
     raw_schema = json.loads((settings.schemas_dir / "observation.v1.avsc").read_text(encoding="utf-8"))
     parsed = parse_schema(raw_schema)
     wire = b"\xc3\x01" + bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))

@@ -21,7 +21,7 @@ from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import group_lag, messages, observation, produce, settings_env
+from .support import group_lag, messages, observation, produce, redis_text, settings_env
 
 pytestmark = pytest.mark.chaos
 
@@ -77,7 +77,9 @@ def test_an_output_kafka_refuses_dead_letters_its_cause_and_the_partition_moves_
     assert all(d["stage"] == "consolidate" and d["original"] for d in letters)
     # the readings that raised no alert were applied; those whose alert was refused were not
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    seen = {k.decode().partition("|")[2] for k in client.hkeys(f"{settings.redis_key_prefix}:{STATION}:seen")}
+    seen = {
+        redis_text(k).partition("|")[2] for k in client.hkeys(f"{settings.redis_key_prefix}:{STATION}:seen")
+    }
     assert {"r-0", "r-4", "r-5"} <= seen
     refused = {
         codecs.decode(blueprint.schemas, "observation", d["original"])["observation_id"] for d in letters

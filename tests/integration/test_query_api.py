@@ -25,8 +25,8 @@ VIETNAM = timezone(timedelta(hours=7))
 HOUR_MS = 3_600_000
 
 
-def _ms(*parts: int) -> int:
-    return int(datetime(*parts, tzinfo=VIETNAM).timestamp() * 1000)  # type: ignore[misc]
+def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return int(datetime(year, month, day, hour, tzinfo=VIETNAM).timestamp() * 1000)
 
 
 def _get(settings: Settings, path: str, **params: str) -> tuple[int, Any]:
@@ -48,7 +48,8 @@ def _wait_for(
 
 
 def _key(record: dict[str, Any]) -> bytes:
-    return (record["station"] or record["region"]).encode()
+    where: str = record["station"] or record["region"]
+    return where.encode()
 
 
 def _landslides(day: tuple[int, int, int], values: dict[str, float], tag: str) -> list[dict[str, Any]]:

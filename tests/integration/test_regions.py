@@ -12,8 +12,8 @@ from stream_app.wire import codecs
 from .support import collect, observation, produce
 
 
-def _ms(*parts: int) -> int:
-    return int(datetime(*parts, tzinfo=UTC).timestamp() * 1000)
+def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp() * 1000)
 
 
 def test_hai_duong_history_aggregates_into_hai_phong(

@@ -141,7 +141,7 @@ def test_the_apps_redis_user_touches_its_own_keys_with_its_own_commands(
         app.flushall,
         lambda: app.keys("*"),
         lambda: app.config_get("*"),
-        lambda: app.execute_command("ACL", "LIST"),
+        app.acl_list,
     ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             refused()

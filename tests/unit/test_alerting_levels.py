@@ -1,10 +1,12 @@
-"""stream_app.alerting levels rules: regulation boundaries, hysteresis, minimum duration, transitions
+"""stream_app.domain.alerting levels rules: regulation boundaries, hysteresis, minimum duration, transitions
 only once per change, out-of-order observations."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -50,12 +52,21 @@ def _levels_rule(book: RuleBook, indicator: str, region: str, station: str | Non
     return next(rule for rule in book.rules_for(indicator, region, station) if rule.kind == "levels")
 
 
-def _with(rule: Rule, **params: object) -> Rule:
+class _LevelsChange(TypedDict, total=False):
+    """The ``LevelsParams`` fields the tests vary."""
+
+    min_count: int
+    min_minutes: float
+
+
+def _with(rule: Rule, **params: Unpack[_LevelsChange]) -> Rule:
     assert isinstance(rule.params, LevelsParams)
     return replace(rule, params=replace(rule.params, **params))
 
 
-def _feed(rule: Rule, state: RuleState, values: list[float], *, start: int = T0, step: int = HOUR) -> list:
+def _feed(
+    rule: Rule, state: RuleState, values: Sequence[float], *, start: int = T0, step: int = HOUR
+) -> list[tuple[Transition | None, str]]:
     """(transition, level code) of each value, observed ``step`` apart."""
     out = []
     for n, value in enumerate(values):

@@ -1,4 +1,4 @@
-"""stream_app.alerting.loader: the real rules file loads; overrides resolve station > region >
+"""stream_app.domain.alerting.loader: the real rules file loads; overrides resolve station > region >
 indicator; each kind of defect names the file, the rule and the problem."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""stream_app.alerting RuleState: exact round trips through Redis hash fields, and evaluation that
+"""stream_app.domain.alerting RuleState: exact round trips through Redis hash fields, and evaluation that
 does not depend on whether the state was stored and reloaded in between (crash recovery)."""
 
 from __future__ import annotations

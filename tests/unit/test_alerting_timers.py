@@ -1,4 +1,4 @@
-"""stream_app.alerting absence and late_report rules: fire on ticks with no input, once; resolve on
+"""stream_app.domain.alerting absence and late_report rules: fire on ticks with no input, once; resolve on
 data. Decree 09 deadlines are local (UTC+7) dates."""
 
 from __future__ import annotations

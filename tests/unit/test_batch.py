@@ -10,8 +10,10 @@ from typing import Any
 import faust
 import pytest
 from aiokafka import errors as kafka_errors
+from faust.transport.consumer import ThreadDelegateConsumer
 
 from stream_app.agents._batch import batch_agent
+from stream_app.domain.records import DeadLetterRecord
 from stream_app.kafka.publisher import Letter, Output, Publisher
 from stream_app.ops import metrics, retry
 from stream_app.settings import Settings
@@ -64,7 +66,7 @@ def _publisher(
 
 
 def _letter(original: bytes) -> Letter:
-    record = {
+    record: DeadLetterRecord = {
         "reason": "x",
         "message": "m",
         "source_topic": "t",
@@ -100,7 +102,8 @@ async def test_a_record_refused_for_good_is_handed_back_and_its_batch_neighbours
 
     def verdict(topic: str, value: bytes | None, attempt: int) -> BaseException | None:
         if value == b"huge" or attempt == 0:
-            return kafka_errors.MessageSizeTooLargeError()
+            refused: BaseException = kafka_errors.MessageSizeTooLargeError()  # aiokafka is untyped
+            return refused
         return None
 
     publisher, _ = _publisher(verdict)
@@ -172,6 +175,8 @@ async def test_a_crashing_batch_stops_the_worker_instead_of_going_on() -> None:
             if halted:
                 break
             await asyncio.sleep(0.02)
-    app.consumer._thread.thread_loop.close()  # Faust made it for a consumer thread the test never starts
+    consumer = app.consumer
+    assert isinstance(consumer, ThreadDelegateConsumer)  # the aiokafka driver's, with its consumer thread
+    consumer._thread.thread_loop.close()  # Faust made it for a consumer thread the test never starts
     assert halted == [1]
     assert metrics.AGENT_CRASHES.labels("crashy")._value.get() == before + 1

@@ -1,4 +1,4 @@
-"""stream_app.calendar: Decree 09 cut-off periods on local (UTC+7) dates, labels, deadlines."""
+"""stream_app.domain.calendar: Decree 09 cut-off periods on local (UTC+7) dates, labels, deadlines."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from stream_app.domain.calendar import (
     CALENDARS,
     FREQUENCIES,
     ReportingPeriod,
-    local_date,
     parse_period,
     period_matches,
     period_of,
 )
+from stream_app.domain.clock import local_date
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -18,8 +18,8 @@ from stream_app.state.keys import Keys
 from stream_app.state.memory import MemoryStateStore
 
 
-def _ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp() * 1000)
 
 
 async def _compliance(catalogue: Catalogue, data: dict[str, dict[str, str]], reporter: str, at: int) -> Any:

@@ -1,4 +1,4 @@
-"""stream_app.rollup: which roll-ups an entity counts in, and how sources combine by the indicator's
+"""stream_app.domain.rollup: which roll-ups an entity counts in, and how sources combine by the indicator's
 declared semantics (sum exactly, mean, weighted mean as a plain mean for now, max)."""
 
 from __future__ import annotations

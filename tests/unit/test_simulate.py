@@ -1,4 +1,4 @@
-"""stream_app.simulate: the history generator and the live feeds, as pure generators (no Kafka), all
+"""stream_app.tools.simulate: the history generator and the live feeds, as pure generators (no Kafka), all
 driven by the catalogue."""
 
 from __future__ import annotations
@@ -319,8 +319,8 @@ def test_scenario_curves_cross_the_regulation_thresholds(catalogue: Catalogue) -
     alarms = _alarms(catalogue, "HN-LONGBIEN")
     assert alarms == [9.5, 10.5, 11.5]
     water = [flood_level(step, alarms) for step in range(81)]
-    for threshold in (9.5, 10.5, 11.5):  # BĐ I, II, III at Long Biên
-        assert _crossings(water, threshold) == (1, 1)
+    for alarm in (9.5, 10.5, 11.5):  # BĐ I, II, III at Long Biên
+        assert _crossings(water, alarm) == (1, 1)
     assert water[0] < 9.5
 
 

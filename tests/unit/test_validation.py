@@ -1,4 +1,4 @@
-"""stream_app.validation: one test per rejection reason, plus the accepted path."""
+"""stream_app.domain.validation: one test per rejection reason, plus the accepted path."""
 
 from __future__ import annotations
 
