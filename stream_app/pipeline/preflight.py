@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.kafka.acl import APP_WRITES
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 
@@ -89,23 +90,9 @@ def check_redis(settings: Settings) -> None:
     asyncio.run(_ping_redis(settings))
 
 
-# The roles the worker produces to: every one must take a record of STREAM_APP_OUTPUT_MAX_BYTES.
-OUTPUT_ROLES = frozenset(
-    {
-        "dead_letter",
-        "reporter_directives",
-        "repartition",
-        "rollup",
-        "briefings",
-        "alerts",
-        "domain_alerts",
-        "active_alerts",
-        "consolidated",
-        "directives_dead_letter",
-        "consolidate_dead_letter",
-        "rollup_dead_letter",
-    }
-)
+# The roles the worker's stages produce to: every one must take a record of STREAM_APP_OUTPUT_MAX_BYTES
+# (the directives and audit records the HTTP API writes are small).
+OUTPUT_ROLES = APP_WRITES - {"directives", "audit"}
 
 
 def check_record_limits(settings: Settings, topics: list[str]) -> None:
