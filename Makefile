@@ -86,7 +86,7 @@ CHAOS_SEEDS ?= 1 2 3
 chaos: services
 	@for seed in $(CHAOS_SEEDS); do \
 	  echo "chaos: seed $$seed"; \
-	  $(AS_ADMIN) CHAOS_SEED=$$seed $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
+	  $(AS_ADMIN) CHAOS_SEED=$$seed CHAOS_LONG=1 $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
 	done
 
 test: services lint typecheck schemas monitoring

@@ -10,10 +10,11 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from stream_app.kafka.registry import ConfluentSchemas, SchemaRegistryUnavailable
 from stream_app.logs import get_logger
@@ -21,6 +22,7 @@ from stream_app.ops import metrics
 from stream_app.ops.failures import Failure
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
+from stream_app.state.guard import EarliestOffsets, Partition
 
 log = get_logger(__name__)
 
@@ -115,3 +117,13 @@ def batch_agent(
 
 def _stop_worker() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def earliest_offsets(app: faust.App) -> EarliestOffsets:
+    """The first offset still in the log of each partition asked (the state guard's "start of the log")."""
+
+    async def earliest(partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        found = await app.consumer.earliest_offsets(*(TP(topic, p) for topic, p in partitions))
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
+
+    return earliest

@@ -18,7 +18,7 @@ from stream_app.domain import clock
 from stream_app.domain.clock import local_date, local_time_of_day_ms
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
-from stream_app.ops import metrics
+from stream_app.ops import metrics, retry
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
@@ -39,8 +39,8 @@ def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: 
 
     async def send_briefing() -> None:
         now_ms = clock.now_ms()
-        if not due(now_ms, settings.briefing_time):
-            return
+        if not due(now_ms, settings.briefing_time) or "state_lost" in retry.retrying():
+            return  # not yet; or the state lacks what was acknowledged: no briefing from a lost state
         if not any(tp.topic == internal and tp.partition == 0 for tp in app.consumer.assignment()):
             return
         today = local_date(now_ms)

@@ -33,7 +33,7 @@ from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent, observe_latency
+from stream_app.agents._batch import batch_agent, earliest_offsets, observe_latency
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.alerting import RuleBook
 from stream_app.domain.clock import as_ms
@@ -57,10 +57,11 @@ from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.rollup import rollup_key, targets
 from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.state.guard import StateGuard, firsts_of, lasts_of
 from stream_app.state.store import (
     ActiveAlert,
     Commit,
@@ -183,8 +184,15 @@ class Consolidator:
     """Applies one batch of internal records to Redis state and publishes the results."""
 
     def __init__(
-        self, blueprint: Blueprint, store: StateLayer, rulebook: RuleBook, publisher: Publisher
+        self,
+        blueprint: Blueprint,
+        store: StateLayer,
+        rulebook: RuleBook,
+        publisher: Publisher,
+        *,
+        replay: bool = False,
     ) -> None:
+        self.replay = replay  # rebuilding the state from the log: its alerts were logged the first time
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.settings = blueprint.settings
@@ -257,7 +265,9 @@ class Consolidator:
         start = time.perf_counter()
         prepared = [b.prepared for b in built.values() if b.prepared is not None]
         indexes = [write for b in built.values() for write in b.indexes]
-        _, failed = await self.store.commit(prepared, indexes)
+        # the partitions' applied marks go last: every record of the batch is now processed
+        marks = lasts_of(e.message for e in events)
+        _, failed = await self.store.commit(prepared, indexes, applied=marks)
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
         if failed:  # Redis refused an entity's commit (nothing of it written): its records are poison
             late = _Charges(batch)
@@ -452,6 +462,8 @@ class Consolidator:
     def _step(self, run: _EntityRun, item: _Item, entity: str, now: int) -> None:
         message = item.message
         source = f"{message.topic}:{message.partition}"
+        # each record runs at the time it was received, so a replay of the log rebuilds the same state
+        now = received_at_of(message) or now
         state, touched = run.state, run.touched
         if item.kind == "observation":
             result = apply(
@@ -682,7 +694,7 @@ class Consolidator:
                     continue
                 if item.kind == "observation":
                     _count_observation(item.payload, result)
-                if not result.skipped:
+                if not result.skipped and not self.replay:
                     _log_alerts(result.alerts, item.message)
 
 
@@ -784,9 +796,11 @@ def register(
     consolidator = Consolidator(blueprint, store, rulebook, publisher)
     name = blueprint.topic_by_role("repartition").name
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
+    guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
 
     async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
+        await guard.admit(firsts_of(e.message for e in events))
         await consolidator.process(events)
 
     batch_agent(app, source, STAGE, handle, blueprint.settings)

@@ -16,12 +16,13 @@ import faust
 
 from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
+from stream_app.domain import clock
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons
 from stream_app.wire import codecs
@@ -89,6 +90,7 @@ class Router:
             timestamp=message.timestamp,
             partition=partition_for(entity, self.partitions),
             blame=index,
+            headers=received_at(clock.now_ms()),  # the stateful step's clock for this record
         )
 
     def _reject(

@@ -23,7 +23,7 @@ from stream_app.domain.model import Rejection
 from stream_app.domain.validation import observation_record
 from stream_app.kafka import registry
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at
 from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
@@ -113,6 +113,7 @@ class Intake:
                     value=codecs.encode(self.observation_schema, observation_record(result)),
                     timestamp=message.timestamp,  # keep the reporter's produce time for end-to-end latency
                     blame=index,
+                    headers=received_at(now_ms),  # the stateful step's clock for this record
                 )
             )
         for topic, count in consumed.items():

@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent
+from stream_app.agents._batch import batch_agent, earliest_offsets
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.aggregates import (
     Agg,
@@ -41,6 +41,7 @@ from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.state.guard import StateGuard, firsts_of, lasts_of
 from stream_app.state.store import PeriodKey, RollupWrite, StateLayer
 from stream_app.wire import codecs
 
@@ -89,7 +90,7 @@ class Rollup:
             except Exception as exc:  # the record as a whole is not one of ours
                 reason = refusal_reason(exc, Reasons.UNDECODABLE)
                 batch.letters.append(self._letter(event.message, reason, str(exc), exc, now))
-        outputs = await self._apply(batch, now)
+        outputs = await self._apply(batch, now, lasts_of(e.message for e in events))
         refused = await self.publisher.publish(outputs, batch.letters)
         for output, error in refused:
             reason = (
@@ -105,16 +106,14 @@ class Rollup:
                 ]
             )
 
-    async def _apply(self, batch: _Batch, now: int) -> list[Output]:
-        """Apply the batch's writes; the roll-up record of every period they touched, each blamed on
-        the records that touched it."""
+    async def _apply(self, batch: _Batch, now: int, marks: dict[str, int]) -> list[Output]:
+        """Apply the batch's writes and its partitions' applied marks; the roll-up record of every
+        period they touched, each blamed on the records that touched it."""
         touched: dict[PeriodKey, set[int]] = {}
         for write in batch.writes:
             touched.setdefault(write.write.period, set()).add(write.index)
-        if not touched:
-            return []
         periods = sorted(touched)
-        applied = await self.store.apply_rollup([w.write for w in batch.writes], periods)
+        applied = await self.store.apply_rollup([w.write for w in batch.writes], periods, applied=marks)
         for position, refusal in applied.refused.items():
             batch.fail(batch.writes[position].index, Reasons.STATE_WRITE_FAILED, repr(refusal), refusal)
         outputs: list[Output] = []
@@ -235,9 +234,11 @@ def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher:
     rollup = Rollup(blueprint, store, publisher)
     name = blueprint.topic_by_role("rollup").name
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
+    guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
 
     async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
+        await guard.admit(firsts_of(e.message for e in events))
         await rollup.process(events)
 
     batch_agent(app, source, STAGE, handle, blueprint.settings)

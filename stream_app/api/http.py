@@ -30,6 +30,7 @@ from stream_app.domain.clock import local_date, parse_iso_ms
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.rollup import NATIONAL
 from stream_app.kafka.publisher import Output
+from stream_app.ops import retry
 from stream_app.paths import data_file
 from stream_app.wire import codecs
 
@@ -268,6 +269,9 @@ def _page(path: str, handler: Handler, gate: Gate) -> Callable[[Any, Any], Await
         if refused is not None:
             return refused
         params = {k: v for k, v in request.query.items()}
+        if "state_lost" in retry.retrying():  # the state lacks what was acknowledged: no answer is true
+            detail = "the state is being rebuilt from the log (stream-app state rebuild); ask again later"
+            return web.json({"error": "unavailable", "detail": detail}, status=503)
         try:
             body = await handler(params, int(time.time() * 1000))
         except BadRequest as exc:

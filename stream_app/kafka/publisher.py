@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +50,7 @@ class Output:
     timestamp: float | None = None  # seconds, as Faust's producer takes it
     partition: int | None = None  # explicit for the internal topics (see stream_app.kafka.partitioning)
     blame: Hashable | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def size(self) -> int:
@@ -70,6 +71,30 @@ class Letter:
     def without_original(self) -> Letter:
         record: DeadLetterRecord = {**self.record, "original": b"", "original_truncated": True}
         return replace(self, record=record)
+
+
+RECEIVED_AT = "stream-app-received-at"
+"""Header of a record on the internal topic: when the processor received it (epoch ms, decimal). The
+stateful step runs each record at that time, so replaying the log (``stream-app state rebuild``) gives
+the very state the live run built: arrival times, lateness, "last received"."""
+
+
+def received_at(now_ms: int) -> tuple[tuple[str, bytes], ...]:
+    """The headers saying a record was received at ``now_ms``."""
+    return ((RECEIVED_AT, str(now_ms).encode()),)
+
+
+def received_at_of(message: Any) -> int | None:
+    """When a record read from the internal topic was received (None: a record without the header)."""
+    headers = getattr(message, "headers", None) or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        if name == RECEIVED_AT and value:
+            try:
+                return int(bytes(value).decode())
+            except ValueError:
+                return None
+    return None
 
 
 # Topic name -> a function told of every record published there (e.g. counting alert transitions
@@ -256,7 +281,8 @@ class Publisher:
         for o in outputs:
             value = self.framing.frame(o.topic, o.value)  # a record it cannot frame is a defect: raised
             try:
-                handles.append(await producer.send(o.topic, o.key, value, o.partition, o.timestamp, None))
+                headers = list(o.headers) or None
+                handles.append(await producer.send(o.topic, o.key, value, o.partition, o.timestamp, headers))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused before it was queued (too large for the producer, say)

@@ -89,12 +89,28 @@ RETRYING = Gauge(
     ["operation"],
     registry=REGISTRY,
 )
+STATEFUL_STAGES = ("consolidate", "rollup")  # the stages the state guard holds (stream_app.state.guard)
+STATE_LOST = Gauge(
+    "stream_app_state_lost",
+    "1 while a stateful stage (consolidate, rollup) refuses to apply: Redis no longer holds records the "
+    "consumer group acknowledged (a reset, a flush, lost writes). Cleared by `stream-app state rebuild`.",
+    ["stage"],
+    registry=REGISTRY,
+)
 
 # --- operating the workers (issue 6): feeds, lag, health, rebalances, the Alertmanager bridge ----------
 
 # Operations that retry_until_done() may wait on; their series exist from start-up (at 0), so a
 # dashboard or an alert rule never has to tell "no retry yet" from "no such worker".
-RETRY_OPERATIONS = ("redis_load", "redis_commit", "redis_rollup", "produce", "schema_registry")
+RETRY_OPERATIONS = (
+    "redis_checkpoint",
+    "redis_load",
+    "redis_commit",
+    "redis_rollup",
+    "produce",
+    "schema_registry",
+    "state_lost",
+)
 
 EVENT_AGE_SECONDS = Histogram(
     "stream_app_event_age_seconds",

@@ -140,6 +140,8 @@ class Operations:
             metrics.RETRIES.labels(operation)
         for agent in metrics.AGENTS:
             metrics.AGENT_CRASHES.labels(agent)
+        for stage in metrics.STATEFUL_STAGES:
+            metrics.STATE_LOST.labels(stage).set(0)
         for stage, reasons in metrics.POISON_REASONS.items():
             for reason in reasons:
                 metrics.POISON_RECORDS.labels(stage, reason)

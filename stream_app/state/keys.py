@@ -55,5 +55,14 @@ class Keys:
         """Set once the briefing of ``day`` (local date) is published."""
         return self._global("briefing", day.isoformat())
 
+    def epoch(self) -> str:
+        """When and how the state was begun (by a worker on an empty log, or by ``state rebuild``)."""
+        return self._global("meta", "epoch")
+
+    def applied(self, source: str) -> str:
+        """The applied mark of an input partition (``<topic>:<partition>``): the highest offset whose
+        record the state holds. Behind the consumer group's position means the state lost writes."""
+        return self._global("meta", "applied", source)
+
     def _global(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

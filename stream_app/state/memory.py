@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -24,6 +24,7 @@ from stream_app.domain.rollup import decode_entries, encode_entry
 from stream_app.state.keys import Keys
 from stream_app.state.store import (
     ActiveAlert,
+    Checkpoint,
     Commit,
     DueAt,
     EntityReads,
@@ -93,9 +94,12 @@ class MemoryStateStore:
         return PreparedCommit(commit.entity, self.keys.entity_all(commit.entity), _commit_args(commit))
 
     async def commit(
-        self, commits: Sequence[PreparedCommit], indexes: Sequence[IndexWrite] = ()
+        self,
+        commits: Sequence[PreparedCommit],
+        indexes: Sequence[IndexWrite] = (),
+        applied: Mapping[str, int] | None = None,
     ) -> tuple[int, dict[str, BaseException]]:
-        if not commits and not indexes:
+        if not commits and not indexes and not applied:
             return 0, {}
         self.round_trips += 1
         for write in indexes:
@@ -107,7 +111,24 @@ class MemoryStateStore:
                 failed[c.entity] = self.broken[c.entity]
             else:
                 written += self._commit_one(c.keys, c.args)
+        self._mark(applied)
         return written, failed
+
+    def _mark(self, applied: Mapping[str, int] | None) -> None:
+        for source, offset in (applied or {}).items():
+            key = self.keys.applied(source)
+            if offset > int(self.markers.get(key, "-1")):
+                self.markers[key] = str(offset)
+
+    async def checkpoint(self, sources: Sequence[str]) -> Checkpoint:
+        self.round_trips += 1
+        marks = {s: self.markers.get(self.keys.applied(s)) for s in sources}
+        return Checkpoint(
+            self.markers.get(self.keys.epoch()), {s: None if m is None else int(m) for s, m in marks.items()}
+        )
+
+    async def begin_epoch(self, epoch: str) -> str:
+        return self.markers.setdefault(self.keys.epoch(), epoch)
 
     def _index(self, write: IndexWrite) -> None:
         keys = self.keys
@@ -173,9 +194,13 @@ class MemoryStateStore:
         return [entity for entity, score in sorted(due.items(), key=lambda kv: kv[1]) if score <= now_ms]
 
     async def apply_rollup(
-        self, writes: Sequence[RollupWrite], periods: Sequence[PeriodKey]
+        self,
+        writes: Sequence[RollupWrite],
+        periods: Sequence[PeriodKey],
+        applied: Mapping[str, int] | None = None,
     ) -> RollupApplied:
         self.round_trips += 1
+        self._mark(applied)
         refused: dict[int, BaseException] = {}
         for position, w in enumerate(writes):
             if w.source in self.broken:

@@ -14,13 +14,16 @@ The stateful writes (entity commits, roll-up contributions) retry connection tro
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stream_app.domain.aggregates import Agg, same_period_last_year
 from stream_app.domain.catalogue import Indicator
@@ -145,6 +148,15 @@ class ReadRequest:
     ranges: set[HourRange] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far the state goes: its epoch (None: never begun, or lost) and, per input partition
+    (``<topic>:<partition>``), the highest offset it holds (None: none)."""
+
+    epoch: str | None
+    applied: dict[str, int | None]
+
+
 class StateLayer(Protocol):
     """What the agents and the query API ask of the state; implemented on Redis and in memory."""
 
@@ -161,10 +173,22 @@ class StateLayer(Protocol):
         ...
 
     async def commit(
-        self, commits: Sequence[PreparedCommit], indexes: Sequence[IndexWrite] = ()
+        self,
+        commits: Sequence[PreparedCommit],
+        indexes: Sequence[IndexWrite] = (),
+        applied: Mapping[str, int] | None = None,
     ) -> tuple[int, dict[str, BaseException]]:
-        """Write every commit atomically per entity (skipped if its offset is already applied) and
-        the index writes; how many were written, and the entities refused for good."""
+        """Write every commit atomically per entity (skipped if its offset is already applied), the
+        index writes, and then the partitions' applied marks (``applied``: source -> offset);
+        how many entities were written, and the entities refused for good."""
+        ...
+
+    async def checkpoint(self, sources: Sequence[str]) -> Checkpoint:
+        """The epoch and the applied marks of ``sources``."""
+        ...
+
+    async def begin_epoch(self, epoch: str) -> str:
+        """Record ``epoch`` unless one is there; the epoch now stored."""
         ...
 
     async def due_entities(self, partition: int, now_ms: int) -> list[str]:
@@ -172,9 +196,13 @@ class StateLayer(Protocol):
         ...
 
     async def apply_rollup(
-        self, writes: Sequence[RollupWrite], periods: Sequence[PeriodKey]
+        self,
+        writes: Sequence[RollupWrite],
+        periods: Sequence[PeriodKey],
+        applied: Mapping[str, int] | None = None,
     ) -> RollupApplied:
-        """Apply contributions, then read every period of ``periods`` and its last year's."""
+        """Apply contributions and the partitions' applied marks, then read every period of
+        ``periods`` and its last year's."""
         ...
 
     async def entity_state(self, entity: str) -> EntityState | None:
@@ -215,12 +243,19 @@ class StateLayer(Protocol):
 
 
 def connect(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client for the settings' URL (hiredis parser when installed)."""
+    """An asyncio Redis client for the settings' URL (hiredis parser when installed).
+
+    A command that meets a dropped connection (Redis restarted, a failover) is sent again once on a
+    fresh one: every command and script here is idempotent (the commit scripts skip what is applied),
+    so the first request after a restart does not fail for a stale pooled connection. Longer outages
+    are the callers' to wait out (``_retry``) or to answer 503 (the query API)."""
     client: aioredis.Redis = aioredis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=5.0,
         socket_connect_timeout=3.0,
         health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError],
     )
     return client
 
@@ -236,6 +271,7 @@ class StateStore:
         self._commit_script = client.register_script(lua_script("commit_entity.lua"))
         self._range_script = client.register_script(lua_script("observations_between.lua"))
         self._rollup_script = client.register_script(lua_script("rollup_apply.lua"))
+        self._mark_script = client.register_script(lua_script("applied_mark.lua"))
 
     # ------------------------------------------------------------------ the stateful step
 
@@ -283,7 +319,10 @@ class StateStore:
         return PreparedCommit(commit.entity, self.keys.entity_all(commit.entity), _commit_args(commit))
 
     async def commit(
-        self, commits: Sequence[PreparedCommit], indexes: Sequence[IndexWrite] = ()
+        self,
+        commits: Sequence[PreparedCommit],
+        indexes: Sequence[IndexWrite] = (),
+        applied: Mapping[str, int] | None = None,
     ) -> tuple[int, dict[str, BaseException]]:
         """Write every commit atomically per entity, in one round trip.
 
@@ -292,7 +331,8 @@ class StateStore:
         were written, and the entities whose commit Redis refused for good (an error about the data,
         not the connection: those are retried).
         """
-        if not commits and not indexes:
+        marks = sorted((applied or {}).items())
+        if not commits and not indexes and not marks:
             return 0, {}
         before = [self._index_command(write) for write in indexes]
 
@@ -302,6 +342,10 @@ class StateStore:
                     pipe.execute_command(*command)
                 for c in commits:
                     await self._commit_script(keys=c.keys, args=c.args, client=pipe)
+                # after the commits: an append-only file that lost its tail never holds a mark
+                # without the writes it covers
+                for source, offset in marks:
+                    await self._mark_script(keys=[self.keys.applied(source)], args=[offset], client=pipe)
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
@@ -313,12 +357,42 @@ class StateStore:
                 log.error("index_write_failed", **what, error=repr(reply)[:300])
         failed: dict[str, BaseException] = {}
         written = 0
-        for c, reply in zip(commits, results[len(before) :], strict=True):
+        end = len(before) + len(commits)
+        for c, reply in zip(commits, results[len(before) : end], strict=True):
             if isinstance(reply, BaseException):
                 failed[c.entity] = reply
             else:
                 written += int(reply)
+        _raise_mark_refusal(marks, results[end:])
         return written, failed
+
+    async def checkpoint(self, sources: Sequence[str]) -> Checkpoint:
+        """The epoch and the applied marks of ``sources``, in one round trip (waits out Redis)."""
+
+        async def read() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.epoch())
+                for source in sources:
+                    pipe.get(self.keys.applied(source))
+                result: list[Any] = await pipe.execute()
+                return result
+
+        epoch, *marks = await self._retry("checkpoint", read)
+        return Checkpoint(
+            None if epoch is None else _text(epoch),
+            {s: None if m is None else int(m) for s, m in zip(sources, marks, strict=True)},
+        )
+
+    async def begin_epoch(self, epoch: str) -> str:
+        key = self.keys.epoch()
+
+        async def write() -> Any:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(key, epoch, nx=True)
+                pipe.get(key)
+                return (await pipe.execute())[1]
+
+        return _text(await self._retry("checkpoint", write))
 
     def _index_command(self, write: IndexWrite) -> tuple[Any, ...]:
         keys = self.keys
@@ -342,10 +416,15 @@ class StateStore:
         return [_text(raw) for raw in await self._retry("load", read)]
 
     async def apply_rollup(
-        self, writes: Sequence[RollupWrite], periods: Sequence[PeriodKey]
+        self,
+        writes: Sequence[RollupWrite],
+        periods: Sequence[PeriodKey],
+        applied: Mapping[str, int] | None = None,
     ) -> RollupApplied:
-        """Apply every write and read every period (and last year's) in one round trip."""
+        """Apply every write and the applied marks, and read every period (and last year's), in one
+        round trip."""
         keys = self.keys
+        marks = sorted((applied or {}).items())
 
         async def run() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -355,6 +434,8 @@ class StateStore:
                         args=[w.source, w.seq, encode_entry(w.seq, w.aggregate), STATE_TTL_S],
                         client=pipe,
                     )
+                for source, offset in marks:
+                    await self._mark_script(keys=[keys.applied(source)], args=[offset], client=pipe)
                 for indicator, target, series, label in periods:
                     pipe.hgetall(keys.rollup(indicator, target, series, label))
                     pipe.hgetall(keys.rollup(indicator, target, series, same_period_last_year(label)))
@@ -364,7 +445,8 @@ class StateStore:
 
         replies = await self._retry("rollup", run)
         refused = {i: r for i, r in enumerate(replies[: len(writes)]) if isinstance(r, BaseException)}
-        reads = [_entries_or_error(r) for r in replies[len(writes) :]]
+        _raise_mark_refusal(marks, replies[len(writes) : len(writes) + len(marks)])
+        reads = [_entries_or_error(r) for r in replies[len(writes) + len(marks) :]]
         return RollupApplied(refused, list(zip(reads[0::2], reads[1::2], strict=True)))
 
     # ------------------------------------------------------------------ the query API's reads
@@ -420,6 +502,18 @@ class StateStore:
         """Run ``action`` until Redis answers; the partition waits meanwhile (see stream_app.ops.retry).
         An error about the data itself (not the connection) propagates."""
         return await retry_until_done(f"redis_{operation}", action, self._settings, classify_redis)
+
+
+class StateMarkRefusedError(RuntimeError):
+    """Redis refused to store an applied mark: the deployment's keys are wrong, not a record."""
+
+
+def _raise_mark_refusal(marks: Sequence[tuple[str, int]], replies: Sequence[Any]) -> None:
+    """An applied mark Redis refuses for good (a key of another type under its name) is a defect of the
+    deployment, not of a record: raised, so the batch is not acked."""
+    for (source, _), reply in zip(marks, replies, strict=True):
+        if isinstance(reply, BaseException):
+            raise StateMarkRefusedError(f"applied mark of {source} refused: {reply!r}") from reply
 
 
 def _text(raw: Any) -> str:

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tick(sub)
     _add_directive(sub)
     _add_demo(sub)
+    _add_state(sub)
     return parser
 
 
@@ -187,6 +188,18 @@ def _add_directive(sub: Any) -> None:
     directive.add_argument("--comment")
 
 
+def _add_state(sub: Any) -> None:
+    state = sub.add_parser("state", help="the Redis state: is it sound, rebuild it from the log")
+    state_sub = state.add_subparsers(dest="state_action", required=True)
+    state_sub.add_parser("status", help="per stateful partition: log bounds, group position, applied mark")
+    rebuild = state_sub.add_parser(
+        "rebuild", help="replay the internal topic into the state (after Redis lost it), raise its marks"
+    )
+    rebuild.add_argument("--prefix", help="build under this key prefix instead (then switch the workers)")
+    rebuild.add_argument("--force", action="store_true", help="rebuild even a sound state")
+    rebuild.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
 def _add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="topics + worker + simulated feed, outputs printed live")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -230,6 +243,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "tick": _tick,
         "directive": _directive,
         "schemas": _schemas,
+        "state": _state,
     }
     return handlers[args.command](args, settings)
 
@@ -504,4 +518,24 @@ def _directive(args: argparse.Namespace, settings: Settings) -> int:
         comment=args.comment,
     )
     print(f"sent directive {directive_id}")
+    return 0
+
+
+def _state(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.tools import state
+
+    blueprint = _blueprint(settings)
+    if args.state_action == "status":
+        return state.print_status(state.status(blueprint))
+    report = state.rebuild(blueprint, prefix=args.prefix, force=args.force, progress=args.progress)
+    print(
+        f"state rebuilt under {report.prefix!r}: {report.records:,} records in {report.seconds:.1f} s "
+        f"({report.rate:,.0f}/s), {report.entities:,} entities, {report.contributions:,} roll-up "
+        f"contributions; marks {report.marks}"
+    )
+    if report.prefix != settings.redis_key_prefix:
+        print(
+            f"to switch: set STREAM_APP_REDIS_KEY_PREFIX={report.prefix} for every worker and restart them "
+            "(one at a time: each goes on from its committed offsets)"
+        )
     return 0

@@ -12,6 +12,7 @@ from stream_app.config.topics import ROLES, load_topics
 from stream_app.domain.catalogue import DOMAINS
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
+from stream_app.state.store import STATE_TTL_S
 
 TOPICS_FILE = Settings.model_construct().topics_file
 
@@ -186,3 +187,11 @@ def test_start_up_refuses_a_domain_topic_the_catalogue_does_not_name(
 
 def test_real_declarations_make_a_blueprint(tmp_path: Path) -> None:
     _blueprint_with(tmp_path, lambda text: text)
+
+
+def test_the_log_the_state_is_rebuilt_from_outlives_the_state() -> None:
+    # `stream-app state rebuild` replays the internal topic: it must keep every record as long as the
+    # state keeps an entity (this and the previous reporting year), and never be compacted
+    (internal,) = [s for s in load_topics(TOPICS_FILE) if s.role == "repartition"]
+    assert int(internal.config["retention.ms"]) >= STATE_TTL_S * 1000
+    assert internal.config.get("cleanup.policy", "delete") == "delete"
