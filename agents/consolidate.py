@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, r
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
-from stream_app.state.guard import StateGuard, firsts_of, lasts_of
+from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of
 from stream_app.state.store import (
     ActiveAlert,
     Commit,
@@ -226,7 +226,9 @@ class Consolidator:
             name: blueprint.schemas.latest(name) for name in ("alert", "consolidated", "contribution")
         }
 
-    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+    async def process(
+        self, events: Sequence[faust.EventT[bytes]], floors: Mapping[str, int | None] | None = None
+    ) -> None:
         """Read, apply in order, publish outputs and dead letters, then commit states with their offsets.
 
         Publishing before the commit means a crash in between republishes the same records (with
@@ -265,8 +267,9 @@ class Consolidator:
         start = time.perf_counter()
         prepared = [b.prepared for b in built.values() if b.prepared is not None]
         indexes = [write for b in built.values() for write in b.indexes]
-        # the partitions' applied marks go last: every record of the batch is now processed
-        marks = lasts_of(e.message for e in events)
+        # the partitions' applied marks go last (a replay sets its marks at its end): every record of
+        # the batch is now processed; ``floors``: what the state guard admitted the batch on
+        marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
         _, failed = await self.store.commit(prepared, indexes, applied=marks)
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
         if failed:  # Redis refused an entity's commit (nothing of it written): its records are poison
@@ -800,7 +803,8 @@ def register(
 
     async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
-        await guard.admit(firsts_of(e.message for e in events))
-        await consolidator.process(events)
+        await guard.run(
+            firsts_of(e.message for e in events), lambda floors: consolidator.process(events, floors)
+        )
 
     batch_agent(app, source, STAGE, handle, blueprint.settings)

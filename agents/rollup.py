@@ -16,7 +16,7 @@ published.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,8 +41,8 @@ from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
-from stream_app.state.guard import StateGuard, firsts_of, lasts_of
-from stream_app.state.store import PeriodKey, RollupWrite, StateLayer
+from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of
+from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
@@ -70,7 +70,10 @@ class _Batch:
 class Rollup:
     """Applies a batch of contributions and publishes the roll-ups they change."""
 
-    def __init__(self, blueprint: Blueprint, store: StateLayer, publisher: Publisher) -> None:
+    def __init__(
+        self, blueprint: Blueprint, store: StateLayer, publisher: Publisher, *, replay: bool = False
+    ) -> None:
+        self.replay = replay  # rebuilding the state from the log: the rebuild sets the marks at its end
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.store = store
@@ -80,7 +83,9 @@ class Rollup:
         self.partitions = blueprint.topic_by_role("rollup").partitions
         self.schema = blueprint.schemas.latest("consolidated")
 
-    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+    async def process(
+        self, events: Sequence[faust.EventT[bytes]], floors: Mapping[str, int | None] | None = None
+    ) -> None:
         now = int(time.time() * 1000)
         batch = _Batch()
         for index, event in enumerate(events):
@@ -90,7 +95,8 @@ class Rollup:
             except Exception as exc:  # the record as a whole is not one of ours
                 reason = refusal_reason(exc, Reasons.UNDECODABLE)
                 batch.letters.append(self._letter(event.message, reason, str(exc), exc, now))
-        outputs = await self._apply(batch, now, lasts_of(e.message for e in events))
+        marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
+        outputs = await self._apply(batch, now, marks)
         refused = await self.publisher.publish(outputs, batch.letters)
         for output, error in refused:
             reason = (
@@ -106,7 +112,7 @@ class Rollup:
                 ]
             )
 
-    async def _apply(self, batch: _Batch, now: int, marks: dict[str, int]) -> list[Output]:
+    async def _apply(self, batch: _Batch, now: int, marks: dict[str, Mark] | None) -> list[Output]:
         """Apply the batch's writes and its partitions' applied marks; the roll-up record of every
         period they touched, each blamed on the records that touched it."""
         touched: dict[PeriodKey, set[int]] = {}
@@ -238,7 +244,6 @@ def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher:
 
     async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
-        await guard.admit(firsts_of(e.message for e in events))
-        await rollup.process(events)
+        await guard.run(firsts_of(e.message for e in events), lambda floors: rollup.process(events, floors))
 
     batch_agent(app, source, STAGE, handle, blueprint.settings)

@@ -110,6 +110,7 @@ RETRY_OPERATIONS = (
     "produce",
     "schema_registry",
     "state_lost",
+    "kafka_offsets",
 )
 
 EVENT_AGE_SECONDS = Histogram(

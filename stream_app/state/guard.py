@@ -23,9 +23,9 @@ from typing import Protocol
 from stream_app.domain.clock import now_ms
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
-from stream_app.ops.retry import waiting
+from stream_app.ops.retry import retry_until_done, waiting
 from stream_app.settings import Settings
-from stream_app.state.store import StateLayer
+from stream_app.state.store import Mark, StateLayer, StateLostError
 
 log = get_logger(__name__)
 
@@ -55,47 +55,92 @@ class StateGuard:
         self.earliest = earliest
         self.stage = stage
 
-    async def admit(self, firsts: Mapping[Partition, int]) -> None:
+    async def admit(self, firsts: Mapping[Partition, int]) -> dict[str, int | None]:
         """Return once the state holds every record before ``firsts`` (the batch's first offset per
-        partition); until then wait, not ready, and say so."""
-        problem = await self.problem(firsts)
+        partition); until then wait, not ready, and say so. Returns the floors the batch's applied
+        marks must still reach when it commits (None: a partition read from the start of its log)."""
+        problem, floors = await self._judge(firsts)
         if problem is None:
-            return
+            return floors
         gauge = metrics.STATE_LOST.labels(self.stage)
         with waiting("state_lost") as mark:
             mark()
             gauge.set(1)
             log.error("state_lost", stage=self.stage, problem=problem, action=REBUILD_HINT)
-            while problem is not None:
-                await asyncio.sleep(self.settings.retry_max_s)
-                problem = await self.problem(firsts)
-        gauge.set(0)
+            try:
+                while problem is not None:
+                    await asyncio.sleep(self.settings.retry_max_s)
+                    problem, floors = await self._judge(firsts)
+            finally:
+                gauge.set(0)
         log.info("state_sound", stage=self.stage)
+        return floors
+
+    async def run(
+        self, firsts: Mapping[Partition, int], apply: Callable[[dict[str, int | None]], Awaitable[None]]
+    ) -> None:
+        """Admit the batch, then ``apply`` it with the floors; when the state is lost while it runs
+        (its marks refused), wait on the state again and apply it again once it is sound — what the
+        batch already wrote is skipped then as applied, or cleared by the rebuild."""
+        while True:
+            floors = await self.admit(firsts)
+            try:
+                await apply(floors)
+            except StateLostError as exc:
+                log.exception("state_lost_in_flight", stage=self.stage, problem=str(exc), action=REBUILD_HINT)
+                continue
+            return
 
     async def problem(self, firsts: Mapping[Partition, int]) -> str | None:
-        """Why the state cannot take this batch; None when it can. A state never begun on a log read
-        from its start gets its epoch here."""
+        """Why the state cannot take this batch; None when it can."""
+        return (await self._judge(firsts))[0]
+
+    async def _judge(self, firsts: Mapping[Partition, int]) -> tuple[str | None, dict[str, int | None]]:
+        """(why the state cannot take the batch or None, the marks' floors). A state never begun, on a
+        log read from its start, gets its epoch here."""
         partitions = sorted(firsts)
         check = await self.store.checkpoint([source_of(p) for p in partitions])
+        if check.rebuilding:
+            return "a `stream-app state rebuild` is running (or stopped half-way: run it again)", {}
         unmarked = [p for p in partitions if check.applied[source_of(p)] is None]
-        earliest = await self.earliest(unmarked) if unmarked else {}
+        earliest = await self._earliest(unmarked) if unmarked else {}
+        floors: dict[str, int | None] = {}
         for partition in partitions:
-            mark, first = check.applied[source_of(partition)], firsts[partition]
-            if mark is None and first > earliest.get(partition, 0):
+            source = source_of(partition)
+            mark, first = check.applied[source], firsts[partition]
+            if mark is None:
+                if first > earliest.get(partition, 0):
+                    return (
+                        f"{source}: the group is at offset {first}, past the start of the log "
+                        f"({earliest.get(partition, 0)}), but the state holds none of it"
+                        + ("" if check.epoch else " (no state epoch: Redis lost or never had this state)")
+                    ), {}
+                floors[source] = None
+            elif first > mark + 1:
                 return (
-                    f"{source_of(partition)}: the group is at offset {first}, past the start of the log "
-                    f"({earliest.get(partition, 0)}), but the state holds none of it"
-                    + ("" if check.epoch else " (no state epoch: Redis lost or never had this state)")
-                )
-            if mark is not None and first > mark + 1:
-                return (
-                    f"{source_of(partition)}: the state holds offsets up to {mark}, the group is at "
-                    f"{first}: the records in between were acknowledged, their effects are gone"
-                )
+                    f"{source}: the state holds offsets up to {mark}, the group is at {first}: the "
+                    "records in between were acknowledged, their effects are gone"
+                ), {}
+            else:
+                floors[source] = first - 1
         if check.epoch is None:
+            if any(mark is not None for mark in check.applied.values()):
+                return "applied marks without a state epoch: the state is not the one they were raised on", {}
             epoch = await self.store.begin_epoch(new_epoch(f"worker:{self.stage}"))
             log.info("state_epoch_begun", stage=self.stage, epoch=epoch)
-        return None
+        return None, floors
+
+    async def _earliest(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        async def ask() -> Mapping[Partition, int]:
+            return await self.earliest(partitions)
+
+        return await retry_until_done("kafka_offsets", ask, self.settings)
+
+
+def marks_of(lasts: Mapping[str, int], floors: Mapping[str, int | None] | None) -> dict[str, Mark]:
+    """The applied marks a batch commits: each partition's last offset, with the floor the guard
+    admitted it on (none given: the start of the log, as in a replay's own bookkeeping)."""
+    return {source: (offset, (floors or {}).get(source)) for source, offset in lasts.items()}
 
 
 class Positioned(Protocol):

@@ -57,12 +57,21 @@ class Keys:
 
     def epoch(self) -> str:
         """When and how the state was begun (by a worker on an empty log, or by ``state rebuild``)."""
-        return self._global("meta", "epoch")
+        return self._meta("epoch")
 
     def applied(self, source: str) -> str:
         """The applied mark of an input partition (``<topic>:<partition>``): the highest offset whose
         record the state holds. Behind the consumer group's position means the state lost writes."""
-        return self._global("meta", "applied", source)
+        return self._meta("applied", source)
+
+    def rebuilding(self) -> str:
+        """Set while ``stream-app state rebuild`` runs: the state is not to be applied to."""
+        return self._meta("rebuilding")
+
+    def _meta(self, *parts: str) -> str:
+        # one hash tag for the epoch, the marks and the rebuild flag (the mark script reads the flag);
+        # under the prefix, as every key the app's Redis user may touch
+        return ":".join((self.prefix, "{meta}", *parts))
 
     def _global(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

@@ -29,12 +29,14 @@ from stream_app.state.store import (
     DueAt,
     EntityReads,
     IndexWrite,
+    Mark,
     PeriodKey,
     PreparedCommit,
     ReadRequest,
     ReporterSent,
     RollupApplied,
     RollupWrite,
+    StateLostError,
     _collect,
     _commit_args,
 )
@@ -97,7 +99,7 @@ class MemoryStateStore:
         self,
         commits: Sequence[PreparedCommit],
         indexes: Sequence[IndexWrite] = (),
-        applied: Mapping[str, int] | None = None,
+        applied: Mapping[str, Mark] | None = None,
     ) -> tuple[int, dict[str, BaseException]]:
         if not commits and not indexes and not applied:
             return 0, {}
@@ -114,18 +116,29 @@ class MemoryStateStore:
         self._mark(applied)
         return written, failed
 
-    def _mark(self, applied: Mapping[str, int] | None) -> None:
-        for source, offset in (applied or {}).items():
+    def _mark(self, applied: Mapping[str, Mark] | None) -> None:
+        """What ``lua/applied_mark.lua`` does (raises StateLostError where Redis replies STATELOST)."""
+        for source, (offset, floor) in sorted((applied or {}).items()):
             key = self.keys.applied(source)
-            if offset > int(self.markers.get(key, "-1")):
+            if self.keys.rebuilding() in self.markers:
+                raise StateLostError(f"{source}: STATELOST the state is being rebuilt")
+            stored = self.markers.get(key)
+            if floor is not None and (stored is None or int(stored) < floor):
+                raise StateLostError(f"{source}: STATELOST mark {stored} below {floor}")
+            if offset > int(stored or "-1"):
                 self.markers[key] = str(offset)
+
+    async def set_marks(self, marks: Mapping[str, int], epoch: str) -> None:
+        for source, offset in marks.items():
+            self.markers[self.keys.applied(source)] = str(offset)
+        self.markers[self.keys.epoch()] = epoch
 
     async def checkpoint(self, sources: Sequence[str]) -> Checkpoint:
         self.round_trips += 1
         marks = {s: self.markers.get(self.keys.applied(s)) for s in sources}
-        return Checkpoint(
-            self.markers.get(self.keys.epoch()), {s: None if m is None else int(m) for s, m in marks.items()}
-        )
+        applied = {s: None if m is None else int(m) for s, m in marks.items()}
+        rebuilding = self.keys.rebuilding() in self.markers
+        return Checkpoint(self.markers.get(self.keys.epoch()), applied, rebuilding)
 
     async def begin_epoch(self, epoch: str) -> str:
         return self.markers.setdefault(self.keys.epoch(), epoch)
@@ -197,10 +210,9 @@ class MemoryStateStore:
         self,
         writes: Sequence[RollupWrite],
         periods: Sequence[PeriodKey],
-        applied: Mapping[str, int] | None = None,
+        applied: Mapping[str, Mark] | None = None,
     ) -> RollupApplied:
         self.round_trips += 1
-        self._mark(applied)
         refused: dict[int, BaseException] = {}
         for position, w in enumerate(writes):
             if w.source in self.broken:
@@ -211,6 +223,7 @@ class MemoryStateStore:
             if stored is not None and int(stored.split(";", 1)[0]) >= w.seq:
                 continue
             entries[w.source] = encode_entry(w.seq, w.aggregate)
+        self._mark(applied)
         reads: list[tuple[dict[str, Agg] | BaseException, dict[str, Agg] | BaseException]] = []
         for indicator, target, series, label in periods:
             this = self._rollup(indicator, target, series, label)

@@ -150,11 +150,23 @@ class ReadRequest:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """How far the state goes: its epoch (None: never begun, or lost) and, per input partition
-    (``<topic>:<partition>``), the highest offset it holds (None: none)."""
+    """How far the state goes: its epoch (None: never begun, or lost), per input partition
+    (``<topic>:<partition>``) the highest offset it holds (None: none), and whether a rebuild runs."""
 
     epoch: str | None
     applied: dict[str, int | None]
+    rebuilding: bool = False
+
+
+Mark = tuple[int, int | None]
+"""A partition's new applied mark: (the batch's last offset, the floor the mark must still reach — the
+batch's first offset - 1 — or None for a partition read from the start of its log)."""
+
+
+class StateLostError(RuntimeError):
+    """The state lost what a batch was admitted on while the batch ran (Redis restarted empty, flushed,
+    failed over, or a rebuild began): its applied mark was refused. The batch is not acknowledged; the
+    stage waits on the state guard again."""
 
 
 class StateLayer(Protocol):
@@ -176,7 +188,7 @@ class StateLayer(Protocol):
         self,
         commits: Sequence[PreparedCommit],
         indexes: Sequence[IndexWrite] = (),
-        applied: Mapping[str, int] | None = None,
+        applied: Mapping[str, Mark] | None = None,
     ) -> tuple[int, dict[str, BaseException]]:
         """Write every commit atomically per entity (skipped if its offset is already applied), the
         index writes, and then the partitions' applied marks (``applied``: source -> offset);
@@ -191,6 +203,10 @@ class StateLayer(Protocol):
         """Record ``epoch`` unless one is there; the epoch now stored."""
         ...
 
+    async def set_marks(self, marks: Mapping[str, int], epoch: str) -> None:
+        """Set the applied marks and the epoch as given (a rebuild's, or an adoption's end)."""
+        ...
+
     async def due_entities(self, partition: int, now_ms: int) -> list[str]:
         """Entities of an internal partition with a period whose deadline is at or before ``now_ms``."""
         ...
@@ -199,7 +215,7 @@ class StateLayer(Protocol):
         self,
         writes: Sequence[RollupWrite],
         periods: Sequence[PeriodKey],
-        applied: Mapping[str, int] | None = None,
+        applied: Mapping[str, Mark] | None = None,
     ) -> RollupApplied:
         """Apply contributions and the partitions' applied marks, then read every period of
         ``periods`` and its last year's."""
@@ -322,7 +338,7 @@ class StateStore:
         self,
         commits: Sequence[PreparedCommit],
         indexes: Sequence[IndexWrite] = (),
-        applied: Mapping[str, int] | None = None,
+        applied: Mapping[str, Mark] | None = None,
     ) -> tuple[int, dict[str, BaseException]]:
         """Write every commit atomically per entity, in one round trip.
 
@@ -344,8 +360,8 @@ class StateStore:
                     await self._commit_script(keys=c.keys, args=c.args, client=pipe)
                 # after the commits: an append-only file that lost its tail never holds a mark
                 # without the writes it covers
-                for source, offset in marks:
-                    await self._mark_script(keys=[self.keys.applied(source)], args=[offset], client=pipe)
+                for source, mark in marks:
+                    await self._mark(pipe, source, mark)
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
@@ -366,21 +382,36 @@ class StateStore:
         _raise_mark_refusal(marks, results[end:])
         return written, failed
 
+    async def _mark(self, pipe: Any, source: str, mark: Mark) -> None:
+        offset, floor = mark
+        keys = [self.keys.applied(source), self.keys.rebuilding()]
+        await self._mark_script(keys=keys, args=[offset, "" if floor is None else floor], client=pipe)
+
+    async def set_marks(self, marks: Mapping[str, int], epoch: str) -> None:
+        """Set the applied marks and the epoch as given (a rebuild's, or an adoption's end)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for source, offset in sorted(marks.items()):
+                pipe.set(self.keys.applied(source), offset)
+            pipe.set(self.keys.epoch(), epoch)
+            await pipe.execute()
+
     async def checkpoint(self, sources: Sequence[str]) -> Checkpoint:
         """The epoch and the applied marks of ``sources``, in one round trip (waits out Redis)."""
 
         async def read() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.get(self.keys.epoch())
+                pipe.exists(self.keys.rebuilding())
                 for source in sources:
                     pipe.get(self.keys.applied(source))
                 result: list[Any] = await pipe.execute()
                 return result
 
-        epoch, *marks = await self._retry("checkpoint", read)
+        epoch, rebuilding, *marks = await self._retry("checkpoint", read)
         return Checkpoint(
             None if epoch is None else _text(epoch),
             {s: None if m is None else int(m) for s, m in zip(sources, marks, strict=True)},
+            bool(rebuilding),
         )
 
     async def begin_epoch(self, epoch: str) -> str:
@@ -419,7 +450,7 @@ class StateStore:
         self,
         writes: Sequence[RollupWrite],
         periods: Sequence[PeriodKey],
-        applied: Mapping[str, int] | None = None,
+        applied: Mapping[str, Mark] | None = None,
     ) -> RollupApplied:
         """Apply every write and the applied marks, and read every period (and last year's), in one
         round trip."""
@@ -434,8 +465,8 @@ class StateStore:
                         args=[w.source, w.seq, encode_entry(w.seq, w.aggregate), STATE_TTL_S],
                         client=pipe,
                     )
-                for source, offset in marks:
-                    await self._mark_script(keys=[keys.applied(source)], args=[offset], client=pipe)
+                for source, mark in marks:
+                    await self._mark(pipe, source, mark)
                 for indicator, target, series, label in periods:
                     pipe.hgetall(keys.rollup(indicator, target, series, label))
                     pipe.hgetall(keys.rollup(indicator, target, series, same_period_last_year(label)))
@@ -508,11 +539,14 @@ class StateMarkRefusedError(RuntimeError):
     """Redis refused to store an applied mark: the deployment's keys are wrong, not a record."""
 
 
-def _raise_mark_refusal(marks: Sequence[tuple[str, int]], replies: Sequence[Any]) -> None:
-    """An applied mark Redis refuses for good (a key of another type under its name) is a defect of the
-    deployment, not of a record: raised, so the batch is not acked."""
+def _raise_mark_refusal(marks: Sequence[tuple[str, Mark]], replies: Sequence[Any]) -> None:
+    """A refused applied mark: the state lost what the batch was admitted on (StateLostError), or a key
+    of another type under its name — a defect of the deployment, not of a record. Raised either way,
+    so the batch is not acknowledged."""
     for (source, _), reply in zip(marks, replies, strict=True):
         if isinstance(reply, BaseException):
+            if str(reply).startswith("STATELOST"):
+                raise StateLostError(f"{source}: {reply}") from reply
             raise StateMarkRefusedError(f"applied mark of {source} refused: {reply!r}") from reply
 
 

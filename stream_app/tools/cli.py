@@ -198,6 +198,11 @@ def _add_state(sub: Any) -> None:
     rebuild.add_argument("--prefix", help="build under this key prefix instead (then switch the workers)")
     rebuild.add_argument("--force", action="store_true", help="rebuild even a sound state")
     rebuild.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    state_sub.add_parser(
+        "adopt",
+        help="take a state built before applied marks existed (an upgrade) as the group's positions say; "
+        "workers stopped",
+    )
 
 
 def _add_demo(sub: Any) -> None:
@@ -527,6 +532,9 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
     blueprint = _blueprint(settings)
     if args.state_action == "status":
         return state.print_status(state.status(blueprint))
+    if args.state_action == "adopt":
+        print(f"state adopted: applied marks set to the group's positions {state.adopt(blueprint)}")
+        return 0
     report = state.rebuild(blueprint, prefix=args.prefix, force=args.force, progress=args.progress)
     print(
         f"state rebuilt under {report.prefix!r}: {report.records:,} records in {report.seconds:.1f} s "
@@ -536,6 +544,7 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
     if report.prefix != settings.redis_key_prefix:
         print(
             f"to switch: set STREAM_APP_REDIS_KEY_PREFIX={report.prefix} for every worker and restart them "
-            "(one at a time: each goes on from its committed offsets)"
+            "(all stopped first: the log moves on while the new prefix is built; then rebuild once more "
+            "with --force into it, or start them and let the guard say what it lacks)"
         )
     return 0

@@ -18,10 +18,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.domain import clock
 from stream_app.domain.clock import as_ms
 from stream_app.exceptions import DecodeError, ServiceUnreachableError
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
+from stream_app.kafka.publisher import received_at
 from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.wire import codecs
 from stream_app.wire.codecs import ConfluentResolver
@@ -184,7 +186,12 @@ def replay(
             source.replay_to,
             key=rec["source_key"],
             value=rec["original"],
-            headers=[(REPLAY_HEADER, f"{letter.topic}:{letter.partition}:{letter.offset}".encode())],
+            # a replay onto the internal topic is received now: its step runs at this time, live and on
+            # a rebuild alike
+            headers=[
+                (REPLAY_HEADER, f"{letter.topic}:{letter.partition}:{letter.offset}".encode()),
+                *received_at(clock.now_ms()),
+            ],
             on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
             **extra,
         )

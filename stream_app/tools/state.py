@@ -6,9 +6,13 @@ needs it (this and the previous reporting year: ``retention.ms`` in ``topics/top
 the time it was received (header ``stream-app-received-at``). ``rebuild`` replays that topic from its
 start to the end it finds, through the very consolidator and roll-up code the workers run (the outputs
 go nowhere: they were published when the records were first processed), into the state; then it raises
-every partition's applied mark to that end, verifies what it built, and records a new epoch. Workers
-waiting on a lost state (``stream_app_state_lost``) go on by themselves from their committed offsets;
-what they read again is skipped as already applied.
+every partition's applied mark to that end, verifies what it built, and records a new epoch.
+
+The workers must be stopped for an in-place rebuild (a running one would write into the state being
+cleared and replayed); started again, they go on from their committed offsets — what they read again is
+skipped as already applied. A flag holds every stage off while the rebuild runs, and stays if it stops
+half-way: the state reads LOST until a rebuild completes. ``adopt`` takes a state built before applied
+marks existed (an upgrade) for the one the group's positions describe.
 
 ``status`` compares, per stateful partition, the applied mark with the consumer group's position and the
 log's bounds: SOUND, or LOST and why.
@@ -21,9 +25,11 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from stream_app.agents.consolidate import Consolidator
 from stream_app.agents.rollup import Rollup
@@ -172,14 +178,51 @@ def rebuild(
     """Replay the internal topic into the state under ``prefix`` (default: the configured one) and
     raise its applied marks; refuses a sound state unless ``force``. Returns what it did."""
     in_place = prefix is None or prefix == blueprint.settings.redis_key_prefix
-    if in_place and not force:
+    if in_place:
+        _refuse_live_workers(blueprint)
         rows = status(blueprint)
-        if all(row.problem is None for row in rows) and any(row.mark is not None for row in rows):
+        if not force and all(row.problem is None for row in rows) and any(r.mark is not None for r in rows):
             raise ConfigurationError(
                 "the state is sound (`stream-app state status`): nothing to rebuild; "
                 "--force rebuilds it anyway"
             )
     return asyncio.run(_rebuild(blueprint, prefix, progress=progress))
+
+
+def adopt(blueprint: Blueprint) -> dict[str, int]:
+    """Take the state as it is for the one the group's positions describe: set each stateful partition's
+    applied mark to the group's committed offset - 1, and an epoch. For a state built before applied
+    marks existed (an upgrade), with the workers stopped; never to silence a real loss."""
+    _refuse_live_workers(blueprint)
+    marks = {
+        source_of((row.topic, row.partition)): row.committed - 1
+        for row in status(blueprint)
+        if row.committed is not None and row.committed > 0
+    }
+
+    async def write() -> None:
+        client = connect(blueprint.settings)
+        try:
+            await StateStore(client, blueprint.settings).set_marks(marks, new_epoch("adopt"))
+        finally:
+            await client.aclose()
+
+    asyncio.run(write())
+    return marks
+
+
+def _refuse_live_workers(blueprint: Blueprint) -> None:
+    """An in-place rebuild or an adoption needs the workers stopped: a worker that runs would write into
+    the state while it is cleared and replayed. (Workers waiting on a lost state count too.)"""
+    settings = blueprint.settings
+    admin = AdminClient(confluent_config(settings))
+    (future,) = admin.describe_consumer_groups([settings.group_id], request_timeout=10).values()
+    group = future.result()
+    if group.members:
+        raise ConfigurationError(
+            f"consumer group {settings.group_id!r} has {len(group.members)} live member(s): stop the "
+            "workers first; started again, they go on from their committed offsets"
+        )
 
 
 async def _rebuild(blueprint: Blueprint, prefix: str | None, *, progress: bool) -> Report:
@@ -189,14 +232,17 @@ async def _rebuild(blueprint: Blueprint, prefix: str | None, *, progress: bool) 
     store = StateStore(client, target)
     report = Report(target.redis_key_prefix)
     try:
-        removed = await _clear(client, target.redis_key_prefix)
+        # the flag first: a worker started meanwhile waits, and a rebuild stopped half-way leaves the
+        # state LOST (run it again), never a half state that looks sound
+        await client.set(store.keys.rebuilding(), new_epoch("rebuild"))
+        removed = await _clear(client, store)
         log.info("state_rebuild_started", prefix=target.redis_key_prefix, keys_removed=removed)
         internal = blueprint.topic_by_role("repartition")
         rollups = blueprint.topic_by_role("rollup")
         captured = _Captured(settings.output_max_bytes, rollups.name)
         publisher: Any = captured  # what the stages ask of a publisher, and nothing leaves
         consolidator = Consolidator(blueprint, store, blueprint.rulebook, publisher, replay=True)
-        rollup = Rollup(blueprint, store, publisher)
+        rollup = Rollup(blueprint, store, publisher, replay=True)
         started = time.monotonic()
         ends = _ends(settings, [(rollups.name, p) for p in range(rollups.partitions)])
         total, batches = _replay(settings, internal.name, internal.partitions)
@@ -213,14 +259,14 @@ async def _rebuild(blueprint: Blueprint, prefix: str | None, *, progress: bool) 
         report.seconds = time.monotonic() - started
         if progress:
             print(file=sys.stderr)
-        # the marks: every partition up to the end the replay read (the internal topic's are raised
-        # by the replayed commits; an empty partition and the roll-up topic's are set here)
+        # the marks: every partition up to the end the replay read (the roll-up topic's contributions
+        # up to its end were derived from records the replay read)
         marks = {source_of((t, p)): high - 1 for (t, p), high in {**total.ends, **ends}.items() if high > 0}
-        await store.commit([], applied=marks)
         epoch = new_epoch("rebuild")
-        await client.set(store.keys.epoch(), epoch)
+        await store.set_marks(marks, epoch)
         report.marks = marks
         report.entities = await _verify(client, store, marks)
+        await client.delete(store.keys.rebuilding())  # last: the state is whole
         log.info(
             "state_rebuilt",
             prefix=report.prefix,
@@ -250,6 +296,7 @@ def _replay(settings: Any, topic: str, partitions: int) -> tuple[_Total, Iterato
                 "group.id": f"{settings.group_id}.rebuild",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
             },
         )
     )
@@ -315,17 +362,24 @@ def _contribution(output: Output) -> _Event:
     return _Event(_Message(output.topic, output.partition or 0, -1, output.key, output.value, None, []))
 
 
-async def _clear(client: Any, prefix: str) -> int:
-    """Remove every key under ``prefix`` (what a lost state left, half or none)."""
+async def _clear(client: Any, store: StateStore) -> int:
+    """Remove what a lost state left under the prefix (half or none): every entity's keys, the roll-ups,
+    the indexes, the marks and the epoch — not the rebuild flag, nor the briefing markers (a briefing
+    sent is sent)."""
+    keep = {store.keys.rebuilding().encode()}
+    briefing = store.keys.briefing(date(2000, 1, 1)).rsplit(":", 1)[0].encode() + b":"
     removed = 0
-    batch: list[Any] = []
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
+    for pattern in (f"{store.keys.prefix}:*",):
+        batch: list[Any] = []
+        async for key in client.scan_iter(match=pattern, count=1000):
+            if key in keep or key.startswith(briefing):
+                continue
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += await client.unlink(*batch)
+                batch.clear()
+        if batch:
             removed += await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        removed += await client.unlink(*batch)
     return int(removed)
 
 

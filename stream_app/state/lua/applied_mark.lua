@@ -1,11 +1,23 @@
--- Raise a partition's applied mark: every record of KEYS[1]'s partition up to ARGV[1] (inclusive) has
--- been processed into the state (applied, skipped as a duplicate, or dead-lettered). Never lowers it:
--- a batch redelivered after a crash carries offsets the mark already covers.
+-- Raise a partition's applied mark: every record of its partition up to ARGV[1] (inclusive) has been
+-- processed into the state (applied, skipped as a duplicate, or dead-lettered).
+-- KEYS[1] the mark   KEYS[2] the rebuild flag (same hash tag)
+-- ARGV[1] the batch's last offset   ARGV[2] the floor: the mark the state guard admitted the batch on
+--         (its first offset - 1), or "" for a partition read from the start of its log
+-- Compare-and-set: the mark must still reach the floor. A Redis that lost its state while the batch was
+-- in flight (restarted empty, flushed, failed over to a stale replica) has no mark, or a lower one:
+-- raising it would cover the loss, so the script refuses with STATELOST. Never lowers a mark.
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'none' and kind ~= 'string' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a string')
 end
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('STATELOST the state is being rebuilt')
+end
+local stored = redis.call('GET', KEYS[1])
+if ARGV[2] ~= '' and (not stored or tonumber(stored) < tonumber(ARGV[2])) then
+  return redis.error_reply('STATELOST mark ' .. tostring(stored) .. ' below ' .. ARGV[2])
+end
+local current = tonumber(stored or '-1')
 if tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1])
   return 1
