@@ -11,13 +11,13 @@ import urllib.request
 from pathlib import Path
 
 from stream_app.api.auth import create_token
-from stream_app.config.blueprint import load_blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka import acl
 from stream_app.kafka.topics import apply
 from stream_app.logs import colour_allowed
 from stream_app.paths import CHECKOUT, state_dir
 from stream_app.settings import Settings
-from stream_app.tools import simulate, tail
+from stream_app.tools import simulate, state, tail
 
 # Where `deploy/local/services up` runs them (SERVICES_PROMETHEUS_PORT, SERVICES_ALERTMANAGER_PORT).
 LOCAL_PROMETHEUS = "http://127.0.0.1:19090"
@@ -47,11 +47,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
     admin, from ``make demo``); the worker runs as the principal of ``worker_env`` (the app's).
     """
     blueprint = load_blueprint(settings)
-    changes = apply(settings, blueprint.topics)
-    print(f"demo: topics ready ({len(changes)} changed)", flush=True)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        granted = acl.apply(blueprint)
-        print(f"demo: ACLs ready ({len(granted.create)} granted, {len(granted.delete)} revoked)", flush=True)
+    _prepare(settings, blueprint)
 
     log_dir = state_dir("demo")  # .local/demo in a checkout
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +150,31 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         flush=True,
     )
     return 0 if seen["alert"] and seen["consolidated"] else 1
+
+
+def _prepare(settings: Settings, blueprint: Blueprint) -> None:
+    """The topics, the ACLs (on a secured broker) and a sound state, before the worker starts."""
+    changes = apply(settings, blueprint.topics)
+    print(f"demo: topics ready ({len(changes)} changed)", flush=True)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        granted = acl.apply(blueprint)
+        print(f"demo: ACLs ready ({len(granted.create)} granted, {len(granted.delete)} revoked)", flush=True)
+    _sound_state(blueprint)
+
+
+def _sound_state(blueprint: Blueprint) -> None:
+    """A Redis that forgot while Kafka kept the log (an earlier demo's, without persistence then): the
+    worker would rightly refuse to apply on it; for a demo, the state is rebuilt from the log first."""
+    lost = [row for row in state.status(blueprint) if row.problem is not None]
+    if not lost:
+        return
+    print(
+        f"demo: the state is behind the log on {len(lost)} partition(s): rebuilding it from the log "
+        "first (stream-app state rebuild)",
+        flush=True,
+    )
+    report = state.rebuild(blueprint, progress=True)
+    print(f"demo: state rebuilt from {report.records:,} records ({report.rate:,.0f}/s)", flush=True)
 
 
 def _env_file(path: str | None) -> dict[str, str]:
