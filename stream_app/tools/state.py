@@ -369,17 +369,16 @@ async def _clear(client: Any, store: StateStore) -> int:
     keep = {store.keys.rebuilding().encode()}
     briefing = store.keys.briefing(date(2000, 1, 1)).rsplit(":", 1)[0].encode() + b":"
     removed = 0
-    for pattern in (f"{store.keys.prefix}:*",):
-        batch: list[Any] = []
-        async for key in client.scan_iter(match=pattern, count=1000):
-            if key in keep or key.startswith(briefing):
-                continue
-            batch.append(key)
-            if len(batch) >= 1000:
-                removed += await client.unlink(*batch)
-                batch.clear()
-        if batch:
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000):
+        if key in keep or key.startswith(briefing):
+            continue
+        batch.append(key)
+        if len(batch) >= 1000:
             removed += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        removed += await client.unlink(*batch)
     return int(removed)
 
 

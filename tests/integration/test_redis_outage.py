@@ -4,8 +4,6 @@ so, and once Redis is back every observation is applied exactly once."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,64 +18,11 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import free_port, metric_value, observation, produce, redis_hash
+from .support import OwnRedis, metric_value, observation, produce, redis_hash
 
 pytestmark = pytest.mark.chaos
 
 STATE_KEY = "{ENV.AQI|01|HN-AQ-HOANKIEM}:state"
-
-
-class OwnRedis:
-    """A redis-server of this test's own, on a free port, that the test can stop and start again.
-    ``durable``: as the local services' Redis (append-only file fsynced every second, RDB
-    snapshots), so a restart keeps what was acknowledged; without it every start is empty."""
-
-    def __init__(self, folder: Path, *, durable: bool = True) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.durable = durable
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is installed by deploy/local/services install"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.folder),
-                *(
-                    ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600 1 300 100 60 10000"]
-                    if self.durable
-                    else ["--appendonly", "no", "--save", ""]
-                ),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url, socket_timeout=1).ping()
-            except redis.RedisError:
-                time.sleep(0.05)
-            else:
-                return
-        pytest.fail("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +38,7 @@ from stream_app.tools import state as state_tool
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import api, free_port, group_lag, metric_value, produce
+from .support import OwnRedis, api, group_lag, metric_value, produce
 from .test_aggregates_chaos import _check_redis
 
 pytestmark = pytest.mark.chaos
@@ -52,66 +50,12 @@ SHORT_FEEDS = ("HYD.WATER_LEVEL", "PWR.SOURCE_SHARE", "FIN.CPI", "SSI.UNEMPLOYME
 COMPLIANCE_AT = "2025-09-01T00:00:00+07:00"
 
 
-class PrivateRedis:
-    """A redis-server of this test's own: durable (AOF everysec + RDB) or not; killed with SIGKILL."""
-
-    def __init__(self, folder: Path, *, durable: bool) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.durable = durable
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is installed by deploy/local/services install"
-        persistence = (
-            ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600 1 300 100 60 10000"]
-            if self.durable
-            else ["--appendonly", "no", "--save", ""]
-        )
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.folder),
-                *persistence,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait(self._answers, 15, "redis-server to answer")
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()  # SIGKILL: no shutdown save
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.kill()
-
-
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[[bool], PrivateRedis]]:
-    started: list[PrivateRedis] = []
+def private_redis(tmp_path: Path) -> Iterator[Callable[[bool], OwnRedis]]:
+    started: list[OwnRedis] = []
 
-    def make(durable: bool) -> PrivateRedis:
-        server = PrivateRedis(tmp_path, durable=durable)
+    def make(durable: bool) -> OwnRedis:
+        server = OwnRedis(tmp_path, durable=durable)
         server.start()
         started.append(server)
         return server
@@ -139,6 +83,17 @@ def _stream(settings: Settings) -> gt.Stream:
     part.feeds = {k: v for k, v in full.feeds.items() if k in SHORT_FEEDS}
     part.sent = [s for s in full.sent if s.record["indicator"] in SHORT_FEEDS]
     return part
+
+
+def _setup(
+    settings: Settings, own: OwnRedis, least: int
+) -> tuple[Settings, gt.Stream, gt.Expected, list[str]]:
+    """Settings on the private Redis, the stream (at least ``least`` records), its truth, its entities."""
+    local = settings.model_copy(update={"redis_url": SecretStr(own.url), "batch_max": 300})
+    stream = _stream(local)
+    exp = gt.expected(stream)
+    assert len(stream.sent) >= least, len(stream.sent)
+    return local, stream, exp, sorted(set(exp.entities.values()))
 
 
 def _by_topic(blueprint: Blueprint, sent: list[gt.Sent]) -> dict[str, list[tuple[bytes | None, bytes]]]:
@@ -197,14 +152,10 @@ def _probe(settings: Settings, path: str) -> tuple[int, Any]:
 
 @pytest.mark.timeout(1200)
 def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_twice(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], PrivateRedis]
+    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], OwnRedis]
 ) -> None:
     own = private_redis(True)
-    local = settings.model_copy(update={"redis_url": SecretStr(own.url), "batch_max": 300})
-    stream = _stream(local)
-    exp = gt.expected(stream)
-    entities = sorted(set(exp.entities.values()))
-    assert len(stream.sent) >= 20_000, len(stream.sent)
+    local, stream, exp, entities = _setup(settings, own, 20_000)
     assert min(exp.outcomes.values()) > 100, exp.outcomes  # duplicates and stale corrections
 
     cut = len(stream.sent) * 2 // 3
@@ -233,14 +184,10 @@ def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_
 
 @pytest.mark.timeout(1200)
 def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answer(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], PrivateRedis]
+    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], OwnRedis]
 ) -> None:
     own = private_redis(False)
-    local = settings.model_copy(update={"redis_url": SecretStr(own.url), "batch_max": 300})
-    stream = _stream(local)
-    exp = gt.expected(stream)
-    entities = sorted(set(exp.entities.values()))
-    assert len(stream.sent) >= 20_000, len(stream.sent)
+    local, stream, exp, entities = _setup(settings, own, 20_000)
     worker = start_worker(local, STREAM_APP_REDIS_URL=own.url, STREAM_APP_BATCH_MAX="300")
     for topic, records in _by_topic(blueprint, stream.sent).items():
         produce(local, topic, records)
@@ -286,14 +233,10 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
 @pytest.mark.timeout(1800)
 @pytest.mark.skipif(not LONG, reason="make chaos: the whole stream, Redis killed three times mid-stream")
 def test_a_durable_redis_killed_three_times_mid_stream_loses_and_doubles_nothing(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], PrivateRedis]
+    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], OwnRedis]
 ) -> None:
     own = private_redis(True)
-    local = settings.model_copy(update={"redis_url": SecretStr(own.url), "batch_max": 300})
-    stream = _stream(local)
-    exp = gt.expected(stream)
-    entities = sorted(set(exp.entities.values()))
-    assert len(stream.sent) >= 100_000, len(stream.sent)
+    local, stream, exp, entities = _setup(settings, own, 100_000)
     worker = start_worker(local, STREAM_APP_REDIS_URL=own.url, STREAM_APP_BATCH_MAX="300")
     for topic, records in _by_topic(blueprint, stream.sent).items():
         produce(local, topic, records)
