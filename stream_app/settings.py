@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     broker_heartbeat_interval_s: float = Field(
         1.0, gt=0, description="How often a worker heartbeats to its consumer group."
     )
+    shutdown_grace_s: float = Field(
+        20.0,
+        gt=0,
+        description=(
+            "How long a worker may take to stop after SIGTERM/SIGINT before it exits anyway (a consumer"
+            " stuck leaving its group must not outlive a pod's termination grace; nothing is lost: state"
+            " commits are atomic with their offsets)."
+        ),
+    )
 
     ops_interval_s: float = Field(
         5.0, gt=0, description="How often readiness is probed and consumer lag refreshed (/readyz, /metrics)."

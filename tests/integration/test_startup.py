@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 
-from .support import settings_env
+from .support import WorkerProcess, settings_env
 
 
 def _run_worker(settings: Settings, **overrides: str) -> tuple[int, str, float]:
@@ -55,3 +57,18 @@ def test_password_in_redis_url_is_not_printed(settings: Settings, blueprint: Blu
     assert code == 2
     assert "s3cret" not in stderr
     assert "***@127.0.0.1:1" in stderr
+
+
+def test_a_stop_that_hangs_is_bounded_by_the_grace(
+    settings: Settings, blueprint: Blueprint, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A grace shorter than Faust's own stop: the watchdog ends the process, says so, and exits 0."""
+    worker = start_worker(settings, STREAM_APP_SHUTDOWN_GRACE_S="0.05")
+    started = time.monotonic()
+    assert worker.stop(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    forced = [json.loads(line) for line in worker.log().splitlines() if '"shutdown_forced"' in line]
+    assert len(forced) == 1, worker.log()[-3000:]
+    assert forced[0]["signal"] == "SIGTERM"
+    assert forced[0]["grace_s"] == 0.05
+    assert forced[0]["still_stopping"], forced[0]
