@@ -16,6 +16,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from stream_app.kafka.lanes import Lanes, Received, lane_consumer
 from stream_app.kafka.registry import ConfluentSchemas, SchemaRegistryUnavailable
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
@@ -27,7 +28,7 @@ from stream_app.state.guard import EarliestOffsets, Partition
 log = get_logger(__name__)
 
 
-def withhold_acks(events: Sequence[faust.EventT[bytes]]) -> None:
+def withhold_acks(events: Sequence[Received]) -> None:
     """Make sure none of ``events`` is ever marked safe to commit.
 
     Faust acks a ``take`` batch in a ``finally`` block even when processing failed or was
@@ -38,7 +39,7 @@ def withhold_acks(events: Sequence[faust.EventT[bytes]]) -> None:
         event.message.acked = True
 
 
-def observe_latency(events: Sequence[faust.EventT[bytes]]) -> None:
+def observe_latency(events: Sequence[Received]) -> None:
     """Record end-to-end latency from each input record's Kafka timestamp to now."""
     now = time.time()
     for event in events:
@@ -48,7 +49,7 @@ def observe_latency(events: Sequence[faust.EventT[bytes]]) -> None:
 
 
 async def prefetch_schemas(
-    confluent: ConfluentSchemas | None, events: Sequence[faust.EventT[bytes]], settings: Settings
+    confluent: ConfluentSchemas | None, events: Sequence[Received], settings: Settings
 ) -> None:
     """Resolve the new Confluent schema ids of a batch off the event loop; wait (never dead-letter)
     while the registry is unreachable, since the records themselves may be fine."""
@@ -72,23 +73,63 @@ def batch_agent(
     app: faust.App,
     source: Any,
     name: str,
-    handle: Callable[[Sequence[faust.EventT[bytes]]], Awaitable[None]],
+    handle: Callable[[Sequence[Received]], Awaitable[None]],
     settings: Settings,
     *,
     halt: Callable[[], None] | None = None,
 ) -> None:
-    """Register agent ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
-    to ``handle``; a batch that fails or is cancelled withholds its acks (see ``withhold_acks``).
+    """Register stage ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
+    to ``handle``; the records of a batch are acked only once ``handle`` returned.
+
+    On a worker's app (which has lanes, :mod:`stream_app.kafka.lanes`) the stage takes its records a
+    fetch at a time from its lane; elsewhere it is a Faust agent over ``take_events``, whose batch's
+    acks are withheld when it fails (see ``withhold_acks``).
 
     ``handle`` dead-letters what it cannot process, so an exception escaping it is a defect. Letting
     Faust restart the agent would be worse than stopping: the restarted agent would go on with later
     records, commit their entities' offsets to Redis, and the failed batch — redelivered after the
-    next rebalance — would then be skipped as already applied. So the batch's acks are withheld, the
-    crash is logged and counted (``stream_app_agent_crashes_total``), the worker is stopped (``halt``,
-    by default a SIGTERM to itself: a graceful stop) and the agent consumes nothing more. Its
-    partitions are redelivered from their committed offsets to the next owner.
+    next rebalance — would then be skipped as already applied. So the batch is not acked, the crash is
+    logged and counted (``stream_app_agent_crashes_total``), the worker is stopped (``halt``, by default
+    a SIGTERM to itself: a graceful stop) and the stage consumes nothing more. Its partitions are
+    redelivered from their committed offsets to the next owner.
     """
     stop = halt or _stop_worker
+
+    async def crashed(records: int) -> None:
+        metrics.AGENT_CRASHES.labels(name).inc()
+        log.critical(
+            "agent_crashed", agent=name, records=records, action="stopping the worker", exc_info=True
+        )
+        stop()
+        await asyncio.Event().wait()  # never consume again; the worker's stop cancels this
+
+    lanes: Lanes | None = getattr(app, "lanes", None)
+    if lanes is not None:
+        lane = lanes.open(name, source.topics, capacity=settings.batch_max * 4)
+        app.topics.add(source)  # subscribed as an agent's topic would be; the lane consumer delivers it
+
+        async def run_lane() -> None:
+            consumer = lane_consumer(app)
+            batch_size = metrics.BATCH_SIZE.labels(name)
+            while True:
+                deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
+                generation = app.consumer_generation_id
+                current = [d for d in deliveries if d.generation == generation]
+                if not current:
+                    continue  # fetched before a rebalance: read again from the committed offsets
+                events = [event for delivery in current for event in delivery.events]
+                try:
+                    batch_size.observe(len(events))
+                    await handle(events)
+                except asyncio.CancelledError:
+                    raise  # not acked: redelivered to the next owner
+                except Exception:
+                    await crashed(len(events))
+                consumer.ack_batch(current)
+
+        run_lane.__name__ = run_lane.__qualname__ = name
+        app.task(run_lane)
+        return
 
     async def run(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
@@ -100,16 +141,7 @@ def batch_agent(
                 raise
             except Exception:
                 withhold_acks(events)
-                metrics.AGENT_CRASHES.labels(name).inc()
-                log.critical(
-                    "agent_crashed",
-                    agent=name,
-                    records=len(events),
-                    action="stopping the worker",
-                    exc_info=True,
-                )
-                stop()
-                await asyncio.Event().wait()  # never consume again; the worker's stop cancels this
+                await crashed(len(events))
 
     run.__name__ = run.__qualname__ = name
     app.agent(source, name=name)(run)

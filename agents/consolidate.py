@@ -56,6 +56,7 @@ from stream_app.domain.entity import (
 from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.rollup import rollup_key, targets
 from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
+from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at_of
 from stream_app.logs import get_logger
@@ -227,7 +228,7 @@ class Consolidator:
         }
 
     async def process(
-        self, events: Sequence[faust.EventT[bytes]], floors: Mapping[str, int | None] | None = None
+        self, events: Sequence[Received], floors: Mapping[str, int | None] | None = None
     ) -> None:
         """Read, apply in order, publish outputs and dead letters, then commit states with their offsets.
 
@@ -323,7 +324,7 @@ class Consolidator:
 
     # ------------------------------------------------------------------------------------ decoding
 
-    async def _decode(self, events: Sequence[faust.EventT[bytes]], now: int) -> _Batch:
+    async def _decode(self, events: Sequence[Received], now: int) -> _Batch:
         """Decode and check each record; refuse what is not one of ours or is misrouted."""
         batch = _Batch()
         for index, event in enumerate(events):
@@ -801,7 +802,7 @@ def register(
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
     guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
 
-    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
+    async def handle(events: Sequence[Received]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
         await guard.run(
             firsts_of(e.message for e in events), lambda floors: consolidator.process(events, floors)

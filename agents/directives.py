@@ -21,6 +21,7 @@ from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
+from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at
 from stream_app.ops import metrics
@@ -46,7 +47,7 @@ class Router:
         # system of the center's) resolve their schema id through the registry, when one is set.
         self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
 
-    def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> tuple[list[Output], list[Letter]]:
+    def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output], list[Letter]]:
         """Each directive re-keyed to its alert's entity (blamed on its index), or a dead letter."""
         outputs: list[Output] = []
         letters: list[Letter] = []
@@ -107,7 +108,7 @@ class Router:
             poison=error is not None,
         )
 
-    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+    async def process(self, events: Sequence[Received]) -> None:
         await prefetch_schemas(self.confluent, events, self.blueprint.settings)
         now_ms = int(time.time() * 1000)
         outputs, letters = self.route(events, now_ms)

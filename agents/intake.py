@@ -22,6 +22,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.domain.model import Rejection
 from stream_app.domain.validation import observation_record
 from stream_app.kafka import registry
+from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at
 from stream_app.kafka.registry import SchemaRegistryUnavailable
@@ -60,7 +61,7 @@ class Intake:
         )
         self.observation_schema = blueprint.schemas.latest("observation")
 
-    async def prefetch_schemas(self, events: Sequence[faust.EventT[bytes]]) -> None:
+    async def prefetch_schemas(self, events: Sequence[Received]) -> None:
         """Resolve new Confluent schema ids off the event loop; wait (never dead-letter) while the
         registry is unreachable, since the records themselves may be fine."""
         if self.confluent is None:
@@ -78,7 +79,7 @@ class Intake:
         except Exception as exc:  # decoding each record will meet it again, and dead-letter that record
             log.warning("schema_prefetch_failed", error=repr(exc)[:300])
 
-    def route(self, events: Sequence[faust.EventT[bytes]], now_ms: int) -> tuple[list[Output], list[Letter]]:
+    def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output], list[Letter]]:
         """Decide, for each record, where it goes. Pure apart from metrics and logs.
 
         Each re-keyed observation is blamed on its record's index in ``events``.
@@ -144,7 +145,7 @@ class Intake:
             poison=True,
         )
 
-    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
+    async def process(self, events: Sequence[Received]) -> None:
         """Route a batch, publish it, and dead-letter the records whose re-keyed form Kafka refused."""
         await self.prefetch_schemas(events)
         now_ms = int(time.time() * 1000)

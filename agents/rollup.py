@@ -36,6 +36,7 @@ from stream_app.domain.consolidation import consolidated_key, period_record
 from stream_app.domain.entity import checked_entity
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
+from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
@@ -84,7 +85,7 @@ class Rollup:
         self.schema = blueprint.schemas.latest("consolidated")
 
     async def process(
-        self, events: Sequence[faust.EventT[bytes]], floors: Mapping[str, int | None] | None = None
+        self, events: Sequence[Received], floors: Mapping[str, int | None] | None = None
     ) -> None:
         now = int(time.time() * 1000)
         batch = _Batch()
@@ -242,7 +243,7 @@ def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher:
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
     guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
 
-    async def handle(events: Sequence[faust.EventT[bytes]]) -> None:
+    async def handle(events: Sequence[Received]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
         await guard.run(firsts_of(e.message for e in events), lambda floors: rollup.process(events, floors))
 

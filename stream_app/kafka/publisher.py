@@ -1,4 +1,5 @@
-"""Producing what a stage outputs: records and dead letters, through the worker's producer.
+"""Producing what a stage outputs: records and dead letters, through the worker's producer
+(:mod:`stream_app.kafka.producer`).
 
 :class:`Publisher` produces a batch's outputs, one wait per batch. Failures are judged by
 :func:`stream_app.ops.failures.classify_kafka`: transient and blocking ones are retried (the partition
@@ -17,7 +18,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
@@ -152,8 +153,19 @@ def dead_letter(
     return Letter(topic, message.key, record)
 
 
+class Sender(Protocol):
+    """What hands a batch of framed outputs to Kafka: :class:`stream_app.kafka.producer.DirectProducer`
+    in a worker (librdkafka, one wake per batch), :class:`FaustSender` elsewhere."""
+
+    async def send_batch(
+        self, outputs: Sequence[Output], values: Sequence[bytes | None]
+    ) -> list[BaseException | None]: ...
+
+    def close(self) -> None: ...
+
+
 class Publisher:
-    """Produces outputs and dead letters through the worker's producer (one per worker)."""
+    """Produces outputs and dead letters through one sender (one per worker)."""
 
     def __init__(
         self,
@@ -161,12 +173,13 @@ class Publisher:
         settings: Settings,
         dead_letter_schema: SchemaVersion,
         framing: Framing = SINGLE_OBJECT_FRAMING,
+        sender: Sender | None = None,
     ) -> None:
-        self._app = app
         self._settings = settings
         self._schema = dead_letter_schema
         self.framing = framing
         self.max_bytes = settings.output_max_bytes
+        self._sender: Sender = sender or FaustSender(app)
 
     async def publish(
         self, outputs: Sequence[Output], letters: Sequence[Letter] = ()
@@ -276,10 +289,27 @@ class Publisher:
 
     async def _send(self, outputs: Sequence[Output]) -> list[BaseException | None]:
         """Hand every output to the producer, then wait for all of them; one result per output."""
+        # a record it cannot frame is a defect: raised
+        values = [self.framing.frame(o.topic, o.value) for o in outputs]
+        return await self._sender.send_batch(outputs, values)
+
+    def close(self) -> None:
+        """Stop the producer (every batch was awaited: normally nothing is left to flush)."""
+        self._sender.close()
+
+
+class FaustSender:
+    """Sends through the Faust app's own producer (aiokafka): a future per record."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send_batch(
+        self, outputs: Sequence[Output], values: Sequence[bytes | None]
+    ) -> list[BaseException | None]:
         producer = await self._app.maybe_start_producer()
         handles: list[Any] = []
-        for o in outputs:
-            value = self.framing.frame(o.topic, o.value)  # a record it cannot frame is a defect: raised
+        for o, value in zip(outputs, values, strict=True):
             try:
                 headers = list(o.headers) or None
                 handles.append(await producer.send(o.topic, o.key, value, o.partition, o.timestamp, headers))
@@ -291,6 +321,9 @@ class Publisher:
         if waiting:
             await asyncio.gather(*waiting, return_exceptions=True)
         return [h if isinstance(h, BaseException) else h.exception() for h in handles]
+
+    def close(self) -> None:
+        """Faust stops its producer itself."""
 
 
 class OutputTooLargeError(ValueError):

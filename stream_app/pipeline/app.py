@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api import http as api
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka.config import faust_credentials
+from stream_app.kafka.lanes import Lanes, LaneTransport
+from stream_app.kafka.producer import DirectProducer
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics, retry
 from stream_app.pipeline.probes import Operations
@@ -51,13 +55,31 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 class StreamApp(faust.App):
-    """Faust's app without its default Monitor sensor: it keeps per-event statistics in memory on the
-    hot path that nothing here reads (the Prometheus metrics are the project's own)."""
+    """Faust's app with the stages' lanes (:mod:`stream_app.kafka.lanes`: records handed to a stage a
+    fetch at a time), and without Faust's default Monitor sensor: it keeps per-event statistics in
+    memory on the hot path that nothing here reads (the Prometheus metrics are the project's own)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lanes = Lanes()
+        self.closers: list[Callable[[], None]] = []  # called once the app stopped (the outputs' producer)
 
     def on_init_dependencies(self) -> Any:
         dependencies = super().on_init_dependencies()
         self.sensors.remove(self.monitor)
         return dependencies
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        for close in self.closers:
+            close()
+
+    def _new_transport(self) -> Any:
+        return LaneTransport(self.conf.broker_consumer, self)
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.lanes.drop(revoked)  # what a lane holds of a revoked partition is never processed here
+        await super()._on_partitions_revoked(revoked)
 
 
 def create_app(
@@ -77,7 +99,9 @@ def create_app(
     redis_client = connect(settings)
     store = StateStore(redis_client, settings)
     framing = framing or output_framing(blueprint)
-    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"), framing)
+    sender = DirectProducer(settings, client_id=f"{settings.group_id}-outputs")
+    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"), framing, sender)
+    app.closers.append(publisher.close)
 
     intake.register(app, blueprint, publisher)
     directives.register(app, blueprint, publisher)

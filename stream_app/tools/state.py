@@ -247,7 +247,7 @@ async def _rebuild(blueprint: Blueprint, prefix: str | None, *, progress: bool) 
         ends = _ends(settings, [(rollups.name, p) for p in range(rollups.partitions)])
         total, batches = _replay(settings, internal.name, internal.partitions)
         for batch in batches:
-            await consolidator.process(batch)  # type: ignore[arg-type]
+            await consolidator.process(batch)
             report.records += len(batch)
             if captured.contributions:
                 report.contributions += len(captured.contributions)

@@ -86,7 +86,7 @@ async def test_the_memory_twin_ends_in_the_redis_state(
         for batch in batches:
             for consolidator in consolidators:
                 # the Rig's events carry only what the Consolidator reads of Faust's (abstract) EventT
-                await consolidator.process(list(batch))  # type: ignore[arg-type]
+                await consolidator.process(list(batch))
         extra: list[ReporterSent | ActiveAlert] = [
             ReporterSent("MPS", "TRF.ACCIDENTS|01|-"),
             ActiveAlert("k|TRF.ACCIDENTS|01|-", '{"a": 1}'),

@@ -78,7 +78,7 @@ class Rig:
 
     async def run(self, *events: _Event) -> None:
         # _Event carries only what the Consolidator reads of Faust's (nominal, abstract) EventT
-        await self.consolidator.process(list(events))  # type: ignore[arg-type]
+        await self.consolidator.process(list(events))
 
     def period(self, entity: str, label: str, series: str = "") -> Agg | None:
         stored = self.store.hashes.get(self.store.keys.entity(entity, "periods"), {})

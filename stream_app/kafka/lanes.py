@@ -1,0 +1,259 @@
+"""Lanes: a stage's records handed over a fetch at a time, not one record at a time.
+
+Faust hands every record to its agent through the conductor, a channel queue, the stream and an event,
+with a ``wait_first`` per record: about 140 µs a record on this machine kind, most of a worker's CPU
+(docs/performance.md). The stages here all work in batches, so that per-record crossing buys nothing.
+:class:`LaneConsumer` is Faust's aiokafka consumer with one change: the records it fetches for a topic
+that has a :class:`Lane` are handed to that lane as one :class:`Delivery` per partition and fetch; a
+stage's task takes batches from its lane (:meth:`Lane.take`) and acks each record it finished
+(:meth:`LaneConsumer.ack_batch`). Topics without a lane keep Faust's own path.
+
+What stays as Faust does it: the group, the fetcher thread, flow control during a rebalance (a fetch made
+in an earlier generation is dropped and fetched again from the committed offsets), paused partitions,
+offset gaps, and commits — an offset is committed only when every record before it was acked. A lane
+holds at most ``capacity`` records: a full lane makes the fetch loop wait, as a full Faust channel does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from stream_app.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Received(Protocol):
+    """What a stage is handed per record: the record (``.message``: topic, partition, offset, key,
+    value, timestamp, headers)."""
+
+    @property
+    def message(self) -> Any: ...
+
+
+class Event:
+    """One record a lane hands to its stage (the shape of Faust's events that stages read)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+@dataclass(slots=True)
+class Delivery:
+    """The records of one partition from one fetch, in offset order."""
+
+    tp: TP
+    generation: int
+    events: list[Event]
+
+
+class Lane:
+    """A bounded queue of deliveries for one stage: the consumer puts, the stage takes."""
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._deliveries: deque[Delivery] = deque()
+        self._held = 0
+        self._not_empty = asyncio.Event()
+        self._not_full = asyncio.Event()
+        self._not_full.set()
+
+    @property
+    def held(self) -> int:
+        """Records waiting in the lane."""
+        return self._held
+
+    async def put(self, delivery: Delivery) -> None:
+        """Queue a delivery, waiting while the lane is full (one delivery may overfill it)."""
+        while self._held >= self.capacity:
+            self._not_full.clear()
+            await self._not_full.wait()
+        self._deliveries.append(delivery)
+        self._held += len(delivery.events)
+        self._not_empty.set()
+
+    async def take(self, max_records: int, within: float) -> list[Delivery]:
+        """The next batch: at least one delivery, then more until ``max_records`` records are taken or
+        ``within`` seconds have passed since the first. A delivery larger than the room left is split."""
+        while not self._deliveries:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        taken: list[Delivery] = []
+        room = max_records
+        deadline = time.monotonic() + within
+        while True:
+            while self._deliveries and room > 0:
+                delivery = self._deliveries[0]
+                if len(delivery.events) <= room:
+                    self._deliveries.popleft()
+                    taken.append(delivery)
+                    room -= len(delivery.events)
+                else:
+                    head = Delivery(delivery.tp, delivery.generation, delivery.events[:room])
+                    delivery.events = delivery.events[room:]
+                    taken.append(head)
+                    room = 0
+            left = deadline - time.monotonic()
+            if room <= 0 or left <= 0:
+                break
+            self._not_empty.clear()
+            try:
+                await asyncio.wait_for(self._not_empty.wait(), left)
+            except TimeoutError:
+                break
+        self._held -= max_records - room
+        if self._held < self.capacity:
+            self._not_full.set()
+        return taken
+
+    def drop(self, tps: Iterable[TP]) -> int:
+        """Forget the queued deliveries of ``tps`` (revoked partitions); returns the records dropped."""
+        gone = set(tps)
+        kept = [d for d in self._deliveries if d.tp not in gone]
+        dropped = self._held - sum(len(d.events) for d in kept)
+        self._deliveries = deque(kept)
+        self._held -= dropped
+        if self._held < self.capacity:
+            self._not_full.set()
+        return dropped
+
+
+class Lanes:
+    """The lanes of one worker, by topic name."""
+
+    def __init__(self) -> None:
+        self.by_topic: dict[str, Lane] = {}
+
+    def open(self, name: str, topics: Iterable[str], capacity: int) -> Lane:
+        lane = Lane(name, capacity)
+        for topic in topics:
+            if topic in self.by_topic:
+                raise ValueError(f"topic {topic} already has lane {self.by_topic[topic].name}")
+            self.by_topic[topic] = lane
+        return lane
+
+    def drop(self, tps: Iterable[TP]) -> None:
+        revoked = list(tps)
+        for lane in set(self.by_topic.values()):
+            dropped = lane.drop(revoked)
+            if dropped:
+                log.info("lane_dropped_revoked", lane=lane.name, records=dropped)
+
+
+class LaneConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, delivering the records of lane topics a fetch at a time."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # the fetcher's loop
+        own: Lanes | None = getattr(self.app, "lanes", None)
+        lanes = own.by_topic if own is not None else {}
+        if not lanes:
+            await super()._drain_messages(fetcher)
+            return
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)  # a fetch that returns at once must still let the loop run
+                if records and not self.should_stop:
+                    if self.flow_active:
+                        await self._dispatch(records, active, lanes)
+                    else:  # a rebalance stopped the flow: what was fetched is fetched again
+                        await self.perform_seek()
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("lane_consumer_stopped")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _dispatch(
+        self, records: Mapping[TP, Sequence[Any]], active: set[TP] | None, lanes: Mapping[str, Lane]
+    ) -> None:
+        generation = self.app.consumer_generation_id
+        read_offset = self._read_offset
+        to_message = self._to_message
+        for tp, batch in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return  # a rebalance began: the rest is fetched again after it
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            lane = lanes.get(tp.topic)
+            if lane is None:
+                await self._one_by_one(tp, batch)
+                continue
+            events: list[Event] = []
+            last = read_offset[tp]
+            for record in batch:
+                offset = record.offset
+                if last is not None and offset < last:
+                    continue  # read already (Faust's read-offset rule)
+                if last is not None and offset - last > 1:
+                    await self._add_gap(tp, last + 1, offset)  # compacted or aborted records
+                events.append(Event(to_message(tp, record)))
+                last = offset
+            if not events:
+                continue
+            await self.wait_first(lane.put(Delivery(tp, generation, events)), self.suspend_flow.wait())
+            read_offset[tp] = last
+
+    async def _one_by_one(self, tp: TP, batch: Sequence[Any]) -> None:
+        """Faust's own path, record by record, for a topic without a lane."""
+        read_offset = self._read_offset
+        for record in batch:
+            message = self._to_message(tp, record)
+            offset = message.offset
+            last = read_offset[tp]
+            if last is None or offset >= last:
+                if last is not None and offset - last > 1 and self.app.topics.acks_enabled_for(tp.topic):
+                    await self._add_gap(tp, last + 1, offset)
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                read_offset[tp] = offset
+
+    def ack_batch(self, deliveries: Sequence[Delivery]) -> int:
+        """Ack every record of ``deliveries`` (all processed); returns how many were acked. Records of a
+        generation that has ended are not acked: their partitions were revoked, and whoever owns them
+        now reads them again from the committed offset (the state layer skips what was applied)."""
+        generation = self.app.consumer_generation_id
+        acked = 0
+        ack = self.ack
+        for delivery in deliveries:
+            if delivery.generation != generation:
+                continue
+            for event in delivery.events:
+                if ack(event.message):
+                    acked += 1
+        return acked
+
+
+class LaneTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with the lane consumer."""
+
+    Consumer = LaneConsumer
+
+
+def lane_consumer(app: Any) -> LaneConsumer:
+    """The app's consumer, as the lane consumer it is."""
+    return cast(LaneConsumer, app.consumer)
