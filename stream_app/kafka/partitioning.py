@@ -8,6 +8,8 @@ so a Java or librdkafka (``murmur2_random``) producer keying by the entity lands
 
 from __future__ import annotations
 
+import functools
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -37,6 +39,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=262_144)  # entities are few and recur (the hash is ~8 µs in Python)
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -17,6 +17,7 @@ from fastavro import parse_schema
 from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
 from stream_app.exceptions import ConfigurationError
+from stream_app.wire.compiled import Compiled, compile_schema
 
 _FILE_NAME = re.compile(r"^(?P<subject>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
 
@@ -59,6 +60,9 @@ class SchemaVersion:
     fast: Any = field(default=None, compare=False, repr=False)
     # The schema's JSON as written (docs included): what is registered in a Confluent schema registry.
     text: str = field(default="", compare=False, repr=False)
+    # A Python writer and reader compiled for exactly this schema (stream_app.wire.compiled); None when
+    # the schema uses what is not compiled. fastavro stays the reference and the fallback.
+    compiled: Compiled | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint_bytes(self) -> bytes:
@@ -138,6 +142,7 @@ def parse_version(text: str, subject: str, version: int) -> SchemaVersion:
         fingerprint=crc64_avro(canonical.encode("utf-8")),
         fast=fast,
         text=text,
+        compiled=compile_schema(parsed),
     )
 
 
