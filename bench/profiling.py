@@ -56,7 +56,7 @@ class Recording:
     output: Path
 
     @classmethod
-    def start(cls, pid: int, output: Path, rate: int = 50) -> Recording | None:
+    def start(cls, pid: int, output: Path, rate: int = 200) -> Recording | None:
         exe = py_spy()
         if exe is None:
             return None

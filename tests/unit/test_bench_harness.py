@@ -127,5 +127,5 @@ def test_sizes_scale_but_keep_the_offered_load() -> None:
     assert full.drain == 500_000
     assert full.history_span == "2010-01-01:2025-12-31"
     assert tenth.drain == 50_000
-    assert tenth.latency_rate == full.latency_rate == 5000.0
+    assert tenth.latency_rate == full.latency_rate == 2000.0
     assert smoke.drain < 10_000
