@@ -111,6 +111,7 @@ def batch_agent(
         async def run_lane() -> None:
             consumer = lane_consumer(app)
             batch_size = metrics.BATCH_SIZE.labels(name)
+            busy = metrics.STAGE_SECONDS.labels(name)
             while True:
                 deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
                 generation = app.consumer_generation_id
@@ -118,6 +119,7 @@ def batch_agent(
                 if not current:
                     continue  # fetched before a rebalance: read again from the committed offsets
                 events = [event for delivery in current for event in delivery.events]
+                started = time.perf_counter()
                 try:
                     batch_size.observe(len(events))
                     await handle(events)
@@ -126,6 +128,7 @@ def batch_agent(
                 except Exception:
                     await crashed(len(events))
                 consumer.ack_batch(current)
+                busy.observe(time.perf_counter() - started)
 
         run_lane.__name__ = run_lane.__qualname__ = name
         app.task(run_lane)

@@ -1,15 +1,19 @@
 """Intake: decode and validate reporters' records; dead-letter the bad ones with a reason; re-key the
 good ones by entity onto the internal topic, so one writer keeps each entity's state in order.
 
-One agent reads every reporter's input topic; the topic a record came from says which reporter sent
-it, and so which indicators it may carry. Every record ends in exactly one place: the internal topic,
-or the reporter's dead-letter topic — with a validation reason, or, when decoding or validating it
-raised something unforeseen or Kafka refused its re-keyed form for good, as poison (``intake_failed``,
-``output_too_large``, ``output_refused``, with the exception type).
+Two stages read the reporters' topics: ``intake`` every live input topic, ``intake_bulk`` every bulk
+topic (history, backfills). They check records alike; the bulk stage waits (:class:`BulkGate`) while the
+stateful step has more than ``STREAM_APP_BULK_MAX_AHEAD`` of this worker's re-keyed records still to
+apply, so years of history queue in Kafka, not in front of a live alert. The topic a record came from
+says which reporter sent it, and so which indicators it may carry. Every record ends in exactly one
+place: the internal topic, or the reporter's dead-letter topic — with a validation reason, or, when
+decoding or validating it raised something unforeseen or Kafka refused its re-keyed form for good, as
+poison (``intake_failed``, ``output_too_large``, ``output_refused``, with the exception type).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +34,8 @@ from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Failure, Reasons
 from stream_app.ops.retry import retry_until_done
+from stream_app.state.guard import source_of
+from stream_app.state.store import StateLayer
 from stream_app.wire import codecs
 from stream_app.wire.intake import IntakeCheck
 
@@ -50,7 +56,7 @@ class Intake:
         self.internal_partitions = internal.partitions
         # source topic -> (reporter, its dead-letter topic)
         self.routes: dict[str, tuple[str, str]] = {}
-        for spec in blueprint.input_topics():
+        for spec in [*blueprint.input_topics(), *blueprint.bulk_topics()]:
             assert spec.reporter is not None  # noqa: S101 - load_topics guarantees it for input topics
             self.routes[spec.name] = (spec.reporter, blueprint.dead_letter_topic(spec.reporter).name)
         # Confluent-framed records resolve their schema id through the registry, when one is set.
@@ -161,8 +167,62 @@ class Intake:
             await self.publisher.publish_dead_letters(late)
 
 
-def register(app: faust.App, blueprint: Blueprint, publisher: Publisher) -> None:
-    """The intake agent, subscribed to every reporter's input topic."""
+class BulkGate:
+    """Holds bulk records back while the stateful step is behind on what this worker re-keyed.
+
+    Ahead = for each partition of the internal topic, the highest offset this worker's producer wrote
+    there minus the partition's applied mark in the state (where the stateful step has got to, whichever
+    worker runs it). Live records re-keyed after bulk ones wait behind them on the internal topic, so
+    keeping this small keeps a live alert's wait small; the bulk load itself waits in Kafka.
+    """
+
+    def __init__(self, store: StateLayer, publisher: Publisher, internal: str, max_ahead: int) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.internal = internal
+        self.max_ahead = max_ahead
+
+    async def ahead(self) -> int:
+        """Records this worker wrote to the internal topic that the stateful step has not applied yet."""
+        written = self.publisher.written(self.internal)
+        if not written:
+            return 0
+        sources = {source_of((self.internal, p)): offset for p, offset in written.items()}
+        check = await self.store.checkpoint(sorted(sources))
+        return sum(
+            max(0, offset - (-1 if check.applied.get(source) is None else int(check.applied[source] or 0)))
+            for source, offset in sources.items()
+        )
+
+    async def wait(self) -> None:
+        """Return once the stateful step is within ``max_ahead`` records of this worker's writes."""
+        held_since: float | None = None
+        while await self.ahead() > self.max_ahead:
+            if held_since is None:
+                held_since = time.perf_counter()
+                metrics.BULK_HELD.set(1)
+            await asyncio.sleep(0.05)
+        if held_since is not None:
+            metrics.BULK_HELD.set(0)
+            metrics.BULK_WAIT.inc(time.perf_counter() - held_since)
+
+
+def register(app: faust.App, blueprint: Blueprint, publisher: Publisher, store: StateLayer) -> None:
+    """The intake stages: ``intake`` on every live input topic, ``intake_bulk`` on every bulk topic."""
     intake = Intake(blueprint, publisher)
-    source = app.topic(*intake.routes, key_serializer="raw", value_serializer="raw")
+    live = [t.name for t in blueprint.input_topics()]
+    source = app.topic(*live, key_serializer="raw", value_serializer="raw")
     batch_agent(app, source, STAGE, intake.process, blueprint.settings)
+    bulk = [t.name for t in blueprint.bulk_topics()]
+    if not bulk:
+        return
+    gate = BulkGate(
+        store, publisher, blueprint.topic_by_role("repartition").name, blueprint.settings.bulk_max_ahead
+    )
+
+    async def process_bulk(events: Sequence[Received]) -> None:
+        await gate.wait()
+        await intake.process(events)
+
+    bulk_source = app.topic(*bulk, key_serializer="raw", value_serializer="raw")
+    batch_agent(app, bulk_source, f"{STAGE}_bulk", process_bulk, blueprint.settings)

@@ -148,6 +148,7 @@ class Drain:
     produced: dict[str, float]
     cpu_seconds: float
     peak_rss_bytes: list[int | None]
+    stage_busy_seconds: dict[str, float]  # per stage: time spent on batches (stream_app_stage_batch_seconds)
 
     @property
     def rate(self) -> float:
@@ -208,7 +209,18 @@ def wait_drained(
         produced=_produced(ns, samples),
         cpu_seconds=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu0, strict=True)),
         peak_rss_bytes=[w.peak_rss_bytes() for w in workers],
+        stage_busy_seconds=_stage_busy(samples),
     )
+
+
+def _stage_busy(samples: list[dict[str, float]]) -> dict[str, float]:
+    busy: dict[str, float] = {}
+    for sample in samples:
+        for key, value in sample.items():
+            if key.startswith("stream_app_stage_batch_seconds_sum{"):
+                stage = key.split('stage="', 1)[1].split('"', 1)[0]
+                busy[stage] = busy.get(stage, 0.0) + value
+    return busy
 
 
 def _produced(ns: Namespace, samples: list[dict[str, float]]) -> dict[str, float]:
@@ -302,6 +314,8 @@ def _worker_drain(run: Run, ns: Namespace, mix: Mix) -> None:
         },
     }
     run.log(f"  worker: {drain.records:,} in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
+    busy = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(drain.stage_busy_seconds.items()))
+    run.log(f"  stages busy (time on batches): {busy}")
     if stacks is not None:
         run.results["profile"] = summarise(stacks, drain.cpu_seconds, drain.records)
 
@@ -563,6 +577,7 @@ def _drain_json(drain: Drain) -> dict[str, Any]:
         "produced": drain.produced,
         "cpu_seconds": drain.cpu_seconds,
         "peak_rss_bytes": drain.peak_rss_bytes,
+        "stage_busy_seconds": drain.stage_busy_seconds,
     }
 
 

@@ -83,8 +83,18 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
     web_port: int = Field(6066, description="Port of the worker's HTTP server.")
 
-    batch_max: int = Field(500, ge=1, description="Records per processing batch.")
+    batch_max: int = Field(
+        2000, ge=1, description="Records per processing batch (a stage takes up to this many at a time)."
+    )
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    bulk_max_ahead: int = Field(
+        3000,
+        ge=1,
+        description=(
+            "The bulk intake (history, backfills) waits while the stateful step has more than this many of"
+            " the worker's re-keyed records still to apply: the most a live alert can queue behind."
+        ),
+    )
     briefing_time: str = Field(
         "07:00",
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",

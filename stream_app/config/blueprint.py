@@ -37,6 +37,14 @@ class Blueprint:
         """The input topic of ``reporter``."""
         return self._reporter_topic("input", reporter)
 
+    def bulk_topics(self) -> list[TopicSpec]:
+        """Every reporter's bulk topic (history and backfills, read after the live feed)."""
+        return [t for t in self.topics if t.role == "bulk_input"]
+
+    def bulk_topic(self, reporter: str) -> TopicSpec:
+        """The bulk topic of ``reporter``."""
+        return self._reporter_topic("bulk_input", reporter)
+
     def directives_topic(self, reporter: str) -> TopicSpec:
         """The topic of the center's directives about ``reporter``'s alerts."""
         return self._reporter_topic("reporter_directives", reporter)
@@ -74,7 +82,7 @@ def load_blueprint(settings: Settings) -> Blueprint:
     for spec in topics:
         if spec.reporter is not None and spec.reporter not in catalogue.reporters:
             raise ConfigurationError(f"{where}: topic {spec.name!r}: unknown reporter {spec.reporter!r}")
-    for role in ("input", "dead_letter", "reporter_directives"):
+    for role in ("input", "bulk_input", "dead_letter", "reporter_directives"):
         declared = [t.reporter for t in topics if t.role == role]
         twice = sorted({r for r in declared if r is not None and declared.count(r) > 1})
         missing = sorted(set(catalogue.reporters) - set(declared))

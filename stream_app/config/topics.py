@@ -13,6 +13,7 @@ from stream_app.exceptions import ConfigurationError
 ROLES = frozenset(
     {
         "input",  # a reporter's observations
+        "bulk_input",  # a reporter's bulk loads (history, backfills): read after the live feed
         "dead_letter",  # a reporter's rejected records
         "reporter_directives",  # the center's directives about one reporter's alerts
         "repartition",  # internal: observations, ticks and directives keyed by entity
@@ -29,7 +30,7 @@ ROLES = frozenset(
         "audit",  # who did what: directives over HTTP, dead-letter replays, ACL changes
     }
 )
-REPORTER_ROLES = frozenset({"input", "dead_letter", "reporter_directives"})
+REPORTER_ROLES = frozenset({"input", "bulk_input", "dead_letter", "reporter_directives"})
 
 
 @dataclass(frozen=True, slots=True)

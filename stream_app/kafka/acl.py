@@ -41,7 +41,7 @@ from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 
 # What the app's agents consume, and what they (or its HTTP API, or its tools) produce.
-APP_READS = frozenset({"input", "repartition", "rollup", "directives", "active_alerts"})
+APP_READS = frozenset({"input", "bulk_input", "repartition", "rollup", "directives", "active_alerts"})
 APP_WRITES = frozenset(
     {
         "dead_letter",
@@ -119,7 +119,7 @@ def grants(blueprint: Blueprint) -> set[Grant]:
     for spec in blueprint.topics:
         if spec.reporter is not None:
             mine = who[spec.reporter]
-            if spec.role == "input":
+            if spec.role in ("input", "bulk_input"):
                 allow(mine, "TOPIC", spec.name, "WRITE", "DESCRIBE")
             elif spec.role in ("dead_letter", "reporter_directives"):
                 allow(mine, "TOPIC", spec.name, "READ", "DESCRIBE")

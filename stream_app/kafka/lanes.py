@@ -11,7 +11,9 @@ stage's task takes batches from its lane (:meth:`Lane.take`) and acks each recor
 What stays as Faust does it: the group, the fetcher thread, flow control during a rebalance (a fetch made
 in an earlier generation is dropped and fetched again from the committed offsets), paused partitions,
 offset gaps, and commits — an offset is committed only when every record before it was acked. A lane
-holds at most ``capacity`` records: a full lane makes the fetch loop wait, as a full Faust channel does.
+holds about ``capacity`` records: when it is full, the consumer pauses fetching its partitions (and
+resumes them once the stage took half), so a stage that waits (the bulk intake, holding history back
+behind the live feed) never stalls the fetch loop the other stages share.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -67,22 +69,27 @@ class Lane:
         self._deliveries: deque[Delivery] = deque()
         self._held = 0
         self._not_empty = asyncio.Event()
-        self._not_full = asyncio.Event()
-        self._not_full.set()
+        self.paused: set[TP] = set()  # partitions the consumer stopped fetching because the lane is full
+        self.on_room: Callable[[Lane], None] | None = None  # told when a full lane has room again
 
     @property
     def held(self) -> int:
         """Records waiting in the lane."""
         return self._held
 
-    async def put(self, delivery: Delivery) -> None:
-        """Queue a delivery, waiting while the lane is full (one delivery may overfill it)."""
-        while self._held >= self.capacity:
-            self._not_full.clear()
-            await self._not_full.wait()
+    @property
+    def full(self) -> bool:
+        return self._held >= self.capacity
+
+    def put(self, delivery: Delivery) -> None:
+        """Queue a delivery (never waits: the consumer pauses the lane's partitions when it is full)."""
         self._deliveries.append(delivery)
         self._held += len(delivery.events)
         self._not_empty.set()
+
+    def _room(self) -> None:
+        if self.paused and self._held <= self.capacity // 2 and self.on_room is not None:
+            self.on_room(self)
 
     async def take(self, max_records: int, within: float) -> list[Delivery]:
         """The next batch: at least one delivery, then more until ``max_records`` records are taken or
@@ -114,8 +121,7 @@ class Lane:
             except TimeoutError:
                 break
         self._held -= max_records - room
-        if self._held < self.capacity:
-            self._not_full.set()
+        self._room()
         return taken
 
     def drop(self, tps: Iterable[TP]) -> int:
@@ -125,8 +131,8 @@ class Lane:
         dropped = self._held - sum(len(d.events) for d in kept)
         self._deliveries = deque(kept)
         self._held -= dropped
-        if self._held < self.capacity:
-            self._not_full.set()
+        self.paused -= gone
+        self._room()
         return dropped
 
 
@@ -216,8 +222,13 @@ class LaneConsumer(faust_aiokafka.Consumer):
                 last = offset
             if not events:
                 continue
-            await self.wait_first(lane.put(Delivery(tp, generation, events)), self.suspend_flow.wait())
+            lane.put(Delivery(tp, generation, events))
             read_offset[tp] = last
+            if lane.full and tp not in lane.paused:
+                paused = TP(tp.topic, tp.partition)  # Faust's own type: its partition sets insist on it
+                lane.paused.add(paused)
+                lane.on_room = self._resume_lane
+                self.pause_partitions([paused])
 
     async def _one_by_one(self, tp: TP, batch: Sequence[Any]) -> None:
         """Faust's own path, record by record, for a topic without a lane."""
@@ -231,6 +242,13 @@ class LaneConsumer(faust_aiokafka.Consumer):
                     await self._add_gap(tp, last + 1, offset)
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 read_offset[tp] = offset
+
+    def _resume_lane(self, lane: Lane) -> None:
+        """Fetch a lane's paused partitions again (those still assigned: a rebalance may have moved some)."""
+        resumed = {TP(tp.topic, tp.partition) for tp in lane.paused} & self.assignment()
+        lane.paused.clear()
+        if resumed:
+            self.resume_partitions(resumed)
 
     def ack_batch(self, deliveries: Sequence[Delivery]) -> int:
         """Ack every record of ``deliveries`` (all processed); returns how many were acked. Records of a

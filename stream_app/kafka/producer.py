@@ -68,10 +68,13 @@ def as_error(error: KafkaError) -> Exception:
 class _Batch:
     """The results of one batch, filled by librdkafka's delivery reports (in the poll thread)."""
 
-    __slots__ = ("future", "lock", "loop", "remaining", "results")
+    __slots__ = ("future", "lock", "loop", "remaining", "results", "written")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, size: int, written: dict[tuple[str, int], int]
+    ) -> None:
         self.loop = loop
+        self.written = written
         self.future: asyncio.Future[None] = loop.create_future()
         self.results: list[BaseException | None] = [None] * size
         self.remaining = size
@@ -113,6 +116,8 @@ class DirectProducer:
                 },
             )
         )
+        # (topic, partition) -> the highest offset this producer wrote there (from delivery reports)
+        self.written: dict[tuple[str, int], int] = {}
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="stream-app-producer", daemon=True)
         self._poller.start()
@@ -128,7 +133,7 @@ class DirectProducer:
         every one; one result per output, None when delivered."""
         if not outputs:
             return []
-        batch = _Batch(asyncio.get_running_loop(), len(outputs))
+        batch = _Batch(asyncio.get_running_loop(), len(outputs), self.written)
         produce = self._producer.produce
         for index, (output, value) in enumerate(zip(outputs, values, strict=True)):
             report = _report(batch, index)
@@ -165,7 +170,12 @@ class DirectProducer:
 
 
 def _report(batch: _Batch, index: int) -> Any:
-    def delivered(error: KafkaError | None, _message: Any) -> None:
+    def delivered(error: KafkaError | None, message: Any) -> None:
+        if error is None:
+            where = (message.topic(), message.partition())
+            offset = message.offset()
+            if offset > batch.written.get(where, -1):
+                batch.written[where] = offset
         batch.delivered(index, error)
 
     return delivered

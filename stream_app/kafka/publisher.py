@@ -297,6 +297,11 @@ class Publisher:
         """Stop the producer (every batch was awaited: normally nothing is left to flush)."""
         self._sender.close()
 
+    def written(self, topic: str) -> dict[int, int]:
+        """Partition -> the highest offset this publisher wrote to ``topic`` (what its sender tracks)."""
+        offsets: Mapping[tuple[str, int], int] = getattr(self._sender, "written", {})
+        return {partition: offset for (name, partition), offset in list(offsets.items()) if name == topic}
+
 
 class FaustSender:
     """Sends through the Faust app's own producer (aiokafka): a future per record."""

@@ -52,7 +52,7 @@ SUBJECT_OF_ROLE: dict[str, str] = {
 # Read and written by this processor only: always single-object encoded, never registered.
 INTERNAL_ROLES = frozenset({"repartition", "rollup", "consolidate_dead_letter", "rollup_dead_letter"})
 # Written by the reporters (the processor reads Confluent framing there already): registered, never framed.
-INPUT_ROLES = {"input": "observation"}
+INPUT_ROLES = {"input": "observation", "bulk_input": "observation"}
 
 COMPATIBILITY = "FULL_TRANSITIVE"
 _NOT_FOUND = 404

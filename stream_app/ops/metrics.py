@@ -70,6 +70,24 @@ REDIS_APPLY_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
+BULK_HELD = Gauge(
+    "stream_app_bulk_held",
+    "1 while the bulk intake waits for the stateful step to catch up (history queues in Kafka, not ahead"
+    " of live alerts)",
+    registry=REGISTRY,
+)
+BULK_WAIT = Counter(
+    "stream_app_bulk_wait_seconds_total",
+    "Time the bulk intake spent waiting for the stateful step to catch up",
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "stream_app_stage_batch_seconds",
+    "Time a stage spent on each batch, from taking it to acking it (its busy time: the sum over the wall)",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "stream_app_batch_size",
     "Records per processed batch, by agent.",

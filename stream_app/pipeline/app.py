@@ -103,7 +103,7 @@ def create_app(
     publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"), framing, sender)
     app.closers.append(publisher.close)
 
-    intake.register(app, blueprint, publisher)
+    intake.register(app, blueprint, publisher, store)
     directives.register(app, blueprint, publisher)
     consolidate.register(app, blueprint, store, blueprint.rulebook, publisher)
     rollup.register(app, blueprint, store, publisher)

@@ -39,7 +39,7 @@ def run_worker(settings: Settings) -> int:
         "worker_starting",
         app_id=settings.group_id,
         kafka=settings.kafka_bootstrap,
-        topics=[t.name for t in blueprint.topics if t.role in {"input", "repartition"}],
+        topics=[t.name for t in blueprint.topics if t.role in {"input", "bulk_input", "repartition"}],
         output_framing=framing.name,
         web=f"http://{settings.web_host}:{settings.web_port}/metrics",
     )

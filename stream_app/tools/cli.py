@@ -107,6 +107,12 @@ def _add_produce(sub: Any) -> None:
         "state (duplicates, revisions of earlier observations) is not checked",
     )
     prod.add_argument("--workers", type=int, default=None, help="parsing processes (default: by file size)")
+    prod.add_argument(
+        "--bulk",
+        action="store_true",
+        help="send to the reporter's bulk topic (history, backfills, re-sends): the worker reads it after "
+        "the live feed and never lets it hold a live alert back",
+    )
 
 
 def _add_tail(sub: Any) -> None:
@@ -382,6 +388,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         progress=args.progress,
         dry_run=args.dry_run,
         workers=args.workers,
+        bulk=args.bulk,
     )
 
 

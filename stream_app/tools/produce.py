@@ -679,6 +679,11 @@ def input_topic(settings: Settings, reporter: str) -> str:
     return settings.topic(f"reporter.{reporter.lower()}.observations")
 
 
+def bulk_topic(settings: Settings, reporter: str) -> str:
+    """The reporter's bulk topic, namespaced."""
+    return settings.topic(f"reporter.{reporter.lower()}.bulk")
+
+
 def producer_config(settings: Settings, batch: int) -> dict[str, Any]:
     """Producer settings for bulk sending: large compressed batches, idempotent, all replicas."""
     return {
@@ -731,9 +736,10 @@ def produce_file(
     workers: int | None = None,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
+    bulk: bool = False,
 ) -> int:
-    """Send ``path`` to the reporter's input topic; returns the exit code (0 or 1). ``reporter`` must
-    be one of ``catalogue``'s.
+    """Send ``path`` to the reporter's input topic (``bulk``: its bulk topic, read after the live feed);
+    returns the exit code (0 or 1). ``reporter`` must be one of ``catalogue``'s.
 
     ``dry_run``: connect to nothing, send nothing; print to ``out`` what the intake would decide about
     each row (see the module's documentation). The exit code is 1 when any row would not be accepted.
@@ -754,7 +760,7 @@ def produce_file(
     file_format = detect_format(path, fmt)
     schemas = load_schemas(settings.schemas_dir)
     encoder = RowEncoder(schemas.latest("observation"), reporter)
-    topic = input_topic(settings, reporter)
+    topic = bulk_topic(settings, reporter) if bulk else input_topic(settings, reporter)
     stream, raw = _open(path)
     with contextlib.closing(raw), contextlib.closing(stream):
         total = os.fstat(raw.fileno()).st_size

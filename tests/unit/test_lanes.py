@@ -24,8 +24,8 @@ def offsets(deliveries: list[Delivery]) -> list[tuple[int, int]]:
 def test_take_gathers_deliveries_up_to_the_batch_and_splits_the_last() -> None:
     async def scenario() -> None:
         lane = Lane("stage", capacity=100)
-        await lane.put(delivery(A, range(0, 3)))
-        await lane.put(delivery(B, range(10, 14)))
+        lane.put(delivery(A, range(0, 3)))
+        lane.put(delivery(B, range(10, 14)))
         first = await lane.take(5, within=0.01)
         assert offsets(first) == [(0, 0), (0, 1), (0, 2), (1, 10), (1, 11)]
         assert lane.held == 2
@@ -42,7 +42,7 @@ def test_take_waits_for_the_first_delivery_then_at_most_within() -> None:
         taker = asyncio.create_task(lane.take(10, within=0.05))
         await asyncio.sleep(0.02)
         assert not taker.done()
-        await lane.put(delivery(A, range(0, 2)))
+        lane.put(delivery(A, range(0, 2)))
         loop = asyncio.get_running_loop()
         started = loop.time()
         taken = await taker
@@ -52,16 +52,18 @@ def test_take_waits_for_the_first_delivery_then_at_most_within() -> None:
     asyncio.run(scenario())
 
 
-def test_a_full_lane_makes_the_producer_wait_until_taken() -> None:
+def test_a_full_lane_says_so_and_calls_for_its_partitions_once_half_taken() -> None:
     async def scenario() -> None:
         lane = Lane("stage", capacity=4)
-        await lane.put(delivery(A, range(0, 4)))
-        blocked = asyncio.create_task(lane.put(delivery(A, range(4, 6))))
-        await asyncio.sleep(0.02)
-        assert not blocked.done()
-        assert offsets(await lane.take(2, within=0)) == [(0, 0), (0, 1)]
-        await asyncio.wait_for(blocked, 1)
-        assert lane.held == 4
+        resumed: list[set[TP]] = []
+        lane.on_room = lambda full_lane: resumed.append(set(full_lane.paused))
+        lane.put(delivery(A, range(0, 4)))
+        assert lane.full
+        lane.paused.add(A)  # what the consumer does when it finds the lane full
+        assert offsets(await lane.take(1, within=0)) == [(0, 0)]
+        assert resumed == []  # 3 of 4 still held: not yet
+        assert offsets(await lane.take(1, within=0)) == [(0, 1)]
+        assert resumed == [{A}]
 
     asyncio.run(scenario())
 
@@ -69,9 +71,9 @@ def test_a_full_lane_makes_the_producer_wait_until_taken() -> None:
 def test_dropping_revoked_partitions_frees_room_and_keeps_the_rest_in_order() -> None:
     async def scenario() -> None:
         lane = Lane("stage", capacity=10)
-        await lane.put(delivery(A, range(0, 2)))
-        await lane.put(delivery(B, range(0, 3)))
-        await lane.put(delivery(A, range(2, 3)))
+        lane.put(delivery(A, range(0, 2)))
+        lane.put(delivery(B, range(0, 3)))
+        lane.put(delivery(A, range(2, 3)))
         assert lane.drop([B]) == 3
         assert lane.held == 3
         assert offsets(await lane.take(10, within=0)) == [(0, 0), (0, 1), (0, 2)]

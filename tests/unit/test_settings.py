@@ -66,9 +66,9 @@ def test_is_frozen() -> None:
     settings = Settings()
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         settings.batch_max = 3  # type: ignore[misc]
-    assert settings.batch_max == 500
+    assert settings.batch_max == 2000
     changed = settings.model_copy(update={"batch_max": 3})
-    assert (changed.batch_max, settings.batch_max) == (3, 500)
+    assert (changed.batch_max, settings.batch_max) == (3, 2000)
 
 
 def test_redis_url_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
