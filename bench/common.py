@@ -129,8 +129,9 @@ class Namespace:
         return self.settings.redis_key_prefix
 
     def input_topics(self) -> dict[str, str]:
-        """Input topic name -> reporter."""
-        return {t.name: t.reporter for t in self.blueprint.input_topics() if t.reporter}
+        """Input topic name -> reporter: the live and the bulk topics."""
+        topics = [*self.blueprint.input_topics(), *self.blueprint.bulk_topics()]
+        return {t.name: t.reporter for t in topics if t.reporter}
 
     def topic(self, role: str) -> str:
         return self.blueprint.topic_by_role(role).name

@@ -36,6 +36,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from aiokafka.codec import has_lz4
+from confluent_kafka import Producer
 
 from bench import report
 from bench.common import (
@@ -74,6 +76,7 @@ from bench.workload import (
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
+from stream_app.wire import codecs
 
 OUT_DIR = REPO_ROOT / ".local" / "bench"
 QUIX_PYTHON = OUT_DIR / "quix-venv" / "bin" / "python"
@@ -161,6 +164,8 @@ def wait_drained(
     expected: int,
     timeout: float,
     on_first: Callable[[], None] | None = None,
+    *,
+    on_progress: Callable[[float], None] | None = None,
 ) -> Drain:
     """Poll the workers' /metrics until all ``expected`` input records are consumed and every
     accepted observation went through the stateful step (outputs published, state committed).
@@ -185,6 +190,8 @@ def wait_drained(
                 on_first()
         if consumed >= expected and finished >= accepted:
             break
+        if on_progress is not None:
+            on_progress(consumed / expected)
         if time.monotonic() > deadline:
             raise BenchError(
                 f"not drained after {timeout:.0f} s: {consumed:.0f}/{expected} consumed, "
@@ -536,6 +543,55 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
         )
 
 
+class LiveProbe:
+    """A live flood crest at a new hydrological station each tenth of a drain's progress: each raises
+    a FIRING alert (water level, min_count 1), timed from its produce call to the alert being read."""
+
+    def __init__(self, ns: Namespace, tracker: Tracker) -> None:
+        self.ns = ns
+        self.tracker = tracker
+        catalogue = ns.blueprint.catalogue
+        reporter = next(r for r, spec in catalogue.reporters.items() if "HYD.WATER_LEVEL" in spec.indicators)
+        self.reporter = reporter
+        self.stations = [
+            (code, s.region, s.levels[-1].lower)
+            for code, s in sorted(catalogue.stations.items())
+            if s.levels_indicator == "HYD.WATER_LEVEL" and s.levels
+        ]
+        self.sent = 0
+        self.producer = Producer(
+            {**confluent_config(ns.settings), "acks": "all", "linger.ms": 0, "log_level": 3}
+        )
+
+    def maybe_send(self, progress: float) -> None:
+        if self.sent >= len(self.stations) or progress < (self.sent + 1) / (len(self.stations) + 1):
+            return
+        station, region, top = self.stations[self.sent]
+        now_ms = int(time.time() * 1000)
+        observation_id = f"live-probe-{uuid.uuid4().hex[:12]}"
+        record: dict[str, Any] = {
+            "observation_id": observation_id,
+            "revision": 0,
+            "reporter": self.reporter,
+            "indicator": "HYD.WATER_LEVEL",
+            "region": region,
+            "station": station,
+            "value": float(top) + 1.0,
+            "unit": "m",
+            "event_time": now_ms,
+            "report_time": now_ms,
+            "quality": "FINAL",
+            "period": None,
+            "breakdowns": {},
+        }
+        value = codecs.encode(self.ns.blueprint.schemas.latest("observation"), record)
+        with self.tracker.lock:
+            self.tracker.produced_at[observation_id] = time.perf_counter()
+        self.producer.produce(self.ns.blueprint.input_topic(self.reporter).name, value, station.encode())
+        self.producer.flush(10)
+        self.sent += 1
+
+
 def scenario_backfill(run: Run) -> None:
     span = run.sizes.history_span
     with run.namespace("backfill") as ns:
@@ -547,10 +603,26 @@ def scenario_backfill(run: Run) -> None:
         # What Kafka holds is what the worker must drain (a row produce refused is not there).
         sent = sum(high_watermarks(ns.settings, ns.input_topics()).values())
         worker = start_worker(ns, 1, run.run_dir / "backfill", run.worker_env)
+        tracker = Tracker()
+        reader = OutputReader(ns, tracker)
+        thread = threading.Thread(target=reader.run, name="bench-live-reader", daemon=True)
+        thread.start()
+        reader.ready.wait(15)
+        probe = LiveProbe(ns, tracker)
         try:
-            drain = wait_drained(ns, [worker], sent, run.timeout(sent, rate_floor=300.0))
+            drain = wait_drained(
+                ns, [worker], sent, run.timeout(sent, rate_floor=300.0), on_progress=probe.maybe_send
+            )
+            time.sleep(2.0)  # the last probe's alert
         finally:
+            reader.stop.set()
+            thread.join(15)
             worker.stop()
+        live = percentiles(tracker.to_alert, missing=max(0, probe.sent - len(tracker.to_alert)))
+        run.log(
+            f"  live flood alerts while the history drained: {probe.sent} sent, "
+            f"p50/p99/max {live['p50']:.0f}/{live['p99']:.0f}/{live['max']:.0f} ms"
+        )
         for f in files:
             with contextlib.suppress(OSError):
                 f.path.unlink()
@@ -562,6 +634,7 @@ def scenario_backfill(run: Run) -> None:
             "generate_seconds": gen_seconds,
             "produce": {"seconds": produce_seconds, "rate": rows / produce_seconds},
             "drain": _drain_json(drain),
+            "live": {"probes": probe.sent, "to_alert_ms": live},
         }
         run.log(f"  drained in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
 

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     )
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
     bulk_max_ahead: int = Field(
-        3000,
+        1000,
         ge=1,
         description=(
             "The bulk intake (history, backfills) waits while the stateful step has more than this many of"
