@@ -22,21 +22,47 @@ from typing import Any
 GENERIC = "asyncio event loop (scheduling, epoll)"
 # (category, substrings of a frame "function (file:line)"); the first rule matching the innermost
 # matching frame wins, so more specific rules come first.
+ENCODE = "encode (Avro, outputs)"
+DECODE = "decode (Avro/JSON, input)"
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("encode (Avro, outputs)", ("schemaless_writer", "fastavro/_write", "codecs.py:encode", "encode (")),
-    ("decode (Avro/JSON, input)", ("fastavro/", "codecs.py", "json/decoder", "json/__init__")),
-    ("validation", ("stream_app/validation.py", "stream_app/calendar.py", "stream_app/catalogue.py")),
-    ("rules (alerting)", ("stream_app/alerting/", "stream_app/rules.py")),
-    ("state step (entity, aggregates)", ("stream_app/entity.py", "stream_app/aggregates.py")),
-    ("redis (client, state store)", ("stream_app/state.py", "/redis/", "hiredis")),
+    (
+        ENCODE,
+        ("schemaless_writer", "fastavro/_write", "Compiled.write (", "encode (stream_app/wire/codecs.py"),
+    ),
+    (DECODE, ("fastavro/", "wire/codecs.py", "wire/compiled.py", "(<avro ", "json/decoder", "json/__init__")),
+    (
+        "validation",
+        (
+            "domain/validation.py",
+            "domain/calendar.py",
+            "domain/catalogue.py",
+            "domain/clock.py",
+            "wire/intake.py",
+        ),
+    ),
+    ("rules (alerting)", ("domain/alerting/",)),
+    (
+        "state step (entity, aggregates, periods)",
+        ("domain/entity.py", "domain/aggregates.py", "domain/consolidation.py", "domain/rollup.py"),
+    ),
+    ("redis (client, state store)", ("stream_app/state/", "/redis/", "hiredis")),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("logging (structlog)", ("structlog/", "logging/__init__", "stream_app/logs.py")),
-    ("produce (faust topic send, aiokafka producer)", ("aiokafka/producer", "faust/topics.py", "_batch.py")),
+    (
+        "produce (librdkafka producer, publisher)",
+        (
+            "kafka/producer.py",
+            "kafka/publisher.py",
+            "confluent_kafka",
+            "aiokafka/producer",
+            "faust/topics.py",
+        ),
+    ),
     ("Kafka client (aiokafka fetch, protocol, conn)", ("aiokafka/", "kafka/protocol")),
     # the loops themselves, the main thread's (mode's Worker) and the consumer thread's: generic
     (GENERIC, ("execute_from_commandline (", "_start_thread (")),
-    ("Faust stream, ack and consumer machinery", ("faust/", "mode/")),
-    ("agents (batching glue)", ("agents/",)),
+    ("Faust consumer, lanes, acks and machinery", ("kafka/lanes.py", "faust/", "mode/")),
+    ("stages (agents: batching, routing, outputs)", ("agents/",)),
     (GENERIC, ("asyncio/", "uvloop", "selectors.py")),
 )
 OTHER = "other"
@@ -96,6 +122,8 @@ def categorise(frames: list[str]) -> str:
 
 
 def _category_of(frame: str) -> str | None:
+    if "(<avro " in frame:  # the compiled codecs' generated functions: _wN writes, _rN reads
+        return ENCODE if frame.startswith("_w") else DECODE
     for category, needles in RULES:
         if any(needle in frame for needle in needles):
             return category

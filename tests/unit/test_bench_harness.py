@@ -45,21 +45,40 @@ def test_percentiles_count_the_unmatched_as_infinitely_late() -> None:
 @pytest.mark.parametrize(
     ("frames", "category"),
     [
-        (["main (x.py:1)", "_read_body (stream_app/codecs.py:141)"], "decode (Avro/JSON, input)"),
-        (["run (agents/intake.py:1)", "encode (stream_app/codecs.py:56)"], "encode (Avro, outputs)"),
+        (["main (x.py:1)", "_read_body (stream_app/wire/codecs.py:141)"], "decode (Avro/JSON, input)"),
+        (["run (agents/intake.py:1)", "encode (stream_app/wire/codecs.py:56)"], "encode (Avro, outputs)"),
+        (
+            ["run (agents/intake.py:1)", "_w3 (<avro vn.gov.reporting.v1.Observation>:12)"],
+            "encode (Avro, outputs)",
+        ),
+        (
+            ["process (agents/consolidate.py:1)", "_rlong (stream_app/wire/compiled.py:50)"],
+            "decode (Avro/JSON, input)",
+        ),
         (
             [
-                "_drain_messages (faust/transport/consumer.py:1)",
+                "run (agents/intake.py:1)",
+                "Encoder.encode (/venv/site-packages/redis/_parsers/encoders.py:35)",
+            ],
+            "redis (client, state store)",
+        ),
+        (
+            ["run (agents/consolidate.py:1)", "apply (stream_app/domain/entity.py:614)"],
+            "state step (entity, aggregates, periods)",
+        ),
+        (
+            [
+                "_drain_messages (stream_app/kafka/lanes.py:1)",
                 "wait_first (mode/services.py:7)",
                 "wait (asyncio/tasks.py:428)",
             ],
-            "Faust stream, ack and consumer machinery",
+            "Faust consumer, lanes, acks and machinery",
         ),
         (
             ["run_forever (asyncio/base_events.py:1)", "_run (asyncio/events.py:80)"],
             "asyncio event loop (scheduling, epoll)",
         ),
-        (["send (aiokafka/producer/producer.py:510)"], "produce (faust topic send, aiokafka producer)"),
+        (["send_batch (stream_app/kafka/producer.py:510)"], "produce (librdkafka producer, publisher)"),
         (
             ["Worker.execute_from_commandline (mode/worker.py:264)", "Handle._run (asyncio/events.py:80)"],
             "asyncio event loop (scheduling, epoll)",
@@ -74,8 +93,8 @@ def test_profile_categories(frames: list[str], category: str) -> None:
 def test_profile_summary_in_microseconds_per_record(tmp_path: Path) -> None:
     stacks = tmp_path / "stacks.txt"
     stacks.write_text(
-        "main (a.py:1);_read_body (stream_app/codecs.py:141) 30\n"
-        "main (a.py:1);validate (stream_app/validation.py:60) 10\n"
+        "main (a.py:1);_read_body (stream_app/wire/codecs.py:141) 30\n"
+        "main (a.py:1);validate (stream_app/domain/validation.py:60) 10\n"
         "broken line\n",
         encoding="utf-8",
     )
@@ -129,3 +148,34 @@ def test_sizes_scale_but_keep_the_offered_load() -> None:
     assert tenth.drain == 50_000
     assert tenth.latency_rate == full.latency_rate == 2000.0
     assert smoke.drain < 10_000
+
+
+def test_verdicts_judge_each_target_from_one_run() -> None:
+    mb = 1024 * 1024
+    results = {
+        "drain": {"rate": 6_600.0, "peak_rss_bytes": [200 * mb]},
+        "peers": {"quix": {"rate": 5_000.0}, "naive_faust": {"rate": 1_000.0}},
+        "scale_out": {"rate": 10_000.0},
+        "backfill": {
+            "span": "2022-01-01:2025-12-31",
+            "produce": {"seconds": 60.0},
+            "drain": {"seconds": 300.0},
+            "live": {"to_alert_ms": {"p99": 1_500.0}},
+        },
+        "latency": {
+            "rate_offered": 2_000.0,
+            "to_alert_ms": {"p99": 300.0},
+            "worker_peak_rss_bytes": 260 * mb,
+        },
+    }
+    verdicts = {v["target"]: v["verdict"] for v in report.verdicts(results)}
+    assert verdicts == {
+        "1 worker / Quix Streams peer": "pass",  # 1.32
+        "1 worker / naive Faust": "pass",  # 6.6
+        "2 workers / 1 worker": "FAIL",  # 1.52
+        "backfill 2010-2025 produced + drained": "not measured (only 2022-01-01:2025-12-31)",
+        "live alert p99 while the backfill drains": "pass",
+        "p99 produced -> alert at 2,000/s": "FAIL",
+        "worker peak RSS": "FAIL",  # the latency run's 260 MB
+    }
+    assert "FAIL" in report.verdict_table(report.verdicts(results))
