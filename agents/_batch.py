@@ -77,6 +77,7 @@ def batch_agent(
     settings: Settings,
     *,
     halt: Callable[[], None] | None = None,
+    wait: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Register stage ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
     to ``handle``; the records of a batch are acked only once ``handle`` returned.
@@ -92,6 +93,9 @@ def batch_agent(
     logged and counted (``stream_app_agent_crashes_total``), the worker is stopped (``halt``, by default
     a SIGTERM to itself: a graceful stop) and the stage consumes nothing more. Its partitions are
     redelivered from their committed offsets to the next owner.
+
+    ``wait``: awaited before each batch of a lane (the bulk intake's gate); a batch whose partitions
+    were revoked meanwhile is dropped, not processed.
     """
     stop = halt or _stop_worker
 
@@ -105,38 +109,14 @@ def batch_agent(
 
     lanes: Lanes | None = getattr(app, "lanes", None)
     if lanes is not None:
-        lane = lanes.open(name, source.topics, capacity=settings.batch_max * 4)
-        app.topics.add(source)  # subscribed as an agent's topic would be; the lane consumer delivers it
-
-        async def run_lane() -> None:
-            consumer = lane_consumer(app)
-            batch_size = metrics.BATCH_SIZE.labels(name)
-            busy = metrics.STAGE_SECONDS.labels(name)
-            while True:
-                deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
-                generation = app.consumer_generation_id
-                current = [d for d in deliveries if d.generation == generation]
-                if not current:
-                    continue  # fetched before a rebalance: read again from the committed offsets
-                events = [event for delivery in current for event in delivery.events]
-                started = time.perf_counter()
-                try:
-                    batch_size.observe(len(events))
-                    await handle(events)
-                except asyncio.CancelledError:
-                    raise  # not acked: redelivered to the next owner
-                except Exception:
-                    await crashed(len(events))
-                consumer.ack_batch(current)
-                busy.observe(time.perf_counter() - started)
-
-        run_lane.__name__ = run_lane.__qualname__ = name
-        app.task(run_lane)
+        _lane_stage(app, lanes, source, name, handle, settings, crashed, wait)
         return
 
     async def run(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             try:
+                if wait is not None:
+                    await wait()
                 metrics.BATCH_SIZE.labels(name).observe(len(events))
                 await handle(events)
             except asyncio.CancelledError:
@@ -148,6 +128,47 @@ def batch_agent(
 
     run.__name__ = run.__qualname__ = name
     app.agent(source, name=name)(run)
+
+
+def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
+    app: faust.App,
+    lanes: Lanes,
+    source: Any,
+    name: str,
+    handle: Callable[[Sequence[Received]], Awaitable[None]],
+    settings: Settings,
+    crashed: Callable[[int], Awaitable[None]],
+    wait: Callable[[], Awaitable[None]] | None,
+) -> None:
+    """Stage ``name`` as a task taking batches from its lane (see :func:`batch_agent`)."""
+    lane = lanes.open(name, source.topics, capacity=settings.batch_max * 4)
+    app.topics.add(source)  # subscribed as an agent's topic would be; the lane consumer delivers it
+
+    async def run_lane() -> None:
+        consumer = lane_consumer(app)
+        batch_size = metrics.BATCH_SIZE.labels(name)
+        busy = metrics.STAGE_SECONDS.labels(name)
+        while True:
+            deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
+            if wait is not None:
+                await wait()
+            current = [d for d in deliveries if consumer.current(d)]
+            if not current:
+                continue  # fetched before a rebalance: read again from the committed offsets
+            events = [event for delivery in current for event in delivery.events]
+            started = time.perf_counter()
+            try:
+                batch_size.observe(len(events))
+                await handle(events)
+            except asyncio.CancelledError:
+                raise  # not acked: redelivered to the next owner
+            except Exception:
+                await crashed(len(events))
+            consumer.ack_batch(current)
+            busy.observe(time.perf_counter() - started)
+
+    run_lane.__name__ = run_lane.__qualname__ = name
+    app.task(run_lane)
 
 
 def _stop_worker() -> None:

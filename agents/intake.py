@@ -220,9 +220,5 @@ def register(app: faust.App, blueprint: Blueprint, publisher: Publisher, store: 
         store, publisher, blueprint.topic_by_role("repartition").name, blueprint.settings.bulk_max_ahead
     )
 
-    async def process_bulk(events: Sequence[Received]) -> None:
-        await gate.wait()
-        await intake.process(events)
-
     bulk_source = app.topic(*bulk, key_serializer="raw", value_serializer="raw")
-    batch_agent(app, bulk_source, f"{STAGE}_bulk", process_bulk, blueprint.settings)
+    batch_agent(app, bulk_source, f"{STAGE}_bulk", intake.process, blueprint.settings, wait=gate.wait)

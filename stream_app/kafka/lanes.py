@@ -53,11 +53,13 @@ class Event:
 
 @dataclass(slots=True)
 class Delivery:
-    """The records of one partition from one fetch, in offset order."""
+    """The records of one partition from one fetch, in offset order; ``generation`` and ``epoch`` say
+    when it was fetched: the consumer group's generation and the worker's count of revocations."""
 
     tp: TP
     generation: int
     events: list[Event]
+    epoch: int = 0
 
 
 class Lane:
@@ -107,10 +109,12 @@ class Lane:
                     self._deliveries.popleft()
                     taken.append(delivery)
                     room -= len(delivery.events)
+                    self._held -= len(delivery.events)
                 else:
-                    head = Delivery(delivery.tp, delivery.generation, delivery.events[:room])
+                    head = Delivery(delivery.tp, delivery.generation, delivery.events[:room], delivery.epoch)
                     delivery.events = delivery.events[room:]
                     taken.append(head)
+                    self._held -= room
                     room = 0
             left = deadline - time.monotonic()
             if room <= 0 or left <= 0:
@@ -120,7 +124,6 @@ class Lane:
                 await asyncio.wait_for(self._not_empty.wait(), left)
             except TimeoutError:
                 break
-        self._held -= max_records - room
         self._room()
         return taken
 
@@ -128,7 +131,7 @@ class Lane:
         """Forget the queued deliveries of ``tps`` (revoked partitions); returns the records dropped."""
         gone = set(tps)
         kept = [d for d in self._deliveries if d.tp not in gone]
-        dropped = self._held - sum(len(d.events) for d in kept)
+        dropped = sum(len(d.events) for d in self._deliveries if d.tp in gone)
         self._deliveries = deque(kept)
         self._held -= dropped
         self.paused -= gone
@@ -141,6 +144,9 @@ class Lanes:
 
     def __init__(self) -> None:
         self.by_topic: dict[str, Lane] = {}
+        # revocations so far: the group's generation changes only when partitions are assigned, so a
+        # batch taken between a revocation and the next assignment is told apart by this
+        self.epoch = 0
 
     def open(self, name: str, topics: Iterable[str], capacity: int) -> Lane:
         lane = Lane(name, capacity)
@@ -152,6 +158,7 @@ class Lanes:
 
     def drop(self, tps: Iterable[TP]) -> None:
         revoked = list(tps)
+        self.epoch += 1
         for lane in set(self.by_topic.values()):
             dropped = lane.drop(revoked)
             if dropped:
@@ -164,7 +171,7 @@ class LaneConsumer(faust_aiokafka.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:  # the fetcher's loop
         own: Lanes | None = getattr(self.app, "lanes", None)
         lanes = own.by_topic if own is not None else {}
-        if not lanes:
+        if own is None or not lanes:
             await super()._drain_messages(fetcher)
             return
         consumer_should_stop = self._stopped.is_set
@@ -176,7 +183,7 @@ class LaneConsumer(faust_aiokafka.Consumer):
                 await self.sleep(0)  # a fetch that returns at once must still let the loop run
                 if records and not self.should_stop:
                     if self.flow_active:
-                        await self._dispatch(records, active, lanes)
+                        await self._dispatch(records, active, own)
                     else:  # a rebalance stopped the flow: what was fetched is fetched again
                         await self.perform_seek()
                 self.diag.unset_flag(CONSUMER_FETCHING)
@@ -192,14 +199,19 @@ class LaneConsumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    def _current(self, generation: int, epoch: int, own: Lanes) -> bool:
+        """Whether nothing moved partitions since ``generation``/``epoch`` (no rebalance began)."""
+        return self.flow_active and self.app.consumer_generation_id == generation and own.epoch == epoch
+
     async def _dispatch(
-        self, records: Mapping[TP, Sequence[Any]], active: set[TP] | None, lanes: Mapping[str, Lane]
+        self, records: Mapping[TP, Sequence[Any]], active: set[TP] | None, own: Lanes
     ) -> None:
+        lanes = own.by_topic
         generation = self.app.consumer_generation_id
+        epoch = own.epoch
         read_offset = self._read_offset
-        to_message = self._to_message
         for tp, batch in records.items():
-            if not self.flow_active or self.app.consumer_generation_id != generation:
+            if not self._current(generation, epoch, own):
                 return  # a rebalance began: the rest is fetched again after it
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
@@ -210,25 +222,37 @@ class LaneConsumer(faust_aiokafka.Consumer):
             if lane is None:
                 await self._one_by_one(tp, batch)
                 continue
-            events: list[Event] = []
-            last = read_offset[tp]
-            for record in batch:
-                offset = record.offset
-                if last is not None and offset < last:
-                    continue  # read already (Faust's read-offset rule)
-                if last is not None and offset - last > 1:
-                    await self._add_gap(tp, last + 1, offset)  # compacted or aborted records
-                events.append(Event(to_message(tp, record)))
-                last = offset
+            events, last = await self._unread(tp, batch)
             if not events:
                 continue
-            lane.put(Delivery(tp, generation, events))
+            if not self._current(generation, epoch, own):
+                return  # a rebalance ran while this awaited (a commit, a gap): its seek stands
+            lane.put(Delivery(tp, generation, events, epoch))
             read_offset[tp] = last
-            if lane.full and tp not in lane.paused:
-                paused = TP(tp.topic, tp.partition)  # Faust's own type: its partition sets insist on it
-                lane.paused.add(paused)
-                lane.on_room = self._resume_lane
-                self.pause_partitions([paused])
+            if lane.full:
+                self._pause_lane(lane, tp)
+
+    async def _unread(self, tp: TP, batch: Sequence[Any]) -> tuple[list[Event], int | None]:
+        """The records of ``batch`` not read yet (Faust's read-offset rule, its gaps), and the last."""
+        to_message = self._to_message
+        events: list[Event] = []
+        last = self._read_offset[tp]
+        for record in batch:
+            offset = record.offset
+            if last is not None and offset < last:
+                continue
+            if last is not None and offset - last > 1:
+                await self._add_gap(tp, last + 1, offset)  # compacted or aborted records
+            events.append(Event(to_message(tp, record)))
+            last = offset
+        return events, last
+
+    def _pause_lane(self, lane: Lane, tp: TP) -> None:
+        paused = TP(tp.topic, tp.partition)  # Faust's own type: its partition sets insist on it
+        lane.paused.add(paused)
+        lane.on_room = self._resume_lane
+        if paused not in self._paused_partitions:  # a rebalance resumes every partition
+            self.pause_partitions([paused])
 
     async def _one_by_one(self, tp: TP, batch: Sequence[Any]) -> None:
         """Faust's own path, record by record, for a topic without a lane."""
@@ -250,15 +274,20 @@ class LaneConsumer(faust_aiokafka.Consumer):
         if resumed:
             self.resume_partitions(resumed)
 
+    def current(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` was fetched since the last revocation and assignment."""
+        own: Lanes | None = getattr(self.app, "lanes", None)
+        epoch = own.epoch if own is not None else 0
+        return delivery.generation == self.app.consumer_generation_id and delivery.epoch == epoch
+
     def ack_batch(self, deliveries: Sequence[Delivery]) -> int:
-        """Ack every record of ``deliveries`` (all processed); returns how many were acked. Records of a
-        generation that has ended are not acked: their partitions were revoked, and whoever owns them
-        now reads them again from the committed offset (the state layer skips what was applied)."""
-        generation = self.app.consumer_generation_id
+        """Ack every record of ``deliveries`` (all processed); returns how many were acked. Records
+        fetched before a revocation are not acked: whoever owns their partitions now reads them again
+        from the committed offset (the state layer skips what was applied)."""
         acked = 0
         ack = self.ack
         for delivery in deliveries:
-            if delivery.generation != generation:
+            if not self.current(delivery):
                 continue
             for event in delivery.events:
                 if ack(event.message):

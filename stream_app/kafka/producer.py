@@ -103,6 +103,9 @@ class DirectProducer:
                 settings,
                 **{
                     "client.id": client_id,
+                    # keyed records where the Java client (and aiokafka, before) put them: a compacted
+                    # topic's tombstone must land in its record's partition
+                    "partitioner": "murmur2_random",
                     "acks": "all",
                     "enable.idempotence": False,  # ordering per partition is kept by one in-flight batch
                     "max.in.flight.requests.per.connection": 1,
@@ -124,7 +127,10 @@ class DirectProducer:
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # a report that could not be handed over: never let the thread die
+                log.exception("producer_poll_failed")
 
     async def send_batch(
         self, outputs: Sequence[Sendable], values: Sequence[bytes | None]
@@ -161,7 +167,7 @@ class DirectProducer:
         """Wait up to ``timeout`` s for what is queued; returns how many records are still queued."""
         return int(self._producer.flush(timeout))
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 2.0) -> None:
         left = self.flush(timeout)
         if left:
             log.warning("producer_closed_with_records_queued", records=left)

@@ -86,3 +86,18 @@ def test_a_topic_has_one_lane() -> None:
     lanes.open("intake", ["a", "b"], capacity=10)
     with pytest.raises(ValueError, match="already has lane intake"):
         lanes.open("other", ["b"], capacity=10)
+
+
+def test_a_revocation_while_a_take_waits_counts_only_what_was_queued() -> None:
+    async def scenario() -> None:
+        lane = Lane("stage", capacity=100)
+        lane.put(delivery(A, range(0, 3)))
+        taker = asyncio.create_task(lane.take(10, within=0.2))
+        await asyncio.sleep(0.02)  # the take holds A's three and waits for more
+        assert lane.drop([A]) == 0
+        lane.put(delivery(B, range(0, 2)))
+        taken = await taker
+        assert offsets(taken) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+        assert lane.held == 0
+
+    asyncio.run(scenario())
