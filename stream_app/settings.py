@@ -87,6 +87,18 @@ class Settings(BaseSettings):
         2000, ge=1, description="Records per processing batch (a stage takes up to this many at a time)."
     )
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    fetch_min_bytes: int = Field(
+        65_536,
+        ge=1,
+        description=(
+            "A worker's fetch is answered once this many bytes are there (or after"
+            " STREAM_APP_FETCH_MAX_WAIT_MS): at a trickle, fewer fetches of every partition, each decoded"
+            " in Python."
+        ),
+    )
+    fetch_max_wait_ms: int = Field(
+        20, ge=0, description="Longest the broker holds a worker's fetch for STREAM_APP_FETCH_MIN_BYTES."
+    )
     bulk_max_ahead: int = Field(
         1000,
         ge=1,

@@ -165,8 +165,27 @@ class Lanes:
                 log.info("lane_dropped_revoked", lane=lane.name, records=dropped)
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the fetch sizing of ``STREAM_APP_FETCH_MIN_BYTES`` and
+    ``STREAM_APP_FETCH_MAX_WAIT_MS``. Faust asks the broker to answer a fetch as soon as one byte is
+    there; every fetch names each of the worker's partitions (a hundred and more: every reporter's live
+    and bulk topics), encoded and decoded in Python, so at a trickle of records the thread spent most of
+    a core fetching. Waiting a few milliseconds for a useful amount costs little latency and that core."""
+
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
+        consumer = super()._create_consumer(loop)
+        settings = getattr(self.app, "stream_settings", None)
+        if settings is not None:  # read by AIOKafkaConsumer.start, which has not run yet
+            consumer._fetch_min_bytes = settings.fetch_min_bytes
+            consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms
+        return consumer
+
+
 class LaneConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, delivering the records of lane topics a fetch at a time."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the fetcher's loop
         own: Lanes | None = getattr(self.app, "lanes", None)

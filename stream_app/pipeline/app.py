@@ -62,6 +62,9 @@ class StreamApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lanes = Lanes()
+        self.stream_settings: Settings | None = (
+            None  # the project's settings (the consumer thread's fetch sizing)
+        )
         self.closers: list[Callable[[], None]] = []  # called once the app stopped (the outputs' producer)
 
     def on_init_dependencies(self) -> Any:
@@ -96,6 +99,7 @@ def create_app(
     blueprint = blueprint or load_blueprint(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = StreamApp(settings.group_id, **faust_settings(settings))
+    app.stream_settings = settings
     redis_client = connect(settings)
     store = StateStore(redis_client, settings)
     framing = framing or output_framing(blueprint)
