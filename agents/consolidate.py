@@ -345,7 +345,7 @@ class Consolidator:
         return batch
 
     async def _item(self, index: int, message: Any, now: int) -> _Item:
-        subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"")
+        subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"", epoch_ms=True)
         latest = now + int(self.settings.tick_max_future_s * 1000)
         if subject == "observation":
             obs = observation_from_record(record)

@@ -126,6 +126,35 @@ class Agg:
             else (self.first_arrival or arrival),
         )
 
+    def absorb(
+        self,
+        value: float,
+        event_time: int,
+        observation_id: str,
+        quality: str,
+        *,
+        arrival: int,
+        number: Decimal,
+    ) -> None:
+        """Count one more value in place (``number`` is ``exact(value)``): what :meth:`add` returns,
+        without a new object. Only for an aggregate its caller owns (a state decoded for one run)."""
+        self.count += 1
+        self.total = _DECIMALS.add(self.total, number)
+        if value < self.low:  # noqa: PLR1730 - a comparison is cheaper than min() on the hot path
+            self.low = value
+        if value > self.high:  # noqa: PLR1730
+            self.high = value
+        if event_time > self.last_time or (event_time == self.last_time and observation_id > self.last_id):
+            self.last_time, self.last_id, self.last_value = event_time, observation_id, value
+        if quality == "FINAL":
+            self.n_final += 1
+        elif quality == "PROVISIONAL":
+            self.n_provisional += 1
+        elif quality == "TEST":
+            self.n_test += 1
+        if arrival and (not self.first_arrival or arrival < self.first_arrival):
+            self.first_arrival = arrival
+
     def needs_rescan(self, value: float, event_time: int, observation_id: str) -> bool:
         """Whether removing this value may change min, max or last: only the remaining values can say."""
         return (

@@ -41,6 +41,7 @@ from stream_app.domain.aggregates import (
     exact,
     hour_of,
     period_by_label,
+    periods_at,
     periods_of,
     same_period_last_year,
     slice_of,
@@ -198,6 +199,9 @@ class EntityState:
     # True when the state holds everything there is (a state built in memory: tests, a replay):
     # a period or an observation it lacks does not exist, rather than is not loaded.
     complete: bool = False
+    # where the last full expiry pass left retention (see ``expire``)
+    expired_at: int | None = None
+    oldest_day: int = 0
 
     @property
     def known(self) -> bool:
@@ -379,15 +383,27 @@ class EntityState:
             self.changed.add(name)
             self.removed.discard(name)
 
-    def expire(self) -> None:
+    def expire(self, added: tuple[SeriesHour, SeriesDay] | None = None) -> None:
         """Drop hourly aggregates older than 48 h and daily ones older than 32 days (of event time,
-        counted back from the newest value)."""
+        counted back from the newest value).
+
+        ``added``: the hour and day the last step counted in. While the newest hour stays where the
+        last full pass left it, only those two can have fallen out of retention, so the full pass
+        (every hour and day of the state) runs once per newest hour, not once per observation."""
         newest_hour = hour_of(self.newest_event_time)
+        if added is not None and newest_hour == self.expired_at:
+            hour_key, day_key = added
+            if hour_key[1] <= newest_hour - RETENTION_HOURS:
+                self.set_hour(hour_key, None)
+            if day_key[1] < self.oldest_day:
+                self.set_day(day_key, None)
+            return
         for key in [k for k in self.hours if k[1] <= newest_hour - RETENTION_HOURS]:
             self.set_hour(key, None)
         oldest_day = local_date(self.newest_event_time).toordinal() - DAY_RETENTION_DAYS
         for key in [k for k in self.days if k[1] < oldest_day]:
             self.set_day(key, None)
+        self.expired_at, self.oldest_day = newest_hour, oldest_day
 
     def latest_of(self, series: str) -> Agg | None:
         """The newest day of a series: its ``last`` is the series' latest value."""
@@ -547,8 +563,17 @@ def already_applied(state: EntityState, source: str, offset: int) -> bool:
 def needed_periods(indicator: Indicator, obs: Observation) -> list[SeriesPeriod]:
     """The periods applying ``obs`` reads: those it counts in and the same periods last year."""
     series = slice_of(obs.breakdowns)
-    periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
-    return [(series, p.label) for p in periods] + [(series, same_period_last_year(p.label)) for p in periods]
+    day = local_date(obs.event_time).toordinal()
+    labels = _needed_labels(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
+    return [(series, label) for label in labels]
+
+
+@functools.lru_cache(maxsize=65536)
+def _needed_labels(
+    frequency: str, calendar: str, deadline_day: int, local_day_ordinal: int
+) -> tuple[str, ...]:
+    periods = periods_at(frequency, calendar, deadline_day, local_day_ordinal)
+    return tuple(p.label for p in periods) + tuple(same_period_last_year(p.label) for p in periods)
 
 
 def apply(
@@ -592,19 +617,14 @@ def apply(
         return StepResult(Outcome.STALE)
 
     series = slice_of(obs.breakdowns)
-    periods = periods_of(indicator.frequency, indicator.calendar, indicator.deadline_day, obs.event_time)
-    ready = all([state.has_period(k) for k in needed_periods(indicator, obs)])
+    day = local_date(obs.event_time).toordinal()
+    periods = periods_at(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
     old_periods: tuple[ReportingPeriod, ...] = ()
     if known is not None:
         old_periods = periods_of(
             indicator.frequency, indicator.calendar, indicator.deadline_day, known.event_time
         )
-        year = old_periods[-1]
-        ready = state.range_loaded(hour_of(year.start_ms), hour_of(year.end_ms - 1) + 1) and ready
-        keys = [(known.series, p.label) for p in old_periods]
-        ready = all([state.has_period(k) for k in keys]) and ready
-        ready = all([state.has_period((s, same_period_last_year(lb))) for s, lb in keys]) and ready
-    if not ready:
+    if not _loaded(state, indicator, series, day, known=known, old_periods=old_periods):
         return StepResult(Outcome.PENDING)
 
     if known is not None:
@@ -615,12 +635,9 @@ def apply(
     )
     state.newest_event_time = newest
     state.retention_ms = max(retention, state.retention_ms or retention)
-    late = _count(state, obs, series=series, periods=periods, ctx=ctx, touched=touched)
-    state.expire()
-    if series == "" or (known is not None and known.series == ""):  # a correction may retract the latest
-        latest = state.latest_of("")
-        if latest is not None:
-            state.latest_value, state.latest_event_time = latest.last_value, latest.last_time
+    late, added = _count(state, obs, series=series, periods=periods, ctx=ctx, touched=touched)
+    state.expire(added)
+    _update_latest(state, obs, series, known, added[1])
     touched.revision = obs.revision
     touched.reporters.add(obs.reporter)
     if CO_REPORTER_BREAKDOWN not in obs.breakdowns:
@@ -635,6 +652,45 @@ def apply(
     return StepResult(Outcome.CORRECTED if known is not None else Outcome.APPLIED, late=late, alerts=alerts)
 
 
+def _loaded(
+    state: EntityState,
+    indicator: Indicator,
+    series: str,
+    day: int,
+    *,
+    known: Seen | None,
+    old_periods: tuple[ReportingPeriod, ...],
+) -> bool:
+    """Whether the state holds what applying the observation reads (else it is recorded missing):
+    its periods and last year's, and for a correction the earlier value's periods and its year's
+    observations."""
+    if state.complete:
+        return True
+    loaded = state.periods
+    labels = _needed_labels(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
+    ready = all([(series, label) in loaded or state.has_period((series, label)) for label in labels])
+    if known is not None:
+        year = old_periods[-1]
+        ready = state.range_loaded(hour_of(year.start_ms), hour_of(year.end_ms - 1) + 1) and ready
+        keys = [(known.series, p.label) for p in old_periods]
+        ready = all([state.has_period(k) for k in keys]) and ready
+        ready = all([state.has_period((s, same_period_last_year(lb))) for s, lb in keys]) and ready
+    return ready
+
+
+def _update_latest(
+    state: EntityState, obs: Observation, series: str, known: Seen | None, day: SeriesDay
+) -> None:
+    """The entity's latest value (of its own series) after applying ``obs``."""
+    if known is None and series == "" and obs.event_time > state.latest_event_time and day in state.days:
+        # newer than every value of the entity's own series still held: it is the latest
+        state.latest_value, state.latest_event_time = obs.value, obs.event_time
+    elif series == "" or (known is not None and known.series == ""):  # a correction may retract the latest
+        latest = state.latest_of("")
+        if latest is not None:
+            state.latest_value, state.latest_event_time = latest.last_value, latest.last_time
+
+
 def _count(
     state: EntityState,
     obs: Observation,
@@ -643,34 +699,47 @@ def _count(
     periods: tuple[ReportingPeriod, ...],
     ctx: Context,
     touched: Touched,
-) -> bool:
-    """Count the value in its hour, its local day and its periods; whether it arrived late."""
-    args = (obs.value, obs.event_time, obs.observation_id, obs.quality.value, ctx.now_ms)
-    number = exact(obs.value)
-    hour_key = (series, hour_of(obs.event_time))
+) -> tuple[bool, tuple[SeriesHour, SeriesDay]]:
+    """Count the value in its hour, its local day and its periods; whether it arrived late, and the
+    hour and day it counted in.
+
+    The aggregates are updated in place: a run's state is decoded for that run alone."""
+    value, event_time, observation_id, now = obs.value, obs.event_time, obs.observation_id, ctx.now_ms
+    quality = obs.quality.value
+    number = exact(value)
+    hour_key = (series, hour_of(event_time))
     hour = state.hours.get(hour_key)
-    state.set_hour(
-        hour_key, hour.add(*args, exact_value=number) if hour else Agg.of(*args, exact_value=number)
-    )
-    day_key = (series, local_date(obs.event_time).toordinal())
+    if hour is None:
+        state.set_hour(hour_key, Agg.of(value, event_time, observation_id, quality, now, exact_value=number))
+    else:
+        hour.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
+        state.set_hour(hour_key, hour)
+    day_key = (series, local_date(event_time).toordinal())
     day = state.days.get(day_key)
-    state.set_day(day_key, day.add(*args, exact_value=number) if day else Agg.of(*args, exact_value=number))
+    if day is None:
+        state.set_day(day_key, Agg.of(value, event_time, observation_id, quality, now, exact_value=number))
+    else:
+        day.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
+        state.set_day(day_key, day)
     late = False
+    periods_state, touched_periods = state.periods, touched.periods
     for index, period in enumerate(periods):
         key = (series, period.label)
-        agg = state.periods.get(key)
-        state.set_period(
-            key, agg.add(*args, exact_value=number) if agg else Agg.of(*args, exact_value=number)
-        )
-        touched.periods.add(key)
+        agg = periods_state.get(key)
+        if agg is None:
+            state.set_period(key, Agg.of(value, event_time, observation_id, quality, now, exact_value=number))
+        else:
+            agg.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
+            state.set_period(key, agg)
+        touched_periods.add(key)
         closes = close_time_ms(period)
-        if closes > ctx.now_ms:
+        if closes > now:
             if key not in state.open_periods:
                 state.open_period(key, closes)
         elif index == 0:
             late = True
             touched.late.add(key)
-    return late
+    return late, (hour_key, day_key)
 
 
 def _retract(

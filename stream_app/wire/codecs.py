@@ -81,14 +81,16 @@ def decode(
     return _read_body(raw[_HEADER_LEN:], writer, registry.latest(subject))
 
 
-def decode_any(registry: SchemaRegistry, raw: bytes) -> tuple[str, dict[str, Any]]:
+def decode_any(registry: SchemaRegistry, raw: bytes, *, epoch_ms: bool = False) -> tuple[str, dict[str, Any]]:
     """Decode a single-object encoded record of whichever subject its fingerprint names.
 
     For topics that carry several kinds of record (the internal topic: observations, ticks,
-    directives). Returns (subject, record), read with the subject's newest version.
+    directives). Returns (subject, record), read with the subject's newest version. ``epoch_ms``:
+    timestamps may come back as epoch milliseconds (the compiled reader's, saving a datetime per
+    field) or as datetimes (fastavro's): the caller reads them with ``clock.as_ms``.
     """
     writer = _writer_of(registry, raw)
-    return writer.subject, _read_body(raw[_HEADER_LEN:], writer, registry.latest(writer.subject))
+    return writer.subject, _read_body(raw[_HEADER_LEN:], writer, registry.latest(writer.subject), epoch_ms)
 
 
 def _writer_of(registry: SchemaRegistry, raw: bytes) -> SchemaVersion:
@@ -162,7 +164,9 @@ def _decode_confluent(
     return _read_body(raw[_CONFLUENT_HEADER_LEN:], writer, registry.latest(subject))
 
 
-def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:
+def _read_body(
+    body: bytes, writer: SchemaVersion, reader: SchemaVersion, epoch_ms: bool = False
+) -> dict[str, Any]:
     """Avro binary written with ``writer``, read as ``reader`` (schema resolution)."""
     if writer.subject != reader.subject:
         raise DecodeError(
@@ -170,7 +174,7 @@ def _read_body(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
         )
     if writer is reader and writer.compiled is not None:
         try:
-            return writer.compiled.read(body)
+            return writer.compiled.read(body, epoch_ms=epoch_ms)
         except Exception:  # noqa: S110 - bytes the compiled reader does not read cleanly: fastavro decides
             pass
     try:

@@ -99,7 +99,8 @@ _RUNTIME: dict[str, Any] = {
 class _Generator:
     """Writes the Python source of one schema's reader and writer functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, epoch_ms: bool = False) -> None:
+        self.epoch_ms = epoch_ms  # read timestamp-millis as the int it is, not a datetime
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
         self.records: dict[str, tuple[str, str]] = {}  # record name -> (writer fn, reader fn)
@@ -209,11 +210,12 @@ class _Generator:
                 raise Unsupported("union other than [null, T]")
             null_index = t.index("null")
             i = self.name("i")
-            return [
-                f"{ind}{i}, pos = _rlong(b, pos)",
-                f"{ind}if {i} == {null_index}:",
+            return [  # the branch index is one byte: its zigzag, 0 or 2 (anything else: fastavro's)
+                f"{ind}{i} = b[pos]",
+                f"{ind}pos += 1",
+                f"{ind}if {i} == {2 * null_index}:",
                 f"{ind}    {var} = None",
-                f"{ind}elif {i} == {1 - null_index}:",
+                f"{ind}elif {i} == {2 * (1 - null_index)}:",
                 *self.read(t[1 - null_index], var, ind + "    "),
                 f"{ind}else: raise Unsupported",
             ]
@@ -229,10 +231,11 @@ class _Generator:
         if kind == "enum":
             symbols = self.const(tuple(t["symbols"]))
             i = self.name("i")
-            return [
-                f"{ind}{i}, pos = _rlong(b, pos)",
-                f"{ind}if not 0 <= {i} < {len(t['symbols'])}: raise Unsupported",
-                f"{ind}{var} = {symbols}[{i}]",
+            return [  # a one-byte index (zigzag 2k, k < 64); anything else: fastavro's
+                f"{ind}{i} = b[pos]",
+                f"{ind}pos += 1",
+                f"{ind}if {i} & 0x81 or {i} >> 1 >= {len(t['symbols'])}: raise Unsupported",
+                f"{ind}{var} = {symbols}[{i} >> 1]",
             ]
         if kind in ("array", "map"):
             n, item, key = self.name("n"), self.name("x"), self.name("k")
@@ -255,6 +258,8 @@ class _Generator:
                 ]
             return lines
         if kind == "long" and logical == "timestamp-millis":
+            if self.epoch_ms:
+                return self._read_primitive("long", var, ind)
             return [*self._read_primitive("long", var, ind), f"{ind}{var} = _ts({var})"]
         if kind in _PRIMITIVES and logical is None:
             return self._read_primitive(kind, var, ind)
@@ -263,7 +268,8 @@ class _Generator:
     def _read_primitive(self, t: str, var: str, ind: str) -> list[str]:
         if t not in _READ_PRIMITIVE:
             raise Unsupported(t)
-        return [ind + line.format(v=var) for line in _READ_PRIMITIVE[t]]
+        fresh = self.name("e")
+        return [ind + line.format(v=var, e=fresh) for line in _READ_PRIMITIVE[t]]
 
 
 # Statements writing a primitive ``{v}`` (``{e}``: a fresh name) and reading one into ``{v}``.
@@ -291,12 +297,38 @@ _WRITE_PRIMITIVE: dict[str, tuple[str, ...]] = {
 _READ_PRIMITIVE: dict[str, tuple[str, ...]] = {
     "null": ("{v} = None",),
     "boolean": ("{v} = b[pos]", "pos += 1", "if {v} > 1: raise Unsupported", "{v} = {v} == 1"),
-    "int": ("{v}, pos = _rlong(b, pos)", "if not _INT_MIN <= {v} <= _INT_MAX: raise Unsupported"),
-    "long": ("{v}, pos = _rlong(b, pos)", "if not _LONG_MIN <= {v} <= _LONG_MAX: raise Unsupported"),
+    # a varint of one byte (|n| < 64) is read in line: most counts, lengths and small numbers
+    "int": (
+        "{v} = b[pos]",
+        "if {v} < 0x80:",
+        "    {v} = ({v} >> 1) ^ -({v} & 1)",
+        "    pos += 1",
+        "else:",
+        "    {v}, pos = _rlong(b, pos)",
+        "    if not _INT_MIN <= {v} <= _INT_MAX: raise Unsupported",
+    ),
+    "long": (
+        "{v} = b[pos]",
+        "if {v} < 0x80:",
+        "    {v} = ({v} >> 1) ^ -({v} & 1)",
+        "    pos += 1",
+        "else:",
+        "    {v}, pos = _rlong(b, pos)",
+        "    if not _LONG_MIN <= {v} <= _LONG_MAX: raise Unsupported",
+    ),
     "double": ("({v},) = _unpack_d(b, pos)", "pos += 8"),
     "float": ("({v},) = _unpack_f(b, pos)", "pos += 4"),
     "bytes": ("{v}, pos = _rbytes(b, pos)",),
-    "string": ("{v}, pos = _rstr(b, pos)",),
+    "string": (
+        "{e} = b[pos]",
+        "if {e} < 0x80 and not {e} & 1:",  # a length under 64 bytes
+        "    {e} = pos + 1 + ({e} >> 1)",
+        "    if {e} > len(b): raise Unsupported",
+        "    {v} = b[pos + 1 : {e}].decode()",
+        "    pos = {e}",
+        "else:",
+        "    {v}, pos = _rstr(b, pos)",
+    ),
 }
 
 
@@ -322,11 +354,12 @@ class Compiled:
             generator = _Generator()
             generator.record(schema)
         write_fn, read_fn = generator.records[str(schema["name"])]
-        namespace: dict[str, Any] = {**_RUNTIME, **generator.constants}
-        source = "\n".join(generator.lines)
-        exec(compile(source, f"<avro {schema['name']}>", "exec"), namespace)  # noqa: S102 - generated here
+        namespace = _exec(schema, generator)
         self._write_record = namespace[write_fn]
         self._read_record = namespace[read_fn]
+        in_ms = _Generator(epoch_ms=True)
+        _, read_ms_fn = in_ms.record(schema)
+        self._read_record_ms = _exec(schema, in_ms)[read_ms_fn]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Compiled, (self.schema,))
@@ -337,7 +370,15 @@ class Compiled:
         self._write_record(out, record)
         return bytes(out)
 
-    def read(self, body: bytes) -> dict[str, Any]:
-        """The record of an Avro body; raises on bytes it does not read cleanly."""
-        record, _ = self._read_record(body, 0)
+    def read(self, body: bytes, *, epoch_ms: bool = False) -> dict[str, Any]:
+        """The record of an Avro body; raises on bytes it does not read cleanly. ``epoch_ms``: its
+        timestamps as epoch milliseconds (ints) rather than datetimes."""
+        record, _ = (self._read_record_ms if epoch_ms else self._read_record)(body, 0)
         return record  # type: ignore[no-any-return]
+
+
+def _exec(schema: Any, generator: _Generator) -> dict[str, Any]:
+    namespace: dict[str, Any] = {**_RUNTIME, **generator.constants}
+    source = "\n".join(generator.lines)
+    exec(compile(source, f"<avro {schema['name']}>", "exec"), namespace)  # noqa: S102 - generated here
+    return namespace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import tempfile
 from collections.abc import Callable
 from decimal import Decimal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.domain.aggregates import Agg, hour_of
+from stream_app.domain.aggregates import DAY_RETENTION_DAYS, RETENTION_HOURS, Agg, combine, hour_of
 from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
@@ -34,7 +35,7 @@ from stream_app.domain.records import ConsolidatedRecord
 from stream_app.state.store import EntityReads
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
-from tests.unit.core_support import local_ms, period
+from tests.unit.core_support import Core, local_ms, observation, period
 
 MakeObs = Callable[..., Observation]
 SOURCE = "internal.observations.by-entity:0"
@@ -658,3 +659,46 @@ def test_restored_state_continues_where_it_left_off(
     updates = restored.state.period_updates(catalogue.indicators["ENV.AQI"])
     assert [name for name, _, _ in updates] == [f"|{label}" for label in sorted(T0_PERIODS)]
     assert ("|2024-11", month.encode(), local_ms(2024, 12, 1)) in updates
+
+
+def test_the_steps_shortcuts_agree_with_the_full_computation(catalogue: Catalogue) -> None:
+    """Aggregates counted in place, expiry checking only what a step added while the newest hour
+    stays, and the latest value taken from a newer observation: after every step of a random
+    stream (out of order, corrections, a breakdown series, jumps past the retention), the state
+    equals what the full passes compute."""
+    rng = random.Random(15)
+    core = Core(catalogue, EntityKey("TRF.ACCIDENTS", "01", None), now=NOW_MS)
+    start = local_ms(2025, 3, 1)
+    newest, revisions = start, {}
+    for step in range(1500):
+        if rng.random() < 0.1 and revisions:  # a correction of an earlier observation
+            oid = rng.choice(sorted(revisions))
+            revisions[oid] = (revisions[oid][0] + 1, revisions[oid][1])
+        else:
+            oid = f"o-{step}"
+            jump = rng.choice([0, 0, 0, 1, 1, 5, 30, 24 * 20])  # hours ahead; sometimes far
+            newest += jump * HOUR_MS
+            at = newest - rng.choice([0, 0, 3, 30, 60]) * HOUR_MS  # sometimes late
+            revisions[oid] = (0, at)
+        revision, at = revisions[oid]
+        breakdowns = {"vehicle": "car"} if int(oid.rsplit("-", 1)[1]) % 4 == 0 else None
+        result = core.apply(
+            observation(oid, float(rng.randint(0, 40)), at, revision=revision, breakdowns=breakdowns)
+        )
+        assert result.outcome in (Outcome.APPLIED, Outcome.CORRECTED, Outcome.BEYOND_RETENTION)
+        state = core.state  # what the full expiry pass would have dropped is gone
+        newest_hour = hour_of(state.newest_event_time)
+        oldest_day = local_date(state.newest_event_time).toordinal() - DAY_RETENTION_DAYS
+        assert all(hour > newest_hour - RETENTION_HOURS for _, hour in state.hours)
+        assert all(day >= oldest_day for _, day in state.days)
+        latest = state.latest_of("")
+        if latest is not None:
+            assert (state.latest_value, state.latest_event_time) == (latest.last_value, latest.last_time)
+    for (series, day), agg in core.state.days.items():
+        first = local_ms(2025, 1, 1) + (day - local_date(local_ms(2025, 1, 1)).toordinal()) * DAY_MS
+        values = [
+            Agg.of(seen.value, seen.event_time, key.partition("|")[2], seen.quality, NOW_MS)
+            for key, seen in core.state.seen.items()
+            if seen.series == series and first <= seen.event_time < first + DAY_MS
+        ]
+        assert agg == combine(values), (series, day)
