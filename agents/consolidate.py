@@ -506,7 +506,7 @@ class Consolidator:
         run.results.append((item, result))
 
     def _commit(self, run: _EntityRun, entity: str, source: str, offset: int) -> None:
-        indicator = self.catalogue.indicators[EntityKey.parse(entity).indicator]
+        indicator = self.catalogue.indicators[entity.partition("|")[0]]
         run.commit = Commit(entity, run.state, source, offset, indicator)
 
     # ------------------------------------------------------------------------------------ outputs

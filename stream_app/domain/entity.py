@@ -440,7 +440,9 @@ class LazyHistory:
         return self._history().max_since(since_ms)
 
     def daily_values(self, before_local_day: date, days: int) -> list[float]:
-        return self._history().daily_values(before_local_day, days)
+        """What ``BucketHistory.daily_values`` answers, read from the days kept without building it."""
+        end, kept = before_local_day.toordinal(), self._state.days
+        return [kept[("", day)].sum for day in range(end - days, end) if ("", day) in kept]
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +571,15 @@ def needed_periods(indicator: Indicator, obs: Observation) -> list[SeriesPeriod]
 
 
 @functools.lru_cache(maxsize=65536)
+def _period_plan(
+    frequency: str, calendar: str, deadline_day: int, local_day_ordinal: int
+) -> tuple[tuple[str, int], ...]:
+    """(label, when it closes) of the periods holding a local day, own frequency first."""
+    periods = periods_at(frequency, calendar, deadline_day, local_day_ordinal)
+    return tuple((p.label, close_time_ms(p)) for p in periods)
+
+
+@functools.lru_cache(maxsize=65536)
 def _needed_labels(
     frequency: str, calendar: str, deadline_day: int, local_day_ordinal: int
 ) -> tuple[str, ...]:
@@ -618,7 +629,7 @@ def apply(
 
     series = slice_of(obs.breakdowns)
     day = local_date(obs.event_time).toordinal()
-    periods = periods_at(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
+    periods = _period_plan(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
     old_periods: tuple[ReportingPeriod, ...] = ()
     if known is not None:
         old_periods = periods_of(
@@ -696,7 +707,7 @@ def _count(
     obs: Observation,
     *,
     series: str,
-    periods: tuple[ReportingPeriod, ...],
+    periods: tuple[tuple[str, int], ...],
     ctx: Context,
     touched: Touched,
 ) -> tuple[bool, tuple[SeriesHour, SeriesDay]]:
@@ -723,16 +734,16 @@ def _count(
         state.set_day(day_key, day)
     late = False
     periods_state, touched_periods = state.periods, touched.periods
-    for index, period in enumerate(periods):
-        key = (series, period.label)
+    changed_periods = state.changed_periods
+    for index, (label, closes) in enumerate(periods):
+        key = (series, label)
         agg = periods_state.get(key)
         if agg is None:
             state.set_period(key, Agg.of(value, event_time, observation_id, quality, now, exact_value=number))
         else:
             agg.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
-            state.set_period(key, agg)
+            changed_periods.add(key)
         touched_periods.add(key)
-        closes = close_time_ms(period)
         if closes > now:
             if key not in state.open_periods:
                 state.open_period(key, closes)

@@ -6,6 +6,7 @@ import copy
 import random
 import tempfile
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -669,7 +670,8 @@ def test_the_steps_shortcuts_agree_with_the_full_computation(catalogue: Catalogu
     rng = random.Random(15)
     core = Core(catalogue, EntityKey("TRF.ACCIDENTS", "01", None), now=NOW_MS)
     start = local_ms(2025, 3, 1)
-    newest, revisions = start, {}
+    newest = start
+    revisions: dict[str, tuple[int, int]] = {}
     for step in range(1500):
         if rng.random() < 0.1 and revisions:  # a correction of an earlier observation
             oid = rng.choice(sorted(revisions))
@@ -702,3 +704,16 @@ def test_the_steps_shortcuts_agree_with_the_full_computation(catalogue: Catalogu
             if seen.series == series and first <= seen.event_time < first + DAY_MS
         ]
         assert agg == combine(values), (series, day)
+
+
+def test_the_lazy_history_reads_the_days_as_the_built_one_does() -> None:
+    state = EntityState(complete=True)
+    base = date(2025, 5, 1).toordinal()
+    for offset in (0, 1, 3, 7, 29, 30, 31):
+        state.days[("", base + offset)] = Agg.of(float(offset) + 0.5, 0, f"o{offset}", "FINAL")
+        state.days[("vehicle=car", base + offset)] = Agg.of(99.0, 0, f"c{offset}", "FINAL")
+    built, lazy = state.history(), state.lazy_history()
+    for before in (base, base + 1, base + 8, base + 31, base + 40):
+        for days in (1, 7, 30):
+            day = date.fromordinal(before)
+            assert lazy.daily_values(day, days) == built.daily_values(day, days)
