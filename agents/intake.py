@@ -128,9 +128,7 @@ class Intake:
         for reporter, reporter_ages in ages.items():
             metrics.RECORDS_ACCEPTED.labels(reporter).inc(len(reporter_ages))
             metrics.REPORTER_LAST_ACCEPTED.labels(reporter).set(now_ms / 1000)
-            age = metrics.EVENT_AGE_SECONDS.labels(reporter)
-            for seconds in reporter_ages:
-                age.observe(seconds)
+            metrics.observe_many(metrics.EVENT_AGE_SECONDS.labels(reporter), reporter_ages)
         return outputs, letters
 
     def _check(self, message: Any, reporter: str, now_ms: int) -> Any:

@@ -49,6 +49,9 @@ _PARAMETER = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?P<head>Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# Each pattern above needs one of these (a URL's ":", a parameter's "=" or ":", a bearer's space):
+# most values of a log line (ids, codes, numbers as text) have none and skip the three.
+_MAY_HOLD_CREDENTIALS = re.compile(r"[:=\s]")
 MASK = "***"
 
 
@@ -76,6 +79,8 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if _MAY_HOLD_CREDENTIALS.search(text) is None:
+            return text
         text = _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK + "@", text)
         text = _PARAMETER.sub(lambda m: m.group("head") + MASK, text)
         return _BEARER.sub(lambda m: m.group("head") + MASK, text)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -65,6 +65,8 @@ class Letter:
     topic: str
     key: bytes | None
     record: DeadLetterRecord
+    reporter: str | None = None  # whose record was refused (None: an internal record)
+    poison: bool = False  # it made a stage fail (logged on its own) rather than refused by a check
 
     def encode(self, schema: SchemaVersion) -> Output:
         return Output(self.topic, self.key, codecs.encode(schema, self.record))
@@ -119,24 +121,25 @@ def dead_letter(
 
     A reporter's record is counted in ``stream_app_records_rejected_total{reporter,reason}``; a record
     that made a stage fail (``poison``) in ``stream_app_poison_records_total{stage,reason}`` and logged
-    as an error.
+    as an error, one line each. Rejections are logged once per batch as they are published
+    (:func:`log_rejections`): a reporter sending thousands of bad records a second must not flood
+    the log, and each one is on the dead-letter topic with its reason.
     """
     if reporter is not None:
         metrics.RECORDS_REJECTED.labels(reporter, rejection.reason).inc()
     if poison:
         metrics.POISON_RECORDS.labels(stage, rejection.reason).inc()
-    emit = log.error if poison else log.info
-    emit(
-        "record_dead_lettered" if poison else "record_rejected",
-        stage=stage,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        reporter=reporter,
-        reason=rejection.reason,
-        error_type=error_type(error) if error is not None else None,
-        detail=rejection.message[:200],
-    )
+        log.error(
+            "record_dead_lettered",
+            stage=stage,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reporter=reporter,
+            reason=rejection.reason,
+            error_type=error_type(error) if error is not None else None,
+            detail=rejection.message[:200],
+        )
     record: DeadLetterRecord = {
         "reason": rejection.reason,
         "message": rejection.message[:_MESSAGE_MAX_CHARS],
@@ -150,7 +153,32 @@ def dead_letter(
         "error_type": error_type(error) if error is not None else None,
         "original_truncated": False,
     }
-    return Letter(topic, message.key, record)
+    return Letter(topic, message.key, record, reporter, poison)
+
+
+def log_rejections(letters: Iterable[Letter]) -> None:
+    """One ``records_rejected`` line per stage, source topic and reason of a batch's rejected records:
+    how many, the offsets' range per partition, and the first one's detail."""
+    groups: dict[tuple[str | None, str, str | None, str], list[DeadLetterRecord]] = {}
+    for letter in letters:
+        if not letter.poison:
+            record = letter.record
+            key = (record["stage"], record["source_topic"], letter.reporter, record["reason"])
+            groups.setdefault(key, []).append(record)
+    for (stage, topic, reporter, reason), records in groups.items():
+        offsets: dict[int, list[int]] = {}
+        for record in records:
+            offsets.setdefault(record["source_partition"], []).append(record["source_offset"])
+        log.info(
+            "records_rejected",
+            stage=stage,
+            topic=topic,
+            reporter=reporter,
+            reason=reason,
+            count=len(records),
+            offsets={p: f"{min(o)}..{max(o)}" for p, o in sorted(offsets.items())},
+            detail=records[0]["message"][:200],
+        )
 
 
 class Sender(Protocol):
@@ -198,6 +226,7 @@ class Publisher:
                 refused.append((output, OutputTooLargeError(output.size, self.max_bytes)))
             else:
                 sendable.append(output)
+        log_rejections(letters)
         encoded = [self._fitting(letter) for letter in letters]
         await self._deliver(sendable, encoded, refused)
         return refused
@@ -205,6 +234,7 @@ class Publisher:
     async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
         """Send dead letters; they are never refused for good (see :meth:`publish`)."""
         if letters:
+            log_rejections(letters)
             await self._deliver([], [self._fitting(letter) for letter in letters], [])
 
     def _fitting(self, letter: Letter) -> tuple[Letter, Output]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -294,3 +297,34 @@ POISON_REASONS = {
         Reasons.OUTPUT_REFUSED,
     ),
 }
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for each amount, counted per bucket first: one increment per bucket
+    touched and one for the sum, instead of a locked increment pair and a bucket scan per value
+    (per-record latencies of a batch of thousands). Falls back to ``observe`` if the client's
+    histogram is not laid out as this expects."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    added, seen = 0.0, False
+    for amount in amounts:
+        index = bisect_left(bounds, amount)  # the first bound >= amount, as observe's scan finds
+        if index == len(bounds):  # NaN: observe counts it nowhere but in the sum
+            added += amount
+            seen = True
+            continue
+        counts[index] += 1
+        added += amount
+        seen = True
+    if not seen:
+        return
+    total.inc(added)
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)

@@ -127,3 +127,70 @@ def test_error_type_names_the_root_cause() -> None:
     wrapped = _wrapped(kafka_errors.MessageSizeTooLargeError())
     assert error_type(wrapped) == "aiokafka.errors.MessageSizeTooLargeError"
     assert error_type(KeyError("x")) == "builtins.KeyError"
+
+
+def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415 - this test's alone
+
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    from stream_app.domain.model import Rejection  # noqa: PLC0415
+    from stream_app.kafka.publisher import dead_letter, log_rejections  # noqa: PLC0415
+
+    def message(partition: int, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            topic="reporter.mae.observations", partition=partition, offset=offset, key=None, value=b"x"
+        )
+
+    with capture_logs() as logs:
+        letters = [
+            dead_letter(
+                message(0, 5),
+                "dlq",
+                Rejection("out_of_range", "AQI 900 > 500"),
+                now_ms=1,
+                stage="intake",
+                reporter="MAE",
+            ),
+            dead_letter(
+                message(0, 9),
+                "dlq",
+                Rejection("out_of_range", "AQI 901 > 500"),
+                now_ms=1,
+                stage="intake",
+                reporter="MAE",
+            ),
+            dead_letter(
+                message(1, 2),
+                "dlq",
+                Rejection("out_of_range", "AQI 999 > 500"),
+                now_ms=1,
+                stage="intake",
+                reporter="MAE",
+            ),
+            dead_letter(
+                message(1, 3),
+                "dlq",
+                Rejection("unknown_region", "region 99"),
+                now_ms=1,
+                stage="intake",
+                reporter="MAE",
+            ),
+            dead_letter(
+                message(1, 4),
+                "dlq",
+                Rejection("step_failed", "boom"),
+                now_ms=1,
+                stage="consolidate",
+                poison=True,
+            ),
+        ]
+        log_rejections(letters)
+    poison = [e for e in logs if e["event"] == "record_dead_lettered"]
+    assert [(e["offset"], e["reason"]) for e in poison] == [(4, "step_failed")]
+    summary = {e["reason"]: e for e in logs if e["event"] == "records_rejected"}
+    assert set(summary) == {"out_of_range", "unknown_region"}
+    assert summary["out_of_range"]["count"] == 3
+    assert summary["out_of_range"]["offsets"] == {0: "5..9", 1: "2..2"}
+    assert summary["out_of_range"]["detail"] == "AQI 900 > 500"
+    assert summary["unknown_region"]["reporter"] == "MAE"

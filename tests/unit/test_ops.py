@@ -145,3 +145,24 @@ def test_dashboard_and_rules_only_name_metrics_the_workers_export() -> None:
     for text in [rules, *queries]:
         for name in re.findall(r"\b((?:stream_app|process)_[a-z_]+|stream_app:[a-z_:0-9]+)", text):
             assert name in known, f"{name} is not a metric the workers export"
+
+
+def test_observing_many_amounts_at_once_equals_observing_each() -> None:
+    from prometheus_client import CollectorRegistry, Histogram  # noqa: PLC0415 - this test's alone
+
+    from stream_app.ops.metrics import observe_many  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    one = Histogram("one_seconds", "", ["l"], buckets=(0.1, 0.5, 1.0, 5.0), registry=registry)
+    many = Histogram("many_seconds", "", ["l"], buckets=(0.1, 0.5, 1.0, 5.0), registry=registry)
+    amounts = [0.0, 0.1, 0.1000001, 0.5, 0.7, 1.0, 4.9, 5.0, 7.5, 1e9, 0.05]
+    for amount in amounts:
+        one.labels("x").observe(amount)
+    observe_many(many.labels("x"), amounts)
+    observe_many(many.labels("x"), [])
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        (family,) = [m for m in registry.collect() if m.name == name]
+        return [(s.name.removeprefix(name), s.labels, s.value) for s in family.samples]
+
+    assert samples("many_seconds") == samples("one_seconds")
