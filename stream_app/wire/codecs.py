@@ -26,6 +26,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError, validate
 
+from stream_app.domain.clock import ms_of
 from stream_app.exceptions import DecodeError
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
@@ -129,17 +130,21 @@ def decode_observation(
     raw: bytes,
     max_bytes: int,
     resolve_confluent_id: ConfluentResolver | None = None,
+    *,
+    epoch_ms: bool = False,
 ) -> dict[str, Any]:
     """Turn a reporter's record bytes into an observation dict, whatever accepted format it uses.
 
     ``resolve_confluent_id`` is the schema registry's edge (None: no registry configured). Raises
     :class:`DecodeError` with the dead-letter reason code; whatever else the resolver raises (the
-    registry is unreachable) propagates unchanged, for the caller to retry.
+    registry is unreachable) propagates unchanged, for the caller to retry. ``epoch_ms``: as for
+    :func:`decode_any` (timestamps as ints where the compiled reader reads the record).
     """
     if len(raw) > max_bytes:
         raise DecodeError(Reasons.OVERSIZED, f"record of {len(raw)} bytes exceeds {max_bytes}")
     if raw.startswith(SINGLE_OBJECT_MARKER):
-        return decode(registry, "observation", raw)
+        writer = _writer_of(registry, raw)
+        return _read_body(raw[_HEADER_LEN:], writer, registry.latest("observation"), epoch_ms)
     schema_id = confluent_schema_id(raw)
     if schema_id is not None:
         return _decode_confluent(registry, "observation", schema_id, raw, resolve_confluent_id)
@@ -198,8 +203,8 @@ def _decode_json_observation(registry: SchemaRegistry, raw: bytes) -> dict[str, 
     if not isinstance(doc, dict):
         raise DecodeError(Reasons.SCHEMA_MISMATCH, "JSON observation must be an object")
     for name in ("event_time", "report_time"):
-        if isinstance(doc.get(name), str):
-            doc[name] = _parse_iso(name, doc[name])
+        if isinstance(doc.get(name), str):  # as epoch ms: what the compiled writer takes as is
+            doc[name] = ms_of(_parse_iso(name, doc[name]))
     schema = registry.latest("observation")
     # fastavro's writer coerces (1.5 -> 1, true -> 1.0); validate strictly first. Writing then fills
     # defaults, and reading back gives exactly the shape an Avro record decodes to.

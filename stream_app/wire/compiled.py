@@ -276,13 +276,16 @@ class _Generator:
 _WRITE_PRIMITIVE: dict[str, tuple[str, ...]] = {
     "null": ("if {v} is not None: raise Unsupported",),
     "boolean": ("if type({v}) is not bool: raise Unsupported", "out.append(1 if {v} else 0)"),
+    # |n| < 64 is one byte, its zigzag, appended in line
     "int": (
         "if type({v}) is not int or not _INT_MIN <= {v} <= _INT_MAX: raise Unsupported",
-        "_wlong(out, {v})",
+        "if -64 <= {v} < 64: out.append(({v} << 1) ^ ({v} >> 63))",
+        "else: _wlong(out, {v})",
     ),
     "long": (
         "if type({v}) is not int or not _LONG_MIN <= {v} <= _LONG_MAX: raise Unsupported",
-        "_wlong(out, {v})",
+        "if -64 <= {v} < 64: out.append(({v} << 1) ^ ({v} >> 63))",
+        "else: _wlong(out, {v})",
     ),
     "double": ("if type({v}) is not float: raise Unsupported", "out += _pack_d({v})"),
     "float": ("if type({v}) is not float: raise Unsupported", "out += _pack_f({v})"),
@@ -290,7 +293,8 @@ _WRITE_PRIMITIVE: dict[str, tuple[str, ...]] = {
     "string": (
         "if type({v}) is not str: raise Unsupported",
         "{e} = {v}.encode()",
-        "_wlong(out, len({e}))",
+        "if len({e}) < 64: out.append(len({e}) << 1)",
+        "else: _wlong(out, len({e}))",
         "out += {e}",
     ),
 }

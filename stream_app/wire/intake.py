@@ -68,7 +68,7 @@ class IntakeCheck:
             return Rejection(KEY_TOO_LARGE, f"key of {len(key)} bytes exceeds {self.max_key_bytes}")
         try:
             record = codecs.decode_observation(
-                self.schemas, value or b"", self.max_record_bytes, self.confluent
+                self.schemas, value or b"", self.max_record_bytes, self.confluent, epoch_ms=True
             )
         except DecodeError as exc:
             return Rejection(exc.reason, exc.message)
