@@ -58,7 +58,7 @@ from stream_app.domain.rollup import rollup_key, targets
 from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
 from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at_of
+from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, is_bulk, received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
@@ -226,6 +226,7 @@ class Consolidator:
         self.schemas = {
             name: blueprint.schemas.latest(name) for name in ("alert", "consolidated", "contribution")
         }
+        self.settle_ms = round(self.settings.bulk_settle_s * 1000)
 
     async def process(
         self, events: Sequence[Received], floors: Mapping[str, int | None] | None = None
@@ -470,8 +471,14 @@ class Consolidator:
         now = received_at_of(message) or now
         state, touched = run.state, run.touched
         if item.kind == "observation":
+            settle = self.settle_ms if is_bulk(message) else 0
             result = apply(
-                state, item.payload, source=source, offset=message.offset, ctx=self._ctx(now), touched=touched
+                state,
+                item.payload,
+                source=source,
+                offset=message.offset,
+                ctx=Context(self.catalogue, self.rulebook, now, settle),
+                touched=touched,
             )
             if result.outcome is not Outcome.ALREADY_APPLIED:
                 # Duplicates and refused records still advance the applied offset: they were processed.

@@ -56,6 +56,7 @@ class Intake:
         self.internal_partitions = internal.partitions
         # source topic -> (reporter, its dead-letter topic)
         self.routes: dict[str, tuple[str, str]] = {}
+        self.bulk_topics = frozenset(t.name for t in blueprint.bulk_topics())
         for spec in [*blueprint.input_topics(), *blueprint.bulk_topics()]:
             assert spec.reporter is not None  # noqa: S101 - load_topics guarantees it for input topics
             self.routes[spec.name] = (spec.reporter, blueprint.dead_letter_topic(spec.reporter).name)
@@ -120,7 +121,8 @@ class Intake:
                     value=codecs.encode(self.observation_schema, observation_record(result)),
                     timestamp=message.timestamp,  # keep the reporter's produce time for end-to-end latency
                     blame=index,
-                    headers=received_at(now_ms),  # the stateful step's clock for this record
+                    # the stateful step's clock for this record, and whether it is history
+                    headers=received_at(now_ms, bulk=message.topic in self.bulk_topics),
                 )
             )
         for topic, count in consumed.items():

@@ -517,7 +517,8 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             time.sleep(0.5)
             busy = (worker.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
             rss = worker.peak_rss_bytes()
-            produced = _produced(ns, [worker.metrics()])
+            sample = worker.metrics()
+            produced = _produced(ns, [sample])
         finally:
             reader.stop.set()
             if thread.is_alive():
@@ -533,6 +534,7 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
             "to_alert_ms": percentiles(tracker.to_alert),
             "worker_cpu_share": busy,
+            "stages": _stage_batches(sample),  # warm-up included
             "produced_by_topic": produced,  # warm-up included
             "worker_peak_rss_bytes": rss,
         }
@@ -541,6 +543,29 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             f"  latency at {sending['rate_achieved']:,.0f}/s: p50 {c['p50']:.0f} p95 {c['p95']:.0f} "
             f"p99 {c['p99']:.0f} ms ({tracker.unmatched()} unmatched)"
         )
+        for stage, figures in sorted(run.results[key]["stages"].items()):
+            run.log(
+                f"    {stage}: {figures['batches']:,.0f} batches, "
+                f"mean {figures['mean_records']:,.0f} records "
+                f"in {figures['mean_ms']:,.1f} ms"
+            )
+
+
+def _stage_batches(sample: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per stage: batches, mean records per batch and mean time per batch (from the worker's /metrics)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in sample.items():
+        if key.startswith("stream_app_stage_batch_seconds_count{"):
+            stage = key.split('stage="', 1)[1].split('"', 1)[0]
+            seconds = sample.get(key.replace("_count{", "_sum{"), 0.0)
+            records = sample.get(f'stream_app_batch_size_sum{{agent="{stage}"}}', 0.0)
+            batches = max(1.0, value)
+            out[stage] = {
+                "batches": value,
+                "mean_records": records / batches,
+                "mean_ms": seconds / batches * 1000,
+            }
+    return out
 
 
 class LiveProbe:
@@ -613,6 +638,7 @@ def scenario_backfill(run: Run) -> None:
             drain = wait_drained(
                 ns, [worker], sent, run.timeout(sent, rate_floor=300.0), on_progress=probe.maybe_send
             )
+            settled = wait_settled(ns, worker)
             time.sleep(2.0)  # the last probe's alert
         finally:
             reader.stop.set()
@@ -634,9 +660,30 @@ def scenario_backfill(run: Run) -> None:
             "generate_seconds": gen_seconds,
             "produce": {"seconds": produce_seconds, "rate": rows / produce_seconds},
             "drain": _drain_json(drain),
+            # after the drain: the last closed periods the history changed, published once settled
+            "settle_seconds": settled,
             "live": {"probes": probe.sent, "to_alert_ms": live},
         }
-        run.log(f"  drained in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
+        run.log(
+            f"  drained in {drain.seconds:.1f} s = {drain.rate:,.0f}/s; "
+            f"the last closed periods published {settled:.1f} s later"
+        )
+
+
+def wait_settled(ns: Namespace, worker: Any, limit_s: float = 180.0) -> float:
+    """Seconds from now until the worker has published the closed periods a history load changed:
+    they are held ``STREAM_APP_BULK_SETTLE_S`` and published at the entity's next tick (every
+    ``STREAM_APP_TICK_INTERVAL_S``). Settled: no period closed for longer than both together."""
+    quiet = ns.settings.bulk_settle_s + ns.settings.tick_interval_s + 2.0
+    started = last_change = time.monotonic()
+    key = 'stream_app_consolidated_events_total{kind="period_close"}'
+    seen = worker.metrics().get(key, 0.0)
+    while time.monotonic() - last_change < quiet and time.monotonic() - started < limit_s:
+        time.sleep(0.5)
+        now = worker.metrics().get(key, 0.0)
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+    return last_change - started
 
 
 def _drain_json(drain: Drain) -> dict[str, Any]:

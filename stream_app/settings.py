@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="Longest the broker holds a worker's fetch for STREAM_APP_FETCH_MIN_BYTES."
     )
+    bulk_settle_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "A bulk record's change to a reporting period already closed (history, backfills) is published"
+            " once, this long after it (at the next tick or record of the entity), with what later bulk"
+            " records added meanwhile: a period loaded over many batches is republished once, not per batch."
+            " 0: at once, as a live record's."
+        ),
+    )
     bulk_max_ahead: int = Field(
         1000,
         ge=1,

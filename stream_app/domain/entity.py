@@ -30,6 +30,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -537,6 +538,9 @@ class Context:
     catalogue: Catalogue
     rulebook: RuleBook
     now_ms: int
+    # > 0 for a bulk record (history): a closed period it changes is held open this long and
+    # published when it closes again, once for all the bulk records that changed it meanwhile
+    settle_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -732,6 +736,23 @@ def _count(
     else:
         day.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
         state.set_day(day_key, day)
+    late = _count_in_periods(state, obs, series, periods, number, ctx=ctx, touched=touched)
+    return late, (hour_key, day_key)
+
+
+def _count_in_periods(
+    state: EntityState,
+    obs: Observation,
+    series: str,
+    periods: tuple[tuple[str, int], ...],
+    number: Decimal,
+    *,
+    ctx: Context,
+    touched: Touched,
+) -> bool:
+    """Count the value in its reporting periods (in place); whether it arrived after its own closed."""
+    value, event_time, observation_id, now = obs.value, obs.event_time, obs.observation_id, ctx.now_ms
+    quality = obs.quality.value
     late = False
     periods_state, touched_periods = state.periods, touched.periods
     changed_periods = state.changed_periods
@@ -743,14 +764,20 @@ def _count(
         else:
             agg.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
             changed_periods.add(key)
-        touched_periods.add(key)
         if closes > now:
+            touched_periods.add(key)
             if key not in state.open_periods:
                 state.open_period(key, closes)
-        elif index == 0:
+            continue
+        if index == 0:
             late = True
             touched.late.add(key)
-    return late, (hour_key, day_key)
+        if ctx.settle_ms:  # history: published once it settles, as a period closing (``close_due``)
+            if key not in state.open_periods:
+                state.open_period(key, now + ctx.settle_ms)
+        else:
+            touched_periods.add(key)
+    return late
 
 
 def _retract(

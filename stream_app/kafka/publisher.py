@@ -82,9 +82,23 @@ stateful step runs each record at that time, so replaying the log (``stream-app 
 the very state the live run built: arrival times, lateness, "last received"."""
 
 
-def received_at(now_ms: int) -> tuple[tuple[str, bytes], ...]:
-    """The headers saying a record was received at ``now_ms``."""
+BULK = "stream-app-bulk"
+"""Header of a record on the internal topic that came through a bulk topic (history, backfills): the
+stateful step defers republishing the closed periods it changes (``STREAM_APP_BULK_SETTLE_S``)."""
+
+
+def received_at(now_ms: int, *, bulk: bool = False) -> tuple[tuple[str, bytes], ...]:
+    """The headers saying a record was received at ``now_ms`` (through a bulk topic)."""
+    if bulk:
+        return ((RECEIVED_AT, str(now_ms).encode()), (BULK, b"1"))
     return ((RECEIVED_AT, str(now_ms).encode()),)
+
+
+def is_bulk(message: Any) -> bool:
+    """Whether a record read from the internal topic came through a bulk topic."""
+    headers = getattr(message, "headers", None) or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return any(name == BULK for name, _ in pairs)
 
 
 def received_at_of(message: Any) -> int | None:

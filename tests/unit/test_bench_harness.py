@@ -173,7 +173,7 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
         "1 worker / Quix Streams peer": "pass",  # 1.32
         "1 worker / naive Faust": "pass",  # 6.6
         "2 workers / 1 worker": "FAIL",  # 1.52
-        "backfill 2010-2025 produced + drained": "not measured (only 2022-01-01:2025-12-31)",
+        "backfill 2010-2025 produced + drained + settled": "not measured (only 2022-01-01:2025-12-31)",
         "live alert p99 while the backfill drains": "pass",
         "p99 produced -> alert at 2,000/s": "FAIL",
         "worker peak RSS": "FAIL",  # the latency run's 260 MB

@@ -19,7 +19,7 @@ from stream_app.domain.aggregates import Agg
 from stream_app.domain.model import Observation
 from stream_app.domain.validation import observation_from_record, observation_record
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Publisher
+from stream_app.kafka.publisher import Publisher, received_at
 from stream_app.settings import Settings
 from stream_app.state.memory import MemoryStateStore
 from stream_app.wire import codecs
@@ -62,13 +62,16 @@ class Rig:
         self.internal, self.partitions = internal.name, internal.partitions
         self.offsets: dict[int, int] = {}
 
-    def event(self, obs: Observation, *, offset: int | None = None) -> _Event:
+    def event(
+        self, obs: Observation, *, offset: int | None = None, received: int | None = None, bulk: bool = False
+    ) -> _Event:
         partition = partition_for(obs.entity, self.partitions)
         if offset is None:
             offset = self.offsets.get(partition, -1) + 1
         self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
         value = codecs.encode(self.blueprint.schemas.latest("observation"), observation_record(obs))
-        return _Event(_Message(self.internal, partition, offset, obs.entity.encode(), value))
+        headers = list(received_at(received, bulk=bulk)) if received is not None else []
+        return _Event(_Message(self.internal, partition, offset, obs.entity.encode(), value, headers=headers))
 
     def tick(self, partition: int, now_ms: int) -> _Event:
         offset = self.offsets.get(partition, -1) + 1
@@ -204,3 +207,44 @@ async def test_the_in_memory_layer_reads_back_what_the_read_side_decodes() -> No
     assert ("", "2025-05") in periods
     roundtrip = observation_from_record(observation_record(obs))
     assert roundtrip.entity == obs.entity
+
+
+async def test_history_republishes_a_closed_period_once_it_settles_and_live_records_at_once() -> None:
+    """Bulk records (history) changing closed periods over two batches: nothing of those periods is
+    published until they settle, then each is published once (PERIOD_CLOSE, with both batches'
+    values, and its roll-up contribution); a live late record publishes its change at once."""
+    rig = Rig()
+    consolidated = rig.blueprint.topic_by_role("consolidated").name
+    rollups = rig.blueprint.topic_by_role("rollup").name
+    received = int(time.time() * 1000) - 60_000
+    settle = round(SETTINGS.bulk_settle_s * 1000)
+
+    def published(before: int) -> list[dict[str, Any]]:
+        return [
+            codecs.decode(rig.blueprint.schemas, "consolidated", value or b"")
+            for _, value in rig.sent_to(consolidated)[before:]
+            if value
+        ]
+
+    await rig.run(*(rig.event(_deaths(f"h-{d}", 1.0, d), received=received, bulk=True) for d in (1, 2, 3)))
+    await rig.run(
+        *(rig.event(_deaths(f"h-{d}", 1.0, d), received=received + 1000, bulk=True) for d in (4, 5))
+    )
+    assert published(0) == [], "closed periods wait for the history to settle"
+    assert rig.sent_to(rollups) == []
+    entity = _deaths("x", 0, 1).entity
+    partition = partition_for(entity, rig.partitions)
+    await rig.run(rig.tick(partition, received + settle - 1))
+    assert published(0) == [], "not before the settle time"
+    await rig.run(rig.tick(partition, received + 1000 + settle + 1))  # the second batch's too
+    closes = published(0)
+    assert {r["kind"] for r in closes} == {"PERIOD_CLOSE"}
+    month = [r for r in closes if r["key"].endswith(":2025-05")]
+    assert len(month) == 1 and month[0]["count"] == 5 and month[0]["sum"] == 5.0
+    assert len({r["key"] for r in closes}) == len(closes), "each period once"
+    assert rig.sent_to(rollups), "the settled periods' contributions"
+    before = len(rig.sent_to(consolidated))
+    await rig.run(rig.event(_deaths("live-6", 2.0, 6), received=received + settle + 3000))
+    live = published(before)
+    assert {r["kind"] for r in live} == {"LATE_UPDATE"}, [(r["key"], r["kind"]) for r in live]
+    assert [r["count"] for r in live if r["key"].endswith(":2025-05")] == [6]
