@@ -104,9 +104,9 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "A bulk record's change to a reporting period already closed (history, backfills) is published"
-            " once, this long after it (at the next tick or record of the entity), with what later bulk"
-            " records added meanwhile: a period loaded over many batches is republished once, not per batch."
-            " 0: at once, as a live record's."
+            " at the first tick at least this long after it (STREAM_APP_TICK_INTERVAL_S), with what later"
+            " bulk records added meanwhile: a period loaded over many batches is republished once per tick,"
+            " not per batch. 0: at once, as a live record's."
         ),
     )
     bulk_max_ahead: int = Field(

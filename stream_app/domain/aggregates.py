@@ -7,6 +7,7 @@ to its newest observation; hours and days older than their retention are dropped
 
 from __future__ import annotations
 
+import copy
 import decimal
 import functools
 from collections.abc import Iterable, Mapping
@@ -252,10 +253,26 @@ class Agg:
 
 
 def combine(aggs: Iterable[Agg]) -> Agg | None:
-    """Merge aggregates (None when there are none)."""
+    """Merge aggregates (None when there are none): what folding ``merge`` gives, built in one new
+    aggregate rather than one per step (rolling windows merge up to 30 days)."""
     result: Agg | None = None
     for agg in aggs:
-        result = agg if result is None else result.merge(agg)
+        if result is None:
+            result = copy.copy(agg)
+            continue
+        result.count += agg.count
+        result.total = _DECIMALS.add(result.total, agg.total)
+        if agg.low < result.low:  # noqa: PLR1730 - cheaper than min() here
+            result.low = agg.low
+        if agg.high > result.high:  # noqa: PLR1730
+            result.high = agg.high
+        if (agg.last_time, agg.last_id) > (result.last_time, result.last_id):
+            result.last_time, result.last_id, result.last_value = agg.last_time, agg.last_id, agg.last_value
+        result.n_final += agg.n_final
+        result.n_provisional += agg.n_provisional
+        result.n_test += agg.n_test
+        if agg.first_arrival and (not result.first_arrival or agg.first_arrival < result.first_arrival):
+            result.first_arrival = agg.first_arrival
     return result
 
 

@@ -51,6 +51,7 @@ def entity_records(
     level, level_code = _alert_level(state, entity, ctx)
     own = period_frequencies(indicator.frequency)[0]
     out: list[tuple[str, ConsolidatedRecord | None]] = []
+    windows: dict[str, list[RollingWindow]] = {}  # per series: the same for each of its periods
     for key in sorted(touched.periods | touched.closed):
         series, label = key
         period = period_by_label(label, indicator.calendar, indicator.deadline_day)
@@ -81,7 +82,9 @@ def entity_records(
         )
         record["alert_level"], record["alert_level_code"] = level, level_code
         if is_own:
-            record["windows"] = _windows(state, series)
+            if series not in windows:
+                windows[series] = _windows(state, series)
+            record["windows"] = windows[series]
             record["to_date"] = [
                 _to_date(indicator, state, series, longer, ctx.now_ms)
                 for longer in periods_of(

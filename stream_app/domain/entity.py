@@ -663,7 +663,7 @@ def apply(
         if obs.period and obs.period > state.latest_period:
             state.latest_period = obs.period
     alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
-    close_due(state, ctx, touched)
+    close_due(state, ctx, touched, indicator, tick=False)
     return StepResult(Outcome.CORRECTED if known is not None else Outcome.APPLIED, late=late, alerts=alerts)
 
 
@@ -813,10 +813,20 @@ def _retract(
             touched.periods.add(key)
 
 
-def close_due(state: EntityState, ctx: Context, touched: Touched) -> None:
-    """Close the periods whose deadline has passed: their final values are published."""
-    for key, closes in sorted(state.open_periods.items()):
-        if closes > ctx.now_ms:
+def close_due(
+    state: EntityState, ctx: Context, touched: Touched, indicator: Indicator, *, tick: bool
+) -> None:
+    """Close the periods whose deadline has passed: their final values are published.
+
+    A period held open while history settles (``Context.settle_ms``: it closes later than its own
+    deadline) is closed by a tick only: closing it needs the period and last year's read, which a
+    history batch does not hold, and a tick reads them once for all the batches since."""
+    now = ctx.now_ms
+    due = [(key, closes) for key, closes in state.open_periods.items() if closes <= now]
+    for key, closes in sorted(due):
+        if not tick and closes > close_time_ms(
+            period_by_label(key[1], indicator.calendar, indicator.deadline_day)
+        ):
             continue
         last_year = (key[0], same_period_last_year(key[1]))
         if state.has_period(key) & state.has_period(last_year):
@@ -870,10 +880,10 @@ def tick(
     touched = touched if touched is not None else Touched()
     if not state.known or already_applied(state, source, offset):
         return StepResult(Outcome.ALREADY_APPLIED)
-    close_due(state, ctx, touched)
+    indicator = ctx.catalogue.indicators[entity.indicator]
+    close_due(state, ctx, touched, indicator, tick=True)
     if state.missing:
         return StepResult(Outcome.PENDING)
-    indicator = ctx.catalogue.indicators[entity.indicator]
     alerts = []
     for rule in ctx.rulebook.timer_rules_for(entity.indicator, entity.region, entity.station):
         verdict = on_tick(

@@ -240,7 +240,8 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     closes = published(0)
     assert {r["kind"] for r in closes} == {"PERIOD_CLOSE"}
     month = [r for r in closes if r["key"].endswith(":2025-05")]
-    assert len(month) == 1 and month[0]["count"] == 5 and month[0]["sum"] == 5.0
+    assert len(month) == 1
+    assert (month[0]["count"], month[0]["sum"]) == (5, 5.0)
     assert len({r["key"] for r in closes}) == len(closes), "each period once"
     assert rig.sent_to(rollups), "the settled periods' contributions"
     before = len(rig.sent_to(consolidated))
