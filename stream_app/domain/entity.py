@@ -575,6 +575,12 @@ def needed_periods(indicator: Indicator, obs: Observation) -> list[SeriesPeriod]
 
 
 @functools.lru_cache(maxsize=65536)
+def _deadline_ms(label: str, calendar: str, deadline_day: int) -> int:
+    """When the period a label names closes by its own deadline."""
+    return close_time_ms(period_by_label(label, calendar, deadline_day))
+
+
+@functools.lru_cache(maxsize=65536)
 def _period_plan(
     frequency: str, calendar: str, deadline_day: int, local_day_ordinal: int
 ) -> tuple[tuple[str, int], ...]:
@@ -824,9 +830,7 @@ def close_due(
     now = ctx.now_ms
     due = [(key, closes) for key, closes in state.open_periods.items() if closes <= now]
     for key, closes in sorted(due):
-        if not tick and closes > close_time_ms(
-            period_by_label(key[1], indicator.calendar, indicator.deadline_day)
-        ):
+        if not tick and closes > _deadline_ms(key[1], indicator.calendar, indicator.deadline_day):
             continue
         last_year = (key[0], same_period_last_year(key[1]))
         if state.has_period(key) & state.has_period(last_year):
