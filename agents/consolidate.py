@@ -331,7 +331,9 @@ class Consolidator:
         for index, event in enumerate(events):
             message = event.message
             try:
-                item = await self._item(index, message, now)
+                item = self._item(index, message, now)
+                if item.kind == "tick":
+                    item.entities = await self._tick_entities(message.partition, item.payload)
             except Exception as exc:  # whatever it is, it is this record's: refuse it, keep going
                 reason = refusal_reason(exc, Reasons.UNDECODABLE)
                 batch.letters.append(self._refuse(message, reason, str(exc), exc, now))
@@ -345,7 +347,8 @@ class Consolidator:
                 batch.observation_events.append(event)
         return batch
 
-    async def _item(self, index: int, message: Any, now: int) -> _Item:
+    def _item(self, index: int, message: Any, now: int) -> _Item:
+        """One record decoded and checked (a tick's entities are looked up by ``_tick_entities``)."""
         subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"", epoch_ms=True)
         latest = now + int(self.settings.tick_max_future_s * 1000)
         if subject == "observation":
@@ -373,12 +376,7 @@ class Consolidator:
                 raise RecordRefusedError(
                     Reasons.TICK_INVALID, f"tick time {tick_now} outside [{EARLIEST_EVENT_MS}, {latest}]"
                 )
-            try:
-                due = await self._due(partition, tick_now)
-            except Exception as exc:  # Redis refused the read for good (not a connection error)
-                raise RecordRefusedError(Reasons.STATE_UNREADABLE, f"periods-due registry: {exc!r}") from exc
-            entities = sorted(set(self.timer_entities.get(partition, [])) | set(due))
-            return _Item(index, message, subject, tick_now, tuple(entities))
+            return _Item(index, message, subject, tick_now, ())
         if subject == "directive":
             entity = (message.key or b"").decode()
             key = _checked(self.catalogue, entity)
@@ -409,6 +407,14 @@ class Consolidator:
             raise RecordRefusedError(
                 Reasons.MISROUTED, f"{entity!r} lives on partition {owner}, read from {partition}"
             )
+
+    async def _tick_entities(self, partition: int, tick_now: int) -> tuple[str, ...]:
+        """The entities a tick visits: the partition's watched feeds and those with a period due."""
+        try:
+            due = await self._due(partition, tick_now)
+        except Exception as exc:  # Redis refused the read for good (not a connection error)
+            raise RecordRefusedError(Reasons.STATE_UNREADABLE, f"periods-due registry: {exc!r}") from exc
+        return tuple(sorted(set(self.timer_entities.get(partition, [])) | set(due)))
 
     async def _due(self, partition: int, now_ms: int) -> list[str]:
         """Entities of a partition with a period whose deadline has passed (the periods-due registry).
