@@ -645,7 +645,11 @@ def apply(
         old_periods = periods_of(
             indicator.frequency, indicator.calendar, indicator.deadline_day, known.event_time
         )
-    if not _loaded(state, indicator, series, day, known=known, old_periods=old_periods):
+    # open periods this value's retention forgets at the commit (a settling history period, once
+    # values two reporting years later arrive): published now, while they are still there
+    dropping = _out_of_retention(state, indicator, retention)
+    ready = all([state.has_period(k) & state.has_period(_last_year(k)) for k in dropping])
+    if not _loaded(state, indicator, series, day, known=known, old_periods=old_periods) or not ready:
         return StepResult(Outcome.PENDING)
 
     if known is not None:
@@ -656,6 +660,9 @@ def apply(
     )
     state.newest_event_time = newest
     state.retention_ms = max(retention, state.retention_ms or retention)
+    for key in dropping:
+        state.close_period(key)
+        touched.closed.add(key)
     late, added = _count(state, obs, series=series, periods=periods, ctx=ctx, touched=touched)
     state.expire(added)
     _update_latest(state, obs, series, known, added[1])
@@ -671,6 +678,21 @@ def apply(
     alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
     close_due(state, ctx, touched, indicator, tick=False)
     return StepResult(Outcome.CORRECTED if known is not None else Outcome.APPLIED, late=late, alerts=alerts)
+
+
+def _out_of_retention(state: EntityState, indicator: Indicator, retention: int) -> list[SeriesPeriod]:
+    """The open periods ending at or before ``retention``: the commit forgets them (sorted)."""
+    if not state.open_periods or (state.retention_ms is not None and retention <= state.retention_ms):
+        return []  # retention has not moved since they were checked
+    return sorted(
+        key
+        for key in state.open_periods
+        if period_by_label(key[1], indicator.calendar, indicator.deadline_day).end_ms <= retention
+    )
+
+
+def _last_year(key: SeriesPeriod) -> SeriesPeriod:
+    return (key[0], same_period_last_year(key[1]))
 
 
 def _loaded(

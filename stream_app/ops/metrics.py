@@ -314,14 +314,11 @@ def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
     counts = [0] * len(bounds)
     added, seen = 0.0, False
     for amount in amounts:
-        index = bisect_left(bounds, amount)  # the first bound >= amount, as observe's scan finds
-        if index == len(bounds):  # NaN: observe counts it nowhere but in the sum
-            added += amount
-            seen = True
-            continue
-        counts[index] += 1
         added += amount
         seen = True
+        if amount != amount:  # noqa: PLR0124 - NaN: observe counts it in the sum only, in no bucket
+            continue
+        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe's scan finds
     if not seen:
         return
     total.inc(added)

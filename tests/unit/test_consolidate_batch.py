@@ -249,3 +249,34 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     live = published(before)
     assert {r["kind"] for r in live} == {"LATE_UPDATE"}, [(r["key"], r["kind"]) for r in live]
     assert [r["count"] for r in live if r["key"].endswith(":2025-05")] == [6]
+
+
+async def test_a_settling_period_that_retention_forgets_is_published_before_not_as_a_tombstone() -> None:
+    """History loaded oldest first: a 2022 value settles, then a 2024 value moves the entity's
+    retention past 2022 before any tick. The 2022 periods are published with their value as the
+    2024 record is applied (the commit forgets them), never as tombstones."""
+    rig = Rig()
+    consolidated = rig.blueprint.topic_by_role("consolidated").name
+    rollups = rig.blueprint.topic_by_role("rollup").name
+    received = int(time.time() * 1000) - 60_000
+    old = observation("h-2022", 4.0, local_ms(2022, 5, 10, 8), indicator="TRF.ACCIDENTS")
+    new = observation("h-2024", 6.0, local_ms(2024, 5, 10, 8), indicator="TRF.ACCIDENTS")
+    await rig.run(rig.event(old, received=received, bulk=True))
+    await rig.run(rig.event(new, received=received + 100, bulk=True))
+    partition = partition_for(old.entity, rig.partitions)
+    await rig.run(rig.tick(partition, received + 100 + round(SETTINGS.bulk_settle_s * 1000) + 1))
+    sent = rig.sent_to(consolidated)
+    assert all(value is not None for _, value in sent), "no tombstone"
+    records = {
+        r["key"]: r for r in (codecs.decode(rig.blueprint.schemas, "consolidated", v or b"") for _, v in sent)
+    }
+    assert records["TRF.ACCIDENTS:01:-:2022-05"]["count"] == 1
+    assert records["TRF.ACCIDENTS:01:-:2022-05"]["sum"] == 4.0
+    assert records["TRF.ACCIDENTS:01:-:2024-05"]["sum"] == 6.0
+    contributed = [
+        item
+        for _, value in rig.sent_to(rollups)
+        for item in codecs.decode(rig.blueprint.schemas, "contribution", value or b"")["items"]
+    ]
+    assert all(item["aggregate"] is not None for item in contributed)
+    assert any(item["period"] == "|2022-05" for item in contributed)

@@ -4,6 +4,7 @@ and that the dashboard and the alert rules only name metrics the workers export.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -155,7 +156,7 @@ def test_observing_many_amounts_at_once_equals_observing_each() -> None:
     registry = CollectorRegistry()
     one = Histogram("one_seconds", "", ["l"], buckets=(0.1, 0.5, 1.0, 5.0), registry=registry)
     many = Histogram("many_seconds", "", ["l"], buckets=(0.1, 0.5, 1.0, 5.0), registry=registry)
-    amounts = [0.0, 0.1, 0.1000001, 0.5, 0.7, 1.0, 4.9, 5.0, 7.5, 1e9, 0.05]
+    amounts = [0.0, 0.1, 0.1000001, 0.5, 0.7, 1.0, 4.9, 5.0, 7.5, 1e9, 0.05, -1.0, float("inf"), float("nan")]
     for amount in amounts:
         one.labels("x").observe(amount)
     observe_many(many.labels("x"), amounts)
@@ -165,4 +166,8 @@ def test_observing_many_amounts_at_once_equals_observing_each() -> None:
         (family,) = [m for m in registry.collect() if m.name == name]
         return [(s.name.removeprefix(name), s.labels, s.value) for s in family.samples]
 
-    assert samples("many_seconds") == samples("one_seconds")
+    batched, single = samples("many_seconds"), samples("one_seconds")
+    assert [s[:2] for s in batched] == [s[:2] for s in single]
+    assert all(
+        a[2] == b[2] or (math.isnan(a[2]) and math.isnan(b[2])) for a, b in zip(batched, single, strict=True)
+    )
