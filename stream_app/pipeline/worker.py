@@ -81,7 +81,8 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
             "shutdown_forced",
             signal=signal_name,
             grace_s=self._grace_s,
-            still_stopping=_still_stopping(self),
+            # every service below may be stopped already, the worker itself still tearing down
+            still_stopping=_still_stopping(self) or [str(getattr(self, "label", "Worker"))],
             hint="nothing is lost: uncommitted records are redelivered and applied once",
         )
         sys.stdout.flush()
