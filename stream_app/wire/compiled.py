@@ -298,28 +298,27 @@ _WRITE_PRIMITIVE: dict[str, tuple[str, ...]] = {
         "out += {e}",
     ),
 }
+
+
+def _varint_read(low: str, high: str) -> tuple[str, ...]:
+    """Statements reading a zigzag varint into ``{v}``, one byte in line, bounded by ``low``/``high``."""
+    return (
+        "{v} = b[pos]",
+        "if {v} < 0x80:",
+        "    {v} = ({v} >> 1) ^ -({v} & 1)",
+        "    pos += 1",
+        "else:",
+        "    {v}, pos = _rlong(b, pos)",
+        f"    if not {low} <= {{v}} <= {high}: raise Unsupported",
+    )
+
+
 _READ_PRIMITIVE: dict[str, tuple[str, ...]] = {
     "null": ("{v} = None",),
     "boolean": ("{v} = b[pos]", "pos += 1", "if {v} > 1: raise Unsupported", "{v} = {v} == 1"),
     # a varint of one byte (|n| < 64) is read in line: most counts, lengths and small numbers
-    "int": (
-        "{v} = b[pos]",
-        "if {v} < 0x80:",
-        "    {v} = ({v} >> 1) ^ -({v} & 1)",
-        "    pos += 1",
-        "else:",
-        "    {v}, pos = _rlong(b, pos)",
-        "    if not _INT_MIN <= {v} <= _INT_MAX: raise Unsupported",
-    ),
-    "long": (
-        "{v} = b[pos]",
-        "if {v} < 0x80:",
-        "    {v} = ({v} >> 1) ^ -({v} & 1)",
-        "    pos += 1",
-        "else:",
-        "    {v}, pos = _rlong(b, pos)",
-        "    if not _LONG_MIN <= {v} <= _LONG_MAX: raise Unsupported",
-    ),
+    "int": _varint_read("_INT_MIN", "_INT_MAX"),
+    "long": _varint_read("_LONG_MIN", "_LONG_MAX"),
     "double": ("({v},) = _unpack_d(b, pos)", "pos += 8"),
     "float": ("({v},) = _unpack_f(b, pos)", "pos += 4"),
     "bytes": ("{v}, pos = _rbytes(b, pos)",),

@@ -135,47 +135,29 @@ def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> N
     from structlog.testing import capture_logs  # noqa: PLC0415
 
     from stream_app.domain.model import Rejection  # noqa: PLC0415
-    from stream_app.kafka.publisher import dead_letter, log_rejections  # noqa: PLC0415
+    from stream_app.kafka.publisher import Letter, dead_letter, log_rejections  # noqa: PLC0415
 
     def message(partition: int, offset: int) -> SimpleNamespace:
         return SimpleNamespace(
             topic="reporter.mae.observations", partition=partition, offset=offset, key=None, value=b"x"
         )
 
+    def rejected(partition: int, offset: int, reason: str, detail: str) -> Letter:
+        return dead_letter(
+            message(partition, offset),
+            "dlq",
+            Rejection(reason, detail),
+            now_ms=1,
+            stage="intake",
+            reporter="MAE",
+        )
+
     with capture_logs() as logs:
         letters = [
-            dead_letter(
-                message(0, 5),
-                "dlq",
-                Rejection("out_of_range", "AQI 900 > 500"),
-                now_ms=1,
-                stage="intake",
-                reporter="MAE",
-            ),
-            dead_letter(
-                message(0, 9),
-                "dlq",
-                Rejection("out_of_range", "AQI 901 > 500"),
-                now_ms=1,
-                stage="intake",
-                reporter="MAE",
-            ),
-            dead_letter(
-                message(1, 2),
-                "dlq",
-                Rejection("out_of_range", "AQI 999 > 500"),
-                now_ms=1,
-                stage="intake",
-                reporter="MAE",
-            ),
-            dead_letter(
-                message(1, 3),
-                "dlq",
-                Rejection("unknown_region", "region 99"),
-                now_ms=1,
-                stage="intake",
-                reporter="MAE",
-            ),
+            rejected(0, 5, "out_of_range", "AQI 900 > 500"),
+            rejected(0, 9, "out_of_range", "AQI 901 > 500"),
+            rejected(1, 2, "out_of_range", "AQI 999 > 500"),
+            rejected(1, 3, "unknown_region", "region 99"),
             dead_letter(
                 message(1, 4),
                 "dlq",
