@@ -18,7 +18,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 AS_ADMIN = eval "$$($(SERVICES) env admin)" &&
 QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: help install services down demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos docs
+.PHONY: help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos docs
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
@@ -89,7 +89,11 @@ chaos: services
 	  $(AS_ADMIN) CHAOS_SEED=$$seed CHAOS_LONG=1 $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
 	done
 
-test: services lint typecheck schemas monitoring
+# Debian's chromium for the screen's browser test (tests/integration/test_screen.py)
+browser:
+	@$(SERVICES) browser
+
+test: services browser lint typecheck schemas monitoring
 	$(AS_ADMIN) $(BIN)/pytest tests $(PYTEST_ARGS)
 
 check: test

@@ -82,6 +82,20 @@ class Settings(BaseSettings):
     )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
     web_port: int = Field(6066, description="Port of the worker's HTTP server.")
+    screen_host: str = Field(
+        "127.0.0.1", description="Bind address of the center's screen (`stream-app screen`)."
+    )
+    screen_port: int = Field(
+        6080, description="Port of the center's screen: the page, its API and live alerts."
+    )
+    screen_cache_s: float = Field(
+        1.0,
+        ge=0,
+        description=(
+            "How long the screen reuses an answer of its API (every open page asks the same questions: one"
+            " Redis read per question and period, however many pages). 0: no reuse."
+        ),
+    )
 
     batch_max: int = Field(
         2000, ge=1, description="Records per processing batch (a stage takes up to this many at a time)."

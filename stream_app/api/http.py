@@ -56,6 +56,8 @@ class Api:
             "/alerts/active": self.alerts,
             "/compliance": self.compliance,
             "/briefing": self.briefing,
+            "/overview": self.overview,
+            "/region": self.region,
         }
 
     async def indicators(self, params: dict[str, str], now_ms: int) -> Any:
@@ -82,6 +84,12 @@ class Api:
             raise BadRequest(f"unknown domain {domain!r}")
         found = await self.model.active_alerts(domain, _int(params, "min_level", 0))
         return {"count": len(found), "alerts": found}
+
+    async def overview(self, params: dict[str, str], now_ms: int) -> Any:
+        return await self.model.overview(params.get("indicator") or None)
+
+    async def region(self, params: dict[str, str], now_ms: int) -> Any:
+        return await self.model.region(params.get("region"), now_ms)
 
     async def compliance(self, params: dict[str, str], now_ms: int) -> Any:
         return await self.model.compliance(params.get("reporter") or None, _time(params.get("at"), now_ms))
@@ -146,6 +154,14 @@ def register(
     gate = Gate(settings.api_tokens_file if settings is not None else None)
     for path, handler in Api(model).routes().items():
         app.page(PREFIX + path)(_page(path, handler, gate))
+
+    @app.page(PREFIX + "/whoami")
+    async def who(web: Any, request: Any) -> Any:
+        identity = gate.identify(request)
+        refused = gate.refuse(web, identity, "viewer")
+        if refused is not None or identity is None:
+            return refused
+        return web.json(whoami(identity))
 
     @app.page(PREFIX + "/openapi.yaml")
     async def openapi(web: Any, request: Any) -> Any:
@@ -268,22 +284,33 @@ def _page(path: str, handler: Handler, gate: Gate) -> Callable[[Any, Any], Await
         refused = gate.refuse(web, gate.identify(request), "viewer")
         if refused is not None:
             return refused
-        params = {k: v for k, v in request.query.items()}
-        if "state_lost" in retry.retrying():  # the state lacks what was acknowledged: no answer is true
-            detail = "the state is being rebuilt from the log (stream-app state rebuild); ask again later"
-            return web.json({"error": "unavailable", "detail": detail}, status=503)
-        try:
-            body = await handler(params, int(time.time() * 1000))
-        except BadRequest as exc:
-            return web.json({"error": "bad_request", "detail": str(exc)}, status=400)
-        except NotFound as exc:
-            return web.json({"error": "not_found", "detail": str(exc)}, status=404)
-        except (RedisError, OSError) as exc:
-            return web.json({"error": "unavailable", "detail": f"state store: {exc}"}, status=503)
-        return web.json(body)
+        status, body = await answer(handler, dict(request.query.items()))
+        return web.json(body, status=status)
 
     page.__name__ = page.__qualname__ = "api_" + path.strip("/").replace("/", "_")
     return page
+
+
+async def answer(handler: Handler, params: dict[str, str]) -> tuple[int, Any]:
+    """A read's HTTP status and JSON body: 400 for a wrong parameter, 404 for nothing stored, 503 while
+    Redis is unreachable or the state is being rebuilt."""
+    if "state_lost" in retry.retrying():  # the state lacks what was acknowledged: no answer is true
+        detail = "the state is being rebuilt from the log (stream-app state rebuild); ask again later"
+        return 503, {"error": "unavailable", "detail": detail}
+    try:
+        return 200, await handler(params, int(time.time() * 1000))
+    except BadRequest as exc:
+        return 400, {"error": "bad_request", "detail": str(exc)}
+    except NotFound as exc:
+        return 404, {"error": "not_found", "detail": str(exc)}
+    except (RedisError, OSError) as exc:
+        return 503, {"error": "unavailable", "detail": f"state store: {exc}"}
+
+
+def whoami(identity: Identity) -> dict[str, Any]:
+    """``GET /api/v1/whoami``: who the token stands for and what it may do (a page shows its controls
+    by it; the server checks every request anyway)."""
+    return {"name": identity.name, "role": identity.role, "may_direct": identity.may("operator")}
 
 
 def _int(params: dict[str, str], name: str, default: int) -> int:

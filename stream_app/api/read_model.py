@@ -8,6 +8,7 @@ with a message naming it and what is allowed.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -26,8 +27,9 @@ from stream_app.domain.aggregates import (
     yoy_change_pct,
 )
 from stream_app.domain.alerting import RuleBook
+from stream_app.domain.alerting.model import Entity
 from stream_app.domain.calendar import ReportingPeriod, period_of
-from stream_app.domain.catalogue import Catalogue, Indicator
+from stream_app.domain.catalogue import Catalogue, Indicator, Level
 from stream_app.domain.clock import local_date, local_iso
 from stream_app.domain.consolidation import time_aggregation
 from stream_app.domain.entity import EntityKey, EntityState, SeriesPeriod
@@ -403,6 +405,143 @@ class ReadModel:
             "open_alerts": open_alerts,
         }
 
+    async def overview(self, indicator_code: str | None) -> dict[str, Any]:
+        """The country at a glance, in one answer: every current provincial unit with its worst open
+        alert (of ``indicator_code`` when given, else of any indicator) and, for an indicator reported
+        per province or per station, its latest value there (a station indicator: the station with the
+        worst open alert, else the newest value). What the center's map draws."""
+        indicator = self.indicator(indicator_code) if indicator_code else None
+        alerts = await self.active_alerts(None, 0)
+        if indicator is not None:
+            alerts = [a for a in alerts if a["indicator"] == indicator.code]
+        worst: dict[str, dict[str, Any]] = {}
+        counts: dict[str, int] = {}
+        for alert in alerts:  # sorted worst first
+            counts[alert["region"]] = counts.get(alert["region"], 0) + 1
+            worst.setdefault(alert["region"], alert)
+        values: dict[str, dict[str, Any]] = {}
+        if indicator is not None and indicator.region_level != "national":
+            values = await self._headline_values(indicator, alerts)
+        regions = []
+        for code, region in sorted(self.catalogue.regions.items()):
+            if region.kind != "current":
+                continue
+            regions.append(
+                {
+                    "region": code,
+                    "name": region.name,
+                    "open_alerts": counts.get(code, 0),
+                    "alert": _alert_summary(worst[code]) if code in worst else None,
+                    "latest": values.get(code),
+                }
+            )
+        return {
+            "indicator": indicator.code if indicator is not None else None,
+            "unit": indicator.unit if indicator is not None else None,
+            "levels": _levels_view(self._legend(indicator)),
+            "regions": regions,
+        }
+
+    async def region(self, code: str | None, now_ms: int) -> dict[str, Any]:
+        """One provincial unit in one answer: per indicator reported there (per station for station
+        indicators), the latest value and when, the last 30 days' daily values, this reporting period
+        to date and the same period last year, and the open alerts."""
+        if not code:
+            raise BadRequest("missing parameter 'region' (a current provincial unit, e.g. 01)")
+        region = self.catalogue.regions.get(code)
+        if region is None or region.kind != "current":
+            raise BadRequest(
+                f"region {code!r} is not a current provincial unit (GET /api/v1/overview lists them)"
+            )
+        entities = [
+            (indicator, entity)
+            for indicator in sorted(self.catalogue.indicators.values(), key=lambda i: (i.domain, i.code))
+            if indicator.region_level != "national"
+            for entity in self.rulebook.entities_of(indicator)
+            if entity.region == code
+        ]
+        views = await asyncio.gather(*(self._entity_summary(i, e, now_ms) for i, e in entities))
+        alerts = [a for a in await self.active_alerts(None, 0) if a["region"] == code]
+        return {
+            "region": code,
+            "name": region.name,
+            "series": [v for v in views if v is not None],
+            "alerts": alerts,
+        }
+
+    async def _headline_values(
+        self, indicator: Indicator, alerts: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        entities = self.rulebook.entities_of(indicator)
+        states = await asyncio.gather(
+            *(self.store.entity_state(str(EntityKey(e.indicator, e.region, e.station))) for e in entities)
+        )
+        levels = {(a["region"], a["station"]): a["level"] for a in alerts}
+        best: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        for entity, state in zip(entities, states, strict=True):
+            latest = state.latest_of("") if state is not None else None
+            if latest is None:
+                continue
+            rank = (levels.get((entity.region, entity.station), 0), latest.last_time)
+            if entity.region in best and best[entity.region][0] >= rank:
+                continue
+            station = self.catalogue.stations.get(entity.station) if entity.station else None
+            best[entity.region] = (
+                rank,
+                {
+                    "station": entity.station,
+                    "station_name": station.name if station is not None else None,
+                    "value": latest.last_value,
+                    "event_time": local_iso(latest.last_time),
+                },
+            )
+        return {region: view for region, (_, view) in best.items()}
+
+    async def _entity_summary(
+        self, indicator: Indicator, entity: Entity, now_ms: int
+    ) -> dict[str, Any] | None:
+        name = str(EntityKey(entity.indicator, entity.region, entity.station))
+        state = await self.store.entity_state(name)
+        latest = state.latest_of("") if state is not None else None
+        if state is None or latest is None:
+            return None
+        period = self.period(indicator, None, now_ms)
+        wanted = [("", period.label), ("", same_period_last_year(period.label))]
+        found = await self.store.entity_periods(name, wanted)
+        this, last = found[wanted[0]], found[wanted[1]]
+        last_day = local_date(latest.last_time).toordinal()
+        daily = {d: a for (s, d), a in state.days.items() if s == "" and last_day - 30 < d <= last_day}
+        aggregation = time_aggregation(indicator)
+        station = self.catalogue.stations.get(entity.station) if entity.station else None
+        return {
+            "indicator": indicator.code,
+            "name_vi": indicator.name_vi,
+            "name_en": indicator.name_en,
+            "domain": indicator.domain,
+            "unit": indicator.unit,
+            "station": entity.station,
+            "station_name": station.name if station is not None else None,
+            "value": latest.last_value,
+            "event_time": local_iso(latest.last_time),
+            "last_30_days": [
+                {"date": date.fromordinal(d).isoformat(), "value": daily[d].value_by(aggregation)}
+                for d in sorted(daily)
+            ],
+            "period": period.label,
+            "period_to_date": _value(this, indicator) if this else None,
+            "same_period_last_year": _value(last, indicator) if last else None,
+        }
+
+    def _legend(self, indicator: Indicator | None) -> tuple[Level, ...]:
+        if indicator is not None:
+            if indicator.levels:
+                return indicator.levels
+            for station in self.catalogue.stations.values():  # station levels (flood alarms) share codes
+                if station.levels_indicator == indicator.code and station.levels:
+                    return station.levels
+            return ()
+        return ()
+
     # ---------------------------------------------------------------------------- helpers
 
     async def _state(self, where: Where) -> EntityState:
@@ -429,6 +568,29 @@ def due_period(indicator: Indicator, at_ms: int) -> ReportingPeriod:
     while close_time_ms(period) > at_ms:
         period = period_of(own, indicator.calendar, period.start_ms - 1, indicator.deadline_day)
     return period
+
+
+def _alert_summary(alert: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: alert.get(key)
+        for key in (
+            "alert_key", "alert_id", "rule", "indicator", "station", "level", "level_code",
+            "level_name_vi", "level_name_en", "colour", "value", "event_time",
+        )
+    }  # fmt: skip
+
+
+def _levels_view(levels: tuple[Level, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": lv.index,
+            "code": lv.code,
+            "name_vi": lv.name_vi,
+            "name_en": lv.name_en,
+            "colour": lv.colour,
+        }
+        for lv in levels
+    ]
 
 
 def _value(agg: Agg, indicator: Indicator) -> float:

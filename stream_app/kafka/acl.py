@@ -6,7 +6,8 @@ refuses whatever no ACL allows (``allow.everyone.if.no.acl.found=false``):
 
 - each **reporter** writes its own input topic and reads its own dead letters and directives (and
   consumer groups named ``reporter.<code>.…``) — nothing else;
-- the **center** writes ``center.directives`` and reads every ``center.*`` topic (groups ``center.…``);
+- the **center** writes ``center.directives`` (and ``center.audit``: its screen records who directed
+  what) and reads every ``center.*`` topic (groups ``center.…``);
 - the **app** reads what its agents consume, writes what they produce (internal topics, outputs, dead
   letters, ``center.directives`` for directives its HTTP API takes from authenticated operators, the
   audit trail), describes every topic, and owns its consumer group (and groups prefixed by it);
@@ -130,6 +131,8 @@ def grants(blueprint: Blueprint) -> set[Grant]:
         allow(who["app"], "TOPIC", spec.name, "DESCRIBE", "DESCRIBE_CONFIGS")
         allow(who["sre"], "TOPIC", spec.name, "READ", "DESCRIBE", "DESCRIBE_CONFIGS")
     allow(who["center"], "TOPIC", blueprint.topic_by_role("directives").name, "WRITE")
+    # the center's screen (stream-app screen) audits the directives its operators take
+    allow(who["center"], "TOPIC", blueprint.topic_by_role("audit").name, "WRITE")
     allow(who["center"], "TOPIC", f"{ns}center.", "READ", "DESCRIBE", prefixed=True)
     allow(who["center"], "GROUP", f"{ns}center.", "READ", "DESCRIBE", prefixed=True)
     allow(who["app"], "GROUP", settings.group_id, "READ", "DESCRIBE", prefixed=True)

@@ -211,7 +211,7 @@ class Publisher:
 
     def __init__(
         self,
-        app: faust.App,
+        app: faust.App | None,
         settings: Settings,
         dead_letter_schema: SchemaVersion,
         framing: Framing = SINGLE_OBJECT_FRAMING,
@@ -221,7 +221,11 @@ class Publisher:
         self._schema = dead_letter_schema
         self.framing = framing
         self.max_bytes = settings.output_max_bytes
-        self._sender: Sender = sender or FaustSender(app)
+        if sender is None:
+            if app is None:
+                raise TypeError("a Publisher needs a Faust app or a sender")
+            sender = FaustSender(app)
+        self._sender: Sender = sender
 
     async def publish(
         self, outputs: Sequence[Output], letters: Sequence[Letter] = ()

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a stream-processing worker")
+    sub.add_parser("screen", help="serve the center's screen: the live web view of the country")
     _add_topics(sub)
     _add_acl(sub)
     _add_token(sub)
@@ -242,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     handlers = {
         "worker": _worker,
+        "screen": _screen,
         "demo": _demo,
         "topics": _topics,
         "simulate": _simulate,
@@ -263,6 +265,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.pipeline.worker import run_worker
 
     return run_worker(settings)
+
+
+def _screen(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.logs import configure_logging
+    from stream_app.screen.server import run_screen
+
+    configure_logging(settings)
+    return run_screen(_blueprint(settings))
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -70,6 +70,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
             stderr=subprocess.STDOUT,
         )
     print(f"demo: worker pid {worker.pid}, log {log_path}", flush=True)
+    screen = _start_screen(env, worker_env, log_dir / "screen.log")
     seen = {"alert": 0, "consolidated": 0, "dead_letter": 0, "error": 0}
     stop = threading.Event()
     try:
@@ -85,6 +86,11 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
             f"demo: query API at {web}/api/v1/ (token {tokens['viewer']} to read; {tokens['operator']} "
             f"to post directives), e.g. curl -H 'Authorization: Bearer {tokens['viewer']}' "
             f"{web}/api/v1/alerts/active",
+            flush=True,
+        )
+        print(
+            f"demo: the center's screen at http://{settings.screen_host}:{settings.screen_port}/ "
+            f"(sign in with {tokens['operator']} to act on alerts, {tokens['viewer']} to watch)",
             flush=True,
         )
         print(
@@ -139,6 +145,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         print("\ndemo: stopping", flush=True)
     finally:
         stop.set()
+        screen.terminate()
         worker.terminate()
         try:
             worker.wait(30)
@@ -150,6 +157,19 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         flush=True,
     )
     return 0 if seen["alert"] and seen["consolidated"] else 1
+
+
+def _start_screen(worker: dict[str, str], worker_env: str | None, log_path: Path) -> subprocess.Popen[bytes]:
+    """``stream-app screen`` as the center (its principal's file next to the worker's, when there is one:
+    Kafka as ``center``, Redis as its read-only user), with the demo's tokens."""
+    center = Path(worker_env).with_name("center.env") if worker_env else None
+    env = {**worker, **(_env_file(str(center)) if center is not None and center.exists() else {})}
+    with log_path.open("ab") as log_file:
+        screen = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "screen"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    print(f"demo: screen pid {screen.pid}, log {log_path}", flush=True)
+    return screen
 
 
 def _prepare(settings: Settings, blueprint: Blueprint) -> None:

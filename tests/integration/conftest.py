@@ -33,6 +33,7 @@ from stream_app.settings import REPO_ROOT, Settings
 from .support import API_TOKENS, WorkerProcess, free_port, settings_env
 
 REDIS_APP_ACL = REPO_ROOT / "deploy" / "redis" / "app-user.acl"
+REDIS_SCREEN_ACL = REPO_ROOT / "deploy" / "redis" / "screen-user.acl"
 
 
 @pytest.fixture(scope="session")
@@ -122,22 +123,37 @@ def blueprint(settings: Settings) -> Iterator[Blueprint]:
 def app_redis_url(settings: Settings) -> Iterator[str]:
     """A Redis user of the test's own that may touch only the test's key prefix, with the commands of
     ``deploy/redis/app-user.acl``: the worker's. Without Redis ACLs (an open Redis), the test's URL."""
+    yield from _redis_user(settings, REDIS_APP_ACL, settings.redis_key_prefix)
+
+
+@pytest.fixture
+def screen_redis_url(settings: Settings) -> Iterator[str]:
+    """The screen's Redis user for the test's key prefix: read-only (``deploy/redis/screen-user.acl``)."""
+    yield from _redis_user(settings, REDIS_SCREEN_ACL, f"{settings.redis_key_prefix}-screen")
+
+
+def _redis_user(settings: Settings, rules_file: Path, user: str) -> Iterator[str]:
     url = settings.redis_url.get_secret_value()
     parts = urlsplit(url)
     if not parts.username:
         yield url
         return
     admin = redis.Redis.from_url(url)
-    user, password = settings.redis_key_prefix, secrets.token_hex(16)
+    password = secrets.token_hex(16)
     rules = next(
         line
-        for line in REDIS_APP_ACL.read_text(encoding="utf-8").splitlines()
+        for line in rules_file.read_text(encoding="utf-8").splitlines()
         if line and not line.startswith("#")
     )
     # the rules file's own tokens, as they are: acl_setuser() takes them only parsed into its keywords;
     # redis-py leaves the sync client's execute_command() unannotated
     admin.execute_command(  # type: ignore[no-untyped-call]
-        "ACL", "SETUSER", user, "reset", f">{password}", *rules.replace("{prefix}", user).split()
+        "ACL",
+        "SETUSER",
+        user,
+        "reset",
+        f">{password}",
+        *rules.replace("{prefix}", settings.redis_key_prefix).split(),
     )
     netloc = f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}"
     yield urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -130,6 +130,24 @@ def test_query_api_answers_from_the_consolidated_state(
     alerts = _wait_for(settings, "/alerts/active", until=lambda body: body["count"] > 0, domain="environment")
     assert [a["alert_key"] for a in alerts["alerts"]] == ["levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM"]
 
+    # the map's answer: every unit, Hà Nội with its worst AQI alert and its station's latest value
+    overview = _wait_for(settings, "/overview", indicator="ENV.AQI")
+    assert len(overview["regions"]) == 34
+    hanoi = next(r for r in overview["regions"] if r["region"] == "01")
+    assert (hanoi["open_alerts"], hanoi["alert"]["alert_key"]) == (1, alerts["alerts"][0]["alert_key"])
+    assert (hanoi["latest"]["station"], hanoi["latest"]["value"]) == ("HN-AQ-HOANKIEM", 180.0)
+    aqi_levels = blueprint.catalogue.indicators["ENV.AQI"].levels
+    assert [lv["code"] for lv in overview["levels"]] == [lv.code for lv in aqi_levels]
+    assert next(r for r in overview["regions"] if r["region"] == "79")["alert"] is None
+    # a province's panel: Hải Phòng's landslides, its latest day and the 30 days before it
+    region = _wait_for(settings, "/region", region="31")
+    landslides_31 = next(s for s in region["series"] if s["indicator"] == "DIS.LANDSLIDE_SITES")
+    assert (landslides_31["value"], landslides_31["last_30_days"]) == (
+        4.0,
+        [{"date": "2025-08-20", "value": 4.0}],
+    )
+    assert region["alerts"] == []
+
     compliance = _wait_for(settings, "/compliance", reporter="MAE", at="2025-08-22T12:00+07:00")
     landslides = next(
         i for i in compliance["reporters"][0]["indicators"] if i["indicator"] == "DIS.LANDSLIDE_SITES"
@@ -163,6 +181,9 @@ BAD_REQUESTS = [
     ("/alerts/active", {"min_level": "high"}, 400, "not an integer"),
     ("/briefing", {"date": "20-08-2025"}, 400, "not YYYY-MM-DD"),
     ("/latest", {"indicator": "FIN.CPI", "region": "01"}, 404, "no values"),
+    ("/overview", {"indicator": "NOPE"}, 400, "unknown indicator 'NOPE'"),
+    ("/region", {}, 400, "missing parameter 'region'"),
+    ("/region", {"region": "30"}, 400, "not a current provincial unit"),
 ]
 
 
@@ -180,8 +201,9 @@ def test_openapi_document_is_served_and_names_every_route(
     url = f"http://{settings.web_host}:{settings.web_port}/api/v1/openapi.yaml"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    for path in Api.__new__(Api).routes():
+    for path in [*Api.__new__(Api).routes(), "/whoami", "/alerts/stream"]:
         assert f"/api/v1{path}:" in text
+    assert _get(settings, "/whoami") == (200, {"name": "test-viewer", "role": "viewer", "may_direct": False})
 
 
 def test_a_period_closes_on_a_tick_and_its_final_value_is_published(

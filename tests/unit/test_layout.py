@@ -1,7 +1,7 @@
 """The package's layers import one way: each may use the ones below it, never one above.
 
     base (settings, exceptions, logs, paths) < domain < wire < config < ops < state < kafka < api
-    < agents < pipeline < tools
+    < screen < agents < pipeline < tools
 
 The domain is pure: it imports neither Faust, Redis, Kafka nor the network. A cycle between layers,
 or a new top-level module nobody placed, fails here with the import that breaks the rule.
@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("base", "domain", "wire", "config", "ops", "state", "kafka", "api", "agents", "pipeline", "tools")
+LAYERS = (
+    "base", "domain", "wire", "config", "ops", "state", "kafka", "api", "screen", "agents", "pipeline",
+    "tools",
+)  # fmt: skip
 BASE_MODULES = frozenset({"settings", "exceptions", "logs", "paths"})
 ENTRY_POINTS = frozenset({"__main__"})  # `python -m stream_app`: the command line, the top of the stack
 PURE_FORBIDDEN = ("faust", "mode", "redis", "aiokafka", "confluent_kafka", "aiohttp", "kafka", "socket")

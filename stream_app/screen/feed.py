@@ -1,0 +1,137 @@
+"""Live alerts for the screen: one Kafka reader of ``center.alerts`` per screen process, fanned out to
+every open page.
+
+The reader is a librdkafka consumer in a thread, assigned every partition from its end (a page loads
+the open alerts from ``/api/v1/alerts/active`` first, then follows the changes), so a thousand pages
+cost the cluster one reader. Each page has a bounded queue; a page that does not keep up is
+disconnected rather than allowed to grow the process (its browser reconnects and reloads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.config import confluent_config
+from stream_app.wire import codecs
+
+log = structlog.get_logger(__name__)
+
+RETRY_S = 2.0
+QUEUE_MAX = 1000  # alert changes a page may be behind before it is disconnected
+
+
+def as_json(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert as the API shows it: times as epoch milliseconds, like ``/api/v1/alerts/active``."""
+    return {k: round(v.timestamp() * 1000) if isinstance(v, datetime) else v for k, v in alert.items()}
+
+
+class Hub:
+    """The pages following live alerts; ``publish`` runs on the event loop."""
+
+    def __init__(self) -> None:
+        self._pages: set[asyncio.Queue[dict[str, Any] | None]] = set()
+
+    @property
+    def pages(self) -> int:
+        return len(self._pages)
+
+    def publish(self, alert: dict[str, Any]) -> None:
+        for queue in list(self._pages):
+            try:
+                queue.put_nowait(alert)
+            except asyncio.QueueFull:  # too slow: dropped, the page reconnects and reloads
+                self._pages.discard(queue)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                    queue.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def follow(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_MAX)
+        self._pages.add(queue)
+        try:
+            yield queue
+        finally:
+            self._pages.discard(queue)
+
+
+class AlertReader:
+    """Reads ``center.alerts`` from its end in a thread and hands each change to the hub."""
+
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        hub: Hub,
+        loop: asyncio.AbstractEventLoop,
+        resolve: codecs.ConfluentResolver | None = None,
+    ) -> None:
+        self.blueprint = blueprint
+        self.resolve = resolve
+        self.topic = blueprint.topic_by_role("alerts").name
+        self.hub = hub
+        self.loop = loop
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="screen-alerts", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._read()
+            except Exception as exc:  # the broker unreachable at start, say: the page still answers
+                log.exception("screen_alert_reader_failed", error=repr(exc), retry_in_s=RETRY_S)
+                self._stop.wait(RETRY_S)
+
+    def _read(self) -> None:
+        settings = self.blueprint.settings
+        consumer = Consumer(
+            confluent_config(
+                settings,
+                **{
+                    "group.id": f"{settings.topic_namespace}center.screen",  # never joined: assign()
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 50,
+                    "log_level": 3,
+                },
+            )
+        )
+        try:
+            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in partitions])
+            log.info("screen_following_alerts", topic=self.topic, partitions=len(partitions))
+            self.ready.set()
+            reported: set[str] = set()
+            while not self._stop.is_set():
+                for message in consumer.consume(500, 0.2):
+                    error = message.error()
+                    if error is not None and error.name() not in reported:  # once each: not a flood
+                        reported.add(error.name())
+                        log.error("screen_alert_reader_error", topic=self.topic, error=str(error))
+                    raw = message.value()
+                    if error is not None or not raw:
+                        continue
+                    try:
+                        alert = codecs.decode(self.blueprint.schemas, "alert", raw, self.resolve)
+                    except Exception as exc:  # not ours: shown nowhere, logged once each
+                        log.warning("screen_alert_unreadable", offset=message.offset(), error=repr(exc))
+                        continue
+                    self.loop.call_soon_threadsafe(self.hub.publish, as_json(alert))
+        finally:
+            self.ready.set()
+            consumer.close()

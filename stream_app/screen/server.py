@@ -1,0 +1,282 @@
+"""The center's screen: ``stream-app screen`` serves the page, the API it reads and live alerts, in a
+process of its own.
+
+Readers never slow the writers: the page's questions are answered here, from Redis, never by a
+worker's event loop, and each answer is reused for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question
+and second, however many screens are open; concurrent askers of the same question share one read).
+Live alert changes are pushed (server-sent events) from one reader of ``center.alerts`` per process
+(:mod:`stream_app.screen.feed`). An operator's directive is published to ``center.directives`` with its
+audit record, exactly as the worker's API does; the page itself (HTML, script, styles) is static, carries
+no data and needs no token; every ``/api/v1`` call does (``Authorization: Bearer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream_app.api.auth import Identity
+from stream_app.api.http import OPENAPI, PREFIX, Api, Directives, Gate, answer, whoami
+from stream_app.api.read_model import ReadModel
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.producer import DirectProducer
+from stream_app.kafka.publisher import Publisher
+from stream_app.kafka.subjects import output_framing
+from stream_app.ops import metrics
+from stream_app.screen.feed import AlertReader, Hub
+from stream_app.screen.layout import TILES
+from stream_app.state.store import StateStore, connect
+
+log = structlog.get_logger(__name__)
+
+STATIC = resources.files("stream_app.screen") / "static"
+ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
+HEARTBEAT_S = 15.0
+MAX_ANSWERS = 1024
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+Compute = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+class AnswerCache:
+    """Answers reused for ``ttl_s``; concurrent askers of a question wait for one computation.
+
+    Only successful answers are kept (a 503 is asked again). Keys are questions (path and parameters),
+    never identities: every reader may see every answer once the gate let it in."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._answers: dict[str, tuple[float, int, bytes]] = {}
+        self._flights: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+
+    async def get(self, key: str, compute: Compute) -> tuple[int, bytes]:
+        now = self.clock()
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1], kept[2]
+        flight = self._flights.get(key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            status, body = await compute()
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved here: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            del self._flights[key]
+        encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if status == 200 and self.ttl_s > 0:
+            self._answers[key] = (self.clock() + self.ttl_s, status, encoded)
+            if len(self._answers) > MAX_ANSWERS:  # questions are few; a scan must not grow the process
+                self._evict()
+        flight.set_result((status, encoded))
+        return status, encoded
+
+    def _evict(self) -> None:
+        now = self.clock()
+        for key in [k for k, (expires, _, _) in self._answers.items() if expires <= now]:
+            del self._answers[key]
+        while len(self._answers) > MAX_ANSWERS:
+            del self._answers[next(iter(self._answers))]
+
+
+class _Answers:
+    """The two calls of Faust's ``web`` the gate and the directives make, answered by aiohttp."""
+
+    @staticmethod
+    def json(value: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.json_response(value, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class Screen:
+    """The screen's HTTP application over Redis (reads), the center's alerts (live) and a producer
+    (directives)."""
+
+    def __init__(self, blueprint: Blueprint) -> None:
+        settings = blueprint.settings
+        self.blueprint = blueprint
+        self.redis = connect(settings)
+        self.model = ReadModel(StateStore(self.redis, settings), blueprint.catalogue, blueprint.rulebook)
+        self.api = Api(self.model)
+        self.gate = Gate(settings.api_tokens_file)
+        self.cache = AnswerCache(settings.screen_cache_s)
+        self.hub = Hub()
+        self.framing = output_framing(blueprint)
+        self.sender = DirectProducer(settings, client_id=f"{settings.group_id}-screen")
+        self.publisher = Publisher(
+            None, settings, blueprint.schemas.latest("dead_letter"), self.framing, self.sender
+        )
+        self.directives = Directives(blueprint, self.publisher, self.gate)
+        self.reader: AlertReader | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[_security_headers])
+        app.router.add_get("/", self.index)
+        app.router.add_get("/static/{name}", self.asset)
+        app.router.add_get("/screen/layout.json", self.layout)
+        app.router.add_get("/livez", self.livez)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get(PREFIX + "/whoami", self.whoami)
+        app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
+        app.router.add_get(PREFIX + "/alerts/stream", self.stream)
+        app.router.add_post(PREFIX + "/alerts/{key}/directives", self.direct)
+        for path, handler in self.api.routes().items():
+            app.router.add_get(PREFIX + path, self._read(path, handler))
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        self.reader = AlertReader(self.blueprint, self.hub, asyncio.get_running_loop(), self.framing.resolve)
+        self.reader.start()
+
+    async def _stop(self, app: web.Application) -> None:
+        if self.reader is not None:
+            await asyncio.to_thread(self.reader.stop)
+        self.publisher.close()
+        await self.redis.aclose()
+
+    # ------------------------------------------------------------------------------- the page
+
+    async def index(self, request: web.Request) -> web.Response:
+        body = (STATIC / "index.html").read_bytes()
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound
+        return web.Response(
+            body=(STATIC / name).read_bytes(),
+            content_type=ASSETS[name],
+            charset="utf-8" if ASSETS[name].startswith("text/") else None,
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def layout(self, request: web.Request) -> web.Response:
+        regions = self.blueprint.catalogue.regions
+        tiles = [
+            {"region": code, "name": regions[code].name, "row": row, "col": col}
+            for code, (row, col) in sorted(TILES.items())
+        ]
+        stations = {code: station.name for code, station in sorted(self.blueprint.catalogue.stations.items())}
+        return web.json_response({"tiles": tiles, "stations": stations}, dumps=_dumps)
+
+    async def livez(self, request: web.Request) -> web.Response:
+        return web.json_response({"live": True, "pages_following": self.hub.pages})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI.read_bytes(), content_type="application/yaml")
+
+    # ------------------------------------------------------------------------------- the API
+
+    def _refused(self, request: web.Request, role: str) -> tuple[Identity | None, web.StreamResponse | None]:
+        """Who asks, and the 401/403 answer when they may not do what needs ``role``."""
+        identity = self.gate.identify(request)
+        refused: web.StreamResponse | None = self.gate.refuse(_Answers, identity, role)
+        return identity, refused
+
+    async def whoami(self, request: web.Request) -> web.StreamResponse:
+        identity, refused = self._refused(request, "viewer")
+        if refused is not None or identity is None:
+            return refused or web.HTTPUnauthorized()
+        return web.json_response(whoami(identity))
+
+    def _read(self, path: str, handler: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def read(request: web.Request) -> web.StreamResponse:
+            _, refused = self._refused(request, "viewer")
+            if refused is not None:
+                return refused
+            params = dict(request.query.items())
+            key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+            status, body = await self.cache.get(key, lambda: answer(handler, params))
+            return web.Response(body=body, status=status, content_type="application/json")
+
+        return read
+
+    async def direct(self, request: web.Request) -> web.StreamResponse:
+        response: web.StreamResponse = await self.directives.post(
+            _Answers, request, request.match_info["key"]
+        )
+        return response
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/v1/alerts/stream``: every alert change, as server-sent events (``event: alert``)."""
+        _, refused = self._refused(request, "viewer")
+        if refused is not None:
+            return refused
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the page went away
+            await response.write(b"retry: 2000\n\n")
+            async with self.hub.follow() as queue:
+                while True:
+                    try:
+                        alert = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    except TimeoutError:
+                        await response.write(b": heartbeat\n\n")
+                        continue
+                    if alert is None:  # fell behind: the page reconnects and reloads
+                        break
+                    data = json.dumps(alert, ensure_ascii=False, separators=(",", ":"))
+                    event = f"id: {alert.get('alert_id', '')}\nevent: alert\ndata: {data}\n\n"
+                    await response.write(event.encode())
+        return response
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def run_screen(blueprint: Blueprint) -> int:
+    """Serve the screen until SIGINT or SIGTERM."""
+    settings = blueprint.settings
+    screen = Screen(blueprint)
+    log.info("screen_starting", page=f"http://{settings.screen_host}:{settings.screen_port}/")
+    web.run_app(
+        screen.application(),
+        host=settings.screen_host,
+        port=settings.screen_port,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=5.0,
+    )
+    return 0

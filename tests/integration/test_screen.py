@@ -1,0 +1,249 @@
+"""The center's screen in a real browser (Debian's chromium, driven by Playwright) against a worker fed
+by the simulator and a ``stream-app screen`` process: the map, a flood crest at Long Biên colouring Hà
+Nội within 5 s, the live alert list, an operator's acknowledgement and a viewer who cannot, the
+compliance table against the API, the printable briefing and the English toggle.
+
+Screenshots (and the briefing as a PDF) go to ``.local/screen/``; the page's weight and the time from
+the flood observation to the tile's colour are written to ``.local/screen/figures.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka import acl
+from stream_app.settings import REPO_ROOT, Settings
+from stream_app.tools.simulation.live import run_live
+from stream_app.wire import codecs
+
+from .conftest import principal_env, secured
+from .support import API_TOKENS, free_port, observation, produce, settings_env
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium as root, on a machine with no internet: no sandbox, no background connections
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = REPO_ROOT / ".local" / "screen"
+LONG_BIEN = "HN-LONGBIEN"
+FLOOD_KEY = f"levels:HYD.WATER_LEVEL|HYD.WATER_LEVEL|01|{LONG_BIEN}"
+
+
+@pytest.fixture
+def screen(
+    settings: Settings,
+    blueprint: Blueprint,
+    screen_redis_url: str,
+    api_tokens_file: Path,
+    tmp_path: Path,
+) -> Iterator[str]:
+    """``stream-app screen`` as the center (its Kafka principal, a read-only Redis user); its address."""
+    if secured(settings):  # the center's grants on the test's topics (the fixture grants the app's)
+        acl.apply(blueprint, only={f"User:{settings.acl_center_user}"})
+    port = free_port()
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "STREAM_APP_REDIS_URL": screen_redis_url,
+        "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
+        "STREAM_APP_SCREEN_PORT": str(port),
+        "STREAM_APP_LOG_FORMAT": "json",
+    }
+    if secured(settings):
+        center = principal_env("center")
+        env["STREAM_APP_KAFKA_SASL_USERNAME"] = center["STREAM_APP_KAFKA_SASL_USERNAME"]
+        env["STREAM_APP_KAFKA_SASL_PASSWORD"] = center["STREAM_APP_KAFKA_SASL_PASSWORD"]
+    log_path = tmp_path / "screen.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "screen"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    address = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/livez", timeout=1):  # noqa: S310 - the local screen
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the screen did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+    yield address
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    assert "Error handling request" not in log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def feed(settings: Settings, blueprint: Blueprint) -> Iterator[None]:
+    """The simulator's live feeds of the police and the power system (no water levels: the test's own
+    flood crest is the only one at Long Biên), for the test's duration."""
+    sender = threading.Thread(
+        target=run_live,
+        args=(settings, blueprint.catalogue, blueprint.schemas),
+        kwargs={"reporters": ["MPS", "NSMO"], "scenario": "normal", "rate": 20.0, "duration": 40.0},
+        daemon=True,
+    )
+    sender.start()
+    yield
+    sender.join(60)
+
+
+def _api(address: str, path: str, role: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {API_TOKENS[role]}", "Content-Type": "application/json"}
+    request = urllib.request.Request(f"{address}/api/v1/{path}", data=data, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the local screen
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _signed_in(browser: Any, address: str, role: str) -> Any:
+    page = browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.goto(address)
+    page.fill("#token", API_TOKENS[role])
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#map .tile")).to_have_count(34, timeout=15_000)
+    page.wait_for_selector("#live.on", timeout=15_000)
+    return page
+
+
+def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
+
+
+def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
+    settings: Settings, blueprint: Blueprint, start_worker: Any, screen: str, feed: None
+) -> None:
+    start_worker(settings)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    bd3 = next(lv for lv in blueprint.catalogue.stations[LONG_BIEN].levels if lv.code == "BD3")
+    figures: dict[str, Any] = {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = _signed_in(browser, screen, "operator")
+            # the page's weight on a first load: the document and everything it fetched
+            figures["first_load_bytes"] = page.evaluate(
+                "performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+                ".reduce((n, e) => n + (e.transferSize || e.encodedBodySize || 0), 0)"
+            )
+            assert page.locator("#map .tile").count() == 34
+            page.select_option("#indicator", "HYD.WATER_LEVEL")
+            expect(page.locator("#legend li")).to_have_count(4)
+            hanoi = page.locator('#map .tile[data-region="01"]')
+            assert hanoi.get_attribute("data-level-code") != "BD3"
+
+            crest = observation(
+                indicator="HYD.WATER_LEVEL", station=LONG_BIEN, value=bd3.lower + 0.4, unit="m"
+            )
+            schema = blueprint.schemas.latest("observation")
+            produced = time.monotonic()
+            produce(
+                settings,
+                blueprint.input_topic("MAE").name,
+                [(LONG_BIEN.encode(), codecs.encode(schema, crest))],
+            )
+            page.wait_for_selector('#map .tile[data-region="01"][data-level-code="BD3"]', timeout=5_000)
+            figures["flood_to_tile_s"] = round(time.monotonic() - produced, 3)
+            colour = hanoi.evaluate("t => getComputedStyle(t).backgroundColor")
+            red, green, blue = (int(bd3.colour[i : i + 2], 16) for i in (1, 3, 5))
+            assert colour == f"rgb({red}, {green}, {blue})"
+
+            item = page.locator(f'#alerts li[data-alert-key="{FLOOD_KEY}"]')
+            item.wait_for(timeout=5_000)
+            assert item.get_attribute("data-level-code") == "BD3"
+            assert bd3.name_vi in item.inner_text()
+            page.click('#map .tile[data-region="01"]')
+            page.wait_for_selector(f'#detail .series[data-station="{LONG_BIEN}"]', timeout=5_000)
+            page.screenshot(path=str(SHOTS / "flood-vi.png"))
+
+            # a viewer sees the alert and cannot act on it; the server refuses them too
+            viewer = _signed_in(browser, screen, "viewer")
+            viewer.locator(f'#alerts li[data-alert-key="{FLOOD_KEY}"]').wait_for(timeout=5_000)
+            assert viewer.locator("#alerts button[data-action]").count() == 0
+            status, _ = _api(screen, f"alerts/{urllib.parse.quote(FLOOD_KEY, safe='')}/directives", "viewer",
+                             {"action": "ACKNOWLEDGE"})  # fmt: skip
+            assert status == 403
+
+            # the operator acknowledges; both pages show who and when
+            item.locator('button[data-action="ACKNOWLEDGE"]').click()
+            acknowledged = f'#alerts li[data-alert-key="{FLOOD_KEY}"] .ack'
+            page.wait_for_selector(acknowledged, timeout=10_000)
+            assert "test-operator" in page.locator(acknowledged).first.inner_text()
+            viewer.wait_for_selector(acknowledged, timeout=10_000)
+            viewer.screenshot(path=str(SHOTS / "viewer-vi.png"))
+
+            # compliance: the table is the API's answer
+            page.click("#tab-compliance")
+            page.wait_for_selector("#compliance-table tbody tr")
+            _, answer = _api(screen, "compliance", "viewer")
+            counts = ("on_time", "late", "missing", "test_only")
+            expected = {
+                (r["reporter"], i["indicator"], *(str(i[c]) for c in counts))
+                for r in answer["reporters"]
+                for i in r["indicators"]
+            }
+            rows = page.eval_on_selector_all(
+                "#compliance-table tbody tr",
+                "rows => rows.map(r => [r.dataset.reporter, r.dataset.indicator,"
+                " ...[...r.querySelectorAll('td.num')].map(c => c.textContent)])",
+            )
+            shown = {tuple(row) for row in rows}
+            assert len(rows) == len(shown)
+            assert shown == expected
+            page.screenshot(path=str(SHOTS / "compliance-vi.png"))
+
+            # the briefing, printable; then the English toggle
+            page.click("#tab-briefing")
+            page.wait_for_selector("#briefing-table tbody tr")
+            _, briefing = _api(screen, "briefing", "viewer")
+            assert page.locator("#briefing-table tbody tr").count() == len(briefing["items"])
+            page.emulate_media(media="print")
+            page.pdf(path=str(SHOTS / "briefing.pdf"))
+            page.emulate_media(media="screen")
+            page.click("#lang")
+            page.click("#tab-map")
+            assert page.locator("h1").inner_text() == "Government Information and Direction Center"
+            assert bd3.name_en in page.locator(f'#alerts li[data-alert-key="{FLOOD_KEY}"]').inner_text()
+            page.screenshot(path=str(SHOTS / "flood-en.png"))
+        finally:
+            browser.close()
+    (SHOTS / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"screen: {figures}")
+    assert figures["flood_to_tile_s"] <= 5.0
+    assert 0 < figures["first_load_bytes"] < 150_000  # no framework, no map data, no fonts fetched

@@ -1,0 +1,134 @@
+"""The center's screen, its pure parts: the tile map's layout, the answer cache, the live fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from stream_app.config.blueprint import load_blueprint
+from stream_app.screen.feed import QUEUE_MAX, Hub, as_json
+from stream_app.screen.layout import TILES
+from stream_app.screen.server import AnswerCache
+from stream_app.settings import Settings
+
+
+def test_the_tile_map_holds_every_current_unit_once_one_per_cell() -> None:
+    catalogue = load_blueprint(Settings()).catalogue
+    current = {code for code, region in catalogue.regions.items() if region.kind == "current"}
+    assert set(TILES) == current
+    assert len(current) == 34
+    assert len(set(TILES.values())) == len(TILES)  # no two units on one cell
+    assert all(0 <= col <= 5 and row >= 0 for row, col in TILES.values())
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_answer_is_reused_for_its_time_then_asked_again() -> None:
+    clock, asked = _Clock(), []
+
+    async def compute() -> tuple[int, Any]:
+        asked.append(clock.now)
+        return 200, {"n": len(asked)}
+
+    async def run() -> list[tuple[int, bytes]]:
+        cache = AnswerCache(1.0, clock)
+        first = await cache.get("q", compute)
+        clock.now += 0.5
+        second = await cache.get("q", compute)
+        clock.now += 0.6
+        third = await cache.get("q", compute)
+        return [first, second, third]
+
+    first, second, third = asyncio.run(run())
+    assert first == second == (200, b'{"n":1}')
+    assert third == (200, b'{"n":2}')
+
+
+def test_concurrent_askers_share_one_read_and_failures_are_not_kept() -> None:
+    calls = {"ok": 0, "down": 0, "boom": 0}
+
+    async def run() -> tuple[list[tuple[int, bytes]], tuple[int, bytes], int]:
+        release = asyncio.Event()
+
+        async def slow() -> tuple[int, Any]:
+            calls["ok"] += 1
+            await release.wait()
+            return 200, {"v": 1}
+
+        async def unavailable() -> tuple[int, Any]:
+            calls["down"] += 1
+            return 503, {"error": "unavailable"}
+
+        async def broken() -> tuple[int, Any]:
+            calls["boom"] += 1
+            await asyncio.sleep(0)
+            raise RuntimeError("boom")
+
+        cache = AnswerCache(10.0)
+        waiting = [asyncio.create_task(cache.get("q", slow)) for _ in range(20)]
+        await asyncio.sleep(0)
+        release.set()
+        answers = await asyncio.gather(*waiting)
+        await cache.get("d", unavailable)
+        down = await cache.get("d", unavailable)
+        failures = await asyncio.gather(*(cache.get("b", broken) for _ in range(3)), return_exceptions=True)
+        again = await asyncio.gather(cache.get("b", broken), return_exceptions=True)
+        raised = sum(isinstance(f, RuntimeError) for f in [*failures, *again])
+        return answers, down, raised
+
+    answers, down, raised = asyncio.run(run())
+    assert calls["ok"] == 1
+    assert set(answers) == {(200, b'{"v":1}')}
+    assert (calls["down"], down[0]) == (2, 503)  # a 503 is asked again
+    assert (raised, calls["boom"]) == (4, 2)  # shared by the concurrent three, then asked again
+
+
+def test_a_page_that_falls_behind_is_disconnected_and_others_keep_up() -> None:
+    async def run() -> tuple[list[Any], int, int]:
+        hub = Hub()
+        async with hub.follow() as slow, hub.follow() as quick:
+            got = []
+            for n in range(QUEUE_MAX + 1):
+                hub.publish({"n": n})
+                got.append(quick.get_nowait())
+            left = []
+            while not slow.empty():
+                left.append(slow.get_nowait())
+            return left, len(got), hub.pages
+
+    left, quick_got, pages = asyncio.run(run())
+    assert quick_got == QUEUE_MAX + 1
+    assert left[-1] is None  # told to reconnect
+    assert pages == 1  # the slow page is no longer fed
+
+
+def test_alert_times_become_epoch_milliseconds_as_in_the_api() -> None:
+    at = datetime(2025, 8, 20, 2, 0, tzinfo=UTC)
+    record = as_json({"alert_id": "a", "event_time": at, "acknowledged_at": None, "level": 3})
+    assert record == {"alert_id": "a", "event_time": 1755655200000, "acknowledged_at": None, "level": 3}
+
+
+@pytest.mark.parametrize("ttl", [0.0])
+def test_no_reuse_when_the_time_is_zero(ttl: float) -> None:
+    asked = []
+
+    async def compute() -> tuple[int, Any]:
+        asked.append(1)
+        return 200, {}
+
+    async def run() -> None:
+        cache = AnswerCache(ttl)
+        await cache.get("q", compute)
+        await cache.get("q", compute)
+
+    asyncio.run(run())
+    assert len(asked) == 2
