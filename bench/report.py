@@ -15,6 +15,7 @@ TARGETS = {
     "latency_rate": 2_000.0,  # observations/s offered in the latency run
     "p99_ms": 250.0,  # produced -> alert consumed, at latency_rate
     "rss_mb": 250.0,  # worker peak RSS
+    "readers_ratio": 1.1,  # the pipeline's p99 at 300/s with the screen's readers / without (issue 16)
 }
 
 
@@ -86,6 +87,14 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         at_least=False,
         unit=" ms",
         why="" if at_rate or not latency else f"offered {latency.get('rate_offered')}/s",
+    )
+    readers = results.get("readers") or {}
+    judge(
+        "p99 at 300/s with 20 pages + 50 req/s / without",
+        _ratio(readers.get("p99_ms_with_readers"), readers.get("p99_ms_without_readers")),
+        TARGETS["readers_ratio"],
+        at_least=False,
+        unit="×",
     )
     rss = [
         _get(results, "drain", "peak_rss_bytes"),

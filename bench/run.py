@@ -19,7 +19,9 @@ Scenarios, each in its own throwaway namespace (topics ``bench.<uuid>.``, Redis 
 3. scale-out — the drain with two workers in one consumer group;
 4. latency — a steady offered load; produce → consolidated consumed and → alert consumed;
 5. backfill — ``stream-app simulate --history`` + ``stream-app produce`` of daily history since
-   2010, then its drain by one worker.
+   2010, then its drain by one worker;
+6. readers — the pipeline's latency at 300 observations/s with no readers and with 20 pages and 50
+   requests/s on the center's screen (``stream-app screen``), in balanced phases on one worker.
 
 Writes ``.local/bench/results.json``, ``.local/bench/results.png`` and the worker logs and
 profiles under ``.local/bench/<run>/``; prints a table. Loopback services only.
@@ -32,10 +34,13 @@ import contextlib
 import json
 import math
 import os
+import resource
 import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -55,6 +60,7 @@ from bench.common import (
     Namespace,
     Process,
     check_loopback,
+    free_port,
     high_watermarks,
     redis_prefix_memory,
     redis_used_memory,
@@ -73,6 +79,7 @@ from bench.workload import (
     produce_mix,
     write_history,
 )
+from stream_app.api.auth import create_token
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
@@ -106,7 +113,7 @@ SMOKE: SizeSpec = {
     "latency_seconds": 4.0,
     "history_days": 5,
 }
-SCENARIOS = ("drain", "peers", "scale_out", "latency", "backfill")
+SCENARIOS = ("drain", "peers", "scale_out", "latency", "backfill", "readers")
 
 
 @dataclass(frozen=True)
@@ -551,6 +558,142 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             )
 
 
+READERS_RATE = 300.0  # observations/s: the screen issue's measurement
+
+
+def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: float = 50.0) -> None:
+    """Latency at 300/s without readers and with ``pages`` pages and ``requests_per_s`` API requests on
+    the screen, in balanced phases (A B B A B A A B) on one worker and one screen."""
+    with run.namespace("readers") as ns:
+        log_dir = run.run_dir / "readers"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        worker = start_worker(ns, 1, log_dir, run.worker_env)
+        tokens = log_dir / "api-tokens.toml"
+        tokens.unlink(missing_ok=True)
+        token = create_token(tokens, "bench-viewer", "viewer")
+        port = free_port()
+        env = ns.env(STREAM_APP_SCREEN_PORT=str(port), STREAM_APP_API_TOKENS_FILE=str(tokens))
+        screen = Process.start(
+            "screen", [sys.executable, "-m", "stream_app", "screen"], env, log_dir, log_dir
+        )
+        address = f"http://127.0.0.1:{port}"
+        tracker = Tracker()
+        output = OutputReader(ns, tracker)
+        thread = threading.Thread(target=output.run, name="bench-output-reader", daemon=True)
+        phases: list[dict[str, Any]] = []
+        try:
+            worker.wait_for_line(READY_LINE)
+            _wait_following(address, screen)
+            warm = generate_mix(ns.blueprint, 300, seed=11)
+            produce_mix(ns, warm.items)
+            wait_drained(ns, [worker], len(warm.items), 120)
+            thread.start()
+            output.ready.wait(15)
+            # A B B A B A A B: each kind sits as early and as late on average (the state grows and
+            # the latency drifts upward over a run, readers or not)
+            for n, with_readers in enumerate((False, True, True, False, True, False, False, True)):
+                readers = None
+                if with_readers:  # a process of its own, like the browsers it stands for
+                    readers = subprocess.Popen(  # noqa: S603 - this Python, arguments built here
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.readers",
+                            address,
+                            token,
+                            str(pages),
+                            str(requests_per_s),
+                        ],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        env=ns.env(),
+                    )
+                    time.sleep(3.0)  # the pages loaded and following
+                screen_cpu, children = screen.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                began = time.perf_counter()
+                phases.append(_readers_phase(ns, worker, tracker, seconds, seed=30 + n))
+                phases[-1]["readers"] = None
+                phases[-1]["screen_cpu_share"] = (screen.cpu_seconds() - screen_cpu) / (
+                    time.perf_counter() - began
+                )
+                if readers is not None:
+                    out, _ = readers.communicate(b"", timeout=60)
+                    phases[-1]["readers"] = json.loads(out)
+                    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
+                    phases[-1]["readers"]["cpu_share"] = cpu / (time.perf_counter() - began)
+        finally:
+            output.stop.set()
+            if thread.is_alive():
+                thread.join(15)
+            screen.stop()
+            worker.stop()
+        quiet = [p["to_consolidated_ms"]["p99"] for p in phases if p["readers"] is None]
+        busy = [p["to_consolidated_ms"]["p99"] for p in phases if p["readers"] is not None]
+        run.results["readers"] = {
+            "rate_offered": READERS_RATE,
+            "seconds_per_phase": seconds,
+            "phases": phases,
+            "p99_ms_without_readers": sum(quiet) / len(quiet) if quiet else math.nan,
+            "p99_ms_with_readers": sum(busy) / len(busy) if busy else math.nan,
+        }
+        _log_readers(run, phases)
+
+
+def _log_readers(run: Run, phases: list[dict[str, Any]]) -> None:
+    for phase in phases:
+        c, r = phase["to_consolidated_ms"], phase["readers"]
+        said = "no readers"
+        if r is not None:
+            answers = r["answer_ms"]
+            said = (
+                f"{r['pages']} pages + {r['requests_per_s']:.0f} req/s (answers p50 {answers['p50']:.0f}"
+                f" p99 {answers['p99']:.0f} ms, {r['failed']} failed {r['failures']}, "
+                f"{r['alert_events_received']:,} alert events)"
+            )
+        cpu = f"worker {phase['worker_cpu_share']:.0%} CPU, screen {phase['screen_cpu_share']:.0%}"
+        if r is not None:
+            cpu += f", readers {r['cpu_share']:.0%}"
+        run.log(f"  {said}: p50 {c['p50']:.0f} p99 {c['p99']:.0f} ms ({cpu})")
+
+
+def _wait_following(address: str, screen: Process, timeout: float = 60.0) -> None:
+    """Until the screen answers and reads the alerts topic."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen.check_alive()
+        with (
+            contextlib.suppress(OSError, ValueError),
+            urllib.request.urlopen(f"{address}/livez", timeout=2) as response,  # noqa: S310 - loopback
+        ):
+            if json.loads(response.read()).get("following_alerts"):
+                return
+        time.sleep(0.3)
+    raise BenchError(f"the screen does not follow the alerts after {timeout:.0f} s:\n{screen.log_tail()}")
+
+
+def _readers_phase(
+    ns: Namespace, worker: Process, tracker: Tracker, seconds: float, seed: int
+) -> dict[str, Any]:
+    """One steady phase at :data:`READERS_RATE`; its latencies (what the tracker matched meanwhile)."""
+    count = round(READERS_RATE * seconds)
+    lead = 3.0 + count * 60e-6
+    items = generate_mix(
+        ns.blueprint, count, seed=seed, first_s=time.time() + lead, step_s=1 / READERS_RATE, keep_meta=True
+    ).items
+    first = len(tracker.to_consolidated)
+    cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
+    sending = send_steadily(ns, items, READERS_RATE, tracker)
+    deadline = time.monotonic() + 60.0
+    while tracker.unmatched() and time.monotonic() < deadline and worker.alive():
+        time.sleep(0.2)
+    return {
+        "sender": sending,
+        "to_consolidated_ms": percentiles(tracker.to_consolidated[first:], tracker.unmatched()),
+        "worker_cpu_share": (worker.cpu_seconds() - cpu0) / (time.perf_counter() - wall0),
+    }
+
+
 def _stage_batches(sample: dict[str, float]) -> dict[str, dict[str, float]]:
     """Per stage: batches, mean records per batch and mean time per batch (from the worker's /metrics)."""
     out: dict[str, dict[str, float]] = {}
@@ -831,6 +974,9 @@ def _steps(run: Run, blueprint: Blueprint) -> list[tuple[str, Callable[[], None]
             )
     if "backfill" in args.only:
         steps.append(("backfill", lambda: scenario_backfill(run)))
+    if "readers" in args.only:
+        seconds = min(20.0, sizes.latency_seconds)
+        steps.append(("readers on the center's screen", lambda: scenario_readers(run, seconds)))
     return steps
 
 

@@ -88,12 +88,22 @@ class Settings(BaseSettings):
     screen_port: int = Field(
         6080, description="Port of the center's screen: the page, its API and live alerts."
     )
+    screen_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "The screen's CPU niceness (added at start): on a host it shares with workers, the writers get"
+            " the CPU first and readers wait. 0: as any process."
+        ),
+    )
     screen_cache_s: float = Field(
-        1.0,
+        3.0,
         ge=0,
         description=(
             "How long the screen reuses an answer of its API (every open page asks the same questions: one"
-            " Redis read per question and period, however many pages). 0: no reuse."
+            " Redis read per question and period, however many pages; alert colours are pushed, not read)."
+            " Compliance and the briefing are reused a minute. 0: no reuse."
         ),
     )
 

@@ -8,7 +8,6 @@ with a message naming it and what is allowed.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -460,7 +459,7 @@ class ReadModel:
             for entity in self.rulebook.entities_of(indicator)
             if entity.region == code
         ]
-        views = await asyncio.gather(*(self._entity_summary(i, e, now_ms) for i, e in entities))
+        views = await self._entity_summaries(entities, now_ms)
         alerts = [a for a in await self.active_alerts(None, 0) if a["region"] == code]
         return {
             "region": code,
@@ -473,9 +472,8 @@ class ReadModel:
         self, indicator: Indicator, alerts: list[dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
         entities = self.rulebook.entities_of(indicator)
-        states = await asyncio.gather(
-            *(self.store.entity_state(str(EntityKey(e.indicator, e.region, e.station))) for e in entities)
-        )
+        names = [str(EntityKey(e.indicator, e.region, e.station)) for e in entities]
+        states = await self.store.entity_states(names)
         levels = {(a["region"], a["station"]): a["level"] for a in alerts}
         best: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
         for entity, state in zip(entities, states, strict=True):
@@ -497,40 +495,51 @@ class ReadModel:
             )
         return {region: view for region, (_, view) in best.items()}
 
-    async def _entity_summary(
-        self, indicator: Indicator, entity: Entity, now_ms: int
-    ) -> dict[str, Any] | None:
-        name = str(EntityKey(entity.indicator, entity.region, entity.station))
-        state = await self.store.entity_state(name)
-        latest = state.latest_of("") if state is not None else None
-        if state is None or latest is None:
-            return None
-        period = self.period(indicator, None, now_ms)
-        wanted = [("", period.label), ("", same_period_last_year(period.label))]
-        found = await self.store.entity_periods(name, wanted)
-        this, last = found[wanted[0]], found[wanted[1]]
-        last_day = local_date(latest.last_time).toordinal()
-        daily = {d: a for (s, d), a in state.days.items() if s == "" and last_day - 30 < d <= last_day}
-        aggregation = time_aggregation(indicator)
-        station = self.catalogue.stations.get(entity.station) if entity.station else None
-        return {
-            "indicator": indicator.code,
-            "name_vi": indicator.name_vi,
-            "name_en": indicator.name_en,
-            "domain": indicator.domain,
-            "unit": indicator.unit,
-            "station": entity.station,
-            "station_name": station.name if station is not None else None,
-            "value": latest.last_value,
-            "event_time": local_iso(latest.last_time),
-            "last_30_days": [
-                {"date": date.fromordinal(d).isoformat(), "value": daily[d].value_by(aggregation)}
-                for d in sorted(daily)
-            ],
-            "period": period.label,
-            "period_to_date": _value(this, indicator) if this else None,
-            "same_period_last_year": _value(last, indicator) if last else None,
-        }
+    async def _entity_summaries(
+        self, entities: list[tuple[Indicator, Entity]], now_ms: int
+    ) -> list[dict[str, Any] | None]:
+        """Each entity's panel line; two round trips for them all (their states, then their periods)."""
+        names = [str(EntityKey(e.indicator, e.region, e.station)) for _, e in entities]
+        states = await self.store.entity_states(names)
+        periods = [self.period(indicator, None, now_ms) for indicator, _ in entities]
+        wanted = [
+            (name, ("", label))
+            for name, period in zip(names, periods, strict=True)
+            for label in (period.label, same_period_last_year(period.label))
+        ]
+        found = await self.store.period_values(wanted)
+        out: list[dict[str, Any] | None] = []
+        for n, ((indicator, entity), state, period) in enumerate(zip(entities, states, periods, strict=True)):
+            latest = state.latest_of("") if state is not None else None
+            if state is None or latest is None:
+                out.append(None)
+                continue
+            this, last = found[2 * n], found[2 * n + 1]
+            last_day = local_date(latest.last_time).toordinal()
+            daily = {d: a for (s, d), a in state.days.items() if s == "" and last_day - 30 < d <= last_day}
+            aggregation = time_aggregation(indicator)
+            station = self.catalogue.stations.get(entity.station) if entity.station else None
+            out.append(
+                {
+                    "indicator": indicator.code,
+                    "name_vi": indicator.name_vi,
+                    "name_en": indicator.name_en,
+                    "domain": indicator.domain,
+                    "unit": indicator.unit,
+                    "station": entity.station,
+                    "station_name": station.name if station is not None else None,
+                    "value": latest.last_value,
+                    "event_time": local_iso(latest.last_time),
+                    "last_30_days": [
+                        {"date": date.fromordinal(d).isoformat(), "value": daily[d].value_by(aggregation)}
+                        for d in sorted(daily)
+                    ],
+                    "period": period.label,
+                    "period_to_date": _value(this, indicator) if this else None,
+                    "same_period_last_year": _value(last, indicator) if last else None,
+                }
+            )
+        return out
 
     def _legend(self, indicator: Indicator | None) -> tuple[Level, ...]:
         if indicator is not None:

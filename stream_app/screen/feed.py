@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -34,20 +35,26 @@ def as_json(alert: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v.timestamp() * 1000) if isinstance(v, datetime) else v for k, v in alert.items()}
 
 
+def sse_event(alert: dict[str, Any]) -> bytes:
+    """One server-sent event of an alert change, encoded once for every page."""
+    data = json.dumps(as_json(alert), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {alert.get('alert_id', '')}\nevent: alert\ndata: {data}\n\n".encode()
+
+
 class Hub:
     """The pages following live alerts; ``publish`` runs on the event loop."""
 
     def __init__(self) -> None:
-        self._pages: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._pages: set[asyncio.Queue[bytes | None]] = set()
 
     @property
     def pages(self) -> int:
         return len(self._pages)
 
-    def publish(self, alert: dict[str, Any]) -> None:
+    def publish(self, event: bytes) -> None:
         for queue in list(self._pages):
             try:
-                queue.put_nowait(alert)
+                queue.put_nowait(event)
             except asyncio.QueueFull:  # too slow: dropped, the page reconnects and reloads
                 self._pages.discard(queue)
                 with contextlib.suppress(asyncio.QueueFull):
@@ -55,8 +62,8 @@ class Hub:
                     queue.put_nowait(None)
 
     @contextlib.asynccontextmanager
-    async def follow(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_MAX)
+    async def follow(self) -> AsyncIterator[asyncio.Queue[bytes | None]]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_MAX)
         self._pages.add(queue)
         try:
             yield queue
@@ -79,7 +86,7 @@ class AlertReader:
         self.topic = blueprint.topic_by_role("alerts").name
         self.hub = hub
         self.loop = loop
-        self.ready = threading.Event()
+        self.following = threading.Event()  # assigned to every partition of the alerts topic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="screen-alerts", daemon=True)
 
@@ -115,7 +122,7 @@ class AlertReader:
             partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
             consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in partitions])
             log.info("screen_following_alerts", topic=self.topic, partitions=len(partitions))
-            self.ready.set()
+            self.following.set()
             reported: set[str] = set()
             while not self._stop.is_set():
                 for message in consumer.consume(500, 0.2):
@@ -131,7 +138,7 @@ class AlertReader:
                     except Exception as exc:  # not ours: shown nowhere, logged once each
                         log.warning("screen_alert_unreadable", offset=message.offset(), error=repr(exc))
                         continue
-                    self.loop.call_soon_threadsafe(self.hub.publish, as_json(alert))
+                    self.loop.call_soon_threadsafe(self.hub.publish, sse_event(alert))
         finally:
-            self.ready.set()
+            self.following.clear()
             consumer.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -41,6 +42,9 @@ log = structlog.get_logger(__name__)
 STATIC = resources.files("stream_app.screen") / "static"
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
 HEARTBEAT_S = 15.0
+# Answers that change once a reporting period or a day, and read hundreds of keys: reused a minute.
+SLOW_ANSWERS = frozenset({"/compliance", "/briefing", "/indicators"})
+SLOW_ANSWERS_S = 60.0
 MAX_ANSWERS = 1024
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -61,12 +65,13 @@ class AnswerCache:
     never identities: every reader may see every answer once the gate let it in."""
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s = ttl_s
+        self.ttl_s = ttl_s  # the default time an answer is reused
         self.clock = clock
         self._answers: dict[str, tuple[float, int, bytes]] = {}
         self._flights: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
 
-    async def get(self, key: str, compute: Compute) -> tuple[int, bytes]:
+    async def get(self, key: str, compute: Compute, ttl_s: float | None = None) -> tuple[int, bytes]:
+        ttl = self.ttl_s if ttl_s is None else ttl_s
         now = self.clock()
         kept = self._answers.get(key)
         if kept is not None and kept[0] > now:
@@ -85,8 +90,8 @@ class AnswerCache:
         finally:
             del self._flights[key]
         encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        if status == 200 and self.ttl_s > 0:
-            self._answers[key] = (self.clock() + self.ttl_s, status, encoded)
+        if status == 200 and ttl > 0:
+            self._answers[key] = (self.clock() + ttl, status, encoded)
             if len(self._answers) > MAX_ANSWERS:  # questions are few; a scan must not grow the process
                 self._evict()
         flight.set_result((status, encoded))
@@ -187,7 +192,10 @@ class Screen:
         return web.json_response({"tiles": tiles, "stations": stations}, dumps=_dumps)
 
     async def livez(self, request: web.Request) -> web.Response:
-        return web.json_response({"live": True, "pages_following": self.hub.pages})
+        following = self.reader is not None and self.reader.following.is_set()
+        return web.json_response(
+            {"live": True, "following_alerts": following, "pages_following": self.hub.pages}
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -218,7 +226,8 @@ class Screen:
                 return refused
             params = dict(request.query.items())
             key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
-            status, body = await self.cache.get(key, lambda: answer(handler, params))
+            ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
+            status, body = await self.cache.get(key, lambda: answer(handler, params), ttl)
             return web.Response(body=body, status=status, content_type="application/json")
 
         return read
@@ -247,15 +256,13 @@ class Screen:
             async with self.hub.follow() as queue:
                 while True:
                     try:
-                        alert = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                        event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
                     except TimeoutError:
                         await response.write(b": heartbeat\n\n")
                         continue
-                    if alert is None:  # fell behind: the page reconnects and reloads
+                    if event is None:  # fell behind: the page reconnects and reloads
                         break
-                    data = json.dumps(alert, ensure_ascii=False, separators=(",", ":"))
-                    event = f"id: {alert.get('alert_id', '')}\nevent: alert\ndata: {data}\n\n"
-                    await response.write(event.encode())
+                    await response.write(event)
         return response
 
 
@@ -269,6 +276,8 @@ async def _security_headers(request: web.Request, handler: Any) -> web.StreamRes
 def run_screen(blueprint: Blueprint) -> int:
     """Serve the screen until SIGINT or SIGTERM."""
     settings = blueprint.settings
+    if settings.screen_nice:
+        os.nice(settings.screen_nice)  # readers yield the CPU to the writers on a shared host
     screen = Screen(blueprint)
     log.info("screen_starting", page=f"http://{settings.screen_host}:{settings.screen_port}/")
     web.run_app(

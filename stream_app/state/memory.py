@@ -241,6 +241,9 @@ class MemoryStateStore:
         raw = self.hashes.get(self.keys.entity(entity))
         return EntityState.from_hash(_encoded(raw)) if raw else None
 
+    async def entity_states(self, entities: Sequence[str]) -> list[EntityState | None]:
+        return [await self.entity_state(entity) for entity in entities]
+
     async def entity_periods(
         self, entity: str, wanted: Sequence[SeriesPeriod] | None = None
     ) -> dict[SeriesPeriod, Agg | None]:

@@ -225,6 +225,10 @@ class StateLayer(Protocol):
         """An entity's decoded state hash; None if it has none."""
         ...
 
+    async def entity_states(self, entities: Sequence[str]) -> list[EntityState | None]:
+        """Several entities' decoded states, in one round trip; None for one that has none."""
+        ...
+
     async def entity_periods(
         self, entity: str, wanted: Sequence[SeriesPeriod] | None = None
     ) -> dict[SeriesPeriod, Agg | None]:
@@ -485,6 +489,16 @@ class StateStore:
     async def entity_state(self, entity: str) -> EntityState | None:
         raw = await self._client.hgetall(self.keys.entity(entity))
         return EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+
+    async def entity_states(self, entities: Sequence[str]) -> list[EntityState | None]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for entity in entities:
+                pipe.hgetall(self.keys.entity(entity))
+            replies = await pipe.execute()
+        return [
+            EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+            for raw in replies
+        ]
 
     async def entity_periods(
         self, entity: str, wanted: Sequence[SeriesPeriod] | None = None

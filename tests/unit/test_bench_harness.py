@@ -167,6 +167,7 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
             "to_alert_ms": {"p99": 300.0},
             "worker_peak_rss_bytes": 260 * mb,
         },
+        "readers": {"p99_ms_without_readers": 500.0, "p99_ms_with_readers": 560.0},
     }
     verdicts = {v["target"]: v["verdict"] for v in report.verdicts(results)}
     assert verdicts == {
@@ -177,5 +178,6 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
         "live alert p99 while the backfill drains": "pass",
         "p99 produced -> alert at 2,000/s": "FAIL",
         "worker peak RSS": "FAIL",  # the latency run's 260 MB
+        "p99 at 300/s with 20 pages + 50 req/s / without": "FAIL",  # 1.12
     }
     assert "FAIL" in report.verdict_table(report.verdicts(results))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stream_app.config.blueprint import load_blueprint
-from stream_app.screen.feed import QUEUE_MAX, Hub, as_json
+from stream_app.screen.feed import QUEUE_MAX, Hub, as_json, sse_event
 from stream_app.screen.layout import TILES
 from stream_app.screen.server import AnswerCache
 from stream_app.settings import Settings
@@ -98,7 +98,7 @@ def test_a_page_that_falls_behind_is_disconnected_and_others_keep_up() -> None:
         async with hub.follow() as slow, hub.follow() as quick:
             got = []
             for n in range(QUEUE_MAX + 1):
-                hub.publish({"n": n})
+                hub.publish(b"%d" % n)
                 got.append(quick.get_nowait())
             left = []
             while not slow.empty():
@@ -115,6 +115,14 @@ def test_alert_times_become_epoch_milliseconds_as_in_the_api() -> None:
     at = datetime(2025, 8, 20, 2, 0, tzinfo=UTC)
     record = as_json({"alert_id": "a", "event_time": at, "acknowledged_at": None, "level": 3})
     assert record == {"alert_id": "a", "event_time": 1755655200000, "acknowledged_at": None, "level": 3}
+    event = sse_event({"alert_id": "a", "event_time": at, "level_name_vi": "Báo động III"})
+    assert (
+        event
+        == (
+            'id: a\nevent: alert\ndata: {"alert_id":"a","event_time":1755655200000,'
+            '"level_name_vi":"Báo động III"}\n\n'
+        ).encode()
+    )
 
 
 @pytest.mark.parametrize("ttl", [0.0])
