@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from stream_app.wire import codecs
 log = structlog.get_logger(__name__)
 
 RETRY_S = 2.0
+RESOLVED_KEPT_MS = 3_600_000  # a resolution outlives any snapshot taken while it was committed
 QUEUE_MAX = 1000  # alert changes a page may be behind before it is disconnected
 
 
@@ -36,9 +37,54 @@ def as_json(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def sse_event(alert: dict[str, Any]) -> bytes:
-    """One server-sent event of an alert change, encoded once for every page."""
-    data = json.dumps(as_json(alert), ensure_ascii=False, separators=(",", ":"))
+    """One server-sent event of an alert change (times already epoch ms), encoded once for every page."""
+    data = json.dumps(alert, ensure_ascii=False, separators=(",", ":"))
     return f"id: {alert.get('alert_id', '')}\nevent: alert\ndata: {data}\n\n".encode()
+
+
+class OpenAlerts:
+    """The open alerts, kept live: a snapshot of Redis's index, then every change from the topic.
+
+    The worker publishes a change before it commits it to Redis, so a page that asks Redis right
+    after a change may not see it yet; this view has it as soon as the change is read. A snapshot
+    taken while changes arrive cannot undo them: per alert the newer record wins (by processing
+    time), and an alert resolved after the snapshot's record stays resolved."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self._open: dict[str, dict[str, Any]] = {}
+        self._resolved: dict[str, int] = {}  # alert key -> processing time of its RESOLVED
+
+    def apply(self, alert: dict[str, Any]) -> None:
+        key, at = alert["alert_key"], int(alert.get("processing_time") or 0)
+        known = self._open.get(key)
+        if known is not None and int(known.get("processing_time") or 0) > at:
+            return
+        if alert.get("transition") == "RESOLVED" and alert.get("event_type", "TRANSITION") == "TRANSITION":
+            self._open.pop(key, None)
+            self._resolved[key] = max(at, self._resolved.get(key, 0))
+        elif at >= self._resolved.get(key, -1):
+            self._open[key] = alert
+
+    def load(self, snapshot: list[dict[str, Any]]) -> None:
+        for alert in snapshot:
+            self.apply(alert)
+        live = {a["alert_key"] for a in snapshot}
+        for key in [k for k, a in self._open.items() if k not in live and not a.get("_live")]:
+            del self._open[key]  # gone from Redis and not seen live since the last snapshot
+        for alert in self._open.values():
+            alert.pop("_live", None)
+        newest = max((int(a.get("processing_time") or 0) for a in snapshot), default=0)
+        for key in [k for k, at in self._resolved.items() if at < newest - RESOLVED_KEPT_MS]:
+            del self._resolved[key]
+        self.loaded = True
+
+    def opened(self, alert: dict[str, Any]) -> None:
+        """A change read from the topic (kept across the next snapshot even if Redis lags)."""
+        self.apply({**alert, "_live": True})
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in a.items() if k != "_live"} for a in self._open.values()]
 
 
 class Hub:
@@ -72,19 +118,19 @@ class Hub:
 
 
 class AlertReader:
-    """Reads ``center.alerts`` from its end in a thread and hands each change to the hub."""
+    """Reads ``center.alerts`` from its end in a thread and hands each change to ``deliver``."""
 
     def __init__(
         self,
         blueprint: Blueprint,
-        hub: Hub,
+        deliver: Callable[[dict[str, Any], bytes], None],
         loop: asyncio.AbstractEventLoop,
         resolve: codecs.ConfluentResolver | None = None,
     ) -> None:
         self.blueprint = blueprint
+        self.deliver = deliver  # called on the loop with each change and its server-sent event
         self.resolve = resolve
         self.topic = blueprint.topic_by_role("alerts").name
-        self.hub = hub
         self.loop = loop
         self.following = threading.Event()  # assigned to every partition of the alerts topic
         self._stop = threading.Event()
@@ -138,7 +184,8 @@ class AlertReader:
                     except Exception as exc:  # not ours: shown nowhere, logged once each
                         log.warning("screen_alert_unreadable", offset=message.offset(), error=repr(exc))
                         continue
-                    self.loop.call_soon_threadsafe(self.hub.publish, sse_event(alert))
+                    record = as_json(alert)
+                    self.loop.call_soon_threadsafe(self.deliver, record, sse_event(record))
         finally:
             self.following.clear()
             consumer.close()

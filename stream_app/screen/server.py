@@ -24,16 +24,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from stream_app.api.auth import Identity
 from stream_app.api.http import OPENAPI, PREFIX, Api, Directives, Gate, answer, whoami
-from stream_app.api.read_model import ReadModel
+from stream_app.api.read_model import BadRequest, ReadModel
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.producer import DirectProducer
 from stream_app.kafka.publisher import Publisher
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
-from stream_app.screen.feed import AlertReader, Hub
+from stream_app.screen.feed import AlertReader, Hub, OpenAlerts
 from stream_app.screen.layout import TILES
 from stream_app.state.store import StateStore, connect
 
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 STATIC = resources.files("stream_app.screen") / "static"
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
 HEARTBEAT_S = 15.0
+SNAPSHOT_S = 60.0  # how often the live view of open alerts is checked against Redis
 # Answers that change once a reporting period or a day, and read hundreds of keys: reused a minute.
 SLOW_ANSWERS = frozenset({"/compliance", "/briefing", "/indicators"})
 SLOW_ANSWERS_S = 60.0
@@ -130,6 +132,7 @@ class Screen:
         self.gate = Gate(settings.api_tokens_file)
         self.cache = AnswerCache(settings.screen_cache_s)
         self.hub = Hub()
+        self.open_alerts = OpenAlerts()
         self.framing = output_framing(blueprint)
         self.sender = DirectProducer(settings, client_id=f"{settings.group_id}-screen")
         self.publisher = Publisher(
@@ -137,6 +140,7 @@ class Screen:
         )
         self.directives = Directives(blueprint, self.publisher, self.gate)
         self.reader: AlertReader | None = None
+        self._snapshots: asyncio.Task[None] = asyncio.Future()  # type: ignore[assignment]
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[_security_headers])
@@ -149,17 +153,41 @@ class Screen:
         app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
         app.router.add_get(PREFIX + "/alerts/stream", self.stream)
         app.router.add_post(PREFIX + "/alerts/{key}/directives", self.direct)
-        for path, handler in self.api.routes().items():
+        # /alerts/active from the live view: never behind the stream the page follows
+        routes = {**self.api.routes(), "/alerts/active": self._active_alerts}
+        for path, handler in routes.items():
             app.router.add_get(PREFIX + path, self._read(path, handler))
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
 
     async def _start(self, app: web.Application) -> None:
-        self.reader = AlertReader(self.blueprint, self.hub, asyncio.get_running_loop(), self.framing.resolve)
+        self.reader = AlertReader(
+            self.blueprint, self._deliver, asyncio.get_running_loop(), self.framing.resolve
+        )
         self.reader.start()
+        self._snapshots = asyncio.create_task(self._snapshot_alerts())
+
+    def _deliver(self, alert: dict[str, Any], event: bytes) -> None:
+        self.open_alerts.opened(alert)
+        self.hub.publish(event)
+
+    async def _snapshot_alerts(self) -> None:
+        """Redis's open alerts once the reader follows the topic, and again every minute (heals what a
+        reader that reconnected may have missed)."""
+        while True:
+            if self.reader is not None and self.reader.following.is_set():
+                try:
+                    self.open_alerts.load(await self.model.store.active_alerts())
+                except (RedisError, OSError) as exc:
+                    log.warning("screen_alert_snapshot_failed", error=repr(exc))
+                else:
+                    await asyncio.sleep(SNAPSHOT_S)
+                    continue
+            await asyncio.sleep(0.5)
 
     async def _stop(self, app: web.Application) -> None:
+        self._snapshots.cancel()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.stop)
         self.publisher.close()
@@ -226,11 +254,34 @@ class Screen:
                 return refused
             params = dict(request.query.items())
             key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+            if path == "/alerts/active" and self.open_alerts.loaded:
+                status, body = await answer(handler, params)
+                encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+                return web.Response(body=encoded, status=status, content_type="application/json")
             ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
             status, body = await self.cache.get(key, lambda: answer(handler, params), ttl)
             return web.Response(body=body, status=status, content_type="application/json")
 
         return read
+
+    async def _active_alerts(self, params: dict[str, str], now_ms: int) -> Any:
+        """``/alerts/active`` from the live view (Redis's index, through the API, until it is loaded)."""
+        if not self.open_alerts.loaded:
+            return await self.api.alerts(params, now_ms)
+        domain = params.get("domain") or None
+        if domain is not None and domain not in {i.domain for i in self.model.catalogue.indicators.values()}:
+            raise BadRequest(f"unknown domain {domain!r}")
+        try:
+            min_level = int(params.get("min_level") or 0)
+        except ValueError:
+            raise BadRequest(f"min_level {params.get('min_level')!r} is not an integer") from None
+        found = [
+            a
+            for a in self.open_alerts.alerts()
+            if (domain is None or a["domain"] == domain) and a["level"] >= min_level
+        ]
+        found.sort(key=lambda a: (-a["level"], a["alert_key"]))
+        return {"count": len(found), "alerts": found}
 
     async def direct(self, request: web.Request) -> web.StreamResponse:
         response: web.StreamResponse = await self.directives.post(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stream_app.config.blueprint import load_blueprint
-from stream_app.screen.feed import QUEUE_MAX, Hub, as_json, sse_event
+from stream_app.screen.feed import QUEUE_MAX, Hub, OpenAlerts, as_json, sse_event
 from stream_app.screen.layout import TILES
 from stream_app.screen.server import AnswerCache
 from stream_app.settings import Settings
@@ -115,7 +115,7 @@ def test_alert_times_become_epoch_milliseconds_as_in_the_api() -> None:
     at = datetime(2025, 8, 20, 2, 0, tzinfo=UTC)
     record = as_json({"alert_id": "a", "event_time": at, "acknowledged_at": None, "level": 3})
     assert record == {"alert_id": "a", "event_time": 1755655200000, "acknowledged_at": None, "level": 3}
-    event = sse_event({"alert_id": "a", "event_time": at, "level_name_vi": "Báo động III"})
+    event = sse_event(as_json({"alert_id": "a", "event_time": at, "level_name_vi": "Báo động III"}))
     assert (
         event
         == (
@@ -140,3 +140,26 @@ def test_no_reuse_when_the_time_is_zero(ttl: float) -> None:
 
     asyncio.run(run())
     assert len(asked) == 2
+
+
+def _alert(key: str, at: int, transition: str = "FIRING", event_type: str = "TRANSITION") -> dict[str, Any]:
+    return {"alert_key": key, "processing_time": at, "transition": transition, "event_type": event_type}
+
+
+def test_the_open_alerts_view_is_never_behind_the_stream_nor_undone_by_a_lagging_snapshot() -> None:
+    view = OpenAlerts()
+    view.opened(_alert("flood", 200))  # read from the topic before Redis has it
+    view.opened(_alert("smog", 100))
+    view.opened(_alert("smog", 300, "RESOLVED"))  # resolved live; Redis still lists it
+    view.load([_alert("smog", 100), _alert("old", 50), _alert("flood", 150)])
+    assert sorted((a["alert_key"], a["processing_time"]) for a in view.alerts()) == [
+        ("flood", 200),
+        ("old", 50),
+    ]
+    view.opened(_alert("flood", 400, "ACKNOWLEDGE", event_type="ACKNOWLEDGE"))
+    view.opened(_alert("flood", 350))  # an older change read late: ignored
+    assert [a["event_type"] for a in view.alerts() if a["alert_key"] == "flood"] == ["ACKNOWLEDGE"]
+    # the next snapshot: "old" resolved meanwhile (gone from Redis, its change missed): dropped
+    view.load([_alert("flood", 400, "ACKNOWLEDGE", event_type="ACKNOWLEDGE")])
+    assert [a["alert_key"] for a in view.alerts()] == ["flood"]
+    assert all("_live" not in a for a in view.alerts())
