@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +138,16 @@ def _signed_in(browser: Any, address: str, role: str) -> Any:
     return page
 
 
-def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
+def _contrast(text: str, background: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb(r, g, b)`` colours."""
+
+    def luminance(css: str) -> float:
+        channels = [int(c) / 255 for c in css[css.index("(") + 1 : css.index(")")].split(",")[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(text), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
@@ -167,6 +171,14 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
             expect(page.locator("#legend li")).to_have_count(4)
             hanoi = page.locator('#map .tile[data-region="01"]')
             assert hanoi.get_attribute("data-level-code") != "BD3"
+            # every regulation colour carries its text legibly (black on BĐ I's yellow): WCAG AA, 4.5:1
+            legend = page.eval_on_selector_all(
+                "#legend li",
+                "items => items.map(i => [getComputedStyle(i).color, getComputedStyle(i).backgroundColor])",
+            )
+            assert len(legend) == 4
+            for text, background in legend:
+                assert _contrast(text, background) >= 4.5, (text, background)
 
             crest = observation(
                 indicator="HYD.WATER_LEVEL", station=LONG_BIEN, value=bd3.lower + 0.4, unit="m"
@@ -188,9 +200,14 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
             item.wait_for(timeout=5_000)
             assert item.get_attribute("data-level-code") == "BD3"
             assert bd3.name_vi in item.inner_text()
-            page.click('#map .tile[data-region="01"]')
+            # keyboard: a tile is a button; Enter opens its province
+            page.focus('#map .tile[data-region="01"]')
+            page.keyboard.press("Enter")
             page.wait_for_selector(f'#detail .series[data-station="{LONG_BIEN}"]', timeout=5_000)
             page.screenshot(path=str(SHOTS / "flood-vi.png"))
+            page.set_viewport_size({"width": 1366, "height": 768})  # a laptop
+            page.screenshot(path=str(SHOTS / "flood-vi-laptop.png"))
+            page.set_viewport_size({"width": 1920, "height": 1080})
 
             # a viewer sees the alert and cannot act on it; the server refuses them too
             viewer = _signed_in(browser, screen, "viewer")

@@ -198,7 +198,7 @@ function alertItem(a, fresh) {
       text: levelName(a) }), " ",
     el("span", { class: "where", text: where }),
     el("div", { text: `${indicatorName(a.indicator)}: ${fmt(a.value)}` }),
-    el("div", { class: "meta", text: `${t("since")} ${when(a.event_time)} (${elapsed(a.event_time)} ${t("ago")})` }));
+    el("div", { class: "meta", text: `${t("since")} ${when(a.since || a.event_time)} (${elapsed(a.since || a.event_time)} ${t("ago")})` }));
   if (a.acknowledged_by) {
     item.append(el("div", { class: "ack", text:
       `${t("acknowledged_by")} ${a.acknowledged_by} ${t("at")} ${when(a.acknowledged_at)}` }));
@@ -227,6 +227,8 @@ function drawAlerts(freshKey) {
 function applyAlert(a) {
   const known = state.alerts.get(a.alert_key);
   if (known && known.processing_time > a.processing_time) return; // an older change, after the snapshot
+  // a directive's record is timed when it was issued: the alert's level has held since its last transition
+  a.since = (a.event_type || "TRANSITION") === "TRANSITION" ? a.event_time : (known && known.since) || a.event_time;
   if (a.transition === "RESOLVED" && (a.event_type || "TRANSITION") === "TRANSITION") state.alerts.delete(a.alert_key);
   else state.alerts.set(a.alert_key, a);
   drawAlerts(a.alert_key);
