@@ -581,6 +581,7 @@ def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: 
         output = OutputReader(ns, tracker)
         thread = threading.Thread(target=output.run, name="bench-output-reader", daemon=True)
         phases: list[dict[str, Any]] = []
+        running: list[subprocess.Popen[bytes]] = []
         try:
             worker.wait_for_line(READY_LINE)
             _wait_following(address, screen)
@@ -594,35 +595,27 @@ def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: 
             for n, with_readers in enumerate((False, True, True, False, True, False, False, True)):
                 readers = None
                 if with_readers:  # a process of its own, like the browsers it stands for
+                    argv = [
+                        sys.executable,
+                        "-m",
+                        "bench.readers",
+                        address,
+                        token,
+                        str(pages),
+                        str(requests_per_s),
+                    ]
                     readers = subprocess.Popen(  # noqa: S603 - this Python, arguments built here
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.readers",
-                            address,
-                            token,
-                            str(pages),
-                            str(requests_per_s),
-                        ],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        env=ns.env(),
+                        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ns.env()
                     )
+                    running.append(readers)
                     time.sleep(3.0)  # the pages loaded and following
-                screen_cpu, children = screen.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-                began = time.perf_counter()
-                phases.append(_readers_phase(ns, worker, tracker, seconds, seed=30 + n))
-                phases[-1]["readers"] = None
-                phases[-1]["screen_cpu_share"] = (screen.cpu_seconds() - screen_cpu) / (
-                    time.perf_counter() - began
+                phases.append(
+                    _readers_phase(ns, worker, screen, tracker, seconds=seconds, seed=30 + n, readers=readers)
                 )
-                if readers is not None:
-                    out, _ = readers.communicate(b"", timeout=60)
-                    phases[-1]["readers"] = json.loads(out)
-                    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
-                    phases[-1]["readers"]["cpu_share"] = cpu / (time.perf_counter() - began)
         finally:
+            for process in running:  # a phase that failed leaves its readers running
+                if process.poll() is None:
+                    process.kill()
             output.stop.set()
             if thread.is_alive():
                 thread.join(15)
@@ -673,6 +666,32 @@ def _wait_following(address: str, screen: Process, timeout: float = 60.0) -> Non
 
 
 def _readers_phase(
+    ns: Namespace,
+    worker: Process,
+    screen: Process,
+    tracker: Tracker,
+    *,
+    seconds: float,
+    seed: int,
+    readers: subprocess.Popen[bytes] | None,
+) -> dict[str, Any]:
+    """One steady phase at :data:`READERS_RATE`: its latencies (what the tracker matched meanwhile), the
+    CPU shares, and what the readers (if any) saw, once they are told to stop."""
+    screen_cpu, children = screen.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    phase = _steady_phase(ns, worker, tracker, seconds, seed)
+    phase["screen_cpu_share"] = (screen.cpu_seconds() - screen_cpu) / (time.perf_counter() - began)
+    phase["readers"] = None
+    if readers is not None:
+        out, _ = readers.communicate(b"", timeout=60)
+        phase["readers"] = json.loads(out)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
+        phase["readers"]["cpu_share"] = cpu / (time.perf_counter() - began)
+    return phase
+
+
+def _steady_phase(
     ns: Namespace, worker: Process, tracker: Tracker, seconds: float, seed: int
 ) -> dict[str, Any]:
     """One steady phase at :data:`READERS_RATE`; its latencies (what the tracker matched meanwhile)."""

@@ -459,66 +459,51 @@ class ReadModel:
             for entity in self.rulebook.entities_of(indicator)
             if entity.region == code
         ]
-        views = await self._entity_summaries(entities, now_ms)
         alerts = [a for a in await self.active_alerts(None, 0) if a["region"] == code]
         return {
             "region": code,
             "name": region.name,
-            "series": [v for v in views if v is not None],
+            "series": await self._entity_summaries(entities, now_ms),
             "alerts": alerts,
         }
 
     async def _headline_values(
         self, indicator: Indicator, alerts: list[dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
-        entities = self.rulebook.entities_of(indicator)
-        names = [str(EntityKey(e.indicator, e.region, e.station)) for e in entities]
-        states = await self.store.entity_states(names)
-        levels = {(a["region"], a["station"]): a["level"] for a in alerts}
+        worst: dict[tuple[str, str | None], int] = {}
+        for alert in alerts:  # worst first: the first of a station is its worst
+            worst.setdefault((alert["region"], alert["station"]), alert["level"])
         best: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
-        for entity, state in zip(entities, states, strict=True):
-            latest = state.latest_of("") if state is not None else None
-            if latest is None:
-                continue
-            rank = (levels.get((entity.region, entity.station), 0), latest.last_time)
+        for entity, _, latest in await self._latest(self.rulebook.entities_of(indicator)):
+            rank = (worst.get((entity.region, entity.station), 0), latest.last_time)
             if entity.region in best and best[entity.region][0] >= rank:
                 continue
-            station = self.catalogue.stations.get(entity.station) if entity.station else None
-            best[entity.region] = (
-                rank,
-                {
-                    "station": entity.station,
-                    "station_name": station.name if station is not None else None,
-                    "value": latest.last_value,
-                    "event_time": local_iso(latest.last_time),
-                },
-            )
+            view = {"value": latest.last_value, "event_time": local_iso(latest.last_time)}
+            best[entity.region] = (rank, {**self._station(entity), **view})
         return {region: view for region, (_, view) in best.items()}
 
     async def _entity_summaries(
         self, entities: list[tuple[Indicator, Entity]], now_ms: int
-    ) -> list[dict[str, Any] | None]:
+    ) -> list[dict[str, Any]]:
         """Each entity's panel line; two round trips for them all (their states, then their periods)."""
-        names = [str(EntityKey(e.indicator, e.region, e.station)) for _, e in entities]
-        states = await self.store.entity_states(names)
-        periods = [self.period(indicator, None, now_ms) for indicator, _ in entities]
+        indicators = {(e.indicator, e.region, e.station): i for i, e in entities}
+        found = await self._latest([e for _, e in entities])
+        periods = [
+            self.period(indicators[e.indicator, e.region, e.station], None, now_ms) for e, _, _ in found
+        ]
         wanted = [
-            (name, ("", label))
-            for name, period in zip(names, periods, strict=True)
+            (str(EntityKey(e.indicator, e.region, e.station)), ("", label))
+            for (e, _, _), period in zip(found, periods, strict=True)
             for label in (period.label, same_period_last_year(period.label))
         ]
-        found = await self.store.period_values(wanted)
-        out: list[dict[str, Any] | None] = []
-        for n, ((indicator, entity), state, period) in enumerate(zip(entities, states, periods, strict=True)):
-            latest = state.latest_of("") if state is not None else None
-            if state is None or latest is None:
-                out.append(None)
-                continue
-            this, last = found[2 * n], found[2 * n + 1]
+        values = await self.store.period_values(wanted)
+        out = []
+        for n, ((entity, state, latest), period) in enumerate(zip(found, periods, strict=True)):
+            indicator = indicators[entity.indicator, entity.region, entity.station]
+            this, last = values[2 * n], values[2 * n + 1]
             last_day = local_date(latest.last_time).toordinal()
             daily = {d: a for (s, d), a in state.days.items() if s == "" and last_day - 30 < d <= last_day}
             aggregation = time_aggregation(indicator)
-            station = self.catalogue.stations.get(entity.station) if entity.station else None
             out.append(
                 {
                     "indicator": indicator.code,
@@ -526,8 +511,7 @@ class ReadModel:
                     "name_en": indicator.name_en,
                     "domain": indicator.domain,
                     "unit": indicator.unit,
-                    "station": entity.station,
-                    "station_name": station.name if station is not None else None,
+                    **self._station(entity),
                     "value": latest.last_value,
                     "event_time": local_iso(latest.last_time),
                     "last_30_days": [
@@ -541,15 +525,29 @@ class ReadModel:
             )
         return out
 
+    async def _latest(self, entities: list[Entity]) -> list[tuple[Entity, EntityState, Agg]]:
+        """The entities that have values, with their state and the newest day of their own series (one
+        round trip)."""
+        states = await self.store.entity_states(
+            [str(EntityKey(e.indicator, e.region, e.station)) for e in entities]
+        )
+        found = []
+        for entity, state in zip(entities, states, strict=True):
+            latest = state.latest_of("") if state is not None else None
+            if state is not None and latest is not None:
+                found.append((entity, state, latest))
+        return found
+
+    def _station(self, entity: Entity) -> dict[str, str | None]:
+        station = self.catalogue.stations.get(entity.station) if entity.station else None
+        return {"station": entity.station, "station_name": station.name if station is not None else None}
+
     def _legend(self, indicator: Indicator | None) -> tuple[Level, ...]:
-        if indicator is not None:
-            if indicator.levels:
-                return indicator.levels
-            for station in self.catalogue.stations.values():  # station levels (flood alarms) share codes
-                if station.levels_indicator == indicator.code and station.levels:
-                    return station.levels
-            return ()
-        return ()
+        """The regulation levels of an indicator: its own, else its stations' (flood alarms share codes)."""
+        if indicator is None or indicator.levels:
+            return indicator.levels if indicator is not None else ()
+        graded = (s.levels for s in self.catalogue.stations.values() if s.levels_indicator == indicator.code)
+        return next((levels for levels in graded if levels), ())
 
     # ---------------------------------------------------------------------------- helpers
 

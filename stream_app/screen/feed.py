@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.config import confluent_config
@@ -60,6 +60,11 @@ class OpenAlerts:
         known = self._open.get(key)
         if known is not None and int(known.get("processing_time") or 0) > at:
             return
+        # ``since``: when the alert reached its level; a directive's record is timed when it was issued
+        if alert.get("event_type", "TRANSITION") == "TRANSITION":
+            alert = {**alert, "since": alert.get("event_time")}
+        else:
+            alert = {**alert, "since": (known or {}).get("since") or alert.get("event_time")}
         if alert.get("transition") == "RESOLVED" and alert.get("event_type", "TRANSITION") == "TRANSITION":
             self._open.pop(key, None)
             self._resolved[key] = max(at, self._resolved.get(key, 0))
@@ -78,6 +83,13 @@ class OpenAlerts:
         for key in [k for k, at in self._resolved.items() if at < newest - RESOLVED_KEPT_MS]:
             del self._resolved[key]
         self.loaded = True
+
+    def forget(self) -> None:
+        """Changes may have been missed (the reader stopped): answer from Redis until the next snapshot,
+        which is then trusted for every alert seen so far."""
+        self.loaded = False
+        for alert in self._open.values():
+            alert.pop("_live", None)
 
     def opened(self, alert: dict[str, Any]) -> None:
         """A change read from the topic (kept across the next snapshot even if Redis lags)."""
@@ -102,10 +114,18 @@ class Hub:
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:  # too slow: dropped, the page reconnects and reloads
-                self._pages.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.get_nowait()
-                    queue.put_nowait(None)
+                self._hang_up(queue)
+
+    def close_all(self) -> None:
+        """Every page reconnects (and reloads the open alerts)."""
+        for queue in list(self._pages):
+            self._hang_up(queue)
+
+    def _hang_up(self, queue: asyncio.Queue[bytes | None]) -> None:
+        self._pages.discard(queue)
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(None)
 
     @contextlib.asynccontextmanager
     async def follow(self) -> AsyncIterator[asyncio.Queue[bytes | None]]:
@@ -124,11 +144,14 @@ class AlertReader:
         self,
         blueprint: Blueprint,
         deliver: Callable[[dict[str, Any], bytes], None],
+        lost: Callable[[], None],
         loop: asyncio.AbstractEventLoop,
         resolve: codecs.ConfluentResolver | None = None,
     ) -> None:
         self.blueprint = blueprint
         self.deliver = deliver  # called on the loop with each change and its server-sent event
+        self.lost = lost  # called on the loop when the reader stops following (changes may be missed)
+        self.generation = 0  # how many times it started following
         self.resolve = resolve
         self.topic = blueprint.topic_by_role("alerts").name
         self.loop = loop
@@ -165,9 +188,19 @@ class AlertReader:
             )
         )
         try:
-            partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in partitions])
-            log.info("screen_following_alerts", topic=self.topic, partitions=len(partitions))
+            topic = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            if topic.error is not None or not topic.partitions:  # missing, or refused: retried
+                raise RuntimeError(f"cannot read {self.topic}: {topic.error or 'no partitions'}")
+            # from each partition's end as it is now: a change after this point is never missed
+            ends = [
+                TopicPartition(
+                    self.topic, p, consumer.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
+                )
+                for p in topic.partitions
+            ]
+            consumer.assign(ends)
+            log.info("screen_following_alerts", topic=self.topic, partitions=len(ends))
+            self.generation += 1
             self.following.set()
             reported: set[str] = set()
             while not self._stop.is_set():
@@ -187,5 +220,7 @@ class AlertReader:
                     record = as_json(alert)
                     self.loop.call_soon_threadsafe(self.deliver, record, sse_event(record))
         finally:
-            self.following.clear()
+            if self.following.is_set():
+                self.following.clear()
+                self.loop.call_soon_threadsafe(self.lost)
             consumer.close()

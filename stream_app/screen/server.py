@@ -20,15 +20,15 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from stream_app.api.auth import Identity
 from stream_app.api.http import OPENAPI, PREFIX, Api, Directives, Gate, answer, whoami
-from stream_app.api.read_model import BadRequest, ReadModel
+from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.producer import DirectProducer
 from stream_app.kafka.publisher import Publisher
@@ -47,6 +47,21 @@ SNAPSHOT_S = 60.0  # how often the live view of open alerts is checked against R
 # Answers that change once a reporting period or a day, and read hundreds of keys: reused a minute.
 SLOW_ANSWERS = frozenset({"/compliance", "/briefing", "/indicators"})
 SLOW_ANSWERS_S = 60.0
+# The open alerts come from the screen's live view (memory), never behind the stream pages follow.
+LIVE_ANSWERS = frozenset({"/alerts/active"})
+# What each read depends on (docs/openapi.yaml)
+ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
+    "/indicators": (),
+    "/latest": ("indicator", "region", "station", "breakdown"),
+    "/windows": ("indicator", "region", "station", "breakdown"),
+    "/periods": ("indicator", "region", "station", "breakdown", "period"),
+    "/rollups": ("indicator", "region", "breakdown", "period"),
+    "/alerts/active": ("domain", "min_level"),
+    "/compliance": ("reporter", "at"),
+    "/briefing": ("date",),
+    "/overview": ("indicator",),
+    "/region": ("region",),
+}
 MAX_ANSWERS = 1024
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -70,33 +85,26 @@ class AnswerCache:
         self.ttl_s = ttl_s  # the default time an answer is reused
         self.clock = clock
         self._answers: dict[str, tuple[float, int, bytes]] = {}
-        self._flights: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        self._flights: dict[str, asyncio.Task[tuple[int, bytes]]] = {}
 
     async def get(self, key: str, compute: Compute, ttl_s: float | None = None) -> tuple[int, bytes]:
-        ttl = self.ttl_s if ttl_s is None else ttl_s
-        now = self.clock()
         kept = self._answers.get(key)
-        if kept is not None and kept[0] > now:
+        if kept is not None and kept[0] > self.clock():
             return kept[1], kept[2]
         flight = self._flights.get(key)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
-        try:
-            status, body = await compute()
-        except BaseException as exc:
-            flight.set_exception(exc)
-            flight.exception()  # retrieved here: waiters re-raise it, nobody logs "never retrieved"
-            raise
-        finally:
-            del self._flights[key]
+        if flight is None:  # its own task: an asker that goes away does not cancel it for the others
+            flight = asyncio.ensure_future(self._fill(key, compute, self.ttl_s if ttl_s is None else ttl_s))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        return await asyncio.shield(flight)
+
+    async def _fill(self, key: str, compute: Compute, ttl: float) -> tuple[int, bytes]:
+        status, body = await compute()
         encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if status == 200 and ttl > 0:
             self._answers[key] = (self.clock() + ttl, status, encoded)
             if len(self._answers) > MAX_ANSWERS:  # questions are few; a scan must not grow the process
                 self._evict()
-        flight.set_result((status, encoded))
         return status, encoded
 
     def _evict(self) -> None:
@@ -119,6 +127,21 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+class ScreenStore(StateStore):
+    """The state layer, with the open alerts from the screen's live view once it is loaded."""
+
+    def __init__(self, client: Any, settings: Any, live: OpenAlerts) -> None:
+        super().__init__(client, settings)
+        self.live = live
+
+    async def active_alerts(self) -> list[dict[str, Any]]:
+        return self.live.alerts() if self.live.loaded else await self.indexed_alerts()
+
+    async def indexed_alerts(self) -> list[dict[str, Any]]:
+        """Redis's index of open alerts (the worker's commits)."""
+        return await super().active_alerts()
+
+
 class Screen:
     """The screen's HTTP application over Redis (reads), the center's alerts (live) and a producer
     (directives)."""
@@ -127,12 +150,13 @@ class Screen:
         settings = blueprint.settings
         self.blueprint = blueprint
         self.redis = connect(settings)
-        self.model = ReadModel(StateStore(self.redis, settings), blueprint.catalogue, blueprint.rulebook)
+        self.open_alerts = OpenAlerts()
+        self.store = ScreenStore(self.redis, settings, self.open_alerts)
+        self.model = ReadModel(self.store, blueprint.catalogue, blueprint.rulebook)
         self.api = Api(self.model)
         self.gate = Gate(settings.api_tokens_file)
         self.cache = AnswerCache(settings.screen_cache_s)
         self.hub = Hub()
-        self.open_alerts = OpenAlerts()
         self.framing = output_framing(blueprint)
         self.sender = DirectProducer(settings, client_id=f"{settings.group_id}-screen")
         self.publisher = Publisher(
@@ -140,7 +164,7 @@ class Screen:
         )
         self.directives = Directives(blueprint, self.publisher, self.gate)
         self.reader: AlertReader | None = None
-        self._snapshots: asyncio.Task[None] = asyncio.Future()  # type: ignore[assignment]
+        self._snapshots: asyncio.Task[None] | None = None
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[_security_headers])
@@ -153,41 +177,53 @@ class Screen:
         app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
         app.router.add_get(PREFIX + "/alerts/stream", self.stream)
         app.router.add_post(PREFIX + "/alerts/{key}/directives", self.direct)
-        # /alerts/active from the live view: never behind the stream the page follows
-        routes = {**self.api.routes(), "/alerts/active": self._active_alerts}
-        for path, handler in routes.items():
+        for path, handler in self.api.routes().items():
             app.router.add_get(PREFIX + path, self._read(path, handler))
         app.on_startup.append(self._start)
+        app.on_shutdown.append(self._hang_up)
         app.on_cleanup.append(self._stop)
         return app
 
     async def _start(self, app: web.Application) -> None:
-        self.reader = AlertReader(
-            self.blueprint, self._deliver, asyncio.get_running_loop(), self.framing.resolve
-        )
+        loop = asyncio.get_running_loop()
+        self.reader = AlertReader(self.blueprint, self._deliver, self._lost, loop, self.framing.resolve)
         self.reader.start()
-        self._snapshots = asyncio.create_task(self._snapshot_alerts())
+        self._snapshots = asyncio.create_task(self._snapshot_alerts(self.reader))
 
     def _deliver(self, alert: dict[str, Any], event: bytes) -> None:
         self.open_alerts.opened(alert)
         self.hub.publish(event)
 
-    async def _snapshot_alerts(self) -> None:
-        """Redis's open alerts once the reader follows the topic, and again every minute (heals what a
-        reader that reconnected may have missed)."""
+    def _lost(self) -> None:
+        """The reader stopped following: changes may be missed until it follows again."""
+        self.open_alerts.forget()
+        self.hub.close_all()  # pages reconnect and reload the open alerts (from Redis meanwhile)
+
+    async def _snapshot_alerts(self, reader: AlertReader) -> None:
+        """Redis's open alerts each time the reader starts following the topic, and every minute after
+        (heals anything missed); until then, the open alerts are answered from Redis."""
+        loaded_at, generation = -SNAPSHOT_S, 0
         while True:
-            if self.reader is not None and self.reader.following.is_set():
-                try:
-                    self.open_alerts.load(await self.model.store.active_alerts())
-                except (RedisError, OSError) as exc:
-                    log.warning("screen_alert_snapshot_failed", error=repr(exc))
-                else:
-                    await asyncio.sleep(SNAPSHOT_S)
-                    continue
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
+            due = reader.generation != generation or time.monotonic() - loaded_at >= SNAPSHOT_S
+            if not reader.following.is_set() or not due:
+                continue
+            following = reader.generation
+            try:
+                self.open_alerts.load(await self.store.indexed_alerts())
+            except Exception as exc:  # Redis away, a record not ours: the next turn tries again
+                log.warning("screen_alert_snapshot_failed", error=repr(exc))
+                continue
+            loaded_at, generation = time.monotonic(), following
+            if reader.generation != following or not reader.following.is_set():
+                self.open_alerts.forget()  # it stopped or restarted meanwhile: read again
+
+    async def _hang_up(self, app: web.Application) -> None:
+        self.hub.close_all()  # the streams end now, not at the shutdown timeout
 
     async def _stop(self, app: web.Application) -> None:
-        self._snapshots.cancel()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.stop)
         self.publisher.close()
@@ -248,40 +284,24 @@ class Screen:
         return web.json_response(whoami(identity))
 
     def _read(self, path: str, handler: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        asked = ROUTE_PARAMS.get(path, ())
+
         async def read(request: web.Request) -> web.StreamResponse:
             _, refused = self._refused(request, "viewer")
             if refused is not None:
                 return refused
-            params = dict(request.query.items())
-            key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
-            if path == "/alerts/active" and self.open_alerts.loaded:
+            # only what the answer depends on: another parameter neither changes it nor skips the cache
+            params = {name: request.query[name] for name in asked if name in request.query}
+            if path in LIVE_ANSWERS:
                 status, body = await answer(handler, params)
                 encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-                return web.Response(body=encoded, status=status, content_type="application/json")
-            ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
-            status, body = await self.cache.get(key, lambda: answer(handler, params), ttl)
-            return web.Response(body=body, status=status, content_type="application/json")
+            else:
+                key = f"{path}?{urlencode(sorted(params.items()))}"
+                ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
+                status, encoded = await self.cache.get(key, lambda: answer(handler, params), ttl)
+            return web.Response(body=encoded, status=status, content_type="application/json")
 
         return read
-
-    async def _active_alerts(self, params: dict[str, str], now_ms: int) -> Any:
-        """``/alerts/active`` from the live view (Redis's index, through the API, until it is loaded)."""
-        if not self.open_alerts.loaded:
-            return await self.api.alerts(params, now_ms)
-        domain = params.get("domain") or None
-        if domain is not None and domain not in {i.domain for i in self.model.catalogue.indicators.values()}:
-            raise BadRequest(f"unknown domain {domain!r}")
-        try:
-            min_level = int(params.get("min_level") or 0)
-        except ValueError:
-            raise BadRequest(f"min_level {params.get('min_level')!r} is not an integer") from None
-        found = [
-            a
-            for a in self.open_alerts.alerts()
-            if (domain is None or a["domain"] == domain) and a["level"] >= min_level
-        ]
-        found.sort(key=lambda a: (-a["level"], a["alert_key"]))
-        return {"count": len(found), "alerts": found}
 
     async def direct(self, request: web.Request) -> web.StreamResponse:
         response: web.StreamResponse = await self.directives.post(

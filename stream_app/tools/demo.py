@@ -145,12 +145,12 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         print("\ndemo: stopping", flush=True)
     finally:
         stop.set()
-        screen.terminate()
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for process, grace in ((screen, 10), (worker, 30)):
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
     print(
         f"demo: {seen['alert']} alerts, {seen['consolidated']} consolidated events, "
         f"{seen['dead_letter']} dead letters",

@@ -84,15 +84,11 @@ def screen(
         )
     address = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{address}/livez", timeout=1):  # noqa: S310 - the local screen
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the screen did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
+    while not _following(address):  # answering, and reading the center's alerts
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the screen did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
     yield address
     proc.terminate()
     try:
@@ -115,6 +111,14 @@ def feed(settings: Settings, blueprint: Blueprint) -> Iterator[None]:
     sender.start()
     yield
     sender.join(60)
+
+
+def _following(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{address}/livez", timeout=1) as response:  # noqa: S310 - local
+            return bool(json.loads(response.read())["following_alerts"])
+    except OSError:
+        return False
 
 
 def _api(address: str, path: str, role: str, body: Any = None) -> tuple[int, Any]:
@@ -192,17 +196,17 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
             )
             page.wait_for_selector('#map .tile[data-region="01"][data-level-code="BD3"]', timeout=5_000)
             figures["flood_to_tile_s"] = round(time.monotonic() - produced, 3)
-            colour = hanoi.evaluate("t => getComputedStyle(t).backgroundColor")
             red, green, blue = (int(bd3.colour[i : i + 2], 16) for i in (1, 3, 5))
-            assert colour == f"rgb({red}, {green}, {blue})"
+            # the tile fades to its colour in 0.3 s
+            expect(hanoi).to_have_css("background-color", f"rgb({red}, {green}, {blue})", timeout=2_000)
 
             item = page.locator(f'#alerts li[data-alert-key="{FLOOD_KEY}"]')
             item.wait_for(timeout=5_000)
             assert item.get_attribute("data-level-code") == "BD3"
             assert bd3.name_vi in item.inner_text()
+            assert bd3.name_en in item.inner_text()  # level names in both languages
             # keyboard: a tile is a button; Enter opens its province
-            page.focus('#map .tile[data-region="01"]')
-            page.keyboard.press("Enter")
+            hanoi.press("Enter")
             page.wait_for_selector(f'#detail .series[data-station="{LONG_BIEN}"]', timeout=5_000)
             page.screenshot(path=str(SHOTS / "flood-vi.png"))
             page.set_viewport_size({"width": 1366, "height": 768})  # a laptop

@@ -163,3 +163,54 @@ def test_the_open_alerts_view_is_never_behind_the_stream_nor_undone_by_a_lagging
     view.load([_alert("flood", 400, "ACKNOWLEDGE", event_type="ACKNOWLEDGE")])
     assert [a["alert_key"] for a in view.alerts()] == ["flood"]
     assert all("_live" not in a for a in view.alerts())
+
+
+def test_an_asker_that_goes_away_does_not_cancel_the_answer_for_the_others() -> None:
+    async def run() -> tuple[tuple[int, bytes], bool]:
+        release = asyncio.Event()
+
+        async def slow() -> tuple[int, Any]:
+            await release.wait()
+            return 200, {"v": 2}
+
+        cache = AnswerCache(10.0)
+        first = asyncio.create_task(cache.get("q", slow))
+        second = asyncio.create_task(cache.get("q", slow))
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        return await second, first.cancelled()
+
+    answer, cancelled = asyncio.run(run())
+    assert answer == (200, b'{"v":2}')
+    assert cancelled
+
+
+def test_when_the_reader_stops_every_page_is_told_to_reconnect() -> None:
+    async def run() -> tuple[bytes | None, bytes | None, int]:
+        hub = Hub()
+        async with hub.follow() as one, hub.follow() as full:
+            for n in range(QUEUE_MAX):
+                full.put_nowait(b"%d" % n)
+            hub.close_all()
+            last = None
+            while not full.empty():
+                last = full.get_nowait()
+            return one.get_nowait(), last, hub.pages
+
+    first, last, pages = asyncio.run(run())
+    assert first is None
+    assert last is None  # a full queue still ends with the hang-up
+    assert pages == 0
+
+
+def test_an_alert_keeps_the_time_it_reached_its_level_through_directives_and_a_lost_reader() -> None:
+    view = OpenAlerts()
+    view.load([{**_alert("flood", 100), "event_time": 90}])
+    view.opened({**_alert("flood", 200, "ACKNOWLEDGE", event_type="ACKNOWLEDGE"), "event_time": 195})
+    assert [a["since"] for a in view.alerts()] == [90]
+    view.forget()  # the reader stopped: answers come from Redis until a new snapshot
+    assert not view.loaded
+    view.load([])  # resolved meanwhile, its change missed: the snapshot is trusted
+    assert (view.loaded, view.alerts()) == (True, [])

@@ -105,33 +105,41 @@ const when = (ms) => new Date(ms).toLocaleString(state.lang === "vi" ? "vi-VN" :
   { timeZone: "Asia/Ho_Chi_Minh", hour12: false });
 
 // ------------------------------------------------------------------------------------------ map
-function worstAlert(region) {
+function worstAlerts() { // region -> its worst open alert (of the chosen indicator), in one pass
   const wanted = $("#indicator").value;
-  let worst = null;
+  const worst = new Map();
   for (const a of state.alerts.values()) {
-    if (a.region !== region || (wanted && a.indicator !== wanted)) continue;
-    if (!worst || a.level > worst.level) worst = a;
+    if (wanted && a.indicator !== wanted) continue;
+    const known = worst.get(a.region);
+    if (!known || a.level > known.level) worst.set(a.region, a);
   }
   return worst;
 }
+const tiles = new Map(); // region -> its button, made once: redraws keep focus and cost little
 function drawMap() {
   const map = $("#map");
-  map.replaceChildren();
   const latest = new Map(((state.overview && state.overview.regions) || []).map((r) => [r.region, r.latest]));
+  const worst = worstAlerts();
   for (const tile of state.tiles) {
-    const alert = worstAlert(tile.region);
+    let button = tiles.get(tile.region);
+    if (!button) {
+      button = el("button", { class: "tile", type: "button", "data-region": tile.region,
+        style: { gridRow: String(tile.row + 1), gridColumn: String(tile.col + 1) } },
+      el("span", { class: "name", text: tile.name }), el("span", { class: "val" }));
+      button.addEventListener("click", () => selectRegion(tile.region).catch(report));
+      tiles.set(tile.region, button);
+      map.append(button);
+    }
+    const alert = worst.get(tile.region);
     const value = latest.get(tile.region);
-    const colour = alert ? alert.colour : null;
-    const button = el("button", {
-      class: "tile", type: "button", "data-region": tile.region,
-      "data-level-code": alert ? alert.level_code : "", "aria-pressed": String(state.region === tile.region),
-      title: alert ? `${tile.name}: ${levelName(alert)}` : tile.name,
-      style: { gridRow: String(tile.row + 1), gridColumn: String(tile.col + 1),
-        ...(colour ? { backgroundColor: colour, color: textOn(colour), borderColor: colour } : {}) },
-    }, el("span", { class: "name", text: tile.name }),
-    el("span", { class: "val", text: value ? fmt(value.value) : alert ? levelName(alert) : "" }));
-    button.addEventListener("click", () => selectRegion(tile.region));
-    map.append(button);
+    const colour = alert ? alert.colour : "";
+    button.dataset.levelCode = alert ? alert.level_code : "";
+    button.setAttribute("aria-pressed", String(state.region === tile.region));
+    button.title = alert ? `${tile.name}: ${levelName(alert)}` : tile.name;
+    button.style.backgroundColor = colour;
+    button.style.borderColor = colour;
+    button.style.color = colour ? textOn(colour) : "";
+    button.lastChild.textContent = value ? fmt(value.value) : alert ? levelName(alert) : "";
   }
   drawLegend();
 }
@@ -144,9 +152,13 @@ function drawLegend() {
       text: `${lv.code} · ${state.lang === "vi" ? lv.name_vi : lv.name_en}` }));
   }
 }
+let overviews = 0;
 async function loadOverview() {
   const code = $("#indicator").value;
-  state.overview = await api(`overview${code ? `?indicator=${encodeURIComponent(code)}` : ""}`);
+  const asked = ++overviews;
+  const answer = await api(`overview${code ? `?indicator=${encodeURIComponent(code)}` : ""}`);
+  if (asked !== overviews) return; // a newer question was asked meanwhile
+  state.overview = answer;
   drawMap();
 }
 
@@ -196,6 +208,8 @@ function alertItem(a, fresh) {
     "data-level-code": a.level_code, style: { "--level": a.colour } },
     el("span", { class: "level", style: { backgroundColor: a.colour, color: textOn(a.colour) },
       text: levelName(a) }), " ",
+    el("span", { class: "other-lang", lang: state.lang === "vi" ? "en" : "vi",
+      text: (state.lang === "vi" ? a.level_name_en : a.level_name_vi) || "" }), " ",
     el("span", { class: "where", text: where }),
     el("div", { text: `${indicatorName(a.indicator)}: ${fmt(a.value)}` }),
     el("div", { class: "meta", text: `${t("since")} ${when(a.since || a.event_time)} (${elapsed(a.since || a.event_time)} ${t("ago")})` }));
@@ -217,10 +231,10 @@ function alertItem(a, fresh) {
   }
   return item;
 }
-function drawAlerts(freshKey) {
+function drawAlerts(fresh) {
   const list = $("#alerts");
   const sorted = [...state.alerts.values()].sort((x, y) => y.level - x.level || y.event_time - x.event_time);
-  list.replaceChildren(...sorted.map((a) => alertItem(a, a.alert_key === freshKey)));
+  list.replaceChildren(...sorted.map((a) => alertItem(a, fresh && fresh.has(a.alert_key))));
   if (!sorted.length) list.append(el("li", { class: "hint", text: t("no_alerts") }));
   $("#alert-count").textContent = String(sorted.length);
 }
@@ -228,12 +242,23 @@ function applyAlert(a) {
   const known = state.alerts.get(a.alert_key);
   if (known && known.processing_time > a.processing_time) return; // an older change, after the snapshot
   // a directive's record is timed when it was issued: the alert's level has held since its last transition
-  a.since = (a.event_type || "TRANSITION") === "TRANSITION" ? a.event_time : (known && known.since) || a.event_time;
+  a.since = (a.event_type || "TRANSITION") === "TRANSITION" ? a.event_time
+    : (known && known.since) || a.since || a.event_time;
   if (a.transition === "RESOLVED" && (a.event_type || "TRANSITION") === "TRANSITION") state.alerts.delete(a.alert_key);
   else state.alerts.set(a.alert_key, a);
-  drawAlerts(a.alert_key);
-  drawMap();
+  redraw(a.alert_key);
   scheduleOverview();
+}
+let pending = null; // a burst of changes is drawn once per frame
+function redraw(freshKey) {
+  if (pending) { pending.add(freshKey); return; }
+  pending = new Set([freshKey]);
+  requestAnimationFrame(() => {
+    const fresh = pending;
+    pending = null;
+    drawAlerts(fresh);
+    drawMap();
+  });
 }
 let overviewTimer = null;
 function scheduleOverview() { // values on the tiles follow within a second or two; colours are immediate
@@ -266,21 +291,25 @@ async function follow() { // server-sent events through fetch: the token goes in
       const response = await fetch("/api/v1/alerts/stream", { headers: { Authorization: `Bearer ${state.token}` } });
       if (response.status === 401) throw new Unauthorized();
       if (!response.ok || !response.body) throw new Error(String(response.status));
-      setLive(true);
-      await loadAlerts(); // after subscribing: nothing falls between the snapshot and the stream
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-          if (block.includes("event: alert") && data) applyAlert(JSON.parse(data));
+      try {
+        await loadAlerts(); // after subscribing: nothing falls between the snapshot and the stream
+        setLive(true);
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+            if (block.includes("event: alert") && data) applyAlert(JSON.parse(data));
+          }
         }
+      } finally {
+        reader.cancel().catch(() => {}); // the connection is closed, whatever ended the loop
       }
     } catch (error) {
       if (error instanceof Unauthorized) { signIn(); return; }
@@ -383,8 +412,11 @@ async function start() {
   drawMap();
   await loadOverview();
   follow();
-  setInterval(() => { $("#clock").textContent = when(Date.now()); }, 1000);
-  setInterval(() => { loadOverview().catch(report); drawAlerts(null); }, 30000); // values; "… ago" ages
+  if (!state.timers) { // once, even when start() runs again after signing in anew
+    state.timers = true;
+    setInterval(() => { $("#clock").textContent = when(Date.now()); }, 1000);
+    setInterval(() => { loadOverview().catch(report); drawAlerts(null); }, 30000); // values; "… ago" ages
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
