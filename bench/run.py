@@ -994,7 +994,7 @@ def _steps(run: Run, blueprint: Blueprint) -> list[tuple[str, Callable[[], None]
     if "backfill" in args.only:
         steps.append(("backfill", lambda: scenario_backfill(run)))
     if "readers" in args.only:
-        seconds = min(20.0, sizes.latency_seconds)
+        seconds = min(60.0, sizes.latency_seconds)
         steps.append(("readers on the center's screen", lambda: scenario_readers(run, seconds)))
     return steps
 
