@@ -100,7 +100,7 @@ class AnswerCache:
 
     async def _fill(self, key: str, compute: Compute, ttl: float) -> tuple[int, bytes]:
         status, body = await compute()
-        encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        encoded = _json_bytes(body)
         if status == 200 and ttl > 0:
             self._answers[key] = (self.clock() + ttl, status, encoded)
             if len(self._answers) > MAX_ANSWERS:  # questions are few; a scan must not grow the process
@@ -125,6 +125,11 @@ class _Answers:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _json_bytes(body: Any) -> bytes:
+    """An API answer as sent: compact UTF-8 JSON (Vietnamese names unescaped)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class ScreenStore(StateStore):
@@ -294,7 +299,7 @@ class Screen:
             params = {name: request.query[name] for name in asked if name in request.query}
             if path in LIVE_ANSWERS:
                 status, body = await answer(handler, params)
-                encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+                encoded = _json_bytes(body)
             else:
                 key = f"{path}?{urlencode(sorted(params.items()))}"
                 ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
