@@ -28,7 +28,32 @@ class Settings(BaseSettings):
     app_id: str = Field("vn-reporting-stream", description="Faust app id; also the consumer group prefix.")
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,...].")
     redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:16379/0"), description="Redis URL; may hold a password, so kept secret."
+        SecretStr("redis://127.0.0.1:16379/0"),
+        description=(
+            "Redis URL; may hold a password, so kept secret. With STREAM_APP_REDIS_CLUSTER, the host part "
+            "may list several nodes to start from (rediss://user:pw@host1:port1,host2:port2/0)."
+        ),
+    )
+    redis_cluster: bool = Field(
+        False,
+        description=(
+            "Redis is a Redis Cluster: the client follows the slot map (MOVED, ASK, failovers) and sends "
+            "each key's commands to the primary that holds it."
+        ),
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        description=(
+            "On a Redis Cluster: how many replicas of each primary must hold a batch's state writes (WAIT) "
+            "before its records are acknowledged; a failover then loses nothing acknowledged. 1 with one "
+            "replica per primary; 0 does not wait (a failover may lose the last writes)."
+        ),
+    )
+    redis_wait_timeout_ms: int = Field(
+        2000,
+        ge=1,
+        description="How long a batch waits for STREAM_APP_REDIS_WAIT_REPLICAS before it is sent again.",
     )
     # --- how every Kafka client authenticates (Faust/aiokafka, confluent producers, consumers, admin) ---
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -73,6 +98,13 @@ class Settings(BaseSettings):
         None, description="CA certificate (PEM) of an https registry."
     )
     topic_namespace: str = Field("", description="Prefix for every topic name (a uuid in tests).")
+    topic_profile: str = Field(
+        "single",
+        description=(
+            "Which [profile.<name>] of topics/topics.toml sets the topics' replication: single (one local "
+            "broker) or cluster (replication factor 3, min.insync.replicas 2; production)."
+        ),
+    )
     redis_key_prefix: str = Field("sa", description="Prefix for every Redis key.")
 
     api_tokens_file: Path | None = Field(
@@ -131,6 +163,13 @@ class Settings(BaseSettings):
             " at the first tick at least this long after it (STREAM_APP_TICK_INTERVAL_S), with what later"
             " bulk records added meanwhile: a period loaded over many batches is republished once per tick,"
             " not per batch. 0: at once, as a live record's."
+        ),
+    )
+    intake_paused: bool = Field(
+        False,
+        description=(
+            "The worker reads no input topic (live or bulk): it applies what the internal topics hold and "
+            "serves the API. To drain them before `stream-app topics grow`; the input waits in Kafka."
         ),
     )
     bulk_max_ahead: int = Field(

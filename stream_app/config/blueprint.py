@@ -77,7 +77,7 @@ def load_blueprint(settings: Settings) -> Blueprint:
     """Load and cross-check the catalogue, schemas and topics; errors name the file and the entry."""
     catalogue = load_catalogue(settings.catalogue_dir)
     schemas = load_schemas(settings.schemas_dir)
-    topics = load_topics(settings.topics_file, settings.topic_namespace)
+    topics = load_topics(settings.topics_file, settings.topic_namespace, settings.topic_profile)
     where = settings.topics_file
     for spec in topics:
         if spec.reporter is not None and spec.reporter not in catalogue.reporters:

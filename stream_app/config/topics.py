@@ -47,13 +47,21 @@ class TopicSpec:
     doc: str = ""
 
 
-def load_topics(path: Path, namespace: str = "") -> list[TopicSpec]:
-    """Read the topic declarations, checking each entry."""
+def load_topics(path: Path, namespace: str = "", profile: str = "single") -> list[TopicSpec]:
+    """Read the topic declarations, checking each entry. ``profile`` (``STREAM_APP_TOPIC_PROFILE``)
+    picks a ``[profile.<name>]`` table: its replication factor and its configs (a topic's own win)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
-    defaults = data.get("defaults", {})
+    profiles = data.get("profile", {})
+    if profiles and profile not in profiles:
+        raise ConfigurationError(f"{path}: no [profile.{profile}] (profiles: {sorted(profiles)})")
+    chosen = profiles.get(profile, {})
+    defaults = {**data.get("defaults", {}), **{k: v for k, v in chosen.items() if k != "config"}}
+    shared_config = chosen.get("config", {})
+    if not isinstance(shared_config, dict):
+        raise ConfigurationError(f"{path}: [profile.{profile}] config must be a table of Kafka topic configs")
     specs: list[TopicSpec] = []
     seen: set[str] = set()
     for entry in data.get("topic", []):
@@ -84,7 +92,7 @@ def load_topics(path: Path, namespace: str = "") -> list[TopicSpec]:
                 role=role,
                 partitions=counts["partitions"],
                 replication_factor=counts["replication_factor"],
-                config={str(k): str(v) for k, v in config.items()},
+                config={str(k): str(v) for k, v in {**shared_config, **config}.items()},
                 reporter=entry.get("reporter"),
                 domain=entry.get("domain"),
                 doc=str(entry.get("doc", "")),

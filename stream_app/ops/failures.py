@@ -187,6 +187,9 @@ def classify_redis(exc: BaseException) -> Failure:
             | redis_errors.ReadOnlyError
             | redis_errors.TryAgainError
             | redis_errors.ClusterDownError
+            | redis_errors.MovedError  # a slot moved (resharding, failover): asked again on the new map
+            | redis_errors.AskError
+            | redis_errors.ClusterError
             | ConnectionError
             | TimeoutError
             | OSError,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 from redis.exceptions import RedisError
@@ -17,6 +16,7 @@ from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka.acl import APP_WRITES
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.state.store import connect
 
 
 def check_kafka(
@@ -52,14 +52,12 @@ def check_kafka(
         if have != wanted:
             raise ConfigurationError(
                 f"topic {name} has {have} partitions, {wanted} declared: entities are placed by hash modulo "
-                "the count, so it must match (changing it needs a state migration)"
+                "the count, so it must match (to grow it: `stream-app topics grow`, docs/deploy.md)"
             )
 
 
 async def _ping_redis(settings: Settings) -> None:
-    client = aioredis.Redis.from_url(
-        settings.redis_url.get_secret_value(), socket_connect_timeout=3.0, socket_timeout=3.0
-    )
+    client = connect(settings)  # a cluster client on a cluster: any of its nodes answers
     try:
         deadline = asyncio.get_running_loop().time() + settings.startup_timeout_s
         while True:

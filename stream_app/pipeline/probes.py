@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 from faust.sensors import Sensor
 from redis.exceptions import RedisError
@@ -34,6 +33,7 @@ from stream_app.domain.catalogue import Catalogue
 from stream_app.kafka.config import confluent_config
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
+from stream_app.state.store import RedisClient
 
 log = get_logger(__name__)
 
@@ -116,7 +116,7 @@ class OpsSensor(Sensor):
 class Operations:
     """Liveness, readiness and lag of one worker; see the module docstring."""
 
-    def __init__(self, app: faust.App, blueprint: Blueprint, redis_client: aioredis.Redis) -> None:
+    def __init__(self, app: faust.App, blueprint: Blueprint, redis_client: RedisClient) -> None:
         self.app = app
         self.blueprint = blueprint
         self.settings = blueprint.settings

@@ -18,12 +18,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.domain.aggregates import Agg, same_period_last_year
 from stream_app.domain.catalogue import Indicator
@@ -35,6 +38,7 @@ from stream_app.ops.failures import classify_redis
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
 from stream_app.state.keys import Keys
+from stream_app.state.routing import ClusterRouter, RoutedPipeline
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -262,29 +266,74 @@ class StateLayer(Protocol):
         ...
 
 
-def connect(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client for the settings' URL (hiredis parser when installed).
+RedisClient = aioredis.Redis | RedisCluster
+"""A single Redis or a Redis Cluster: every key a command or script touches shares one hash slot
+(:mod:`stream_app.state.keys`), so the two answer the same commands."""
+
+
+def connect(settings: Settings) -> RedisClient:
+    """An asyncio Redis client for the settings' URL (hiredis parser when installed); a cluster client
+    when ``STREAM_APP_REDIS_CLUSTER`` is set.
 
     A command that meets a dropped connection (Redis restarted, a failover) is sent again once on a
     fresh one: every command and script here is idempotent (the commit scripts skip what is applied),
     so the first request after a restart does not fail for a stale pooled connection. Longer outages
-    are the callers' to wait out (``_retry``) or to answer 503 (the query API)."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
+    are the callers' to wait out (``_retry``) or to answer 503 (the query API). The cluster client also
+    follows MOVED and ASK redirections and reloads the slot map after a failover."""
+    url = settings.redis_url.get_secret_value()
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+    if not settings.redis_cluster:
+        client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=5.0,
+            socket_connect_timeout=3.0,
+            health_check_interval=30,
+            retry=retry,
+            retry_on_error=[RedisConnectionError],
+        )
+        return client
+    nodes, options = cluster_address(url)
+    return RedisCluster(
+        startup_nodes=nodes,
         socket_timeout=5.0,
         socket_connect_timeout=3.0,
         health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        retry_on_error=[RedisConnectionError],
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # a failover takes the cluster's node timeout (seconds) to promote a replica: keep asking
+        cluster_error_retry_attempts=3,
+        **options,
     )
-    return client
+
+
+def cluster_address(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
+    """The nodes to start from and the connection options of a cluster URL, whose host part may list
+    several ``host:port`` (the options — user, password, TLS — are the same for every node)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("a Redis URL starts with redis:// or rediss://")
+    auth, at, location = rest.rpartition("@")
+    hosts, slash, tail = location.partition("/")
+    nodes: list[ClusterNode] = []
+    for address in hosts.split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon or not port.isdigit():
+            raise ValueError(f"a Redis Cluster node is host:port, got {address!r}")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    first = f"{scheme}://{auth}{at}{nodes[0].host}:{nodes[0].port}{slash}{tail}"
+    options: dict[str, Any] = dict(parse_url(first))
+    for name in ("host", "port", "db", "connection_class"):
+        options.pop(name, None)
+    if scheme == "rediss":
+        options["ssl"] = True
+    return nodes, options
 
 
 class StateStore:
     """The state layer on Redis: reads and commits entity states; retries infrastructure failures of
     the stateful writes until they pass."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: RedisClient, settings: Settings) -> None:
         self._client = client
         self._settings = settings
         self.keys = Keys(settings.redis_key_prefix)
@@ -292,6 +341,28 @@ class StateStore:
         self._range_script = client.register_script(lua_script("observations_between.lua"))
         self._rollup_script = client.register_script(lua_script("rollup_apply.lua"))
         self._mark_script = client.register_script(lua_script("applied_mark.lua"))
+        self._router = (
+            ClusterRouter(
+                client,
+                [self._commit_script, self._range_script, self._rollup_script, self._mark_script],
+                wait_replicas=settings.redis_wait_replicas,
+                wait_ms=settings.redis_wait_timeout_ms,
+            )
+            if isinstance(client, RedisCluster)
+            else None
+        )
+
+    def _batch(self, *, durable: bool = False) -> Any:
+        """A pipeline for a batch that may carry scripts: on a cluster, routed per primary (and, when
+        ``durable``, on a replica before it returns: ``STREAM_APP_REDIS_WAIT_REPLICAS``)."""
+        if self._router is not None:
+            return self._router.pipeline(durable=durable)
+        return self._client.pipeline(transaction=False)
+
+    async def aclose(self) -> None:
+        """Close the per-primary connections of a cluster (the client itself is the caller's)."""
+        if self._router is not None:
+            await self._router.aclose()
 
     # ------------------------------------------------------------------ the stateful step
 
@@ -308,7 +379,7 @@ class StateStore:
         keys = self.keys
 
         async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._batch() as pipe:
                 plan.clear()
                 for entity, request in requests.items():
                     if request.state:
@@ -357,13 +428,14 @@ class StateStore:
         before = [self._index_command(write) for write in indexes]
 
         async def write() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._batch(durable=True) as pipe:
                 for command in before:
                     pipe.execute_command(*command)
                 for c in commits:
                     await self._commit_script(keys=c.keys, args=c.args, client=pipe)
                 # after the commits: an append-only file that lost its tail never holds a mark
-                # without the writes it covers
+                # without the writes it covers (on a cluster: once every primary holds them)
+                _barrier(pipe)
                 for source, mark in marks:
                     await self._mark(pipe, source, mark)
                 result: list[Any] = await pipe.execute(raise_on_error=False)
@@ -450,6 +522,25 @@ class StateStore:
 
         return [_text(raw) for raw in await self._retry("load", read)]
 
+    async def regroup_due(self, partitions: int, home_of: Callable[[str], int]) -> int:
+        """Move every entity of the periods-due registries of ``partitions`` partitions to the registry
+        of the partition it lives on, ``home_of(entity)`` (``stream-app topics grow``; no worker runs).
+        Returns how many moved. Each move adds before it removes, and a second run finishes what a crash
+        left (a duplicate, never a lost deadline)."""
+        moved = 0
+        for partition in range(partitions):
+            source = self.keys.due(partition)
+            entries = await self._client.zrangebyscore(source, "-inf", "+inf", withscores=True)
+            for raw, deadline in cast(list[tuple[bytes, float]], entries):
+                entity = _text(raw)
+                home = home_of(entity)
+                if home == partition:
+                    continue
+                await self._client.zadd(self.keys.due(home), {entity: deadline})
+                await self._client.zrem(source, entity)
+                moved += 1
+        return moved
+
     async def apply_rollup(
         self,
         writes: Sequence[RollupWrite],
@@ -462,13 +553,14 @@ class StateStore:
         marks = sorted((applied or {}).items())
 
         async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._batch(durable=True) as pipe:
                 for w in writes:
                     await self._rollup_script(
                         keys=[keys.rollup(*w.period)],
                         args=[w.source, w.seq, encode_entry(w.seq, w.aggregate), STATE_TTL_S],
                         client=pipe,
                     )
+                _barrier(pipe)
                 for source, mark in marks:
                     await self._mark(pipe, source, mark)
                 for indicator, target, series, label in periods:
@@ -607,6 +699,12 @@ def _collect(
                 reads.seen[seen_key.decode()] = raw
             reads.ranges.append(arg)
     return failed
+
+
+def _barrier(pipe: Any) -> None:
+    """A plain pipeline runs in order on one connection; a routed one is told where a phase ends."""
+    if isinstance(pipe, RoutedPipeline):
+        pipe.barrier()
 
 
 def raise_retried(replies: Sequence[Any]) -> None:

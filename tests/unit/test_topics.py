@@ -195,3 +195,36 @@ def test_the_log_the_state_is_rebuilt_from_outlives_the_state() -> None:
     (internal,) = [s for s in load_topics(TOPICS_FILE) if s.role == "repartition"]
     assert int(internal.config["retention.ms"]) >= STATE_TTL_S * 1000
     assert internal.config.get("cleanup.policy", "delete") == "delete"
+
+
+def test_the_profile_sets_replication_and_its_configs() -> None:
+    single = load_topics(TOPICS_FILE)
+    cluster = load_topics(TOPICS_FILE, profile="cluster")
+    assert {s.replication_factor for s in single} == {1}
+    assert {s.replication_factor for s in cluster} == {3}
+    assert all(s.config["min.insync.replicas"] == "2" for s in cluster)
+    assert all("min.insync.replicas" not in s.config for s in single)
+    # everything else is the same declaration
+    assert [(s.name, s.partitions, s.role) for s in single] == [
+        (s.name, s.partitions, s.role) for s in cluster
+    ]
+    with pytest.raises(ConfigurationError, match=r"no \[profile.three\]"):
+        load_topics(TOPICS_FILE, profile="three")
+
+
+def test_a_topic_config_wins_over_its_profile(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[profile.cluster]
+replication_factor = 3
+config = { "min.insync.replicas" = "2", "retention.ms" = "1" }
+
+[[topic]]
+name = "a"
+role = "alerts"
+config = { "retention.ms" = "5" }
+""",
+    )
+    (spec,) = load_topics(path, profile="cluster")
+    assert (spec.replication_factor, spec.config) == (3, {"min.insync.replicas": "2", "retention.ms": "5"})
