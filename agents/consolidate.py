@@ -272,8 +272,12 @@ class Consolidator:
         # the partitions' applied marks go last (a replay sets its marks at its end): every record of
         # the batch is now processed; ``floors``: what the state guard admitted the batch on
         marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
-        _, failed = await self.store.commit(prepared, indexes, applied=marks)
+        written, failed = await self.store.commit(prepared, indexes, applied=marks)
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
+        fenced = len(prepared) - written - len(failed)
+        if fenced:  # the offset-in-commit rule: a writer behind the state writes nothing
+            metrics.COMMITS_FENCED.inc(fenced)
+            log.info("state_commits_fenced", entities=fenced, batch=len(events))
         if failed:  # Redis refused an entity's commit (nothing of it written): its records are poison
             late = _Charges(batch)
             for entity, refusal in failed.items():

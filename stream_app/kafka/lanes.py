@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -204,7 +205,7 @@ class LaneConsumer(faust_aiokafka.Consumer):
                     if self.flow_active:
                         await self._dispatch(records, active, own)
                     else:  # a rebalance stopped the flow: what was fetched is fetched again
-                        await self.perform_seek()
+                        await self._seek_to_committed()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -217,6 +218,20 @@ class LaneConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _seek_to_committed(self) -> None:
+        """Rewind every assigned partition to its committed offset. A second rebalance that takes a
+        partition away half-way (a worker paused past its session timeout and resumed) makes aiokafka
+        refuse the seek of that partition: seek again over the assignment as it is now, until every
+        partition still ours is rewound (a record fetched and dropped is never skipped)."""
+        while not self.should_stop:
+            try:
+                await self.perform_seek()
+            except IllegalStateError as exc:
+                log.info("lane_seek_again", reason=str(exc)[:200])
+                await self.sleep(0.1)
+            else:
+                return
 
     def _current(self, generation: int, epoch: int, own: Lanes) -> bool:
         """Whether nothing moved partitions since ``generation``/``epoch`` (no rebalance began)."""

@@ -50,6 +50,12 @@ OBSERVATIONS_SKIPPED = Counter(
     "Observations not applied again because Redis already holds their effects (redelivery).",
     registry=REGISTRY,
 )
+COMMITS_FENCED = Counter(
+    "stream_app_state_commits_fenced_total",
+    "Entity commits Redis refused because the state already holds their input offset or a later one: "
+    "a batch applied again after a crash, or a paused worker (a zombie) whose partition moved on.",
+    registry=REGISTRY,
+)
 DUPLICATES = Counter(
     "stream_app_duplicate_observations_total",
     "Observations ignored because the same id and revision was already applied.",
