@@ -8,6 +8,7 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 SERVICES := deploy/local/services
+CLUSTER  := deploy/local/cluster
 DURATION ?=
 PYTEST_ARGS ?=
 BENCH_SCALE ?= 1
@@ -18,15 +19,16 @@ BENCH_STAMP := $(VENV)/.bench-installed
 AS_ADMIN = eval "$$($(SERVICES) env admin)" &&
 QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos docs
+.PHONY: help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos chaos-cluster docs
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
 	@echo "make test                 install, start services, lint, type-check, unit and integration tests"
-	@echo "make services | down      start | stop the local Kafka and Redis"
+	@echo "make services | down      start | stop the local Kafka and Redis (down: the cluster profile too)"
 	@echo "make lint | typecheck | schemas | monitoring | unit | integration | format"
 	@echo "make monitoring           promtool/amtool checks and promtool rule unit tests (deploy/prometheus, deploy/alertmanager)"
 	@echo "make chaos [CHAOS_SEEDS='1 2 3']  the chaos tests (SIGKILL, Redis outage) with more seeds of the 100k stream"
+	@echo "make chaos-cluster        3 brokers + Redis Cluster + 3 workers under broker, Redis and worker faults (~15 min)"
 	@echo "make bench [BENCH_SCALE=0.1] [BENCH_ARGS=...]  end-to-end benchmark: .local/bench/results.json and .png"
 	@echo "make bench-smoke          the benchmark harness at tiny sizes (< 1 min): checks that it runs, not speed"
 	@echo "make docs                 regenerate docs/settings.md from stream_app/settings.py"
@@ -44,6 +46,7 @@ services: $(STAMP)
 
 down:
 	@$(SERVICES) down
+	@$(CLUSTER) down
 
 demo: services
 	$(AS_ADMIN) $(BIN)/stream-app demo $(if $(DURATION),--duration $(DURATION)) --worker-env .local/secrets/stream-app.env
@@ -89,12 +92,21 @@ chaos: services
 	  $(AS_ADMIN) CHAOS_SEED=$$seed CHAOS_LONG=1 $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
 	done
 
+# Faults on the cluster profile: three brokers, a Redis Cluster (3 primaries + 3 replicas), three
+# workers and ~200,000 observations (tests/cluster/). Its report: .local/reports/cluster_chaos.json.
+chaos-cluster: $(STAMP)
+	@$(CLUSTER) up
+	eval "$$($(CLUSTER) env admin)" && $(BIN)/pytest -m cluster tests/cluster -s $(PYTEST_ARGS)
+
 # Debian's chromium for the screen's browser test (tests/integration/test_screen.py)
 browser:
 	@$(SERVICES) browser
 
+# the single-node suite, then the short cluster chaos test on the cluster profile (make chaos-cluster: all)
 test: services browser lint typecheck schemas monitoring
-	$(AS_ADMIN) $(BIN)/pytest tests $(PYTEST_ARGS)
+	$(AS_ADMIN) $(BIN)/pytest tests --ignore=tests/cluster $(PYTEST_ARGS)
+	@$(CLUSTER) up
+	eval "$$($(CLUSTER) env admin)" && $(BIN)/pytest -m cluster tests/cluster -k short $(PYTEST_ARGS)
 
 check: test
 

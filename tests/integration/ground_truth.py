@@ -13,7 +13,7 @@ import math
 import random
 import tomllib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -99,7 +99,8 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def feeds() -> list[Feed]:
+def feeds(hourly_from: date = date(2025, 3, 1)) -> list[Feed]:
+    """The feeds; ``hourly_from``: when the hourly stations begin (earlier: a longer stream)."""
     legacy, current = _regions()
     aq = (
         ("01", "HN-AQ-HOANKIEM"),
@@ -113,7 +114,7 @@ def feeds() -> list[Feed]:
     provinces_before = tuple((code, None) for code in sorted(legacy))
     provinces_after = tuple((code, None) for code in current)
     national = (("VN", None),)
-    hourly: _HourlySpan = {"start": date(2025, 3, 1), "end": date(2025, 9, 30), "frequency": "hourly"}
+    hourly: _HourlySpan = {"start": hourly_from, "end": date(2025, 9, 30), "frequency": "hourly"}
     long: _Span = {"start": date(2024, 7, 1), "end": date(2025, 9, 30)}
     provinces: _Places = {"places": provinces_before, "places_after": provinces_after}
     return [
@@ -153,7 +154,12 @@ def _moments(feed: Feed) -> list[datetime]:
     return out
 
 
-def generate(seed: int, period_label: PeriodLabel) -> Stream:
+def generate(
+    seed: int,
+    period_label: PeriodLabel,
+    hourly_from: date = date(2025, 3, 1),
+    only: Collection[str] | None = None,
+) -> Stream:
     """The stream: every feed's values, then ~5 % duplicates, ~5 % corrections (some before the
     original, some moving the event time a few hours), ~3 % arriving late (at the very end), the rest
     nearly in order. ``period_label(indicator, event_ms)`` gives monthly records their period label
@@ -161,7 +167,9 @@ def generate(seed: int, period_label: PeriodLabel) -> Stream:
     rng = random.Random(seed)
     stream = Stream()
     base: list[dict[str, Any]] = []
-    for feed in feeds():
+    for feed in feeds(hourly_from):
+        if only is not None and feed.indicator not in only:
+            continue
         stream.feeds[feed.indicator] = feed
         for moment in _moments(feed):
             places = feed.places if moment < MERGER else feed.places_after
