@@ -209,6 +209,9 @@ class BulkGate:
 
 def register(app: faust.App, blueprint: Blueprint, publisher: Publisher, store: StateLayer) -> None:
     """The intake stages: ``intake`` on every live input topic, ``intake_bulk`` on every bulk topic."""
+    if blueprint.settings.intake_paused:  # draining the internal topics (stream-app topics grow)
+        log.warning("intake_paused", reason="STREAM_APP_INTAKE_PAUSED: no input topic is read")
+        return
     intake = Intake(blueprint, publisher)
     live = [t.name for t in blueprint.input_topics()]
     source = app.topic(*live, key_serializer="raw", value_serializer="raw")

@@ -28,8 +28,14 @@ class TopicChange:
     """One difference between the declaration and the cluster."""
 
     topic: str
-    action: str  # create | add_partitions | alter_config | partitions_shrink (not possible)
+    # create | add_partitions | alter_config | partitions_shrink (not possible) | partitions_placed (an
+    # internal topic: only `stream-app topics grow` adds partitions to it)
+    action: str
     detail: str
+
+
+PLACED_ROLES = frozenset({"repartition", "rollup"})
+"""Internal topics whose records the processor places by hashing a key modulo the partition count."""
 
 
 def _admin(settings: Settings) -> AdminClient:
@@ -51,6 +57,15 @@ def plan(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
             changes.append(
                 TopicChange(
                     spec.name, "create", f"{spec.partitions} partitions, config {spec.config or '{}'}"
+                )
+            )
+        elif len(current.partitions) < spec.partitions and spec.role in PLACED_ROLES:
+            changes.append(
+                TopicChange(
+                    spec.name,
+                    "partitions_placed",
+                    f"cluster has {len(current.partitions)}, declared {spec.partitions}: entities are placed "
+                    "by hash modulo the count; grow it with `stream-app topics grow` (docs/deploy.md)",
                 )
             )
         elif len(current.partitions) < spec.partitions:
@@ -112,7 +127,7 @@ def apply(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
             resources.append(ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries))
         for fut in admin.incremental_alter_configs(resources).values():
             fut.result()
-    shrinks = [c for c in changes if c.action == "partitions_shrink"]
+    shrinks = [c for c in changes if c.action in ("partitions_shrink", "partitions_placed")]
     if shrinks:
         raise ConfigurationError("; ".join(f"{c.topic}: {c.detail}" for c in shrinks))
     return changes

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_topics(sub: Any) -> None:
     topics = sub.add_parser("topics", help="topics declared in topics/topics.toml")
-    topics.add_argument("action", choices=["plan", "apply", "list"])
+    topics.add_argument("action", choices=["plan", "apply", "list", "grow"])
+    topics.add_argument("topic", nargs="?", help="grow: the internal topic (as declared in topics.toml)")
+    topics.add_argument("--partitions", type=int, help="grow: the new partition count")
 
 
 def _add_acl(sub: Any) -> None:
@@ -305,6 +307,18 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import topics
 
     blueprint = _blueprint(settings)
+    if args.action == "grow":
+        from stream_app.tools.grow import grow
+
+        if not args.topic or not args.partitions:
+            raise ConfigurationError("usage: stream-app topics grow TOPIC --partitions N")
+        grown = grow(blueprint, args.topic, args.partitions)
+        print(
+            f"{grown.topic}: {grown.before} -> {grown.after} partitions; {grown.entities_moved} entities "
+            "moved in the periods-due registry. Now declare partitions = "
+            f"{grown.after} for it in topics.toml (STREAM_APP_TOPICS_FILE) and start the workers."
+        )
+        return 0
     if args.action == "list":
         for spec in blueprint.topics:
             print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
