@@ -165,6 +165,11 @@ _REDIS_TRANSIENT_REPLIES = (
     "READONLY",
     "NOREPLICAS",  # min-replicas-to-write not met: a replica is catching up
 )
+_CLUSTER_MAP_TROUBLE = (
+    "Redis Cluster cannot be connected",
+    "All slots are not covered",
+    "startup_nodes could not agree",
+)
 _REDIS_BLOCKED_REPLIES = ("OOM", "NOPERM", "NOAUTH", "WRONGPASS", "MISCONF")
 
 
@@ -190,10 +195,18 @@ def classify_redis(exc: BaseException) -> Failure:
             | redis_errors.MovedError  # a slot moved (resharding, failover): asked again on the new map
             | redis_errors.AskError
             | redis_errors.ClusterError
+            | redis_errors.SlotNotCoveredError  # a failover under way: no primary for the slot yet
+            | redis_errors.NoScriptError  # a node restarted between loading a script and running it
             | ConnectionError
             | TimeoutError
             | OSError,
         ):
+            return Failure.TRANSIENT
+        if isinstance(cause, redis_errors.RedisClusterException) and str(cause).startswith(
+            _CLUSTER_MAP_TROUBLE
+        ):
+            # the cluster client could not load the slot map (no node answered yet, a failover under
+            # way); its other refusals (keys across slots, a command without a key) are defects
             return Failure.TRANSIENT
         if isinstance(cause, redis_errors.ResponseError):
             word = str(cause).split(" ", 1)[0].upper()

@@ -68,6 +68,12 @@ class Keys:
         """Set while ``stream-app state rebuild`` runs: the state is not to be applied to."""
         return self._meta("rebuilding")
 
+    def sync_prefix(self) -> str:
+        """Where a batch on a Redis Cluster writes one small key per primary before it WAITs for a replica
+        (``<prefix>:{sync-<n>}``, n picked per primary's slots), so the WAIT covers every earlier write of
+        the batch even when this attempt's scripts found everything applied and wrote nothing."""
+        return f"{self.prefix}:{{sync-"
+
     def _meta(self, *parts: str) -> str:
         # one hash tag for the epoch, the marks and the rebuild flag (the mark script reads the flag);
         # under the prefix, as every key the app's Redis user may touch

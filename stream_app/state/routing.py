@@ -23,6 +23,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
@@ -31,11 +33,15 @@ from redis.exceptions import (
     ReadOnlyError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.ops.failures import classify_redis
 
+SYNC_KEY_TTL_MS = 60_000
 READ_ONLY = frozenset({"HGETALL", "HMGET", "HGET", "GET", "EXISTS", "SMEMBERS", "ZRANGEBYSCORE"})
 
 
@@ -52,13 +58,21 @@ class ClusterRouter:
     """One plain client per primary (made as the slot map names them), beside the cluster client."""
 
     def __init__(
-        self, cluster: RedisCluster, scripts: list[AsyncScript], *, wait_replicas: int, wait_ms: int
+        self,
+        cluster: RedisCluster,
+        scripts: list[AsyncScript],
+        *,
+        wait_replicas: int,
+        wait_ms: int,
+        sync_prefix: str,
     ) -> None:
         self.cluster = cluster
         self.scripts = {script.sha: script for script in scripts}
         self.wait_replicas = wait_replicas
         self.wait_ms = wait_ms
+        self.sync_prefix = sync_prefix
         self._nodes: dict[str, aioredis.Redis] = {}
+        self._sync_keys: dict[str, str] = {}
         self._stale = False
 
     def pipeline(self, *, durable: bool) -> RoutedPipeline:
@@ -70,7 +84,16 @@ class ClusterRouter:
             kwargs = self.cluster.connection_kwargs
             ssl = issubclass(kwargs.get("connection_class", object), SSLConnection)
             options = {k: v for k, v in kwargs.items() if k in _PLAIN_OPTIONS}
-            client = aioredis.Redis(host=host, port=port, ssl=ssl, **options)
+            # one quick reconnection, as connect()'s clients; longer trouble is the caller's to wait out
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)
+            client = aioredis.Redis(
+                host=host,
+                port=port,
+                ssl=ssl,
+                retry=retry,
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                **options,
+            )
             self._nodes[name] = client
         return client
 
@@ -97,9 +120,13 @@ class ClusterRouter:
             for i, command in enumerate(commands):
                 if command.phase != phase:
                     continue
-                node = self.cluster.get_node_from_key(command.key)
-                if node is None:  # no primary holds the slot (the cluster is down): retried
-                    raise ClusterDownError(f"no primary holds the slot of {command.key}")
+                try:
+                    node = self.cluster.get_node_from_key(command.key)
+                except SlotNotCoveredError as exc:  # no primary holds the slot (a failover): retried
+                    self._stale = True
+                    raise ClusterDownError(f"CLUSTERDOWN no primary holds the slot of {command.key}") from exc
+                if node is None:
+                    raise ClusterDownError(f"CLUSTERDOWN no primary holds the slot of {command.key}")
                 by_node.setdefault(node.name, []).append(i)
                 nodes[node.name] = node
             await asyncio.gather(
@@ -122,6 +149,21 @@ class ClusterRouter:
         except Exception as exc:  # no node answered yet (a failover, a restart): waited out by the caller
             raise ClusterDownError(f"CLUSTERDOWN the slot map could not be loaded: {exc}") from exc
         self._stale = False
+        self._sync_keys.clear()
+
+    def _sync_key(self, node: Any) -> str:
+        """A key of this primary's slots (the first ``<prefix>{sync-<n>}`` that hashes there)."""
+        key = self._sync_keys.get(node.name)
+        if key is None:
+            for n in range(100_000):
+                candidate = f"{self.sync_prefix}{n}}}"
+                holder = self.cluster.get_node_from_key(candidate)
+                if holder is not None and holder.name == node.name:
+                    key = self._sync_keys[node.name] = candidate
+                    break
+            else:  # a primary without a slot cannot hold a key of the batch either
+                raise ClusterDownError(f"CLUSTERDOWN {node.name} holds no slot")
+        return key
 
     async def _run_node(
         self, node: Any, indexes: list[int], commands: list[_Command], replies: list[Any], durable: bool
@@ -137,6 +179,10 @@ class ClusterRouter:
                         pipe.scripts.add(command.script)  # type: ignore[arg-type]  # the async Script
                     pipe.execute_command(*command.args, **command.options)
                 if wait:
+                    # a write of this connection's own, so that WAIT covers the batch's earlier writes
+                    # even when this attempt found them all applied (a script that changes nothing is
+                    # not replicated, and WAIT only counts this connection's writes)
+                    pipe.execute_command("SET", self._sync_key(node), "1", "PX", SYNC_KEY_TTL_MS)
                     pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
                 got: list[Any] = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
@@ -145,8 +191,12 @@ class ClusterRouter:
                 replies[i] = exc
             return
         if wait:
-            acked = got.pop()
-            if isinstance(acked, BaseException) or int(acked) < self.wait_replicas:
+            acked, synced = got.pop(), got.pop()
+            if (
+                isinstance(synced, BaseException)  # then WAIT may have covered nothing of the batch
+                or isinstance(acked, BaseException)
+                or int(acked) < self.wait_replicas
+            ):
                 # NOREPLICAS: a transient refusal (failures.classify_redis); the batch is sent again
                 error = ResponseError(
                     f"NOREPLICAS WAIT: {acked!r} of {self.wait_replicas} replicas of {node.name} "
@@ -170,8 +220,6 @@ _PLAIN_OPTIONS = frozenset(
         "socket_connect_timeout",
         "socket_keepalive",
         "health_check_interval",
-        "retry",
-        "retry_on_error",
         "ssl_ca_certs",
         "ssl_ca_data",
         "ssl_cert_reqs",

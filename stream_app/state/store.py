@@ -300,8 +300,6 @@ def connect(settings: Settings) -> RedisClient:
         health_check_interval=30,
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        # a failover takes the cluster's node timeout (seconds) to promote a replica: keep asking
-        cluster_error_retry_attempts=3,
         **options,
     )
 
@@ -347,6 +345,7 @@ class StateStore:
                 [self._commit_script, self._range_script, self._rollup_script, self._mark_script],
                 wait_replicas=settings.redis_wait_replicas,
                 wait_ms=settings.redis_wait_timeout_ms,
+                sync_prefix=self.keys.sync_prefix(),
             )
             if isinstance(client, RedisCluster)
             else None

@@ -117,6 +117,19 @@ def test_an_error_raised_while_handling_another_is_judged_on_its_own() -> None:
             Failure.PERMANENT,
         ),
         (redis_errors.DataError("Invalid input of type: 'NoneType'"), Failure.PERMANENT),
+        # a Redis Cluster failing over
+        (redis_errors.MovedError("3999 127.0.0.1:27002"), Failure.TRANSIENT),
+        (redis_errors.AskError("3999 127.0.0.1:27002"), Failure.TRANSIENT),
+        (redis_errors.SlotNotCoveredError("Slot 3999 not covered by the cluster"), Failure.TRANSIENT),
+        (redis_errors.NoScriptError("No matching script"), Failure.TRANSIENT),
+        (
+            redis_errors.RedisClusterException("Redis Cluster cannot be connected. Please provide at least"),
+            Failure.TRANSIENT,
+        ),
+        (
+            redis_errors.RedisClusterException("EVALSHA - all keys must map to the same key slot"),
+            Failure.PERMANENT,
+        ),
     ],
 )
 def test_redis_errors(error: BaseException, expected: Failure) -> None:
