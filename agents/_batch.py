@@ -23,7 +23,7 @@ from stream_app.ops import metrics
 from stream_app.ops.failures import Failure
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
-from stream_app.state.guard import EarliestOffsets, Partition
+from stream_app.state.guard import EarliestOffsets, Partition, PartitionMovedError
 
 log = get_logger(__name__)
 
@@ -122,6 +122,9 @@ def batch_agent(
             except asyncio.CancelledError:
                 withhold_acks(events)
                 raise
+            except PartitionMovedError as exc:
+                withhold_acks(events)
+                _fenced(name, len(events), exc)
             except Exception:
                 withhold_acks(events)
                 await crashed(len(events))
@@ -162,6 +165,9 @@ def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
                 await handle(events)
             except asyncio.CancelledError:
                 raise  # not acked: redelivered to the next owner
+            except PartitionMovedError as exc:  # a zombie: the new owner has these records
+                _fenced(name, len(events), exc)
+                continue  # not acked; the rebalance that follows takes the partitions away
             except Exception:
                 await crashed(len(events))
             consumer.ack_batch(current)
@@ -169,6 +175,11 @@ def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
 
     run_lane.__name__ = run_lane.__qualname__ = name
     app.task(run_lane)
+
+
+def _fenced(stage: str, records: int, exc: PartitionMovedError) -> None:
+    metrics.BATCHES_FENCED.labels(stage).inc()
+    log.warning("batch_fenced", stage=stage, records=records, reason=str(exc)[:300])
 
 
 def _stop_worker() -> None:

@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +194,8 @@ class Consolidator:
         replay: bool = False,
     ) -> None:
         self.replay = replay  # rebuilding the state from the log: its alerts were logged the first time
+        # before publishing: that the batch's partitions are still this worker's (StateGuard.fence)
+        self.fence: Callable[[], Awaitable[None]] | None = None
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.settings = blueprint.settings
@@ -252,6 +254,8 @@ class Consolidator:
             await self._settle(batch, todo, now, charges, runs=runs, built=built)
             outputs = [o for entity in sorted(built) for o in built[entity].outputs]
             outputs += self._rollup_outputs(runs, built, now, attempt)
+            if self.fence is not None:
+                await self.fence()
             refused = await self.publisher.publish(outputs, self._poison_letters(charges, now, sent))
             if not refused:
                 break
@@ -818,6 +822,7 @@ def register(
     name = blueprint.topic_by_role("repartition").name
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
     guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
+    consolidator.fence = guard.fence
 
     async def handle(events: Sequence[Received]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))

@@ -16,7 +16,7 @@ published.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,6 +75,8 @@ class Rollup:
         self, blueprint: Blueprint, store: StateLayer, publisher: Publisher, *, replay: bool = False
     ) -> None:
         self.replay = replay  # rebuilding the state from the log: the rebuild sets the marks at its end
+        # before publishing: that the batch's partitions are still this worker's (StateGuard.fence)
+        self.fence: Callable[[], Awaitable[None]] | None = None
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.store = store
@@ -97,6 +99,8 @@ class Rollup:
                 reason = refusal_reason(exc, Reasons.UNDECODABLE)
                 batch.letters.append(self._letter(event.message, reason, str(exc), exc, now))
         marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
+        if self.fence is not None:  # before the writes: the records published come from them
+            await self.fence()
         outputs = await self._apply(batch, now, marks)
         refused = await self.publisher.publish(outputs, batch.letters)
         for output, error in refused:
@@ -242,6 +246,7 @@ def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher:
     name = blueprint.topic_by_role("rollup").name
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
     guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
+    rollup.fence = guard.fence
 
     async def handle(events: Sequence[Received]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))

@@ -56,6 +56,14 @@ COMMITS_FENCED = Counter(
     "a batch applied again after a crash, or a paused worker (a zombie) whose partition moved on.",
     registry=REGISTRY,
 )
+BATCHES_FENCED = Counter(
+    "stream_app_batches_fenced_total",
+    "Batches a stateful stage dropped unpublished and unacknowledged because another worker applied "
+    "records of their partitions since they were admitted (this worker was paused past its session "
+    "timeout: a zombie).",
+    ["stage"],
+    registry=REGISTRY,
+)
 DUPLICATES = Counter(
     "stream_app_duplicate_observations_total",
     "Observations ignored because the same id and revision was already applied.",

@@ -44,6 +44,12 @@ def new_epoch(how: str) -> str:
     return f"{uuid.uuid4().hex} {now_ms()} {how}"
 
 
+class PartitionMovedError(RuntimeError):
+    """Another worker applied records of this batch's partitions since the batch was admitted: this
+    worker was paused past its session timeout and lost them (a zombie). Its batch must publish
+    nothing and stay unacknowledged; the new owner has it."""
+
+
 class StateGuard:
     """Admits a batch once the state holds everything before it (see the module's docstring)."""
 
@@ -54,6 +60,24 @@ class StateGuard:
         self.settings = settings
         self.earliest = earliest
         self.stage = stage
+        self._admitted: dict[str, int | None] = {}  # the marks the current batch was admitted on
+
+    async def fence(self) -> None:
+        """Before a batch publishes: raise :class:`PartitionMovedError` when a mark it was admitted on
+        moved meanwhile. Only this worker's batch of these partitions writes their marks between its
+        admission and its commit, so a mark that moved means another owner: the offset-in-commit
+        rule already refuses a zombie's state writes; this keeps its outputs (a stale consolidated
+        value published after the new owner's) off the topics too. What is left is the time between
+        this read and the publish."""
+        if not self._admitted:
+            return
+        sources = sorted(self._admitted)
+        check = await self.store.checkpoint(sources)
+        moved = {
+            s: (self._admitted[s], check.applied[s]) for s in sources if check.applied[s] != self._admitted[s]
+        }
+        if moved:
+            raise PartitionMovedError(f"applied marks moved since the batch was admitted: {moved}")
 
     async def admit(self, firsts: Mapping[Partition, int]) -> dict[str, int | None]:
         """Return once the state holds every record before ``firsts`` (the batch's first offset per
@@ -123,6 +147,7 @@ class StateGuard:
                 ), {}
             else:
                 floors[source] = first - 1
+        self._admitted = {source_of(p): check.applied[source_of(p)] for p in partitions}
         if check.epoch is None:
             if any(mark is not None for mark in check.applied.values()):
                 return "applied marks without a state epoch: the state is not the one they were raised on", {}

@@ -9,7 +9,7 @@ import pytest
 
 from stream_app.ops import metrics, retry
 from stream_app.settings import Settings
-from stream_app.state.guard import Partition, StateGuard, firsts_of, lasts_of
+from stream_app.state.guard import Partition, PartitionMovedError, StateGuard, firsts_of, lasts_of
 from stream_app.state.memory import MemoryStateStore
 from stream_app.state.store import StateLostError
 
@@ -147,3 +147,19 @@ async def test_run_waits_and_applies_again_after_a_loss_in_flight() -> None:
     await store.set_marks({"internal.observations.by-entity:0": 199}, "e rebuild")
     await asyncio.wait_for(runner, 1)
     assert len(attempts) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_batch_whose_marks_moved_since_its_admission_is_fenced() -> None:
+    """A zombie: admitted on mark 99, paused; the new owner applied on to 250; it must not publish."""
+    store = MemoryStateStore()
+    await store.set_marks({S0: 99}, "e")
+    guard = _guard(store)
+    await guard.admit({P0: 100})
+    await guard.fence()  # nothing moved: the batch goes on
+    await store.set_marks({S0: 250}, "e")
+    with pytest.raises(PartitionMovedError, match="99, 250"):
+        await guard.fence()
+    # a redelivery after a crash is admitted on the mark as it is, and is not fenced
+    await guard.admit({P0: 100})
+    await guard.fence()
