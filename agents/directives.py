@@ -137,6 +137,8 @@ def _too_long(directive: dict[str, Any], settings: Any) -> str | None:
 
 def register(app: faust.App, blueprint: Blueprint, publisher: Publisher) -> None:
     """The directives agent on the center's directives topic."""
+    if blueprint.settings.intake_paused:  # draining the internal topics: nothing new goes there
+        return
     router = Router(blueprint, publisher)
     source = app.topic(
         blueprint.topic_by_role("directives").name, key_serializer="raw", value_serializer="raw"

@@ -31,6 +31,8 @@ def register(
     app: faust.App, blueprint: Blueprint, publisher: Publisher, clock: Callable[[], float] = time.time
 ) -> None:
     """A timer on every worker: one tick per owned partition of the internal topic per interval."""
+    if blueprint.settings.intake_paused:  # draining the internal topics: nothing new goes there
+        return
     settings = blueprint.settings
     internal = blueprint.topic_by_role("repartition")
     topic = internal.name

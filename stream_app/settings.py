@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     redis_wait_timeout_ms: int = Field(
         2000,
         ge=1,
+        le=4000,  # below the Redis clients' 5 s socket timeout: a longer WAIT would read as a lost connection
         description="How long a batch waits for STREAM_APP_REDIS_WAIT_REPLICAS before it is sent again.",
     )
     # --- how every Kafka client authenticates (Faust/aiokafka, confluent producers, consumers, admin) ---
@@ -168,8 +169,9 @@ class Settings(BaseSettings):
     intake_paused: bool = Field(
         False,
         description=(
-            "The worker reads no input topic (live or bulk): it applies what the internal topics hold and "
-            "serves the API. To drain them before `stream-app topics grow`; the input waits in Kafka."
+            "The worker reads no input topic (live or bulk) and sends no tick or directive to the internal "
+            "topic: it applies what the internal topics hold and serves the API. To drain them before "
+            "`stream-app topics grow`; the input waits in Kafka."
         ),
     )
     bulk_max_ahead: int = Field(

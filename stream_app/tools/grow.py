@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from stream_app.config.blueprint import Blueprint
@@ -29,7 +30,6 @@ from stream_app.kafka.config import confluent_config
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.topics import PLACED_ROLES
 from stream_app.state.store import StateStore, connect
-from stream_app.tools.state import status
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +57,11 @@ def grow(blueprint: Blueprint, topic: str, partitions: int) -> Grown:
         raise ConfigurationError(
             f"{len(group.members)} worker(s) of group {settings.group_id} still run: stop every worker first"
         )
-    behind = {
-        (row.topic, row.partition): row.high - max(row.committed or 0, row.low)
-        for row in status(blueprint)
-        if row.topic == name and row.high > max(row.committed or 0, row.low)
-    }
+    behind = _unapplied(blueprint, name, before)
     if behind:
         raise ConfigurationError(
-            f"{name} is not drained ({sum(behind.values())} records not yet applied, on {sorted(behind)}): "
+            f"{name} is not drained ({sum(behind.values())} records not yet applied, on partitions "
+            f"{sorted(behind)}): "
             "run the workers with STREAM_APP_INTAKE_PAUSED=true until `stream-app state status` shows no "
             "lag, stop them, then grow"
         )
@@ -73,6 +70,24 @@ def grow(blueprint: Blueprint, topic: str, partitions: int) -> Grown:
             future.result()
     moved = asyncio.run(_regroup(blueprint, partitions)) if spec.role == "repartition" else 0
     return Grown(name, before, partitions, moved)
+
+
+def _unapplied(blueprint: Blueprint, topic: str, partitions: int) -> dict[int, int]:
+    """Partition -> records of ``topic`` the group has not committed, over the cluster's partitions
+    (not the declared count: a second grow may come before topics.toml says the first)."""
+    settings = blueprint.settings
+    consumer = Consumer(confluent_config(settings, **{"group.id": settings.group_id, "log_level": 3}))
+    try:
+        behind = {}
+        wanted = [TopicPartition(topic, p) for p in range(partitions)]
+        for tp in consumer.committed(wanted, timeout=settings.startup_timeout_s):
+            low, high = consumer.get_watermark_offsets(tp, timeout=settings.startup_timeout_s)
+            position = max(tp.offset, low)
+            if high > position:
+                behind[tp.partition] = high - position
+        return behind
+    finally:
+        consumer.close()
 
 
 async def _regroup(blueprint: Blueprint, partitions: int) -> int:

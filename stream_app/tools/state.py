@@ -39,6 +39,7 @@ from stream_app.exceptions import ConfigurationError
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import Letter, Output
 from stream_app.logs import get_logger
+from stream_app.ops.failures import Reasons
 from stream_app.state.guard import new_epoch, source_of
 from stream_app.state.store import StateStore, connect
 
@@ -149,11 +150,22 @@ class _Captured:
         self.contributions: list[Output] = []
 
     async def publish(self, outputs: Sequence[Output], letters: Sequence[Letter] = ()) -> list[Any]:
+        await self.publish_dead_letters(letters)
         self.contributions.extend(o for o in outputs if o.topic == self.rollup_topic)
         return []
 
     async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
-        return None
+        """Nothing leaves; but a record placed under another partition count stops the rebuild."""
+        misplaced = [letter for letter in letters if letter.record["reason"] == Reasons.MISROUTED]
+        if misplaced:
+            # placed under another partition count: the topic grew (stream-app topics grow) after
+            # these records were written, and where their entities lived then is not recorded
+            raise ConfigurationError(
+                f"the internal topic holds records placed under an earlier partition count "
+                f"({misplaced[0].record['message']}): it was grown since. A rebuild cannot place "
+                "them; restore a Redis backup taken after the growth "
+                "(docs/deploy.md#growing-the-internal-topics). The state stays LOST"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from stream_app.exceptions import ConfigurationError
 from stream_app.kafka import topics
 from stream_app.kafka.partitioning import partition_for
 from stream_app.settings import Settings
+from stream_app.tools import state
 from stream_app.tools.grow import grow
 from stream_app.wire import codecs
 
@@ -160,3 +161,12 @@ def test_the_internal_topic_grows_from_4_to_8_partitions_without_loss(
     assert not misrouted, f"{len(misrouted)} internal records dead-lettered"
     moved = [e for e in entities if partition_for(e, 4) != partition_for(e, 8)]
     assert moved, "no entity moved partition"
+
+    # a rebuild from the log cannot place the records written under 4 partitions: it says so, loudly
+    elsewhere = f"{settings.redis_key_prefix}-rebuilt"
+    try:
+        with pytest.raises(ConfigurationError, match="placed under an earlier partition count"):
+            state.rebuild(grown_bp, prefix=elsewhere, progress=False)
+    finally:
+        for key in client.scan_iter(match=f"{elsewhere}:*", count=1000):
+            client.delete(key)
