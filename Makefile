@@ -45,7 +45,7 @@ services: $(STAMP)
 	@$(SERVICES) up
 
 down:
-	@$(SERVICES) down
+	-@$(SERVICES) down
 	@$(CLUSTER) down
 
 demo: services

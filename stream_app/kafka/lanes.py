@@ -224,7 +224,7 @@ class LaneConsumer(faust_aiokafka.Consumer):
         partition away half-way (a worker paused past its session timeout and resumed) makes aiokafka
         refuse the seek of that partition: seek again over the assignment as it is now, until every
         partition still ours is rewound (a record fetched and dropped is never skipped)."""
-        while not self.should_stop:
+        while not self.should_stop and self.assignment():  # nothing assigned: nothing to rewind
             try:
                 await self.perform_seek()
             except IllegalStateError as exc:
