@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from stream_app.api.auth import create_token
@@ -47,7 +47,16 @@ from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.wire import codecs
 from tests.integration import ground_truth as gt
-from tests.integration.support import WorkerProcess, free_port, group_lag, metric_value, settings_env
+from tests.integration.conftest import principal_env
+from tests.integration.support import (
+    WorkerProcess,
+    free_port,
+    group_lag,
+    metric_value,
+    settings_env,
+    to_the_end,
+    wait_until,
+)
 from tests.integration.test_aggregates_chaos import (
     _check_consolidated,
     _check_dead_letters,
@@ -74,25 +83,6 @@ REPORTS = REPO_ROOT / ".local" / "reports"
 
 def cluster(*args: str, timeout: float = 240) -> None:
     subprocess.run([str(CLUSTER), *args], check=True, timeout=timeout, stdout=subprocess.DEVNULL)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _principal_env(name: str) -> dict[str, str]:
-    folder = Path(os.environ["SERVICES_SECRETS_DIR"])
-    env = {}
-    for line in (folder / f"{name}.env").read_text(encoding="utf-8").splitlines():
-        key, _, value = line.partition("=")
-        if key:
-            env[key] = value
-    return env
 
 
 # --- the services ------------------------------------------------------------------------------
@@ -186,7 +176,7 @@ class Workers:
 
 @pytest.fixture
 def workers(settings: Settings, tmp_path: Path) -> Iterator[Workers]:
-    app = _principal_env("stream-app")
+    app = principal_env("stream-app")
     tokens = tmp_path / "tokens.toml"
     create_token(tokens, "cluster-viewer", "viewer")
     env = {
@@ -384,7 +374,9 @@ class Run:
             return int(sum(pipe.execute()))
 
     def begin(self, name: str, command: str, share: float) -> Fault:
-        _wait(lambda: self.applied() >= share * self.distinct, 900, f"{share:.0%} applied before '{name}'")
+        wait_until(
+            lambda: self.applied() >= share * self.distinct, 900, f"{share:.0%} applied before '{name}'"
+        )
         fault = Fault(name, command, self.applied(), time.time())
         self.faults.append(fault)
         print(f"fault: {name} at {fault.applied_at_start}/{self.distinct} applied", flush=True)
@@ -393,7 +385,7 @@ class Run:
     def recovered(self, fault: Fault) -> None:
         fault.action_s = round(time.time() - fault.started, 1)
         target = min(self.distinct, self.applied() + RECOVERED_BY)
-        _wait(lambda: self.applied() >= target, 600, f"progress after '{fault.name}'")
+        wait_until(lambda: self.applied() >= target, 600, f"progress after '{fault.name}'")
         fault.recovered = time.time()
 
     def in_sync(self) -> bool:
@@ -412,7 +404,7 @@ class Run:
         for number in (1, 2, 3):
             cluster("broker", "stop", str(number))
             cluster("broker", "start", str(number))
-            _wait(self.in_sync, 300, f"every replica back in sync after broker {number}")
+            wait_until(self.in_sync, 300, f"every replica back in sync after broker {number}")
         self.recovered(fault)
 
     def kill_busiest_broker(self, share: float) -> None:
@@ -426,7 +418,7 @@ class Run:
         cluster("broker", "kill", str(victim))
         time.sleep(10)  # the workers carry on with the other two (min.insync.replicas 2)
         cluster("broker", "start", str(victim))
-        _wait(self.in_sync, 300, "every replica back in sync")
+        wait_until(self.in_sync, 300, "every replica back in sync")
         self.recovered(fault)
 
     def kill_redis_primary(self, share: float) -> None:
@@ -439,10 +431,12 @@ class Run:
         replica = _replica_of(primary)
         fault.detail = {"killed_node": primary, "promoted_node": replica}
         cluster("redis", "kill", str(primary))
-        promoted = _wait(lambda: _redis_role(replica) == "primary", 60, f"redis node {replica} promoted")
+        promoted = wait_until(lambda: _redis_role(replica) == "primary", 60, f"redis node {replica} promoted")
         fault.detail["promotion_s"] = round(promoted, 1)
         cluster("redis", "start", str(primary))
-        _wait(lambda: _redis_role(primary) == "replica-up", 120, f"redis node {primary} back as a replica")
+        wait_until(
+            lambda: _redis_role(primary) == "replica-up", 120, f"redis node {primary} back as a replica"
+        )
         self.recovered(fault)
 
     def pause_a_worker(self, share: float) -> None:
@@ -476,7 +470,7 @@ class Run:
             def reached(t: int = target) -> bool:
                 return self.applied() >= t
 
-            _wait(reached, 600, f"progress with {count} worker(s)")
+            wait_until(reached, 600, f"progress with {count} worker(s)")
         self.recovered(fault)
 
     # --- the end
@@ -484,9 +478,11 @@ class Run:
     def finish_and_check(self, workers: int, report_name: str) -> dict[str, Any]:
         self.workers.scale(workers)
         self.feeder.join(1200)
-        _wait(lambda: self.applied() == self.distinct, 1800, "every observation applied")
+        wait_until(lambda: self.applied() == self.distinct, 1800, "every observation applied")
         lag = self.inputs + self.internal
-        _wait(lambda: group_lag(self.settings, self.blueprint, lag) == 0, 300, "the group's lag to reach 0")
+        wait_until(
+            lambda: group_lag(self.settings, self.blueprint, lag) == 0, 300, "the group's lag to reach 0"
+        )
         # a cluster client reads as a single Redis's does
         _check_redis(self.client, self.settings, self.stream, self.exp)  # type: ignore[arg-type]
         _check_consolidated(_final_consolidated(self.settings, self.blueprint), self.stream, self.exp)
@@ -536,32 +532,14 @@ Alert = tuple[float, int, dict[str, Any]]  # (timestamp in s, offset in its part
 
 def _read_alerts(settings: Settings, blueprint: Blueprint) -> list[Alert]:
     """Every record of the alerts topic, to its end now."""
-    topic = blueprint.topic_by_role("alerts").name
-    consumer = Consumer(
-        {**confluent_config(settings), "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False}
-    )
-    out: list[Alert] = []
-    try:
-        spec = next(t for t in blueprint.topics if t.name == topic)
-        ends = {}
-        for p in range(spec.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        deadline = time.monotonic() + 120
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            record = codecs.decode(blueprint.schemas, "alert", message.value() or b"")
-            out.append((message.timestamp()[1] / 1000, message.offset() or 0, record))
-            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
-                ends.pop(message.partition() or 0, None)
-        assert not ends, f"could not read the alerts topic to its end: {ends}"
-    finally:
-        consumer.close()
-    return out
+    return [
+        (
+            message.timestamp()[1] / 1000,
+            message.offset() or 0,
+            codecs.decode(blueprint.schemas, "alert", message.value() or b""),
+        )
+        for message in to_the_end(settings, blueprint.topic_by_role("alerts").name, timeout=120)
+    ]
 
 
 def _check_alerts(alerts: list[Alert]) -> None:

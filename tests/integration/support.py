@@ -190,6 +190,49 @@ def collect(
     return out
 
 
+def wait_until(predicate: Callable[..., Any], timeout: float, what: str) -> float:
+    """Poll ``predicate`` until it holds (returns the seconds it took) or fail the test after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def to_the_end(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every message of ``topic`` up to its end as it is now, partition by partition in offset order."""
+    consumer = Consumer(
+        {
+            **confluent_config(settings),
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    out: list[Any] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            out.append(message)
+            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
+                ends.pop(message.partition() or 0, None)
+        assert not ends, f"could not read {topic} to its end: {ends}"
+    finally:
+        consumer.close()
+    return out
+
+
 def raw_records(
     settings: Settings, topic: str, timeout: float = 5.0
 ) -> list[tuple[bytes | None, bytes | None]]:

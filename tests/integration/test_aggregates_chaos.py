@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, datetime
@@ -28,7 +27,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import group_lag, messages, produce, redis_hash
+from .support import group_lag, messages, produce, redis_hash, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -51,15 +50,6 @@ def _applied(client: redis.Redis, settings: Settings, entities: list[str]) -> in
         for entity in entities:
             pipe.hlen(f"{settings.redis_key_prefix}:{{{entity}}}:seen")
         return sum(pipe.execute())
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _final_consolidated(settings: Settings, blueprint: Blueprint) -> dict[str, dict[str, Any] | None]:
@@ -117,7 +107,7 @@ def test_aggregates_are_exact_after_repeated_sigkill(
     worker = start_worker(settings)
     kills = []
     for share in KILLS_AT:
-        _wait(
+        wait_until(
             lambda s=share: _applied(client, settings, entities) >= s * distinct, 240, f"{share:.0%} applied"
         )
         before = _applied(client, settings, entities)
@@ -131,8 +121,10 @@ def test_aggregates_are_exact_after_repeated_sigkill(
 
     internal = [blueprint.topic_by_role(r).name for r in ("repartition", "rollup")]
     inputs = sorted(by_topic)
-    _wait(lambda: _applied(client, settings, entities) == distinct, 300, "every observation applied")
-    _wait(lambda: group_lag(settings, blueprint, inputs + internal) == 0, 120, "the group's lag to reach 0")
+    wait_until(lambda: _applied(client, settings, entities) == distinct, 300, "every observation applied")
+    wait_until(
+        lambda: group_lag(settings, blueprint, inputs + internal) == 0, 120, "the group's lag to reach 0"
+    )
 
     rss = _rss_kib(worker.proc.pid)
     _check_redis(client, settings, stream, exp)

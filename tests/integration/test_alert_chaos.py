@@ -21,18 +21,16 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.aggregates import hour_of
 from stream_app.domain.alerting import BucketHistory, RuleState, load_rules, on_observation
 from stream_app.domain.catalogue import load_catalogue
-from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 from tests.unit.core_support import Hour
 
-from .support import WorkerProcess, observation, produce, redis_hash
+from .support import WorkerProcess, observation, produce, redis_hash, to_the_end
 
 pytestmark = pytest.mark.chaos
 
@@ -194,38 +192,15 @@ def _read_alerts(
     settings: Settings, blueprint: Blueprint
 ) -> list[tuple[int, int, bytes | None, dict[str, Any]]]:
     """Every record of the alerts topic, up to its end now: (partition, offset, key, record)."""
-    topic = blueprint.topic_by_role("alerts").name
-    consumer = Consumer(
-        {
-            **confluent_config(settings),
-            "group.id": f"test-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
-    out: list[tuple[int, int, bytes | None, dict[str, Any]]] = []
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        deadline = time.monotonic() + 30
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            record = codecs.decode(blueprint.schemas, "alert", message.value() or b"")
-            out.append((partition, offset, message.key(), record))
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-        assert not ends, f"could not read the alerts topic to its end: {ends}"
-    finally:
-        consumer.close()
-    return out
+    return [
+        (
+            message.partition() or 0,
+            message.offset() or 0,
+            message.key(),
+            codecs.decode(blueprint.schemas, "alert", message.value() or b""),
+        )
+        for message in to_the_end(settings, blueprint.topic_by_role("alerts").name)
+    ]
 
 
 def _change(record: dict[str, Any]) -> Change:

@@ -27,7 +27,7 @@ from stream_app.tools.grow import grow
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import group_lag, produce, raw_records, redis_hash
+from .support import group_lag, produce, raw_records, redis_hash, wait_until
 
 INDICATOR = "TRF.DEATHS"
 DAY_MS = 24 * 3600 * 1000
@@ -79,15 +79,6 @@ def _applied(client: redis.Redis, settings: Settings, entities: list[str]) -> in
     return sum(client.hlen(f"{settings.redis_key_prefix}:{{{e}}}:seen") for e in entities)
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _declaring(settings: Settings, tmp_path: Path, partitions: int) -> Settings:
     """``settings`` with a topics.toml that declares the internal topic with ``partitions``."""
     text = settings.topics_file.read_text(encoding="utf-8")
@@ -112,7 +103,7 @@ def test_the_internal_topic_grows_from_4_to_8_partitions_without_loss(
 
     worker = start_worker(settings)
     _send(settings, blueprint, first)
-    _wait(lambda: _applied(client, settings, entities) == len(first), 120, "the first days applied")
+    wait_until(lambda: _applied(client, settings, entities) == len(first), 120, "the first days applied")
     with pytest.raises(ConfigurationError, match="still run"):
         grow(blueprint, "internal.observations.by-entity", 8)
     worker.stop()
@@ -120,7 +111,9 @@ def test_the_internal_topic_grows_from_4_to_8_partitions_without_loss(
     # drain: a worker that reads no input applies what the internal topic holds; new input waits
     drainer = start_worker(settings, STREAM_APP_INTAKE_PAUSED="true")
     _send(settings, blueprint, paused)
-    _wait(lambda: group_lag(settings, blueprint, [internal.name]) == 0, 120, "the internal topic drained")
+    wait_until(
+        lambda: group_lag(settings, blueprint, [internal.name]) == 0, 120, "the internal topic drained"
+    )
     time.sleep(2)
     assert _applied(client, settings, entities) == len(first), "a paused intake read input"
     drainer.stop()
@@ -143,8 +136,10 @@ def test_the_internal_topic_grows_from_4_to_8_partitions_without_loss(
     assert grown_bp.topic_by_role("repartition").partitions == 8
     start_worker(eight, STREAM_APP_TOPICS_FILE=str(eight.topics_file))
     _send(settings, blueprint, last)
-    _wait(lambda: _applied(client, settings, entities) == len(everything), 180, "every observation applied")
-    _wait(lambda: group_lag(eight, grown_bp, [internal.name]) == 0, 60, "the group's lag to reach 0")
+    wait_until(
+        lambda: _applied(client, settings, entities) == len(everything), 180, "every observation applied"
+    )
+    wait_until(lambda: group_lag(eight, grown_bp, [internal.name]) == 0, 60, "the group's lag to reach 0")
 
     want: dict[tuple[str, str], tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
     for record in everything:
