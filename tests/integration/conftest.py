@@ -30,7 +30,7 @@ from stream_app.kafka import acl, topics
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
 
-from .support import API_TOKENS, WorkerProcess, free_port, settings_env
+from .support import API_TOKENS, ServicesRedis, WorkerProcess, free_port, settings_env
 
 REDIS_APP_ACL = REPO_ROOT / "deploy" / "redis" / "app-user.acl"
 REDIS_SCREEN_ACL = REPO_ROOT / "deploy" / "redis" / "screen-user.acl"
@@ -220,3 +220,33 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def services_credentials(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state directory of ``deploy/local/services`` with its local CA, certificates and secrets, made
+    once (2-3 s) and copied into each private Redis's."""
+    state = tmp_path_factory.mktemp("services-template")
+    server = ServicesRedis(state)
+    server.up()
+    server.down()
+    return state
+
+
+@pytest.fixture
+def shipped_redis(tmp_path: Path, services_credentials: Path) -> Iterator[Callable[..., ServicesRedis]]:
+    """Factory: a private Redis started by ``deploy/local/services up redis`` (the shipped config: TLS,
+    ACL file, AOF + RDB) in its own state directory; ``persistence="off"`` for one that forgets. Each is
+    stopped at teardown."""
+    started: list[ServicesRedis] = []
+
+    def make(persistence: str = "durable") -> ServicesRedis:
+        server = ServicesRedis(tmp_path / f"redis-{len(started)}", services_credentials, persistence)
+        server.up()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        with contextlib.suppress(BaseException):  # already down, or killed by the test
+            server.down()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import signal
 import socket
@@ -311,61 +313,165 @@ def redis_hash(client: redis.Redis, key: str | bytes) -> dict[bytes, bytes]:
     return out
 
 
-class OwnRedis:
-    """A redis-server of this test's own, on a free port, that the test can stop and start again.
-    ``durable``: as the local services' Redis (append-only file fsynced every second, RDB
-    snapshots), so a restart keeps what was acknowledged; without it every start is empty."""
+SERVICES = Path(__file__).resolve().parents[2] / "deploy" / "local" / "services"
+LOADING_TROUBLE = re.compile(
+    r"NOPERM|AOF-loading-client|Bad file format|Unrecoverable|truncated|corrupt|CRITICAL|Error|error"
+)
+"""What redis-server logs when it could not replay all of its append-only file or snapshot."""
 
-    def __init__(self, folder: Path, *, durable: bool = True) -> None:
+
+class ServicesRedis:
+    """A Redis started by ``deploy/local/services up redis`` in a state directory of the test's own, on
+    a free port: the same script, configuration, ACL file (the default user, the app's and the
+    screen's users with the prefix ``sa``), TLS and persistence (AOF everysec + RDB) as ``make
+    services`` ships, so what a test proves of it holds where users run it. ``credentials``: a state
+    directory whose ``tls`` and ``secrets`` are copied (made once per session: 2-3 s)."""
+
+    PREFIX = "sa"  # the key prefix the shipped users may touch
+
+    def __init__(self, state: Path, credentials: Path | None = None, persistence: str = "durable") -> None:
+        self.state = state
         self.port = free_port()
-        self.folder = folder
-        self.durable = durable
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.persistence = persistence
+        if credentials is not None:
+            for folder in ("tls", "secrets"):
+                shutil.copytree(credentials / folder, state / folder)
+        self._log_from = 0  # where the current start's lines begin in redis.log
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is installed by deploy/local/services install"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.folder),
-                *(
-                    ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600 1 300 100 60 10000"]
-                    if self.durable
-                    else ["--appendonly", "no", "--save", ""]
-                ),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    def run(self, *args: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICES_")}
+        env.update(
+            SERVICES_STATE_DIR=str(self.state),
+            SERVICES_REDIS_PORT=str(self.port),
+            SERVICES_MONITORING="0",
+            SERVICES_REDIS_PERSISTENCE=self.persistence,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url, socket_timeout=1).ping()
-            except redis.RedisError:
-                time.sleep(0.05)
-            else:
-                return
-        pytest.fail("redis-server did not start")
+        done = subprocess.run(
+            [str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        if done.returncode != 0:
+            pytest.fail(f"services {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def up(self) -> str:
+        """Start it (``services up redis``: a stale pid file after a kill is noticed and replaced)."""
+        log = self.log_path
+        self._log_from = log.stat().st_size if log.exists() else 0
+        return self.run("up", "redis")
+
+    start = up
+
+    def down(self) -> None:
+        """A clean stop (``services down redis``: SIGTERM, Redis saves and exits)."""
+        self.run("down", "redis")
+
+    stop = down
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown save, as a crash."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self.proc = None
+        """SIGKILL: no shutdown save, as a crash or an OOM kill."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _gone(pid):
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis pid {pid} still there 10 s after SIGKILL")
+            time.sleep(0.05)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+    @property
+    def pid(self) -> int:
+        return int((self.state / "redis" / "redis.pid").read_text(encoding="utf-8"))
+
+    @property
+    def log_path(self) -> Path:
+        return self.state / "redis" / "redis.log"
+
+    def loading_trouble(self) -> list[str]:
+        """The lines of the current start's log that say loading went wrong (none is the only answer a
+        test of durability accepts)."""
+        if not self.log_path.exists():
+            return []
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_from)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        return [line for line in lines if LOADING_TROUBLE.search(line)][:20]
+
+    def secret(self, name: str) -> str:
+        return (self.state / "secrets" / name).read_text(encoding="utf-8").strip()
+
+    def url(self, user: str = "stream-app") -> str:
+        """The rediss:// URL of a shipped user (``stream-app``: the worker's; ``center``: the screen's;
+        ``admin``), as ``deploy/local/services env`` prints it."""
+        password = urllib.parse.quote(self.secret(f"redis-{user}"), safe="")
+        ca = self.state / "tls" / "ca.pem"
+        return f"rediss://{user}:{password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
+
+    def client(self, user: str = "admin") -> Any:
+        """A connection as ``user``; ``Any``: redis-py types its replies as unions with ``Awaitable``."""
+        return redis.Redis.from_url(self.url(user), socket_timeout=5)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+APP_LIKE_COMMIT = """
+for k = 1, #KEYS do redis.call('HSET', KEYS[k], ARGV[1], ARGV[2]) end
+redis.call('ZADD', KEYS[1] .. '-index', ARGV[3], ARGV[1])
+return #KEYS
+"""
+"""A script with several writes in one hash slot, as the app's entity commit: Redis 7.0 writes its
+effects to the append-only file as one MULTI/EXEC."""
+
+
+def fill_like_the_app(server: ServicesRedis, count: int, tag: str = "") -> None:
+    """Keys of every kind the app writes, written the ways it writes them: as the app's own Redis user,
+    scripts with several writes (MULTI/EXEC in the append-only file), single-write scripts, plain
+    pipelined commands; and as the admin, a MULTI/EXEC transaction, binary values, an expiry."""
+    app = server.client("stream-app")
+    commit = app.register_script(APP_LIKE_COMMIT)
+    pipe = app.pipeline(transaction=False)
+    for i in range(count):
+        entity = f"{{e{tag}{i % 17}}}"
+        keys = [f"sa:{entity}:state", f"sa:{entity}:seen", f"sa:{entity}:periods"]
+        commit(keys=keys, args=[f"off{i}", f"{i},{i * 0.5}", i], client=pipe)
+        pipe.set(f"sa:{entity}:k{i}", f"v{i}".encode() + bytes([i % 256]))
+    pipe.hset(f"sa:{{e{tag}1}}:state", mapping={f"h::{i}": f"{i},{i * 0.5}" for i in range(300)})
+    pipe.sadd(f"sa:reporter:{tag}MAE:entities", *[f"e{i}" for i in range(100)])
+    pipe.set(f"sa:{{meta}}:applied:{tag}internal:0", str(count))
+    pipe.execute()
+    app.close()
+    admin = server.client()
+    with admin.pipeline(transaction=True) as multi:
+        multi.rpush(f"sa:{tag}list", *[bytes(range(256)), b"", b"x"])
+        multi.set(f"sa:{tag}expiring", "soon", ex=3600)
+        multi.incrby(f"sa:{tag}counter", 7)
+        multi.execute()
+    admin.close()
+
+
+def snapshot(client: Any) -> dict[bytes, tuple[bytes, object, bool]]:
+    """Every key: its type, its whole value, whether it expires."""
+    keys = sorted(client.scan_iter(count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+        pipe.ttl(key)
+    found = pipe.execute()
+    kinds, ttls = found[0::2], found[1::2]
+    read = {
+        b"string": pipe.get,
+        b"hash": pipe.hgetall,
+        b"set": pipe.smembers,
+        b"zset": lambda key: pipe.zrange(key, 0, -1, withscores=True),
+        b"list": lambda key: pipe.lrange(key, 0, -1),
+    }
+    for key, kind in zip(keys, kinds, strict=True):
+        read[kind](key)
+    values = pipe.execute()
+    return {
+        key: (kind, value, ttl > 0) for key, kind, value, ttl in zip(keys, kinds, values, ttls, strict=True)
+    }

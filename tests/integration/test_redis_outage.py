@@ -7,8 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import OwnRedis, metric_value, observation, produce, redis_hash
+from .support import ServicesRedis, metric_value, observation, produce, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -26,11 +25,9 @@ STATE_KEY = "{ENV.AQI|01|HN-AQ-HOANKIEM}:state"
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def own_redis(shipped_redis: Callable[..., ServicesRedis]) -> ServicesRedis:
+    """A private Redis as shipped (the app's ACL user, TLS, AOF): this test stops and starts it."""
+    return shipped_redis()
 
 
 def _health(settings: Settings) -> tuple[int, dict[str, Any]]:
@@ -48,11 +45,11 @@ def _applied(url: str, prefix: str) -> int:
 
 
 def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, own_redis: OwnRedis
+    settings: Settings, blueprint: Blueprint, start_worker: Any, own_redis: ServicesRedis
 ) -> None:
-    local = settings.model_copy(update={"retry_max_s": 0.5})
+    local = settings.model_copy(update={"retry_max_s": 0.5, "redis_key_prefix": own_redis.PREFIX})
     worker = start_worker(
-        local, STREAM_APP_REDIS_URL=own_redis.url, STREAM_APP_RETRY_MAX_S="0.5", STREAM_APP_BATCH_MAX="5"
+        local, STREAM_APP_REDIS_URL=own_redis.url(), STREAM_APP_RETRY_MAX_S="0.5", STREAM_APP_BATCH_MAX="5"
     )
     schema = blueprint.schemas.latest("observation")
     topic = blueprint.input_topic("MAE").name
@@ -74,9 +71,9 @@ def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(
 
     produce(local, topic, readings(0, 20))
     deadline = time.monotonic() + 30
-    while _applied(own_redis.url, local.redis_key_prefix) < 20 and time.monotonic() < deadline:
+    while _applied(own_redis.url(), local.redis_key_prefix) < 20 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _applied(own_redis.url, local.redis_key_prefix) == 20
+    assert _applied(own_redis.url(), local.redis_key_prefix) == 20
 
     own_redis.stop()
     produce(local, topic, readings(20, 30))
@@ -106,8 +103,8 @@ def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(
 
     own_redis.start()  # back, with what it had persisted (append-only file)
     deadline = time.monotonic() + 60
-    while _applied(own_redis.url, local.redis_key_prefix) < 50 and time.monotonic() < deadline:
+    while _applied(own_redis.url(), local.redis_key_prefix) < 50 and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    assert _applied(own_redis.url, local.redis_key_prefix) == 50
+    assert _applied(own_redis.url(), local.redis_key_prefix) == 50
     assert _health(local)[0] == 200

@@ -21,8 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,7 +37,7 @@ from stream_app.tools import state as state_tool
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import OwnRedis, api, group_lag, metric_value, produce
+from .support import ServicesRedis, api, group_lag, metric_value, produce
 from .test_aggregates_chaos import _check_redis
 
 pytestmark = pytest.mark.chaos
@@ -48,21 +47,14 @@ LONG = os.environ.get("CHAOS_LONG") == "1"  # `make chaos`: the whole stream, th
 # a part of the ground truth's feeds for make test: over 20,000 records, every kind of indicator
 SHORT_FEEDS = ("HYD.WATER_LEVEL", "PWR.SOURCE_SHARE", "FIN.CPI", "SSI.UNEMPLOYMENT", "PWR.OUTPUT_GWH")
 COMPLIANCE_AT = "2025-09-01T00:00:00+07:00"
+PrivateRedis = Callable[[bool], ServicesRedis]
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[[bool], OwnRedis]]:
-    started: list[OwnRedis] = []
-
-    def make(durable: bool) -> OwnRedis:
-        server = OwnRedis(tmp_path, durable=durable)
-        server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+def private_redis(shipped_redis: Callable[..., ServicesRedis]) -> PrivateRedis:
+    """A private Redis as shipped (``deploy/local/services up redis``: TLS, the ACL file, the app's own
+    user); ``False``: persistence off, the one variant — a Redis that forgets, to prove the guard."""
+    return lambda durable: shipped_redis("durable" if durable else "off")
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> None:
@@ -86,10 +78,12 @@ def _stream(settings: Settings) -> gt.Stream:
 
 
 def _setup(
-    settings: Settings, own: OwnRedis, least: int
+    settings: Settings, own: ServicesRedis, least: int
 ) -> tuple[Settings, gt.Stream, gt.Expected, list[str]]:
     """Settings on the private Redis, the stream (at least ``least`` records), its truth, its entities."""
-    local = settings.model_copy(update={"redis_url": SecretStr(own.url), "batch_max": 300})
+    local = settings.model_copy(
+        update={"redis_url": SecretStr(own.url()), "redis_key_prefix": own.PREFIX, "batch_max": 300}
+    )
     stream = _stream(local)
     exp = gt.expected(stream)
     assert len(stream.sent) >= least, len(stream.sent)
@@ -152,7 +146,7 @@ def _probe(settings: Settings, path: str) -> tuple[int, Any]:
 
 @pytest.mark.timeout(1200)
 def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_twice(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], OwnRedis]
+    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: PrivateRedis
 ) -> None:
     own = private_redis(True)
     local, stream, exp, entities = _setup(settings, own, 20_000)
@@ -160,17 +154,18 @@ def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_
 
     cut = len(stream.sent) * 2 // 3
     first, rest = gt.Stream(stream.sent[:cut], stream.feeds), gt.Stream(stream.sent[cut:], stream.feeds)
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url, STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
     for topic, records in _by_topic(blueprint, first.sent).items():
         produce(local, topic, records)
-    client = redis.Redis.from_url(own.url)
+    client = own.client()
     _drained(local, blueprint, client, entities, len(gt.expected(first).final))
     before = _answers(local, gt.expected(first))
 
     kills = 3 if LONG else 1
     for _ in range(kills):
         own.kill()
-        own.start()  # the same folder: it loads its append-only file
+        own.start()  # `services up redis` on the same folder: it loads its append-only file
+        assert own.loading_trouble() == []
         _wait(lambda: _probe(local, "/readyz")[0] == 200, 60, "the worker to be ready again")
         assert _answers(local, gt.expected(first)) == before
         assert metric_value(worker.metrics(), "stream_app_state_lost", stage="consolidate") == 0
@@ -184,14 +179,14 @@ def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_
 
 @pytest.mark.timeout(1200)
 def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answer(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], OwnRedis]
+    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: PrivateRedis
 ) -> None:
     own = private_redis(False)
     local, stream, exp, entities = _setup(settings, own, 20_000)
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url, STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
     for topic, records in _by_topic(blueprint, stream.sent).items():
         produce(local, topic, records)
-    client = redis.Redis.from_url(own.url)
+    client = own.client()
     _drained(local, blueprint, client, entities, len(exp.final))
     before = _answers(local, exp)
 
@@ -211,20 +206,22 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
     assert "state_lost" in json.dumps(body)
     time.sleep(2)
     assert _applied(client, local, entities) == 0, "nothing is applied on the empty state"
-    rows = state_tool.status(load_blueprint(local))
+    # the operator's tools run as the admin (the rebuild clears keys the app's user may not delete)
+    admin = load_blueprint(local.model_copy(update={"redis_url": SecretStr(own.url("admin"))}))
+    rows = state_tool.status(admin)
     assert any(row.problem for row in rows)
 
     with pytest.raises(ConfigurationError, match="live member"):
-        state_tool.rebuild(load_blueprint(local), progress=False)  # the workers first
+        state_tool.rebuild(admin, progress=False)  # the workers first
     worker.stop()  # a graceful stop, though it waits on the state
-    report = state_tool.rebuild(load_blueprint(local), progress=False)
+    report = state_tool.rebuild(admin, progress=False)
     print(
         f"\nrebuild: {report.records} records in {report.seconds:.1f} s = {report.rate:,.0f} records/s, "
         f"{report.entities} entities"
     )
     assert report.records >= len(stream.sent)
-    assert all(row.problem is None for row in state_tool.status(load_blueprint(local)))
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url, STREAM_APP_BATCH_MAX="300")
+    assert all(row.problem is None for row in state_tool.status(admin))
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
     _wait(lambda: _probe(local, "/readyz")[0] == 200, 60, "the worker to be ready on the rebuilt state")
     assert _answers(local, exp) == before
     assert metric_value(worker.metrics(), "stream_app_state_lost", stage="consolidate") == 0
@@ -233,14 +230,14 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
 @pytest.mark.timeout(1800)
 @pytest.mark.skipif(not LONG, reason="make chaos: the whole stream, Redis killed three times mid-stream")
 def test_a_durable_redis_killed_three_times_mid_stream_loses_and_doubles_nothing(
-    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: Callable[[bool], OwnRedis]
+    settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: PrivateRedis
 ) -> None:
     own = private_redis(True)
     local, stream, exp, entities = _setup(settings, own, 100_000)
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url, STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
     for topic, records in _by_topic(blueprint, stream.sent).items():
         produce(local, topic, records)
-    client = redis.Redis.from_url(own.url)
+    client = own.client()
     distinct = len(exp.final)
     gaps = []
     for share in (0.2, 0.45, 0.7):
@@ -250,6 +247,8 @@ def test_a_durable_redis_killed_three_times_mid_stream_loses_and_doubles_nothing
         down = time.monotonic()
         time.sleep(2)  # the worker meets a dead Redis: it waits, acks nothing
         own.start()
+        assert own.loading_trouble() == []
+        client = own.client()
         before = _applied(client, local, entities)
         _wait(lambda: _applied(client, local, entities) > before, 120, "applying to go on")  # noqa: B023
         gaps.append(time.monotonic() - down)
