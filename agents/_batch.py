@@ -23,7 +23,7 @@ from stream_app.ops import metrics
 from stream_app.ops.failures import Failure
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
-from stream_app.state.guard import EarliestOffsets, Partition, PartitionMovedError
+from stream_app.state.guard import CommittedOffsets, EarliestOffsets, Partition, PartitionMovedError
 
 log = get_logger(__name__)
 
@@ -194,3 +194,25 @@ def earliest_offsets(app: faust.App) -> EarliestOffsets:
         return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
 
     return earliest
+
+
+def committed_offsets(app: faust.App) -> CommittedOffsets:
+    """What Kafka says the group committed for each partition asked (None: nothing), fetched from the
+    group's coordinator by the worker's own consumer (aiokafka's ``committed``, in its thread)."""
+
+    async def committed(partitions: Sequence[Partition]) -> Mapping[Partition, int | None]:
+        consumer_of_app: Any = app.consumer
+        thread = consumer_of_app._thread
+
+        async def fetch() -> dict[Partition, int | None]:
+            consumer = thread._ensure_consumer()
+            out: dict[Partition, int | None] = {}
+            for topic, partition in partitions:
+                offset = await consumer.committed(TP(topic, partition))
+                out[(topic, partition)] = None if offset is None or offset < 0 else int(offset)
+            return out
+
+        result: dict[Partition, int | None] = await thread.call_thread(fetch)
+        return result
+
+    return committed

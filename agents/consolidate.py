@@ -62,7 +62,8 @@ from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, i
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
-from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of
+from stream_app.state import ledger
+from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of, source_of
 from stream_app.state.store import (
     ActiveAlert,
     Commit,
@@ -73,6 +74,7 @@ from stream_app.state.store import (
     ReadRequest,
     ReporterSent,
     StateLayer,
+    StateLostError,
 )
 from stream_app.wire import codecs
 
@@ -305,6 +307,14 @@ class Consolidator:
         unreadable: dict[str, BaseException] = {}
         passes: Counter[str] = Counter()
         requests = {entity: batch.requests[entity] for entity in todo}
+        sources = {entity: _source_of(batch.by_entity[entity][0].message) for entity in todo}
+        vouched: dict[str, list[str]] = {}
+        for entity in sorted(todo):
+            vouched.setdefault(sources[entity], []).append(entity)
+        unreadable.update(await self.store.read(requests, reads, vouched))
+        _check_vouched(sources, reads, unreadable)
+        passes.update(requests.keys())
+        requests = {}
         while todo:
             if requests:
                 unreadable.update(await self.store.read(requests, reads))
@@ -721,6 +731,28 @@ class Consolidator:
                     _count_observation(item.payload, result)
                 if not result.skipped and not self.replay:
                     _log_alerts(result.alerts, item.message)
+
+
+def _source_of(message: Any) -> str:
+    return source_of((message.topic, message.partition))
+
+
+def _check_vouched(
+    sources: Mapping[str, str], reads: Mapping[str, EntityReads], unreadable: Mapping[str, BaseException]
+) -> None:
+    """Raise StateLostError when an entity's state holds less than its partition's ledger says: its
+    keys were lost while the applied mark was kept (:mod:`stream_app.state.ledger`). Nothing of the
+    batch is applied; the state guard waits on the state."""
+    lost = [
+        problem
+        for entity, source in sorted(sources.items())
+        if entity in reads and entity not in unreadable
+        for problem in [ledger.loss(entity, source, reads[entity].state, reads[entity].vouched)]
+        if problem is not None
+    ]
+    if lost:
+        more = f" (and {len(lost) - 1} more entities)" if len(lost) > 1 else ""
+        raise StateLostError(lost[0] + more)
 
 
 def _state_of(

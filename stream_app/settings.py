@@ -190,6 +190,13 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(
         30.0, gt=0, description="How often timer-driven rules (absence, late report) are evaluated."
     )
+    state_audit_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often a worker checks its stateful partitions' Redis state against Kafka (the "
+        "applied marks against the group's committed offsets, a sample of each ledger against its "
+        "entities), so a lost state is reported with no record needed to meet it.",
+    )
     retry_initial_s: float = Field(
         0.1, gt=0, description="First wait before retrying Redis, Kafka or the registry."
     )

@@ -93,7 +93,16 @@ def create_app(
     ``framing``: how outputs are framed (:func:`stream_app.kafka.subjects.output_framing`, which waits for
     the schema registry with ``STREAM_APP_OUTPUT_FRAMING=confluent``; made here when not given)."""
     # agents import the app's building blocks: importing them here keeps this module importable alone
-    from stream_app.agents import alert_bridge, briefing, consolidate, directives, intake, rollup, ticker
+    from stream_app.agents import (
+        alert_bridge,
+        briefing,
+        consolidate,
+        directives,
+        intake,
+        rollup,
+        state_audit,
+        ticker,
+    )
     from stream_app.kafka.publisher import Publisher
 
     blueprint = blueprint or load_blueprint(settings)
@@ -111,6 +120,7 @@ def create_app(
     directives.register(app, blueprint, publisher)
     consolidate.register(app, blueprint, store, blueprint.rulebook, publisher)
     rollup.register(app, blueprint, store, publisher)
+    state_audit.register(app, blueprint, store)
     read_model = ReadModel(store, blueprint.catalogue, blueprint.rulebook)
     api.register(app, read_model, blueprint, publisher)  # the query API and directives: /api/v1/...
     briefing.register(app, blueprint, read_model, publisher)

@@ -16,7 +16,9 @@ replays the log into the state and raises the marks; the stage then goes on by i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -37,6 +39,24 @@ REBUILD_HINT = "run `stream-app state rebuild` (docs/runbook.md#streamappstatelo
 def source_of(partition: Partition) -> str:
     """How a partition is named in the state (its entities' offset fields and its applied mark)."""
     return f"{partition[0]}:{partition[1]}"
+
+
+def loss(source: str, mark: int | None, position: int | None, low: int) -> str | None:
+    """The one rule for a partition: why a state whose applied mark is ``mark`` cannot be the one the
+    consumer group's ``position`` (its next offset; None: never committed) was reached on, given the log
+    starts at ``low``; None when it can be."""
+    at = low if position is None else position
+    if mark is None and at > low:
+        return (
+            f"{source}: the group is at offset {at}, past the start of the log ({low}), but the state "
+            "holds none of it"
+        )
+    if mark is not None and at > mark + 1:
+        return (
+            f"{source}: the state holds offsets up to {mark}, the group is at {at}: the records in "
+            "between were acknowledged, their effects are gone"
+        )
+    return None
 
 
 def new_epoch(how: str) -> str:
@@ -86,7 +106,7 @@ class StateGuard:
         problem, floors = await self._judge(firsts)
         if problem is None:
             return floors
-        gauge = metrics.STATE_LOST.labels(self.stage)
+        gauge = _LostGauge(self.stage)
         with waiting("state_lost") as mark:
             mark()
             gauge.set(1)
@@ -103,17 +123,33 @@ class StateGuard:
     async def run(
         self, firsts: Mapping[Partition, int], apply: Callable[[dict[str, int | None]], Awaitable[None]]
     ) -> None:
-        """Admit the batch, then ``apply`` it with the floors; when the state is lost while it runs
-        (its marks refused), wait on the state again and apply it again once it is sound — what the
-        batch already wrote is skipped then as applied, or cleared by the rebuild."""
-        while True:
-            floors = await self.admit(firsts)
+        """Admit the batch, then ``apply`` it with the floors. When the state turns out lost while it
+        runs — its marks refused, or an entity holding less than its partition's ledger vouches for
+        (:mod:`stream_app.state.ledger`) — nothing of the batch is acknowledged: the stage waits, not
+        ready (``state_lost``), and applies the batch again once the state is sound (a rebuild)."""
+        gauge = _LostGauge(self.stage)
+        said: str | None = None
+        with waiting("state_lost") as mark:
             try:
-                await apply(floors)
-            except StateLostError as exc:
-                log.exception("state_lost_in_flight", stage=self.stage, problem=str(exc), action=REBUILD_HINT)
-                continue
-            return
+                while True:
+                    floors = await self.admit(firsts)
+                    try:
+                        await apply(floors)
+                    except StateLostError as exc:
+                        mark()
+                        gauge.set(1)
+                        if str(exc) != said:  # one line per distinct loss, not one per retry
+                            said = str(exc)
+                            log.error(  # noqa: TRY400 - the loss is the message, not a traceback
+                                "state_lost", stage=self.stage, problem=said, action=REBUILD_HINT
+                            )
+                        await asyncio.sleep(self.settings.retry_max_s)
+                        continue
+                    return
+            finally:
+                if said is not None:
+                    gauge.set(0)
+                    log.info("state_sound", stage=self.stage)
 
     async def problem(self, firsts: Mapping[Partition, int]) -> str | None:
         """Why the state cannot take this batch; None when it can."""
@@ -123,6 +159,9 @@ class StateGuard:
         """(why the state cannot take the batch or None, the marks' floors). A state never begun, on a
         log read from its start, gets its epoch here."""
         partitions = sorted(firsts)
+        found = audit_finding()
+        if found is not None:
+            return found, {}
         check = await self.store.checkpoint([source_of(p) for p in partitions])
         if check.rebuilding:
             return "a `stream-app state rebuild` is running (or stopped half-way: run it again)", {}
@@ -132,21 +171,12 @@ class StateGuard:
         for partition in partitions:
             source = source_of(partition)
             mark, first = check.applied[source], firsts[partition]
-            if mark is None:
-                if first > earliest.get(partition, 0):
-                    return (
-                        f"{source}: the group is at offset {first}, past the start of the log "
-                        f"({earliest.get(partition, 0)}), but the state holds none of it"
-                        + ("" if check.epoch else " (no state epoch: Redis lost or never had this state)")
-                    ), {}
-                floors[source] = None
-            elif first > mark + 1:
-                return (
-                    f"{source}: the state holds offsets up to {mark}, the group is at {first}: the "
-                    "records in between were acknowledged, their effects are gone"
-                ), {}
-            else:
-                floors[source] = first - 1
+            problem = loss(source, mark, first, earliest.get(partition, 0))
+            if problem is not None:
+                if mark is None and not check.epoch:
+                    problem += " (no state epoch: Redis lost or never had this state)"
+                return problem, {}
+            floors[source] = None if mark is None else first - 1
         self._admitted = {source_of(p): check.applied[source_of(p)] for p in partitions}
         if check.epoch is None:
             if any(mark is not None for mark in check.applied.values()):
@@ -197,3 +227,118 @@ def lasts_of(messages: Iterable[Positioned]) -> dict[str, int]:
         source = source_of((m.topic, m.partition))
         out[source] = max(out.get(source, -1), m.offset)
     return out
+
+
+# ------------------------------------------------------------------------------------------ the audit
+
+_holding: Counter[str] = Counter()  # stage -> holders of its state_lost gauge (guards and the audit)
+
+
+class _LostGauge:
+    """``stream_app_state_lost{stage}`` held by several (each stage's guard, the audit): 1 while any
+    holds it."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.held = False
+
+    def set(self, value: int) -> None:
+        if bool(value) == self.held:
+            return
+        self.held = bool(value)
+        _holding[self.stage] += 1 if value else -1
+        metrics.STATE_LOST.labels(self.stage).set(1 if _holding[self.stage] > 0 else 0)
+
+
+CommittedOffsets = Callable[[Sequence[Partition]], Awaitable[Mapping[Partition, int | None]]]
+_finding: dict[str, str] = {}  # "audit" -> what the last audit found wrong; empty while sound
+
+
+def audit_finding() -> str | None:
+    """What the state audit last found wrong in this worker's state (None: sound, or not audited)."""
+    return _finding.get("audit")
+
+
+class StateAudit:
+    """Finds a lost state without waiting for a record to meet it: every ``STREAM_APP_STATE_AUDIT_S``
+    a worker compares, for the stateful partitions it owns, the applied marks with what Kafka says the
+    group committed (read fresh from the group's coordinator), and samples each partition's ledger
+    against the entities it vouches for (:mod:`stream_app.state.ledger`). A loss found makes the worker
+    not ready (``state_lost``), sets ``stream_app_state_lost{stage}``, logs one error, and holds every
+    stateful batch off (:meth:`StateGuard.admit`) until an audit finds the state sound again.
+
+    Its reads wait for nothing: an audit that cannot reach Redis or Kafka says so in a log line and
+    tries again at the next interval (the stages wait out the outage themselves)."""
+
+    def __init__(
+        self,
+        store: StateLayer,
+        settings: Settings,
+        *,
+        assigned: Callable[[], Sequence[Partition]],
+        committed: CommittedOffsets,
+        earliest: EarliestOffsets,
+        stage_of: Callable[[str], str],
+        sample: int = 64,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.assigned = assigned
+        self.committed = committed
+        self.earliest = earliest
+        self.stage_of = stage_of  # the stage reading a topic (the gauge's label)
+        self.sample = sample
+        self._wait = contextlib.ExitStack()
+        self._stages: dict[str, _LostGauge] = {}
+
+    async def check(self) -> tuple[str, str] | None:
+        """(the stage, what is wrong) of the first loss found in the partitions owned now; None: sound."""
+        partitions = sorted(self.assigned())
+        if not partitions:
+            return None
+        # the group's offsets first: a commit always follows its marks, so a sound state never reads
+        # behind an offset read before it
+        committed = await self.committed(partitions)
+        check = await self.store.checkpoint([source_of(p) for p in partitions])
+        unmarked = [p for p in partitions if check.applied[source_of(p)] is None and committed.get(p)]
+        earliest = await self.earliest(unmarked) if unmarked else {}
+        for p in partitions:
+            source = source_of(p)
+            problem = loss(source, check.applied[source], committed.get(p), earliest.get(p, 0))
+            if problem is not None:
+                return self.stage_of(p[0]), problem
+        for p in partitions:
+            problem = await self.store.ledger_loss(source_of(p), self.sample)
+            if problem is not None:
+                return self.stage_of(p[0]), problem
+        return None
+
+    async def run_once(self) -> None:
+        """One audit; never raises (it runs on a timer: an exception would stop the worker)."""
+        try:
+            found = await self.check()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis or Kafka away: the stages wait it out; audit next time
+            log.warning("state_audit_skipped", error=repr(exc)[:300])
+            return
+        if found is None:
+            self.clear()
+            return
+        stage, problem = found
+        if _finding.get("audit") != problem:
+            log.error("state_lost", stage=stage, problem=problem, found_by="audit", action=REBUILD_HINT)
+        _finding["audit"] = problem
+        if not self._stages:
+            self._wait.enter_context(waiting("state_lost"))()
+        if stage not in self._stages:
+            self._stages[stage] = _LostGauge(stage)
+            self._stages[stage].set(1)
+
+    def clear(self) -> None:
+        if _finding.pop("audit", None) is not None:
+            log.info("state_sound", found_by="audit")
+        for gauge in self._stages.values():
+            gauge.set(0)
+        self._stages.clear()
+        self._wait.close()

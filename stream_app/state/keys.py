@@ -13,6 +13,9 @@ from typing import Final
 
 from stream_app.domain.model import period_field
 
+STATE_TTL_S: Final = 800 * 24 * 3600
+"""An entity's keys live this long after its last commit (this and the previous reporting year)."""
+
 ENTITY_PARTS: Final = ("state", "seen", "seen-index", "periods", "periods-index")
 """An entity's keys, in the order of the commit script's KEYS: its state hash, the observations it has
 seen (hash and index by event hour) and its reporting periods (hash and index by period end)."""
@@ -63,6 +66,11 @@ class Keys:
         """The applied mark of an input partition (``<topic>:<partition>``): the highest offset whose
         record the state holds. Behind the consumer group's position means the state lost writes."""
         return self._meta("applied", source)
+
+    def ledger(self, source: str) -> str:
+        """The applied ledger of an input partition: entity -> the offset its state holds of the
+        partition, as the applied mark vouches (:mod:`stream_app.state.ledger`)."""
+        return self._meta("ledger", source)
 
     def rebuilding(self) -> str:
         """Set while ``stream-app state rebuild`` runs: the state is not to be applied to."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,6 +22,7 @@ from stream_app.domain.clock import HOUR_MS
 from stream_app.domain.entity import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import decode_entries, encode_entry
+from stream_app.state import ledger
 from stream_app.state.keys import Keys
 from stream_app.state.store import (
     ActiveAlert,
@@ -57,7 +59,10 @@ class MemoryStateStore:
     # ------------------------------------------------------------------ the stateful step
 
     async def read(
-        self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]
+        self,
+        requests: dict[str, ReadRequest],
+        into: dict[str, EntityReads],
+        vouched: Mapping[str, Sequence[str]] | None = None,
     ) -> dict[str, BaseException]:
         self.round_trips += 1
         plan: list[tuple[str, str, Any]] = []
@@ -81,7 +86,11 @@ class MemoryStateStore:
             for first, end in sorted(request.ranges):
                 plan.append((entity, "range", (first, end)))
                 replies.append(broken or self._between(entity, first, end))
-        return _collect(plan, replies, into)
+        for source, entities in sorted((vouched or {}).items()):
+            entries = self.hashes.get(self.keys.ledger(source), {})
+            plan.append(("", "ledger", list(entities)))
+            replies.append([_bytes_or_none(entries.get(e)) for e in entities])
+        return _collect(plan, replies, into, int(time.time() * 1000))
 
     def _between(self, entity: str, first: int, end: int) -> list[bytes]:
         seen = self.hashes.get(self.keys.entity(entity, "seen"), {})
@@ -114,6 +123,11 @@ class MemoryStateStore:
             else:
                 written += self._commit_one(c.keys, c.args)
         self._mark(applied)
+        if applied:  # what the marks vouch for (lua/applied_mark.lua)
+            now_ms = int(time.time() * 1000)
+            for source, pairs in ledger.entries((c.entity, c.args) for c in commits).items():
+                entries = self.hashes.setdefault(self.keys.ledger(source), {})
+                entries.update({e: ledger.encode(at, now_ms) for e, at in pairs if e not in failed})
         return written, failed
 
     def _mark(self, applied: Mapping[str, Mark] | None) -> None:
@@ -127,6 +141,18 @@ class MemoryStateStore:
                 raise StateLostError(f"{source}: STATELOST mark {stored} below {floor}")
             if offset > int(stored or "-1"):
                 self.markers[key] = str(offset)
+
+    async def ledger_loss(self, source: str, count: int) -> str | None:
+        entries = sorted(self.hashes.get(self.keys.ledger(source), {}).items())[:count]
+        field = EntityState.offset_field(source)
+        now_ms = int(time.time() * 1000)
+        for entity, value in entries:
+            held = self.hashes.get(self.keys.entity(entity), {}).get(field)
+            state = {} if held is None else {field.encode(): str(held).encode()}
+            problem = ledger.loss(entity, source, state, ledger.decode(value, now_ms))
+            if problem is not None:
+                return problem
+        return None
 
     async def set_marks(self, marks: Mapping[str, int], epoch: str) -> None:
         for source, offset in marks.items():

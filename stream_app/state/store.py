@@ -14,6 +14,7 @@ The stateful writes (entity commits, roll-up contributions) retry connection tro
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -37,7 +38,8 @@ from stream_app.logs import get_logger
 from stream_app.ops.failures import classify_redis
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
-from stream_app.state.keys import Keys
+from stream_app.state import ledger
+from stream_app.state.keys import STATE_TTL_S, Keys
 from stream_app.state.routing import ClusterRouter, RoutedPipeline
 
 T = TypeVar("T")
@@ -45,7 +47,6 @@ log = get_logger(__name__)
 
 # Every key of an entity lives as long as the retention inside it (this and the previous reporting
 # year of its newest value) after the last write, so idle entities age out.
-STATE_TTL_S = 800 * 24 * 3600
 BRIEFING_MARKER_TTL_S = 8 * 24 * 3600
 
 PeriodKey = tuple[str, str, str, str]  # a roll-up period: (indicator, target, series, label)
@@ -129,6 +130,7 @@ class EntityReads:
     seen: dict[str, bytes | None] = field(default_factory=dict)
     periods: dict[SeriesPeriod, bytes | None] = field(default_factory=dict)
     ranges: list[HourRange] = field(default_factory=list)
+    vouched: int | None = None  # the offset the partition's ledger says the state holds (asked or not)
 
     def build(self) -> EntityState:
         """A fresh decoded state from the reads."""
@@ -179,9 +181,14 @@ class StateLayer(Protocol):
     keys: Keys
 
     async def read(
-        self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]
+        self,
+        requests: dict[str, ReadRequest],
+        into: dict[str, EntityReads],
+        vouched: Mapping[str, Sequence[str]] | None = None,
     ) -> dict[str, BaseException]:
-        """Read what ``requests`` ask for into ``into``; the entities whose data could not be read."""
+        """Read what ``requests`` ask for into ``into``, and what the ledger of each source of
+        ``vouched`` says of its entities (``EntityReads.vouched``); the entities whose data could not
+        be read."""
         ...
 
     def prepare(self, commit: Commit) -> PreparedCommit:
@@ -213,6 +220,11 @@ class StateLayer(Protocol):
 
     async def due_entities(self, partition: int, now_ms: int) -> list[str]:
         """Entities of an internal partition with a period whose deadline is at or before ``now_ms``."""
+        ...
+
+    async def ledger_loss(self, source: str, count: int) -> str | None:
+        """Up to ``count`` entries of a partition's ledger, chosen at random, checked against their
+        entities' states: what is lost, or None."""
         ...
 
     async def apply_rollup(
@@ -366,9 +378,13 @@ class StateStore:
     # ------------------------------------------------------------------ the stateful step
 
     async def read(
-        self, requests: dict[str, ReadRequest], into: dict[str, EntityReads]
+        self,
+        requests: dict[str, ReadRequest],
+        into: dict[str, EntityReads],
+        vouched: Mapping[str, Sequence[str]] | None = None,
     ) -> dict[str, BaseException]:
-        """Read what ``requests`` ask for, in one round trip, into ``into`` (per entity).
+        """Read what ``requests`` ask for, in one round trip, into ``into`` (per entity), with the
+        ledger entries of ``vouched`` (source -> entities).
 
         Connection trouble is waited out (the whole read is retried); a reply that is an error about
         one entity's data (a key of the wrong type, say) is returned for that entity, so the records
@@ -396,12 +412,15 @@ class StateStore:
                         seen, index = keys.entity(entity, "seen"), keys.entity(entity, "seen-index")
                         await self._range_script(keys=[seen, index], args=[first, end], client=pipe)
                         plan.append((entity, "range", (first, end)))
+                for source, entities in sorted((vouched or {}).items()):
+                    pipe.hmget(keys.ledger(source), list(entities))
+                    plan.append(("", "ledger", list(entities)))
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
 
         replies = await self._retry("load", run)
-        return _collect(plan, replies, into)
+        return _collect(plan, replies, into, int(time.time() * 1000))
 
     def prepare(self, commit: Commit) -> PreparedCommit:
         """Serialise one entity's commit (pure; raises if the state cannot be written out, which the
@@ -425,6 +444,10 @@ class StateStore:
         if not commits and not indexes and not marks:
             return 0, {}
         before = [self._index_command(write) for write in indexes]
+        # what each mark vouches for: the entities of its partition this batch commits (a replay sets
+        # no marks, and so no ledger: a rebuild starts the ledgers afresh)
+        vouched = ledger.entries((c.entity, c.args) for c in commits) if marks else {}
+        now_ms = int(time.time() * 1000)
 
         async def write() -> list[Any]:
             async with self._batch(durable=True) as pipe:
@@ -436,7 +459,7 @@ class StateStore:
                 # without the writes it covers (on a cluster: once every primary holds them)
                 _barrier(pipe)
                 for source, mark in marks:
-                    await self._mark(pipe, source, mark)
+                    await self._mark(pipe, source, mark, vouched.get(source, ()), now_ms)
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
@@ -455,12 +478,59 @@ class StateStore:
             else:
                 written += int(reply)
         _raise_mark_refusal(marks, results[end:])
+        if failed and vouched:
+            await self._unvouch(failed, vouched)
         return written, failed
 
-    async def _mark(self, pipe: Any, source: str, mark: Mark) -> None:
+    async def _mark(
+        self, pipe: Any, source: str, mark: Mark, vouched: Sequence[tuple[str, int]] = (), now_ms: int = 0
+    ) -> None:
         offset, floor = mark
-        keys = [self.keys.applied(source), self.keys.rebuilding()]
-        await self._mark_script(keys=keys, args=[offset, "" if floor is None else floor], client=pipe)
+        keys = [self.keys.applied(source), self.keys.rebuilding(), self.keys.ledger(source)]
+        args: list[str | int] = [offset, "" if floor is None else floor]
+        for entity, at in vouched:
+            args += [entity, ledger.encode(at, now_ms)]
+        await self._mark_script(keys=keys, args=args, client=pipe)
+
+    async def _unvouch(self, failed: Mapping[str, BaseException], vouched: Mapping[str, Any]) -> None:
+        """The entities Redis refused to commit (their records are dead-lettered) are not what the mark
+        vouches for: their ledger entries go (rare; the next commit of each writes one again)."""
+
+        async def forget() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for source, pairs in vouched.items():
+                    gone = [entity for entity, _ in pairs if entity in failed]
+                    if gone:
+                        pipe.hdel(self.keys.ledger(source), *gone)
+                await pipe.execute()
+
+        await self._retry("commit", forget)
+
+    async def ledger_loss(self, source: str, count: int) -> str | None:
+        """Up to ``count`` ledger entries of ``source`` at random (HRANDFIELD), each checked against its
+        entity's offset field, in two round trips; no retry (the audit tries again next time)."""
+        raw: list[Any] = (
+            await self._client.hrandfield(  # type: ignore[assignment]  # with values: a flat list
+                self.keys.ledger(source), count, withvalues=True
+            )
+            or []
+        )
+        pairs = list(zip(raw[0::2], raw[1::2], strict=True))
+        if not pairs:
+            return None
+        entities = [_text(name) for name, _ in pairs]
+        field = EntityState.offset_field(source)
+        async with self._batch() as pipe:
+            for entity in entities:
+                pipe.hget(self.keys.entity(entity), field)
+            held: list[Any] = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        for entity, (_, value), offset in zip(entities, pairs, held, strict=True):
+            state = {} if offset is None else {field.encode(): offset}
+            problem = ledger.loss(entity, source, state, ledger.decode(value, now_ms))
+            if problem is not None:
+                return problem
+        return None
 
     async def set_marks(self, marks: Mapping[str, int], epoch: str) -> None:
         """Set the applied marks and the epoch as given (a rebuild's, or an adoption's end)."""
@@ -677,11 +747,15 @@ def _entries_or_error(reply: Any) -> dict[str, Agg] | BaseException:
 
 
 def _collect(
-    plan: list[tuple[str, str, Any]], replies: list[Any], into: dict[str, EntityReads]
+    plan: list[tuple[str, str, Any]], replies: list[Any], into: dict[str, EntityReads], now_ms: int
 ) -> dict[str, BaseException]:
     """Sort a read's replies into each entity's reads; the entities whose replies were errors."""
     failed: dict[str, BaseException] = {}
     for (entity, kind, arg), reply in zip(plan, replies, strict=True):
+        if kind == "ledger":  # an unreadable ledger vouches for nothing (the marks still guard)
+            for name, raw in zip(arg, [] if isinstance(reply, BaseException) else reply, strict=False):
+                into.setdefault(name, EntityReads()).vouched = ledger.decode(raw, now_ms)
+            continue
         if isinstance(reply, BaseException):
             failed.setdefault(entity, reply)
             continue

@@ -40,7 +40,7 @@ from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import Letter, Output
 from stream_app.logs import get_logger
 from stream_app.ops.failures import Reasons
-from stream_app.state.guard import new_epoch, source_of
+from stream_app.state.guard import loss, new_epoch, source_of
 from stream_app.state.store import StateStore, connect
 
 log = get_logger(__name__)
@@ -62,12 +62,7 @@ class PartitionState:
 
     @property
     def problem(self) -> str | None:
-        position = self.committed if self.committed is not None else self.low
-        if self.mark is None and position > self.low:
-            return f"the group is at {position}, past the start of the log ({self.low}); the state holds none"
-        if self.mark is not None and position > self.mark + 1:
-            return f"the state holds up to {self.mark}, the group is at {position}"
-        return None
+        return loss(source_of((self.topic, self.partition)), self.mark, self.committed, self.low)
 
 
 @dataclass(slots=True)

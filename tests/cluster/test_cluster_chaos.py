@@ -49,6 +49,7 @@ from stream_app.wire import codecs
 from tests.integration import ground_truth as gt
 from tests.integration.conftest import principal_env
 from tests.integration.support import (
+    LOADING_TROUBLE,
     WorkerProcess,
     free_port,
     group_lag,
@@ -75,7 +76,15 @@ if os.environ.get("STREAM_APP_REDIS_CLUSTER", "").lower() != "true":
 CLUSTER = REPO_ROOT / "deploy" / "local" / "cluster"
 SEED = int(os.environ.get("CHAOS_SEED", "20251203"))
 HOURLY_FROM = date(2024, 2, 1)  # ~200,000 observations sent
-FAULTS_AT = (0.08, 0.22, 0.38, 0.54, 0.68)  # share of distinct observations applied when each begins
+FAULTS_AT = (
+    0.06,
+    0.17,
+    0.28,
+    0.39,
+    0.5,
+    0.61,
+    0.72,
+)  # share of distinct observations applied when each begins
 SESSION_TIMEOUT_S = 6.0
 SHORT_FEEDS = frozenset({"ENV.AQI", "HYD.WATER_LEVEL"})
 REPORTS = REPO_ROOT / ".local" / "reports"
@@ -335,6 +344,32 @@ def _redis_role(number: int) -> str:
     return "primary"
 
 
+def _node_log(number: int) -> Path:
+    state = Path(os.environ.get("SERVICES_CLUSTER_STATE_DIR", str(REPO_ROOT / ".local" / "cluster")))
+    return state / f"redis-{number}" / "redis.log"
+
+
+def _loading_trouble(log: Path, since: int) -> list[str]:
+    """Lines of a node's log since ``since`` saying it could not replay all of its data."""
+    with log.open("rb") as lines:
+        lines.seek(since)
+        text = lines.read().decode("utf-8", "replace").splitlines()
+    return [line for line in text if LOADING_TROUBLE.search(line)][:10]
+
+
+def _cluster_ok() -> bool:
+    for number in range(1, 7):
+        node = _node(number)
+        try:
+            if node.cluster("info")["cluster_state"] != "ok":
+                return False
+        except redis.RedisError:
+            return False
+        finally:
+            node.close()
+    return True
+
+
 # --- the test ----------------------------------------------------------------------------------
 
 
@@ -439,6 +474,46 @@ class Run:
         )
         self.recovered(fault)
 
+    def power_cut_redis(self, share: float) -> None:
+        """Every Redis node SIGKILLed at once (a power cut, a maintenance restart gone wrong) and started
+        again: each replays its append-only file under the shipped ACL file; nothing may be lost, and
+        no node's log may show an error while loading."""
+        fault = self.begin(
+            "Redis power cut: all six nodes SIGKILLed", "deploy/local/cluster redis kill N, N=1..6", share
+        )
+        logs = {n: _node_log(n) for n in range(1, 7)}
+        sizes = {n: log.stat().st_size for n, log in logs.items()}
+        for number in range(1, 7):
+            cluster("redis", "kill", str(number))
+        time.sleep(3)
+        for number in range(1, 7):
+            cluster("redis", "start", str(number))
+        wait_until(_cluster_ok, 120, "the Redis cluster's state ok with every slot served")
+        fault.detail = {"loading_trouble": {n: _loading_trouble(logs[n], sizes[n]) for n in logs}}
+        assert not any(fault.detail["loading_trouble"].values()), fault.detail
+        self.recovered(fault)
+
+    def rolling_redis_restart(self, share: float) -> None:
+        """Every Redis node SIGKILLed and started again, one at a time, each once the cluster is whole."""
+        fault = self.begin("rolling Redis restart", "deploy/local/cluster redis kill|start N, N=1..6", share)
+        trouble: dict[int, list[str]] = {}
+        for number in range(1, 7):
+            log = _node_log(number)
+            size = log.stat().st_size
+            cluster("redis", "kill", str(number))
+            time.sleep(2)
+            cluster("redis", "start", str(number))
+            wait_until(_cluster_ok, 120, f"the Redis cluster whole again after node {number}")
+            wait_until(
+                lambda n=number: _redis_role(n) in {"primary", "replica-up"},
+                120,
+                f"redis node {number} synced",
+            )
+            trouble[number] = _loading_trouble(log, size)
+        fault.detail = {"loading_trouble": trouble}
+        assert not any(trouble.values()), trouble
+        self.recovered(fault)
+
     def pause_a_worker(self, share: float) -> None:
         """A worker SIGSTOPped past its session timeout: the group moves on without it; resumed, it is a
         zombie whose stale state writes the offset-in-commit rule refuses."""
@@ -498,7 +573,7 @@ class Run:
 
 @pytest.mark.timeout(3000)
 def test_the_cluster_survives_every_fault(settings: Settings, blueprint: Blueprint, workers: Workers) -> None:
-    """make chaos-cluster: ~200,000 observations, three workers, the five faults one after the other."""
+    """make chaos-cluster: ~200,000 observations, three workers, the seven faults one after the other."""
     stream = gt.generate(SEED, _period_label(settings), HOURLY_FROM)
     run = Run(settings, blueprint, workers, stream, rate=700)  # ~5 min of stream: every fault hits it
     assert len(run.stream.sent) >= 200_000, len(run.stream.sent)
@@ -507,8 +582,10 @@ def test_the_cluster_survives_every_fault(settings: Settings, blueprint: Bluepri
     run.rolling_broker_restart(FAULTS_AT[0])
     run.kill_busiest_broker(FAULTS_AT[1])
     run.kill_redis_primary(FAULTS_AT[2])
-    run.pause_a_worker(FAULTS_AT[3])
-    run.rebalance_storm(FAULTS_AT[4])
+    run.power_cut_redis(FAULTS_AT[3])
+    run.rolling_redis_restart(FAULTS_AT[4])
+    run.pause_a_worker(FAULTS_AT[5])
+    run.rebalance_storm(FAULTS_AT[6])
     run.finish_and_check(workers=3, report_name="cluster_chaos.json")
 
 
@@ -517,13 +594,14 @@ def test_short_the_cluster_survives_a_broker_and_a_redis_primary_lost(
     settings: Settings, blueprint: Blueprint, workers: Workers
 ) -> None:
     """make test's short version: the hourly stations for a month (~8,000 observations), two workers,
-    the busiest broker SIGKILLed and a Redis primary lost."""
+    the busiest broker SIGKILLed, a Redis primary lost, then every Redis node SIGKILLed at once."""
     stream = gt.generate(SEED, _period_label(settings), date(2025, 9, 1), only=SHORT_FEEDS)
     run = Run(settings, blueprint, workers, stream, rate=100)  # ~80 s of stream: faults hit it mid-way
     workers.scale(2)
     run.feeder.start()
     run.kill_busiest_broker(0.15)
-    run.kill_redis_primary(0.6)
+    run.kill_redis_primary(0.45)
+    run.power_cut_redis(0.75)
     run.finish_and_check(workers=2, report_name="cluster_chaos_short.json")
 
 

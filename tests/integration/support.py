@@ -315,7 +315,9 @@ def redis_hash(client: redis.Redis, key: str | bytes) -> dict[bytes, bytes]:
 
 SERVICES = Path(__file__).resolve().parents[2] / "deploy" / "local" / "services"
 LOADING_TROUBLE = re.compile(
-    r"NOPERM|AOF-loading-client|Bad file format|Unrecoverable|truncated|corrupt|CRITICAL|Error|error"
+    r"NOPERM|AOF-loading-client|CRITICAL|Bad file format|Unrecoverable|Unexpected end of file|short read"
+    r"|truncated|[Cc]orrupt|Wrong RDB checksum|Error reading",
+    re.IGNORECASE,
 )
 """What redis-server logs when it could not replay all of its append-only file or snapshot."""
 

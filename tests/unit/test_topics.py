@@ -12,7 +12,7 @@ from stream_app.config.topics import ROLES, load_topics
 from stream_app.domain.catalogue import DOMAINS
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
-from stream_app.state.store import STATE_TTL_S
+from stream_app.state.keys import STATE_TTL_S
 
 TOPICS_FILE = Settings.model_construct().topics_file
 
