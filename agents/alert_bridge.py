@@ -7,6 +7,9 @@ and holds the whole open set, so a restart or a rebalance loses nothing (the com
 the state) and posting the same alert from several workers is idempotent in Alertmanager. It posts
 each change as it arrives and re-posts the open set every ``STREAM_APP_ALERTMANAGER_RESEND_S``.
 An unreachable Alertmanager is retried with backoff and counted; it never holds up the pipeline.
+Kafka away never stops the worker either: the reader waits for the broker (``kafka_alert_bridge``
+waiting, named by ``/readyz``) and, should it fail in any other way, starts again from the beginning
+of the topic after a pause (the compacted topic is the state: nothing is lost by reading it again).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from stream_app.exceptions import DecodeError
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output
 from stream_app.logs import get_logger
-from stream_app.ops import metrics
+from stream_app.ops import metrics, retry
 from stream_app.ops.alertmanager import AlertmanagerClient, OpenAlerts
+from stream_app.ops.failures import classify_kafka
 from stream_app.wire import codecs
 from stream_app.wire.codecs import ConfluentResolver
 from stream_app.wire.schemas import SchemaRegistry
@@ -36,6 +40,7 @@ log = get_logger(__name__)
 
 POLL_S = 0.5
 BATCH = 500
+RESTART_MAX_S = 60.0
 
 
 def transition_counter(schemas: SchemaRegistry) -> Any:
@@ -84,14 +89,23 @@ class AlertBridge:
                 "log_level": 3,
             }
         )
-        metadata = consumer.list_topics(self.topic, timeout=10)
-        partitions = sorted(metadata.topics[self.topic].partitions)
-        consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=10)
+            partitions = sorted(metadata.topics[self.topic].partitions)
+            consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
+        except BaseException:  # the broker out of reach, say: this consumer's threads must not linger
+            consumer.close()
+            raise
         return consumer
 
     async def run(self) -> None:
-        """Catch up with the open set, post it, then follow the topic and re-post on a timer."""
-        consumer = await asyncio.to_thread(self._consumer)
+        """Catch up with the open set, post it, then follow the topic and re-post on a timer; the reader
+        waits for Kafka when it cannot reach it."""
+
+        async def connect() -> Consumer:
+            return await asyncio.to_thread(self._consumer)
+
+        consumer = await retry.retry_until_done("kafka_alert_bridge", connect, self.settings, classify_kafka)
         try:
             caught_up = False
             eof: set[int] = set()
@@ -172,8 +186,20 @@ def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | 
     bridge = AlertBridge(blueprint, url, resolve)
 
     async def alert_bridge() -> None:
+        # An exception escaping a Faust task ends the worker: the bridge starts again instead, after a
+        # pause growing to a minute (one log line a minute at most for a bridge that keeps failing).
+        pause = first = blueprint.settings.retry_max_s
         with contextlib.suppress(asyncio.CancelledError):
-            await bridge.run()
+            while True:
+                started = time.monotonic()
+                try:
+                    await bridge.run()  # returns only by raising: it follows the topic for good
+                except Exception:
+                    if time.monotonic() - started > RESTART_MAX_S:
+                        pause = first  # it had been running well: a new failure, not the same one
+                    log.exception("alert_bridge_failed", restart_in_s=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RESTART_MAX_S)
 
     app.task(alert_bridge)
     log.info("alert_bridge_enabled", alertmanager=url, topic=bridge.topic)

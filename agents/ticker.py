@@ -4,6 +4,12 @@ Timer-driven rules (a feed gone silent, a report not received by its deadline) m
 input at all, and their state belongs to the partition's single writer. So the clock travels as a
 record: a tick, consumed in order with the partition's data by the consolidate agent. A tick carries
 its time; tests and operators (``stream-app tick --at ...``) can send ticks for any moment.
+
+Kafka away does not lose a tick's work nor stop the worker: the run waits until Kafka takes its ticks
+(``produce`` waiting, named by ``/readyz``), then the timer goes on. A tick delivered late carries the
+time it was made, and the next one the time after: the timer rules evaluate each moment in order, so a
+deadline or a silence that passed meanwhile fires at the first tick after it. A Redis outage does not
+concern the ticker: its ticks queue on the internal topic and are applied, in order, once Redis is back.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.partitioning import TICK_KEY
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
+from stream_app.ops import retry
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
@@ -50,5 +57,4 @@ def register(
         if owned:
             log.debug("ticks_sent", partitions=owned, now_ms=now_ms)
 
-    send_ticks.__name__ = send_ticks.__qualname__ = "ticker"
-    app.timer(settings.tick_interval_s)(send_ticks)
+    app.timer(settings.tick_interval_s)(retry.guarded("ticker", send_ticks))

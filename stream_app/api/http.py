@@ -3,13 +3,18 @@
 Documented in ``docs/openapi.yaml`` (also served at ``/api/v1/openapi.yaml``). Every request carries
 a bearer token (``stream_app.api.auth``): without one, or with an unknown one, 401; a role too low, 403.
 Reads (viewer): the answers come from Redis (``stream_app.api.read_model``), so any worker answers for every
-entity. A wrong parameter gets a 400 with a message naming it; nothing stored gets a 404; Redis
-unreachable a 503. Writes (operator): ``POST /api/v1/alerts/{key}/directives`` publishes a directive
-to ``center.directives`` in the operator's name, and an audit record to ``center.audit``.
+entity. A wrong parameter gets a 400 with a message naming it; nothing stored gets a 404. Writes
+(operator): ``POST /api/v1/alerts/{key}/directives`` publishes a directive to ``center.directives`` in
+the operator's name, and an audit record to ``center.audit``.
+
+A dependency down never hangs a request nor gets a 500: every answer comes within ``ANSWER_TIMEOUT_S``,
+and while Redis (for a read) or Kafka (for a directive) does not answer it is a 503 whose JSON body
+names it: ``{"error": "unavailable", "dependency": "redis", "detail": ...}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,12 +35,19 @@ from stream_app.domain.clock import local_date, parse_iso_ms
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.rollup import NATIONAL
 from stream_app.kafka.publisher import Output
+from stream_app.logs import get_logger
 from stream_app.ops import retry
 from stream_app.paths import data_file
 from stream_app.wire import codecs
 
 OPENAPI = data_file("openapi.yaml")  # docs/openapi.yaml, package data in a wheel
 PREFIX = "/api/v1"
+# Every answer comes within this: a dependency that has not answered by then gets a 503 naming it. Above
+# the time a healthy Redis or Kafka takes by far, below the clients' own timeouts (a Redis command's
+# socket times out after 5 s, Kafka's delivery after 30 s: the request would hang as long).
+ANSWER_TIMEOUT_S = 5.0
+
+log = get_logger(__name__)
 
 Handler = Callable[[dict[str, str], int], Awaitable[Any]]
 
@@ -214,9 +226,11 @@ class Directives:
             details={k: directive[k] or "" for k in ("directive_id", "action", "assignee", "comment")},
         )
         topic, audit_key, audit_value = audit.encode(self.blueprint, record)
-        failed = await self.publisher.publish([*outputs, Output(topic, audit_key, audit_value)])
-        if failed:
-            return web.json({"error": "unavailable", "detail": f"not published: {failed[0][1]}"}, status=503)
+        trouble = await self._publish(
+            directive["directive_id"], [*outputs, Output(topic, audit_key, audit_value)]
+        )
+        if trouble is not None:
+            return web.json(trouble, status=503)
         return web.json(
             {
                 "directive_id": directive["directive_id"],
@@ -225,6 +239,26 @@ class Directives:
             },
             status=202,
         )
+
+    async def _publish(self, directive_id: str, outputs: list[Output]) -> dict[str, str] | None:
+        """Publish a directive and its audit record; the body of the 503 when Kafka did not take them."""
+        if "kafka" in retry.unavailable():  # known down: refused before anything is handed to the producer
+            return unavailable(
+                "kafka", "Kafka is not taking records now (see /readyz): nothing was published"
+            )
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                failed = await self.publisher.publish(outputs)
+        except TimeoutError:
+            detail = (
+                f"Kafka did not acknowledge the directive within {ANSWER_TIMEOUT_S:g} s; it may still be"
+                " delivered once Kafka is back: look for its directive_id on the directives topic before"
+                " sending it again"
+            )
+            return {**unavailable("kafka", detail), "directive_id": directive_id}
+        if failed:
+            return unavailable("kafka", f"not published: {failed[0][1]}")
+        return None
 
     def _directive(self, alert_key: str, body: Any, identity: Identity) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -273,7 +307,11 @@ class Directives:
             details=details,
         )
         topic, audit_key, value = audit.encode(self.blueprint, record)
-        await self.publisher.publish([Output(topic, audit_key, value)])
+        try:  # the refusal is answered whatever happens to its audit record: bounded like every answer
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                await self.publisher.publish([Output(topic, audit_key, value)])
+        except TimeoutError:
+            log.warning("audit_not_acknowledged", actor=identity.name, outcome=outcome, subject=key[:300])
 
 
 ACTIONS = ("ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE")
@@ -291,20 +329,31 @@ def _page(path: str, handler: Handler, gate: Gate) -> Callable[[Any, Any], Await
     return page
 
 
+def unavailable(dependency: str, detail: str) -> dict[str, str]:
+    """The body of a 503: which dependency is down (``redis``, ``kafka``, ``state``) and what it means."""
+    return {"error": "unavailable", "dependency": dependency, "detail": detail}
+
+
 async def answer(handler: Handler, params: dict[str, str]) -> tuple[int, Any]:
-    """A read's HTTP status and JSON body: 400 for a wrong parameter, 404 for nothing stored, 503 while
-    Redis is unreachable or the state is being rebuilt."""
+    """A read's HTTP status and JSON body: 400 for a wrong parameter, 404 for nothing stored, 503 naming
+    the dependency while Redis does not answer (within ``ANSWER_TIMEOUT_S``) or the state is being
+    rebuilt."""
     if "state_lost" in retry.retrying():  # the state lacks what was acknowledged: no answer is true
         detail = "the state is being rebuilt from the log (stream-app state rebuild); ask again later"
-        return 503, {"error": "unavailable", "detail": detail}
+        return 503, unavailable("state", detail)
     try:
-        return 200, await handler(params, int(time.time() * 1000))
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            return 200, await handler(params, int(time.time() * 1000))
     except BadRequest as exc:
         return 400, {"error": "bad_request", "detail": str(exc)}
     except NotFound as exc:
         return 404, {"error": "not_found", "detail": str(exc)}
-    except (RedisError, OSError) as exc:
-        return 503, {"error": "unavailable", "detail": f"state store: {exc}"}
+    except (RedisError, OSError) as exc:  # a timeout too (TimeoutError is an OSError): Redis did not answer
+        if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
+            detail = f"the state store did not answer within {ANSWER_TIMEOUT_S:g} s"
+        else:
+            detail = f"state store: {exc}"
+        return 503, unavailable("redis", detail)
 
 
 def whoami(identity: Identity) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from enum import Enum
 
 from aiokafka import errors as kafka_errors
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException as RdKafkaException
 from faust.exceptions import NotReady
 from redis import exceptions as redis_errors
 
@@ -141,9 +143,41 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__
 
 
+# librdkafka's own (negative) error codes: a broker out of reach, a request that timed out
+_RDKAFKA_TRANSIENT = frozenset(
+    {
+        RdKafkaError._TRANSPORT,
+        RdKafkaError._ALL_BROKERS_DOWN,
+        RdKafkaError._TIMED_OUT,
+        RdKafkaError._MSG_TIMED_OUT,
+        RdKafkaError._QUEUE_FULL,
+        RdKafkaError._RESOLVE,
+        RdKafkaError._WAIT_COORD,
+        RdKafkaError._UNKNOWN_TOPIC,
+        RdKafkaError._UNKNOWN_PARTITION,
+    }
+)
+_RDKAFKA_BLOCKED = frozenset({RdKafkaError._AUTHENTICATION})
+
+
+def _classify_librdkafka(error: RdKafkaError) -> Failure:
+    """An error of a confluent-kafka client (the alert bridge's and the screen's readers, the probes'
+    admin client), judged as the aiokafka error of the same Kafka error code would be."""
+    code = error.code()
+    if code > 0:
+        return classify_kafka(kafka_errors.for_code(code)(error.str()))
+    if code in _RDKAFKA_TRANSIENT or error.retriable():
+        return Failure.TRANSIENT
+    if code in _RDKAFKA_BLOCKED:
+        return Failure.BLOCKED
+    return Failure.PERMANENT
+
+
 def classify_kafka(exc: BaseException) -> Failure:
     """A produce (or other client) error: transient, blocking, or permanent for the record."""
     for cause in causes(exc):
+        if isinstance(cause, RdKafkaException) and cause.args and isinstance(cause.args[0], RdKafkaError):
+            return _classify_librdkafka(cause.args[0])
         if isinstance(cause, _KAFKA_BLOCKED):
             return Failure.BLOCKED
         if isinstance(cause, _KAFKA_TRANSIENT):

@@ -146,6 +146,8 @@ RETRY_OPERATIONS = (
     "schema_registry",
     "state_lost",
     "kafka_offsets",
+    "redis_briefing",  # the briefing timer waiting for its marker, its figures or to set the marker
+    "kafka_alert_bridge",  # the alert bridge's reader waiting for the broker
 )
 
 EVENT_AGE_SECONDS = Histogram(

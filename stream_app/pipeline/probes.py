@@ -24,7 +24,6 @@ from typing import Any
 import faust
 from confluent_kafka.admin import AdminClient
 from faust.sensors import Sensor
-from redis.exceptions import RedisError
 
 from stream_app import __version__
 from stream_app.config.blueprint import Blueprint
@@ -193,8 +192,9 @@ class Operations:
     async def probe(self) -> None:
         """One round: Redis and Kafka reachability, assignment and lag gauges, the ready gauge."""
         self.redis_ok, self.kafka_ok = await asyncio.gather(self._probe_redis(), self._probe_kafka())
-        metrics.DEPENDENCY_UP.labels("redis").set(int(self.redis_ok))
-        metrics.DEPENDENCY_UP.labels("kafka").set(int(self.kafka_ok))
+        for dependency, reachable in (("redis", self.redis_ok), ("kafka", self.kafka_ok)):
+            metrics.DEPENDENCY_UP.labels(dependency).set(int(reachable))
+            retry.probed(dependency, reachable=reachable)
         self.refresh_assignment()
         await self.refresh_lag()
         metrics.WORKER_READY.set(int(self.readiness()[0]))
@@ -202,7 +202,7 @@ class Operations:
     async def _probe_redis(self) -> bool:
         try:
             await asyncio.wait_for(self.redis.ping(), PROBE_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError):
+        except Exception:  # RedisError, OSError, the timeout, or anything else: not reachable as it must be
             return False
         return True
 
@@ -271,7 +271,8 @@ class Operations:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready to do its share of the work: in the group with its partitions, Kafka and Redis
-        reachable at the last probe, and no operation waiting for a dependency."""
+        reachable at the last probe, and no operation waiting for a dependency. ``unavailable`` names
+        the dependencies down (unreachable at the last probe, or waited for)."""
         waiting = sorted(retry.retrying())
         checks = {
             "partitions_assigned": self.assigned_once and not self.rebalancing,
@@ -286,4 +287,5 @@ class Operations:
             "assigned_partitions": self.assigned,
             "rebalancing": self.rebalancing,
             "waiting_for": waiting,
+            "unavailable": retry.unavailable(),
         }

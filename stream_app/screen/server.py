@@ -8,6 +8,10 @@ Live alert changes are pushed (server-sent events) from one reader of ``center.a
 (:mod:`stream_app.screen.feed`). An operator's directive is published to ``center.directives`` with its
 audit record, exactly as the worker's API does; the page itself (HTML, script, styles) is static, carries
 no data and needs no token; every ``/api/v1`` call does (``Authorization: Bearer``).
+
+A dependency away is answered as the worker's API answers it (:func:`stream_app.api.http.answer`): a
+503 naming ``redis`` (or ``kafka`` for a directive) within 5 s, never a hang; the live alerts' reader
+and the Redis snapshots of the open alerts retry by themselves.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ STATIC = resources.files("stream_app.screen") / "static"
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
 HEARTBEAT_S = 15.0
 SNAPSHOT_S = 60.0  # how often the live view of open alerts is checked against Redis
+SNAPSHOT_RETRY_MAX_S = 5.0  # the longest pause between snapshots Redis could not answer
 # Answers that change once a reporting period or a day, and read hundreds of keys: reused a minute.
 SLOW_ANSWERS = frozenset({"/compliance", "/briefing", "/indicators"})
 SLOW_ANSWERS_S = 60.0
@@ -208,17 +213,24 @@ class Screen:
         """Redis's open alerts each time the reader starts following the topic, and every minute after
         (heals anything missed); until then, the open alerts are answered from Redis."""
         loaded_at, generation = -SNAPSHOT_S, 0
+        failures, retry_at = 0, 0.0
         while True:
             await asyncio.sleep(0.2)
             due = reader.generation != generation or time.monotonic() - loaded_at >= SNAPSHOT_S
-            if not reader.following.is_set() or not due:
+            if not reader.following.is_set() or not due or time.monotonic() < retry_at:
                 continue
             following = reader.generation
             try:
                 self.open_alerts.load(await self.store.indexed_alerts())
-            except Exception as exc:  # Redis away, a record not ours: the next turn tries again
-                log.warning("screen_alert_snapshot_failed", error=repr(exc))
+            except Exception as exc:  # Redis away, a record not ours: tried again, backing off to 5 s
+                failures += 1
+                retry_at = time.monotonic() + min(0.2 * 2**failures, SNAPSHOT_RETRY_MAX_S)
+                if failures == 1:  # once, not five times a second for as long as Redis is away
+                    log.warning("screen_alert_snapshot_failed", error=repr(exc))
                 continue
+            if failures:
+                log.info("screen_alert_snapshot_recovered", failed_attempts=failures)
+                failures = 0
             loaded_at, generation = time.monotonic(), following
             if reader.generation != following or not reader.following.is_set():
                 self.open_alerts.forget()  # it stopped or restarted meanwhile: read again
