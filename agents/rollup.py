@@ -42,8 +42,9 @@ from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.state import ledger
 from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of
-from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer
+from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer, StateLostError
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
@@ -124,7 +125,15 @@ class Rollup:
         for write in batch.writes:
             touched.setdefault(write.write.period, set()).add(write.index)
         periods = sorted(touched)
+        vouched = [] if self.replay else await self._check_ledger(periods)
         applied = await self.store.apply_rollup([w.write for w in batch.writes], periods, applied=marks)
+        if vouched:  # what the periods' hashes hold now, where it grew: the next batch's check
+            grown = {
+                period: len(this)
+                for period, (this, _), (_, before) in zip(periods, applied.periods, vouched, strict=True)
+                if not isinstance(this, BaseException) and len(this) > (before or 0)
+            }
+            await self.store.vouch_rollups(grown)
         for position, refusal in applied.refused.items():
             batch.fail(batch.writes[position].index, Reasons.STATE_WRITE_FAILED, repr(refusal), refusal)
         outputs: list[Output] = []
@@ -138,6 +147,21 @@ class Rollup:
             if output is not None:
                 outputs.append(replace(output, blame=frozenset(touched[period])))
         return outputs
+
+    async def _check_ledger(self, periods: list[PeriodKey]) -> list[tuple[int, int | None]]:
+        """Before writing: raise StateLostError when a period's hash holds fewer sources than the
+        roll-ups' ledger says it held (:mod:`stream_app.state.ledger`); else its entries."""
+        found = await self.store.rollup_ledger(periods)
+        lost = [
+            problem
+            for period, (held, before) in zip(periods, found, strict=True)
+            for problem in [ledger.rollup_loss("|".join(period), held, before)]
+            if problem is not None
+        ]
+        if lost:
+            more = f" (and {len(lost) - 1} more periods)" if len(lost) > 1 else ""
+            raise StateLostError(lost[0] + more)
+        return found
 
     def _decode(self, index: int, message: Any, batch: _Batch) -> None:
         """One contribution record: its writes into ``batch``; bad items mark the record failed."""

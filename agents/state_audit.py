@@ -9,6 +9,7 @@ import faust
 
 from stream_app.agents._batch import committed_offsets, earliest_offsets
 from stream_app.config.blueprint import Blueprint
+from stream_app.ops import retry
 from stream_app.state.guard import Partition, StateAudit
 from stream_app.state.store import StateLayer
 
@@ -32,9 +33,6 @@ def register(app: faust.App, blueprint: Blueprint, store: StateLayer) -> StateAu
         stage_of=lambda topic: stages.get(topic, topic),
     )
 
-    async def audit_state() -> None:
-        await audit.run_once()
-
-    audit_state.__name__ = audit_state.__qualname__ = "state_audit"
-    app.timer(blueprint.settings.state_audit_s)(audit_state)
+    # run_once never raises; guarded all the same, as every timer (an escaping exception ends the worker)
+    app.timer(blueprint.settings.state_audit_s)(retry.guarded("state_audit", audit.run_once))
     return audit

@@ -311,6 +311,10 @@ class StateAudit:
             problem = await self.store.ledger_loss(source_of(p), self.sample)
             if problem is not None:
                 return self.stage_of(p[0]), problem
+        if any(self.stage_of(topic) == "rollup" for topic, _ in partitions):
+            problem = await self.store.rollup_ledger_loss(self.sample)
+            if problem is not None:
+                return "rollup", problem
         return None
 
     async def run_once(self) -> None:

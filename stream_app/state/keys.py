@@ -72,6 +72,11 @@ class Keys:
         partition, as the applied mark vouches (:mod:`stream_app.state.ledger`)."""
         return self._meta("ledger", source)
 
+    def rollup_ledger(self) -> str:
+        """The roll-ups' ledger: roll-up period key -> how many sources its hash held when last applied
+        (:mod:`stream_app.state.ledger`)."""
+        return self._meta("ledger", "rollups")
+
     def rebuilding(self) -> str:
         """Set while ``stream-app state rebuild`` runs: the state is not to be applied to."""
         return self._meta("rebuilding")

@@ -13,6 +13,11 @@ are read in the same round trip as their states: an entity whose state holds les
 its ledger entry (or nothing) lost its keys. The stage then applies nothing and waits as for any lost
 state (``state_lost``). An entry older than the state's time to live vouches for nothing (the entity may
 have expired), and a rebuild starts the ledgers afresh.
+
+Roll-up periods have one ledger (``<prefix>:{meta}:ledger:rollups``): period key -> ``sources;ms``, how
+many sources the period's hash held after its last batch (a source's entry is never removed, only
+replaced). Before a roll-up batch writes, the periods it touches are checked against it: a hash
+holding fewer sources lost some (or all) of them.
 """
 
 from __future__ import annotations
@@ -67,4 +72,14 @@ def loss(entity: str, source: str, state: Mapping[bytes, bytes], vouched: int | 
     return (
         f"{source}: entity {entity} was committed up to offset {vouched}, its state holds {what} of it: "
         "its keys were lost while the applied mark was kept"
+    )
+
+
+def rollup_loss(key: str, held: int, vouched: int | None) -> str | None:
+    """Why a roll-up period's hash (``held`` sources now) lacks sources the ledger says it had."""
+    if vouched is None or held >= vouched:
+        return None
+    return (
+        f"roll-up {key} holds {held} sources, its ledger says it held {vouched}: its entries were lost "
+        "while the applied marks were kept"
     )

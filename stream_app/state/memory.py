@@ -154,6 +154,31 @@ class MemoryStateStore:
                 return problem
         return None
 
+    async def rollup_ledger(self, periods: Sequence[PeriodKey]) -> list[tuple[int, int | None]]:
+        entries = self.hashes.get(self.keys.rollup_ledger(), {})
+        now_ms = int(time.time() * 1000)
+        return [
+            (
+                len(self.hashes.get(self.keys.rollup(*p), {})),
+                ledger.decode(entries.get(self.keys.rollup(*p)), now_ms),
+            )
+            for p in periods
+        ]
+
+    async def vouch_rollups(self, counts: Mapping[PeriodKey, int]) -> None:
+        now_ms = int(time.time() * 1000)
+        entries = self.hashes.setdefault(self.keys.rollup_ledger(), {})
+        entries.update({self.keys.rollup(*p): ledger.encode(n, now_ms) for p, n in counts.items()})
+
+    async def rollup_ledger_loss(self, count: int) -> str | None:
+        now_ms = int(time.time() * 1000)
+        for name, value in sorted(self.hashes.get(self.keys.rollup_ledger(), {}).items())[:count]:
+            held = len(self.hashes.get(name, {}))
+            problem = ledger.rollup_loss(name, held, ledger.decode(value, now_ms))
+            if problem is not None:
+                return problem
+        return None
+
     async def set_marks(self, marks: Mapping[str, int], epoch: str) -> None:
         for source, offset in marks.items():
             self.markers[self.keys.applied(source)] = str(offset)

@@ -237,6 +237,18 @@ class StateLayer(Protocol):
         ``periods`` and its last year's."""
         ...
 
+    async def rollup_ledger(self, periods: Sequence[PeriodKey]) -> list[tuple[int, int | None]]:
+        """Per period: how many sources its hash holds, and how many the roll-ups' ledger says it held."""
+        ...
+
+    async def vouch_rollups(self, counts: Mapping[PeriodKey, int]) -> None:
+        """Record in the roll-ups' ledger how many sources each period's hash holds now."""
+        ...
+
+    async def rollup_ledger_loss(self, count: int) -> str | None:
+        """Up to ``count`` roll-up ledger entries at random, checked against their hashes."""
+        ...
+
     async def entity_state(self, entity: str) -> EntityState | None:
         """An entity's decoded state hash; None if it has none."""
         ...
@@ -644,6 +656,58 @@ class StateStore:
         _raise_mark_refusal(marks, replies[len(writes) : len(writes) + len(marks)])
         reads = [_entries_or_error(r) for r in replies[len(writes) + len(marks) :]]
         return RollupApplied(refused, list(zip(reads[0::2], reads[1::2], strict=True)))
+
+    async def rollup_ledger(self, periods: Sequence[PeriodKey]) -> list[tuple[int, int | None]]:
+        """One round trip: the periods' hash lengths and their ledger entries (waits out Redis)."""
+        if not periods:
+            return []
+        names = [self.keys.rollup(*p) for p in periods]
+
+        async def read() -> list[Any]:
+            async with self._batch() as pipe:
+                pipe.hmget(self.keys.rollup_ledger(), names)
+                for name in names:
+                    pipe.hlen(name)
+                result: list[Any] = await pipe.execute()
+                return result
+
+        vouched, *held = await self._retry("rollup", read)
+        now_ms = int(time.time() * 1000)
+        return [(int(n), ledger.decode(v, now_ms)) for v, n in zip(vouched, held, strict=True)]
+
+    async def vouch_rollups(self, counts: Mapping[PeriodKey, int]) -> None:
+        if not counts:
+            return
+        now_ms = int(time.time() * 1000)
+        pairs: list[str] = []
+        for period, n in sorted(counts.items()):
+            pairs += [self.keys.rollup(*period), ledger.encode(n, now_ms)]
+
+        async def write() -> None:
+            await self._client.execute_command("HSET", self.keys.rollup_ledger(), *pairs)
+
+        await self._retry("rollup", write)
+
+    async def rollup_ledger_loss(self, count: int) -> str | None:
+        raw: list[Any] = (
+            await self._client.hrandfield(  # type: ignore[assignment]  # with values: a flat list
+                self.keys.rollup_ledger(), count, withvalues=True
+            )
+            or []
+        )
+        pairs = [(_text(name), value) for name, value in zip(raw[0::2], raw[1::2], strict=True)]
+        if not pairs:
+            return None
+        async with self._batch() as pipe:
+            for name, _ in pairs:
+                pipe.hlen(name)
+            held: list[Any] = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        for (name, value), n in zip(pairs, held, strict=True):
+            problem = ledger.rollup_loss(name, int(n), ledger.decode(value, now_ms))
+            if problem is not None:
+                return problem
+        return None
 
     # ------------------------------------------------------------------ the query API's reads
 

@@ -1,11 +1,11 @@
 """Partial loss is caught, on Redis as shipped (``deploy/local/services up redis``).
 
 A worker applies observations of six stations; then the state is damaged the ways Redis loses data —
-the applied marks gone with the entities kept, an entity's keys gone with the marks kept, a restore from
-an older backup, an append-only file cut short (loaded in part), an RDB snapshot older than the lost
-append-only file. With no record arriving, the worker's state audit (marks against the group's committed
-offsets, ledger against entities) makes it not ready, ``state_lost``; a record that arrives then for a
-damaged entity is not applied. (A failover to a lagging replica is a cluster's: tests/cluster.)
+the applied marks gone with the entities kept, an entity's keys gone with the marks kept, a roll-up's
+periods gone, a restore from an older backup, an append-only file cut short (loaded in part), an RDB
+snapshot older than the lost append-only file. With no record arriving, the worker's state audit (marks
+against the group's committed offsets, ledgers against entities and roll-ups) makes it not ready,
+``state_lost``; a record that arrives then for a damaged entity is not applied.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ STATIONS = {
     "HUE-AQ-PHUHOI": "46",
     "CT-AQ-NINHKIEU": "92",
 }
-SHAPES = ("marks-gone", "entity-gone", "old-backup", "aof-cut-short", "rdb-older-than-aof")
+SHAPES = ("marks-gone", "entity-gone", "rollup-gone", "old-backup", "aof-cut-short", "rdb-older-than-aof")
 
 
 def _entity(station: str) -> str:
@@ -111,6 +111,10 @@ def _damage(shape: str, server: ServicesRedis, feed: Feed, tmp_path: Path) -> No
     elif shape == "entity-gone":
         entity = _entity("HP-AQ-LECHAN")
         keys = list(admin.scan_iter(match=f"{prefix}:{{{entity}}}:*"))
+        assert keys
+        admin.delete(*keys)
+    elif shape == "rollup-gone":  # the nation's roll-up periods of the indicator, the marks kept
+        keys = list(admin.scan_iter(match=f"{prefix}:{{rollup|ENV.AQI|VN}}:*"))
         assert keys
         admin.delete(*keys)
     elif shape == "old-backup":
