@@ -124,3 +124,25 @@ async def test_an_audit_that_cannot_reach_its_dependencies_waits_for_the_next_in
     audit.committed = down
     await audit.run_once()  # never raises: it runs on a timer
     assert audit_finding() is None
+
+
+def test_a_roll_up_holding_fewer_sources_than_vouched_is_lost() -> None:
+    assert ledger.rollup_loss("k", 3, None) is None
+    assert ledger.rollup_loss("k", 3, 3) is None
+    assert ledger.rollup_loss("k", 4, 3) is None  # a new source since
+    lost = ledger.rollup_loss("k", 1, 3)
+    assert lost is not None
+    assert "holds 1 sources" in lost
+
+
+@pytest.mark.asyncio
+async def test_the_roll_up_ledger_follows_what_the_hashes_held() -> None:
+    store = MemoryStateStore()
+    period = ("ENV.AQI", "VN", "", "2025-05")
+    assert await store.rollup_ledger([period]) == [(0, None)]
+    store.hashes[store.keys.rollup(*period)] = {"a": "1;x", "b": "2;y"}
+    await store.vouch_rollups({period: 2})
+    assert await store.rollup_ledger([period]) == [(2, 2)]
+    assert await store.rollup_ledger_loss(64) is None
+    del store.hashes[store.keys.rollup(*period)]["a"]
+    assert "holds 1 sources" in (await store.rollup_ledger_loss(64) or "")
