@@ -196,6 +196,9 @@ def earliest_offsets(app: faust.App) -> EarliestOffsets:
     return earliest
 
 
+COMMITTED_TIMEOUT_S = 10.0
+
+
 def committed_offsets(app: faust.App) -> CommittedOffsets:
     """What Kafka says the group committed for each partition asked (None: nothing), fetched from the
     group's coordinator by the worker's own consumer (aiokafka's ``committed``, in its thread)."""
@@ -206,11 +209,17 @@ def committed_offsets(app: faust.App) -> CommittedOffsets:
 
         async def fetch() -> dict[Partition, int | None]:
             consumer = thread._ensure_consumer()
-            out: dict[Partition, int | None] = {}
-            for topic, partition in partitions:
-                offset = await consumer.committed(TP(topic, partition))
-                out[(topic, partition)] = None if offset is None or offset < 0 else int(offset)
-            return out
+
+            async def each() -> dict[Partition, int | None]:
+                out: dict[Partition, int | None] = {}
+                for topic, partition in partitions:
+                    offset = await consumer.committed(TP(topic, partition))
+                    out[(topic, partition)] = None if offset is None or offset < 0 else int(offset)
+                return out
+
+            # aiokafka retries a coordinator it cannot reach for ever: bounded, so the audit gives up
+            # (and tries at its next interval) instead of holding the consumer thread
+            return await asyncio.wait_for(each(), COMMITTED_TIMEOUT_S)
 
         result: dict[Partition, int | None] = await thread.call_thread(fetch)
         return result

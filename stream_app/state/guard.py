@@ -252,6 +252,7 @@ class _LostGauge:
 
 CommittedOffsets = Callable[[Sequence[Partition]], Awaitable[Mapping[Partition, int | None]]]
 _finding: dict[str, str] = {}  # "audit" -> what the last audit found wrong; empty while sound
+STALE_AFTER_SKIPS = 4  # audits in a row that could not run before the last finding is dropped
 
 
 def audit_finding() -> str | None:
@@ -290,6 +291,7 @@ class StateAudit:
         self.sample = sample
         self._wait = contextlib.ExitStack()
         self._stages: dict[str, _LostGauge] = {}
+        self._skipped = 0  # audits in a row that could not run
 
     async def check(self) -> tuple[str, str] | None:
         """(the stage, what is wrong) of the first loss found in the partitions owned now; None: sound."""
@@ -324,8 +326,12 @@ class StateAudit:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis or Kafka away: the stages wait it out; audit next time
-            log.warning("state_audit_skipped", error=repr(exc)[:300])
+            self._skipped += 1
+            log.warning("state_audit_skipped", error=repr(exc)[:300], in_a_row=self._skipped)
+            if self._skipped >= STALE_AFTER_SKIPS:  # a finding nobody can confirm any more goes; the
+                self.clear()  # stages' own checks still refuse a lost state when a batch meets it
             return
+        self._skipped = 0
         if found is None:
             self.clear()
             return

@@ -28,6 +28,8 @@ from stream_app.domain.entity import EntityState
 from stream_app.state.keys import STATE_TTL_S
 
 STATE_TTL_MS = STATE_TTL_S * 1000
+EXPIRY_MARGIN_MS = 24 * 3600 * 1000  # workers' clocks and Redis's may differ: an entry this close to
+# the state's expiry vouches for nothing
 
 
 def encode(offset: int, now_ms: int) -> str:
@@ -43,7 +45,7 @@ def decode(raw: bytes | str | None, now_ms: int) -> int | None:
     text = raw.decode() if isinstance(raw, bytes) else raw
     offset, _, written = text.partition(";")
     try:
-        if int(written) + STATE_TTL_MS <= now_ms:
+        if int(written) + STATE_TTL_MS - EXPIRY_MARGIN_MS <= now_ms:
             return None
         return int(offset)
     except ValueError:

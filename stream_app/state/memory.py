@@ -55,6 +55,7 @@ class MemoryStateStore:
     markers: dict[str, str] = field(default_factory=dict)
     broken: dict[str, BaseException] = field(default_factory=dict)  # entity -> the error Redis would give
     round_trips: int = 0
+    unvouched: dict[str, dict[str, int]] = field(default_factory=dict)  # confirmed, not in a ledger yet
 
     # ------------------------------------------------------------------ the stateful step
 
@@ -123,11 +124,15 @@ class MemoryStateStore:
             else:
                 written += self._commit_one(c.keys, c.args)
         self._mark(applied)
-        if applied:  # what the marks vouch for (lua/applied_mark.lua)
+        if applied:  # what the marks vouch for, one batch behind, as StateStore.commit
             now_ms = int(time.time() * 1000)
-            for source, pairs in ledger.entries((c.entity, c.args) for c in commits).items():
+            for source in applied:
                 entries = self.hashes.setdefault(self.keys.ledger(source), {})
-                entries.update({e: ledger.encode(at, now_ms) for e, at in pairs if e not in failed})
+                pending = self.unvouched.pop(source, {})
+                entries.update({e: ledger.encode(at, now_ms) for e, at in pending.items()})
+            for source, pairs in ledger.entries((c.entity, c.args) for c in commits).items():
+                later = self.unvouched.setdefault(source, {})
+                later.update({e: max(at, later.get(e, at)) for e, at in pairs if e not in failed})
         return written, failed
 
     def _mark(self, applied: Mapping[str, Mark] | None) -> None:

@@ -42,7 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream_app.ops.failures import classify_redis
 
 SYNC_KEY_TTL_MS = 60_000
-READ_ONLY = frozenset({"HGETALL", "HMGET", "HGET", "GET", "EXISTS", "SMEMBERS", "ZRANGEBYSCORE"})
+READ_ONLY = frozenset({"HGETALL", "HMGET", "HGET", "HLEN", "GET", "EXISTS", "SMEMBERS", "ZRANGEBYSCORE"})
 
 
 @dataclass(slots=True)
@@ -267,6 +267,9 @@ class RoutedPipeline:
 
     def hmget(self, key: str, names: list[str]) -> RoutedPipeline:
         return self.execute_command("HMGET", key, *names)
+
+    def hlen(self, key: str) -> RoutedPipeline:
+        return self.execute_command("HLEN", key)
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> None:
         """What ``Script.__call__`` sends when the client is not a redis-py pipeline."""

@@ -363,6 +363,8 @@ class StateStore:
         self._range_script = client.register_script(lua_script("observations_between.lua"))
         self._rollup_script = client.register_script(lua_script("rollup_apply.lua"))
         self._mark_script = client.register_script(lua_script("applied_mark.lua"))
+        # per partition, the commits Redis confirmed that no ledger holds yet: the next mark writes them
+        self._unvouched: dict[str, dict[str, int]] = {}
         self._router = (
             ClusterRouter(
                 client,
@@ -456,9 +458,10 @@ class StateStore:
         if not commits and not indexes and not marks:
             return 0, {}
         before = [self._index_command(write) for write in indexes]
-        # what each mark vouches for: the entities of its partition this batch commits (a replay sets
-        # no marks, and so no ledger: a rebuild starts the ledgers afresh)
-        vouched = ledger.entries((c.entity, c.args) for c in commits) if marks else {}
+        # what each mark vouches for: the commits of its partition that Redis confirmed in earlier batches
+        # (a commit vouched for before its reply came could be one that never landed). A replay sets no
+        # marks, and so no ledger: a rebuild starts the ledgers afresh.
+        carried = {source: sorted(self._unvouched.pop(source, {}).items()) for source, _ in marks}
         now_ms = int(time.time() * 1000)
 
         async def write() -> list[Any]:
@@ -471,7 +474,7 @@ class StateStore:
                 # without the writes it covers (on a cluster: once every primary holds them)
                 _barrier(pipe)
                 for source, mark in marks:
-                    await self._mark(pipe, source, mark, vouched.get(source, ()), now_ms)
+                    await self._mark(pipe, source, mark, carried[source], now_ms)
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
@@ -490,9 +493,18 @@ class StateStore:
             else:
                 written += int(reply)
         _raise_mark_refusal(marks, results[end:])
-        if failed and vouched:
-            await self._unvouch(failed, vouched)
+        if marks:
+            self._confirmed(commits, failed)
         return written, failed
+
+    def _confirmed(self, commits: Sequence[PreparedCommit], failed: Mapping[str, BaseException]) -> None:
+        """Remember the commits Redis confirmed (written, or already there: the state holds the
+        offset either way), for the next mark of their partition to vouch for."""
+        for source, pairs in ledger.entries((c.entity, c.args) for c in commits).items():
+            pending = self._unvouched.setdefault(source, {})
+            for entity, offset in pairs:
+                if entity not in failed:
+                    pending[entity] = max(offset, pending.get(entity, offset))
 
     async def _mark(
         self, pipe: Any, source: str, mark: Mark, vouched: Sequence[tuple[str, int]] = (), now_ms: int = 0
@@ -503,20 +515,6 @@ class StateStore:
         for entity, at in vouched:
             args += [entity, ledger.encode(at, now_ms)]
         await self._mark_script(keys=keys, args=args, client=pipe)
-
-    async def _unvouch(self, failed: Mapping[str, BaseException], vouched: Mapping[str, Any]) -> None:
-        """The entities Redis refused to commit (their records are dead-lettered) are not what the mark
-        vouches for: their ledger entries go (rare; the next commit of each writes one again)."""
-
-        async def forget() -> None:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for source, pairs in vouched.items():
-                    gone = [entity for entity, _ in pairs if entity in failed]
-                    if gone:
-                        pipe.hdel(self.keys.ledger(source), *gone)
-                await pipe.execute()
-
-        await self._retry("commit", forget)
 
     async def ledger_loss(self, source: str, count: int) -> str | None:
         """Up to ``count`` ledger entries of ``source`` at random (HRANDFIELD), each checked against its

@@ -59,10 +59,12 @@ class PartitionState:
     high: int
     committed: int | None  # the group's next offset (None: the group never committed)
     mark: int | None
+    ledger: str | None = None  # what a check of the partition's ledger found lost (None: nothing)
 
     @property
     def problem(self) -> str | None:
-        return loss(source_of((self.topic, self.partition)), self.mark, self.committed, self.low)
+        found = loss(source_of((self.topic, self.partition)), self.mark, self.committed, self.low)
+        return found or self.ledger
 
 
 @dataclass(slots=True)
@@ -101,19 +103,40 @@ def status(blueprint: Blueprint) -> list[PartitionState]:
         }
     finally:
         consumer.close()
-    check = asyncio.run(_checkpoint(blueprint, [source_of(p) for p in partitions]))
+    check, ledgers = asyncio.run(_checkpoint(blueprint, [source_of(p) for p in partitions]))
     return [
         PartitionState(
-            t, p, bounds[(t, p)][0], bounds[(t, p)][1], committed[(t, p)], check[source_of((t, p))]
+            t,
+            p,
+            bounds[(t, p)][0],
+            bounds[(t, p)][1],
+            committed[(t, p)],
+            check[source_of((t, p))],
+            ledgers.get(source_of((t, p))),
         )
         for t, p in partitions
     ]
 
 
-async def _checkpoint(blueprint: Blueprint, sources: list[str]) -> dict[str, int | None]:
+LEDGER_SAMPLE = 5000  # ledger entries checked per partition by `state status` (the workers' audit: 64)
+
+
+async def _checkpoint(
+    blueprint: Blueprint, sources: list[str]
+) -> tuple[dict[str, int | None], dict[str, str | None]]:
+    """The applied marks, and what a check of each partition's ledger (the roll-ups' for the roll-up
+    topic's) found lost."""
     client = connect(blueprint.settings)
     try:
-        return (await StateStore(client, blueprint.settings).checkpoint(sources)).applied
+        store = StateStore(client, blueprint.settings)
+        marks = (await store.checkpoint(sources)).applied
+        ledgers = {source: await store.ledger_loss(source, LEDGER_SAMPLE) for source in sources}
+        rollups = await store.rollup_ledger_loss(LEDGER_SAMPLE)
+        rollup_topic = blueprint.topic_by_role("rollup").name
+        for source in sources:
+            if source.rsplit(":", 1)[0] == rollup_topic and ledgers[source] is None:
+                ledgers[source] = rollups
+        return marks, ledgers
     finally:
         await client.aclose()
 

@@ -1,8 +1,9 @@
 """Nothing lost when Redis goes (the state is a cache of the log).
 
 A stream of ≥ 20,000 observations with duplicates, corrections and late values (``ground_truth.py``) is
-applied by a worker whose Redis is a private redis-server. Every query-API answer about the touched
-entities and roll-ups is recorded, then Redis is SIGKILLed and started again:
+applied by a worker whose Redis is a private one started as shipped (``deploy/local/services up redis``).
+Every query-API answer about the touched entities and roll-ups is recorded, then Redis is SIGKILLed and
+started again:
 
 - with persistence (AOF everysec + RDB, the project's default) every answer is equal afterwards, and
   when the stream goes on nothing is counted twice: every aggregate equals the ground truth;

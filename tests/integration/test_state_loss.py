@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from stream_app.config.blueprint import Blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.settings import Settings
+from stream_app.tools import state as state_tool
 from stream_app.wire import codecs
 
 from .support import ServicesRedis, group_lag, metric_value, observation, produce, wait_until
@@ -34,6 +36,8 @@ STATIONS = {
     "HUE-AQ-PHUHOI": "46",
     "CT-AQ-NINHKIEU": "92",
 }
+REPAIRED = ("entity-gone", "rollup-gone")  # repaired in the test as the runbook says (the others: rebuilds
+# of lost marks, tested in test_state_durability.py)
 SHAPES = ("marks-gone", "entity-gone", "rollup-gone", "old-backup", "aof-cut-short", "rdb-older-than-aof")
 
 
@@ -188,3 +192,24 @@ def test_a_partial_loss_makes_the_worker_refuse_before_applying_anything(  # noq
     assert {s: feed.seen(s) for s in STATIONS} == held, "nothing applied on the damaged state"
     assert _readyz(local)[0] == 503
     assert worker.proc.poll() is None
+    if shape not in REPAIRED:
+        return
+
+    # the runbook's repair: `state status` says LOST, the rebuild (as the admin, workers stopped) is not
+    # refused as "nothing to rebuild", and the worker started again applies what waited
+    worker.stop()
+    admin = load_blueprint(local.model_copy(update={"redis_url": SecretStr(server.url("admin"))}))
+    assert any(row.problem for row in state_tool.status(admin))
+    state_tool.rebuild(admin, progress=False)
+    assert all(row.problem is None for row in state_tool.status(admin))
+    start_worker(local, STREAM_APP_REDIS_URL=server.url(), STREAM_APP_STATE_AUDIT_S="1")
+    wait_until(lambda: _readyz(local)[0] == 200, 60, "the worker ready on the rebuilt state")
+    wait_until(
+        lambda: all(
+            feed.seen(s) == feed.sent or s not in ("HP-AQ-LECHAN", "HN-AQ-HOANKIEM") for s in STATIONS
+        ),
+        60,
+        "what waited applied",
+    )
+    time.sleep(3)  # a few audits: the rebuilt state stays sound
+    assert _readyz(local)[0] == 200

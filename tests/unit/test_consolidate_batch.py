@@ -122,9 +122,13 @@ async def test_a_replayed_batch_changes_nothing() -> None:
     rig = Rig()
     events = [rig.event(_deaths(f"hn-{d}", float(d), d)) for d in (1, 2, 3)]
     await rig.run(*events)
-    before = {k: dict(v) for k, v in rig.store.hashes.items()}
+
+    def state() -> dict[str, dict[str, str]]:  # the ledger follows one batch behind: not the state
+        return {k: dict(v) for k, v in rig.store.hashes.items() if ":ledger:" not in k}
+
+    before = state()
     await rig.run(*events)  # redelivered after a crash between commit and the Kafka offset commit
-    assert rig.store.hashes == before
+    assert state() == before
     month = rig.period("TRF.ACCIDENTS|01|-", "2025-05")
     assert month is not None
     assert month.count == 3

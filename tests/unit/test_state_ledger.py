@@ -68,6 +68,10 @@ async def _committed_store() -> MemoryStateStore:
         keys = store.keys.entity_all(entity)
         commits.append(PreparedCommit(entity, keys, [f"off:{S0}", offset, 3600, "", 0, 0, 0, 0]))
     await store.commit(commits, applied={S0: (5, 2)})
+    # the ledger follows one batch behind: only commits Redis confirmed are vouched for
+    assert store.keys.ledger(S0) not in store.hashes or not store.hashes[store.keys.ledger(S0)]
+    await store.commit([], applied={S0: (6, 5)})  # the next batch (a tick) writes them
+    assert set(store.hashes[store.keys.ledger(S0)]) == {"a", "b"}
     return store
 
 
@@ -92,7 +96,7 @@ def _audit(store: MemoryStateStore, committed: int | None) -> StateAudit:
 async def test_the_audit_finds_marks_gone_and_entities_gone_and_clears_when_sound() -> None:
     store = await _committed_store()
     assert await store.ledger_loss(S0, 64) is None
-    audit = _audit(store, committed=6)
+    audit = _audit(store, committed=7)
     await audit.run_once()
     assert audit_finding() is None
 
@@ -101,10 +105,10 @@ async def test_the_audit_finds_marks_gone_and_entities_gone_and_clears_when_soun
     assert "past the start" in (audit_finding() or "")
     assert "state_lost" in retry.retrying()
     # every stateful batch is held off meanwhile
-    guard = StateGuard(store, SETTINGS, _audit(store, 6).earliest, stage="consolidate")
-    assert await guard.problem({P0: 6}) == audit_finding()
+    guard = StateGuard(store, SETTINGS, _audit(store, 7).earliest, stage="consolidate")
+    assert await guard.problem({P0: 7}) == audit_finding()
 
-    await store.set_marks({S0: 5}, "e")
+    await store.set_marks({S0: 6}, "e")
     del store.hashes[store.keys.entity("b")]  # an entity gone, the mark kept
     await audit.run_once()
     assert "entity b" in (audit_finding() or "")
@@ -120,7 +124,7 @@ async def test_an_audit_that_cannot_reach_its_dependencies_waits_for_the_next_in
     async def down(partitions: Sequence[Partition]) -> Mapping[Partition, int | None]:
         raise ConnectionError("broker down")
 
-    audit = _audit(await _committed_store(), committed=6)
+    audit = _audit(await _committed_store(), committed=7)
     audit.committed = down
     await audit.run_once()  # never raises: it runs on a timer
     assert audit_finding() is None
@@ -146,3 +150,17 @@ async def test_the_roll_up_ledger_follows_what_the_hashes_held() -> None:
     assert await store.rollup_ledger_loss(64) is None
     del store.hashes[store.keys.rollup(*period)]["a"]
     assert "holds 1 sources" in (await store.rollup_ledger_loss(64) or "")
+
+
+@pytest.mark.asyncio
+async def test_a_commit_redis_refused_is_never_vouched_for() -> None:
+    store = MemoryStateStore()
+    store.broken["b"] = RuntimeError("WRONGTYPE")
+    commits = [
+        PreparedCommit(e, store.keys.entity_all(e), [f"off:{S0}", 3, 3600, "", 0, 0, 0, 0]) for e in "ab"
+    ]
+    written, failed = await store.commit(commits, applied={S0: (3, None)})
+    assert (written, set(failed)) == (1, {"b"})
+    await store.commit([], applied={S0: (4, 3)})
+    assert set(store.hashes[store.keys.ledger(S0)]) == {"a"}
+    assert await store.ledger_loss(S0, 64) is None
