@@ -84,13 +84,17 @@ monitoring: install
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 
-# Longer chaos runs than make test's: every chaos test with more seeds of the aggregate stream.
+# Longer chaos runs than make test's: every chaos test with more seeds of the aggregate stream (Redis
+# killed three times mid-stream, Redis and the broker each down 2 min, ...), then the cluster's Redis
+# nodes restarted one by one.
 CHAOS_SEEDS ?= 1 2 3
 chaos: services
 	@for seed in $(CHAOS_SEEDS); do \
 	  echo "chaos: seed $$seed"; \
 	  $(AS_ADMIN) CHAOS_SEED=$$seed CHAOS_LONG=1 $(BIN)/pytest -m chaos tests/integration $(PYTEST_ARGS) || exit 1; \
 	done
+	@$(CLUSTER) up
+	eval "$$($(CLUSTER) env admin)" && $(BIN)/pytest -m cluster tests/cluster -k one_by_one -s $(PYTEST_ARGS)
 
 # Faults on the cluster profile: three brokers, a Redis Cluster (3 primaries + 3 replicas), three
 # workers and ~200,000 observations (tests/cluster/). Its report: .local/reports/cluster_chaos.json.
