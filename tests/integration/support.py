@@ -264,6 +264,16 @@ def observation(**overrides: Any) -> dict[str, Any]:
     return record
 
 
+def probe(settings: Settings, path: str) -> tuple[int, Any]:
+    """A worker's HTTP page (``/readyz``, ``/health`` ...): its status and JSON body, errors included."""
+    url = f"http://{settings.web_host}:{settings.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 def metric_value(exposition: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus text exposition (0 when absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -374,7 +384,7 @@ class ServicesRedis:
         pid = self.pid
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not _gone(pid):
+        while not process_gone(pid):
             if time.monotonic() > deadline:
                 pytest.fail(f"redis pid {pid} still there 10 s after SIGKILL")
             time.sleep(0.05)
@@ -412,7 +422,8 @@ class ServicesRedis:
         return redis.Redis.from_url(self.url(user), socket_timeout=5)
 
 
-def _gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except OSError:

@@ -40,6 +40,7 @@ from .support import (
     collect,
     group_lag,
     observation,
+    process_gone,
     produce,
     redis_hash,
     to_the_end,
@@ -263,7 +264,7 @@ def broker_killer() -> Iterator[Callable[[], None]]:
         pid = int((state / "kafka" / "kafka.pid").read_text(encoding="utf-8").strip())
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-        wait_until(lambda: _gone(pid), 30, "the broker to exit")
+        wait_until(lambda: process_gone(pid), 30, "the broker to exit")
 
     try:
         yield kill
@@ -282,14 +283,6 @@ def _broker_up(state: Path) -> float:
         timeout=300,
     )
     return time.monotonic() - started
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.mark.timeout(600)

@@ -3,26 +3,14 @@ workers on one host each reporting their own share."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import WorkerProcess, free_port, metric_value, observation, produce
-
-
-def _get(settings: Settings, path: str) -> tuple[int, dict[str, Any]]:
-    url = f"http://{settings.web_host}:{settings.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+from .support import WorkerProcess, free_port, metric_value, observation, probe, produce
 
 
 def _wait(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
@@ -46,10 +34,10 @@ def test_probes_metrics_and_lag_of_one_worker(
     settings = settings.model_copy(update={"ops_interval_s": 0.5})
     worker = start_worker(settings, STREAM_APP_OPS_INTERVAL_S="0.5")
 
-    status, live = _get(settings, "/livez")
+    status, live = probe(settings, "/livez")
     assert (status, live["live"]) == (200, True)
-    _wait(lambda: _get(settings, "/readyz")[0] == 200, what="/readyz 200")
-    status, ready = _get(settings, "/readyz")
+    _wait(lambda: probe(settings, "/readyz")[0] == 200, what="/readyz 200")
+    status, ready = probe(settings, "/readyz")
     assert ready["checks"] == {
         "partitions_assigned": True,
         "kafka": True,
@@ -57,7 +45,7 @@ def test_probes_metrics_and_lag_of_one_worker(
         "not_retrying": True,
     }
     assert ready["assigned_partitions"] > 0
-    assert _get(settings, "/health")[0] == 200  # the old probe is unchanged
+    assert probe(settings, "/health")[0] == 200  # the old probe is unchanged
 
     before = time.time()
     _send_aqi(settings, blueprint, 5)
@@ -118,4 +106,4 @@ def test_two_workers_on_one_host_split_the_partitions_and_report_their_own(
 
     _wait(split, timeout=45, what="the internal topic's 4 partitions split 2 + 2")
     assert metric_value(first.metrics(), "stream_app_rebalances_total") >= 2  # joined, then the second came
-    _wait(lambda: _get(second_settings, "/readyz")[0] == 200, what="second worker ready")
+    _wait(lambda: probe(second_settings, "/readyz")[0] == 200, what="second worker ready")

@@ -3,10 +3,7 @@ so, and once Redis is back every observation is applied exactly once."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +14,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import ServicesRedis, metric_value, observation, produce, redis_hash
+from .support import ServicesRedis, metric_value, observation, probe, produce, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -28,15 +25,6 @@ STATE_KEY = "{ENV.AQI|01|HN-AQ-HOANKIEM}:state"
 def own_redis(shipped_redis: Callable[..., ServicesRedis]) -> ServicesRedis:
     """A private Redis as shipped (the app's ACL user, TLS, AOF): this test stops and starts it."""
     return shipped_redis()
-
-
-def _health(settings: Settings) -> tuple[int, dict[str, Any]]:
-    url = f"http://{settings.web_host}:{settings.web_port}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def _applied(url: str, prefix: str) -> int:
@@ -78,10 +66,10 @@ def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(
     own_redis.stop()
     produce(local, topic, readings(20, 30))
     deadline = time.monotonic() + 30
-    status, body = _health(local)
+    status, body = probe(local, "/health")
     while status == 200 and time.monotonic() < deadline:
         time.sleep(0.2)
-        status, body = _health(local)
+        status, body = probe(local, "/health")
     assert status == 503
     assert any(op.startswith("redis") for op in body["waiting_for"])
 
@@ -107,4 +95,4 @@ def test_partition_waits_for_redis_and_applies_everything_once_when_it_returns(
         time.sleep(0.2)
     time.sleep(2)
     assert _applied(own_redis.url(), local.redis_key_prefix) == 50
-    assert _health(local)[0] == 200
+    assert probe(local, "/health")[0] == 200

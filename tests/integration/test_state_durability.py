@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +36,7 @@ from stream_app.tools import state as state_tool
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import ServicesRedis, api, group_lag, metric_value, produce
+from .support import ServicesRedis, api, group_lag, metric_value, probe, produce
 from .test_aggregates_chaos import _check_redis
 
 pytestmark = pytest.mark.chaos
@@ -136,15 +134,6 @@ def _drained(
     time.sleep(1.5)  # past one append-only fsync
 
 
-def _probe(settings: Settings, path: str) -> tuple[int, Any]:
-    url = f"http://{settings.web_host}:{settings.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.mark.timeout(1200)
 def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_twice(
     settings: Settings, blueprint: Blueprint, start_worker: Any, private_redis: PrivateRedis
@@ -167,7 +156,7 @@ def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_
         own.kill()
         own.start()  # `services up redis` on the same folder: it loads its append-only file
         assert own.loading_trouble() == []
-        _wait(lambda: _probe(local, "/readyz")[0] == 200, 60, "the worker to be ready again")
+        _wait(lambda: probe(local, "/readyz")[0] == 200, 60, "the worker to be ready again")
         assert _answers(local, gt.expected(first)) == before
         assert metric_value(worker.metrics(), "stream_app_state_lost", stage="consolidate") == 0
     assert worker.proc.poll() is None
@@ -202,7 +191,7 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
         60,
         "the worker to say its state is lost",
     )
-    status, body = _probe(local, "/readyz")
+    status, body = probe(local, "/readyz")
     assert status == 503, body
     assert "state_lost" in json.dumps(body)
     time.sleep(2)
@@ -223,7 +212,7 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
     assert report.records >= len(stream.sent)
     assert all(row.problem is None for row in state_tool.status(admin))
     worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
-    _wait(lambda: _probe(local, "/readyz")[0] == 200, 60, "the worker to be ready on the rebuilt state")
+    _wait(lambda: probe(local, "/readyz")[0] == 200, 60, "the worker to be ready on the rebuilt state")
     assert _answers(local, exp) == before
     assert metric_value(worker.metrics(), "stream_app_state_lost", stage="consolidate") == 0
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,16 +24,10 @@ from stream_app.settings import Settings
 from stream_app.tools import state as state_tool
 from stream_app.wire import codecs
 
-from .support import ServicesRedis, group_lag, metric_value, observation, produce, wait_until
+from .hostile import AQ_STATIONS
+from .support import ServicesRedis, group_lag, metric_value, observation, probe, produce, wait_until
 
-STATIONS = {
-    "HN-AQ-HOANKIEM": "01",
-    "HCM-AQ-Q1": "79",
-    "HP-AQ-LECHAN": "31",
-    "DN-AQ-HAICHAU": "48",
-    "HUE-AQ-PHUHOI": "46",
-    "CT-AQ-NINHKIEU": "92",
-}
+STATIONS = AQ_STATIONS  # six air-quality stations, each in its province
 REPAIRED = ("entity-gone", "rollup-gone")  # repaired in the test as the runbook says (the others: rebuilds
 # of lost marks, tested in test_state_durability.py)
 SHAPES = ("marks-gone", "entity-gone", "rollup-gone", "old-backup", "aof-cut-short", "rdb-older-than-aof")
@@ -43,15 +35,6 @@ SHAPES = ("marks-gone", "entity-gone", "rollup-gone", "old-backup", "aof-cut-sho
 
 def _entity(station: str) -> str:
     return f"ENV.AQI|{STATIONS[station]}|{station}"
-
-
-def _readyz(settings: Settings) -> tuple[int, Any]:
-    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 class Feed:
@@ -172,13 +155,13 @@ def test_a_partial_loss_makes_the_worker_refuse_before_applying_anything(  # noq
         feed.send(4)
         time.sleep(0.5)
     feed.drained()
-    assert _readyz(local)[0] == 200
+    assert probe(local, "/readyz")[0] == 200
 
     _damage(shape, server, feed, tmp_path)
 
     # no record needed: the audit finds the loss
-    seconds = wait_until(lambda: _readyz(local)[0] == 503, 30, "the worker to go not ready")
-    body = _readyz(local)[1]
+    seconds = wait_until(lambda: probe(local, "/readyz")[0] == 503, 30, "the worker to go not ready")
+    body = probe(local, "/readyz")[1]
     assert "state_lost" in json.dumps(body), body
     stages = ("consolidate", "rollup")
     assert max(metric_value(worker.metrics(), "stream_app_state_lost", stage=s) for s in stages) == 1
@@ -190,7 +173,7 @@ def test_a_partial_loss_makes_the_worker_refuse_before_applying_anything(  # noq
     feed.send(1, ("HP-AQ-LECHAN", "HN-AQ-HOANKIEM"))
     time.sleep(4)
     assert {s: feed.seen(s) for s in STATIONS} == held, "nothing applied on the damaged state"
-    assert _readyz(local)[0] == 503
+    assert probe(local, "/readyz")[0] == 503
     assert worker.proc.poll() is None
     if shape not in REPAIRED:
         return
@@ -203,7 +186,7 @@ def test_a_partial_loss_makes_the_worker_refuse_before_applying_anything(  # noq
     state_tool.rebuild(admin, progress=False)
     assert all(row.problem is None for row in state_tool.status(admin))
     start_worker(local, STREAM_APP_REDIS_URL=server.url(), STREAM_APP_STATE_AUDIT_S="1")
-    wait_until(lambda: _readyz(local)[0] == 200, 60, "the worker ready on the rebuilt state")
+    wait_until(lambda: probe(local, "/readyz")[0] == 200, 60, "the worker ready on the rebuilt state")
     wait_until(
         lambda: all(
             feed.seen(s) == feed.sent or s not in ("HP-AQ-LECHAN", "HN-AQ-HOANKIEM") for s in STATIONS
@@ -212,4 +195,4 @@ def test_a_partial_loss_makes_the_worker_refuse_before_applying_anything(  # noq
         "what waited applied",
     )
     time.sleep(3)  # a few audits: the rebuilt state stays sound
-    assert _readyz(local)[0] == 200
+    assert probe(local, "/readyz")[0] == 200
