@@ -51,14 +51,16 @@ def observe_latency(events: Sequence[Received]) -> None:
 async def prefetch_schemas(
     confluent: ConfluentSchemas | None, events: Sequence[Received], settings: Settings
 ) -> None:
-    """Resolve the new Confluent schema ids of a batch off the event loop; wait (never dead-letter)
+    """Resolve the new Confluent schema ids of a batch off the event loop, at most
+    ``STREAM_APP_SCHEMA_REGISTRY_MAX_LOOKUPS_PER_BATCH`` of them taken in turn from each topic (the
+    others' records are dead-lettered by decoding, ``schema_not_looked_up``); wait (never dead-letter)
     while the registry is unreachable, since the records themselves may be fine."""
     if confluent is None:
         return
     resolver = confluent
 
     async def fetch() -> None:
-        await resolver.prefetch(e.message.value or b"" for e in events)
+        await resolver.prefetch_from((e.message.topic, e.message.value or b"") for e in events)
 
     def classify(exc: BaseException) -> Failure:
         return Failure.TRANSIENT if isinstance(exc, SchemaRegistryUnavailable) else Failure.PERMANENT
@@ -94,7 +96,7 @@ def batch_agent(
     a SIGTERM to itself: a graceful stop) and the stage consumes nothing more. Its partitions are
     redelivered from their committed offsets to the next owner.
 
-    ``wait``: awaited before each batch of a lane (the bulk intake's gate); a batch whose partitions
+    ``wait``: awaited before each batch of a lane (the intake's gates); a batch whose partitions
     were revoked meanwhile is dropped, not processed.
     """
     stop = halt or _stop_worker
@@ -144,7 +146,9 @@ def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
     wait: Callable[[], Awaitable[None]] | None,
 ) -> None:
     """Stage ``name`` as a task taking batches from its lane (see :func:`batch_agent`)."""
-    lane = lanes.open(name, source.topics, capacity=settings.batch_max * 4)
+    lane = lanes.open(
+        name, source.topics, capacity=settings.batch_max * 4, capacity_bytes=settings.lane_max_bytes
+    )
     app.topics.add(source)  # subscribed as an agent's topic would be; the lane consumer delivers it
 
     async def run_lane() -> None:
@@ -152,9 +156,9 @@ def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
         batch_size = metrics.BATCH_SIZE.labels(name)
         busy = metrics.STAGE_SECONDS.labels(name)
         while True:
-            deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
-            if wait is not None:
+            if wait is not None:  # before taking: once the gate opens, the batch is the freshest fair one
                 await wait()
+            deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
             current = [d for d in deliveries if consumer.current(d)]
             if not current:
                 continue  # fetched before a rebalance: read again from the committed offsets

@@ -6,7 +6,11 @@ tombstone once it is resolved — from the beginning, outside the consumer group
 and holds the whole open set, so a restart or a rebalance loses nothing (the compacted topic *is*
 the state) and posting the same alert from several workers is idempotent in Alertmanager. It posts
 each change as it arrives and re-posts the open set every ``STREAM_APP_ALERTMANAGER_RESEND_S``.
-An unreachable Alertmanager is retried with backoff and counted; it never holds up the pipeline.
+What waits to be posted is the newest state of each alert, at most ``STREAM_APP_ALERTMANAGER_MAX_PENDING``
+(:class:`~stream_app.ops.alertmanager.PendingPosts`: a flood of transitions grows no queue). An unreachable
+Alertmanager (or a 5xx) is retried with backoff and counted; a 4xx is final: the alerts it refuses
+(isolated by halving the batch, a few requests at most) are logged and dropped, the others sent. It never
+holds up the pipeline.
 Kafka away never stops the worker either: the reader waits for the broker (``kafka_alert_bridge``
 waiting, named by ``/readyz``) and, should it fail in any other way, starts again from the beginning
 of the topic after a pause (the compacted topic is the state: nothing is lost by reading it again).
@@ -30,7 +34,12 @@ from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
-from stream_app.ops.alertmanager import AlertmanagerClient, OpenAlerts
+from stream_app.ops.alertmanager import (
+    AlertmanagerClient,
+    AlertmanagerRefusedError,
+    OpenAlerts,
+    PendingPosts,
+)
 from stream_app.ops.failures import classify_kafka
 from stream_app.wire import codecs
 from stream_app.wire.codecs import ConfluentResolver
@@ -41,6 +50,9 @@ log = get_logger(__name__)
 POLL_S = 0.5
 BATCH = 500
 RESTART_MAX_S = 60.0
+# Halvings of a batch Alertmanager refused as a payload, to find the alerts at fault: at most
+# 1 + 2 x this many requests a flush, however many alerts wait (or are all refused).
+ISOLATE_MAX_SPLITS = 16
 
 
 def transition_counter(schemas: SchemaRegistry) -> Any:
@@ -75,7 +87,7 @@ class AlertBridge:
         self.topic = blueprint.topic_by_role("active_alerts").name
         self.open = OpenAlerts(settings.group_id, settings.alertmanager_resend_s)
         self.client = AlertmanagerClient(url)
-        self._pending: list[dict[str, Any]] = []
+        self._pending = PendingPosts(settings.alertmanager_max_pending)
         self._backoff = settings.retry_initial_s
 
     def _consumer(self) -> Consumer:
@@ -123,13 +135,13 @@ class AlertBridge:
                     eof.discard(message.partition())
                     posts = self._apply(message, now)
                     if caught_up:
-                        self._pending.extend(posts)
+                        self._queue(posts)
                 if not caught_up and len(eof) >= assigned:
                     caught_up = True  # the open set as of now: post it whole, once
-                    self._pending.extend(self.open.refresh(now))
+                    self._queue(self.open.refresh(now))
                     log.info("alert_bridge_caught_up", open_alerts=len(self.open.alerts))
                 if caught_up and time.monotonic() >= next_refresh:
-                    self._pending.extend(self.open.refresh(now))
+                    self._queue(self.open.refresh(now))
                     next_refresh = time.monotonic() + self.settings.alertmanager_resend_s
                 metrics.ALERTMANAGER_ACTIVE.set(len(self.open.alerts))
                 await self._flush()
@@ -149,27 +161,76 @@ class AlertBridge:
                 return []
         return self.open.apply(key, alert, now)
 
+    def _queue(self, posts: list[dict[str, Any]]) -> None:
+        queued = self._pending.add(posts)
+        if queued.superseded:
+            metrics.ALERTMANAGER_DROPPED.labels("superseded").inc(queued.superseded)
+        if queued.overflowed:
+            metrics.ALERTMANAGER_DROPPED.labels("overflow").inc(queued.overflowed)
+            log.warning(
+                "alertmanager_pending_full",
+                dropped=queued.overflowed,
+                limit=self._pending.limit,
+                hint="the oldest waiting posts were dropped (STREAM_APP_ALERTMANAGER_MAX_PENDING)",
+            )
+        metrics.ALERTMANAGER_PENDING.set(len(self._pending))
+
     async def _flush(self) -> None:
-        """Post what is pending; on failure keep it (the newest post per alert wins) and back off."""
+        """Post what is pending; on failure keep it (the newest post per alert wins) and back off; what
+        Alertmanager refuses (4xx) is dropped."""
         if not self._pending:
             return
+        posts = self._pending.posts()
         try:
-            await self.client.post(self._pending)
+            refused = await self._post(posts)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             metrics.ALERTMANAGER_POSTS.labels("error").inc()
             log.warning(
                 "alertmanager_post_failed",
                 url=self.client.url,
-                alerts=len(self._pending),
+                alerts=len(posts),
                 retry_in_s=round(self._backoff, 3),
                 error=repr(exc)[:300],
             )
             await asyncio.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, self.settings.retry_max_s)
             return
-        metrics.ALERTMANAGER_POSTS.labels("ok").inc()
-        self._pending = []
+        if refused:
+            metrics.ALERTMANAGER_DROPPED.labels("refused").inc(len(refused))
+        self._pending.clear()
+        metrics.ALERTMANAGER_PENDING.set(0)
         self._backoff = self.settings.retry_initial_s
+
+    async def _post(self, posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Post ``posts``; returns those Alertmanager refused for good (a 4xx). A batch refused as a
+        payload (400, 413, 422) is halved to find the alerts at fault, up to ``ISOLATE_MAX_SPLITS``
+        times, so one bad alert does not cost the others; any other 4xx refuses the whole batch."""
+        refused: list[dict[str, Any]] = []
+        parts, splits = [posts], 0
+        while parts:
+            part = parts.pop()
+            try:
+                await self.client.post(part)
+            except AlertmanagerRefusedError as exc:
+                metrics.ALERTMANAGER_POSTS.labels("refused").inc()
+                if exc.about_the_payload and len(part) > 1 and splits < ISOLATE_MAX_SPLITS:
+                    splits += 1
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]  # the first half is posted first
+                    continue
+                refused += part
+                log.warning(
+                    "alertmanager_refused",
+                    url=self.client.url,
+                    status=exc.status,
+                    alerts=len(part),
+                    alertnames=sorted({p["labels"].get("alertname", "") for p in part})[:5],
+                    error=str(exc)[:300],
+                    action="dropped, not retried",
+                )
+                continue
+            metrics.ALERTMANAGER_POSTS.labels("ok").inc()
+        return refused
 
 
 def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | None = None) -> None:
@@ -178,8 +239,10 @@ def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | 
     ``resolve``: the worker's own Confluent schema ids (:meth:`stream_app.wire.framing.Framing.resolve`).
     """
     PUBLISH_OBSERVERS[blueprint.topic_by_role("alerts").name] = transition_counter(blueprint.schemas)
-    metrics.ALERTMANAGER_POSTS.labels("ok")
-    metrics.ALERTMANAGER_POSTS.labels("error")
+    for outcome in ("ok", "error", "refused"):
+        metrics.ALERTMANAGER_POSTS.labels(outcome)
+    for reason in ("superseded", "overflow", "refused"):
+        metrics.ALERTMANAGER_DROPPED.labels(reason)
     url = blueprint.settings.alertmanager_url
     if not url:
         return

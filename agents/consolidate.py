@@ -56,9 +56,10 @@ from stream_app.domain.entity import (
 from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.rollup import rollup_key, targets
 from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
+from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, is_bulk, received_at_of
+from stream_app.kafka.publisher import Output, Publisher, is_bulk, received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason

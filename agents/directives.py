@@ -21,9 +21,10 @@ from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
+from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at
+from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons
 from stream_app.wire import codecs

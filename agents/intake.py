@@ -2,11 +2,12 @@
 good ones by entity onto the internal topic, so one writer keeps each entity's state in order.
 
 Two stages read the reporters' topics: ``intake`` every live input topic, ``intake_bulk`` every bulk
-topic (history, backfills). They check records alike; the bulk stage waits (:class:`BulkGate`) while the
+topic (history, backfills). They check records alike; the bulk stage waits (:class:`ApplyGate`) while the
 stateful step has more than ``STREAM_APP_BULK_MAX_AHEAD`` of this worker's re-keyed records still to
 apply, so years of history queue in Kafka, not in front of a live alert. The topic a record came from
 says which reporter sent it, and so which indicators it may carry. Every record ends in exactly one
-place: the internal topic, or the reporter's dead-letter topic — with a validation reason, or, when
+place: the internal topic, or the reporter's dead-letter topic — with a validation reason, by position
+for a record batch the consumer would not inflate (:mod:`stream_app.kafka.fetch_bounds`), or, when
 decoding or validating it raised something unforeseen or Kafka refused its re-keyed form for good, as
 poison (``intake_failed``, ``output_too_large``, ``output_refused``, with the exception type).
 """
@@ -16,24 +17,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent
+from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.model import Rejection
 from stream_app.domain.validation import observation_record
 from stream_app.kafka import registry
+from stream_app.kafka.dead_letters import Letter, dead_letter
+from stream_app.kafka.fetch_bounds import Withheld
 from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter, received_at
-from stream_app.kafka.registry import SchemaRegistryUnavailable
+from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
-from stream_app.ops.failures import Failure, Reasons
-from stream_app.ops.retry import retry_until_done
+from stream_app.ops.failures import Reasons
+from stream_app.settings import Settings
 from stream_app.state.guard import source_of
 from stream_app.state.store import StateLayer
 from stream_app.wire import codecs
@@ -68,24 +70,6 @@ class Intake:
         )
         self.observation_schema = blueprint.schemas.latest("observation")
 
-    async def prefetch_schemas(self, events: Sequence[Received]) -> None:
-        """Resolve new Confluent schema ids off the event loop; wait (never dead-letter) while the
-        registry is unreachable, since the records themselves may be fine."""
-        if self.confluent is None:
-            return
-        confluent = self.confluent
-
-        async def fetch() -> None:
-            await confluent.prefetch(e.message.value or b"" for e in events)
-
-        def classify(exc: BaseException) -> Failure:
-            return Failure.TRANSIENT if isinstance(exc, SchemaRegistryUnavailable) else Failure.PERMANENT
-
-        try:
-            await retry_until_done("schema_registry", fetch, self.settings, classify)
-        except Exception as exc:  # decoding each record will meet it again, and dead-letter that record
-            log.warning("schema_prefetch_failed", error=repr(exc)[:300])
-
     def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output], list[Letter]]:
         """Decide, for each record, where it goes. Pure apart from metrics and logs.
 
@@ -100,6 +84,13 @@ class Intake:
             message = event.message
             reporter, dead_letters = self.routes[message.topic]
             consumed[message.topic] += 1
+            if isinstance(message.value, Withheld):  # a record batch never inflated: by its position
+                withheld = message.value
+                refused = Rejection(withheld.reason, withheld.detail)
+                letters.append(
+                    dead_letter(message, dead_letters, refused, now_ms=now_ms, stage=STAGE, reporter=reporter)
+                )
+                continue
             try:
                 result = self._check(message, reporter, now_ms)
             except (
@@ -153,7 +144,7 @@ class Intake:
 
     async def process(self, events: Sequence[Received]) -> None:
         """Route a batch, publish it, and dead-letter the records whose re-keyed form Kafka refused."""
-        await self.prefetch_schemas(events)
+        await prefetch_schemas(self.confluent, events, self.settings)  # one copy: the directives' too
         now_ms = int(time.time() * 1000)
         outputs, letters = self.route(events, now_ms)
         refused = await self.publisher.publish(outputs, letters)
@@ -167,20 +158,35 @@ class Intake:
             await self.publisher.publish_dead_letters(late)
 
 
-class BulkGate:
-    """Holds bulk records back while the stateful step is behind on what this worker re-keyed.
+class ApplyGate:
+    """Holds an intake stage back while the stateful step is behind on what this worker re-keyed.
 
     Ahead = for each partition of the internal topic, the highest offset this worker's producer wrote
     there minus the partition's applied mark in the state (where the stateful step has got to, whichever
-    worker runs it). Live records re-keyed after bulk ones wait behind them on the internal topic, so
-    keeping this small keeps a live alert's wait small; the bulk load itself waits in Kafka.
+    worker runs it). The live intake waits past ``STREAM_APP_LIVE_MAX_AHEAD``: a reporter's flood then
+    queues in its own topic, where the intake's lane shares each batch fairly between reporters, instead
+    of on the internal topic, where another reporter's alarm would wait behind all of it. The bulk intake
+    waits past the smaller ``STREAM_APP_BULK_MAX_AHEAD``: live records re-keyed after bulk ones wait
+    behind them, so history queues in Kafka, not in front of a live alert.
     """
 
-    def __init__(self, store: StateLayer, publisher: Publisher, internal: str, max_ahead: int) -> None:
+    def __init__(  # noqa: PLR0917 - what the gate reads, and what it reports
+        self,
+        store: StateLayer,
+        publisher: Publisher,
+        internal: str,
+        max_ahead: int,
+        poll_s: float,
+        held: Callable[[bool], None],
+        waited: Callable[[float], None],
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.internal = internal
         self.max_ahead = max_ahead
+        self.poll_s = poll_s
+        self.held = held
+        self.waited = waited
 
     async def ahead(self) -> int:
         """Records this worker wrote to the internal topic that the stateful step has not applied yet."""
@@ -200,11 +206,30 @@ class BulkGate:
         while await self.ahead() > self.max_ahead:
             if held_since is None:
                 held_since = time.perf_counter()
-                metrics.BULK_HELD.set(1)
-            await asyncio.sleep(0.05)
+                self.held(True)
+            await asyncio.sleep(self.poll_s)
         if held_since is not None:
-            metrics.BULK_HELD.set(0)
-            metrics.BULK_WAIT.inc(time.perf_counter() - held_since)
+            self.held(False)
+            self.waited(time.perf_counter() - held_since)
+
+
+def _bulk_gate(store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
+    return ApplyGate(
+        store,
+        publisher,
+        internal,
+        settings.bulk_max_ahead,
+        0.05,
+        lambda on: metrics.BULK_HELD.set(1 if on else 0),
+        metrics.BULK_WAIT.inc,
+    )
+
+
+def _live_gate(store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
+    # polled more often than the bulk gate's: a live alarm may be waiting at the gate
+    return ApplyGate(
+        store, publisher, internal, settings.live_max_ahead, 0.01, lambda _on: None, metrics.LIVE_WAIT.inc
+    )
 
 
 def register(app: faust.App, blueprint: Blueprint, publisher: Publisher, store: StateLayer) -> None:
@@ -212,16 +237,16 @@ def register(app: faust.App, blueprint: Blueprint, publisher: Publisher, store: 
     if blueprint.settings.intake_paused:  # draining the internal topics (stream-app topics grow)
         log.warning("intake_paused", reason="STREAM_APP_INTAKE_PAUSED: no input topic is read")
         return
+    settings = blueprint.settings
     intake = Intake(blueprint, publisher)
+    internal = blueprint.topic_by_role("repartition").name
     live = [t.name for t in blueprint.input_topics()]
     source = app.topic(*live, key_serializer="raw", value_serializer="raw")
-    batch_agent(app, source, STAGE, intake.process, blueprint.settings)
+    live_gate = _live_gate(store, publisher, internal, settings)
+    batch_agent(app, source, STAGE, intake.process, settings, wait=live_gate.wait)
     bulk = [t.name for t in blueprint.bulk_topics()]
     if not bulk:
         return
-    gate = BulkGate(
-        store, publisher, blueprint.topic_by_role("repartition").name, blueprint.settings.bulk_max_ahead
-    )
-
+    bulk_gate = _bulk_gate(store, publisher, internal, settings)
     bulk_source = app.topic(*bulk, key_serializer="raw", value_serializer="raw")
-    batch_agent(app, bulk_source, f"{STAGE}_bulk", intake.process, blueprint.settings, wait=gate.wait)
+    batch_agent(app, bulk_source, f"{STAGE}_bulk", intake.process, settings, wait=bulk_gate.wait)

@@ -36,9 +36,10 @@ from stream_app.domain.consolidation import consolidated_key, period_record
 from stream_app.domain.entity import checked_entity
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
+from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Letter, Output, Publisher, dead_letter
+from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason

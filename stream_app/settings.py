@@ -14,7 +14,9 @@ from stream_app.paths import data_file, state_dir
 # The checkout this module sits in, for tests and repository tools; the package reads its own files
 # through stream_app.paths (they are package data in a wheel).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEAD_LETTER_OVERHEAD_BYTES = 16 * 1024  # reason, message, positions and names around the original bytes
+DEAD_LETTER_OVERHEAD_BYTES = (
+    16 * 1024
+)  # reason, message, positions, names, digests, headers: all but the original
 
 
 class Settings(BaseSettings):
@@ -98,6 +100,16 @@ class Settings(BaseSettings):
     schema_registry_ca_file: Path | None = Field(
         None, description="CA certificate (PEM) of an https registry."
     )
+    schema_registry_max_lookups_per_batch: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description=(
+            "Most new Confluent schema ids one batch asks the schema registry about (off the event loop,"
+            " taken in turn from each input topic); the records of the others are dead-lettered"
+            " (schema_not_looked_up), and ids the registry does not know are not asked again for 30 s."
+        ),
+    )
     topic_namespace: str = Field("", description="Prefix for every topic name (a uuid in tests).")
     topic_profile: str = Field(
         "single",
@@ -144,6 +156,12 @@ class Settings(BaseSettings):
         2000, ge=1, description="Records per processing batch (a stage takes up to this many at a time)."
     )
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    lane_max_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes (keys and values) of fetched records a stage's lane holds before the worker "
+        "stops fetching the partitions that fill it (as it does at four batches of records).",
+    )
     fetch_min_bytes: int = Field(
         65_536,
         ge=1,
@@ -180,6 +198,15 @@ class Settings(BaseSettings):
         description=(
             "The bulk intake (history, backfills) waits while the stateful step has more than this many of"
             " the worker's re-keyed records still to apply: the most a live alert can queue behind."
+        ),
+    )
+    live_max_ahead: int = Field(
+        1500,
+        ge=1,
+        description=(
+            "The live intake waits while the stateful step has more than this many of the worker's re-keyed"
+            " records still to apply: a flood queues in its reporter's topic, shared fairly with the others."
+            " Above STREAM_APP_BULK_MAX_AHEAD, so the live intake always runs before the bulk one."
         ),
     )
     briefing_time: str = Field(
@@ -230,12 +257,57 @@ class Settings(BaseSettings):
         gt=0,
         description="How often open center alerts are re-sent to Alertmanager to keep them active.",
     )
+    alertmanager_max_pending: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Most alerts waiting to be posted to Alertmanager (the newest state of each; an older one it"
+            " replaces is not sent): beyond it the oldest is dropped and counted, and comes back with the"
+            " next re-send of the open alerts."
+        ),
+    )
 
     # Bounds on what a reporter may send (each violation is a dead-letter reason code).
     intake_max_record_bytes: int = Field(
         256 * 1024, ge=1024, description="Largest record value accepted, after decompression (oversized)."
     )
     intake_max_key_bytes: int = Field(1024, ge=16, description="Largest record key accepted (key_too_large).")
+    reporter_quota_bytes_per_s: int = Field(
+        256 * 1024,
+        ge=1024,
+        description=(
+            "Kafka produce quota of each reporter's user, bytes a second as sent (compressed), over its live"
+            " and bulk topics: beyond it the broker slows the reporter down (`stream-app quotas apply`;"
+            " a reporter's own: quota_bytes_per_s in catalogue/reporters.toml)."
+        ),
+    )
+    reporter_quota_request_percent: float = Field(
+        25.0,
+        gt=0,
+        description=(
+            "Kafka request quota of each reporter's user: the share of one broker thread its requests may"
+            " take, in percent (`stream-app quotas apply`; a reporter's own: quota_request_percent)."
+        ),
+    )
+    intake_max_headers_bytes: int = Field(
+        4096,
+        ge=256,
+        le=8192,
+        description="Most bytes of a record's headers a dead letter carries; more are replaced by their "
+        "size and digest (source_headers_truncated).",
+    )
+    fetch_max_batch_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes one fetched record batch may inflate to; a larger one is not inflated but "
+        "dead-lettered by position (decompressed_too_large).",
+    )
+    fetch_max_batch_records: int = Field(
+        20_000,
+        ge=100,
+        description="Most records one fetched record batch may declare; more: dead-lettered by position "
+        "(batch_too_many_records).",
+    )
     observation_id_max_length: int = Field(
         128,
         ge=8,
@@ -290,6 +362,16 @@ class Settings(BaseSettings):
         data_file("catalogue"),
         description="The indicator catalogue: indicators, reporters, regions, stations, rules.",
     )
+
+    @model_validator(mode="after")
+    def _live_before_bulk(self) -> Settings:
+        # ahead in (bulk_max_ahead, live_max_ahead]: only the live intake runs, so it is never held
+        # behind history
+        if self.live_max_ahead <= self.bulk_max_ahead:
+            raise ValueError(
+                f"live_max_ahead ({self.live_max_ahead}) must be above bulk_max_ahead ({self.bulk_max_ahead})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dead_letters_fit(self) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stream_app.config.topics import TopicSpec, load_topics
 from stream_app.domain.alerting import RuleBook, load_rules
@@ -73,11 +73,43 @@ class Blueprint:
         raise ConfigurationError(f"no {role} topic for reporter {reporter!r}")
 
 
+REPORTER_BATCH_SLACK_BYTES = 64 * 1024
+"""Room in a reporter topic's record batch beyond the largest value and key the intake accepts: the
+batch and record framing, headers, and a few small records batched with the largest one."""
+
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""The broker's default ``message.max.bytes``: what a producer left at its defaults batches up to
+(librdkafka's ``batch.size`` is 1,000,000 bytes, counted before compression)."""
+
+
+def reporter_max_message_bytes(settings: Settings) -> int:
+    """The largest record batch a reporter's topic takes (its ``max.message.bytes``): what the intake
+    accepts of one record and the slack, and never less than Kafka's default, so that a reporter whose
+    producer batches as librdkafka does by default is not refused. A larger batch the broker refuses at
+    the door instead of storing it and handing it to every worker; what a batch inflates to is bounded
+    in the worker (:mod:`stream_app.kafka.fetch_bounds`)."""
+    accepted = settings.intake_max_record_bytes + settings.intake_max_key_bytes + REPORTER_BATCH_SLACK_BYTES
+    return max(accepted, KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+
+
+def reporter_limits(topics: list[TopicSpec], settings: Settings) -> list[TopicSpec]:
+    """``topics`` with every reporter input topic (live and bulk) limited to the intake's own bound
+    (:func:`reporter_max_message_bytes`), whatever topics.toml says: the two cannot drift apart."""
+    limit = {"max.message.bytes": str(reporter_max_message_bytes(settings))}
+    return [
+        replace(spec, config={**spec.config, **limit}) if spec.role in ("input", "bulk_input") else spec
+        for spec in topics
+    ]
+
+
 def load_blueprint(settings: Settings) -> Blueprint:
     """Load and cross-check the catalogue, schemas and topics; errors name the file and the entry."""
     catalogue = load_catalogue(settings.catalogue_dir)
     schemas = load_schemas(settings.schemas_dir)
-    topics = load_topics(settings.topics_file, settings.topic_namespace, settings.topic_profile)
+    topics = reporter_limits(
+        load_topics(settings.topics_file, settings.topic_namespace, settings.topic_profile), settings
+    )
     where = settings.topics_file
     for spec in topics:
         if spec.reporter is not None and spec.reporter not in catalogue.reporters:

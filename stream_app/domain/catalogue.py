@@ -78,7 +78,7 @@ _INDICATOR_KEYS = frozenset(
         "levels",
     }
 )
-_REPORTER_KEYS = frozenset({"code", "name_vi", "name_en"})
+_REPORTER_KEYS = frozenset({"code", "name_vi", "name_en", "quota_bytes_per_s", "quota_request_percent"})
 _REGION_KEYS = frozenset({"code", "name", "kind", "successor"})
 _STATION_KEYS = frozenset({"code", "name", "region", "kind", "levels", "levels_indicator", "legacy_region"})
 _LEVEL_KEYS = frozenset({"code", "from", "name_vi", "name_en", "colour"})
@@ -205,6 +205,9 @@ class Reporter:
     name_vi: str
     name_en: str
     indicators: frozenset[str]
+    # its own Kafka produce quotas (stream-app quotas apply), when the settings' defaults do not fit it
+    quota_bytes_per_s: int | None = None
+    quota_request_percent: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,14 +315,14 @@ def load_catalogue(directory: Path) -> Catalogue:
     """Load and cross-check ``indicators.toml``, ``reporters.toml``, ``regions.toml`` and
     ``stations.toml`` from ``directory``; raise ``ConfigurationError`` naming the first problem."""
     tables = {name: _read(directory / name, key) for name, key in _FILES.items()}
-    reporter_names = _reporters(directory / "reporters.toml", tables["reporters.toml"])
+    declared_reporters = _reporters(directory / "reporters.toml", tables["reporters.toml"])
     regions, legacy = _regions(directory / "regions.toml", tables["regions.toml"])
     path = directory / "indicators.toml"
     indicators: dict[str, Indicator] = {}
     alerting: set[str] = set()  # indicators without levels of their own that name an alert threshold
     for table in tables["indicators.toml"]:
         entry = TableReader.entry(path, "indicator", table)
-        indicator, explicit_alert = _indicator(entry, reporter_names, regions, indicators)
+        indicator, explicit_alert = _indicator(entry, declared_reporters, regions, indicators)
         indicators[indicator.code] = indicator
         if explicit_alert and not indicator.levels:
             alerting.add(indicator.code)
@@ -335,10 +338,8 @@ def load_catalogue(directory: Path) -> Catalogue:
             "any station (levels_indicator) has levels"
         )
     reporters = {
-        code: Reporter(
-            code, name_vi, name_en, frozenset(i.code for i in indicators.values() if code in i.reporters)
-        )
-        for code, (name_vi, name_en) in reporter_names.items()
+        code: replace(entry, indicators=frozenset(i.code for i in indicators.values() if code in i.reporters))
+        for code, entry in declared_reporters.items()
     }
     return Catalogue(indicators, reporters, regions, stations, legacy)
 
@@ -348,16 +349,19 @@ def _read(path: Path, key: str) -> list[dict[str, Any]]:
     return array_of_tables(path, read_toml(path, frozenset({key})), key)
 
 
-def _reporters(path: Path, tables: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
-    names: dict[str, tuple[str, str]] = {}
+def _reporters(path: Path, tables: list[dict[str, Any]]) -> dict[str, Reporter]:
+    """The reporters as declared (their indicators come from the indicators' entries)."""
+    found: dict[str, Reporter] = {}
     for table in tables:
         e = TableReader.entry(path, "reporter", table)
         e.only(_REPORTER_KEYS)
         code = e.text("code")
-        if code in names:
+        if code in found:
             raise e.fail("duplicate code")
-        names[code] = (e.text("name_vi"), e.text("name_en"))
-    return names
+        byte_rate = e.integer("quota_bytes_per_s", 0, at_least=1024) if "quota_bytes_per_s" in table else None
+        share = e.number("quota_request_percent", positive=True) if "quota_request_percent" in table else None
+        found[code] = Reporter(code, e.text("name_vi"), e.text("name_en"), frozenset(), byte_rate, share)
+    return found
 
 
 def _regions(path: Path, tables: list[dict[str, Any]]) -> tuple[dict[str, Region], dict[str, Region]]:

@@ -122,3 +122,22 @@ class DeadLetterRecord(TypedDict):
     stage: str | None
     error_type: str | None
     original_truncated: bool
+    # v3: every dead letter fits, whatever the reporter sent (stream_app.kafka.dead_letters)
+    source_last_offset: int | None
+    original_size: int | None
+    original_sha256: bytes | None
+    source_key_truncated: bool
+    source_key_size: int | None
+    source_key_sha256: bytes | None
+    source_headers: list[DeadLetterHeader]
+    source_headers_truncated: bool
+    source_headers_size: int
+    source_headers_sha256: bytes | None
+    minimal: bool
+
+
+class DeadLetterHeader(TypedDict):
+    """One header of a dead-lettered record."""
+
+    name: str
+    value: bytes | None

@@ -11,9 +11,11 @@ stage's task takes batches from its lane (:meth:`Lane.take`) and acks each recor
 What stays as Faust does it: the group, the fetcher thread, flow control during a rebalance (a fetch made
 in an earlier generation is dropped and fetched again from the committed offsets), paused partitions,
 offset gaps, and commits — an offset is committed only when every record before it was acked. A lane
-holds about ``capacity`` records: when it is full, the consumer pauses fetching its partitions (and
-resumes them once the stage took half), so a stage that waits (the bulk intake, holding history back
-behind the live feed) never stalls the fetch loop the other stages share.
+holds about ``capacity`` records and ``capacity_bytes`` bytes: when it is full, the consumer pauses
+fetching the partitions that fill it (and resumes them once the stage took half, or took all they
+held), so a stage that waits (the bulk intake, holding history back behind the live feed) never stalls
+the fetch loop the other stages share. A lane shares each batch fairly between its topics and
+partitions (:class:`Lane`): one reporter's flood does not queue ahead of another reporter's live record.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -33,6 +35,8 @@ from faust.types import TP
 from stream_app.logs import get_logger
 
 log = get_logger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Received(Protocol):
@@ -64,16 +68,32 @@ class Delivery:
 
 
 class Lane:
-    """A bounded queue of deliveries for one stage: the consumer puts, the stage takes."""
+    """A bounded queue of deliveries for one stage: the consumer puts, the stage takes.
 
-    def __init__(self, name: str, capacity: int) -> None:
+    Fair between its sources: one lane carries every reporter's live topic, and a reporter that floods
+    its topic must not queue ahead of another's live observation. Each partition keeps its own queue
+    (in offset order), and a batch shares its room between the topics that have records, then between
+    each topic's partitions; what a source leaves unused goes to the others. A record of a quiet
+    reporter is so in the next batch, whatever the flood holds. When the lane is full, only the
+    partitions holding at least their share are paused (:meth:`overfilled_by`), so a flood never
+    pauses the quiet reporter's fetch.
+    """
+
+    def __init__(self, name: str, capacity: int, capacity_bytes: int = 1 << 62) -> None:
         self.name = name
         self.capacity = capacity
-        self._deliveries: deque[Delivery] = deque()
+        # and in bytes (keys and values): a lane of the largest records a topic takes, or of records a
+        # compressed batch inflated to, must not hold gigabytes before its record count says full
+        self.capacity_bytes = capacity_bytes
+        self._bytes_by: dict[TP, int] = {}
+        self._bytes = 0
+        self._queues: dict[TP, deque[Delivery]] = {}  # partitions with records waiting, oldest first
+        self._held_by: dict[TP, int] = {}
         self._held = 0
+        self._turn = 0  # which topic a batch serves first: the remainder of a share rotates
         self._not_empty = asyncio.Event()
         self.paused: set[TP] = set()  # partitions the consumer stopped fetching because the lane is full
-        self.on_room: Callable[[Lane], None] | None = None  # told when a full lane has room again
+        self.on_room: Callable[[Lane], None] | None = None  # told when paused partitions may fetch again
 
     @property
     def held(self) -> int:
@@ -81,42 +101,73 @@ class Lane:
         return self._held
 
     @property
+    def held_bytes(self) -> int:
+        """Bytes (keys and values) of the records waiting in the lane."""
+        return self._bytes
+
+    @property
     def full(self) -> bool:
-        return self._held >= self.capacity
+        return self._held >= self.capacity or self._bytes >= self.capacity_bytes
+
+    @property
+    def half_empty(self) -> bool:
+        return self._held <= self.capacity // 2 and self._bytes <= self.capacity_bytes // 2
+
+    def held_by(self, tp: TP) -> int:
+        """Records of partition ``tp`` waiting in the lane."""
+        return self._held_by.get(tp, 0)
+
+    def overfilled_by(self, tp: TP) -> bool:
+        """Whether the lane is full and ``tp`` holds at least an even share of it: the partition to
+        pause. A partition holding less (a quiet reporter's, behind a flood) keeps fetching: its
+        records are taken first anyway, so it never holds more than its share for long."""
+        sources = len(self._held_by)
+        return self.full and (
+            self.held_by(tp) * sources >= self._held or self._bytes_by.get(tp, 0) * sources >= self._bytes
+        )
 
     def put(self, delivery: Delivery) -> None:
-        """Queue a delivery (never waits: the consumer pauses the lane's partitions when it is full)."""
-        self._deliveries.append(delivery)
-        self._held += len(delivery.events)
+        """Queue a delivery (never waits: the consumer pauses the partitions that overfill the lane)."""
+        count = len(delivery.events)
+        if not count:
+            return
+        tp = delivery.tp
+        size = _size(delivery.events)
+        self._queues.setdefault(tp, deque()).append(delivery)
+        self._held_by[tp] = self._held_by.get(tp, 0) + count
+        self._held += count
+        self._bytes_by[tp] = self._bytes_by.get(tp, 0) + size
+        self._bytes += size
         self._not_empty.set()
 
+    def release(self) -> set[TP]:
+        """The paused partitions that may fetch again, forgotten as paused: all of them once the lane
+        is half empty; before that, those with nothing left in the lane (their share is free)."""
+        if self.half_empty:
+            released = set(self.paused)
+        else:
+            released = {tp for tp in self.paused if tp not in self._queues}
+        self.paused -= released
+        return released
+
     def _room(self) -> None:
-        if self.paused and self._held <= self.capacity // 2 and self.on_room is not None:
+        if self.on_room is None or not self.paused:
+            return
+        if self.half_empty or any(tp not in self._queues for tp in self.paused):
             self.on_room(self)
 
     async def take(self, max_records: int, within: float) -> list[Delivery]:
-        """The next batch: at least one delivery, then more until ``max_records`` records are taken or
-        ``within`` seconds have passed since the first. A delivery larger than the room left is split."""
-        while not self._deliveries:
+        """The next batch: at least one record, then more until ``max_records`` records are taken or
+        ``within`` seconds have passed since the first; shared fairly between the sources (see the
+        class). One delivery per partition (and fetch generation), each in offset order."""
+        while not self._held:
             self._not_empty.clear()
             await self._not_empty.wait()
-        taken: list[Delivery] = []
+        chunks: dict[tuple[TP, int, int], list[Event]] = {}  # by source and generation, first taken first
         room = max_records
         deadline = time.monotonic() + within
         while True:
-            while self._deliveries and room > 0:
-                delivery = self._deliveries[0]
-                if len(delivery.events) <= room:
-                    self._deliveries.popleft()
-                    taken.append(delivery)
-                    room -= len(delivery.events)
-                    self._held -= len(delivery.events)
-                else:
-                    head = Delivery(delivery.tp, delivery.generation, delivery.events[:room], delivery.epoch)
-                    delivery.events = delivery.events[room:]
-                    taken.append(head)
-                    self._held -= room
-                    room = 0
+            room -= self._share_out(room, chunks)
             left = deadline - time.monotonic()
             if room <= 0 or left <= 0:
                 break
@@ -125,19 +176,80 @@ class Lane:
                 await asyncio.wait_for(self._not_empty.wait(), left)
             except TimeoutError:
                 break
+        self._turn += 1
         self._room()
+        return [Delivery(tp, generation, events, epoch) for (tp, generation, epoch), events in chunks.items()]
+
+    def _share_out(self, room: int, chunks: dict[tuple[TP, int, int], list[Event]]) -> int:
+        """Take up to ``room`` records into ``chunks``, an even share per topic, then per partition,
+        again and again until the room is used or the lane empty; returns how many were taken."""
+        taken = 0
+        while taken < room and self._held:
+            by_topic: dict[str, list[TP]] = {}
+            for tp in self._queues:
+                by_topic.setdefault(tp.topic, []).append(tp)
+            topics = _rotated(list(by_topic), self._turn)
+            topic_share = max(1, (room - taken) // len(topics))
+            for topic in topics:
+                partitions = _rotated(by_topic[topic], self._turn)
+                share = max(1, topic_share // len(partitions))
+                for tp in partitions:
+                    taken += self._take_from(tp, min(share, room - taken), chunks)
+                    if taken >= room:
+                        return taken
+        return taken
+
+    def _take_from(self, tp: TP, count: int, chunks: dict[tuple[TP, int, int], list[Event]]) -> int:
+        """Take up to ``count`` records of partition ``tp``, oldest first (a delivery larger than that
+        is split); returns how many were taken."""
+        queue = self._queues[tp]
+        taken = 0
+        while queue and taken < count:
+            delivery = queue[0]
+            want = count - taken
+            if len(delivery.events) <= want:
+                queue.popleft()
+                events = delivery.events
+            else:
+                events = delivery.events[:want]
+                delivery.events = delivery.events[want:]
+            chunks.setdefault((tp, delivery.generation, delivery.epoch), []).extend(events)
+            taken += len(events)
+            if queue:  # what is left of the partition keeps its bytes counted
+                size = _size(events)
+                self._bytes_by[tp] -= size
+                self._bytes -= size
+        self._held -= taken
+        self._held_by[tp] -= taken
+        if not queue:
+            del self._queues[tp]
+            del self._held_by[tp]
+            self._bytes -= self._bytes_by.pop(tp)
         return taken
 
     def drop(self, tps: Iterable[TP]) -> int:
         """Forget the queued deliveries of ``tps`` (revoked partitions); returns the records dropped."""
         gone = set(tps)
-        kept = [d for d in self._deliveries if d.tp not in gone]
-        dropped = sum(len(d.events) for d in self._deliveries if d.tp in gone)
-        self._deliveries = deque(kept)
+        dropped = 0
+        for tp in gone & set(self._queues):
+            del self._queues[tp]
+            dropped += self._held_by.pop(tp)
+            self._bytes -= self._bytes_by.pop(tp)
         self._held -= dropped
         self.paused -= gone
         self._room()
         return dropped
+
+
+def _size(events: Sequence[Event]) -> int:
+    """Bytes of the keys and values of ``events``."""
+    return sum(len(e.message.key or b"") + len(e.message.value or b"") for e in events)
+
+
+def _rotated(items: list[_T], turn: int) -> list[_T]:
+    """``items`` starting at ``turn`` (modulo their count): who goes first changes batch to batch."""
+    start = turn % len(items)
+    return items[start:] + items[:start]
 
 
 class Lanes:
@@ -149,8 +261,8 @@ class Lanes:
         # batch taken between a revocation and the next assignment is told apart by this
         self.epoch = 0
 
-    def open(self, name: str, topics: Iterable[str], capacity: int) -> Lane:
-        lane = Lane(name, capacity)
+    def open(self, name: str, topics: Iterable[str], capacity: int, capacity_bytes: int = 1 << 62) -> Lane:
+        lane = Lane(name, capacity, capacity_bytes)
         for topic in topics:
             if topic in self.by_topic:
                 raise ValueError(f"topic {topic} already has lane {self.by_topic[topic].name}")
@@ -263,7 +375,7 @@ class LaneConsumer(faust_aiokafka.Consumer):
                 return  # a rebalance ran while this awaited (a commit, a gap): its seek stands
             lane.put(Delivery(tp, generation, events, epoch))
             read_offset[tp] = last
-            if lane.full:
+            if lane.overfilled_by(tp):
                 self._pause_lane(lane, tp)
 
     async def _unread(self, tp: TP, batch: Sequence[Any]) -> tuple[list[Event], int | None]:
@@ -302,9 +414,9 @@ class LaneConsumer(faust_aiokafka.Consumer):
                 read_offset[tp] = offset
 
     def _resume_lane(self, lane: Lane) -> None:
-        """Fetch a lane's paused partitions again (those still assigned: a rebalance may have moved some)."""
-        resumed = {TP(tp.topic, tp.partition) for tp in lane.paused} & self.assignment()
-        lane.paused.clear()
+        """Fetch the lane's partitions that have room again (those still assigned: a rebalance may have
+        moved some)."""
+        resumed = {TP(tp.topic, tp.partition) for tp in lane.release()} & self.assignment()
         if resumed:
             self.resume_partitions(resumed)
 

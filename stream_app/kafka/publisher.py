@@ -6,9 +6,10 @@
 waits, readiness says so); a permanent one — a record Kafka refuses for good — is handed back with the
 output, whose ``blame`` tells the stage which input caused it, so the stage can dead-letter that input
 and move on. An output over ``STREAM_APP_OUTPUT_MAX_BYTES`` is refused before it is sent. Dead letters
-(:class:`Letter`) always go somewhere: one that does not fit is sent without the original bytes
-(flagged ``original_truncated``) rather than lost. Outputs are single-object encoded; each is framed
-for its topic as it is sent (:mod:`stream_app.wire.framing`: Confluent framing on the public topics
+(:mod:`stream_app.kafka.dead_letters`) are bounded to fit; one Kafka refuses for good anyway is sent
+again in its minimal form, and if even that is refused it is counted and skipped: a permanent refusal
+never makes a stage wait. Outputs are single-object encoded; each is framed for its topic as it is
+sent (:mod:`stream_app.wire.framing`: Confluent framing on the public topics
 with ``STREAM_APP_OUTPUT_FRAMING=confluent``), so every record a worker writes passes that one object.
 """
 
@@ -16,25 +17,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
 
-from stream_app.domain.model import Rejection
-from stream_app.domain.records import DeadLetterRecord
+from stream_app.kafka.dead_letters import Letter, LetterBounds, log_rejections, lost
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
-from stream_app.ops.failures import UNKNOWN_ATTEMPTS, Failure, classify_kafka, error_type, too_large
+from stream_app.ops.failures import UNKNOWN_ATTEMPTS, Failure, classify_kafka
 from stream_app.settings import Settings
-from stream_app.wire import codecs
 from stream_app.wire.framing import SINGLE_OBJECT_FRAMING, Framing
 from stream_app.wire.schemas import SchemaVersion
 
 log = get_logger(__name__)
-
-_MESSAGE_MAX_CHARS = 2000  # a dead letter's message for people
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,24 +53,6 @@ class Output:
     @property
     def size(self) -> int:
         return len(self.key or b"") + len(self.value or b"")
-
-
-@dataclass(frozen=True, slots=True)
-class Letter:
-    """A dead letter to publish: the record (Avro ``dead_letter``) and where it goes."""
-
-    topic: str
-    key: bytes | None
-    record: DeadLetterRecord
-    reporter: str | None = None  # whose record was refused (None: an internal record)
-    poison: bool = False  # it made a stage fail (logged on its own) rather than refused by a check
-
-    def encode(self, schema: SchemaVersion) -> Output:
-        return Output(self.topic, self.key, codecs.encode(schema, self.record))
-
-    def without_original(self) -> Letter:
-        record: DeadLetterRecord = {**self.record, "original": b"", "original_truncated": True}
-        return replace(self, record=record)
 
 
 RECEIVED_AT = "stream-app-received-at"
@@ -119,82 +98,6 @@ def received_at_of(message: Any) -> int | None:
 PUBLISH_OBSERVERS: dict[str, Callable[[Output], None]] = {}
 
 
-def dead_letter(
-    message: Any,
-    topic: str,
-    rejection: Rejection,
-    *,
-    now_ms: int,
-    stage: str,
-    reporter: str | None = None,
-    error: BaseException | None = None,
-    poison: bool = False,
-) -> Letter:
-    """The dead letter of ``message``: its bytes and key unchanged, the reason, where it was read, the
-    stage that refused it and, for a failure rather than a rejection, the exception's type.
-
-    A reporter's record is counted in ``stream_app_records_rejected_total{reporter,reason}``; a record
-    that made a stage fail (``poison``) in ``stream_app_poison_records_total{stage,reason}`` and logged
-    as an error, one line each. Rejections are logged once per batch as they are published
-    (:func:`log_rejections`): a reporter sending thousands of bad records a second must not flood
-    the log, and each one is on the dead-letter topic with its reason.
-    """
-    if reporter is not None:
-        metrics.RECORDS_REJECTED.labels(reporter, rejection.reason).inc()
-    if poison:
-        metrics.POISON_RECORDS.labels(stage, rejection.reason).inc()
-        log.error(
-            "record_dead_lettered",
-            stage=stage,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            reporter=reporter,
-            reason=rejection.reason,
-            error_type=error_type(error) if error is not None else None,
-            detail=rejection.message[:200],
-        )
-    record: DeadLetterRecord = {
-        "reason": rejection.reason,
-        "message": rejection.message[:_MESSAGE_MAX_CHARS],
-        "source_topic": message.topic,
-        "source_partition": message.partition,
-        "source_offset": message.offset,
-        "source_key": message.key,
-        "original": message.value or b"",
-        "rejected_at": now_ms,
-        "stage": stage,
-        "error_type": error_type(error) if error is not None else None,
-        "original_truncated": False,
-    }
-    return Letter(topic, message.key, record, reporter, poison)
-
-
-def log_rejections(letters: Iterable[Letter]) -> None:
-    """One ``records_rejected`` line per stage, source topic and reason of a batch's rejected records:
-    how many, the offsets' range per partition, and the first one's detail."""
-    groups: dict[tuple[str | None, str, str | None, str], list[DeadLetterRecord]] = {}
-    for letter in letters:
-        if not letter.poison:
-            record = letter.record
-            key = (record["stage"], record["source_topic"], letter.reporter, record["reason"])
-            groups.setdefault(key, []).append(record)
-    for (stage, topic, reporter, reason), records in groups.items():
-        offsets: dict[int, list[int]] = {}
-        for record in records:
-            offsets.setdefault(record["source_partition"], []).append(record["source_offset"])
-        log.info(
-            "records_rejected",
-            stage=stage,
-            topic=topic,
-            reporter=reporter,
-            reason=reason,
-            count=len(records),
-            offsets={p: f"{min(o)}..{max(o)}" for p, o in sorted(offsets.items())},
-            detail=records[0]["message"][:200],
-        )
-
-
 class Sender(Protocol):
     """What hands a batch of framed outputs to Kafka: :class:`stream_app.kafka.producer.DirectProducer`
     in a worker (librdkafka, one wake per batch), :class:`FaustSender` elsewhere."""
@@ -221,6 +124,7 @@ class Publisher:
         self._schema = dead_letter_schema
         self.framing = framing
         self.max_bytes = settings.output_max_bytes
+        self._bounds = LetterBounds.from_settings(settings)
         if sender is None:
             if app is None:
                 raise TypeError("a Publisher needs a Faust app or a sender")
@@ -250,17 +154,24 @@ class Publisher:
         return refused
 
     async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
-        """Send dead letters; they are never refused for good (see :meth:`publish`)."""
+        """Send dead letters: each is taken, taken in its minimal form, or counted as lost (see
+        :mod:`stream_app.kafka.dead_letters`); only a transient or blocking failure makes this wait."""
         if letters:
             log_rejections(letters)
             await self._deliver([], [self._fitting(letter) for letter in letters], [])
 
     def _fitting(self, letter: Letter) -> tuple[Letter, Output]:
-        encoded = letter.encode(self._schema)
+        """The letter bounded to fit (:meth:`Letter.fitted`), encoded; its minimal form should it still
+        not fit (it always does with the settings' own check: this is the belt with the braces)."""
+        letter = letter.fitted(self._bounds)
+        encoded = self._encoded(letter)
         if encoded.size > self.max_bytes:
-            letter = letter.without_original()
-            encoded = letter.encode(self._schema)
+            letter = letter.minimal()
+            encoded = self._encoded(letter)
         return letter, encoded
+
+    def _encoded(self, letter: Letter) -> Output:
+        return Output(letter.topic, letter.key, letter.encode(self._schema))
 
     async def _deliver(
         self,
@@ -295,14 +206,14 @@ class Publisher:
                         failure_seen = error
                     elif letter is None:
                         suspects.append((output, error))
-                    elif too_large(error) and not letter.record["original_truncated"]:
-                        smaller = letter.without_original()  # a dead letter too large: without the original
-                        again.append((smaller, smaller.encode(self._schema)))
-                    else:
-                        again.append((letter, output))  # a dead letter has nowhere else to go: wait
-                        failure_seen = error
+                    elif not letter.record["minimal"]:  # refused for good: its minimal form, at once
+                        metrics.DEAD_LETTERS_REDUCED.labels(letter.record["stage"] or "unknown").inc()
+                        smaller = letter.minimal()
+                        again.append((smaller, self._encoded(smaller)))
+                    else:  # even the minimal letter: counted, logged, skipped (never a wait)
+                        lost(letter, error)
                 pending = again
-                if pending:
+                if pending and failure_seen is not None:
                     attempt += 1
                     mark()
                     metrics.RETRIES.labels("produce").inc()

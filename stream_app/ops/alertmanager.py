@@ -10,10 +10,14 @@ after that margin, as Prometheus' do when Prometheus stops.
 
 The level is a label (routes can page on ``level_index``), so it is part of the alert's identity in
 Alertmanager: when an alert changes level, the old level's alert is resolved as the new one is posted.
+
+What waits to be posted is one post per alert, bounded (:class:`PendingPosts`); a 4xx answer is final
+(:class:`AlertmanagerRefusedError`: logged and dropped by the bridge), a 5xx or no answer is retried.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +25,10 @@ from typing import Any
 import aiohttp
 
 ACTIVE_TRANSITIONS = frozenset({"FIRING", "ESCALATED", "DEESCALATED"})
+# 4xx answers that say "not now" rather than "never": retried like a 5xx.
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+# 4xx answers about the payload itself, where one bad alert may spoil a batch: worth isolating it.
+_PAYLOAD_4XX = frozenset({400, 413, 422})
 # Keep an open alert alive in Alertmanager this many resend intervals after the last post.
 ENDS_AFTER_RESENDS = 4
 SOURCE = "stream-app"
@@ -146,6 +154,80 @@ class OpenAlerts:
         return [a.postable(ends) for a in self.alerts.values()]
 
 
+AlertIdentity = frozenset[tuple[str, str]]
+
+
+def alert_identity(post: dict[str, Any]) -> AlertIdentity:
+    """What Alertmanager tells alerts apart by: the label set."""
+    return frozenset(post["labels"].items())
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """What adding posts to :class:`PendingPosts` cost: posts replaced by a newer state of their alert
+    (``superseded``), and the oldest posts dropped to stay within the limit (``overflowed``)."""
+
+    superseded: int = 0
+    overflowed: int = 0
+
+
+class PendingPosts:
+    """The posts waiting for Alertmanager: one per alert, the newest state of each, at most ``limit``.
+
+    A flood of transitions (or an Alertmanager away for a while) must not grow a queue: Alertmanager only
+    needs each alert's latest state, so a newer post replaces the one waiting, and past ``limit`` the
+    post waiting longest is dropped (an open alert comes back with the next re-send of the open set; a
+    resolved one ends by itself at its ``endsAt``). Pure.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._posts: dict[AlertIdentity, dict[str, Any]] = {}
+
+    def add(self, posts: Iterable[dict[str, Any]]) -> Queued:
+        """Queue ``posts``, each replacing its alert's waiting post (and going last in line)."""
+        superseded = overflowed = 0
+        for post in posts:
+            identity = alert_identity(post)
+            if self._posts.pop(identity, None) is not None:
+                superseded += 1
+            elif len(self._posts) >= self.limit:
+                del self._posts[next(iter(self._posts))]
+                overflowed += 1
+            self._posts[identity] = post
+        return Queued(superseded, overflowed)
+
+    def posts(self) -> list[dict[str, Any]]:
+        """What is waiting, the longest waiting first."""
+        return list(self._posts.values())
+
+    def clear(self) -> None:
+        self._posts.clear()
+
+    def __len__(self) -> int:
+        return len(self._posts)
+
+
+class AlertmanagerRefusedError(Exception):
+    """Alertmanager answered a 4xx that retrying cannot cure (bad request, unauthorised, not found ...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+    @property
+    def about_the_payload(self) -> bool:
+        """Whether the answer is about what was posted (so one alert of a batch may be the cause)."""
+        return self.status in _PAYLOAD_4XX
+
+
+def refused_for_good(status: int) -> bool:
+    """Whether an HTTP status from Alertmanager means: do not send this again."""
+    return 400 <= status < 500 and status not in _RETRYABLE_4XX
+
+
 class AlertmanagerClient:
     """Posts alerts to Alertmanager's v2 API."""
 
@@ -155,7 +237,8 @@ class AlertmanagerClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def post(self, alerts: list[dict[str, Any]]) -> None:
-        """Post ``alerts``; raises ``aiohttp.ClientError`` (or ``TimeoutError``) when it fails."""
+        """Post ``alerts``; raises :class:`AlertmanagerRefusedError` for a 4xx that retrying cannot cure,
+        ``aiohttp.ClientError`` (or ``TimeoutError``) when it fails otherwise (5xx, no answer)."""
         if not alerts:
             return
         if self._session is None:
@@ -163,6 +246,8 @@ class AlertmanagerClient:
         async with self._session.post(self.url, json=alerts) as response:
             if response.status >= 300:
                 text = (await response.text())[:300]
+                if refused_for_good(response.status):
+                    raise AlertmanagerRefusedError(response.status, text)
                 raise aiohttp.ClientResponseError(
                     response.request_info, (), status=response.status, message=text
                 )

@@ -98,6 +98,12 @@ BULK_WAIT = Counter(
     "Time the bulk intake spent waiting for the stateful step to catch up",
     registry=REGISTRY,
 )
+LIVE_WAIT = Counter(
+    "stream_app_live_wait_seconds_total",
+    "Time the live intake spent waiting for the stateful step to catch up (STREAM_APP_LIVE_MAX_AHEAD): "
+    "a reporter's flood queues in its own topic, shared fairly with the others, not on the internal one",
+    registry=REGISTRY,
+)
 STAGE_SECONDS = Histogram(
     "stream_app_stage_batch_seconds",
     "Time a stage spent on each batch, from taking it to acking it (its busy time: the sum over the wall)",
@@ -232,13 +238,35 @@ ALERT_TRANSITIONS = Counter(
 )
 ALERTMANAGER_POSTS = Counter(
     "stream_app_alertmanager_posts_total",
-    "Batches of center alerts posted to Alertmanager, by outcome (ok, error).",
+    "Batches of center alerts posted to Alertmanager, by outcome (ok; error: 5xx or no answer, retried "
+    "with backoff; refused: a 4xx, logged and not retried).",
     ["outcome"],
     registry=REGISTRY,
 )
 ALERTMANAGER_ACTIVE = Gauge(
     "stream_app_alertmanager_active_alerts",
     "Open center alerts the bridge keeps active in Alertmanager.",
+    registry=REGISTRY,
+)
+ALERTMANAGER_PENDING = Gauge(
+    "stream_app_alertmanager_pending_alerts",
+    "Alerts waiting to be posted to Alertmanager (one per alert: its newest state).",
+    registry=REGISTRY,
+)
+ALERTMANAGER_DROPPED = Counter(
+    "stream_app_alertmanager_dropped_total",
+    "Alert posts never sent to Alertmanager, by reason: superseded (a newer state of the same alert "
+    "replaced it while waiting), overflow (STREAM_APP_ALERTMANAGER_MAX_PENDING reached: the oldest went; "
+    "an open alert comes back with the next re-send), refused (Alertmanager answered 4xx for it).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SCHEMA_LOOKUPS = Counter(
+    "stream_app_schema_registry_lookups_total",
+    "Confluent schema ids met in a batch and not yet known, by outcome: resolved, unknown (the registry "
+    "has no such id), refused (schema_mismatch or schema_not_allowed), skipped (not asked: over "
+    "STREAM_APP_SCHEMA_REGISTRY_MAX_LOOKUPS_PER_BATCH; its records are dead-lettered, schema_not_looked_up).",
+    ["outcome"],
     registry=REGISTRY,
 )
 # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, process_start_time_seconds
@@ -284,6 +312,34 @@ AGENT_CRASHES = Counter(
     ["agent"],
     registry=REGISTRY,
 )
+# --- hostile reporters, second round (issue 25) -------------------------------------------------
+FETCH_BATCHES_WITHHELD = Counter(
+    "stream_app_fetch_batches_withheld_total",
+    "Fetched record batches not inflated (over STREAM_APP_FETCH_MAX_BATCH_BYTES once inflated, over "
+    "STREAM_APP_FETCH_MAX_BATCH_RECORDS, or unreadable), by reason: each is dead-lettered by position.",
+    ["reason"],
+    registry=REGISTRY,
+)
+FETCH_INFLATED_BYTES = Counter(
+    "stream_app_fetch_inflated_bytes_total",
+    "Bytes of compressed record batches inflated by the worker's consumer, within the per-batch budget.",
+    registry=REGISTRY,
+)
+DEAD_LETTERS_REDUCED = Counter(
+    "stream_app_dead_letters_reduced_total",
+    "Dead letters Kafka refused for good and that were sent again in their minimal form (position, "
+    "reason, sizes and digests), by stage.",
+    ["stage"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS_LOST = Counter(
+    "stream_app_dead_letters_lost_total",
+    "Dead letters Kafka refused for good even in their minimal form: the record was skipped, counted "
+    "and logged (dead_letter_lost), by stage and reason. Any increase pages (StreamAppDeadLetterLost).",
+    ["stage", "reason"],
+    registry=REGISTRY,
+)
+
 # Their series exist from start-up (at 0), so `increase()` sees the first poison record of a worker.
 AGENTS = ("intake", "directives", "consolidate", "rollup")
 POISON_REASONS = {

@@ -12,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream_app.api import http as api
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.kafka import fetch_bounds
 from stream_app.kafka.config import faust_credentials
+from stream_app.kafka.fetch_bounds import FetchLimits
 from stream_app.kafka.lanes import Lanes, LaneTransport
 from stream_app.kafka.producer import DirectProducer
 from stream_app.kafka.subjects import output_framing
@@ -35,6 +37,14 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
         "web_in_thread": False,
+        # Faust's own pages are off: /router names every worker's host and the partitions it owns,
+        # /table serves table data, / and /graph the worker's internals. Nothing here routes by
+        # table key (no @table_route); the worker's pages are its own (_register_pages, the API).
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_stats_enabled": False,
+        "web_graph_enabled": False,
+        "web_metrics_enabled": False,
         "broker_session_timeout": settings.broker_session_timeout_s,
         "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
         "broker_commit_interval": 1.0,
@@ -107,6 +117,7 @@ def create_app(
 
     blueprint = blueprint or load_blueprint(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fetch_bounds.install(FetchLimits.from_settings(settings))  # before any consumer fetches
     app = StreamApp(settings.group_id, **faust_settings(settings))
     app.stream_settings = settings
     redis_client = connect(settings)

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("screen", help="serve the center's screen: the live web view of the country")
     _add_topics(sub)
     _add_acl(sub)
+    _add_quotas(sub)
     _add_token(sub)
     _add_simulate(sub)
     _add_produce(sub)
@@ -64,6 +65,13 @@ def _add_topics(sub: Any) -> None:
     topics.add_argument("action", choices=["plan", "apply", "list", "grow"])
     topics.add_argument("topic", nargs="?", help="grow: the internal topic (as declared in topics.toml)")
     topics.add_argument("--partitions", type=int, help="grow: the new partition count")
+
+
+def _add_quotas(sub: Any) -> None:
+    quotas = sub.add_parser(
+        "quotas", help="Kafka produce quotas of every reporter's user, from the catalogue (as an admin)"
+    )
+    quotas.add_argument("action", choices=["plan", "apply", "list"])
 
 
 def _add_acl(sub: Any) -> None:
@@ -253,6 +261,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "tail": _tail,
         "dlq": _dlq,
         "acl": _acl,
+        "quotas": _quotas,
         "token": _token,
         "alerts": _alerts,
         "tick": _tick,
@@ -355,6 +364,34 @@ def _acl(args: argparse.Namespace, settings: Settings) -> int:
             subject="cluster",
             outcome="applied",
             details={"granted": str(len(change.create)), "revoked": str(len(change.delete))},
+        )
+        audit.send(blueprint, record)
+    return 0
+
+
+def _quotas(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.api import audit
+    from stream_app.kafka import quotas
+
+    blueprint = _blueprint(settings)
+    if args.action == "list":
+        for quota in sorted(quotas.quotas(blueprint)):
+            print(quota)
+        return 0
+    change = quotas.plan(blueprint) if args.action == "plan" else quotas.apply(blueprint)
+    for quota in change.to_set:
+        before = change.before(quota)
+        print(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
+    verb = "to change" if args.action == "plan" else "changed"
+    print(f"{len(change.to_set)} quota(s) {verb}")
+    if args.action == "apply" and not change.empty:
+        record = audit.event(
+            actor=audit.cli_actor(blueprint),
+            source="cli",
+            action="quotas_apply",
+            subject="cluster",
+            outcome="applied",
+            details={"set": str(len(change.to_set))},
         )
         audit.send(blueprint, record)
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from stream_app.api.auth import create_token
 from stream_app.config.blueprint import Blueprint, load_blueprint
-from stream_app.kafka import acl
+from stream_app.kafka import acl, quotas
 from stream_app.kafka.topics import apply
 from stream_app.logs import colour_allowed
 from stream_app.paths import CHECKOUT, state_dir
@@ -179,6 +179,8 @@ def _prepare(settings: Settings, blueprint: Blueprint) -> None:
     if settings.kafka_security_protocol.startswith("SASL"):
         granted = acl.apply(blueprint)
         print(f"demo: ACLs ready ({len(granted.create)} granted, {len(granted.delete)} revoked)", flush=True)
+        limited = quotas.apply(blueprint)
+        print(f"demo: reporter quotas ready ({len(limited.to_set)} set)", flush=True)
     _sound_state(blueprint)
 
 

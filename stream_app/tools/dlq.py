@@ -170,11 +170,11 @@ def replay(
 
     Returns (selected, sent). Each record keeps its original key and bytes and carries a header
     ``stream-app-replay-of: <dlq topic>:<partition>:<offset>``. A dead letter whose original bytes had
-    to be left out (``original_truncated``) cannot be replayed and is not selected.
+    to be left out (``original_truncated``: too large for a letter, never inflated, or a minimal letter)
+    or whose key was (``source_key_truncated``) cannot be replayed and is not selected: the original is
+    in the source topic at the letter's position.
     """
-    chosen = [
-        d for d in read_all(blueprint, source.topic) if select(d) and not d.record.get("original_truncated")
-    ]
+    chosen = [d for d in read_all(blueprint, source.topic) if select(d) and _replayable(d.record)]
     if dry_run or not chosen:
         return len(chosen), 0
     failures: list[str] = []
@@ -198,6 +198,10 @@ def replay(
         producer.poll(0)
     producer.flush(30)
     return len(chosen), len(chosen) - len(failures)
+
+
+def _replayable(record: dict[str, Any]) -> bool:
+    return not (record.get("original_truncated") or record.get("source_key_truncated"))
 
 
 def format_summary(rows: list[ReasonSummary]) -> list[str]:

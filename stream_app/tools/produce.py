@@ -51,6 +51,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from fastavro import parse_schema
 from fastavro.validation import ValidationError, validate
 
+from stream_app.config.blueprint import reporter_max_message_bytes
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.model import Rejection
 from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
@@ -693,7 +694,9 @@ def producer_config(settings: Settings, batch: int) -> dict[str, Any]:
         "compression.type": "lz4",
         "linger.ms": 50,
         "batch.num.messages": batch,
-        "batch.size": 1_000_000,  # below the broker's default message.max.bytes
+        # a reporter topic takes batches up to the intake's own bound (max.message.bytes); librdkafka
+        # counts batch.size before compression, so a batch of this size always fits
+        "batch.size": reporter_max_message_bytes(settings),
         "queue.buffering.max.messages": max(100_000, 4 * batch),
         "queue.buffering.max.kbytes": 256 * 1024,
         "message.timeout.ms": 120_000,

@@ -37,7 +37,8 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.domain.entity import EntityState
 from stream_app.exceptions import ConfigurationError
 from stream_app.kafka.config import confluent_config
-from stream_app.kafka.publisher import Letter, Output
+from stream_app.kafka.dead_letters import Letter
+from stream_app.kafka.publisher import Output
 from stream_app.logs import get_logger
 from stream_app.ops.failures import Reasons
 from stream_app.state.guard import loss, new_epoch, source_of

@@ -37,9 +37,11 @@ _CONFLUENT_HEADER_LEN = 5
 
 ConfluentResolver = Callable[[int], SchemaVersion | None]
 """Confluent schema id -> the writer schema registered under it, or None when the registry does not know
-the id. May raise :class:`DecodeError` (``schema_mismatch``) for a registered schema that can never be
-read as the expected subject, and an infrastructure error when the registry cannot be asked (see
-:class:`stream_app.kafka.registry.SchemaRegistryUnavailable`): that error must not become a dead letter."""
+the id. May raise :class:`DecodeError` (``schema_mismatch``, ``schema_not_allowed``) for a registered schema
+that can never be read as the expected subject, ``schema_not_looked_up`` for an id it will not ask the
+registry about now (see :class:`stream_app.kafka.registry.ConfluentSchemas`), and an infrastructure error
+when the registry cannot be asked (see :class:`stream_app.kafka.registry.SchemaRegistryUnavailable`):
+that error must not become a dead letter."""
 
 
 class Reasons:
@@ -49,6 +51,12 @@ class Reasons:
     UNKNOWN_SCHEMA = "unknown_schema"
     SCHEMA_MISMATCH = "schema_mismatch"
     OVERSIZED = "oversized"
+    # A writer schema from the registry with array items of no bytes: a few bytes could declare
+    # billions of them (stream_app.wire.schema_check.zero_byte_items).
+    SCHEMA_NOT_ALLOWED = "schema_not_allowed"
+    # A Confluent schema id its batch did not ask the registry about: over the batch's lookups
+    # (STREAM_APP_SCHEMA_REGISTRY_MAX_LOOKUPS_PER_BATCH); decoding never asks it on the event loop.
+    SCHEMA_NOT_LOOKED_UP = "schema_not_looked_up"
 
 
 def encode(schema: SchemaVersion, record: Mapping[str, Any]) -> bytes:

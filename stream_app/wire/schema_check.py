@@ -16,7 +16,8 @@ Two checkers judge every pair, and either failing fails the check (the report na
   and a schema registry apply): a proof over every possible datum, not only the generated ones.
 
 The check also fails when a file does not parse, two files have the same fingerprint (the same schema,
-whatever their docs say), or the versions of a subject are not numbered 1..N.
+whatever their docs say), the versions of a subject are not numbered 1..N, or a version has an array
+whose items take no bytes (:func:`zero_byte_items`: refused as a writer schema, ``schema_not_allowed``).
 
 :func:`check_schemas` is pure apart from reading the directory; the CLI only prints its report.
 """
@@ -123,6 +124,7 @@ def check_schemas(
         except ConfigurationError as exc:
             report.lines.append(Line(False, path.name, _short(str(exc))))
     report.lines.extend(_same_fingerprints(parsed))
+    report.lines.extend(_zero_byte_arrays(parsed))
     by_subject: dict[str, list[SchemaVersion]] = defaultdict(list)
     for version in parsed:
         by_subject[version.subject].append(version)
@@ -187,6 +189,109 @@ def compatibility_problem(
     return read_problem(writer, reader, sample_records(writer, samples, seed))
 
 
+# Types whose every value is encoded in one byte at least; the others are resolved below.
+_NEVER_EMPTY = frozenset(
+    {"boolean", "int", "long", "float", "double", "bytes", "string", "enum", "array", "map"}
+)
+
+
+def zero_byte_items(schema: Any) -> str | None:
+    """Where ``schema`` (as fastavro parses it) has an array whose items may take no bytes, else None.
+
+    An array is written as blocks of ``count`` items: with items of no bytes (``null``, an empty
+    record, a record of such fields only, a ``fixed`` of size 0) a few bytes declare billions of them,
+    and a reader allocates every one (fastavro takes ~70 s and gigabytes for ``[null] x 2**30``, five
+    bytes long). Such a writer schema is refused before any record is read with it. A map's entry always
+    carries its key (a string: one byte at least), so a map's size is bounded by the record's: a map of
+    nulls (a set) is allowed.
+    """
+    named: dict[str, Any] = {}
+    _collect_named(schema, named)
+    return _find_zero_byte_array(schema, named, "$", set())
+
+
+def _collect_named(schema: Any, named: dict[str, Any]) -> None:
+    """Every named type (record, enum, fixed) defined in ``schema``, by full name."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _collect_named(branch, named)
+    elif isinstance(schema, dict):
+        if isinstance(schema.get("name"), str) and _kind(schema) in {"record", "error", "enum", "fixed"}:
+            named.setdefault(schema["name"], schema)
+        for child in _children(schema).values():
+            _collect_named(child, named)
+
+
+def _children(schema: dict[str, Any]) -> dict[str, Any]:
+    """The sub-schemas of a complex schema, by their place in it."""
+    kind = _kind(schema)
+    if kind in {"record", "error"}:
+        return {f"fields.{f.get('name')}": f.get("type") for f in schema.get("fields") or []}
+    if kind == "array":
+        return {"items": schema.get("items")}
+    if kind == "map":
+        return {"values": schema.get("values")}
+    if isinstance(schema.get("type"), (dict, list)):  # a schema wrapped in another's attributes
+        return {"type": schema["type"]}
+    return {}
+
+
+def _kind(schema: dict[str, Any]) -> str:
+    """The type a schema object names ("" when its ``type`` is itself a schema)."""
+    kind = schema.get("type")
+    return kind if isinstance(kind, str) else ""
+
+
+def _find_zero_byte_array(schema: Any, named: dict[str, Any], path: str, seen: set[str]) -> str | None:
+    if isinstance(schema, list):
+        children = {f"[{i}]": branch for i, branch in enumerate(schema)}
+    elif isinstance(schema, dict) and _first_visit(schema, seen):
+        if _kind(schema) == "array" and _may_be_empty(schema.get("items"), named, frozenset()):
+            return f"{path}.items"
+        children = {f".{place}": child for place, child in _children(schema).items()}
+    else:
+        return None  # a primitive, or a named type's reference: walked where it is defined
+    for place, child in children.items():
+        found = _find_zero_byte_array(child, named, path + place, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_visit(schema: dict[str, Any], seen: set[str]) -> bool:
+    name = schema.get("name")
+    if not isinstance(name, str):
+        return True
+    if name in seen:
+        return False
+    seen.add(name)
+    return True
+
+
+def _may_be_empty(schema: Any, named: dict[str, Any], visiting: frozenset[str]) -> bool:
+    """Whether some value of ``schema`` is encoded in no bytes at all."""
+    if isinstance(schema, str):  # a primitive, or a named type (a record holding itself is never empty)
+        return schema == "null" or (
+            schema in named
+            and schema not in visiting
+            and _may_be_empty(named[schema], named, visiting | {schema})
+        )
+    if isinstance(schema, dict):
+        return _complex_may_be_empty(schema, named, visiting)
+    return False  # a union writes its branch's index first
+
+
+def _complex_may_be_empty(schema: dict[str, Any], named: dict[str, Any], visiting: frozenset[str]) -> bool:
+    kind = _kind(schema)
+    if kind in {"record", "error"}:
+        inner = visiting | {str(schema.get("name"))}
+        return all(_may_be_empty(f.get("type"), named, inner) for f in schema.get("fields") or [])
+    if kind == "fixed":
+        return bool(schema.get("size") == 0)
+    # {"type": "null"}, a logical type over its base type, a schema wrapped in another's attributes
+    return kind not in _NEVER_EMPTY and _may_be_empty(schema.get("type"), named, visiting)
+
+
 def avro_problem(writer: SchemaVersion, reader: SchemaVersion) -> str | None:
     """Why ``reader`` cannot read ``writer``'s data by the Avro specification's resolution rules, as the
     Apache Avro project's ``ReaderWriterCompatibilityChecker`` judges it; None if it can."""
@@ -242,6 +347,22 @@ def _same_fingerprints(versions: list[SchemaVersion]) -> list[Line]:
                     group[0].file_name,
                     f"{names} have the same fingerprint {fingerprint:016x}: one schema "
                     "(docs and defaults are not part of it), so a decoder cannot tell them apart",
+                )
+            )
+    return lines
+
+
+def _zero_byte_arrays(versions: list[SchemaVersion]) -> list[Line]:
+    """A local version the registry edge would refuse as a writer (``schema_not_allowed``)."""
+    lines = []
+    for version in versions:
+        where = zero_byte_items(version.parsed)
+        if where is not None:
+            lines.append(
+                Line(
+                    False,
+                    version.file_name,
+                    f"array items that take no bytes at {where} (schema_not_allowed)",
                 )
             )
     return lines

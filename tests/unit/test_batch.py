@@ -4,7 +4,9 @@ producer standing in for Kafka) and what a batch handler's crash does."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -13,8 +15,9 @@ from aiokafka import errors as kafka_errors
 from faust.transport.consumer import ThreadDelegateConsumer
 
 from stream_app.agents._batch import batch_agent
-from stream_app.domain.records import DeadLetterRecord
-from stream_app.kafka.publisher import Letter, Output, Publisher
+from stream_app.domain.model import Rejection
+from stream_app.kafka.dead_letters import Letter, dead_letter
+from stream_app.kafka.publisher import Output, Publisher
 from stream_app.ops import metrics, retry
 from stream_app.settings import Settings
 from stream_app.wire import codecs
@@ -66,20 +69,8 @@ def _publisher(
 
 
 def _letter(original: bytes) -> Letter:
-    record: DeadLetterRecord = {
-        "reason": "x",
-        "message": "m",
-        "source_topic": "t",
-        "source_partition": 0,
-        "source_offset": 1,
-        "source_key": None,
-        "original": original,
-        "rejected_at": 0,
-        "stage": "intake",
-        "error_type": None,
-        "original_truncated": False,
-    }
-    return Letter("dlq", None, record)
+    message = SimpleNamespace(topic="t", partition=0, offset=1, key=None, value=original, headers=[])
+    return dead_letter(message, "dlq", Rejection("x", "m"), now_ms=0, stage="intake")
 
 
 async def test_transient_failures_are_retried_until_acknowledged_and_readiness_says_so() -> None:
@@ -131,17 +122,43 @@ async def test_unknown_server_errors_are_retried_a_few_times_then_refused() -> N
     assert producer.attempts[b"v"] == 6  # the first send and five retries
 
 
-async def test_a_dead_letter_refused_for_its_size_is_sent_without_the_original() -> None:
+async def test_a_dead_letter_refused_for_good_is_sent_in_its_minimal_form_at_once() -> None:
     schemas = load_schemas(SETTINGS.schemas_dir)
 
     def verdict(topic: str, value: bytes | None, attempt: int) -> BaseException | None:
         return kafka_errors.MessageSizeTooLargeError() if value and b"BIG-ORIGINAL" in value else None
 
     publisher, producer = _publisher(verdict)
+    retries = metrics.RETRIES.labels("produce")
+    before = retries._value.get()
     await publisher.publish_dead_letters([_letter(b"BIG-ORIGINAL")])
+    assert retries._value.get() == before, "no back-off, no wait: the minimal letter is sent at once"
     topic, value = producer.sent[-1]
     record = codecs.decode(schemas, "dead_letter", value or b"")
-    assert (topic, record["original"], record["original_truncated"]) == ("dlq", b"", True)
+    assert (topic, record["original"], record["original_truncated"], record["minimal"]) == (
+        "dlq",
+        b"",
+        True,
+        True,
+    )
+    assert record["original_size"] == len(b"BIG-ORIGINAL")
+    assert record["original_sha256"] == hashlib.sha256(b"BIG-ORIGINAL").digest()
+
+
+async def test_a_minimal_dead_letter_refused_for_good_is_counted_and_skipped_never_waited_for() -> None:
+    def verdict(topic: str, value: bytes | None, attempt: int) -> BaseException | None:
+        refusal: BaseException = kafka_errors.InvalidRecordError()  # aiokafka is untyped
+        return refusal  # the broker refuses anything on that topic, for good
+
+    lost = metrics.DEAD_LETTERS_LOST.labels("intake", "x")
+    before = lost._value.get()
+    publisher, producer = _publisher(verdict)
+    await asyncio.wait_for(publisher.publish_dead_letters([_letter(b"v")]), timeout=5)
+    assert lost._value.get() == before + 1
+    schemas = load_schemas(SETTINGS.schemas_dir)
+    sent = [codecs.decode(schemas, "dead_letter", value or b"") for _, value in producer.sent]
+    assert [record["minimal"] for record in sent] == [False, True], "the full letter, then the minimal one"
+    assert "produce" not in retry.retrying()
 
 
 async def test_a_cancelled_publish_leaves_no_operation_waiting() -> None:

@@ -148,7 +148,7 @@ def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> N
     from structlog.testing import capture_logs  # noqa: PLC0415
 
     from stream_app.domain.model import Rejection  # noqa: PLC0415
-    from stream_app.kafka.publisher import Letter, dead_letter, log_rejections  # noqa: PLC0415
+    from stream_app.kafka.dead_letters import Letter, dead_letter, log_rejections  # noqa: PLC0415
 
     def message(partition: int, offset: int) -> SimpleNamespace:
         return SimpleNamespace(

@@ -22,7 +22,8 @@ from stream_app.config.topics import ROLES
 from stream_app.domain.records import DeadLetterRecord
 from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
 from stream_app.kafka import registry
-from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Letter, Output, Publisher
+from stream_app.kafka.dead_letters import Letter
+from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output, Publisher
 from stream_app.kafka.subjects import (
     INPUT_ROLES,
     INTERNAL_ROLES,

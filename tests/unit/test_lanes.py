@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from typing import NamedTuple
 
 import pytest
 from faust.types import TP
@@ -13,8 +15,18 @@ A = TP("in", 0)
 B = TP("in", 1)
 
 
-def delivery(tp: TP, offsets: range, generation: int = 1) -> Delivery:
-    return Delivery(tp, generation, [Event(("msg", tp.partition, o)) for o in offsets])
+class Msg(NamedTuple):
+    """A record as a lane sees it: where it was read, its key and value."""
+
+    tag: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes = b"v"
+
+
+def delivery(tp: TP, offsets: range, generation: int = 1, size: int = 1) -> Delivery:
+    return Delivery(tp, generation, [Event(Msg("msg", tp.partition, o, value=bytes(size))) for o in offsets])
 
 
 def offsets(deliveries: list[Delivery]) -> list[tuple[int, int]]:
@@ -99,5 +111,154 @@ def test_a_revocation_while_a_take_waits_counts_only_what_was_queued() -> None:
         taken = await taker
         assert offsets(taken) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
         assert lane.held == 0
+
+    asyncio.run(scenario())
+
+
+FLOOD = TP("reporter.mae.observations", 0)
+FLOOD_2 = TP("reporter.mae.observations", 1)
+QUIET = TP("reporter.mps.observations", 0)
+
+
+def by_topic(deliveries: list[Delivery]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in deliveries:
+        counts[d.tp.topic] = counts.get(d.tp.topic, 0) + len(d.events)
+    return counts
+
+
+def test_a_quiet_reporter_is_in_the_next_batch_whatever_a_flood_queued_before_it() -> None:
+    async def scenario() -> None:
+        lane = Lane("intake", capacity=10_000)
+        for start in range(0, 3000, 500):  # six fetches of the flood, then the quiet reporter's one record
+            lane.put(delivery(FLOOD, range(start, start + 500)))
+        lane.put(delivery(QUIET, range(7, 8)))
+        batch = await lane.take(100, within=0)
+        assert by_topic(batch) == {FLOOD.topic: 99, QUIET.topic: 1}
+        assert [(d.tp, [e.message[2] for e in d.events][:2]) for d in batch][1] == (QUIET, [7])
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_shares_its_room_evenly_by_topic_then_by_partition() -> None:
+    async def scenario() -> None:
+        lane = Lane("intake", capacity=10_000)
+        lane.put(delivery(FLOOD, range(0, 100)))
+        lane.put(delivery(FLOOD_2, range(0, 100)))
+        lane.put(delivery(QUIET, range(0, 100)))
+        batch = await lane.take(12, within=0)
+        assert by_topic(batch) == {FLOOD.topic: 6, QUIET.topic: 6}
+        assert {d.tp: len(d.events) for d in batch} == {FLOOD: 3, FLOOD_2: 3, QUIET: 6}
+
+    asyncio.run(scenario())
+
+
+def test_a_share_a_source_leaves_unused_goes_to_the_others() -> None:
+    async def scenario() -> None:
+        lane = Lane("intake", capacity=10_000)
+        lane.put(delivery(FLOOD, range(0, 100)))
+        lane.put(delivery(QUIET, range(0, 2)))
+        batch = await lane.take(10, within=0)
+        assert by_topic(batch) == {FLOOD.topic: 8, QUIET.topic: 2}
+        assert lane.held == 92
+
+    asyncio.run(scenario())
+
+
+def test_the_remainder_of_a_share_rotates_between_topics() -> None:
+    async def scenario() -> None:
+        lane = Lane("intake", capacity=10_000)
+        sources = [TP(f"reporter.{code}.observations", 0) for code in ("mae", "mps", "moh")]
+        for tp in sources:
+            lane.put(delivery(tp, range(0, 100)))
+        totals: dict[str, int] = {}
+        for _ in range(3):  # a batch of 4 between three topics: one gets two, each in turn
+            for topic, count in by_topic(await lane.take(4, within=0)).items():
+                totals[topic] = totals.get(topic, 0) + count
+        assert totals == {tp.topic: 4 for tp in sources}
+
+    asyncio.run(scenario())
+
+
+def test_every_partition_is_taken_whole_and_in_offset_order_however_it_was_fetched() -> None:
+    async def scenario() -> None:
+        rng = random.Random(25)
+        lane = Lane("intake", capacity=1_000_000)
+        sources = [FLOOD, FLOOD_2, QUIET, TP("reporter.moh.observations", 3)]
+        next_offset = dict.fromkeys(sources, 0)
+        for _ in range(200):
+            tp = rng.choice(sources)
+            size = rng.randint(1, 40)
+            lane.put(delivery(tp, range(next_offset[tp], next_offset[tp] + size)))
+            next_offset[tp] += size
+        seen: dict[TP, list[int]] = {tp: [] for tp in sources}
+        while lane.held:
+            for d in await lane.take(rng.randint(1, 60), within=0):
+                seen[d.tp].extend(e.message[2] for e in d.events)
+        assert seen == {tp: list(range(next_offset[tp])) for tp in sources}
+
+    asyncio.run(scenario())
+
+
+def test_a_fetch_of_an_earlier_generation_stays_its_own_delivery() -> None:
+    async def scenario() -> None:
+        lane = Lane("intake", capacity=100)
+        lane.put(delivery(A, range(0, 2), generation=1))
+        lane.put(delivery(A, range(2, 4), generation=2))
+        batch = await lane.take(10, within=0)
+        assert [(d.generation, [e.message[2] for e in d.events]) for d in batch] == [(1, [0, 1]), (2, [2, 3])]
+
+    asyncio.run(scenario())
+
+
+def test_a_full_lane_pauses_the_flood_not_the_quiet_reporter() -> None:
+    lane = Lane("intake", capacity=10)
+    lane.put(delivery(FLOOD, range(0, 10)))
+    lane.put(delivery(QUIET, range(0, 1)))
+    assert lane.full
+    assert lane.overfilled_by(FLOOD)
+    assert not lane.overfilled_by(QUIET)
+
+
+def test_a_paused_partition_whose_records_were_all_taken_fetches_again_before_the_lane_is_half_empty() -> (
+    None
+):
+    async def scenario() -> None:
+        lane = Lane("intake", capacity=10)
+        told: list[int] = []
+        lane.on_room = lambda _lane: told.append(lane.held)
+        lane.put(delivery(FLOOD, range(0, 12)))
+        lane.put(delivery(QUIET, range(0, 1)))
+        lane.paused |= {FLOOD, QUIET}  # both overfilled it once
+        await lane.take(3, within=0)  # the quiet record and two of the flood
+        assert told == [10]
+        assert lane.release() == {QUIET}  # the flood still holds more than half the lane
+        assert lane.paused == {FLOOD}
+        await lane.take(5, within=0)
+        assert lane.release() == {FLOOD}
+
+    asyncio.run(scenario())
+
+
+def test_a_lane_is_full_by_bytes_too_and_pauses_the_partition_holding_them() -> None:
+    """Records as large as a topic takes (or inflated from a compressed batch) fill a lane long before
+    its record count would: the worker stops fetching the partition that holds the bytes, not the
+    quiet one, and fetches it again once the stage took them."""
+
+    async def scenario() -> None:
+        lane = Lane("stage", capacity=1000, capacity_bytes=1_000_000)
+        lane.put(delivery(A, range(0, 3), size=400_000))  # 1.2 MB in three records
+        lane.put(delivery(B, range(0, 2), size=10))
+        assert lane.full
+        assert lane.held_bytes == 1_200_020
+        assert lane.overfilled_by(A)
+        assert not lane.overfilled_by(B)
+        lane.paused.add(A)
+        batch = await lane.take(2, within=0.01)
+        assert sorted(offsets(batch)) == [(0, 0), (1, 0)]
+        assert lane.held_bytes == 800_010
+        await lane.take(10, within=0.01)
+        assert (lane.held, lane.held_bytes) == (0, 0)
+        assert lane.release() == {A}
 
     asyncio.run(scenario())

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.config.blueprint import load_blueprint
+from stream_app.config.blueprint import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+    REPORTER_BATCH_SLACK_BYTES,
+    load_blueprint,
+    reporter_max_message_bytes,
+)
 from stream_app.config.topics import ROLES, load_topics
 from stream_app.domain.catalogue import DOMAINS
 from stream_app.exceptions import ConfigurationError
@@ -228,3 +233,24 @@ config = { "retention.ms" = "5" }
     )
     (spec,) = load_topics(path, profile="cluster")
     assert (spec.replication_factor, spec.config) == (3, {"min.insync.replicas": "2", "retention.ms": "5"})
+
+
+def test_every_reporter_input_topic_takes_no_batch_larger_than_the_intake_accepts() -> None:
+    settings = Settings(
+        intake_max_record_bytes=2_000_000, intake_max_key_bytes=2_000, output_max_bytes=2_100_000
+    )
+    blueprint = load_blueprint(settings)
+    limit = str(2_000_000 + 2_000 + REPORTER_BATCH_SLACK_BYTES)
+    inputs = [*blueprint.input_topics(), *blueprint.bulk_topics()]
+    assert len(inputs) == 2 * len(blueprint.catalogue.reporters)
+    assert {spec.config["max.message.bytes"] for spec in inputs} == {limit}
+    others = [spec for spec in blueprint.topics if spec.role not in ("input", "bulk_input")]
+    assert all("max.message.bytes" not in spec.config for spec in others)
+    assert reporter_max_message_bytes(settings) == int(limit)
+
+
+def test_a_reporter_topic_takes_at_least_what_a_producer_batches_by_default() -> None:
+    """librdkafka batches up to 1,000,000 bytes by default: a smaller topic limit would refuse a
+    reporter's default producer under load (MSG_SIZE_TOO_LARGE)."""
+    settings = Settings(intake_max_record_bytes=100_000, intake_max_key_bytes=2_000)
+    assert reporter_max_message_bytes(settings) == KAFKA_DEFAULT_MAX_MESSAGE_BYTES
