@@ -168,10 +168,19 @@ class ApplyGate:
     of on the internal topic, where another reporter's alarm would wait behind all of it. The bulk intake
     waits past the smaller ``STREAM_APP_BULK_MAX_AHEAD``: live records re-keyed after bulk ones wait
     behind them, so history queues in Kafka, not in front of a live alert.
+
+    A partition whose applied mark has not moved for ``STALL_S`` while records wait is not waited for
+    any more (logged once): the mark can lag what was processed for good — the last records of a
+    partition dead-lettered, the last second of marks lost in a Redis crash, marks restored from a
+    backup — and a gate waiting for it would stop the intake for ever. The stage then writes as it would
+    without a gate, and lag, not the gate, says the stateful step is slow.
     """
+
+    STALL_S = 10.0
 
     def __init__(  # noqa: PLR0917 - what the gate reads, and what it reports
         self,
+        name: str,
         store: StateLayer,
         publisher: Publisher,
         internal: str,
@@ -180,6 +189,7 @@ class ApplyGate:
         held: Callable[[bool], None],
         waited: Callable[[float], None],
     ) -> None:
+        self.name = name
         self.store = store
         self.publisher = publisher
         self.internal = internal
@@ -187,18 +197,37 @@ class ApplyGate:
         self.poll_s = poll_s
         self.held = held
         self.waited = waited
+        self._marks: dict[str, tuple[int, float]] = {}  # per partition behind: its mark, since when
+        self._stalled: set[str] = set()  # partitions not waited for any more (logged once)
 
     async def ahead(self) -> int:
-        """Records this worker wrote to the internal topic that the stateful step has not applied yet."""
+        """Records this worker wrote to the internal topic that the stateful step has not applied yet
+        (on partitions whose mark still moves)."""
         written = self.publisher.written(self.internal)
         if not written:
             return 0
         sources = {source_of((self.internal, p)): offset for p, offset in written.items()}
         check = await self.store.checkpoint(sorted(sources))
-        return sum(
-            max(0, offset - (-1 if check.applied.get(source) is None else int(check.applied[source] or 0)))
-            for source, offset in sources.items()
-        )
+        now = time.monotonic()
+        total = 0
+        for source, offset in sources.items():
+            mark = check.applied.get(source)
+            applied = -1 if mark is None else int(mark)
+            if offset <= applied:
+                self._marks.pop(source, None)
+                self._stalled.discard(source)
+                continue
+            seen = self._marks.get(source)
+            if seen is None or seen[0] != applied:
+                self._marks[source] = (applied, now)
+                self._stalled.discard(source)
+            elif now - seen[1] > self.STALL_S:
+                if source not in self._stalled:
+                    self._stalled.add(source)
+                    log.warning("apply_gate_partition_stalled", gate=self.name, source=source, mark=applied)
+                continue
+            total += offset - applied
+        return total
 
     async def wait(self) -> None:
         """Return once the stateful step is within ``max_ahead`` records of this worker's writes."""
@@ -215,6 +244,7 @@ class ApplyGate:
 
 def _bulk_gate(store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
     return ApplyGate(
+        "bulk",
         store,
         publisher,
         internal,
@@ -228,7 +258,14 @@ def _bulk_gate(store: StateLayer, publisher: Publisher, internal: str, settings:
 def _live_gate(store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
     # polled more often than the bulk gate's: a live alarm may be waiting at the gate
     return ApplyGate(
-        store, publisher, internal, settings.live_max_ahead, 0.01, lambda _on: None, metrics.LIVE_WAIT.inc
+        "live",
+        store,
+        publisher,
+        internal,
+        settings.live_max_ahead,
+        0.01,
+        lambda on: metrics.LIVE_HELD.set(1 if on else 0),
+        metrics.LIVE_WAIT.inc,
     )
 
 

@@ -297,10 +297,11 @@ class Settings(BaseSettings):
         "size and digest (source_headers_truncated).",
     )
     fetch_max_batch_bytes: int = Field(
-        32 * 1024 * 1024,
+        8 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Most bytes one fetched record batch may inflate to; a larger one is not inflated but "
-        "dead-lettered by position (decompressed_too_large).",
+        description="Most bytes one fetched record batch may inflate to (a larger one is not inflated but "
+        "dead-lettered by position: decompressed_too_large), and about the most one partition's fetch "
+        "is read at once (the rest is fetched again).",
     )
     fetch_max_batch_records: int = Field(
         20_000,
@@ -377,11 +378,12 @@ class Settings(BaseSettings):
     def _dead_letters_fit(self) -> Settings:
         # A dead letter carries the original record and key: it must always fit in an output, or a
         # refused dead letter would have nowhere to go.
-        needed = self.intake_max_record_bytes + self.intake_max_key_bytes + DEAD_LETTER_OVERHEAD_BYTES
+        needed = self.intake_max_record_bytes + 2 * self.intake_max_key_bytes + DEAD_LETTER_OVERHEAD_BYTES
         if needed > self.output_max_bytes:
             raise ValueError(
                 f"output_max_bytes ({self.output_max_bytes}) must hold a dead letter of the largest record: "
-                f"intake_max_record_bytes + intake_max_key_bytes + {DEAD_LETTER_OVERHEAD_BYTES} = {needed}"
+                f"intake_max_record_bytes + 2 x intake_max_key_bytes + {DEAD_LETTER_OVERHEAD_BYTES} "
+                f"= {needed}"
             )
         return self
 

@@ -41,7 +41,8 @@ HEADERS_MAX_COUNT = 64  # more headers than this are left out whatever their siz
 @dataclass(frozen=True, slots=True)
 class LetterBounds:
     """How much of a refused record a dead letter carries. With the settings' own check
-    (``output_max_bytes`` holds the largest record, key and :data:`DEAD_LETTER_OVERHEAD_BYTES`), a
+    (``output_max_bytes`` holds the largest record, the key twice and :data:`DEAD_LETTER_OVERHEAD_BYTES`:
+    headers up to 8 KiB and 64 headers' framing, a 4,000-byte message, names, positions and digests), a
     letter within these bounds always fits in an output."""
 
     key_bytes: int
@@ -52,8 +53,9 @@ class LetterBounds:
     def from_settings(cls, settings: Settings) -> LetterBounds:
         return cls(
             key_bytes=settings.intake_max_key_bytes,
+            # the key twice: the letter's own Kafka key and its source_key
             original_bytes=settings.output_max_bytes
-            - settings.intake_max_key_bytes
+            - 2 * settings.intake_max_key_bytes
             - DEAD_LETTER_OVERHEAD_BYTES,
             headers_bytes=settings.intake_max_headers_bytes,
         )
@@ -215,7 +217,7 @@ def lost(letter: Letter, error: BaseException) -> None:
     """A letter Kafka refused for good even in its minimal form: counted and logged, then skipped."""
     record = letter.record
     stage = record["stage"] or "unknown"
-    metrics.DEAD_LETTERS_LOST.labels(stage, record["reason"]).inc()
+    metrics.DEAD_LETTERS_LOST.labels(stage).inc()
     log.error(
         "dead_letter_lost",
         stage=stage,

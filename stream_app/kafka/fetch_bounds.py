@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,13 +61,15 @@ _MAGIC_AT: Final = 16
 _ATTRIBUTES_AT: Final = 21  # int16: codec in the low 3 bits, transactional 0x10, control 0x20
 _LAST_OFFSET_DELTA_AT: Final = 23
 _MAX_TIMESTAMP_AT: Final = 35
+_PRODUCER_ID_AT: Final = 43
 _RECORDS_COUNT_AT: Final = 57
 _HEADER_SIZE: Final = 61
 _CODEC_MASK: Final = 0x07
+_TRANSACTIONAL: Final = 0x10
 _CONTROL: Final = 0x20
 CODECS: Final = {1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _XERIAL_MAGIC: Final = b"\x82SNAPPY\x00"  # snappy as the Java client frames it: 16-byte header, blocks
-_FIRST_TRY_RATIO: Final = 16  # the first buffer tried: this many times the compressed size
+_BUFFER_FULL: Final = "failed to write whole buffer"  # cramjam (pinned in constraints.txt), tested
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,31 +123,31 @@ def _codec_name(batch: memoryview) -> str:
     return CODECS.get(codec, "none" if codec == 0 else f"codec-{codec}")
 
 
-def inflate(codec: int, payload: memoryview, limit: int, into: bytearray, at: int) -> int:
-    """Inflate ``payload`` (Kafka codec id ``codec``) into ``into[at:]``, growing it as needed but never
-    past ``at + limit`` bytes; returns the inflated size. Raises :class:`OverBudgetError` past ``limit``,
+def inflate(codec: int, payload: memoryview, limit: int, into: bytearray) -> int:
+    """Inflate ``payload`` (Kafka codec id ``codec``) onto the end of ``into``, never more than ``limit``
+    bytes; returns the inflated size. Raises :class:`OverBudgetError` past ``limit``,
     :class:`BatchUndecodableError` when the bytes are not what the codec says."""
     if codec == 1:
-        return _inflate_gzip(payload, limit, into, at)
+        return _inflate_gzip(payload, limit, into)
     if codec == 2:
-        return _inflate_snappy(payload, limit, into, at)
+        return _inflate_snappy(payload, limit, into)
     if codec in (3, 4):
-        return _inflate_stream(cramjam.lz4 if codec == 3 else cramjam.zstd, payload, limit, into, at)
+        return _inflate_stream(cramjam.lz4 if codec == 3 else cramjam.zstd, payload, limit, into)
     raise BatchUndecodableError(f"unknown codec {codec}")
 
 
-def _inflate_gzip(payload: memoryview, limit: int, into: bytearray, at: int) -> int:
+def _inflate_gzip(payload: memoryview, limit: int, into: bytearray) -> int:
     data = bytes(payload)
     size = 0
     while data:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            chunk = inflater.decompress(data, limit - size + 1)
+            chunk = inflater.decompress(data, limit - size + 1)  # zlib stops at the length asked
         except zlib.error as exc:
             raise BatchUndecodableError(f"gzip: {exc}") from None
         if size + len(chunk) > limit:
             raise OverBudgetError
-        into[at + size : at + size + len(chunk)] = chunk
+        into += chunk
         size += len(chunk)
         if not inflater.eof:
             raise BatchUndecodableError("gzip: truncated stream")
@@ -167,7 +171,7 @@ def _snappy_blocks(payload: memoryview) -> Iterator[memoryview]:
         cursor += length
 
 
-def _inflate_snappy(payload: memoryview, limit: int, into: bytearray, at: int) -> int:
+def _inflate_snappy(payload: memoryview, limit: int, into: bytearray) -> int:
     # each snappy block starts with its inflated length: checked before anything is allocated
     size = 0
     for block in _snappy_blocks(payload):
@@ -177,51 +181,59 @@ def _inflate_snappy(payload: memoryview, limit: int, into: bytearray, at: int) -
             raise BatchUndecodableError(f"snappy: {exc}") from None
         if size + declared > limit:
             raise OverBudgetError
-        end = at + size + declared
-        if len(into) < end:
-            into.extend(bytes(end - len(into)))
         try:
-            written = int(cramjam.snappy.decompress_raw_into(block, memoryview(into)[at + size : end]))
+            chunk = cramjam.snappy.decompress_raw(block)
         except Exception as exc:
             raise BatchUndecodableError(f"snappy: {exc}") from None
-        size += written
+        into += memoryview(chunk)
+        size += declared
     return size
 
 
-def _inflate_stream(codec: Any, payload: memoryview, limit: int, into: bytearray, at: int) -> int:
+_scratch = threading.local()  # per consumer thread: a buffer of the budget, allocated once
+
+
+def _scratch_buffer(size: int) -> bytearray:
+    buffer: bytearray | None = getattr(_scratch, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = bytearray(size)
+        _scratch.buffer = buffer
+    return buffer
+
+
+def _inflate_stream(codec: Any, payload: memoryview, limit: int, into: bytearray) -> int:
     # cramjam inflates lz4 frames and zstd into a buffer of a fixed size and stops, with an error,
-    # once it is full: try a buffer a few times the compressed size, then larger ones up to the limit
-    room = min(limit + 1, max(1024 * 1024, _FIRST_TRY_RATIO * len(payload)))
-    while True:
-        if len(into) < at + room:
-            into.extend(bytes(at + room - len(into)))
-        try:
-            size = int(codec.decompress_into(payload, memoryview(into)[at : at + room]))
-        except cramjam.DecompressionError as exc:
-            if "failed to write whole buffer" not in str(exc):
-                raise BatchUndecodableError(f"{codec.__name__}: {exc}") from None
-        else:
-            if size > limit:  # it filled the one byte past the budget exactly
-                raise OverBudgetError
-            return size
-        if room > limit:
-            raise OverBudgetError
-        room = min(limit + 1, room * 8)
+    # once it is full: one pass into a buffer of the budget and one byte more, reused from batch to
+    # batch (no allocation, no zero-filling: a withheld bomb costs one budget's worth of inflating)
+    scratch = _scratch_buffer(limit + 1)
+    try:
+        size = int(codec.decompress_into(payload, memoryview(scratch)[: limit + 1]))
+    except cramjam.DecompressionError as exc:
+        if _BUFFER_FULL in str(exc):
+            raise OverBudgetError from None
+        raise BatchUndecodableError(f"{codec.__name__}: {exc}") from None
+    if size > limit:  # it filled the one byte past the budget exactly
+        raise OverBudgetError
+    into += memoryview(scratch)[:size]
+    return size
 
 
 class _Read:
-    """A batch read within its budget: aiokafka's own batch over the records (inflated when it was
-    compressed), its records read already, its checksum checked on the bytes as the broker sent them."""
+    """A batch read within its budget: its records (inflated when it was compressed) read already, its
+    checksum checked on the bytes as the broker sent them. The inflated bytes are not kept: only the
+    records and what aiokafka asks of the batch."""
+
+    is_control_batch = False
 
     def __init__(self, readable: Any, records: list[Any]) -> None:
-        self._readable = readable
+        self.base_offset: int = readable.base_offset
+        self.next_offset: int = readable.next_offset
+        self.producer_id: int | None = readable.producer_id
+        self.is_transactional: bool = readable.is_transactional
         self._records = records
 
     def validate_crc(self) -> bool:
         return True  # checked before it was read
-
-    def __getattr__(self, name: str) -> Any:  # base_offset, next_offset, producer_id, is_...
-        return getattr(self._readable, name)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._records)
@@ -243,13 +255,18 @@ class _StandIn:
 class _WithheldBatch:
     """A batch that is not inflated: it yields its stand-in record only."""
 
-    def __init__(self, original: Any, batch: memoryview, withheld: Withheld) -> None:
-        self._original = original  # its checksum checked already
+    is_control_batch = False
+
+    def __init__(self, batch: memoryview, withheld: Withheld) -> None:
         self.withheld = withheld
         self._timestamp = struct.unpack_from(">q", batch, _MAX_TIMESTAMP_AT)[0]
+        attributes = struct.unpack_from(">h", batch, _ATTRIBUTES_AT)[0]
+        producer_id = struct.unpack_from(">q", batch, _PRODUCER_ID_AT)[0]
+        self.producer_id: int | None = None if producer_id < 0 else producer_id
+        self.is_transactional = bool(attributes & _TRANSACTIONAL)
 
     def validate_crc(self) -> bool:
-        return True
+        return True  # checked before it was withheld
 
     @property
     def base_offset(self) -> int:
@@ -259,16 +276,6 @@ class _WithheldBatch:
     def next_offset(self) -> int:
         return self.withheld.last_offset + 1
 
-    @property
-    def producer_id(self) -> int | None:
-        return self._original.producer_id  # type: ignore[no-any-return]
-
-    @property
-    def is_transactional(self) -> bool:
-        return bool(self._original.is_transactional)
-
-    is_control_batch = False
-
     def __iter__(self) -> Iterator[_StandIn]:
         yield _StandIn(self.withheld.last_offset, self._timestamp, self.withheld)
 
@@ -276,13 +283,17 @@ class _WithheldBatch:
 class BoundedRecords:
     """aiokafka's records of one partition's fetch, each batch checked before it is inflated (the
     walk over the batches is aiokafka's ``MemoryRecords``', whose compiled batches do not show their
-    bytes)."""
+    bytes). The fetch as a whole is bounded too: once the batches read hold the budget's bytes or
+    records, the rest of the fetch is left for the next one (aiokafka fetches again from the offset
+    after the last batch read), so a fetch of many batches each within the budget cannot add up."""
 
     limits: ClassVar[FetchLimits | None] = None  # set by install()
 
     def __init__(self, data: bytes) -> None:
         self._buffer = memoryview(data)
         self._pos = 0
+        self._bytes = 0  # read so far: inflated (or raw) bytes and records of the batches handed out
+        self._records = 0
 
     def size_in_bytes(self) -> int:
         return len(self._buffer)
@@ -297,8 +308,15 @@ class BoundedRecords:
             return None
         return self._buffer[self._pos : end]
 
+    def _spent(self) -> bool:
+        limits = BoundedRecords.limits
+        return limits is not None and (
+            self._bytes >= limits.max_batch_bytes or self._records >= limits.max_batch_records
+        )
+
     def has_next(self) -> bool:
-        return self._next_slice() is not None
+        # never before the first batch: aiokafka takes a fetch with no batch for a record too large
+        return self._next_slice() is not None and not (self._pos and self._spent())
 
     def next_batch(self) -> Any:
         raw = self._next_slice()
@@ -309,46 +327,46 @@ class BoundedRecords:
         if len(raw) < _HEADER_SIZE or raw[_MAGIC_AT] < 2 or limits is None:
             # a v0/v1 message set (Kafka 4 stores none) or a batch too short: aiokafka judges it
             return MemoryRecords(bytes(raw)).next_batch()
-        return bounded(raw, limits)
+        batch, inflated = bounded(raw, limits)
+        self._bytes += inflated
+        self._records += struct.unpack_from(">i", raw, _RECORDS_COUNT_AT)[0] if inflated else 1
+        return batch
 
 
-def bounded(raw: memoryview, limits: FetchLimits) -> Any:
-    """The batch ``raw`` as the consumer may read it: its records read (inflated within the byte budget
-    when compressed), or withheld — over a budget, or unreadable."""
+def bounded(raw: memoryview, limits: FetchLimits) -> tuple[Any, int]:
+    """The batch ``raw`` as the consumer may read it — its records read (inflated within the byte
+    budget when compressed), or withheld: over a budget, or unreadable — and the bytes it holds read
+    (0 when withheld)."""
     batch = DefaultRecordBatch(raw)
     attributes = struct.unpack_from(">h", raw, _ATTRIBUTES_AT)[0]
     codec = attributes & _CODEC_MASK
     count = struct.unpack_from(">i", raw, _RECORDS_COUNT_AT)[0]
     if attributes & _CONTROL or not batch.validate_crc():
-        return batch  # aiokafka reads control batches itself, and refuses a corrupt one (fetched again)
+        return batch, len(raw)  # aiokafka reads control batches, and refuses a corrupt one (fetched again)
     if count > limits.max_batch_records:
         return _withhold(
-            batch,
             raw,
             Reasons.BATCH_TOO_MANY_RECORDS,
             f"declares {count} records, over STREAM_APP_FETCH_MAX_BATCH_RECORDS ({limits.max_batch_records})",
         )
-    readable = batch
+    readable, size = batch, len(raw)
     if codec != 0:
         into = bytearray(raw[:_HEADER_SIZE])
         try:
-            size = inflate(codec, raw[_HEADER_SIZE:], limits.max_batch_bytes, into, _HEADER_SIZE)
+            size = inflate(codec, raw[_HEADER_SIZE:], limits.max_batch_bytes, into)
         except OverBudgetError:
             return _withhold(
-                batch,
                 raw,
                 Reasons.DECOMPRESSED_TOO_LARGE,
-                f"{_codec_name(raw)} batch of {len(raw)} bytes inflates past "
-                f"STREAM_APP_FETCH_MAX_BATCH_BYTES "
-                f"({limits.max_batch_bytes})",
+                f"{_codec_name(raw)} batch of {len(raw)} bytes inflates past STREAM_APP_FETCH_MAX_BATCH_BYTES"
+                f" ({limits.max_batch_bytes})",
             )
         except BatchUndecodableError as exc:
-            return _withhold(batch, raw, Reasons.BATCH_UNDECODABLE, str(exc))
-        del into[_HEADER_SIZE + size :]
+            return _withhold(raw, Reasons.BATCH_UNDECODABLE, str(exc))
         struct.pack_into(">i", into, _LENGTH_AT, len(into) - _LOG_OVERHEAD)
         struct.pack_into(">h", into, _ATTRIBUTES_AT, attributes & ~_CODEC_MASK)
         metrics.FETCH_INFLATED_BYTES.inc(size)
-        readable = DefaultRecordBatch(bytes(into))
+        readable = DefaultRecordBatch(into)
         # aiokafka's compiled batch reads nothing before its checksum is asked for; the checksum of
         # these inflated bytes is not the batch's (the batch's was checked above)
         readable.validate_crc()
@@ -357,14 +375,34 @@ def bounded(raw: memoryview, limits: FetchLimits) -> Any:
         # is not UTF-8, which the broker lets through) would otherwise raise out of the fetcher
         records = list(readable)
     except Exception as exc:  # whatever aiokafka raises on bytes it cannot read
-        return _withhold(batch, raw, Reasons.BATCH_UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500])
-    return _Read(readable, records)
+        return _withhold(raw, Reasons.BATCH_UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500])
+    return _Read(readable, records), size
 
 
-def _withhold(batch: Any, raw: memoryview, reason: str, detail: str) -> _WithheldBatch:
+class _Throttled:
+    """At most one log line a second: a reporter sending bombs as fast as its quota allows must not
+    flood the log (each withheld batch is counted, and dead-lettered with its detail)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            self._suppressed += 1
+            return
+        log.warning(event, suppressed_since_last=self._suppressed, **fields)
+        self._last, self._suppressed = now, 0
+
+
+_log_withheld = _Throttled()
+
+
+def _withhold(raw: memoryview, reason: str, detail: str) -> tuple[_WithheldBatch, int]:
     withheld = Withheld.of(raw, reason, detail)
     metrics.FETCH_BATCHES_WITHHELD.labels(reason).inc()
-    log.warning(
+    _log_withheld(
         "batch_withheld",
         reason=reason,
         first_offset=withheld.first_offset,
@@ -373,7 +411,7 @@ def _withhold(batch: Any, raw: memoryview, reason: str, detail: str) -> _Withhel
         compressed_bytes=withheld.compressed_bytes,
         detail=detail,
     )
-    return _WithheldBatch(batch, raw, withheld)
+    return _WithheldBatch(raw, withheld), 0
 
 
 def install(limits: FetchLimits) -> None:

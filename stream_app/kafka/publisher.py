@@ -237,13 +237,15 @@ class Publisher:
         its innocent neighbours go through on their own and only the culprit stays refused."""
         if len(suspects) <= 1:
             return suspects
-        refused = []
-        for output, error in suspects:
+        refused: list[tuple[Output, BaseException]] = []
+        for output, _error in suspects:
             (result,) = await self._send([output])
             if result is None:
                 produced[output.topic] += 1
+            elif classify_kafka(result).retried:  # a transient failure alone: waited out like any other
+                await self._deliver([output], [], refused)
             else:
-                refused.append((output, result if not classify_kafka(result).retried else error))
+                refused.append((output, result))
         return refused
 
     async def _send(self, outputs: Sequence[Output]) -> list[BaseException | None]:

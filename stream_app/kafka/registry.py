@@ -55,7 +55,12 @@ from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.settings import Settings
 from stream_app.wire.codecs import Reasons, confluent_schema_id
-from stream_app.wire.schema_check import compatibility_problem, zero_byte_items
+from stream_app.wire.schema_check import (
+    MAX_COLLECTION_DEPTH,
+    collection_depth,
+    compatibility_problem,
+    zero_byte_items,
+)
 from stream_app.wire.schemas import InvalidSchemaError, SchemaRegistry, SchemaVersion, parse_version
 
 log = get_logger(__name__)
@@ -67,6 +72,8 @@ MAX_LOOKUPS_PER_BATCH = 32  # Settings.schema_registry_max_lookups_per_batch's d
 REQUEST_TIMEOUT_S = 5
 MAX_RETRIES = 1
 _NOT_FOUND = 404
+# answers about one id, not about the registry (401, 403, 408, 429 and 5xx mean: wait, retried)
+_REFUSED_FOR_THIS_ID = frozenset({400, 410, 422})
 _SKIPPED_LOGGED = 5  # ids named in a schema_lookups_skipped log line
 
 K = TypeVar("K")
@@ -287,6 +294,9 @@ class ConfluentSchemas:
             code = getattr(exc, "error_code", -1)
             if status == _NOT_FOUND and isinstance(code, int) and code > 0:
                 return None  # the registry itself says: no such id (40403; 40400 from the mock client)
+            if status in _REFUSED_FOR_THIS_ID:  # about this id, not the registry: never asked again soon
+                log.warning("schema_lookup_refused", schema_id=schema_id, status=status, error=str(exc)[:200])
+                return None
             raise SchemaRegistryUnavailable(
                 f"{self.name}: cannot look up schema id {schema_id}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -295,13 +305,9 @@ class ConfluentSchemas:
         version = _parse_registered(schema_id, registered)
         if isinstance(version, DecodeError):
             return version
-        where = zero_byte_items(version.parsed)
-        if where is not None:
-            return DecodeError(
-                Reasons.SCHEMA_NOT_ALLOWED,
-                f"Confluent-framed record: schema id {schema_id} has array items that take no bytes at"
-                f" {where[:200]}: a few bytes could declare billions of them",
-            )
+        not_allowed = _not_allowed(schema_id, version.parsed)
+        if not_allowed is not None:
+            return not_allowed
         local = self.schemas.by_fingerprint.get(version.fingerprint)
         if local is not None:
             return local
@@ -458,3 +464,24 @@ def _parse_registered(schema_id: int, registered: Any) -> SchemaVersion | Decode
 
 def _mismatch(schema_id: int, what: str) -> DecodeError:
     return DecodeError(Reasons.SCHEMA_MISMATCH, f"Confluent-framed record: schema id {schema_id} {what}")
+
+
+def _not_allowed(schema_id: int, parsed: Any) -> DecodeError | None:
+    """Why a writer schema from the registry may not be read with at all (its shape could make reading
+    or checking it take without bound), or None."""
+    depth = collection_depth(parsed)
+    if depth > MAX_COLLECTION_DEPTH:
+        how = "without end" if depth >= 1 << 30 else f"{depth} deep"
+        return DecodeError(
+            Reasons.SCHEMA_NOT_ALLOWED,
+            f"Confluent-framed record: schema id {schema_id} nests arrays and maps {how}, over "
+            f"{MAX_COLLECTION_DEPTH}",
+        )
+    where = zero_byte_items(parsed)
+    if where is not None:
+        return DecodeError(
+            Reasons.SCHEMA_NOT_ALLOWED,
+            f"Confluent-framed record: schema id {schema_id} has array items that take no bytes at"
+            f" {where[:200]}: a few bytes could declare billions of them",
+        )
+    return None

@@ -98,6 +98,11 @@ BULK_WAIT = Counter(
     "Time the bulk intake spent waiting for the stateful step to catch up",
     registry=REGISTRY,
 )
+LIVE_HELD = Gauge(
+    "stream_app_live_held",
+    "1 while the live intake waits for the stateful step to catch up (STREAM_APP_LIVE_MAX_AHEAD)",
+    registry=REGISTRY,
+)
 LIVE_WAIT = Counter(
     "stream_app_live_wait_seconds_total",
     "Time the live intake spent waiting for the stateful step to catch up (STREAM_APP_LIVE_MAX_AHEAD): "
@@ -335,8 +340,9 @@ DEAD_LETTERS_REDUCED = Counter(
 DEAD_LETTERS_LOST = Counter(
     "stream_app_dead_letters_lost_total",
     "Dead letters Kafka refused for good even in their minimal form: the record was skipped, counted "
-    "and logged (dead_letter_lost), by stage and reason. Any increase pages (StreamAppDeadLetterLost).",
-    ["stage", "reason"],
+    "and logged (dead_letter_lost, with its position and reason), by stage. Any increase pages "
+    "(StreamAppDeadLetterLost).",
+    ["stage"],
     registry=REGISTRY,
 )
 
@@ -369,6 +375,14 @@ POISON_REASONS = {
         Reasons.OUTPUT_REFUSED,
     ),
 }
+
+
+# Series that exist from start-up (at 0), so the first event is an increase an alert rule sees.
+for _stage in AGENTS:
+    DEAD_LETTERS_LOST.labels(_stage)
+    DEAD_LETTERS_REDUCED.labels(_stage)
+for _reason in ("decompressed_too_large", "batch_too_many_records", "batch_undecodable"):
+    FETCH_BATCHES_WITHHELD.labels(_reason)
 
 
 def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:

@@ -61,6 +61,9 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # producer's own per-record limit must never be the tighter one.
         "producer_max_request_size": max(1_048_576, settings.output_max_bytes + 64 * 1024),
         "stream_buffer_maxsize": max(4096, settings.batch_max * 4),
+        # aiokafka reads this many records per poll (unset: every fetched partition's records at once,
+        # each batch inflated: a fetch's worth of memory before a lane could say it is full)
+        "broker_max_poll_records": settings.batch_max,
     }
 
 

@@ -210,6 +210,42 @@ def zero_byte_items(schema: Any) -> str | None:
     return _find_zero_byte_array(schema, named, "$", set())
 
 
+MAX_COLLECTION_DEPTH = 3
+"""How deeply arrays and maps may nest in a writer schema from a registry. Checking a schema's
+compatibility generates sample records with ten items per array or map, so ten to the depth items per
+sample: deeper nesting, or a named type that contains itself, could make that check take gigabytes."""
+
+_UNBOUNDED = 1 << 30
+
+
+def collection_depth(schema: Any) -> int:
+    """How deeply arrays and maps nest in ``schema`` (as fastavro parses it); a named type that contains
+    itself counts as unbounded."""
+    named: dict[str, Any] = {}
+    _collect_named(schema, named)
+    return _depth(schema, named, frozenset())
+
+
+def _depth(schema: Any, named: dict[str, Any], within: frozenset[str]) -> int:
+    if isinstance(schema, str):  # a primitive, or a reference to a named type
+        definition = named.get(schema)
+        if definition is None:
+            return 0
+        return _UNBOUNDED if schema in within else _depth(definition, named, within | {schema})
+    if isinstance(schema, list):
+        return max((_depth(branch, named, within) for branch in schema), default=0)
+    if not isinstance(schema, dict):
+        return 0
+    name = schema.get("name") if _kind(schema) in {"record", "error", "enum", "fixed"} else None
+    if isinstance(name, str):
+        if name in within:
+            return _UNBOUNDED
+        within = within | {name}
+    own = 1 if _kind(schema) in {"array", "map"} else 0
+    deepest = max((_depth(child, named, within) for child in _children(schema).values()), default=0)
+    return min(_UNBOUNDED, own + deepest)
+
+
 def _collect_named(schema: Any, named: dict[str, Any]) -> None:
     """Every named type (record, enum, fixed) defined in ``schema``, by full name."""
     if isinstance(schema, list):

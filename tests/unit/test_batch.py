@@ -150,7 +150,7 @@ async def test_a_minimal_dead_letter_refused_for_good_is_counted_and_skipped_nev
         refusal: BaseException = kafka_errors.InvalidRecordError()  # aiokafka is untyped
         return refusal  # the broker refuses anything on that topic, for good
 
-    lost = metrics.DEAD_LETTERS_LOST.labels("intake", "x")
+    lost = metrics.DEAD_LETTERS_LOST.labels("intake")
     before = lost._value.get()
     publisher, producer = _publisher(verdict)
     await asyncio.wait_for(publisher.publish_dead_letters([_letter(b"v")]), timeout=5)

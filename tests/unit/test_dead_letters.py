@@ -49,6 +49,15 @@ def _message(key: bytes | None, value: Any, headers: list[tuple[str, bytes | Non
     )
 
 
+TIGHT = Settings(
+    intake_max_key_bytes=8192,
+    intake_max_headers_bytes=8192,
+    intake_max_record_bytes=200_000,
+    output_max_bytes=200_000 + 2 * 8192 + 16 * 1024,
+)
+"""The largest key and headers the settings take, and the smallest output that holds their letter."""
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -57,19 +66,25 @@ def _message(key: bytes | None, value: Any, headers: list[tuple[str, bytes | Non
     value=st.one_of(st.none(), _sized(BROKER_MAX)),
     headers=headers_strategy,
     reason_text=st.text(max_size=5000),
+    config=st.sampled_from([SETTINGS, TIGHT]),
 )
 def test_every_letter_fits_and_says_what_it_left_out(
-    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], reason_text: str
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]],
+    reason_text: str,
+    config: Settings,
 ) -> None:
+    bounds = LetterBounds.from_settings(config)
     letter = dead_letter(
         _message(key, value, headers),
         "reporter.mae.dead-letters",
         Rejection("undecodable", reason_text),
         now_ms=1,
         stage="intake",
-    ).fitted(BOUNDS)
+    ).fitted(bounds)
     encoded = letter.encode(SCHEMA)
-    assert len(encoded) + len(letter.key or b"") <= SETTINGS.output_max_bytes
+    assert len(encoded) + len(letter.key or b"") <= config.output_max_bytes
     record = codecs.decode(SCHEMAS, "dead_letter", encoded)
 
     original = value or b""
@@ -77,7 +92,7 @@ def test_every_letter_fits_and_says_what_it_left_out(
         len(original),
         hashlib.sha256(original).digest(),
     )
-    assert record["original_truncated"] == (len(original) > BOUNDS.original_bytes)
+    assert record["original_truncated"] == (len(original) > bounds.original_bytes)
     assert record["original"] == (b"" if record["original_truncated"] else original)
 
     if key is None:
@@ -90,7 +105,7 @@ def test_every_letter_fits_and_says_what_it_left_out(
     else:
         assert record["source_key_size"] == len(key)
         assert record["source_key_sha256"] == hashlib.sha256(key).digest()
-        assert record["source_key_truncated"] == (len(key) > BOUNDS.key_bytes)
+        assert record["source_key_truncated"] == (len(key) > bounds.key_bytes)
         kept = not record["source_key_truncated"]
         assert record["source_key"] == (key if kept else None)
         assert letter.key == (key if kept else hashlib.sha256(key).digest())
@@ -98,7 +113,7 @@ def test_every_letter_fits_and_says_what_it_left_out(
     size = sum(len(name.encode("utf-8", "replace")) + len(v or b"") for name, v in headers)
     too_many = len(headers) > HEADERS_MAX_COUNT
     assert record["source_headers_truncated"] == (
-        too_many or record["source_headers_size"] > BOUNDS.headers_bytes
+        too_many or record["source_headers_size"] > bounds.headers_bytes
     )
     if headers and not record["source_headers_truncated"]:
         assert [h["value"] for h in record["source_headers"]] == [v for _, v in headers]

@@ -16,6 +16,7 @@ from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.record._crc32c import crc as crc32c
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +84,7 @@ def test_within_the_budget_every_codec_reads_the_very_records_aiokafka_reads(
     records: list[Record], codec: int, base: int
 ) -> None:
     raw = _batch(codec, records, base)
-    batch = bounded(memoryview(raw), ROOMY)
+    batch, _ = bounded(memoryview(raw), ROOMY)
     assert batch.validate_crc()
     assert _read(batch) == _aiokafka(raw)
     assert batch.next_offset == base + len(records)
@@ -99,11 +100,12 @@ def test_a_batch_that_inflates_past_the_budget_is_withheld_by_position_without_b
     assert len(raw) < 2 * 1024 * 1024
     tracemalloc.start()
     try:
-        batch = bounded(memoryview(raw), FetchLimits(limit, 100_000))
+        batch, spent = bounded(memoryview(raw), FetchLimits(limit, 100_000))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 3 * limit, f"{codec}: {peak} bytes allocated for a budget of {limit}"
+    assert spent == 0, "a withheld batch holds nothing"
     [stand_in] = list(batch)
     withheld = stand_in.value
     assert isinstance(withheld, Withheld)
@@ -121,7 +123,7 @@ def test_a_batch_that_inflates_past_the_budget_is_withheld_by_position_without_b
 
 def test_a_batch_declaring_more_records_than_allowed_is_withheld_even_uncompressed() -> None:
     raw = _batch(0, [(None, b"v", []) for _ in range(150)], base_offset=7)
-    [stand_in] = list(bounded(memoryview(raw), FetchLimits(ROOMY.max_batch_bytes, 100)))
+    [stand_in] = list(bounded(memoryview(raw), FetchLimits(ROOMY.max_batch_bytes, 100))[0])
     assert stand_in.value.reason == Reasons.BATCH_TOO_MANY_RECORDS
     assert (stand_in.value.first_offset, stand_in.value.last_offset) == (7, 156)
 
@@ -129,11 +131,12 @@ def test_a_batch_declaring_more_records_than_allowed_is_withheld_even_uncompress
 def test_just_within_the_budget_is_inflated() -> None:
     raw = _batch(4, [(None, bytes(100_000), [])])
     inflated_size = len(_batch(0, [(None, bytes(100_000), [])])) - 61
-    batch = bounded(memoryview(raw), FetchLimits(inflated_size, 10))
+    batch, spent = bounded(memoryview(raw), FetchLimits(inflated_size, 10))
+    assert spent == inflated_size
     [(_, _, value, _)] = _read(batch)
     assert value == bytes(100_000)
     with pytest.raises(OverBudgetError):
-        inflate(4, memoryview(raw)[61:], inflated_size - 1, bytearray(), 0)
+        inflate(4, memoryview(raw)[61:], inflated_size - 1, bytearray())
 
 
 @pytest.mark.parametrize(
@@ -149,17 +152,17 @@ def test_just_within_the_budget_is_inflated() -> None:
 )
 def test_bytes_that_are_not_what_the_codec_says_are_undecodable(codec: int, payload: bytes) -> None:
     with pytest.raises(BatchUndecodableError):
-        inflate(codec, memoryview(payload), 1024 * 1024, bytearray(), 0)
+        inflate(codec, memoryview(payload), 1024 * 1024, bytearray())
 
 
 def test_raw_snappy_and_several_gzip_members_inflate_as_aiokafka_reads_them() -> None:
     raw_snappy = bytes(cramjam.snappy.compress_raw(b"abc" * 1000))
     into = bytearray()
-    assert inflate(2, memoryview(raw_snappy), 10_000, into, 0) == 3000
+    assert inflate(2, memoryview(raw_snappy), 10_000, into) == 3000
     assert bytes(into[:3000]) == b"abc" * 1000
     members = bytes(cramjam.gzip.compress(b"first ")) + bytes(cramjam.gzip.compress(b"second"))
     into = bytearray(b"HEAD")
-    assert inflate(1, memoryview(members), 100, into, 4) == 12
+    assert inflate(1, memoryview(members), 100, into) == 12
     assert bytes(into) == b"HEADfirst second"
 
 
@@ -200,9 +203,49 @@ def test_a_record_aiokafka_cannot_read_withholds_its_batch_instead_of_raising_ou
     raw = bytearray(_batch(0, [(b"k", b"v", [("AB", b"x")])], base_offset=5))
     raw[raw.index(b"AB")] = 0xFF
     struct.pack_into(">I", raw, 17, crc32c(bytes(raw[21:])))  # a valid checksum: as a producer sent it
-    batch = bounded(memoryview(bytes(raw)), ROOMY)
+    batch, _ = bounded(memoryview(bytes(raw)), ROOMY)
     assert batch.validate_crc()
     [stand_in] = list(batch)
     assert stand_in.value.reason == Reasons.BATCH_UNDECODABLE
     assert "UnicodeDecodeError" in stand_in.value.detail
     assert stand_in.offset == 5
+
+
+def _partition_records(data: bytes) -> Any:
+    """aiokafka's own reading of one partition's fetch (what its fetcher builds from the response)."""
+    return aiokafka_fetcher.PartitionRecords(
+        TopicPartition("t", 0), aiokafka_fetcher.MemoryRecords(data), None, 0, None, None, True, 0
+    )
+
+
+def test_a_fetch_of_many_batches_each_within_the_budget_stops_at_the_budget_and_resumes_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty zstd batches of 3 MiB of zeros each, a few KB on the wire: each within a 4 MiB budget,
+    together 60 MiB. aiokafka reads them through its own PartitionRecords: the fetch stops once the
+    budget is read, and the offset it would fetch from next is right after the last batch read."""
+    monkeypatch.setattr(aiokafka_fetcher, "MemoryRecords", MemoryRecords)
+    monkeypatch.setattr(BoundedRecords, "limits", None)
+    fetch_bounds.install(FetchLimits(4 * 1024 * 1024, 100_000))
+    data = b"".join(_batch(4, [(b"k", bytes(3 * 1024 * 1024), [])], base_offset=i) for i in range(20))
+    assert len(data) < 20 * 4096
+    tracemalloc.start()
+    try:
+        records = _partition_records(data)
+        read = [r.offset for r in records]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read == [0, 1], "the second batch passes the budget: the fetch stops after it"
+    assert records.next_fetch_offset == 2, "fetched again from there"
+    assert peak < 4 * 4 * 1024 * 1024, peak
+
+
+def test_records_declared_across_a_fetch_are_bounded_as_well(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiokafka_fetcher, "MemoryRecords", MemoryRecords)
+    monkeypatch.setattr(BoundedRecords, "limits", None)
+    fetch_bounds.install(FetchLimits(ROOMY.max_batch_bytes, 1000))
+    data = b"".join(_batch(3, [(None, b"", [])] * 900, base_offset=i * 900) for i in range(10))
+    records = _partition_records(data)
+    assert len(list(records)) == 1800
+    assert records.next_fetch_offset == 1800

@@ -27,7 +27,7 @@ from stream_app.kafka.registry import (
 )
 from stream_app.settings import Settings
 from stream_app.wire.codecs import Reasons, decode_observation
-from stream_app.wire.schema_check import check_schemas, zero_byte_items
+from stream_app.wire.schema_check import check_schemas, collection_depth, zero_byte_items
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
 MAX_BYTES = 1 << 20
@@ -367,3 +367,56 @@ def test_the_lookup_limit_is_a_setting(registry: SchemaRegistry) -> None:
     assert resolver is not None
     assert resolver.max_lookups == 5
     assert Settings().schema_registry_max_lookups_per_batch == registry_edge.MAX_LOOKUPS_PER_BATCH
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    items: Any = "long"
+    for _ in range(depth):
+        items = {"type": "array", "items": items}
+    return {"type": "record", "name": "Deep", "fields": [{"name": "values", "type": items}]}
+
+
+def test_collection_depth_counts_arrays_and_maps_and_a_type_that_contains_itself_has_no_end() -> None:
+    assert collection_depth(parse_schema(_nested(3))) == 3
+    assert collection_depth(parse_schema({"type": "map", "values": _nested(2)})) == 3
+    linked = {
+        "type": "record",
+        "name": "Node",
+        "fields": [{"name": "next", "type": ["null", {"type": "array", "items": "Node"}]}],
+    }
+    assert collection_depth(parse_schema(linked)) >= 1 << 30
+
+
+def test_a_writer_schema_nesting_collections_deeper_than_allowed_is_refused_before_it_is_checked(
+    registry: SchemaRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking compatibility samples ten items per array: eight levels would be 10**8 per sample."""
+    hostile = json.loads(registry.latest("observation").text)
+    hostile["fields"].append({"name": "deep", "type": _nested(8)["fields"][0]["type"], "default": []})
+
+    def never(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the schema was sampled")
+
+    monkeypatch.setattr(registry_edge, "compatibility_problem", never)
+    client = FakeClient({12: FakeSchema(json.dumps(hostile))})
+    resolver = ConfluentSchemas(client, registry)
+    asyncio.run(resolver.prefetch([b"\x00" + (12).to_bytes(4, "big") + b"\x00"]))
+    with pytest.raises(DecodeError, match="nests arrays and maps 8 deep") as refused:
+        resolver(12)
+    assert refused.value.reason == Reasons.SCHEMA_NOT_ALLOWED
+
+
+class BadRequestError(Exception):
+    http_status_code = 422
+    error_code = 42201
+
+
+def test_a_registry_refusing_one_id_is_an_unknown_id_not_an_outage(registry: SchemaRegistry) -> None:
+    """A 4xx about one id (400, 422): remembered as unknown, never waited for (a 401/403 or a 5xx is
+    the registry's own trouble: the stage waits)."""
+    client = FakeClient({}, failure=BadRequestError("bad id"))
+    resolver = ConfluentSchemas(client, registry)
+    asyncio.run(resolver.prefetch([b"\x00" + (77).to_bytes(4, "big") + b"\x00"]))
+    assert resolver(77) is None, "unknown: its records are dead-lettered as unknown_schema"
+    asyncio.run(resolver.prefetch([b"\x00" + (77).to_bytes(4, "big") + b"\x00"]))
+    assert client.calls == [77], "and not asked again while it is remembered"
