@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -132,9 +132,22 @@ class Seen:
         return Seen(int(revision), int(event_time), float(number), quality, series, before)
 
 
+# How many of an occurrence's latest change ids are kept to recognise a directive about it (besides
+# the FIRING that opened it): an operator's screen holds the newest change it received, so a directive
+# cites one of the last few; an occurrence that changed more often since is a view out of date.
+OCCURRENCE_CHANGES_KEPT = 16
+
+
 @dataclass(slots=True)
 class AlertMeta:
-    """What is known about one rule's alert beyond its level: its last change and the center's actions."""
+    """What is known about one rule's alert beyond its level: its last change and the center's actions.
+
+    An *occurrence* is one episode of the alert, from its FIRING to the next FIRING (a resolved
+    occurrence stays the current one until the alert fires again: a comment on it is still about it).
+    ``occurrence`` is the id of the FIRING that opened it, ``opened_at`` when that was processed, and
+    ``changes`` the ids of its latest changes (transitions and directives), newest last: a directive
+    names the change the center saw by its ``alert_id``, and only these belong to the current
+    occurrence. All three are empty in state written before occurrences were recorded."""
 
     transition: str = ""
     alert_id: str = ""
@@ -143,6 +156,9 @@ class AlertMeta:
     assigned_to: str = ""
     comment: str = ""
     directive_id: str = ""
+    occurrence: str = ""
+    opened_at: int = 0
+    changes: tuple[str, ...] = ()
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -153,10 +169,14 @@ class AlertMeta:
             "as": self.assigned_to,
             "c": self.comment,
             "d": self.directive_id,
+            "o": self.occurrence,
+            "oa": str(self.opened_at),
+            "ch": ",".join(self.changes),
         }
 
     @staticmethod
     def from_fields(fields: dict[str, str]) -> AlertMeta:
+        changes = fields.get("ch", "")
         return AlertMeta(
             transition=fields.get("t", ""),
             alert_id=fields.get("id", ""),
@@ -165,7 +185,23 @@ class AlertMeta:
             assigned_to=fields.get("as", ""),
             comment=fields.get("c", ""),
             directive_id=fields.get("d", ""),
+            occurrence=fields.get("o", ""),
+            opened_at=int(fields.get("oa") or 0),
+            changes=tuple(changes.split(",")) if changes else (),
         )
+
+    def record_change(self, change_id: str, *, opens: bool, at_ms: int) -> None:
+        """Count a published change in the current occurrence; a FIRING (``opens``) starts a new one."""
+        if opens:
+            self.occurrence, self.opened_at, self.changes = change_id, at_ms, (change_id,)
+        elif change_id not in self.changes:
+            self.changes = (*self.changes, change_id)[-OCCURRENCE_CHANGES_KEPT:]
+
+    def is_of_current_occurrence(self, change_id: str) -> bool:
+        """Whether ``change_id`` is a change of the current occurrence (as far as the ids kept tell)."""
+        if not change_id:
+            return False
+        return change_id in (self.occurrence, self.alert_id) or change_id in self.changes
 
 
 @dataclass(slots=True)
@@ -929,12 +965,52 @@ def tick(
     return StepResult(Outcome.APPLIED, alerts=tuple(alerts))
 
 
+class DirectiveRefusal(StrEnum):
+    """Why the stateful step refuses a directive: its dead-letter reason code (``center.directives.dlq``)."""
+
+    UNKNOWN_ALERT = "unknown_alert"  # no alert of that key ever fired at the entity
+    ALERT_NOT_OPEN = "alert_not_open"  # only a comment is taken on a resolved alert
+    STALE_ALERT = "stale_alert"  # about an earlier occurrence of the alert, not the current one
+
+
 class DirectiveRefusedError(ValueError):
     """A directive that cannot be applied; ``reason`` is its dead-letter reason code."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def stale_occurrence(meta: AlertMeta, directive: Mapping[str, Any]) -> str | None:
+    """Why ``directive`` is not about the alert's current occurrence (``meta``), or None when it is.
+
+    A directive names the occurrence by the id of a change the center saw (``alert_id``): it must be
+    one of the current occurrence's, or the directive was meant for an earlier one (the alert resolved
+    and fired again since) and must not land on the new one — an acknowledgement would hide a new
+    critical alert. A directive naming no change (an empty ``alert_id``: the CLI without
+    ``--alert-id``, an older producer) means "the occurrence current as I issue this": it is stale when
+    it was issued before that occurrence fired (a directive held in a queue while the alert re-fired).
+    State written before occurrences were recorded cannot tell: such a directive is taken, as before.
+    """
+    if not meta.occurrence:
+        return None
+    named = str(directive.get("alert_id") or "")
+    key = directive["alert_key"]
+    if named:
+        if meta.is_of_current_occurrence(named):
+            return None
+        return (
+            f"alert {key!r}: {named!r} is not a change of its current occurrence (opened by"
+            f" {meta.occurrence}); it has resolved and fired again since, or the view is"
+            f" {OCCURRENCE_CHANGES_KEPT}+ changes out of date"
+        )
+    issued = as_ms(directive["issued_at"])
+    if issued < meta.opened_at:
+        return (
+            f"alert {key!r}: the directive names no occurrence and was issued before the current one"
+            f" fired ({meta.occurrence})"
+        )
+    return None
 
 
 def direct(
@@ -954,11 +1030,17 @@ def direct(
     rules = {r.rule_id: r for r in ctx.rulebook.rules_for(entity.indicator, entity.region, entity.station)}
     rule, rule_state, known = rules.get(rule_id), state.rules.get(rule_id), state.meta.get(rule_id)
     if rule is None or rule_state is None or known is None or not known.transition:
-        raise DirectiveRefusedError("unknown_alert", f"no alert {directive['alert_key']!r} ever fired")
+        raise DirectiveRefusedError(
+            DirectiveRefusal.UNKNOWN_ALERT, f"no alert {directive['alert_key']!r} ever fired"
+        )
+    # before "not open": a directive about an earlier occurrence is refused as that, open or not
+    stale = stale_occurrence(known, directive)
+    if stale is not None:
+        raise DirectiveRefusedError(DirectiveRefusal.STALE_ALERT, stale)
     action = directive["action"]
     if rule_state.level < rule.alert_from and action != "COMMENT":
         raise DirectiveRefusedError(
-            "alert_not_open", f"alert {directive['alert_key']!r} is not open; cannot {action}"
+            DirectiveRefusal.ALERT_NOT_OPEN, f"alert {directive['alert_key']!r} is not open; cannot {action}"
         )
     meta = state.alert_meta(rule_id)
     issued = as_ms(directive["issued_at"])
@@ -1031,6 +1113,8 @@ def _alert(
         meta.transition, meta.alert_id = verdict.transition.value, new_id
         if verdict.transition is Transition.RESOLVED:
             meta.acknowledged_by, meta.acknowledged_at, meta.assigned_to, meta.comment = "", 0, "", ""
+    opens = event_type == "TRANSITION" and verdict.transition is Transition.FIRING
+    meta.record_change(new_id, opens=opens, at_ms=ctx.now_ms)
     shown = rule.levels[verdict.level] if rule.levels else None
     return {
         # Every change has its own id (a directive's too): consumers deduplicate by it safely.
