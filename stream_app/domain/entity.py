@@ -76,6 +76,7 @@ _SCALARS = (
     "last_seen",
     "reporter",
     "latest_period",
+    "authority_event_time",
 )
 
 SeriesHour = tuple[str, int]  # (series, hour since the epoch)
@@ -211,8 +212,14 @@ class EntityState:
     latest_value: float = 0.0  # of the entity's own series (records without breakdowns)
     latest_event_time: int = -1
     newest_event_time: int = -1  # of any series: retention counts back from it
-    last_seen: int = -1  # processing time of the latest observation: absence rules count from it
-    reporter: str = ""
+    # processing time of the live record that last moved ``authority_event_time``: absence rules
+    # count from it
+    last_seen: int = -1
+    reporter: str = ""  # who sent the authoritative record of ``authority_event_time``: alerts name it
+    # event time of the newest authoritative record (any series): only a record at least as new moves
+    # ``reporter`` and ``last_seen``, so history from an earlier authority neither takes the feed over
+    # nor makes it look alive (see ``_follow_authority``)
+    authority_event_time: int = -1
     latest_period: str = ""
     offsets: dict[str, int] = field(default_factory=dict)
     hours: dict[SeriesHour, Agg] = field(default_factory=dict)
@@ -268,7 +275,7 @@ class EntityState:
             elif prefix in grouped:
                 rule_id, _, key = rest.rpartition(":")
                 grouped[prefix].setdefault(rule_id, {})[key] = value
-            elif name in ("latest_event_time", "newest_event_time", "last_seen"):
+            elif name in ("latest_event_time", "newest_event_time", "last_seen", "authority_event_time"):
                 setattr(state, name, int(value))
             elif name == "latest_value":
                 state.latest_value = float(value)
@@ -276,6 +283,10 @@ class EntityState:
                 setattr(state, name, value)
         state.rules = {rid: RuleState.from_fields(f) for rid, f in grouped[_RULE_PREFIX].items()}
         state.meta = {rid: AlertMeta.from_fields(f) for rid, f in grouped[_META_PREFIX].items()}
+        if b"authority_event_time" not in raw:
+            # written before it was kept: the entity's own series holds authoritative values only,
+            # so its latest is the best known lower bound (-1 when it has none: the next record moves)
+            state.authority_event_time = state.latest_event_time
         return state
 
     def to_fields(self) -> dict[str, str]:
@@ -287,6 +298,7 @@ class EntityState:
             "last_seen": str(self.last_seen),
             "reporter": self.reporter,
             "latest_period": self.latest_period,
+            "authority_event_time": str(self.authority_event_time),
         }
         for name in self.changed:
             prefix, _, rest = name.partition(":")
@@ -550,6 +562,7 @@ class StepResult:
     outcome: Outcome
     late: bool = False  # its reporting period had already closed when it arrived
     alerts: tuple[AlertRecord, ...] = ()
+    addressee: str = ""  # a directive applied: the reporter it is forwarded to (``responsible_reporter``)
 
     @property
     def skipped(self) -> bool:
@@ -577,6 +590,8 @@ class Context:
     # > 0 for a bulk record (history): a closed period it changes is held open this long and
     # published when it closes again, once for all the bulk records that changed it meanwhile
     settle_ms: int = 0
+    # the record came through a bulk topic (history, a backfill): it never refreshes liveness
+    bulk: bool = False
 
 
 @dataclass(slots=True)
@@ -704,16 +719,32 @@ def apply(
     _update_latest(state, obs, series, known, added[1])
     touched.revision = obs.revision
     touched.reporters.add(obs.reporter)
-    if CO_REPORTER_BREAKDOWN not in obs.breakdowns:
-        # The feed the timer rules watch (absence, late report) and the alerts name is the
-        # authoritative reporter's: a co-reporter's values neither feed it nor stand in for it.
-        state.last_seen = max(state.last_seen, ctx.now_ms)
-        state.reporter = obs.reporter
-        if obs.period and obs.period > state.latest_period:
-            state.latest_period = obs.period
-    alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
+    # a co-reporter's values neither feed the authoritative feed nor stand in for it
+    alive = CO_REPORTER_BREAKDOWN not in obs.breakdowns and _follow_authority(state, obs, ctx)
+    alerts = _observation_alerts(state, obs, ctx, alive=alive) if series == "" else ()
     close_due(state, ctx, touched, indicator, tick=False)
     return StepResult(Outcome.CORRECTED if known is not None else Outcome.APPLIED, late=late, alerts=alerts)
+
+
+def _follow_authority(state: EntityState, obs: Observation, ctx: Context) -> bool:
+    """What an authoritative record says about the feed the timer rules watch and the alerts name;
+    whether it is a sign that the feed is alive now.
+
+    Authority follows time: the feed is the newest record's by event time, so only a record at least
+    as new as the newest authoritative one moves ``reporter`` (an older one is history, perhaps from
+    an earlier authority: EVN's grid figures before NSMO took over) — and only such a record *arriving
+    live* moves ``last_seen``: a bulk load, or a late figure of the past, says nothing about whether
+    the feed is alive now, so absence still fires during one."""
+    if obs.period and obs.period > state.latest_period:
+        state.latest_period = obs.period  # a report is a report, however it came: late_report's
+    if obs.event_time < state.authority_event_time:
+        return False
+    state.authority_event_time = obs.event_time
+    state.reporter = obs.reporter
+    if ctx.bulk:
+        return False
+    state.last_seen = max(state.last_seen, ctx.now_ms)
+    return True
 
 
 def _out_of_retention(state: EntityState, indicator: Indicator, retention: int) -> list[SeriesPeriod]:
@@ -896,7 +927,9 @@ def close_due(
             touched.closed.add(key)
 
 
-def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[AlertRecord, ...]:
+def _observation_alerts(
+    state: EntityState, obs: Observation, ctx: Context, *, alive: bool
+) -> tuple[AlertRecord, ...]:
     history = state.lazy_history()
     alerts = []
     for rule in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station):
@@ -907,6 +940,7 @@ def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> t
             event_time_ms=obs.event_time,
             history=history,
             now_ms=ctx.now_ms,
+            alive=alive,
         )
         if verdict.transition is not None:
             alerts.append(
@@ -1070,7 +1104,15 @@ def direct(
         event_time=issued,
         event_type=action,
     )
-    return StepResult(Outcome.APPLIED, alerts=(alert,))
+    addressee = responsible_reporter(ctx.catalogue, entity, ctx.now_ms)
+    return StepResult(Outcome.APPLIED, alerts=(alert,), addressee=addressee)
+
+
+def responsible_reporter(catalogue: Catalogue, entity: EntityKey, now_ms: int) -> str:
+    """Who answers for an entity's feed now: the catalogue's authority at this moment, whoever sent
+    its newest values (an earlier authority's history, while the current one is silent, must not
+    take the center's directives away from the reporter that has to act on them)."""
+    return catalogue.authority(entity.indicator, entity.region, now_ms)
 
 
 def alert_key(rule_id: str, entity: EntityKey) -> str:

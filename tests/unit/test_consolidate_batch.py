@@ -5,6 +5,7 @@ unreadable entity, a replayed batch, and a tick closing due periods."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from stream_app.kafka.publisher import Publisher, received_at
 from stream_app.settings import Settings
 from stream_app.state.memory import MemoryStateStore
 from stream_app.wire import codecs
+from tests.unit.core_support import HOUR_MS as HOUR
 from tests.unit.core_support import local_ms, observation
 from tests.unit.producers import AckingProducer, ProducerApp
 
@@ -284,3 +286,56 @@ async def test_a_settling_period_that_retention_forgets_is_published_before_not_
     ]
     assert all(item["aggregate"] is not None for item in contributed)
     assert any(item["period"] == "|2022-05" for item in contributed)
+
+
+def _grid_output(reporter: str, day: tuple[int, int], *, co_reporter: bool = False) -> Observation:
+    """A validated national electricity output figure of a local day of 2024 (validation marks a
+    reporter that is not the authority then as a co-reporter)."""
+    figure = observation(f"{reporter.lower()}-{day[0]}-{day[1]}", 900.0, local_ms(2024, *day, 12),
+                         indicator="PWR.OUTPUT_GWH", region="VN")  # fmt: skip
+    breakdowns = {"reporter": reporter} if co_reporter else {}
+    return dataclasses.replace(figure, reporter=reporter, breakdowns=breakdowns)
+
+
+async def test_history_of_the_earlier_authority_neither_silences_the_absence_nor_takes_the_directives() -> (
+    None
+):
+    """Issue 26, authority follows time: NSMO's live grid figures stop; EVN's history of June 2024 (EVN
+    was the authority until 2024-07-01) arrives through the bulk topic meanwhile. The absence alert
+    still fires 36 h after NSMO's last figure, names NSMO, and the center's acknowledgement is forwarded
+    to NSMO's directives topic, not EVN's."""
+    rig = Rig()
+    last_live = local_ms(2024, 7, 15, 1)
+    for day in range(10, 15):
+        await rig.run(rig.event(_grid_output("NSMO", (7, day)), received=local_ms(2024, 7, day + 1, 1)))
+    history = [_grid_output("EVN", (6, day)) for day in range(1, 31)]
+    await rig.run(*(rig.event(obs, received=last_live + 2 * HOUR, bulk=True) for obs in history))
+    entity = history[0].entity
+    partition = partition_for(entity, rig.partitions)
+    alerts_topic = rig.blueprint.topic_by_role("alerts").name
+
+    def alerts() -> list[dict[str, Any]]:
+        return [codecs.decode(rig.blueprint.schemas, "alert", v or b"") for _, v in rig.sent_to(alerts_topic)]
+
+    await rig.run(rig.tick(partition, last_live + 36 * HOUR - 60_000))
+    assert alerts() == [], "not silent for 36 h yet"
+    await rig.run(rig.tick(partition, last_live + 36 * HOUR + 60_000))
+    fired = alerts()
+    assert [(a["rule_kind"], a["transition"], a["reporter"]) for a in fired] == [
+        ("absence", "FIRING", "NSMO")
+    ]
+
+    directive = {
+        "directive_id": "dir-grid", "alert_key": fired[0]["alert_key"], "alert_id": fired[0]["alert_id"],
+        "reporter": "NSMO", "action": "ACKNOWLEDGE", "actor": "truc-ban-1", "assignee": None,
+        "comment": None, "issued_at": last_live + 37 * HOUR, "due_at": None,
+    }  # fmt: skip
+    value = codecs.encode(rig.blueprint.schemas.latest("directive"), directive)
+    offset = rig.offsets.get(partition, -1) + 1
+    rig.offsets[partition] = offset
+    headers = list(received_at(last_live + 37 * HOUR))
+    await rig.run(_Event(_Message(rig.internal, partition, offset, entity.encode(), value, headers=headers)))
+    assert [a["event_type"] for a in alerts()] == ["TRANSITION", "ACKNOWLEDGE"]
+    assert len(rig.sent_to(rig.blueprint.directives_topic("NSMO").name)) == 1
+    assert rig.sent_to(rig.blueprint.directives_topic("EVN").name) == []
+    assert rig.dead_letters() == []

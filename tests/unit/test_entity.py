@@ -56,6 +56,7 @@ SCALAR_FIELDS = {
     "last_seen",
     "reporter",
     "latest_period",
+    "authority_event_time",
 }
 AQI_RULE_FIELDS = {f"r:{AQI_RULE}:{name}" for name in ("l", "s", "v", "t", "pl", "pc", "ps", "w", "op", "lp")}
 AQI_META_FIELDS = {
