@@ -1012,7 +1012,7 @@ class DirectiveRefusedError(ValueError):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = str(reason)  # a plain string for the dead letter's encoders (not the enum member)
 
 
 def stale_occurrence(meta: AlertMeta, directive: Mapping[str, Any]) -> str | None:
@@ -1057,7 +1057,10 @@ def direct(
     ctx: Context,
 ) -> StepResult:
     """Apply a directive of the center to the alert it names: record who acknowledged, was assigned,
-    commented; publish the change. Raises :class:`DirectiveRefusedError` for an alert that is not open."""
+    commented; publish the change, and say whom to forward the directive to (the reporter responsible
+    now). Raises :class:`DirectiveRefusedError` (:class:`DirectiveRefusal`) for an alert that never
+    fired, a directive about an earlier occurrence of it, or an action other than a comment on an
+    alert that is not open."""
     if already_applied(state, source, offset):
         return StepResult(Outcome.ALREADY_APPLIED)
     rule_id = directive["alert_key"].split("|", 1)[0]
