@@ -496,13 +496,13 @@ class Consolidator:
         now = received_at_of(message) or now
         state, touched = run.state, run.touched
         if item.kind == "observation":
-            settle = self.settle_ms if is_bulk(message) else 0
+            bulk = is_bulk(message)
             result = apply(
                 state,
                 item.payload,
                 source=source,
                 offset=message.offset,
-                ctx=Context(self.catalogue, self.rulebook, now, settle),
+                ctx=Context(self.catalogue, self.rulebook, now, self.settle_ms if bulk else 0, bulk=bulk),
                 touched=touched,
             )
             if result.outcome is not Outcome.ALREADY_APPLIED:
@@ -568,8 +568,8 @@ class Consolidator:
         blame = (item.index, entity)
         self._alerts(built, result, blame)
         if item.kind == "directive":
-            # The ministry concerned receives the directive on its own topic, and only its own.
-            topic = self.reporter_directives.get(run.state.reporter)
+            # The ministry responsible now receives the directive on its own topic, and only it.
+            topic = self.reporter_directives.get(result.addressee)
             if topic is not None:
                 key = str(item.payload["alert_key"]).encode()
                 built.outputs.append(Output(topic, key, item.message.value or b"", blame=blame))

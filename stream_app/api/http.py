@@ -5,7 +5,8 @@ a bearer token (``stream_app.api.auth``): without one, or with an unknown one, 4
 Reads (viewer): the answers come from Redis (``stream_app.api.read_model``), so any worker answers for every
 entity. A wrong parameter gets a 400 with a message naming it; nothing stored gets a 404. Writes
 (operator): ``POST /api/v1/alerts/{key}/directives`` publishes a directive to ``center.directives`` in
-the operator's name, and an audit record to ``center.audit``.
+the operator's name, and an audit record to ``center.audit``; a directive the state already shows to be
+about an earlier occurrence of the alert is refused with a 409 (``stale_alert``) and nothing is published.
 
 A dependency down never hangs a request nor gets a 500: every answer comes within ``ANSWER_TIMEOUT_S``,
 and while Redis (for a read) or Kafka (for a directive) does not answer it is a 503 whose JSON body
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import faust
@@ -32,7 +33,13 @@ from stream_app.api.auth import Identity, load_tokens
 from stream_app.api.read_model import BadRequest, NotFound, ReadModel, series_param
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_date, parse_iso_ms
-from stream_app.domain.entity import checked_entity, entity_of_alert_key
+from stream_app.domain.entity import (
+    DirectiveRefusal,
+    EntityState,
+    checked_entity,
+    entity_of_alert_key,
+    stale_occurrence,
+)
 from stream_app.domain.rollup import NATIONAL
 from stream_app.kafka.publisher import Output
 from stream_app.logs import get_logger
@@ -46,6 +53,10 @@ PREFIX = "/api/v1"
 # the time a healthy Redis or Kafka takes by far, below the clients' own timeouts (a Redis command's
 # socket times out after 5 s, Kafka's delivery after 30 s: the request would hang as long).
 ANSWER_TIMEOUT_S = 5.0
+# The occurrence check before publishing a directive waits this long for Redis at most: past it, the
+# directive is published unchecked, and the worker's step refuses it if it is stale (that check is the
+# one that holds; this one only answers the operator at once).
+STATE_CHECK_TIMEOUT_S = 1.0
 
 log = get_logger(__name__)
 
@@ -180,7 +191,7 @@ def register(
         return web.bytes(OPENAPI.read_bytes(), content_type="application/yaml")
 
     if blueprint is not None and publisher is not None:
-        directives = Directives(blueprint, publisher, gate)
+        directives = Directives(blueprint, publisher, gate, model.store)
 
         class DirectivesView(View):
             async def post(self, request: Any, key: str) -> Any:
@@ -189,13 +200,26 @@ def register(
         app.page(PREFIX + "/alerts/{key}/directives")(DirectivesView)
 
 
-class Directives:
-    """``POST /api/v1/alerts/{key}/directives``: an operator acts on an alert."""
+class EntityStates(Protocol):
+    """What the directives endpoint reads of the state: an entity's hash, decoded."""
 
-    def __init__(self, blueprint: Blueprint, publisher: Any, gate: Gate) -> None:
+    async def entity_state(self, entity: str) -> EntityState | None: ...
+
+
+class Directives:
+    """``POST /api/v1/alerts/{key}/directives``: an operator acts on an alert.
+
+    ``states``: where to read the alert's current occurrence from, to refuse at once (409) a
+    directive about an earlier one; without it every directive is published and checked by the worker.
+    """
+
+    def __init__(
+        self, blueprint: Blueprint, publisher: Any, gate: Gate, states: EntityStates | None = None
+    ) -> None:
         self.blueprint = blueprint
         self.publisher = publisher
         self.gate = gate
+        self.states = states
         self.topic = blueprint.topic_by_role("directives").name
         self.schema = blueprint.schemas.latest("directive")
 
@@ -214,6 +238,17 @@ class Directives:
             return web.json({"error": "bad_request", "detail": str(exc)}, status=400)
         except ValueError:
             return web.json({"error": "bad_request", "detail": "the body is not a JSON object"}, status=400)
+        stale = await self._stale(directive)
+        if stale is not None:
+            reason = DirectiveRefusal.STALE_ALERT.value
+            await self._audit(identity, key, "refused", {"reason": reason, "alert_id": directive["alert_id"]})
+            body = {
+                "error": "conflict",
+                "reason": reason,
+                "detail": stale,
+                "alert_key": directive["alert_key"],
+            }
+            return web.json(body, status=409)
         value = codecs.encode(self.schema, directive)
         outputs = [Output(self.topic, directive["alert_key"].encode(), value)]
         record = audit.event(
@@ -239,6 +274,28 @@ class Directives:
             },
             status=202,
         )
+
+    async def _stale(self, directive: dict[str, Any]) -> str | None:
+        """Why ``directive`` is about an earlier occurrence of its alert, when the state already shows
+        it; None when it does not, or cannot tell now (no state to read, Redis down or slow)."""
+        if self.states is None or "redis" in retry.unavailable():
+            return None
+        alert_key = directive["alert_key"]
+        entity = entity_of_alert_key(alert_key)
+        if entity is None:  # _directive refused it already
+            return None
+        try:
+            async with asyncio.timeout(STATE_CHECK_TIMEOUT_S):
+                state = await self.states.entity_state(entity)
+        except (
+            RedisError,
+            OSError,
+            ValueError,
+        ) as exc:  # TimeoutError is an OSError; ValueError: undecodable
+            log.warning("directive_not_checked", alert_key=alert_key[:300], error=repr(exc)[:300])
+            return None
+        meta = state.meta.get(alert_key.split("|", 1)[0]) if state is not None else None
+        return stale_occurrence(meta, directive) if meta is not None else None
 
     async def _publish(self, directive_id: str, outputs: list[Output]) -> dict[str, str] | None:
         """Publish a directive and its audit record; the body of the 503 when Kafka did not take them."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -76,6 +76,7 @@ _SCALARS = (
     "last_seen",
     "reporter",
     "latest_period",
+    "authority_event_time",
 )
 
 SeriesHour = tuple[str, int]  # (series, hour since the epoch)
@@ -132,9 +133,22 @@ class Seen:
         return Seen(int(revision), int(event_time), float(number), quality, series, before)
 
 
+# How many of an occurrence's latest change ids are kept to recognise a directive about it (besides
+# the FIRING that opened it): an operator's screen holds the newest change it received, so a directive
+# cites one of the last few; an occurrence that changed more often since is a view out of date.
+OCCURRENCE_CHANGES_KEPT = 16
+
+
 @dataclass(slots=True)
 class AlertMeta:
-    """What is known about one rule's alert beyond its level: its last change and the center's actions."""
+    """What is known about one rule's alert beyond its level: its last change and the center's actions.
+
+    An *occurrence* is one episode of the alert, from its FIRING to the next FIRING (a resolved
+    occurrence stays the current one until the alert fires again: a comment on it is still about it).
+    ``occurrence`` is the id of the FIRING that opened it, ``opened_at`` when that was processed, and
+    ``changes`` the ids of its latest changes (transitions and directives), newest last: a directive
+    names the change the center saw by its ``alert_id``, and only these belong to the current
+    occurrence. All three are empty in state written before occurrences were recorded."""
 
     transition: str = ""
     alert_id: str = ""
@@ -143,6 +157,9 @@ class AlertMeta:
     assigned_to: str = ""
     comment: str = ""
     directive_id: str = ""
+    occurrence: str = ""
+    opened_at: int = 0
+    changes: tuple[str, ...] = ()
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -153,10 +170,14 @@ class AlertMeta:
             "as": self.assigned_to,
             "c": self.comment,
             "d": self.directive_id,
+            "o": self.occurrence,
+            "oa": str(self.opened_at),
+            "ch": ",".join(self.changes),
         }
 
     @staticmethod
     def from_fields(fields: dict[str, str]) -> AlertMeta:
+        changes = fields.get("ch", "")
         return AlertMeta(
             transition=fields.get("t", ""),
             alert_id=fields.get("id", ""),
@@ -165,7 +186,23 @@ class AlertMeta:
             assigned_to=fields.get("as", ""),
             comment=fields.get("c", ""),
             directive_id=fields.get("d", ""),
+            occurrence=fields.get("o", ""),
+            opened_at=int(fields.get("oa") or 0),
+            changes=tuple(changes.split(",")) if changes else (),
         )
+
+    def record_change(self, change_id: str, *, opens: bool, at_ms: int) -> None:
+        """Count a published change in the current occurrence; a FIRING (``opens``) starts a new one."""
+        if opens:
+            self.occurrence, self.opened_at, self.changes = change_id, at_ms, (change_id,)
+        elif change_id not in self.changes:
+            self.changes = (*self.changes, change_id)[-OCCURRENCE_CHANGES_KEPT:]
+
+    def is_of_current_occurrence(self, change_id: str) -> bool:
+        """Whether ``change_id`` is a change of the current occurrence (as far as the ids kept tell)."""
+        if not change_id:
+            return False
+        return change_id in (self.occurrence, self.alert_id) or change_id in self.changes
 
 
 @dataclass(slots=True)
@@ -175,8 +212,14 @@ class EntityState:
     latest_value: float = 0.0  # of the entity's own series (records without breakdowns)
     latest_event_time: int = -1
     newest_event_time: int = -1  # of any series: retention counts back from it
-    last_seen: int = -1  # processing time of the latest observation: absence rules count from it
-    reporter: str = ""
+    # processing time of the live record that last moved ``authority_event_time``: absence rules
+    # count from it
+    last_seen: int = -1
+    reporter: str = ""  # who sent the authoritative record of ``authority_event_time``: alerts name it
+    # event time of the newest authoritative record (any series): only a record at least as new moves
+    # ``reporter`` and ``last_seen``, so history from an earlier authority neither takes the feed over
+    # nor makes it look alive (see ``_follow_authority``)
+    authority_event_time: int = -1
     latest_period: str = ""
     offsets: dict[str, int] = field(default_factory=dict)
     hours: dict[SeriesHour, Agg] = field(default_factory=dict)
@@ -232,7 +275,7 @@ class EntityState:
             elif prefix in grouped:
                 rule_id, _, key = rest.rpartition(":")
                 grouped[prefix].setdefault(rule_id, {})[key] = value
-            elif name in ("latest_event_time", "newest_event_time", "last_seen"):
+            elif name in ("latest_event_time", "newest_event_time", "last_seen", "authority_event_time"):
                 setattr(state, name, int(value))
             elif name == "latest_value":
                 state.latest_value = float(value)
@@ -240,6 +283,10 @@ class EntityState:
                 setattr(state, name, value)
         state.rules = {rid: RuleState.from_fields(f) for rid, f in grouped[_RULE_PREFIX].items()}
         state.meta = {rid: AlertMeta.from_fields(f) for rid, f in grouped[_META_PREFIX].items()}
+        if b"authority_event_time" not in raw:
+            # written before it was kept: the entity's own series holds authoritative values only,
+            # so its latest is the best known lower bound (-1 when it has none: the next record moves)
+            state.authority_event_time = state.latest_event_time
         return state
 
     def to_fields(self) -> dict[str, str]:
@@ -251,6 +298,7 @@ class EntityState:
             "last_seen": str(self.last_seen),
             "reporter": self.reporter,
             "latest_period": self.latest_period,
+            "authority_event_time": str(self.authority_event_time),
         }
         for name in self.changed:
             prefix, _, rest = name.partition(":")
@@ -514,6 +562,7 @@ class StepResult:
     outcome: Outcome
     late: bool = False  # its reporting period had already closed when it arrived
     alerts: tuple[AlertRecord, ...] = ()
+    addressee: str = ""  # a directive applied: the reporter it is forwarded to (``responsible_reporter``)
 
     @property
     def skipped(self) -> bool:
@@ -541,6 +590,8 @@ class Context:
     # > 0 for a bulk record (history): a closed period it changes is held open this long and
     # published when it closes again, once for all the bulk records that changed it meanwhile
     settle_ms: int = 0
+    # the record came through a bulk topic (history, a backfill): it never refreshes liveness
+    bulk: bool = False
 
 
 @dataclass(slots=True)
@@ -668,16 +719,32 @@ def apply(
     _update_latest(state, obs, series, known, added[1])
     touched.revision = obs.revision
     touched.reporters.add(obs.reporter)
-    if CO_REPORTER_BREAKDOWN not in obs.breakdowns:
-        # The feed the timer rules watch (absence, late report) and the alerts name is the
-        # authoritative reporter's: a co-reporter's values neither feed it nor stand in for it.
-        state.last_seen = max(state.last_seen, ctx.now_ms)
-        state.reporter = obs.reporter
-        if obs.period and obs.period > state.latest_period:
-            state.latest_period = obs.period
-    alerts = _observation_alerts(state, obs, ctx) if series == "" else ()
+    # a co-reporter's values neither feed the authoritative feed nor stand in for it
+    alive = CO_REPORTER_BREAKDOWN not in obs.breakdowns and _follow_authority(state, obs, ctx)
+    alerts = _observation_alerts(state, obs, ctx, alive=alive) if series == "" else ()
     close_due(state, ctx, touched, indicator, tick=False)
     return StepResult(Outcome.CORRECTED if known is not None else Outcome.APPLIED, late=late, alerts=alerts)
+
+
+def _follow_authority(state: EntityState, obs: Observation, ctx: Context) -> bool:
+    """What an authoritative record says about the feed the timer rules watch and the alerts name;
+    whether it is a sign that the feed is alive now.
+
+    Authority follows time: the feed is the newest record's by event time, so only a record at least
+    as new as the newest authoritative one moves ``reporter`` (an older one is history, perhaps from
+    an earlier authority: EVN's grid figures before NSMO took over) — and only such a record *arriving
+    live* moves ``last_seen``: a bulk load, or a late figure of the past, says nothing about whether
+    the feed is alive now, so absence still fires during one."""
+    if obs.period and obs.period > state.latest_period:
+        state.latest_period = obs.period  # a report is a report, however it came: late_report's
+    if obs.event_time < state.authority_event_time:
+        return False
+    state.authority_event_time = obs.event_time
+    state.reporter = obs.reporter
+    if ctx.bulk:
+        return False
+    state.last_seen = max(state.last_seen, ctx.now_ms)
+    return True
 
 
 def _out_of_retention(state: EntityState, indicator: Indicator, retention: int) -> list[SeriesPeriod]:
@@ -860,7 +927,9 @@ def close_due(
             touched.closed.add(key)
 
 
-def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> tuple[AlertRecord, ...]:
+def _observation_alerts(
+    state: EntityState, obs: Observation, ctx: Context, *, alive: bool
+) -> tuple[AlertRecord, ...]:
     history = state.lazy_history()
     alerts = []
     for rule in ctx.rulebook.rules_for(obs.indicator, obs.region, obs.station):
@@ -871,6 +940,7 @@ def _observation_alerts(state: EntityState, obs: Observation, ctx: Context) -> t
             event_time_ms=obs.event_time,
             history=history,
             now_ms=ctx.now_ms,
+            alive=alive,
         )
         if verdict.transition is not None:
             alerts.append(
@@ -929,12 +999,52 @@ def tick(
     return StepResult(Outcome.APPLIED, alerts=tuple(alerts))
 
 
+class DirectiveRefusal(StrEnum):
+    """Why the stateful step refuses a directive: its dead-letter reason code (``center.directives.dlq``)."""
+
+    UNKNOWN_ALERT = "unknown_alert"  # no alert of that key ever fired at the entity
+    ALERT_NOT_OPEN = "alert_not_open"  # only a comment is taken on a resolved alert
+    STALE_ALERT = "stale_alert"  # about an earlier occurrence of the alert, not the current one
+
+
 class DirectiveRefusedError(ValueError):
     """A directive that cannot be applied; ``reason`` is its dead-letter reason code."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = str(reason)  # a plain string for the dead letter's encoders (not the enum member)
+
+
+def stale_occurrence(meta: AlertMeta, directive: Mapping[str, Any]) -> str | None:
+    """Why ``directive`` is not about the alert's current occurrence (``meta``), or None when it is.
+
+    A directive names the occurrence by the id of a change the center saw (``alert_id``): it must be
+    one of the current occurrence's, or the directive was meant for an earlier one (the alert resolved
+    and fired again since) and must not land on the new one — an acknowledgement would hide a new
+    critical alert. A directive naming no change (an empty ``alert_id``: the CLI without
+    ``--alert-id``, an older producer) means "the occurrence current as I issue this": it is stale when
+    it was issued before that occurrence fired (a directive held in a queue while the alert re-fired).
+    State written before occurrences were recorded cannot tell: such a directive is taken, as before.
+    """
+    if not meta.occurrence:
+        return None
+    named = str(directive.get("alert_id") or "")
+    key = directive["alert_key"]
+    if named:
+        if meta.is_of_current_occurrence(named):
+            return None
+        return (
+            f"alert {key!r}: {named!r} is not a change of its current occurrence (opened by"
+            f" {meta.occurrence}); it has resolved and fired again since, or the view is"
+            f" {OCCURRENCE_CHANGES_KEPT}+ changes out of date"
+        )
+    issued = as_ms(directive["issued_at"])
+    if issued < meta.opened_at:
+        return (
+            f"alert {key!r}: the directive names no occurrence and was issued before the current one"
+            f" fired ({meta.occurrence})"
+        )
+    return None
 
 
 def direct(
@@ -947,18 +1057,27 @@ def direct(
     ctx: Context,
 ) -> StepResult:
     """Apply a directive of the center to the alert it names: record who acknowledged, was assigned,
-    commented; publish the change. Raises :class:`DirectiveRefusedError` for an alert that is not open."""
+    commented; publish the change, and say whom to forward the directive to (the reporter responsible
+    now). Raises :class:`DirectiveRefusedError` (:class:`DirectiveRefusal`) for an alert that never
+    fired, a directive about an earlier occurrence of it, or an action other than a comment on an
+    alert that is not open."""
     if already_applied(state, source, offset):
         return StepResult(Outcome.ALREADY_APPLIED)
     rule_id = directive["alert_key"].split("|", 1)[0]
     rules = {r.rule_id: r for r in ctx.rulebook.rules_for(entity.indicator, entity.region, entity.station)}
     rule, rule_state, known = rules.get(rule_id), state.rules.get(rule_id), state.meta.get(rule_id)
     if rule is None or rule_state is None or known is None or not known.transition:
-        raise DirectiveRefusedError("unknown_alert", f"no alert {directive['alert_key']!r} ever fired")
+        raise DirectiveRefusedError(
+            DirectiveRefusal.UNKNOWN_ALERT, f"no alert {directive['alert_key']!r} ever fired"
+        )
+    # before "not open": a directive about an earlier occurrence is refused as that, open or not
+    stale = stale_occurrence(known, directive)
+    if stale is not None:
+        raise DirectiveRefusedError(DirectiveRefusal.STALE_ALERT, stale)
     action = directive["action"]
     if rule_state.level < rule.alert_from and action != "COMMENT":
         raise DirectiveRefusedError(
-            "alert_not_open", f"alert {directive['alert_key']!r} is not open; cannot {action}"
+            DirectiveRefusal.ALERT_NOT_OPEN, f"alert {directive['alert_key']!r} is not open; cannot {action}"
         )
     meta = state.alert_meta(rule_id)
     issued = as_ms(directive["issued_at"])
@@ -988,7 +1107,15 @@ def direct(
         event_time=issued,
         event_type=action,
     )
-    return StepResult(Outcome.APPLIED, alerts=(alert,))
+    addressee = responsible_reporter(ctx.catalogue, entity, ctx.now_ms)
+    return StepResult(Outcome.APPLIED, alerts=(alert,), addressee=addressee)
+
+
+def responsible_reporter(catalogue: Catalogue, entity: EntityKey, now_ms: int) -> str:
+    """Who answers for an entity's feed now: the catalogue's authority at this moment, whoever sent
+    its newest values (an earlier authority's history, while the current one is silent, must not
+    take the center's directives away from the reporter that has to act on them)."""
+    return catalogue.authority(entity.indicator, entity.region, now_ms)
 
 
 def alert_key(rule_id: str, entity: EntityKey) -> str:
@@ -1031,6 +1158,8 @@ def _alert(
         meta.transition, meta.alert_id = verdict.transition.value, new_id
         if verdict.transition is Transition.RESOLVED:
             meta.acknowledged_by, meta.acknowledged_at, meta.assigned_to, meta.comment = "", 0, "", ""
+    opens = event_type == "TRANSITION" and verdict.transition is Transition.FIRING
+    meta.record_change(new_id, opens=opens, at_ms=ctx.now_ms)
     shown = rule.levels[verdict.level] if rule.levels else None
     return {
         # Every change has its own id (a directive's too): consumers deduplicate by it safely.

@@ -172,7 +172,7 @@ class Screen:
         self.publisher = Publisher(
             None, settings, blueprint.schemas.latest("dead_letter"), self.framing, self.sender
         )
-        self.directives = Directives(blueprint, self.publisher, self.gate)
+        self.directives = Directives(blueprint, self.publisher, self.gate, self.store)
         self.reader: AlertReader | None = None
         self._snapshots: asyncio.Task[None] | None = None
 

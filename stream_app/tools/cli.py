@@ -196,7 +196,14 @@ def _add_tick(sub: Any) -> None:
 def _add_directive(sub: Any) -> None:
     directive = sub.add_parser("directive", help="issue a directive about an alert, as the center")
     directive.add_argument("--alert-key", required=True)
-    directive.add_argument("--alert-id", default="")
+    directive.add_argument(
+        "--alert-id",
+        default="",
+        help=(
+            "the alert change you saw (its alert_id): the occurrence the directive is about; without it,"
+            " the occurrence current when it is issued (stale_alert if the alert fired again before)"
+        ),
+    )
     directive.add_argument(
         "--action", required=True, choices=["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"]
     )

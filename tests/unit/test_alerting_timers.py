@@ -103,6 +103,23 @@ def test_absence_fires_once_past_the_interval_and_resolves_on_data(
     )
 
 
+def test_absence_is_not_resolved_by_data_that_is_no_sign_of_life(
+    book: RuleBook, catalogue: Catalogue
+) -> None:
+    """History, or a figure older than the feed's newest, is data but says nothing of the feed now."""
+    rule = _rule(book, "absence", "PWR.OUTPUT_GWH", "VN")
+    state = RuleState()
+    seen = utc("2024-07-15T00:00:00")
+    assert _tick(rule, state, catalogue, seen + 37 * HOUR, last_seen_ms=seen).transition is Transition.FIRING
+    old = on_observation(
+        rule, state, value=1.0, event_time_ms=utc("2024-06-01T05:00:00"), history=NO_HISTORY,
+        now_ms=seen + 38 * HOUR, alive=False,
+    )  # fmt: skip
+    assert (old.transition, state.level, state.latest_ms) == (None, 1, None)
+    assert _tick(rule, state, catalogue, seen + 39 * HOUR, last_seen_ms=seen).transition is None
+    assert _data(rule, state, seen + 40 * HOUR).transition is Transition.RESOLVED
+
+
 def test_absence_resolves_on_a_tick_that_sees_new_data(book: RuleBook, catalogue: Catalogue) -> None:
     rule = _rule(book, "absence", "ENV.AQI", "01", "HN-AQ-HOANKIEM")
     state = RuleState()

@@ -5,6 +5,7 @@ unreadable entity, a replayed batch, and a tick closing due periods."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from stream_app.kafka.publisher import Publisher, received_at
 from stream_app.settings import Settings
 from stream_app.state.memory import MemoryStateStore
 from stream_app.wire import codecs
+from tests.unit.core_support import HOUR_MS as HOUR
 from tests.unit.core_support import local_ms, observation
 from tests.unit.producers import AckingProducer, ProducerApp
 
@@ -284,3 +286,97 @@ async def test_a_settling_period_that_retention_forgets_is_published_before_not_
     ]
     assert all(item["aggregate"] is not None for item in contributed)
     assert any(item["period"] == "|2022-05" for item in contributed)
+
+
+def _directive_event(rig: Rig, entity: str, directive: dict[str, Any], received: int) -> _Event:
+    partition = partition_for(entity, rig.partitions)
+    offset = rig.offsets.get(partition, -1) + 1
+    rig.offsets[partition] = offset
+    value = codecs.encode(rig.blueprint.schemas.latest("directive"), directive)
+    headers = list(received_at(received))
+    return _Event(_Message(rig.internal, partition, offset, entity.encode(), value, headers=headers))
+
+
+def _grid_output(reporter: str, day: tuple[int, int], *, co_reporter: bool = False) -> Observation:
+    """A validated national electricity output figure of a local day of 2024 (validation marks a
+    reporter that is not the authority then as a co-reporter)."""
+    figure = observation(f"{reporter.lower()}-{day[0]}-{day[1]}", 900.0, local_ms(2024, *day, 12),
+                         indicator="PWR.OUTPUT_GWH", region="VN")  # fmt: skip
+    breakdowns = {"reporter": reporter} if co_reporter else {}
+    return dataclasses.replace(figure, reporter=reporter, breakdowns=breakdowns)
+
+
+async def test_history_of_the_earlier_authority_neither_silences_the_absence_nor_takes_the_directives() -> (
+    None
+):
+    """Issue 26, authority follows time: NSMO's live grid figures stop; EVN's history of June 2024 (EVN
+    was the authority until 2024-07-01) arrives through the bulk topic meanwhile. The absence alert
+    still fires 36 h after NSMO's last figure, names NSMO, and the center's acknowledgement is forwarded
+    to NSMO's directives topic, not EVN's."""
+    rig = Rig()
+    last_live = local_ms(2024, 7, 15, 1)
+    for day in range(10, 15):
+        await rig.run(rig.event(_grid_output("NSMO", (7, day)), received=local_ms(2024, 7, day + 1, 1)))
+    history = [_grid_output("EVN", (6, day)) for day in range(1, 31)]
+    await rig.run(*(rig.event(obs, received=last_live + 2 * HOUR, bulk=True) for obs in history))
+    entity = history[0].entity
+    partition = partition_for(entity, rig.partitions)
+    alerts_topic = rig.blueprint.topic_by_role("alerts").name
+
+    def alerts() -> list[dict[str, Any]]:
+        return [codecs.decode(rig.blueprint.schemas, "alert", v or b"") for _, v in rig.sent_to(alerts_topic)]
+
+    await rig.run(rig.tick(partition, last_live + 36 * HOUR - 60_000))
+    assert alerts() == [], "not silent for 36 h yet"
+    await rig.run(rig.tick(partition, last_live + 36 * HOUR + 60_000))
+    fired = alerts()
+    assert [(a["rule_kind"], a["transition"], a["reporter"]) for a in fired] == [
+        ("absence", "FIRING", "NSMO")
+    ]
+
+    directive = {
+        "directive_id": "dir-grid", "alert_key": fired[0]["alert_key"], "alert_id": fired[0]["alert_id"],
+        "reporter": "NSMO", "action": "ACKNOWLEDGE", "actor": "truc-ban-1", "assignee": None,
+        "comment": None, "issued_at": last_live + 37 * HOUR, "due_at": None,
+    }  # fmt: skip
+    await rig.run(_directive_event(rig, entity, directive, last_live + 37 * HOUR))
+    assert [a["event_type"] for a in alerts()] == ["TRANSITION", "ACKNOWLEDGE"]
+    assert len(rig.sent_to(rig.blueprint.directives_topic("NSMO").name)) == 1
+    assert rig.sent_to(rig.blueprint.directives_topic("EVN").name) == []
+    assert rig.dead_letters() == []
+
+
+def _long_bien(observation_id: str, metres: float, minute: int) -> Observation:
+    at = NOW_MS + minute * 60_000
+    return Observation(observation_id, 0, "MAE", "HYD.WATER_LEVEL", "01", "HN-LONGBIEN", metres, "m", at, at)
+
+
+async def test_a_directive_about_an_earlier_occurrence_is_dead_lettered_stale_and_changes_nothing() -> None:
+    """Issue 26: the flood alarm at Long Biên fired, resolved and fired again; the center's
+    acknowledgement carrying the first occurrence's id goes to the directives' dead letters as
+    ``stale_alert``, no change is published and the ministry is told nothing."""
+    rig = Rig()
+    readings = [_long_bien("lb-1", 10.0, 1), _long_bien("lb-2", 8.5, 2), _long_bien("lb-3", 10.2, 3)]
+    await rig.run(*(rig.event(r, received=NOW_MS + (i + 1) * 60_000) for i, r in enumerate(readings)))
+    alerts_topic = rig.blueprint.topic_by_role("alerts").name
+    key = "levels:HYD.WATER_LEVEL|HYD.WATER_LEVEL|01|HN-LONGBIEN"
+
+    def flood() -> list[dict[str, Any]]:
+        decoded = [
+            codecs.decode(rig.blueprint.schemas, "alert", v or b"") for _, v in rig.sent_to(alerts_topic)
+        ]
+        return [a for a in decoded if a["alert_key"] == key]
+
+    assert [a["transition"] for a in flood()] == ["FIRING", "RESOLVED", "FIRING"]
+    first = flood()[0]
+    directive = {
+        "directive_id": "dir-stale", "alert_key": key, "alert_id": first["alert_id"], "reporter": "MAE",
+        "action": "ACKNOWLEDGE", "actor": "truc-ban-1", "assignee": None, "comment": None,
+        "issued_at": NOW_MS + 10 * 60_000, "due_at": None,
+    }  # fmt: skip
+    await rig.run(_directive_event(rig, readings[0].entity, directive, NOW_MS + 10 * 60_000))
+    dead_topic = rig.blueprint.topic_by_role("directives_dead_letter").name
+    dead = [codecs.decode(rig.blueprint.schemas, "dead_letter", v or b"") for _, v in rig.sent_to(dead_topic)]
+    assert [d["reason"] for d in dead] == ["stale_alert"]
+    assert [a["event_type"] for a in flood()] == ["TRANSITION"] * 3
+    assert rig.sent_to(rig.blueprint.directives_topic("MAE").name) == []

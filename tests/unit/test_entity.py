@@ -56,9 +56,12 @@ SCALAR_FIELDS = {
     "last_seen",
     "reporter",
     "latest_period",
+    "authority_event_time",
 }
 AQI_RULE_FIELDS = {f"r:{AQI_RULE}:{name}" for name in ("l", "s", "v", "t", "pl", "pc", "ps", "w", "op", "lp")}
-AQI_META_FIELDS = {f"m:{AQI_RULE}:{name}" for name in ("t", "id", "ab", "aa", "as", "c", "d")}
+AQI_META_FIELDS = {
+    f"m:{AQI_RULE}:{name}" for name in ("t", "id", "ab", "aa", "as", "c", "d", "o", "oa", "ch")
+}
 
 
 _SIMPLE_RULES = """

@@ -15,6 +15,7 @@ from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.entity import (
+    OCCURRENCE_CHANGES_KEPT,
     Context,
     DirectiveRefusedError,
     EntityKey,
@@ -167,7 +168,9 @@ def make_directive(registry: SchemaRegistry) -> Callable[..., dict[str, Any]]:
         record: dict[str, Any] = {
             "directive_id": "dir-1",
             "alert_key": LEVELS_KEY,
-            "alert_id": "alr-as-seen-by-the-center",
+            # names no occurrence: "the one current as I issue it" (the tests issue after it fired);
+            # the tests of occurrences name one
+            "alert_id": "",
             "reporter": "MAE",
             "action": action,
             "actor": "truc-ban-1",
@@ -376,7 +379,8 @@ def test_acknowledge_an_open_alert(
     aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective
 ) -> None:
     entity, firing = _firing(aqi, make_observation)
-    result = entity.direct(make_directive("ACKNOWLEDGE"), at_ms=ISSUED_MS + MINUTE_MS)
+    directive = make_directive("ACKNOWLEDGE", alert_id=firing["alert_id"])
+    result = entity.direct(directive, at_ms=ISSUED_MS + MINUTE_MS)
     assert not result.skipped
     assert len(result.alerts) == 1
     ack = result.alerts[0]
@@ -570,12 +574,161 @@ def test_acknowledge_an_absence_alert(
     entity = aqi()
     entity.observe(_reading(make_observation, "a", 40.0), at_ms=ARRIVED_MS)
     fired = entity.tick(at_ms=ARRIVED_MS + 4 * HOUR_MS).alerts[0]
-    ack = entity.direct(make_directive("ACKNOWLEDGE", alert_key=ABSENCE_KEY), at_ms=ARRIVED_MS + 5 * HOUR_MS)
+    directive = make_directive("ACKNOWLEDGE", alert_key=ABSENCE_KEY, alert_id=fired["alert_id"])
+    ack = entity.direct(directive, at_ms=ARRIVED_MS + 5 * HOUR_MS)
     record = ack.alerts[0]
     assert (record["rule"], record["event_type"], record["level_code"]) == (ABSENCE, "ACKNOWLEDGE", "NO_DATA")
     assert record["alert_id"] != fired["alert_id"]
     assert entity.state.meta[ABSENCE].acknowledged_by == "truc-ban-1"
     assert entity.state.meta.get(LEVELS) is None or not entity.state.meta[LEVELS].acknowledged_by
+
+
+# --- a directive is about one occurrence --------------------------------------------------------
+
+
+def _fired_resolved_fired(
+    aqi: Callable[..., Entity], make_observation: MakeObs
+) -> tuple[Entity, AlertRecord, AlertRecord]:
+    """An AQI alert that fired, resolved and fired again: the first and the second FIRING."""
+    entity, first = _firing(aqi, make_observation)
+    entity.observe(_reading(make_observation, "b", 40.0, hours=1), at_ms=ARRIVED_MS + HOUR_MS)
+    again = entity.observe(_reading(make_observation, "c", 220.0, hours=2), at_ms=ARRIVED_MS + 2 * HOUR_MS)
+    assert [(a["rule"], a["transition"]) for a in again.alerts] == [(LEVELS, "FIRING")]
+    return entity, first, again.alerts[0]
+
+
+@pytest.mark.parametrize("action", ["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"])
+def test_a_directive_about_an_earlier_occurrence_is_refused_as_stale(
+    aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective, action: str
+) -> None:
+    entity, first, second = _fired_resolved_fired(aqi, make_observation)
+    before = copy.deepcopy(entity.state)
+    stale = make_directive(
+        action,
+        alert_id=first["alert_id"],
+        assignee="MAE-DOC",
+        comment="x",
+        issued_at=ARRIVED_MS + 3 * HOUR_MS,
+    )
+    with pytest.raises(DirectiveRefusedError) as refused:
+        entity.direct(stale, at_ms=ARRIVED_MS + 3 * HOUR_MS, offset=5)
+    assert refused.value.reason == "stale_alert"
+    assert first["alert_id"] in str(refused.value)
+    assert second["alert_id"] in str(refused.value), "names the current occurrence"
+    # nothing lands on the new occurrence: only the applied offset moves (the refusal is committed)
+    before.offsets[DIRECTIVE_SOURCE] = 5
+    assert entity.state == before
+    assert entity.state.meta[LEVELS].acknowledged_by == ""
+
+
+def test_a_directive_about_the_current_occurrence_is_applied_whichever_change_it_names(
+    aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective
+) -> None:
+    entity, _, second = _fired_resolved_fired(aqi, make_observation)
+    later = ARRIVED_MS + 3 * HOUR_MS
+    escalated = entity.observe(_reading(make_observation, "d", 320.0, hours=3), at_ms=later).alerts[0]
+    assert escalated["transition"] == "ESCALATED"
+    # the screen holds whichever change it received last: the FIRING, an escalation, a directive's
+    commented = entity.direct(
+        make_directive("COMMENT", comment="theo dõi", alert_id=second["alert_id"], issued_at=later),
+        at_ms=later,
+    ).alerts[0]
+    acked = entity.direct(
+        make_directive("ACKNOWLEDGE", directive_id="dir-2", alert_id=commented["alert_id"], issued_at=later),
+        at_ms=later,
+    ).alerts[0]
+    assert acked["acknowledged_by"] == "truc-ban-1"
+    assigned = entity.direct(
+        make_directive(
+            "ASSIGN",
+            directive_id="dir-3",
+            alert_id=escalated["alert_id"],
+            assignee="MAE-DOC",
+            issued_at=later,
+        ),
+        at_ms=later,
+    ).alerts[0]
+    assert (assigned["assigned_to"], assigned["acknowledged_by"]) == ("MAE-DOC", "truc-ban-1")
+
+
+def test_a_stale_directive_on_a_resolved_alert_is_stale_and_a_comment_on_the_last_occurrence_is_taken(
+    aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective
+) -> None:
+    entity, first, _ = _fired_resolved_fired(aqi, make_observation)
+    resolved = entity.observe(_reading(make_observation, "d", 40.0, hours=3), at_ms=ARRIVED_MS + 3 * HOUR_MS)
+    later = ARRIVED_MS + 4 * HOUR_MS
+    with pytest.raises(DirectiveRefusedError) as refused:
+        entity.direct(make_directive("ACKNOWLEDGE", alert_id=first["alert_id"], issued_at=later), at_ms=later)
+    assert refused.value.reason == "stale_alert", "stale says more than 'not open'"
+    with pytest.raises(DirectiveRefusedError) as refused:
+        entity.direct(
+            make_directive("ACKNOWLEDGE", alert_id=resolved.alerts[0]["alert_id"], issued_at=later),
+            at_ms=later,
+        )
+    assert refused.value.reason == "alert_not_open"
+    comment = make_directive(
+        "COMMENT", comment="đã hết", alert_id=resolved.alerts[0]["alert_id"], issued_at=later
+    )
+    assert entity.direct(comment, at_ms=later).alerts[0]["comment"] == "đã hết"
+
+
+def test_a_directive_naming_no_occurrence_is_about_the_one_current_when_it_was_issued(
+    aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective
+) -> None:
+    entity, _, second = _fired_resolved_fired(aqi, make_observation)
+    refired_at = ARRIVED_MS + 2 * HOUR_MS  # when the second occurrence was processed
+    assert second["processing_time"] == refired_at
+    queued = make_directive("ACKNOWLEDGE", alert_id="", issued_at=refired_at - MINUTE_MS)
+    with pytest.raises(DirectiveRefusedError) as refused:
+        entity.direct(queued, at_ms=refired_at + HOUR_MS)
+    assert refused.value.reason == "stale_alert"
+    assert "names no occurrence" in str(refused.value)
+    fresh = make_directive("ACKNOWLEDGE", alert_id="", issued_at=refired_at + MINUTE_MS)
+    assert entity.direct(fresh, at_ms=refired_at + HOUR_MS).alerts[0]["acknowledged_by"] == "truc-ban-1"
+
+
+def test_an_alert_stored_before_occurrences_were_recorded_takes_any_directive_until_it_fires_again(
+    aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective
+) -> None:
+    """State written by the previous version: its meta has no occurrence. Nothing tells an earlier
+    occurrence's id from the current one's there, so the directive is taken, as it was; the next
+    FIRING records an occurrence and from then on the check holds."""
+    entity, first = _firing(aqi, make_observation)
+    stored = {
+        k: v for k, v in _hash_of(entity.state).items() if not k.startswith(f"m:{LEVELS}:".encode()) or
+        k.decode().rpartition(":")[2] in ("t", "id", "ab", "aa", "as", "c", "d")
+    }  # fmt: skip
+    old = aqi(EntityState.from_hash(stored))
+    assert old.state.meta[LEVELS].occurrence == ""
+    old.direct(make_directive("COMMENT", comment="cũ", alert_id="alr-of-whatever"), at_ms=ISSUED_MS)
+    old.observe(_reading(make_observation, "b", 40.0, hours=1), at_ms=ARRIVED_MS + HOUR_MS)
+    refired = old.observe(_reading(make_observation, "c", 220.0, hours=2), at_ms=ARRIVED_MS + 2 * HOUR_MS)
+    assert old.state.meta[LEVELS].occurrence == refired.alerts[0]["alert_id"]
+    with pytest.raises(DirectiveRefusedError) as refused:
+        old.direct(
+            make_directive("ACKNOWLEDGE", alert_id=first["alert_id"], issued_at=ARRIVED_MS + 3 * HOUR_MS),
+            at_ms=ARRIVED_MS + 3 * HOUR_MS,
+        )
+    assert refused.value.reason == "stale_alert"
+
+
+def test_an_occurrence_keeps_its_first_change_and_its_latest_ones(
+    aqi: Callable[..., Entity], make_observation: MakeObs, make_directive: MakeDirective
+) -> None:
+    entity, firing = _firing(aqi, make_observation)
+    ids = [
+        entity.direct(
+            make_directive("COMMENT", directive_id=f"dir-{n}", comment=f"#{n}"), at_ms=ISSUED_MS
+        ).alerts[0]["alert_id"]
+        for n in range(OCCURRENCE_CHANGES_KEPT + 3)
+    ]
+    meta = EntityState.from_hash(_hash_of(entity.state)).meta[LEVELS]
+    assert meta == entity.state.meta[LEVELS], "the occurrence survives the round trip through Redis"
+    assert (meta.occurrence, meta.opened_at) == (firing["alert_id"], ARRIVED_MS)
+    assert meta.changes == tuple(ids[-OCCURRENCE_CHANGES_KEPT:])
+    assert meta.is_of_current_occurrence(firing["alert_id"]), "the FIRING that opened it, always"
+    assert not meta.is_of_current_occurrence(ids[0]), "a view this far behind is out of date"
+    assert not meta.is_of_current_occurrence("")
 
 
 # --- deterministic alert ids -------------------------------------------------------------------

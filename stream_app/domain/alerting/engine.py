@@ -32,14 +32,23 @@ from stream_app.domain.catalogue import Indicator
 
 
 def on_observation(
-    rule: Rule, state: RuleState, *, value: float, event_time_ms: int, history: History, now_ms: int
+    rule: Rule,
+    state: RuleState,
+    *,
+    value: float,
+    event_time_ms: int,
+    history: History,
+    now_ms: int,
+    alive: bool = True,
 ) -> Verdict:
     """Apply one observation of the rule's entity to ``state``.
 
     ``levels``, ``rate_of_change``, ``deviation``: evaluated on the value, at its event time; an
     observation older than the latest one applied is ignored (it cannot move the level back in
-    time). ``absence``: data arrived, a silence alert resolves. ``late_report``: the observation's
-    period is remembered, an overdue alert resolves once that period (or a later one) arrives.
+    time). ``absence``: data arrived, a silence alert resolves — when the observation says the feed
+    is alive now (``alive``; history, or a figure older than the feed's newest, does not). ``late_report``:
+    the observation's period is remembered, an overdue alert resolves once that period (or a later
+    one) arrives.
     """
     params = rule.params
     if isinstance(params, LevelsParams):
@@ -53,6 +62,8 @@ def on_observation(
             rule, params, state, value=value, event_time_ms=event_time_ms, history=history
         )
     if isinstance(params, AbsenceParams):
+        if not alive:
+            return unchanged(state, value, f"{rule.indicator}: history or an older figure, no sign of life")
         return timers.data_arrived(rule, state, value, now_ms)
     return timers.report_arrived(rule, params, state, value=value, event_time_ms=event_time_ms, now_ms=now_ms)
 

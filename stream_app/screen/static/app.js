@@ -22,6 +22,7 @@ const TEXT = {
     read_only: "chỉ xem", operator: "điều hành", connected_of: "chỉ tiêu đã kết nối trên",
     open_alerts_by_domain: "Cảnh báo đang mở theo lĩnh vực", handled_closed: "Đã đóng xử lý",
     refused: "Không thực hiện được", days30: "30 ngày",
+    stale_alert: "Chỉ đạo không được ghi nhận: cảnh báo đã kết thúc và phát lại; đây là lần cảnh báo mới.",
   },
   en: {
     title: "Government Information and Direction Center", indicator: "Indicator",
@@ -41,6 +42,7 @@ const TEXT = {
     read_only: "read-only", operator: "operator", connected_of: "indicators connected of",
     open_alerts_by_domain: "Open alerts by domain", handled_closed: "Handling closed",
     refused: "Not done", days30: "30 days",
+    stale_alert: "Directive not applied: the alert had resolved and fired again; this is the new occurrence.",
   },
 };
 
@@ -48,6 +50,7 @@ const state = {
   lang: localStorage.getItem("screen.lang") || "vi",
   token: sessionStorage.getItem("screen.token") || "",
   who: null, indicators: [], tiles: [], stations: {}, alerts: new Map(), overview: null, region: null,
+  refused: new Map(), // alert key -> the reason code of the operator's last directive about it, refused
 };
 const $ = (sel) => document.querySelector(sel);
 const t = (key) => TEXT[state.lang][key] ?? key;
@@ -74,7 +77,7 @@ async function api(path, options = {}) {
   });
   if (response.status === 401) throw new Unauthorized();
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || response.statusText);
+  if (!response.ok) throw Object.assign(new Error(body.detail || response.statusText), { reason: body.reason });
   return body;
 }
 
@@ -220,6 +223,8 @@ function alertItem(a, fresh) {
   if (a.assigned_to) item.append(el("div", { class: "ack", text: `${t("assigned_to")}: ${a.assigned_to}` }));
   if (a.comment) item.append(el("div", { class: "ack", text: `${t("comment")}: ${a.comment}` }));
   if (a.event_type === "CLOSE") item.append(el("div", { class: "ack", text: t("handled_closed") }));
+  const refusal = state.refused.get(a.alert_key);
+  if (refusal) item.append(el("div", { class: "refused", role: "status", "data-reason": refusal, text: t(refusal) }));
   if (state.who && state.who.may_direct) {
     const actions = el("div", { class: "actions" });
     for (const action of ["ACKNOWLEDGE", "ASSIGN", "COMMENT", "CLOSE"]) {
@@ -280,9 +285,14 @@ async function direct(alert, action, button) {
   try {
     await api(`alerts/${encodeURIComponent(alert.alert_key)}/directives`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    state.refused.delete(alert.alert_key);
   } catch (error) {
     button.disabled = false;
     button.title = `${t("refused")}: ${error.message}`;
+    if (error.reason === "stale_alert") { // about an earlier occurrence: say so on the alert, show the new one
+      state.refused.set(alert.alert_key, error.reason);
+      await loadAlerts().catch(() => redraw(alert.alert_key));
+    }
   }
 }
 async function follow() { // server-sent events through fetch: the token goes in a header
