@@ -125,6 +125,55 @@ class Settings(BaseSettings):
         description="The API's bearer tokens (TOML, hashed; `stream-app token create` adds one). Unset: "
         "every API request is refused (401); /metrics and the probes stay open.",
     )
+    api_requests_per_s: float = Field(
+        20.0,
+        gt=0,
+        description="Requests a second each API token may make, on average (a token bucket per token, on"
+        " each server: a worker's API, the screen); beyond it 429 with Retry-After. A screen's page asks"
+        " about ten questions when it loads, and one every few seconds after.",
+    )
+    api_burst: int = Field(
+        100,
+        ge=1,
+        description="Requests an API token may make at once before STREAM_APP_API_REQUESTS_PER_S holds.",
+    )
+    api_max_in_flight: int = Field(
+        16,
+        ge=1,
+        description="Requests of one API token (or one client address, without a token) being answered at"
+        " once; more: 429. A live alert stream holds none.",
+    )
+    api_anonymous_requests_per_s: float = Field(
+        2.0,
+        gt=0,
+        description="Requests a second each client address may make without a known token (401s included:"
+        " slows token guessing); beyond it 429. The address is the connection's peer: behind a proxy,"
+        " every client shares the proxy's.",
+    )
+    api_anonymous_burst: int = Field(
+        20, ge=1, description="Requests a client address may make at once without a known token."
+    )
+    api_refusal_audits_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Audit records of refused directives written per API token and minute; the rest are"
+        " counted (stream_app_api_refusals_unaudited_total) and their number rides on the token's next"
+        " audited refusal.",
+    )
+    api_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request body the API reads (a directive); larger: 413, unread. Must hold a"
+        " directive with the longest comment (4 bytes a character in UTF-8).",
+    )
+    api_write_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="Longest an operator's directive waits for Kafka's acknowledgement before the API answers"
+        " 503 (with Retry-After); the record may still be delivered afterwards, and its audit record says"
+        " unconfirmed.",
+    )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
     web_port: int = Field(6066, description="Port of the worker's HTTP server.")
     screen_host: str = Field(
@@ -384,6 +433,18 @@ class Settings(BaseSettings):
                 f"output_max_bytes ({self.output_max_bytes}) must hold a dead letter of the largest record: "
                 f"intake_max_record_bytes + 2 x intake_max_key_bytes + {DEAD_LETTER_OVERHEAD_BYTES} "
                 f"= {needed}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_directive_fits_the_body_bound(self) -> Settings:
+        # the longest comment the API accepts must be postable: 4 bytes a character, 1 KiB for the rest
+        needed = 4 * (self.directive_comment_max_length + 2 * self.text_max_length) + 1024
+        if needed > self.api_max_body_bytes:
+            raise ValueError(
+                f"api_max_body_bytes ({self.api_max_body_bytes}) must hold a directive with the longest"
+                " comment and texts: 4 x (directive_comment_max_length + 2 x text_max_length) + 1024"
+                f" = {needed}"
             )
         return self
 

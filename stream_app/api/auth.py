@@ -19,13 +19,14 @@ import hmac
 import re
 import secrets
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_app.exceptions import ConfigurationError
 
 ROLES = ("viewer", "operator")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+TOKEN_ID_DIGITS = 12
 TOKEN_PREFIX = "sat_"  # noqa: S105 - a prefix that marks a stream-app token, not a secret
 
 
@@ -35,6 +36,9 @@ class Identity:
 
     name: str
     role: str
+    # The token's id: the first hex digits of its digest (names nothing secret; a name may hold several
+    # tokens in a hand-edited file). What the API's limits count by. Not part of equality: who, not how.
+    token_id: str = field(default="", compare=False)
 
     def may(self, role: str) -> bool:
         """Whether this identity has ``role`` (an operator may do what a viewer may)."""
@@ -42,7 +46,8 @@ class Identity:
 
 
 def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogatepass: a header's undecodable bytes arrive as surrogates; a wrong token, never a 500
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ def load_tokens(path: Path | None) -> Tokens:
             raise ConfigurationError(f"{path}: token {name!r}: role {role!r} is not one of {list(ROLES)}")
         if not isinstance(hashed, str) or not re.fullmatch(r"[0-9a-f]{64}", hashed):
             raise ConfigurationError(f"{path}: token {name!r}: sha256 must be 64 hex digits")
-        found[hashed] = Identity(name, role)
+        found[hashed] = Identity(name, role, token_id=hashed[:TOKEN_ID_DIGITS])
     return Tokens(found)
 
 

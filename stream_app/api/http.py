@@ -30,6 +30,15 @@ from redis.exceptions import RedisError
 
 from stream_app.api import audit
 from stream_app.api.auth import Identity, load_tokens
+from stream_app.api.bodies import (
+    BodyRefusedError,
+    check_declared_size,
+    check_text,
+    parse_json,
+    printable,
+    read_bounded,
+)
+from stream_app.api.limits import Refusal, RefusalAudits, RequestLimits, address_caller, token_caller
 from stream_app.api.read_model import BadRequest, NotFound, ReadModel, series_param
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_date, parse_iso_ms
@@ -43,8 +52,9 @@ from stream_app.domain.entity import (
 from stream_app.domain.rollup import NATIONAL
 from stream_app.kafka.publisher import Output
 from stream_app.logs import get_logger
-from stream_app.ops import retry
+from stream_app.ops import metrics, retry
 from stream_app.paths import data_file
+from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 OPENAPI = data_file("openapi.yaml")  # docs/openapi.yaml, package data in a wheel
@@ -57,6 +67,12 @@ ANSWER_TIMEOUT_S = 5.0
 # directive is published unchecked, and the worker's step refuses it if it is stale (that check is the
 # one that holds; this one only answers the operator at once).
 STATE_CHECK_TIMEOUT_S = 1.0
+# Told to an operator whose directive Kafka would not take (503 Retry-After): Kafka's outages outlast a
+# request, and a directive sent again at once would only queue behind the first one.
+KAFKA_RETRY_AFTER_S = 30
+# Audit records of unconfirmed directives sent in the background at once, at most: Kafka refused the
+# directive just before, so they may wait as long as it is away; past this many, the log line only.
+MAX_PENDING_AUDITS = 256
 
 log = get_logger(__name__)
 
@@ -169,22 +185,70 @@ class Gate:
         return None
 
 
+Serve = Callable[[Identity | None], Awaitable[Any]]
+
+
+class Guard:
+    """The request limits (429) in front of every authenticated page: who asks (the gate's identity,
+    or the client's address when it has none) may make so many requests a second and have so many
+    being answered (``stream_app.api.limits``)."""
+
+    def __init__(self, gate: Gate, limits: RequestLimits) -> None:
+        self.gate = gate
+        self.limits = limits
+
+    async def limited(self, web: Any, request: Any, serve: Serve, *, hold: bool = True) -> Any:
+        """``serve(identity)``'s answer, or a 429 when the caller is over a limit. ``hold=False``: a
+        request that stays open (a live stream) spends from the rate but holds no slot."""
+        identity = self.gate.identify(request)
+        caller = caller_of(identity, request)
+        refusal = self.limits.enter(caller, hold=hold)
+        if refusal is not None:
+            metrics.API_REQUESTS_LIMITED.labels(refusal.reason, caller.partition(":")[0]).inc()
+            return too_many(web, refusal)
+        if not hold:
+            return await serve(identity)
+        try:
+            return await serve(identity)
+        finally:
+            self.limits.leave(caller)
+
+
+def caller_of(identity: Identity | None, request: Any) -> str:
+    """Whom a request's limits count against: its token, or (no known token) its peer's address."""
+    if identity is not None:
+        return token_caller(identity.token_id or identity.name)
+    return address_caller(getattr(request, "remote", None))
+
+
+def too_many(web: Any, refusal: Refusal) -> Any:
+    return web.json(refusal.body(), status=429, headers={"Retry-After": str(refusal.retry_after_s)})
+
+
+def guard_of(settings: Settings | None, gate: Gate) -> Guard:
+    """The guard of a server: its gate, and limits from the settings (the defaults without any)."""
+    return Guard(gate, RequestLimits.from_settings(settings if settings is not None else Settings()))
+
+
 def register(
     app: faust.App, model: ReadModel, blueprint: Blueprint | None = None, publisher: Any = None
 ) -> None:
     """Add the API's pages to the worker's web server (directives only when ``publisher`` is given)."""
     settings = blueprint.settings if blueprint is not None else None
     gate = Gate(settings.api_tokens_file if settings is not None else None)
+    guard = guard_of(settings, gate)
     for path, handler in Api(model).routes().items():
-        app.page(PREFIX + path)(_page(path, handler, gate))
+        app.page(PREFIX + path)(_page(path, handler, guard))
 
     @app.page(PREFIX + "/whoami")
     async def who(web: Any, request: Any) -> Any:
-        identity = gate.identify(request)
-        refused = gate.refuse(web, identity, "viewer")
-        if refused is not None or identity is None:
-            return refused
-        return web.json(whoami(identity))
+        async def serve(identity: Identity | None) -> Any:
+            refused = gate.refuse(web, identity, "viewer")
+            if refused is not None or identity is None:
+                return refused
+            return web.json(whoami(identity))
+
+        return await guard.limited(web, request, serve)
 
     @app.page(PREFIX + "/openapi.yaml")
     async def openapi(web: Any, request: Any) -> Any:
@@ -195,7 +259,10 @@ def register(
 
         class DirectivesView(View):
             async def post(self, request: Any, key: str) -> Any:
-                return await directives.post(self, request, key)
+                async def serve(identity: Identity | None) -> Any:
+                    return await directives.accept(self, request, key, identity)
+
+                return await guard.limited(self, request, serve)
 
         app.page(PREFIX + "/alerts/{key}/directives")(DirectivesView)
 
@@ -211,37 +278,53 @@ class Directives:
 
     ``states``: where to read the alert's current occurrence from, to refuse at once (409) a
     directive about an earlier one; without it every directive is published and checked by the worker.
+
+    Every directive is audited once: accepted (Kafka acknowledged it), unconfirmed (Kafka did not within
+    ``STREAM_APP_API_WRITE_TIMEOUT_S``: the producer may still deliver it), failed, or refused (role,
+    body, stale occurrence; at most ``STREAM_APP_API_REFUSAL_AUDITS_PER_MINUTE`` records per token).
     """
 
     def __init__(
         self, blueprint: Blueprint, publisher: Any, gate: Gate, states: EntityStates | None = None
     ) -> None:
+        settings = blueprint.settings
         self.blueprint = blueprint
         self.publisher = publisher
         self.gate = gate
         self.states = states
         self.topic = blueprint.topic_by_role("directives").name
         self.schema = blueprint.schemas.latest("directive")
+        self.write_timeout_s = settings.api_write_timeout_s
+        self.max_body_bytes = settings.api_max_body_bytes
+        self.refusal_audits = RefusalAudits(settings.api_refusal_audits_per_minute)
+        self._pending_audits: set[asyncio.Future[Any]] = set()
 
     async def post(self, web: Any, request: Any, key: str) -> Any:
-        identity = self.gate.identify(request)
+        """The directive of whoever the request's token stands for (the request limits are the
+        server's: :class:`Guard`)."""
+        return await self.accept(web, request, key, self.gate.identify(request))
+
+    async def accept(self, web: Any, request: Any, key: str, identity: Identity | None) -> Any:
+        """The answer to a directive posted by ``identity`` (None: no known token)."""
         refused = self.gate.refuse(web, identity, "operator")
         if refused is not None:
             if identity is not None:  # a known identity trying what its role does not allow
-                await self._audit(identity, key, "refused", {"reason": "role"})
+                await self._refused(identity, key, "role", {})
             return refused
         assert identity is not None  # noqa: S101 - refuse() answered otherwise
         try:
-            body = await request.json()
-            directive = self._directive(unquote(key), body, identity)
+            directive = self._directive(unquote(key), await self._body(request), identity)
+        except BodyRefusedError as exc:
+            metrics.API_BODIES_REFUSED.labels(exc.reason).inc()
+            await self._refused(identity, key, exc.reason, {})
+            return web.json(exc.body(), status=exc.status)
         except BadRequest as exc:
+            await self._refused(identity, key, "bad_request", {"detail": printable(str(exc))})
             return web.json({"error": "bad_request", "detail": str(exc)}, status=400)
-        except ValueError:
-            return web.json({"error": "bad_request", "detail": "the body is not a JSON object"}, status=400)
         stale = await self._stale(directive)
         if stale is not None:
             reason = DirectiveRefusal.STALE_ALERT.value
-            await self._audit(identity, key, "refused", {"reason": reason, "alert_id": directive["alert_id"]})
+            await self._refused(identity, key, reason, {"alert_id": directive["alert_id"]})
             body = {
                 "error": "conflict",
                 "reason": reason,
@@ -249,29 +332,31 @@ class Directives:
                 "alert_key": directive["alert_key"],
             }
             return web.json(body, status=409)
+        return await self._send(web, directive, identity)
+
+    async def _body(self, request: Any) -> Any:
+        """The request's JSON body, read up to ``STREAM_APP_API_MAX_BODY_BYTES`` (413 past it)."""
+        check_declared_size(getattr(request, "content_length", None), self.max_body_bytes)
+        return parse_json(await read_bounded(request.content, self.max_body_bytes))
+
+    async def _send(self, web: Any, directive: dict[str, Any], identity: Identity) -> Any:
+        """Publish the directive, then audit what became of it: its audit record is sent once Kafka has
+        answered, so it never says accepted of a directive Kafka did not take."""
+        alert_key = directive["alert_key"]
+        details = {k: directive[k] or "" for k in ("directive_id", "action", "assignee", "comment")}
         value = codecs.encode(self.schema, directive)
-        outputs = [Output(self.topic, directive["alert_key"].encode(), value)]
-        record = audit.event(
-            actor=identity.name,
-            role=identity.role,
-            source="http",
-            action="directive",
-            subject=directive["alert_key"],
-            outcome="accepted",
-            details={k: directive[k] or "" for k in ("directive_id", "action", "assignee", "comment")},
-        )
-        topic, audit_key, audit_value = audit.encode(self.blueprint, record)
         trouble = await self._publish(
-            directive["directive_id"], [*outputs, Output(topic, audit_key, audit_value)]
+            directive["directive_id"], [Output(self.topic, alert_key.encode(), value)]
         )
         if trouble is not None:
-            return web.json(trouble, status=503)
+            outcome = "unconfirmed" if trouble["delivery"] == "unconfirmed" else "failed"
+            # Kafka just failed this directive: its audit record waits for Kafka in the background
+            # rather than keep the operator waiting a second bound
+            self._audit_later(identity, alert_key, outcome, {**details, "delivery": trouble["delivery"]})
+            return web.json(trouble, status=503, headers={"Retry-After": str(KAFKA_RETRY_AFTER_S)})
+        await self._audit(identity, alert_key, "accepted", details)
         return web.json(
-            {
-                "directive_id": directive["directive_id"],
-                "alert_key": directive["alert_key"],
-                "actor": identity.name,
-            },
+            {"directive_id": directive["directive_id"], "alert_key": alert_key, "actor": identity.name},
             status=202,
         )
 
@@ -298,28 +383,35 @@ class Directives:
         return stale_occurrence(meta, directive) if meta is not None else None
 
     async def _publish(self, directive_id: str, outputs: list[Output]) -> dict[str, str] | None:
-        """Publish a directive and its audit record; the body of the 503 when Kafka did not take them."""
+        """Publish a directive; the body of the 503 when Kafka did not take it, whose ``delivery`` says
+        what may become of it: ``not_sent`` (nothing was handed to the producer), ``unconfirmed`` (handed
+        over, not acknowledged in time: the producer may still deliver it), ``refused`` (for good).
+
+        The publisher retries a transient failure for ever (the pipeline must not lose a record); an
+        operator must not wait for ever, so the wait is bounded here and the publish abandoned."""
         if "kafka" in retry.unavailable():  # known down: refused before anything is handed to the producer
-            return unavailable(
-                "kafka", "Kafka is not taking records now (see /readyz): nothing was published"
-            )
+            detail = "Kafka is not taking records now (see /readyz): nothing was published"
+            return {**unavailable("kafka", detail), "delivery": "not_sent", "directive_id": directive_id}
         try:
-            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            async with asyncio.timeout(self.write_timeout_s):
                 failed = await self.publisher.publish(outputs)
         except TimeoutError:
+            metrics.API_WRITES_UNCONFIRMED.inc()
             detail = (
-                f"Kafka did not acknowledge the directive within {ANSWER_TIMEOUT_S:g} s; it may still be"
-                " delivered once Kafka is back: look for its directive_id on the directives topic before"
-                " sending it again"
+                f"Kafka did not acknowledge the directive within {self.write_timeout_s:g} s. It was handed to"
+                " the producer and may still be delivered: look for its directive_id on the screen or the"
+                " directives topic before sending it again"
             )
-            return {**unavailable("kafka", detail), "directive_id": directive_id}
+            return {**unavailable("kafka", detail), "delivery": "unconfirmed", "directive_id": directive_id}
         if failed:
-            return unavailable("kafka", f"not published: {failed[0][1]}")
+            detail = f"not published: {failed[0][1]}"
+            return {**unavailable("kafka", detail), "delivery": "refused", "directive_id": directive_id}
         return None
 
     def _directive(self, alert_key: str, body: Any, identity: Identity) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
+        check_text("the alert key", alert_key)
         entity = entity_of_alert_key(alert_key)
         if entity is None:
             raise BadRequest(f"alert key {alert_key!r} is not <rule>|<indicator>|<region>|<station or ->")
@@ -330,16 +422,7 @@ class Directives:
         action = body.get("action")
         if action not in ACTIONS:
             raise BadRequest(f"action {action!r} is not one of {list(ACTIONS)}")
-        settings = self.blueprint.settings
-        text = {name: body.get(name) for name in ("assignee", "comment", "alert_id")}
-        for name, value in text.items():
-            if value is not None and not isinstance(value, str):
-                raise BadRequest(f"{name} must be a string")
-        limits = {"assignee": settings.text_max_length, "alert_id": settings.text_max_length}
-        limits["comment"] = settings.directive_comment_max_length
-        for name, value in text.items():
-            if value is not None and len(value) > limits[name]:
-                raise BadRequest(f"{name} longer than {limits[name]} characters")
+        text = self._texts(body)
         return {
             "directive_id": f"dir-{uuid.uuid4().hex[:16]}",
             "alert_key": alert_key,
@@ -353,34 +436,90 @@ class Directives:
             "due_at": None,
         }
 
-    async def _audit(self, identity: Identity, key: str, outcome: str, details: dict[str, str]) -> None:
+    def _texts(self, body: dict[str, Any]) -> dict[str, str | None]:
+        """The directive's free texts, each a string of characters within its length."""
+        settings = self.blueprint.settings
+        limits = {
+            "assignee": settings.text_max_length,
+            "comment": settings.directive_comment_max_length,
+            "alert_id": settings.text_max_length,
+        }
+        text: dict[str, str | None] = {}
+        for name, limit in limits.items():
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(f"{name} must be a string")
+            if value is not None:
+                check_text(name, value)
+                if len(value) > limit:
+                    raise BadRequest(f"{name} longer than {limit} characters")
+            text[name] = value
+        return text
+
+    async def _refused(self, identity: Identity, key: str, reason: str, details: dict[str, str]) -> None:
+        """Audit a refused directive, unless its token has had its share of refusal records this minute
+        (then it is counted, and the token's next audited refusal says how many were not)."""
+        unaudited = self.refusal_audits.admit(identity.token_id or identity.name)
+        if unaudited is None:
+            metrics.API_REFUSALS_UNAUDITED.labels(reason).inc()
+            return
+        noted = {"reason": reason, **details}
+        if unaudited:
+            noted["unaudited_refusals_before"] = str(unaudited)
+        await self._audit(identity, printable(unquote(key))[:300], "refused", noted)
+
+    def _record(self, identity: Identity, subject: str, outcome: str, details: dict[str, str]) -> Output:
         record = audit.event(
             actor=identity.name,
             role=identity.role,
             source="http",
             action="directive",
-            subject=unquote(key)[:300],
+            subject=subject,
             outcome=outcome,
             details=details,
         )
         topic, audit_key, value = audit.encode(self.blueprint, record)
-        try:  # the refusal is answered whatever happens to its audit record: bounded like every answer
+        return Output(topic, audit_key, value)
+
+    async def _audit(self, identity: Identity, subject: str, outcome: str, details: dict[str, str]) -> None:
+        """Publish an audit record; the answer waits for it ``ANSWER_TIMEOUT_S`` at most."""
+        output = self._record(identity, subject, outcome, details)
+        try:  # the answer is given whatever happens to its audit record: bounded like every answer
             async with asyncio.timeout(ANSWER_TIMEOUT_S):
-                await self.publisher.publish([Output(topic, audit_key, value)])
+                await self.publisher.publish([output])
         except TimeoutError:
-            log.warning("audit_not_acknowledged", actor=identity.name, outcome=outcome, subject=key[:300])
+            log.warning("audit_not_acknowledged", actor=identity.name, outcome=outcome, subject=subject[:300])
+
+    def _audit_later(self, identity: Identity, subject: str, outcome: str, details: dict[str, str]) -> None:
+        """Publish an audit record in the background, for as long as Kafka takes (the log line is
+        written now); past ``MAX_PENDING_AUDITS`` waiting, the log line only."""
+        output = self._record(identity, subject, outcome, details)
+        if len(self._pending_audits) >= MAX_PENDING_AUDITS:
+            log.warning("audit_not_sent", actor=identity.name, outcome=outcome, subject=subject[:300])
+            return
+        pending = asyncio.ensure_future(self.publisher.publish([output]))
+        self._pending_audits.add(pending)
+        pending.add_done_callback(self._audit_sent)
+
+    def _audit_sent(self, pending: asyncio.Future[Any]) -> None:
+        self._pending_audits.discard(pending)
+        if not pending.cancelled() and pending.exception() is not None:
+            log.warning("audit_not_sent", error=repr(pending.exception())[:300])
 
 
 ACTIONS = ("ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE")
 
 
-def _page(path: str, handler: Handler, gate: Gate) -> Callable[[Any, Any], Awaitable[Any]]:
+def _page(path: str, handler: Handler, guard: Guard) -> Callable[[Any, Any], Awaitable[Any]]:
     async def page(web: Any, request: Any) -> Any:
-        refused = gate.refuse(web, gate.identify(request), "viewer")
-        if refused is not None:
-            return refused
-        status, body = await answer(handler, dict(request.query.items()))
-        return web.json(body, status=status)
+        async def serve(identity: Identity | None) -> Any:
+            refused = guard.gate.refuse(web, identity, "viewer")
+            if refused is not None:
+                return refused
+            status, body = await answer(handler, dict(request.query.items()))
+            return web.json(body, status=status)
+
+        return await guard.limited(web, request, serve)
 
     page.__name__ = page.__qualname__ = "api_" + path.strip("/").replace("/", "_")
     return page

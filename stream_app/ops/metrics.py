@@ -345,6 +345,39 @@ DEAD_LETTERS_LOST = Counter(
     ["stage"],
     registry=REGISTRY,
 )
+# --- API manners (issue 26) ----------------------------------------------------------------------
+API_REQUESTS_LIMITED = Counter(
+    "stream_app_api_requests_limited_total",
+    "API requests answered 429, by reason (rate: the caller's token bucket was empty; in_flight: too many"
+    " of its requests were being answered) and caller (token, address: no known token).",
+    ["reason", "caller"],
+    registry=REGISTRY,
+)
+API_REFUSALS_UNAUDITED = Counter(
+    "stream_app_api_refusals_unaudited_total",
+    "Refused directives with no audit record of their own (over STREAM_APP_API_REFUSAL_AUDITS_PER_MINUTE"
+    " for their token; the token's next audited refusal carries their number), by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+API_BODIES_REFUSED = Counter(
+    "stream_app_api_bodies_refused_total",
+    "Request bodies the API refused unread or unparsed, by reason (too_large: 413; not_utf8, not_json,"
+    " lone_surrogate: 400).",
+    ["reason"],
+    registry=REGISTRY,
+)
+API_WRITES_UNCONFIRMED = Counter(
+    "stream_app_api_writes_unconfirmed_total",
+    "Directives Kafka did not acknowledge within STREAM_APP_API_WRITE_TIMEOUT_S: answered 503, audited"
+    " unconfirmed; each may still be delivered later.",
+    registry=REGISTRY,
+)
+API_STREAMS_REVOKED = Counter(
+    "stream_app_api_streams_revoked_total",
+    "Live alert streams closed because their token was revoked (or lost its role) while they were open.",
+    registry=REGISTRY,
+)
 
 # Their series exist from start-up (at 0), so `increase()` sees the first poison record of a worker.
 AGENTS = ("intake", "directives", "consolidate", "rollup")

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,40 @@ def sse_event(alert: dict[str, Any]) -> bytes:
     """One server-sent event of an alert change (times already epoch ms), encoded once for every page."""
     data = json.dumps(alert, ensure_ascii=False, separators=(",", ":"))
     return f"id: {alert.get('alert_id', '')}\nevent: alert\ndata: {data}\n\n".encode()
+
+
+HEARTBEAT = b": heartbeat\n\n"
+# Said to a page whose token was revoked while it followed, before the stream ends (the page reconnects,
+# is refused 401 and asks for a token again).
+REVOKED = b'event: revoked\ndata: {"error":"unauthorized","detail":"the token was revoked"}\n\n'
+
+
+async def pump(
+    queue: asyncio.Queue[bytes | None],
+    write: Callable[[bytes], Awaitable[None]],
+    allowed: Callable[[], bool],
+    heartbeat_s: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Write a page's alert changes as they come, a heartbeat when none came for ``heartbeat_s``, until
+    the page falls behind (``"behind"``) or ``allowed()`` says its token no longer is (``"revoked"``).
+
+    The token is checked at each heartbeat, and as often under a steady flow of changes (which sends no
+    heartbeat): a revoked token keeps a stream open ``heartbeat_s`` at most."""
+    checked_at = clock()
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), heartbeat_s)
+        except TimeoutError:
+            event = HEARTBEAT
+        if event is HEARTBEAT or clock() - checked_at >= heartbeat_s:
+            if not allowed():
+                await write(REVOKED)
+                return "revoked"
+            checked_at = clock()
+        if event is None:  # fell behind: the page reconnects and reloads
+            return "behind"
+        await write(event)
 
 
 class OpenAlerts:

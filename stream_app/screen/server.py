@@ -21,7 +21,8 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -31,14 +32,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api.auth import Identity
-from stream_app.api.http import OPENAPI, PREFIX, Api, Directives, Gate, answer, whoami
+from stream_app.api.http import OPENAPI, PREFIX, Api, Directives, Gate, answer, guard_of, whoami
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
+from stream_app.domain.clock import local_iso, parse_iso_ms
 from stream_app.kafka.producer import DirectProducer
 from stream_app.kafka.publisher import Publisher
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
-from stream_app.screen.feed import AlertReader, Hub, OpenAlerts
+from stream_app.screen.feed import AlertReader, Hub, OpenAlerts, pump
 from stream_app.screen.layout import TILES
 from stream_app.state.store import StateStore, connect
 
@@ -68,6 +70,9 @@ ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
     "/region": ("region",),
 }
 MAX_ANSWERS = 1024
+# A free time (``at``) is asked to the minute: 12:00:07 and 12:00:41 are one question (deadlines are
+# days, never seconds), or a viewer could make every request a cache miss, and a Redis read.
+AT_STEP_MS = 60_000
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -137,6 +142,33 @@ def _json_bytes(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def question(path: str, query: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The cache key of a read and the parameters it is answered with: only those the answer depends on
+    (``ROUTE_PARAMS``), each in one spelling (a time to the minute below, a date as YYYY-MM-DD), so a
+    parameter added or spelled otherwise neither changes the answer nor skips the cache."""
+    params = {name: query[name] for name in ROUTE_PARAMS.get(path, ()) if name in query}
+    if params.get("at"):
+        params["at"] = _minute(params["at"])
+    if params.get("date"):
+        params["date"] = _day(params["date"])
+    return f"{path}?{urlencode(sorted(params.items()))}", params
+
+
+def _minute(text: str) -> str:
+    try:
+        ms = parse_iso_ms(text)
+    except (ValueError, OverflowError):  # the handler answers it (400), uncached
+        return text
+    return local_iso(ms - ms % AT_STEP_MS)
+
+
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        return text
+
+
 class ScreenStore(StateStore):
     """The state layer, with the open alerts from the screen's live view once it is loaded."""
 
@@ -165,6 +197,7 @@ class Screen:
         self.model = ReadModel(self.store, blueprint.catalogue, blueprint.rulebook)
         self.api = Api(self.model)
         self.gate = Gate(settings.api_tokens_file)
+        self.guard = guard_of(settings, self.gate)
         self.cache = AnswerCache(settings.screen_cache_s)
         self.hub = Hub()
         self.framing = output_framing(blueprint)
@@ -288,49 +321,65 @@ class Screen:
 
     # ------------------------------------------------------------------------------- the API
 
-    def _refused(self, request: web.Request, role: str) -> tuple[Identity | None, web.StreamResponse | None]:
-        """Who asks, and the 401/403 answer when they may not do what needs ``role``."""
-        identity = self.gate.identify(request)
-        refused: web.StreamResponse | None = self.gate.refuse(_Answers, identity, role)
-        return identity, refused
+    async def _limited(
+        self,
+        request: web.Request,
+        role: str,
+        serve: Callable[[Identity], Awaitable[web.StreamResponse]],
+        *,
+        hold: bool = True,
+    ) -> web.StreamResponse:
+        """``serve(identity)`` for a caller within its limits (429) whose token has ``role`` (401/403);
+        ``hold=False`` for a request that stays open (it spends from the rate only)."""
+
+        async def gated(identity: Identity | None) -> web.StreamResponse:
+            refused: web.StreamResponse | None = self.gate.refuse(_Answers, identity, role)
+            if refused is not None or identity is None:
+                return refused or web.HTTPUnauthorized()
+            return await serve(identity)
+
+        response: web.StreamResponse = await self.guard.limited(_Answers, request, gated, hold=hold)
+        return response
 
     async def whoami(self, request: web.Request) -> web.StreamResponse:
-        identity, refused = self._refused(request, "viewer")
-        if refused is not None or identity is None:
-            return refused or web.HTTPUnauthorized()
-        return web.json_response(whoami(identity))
+        async def serve(identity: Identity) -> web.StreamResponse:
+            return web.json_response(whoami(identity))
+
+        return await self._limited(request, "viewer", serve)
 
     def _read(self, path: str, handler: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        asked = ROUTE_PARAMS.get(path, ())
-
         async def read(request: web.Request) -> web.StreamResponse:
-            _, refused = self._refused(request, "viewer")
-            if refused is not None:
-                return refused
-            # only what the answer depends on: another parameter neither changes it nor skips the cache
-            params = {name: request.query[name] for name in asked if name in request.query}
-            if path in LIVE_ANSWERS:
-                status, body = await answer(handler, params)
-                encoded = _json_bytes(body)
-            else:
-                key = f"{path}?{urlencode(sorted(params.items()))}"
-                ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
-                status, encoded = await self.cache.get(key, lambda: answer(handler, params), ttl)
-            return web.Response(body=encoded, status=status, content_type="application/json")
+            return await self._limited(request, "viewer", lambda _: self._answer(path, handler, request))
 
         return read
 
+    async def _answer(self, path: str, handler: Any, request: web.Request) -> web.StreamResponse:
+        key, params = question(path, request.query)
+        if path in LIVE_ANSWERS:
+            status, body = await answer(handler, params)
+            encoded = _json_bytes(body)
+        else:
+            ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
+            status, encoded = await self.cache.get(key, lambda: answer(handler, params), ttl)
+        return web.Response(body=encoded, status=status, content_type="application/json")
+
     async def direct(self, request: web.Request) -> web.StreamResponse:
-        response: web.StreamResponse = await self.directives.post(
-            _Answers, request, request.match_info["key"]
-        )
-        return response
+        async def serve(identity: Identity | None) -> web.StreamResponse:
+            response: web.StreamResponse = await self.directives.accept(
+                _Answers, request, request.match_info["key"], identity
+            )
+            return response
+
+        # the directive judges the role itself: a viewer's attempt is audited
+        limited: web.StreamResponse = await self.guard.limited(_Answers, request, serve)
+        return limited
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """``GET /api/v1/alerts/stream``: every alert change, as server-sent events (``event: alert``)."""
-        _, refused = self._refused(request, "viewer")
-        if refused is not None:
-            return refused
+        """``GET /api/v1/alerts/stream``: every alert change, as server-sent events (``event: alert``),
+        for as long as the token is a viewer's (checked again at each heartbeat)."""
+        return await self._limited(request, "viewer", lambda _: self._follow(request), hold=False)
+
+    async def _follow(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -342,16 +391,16 @@ class Screen:
         with contextlib.suppress(ConnectionResetError):  # the page went away
             await response.write(b"retry: 2000\n\n")
             async with self.hub.follow() as queue:
-                while True:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                    except TimeoutError:
-                        await response.write(b": heartbeat\n\n")
-                        continue
-                    if event is None:  # fell behind: the page reconnects and reloads
-                        break
-                    await response.write(event)
+                ended = await pump(queue, response.write, lambda: self._still_viewer(request), HEARTBEAT_S)
+            if ended == "revoked":
+                metrics.API_STREAMS_REVOKED.inc()
         return response
+
+    def _still_viewer(self, request: web.Request) -> bool:
+        """Whether the stream's token still stands for a viewer (the tokens file is read again when it
+        changed: a revoked token is no longer in it)."""
+        identity = self.gate.identify(request)
+        return identity is not None and identity.may("viewer")
 
 
 @web.middleware

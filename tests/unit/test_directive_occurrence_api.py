@@ -6,6 +6,7 @@ Redis cannot answer (the worker's step checks again, and that check is the one t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,13 +75,23 @@ class _Web:
         return status, body
 
 
+class _Body:
+    """A request body as aiohttp's stream gives it: ``read(n)`` returns up to n bytes, b"" at the end."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    async def read(self, n: int = -1) -> bytes:
+        chunk, self._raw = (self._raw, b"") if n < 0 else (self._raw[:n], self._raw[n:])
+        return chunk
+
+
 class _Request:
     def __init__(self, token: str, body: dict[str, Any]) -> None:
         self.headers = {"Authorization": f"Bearer {token}"}
-        self._body = body
-
-    async def json(self) -> Any:
-        return self._body
+        raw = json.dumps(body).encode()
+        self.content_length = len(raw)
+        self.content = _Body(raw)
 
 
 def _refired() -> EntityState:
