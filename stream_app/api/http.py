@@ -8,9 +8,14 @@ entity. A wrong parameter gets a 400 with a message naming it; nothing stored ge
 the operator's name, and an audit record to ``center.audit``; a directive the state already shows to be
 about an earlier occurrence of the alert is refused with a 409 (``stale_alert``) and nothing is published.
 
-A dependency down never hangs a request nor gets a 500: every answer comes within ``ANSWER_TIMEOUT_S``,
-and while Redis (for a read) or Kafka (for a directive) does not answer it is a 503 whose JSON body
-names it: ``{"error": "unavailable", "dependency": "redis", "detail": ...}``.
+A dependency down never hangs a request nor gets a 500: a read answers within ``ANSWER_TIMEOUT_S``, a
+directive within ``STREAM_APP_API_WRITE_TIMEOUT_S``, and while Redis (for a read) or Kafka (for a
+directive) does not answer it is a 503 whose JSON body names it: ``{"error": "unavailable",
+"dependency": "redis", "detail": ...}``.
+
+Manners (docs/operations.md, "API limits"): each token (or, without one, each client address) has a
+request rate and a number of requests in flight (429 with Retry-After, :class:`Guard`); a body is
+bounded (413) and must be UTF-8 JSON whose texts are characters (400 naming why).
 """
 
 from __future__ import annotations

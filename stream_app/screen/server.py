@@ -10,8 +10,9 @@ audit record, exactly as the worker's API does; the page itself (HTML, script, s
 no data and needs no token; every ``/api/v1`` call does (``Authorization: Bearer``).
 
 A dependency away is answered as the worker's API answers it (:func:`stream_app.api.http.answer`): a
-503 naming ``redis`` (or ``kafka`` for a directive) within 5 s, never a hang; the live alerts' reader
-and the Redis snapshots of the open alerts retry by themselves.
+503 naming ``redis`` within 5 s (``kafka`` for a directive, within ``STREAM_APP_API_WRITE_TIMEOUT_S``),
+never a hang; the live alerts' reader and the Redis snapshots of the open alerts retry by themselves. The
+same limits as the worker's API apply (429, 413, 400), and a live stream ends once its token is revoked.
 """
 
 from __future__ import annotations
