@@ -126,19 +126,19 @@ class Settings(BaseSettings):
         "every API request is refused (401); /metrics and the probes stay open.",
     )
     api_requests_per_s: float = Field(
-        20.0,
+        100.0,
         gt=0,
         description="Requests a second each API token may make, on average (a token bucket per token, on"
         " each server: a worker's API, the screen); beyond it 429 with Retry-After. A screen's page asks"
         " about ten questions when it loads, and one every few seconds after.",
     )
     api_burst: int = Field(
-        100,
+        500,
         ge=1,
         description="Requests an API token may make at once before STREAM_APP_API_REQUESTS_PER_S holds.",
     )
     api_max_in_flight: int = Field(
-        16,
+        32,
         ge=1,
         description="Requests of one API token (or one client address, without a token) being answered at"
         " once; more: 429. A live alert stream holds none.",
