@@ -104,6 +104,11 @@ def _applied(client: redis.Redis, settings: Settings, entities: list[str]) -> in
         return sum(pipe.execute())
 
 
+# These tests ask every answer of the API, one after the other, as fast as it answers (well over the
+# per-token rate a person's screen needs): their workers let them (the limits: test_api_manners.py).
+SWEEPING = {"STREAM_APP_API_REQUESTS_PER_S": "100000", "STREAM_APP_API_BURST": "100000"}
+
+
 def _answers(settings: Settings, exp: gt.Expected) -> dict[str, Any]:
     """Every query-API answer about the touched entities and roll-ups."""
     out: dict[str, Any] = {}
@@ -144,7 +149,7 @@ def test_a_durable_redis_killed_comes_back_with_every_answer_and_counts_nothing_
 
     cut = len(stream.sent) * 2 // 3
     first, rest = gt.Stream(stream.sent[:cut], stream.feeds), gt.Stream(stream.sent[cut:], stream.feeds)
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300", **SWEEPING)
     for topic, records in _by_topic(blueprint, first.sent).items():
         produce(local, topic, records)
     client = own.client()
@@ -173,7 +178,7 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
 ) -> None:
     own = private_redis(False)
     local, stream, exp, entities = _setup(settings, own, 20_000)
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300", **SWEEPING)
     for topic, records in _by_topic(blueprint, stream.sent).items():
         produce(local, topic, records)
     client = own.client()
@@ -211,7 +216,7 @@ def test_an_empty_redis_is_never_applied_to_and_the_rebuild_restores_every_answe
     )
     assert report.records >= len(stream.sent)
     assert all(row.problem is None for row in state_tool.status(admin))
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300", **SWEEPING)
     _wait(lambda: probe(local, "/readyz")[0] == 200, 60, "the worker to be ready on the rebuilt state")
     assert _answers(local, exp) == before
     assert metric_value(worker.metrics(), "stream_app_state_lost", stage="consolidate") == 0
@@ -224,7 +229,7 @@ def test_a_durable_redis_killed_three_times_mid_stream_loses_and_doubles_nothing
 ) -> None:
     own = private_redis(True)
     local, stream, exp, entities = _setup(settings, own, 100_000)
-    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300")
+    worker = start_worker(local, STREAM_APP_REDIS_URL=own.url(), STREAM_APP_BATCH_MAX="300", **SWEEPING)
     for topic, records in _by_topic(blueprint, stream.sent).items():
         produce(local, topic, records)
     client = own.client()
