@@ -4,6 +4,12 @@ A directive names an alert by its key; the alert's state belongs to its entity's
 the directive is re-keyed onto the internal topic, next to that entity's observations, and applied
 there in order. A directive that cannot be routed (undecodable, an alert key of no entity the catalogue
 can have) goes to the directives' dead-letter topic, and so does one that made this stage fail.
+
+A directive is a person's act: only the HTTP API, which authenticated the person, writes them, naming
+the person (``actor``), the token (``token_id``) and its own Kafka principal (``writer``). One that no
+API authenticated, or written by a principal that may not issue directives
+(:func:`stream_app.kafka.acl.directive_writers`), is refused: ``unauthenticated_directive``, counted in
+``stream_app_records_rejected_total{reporter="CENTER"}`` (alert StreamAppUnauthenticatedDirective).
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import faust
 from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain import clock
-from stream_app.domain.entity import checked_entity, entity_of_alert_key
+from stream_app.domain.entity import DirectiveRefusal, checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
+from stream_app.kafka.acl import directive_writers
 from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
@@ -44,6 +51,7 @@ class Router:
         self.partitions = internal.partitions
         self.dead_letters = blueprint.topic_by_role("directives_dead_letter").name
         self.directive_schema = blueprint.schemas.latest("directive")
+        self.writers = directive_writers(blueprint.settings)
         # Directives in Confluent framing (the API's with STREAM_APP_OUTPUT_FRAMING=confluent, or another
         # system of the center's) resolve their schema id through the registry, when one is set.
         self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
@@ -75,6 +83,9 @@ class Router:
             )
         except DecodeError as exc:
             return Rejection(exc.reason, exc.message)
+        forged = unauthenticated(directive, self.writers)
+        if forged is not None:
+            return Rejection(DirectiveRefusal.UNAUTHENTICATED, forged)
         too_long = _too_long(directive, self.blueprint.settings)
         if too_long is not None:
             return Rejection("text_too_long", too_long)
@@ -124,6 +135,17 @@ class Router:
                 self._reject(events[output.blame].message, Rejection(reason, str(error)), now_ms, error)
             )
         await self.publisher.publish_dead_letters(late)
+
+
+def unauthenticated(directive: dict[str, Any], writers: frozenset[str]) -> str | None:
+    """Why ``directive`` is not an authenticated person's act, or None when it is."""
+    writer = directive.get("writer") or ""
+    if writer not in writers:
+        allowed = ", ".join(sorted(writers))
+        return f"written by {writer[:100]!r}, not by a principal that may issue directives ({allowed})"
+    if not directive.get("token_id") or not directive.get("actor"):
+        return "no authenticated person: the directive names no token or no actor"
+    return None
 
 
 def _too_long(directive: dict[str, Any], settings: Any) -> str | None:

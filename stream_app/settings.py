@@ -92,7 +92,11 @@ class Settings(BaseSettings):
     acl_app_user: str = Field(
         "stream-app", description="The app's Kafka user, in the ACLs `acl apply` writes."
     )
-    acl_center_user: str = Field("center", description="The center operators' Kafka user, in the ACLs.")
+    acl_center_user: str = Field(
+        "center",
+        description="The Kafka user of the center's screens, in the ACLs: reads the center's topics, writes"
+        " none.",
+    )
     acl_sre_user: str = Field("sre", description="The read-only SRE Kafka user, in the ACLs.")
     schema_registry_auth: SecretStr | None = Field(
         None, description="Schema registry basic auth as user:password (secret)."
@@ -173,6 +177,18 @@ class Settings(BaseSettings):
         description="Longest an operator's directive waits for Kafka's acknowledgement before the API answers"
         " 503 (with Retry-After); the record may still be delivered afterwards, and its audit record says"
         " unconfirmed.",
+    )
+    api_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Where the workers' HTTP API answers, for the screen (it forwards operators' directives"
+        " there) and `stream-app directive`. Unset: http://<web_host>:<web_port>. In Kubernetes, the"
+        " workers' Service.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="The API token `stream-app directive` authenticates with (a person's own, from"
+        " `stream-app token create`; secret: never printed). The directive is recorded in its name.",
     )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
     web_port: int = Field(6066, description="Port of the worker's HTTP server.")
@@ -451,6 +467,11 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The cluster name of a topic declared in ``topics/topics.toml``."""
         return f"{self.topic_namespace}{name}"
+
+    @property
+    def api_base_url(self) -> str:
+        """The workers' HTTP API: ``api_url``, or this host's worker."""
+        return (self.api_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
     @property
     def group_id(self) -> str:

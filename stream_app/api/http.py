@@ -55,6 +55,7 @@ from stream_app.domain.entity import (
     stale_occurrence,
 )
 from stream_app.domain.rollup import NATIONAL
+from stream_app.kafka.acl import own_principal
 from stream_app.kafka.publisher import Output
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
@@ -299,6 +300,7 @@ class Directives:
         self.states = states
         self.topic = blueprint.topic_by_role("directives").name
         self.schema = blueprint.schemas.latest("directive")
+        self.writer = own_principal(settings)  # who wrote it, beside who asked for it
         self.write_timeout_s = settings.api_write_timeout_s
         self.max_body_bytes = settings.api_max_body_bytes
         self.refusal_audits = RefusalAudits(settings.api_refusal_audits_per_minute)
@@ -439,6 +441,8 @@ class Directives:
             "comment": text["comment"],
             "issued_at": int(time.time() * 1000),
             "due_at": None,
+            "token_id": identity.token_id,
+            "writer": self.writer,
         }
 
     def _texts(self, body: dict[str, Any]) -> dict[str, str | None]:
@@ -481,7 +485,7 @@ class Directives:
             action="directive",
             subject=subject,
             outcome=outcome,
-            details=details,
+            details={**details, "token_id": identity.token_id, "writer": self.writer},
         )
         topic, audit_key, value = audit.encode(self.blueprint, record)
         return Output(topic, audit_key, value)

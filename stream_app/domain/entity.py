@@ -1005,6 +1005,8 @@ class DirectiveRefusal(StrEnum):
     UNKNOWN_ALERT = "unknown_alert"  # no alert of that key ever fired at the entity
     ALERT_NOT_OPEN = "alert_not_open"  # only a comment is taken on a resolved alert
     STALE_ALERT = "stale_alert"  # about an earlier occurrence of the alert, not the current one
+    # no API authenticated a person for it (refused by the directives agent, before routing)
+    UNAUTHENTICATED = "unauthenticated_directive"
 
 
 class DirectiveRefusedError(ValueError):

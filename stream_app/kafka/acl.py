@@ -6,11 +6,14 @@ refuses whatever no ACL allows (``allow.everyone.if.no.acl.found=false``):
 
 - each **reporter** writes its own input topic and reads its own dead letters and directives (and
   consumer groups named ``reporter.<code>.…``) — nothing else;
-- the **center** writes ``center.directives`` (and ``center.audit``: its screen records who directed
-  what) and reads every ``center.*`` topic (groups ``center.…``);
+- the **center** (the screen's processes) reads every ``center.*`` topic (groups ``center.…``) and
+  writes nothing: an operator's directive is forwarded to a worker's HTTP API, which authenticates the
+  person;
 - the **app** reads what its agents consume, writes what they produce (internal topics, outputs, dead
-  letters, ``center.directives`` for directives its HTTP API takes from authenticated operators, the
-  audit trail), describes every topic, and owns its consumer group (and groups prefixed by it);
+  letters), describes every topic, and owns its consumer group (and groups prefixed by it). It alone
+  writes ``center.directives`` (what its HTTP API takes from authenticated people, each record naming
+  the person, the token and the principal) and ``center.audit`` (one record per directive, accepted or
+  refused): :data:`DIRECTIVE_WRITERS`;
 - the **SRE** user reads every topic and describes the app's group (lag), writing nothing;
 - anyone else (a reporter's neighbour, a stranger) is refused by the authorizer.
 
@@ -54,11 +57,9 @@ APP_WRITES = frozenset(
         "domain_alerts",
         "active_alerts",
         "consolidated",
-        "directives",
         "directives_dead_letter",
         "consolidate_dead_letter",
         "rollup_dead_letter",
-        "audit",
     }
 )
 
@@ -87,6 +88,26 @@ class Grant:
     def __str__(self) -> str:
         suffix = "*" if self.pattern == "PREFIXED" else ""
         return f"{self.principal:<18} {self.operation:<16} {self.resource.lower():<6} {self.name}{suffix}"
+
+
+# Who may write the center's directives and its audit trail: the process that authenticated the person.
+DIRECTIVE_WRITERS = ("app",)
+
+
+def own_principal(settings: Settings) -> str:
+    """The Kafka principal this process authenticates as (``User:ANONYMOUS`` without SASL)."""
+    sasl = settings.kafka_security_protocol.startswith("SASL") and settings.kafka_sasl_username
+    return f"User:{settings.kafka_sasl_username}" if sasl else "User:ANONYMOUS"
+
+
+def directive_writers(settings: Settings) -> frozenset[str]:
+    """The principals whose directives a worker applies: those the grants let write the directives
+    topic (without SASL, nobody is authenticated: then this process's own principal too)."""
+    named = {"app": f"User:{settings.acl_app_user}"}
+    found = {named[role] for role in DIRECTIVE_WRITERS}
+    if own_principal(settings) == "User:ANONYMOUS":
+        found.add("User:ANONYMOUS")
+    return frozenset(found)
 
 
 def reporter_principal(code: str) -> str:
@@ -118,6 +139,9 @@ def grants(blueprint: Blueprint) -> set[Grant]:
         out.update(Grant(principal, resource, name, pattern, op) for op in operations)
 
     for spec in blueprint.topics:
+        if spec.role in ("directives", "audit"):  # people's acts: written by who authenticated them only
+            for role in DIRECTIVE_WRITERS:
+                allow(who[role], "TOPIC", spec.name, "WRITE")
         if spec.reporter is not None:
             mine = who[spec.reporter]
             if spec.role in ("input", "bulk_input"):
@@ -130,9 +154,6 @@ def grants(blueprint: Blueprint) -> set[Grant]:
             allow(who["app"], "TOPIC", spec.name, "WRITE")
         allow(who["app"], "TOPIC", spec.name, "DESCRIBE", "DESCRIBE_CONFIGS")
         allow(who["sre"], "TOPIC", spec.name, "READ", "DESCRIBE", "DESCRIBE_CONFIGS")
-    allow(who["center"], "TOPIC", blueprint.topic_by_role("directives").name, "WRITE")
-    # the center's screen (stream-app screen) audits the directives its operators take
-    allow(who["center"], "TOPIC", blueprint.topic_by_role("audit").name, "WRITE")
     allow(who["center"], "TOPIC", f"{ns}center.", "READ", "DESCRIBE", prefixed=True)
     allow(who["center"], "GROUP", f"{ns}center.", "READ", "DESCRIBE", prefixed=True)
     allow(who["app"], "GROUP", settings.group_id, "READ", "DESCRIBE", prefixed=True)

@@ -444,3 +444,7 @@ def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
     for index, count in enumerate(counts):
         if count:
             buckets[index].inc(count)
+
+
+# A forged directive is a security event: its series exists before the first one (alert rule).
+RECORDS_REJECTED.labels("CENTER", "unauthenticated_directive")

@@ -5,12 +5,13 @@ Readers never slow the writers: the page's questions are answered here, from Red
 worker's event loop, and each answer is reused for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question
 and second, however many screens are open; concurrent askers of the same question share one read).
 Live alert changes are pushed (server-sent events) from one reader of ``center.alerts`` per process
-(:mod:`stream_app.screen.feed`). An operator's directive is published to ``center.directives`` with its
-audit record, exactly as the worker's API does; the page itself (HTML, script, styles) is static, carries
+(:mod:`stream_app.screen.feed`). An operator's directive is forwarded, with the operator's token, to the
+workers' API, which writes it in the operator's name and audits it (:mod:`stream_app.screen.commands`):
+the screen writes nothing to Kafka. The page itself (HTML, script, styles) is static, carries
 no data and needs no token; every ``/api/v1`` call does (``Authorization: Bearer``).
 
 A dependency away is answered as the worker's API answers it (:func:`stream_app.api.http.answer`): a
-503 naming ``redis`` within 5 s (``kafka`` for a directive, within ``STREAM_APP_API_WRITE_TIMEOUT_S``),
+503 naming ``redis`` within 5 s (for a directive, what the workers answered, or ``workers``),
 never a hang; the live alerts' reader and the Redis snapshots of the open alerts retry by themselves. The
 same limits as the worker's API apply (429, 413, 400), and a live stream ends once its token is revoked.
 """
@@ -25,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import structlog
@@ -33,14 +34,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api.auth import Identity
-from stream_app.api.http import OPENAPI, PREFIX, Api, Directives, Gate, answer, guard_of, whoami
+from stream_app.api.http import OPENAPI, PREFIX, Api, Gate, answer, guard_of, whoami
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_iso, parse_iso_ms
-from stream_app.kafka.producer import DirectProducer
-from stream_app.kafka.publisher import Publisher
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
+from stream_app.screen.commands import Commands
 from stream_app.screen.feed import AlertReader, Hub, OpenAlerts, pump
 from stream_app.screen.layout import TILES
 from stream_app.state.store import StateStore, connect
@@ -202,11 +202,7 @@ class Screen:
         self.cache = AnswerCache(settings.screen_cache_s)
         self.hub = Hub()
         self.framing = output_framing(blueprint)
-        self.sender = DirectProducer(settings, client_id=f"{settings.group_id}-screen")
-        self.publisher = Publisher(
-            None, settings, blueprint.schemas.latest("dead_letter"), self.framing, self.sender
-        )
-        self.directives = Directives(blueprint, self.publisher, self.gate, self.store)
+        self.commands = Commands(settings)
         self.reader: AlertReader | None = None
         self._snapshots: asyncio.Task[None] | None = None
 
@@ -277,7 +273,7 @@ class Screen:
             self._snapshots.cancel()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.stop)
-        self.publisher.close()
+        await self.commands.close()
         await self.redis.aclose()
 
     # ------------------------------------------------------------------------------- the page
@@ -365,13 +361,15 @@ class Screen:
         return web.Response(body=encoded, status=status, content_type="application/json")
 
     async def direct(self, request: web.Request) -> web.StreamResponse:
-        async def serve(identity: Identity | None) -> web.StreamResponse:
-            response: web.StreamResponse = await self.directives.accept(
-                _Answers, request, request.match_info["key"], identity
-            )
-            return response
+        """A directive, forwarded to the workers' API with the operator's token
+        (:mod:`stream_app.screen.commands`)."""
 
-        # the directive judges the role itself: a viewer's attempt is audited
+        async def serve(identity: Identity | None) -> web.StreamResponse:
+            if identity is None:  # a 401, as the workers would answer it
+                return cast(web.StreamResponse, self.gate.refuse(_Answers, identity, "operator"))
+            # the workers judge the role: a viewer's attempt is audited there
+            return await self.commands.forward(request, request.match_info["key"], identity)
+
         limited: web.StreamResponse = await self.guard.limited(_Answers, request, serve)
         return limited
 

@@ -194,7 +194,11 @@ def _add_tick(sub: Any) -> None:
 
 
 def _add_directive(sub: Any) -> None:
-    directive = sub.add_parser("directive", help="issue a directive about an alert, as the center")
+    directive = sub.add_parser(
+        "directive",
+        help="issue a directive about an alert through the workers' API, with your own token"
+        " (STREAM_APP_API_TOKEN; STREAM_APP_API_URL)",
+    )
     directive.add_argument("--alert-key", required=True)
     directive.add_argument(
         "--alert-id",
@@ -207,7 +211,6 @@ def _add_directive(sub: Any) -> None:
     directive.add_argument(
         "--action", required=True, choices=["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"]
     )
-    directive.add_argument("--actor", required=True, help="who at the center")
     directive.add_argument("--assignee")
     directive.add_argument("--comment")
 
@@ -575,30 +578,24 @@ def _tick(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _directive(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.domain.entity import checked_entity, entity_of_alert_key
+    """The directive goes to the workers' API, which names the token's person and audits it; printed:
+    what the API answered (202 with the directive's id, or the refusal and its reason)."""
     from stream_app.tools import control
 
-    blueprint = _blueprint(settings)
-    entity = entity_of_alert_key(args.alert_key)
-    if entity is None:
-        raise ConfigurationError(
-            f"--alert-key {args.alert_key!r}: expected <rule>|<indicator>|<region>|<station or ->"
-        )
-    try:
-        checked_entity(blueprint.catalogue, entity)
-    except ValueError as exc:
-        raise ConfigurationError(f"--alert-key {args.alert_key!r}: {exc}") from None
-    directive_id = control.send_directive(
-        blueprint,
+    answer = control.post_directive(
+        settings,
         alert_key=args.alert_key,
         alert_id=args.alert_id,
         action=args.action,
-        actor=args.actor,
         assignee=args.assignee,
         comment=args.comment,
     )
-    print(f"sent directive {directive_id}")
-    return 0
+    if answer.accepted:
+        print(f"sent directive {answer.body.get('directive_id')} as {answer.body.get('actor')}")
+        return 0
+    reason = answer.body.get("reason") or answer.body.get("error") or "refused"
+    print(f"refused ({answer.status} {reason}): {answer.body.get('detail', '')}", file=sys.stderr)
+    return 1
 
 
 def _state(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,19 +1,27 @@
 """Operators' and the center's inputs to a running pipeline: ticks and directives.
 
-Both are ordinary records on Kafka, so they are ordered, durable and replayable like everything else.
+Both end as ordinary records on Kafka, ordered, durable and replayable like everything else. A tick
+is produced here; a directive is a person's act, so it is posted to the workers' HTTP API with the
+person's token, and the API writes it in that person's name.
 """
 
 from __future__ import annotations
 
+import json
 import time
-import uuid
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 from confluent_kafka import Producer
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.partitioning import TICK_KEY, partition_for
-from stream_app.kafka.subjects import output_framing
+from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 
@@ -37,43 +45,62 @@ def send_ticks(blueprint: Blueprint, at_ms: int | None = None, source: str = "cl
     return internal.partitions
 
 
-def send_directive(
-    blueprint: Blueprint,
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the workers' API answered a directive: its HTTP status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 202
+
+
+def post_directive(
+    settings: Settings,
     *,
     alert_key: str,
     action: str,
-    actor: str,
     alert_id: str = "",
     assignee: str | None = None,
     comment: str | None = None,
-    reporter: str = "",
-    directive_id: str | None = None,
-) -> str:
-    """Publish a directive about ``alert_key`` to the center's directives topic; returns its id."""
-    directive_id = directive_id or f"dir-{uuid.uuid4().hex[:16]}"
-    record = {
-        "directive_id": directive_id,
-        "alert_key": alert_key,
-        "alert_id": alert_id,
-        "reporter": reporter,
-        "action": action,
-        "actor": actor,
-        "assignee": assignee,
-        "comment": comment,
-        "issued_at": int(time.time() * 1000),
-        "due_at": None,
-    }
-    topic = blueprint.topic_by_role("directives").name
-    framing = output_framing(blueprint, topics=[topic])  # a public topic: framed as the worker would
-    producer = _producer(blueprint)
-    producer.produce(
-        topic,
-        key=alert_key.encode(),
-        value=framing.encode(topic, blueprint.schemas.latest("directive"), record),
+    timeout_s: float | None = None,
+) -> Answer:
+    """Post a directive about ``alert_key`` to the workers' HTTP API (``STREAM_APP_API_URL``) with the
+    person's own token (``STREAM_APP_API_TOKEN``): the API records it in the token's name and audits it.
+    A directive never goes to Kafka from here: only the API, which authenticated the person, writes them."""
+    if settings.api_token is None:
+        raise ConfigurationError(
+            "STREAM_APP_API_TOKEN is not set: a directive is issued with your own API token"
+            " (`stream-app token create --name <you> --role operator`)"
+        )
+    body = {"action": action, "alert_id": alert_id, "assignee": assignee, "comment": comment}
+    request = urllib.request.Request(  # noqa: S310 - http(s) only: STREAM_APP_API_URL's pattern
+        f"{settings.api_base_url}/api/v1/alerts/{quote(alert_key, safe='')}/directives",
+        data=json.dumps({k: v for k, v in body.items() if v is not None}).encode(),
+        headers={
+            "Authorization": f"Bearer {settings.api_token.get_secret_value()}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
     )
-    if producer.flush(30):
-        raise RuntimeError("directive not delivered within 30 s")
-    return directive_id
+    wait_s = timeout_s if timeout_s is not None else settings.api_write_timeout_s + 5
+    try:
+        with urllib.request.urlopen(request, timeout=wait_s) as response:  # noqa: S310 - the configured API
+            return Answer(response.status, _json(response.read()))
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, _json(error.read()))
+    except (urllib.error.URLError, OSError) as exc:
+        raise ServiceUnreachableError(f"the API at {settings.api_base_url} did not answer: {exc}") from None
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {"error": "not_json", "detail": raw[:300].decode("utf-8", "replace")}
+    return found if isinstance(found, dict) else {"answer": found}
 
 
 def internal_partition(blueprint: Blueprint, entity: str) -> int:

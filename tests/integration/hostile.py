@@ -25,6 +25,7 @@ from typing import Any
 from stream_app.domain.aggregates import periods_of, slice_of
 from stream_app.domain.catalogue import Catalogue
 from stream_app.kafka.partitioning import partition_for
+from stream_app.settings import Settings
 from stream_app.wire import codecs
 from stream_app.wire.schemas import SchemaRegistry
 
@@ -350,7 +351,7 @@ def _forged_internal(
     elsewhere = (home + 1) % internal_n
     reading = _obs("MAE", "ENV.AQI", "01", "HN-AQ-HOANKIEM", 40.0, now_ms - HOUR_MS, "forged")
 
-    def directive_record(alert_key: str) -> dict[str, Any]:
+    def directive_record(alert_key: str, **identity: str) -> dict[str, Any]:
         return {
             "directive_id": f"dir-{rng.getrandbits(48):x}",
             "alert_key": alert_key,
@@ -362,6 +363,9 @@ def _forged_internal(
             "comment": None,
             "issued_at": now_ms,
             "due_at": None,
+            "token_id": "",
+            "writer": "",
+            **identity,
         }
 
     no_such = "ENV.AQI|NO.SUCH|-"
@@ -457,15 +461,24 @@ def _forged_internal(
                 reason="unknown_alert",
             ),
         ]
-        # through the center's own topic: `stream-app directive --alert-key 'levels:ENV.AQI|NO.SUCH|01|-'`
-        out.append(
+        # through the center's own topic: as the workers' API would write it (a key of no entity), and
+        # as nobody authenticated (what `stream-app directive` used to write)
+        workers = Settings.model_fields["acl_app_user"].default
+        as_the_api = {"token_id": "0123456789ab", "writer": f"User:{workers}"}
+        out += [
             Sent(
                 "directives",
                 b"k",
-                codecs.encode(directive, directive_record("levels:ENV.AQI|NO.SUCH|01|-")),
+                codecs.encode(directive, directive_record("levels:ENV.AQI|NO.SUCH|01|-", **as_the_api)),
                 reason="unknown_alert",
-            )
-        )
+            ),
+            Sent(
+                "directives",
+                b"k",
+                codecs.encode(directive, directive_record(f"levels:ENV.AQI|{entity}")),
+                reason="unauthenticated_directive",
+            ),
+        ]
     routing = "TRF.DEATHS|VN"
     rollup_home = partition_for(routing, rollup_n)
     for n in range(6):

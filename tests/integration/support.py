@@ -136,6 +136,71 @@ def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes | None
     assert not failures, failures
 
 
+def directive_on_topic(
+    settings: Settings,
+    blueprint: Any,
+    *,
+    alert_key: str,
+    action: str = "ACKNOWLEDGE",
+    alert_id: str = "",
+    actor: str = "test-operator",
+    token_id: str = "",
+    writer: str = "",
+    comment: str | None = None,
+) -> str:
+    """Produce a directive straight onto the center's directives topic, as ``settings``' principal (the
+    tests' admin, a super user: the only one besides the workers the broker lets write it), claiming
+    whatever identity it is given; its id. Proves what the workers do with a record no API wrote (empty
+    ``token_id``/``writer``), or with one as the API writes them (``writer`` the workers' principal)."""
+    directive_id = f"dir-{uuid.uuid4().hex[:16]}"
+    record = {
+        "directive_id": directive_id,
+        "alert_key": alert_key,
+        "alert_id": alert_id,
+        "reporter": "",
+        "action": action,
+        "actor": actor,
+        "assignee": None,
+        "comment": comment,
+        "issued_at": int(time.time() * 1000),
+        "due_at": None,
+        "token_id": token_id,
+        "writer": writer,
+    }
+    value = codecs.encode(blueprint.schemas.latest("directive"), record)
+    produce(settings, blueprint.topic_by_role("directives").name, [(alert_key.encode(), value)])
+    return directive_id
+
+
+def direct(settings: Settings, alert_key: str, role: str | None = "operator", **body: Any) -> tuple[int, Any]:
+    """Post a directive about ``alert_key`` to the worker's API as ``role``: (status, JSON answer)."""
+    path = f"/alerts/{urllib.parse.quote(alert_key, safe='')}/directives"
+    return api(settings, path, role=role, body=body)
+
+
+def open_aqi_alert(settings: Settings, blueprint: Any) -> dict[str, Any]:
+    """Two consecutive 'bad' readings at Hoàn Kiếm: the open VN_AQI alert (its FIRING change)."""
+    schema = blueprint.schemas.latest("observation")
+    now = int(time.time() * 1000)
+    readings = [
+        (b"HN-AQ-HOANKIEM", codecs.encode(schema, observation(value=v, event_time=now - (3 - i) * 60_000)))
+        for i, v in enumerate((180.0, 190.0))
+    ]
+    produce(settings, blueprint.input_topic("MAE").name, readings)
+    fired = collect(
+        settings,
+        blueprint.topic_by_role("alerts").name,
+        "alert",
+        lambda r: any(a["transition"] == "FIRING" for a in r),
+    )
+    return next(a for a in fired.records if a["transition"] == "FIRING")
+
+
+def as_the_api(settings: Settings) -> dict[str, str]:
+    """The identity fields the workers' API writes in a directive (``directive_on_topic``)."""
+    return {"token_id": "0123456789ab", "writer": f"User:{settings.acl_app_user}", "actor": "test-operator"}
+
+
 @dataclass
 class Collected:
     """Records read from one output topic, decoded."""

@@ -174,10 +174,12 @@ def test_a_live_stream_ends_once_its_token_is_revoked(screen: str, tokens: tuple
 
 
 def test_the_screen_answers_a_comment_holding_a_lone_surrogate_with_a_400(
-    screen: str, tokens: tuple[Path, str]
+    settings: Settings, screen: str, tokens: tuple[Path, str], start_worker: Any
 ) -> None:
     path, _ = tokens
     operator = create_token(path, "screen-operator", "operator")
+    # the screen forwards directives to the workers' API, which knows the same tokens
+    start_worker(settings, STREAM_APP_API_TOKENS_FILE=str(path))
     status, _, body = _call(
         screen, _directives_path(), operator, b'{"action": "COMMENT", "comment": "a\\udfffb"}'
     )

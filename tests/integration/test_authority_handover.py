@@ -22,7 +22,7 @@ from stream_app.state.keys import Keys
 from stream_app.tools import control
 from stream_app.wire import codecs
 
-from .support import collect, observation, produce, redis_hash, wait_until
+from .support import collect, direct, observation, produce, redis_hash, wait_until
 
 HOUR_MS = 3_600_000
 VIETNAM = timezone(timedelta(hours=7))
@@ -86,14 +86,15 @@ def test_history_of_the_earlier_authority_neither_silences_the_absence_nor_takes
     absence = [a for a in fired.records if a["alert_key"] == ABSENCE_KEY]
     assert [(a["transition"], a["reporter"]) for a in absence] == [("FIRING", "NSMO")]
 
-    directive_id = control.send_directive(
-        blueprint,
-        alert_key=ABSENCE_KEY,
-        alert_id=absence[0]["alert_id"],
+    status, answer = direct(
+        settings,
+        ABSENCE_KEY,
         action="ACKNOWLEDGE",
-        actor="truc-ban@vpcp",
+        alert_id=absence[0]["alert_id"],
         comment="Đề nghị NSMO kiểm tra đường truyền số liệu",
     )
+    assert status == 202, answer
+    directive_id = answer["directive_id"]
     to_nsmo = collect(settings, blueprint.directives_topic("NSMO").name, "directive", lambda r: len(r) >= 1)
     assert [d["directive_id"] for d in to_nsmo.records] == [directive_id]
     to_evn = collect(

@@ -14,10 +14,18 @@ import redis
 from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.state.keys import Keys
-from stream_app.tools import control
 from stream_app.wire import codecs
 
-from .support import api, collect, observation, produce, redis_hash, wait_until
+from .support import (
+    api,
+    as_the_api,
+    collect,
+    directive_on_topic,
+    observation,
+    produce,
+    redis_hash,
+    wait_until,
+)
 
 LONG_BIEN = "HN-LONGBIEN"
 FLOOD_RULE = "levels:HYD.WATER_LEVEL"
@@ -115,12 +123,9 @@ def test_a_stale_directive_sent_straight_to_the_directives_topic_is_dead_lettere
 ) -> None:
     start_worker(settings)
     first, _ = _fired_resolved_fired(settings, blueprint)
-    directive_id = control.send_directive(
-        blueprint,
-        alert_key=FLOOD_KEY,
-        alert_id=first["alert_id"],
-        action="ACKNOWLEDGE",
-        actor="truc-ban@vpcp",
+    # as the API writes them, when its own check raced the alert firing again
+    directive_id = directive_on_topic(
+        settings, blueprint, alert_key=FLOOD_KEY, alert_id=first["alert_id"], **as_the_api(settings)
     )
     dead = collect(
         settings, blueprint.topic_by_role("directives_dead_letter").name, "dead_letter", lambda r: len(r) >= 1

@@ -32,7 +32,7 @@ from stream_app.tools.simulation.live import run_live
 from stream_app.wire import codecs
 
 from .conftest import principal_env, secured
-from .support import API_TOKENS, free_port, observation, produce, settings_env
+from .support import API_TOKENS, collect, free_port, observation, produce, settings_env
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -226,6 +226,18 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
             acknowledged = f'#alerts li[data-alert-key="{FLOOD_KEY}"] .ack'
             page.wait_for_selector(acknowledged, timeout=10_000)
             assert "test-operator" in page.locator(acknowledged).first.inner_text()
+            # the screen forwarded it to the workers' API: one audit record of it, in the operator's
+            # name; the viewer's attempt, one refusal
+            trail = collect(
+                settings, blueprint.topic_by_role("audit").name, "audit", lambda r: False, timeout=3
+            )
+            assert [(a["actor"], a["subject"]) for a in trail.records if a["outcome"] == "accepted"] == [
+                ("test-operator", FLOOD_KEY)
+            ]
+            refused = [
+                (a["actor"], a["details"]["reason"]) for a in trail.records if a["outcome"] == "refused"
+            ]
+            assert refused == [("test-viewer", "role")]
             viewer.wait_for_selector(acknowledged, timeout=10_000)
             viewer.screenshot(path=str(SHOTS / "viewer-vi.png"))
 

@@ -21,7 +21,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from .conftest import as_principal, secured
-from .support import api, collect, free_port, observation, produce
+from .support import api, collect, free_port, observation, open_aqi_alert, produce
 
 
 @pytest.fixture(autouse=True)
@@ -112,16 +112,43 @@ def test_a_reporter_reads_its_own_dead_letters_only(settings: Settings, blueprin
     assert _read(mae, blueprint.directives_topic("MPS").name, group, settings) != "read"
 
 
-def test_the_center_directs_and_reads_the_center_topics_the_sre_only_reads(
-    settings: Settings, blueprint: Blueprint
-) -> None:
+def test_the_center_and_the_sre_read_and_write_nothing(settings: Settings, blueprint: Blueprint) -> None:
     center, sre = as_principal(settings, "center"), as_principal(settings, "sre")
-    directives = blueprint.topic_by_role("directives").name
-    assert _send(center, directives) is None
     assert _read(center, blueprint.topic_by_role("alerts").name, "center.test", settings) == "read"
     assert _send(center, blueprint.input_topic("MAE").name) == "TOPIC_AUTHORIZATION_FAILED"
     assert _read(sre, blueprint.dead_letter_topic("MPS").name, "sre.test", settings) == "read"
-    assert _send(sre, directives) == "TOPIC_AUTHORIZATION_FAILED"
+
+
+def _credentials(principal: str) -> str:
+    """The local services' secrets file of a ``User:<name>`` principal (``stream-app`` for the app)."""
+    return principal.removeprefix("User:")
+
+
+def test_only_the_workers_principal_writes_directives_and_audit_as_the_acl_plan_says(
+    settings: Settings, blueprint: Blueprint
+) -> None:
+    """The forged-actor and forged-audit cases: the center's shared credential (and every other
+    principal of the plan) can write neither topic; the workers', whose API authenticates people, can."""
+    plan = acl.grants(blueprint)
+    who = acl.principals(settings, blueprint)
+    topics = {role: blueprint.topic_by_role(role).name for role in ("directives", "audit")}
+    writers = {
+        role: {g.principal for g in plan if g.name == topic and g.operation == "WRITE"}
+        for role, topic in topics.items()
+    }
+    assert writers == {"directives": {who["app"]}, "audit": {who["app"]}}, "the plan: one writer each"
+    outcomes = {}
+    for name, principal in sorted(who.items()):
+        kafka_user = as_principal(settings, _credentials(principal))
+        for role, topic in topics.items():
+            outcomes[name, role] = _send(kafka_user, topic)
+    expected = {
+        (name, role): None if principal in writers[role] else "TOPIC_AUTHORIZATION_FAILED"
+        for name, principal in who.items()
+        for role in topics
+    }
+    assert outcomes == expected
+    assert len(outcomes) == 2 * (3 + len(blueprint.catalogue.reporters))
 
 
 def test_acl_apply_is_idempotent(settings: Settings, blueprint: Blueprint) -> None:
@@ -156,16 +183,8 @@ def test_the_api_wants_a_token_and_a_directive_wants_an_operator(
     assert api(settings, "/alerts/active", role="viewer")[0] == 200
 
     # an open VN_AQI alert at Hoàn Kiếm (two consecutive readings at "bad")
-    schema = blueprint.schemas.latest("observation")
-    now = int(time.time() * 1000)
-    readings = [
-        (b"HN-AQ-HOANKIEM", codecs.encode(schema, observation(value=v, event_time=now - (3 - i) * 60_000)))
-        for i, v in enumerate((180.0, 190.0))
-    ]
-    produce(settings, blueprint.input_topic("MAE").name, readings)
+    key = open_aqi_alert(settings, blueprint)["alert_key"]
     alerts = blueprint.topic_by_role("alerts").name
-    fired = collect(settings, alerts, "alert", lambda r: any(a["transition"] == "FIRING" for a in r))
-    key = next(a["alert_key"] for a in fired.records if a["transition"] == "FIRING")
 
     path = f"/alerts/{key.replace('|', '%7C')}/directives"
     status, body = api(settings, path, role="viewer", body={"action": "ACKNOWLEDGE"})

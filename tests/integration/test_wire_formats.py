@@ -25,15 +25,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.kafka import registry, subjects
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
-from stream_app.tools import control
 from stream_app.wire import codecs
 
 from ..registry_fake import FakeRegistry
-from .support import collect, messages, observation, produce, raw_records
+from .support import collect, direct, messages, observation, produce, raw_records
 
 REPORTER = "MAE"
 KEY = b"HN-AQ-HOANKIEM"
@@ -203,18 +202,11 @@ def test_confluent_output_framing_is_read_by_a_plain_avro_deserializer(
         assert alerts[0]["transition"] == "FIRING"
         assert (alerts[0]["indicator"], alerts[0]["station"]) == ("ENV.AQI", "HN-AQ-HOANKIEM")
 
-        # a directive from the command line, framed too: the worker reads it (through the registry),
+        # a directive through the worker's API, framed too: the worker reads it (through the registry),
         # applies it, and forwards it to the ministry concerned, framed
-        framed_settings = settings.model_copy(
-            update={"output_framing": "confluent", "schema_registry_url": fake.url}
-        )
-        directive_id = control.send_directive(
-            load_blueprint(framed_settings),
-            alert_key=AQI_KEY,
-            alert_id=alerts[0]["alert_id"],
-            action="ACKNOWLEDGE",
-            actor="truc-ban@vpcp",
-        )
+        status, answer = direct(settings, AQI_KEY, action="ACKNOWLEDGE", alert_id=alerts[0]["alert_id"])
+        assert status == 202, answer
+        directive_id = answer["directive_id"]
         [(_, sent)] = raw_records(settings, blueprint.topic_by_role("directives").name)
         assert sent is not None
         assert sent[:1] == b"\x00"

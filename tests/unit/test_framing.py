@@ -327,6 +327,8 @@ def test_the_directives_agent_and_dlq_inspect_read_confluent_framing() -> None:
         "comment": "Đã tiếp nhận",
         "issued_at": 1_730_419_200_000,
         "due_at": None,
+        "token_id": "0123456789ab",
+        "writer": f"User:{bp.settings.acl_app_user}",
     }
     framed = framing.encode(directives, bp.schemas.latest("directive"), record)
     assert framed[0] == 0

@@ -287,7 +287,7 @@ def test_repository_schemas_pass_the_check() -> None:
         "alert v1 -> v2",
         "consolidated v1 -> v2",
         "dead_letter v1 -> v2",
-        "directive v1",
+        "directive v1 -> v2",
         "tick v1",
     } <= set(whats)
     assert report.files == len(SCHEMA_FILES)
