@@ -54,6 +54,7 @@ from stream_app.domain.entity import (
     tick,
 )
 from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.domain.rollup import rollup_key, targets
 from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
 from stream_app.kafka.dead_letters import Letter, dead_letter
@@ -62,7 +63,7 @@ from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher, is_bulk, received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
-from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
 from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of, source_of
 from stream_app.state.store import (
@@ -264,7 +265,7 @@ class Consolidator:
                 break
             attempt += 1
             for output, error in refused:
-                todo |= charges.output(output.blame, Reasons.OUTPUT_REFUSED, error, str(error))
+                todo |= charges.output(output.blame, Reason.OUTPUT_REFUSED, error, str(error))
             for entity in todo:
                 runs.pop(entity, None)
                 built.pop(entity, None)
@@ -288,7 +289,7 @@ class Consolidator:
         if failed:  # Redis refused an entity's commit (nothing of it written): its records are poison
             late = _Charges(batch)
             for entity, refusal in failed.items():
-                late.entity(entity, Reasons.STATE_WRITE_FAILED, refusal, repr(refusal))
+                late.entity(entity, Reason.STATE_WRITE_FAILED, refusal, repr(refusal))
             await self.publisher.publish_dead_letters(self._poison_letters(late, now, set()))
         observe_latency(batch.observation_events)
 
@@ -332,7 +333,7 @@ class Consolidator:
                         requests[entity] = missing
                         continue
                     error = RuntimeError(f"still needed reads after {MAX_READ_PASSES} passes")
-                    charges.entity(entity, Reasons.READS_EXHAUSTED, error, str(error))
+                    charges.entity(entity, Reason.READS_EXHAUSTED, error, str(error))
                     todo.discard(entity)
                     continue
                 outputs = self._build(entity, run, now, charges)
@@ -354,7 +355,7 @@ class Consolidator:
                 if item.kind == "tick":
                     item.entities = await self._tick_entities(message.partition, item.payload)
             except Exception as exc:  # whatever it is, it is this record's: refuse it, keep going
-                reason = refusal_reason(exc, Reasons.UNDECODABLE)
+                reason = refusal_reason(exc, Reason.UNDECODABLE)
                 batch.letters.append(self._refuse(message, reason, str(exc), exc, now))
                 continue
             batch.add(item)
@@ -375,13 +376,13 @@ class Consolidator:
             _checked(self.catalogue, obs.entity)
             if not (EARLIEST_EVENT_MS <= obs.event_time <= latest and math.isfinite(obs.value)):
                 raise RecordRefusedError(
-                    Reasons.RECORD_INVALID,
+                    Reason.RECORD_INVALID,
                     f"event time {obs.event_time} or value {obs.value!r} out of bounds",
                 )
             reporter = self.catalogue.reporters.get(obs.reporter)
             if reporter is None or obs.indicator not in reporter.indicators:
                 raise RecordRefusedError(
-                    Reasons.UNKNOWN_ENTITY, f"{obs.reporter!r} may not report {obs.indicator}"
+                    Reason.UNKNOWN_ENTITY, f"{obs.reporter!r} may not report {obs.indicator}"
                 )
             self._check_partition(obs.entity, message.partition)
             return _Item(index, message, subject, obs, (obs.entity,))
@@ -389,11 +390,11 @@ class Consolidator:
             partition, tick_now = int(record["partition"]), as_ms(record["now"])
             if partition != message.partition:
                 raise RecordRefusedError(
-                    Reasons.TICK_INVALID, f"a tick for partition {partition} on partition {message.partition}"
+                    Reason.TICK_INVALID, f"a tick for partition {partition} on partition {message.partition}"
                 )
             if not EARLIEST_EVENT_MS <= tick_now <= latest:
                 raise RecordRefusedError(
-                    Reasons.TICK_INVALID, f"tick time {tick_now} outside [{EARLIEST_EVENT_MS}, {latest}]"
+                    Reason.TICK_INVALID, f"tick time {tick_now} outside [{EARLIEST_EVENT_MS}, {latest}]"
                 )
             return _Item(index, message, subject, tick_now, ())
         if subject == "directive":
@@ -402,13 +403,13 @@ class Consolidator:
             alert_key = str(record["alert_key"])
             if entity_of_alert_key(alert_key) != str(key):
                 raise RecordRefusedError(
-                    Reasons.UNKNOWN_ENTITY, f"directive about {alert_key!r} keyed by {entity!r}"
+                    Reason.UNKNOWN_ENTITY, f"directive about {alert_key!r} keyed by {entity!r}"
                 )
             self._check_directive_text(record)
             self._check_partition(entity, message.partition)
             return _Item(index, message, subject, record, (entity,))
         raise RecordRefusedError(
-            Reasons.UNDECODABLE, f"a {subject!r} record does not belong on the internal topic"
+            Reason.UNDECODABLE, f"a {subject!r} record does not belong on the internal topic"
         )
 
     def _check_directive_text(self, record: dict[str, Any]) -> None:
@@ -416,15 +417,15 @@ class Consolidator:
         limit = self.settings.text_max_length
         for name in DIRECTIVE_TEXT:
             if len(record.get(name) or "") > limit:
-                raise RecordRefusedError(Reasons.RECORD_INVALID, f"directive {name} longer than {limit}")
+                raise RecordRefusedError(Reason.RECORD_INVALID, f"directive {name} longer than {limit}")
         if len(record.get("comment") or "") > self.settings.directive_comment_max_length:
-            raise RecordRefusedError(Reasons.RECORD_INVALID, "directive comment too long")
+            raise RecordRefusedError(Reason.RECORD_INVALID, "directive comment too long")
 
     def _check_partition(self, entity: str, partition: int) -> None:
         owner = partition_for(entity, self.partitions)
         if owner != partition:
             raise RecordRefusedError(
-                Reasons.MISROUTED, f"{entity!r} lives on partition {owner}, read from {partition}"
+                Reason.MISROUTED, f"{entity!r} lives on partition {owner}, read from {partition}"
             )
 
     async def _tick_entities(self, partition: int, tick_now: int) -> tuple[str, ...]:
@@ -432,7 +433,7 @@ class Consolidator:
         try:
             due = await self._due(partition, tick_now)
         except Exception as exc:  # Redis refused the read for good (not a connection error)
-            raise RecordRefusedError(Reasons.STATE_UNREADABLE, f"periods-due registry: {exc!r}") from exc
+            raise RecordRefusedError(Reason.STATE_UNREADABLE, f"periods-due registry: {exc!r}") from exc
         return tuple(sorted(set(self.timer_entities.get(partition, [])) | set(due)))
 
     async def _due(self, partition: int, now_ms: int) -> list[str]:
@@ -473,7 +474,7 @@ class Consolidator:
             try:
                 state = _state_of(entity, reads, unreadable)
             except Exception as exc:
-                charges.entity(entity, Reasons.STATE_UNREADABLE, exc, repr(exc))
+                charges.entity(entity, Reason.STATE_UNREADABLE, exc, repr(exc))
                 return None
             run = _EntityRun(state, top_offset=max(item.message.offset for item in items))
             for item in live:
@@ -481,10 +482,10 @@ class Consolidator:
                     self._step(run, item, entity, now)
                 except Exception as exc:
                     failures += 1
-                    charges.record((item.index, entity), Reasons.STEP_FAILED, exc, repr(exc))
+                    charges.record((item.index, entity), Reason.STEP_FAILED, exc, repr(exc))
                     if failures >= MAX_STEP_FAILURES:
                         detail = f"its step failed {failures} times in one batch: {exc!r}"
-                        charges.entity(entity, Reasons.STEP_FAILED, exc, detail)
+                        charges.entity(entity, Reason.STEP_FAILED, exc, detail)
                     break
             else:
                 return run
@@ -554,12 +555,12 @@ class Consolidator:
                 self._aggregate_outputs(run, entity, now, built)
                 built.prepared = self.store.prepare(run.commit)
         except Exception as exc:
-            charges.entity(entity, Reasons.OUTPUT_FAILED, exc, repr(exc))
+            charges.entity(entity, Reason.OUTPUT_FAILED, exc, repr(exc))
             return None
         oversized = [o for o in built.outputs if o.size > self.publisher.max_bytes]
         for output in oversized:
             detail = f"an output of {output.size} bytes to {output.topic} exceeds {self.publisher.max_bytes}"
-            charges.output(output.blame, Reasons.OUTPUT_TOO_LARGE, ValueError(detail), detail)
+            charges.output(output.blame, Reason.OUTPUT_TOO_LARGE, ValueError(detail), detail)
         return None if oversized else built
 
     def _record_outputs(self, run: _EntityRun, entity: str, item: _Item, result: Any, built: _Built) -> None:
@@ -805,17 +806,17 @@ def _checked(catalogue: Any, entity: str) -> EntityKey:
     try:
         return checked_entity(catalogue, entity)
     except ValueError as exc:
-        raise RecordRefusedError(Reasons.UNKNOWN_ENTITY, str(exc)) from exc
+        raise RecordRefusedError(Reason.UNKNOWN_ENTITY, str(exc)) from exc
 
 
 def _refusal(obs: Observation, result: StepResult) -> Rejection:
     if result.outcome is Outcome.STALE:
         return Rejection(
-            "stale_revision",
+            Reason.STALE_REVISION,
             f"revision {obs.revision} of {obs.observation_id} arrived after a later revision",
         )
     return Rejection(
-        "beyond_retention",
+        Reason.BEYOND_RETENTION,
         f"{obs.observation_id} is older than the previous reporting year of the newest value "
         "of its entity: neither a duplicate nor a correction can be recognised there",
     )

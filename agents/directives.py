@@ -23,8 +23,9 @@ import faust
 from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain import clock
-from stream_app.domain.entity import DirectiveRefusal, checked_entity, entity_of_alert_key
+from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
 from stream_app.kafka.acl import directive_writers
@@ -33,7 +34,6 @@ from stream_app.kafka.lanes import Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.ops import metrics
-from stream_app.ops.failures import Reasons
 from stream_app.wire import codecs
 
 CENTER = "CENTER"  # the reporter label of the center's own records in metrics
@@ -66,9 +66,7 @@ class Router:
             try:
                 routed = self._route_one(message, index)
             except Exception as exc:  # a defect or an input nobody foresaw: this directive's alone
-                letters.append(
-                    self._reject(message, Rejection(Reasons.INTAKE_FAILED, repr(exc)), now_ms, exc)
-                )
+                letters.append(self._reject(message, Rejection(Reason.INTAKE_FAILED, repr(exc)), now_ms, exc))
                 continue
             if isinstance(routed, Rejection):
                 letters.append(self._reject(message, routed, now_ms))
@@ -85,17 +83,17 @@ class Router:
             return Rejection(exc.reason, exc.message)
         forged = unauthenticated(directive, self.writers)
         if forged is not None:
-            return Rejection(DirectiveRefusal.UNAUTHENTICATED, forged)
+            return Rejection(Reason.UNAUTHENTICATED_DIRECTIVE, forged)
         too_long = _too_long(directive, self.blueprint.settings)
         if too_long is not None:
-            return Rejection("text_too_long", too_long)
+            return Rejection(Reason.TEXT_TOO_LONG, too_long)
         entity = entity_of_alert_key(directive["alert_key"])
         if entity is None:
-            return Rejection("unknown_alert", f"alert key {directive['alert_key']!r} is malformed")
+            return Rejection(Reason.UNKNOWN_ALERT, f"alert key {directive['alert_key']!r} is malformed")
         try:
             checked_entity(self.blueprint.catalogue, entity)
         except ValueError as exc:
-            return Rejection("unknown_alert", f"alert key {directive['alert_key']!r}: {exc}")
+            return Rejection(Reason.UNKNOWN_ALERT, f"alert key {directive['alert_key']!r}: {exc}")
         return Output(
             self.internal,
             entity.encode(),
@@ -129,7 +127,7 @@ class Router:
         for output, error in refused:
             assert isinstance(output.blame, int)  # noqa: S101 - every output here names its directive
             reason = (
-                Reasons.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reasons.OUTPUT_REFUSED
+                Reason.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reason.OUTPUT_REFUSED
             )
             late.append(
                 self._reject(events[output.blame].message, Rejection(reason, str(error)), now_ms, error)

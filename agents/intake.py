@@ -25,6 +25,7 @@ import faust
 from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.model import Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.domain.validation import observation_record
 from stream_app.kafka import registry
 from stream_app.kafka.dead_letters import Letter, dead_letter
@@ -34,7 +35,6 @@ from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
-from stream_app.ops.failures import Reasons
 from stream_app.settings import Settings
 from stream_app.state.guard import source_of
 from stream_app.state.store import StateLayer
@@ -96,7 +96,7 @@ class Intake:
             except (
                 Exception
             ) as exc:  # a defect, or an input nobody foresaw: this record's, not the partition's
-                letters.append(self.poison(message, Reasons.INTAKE_FAILED, repr(exc), exc, now_ms))
+                letters.append(self.poison(message, Reason.INTAKE_FAILED, repr(exc), exc, now_ms))
                 continue
             if isinstance(result, Rejection):
                 letters.append(
@@ -152,7 +152,7 @@ class Intake:
             late = []
             for output, error in refused:
                 too_large = output.size > self.publisher.max_bytes
-                reason = Reasons.OUTPUT_TOO_LARGE if too_large else Reasons.OUTPUT_REFUSED
+                reason = Reason.OUTPUT_TOO_LARGE if too_large else Reason.OUTPUT_REFUSED
                 assert isinstance(output.blame, int)  # noqa: S101 - every intake output names its record
                 late.append(self.poison(events[output.blame].message, reason, str(error), error, now_ms))
             await self.publisher.publish_dead_letters(late)

@@ -35,6 +35,7 @@ from stream_app.domain.calendar import frequency_of_label
 from stream_app.domain.consolidation import consolidated_key, period_record
 from stream_app.domain.entity import checked_entity
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
+from stream_app.domain.reasons import Reason
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
 from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.lanes import Received
@@ -42,7 +43,7 @@ from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
-from stream_app.ops.failures import Reasons, RecordRefusedError, refusal_reason
+from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
 from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of
 from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer, StateLostError
@@ -98,7 +99,7 @@ class Rollup:
             try:
                 self._decode(index, event.message, batch)
             except Exception as exc:  # the record as a whole is not one of ours
-                reason = refusal_reason(exc, Reasons.UNDECODABLE)
+                reason = refusal_reason(exc, Reason.UNDECODABLE)
                 batch.letters.append(self._letter(event.message, reason, str(exc), exc, now))
         marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
         if self.fence is not None:  # before the writes: the records published come from them
@@ -107,7 +108,7 @@ class Rollup:
         refused = await self.publisher.publish(outputs, batch.letters)
         for output, error in refused:
             reason = (
-                Reasons.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reasons.OUTPUT_REFUSED
+                Reason.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reason.OUTPUT_REFUSED
             )
             for index in output.blame if isinstance(output.blame, frozenset) else ():
                 batch.fail(index, reason, str(error), error)
@@ -136,14 +137,14 @@ class Rollup:
             }
             await self.store.vouch_rollups(grown)
         for position, refusal in applied.refused.items():
-            batch.fail(batch.writes[position].index, Reasons.STATE_WRITE_FAILED, repr(refusal), refusal)
+            batch.fail(batch.writes[position].index, Reason.STATE_WRITE_FAILED, repr(refusal), refusal)
         outputs: list[Output] = []
         for period, (this, last_year) in zip(periods, applied.periods, strict=True):
             try:
                 output = self._record(period, this, last_year, now)
             except Exception as exc:
                 for index in touched[period]:
-                    batch.fail(index, Reasons.OUTPUT_FAILED, f"roll-up {'|'.join(period)}: {exc!r}", exc)
+                    batch.fail(index, Reason.OUTPUT_FAILED, f"roll-up {'|'.join(period)}: {exc!r}", exc)
                 continue
             if output is not None:
                 outputs.append(replace(output, blame=frozenset(touched[period])))
@@ -169,25 +170,25 @@ class Rollup:
         subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"")
         if subject != "contribution":
             raise RecordRefusedError(
-                Reasons.UNDECODABLE, f"a {subject!r} record does not belong on the roll-up topic"
+                Reason.UNDECODABLE, f"a {subject!r} record does not belong on the roll-up topic"
             )
         indicator = self.catalogue.indicators.get(record["indicator"])
         target = str(record["target"])
         routing = f"{record['indicator']}|{target}"
         if indicator is None:
             raise RecordRefusedError(
-                Reasons.CONTRIBUTION_INVALID, f"unknown indicator {record['indicator']!r}"
+                Reason.CONTRIBUTION_INVALID, f"unknown indicator {record['indicator']!r}"
             )
         owner = partition_for(routing, self.partitions)
         if owner != message.partition:
             raise RecordRefusedError(
-                Reasons.MISROUTED, f"{routing!r} lives on partition {owner}, read from {message.partition}"
+                Reason.MISROUTED, f"{routing!r} lives on partition {owner}, read from {message.partition}"
             )
         for position, item in enumerate(record["items"]):
             try:
                 write = _checked_write(self.catalogue, indicator, target, index, item)
             except Exception as exc:
-                batch.fail(index, Reasons.CONTRIBUTION_INVALID, f"item {position}: {exc!r}", exc)
+                batch.fail(index, Reason.CONTRIBUTION_INVALID, f"item {position}: {exc!r}", exc)
                 continue
             batch.writes.append(write)
 

@@ -61,6 +61,7 @@ from stream_app.domain.calendar import ReportingPeriod, period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
 from stream_app.domain.clock import HOUR_MS, as_ms, local_date, local_midnight_ms
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Observation
+from stream_app.domain.reasons import Reason
 from stream_app.domain.records import AlertRecord
 
 _HOUR_PREFIX = "h:"
@@ -1002,11 +1003,9 @@ def tick(
 class DirectiveRefusal(StrEnum):
     """Why the stateful step refuses a directive: its dead-letter reason code (``center.directives.dlq``)."""
 
-    UNKNOWN_ALERT = "unknown_alert"  # no alert of that key ever fired at the entity
-    ALERT_NOT_OPEN = "alert_not_open"  # only a comment is taken on a resolved alert
-    STALE_ALERT = "stale_alert"  # about an earlier occurrence of the alert, not the current one
-    # no API authenticated a person for it (refused by the directives agent, before routing)
-    UNAUTHENTICATED = "unauthenticated_directive"
+    UNKNOWN_ALERT = Reason.UNKNOWN_ALERT  # no alert of that key ever fired at the entity
+    ALERT_NOT_OPEN = Reason.ALERT_NOT_OPEN  # only a comment is taken on a resolved alert
+    STALE_ALERT = Reason.STALE_ALERT  # about an earlier occurrence of the alert, not the current one
 
 
 class DirectiveRefusedError(ValueError):

@@ -18,6 +18,7 @@ from stream_app.domain.catalogue import Catalogue, Indicator
 from stream_app.domain.clock import ms_of
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN as _CO_REPORTER_BREAKDOWN
 from stream_app.domain.model import Observation, Quality, Rejection
+from stream_app.domain.reasons import Reason
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -28,32 +29,6 @@ EARLIEST_EVENT_MS = ms_of(datetime(2010, 1, 1, tzinfo=UTC))
 CO_REPORTER_BREAKDOWN: Final = _CO_REPORTER_BREAKDOWN
 _OBSERVATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]*")
 _SHOWN_MAX = 64  # characters of a refused value quoted in a dead letter's message
-
-
-class Reasons:
-    """Dead-letter reason codes of validation (decoding has its own in :mod:`stream_app.wire.codecs`)."""
-
-    UNKNOWN_REPORTER = "unknown_reporter"
-    UNKNOWN_INDICATOR = "unknown_indicator"
-    NOT_OWNER = "indicator_not_owned"
-    UNIT_MISMATCH = "unit_mismatch"
-    NOT_FINITE = "value_not_finite"
-    OUT_OF_RANGE = "value_out_of_range"
-    UNKNOWN_REGION = "unknown_region"
-    UNKNOWN_STATION = "unknown_station"
-    FUTURE_EVENT = "event_time_in_future"
-    TOO_OLD = "event_time_before_2010"
-    STATION_REQUIRED = "station_required"
-    PERIOD_MISMATCH = "period_inconsistent"
-    OBSERVATION_ID_INVALID = "observation_id_invalid"
-    TOO_MANY_BREAKDOWNS = "too_many_breakdowns"
-    UNKNOWN_BREAKDOWN = "unknown_breakdown"
-    BREAKDOWN_VALUE_INVALID = "breakdown_value_invalid"
-    TEXT_TOO_LONG = "text_too_long"
-    REPORT_TIME_INVALID = "report_time_invalid"
-    REGION_NOT_ALLOWED = "region_not_allowed"
-    STATION_NOT_ALLOWED = "station_not_allowed"
-    STATION_WRONG_KIND = "station_wrong_kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,30 +130,30 @@ def _check_what(record: dict[str, Any], topic_reporter: str, catalogue: Catalogu
     reporter = catalogue.reporters.get(reporter_code)
     if reporter is None or reporter_code != topic_reporter:
         return Rejection(
-            Reasons.UNKNOWN_REPORTER,
+            Reason.UNKNOWN_REPORTER,
             f"reporter {_shown(reporter_code)} may not write to {topic_reporter!r}'s topic",
         )
     indicator = catalogue.indicators.get(record["indicator"])
     if indicator is None:
         return Rejection(
-            Reasons.UNKNOWN_INDICATOR, f"indicator {_shown(record['indicator'])} is not in the catalogue"
+            Reason.UNKNOWN_INDICATOR, f"indicator {_shown(record['indicator'])} is not in the catalogue"
         )
     if indicator.code not in reporter.indicators:
         return Rejection(
-            Reasons.NOT_OWNER,
+            Reason.INDICATOR_NOT_OWNED,
             f"{reporter.code} does not report {indicator.code} (owned by {indicator.owner})",
         )
     if record["unit"] != indicator.unit:
         return Rejection(
-            Reasons.UNIT_MISMATCH,
+            Reason.UNIT_MISMATCH,
             f"{indicator.code} is reported in {indicator.unit!r}, got {_shown(record['unit'])}",
         )
     value = record["value"]
     if not math.isfinite(value):
-        return Rejection(Reasons.NOT_FINITE, f"value {value!r} is not a finite number")
+        return Rejection(Reason.VALUE_NOT_FINITE, f"value {value!r} is not a finite number")
     if not indicator.min_value <= value <= indicator.max_value:
         return Rejection(
-            Reasons.OUT_OF_RANGE,
+            Reason.VALUE_OUT_OF_RANGE,
             f"{indicator.code} value {value} outside [{indicator.min_value}, {indicator.max_value}]",
         )
     return indicator
@@ -190,7 +165,7 @@ def _check_bounds(record: dict[str, Any], indicator: Indicator, limits: Limits) 
     too_long = len(observation_id) > limits.observation_id_max_length
     if too_long or not _OBSERVATION_ID.fullmatch(observation_id):
         return Rejection(
-            Reasons.OBSERVATION_ID_INVALID,
+            Reason.OBSERVATION_ID_INVALID,
             f"observation id {_shown(observation_id)} is not 1..{limits.observation_id_max_length} of "
             "A-Z a-z 0-9 . _ : @ / + - (starting with a letter or digit)",
         )
@@ -203,7 +178,7 @@ def _check_bounds(record: dict[str, Any], indicator: Indicator, limits: Limits) 
         text = record.get(name)
         if text is not None and len(text) > limits.text_max_length:
             return Rejection(
-                Reasons.TEXT_TOO_LONG,
+                Reason.TEXT_TOO_LONG,
                 f"{name} is {len(text)} characters long, more than {limits.text_max_length}",
             )
     return None
@@ -212,13 +187,13 @@ def _check_bounds(record: dict[str, Any], indicator: Indicator, limits: Limits) 
 def _check_breakdowns(breakdowns: dict[str, str], indicator: Indicator, limits: Limits) -> Rejection | None:
     if len(breakdowns) > limits.breakdowns_max:
         return Rejection(
-            Reasons.TOO_MANY_BREAKDOWNS,
+            Reason.TOO_MANY_BREAKDOWNS,
             f"{len(breakdowns)} breakdowns, more than {limits.breakdowns_max}",
         )
     for name, value in breakdowns.items():
         if name not in indicator.breakdowns:
             return Rejection(
-                Reasons.UNKNOWN_BREAKDOWN,
+                Reason.UNKNOWN_BREAKDOWN,
                 f"{indicator.code} has no breakdown {_shown(name)} (it has {list(indicator.breakdowns)})",
             )
         allowed = indicator.breakdown_values.get(name)
@@ -234,7 +209,7 @@ def _check_breakdowns(breakdowns: dict[str, str], indicator: Indicator, limits: 
                 else f"1..{limits.breakdown_value_max_length} printable characters"
             )
             return Rejection(
-                Reasons.BREAKDOWN_VALUE_INVALID,
+                Reason.BREAKDOWN_VALUE_INVALID,
                 f"{indicator.code} breakdown {name!r} is {_shown(value)}; expected {expected}",
             )
     return None
@@ -254,35 +229,35 @@ def _check_where(record: dict[str, Any], indicator: Indicator, catalogue: Catalo
     region = catalogue.current_region(reported_region)
     if region is None:
         return Rejection(
-            Reasons.UNKNOWN_REGION, f"region {_shown(reported_region)} is not a known province code"
+            Reason.UNKNOWN_REGION, f"region {_shown(reported_region)} is not a known province code"
         )
     level = indicator.region_level
     if (catalogue.regions[region].kind == "national") != (level == "national"):
         wanted = '"VN"' if level == "national" else "a province"
         return Rejection(
-            Reasons.REGION_NOT_ALLOWED,
+            Reason.REGION_NOT_ALLOWED,
             f"{indicator.code} is reported per {level}, for {wanted}; got region {reported_region!r}",
         )
     if level != "station":
         if station is not None:
             return Rejection(
-                Reasons.STATION_NOT_ALLOWED,
+                Reason.STATION_NOT_ALLOWED,
                 f"{indicator.code} is reported per {level}, not per station; got station {_shown(station)}",
             )
         return region
     if station is None:
         return Rejection(
-            Reasons.STATION_REQUIRED, f"{indicator.code} is reported per station; no station given"
+            Reason.STATION_REQUIRED, f"{indicator.code} is reported per station; no station given"
         )
     known = catalogue.stations.get(station)
     if known is None or known.region != region:
         return Rejection(
-            Reasons.UNKNOWN_STATION,
+            Reason.UNKNOWN_STATION,
             f"station {_shown(station)} is not a station of region {reported_region!r}",
         )
     if known.kind != indicator.station_kind:
         return Rejection(
-            Reasons.STATION_WRONG_KIND,
+            Reason.STATION_WRONG_KIND,
             f"{indicator.code} is reported by {indicator.station_kind} stations; {station} is {known.kind}",
         )
     return region
@@ -302,14 +277,14 @@ def _check_when(
     latest = now_ms + max_future_skew_ms
     if event_time > latest:
         return Rejection(
-            Reasons.FUTURE_EVENT,
+            Reason.EVENT_TIME_IN_FUTURE,
             f"event time {event_time} is ahead of now ({now_ms}) by more than {max_future_skew_ms} ms",
         )
     if event_time < EARLIEST_EVENT_MS:
-        return Rejection(Reasons.TOO_OLD, f"event time {event_time} is before 2010-01-01")
+        return Rejection(Reason.EVENT_TIME_BEFORE_2010, f"event time {event_time} is before 2010-01-01")
     if not EARLIEST_EVENT_MS <= report_time <= latest:
         return Rejection(
-            Reasons.REPORT_TIME_INVALID,
+            Reason.REPORT_TIME_INVALID,
             f"report time {report_time} is before 2010-01-01 or ahead of now ({now_ms}) by more than "
             f"{max_future_skew_ms} ms",
         )
@@ -319,7 +294,7 @@ def _check_when(
     period = record.get("period")
     if period and not period_matches(period, indicator.frequency, indicator.calendar, event_time):
         return Rejection(
-            Reasons.PERIOD_MISMATCH,
+            Reason.PERIOD_INCONSISTENT,
             f"period {_shown(period)} does not fit {indicator.code} ({indicator.frequency}, "
             f"{indicator.calendar} calendar) at its event time: expected {expected!r}",
         )

@@ -187,7 +187,7 @@ def dead_letter(
     headers_size, headers_sha256 = _headers_digest(headers)
     withheld = value if isinstance(value, Withheld) else None
     record: DeadLetterRecord = {
-        "reason": rejection.reason,
+        "reason": str(rejection.reason),  # a plain string (not a Reason) for the compiled encoder
         "message": text(rejection.message),
         "source_topic": message.topic,
         "source_partition": message.partition,

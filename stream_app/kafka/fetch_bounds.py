@@ -37,6 +37,7 @@ from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.record.memory_records import MemoryRecords
 
+from stream_app.domain.reasons import Reason
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 
@@ -44,14 +45,6 @@ if TYPE_CHECKING:
     from stream_app.settings import Settings
 
 log = get_logger(__name__)
-
-
-class Reasons:
-    """Dead-letter reason codes of a withheld batch."""
-
-    DECOMPRESSED_TOO_LARGE = "decompressed_too_large"  # inflates past STREAM_APP_FETCH_MAX_BATCH_BYTES
-    BATCH_TOO_MANY_RECORDS = "batch_too_many_records"  # declares more than STREAM_APP_FETCH_MAX_BATCH_RECORDS
-    BATCH_UNDECODABLE = "batch_undecodable"  # its compressed bytes or its records cannot be read
 
 
 # The record batch (message format v2, the only one Kafka 4 stores), its fixed-size header:
@@ -346,7 +339,7 @@ def bounded(raw: memoryview, limits: FetchLimits) -> tuple[Any, int]:
     if count > limits.max_batch_records:
         return _withhold(
             raw,
-            Reasons.BATCH_TOO_MANY_RECORDS,
+            Reason.BATCH_TOO_MANY_RECORDS,
             f"declares {count} records, over STREAM_APP_FETCH_MAX_BATCH_RECORDS ({limits.max_batch_records})",
         )
     readable, size = batch, len(raw)
@@ -357,12 +350,12 @@ def bounded(raw: memoryview, limits: FetchLimits) -> tuple[Any, int]:
         except OverBudgetError:
             return _withhold(
                 raw,
-                Reasons.DECOMPRESSED_TOO_LARGE,
+                Reason.DECOMPRESSED_TOO_LARGE,
                 f"{_codec_name(raw)} batch of {len(raw)} bytes inflates past STREAM_APP_FETCH_MAX_BATCH_BYTES"
                 f" ({limits.max_batch_bytes})",
             )
         except BatchUndecodableError as exc:
-            return _withhold(raw, Reasons.BATCH_UNDECODABLE, str(exc))
+            return _withhold(raw, Reason.BATCH_UNDECODABLE, str(exc))
         struct.pack_into(">i", into, _LENGTH_AT, len(into) - _LOG_OVERHEAD)
         struct.pack_into(">h", into, _ATTRIBUTES_AT, attributes & ~_CODEC_MASK)
         metrics.FETCH_INFLATED_BYTES.inc(size)
@@ -375,7 +368,7 @@ def bounded(raw: memoryview, limits: FetchLimits) -> tuple[Any, int]:
         # is not UTF-8, which the broker lets through) would otherwise raise out of the fetcher
         records = list(readable)
     except Exception as exc:  # whatever aiokafka raises on bytes it cannot read
-        return _withhold(raw, Reasons.BATCH_UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500])
+        return _withhold(raw, Reason.BATCH_UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500])
     return _Read(readable, records), size
 
 

@@ -49,12 +49,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import ConfigurationError, DecodeError, StreamAppError
 from stream_app.kafka.config import registry_config
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.settings import Settings
-from stream_app.wire.codecs import Reasons, confluent_schema_id
+from stream_app.wire.codecs import confluent_schema_id
 from stream_app.wire.schema_check import (
     MAX_COLLECTION_DEPTH,
     collection_depth,
@@ -217,7 +218,7 @@ class ConfluentSchemas:
                 return None
             if _on_event_loop():  # a blocking HTTP call here would stall every stage of the worker
                 raise DecodeError(
-                    Reasons.SCHEMA_NOT_LOOKED_UP,
+                    Reason.SCHEMA_NOT_LOOKED_UP,
                     f"Confluent-framed record: schema id {schema_id} was not looked up: its batch asks the"
                     f" registry about {self.max_lookups} new ids at most"
                     " (STREAM_APP_SCHEMA_REGISTRY_MAX_LOOKUPS_PER_BATCH)",
@@ -463,7 +464,7 @@ def _parse_registered(schema_id: int, registered: Any) -> SchemaVersion | Decode
 
 
 def _mismatch(schema_id: int, what: str) -> DecodeError:
-    return DecodeError(Reasons.SCHEMA_MISMATCH, f"Confluent-framed record: schema id {schema_id} {what}")
+    return DecodeError(Reason.SCHEMA_MISMATCH, f"Confluent-framed record: schema id {schema_id} {what}")
 
 
 def _not_allowed(schema_id: int, parsed: Any) -> DecodeError | None:
@@ -473,14 +474,14 @@ def _not_allowed(schema_id: int, parsed: Any) -> DecodeError | None:
     if depth > MAX_COLLECTION_DEPTH:
         how = "without end" if depth >= 1 << 30 else f"{depth} deep"
         return DecodeError(
-            Reasons.SCHEMA_NOT_ALLOWED,
+            Reason.SCHEMA_NOT_ALLOWED,
             f"Confluent-framed record: schema id {schema_id} nests arrays and maps {how}, over "
             f"{MAX_COLLECTION_DEPTH}",
         )
     where = zero_byte_items(parsed)
     if where is not None:
         return DecodeError(
-            Reasons.SCHEMA_NOT_ALLOWED,
+            Reason.SCHEMA_NOT_ALLOWED,
             f"Confluent-framed record: schema id {schema_id} has array items that take no bytes at"
             f" {where[:200]}: a few bytes could declare billions of them",
         )

@@ -48,25 +48,6 @@ class Failure(Enum):
         return self is not Failure.PERMANENT
 
 
-class Reasons:
-    """Dead-letter reason codes of the stages after validation (validation and decoding have theirs)."""
-
-    STEP_FAILED = "step_failed"  # the stateful step raised
-    STATE_UNREADABLE = "state_unreadable"  # the entity's Redis state cannot be read or decoded
-    STATE_WRITE_FAILED = "state_write_failed"  # Redis refused the entity's commit (not a connection error)
-    READS_EXHAUSTED = "reads_exhausted"  # a batch kept discovering data to read
-    OUTPUT_FAILED = "output_failed"  # building or encoding an output raised
-    OUTPUT_TOO_LARGE = "output_too_large"  # an output over STREAM_APP_OUTPUT_MAX_BYTES
-    OUTPUT_REFUSED = "output_refused"  # Kafka refused an output for good (too large, invalid)
-    INTAKE_FAILED = "intake_failed"  # decoding or validating raised something unforeseen
-    UNDECODABLE = "undecodable"  # an internal record that is not one of ours
-    MISROUTED = "misrouted"  # an internal record on a partition that does not own its entity
-    UNKNOWN_ENTITY = "unknown_entity"  # an internal record about an entity the catalogue cannot have
-    TICK_INVALID = "tick_invalid"  # a tick for another partition, or a time out of bounds
-    RECORD_INVALID = "record_invalid"  # an internal observation out of bounds (a value, a time)
-    CONTRIBUTION_INVALID = "contribution_invalid"  # a roll-up contribution item that cannot be applied
-
-
 class RecordRefusedError(ValueError):
     """A record a stage refuses before processing it (not one of ours, forged, misrouted), with the
     dead-letter reason code."""

@@ -14,7 +14,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from stream_app.ops.failures import Reasons
+from stream_app.domain import reasons
+from stream_app.domain.reasons import Reason
 
 # `_created` series double the exposition size and no dashboard or alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -381,40 +382,14 @@ API_STREAMS_REVOKED = Counter(
 
 # Their series exist from start-up (at 0), so `increase()` sees the first poison record of a worker.
 AGENTS = ("intake", "directives", "consolidate", "rollup")
-POISON_REASONS = {
-    "intake": (Reasons.INTAKE_FAILED, Reasons.OUTPUT_TOO_LARGE, Reasons.OUTPUT_REFUSED),
-    "directives": (Reasons.INTAKE_FAILED, Reasons.OUTPUT_TOO_LARGE, Reasons.OUTPUT_REFUSED),
-    "consolidate": (
-        Reasons.STEP_FAILED,
-        Reasons.STATE_UNREADABLE,
-        Reasons.STATE_WRITE_FAILED,
-        Reasons.READS_EXHAUSTED,
-        Reasons.OUTPUT_FAILED,
-        Reasons.OUTPUT_TOO_LARGE,
-        Reasons.OUTPUT_REFUSED,
-        Reasons.UNDECODABLE,
-        Reasons.UNKNOWN_ENTITY,
-        Reasons.MISROUTED,
-        Reasons.TICK_INVALID,
-        Reasons.RECORD_INVALID,
-    ),
-    "rollup": (
-        Reasons.UNDECODABLE,
-        Reasons.MISROUTED,
-        Reasons.CONTRIBUTION_INVALID,
-        Reasons.STATE_WRITE_FAILED,
-        Reasons.OUTPUT_FAILED,
-        Reasons.OUTPUT_TOO_LARGE,
-        Reasons.OUTPUT_REFUSED,
-    ),
-}
+POISON_REASONS = {stage: reasons.poison_at(stage) for stage in AGENTS}
 
 
 # Series that exist from start-up (at 0), so the first event is an increase an alert rule sees.
 for _stage in AGENTS:
     DEAD_LETTERS_LOST.labels(_stage)
     DEAD_LETTERS_REDUCED.labels(_stage)
-for _reason in ("decompressed_too_large", "batch_too_many_records", "batch_undecodable"):
+for _reason in reasons.emitted_by(reasons.FETCH):
     FETCH_BATCHES_WITHHELD.labels(_reason)
 
 
@@ -447,4 +422,4 @@ def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
 
 
 # A forged directive is a security event: its series exists before the first one (alert rule).
-RECORDS_REJECTED.labels("CENTER", "unauthenticated_directive")
+RECORDS_REJECTED.labels("CENTER", Reason.UNAUTHENTICATED_DIRECTIVE)

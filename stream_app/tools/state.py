@@ -35,12 +35,12 @@ from stream_app.agents.consolidate import Consolidator
 from stream_app.agents.rollup import Rollup
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.entity import EntityState
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import ConfigurationError
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.publisher import Output
 from stream_app.logs import get_logger
-from stream_app.ops.failures import Reasons
 from stream_app.state.guard import loss, new_epoch, source_of
 from stream_app.state.store import StateStore, connect
 
@@ -175,7 +175,7 @@ class _Captured:
 
     async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
         """Nothing leaves; but a record placed under another partition count stops the rebuild."""
-        misplaced = [letter for letter in letters if letter.record["reason"] == Reasons.MISROUTED]
+        misplaced = [letter for letter in letters if letter.record["reason"] == Reason.MISROUTED]
         if misplaced:
             # placed under another partition count: the topic grew (stream-app topics grow) after
             # these records were written, and where their entities lived then is not recorded

@@ -27,6 +27,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError, validate
 
 from stream_app.domain.clock import ms_of
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import DecodeError
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
@@ -42,21 +43,6 @@ that can never be read as the expected subject, ``schema_not_looked_up`` for an 
 registry about now (see :class:`stream_app.kafka.registry.ConfluentSchemas`), and an infrastructure error
 when the registry cannot be asked (see :class:`stream_app.kafka.registry.SchemaRegistryUnavailable`):
 that error must not become a dead letter."""
-
-
-class Reasons:
-    """Dead-letter reason codes of decoding (validation adds its own)."""
-
-    UNDECODABLE = "undecodable"
-    UNKNOWN_SCHEMA = "unknown_schema"
-    SCHEMA_MISMATCH = "schema_mismatch"
-    OVERSIZED = "oversized"
-    # A writer schema from the registry with array items of no bytes: a few bytes could declare
-    # billions of them (stream_app.wire.schema_check.zero_byte_items).
-    SCHEMA_NOT_ALLOWED = "schema_not_allowed"
-    # A Confluent schema id its batch did not ask the registry about: over the batch's lookups
-    # (STREAM_APP_SCHEMA_REGISTRY_MAX_LOOKUPS_PER_BATCH); decoding never asks it on the event loop.
-    SCHEMA_NOT_LOOKED_UP = "schema_not_looked_up"
 
 
 def encode(schema: SchemaVersion, record: Mapping[str, Any]) -> bytes:
@@ -105,11 +91,11 @@ def decode_any(registry: SchemaRegistry, raw: bytes, *, epoch_ms: bool = False) 
 def _writer_of(registry: SchemaRegistry, raw: bytes) -> SchemaVersion:
     """The writer schema named by a single-object header."""
     if not raw.startswith(SINGLE_OBJECT_MARKER) or len(raw) < _HEADER_LEN:
-        raise DecodeError(Reasons.UNDECODABLE, "not Avro single-object encoding")
+        raise DecodeError(Reason.UNDECODABLE, "not Avro single-object encoding")
     fingerprint = int.from_bytes(raw[2:_HEADER_LEN], "little")
     writer = registry.by_fingerprint.get(fingerprint)
     if writer is None:
-        raise DecodeError(Reasons.UNKNOWN_SCHEMA, f"unknown schema fingerprint {fingerprint:016x}")
+        raise DecodeError(Reason.UNKNOWN_SCHEMA, f"unknown schema fingerprint {fingerprint:016x}")
     return writer
 
 
@@ -149,7 +135,7 @@ def decode_observation(
     :func:`decode_any` (timestamps as ints where the compiled reader reads the record).
     """
     if len(raw) > max_bytes:
-        raise DecodeError(Reasons.OVERSIZED, f"record of {len(raw)} bytes exceeds {max_bytes}")
+        raise DecodeError(Reason.OVERSIZED, f"record of {len(raw)} bytes exceeds {max_bytes}")
     if raw.startswith(SINGLE_OBJECT_MARKER):
         writer = _writer_of(registry, raw)
         return _read_body(raw[_HEADER_LEN:], writer, registry.latest("observation"), epoch_ms)
@@ -158,7 +144,7 @@ def decode_observation(
         return _decode_confluent(registry, "observation", schema_id, raw, resolve_confluent_id)
     if raw.lstrip()[:1] == b"{":
         return _decode_json_observation(registry, raw)
-    raise DecodeError(Reasons.UNDECODABLE, "neither Avro single-object encoding nor a JSON document")
+    raise DecodeError(Reason.UNDECODABLE, "neither Avro single-object encoding nor a JSON document")
 
 
 def _decode_confluent(
@@ -166,13 +152,13 @@ def _decode_confluent(
 ) -> dict[str, Any]:
     if resolve is None:
         raise DecodeError(
-            Reasons.UNKNOWN_SCHEMA,
+            Reason.UNKNOWN_SCHEMA,
             f"Confluent-framed record (schema id {schema_id}) and no registry configured",
         )
     writer = resolve(schema_id)
     if writer is None:
         raise DecodeError(
-            Reasons.UNKNOWN_SCHEMA, f"Confluent-framed record: schema id {schema_id} is not in the registry"
+            Reason.UNKNOWN_SCHEMA, f"Confluent-framed record: schema id {schema_id} is not in the registry"
         )
     return _read_body(raw[_CONFLUENT_HEADER_LEN:], writer, registry.latest(subject))
 
@@ -183,7 +169,7 @@ def _read_body(
     """Avro binary written with ``writer``, read as ``reader`` (schema resolution)."""
     if writer.subject != reader.subject:
         raise DecodeError(
-            Reasons.SCHEMA_MISMATCH, f"record is a {writer.subject!r}, expected a {reader.subject!r}"
+            Reason.SCHEMA_MISMATCH, f"record is a {writer.subject!r}, expected a {reader.subject!r}"
         )
     if writer is reader and writer.compiled is not None:
         try:
@@ -194,12 +180,12 @@ def _read_body(
         record = schemaless_reader(io.BytesIO(body), _fast(writer), _fast(reader))
     except SchemaResolutionError as exc:
         raise DecodeError(
-            Reasons.SCHEMA_MISMATCH, f"writer schema cannot be read as {reader.file_name}: {str(exc)[:200]}"
+            Reason.SCHEMA_MISMATCH, f"writer schema cannot be read as {reader.file_name}: {str(exc)[:200]}"
         ) from exc
     except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError) as exc:
-        raise DecodeError(Reasons.UNDECODABLE, f"Avro body does not match its schema: {exc}") from exc
+        raise DecodeError(Reason.UNDECODABLE, f"Avro body does not match its schema: {exc}") from exc
     if not isinstance(record, dict):
-        raise DecodeError(Reasons.SCHEMA_MISMATCH, f"expected a {reader.subject!r} record")
+        raise DecodeError(Reason.SCHEMA_MISMATCH, f"expected a {reader.subject!r} record")
     return cast(dict[str, Any], record)
 
 
@@ -207,9 +193,9 @@ def _decode_json_observation(registry: SchemaRegistry, raw: bytes) -> dict[str, 
     try:
         doc = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise DecodeError(Reasons.UNDECODABLE, f"invalid JSON: {exc}") from exc
+        raise DecodeError(Reason.UNDECODABLE, f"invalid JSON: {exc}") from exc
     if not isinstance(doc, dict):
-        raise DecodeError(Reasons.SCHEMA_MISMATCH, "JSON observation must be an object")
+        raise DecodeError(Reason.SCHEMA_MISMATCH, "JSON observation must be an object")
     for name in ("event_time", "report_time"):
         if isinstance(doc.get(name), str):  # as epoch ms: what the compiled writer takes as is
             doc[name] = ms_of(_parse_iso(name, doc[name]))
@@ -220,13 +206,13 @@ def _decode_json_observation(registry: SchemaRegistry, raw: bytes) -> dict[str, 
         validate(doc, schema.parsed, raise_errors=True)
     except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise DecodeError(
-            Reasons.SCHEMA_MISMATCH, f"JSON does not match the observation schema: {exc}"
+            Reason.SCHEMA_MISMATCH, f"JSON does not match the observation schema: {exc}"
         ) from exc
     try:
         return decode(registry, "observation", encode(schema, doc))
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise DecodeError(
-            Reasons.SCHEMA_MISMATCH, f"JSON does not match the observation schema: {exc}"
+            Reason.SCHEMA_MISMATCH, f"JSON does not match the observation schema: {exc}"
         ) from exc
 
 
@@ -239,9 +225,9 @@ def _parse_iso(name: str, text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise DecodeError(Reasons.SCHEMA_MISMATCH, f"{name}: not an ISO-8601 time: {text[:40]!r}") from exc
+        raise DecodeError(Reason.SCHEMA_MISMATCH, f"{name}: not an ISO-8601 time: {text[:40]!r}") from exc
     if moment.tzinfo is None:
-        raise DecodeError(Reasons.SCHEMA_MISMATCH, f"{name}: ISO-8601 time needs an offset: {text[:40]!r}")
+        raise DecodeError(Reason.SCHEMA_MISMATCH, f"{name}: ISO-8601 time needs an offset: {text[:40]!r}")
     return moment
 
 

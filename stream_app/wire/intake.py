@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.domain.validation import Limits, validate
 from stream_app.exceptions import DecodeError
 from stream_app.wire import codecs
@@ -21,8 +22,6 @@ from stream_app.wire.schemas import SchemaRegistry
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
-
-KEY_TOO_LARGE = "key_too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,7 @@ class IntakeCheck:
         """The observation of a record read from ``reporter``'s input topic at ``now_ms``, or why it
         is refused."""
         if key is not None and len(key) > self.max_key_bytes:
-            return Rejection(KEY_TOO_LARGE, f"key of {len(key)} bytes exceeds {self.max_key_bytes}")
+            return Rejection(Reason.KEY_TOO_LARGE, f"key of {len(key)} bytes exceeds {self.max_key_bytes}")
         try:
             record = codecs.decode_observation(
                 self.schemas, value or b"", self.max_record_bytes, self.confluent, epoch_ms=True

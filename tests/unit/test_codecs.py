@@ -18,12 +18,12 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import ConfigurationError, DecodeError
 from stream_app.kafka.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
 from stream_app.settings import Settings
 from stream_app.wire.codecs import (
     SINGLE_OBJECT_MARKER,
-    Reasons,
     decode,
     decode_any,
     decode_observation,
@@ -187,7 +187,7 @@ def test_json_time_without_offset_or_unparseable_is_schema_mismatch(
     registry: SchemaRegistry, make_record: Make, field: str, text: str
 ) -> None:
     raw = json.dumps(make_record(**{field: text})).encode()
-    assert _reason(registry, raw) == Reasons.SCHEMA_MISMATCH
+    assert _reason(registry, raw) == Reason.SCHEMA_MISMATCH
 
 
 @pytest.mark.parametrize("field", REQUIRED)
@@ -199,7 +199,7 @@ def test_json_missing_required_field_is_schema_mismatch(
     raw = json.dumps(doc).encode()
     with pytest.raises(DecodeError) as info:
         decode_observation(registry, raw, MAX_BYTES)
-    assert info.value.reason == Reasons.SCHEMA_MISMATCH
+    assert info.value.reason == Reason.SCHEMA_MISMATCH
     assert field in info.value.message
 
 
@@ -221,7 +221,7 @@ def test_json_of_wrong_type_is_schema_mismatch(
     registry: SchemaRegistry, make_record: Make, field: str, value: Any
 ) -> None:
     raw = json.dumps(make_record(**{field: value})).encode()
-    assert _reason(registry, raw) == Reasons.SCHEMA_MISMATCH
+    assert _reason(registry, raw) == Reason.SCHEMA_MISMATCH
 
 
 @pytest.mark.parametrize(
@@ -232,7 +232,7 @@ def test_json_coercible_wrong_type_is_schema_mismatch(
     registry: SchemaRegistry, make_record: Make, field: str, value: Any
 ) -> None:
     raw = json.dumps(make_record(**{field: value})).encode()
-    assert _reason(registry, raw) == Reasons.SCHEMA_MISMATCH
+    assert _reason(registry, raw) == Reason.SCHEMA_MISMATCH
 
 
 @pytest.mark.parametrize(
@@ -253,7 +253,7 @@ def test_json_non_finite_constants_reach_validation(
 
 @pytest.mark.parametrize("raw", [b'{"a": 1', b"{'single': 'quotes'}", b"{\xff\xfe}", b"{}}"])
 def test_invalid_json_is_undecodable(registry: SchemaRegistry, raw: bytes) -> None:
-    assert _reason(registry, raw) == Reasons.UNDECODABLE
+    assert _reason(registry, raw) == Reason.UNDECODABLE
 
 
 # --- framing and reason codes ------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_invalid_json_is_undecodable(registry: SchemaRegistry, raw: bytes) -> No
     [b"", b"hello world", b"\xff" * 64, b"[1, 2, 3]", b"\xc3", b"\xc3\x01", b"\xc3\x01\x00\x00", b"\x00\x01"],
 )
 def test_garbage_is_undecodable(registry: SchemaRegistry, raw: bytes) -> None:
-    assert _reason(registry, raw) == Reasons.UNDECODABLE
+    assert _reason(registry, raw) == Reason.UNDECODABLE
 
 
 def test_unknown_fingerprint_is_unknown_schema(registry: SchemaRegistry, make_record: Make) -> None:
@@ -274,7 +274,7 @@ def test_unknown_fingerprint_is_unknown_schema(registry: SchemaRegistry, make_re
         fingerprint = rng.randbytes(8)
         if int.from_bytes(fingerprint, "little") in registry.by_fingerprint:
             continue
-        assert _reason(registry, SINGLE_OBJECT_MARKER + fingerprint + valid[10:]) == Reasons.UNKNOWN_SCHEMA
+        assert _reason(registry, SINGLE_OBJECT_MARKER + fingerprint + valid[10:]) == Reason.UNKNOWN_SCHEMA
 
 
 @pytest.mark.parametrize("schema_id", [0, 1, 42, 2**31 - 1])
@@ -285,7 +285,7 @@ def test_confluent_framed_record_is_unknown_schema(
     raw = b"\x00" + schema_id.to_bytes(4, "big") + body
     with pytest.raises(DecodeError) as info:
         decode_observation(registry, raw, MAX_BYTES)
-    assert info.value.reason == Reasons.UNKNOWN_SCHEMA
+    assert info.value.reason == Reason.UNKNOWN_SCHEMA
     assert f"schema id {schema_id}" in info.value.message
 
 
@@ -293,7 +293,7 @@ def test_record_of_another_subject_is_schema_mismatch(registry: SchemaRegistry, 
     raw = encode(registry.latest("alert"), _alert(t0_ms))
     with pytest.raises(DecodeError) as info:
         decode_observation(registry, raw, MAX_BYTES)
-    assert info.value.reason == Reasons.SCHEMA_MISMATCH
+    assert info.value.reason == Reason.SCHEMA_MISMATCH
     assert "alert" in info.value.message
 
 
@@ -301,14 +301,14 @@ def test_truncated_avro_body_is_undecodable(registry: SchemaRegistry, make_recor
     raw = encode(registry.latest("observation"), make_record(period="2024-11", breakdowns={"k": "v"}))
     # Every cut, down to the empty body, leaves the reader short of bytes.
     for cut in range(10, len(raw)):
-        assert _reason(registry, raw[:cut]) == Reasons.UNDECODABLE, f"cut at {cut}"
+        assert _reason(registry, raw[:cut]) == Reason.UNDECODABLE, f"cut at {cut}"
 
 
 def test_oversized_record_is_rejected_before_decoding(registry: SchemaRegistry, make_record: Make) -> None:
     raw = encode(registry.latest("observation"), make_record())
     assert decode_observation(registry, raw, len(raw))["value"] == make_record()["value"]
-    assert _reason(registry, raw, len(raw) - 1) == Reasons.OVERSIZED
-    assert _reason(registry, b"x" * 101, 100) == Reasons.OVERSIZED
+    assert _reason(registry, raw, len(raw) - 1) == Reason.OVERSIZED
+    assert _reason(registry, b"x" * 101, 100) == Reason.OVERSIZED
 
 
 # --- hostile inputs ----------------------------------------------------------------------------
@@ -323,16 +323,16 @@ def test_oversized_record_is_rejected_before_decoding(registry: SchemaRegistry, 
     ],
 )
 def test_deeply_nested_json_is_undecodable_not_a_crash(registry: SchemaRegistry, raw: bytes) -> None:
-    assert _reason(registry, raw, 10 * MAX_BYTES) == Reasons.UNDECODABLE
+    assert _reason(registry, raw, 10 * MAX_BYTES) == Reason.UNDECODABLE
 
 
 def test_two_megabyte_string_field(registry: SchemaRegistry, make_record: Make) -> None:
     huge = "x" * (2 * 1024 * 1024)
     raw = json.dumps(make_record(observation_id=huge)).encode()
     assert decode_observation(registry, raw, 4 * MAX_BYTES)["observation_id"] == huge
-    assert _reason(registry, raw, 2 * MAX_BYTES) == Reasons.OVERSIZED
+    assert _reason(registry, raw, 2 * MAX_BYTES) == Reason.OVERSIZED
     iso = json.dumps(make_record(event_time="2024-11-01T00:00:00" + "9" * (2 * 1024 * 1024))).encode()
-    assert _reason(registry, iso, 4 * MAX_BYTES) == Reasons.SCHEMA_MISMATCH
+    assert _reason(registry, iso, 4 * MAX_BYTES) == Reason.SCHEMA_MISMATCH
 
 
 def _decodes_or_decode_error(registry: SchemaRegistry, raw: bytes) -> str:
@@ -344,14 +344,14 @@ def _decodes_or_decode_error(registry: SchemaRegistry, raw: bytes) -> str:
     else:
         assert isinstance(decoded, dict)
         outcome = "ok"
-    assert outcome in {"ok", Reasons.UNDECODABLE, Reasons.UNKNOWN_SCHEMA, Reasons.SCHEMA_MISMATCH}
+    assert outcome in {"ok", Reason.UNDECODABLE, Reason.UNKNOWN_SCHEMA, Reason.SCHEMA_MISMATCH}
     return outcome
 
 
 def test_random_junk_decodes_or_raises_decode_error(registry: SchemaRegistry) -> None:
     rng = random.Random(0xC3_01)
     outcomes = {_decodes_or_decode_error(registry, rng.randbytes(rng.randrange(0, 300))) for _ in range(500)}
-    assert Reasons.UNDECODABLE in outcomes
+    assert Reason.UNDECODABLE in outcomes
 
 
 def test_random_body_after_a_valid_header_decodes_or_raises_decode_error(registry: SchemaRegistry) -> None:
@@ -360,7 +360,7 @@ def test_random_body_after_a_valid_header_decodes_or_raises_decode_error(registr
     outcomes = {
         _decodes_or_decode_error(registry, header + rng.randbytes(rng.randrange(0, 300))) for _ in range(500)
     }
-    assert Reasons.UNDECODABLE in outcomes
+    assert Reason.UNDECODABLE in outcomes
 
 
 def test_mutated_valid_records_decode_or_raise_decode_error(
@@ -374,7 +374,7 @@ def test_mutated_valid_records_decode_or_raise_decode_error(
         for _ in range(rng.randrange(1, 6)):
             mutated[rng.randrange(10, len(mutated))] = rng.randrange(256)
         outcomes.add(_decodes_or_decode_error(registry, bytes(mutated)))
-    assert outcomes >= {"ok", Reasons.UNDECODABLE}
+    assert outcomes >= {"ok", Reason.UNDECODABLE}
 
 
 def test_huge_length_prefix_is_undecodable(registry: SchemaRegistry) -> None:
@@ -386,7 +386,7 @@ def test_huge_length_prefix_is_undecodable(registry: SchemaRegistry) -> None:
         varint.append((huge & 0x7F) | 0x80)
         huge >>= 7
     varint.append(huge)
-    assert _reason(registry, header + bytes(varint) + b"abc") == Reasons.UNDECODABLE
+    assert _reason(registry, header + bytes(varint) + b"abc") == Reason.UNDECODABLE
 
 
 # --- schema versions: v1 writers, v2 reader ----------------------------------------------------
@@ -412,7 +412,7 @@ def test_json_may_carry_the_v2_fields(registry: SchemaRegistry, make_record: Mak
     doc = make_record() | {"report_ref": "125/BC-BNNMT"}
     decoded = decode_observation(registry, json.dumps(doc).encode(), MAX_BYTES)
     assert (decoded["report_ref"], decoded["source_system"]) == ("125/BC-BNNMT", None)
-    assert _reason(registry, json.dumps(doc | {"report_ref": 125}).encode()) == Reasons.SCHEMA_MISMATCH
+    assert _reason(registry, json.dumps(doc | {"report_ref": 125}).encode()) == Reason.SCHEMA_MISMATCH
 
 
 # --- Confluent framing through a schema registry -----------------------------------------------
@@ -480,7 +480,7 @@ def test_confluent_unknown_id_is_unknown_schema(
 ) -> None:
     raw = _frame(4242, registry.latest("observation"), make_record())
     error = _confluent_reason(registry, confluent.resolver, raw)
-    assert error.reason == Reasons.UNKNOWN_SCHEMA
+    assert error.reason == Reason.UNKNOWN_SCHEMA
     assert "schema id 4242 is not in the registry" in error.message
 
 
@@ -489,7 +489,7 @@ def test_confluent_record_of_another_subject_is_schema_mismatch(
 ) -> None:
     raw = _frame(confluent.ids["alert.v1.avsc"], registry.latest("alert"), _alert(t0_ms))
     error = _confluent_reason(registry, confluent.resolver, raw)
-    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert error.reason == Reason.SCHEMA_MISMATCH
     assert "alert" in error.message
 
 
@@ -500,7 +500,7 @@ def test_confluent_non_avro_schema_is_schema_mismatch(
     error = _confluent_reason(
         registry, confluent.resolver, _frame(schema_id, registry.latest("observation"), make_record())
     )
-    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert error.reason == Reason.SCHEMA_MISMATCH
     assert "JSON schema, not Avro" in error.message
 
 
@@ -548,7 +548,7 @@ def test_confluent_schema_the_reader_cannot_resolve_is_schema_mismatch(
     resolver = ConfluentSchemas(client, registry)
     raw = b"\x00\x00\x00\x00\x07" + b"\x00" * 40
     error = _confluent_reason(registry, resolver, raw)
-    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert error.reason == Reason.SCHEMA_MISMATCH
     assert "schema id 7" in error.message
     _confluent_reason(registry, resolver, raw)
     assert client.calls == [7], "a mismatch is cached like any resolved id"
@@ -611,7 +611,7 @@ def test_unknown_ids_are_asked_again_after_a_while(registry: SchemaRegistry, mak
     resolver = ConfluentSchemas(client, registry, unknown_id_recheck_s=30.0, clock=lambda: now[0])
     raw = _frame(5, registry.latest("observation"), make_record())
     for _ in range(3):
-        assert _confluent_reason(registry, resolver, raw).reason == Reasons.UNKNOWN_SCHEMA
+        assert _confluent_reason(registry, resolver, raw).reason == Reason.UNKNOWN_SCHEMA
     assert client.calls == [5]
     client.schemas[5] = FakeSchema(_avsc("observation.v2.avsc"))  # registered meanwhile
     now[0] += 31.0
@@ -696,8 +696,8 @@ def test_random_bodies_after_a_registered_confluent_header_decode_or_raise_decod
                 outcomes.add("ok")
             except DecodeError as exc:
                 outcomes.add(exc.reason)
-    assert outcomes <= {"ok", Reasons.UNDECODABLE, Reasons.SCHEMA_MISMATCH}
-    assert {Reasons.UNDECODABLE, Reasons.SCHEMA_MISMATCH} <= outcomes
+    assert outcomes <= {"ok", Reason.UNDECODABLE, Reason.SCHEMA_MISMATCH}
+    assert {Reason.UNDECODABLE, Reason.SCHEMA_MISMATCH} <= outcomes
 
 
 def test_resolver_is_any_callable_and_a_per_record_resolution_failure_is_schema_mismatch(
@@ -710,7 +710,7 @@ def test_resolver_is_any_callable_and_a_per_record_resolution_failure_is_schema_
     ok = _frame(11, writer, make_record(value=12.5))
     assert decode_observation(registry, ok, MAX_BYTES, resolver)["value"] == 12.5
     error = _confluent_reason(registry, resolver, _frame(11, writer, make_record(value="mười hai")))
-    assert error.reason == Reasons.SCHEMA_MISMATCH
+    assert error.reason == Reason.SCHEMA_MISMATCH
     assert "observation.v2.avsc" in error.message
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import DecodeError
 from stream_app.wire import codecs
 from stream_app.wire.compiled import compile_schema
@@ -157,7 +158,7 @@ def test_bytes_the_compiled_reader_does_not_read_cleanly_get_fastavros_answer() 
             schemaless_reader(io.BytesIO(body[:cut]), schema.fast, None)
         with pytest.raises(DecodeError) as decoded:
             codecs._read_body(body[:cut], schema, schema)
-        assert decoded.value.reason == codecs.Reasons.UNDECODABLE
+        assert decoded.value.reason == Reason.UNDECODABLE
         assert str(fastavro_error.value) in str(decoded.value)
 
 

@@ -20,13 +20,13 @@ from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream_app.domain.reasons import Reason
 from stream_app.kafka import fetch_bounds
 from stream_app.kafka.fetch_bounds import (
     BatchUndecodableError,
     BoundedRecords,
     FetchLimits,
     OverBudgetError,
-    Reasons,
     Withheld,
     bounded,
     inflate,
@@ -111,7 +111,7 @@ def test_a_batch_that_inflates_past_the_budget_is_withheld_by_position_without_b
     assert isinstance(withheld, Withheld)
     assert withheld == b"", "a stage that does not know it meets an empty, undecodable value"
     assert (withheld.reason, withheld.first_offset, withheld.last_offset) == (
-        Reasons.DECOMPRESSED_TOO_LARGE,
+        Reason.DECOMPRESSED_TOO_LARGE,
         1000,
         1039,
     )
@@ -124,7 +124,7 @@ def test_a_batch_that_inflates_past_the_budget_is_withheld_by_position_without_b
 def test_a_batch_declaring_more_records_than_allowed_is_withheld_even_uncompressed() -> None:
     raw = _batch(0, [(None, b"v", []) for _ in range(150)], base_offset=7)
     [stand_in] = list(bounded(memoryview(raw), FetchLimits(ROOMY.max_batch_bytes, 100))[0])
-    assert stand_in.value.reason == Reasons.BATCH_TOO_MANY_RECORDS
+    assert stand_in.value.reason == Reason.BATCH_TOO_MANY_RECORDS
     assert (stand_in.value.first_offset, stand_in.value.last_offset) == (7, 156)
 
 
@@ -206,7 +206,7 @@ def test_a_record_aiokafka_cannot_read_withholds_its_batch_instead_of_raising_ou
     batch, _ = bounded(memoryview(bytes(raw)), ROOMY)
     assert batch.validate_crc()
     [stand_in] = list(batch)
-    assert stand_in.value.reason == Reasons.BATCH_UNDECODABLE
+    assert stand_in.value.reason == Reason.BATCH_UNDECODABLE
     assert "UnicodeDecodeError" in stand_in.value.detail
     assert stand_in.offset == 5
 

@@ -19,6 +19,7 @@ from stream_app.agents.directives import Router
 from stream_app.api import audit
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.config.topics import ROLES
+from stream_app.domain.reasons import Reason
 from stream_app.domain.records import DeadLetterRecord
 from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
 from stream_app.kafka import registry
@@ -196,13 +197,13 @@ def test_a_confluent_record_is_read_only_with_a_resolver() -> None:
     framed = framing.encode(topic, bp.schemas.latest("alert"), _record(bp, "alert"))
     with pytest.raises(DecodeError) as info:
         codecs.decode(bp.schemas, "alert", framed)
-    assert info.value.reason == codecs.Reasons.UNDECODABLE
+    assert info.value.reason == Reason.UNDECODABLE
     with pytest.raises(DecodeError) as info:
         codecs.decode(bp.schemas, "consolidated", framed, framing.resolve)
-    assert info.value.reason == codecs.Reasons.SCHEMA_MISMATCH
+    assert info.value.reason == Reason.SCHEMA_MISMATCH
     with pytest.raises(DecodeError) as info:
         codecs.decode(bp.schemas, "alert", b"\x00\x00\x00\x99\x99" + framed[5:], framing.resolve)
-    assert info.value.reason == codecs.Reasons.UNKNOWN_SCHEMA
+    assert info.value.reason == Reason.UNKNOWN_SCHEMA
 
 
 # --- start-up: waiting for the registry, and one that refuses ----------------------------------

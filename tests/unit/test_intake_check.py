@@ -11,9 +11,10 @@ import pytest
 
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.settings import Settings
 from stream_app.wire import codecs
-from stream_app.wire.intake import KEY_TOO_LARGE, IntakeCheck
+from stream_app.wire.intake import IntakeCheck
 from stream_app.wire.schemas import SchemaRegistry
 
 NOW_MS = 1_750_000_000_000
@@ -49,10 +50,10 @@ def test_json_is_accepted_as_the_worker_accepts_it(
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
-        pytest.param(b"K" * 33, b"{}", KEY_TOO_LARGE, id="key-first"),
-        pytest.param(None, b"x" * 4097, codecs.Reasons.OVERSIZED, id="oversized"),
-        pytest.param(None, b"\x01\x02", codecs.Reasons.UNDECODABLE, id="undecodable"),
-        pytest.param(None, None, codecs.Reasons.UNDECODABLE, id="no-value"),
+        pytest.param(b"K" * 33, b"{}", Reason.KEY_TOO_LARGE, id="key-first"),
+        pytest.param(None, b"x" * 4097, Reason.OVERSIZED, id="oversized"),
+        pytest.param(None, b"\x01\x02", Reason.UNDECODABLE, id="undecodable"),
+        pytest.param(None, None, Reason.UNDECODABLE, id="no-value"),
     ],
 )
 def test_size_and_decoding_refusals(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
+from stream_app.domain.reasons import Reason
 from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry as registry_edge
 from stream_app.kafka.registry import (
@@ -26,7 +27,7 @@ from stream_app.kafka.registry import (
     lookup_plan,
 )
 from stream_app.settings import Settings
-from stream_app.wire.codecs import Reasons, decode_observation
+from stream_app.wire.codecs import decode_observation
 from stream_app.wire.schema_check import check_schemas, collection_depth, zero_byte_items
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
@@ -251,7 +252,7 @@ def test_decoding_on_the_event_loop_never_asks_the_registry(
     client = FakeClient({5: _v2(registry)})
     resolver = ConfluentSchemas(client, registry)
     raw = _frame(5, registry.latest("observation"), make_record())
-    assert _on_loop(resolver, registry, raw) == Reasons.SCHEMA_NOT_LOOKED_UP
+    assert _on_loop(resolver, registry, raw) == Reason.SCHEMA_NOT_LOOKED_UP
     assert client.calls == [], "no blocking call on the loop"
     asyncio.run(resolver.prefetch([raw]))
     decoded = _on_loop(resolver, registry, raw)
@@ -279,8 +280,8 @@ def test_a_flood_of_random_ids_costs_at_most_the_limit_and_another_topic_still_r
     assert len(client.calls) == 10
     assert 7 in client.calls, "the other topic's new id took its turn"
     outcomes = [_on_loop(resolver, registry, value) for _, value in batch]
-    assert outcomes.count(Reasons.UNKNOWN_SCHEMA) == 9
-    assert outcomes.count(Reasons.SCHEMA_NOT_LOOKED_UP) == 291
+    assert outcomes.count(Reason.UNKNOWN_SCHEMA) == 9
+    assert outcomes.count(Reason.SCHEMA_NOT_LOOKED_UP) == 291
     assert [o["value"] for o in outcomes if isinstance(o, dict)] == [12.0]
     # the same batch again (redelivered): the unknown ids are remembered, 10 more are asked
     asyncio.run(resolver.prefetch_from(batch))
@@ -326,7 +327,7 @@ def test_a_schema_with_items_of_no_bytes_is_refused_before_any_record_is_read(
     monkeypatch.setattr("stream_app.wire.codecs.schemaless_reader", never)
     asyncio.run(resolver.prefetch([raw]))
     for _ in range(3):
-        assert _on_loop(resolver, registry, raw) == Reasons.SCHEMA_NOT_ALLOWED
+        assert _on_loop(resolver, registry, raw) == Reason.SCHEMA_NOT_ALLOWED
     with pytest.raises(
         DecodeError, match=r"schema id 9 has array items that take no bytes at \$.fields.padding"
     ):
@@ -346,7 +347,7 @@ def test_a_schema_the_checks_cannot_follow_is_refused_and_cached(
     v2 = registry.latest("observation")
     asyncio.run(resolver.prefetch([_frame(3, v2, make_record()), _frame(4, v2, make_record())]))
     assert client.calls == [3, 4], "one id that cannot be checked does not stop the others' lookups"
-    assert _on_loop(resolver, registry, _frame(3, v2, make_record())) == Reasons.SCHEMA_MISMATCH
+    assert _on_loop(resolver, registry, _frame(3, v2, make_record())) == Reason.SCHEMA_MISMATCH
 
 
 def test_an_unreachable_registry_keeps_what_was_answered(registry: SchemaRegistry, make_record: Make) -> None:
@@ -403,7 +404,7 @@ def test_a_writer_schema_nesting_collections_deeper_than_allowed_is_refused_befo
     asyncio.run(resolver.prefetch([b"\x00" + (12).to_bytes(4, "big") + b"\x00"]))
     with pytest.raises(DecodeError, match="nests arrays and maps 8 deep") as refused:
         resolver(12)
-    assert refused.value.reason == Reasons.SCHEMA_NOT_ALLOWED
+    assert refused.value.reason == Reason.SCHEMA_NOT_ALLOWED
 
 
 class BadRequestError(Exception):

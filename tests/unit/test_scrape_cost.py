@@ -15,8 +15,8 @@ import time
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from stream_app.config.topics import load_topics
+from stream_app.domain import reasons as codes
 from stream_app.domain.catalogue import load_catalogue
-from stream_app.domain.validation import Reasons
 from stream_app.ops import metrics
 from stream_app.settings import Settings
 
@@ -38,7 +38,7 @@ def _fill_worker_registry() -> None:
     settings = Settings.model_construct()
     catalogue = load_catalogue(settings.catalogue_dir)
     topics = load_topics(settings.topics_file, "")
-    reasons = [v for k, v in vars(Reasons).items() if k.isupper() and isinstance(v, str)]
+    reasons = codes.emitted_by(codes.INTAKE)  # every code a reporter's record may be refused with
     domains = sorted({i.domain for i in catalogue.indicators.values()})
     for reporter in catalogue.reporters:
         metrics.RECORDS_ACCEPTED.labels(reporter).inc()

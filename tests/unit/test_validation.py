@@ -13,12 +13,12 @@ import pytest
 
 from stream_app.domain.catalogue import Authority, Catalogue, Reporter
 from stream_app.domain.model import Observation, Quality, Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.domain.rollup import NATIONAL, targets
 from stream_app.domain.validation import (
     CO_REPORTER_BREAKDOWN,
     EARLIEST_EVENT_MS,
     Limits,
-    Reasons,
     observation_from_record,
     observation_record,
     validate,
@@ -151,7 +151,7 @@ def test_unknown_reporter(
     catalogue: Catalogue, make_record: Make, t0_ms: int, reporter: str, topic_reporter: str
 ) -> None:
     result = _validate(make_record(reporter=reporter), catalogue, t0_ms, topic=topic_reporter)
-    _rejected(result, Reasons.UNKNOWN_REPORTER)
+    _rejected(result, Reason.UNKNOWN_REPORTER)
 
 
 def test_known_reporter_on_another_reporters_topic(
@@ -159,13 +159,13 @@ def test_known_reporter_on_another_reporters_topic(
 ) -> None:
     other = Reporter("GSO", "Tổng cục Thống kê", "General Statistics Office", frozenset({"ENV.AQI"}))
     extended = dataclasses.replace(catalogue, reporters={**catalogue.reporters, "GSO": other})
-    rejection = _rejected(_validate(make_record(), extended, t0_ms, topic="GSO"), Reasons.UNKNOWN_REPORTER)
+    rejection = _rejected(_validate(make_record(), extended, t0_ms, topic="GSO"), Reason.UNKNOWN_REPORTER)
     assert "'MAE'" in rejection.message
 
 
 def test_unknown_indicator(catalogue: Catalogue, make_record: Make, t0_ms: int) -> None:
     rejection = _rejected(
-        _validate(make_record(indicator="ENV.PM25"), catalogue, t0_ms), Reasons.UNKNOWN_INDICATOR
+        _validate(make_record(indicator="ENV.PM25"), catalogue, t0_ms), Reason.UNKNOWN_INDICATOR
     )
     assert "ENV.PM25" in rejection.message
 
@@ -174,7 +174,7 @@ def test_indicator_not_owned(catalogue: Catalogue, make_record: Make, t0_ms: int
     gso = Reporter("GSO", "Tổng cục Thống kê", "General Statistics Office", frozenset())
     extended = dataclasses.replace(catalogue, reporters={**catalogue.reporters, "GSO": gso})
     result = _validate(make_record(reporter="GSO"), extended, t0_ms, topic="GSO")
-    rejection = _rejected(result, Reasons.NOT_OWNER)
+    rejection = _rejected(result, Reason.INDICATOR_NOT_OWNED)
     assert "GSO" in rejection.message
     assert "ENV.AQI" in rejection.message
 
@@ -187,12 +187,12 @@ def test_unit_mismatch(
 ) -> None:
     station = "HN-LONGBIEN" if indicator == "HYD.WATER_LEVEL" else "HN-AQ-HOANKIEM"
     record = make_record(indicator=indicator, unit=unit, station=station, value=1.0)
-    _rejected(_validate(record, catalogue, t0_ms), Reasons.UNIT_MISMATCH)
+    _rejected(_validate(record, catalogue, t0_ms), Reason.UNIT_MISMATCH)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_value_not_finite(catalogue: Catalogue, make_record: Make, t0_ms: int, value: float) -> None:
-    _rejected(_validate(make_record(value=value), catalogue, t0_ms), Reasons.NOT_FINITE)
+    _rejected(_validate(make_record(value=value), catalogue, t0_ms), Reason.VALUE_NOT_FINITE)
 
 
 @pytest.mark.parametrize(
@@ -208,12 +208,12 @@ def test_value_out_of_range(
     catalogue: Catalogue, make_record: Make, t0_ms: int, fields: dict[str, Any]
 ) -> None:
     record = make_record(**fields)
-    _rejected(_validate(record, catalogue, t0_ms), Reasons.OUT_OF_RANGE)
+    _rejected(_validate(record, catalogue, t0_ms), Reason.VALUE_OUT_OF_RANGE)
 
 
 @pytest.mark.parametrize("region", ["99", "1", "", "HN"])
 def test_unknown_region(catalogue: Catalogue, make_record: Make, t0_ms: int, region: str) -> None:
-    _rejected(_validate(make_record(region=region, station=None), catalogue, t0_ms), Reasons.UNKNOWN_REGION)
+    _rejected(_validate(make_record(region=region, station=None), catalogue, t0_ms), Reason.UNKNOWN_REGION)
 
 
 @pytest.mark.parametrize(
@@ -229,7 +229,7 @@ def test_unknown_station(
 ) -> None:
     assert region in catalogue.regions
     _rejected(
-        _validate(make_record(region=region, station=station), catalogue, t0_ms), Reasons.UNKNOWN_STATION
+        _validate(make_record(region=region, station=station), catalogue, t0_ms), Reason.UNKNOWN_STATION
     )
 
 
@@ -237,9 +237,11 @@ def test_event_time_in_future(catalogue: Catalogue, make_record: Make, t0_ms: in
     now = t0_ms
     at_limit = _validate(make_record(event_time=now + SKEW_MS), catalogue, now)
     assert isinstance(at_limit, Observation)
-    _rejected(_validate(make_record(event_time=now + SKEW_MS + 1), catalogue, now), Reasons.FUTURE_EVENT)
+    _rejected(
+        _validate(make_record(event_time=now + SKEW_MS + 1), catalogue, now), Reason.EVENT_TIME_IN_FUTURE
+    )
     far = datetime(2100, 1, 1, tzinfo=UTC)
-    _rejected(_validate(make_record(event_time=far), catalogue, now), Reasons.FUTURE_EVENT)
+    _rejected(_validate(make_record(event_time=far), catalogue, now), Reason.EVENT_TIME_IN_FUTURE)
 
 
 def test_event_time_before_2010(catalogue: Catalogue, make_record: Make, t0_ms: int) -> None:
@@ -248,10 +250,13 @@ def test_event_time_before_2010(catalogue: Catalogue, make_record: Make, t0_ms: 
     )
     on_first_day = _validate(make_record(event_time=EARLIEST_EVENT_MS), catalogue, t0_ms)
     assert isinstance(on_first_day, Observation)
-    _rejected(_validate(make_record(event_time=EARLIEST_EVENT_MS - 1), catalogue, t0_ms), Reasons.TOO_OLD)
-    _rejected(_validate(make_record(event_time=0), catalogue, t0_ms), Reasons.TOO_OLD)
+    _rejected(
+        _validate(make_record(event_time=EARLIEST_EVENT_MS - 1), catalogue, t0_ms),
+        Reason.EVENT_TIME_BEFORE_2010,
+    )
+    _rejected(_validate(make_record(event_time=0), catalogue, t0_ms), Reason.EVENT_TIME_BEFORE_2010)
     old = datetime(2009, 12, 31, 23, 59, tzinfo=UTC)
-    _rejected(_validate(make_record(event_time=old), catalogue, t0_ms), Reasons.TOO_OLD)
+    _rejected(_validate(make_record(event_time=old), catalogue, t0_ms), Reason.EVENT_TIME_BEFORE_2010)
 
 
 def test_millisecond_times_survive_validation(
@@ -311,7 +316,7 @@ def test_station_level_indicator_without_station_is_rejected(
 ) -> None:
     result = _validate(make_record(station=None), catalogue, now_ms=t0_ms)
     assert isinstance(result, Rejection)
-    assert result.reason == Reasons.STATION_REQUIRED
+    assert result.reason == Reason.STATION_REQUIRED
 
 
 def test_missing_period_is_derived_from_the_event_time(catalogue: Catalogue, make_record: Make) -> None:
@@ -351,7 +356,7 @@ def test_period_that_does_not_fit_the_indicator_is_rejected(
     )
     result = _validate(record, catalogue, now_ms=at + 1000, topic="MOJ")
     assert isinstance(result, Rejection)
-    assert result.reason == Reasons.PERIOD_MISMATCH
+    assert result.reason == Reason.PERIOD_INCONSISTENT
     assert "expected" in result.message
 
 
@@ -410,7 +415,7 @@ def test_observation_id_invalid(
 ) -> None:
     _rejected(
         _validate(make_record(observation_id=observation_id), catalogue, t0_ms),
-        Reasons.OBSERVATION_ID_INVALID,
+        Reason.OBSERVATION_ID_INVALID,
     )
 
 
@@ -421,7 +426,7 @@ def test_observation_id_length_follows_the_limit(catalogue: Catalogue, make_reco
     )
     rejection = _rejected(
         _validate(make_record(observation_id="a" * 9), catalogue, t0_ms, limits=short),
-        Reasons.OBSERVATION_ID_INVALID,
+        Reason.OBSERVATION_ID_INVALID,
     )
     assert "1..8" in rejection.message
 
@@ -429,11 +434,11 @@ def test_observation_id_length_follows_the_limit(catalogue: Catalogue, make_reco
 def test_too_many_breakdowns(catalogue: Catalogue, make_record: Make, t0_ms: int) -> None:
     five = {"source": "hydro", "a": "1", "b": "2", "c": "3", "d": "4"}
     record = make_record(**_SOURCE_SHARE, breakdowns=five)
-    _rejected(_validate(record, catalogue, t0_ms, topic="NSMO"), Reasons.TOO_MANY_BREAKDOWNS)
+    _rejected(_validate(record, catalogue, t0_ms, topic="NSMO"), Reason.TOO_MANY_BREAKDOWNS)
     one = make_record(**_SOURCE_SHARE, breakdowns={"source": "hydro"})
     _rejected(
         _validate(one, catalogue, t0_ms, topic="NSMO", limits=Limits(breakdowns_max=0)),
-        Reasons.TOO_MANY_BREAKDOWNS,
+        Reason.TOO_MANY_BREAKDOWNS,
     )
     assert isinstance(
         _validate(one, catalogue, t0_ms, topic="NSMO", limits=Limits(breakdowns_max=1)), Observation
@@ -455,7 +460,7 @@ def test_unknown_breakdown(
 ) -> None:
     record = make_record(**fields, breakdowns=breakdowns)
     rejection = _rejected(
-        _validate(record, catalogue, t0_ms, topic=record["reporter"]), Reasons.UNKNOWN_BREAKDOWN
+        _validate(record, catalogue, t0_ms, topic=record["reporter"]), Reason.UNKNOWN_BREAKDOWN
     )
     assert len(rejection.message) < 300
 
@@ -465,7 +470,7 @@ def test_breakdown_value_not_declared_is_invalid(
     catalogue: Catalogue, make_record: Make, t0_ms: int, value: str
 ) -> None:
     record = make_record(**_SOURCE_SHARE, breakdowns={"source": value})
-    rejection = _rejected(_validate(record, catalogue, t0_ms, topic="NSMO"), Reasons.BREAKDOWN_VALUE_INVALID)
+    rejection = _rejected(_validate(record, catalogue, t0_ms, topic="NSMO"), Reason.BREAKDOWN_VALUE_INVALID)
     assert "'hydro'" in rejection.message  # the message lists the declared values
 
 
@@ -505,7 +510,7 @@ def test_breakdown_without_declared_values_takes_any_bounded_printable_value(
     if accepted:
         assert isinstance(result, Observation)
     else:
-        _rejected(result, Reasons.BREAKDOWN_VALUE_INVALID)
+        _rejected(result, Reason.BREAKDOWN_VALUE_INVALID)
 
 
 @pytest.mark.parametrize("field", ["report_ref", "source_system"])
@@ -513,12 +518,12 @@ def test_text_too_long(catalogue: Catalogue, make_record: Make, t0_ms: int, fiel
     at_limit = make_record() | {field: "x" * 256}
     assert isinstance(_validate(at_limit, catalogue, t0_ms), Observation)
     rejection = _rejected(
-        _validate(make_record() | {field: "x" * 257}, catalogue, t0_ms), Reasons.TEXT_TOO_LONG
+        _validate(make_record() | {field: "x" * 257}, catalogue, t0_ms), Reason.TEXT_TOO_LONG
     )
     assert field in rejection.message
     short = Limits(text_max_length=16)
     _rejected(
-        _validate(make_record() | {field: "x" * 17}, catalogue, t0_ms, limits=short), Reasons.TEXT_TOO_LONG
+        _validate(make_record() | {field: "x" * 17}, catalogue, t0_ms, limits=short), Reason.TEXT_TOO_LONG
     )
 
 
@@ -529,18 +534,18 @@ def test_report_time_invalid(catalogue: Catalogue, make_record: Make, t0_ms: int
         assert isinstance(ok, Observation), report_time
     for report_time in (EARLIEST_EVENT_MS - 1, 0, -1, now + SKEW_MS + 1, 4_102_444_800_000):
         record = make_record(report_time=report_time)
-        _rejected(_validate(record, catalogue, now), Reasons.REPORT_TIME_INVALID)
+        _rejected(_validate(record, catalogue, now), Reason.REPORT_TIME_INVALID)
 
 
 def test_refused_values_are_quoted_bounded(catalogue: Catalogue, make_record: Make, t0_ms: int) -> None:
     huge = "X" * 100_000
     cases = [
-        (make_record(indicator=huge), Reasons.UNKNOWN_INDICATOR),
-        (make_record(unit=huge), Reasons.UNIT_MISMATCH),
-        (make_record(observation_id=huge), Reasons.OBSERVATION_ID_INVALID),
-        (make_record(region=huge), Reasons.UNKNOWN_REGION),
-        (make_record(station=huge), Reasons.UNKNOWN_STATION),
-        (make_record(period=huge), Reasons.PERIOD_MISMATCH),
+        (make_record(indicator=huge), Reason.UNKNOWN_INDICATOR),
+        (make_record(unit=huge), Reason.UNIT_MISMATCH),
+        (make_record(observation_id=huge), Reason.OBSERVATION_ID_INVALID),
+        (make_record(region=huge), Reason.UNKNOWN_REGION),
+        (make_record(station=huge), Reason.UNKNOWN_STATION),
+        (make_record(period=huge), Reason.PERIOD_INCONSISTENT),
     ]
     for record, reason in cases:
         rejection = _rejected(_validate(record, catalogue, t0_ms), reason)
@@ -558,23 +563,23 @@ _NATIONAL: dict[str, Any] = {**_SOURCE_SHARE, "indicator": "PWR.OUTPUT_GWH", "un
     ("fields", "reason"),
     [
         # national: "VN" only
-        ({**_NATIONAL, "region": "01"}, Reasons.REGION_NOT_ALLOWED),
-        ({**_NATIONAL, "region": "30"}, Reasons.REGION_NOT_ALLOWED),  # a legacy province
-        ({**_NATIONAL, "station": "HN-LONGBIEN"}, Reasons.STATION_NOT_ALLOWED),
-        ({**_NATIONAL, "region": "01", "station": "HN-LONGBIEN"}, Reasons.REGION_NOT_ALLOWED),
+        ({**_NATIONAL, "region": "01"}, Reason.REGION_NOT_ALLOWED),
+        ({**_NATIONAL, "region": "30"}, Reason.REGION_NOT_ALLOWED),  # a legacy province
+        ({**_NATIONAL, "station": "HN-LONGBIEN"}, Reason.STATION_NOT_ALLOWED),
+        ({**_NATIONAL, "region": "01", "station": "HN-LONGBIEN"}, Reason.REGION_NOT_ALLOWED),
         # province: a current or legacy province, never "VN", no station
-        ({**_LANDSLIDES, "region": "VN"}, Reasons.REGION_NOT_ALLOWED),
-        ({**_LANDSLIDES, "station": "HN-LONGBIEN"}, Reasons.STATION_NOT_ALLOWED),
-        ({**_LANDSLIDES, "station": "HN-NOWHERE"}, Reasons.STATION_NOT_ALLOWED),
-        ({**_LANDSLIDES, "region": "30", "station": "HP-AQ-LECHAN"}, Reasons.STATION_NOT_ALLOWED),
+        ({**_LANDSLIDES, "region": "VN"}, Reason.REGION_NOT_ALLOWED),
+        ({**_LANDSLIDES, "station": "HN-LONGBIEN"}, Reason.STATION_NOT_ALLOWED),
+        ({**_LANDSLIDES, "station": "HN-NOWHERE"}, Reason.STATION_NOT_ALLOWED),
+        ({**_LANDSLIDES, "region": "30", "station": "HP-AQ-LECHAN"}, Reason.STATION_NOT_ALLOWED),
         # station: a station of the indicator's kind, in the record's province
-        ({"region": "VN", "station": "HN-AQ-HOANKIEM"}, Reasons.REGION_NOT_ALLOWED),
-        ({"region": "VN", "station": None}, Reasons.REGION_NOT_ALLOWED),
-        ({"station": "HN-LONGBIEN"}, Reasons.STATION_WRONG_KIND),  # hydrological, not air quality
-        ({"station": "AP-NOIBAI"}, Reasons.STATION_WRONG_KIND),
+        ({"region": "VN", "station": "HN-AQ-HOANKIEM"}, Reason.REGION_NOT_ALLOWED),
+        ({"region": "VN", "station": None}, Reason.REGION_NOT_ALLOWED),
+        ({"station": "HN-LONGBIEN"}, Reason.STATION_WRONG_KIND),  # hydrological, not air quality
+        ({"station": "AP-NOIBAI"}, Reason.STATION_WRONG_KIND),
         (
             {"indicator": "HYD.WATER_LEVEL", "unit": "m", "value": 5.0, "station": "HN-AQ-HOANKIEM"},
-            Reasons.STATION_WRONG_KIND,
+            Reason.STATION_WRONG_KIND,
         ),
         (
             {
@@ -584,7 +589,7 @@ _NATIONAL: dict[str, Any] = {**_SOURCE_SHARE, "indicator": "PWR.OUTPUT_GWH", "un
                 "region": "91",
                 "station": "AG-TANCHAU",
             },
-            Reasons.STATION_WRONG_KIND,  # a hydrological station, not a salinity one
+            Reason.STATION_WRONG_KIND,  # a hydrological station, not a salinity one
         ),
     ],
 )
