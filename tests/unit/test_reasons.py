@@ -118,3 +118,17 @@ def test_series_that_exist_from_start_up_come_from_the_codes() -> None:
         Reason.BATCH_TOO_MANY_RECORDS,
         Reason.BATCH_UNDECODABLE,
     }
+
+
+def test_alert_rules_name_only_codes() -> None:
+    """A code renamed under an alert rule would silence it: the rules (and their tests) name codes."""
+    series = re.compile(
+        r"(?:records_rejected|poison_records|fetch_batches_withheld)_total\{[^}]*reason=\"(\w+)\""
+    )
+    named = {
+        code
+        for path in sorted((ROOT / "deploy" / "prometheus").rglob("*.yml"))
+        for code in series.findall(path.read_text(encoding="utf-8"))
+    }
+    assert named, "no rule names a reason code: the pattern is out of date"
+    assert named <= CODES, f"not reason codes: {sorted(named - CODES)}"
