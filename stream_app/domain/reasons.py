@@ -4,7 +4,7 @@ A code is a public contract: it is the ``reason`` of the records on the ``*.dlq`
 ``stream_app_records_rejected_total`` and ``stream_app_poison_records_total``, so a value never
 changes (a member may be added, never renamed in value). Every module spells a code as ``Reason.X``;
 ``tests/unit/test_reasons.py`` fails on a code written as a string literal anywhere else, and checks
-that the table of docs/contracts.md ("Reason codes") lists every code with its stages.
+that the table of docs/contracts.md ("Reason codes") lists every code as :data:`ABOUT` describes it.
 
 For each code, :data:`ABOUT` says what it means, the stages that may emit it and the stages at which
 it is *poison* (the stage failed on the record: an exception, an infrastructure refusal, an internal
@@ -138,8 +138,8 @@ ABOUT: Final[Mapping[Reason, About]] = {
     Reason.SCHEMA_NOT_ALLOWED: _about(
         "intake directives",
         "",
-        "a writer schema from the registry whose arrays' items take no bytes (a few bytes could"
-        " declare billions of them)",
+        "a writer schema from the registry that nests arrays and maps too deep, or whose arrays' items"
+        " take no bytes (a few bytes could declare billions of them)",
     ),
     Reason.SCHEMA_NOT_LOOKED_UP: _about(
         "intake directives",

@@ -74,17 +74,17 @@ def test_every_code_is_described_with_its_stages() -> None:
         assert about.meaning, reason
 
 
-def _docs_table() -> dict[str, tuple[str, str]]:
-    """The rows of the contracts' "Reason codes" table: code -> (stages, poison at)."""
+def _docs_table() -> dict[str, tuple[str, str, str]]:
+    """The rows of the contracts' "Reason codes" table: code -> (stages, poison at, meaning)."""
     section = CONTRACTS.read_text(encoding="utf-8").split("### Reason codes", 1)[1]
-    rows: dict[str, tuple[str, str]] = {}
+    rows: dict[str, tuple[str, str, str]] = {}
     table = section.split("| code | stages | poison at | meaning |\n|---|---|---|---|\n", 1)[1]
     for line in table.splitlines():
         if not line.startswith("| `"):
             break
-        code, stages, poison, _meaning = (cell.strip() for cell in line.strip("|").split("|", 3))
+        code, stages, poison, meaning = (cell.strip() for cell in line.strip("|").split("|", 3))
         assert code.strip("`") not in rows, f"{code} twice"
-        rows[code.strip("`")] = (stages, poison)
+        rows[code.strip("`")] = (stages, poison, meaning)
     return rows
 
 
@@ -93,7 +93,10 @@ def _cell(stages: frozenset[str]) -> str:
 
 
 def test_the_docs_table_lists_every_code_with_its_stages() -> None:
-    expected = {reason.value: (_cell(STAGES[reason]), _cell(POISON_AT[reason])) for reason in Reason}
+    expected = {
+        reason.value: (_cell(STAGES[reason]), _cell(POISON_AT[reason]), ABOUT[reason].meaning)
+        for reason in Reason
+    }
     rendered = "\n".join(
         f"| `{reason.value}` | {_cell(about.stages)} | {_cell(about.poison_at)} | {about.meaning} |"
         for reason, about in ABOUT.items()
