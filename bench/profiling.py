@@ -35,7 +35,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "domain/validation.py",
             "domain/calendar.py",
-            "domain/catalogue.py",
+            "domain/catalogue/",
             "domain/clock.py",
             "wire/intake.py",
         ),

@@ -4,18 +4,20 @@ Every answer is read from what the consolidate and roll-up agents committed (ent
 hashes, roll-up hashes, the active-alerts and reporter indexes), in one pipelined round trip where it
 can. Parameters are checked against the catalogue first: a wrong one raises :class:`BadRequest`
 with a message naming it and what is allowed.
+
+The parameters: :mod:`~stream_app.api.params`; how the answers look as JSON: :mod:`~stream_app.api.views`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from stream_app.api.params import BadRequest, NotFound, RequestParameters, Where, series_param
+from stream_app.api.views import _alert_summary, _breakdowns, _levels_view, _value, agg_view, period_view
 from stream_app.domain.aggregates import (
     ROLLING_WINDOWS,
     Agg,
-    breakdowns_of,
     close_time_ms,
     combine,
     hour_of,
@@ -36,107 +38,25 @@ from stream_app.domain.model import CO_REPORTER_BREAKDOWN
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
 from stream_app.state.store import StateLayer
 
-
-class BadRequest(ValueError):  # noqa: N818 - an HTTP 400, named as such
-    """A parameter the API cannot answer for (HTTP 400), with a message saying why."""
-
-
-class NotFound(LookupError):  # noqa: N818 - an HTTP 404, named as such
-    """Nothing stored for what was asked (HTTP 404)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Where:
-    """An entity as the API names it."""
-
-    indicator: Indicator
-    region: str
-    station: str | None
-    series: str
-
-    @property
-    def entity(self) -> str:
-        return str(EntityKey(self.indicator.code, self.region, self.station))
+__all__ = [
+    "BadRequest",
+    "NotFound",
+    "ReadModel",
+    "Where",
+    "agg_view",
+    "due_period",
+    "period_view",
+    "series_param",
+]
 
 
-def agg_view(agg: Agg, indicator: Indicator, *, last_year: float | None = None) -> dict[str, Any]:
-    """An aggregate as JSON: value by the indicator's semantics, count, exact sum, min, max, latest."""
-    value = agg.value_by(time_aggregation(indicator))
-    return {
-        "value": value,
-        "count": agg.count,
-        "sum": agg.sum,
-        "sum_exact": str(agg.total),
-        "mean": agg.mean,
-        "min": agg.low,
-        "max": agg.high,
-        "latest_value": agg.last_value,
-        "latest_event_time": local_iso(agg.last_time),
-        "quality": agg.quality,
-        "same_period_last_year": last_year,
-        "yoy_change_pct": yoy_change_pct(value, last_year),
-    }
-
-
-def period_view(period: ReportingPeriod, now_ms: int) -> dict[str, Any]:
-    return {
-        "period": period.label,
-        "start": period.start.isoformat(),
-        "end": period.end.isoformat(),
-        "deadline": period.deadline.isoformat(),
-        "status": "CLOSED" if close_time_ms(period) <= now_ms else "OPEN",
-    }
-
-
-class ReadModel:
+class ReadModel(RequestParameters):
     """Answers the query API's questions from Redis."""
 
     def __init__(self, store: StateLayer, catalogue: Catalogue, rulebook: RuleBook) -> None:
         self.store = store
         self.catalogue = catalogue
         self.rulebook = rulebook
-
-    # ---------------------------------------------------------------------------- parameters
-
-    def indicator(self, code: str | None) -> Indicator:
-        if not code:
-            raise BadRequest("missing parameter 'indicator' (an indicator code, e.g. ENV.AQI)")
-        found = self.catalogue.indicators.get(code)
-        if found is None:
-            raise BadRequest(f"unknown indicator {code!r}; GET /api/v1/indicators lists them")
-        return found
-
-    def where(self, params: dict[str, str]) -> Where:
-        indicator = self.indicator(params.get("indicator"))
-        region = params.get("region") or ("VN" if indicator.region_level == "national" else "")
-        station = params.get("station") or None
-        if station is not None:
-            known = self.catalogue.stations.get(station)
-            if known is None:
-                raise BadRequest(f"unknown station {station!r}")
-            region = region or known.region
-        if not region:
-            raise BadRequest(
-                f"missing parameter 'region' ({indicator.code} is reported per {indicator.region_level})"
-            )
-        current = self.catalogue.current_region(region)
-        if current is None:
-            raise BadRequest(f"unknown region {region!r} (a province code, or VN)")
-        if indicator.region_level == "station" and station is None:
-            raise BadRequest(f"{indicator.code} is reported per station: give 'station'")
-        return Where(indicator, current, station, series_param(params.get("breakdown")))
-
-    def period(self, indicator: Indicator, label: str | None, now_ms: int) -> ReportingPeriod:
-        """A period of the indicator's calendar, by its label (default: the one holding now)."""
-        if not label:
-            own = period_frequencies(indicator.frequency)[0]
-            return period_of(own, indicator.calendar, now_ms, indicator.deadline_day)
-        try:
-            return period_by_label(label, indicator.calendar, indicator.deadline_day)
-        except (ValueError, KeyError):
-            raise BadRequest(
-                f"period {label!r} is not a period label (2025-07-15, 2025-07, 2025-Q3, 2025-H2, 2025)"
-            ) from None
 
     # ---------------------------------------------------------------------------- answers
 
@@ -575,47 +495,3 @@ def due_period(indicator: Indicator, at_ms: int) -> ReportingPeriod:
     while close_time_ms(period) > at_ms:
         period = period_of(own, indicator.calendar, period.start_ms - 1, indicator.deadline_day)
     return period
-
-
-def _alert_summary(alert: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: alert.get(key)
-        for key in (
-            "alert_key", "alert_id", "rule", "indicator", "station", "level", "level_code",
-            "level_name_vi", "level_name_en", "colour", "value", "event_time",
-        )
-    }  # fmt: skip
-
-
-def _levels_view(levels: tuple[Level, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "index": lv.index,
-            "code": lv.code,
-            "name_vi": lv.name_vi,
-            "name_en": lv.name_en,
-            "colour": lv.colour,
-        }
-        for lv in levels
-    ]
-
-
-def _value(agg: Agg, indicator: Indicator) -> float:
-    return agg.value_by(time_aggregation(indicator))
-
-
-def series_param(breakdown: str | None) -> str:
-    """``source=hydro`` (or ``a=1,b=2``) as the series key; empty for the indicator's own series."""
-    if not breakdown:
-        return ""
-    pairs = {}
-    for part in breakdown.split(","):
-        name, sep, value = part.partition("=")
-        if not sep or not name or not value:
-            raise BadRequest(f"breakdown {breakdown!r} is not name=value[,name=value]")
-        pairs[name] = value
-    return slice_of(pairs)
-
-
-def _breakdowns(series: str) -> dict[str, str]:
-    return breakdowns_of(series)

@@ -23,6 +23,7 @@ from stream_app.domain.entity import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import decode_entries, encode_entry
 from stream_app.state import ledger
+from stream_app.state.entities import _collect, _commit_args
 from stream_app.state.keys import Keys
 from stream_app.state.store import (
     ActiveAlert,
@@ -39,8 +40,6 @@ from stream_app.state.store import (
     RollupApplied,
     RollupWrite,
     StateLostError,
-    _collect,
-    _commit_args,
 )
 
 
