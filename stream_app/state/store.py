@@ -31,14 +31,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.domain.aggregates import Agg, same_period_last_year
 from stream_app.domain.catalogue import Indicator
-from stream_app.domain.entity import EntityState, HourRange, Seen, SeriesPeriod
+from stream_app.domain.entity.state import EntityState, HourRange, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import decode_entries, encode_entry
 from stream_app.logs import get_logger
 from stream_app.ops.failures import classify_redis
 from stream_app.ops.retry import retry_until_done
 from stream_app.settings import Settings
-from stream_app.state import ledger
+from stream_app.state import entity_hash, ledger
 from stream_app.state.keys import STATE_TTL_S, Keys
 from stream_app.state.routing import ClusterRouter, RoutedPipeline
 
@@ -134,9 +134,9 @@ class EntityReads:
 
     def build(self) -> EntityState:
         """A fresh decoded state from the reads."""
-        state = EntityState.from_hash(self.state)
+        state = entity_hash.decode_state(self.state)
         for observation_id, raw in self.seen.items():
-            known = Seen.decode(raw)
+            known = entity_hash.decode_seen(raw)
             if known is not None:
                 state.seen[observation_id] = known
         state.periods = {k: None if v is None else Agg.decode(v.decode()) for k, v in self.periods.items()}
@@ -529,7 +529,7 @@ class StateStore:
         if not pairs:
             return None
         entities = [_text(name) for name, _ in pairs]
-        field = EntityState.offset_field(source)
+        field = entity_hash.offset_field(source)
         async with self._batch() as pipe:
             for entity in entities:
                 pipe.hget(self.keys.entity(entity), field)
@@ -711,7 +711,7 @@ class StateStore:
 
     async def entity_state(self, entity: str) -> EntityState | None:
         raw = await self._client.hgetall(self.keys.entity(entity))
-        return EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+        return entity_hash.decode_state({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
 
     async def entity_states(self, entities: Sequence[str]) -> list[EntityState | None]:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -719,7 +719,7 @@ class StateStore:
                 pipe.hgetall(self.keys.entity(entity))
             replies = await pipe.execute()
         return [
-            EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+            entity_hash.decode_state({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
             for raw in replies
         ]
 
@@ -855,13 +855,13 @@ def lua_script(name: str) -> str:
 
 
 def _commit_args(c: Commit) -> list[str | int]:
-    removed = c.state.removed_fields()
-    fields = c.state.to_fields()
-    seen = c.state.seen_updates()
-    periods = c.state.period_updates(c.indicator)
+    removed = entity_hash.removed_fields(c.state)
+    fields = entity_hash.changed_fields(c.state)
+    seen = entity_hash.seen_updates(c.state)
+    periods = entity_hash.period_updates(c.state, c.indicator)
     retention = c.state.retention_ms
     args: list[str | int] = [
-        EntityState.offset_field(c.source),
+        entity_hash.offset_field(c.source),
         c.offset,
         STATE_TTL_S,
         "" if retention is None else retention,
