@@ -15,6 +15,7 @@ import pytest
 
 from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.directives import Action, build
 from stream_app.domain.entity import (
     Context,
     EntityKey,
@@ -106,18 +107,21 @@ class Grid:
         return tick(self.state, GRID, source="internal:0", offset=self._next(), ctx=ctx)
 
     def acknowledge(self, alert_id: str, at: int) -> StepResult:
-        directive = {
-            "directive_id": "dir-grid",
-            "alert_key": ABSENCE_KEY,
-            "alert_id": alert_id,
-            "reporter": "NSMO",
-            "action": "ACKNOWLEDGE",
-            "actor": "truc-ban-1",
-            "assignee": None,
-            "comment": None,
-            "issued_at": at,
-            "due_at": None,
-        }
+        directive = dict(
+            build(
+                directive_id="dir-grid",
+                alert_key=ABSENCE_KEY,
+                alert_id=alert_id,
+                reporter="NSMO",
+                action=Action.ACKNOWLEDGE,
+                actor="truc-ban-1",
+                assignee=None,
+                comment=None,
+                issued_at=at,
+                token_id="",
+                writer="",
+            )
+        )
         ctx = Context(self.catalogue, self.rulebook, at)
         return direct(self.state, GRID, directive, source="internal:0", offset=self._next(), ctx=ctx)
 

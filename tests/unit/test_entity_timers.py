@@ -14,6 +14,7 @@ import pytest
 from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.directives import Action, build
 from stream_app.domain.entity import (
     OCCURRENCE_CHANGES_KEPT,
     Context,
@@ -166,20 +167,22 @@ def make_directive(registry: SchemaRegistry) -> Callable[..., dict[str, Any]]:
     """A directive of the center as the consolidate agent gets it: through its Avro schema."""
 
     def make(action: str, **overrides: Any) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "directive_id": "dir-1",
-            "alert_key": LEVELS_KEY,
+        built = build(
+            directive_id="dir-1",
+            alert_key=LEVELS_KEY,
             # names no occurrence: "the one current as I issue it" (the tests issue after it fired);
             # the tests of occurrences name one
-            "alert_id": "",
-            "reporter": "MAE",
-            "action": action,
-            "actor": "truc-ban-1",
-            "assignee": None,
-            "comment": None,
-            "issued_at": ISSUED_MS,
-            "due_at": None,
-        }
+            alert_id="",
+            reporter="MAE",
+            action=Action(action),
+            actor="truc-ban-1",
+            assignee=None,
+            comment=None,
+            issued_at=ISSUED_MS,
+            token_id="",
+            writer="",
+        )
+        record: dict[str, Any] = dict(built)
         unknown = overrides.keys() - record.keys()
         assert not unknown, f"make_directive: unknown fields {sorted(unknown)}"
         record.update(overrides)

@@ -10,6 +10,7 @@ from stream_app.domain.alerting import Verdict
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.clock import as_ms
+from stream_app.domain.directives import ACKNOWLEDGING, Action
 from stream_app.domain.entity.identity import EntityKey
 from stream_app.domain.entity.records import alert_record
 from stream_app.domain.entity.state import OCCURRENCE_CHANGES_KEPT, AlertMeta, EntityState
@@ -94,13 +95,13 @@ def direct(
     if stale is not None:
         raise DirectiveRefusedError(DirectiveRefusal.STALE_ALERT, stale)
     action = directive["action"]
-    if rule_state.level < rule.alert_from and action != "COMMENT":
+    if rule_state.level < rule.alert_from and action != Action.COMMENT:
         raise DirectiveRefusedError(
             DirectiveRefusal.ALERT_NOT_OPEN, f"alert {directive['alert_key']!r} is not open; cannot {action}"
         )
     meta = state.alert_meta(rule_id)
     issued = as_ms(directive["issued_at"])
-    if action in ("ACKNOWLEDGE", "ASSIGN", "ESCALATE", "CLOSE") and not meta.acknowledged_by:
+    if action in ACKNOWLEDGING and not meta.acknowledged_by:
         meta.acknowledged_by, meta.acknowledged_at = directive["actor"], issued
     if directive.get("assignee"):
         meta.assigned_to = directive["assignee"]
