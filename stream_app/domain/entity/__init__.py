@@ -7,16 +7,16 @@ with their applied offsets atomically (``lua/commit_entity.lua``).
 
 What an entity keeps (see docs/domain.md, "Redis layout"):
 
-- hourly and daily aggregates per series (``h:``, ``d:``: the rolling 24 h, 7 d and 30 d windows, and
+- hourly and daily aggregates per series (the rolling 24 h, 7 d and 30 d windows, and
   the history the alert rules look at), and the reporting periods its values fall in (its own
   frequency and every longer one: month, quarter, half-year, year, by the indicator's calendar) in a
   separate ``periods`` hash, read per batch for the periods the batch touches only;
 - every observation applied (``seen``: id → revision, event time, value, quality, series) for the
   retention, so a duplicate is recognised and a correction (a higher revision) *retracts* the old
   value from every aggregate it counted in before adding the new one;
-- the periods still open (``po:``), closed by time (a tick or any record after the deadline), which
+- the periods still open, closed by time (a tick or any record after the deadline), which
   publishes their final values; a value for a closed period still updates it and is counted late;
-- alert rules' state (``r:``) and what the center did about each alert (``m:``).
+- alert rules' state and what the center did about each alert.
 
 A step that needs data not loaded (a period or a range of past observations, known only once the
 state is read) records it in ``EntityState.missing``; the agent loads it and runs the batch again
