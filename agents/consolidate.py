@@ -38,6 +38,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.domain.alerting import RuleBook
 from stream_app.domain.clock import as_ms
 from stream_app.domain.consolidation import contributions, entity_records
+from stream_app.domain.directives import TextLimits, too_long
 from stream_app.domain.entity import (
     Context,
     DirectiveRefusedError,
@@ -85,7 +86,6 @@ log = get_logger(__name__)
 STAGE = "consolidate"
 MAX_READ_PASSES = 6  # reads an entity may discover in one batch: its own, a correction's range, ...
 MAX_STEP_FAILURES = 3  # step failures at one entity in one batch before the rest of its records are charged
-DIRECTIVE_TEXT = ("directive_id", "alert_key", "alert_id", "reporter", "actor", "assignee")
 
 Blame = tuple[int, str]  # (the record's index in its batch, the entity): what a failure is charged to
 
@@ -414,12 +414,10 @@ class Consolidator:
 
     def _check_directive_text(self, record: dict[str, Any]) -> None:
         """A directive's text ends up in the entity's state and in every later alert of its rule."""
-        limit = self.settings.text_max_length
-        for name in DIRECTIVE_TEXT:
-            if len(record.get(name) or "") > limit:
-                raise RecordRefusedError(Reason.RECORD_INVALID, f"directive {name} longer than {limit}")
-        if len(record.get("comment") or "") > self.settings.directive_comment_max_length:
-            raise RecordRefusedError(Reason.RECORD_INVALID, "directive comment too long")
+        limits = TextLimits.configured(self.settings)
+        problem = too_long(record, limits)
+        if problem is not None:
+            raise RecordRefusedError(Reason.RECORD_INVALID, f"directive {problem}")
 
     def _check_partition(self, entity: str, partition: int) -> None:
         owner = partition_for(entity, self.partitions)

@@ -23,6 +23,7 @@ import faust
 from stream_app.agents._batch import batch_agent, prefetch_schemas
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain import clock
+from stream_app.domain.directives import TextLimits, too_long
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.domain.reasons import Reason
@@ -52,6 +53,7 @@ class Router:
         self.dead_letters = blueprint.topic_by_role("directives_dead_letter").name
         self.directive_schema = blueprint.schemas.latest("directive")
         self.writers = directive_writers(blueprint.settings)
+        self.limits = TextLimits.configured(blueprint.settings)
         # Directives in Confluent framing (the API's with STREAM_APP_OUTPUT_FRAMING=confluent, or another
         # system of the center's) resolve their schema id through the registry, when one is set.
         self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
@@ -84,9 +86,9 @@ class Router:
         forged = unauthenticated(directive, self.writers)
         if forged is not None:
             return Rejection(Reason.UNAUTHENTICATED_DIRECTIVE, forged)
-        too_long = _too_long(directive, self.blueprint.settings)
-        if too_long is not None:
-            return Rejection(Reason.TEXT_TOO_LONG, too_long)
+        overlong = too_long(directive, self.limits)
+        if overlong is not None:
+            return Rejection(Reason.TEXT_TOO_LONG, overlong)
         entity = entity_of_alert_key(directive["alert_key"])
         if entity is None:
             return Rejection(Reason.UNKNOWN_ALERT, f"alert key {directive['alert_key']!r} is malformed")
@@ -143,16 +145,6 @@ def unauthenticated(directive: dict[str, Any], writers: frozenset[str]) -> str |
         return f"written by {writer[:100]!r}, not by a principal that may issue directives ({allowed})"
     if not directive.get("token_id") or not directive.get("actor"):
         return "no authenticated person: the directive names no token or no actor"
-    return None
-
-
-def _too_long(directive: dict[str, Any], settings: Any) -> str | None:
-    """A directive's text ends up in the alert's state and in every later alert of its rule: bounded."""
-    for name in ("directive_id", "alert_key", "alert_id", "reporter", "actor", "assignee"):
-        if len(directive.get(name) or "") > settings.text_max_length:
-            return f"{name} longer than {settings.text_max_length} characters"
-    if len(directive.get("comment") or "") > settings.directive_comment_max_length:
-        return f"comment longer than {settings.directive_comment_max_length} characters"
     return None
 
 

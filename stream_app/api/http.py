@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -47,6 +46,7 @@ from stream_app.api.limits import Refusal, RefusalAudits, RequestLimits, address
 from stream_app.api.read_model import BadRequest, NotFound, ReadModel, series_param
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_date, parse_iso_ms
+from stream_app.domain.directives import ACTIONS, DirectiveRecord, TextLimits, action_of, build, too_long
 from stream_app.domain.entity import (
     DirectiveRefusal,
     EntityState,
@@ -346,7 +346,7 @@ class Directives:
         check_declared_size(getattr(request, "content_length", None), self.max_body_bytes)
         return parse_json(await read_bounded(request.content, self.max_body_bytes))
 
-    async def _send(self, web: Any, directive: dict[str, Any], identity: Identity) -> Any:
+    async def _send(self, web: Any, directive: DirectiveRecord, identity: Identity) -> Any:
         """Publish the directive, then audit what became of it: its audit record is sent once Kafka has
         answered, so it never says accepted of a directive Kafka did not take."""
         alert_key = directive["alert_key"]
@@ -367,7 +367,7 @@ class Directives:
             status=202,
         )
 
-    async def _stale(self, directive: dict[str, Any]) -> str | None:
+    async def _stale(self, directive: DirectiveRecord) -> str | None:
         """Why ``directive`` is about an earlier occurrence of its alert, when the state already shows
         it; None when it does not, or cannot tell now (no state to read, Redis down or slow)."""
         if self.states is None or "redis" in retry.unavailable():
@@ -415,7 +415,7 @@ class Directives:
             return {**unavailable("kafka", detail), "delivery": "refused", "directive_id": directive_id}
         return None
 
-    def _directive(self, alert_key: str, body: Any, identity: Identity) -> dict[str, Any]:
+    def _directive(self, alert_key: str, body: Any, identity: Identity) -> DirectiveRecord:
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
         check_text("the alert key", alert_key)
@@ -426,42 +426,36 @@ class Directives:
             key = checked_entity(self.blueprint.catalogue, entity)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        action = body.get("action")
-        if action not in ACTIONS:
-            raise BadRequest(f"action {action!r} is not one of {list(ACTIONS)}")
+        action = action_of(body.get("action"))
+        if action is None:
+            raise BadRequest(f"action {body.get('action')!r} is not one of {list(ACTIONS)}")
         text = self._texts(body)
-        return {
-            "directive_id": f"dir-{uuid.uuid4().hex[:16]}",
-            "alert_key": alert_key,
-            "alert_id": text["alert_id"] or "",
-            "reporter": self.blueprint.catalogue.indicators[key.indicator].owner,
-            "action": action,
-            "actor": identity.name,
-            "assignee": text["assignee"],
-            "comment": text["comment"],
-            "issued_at": int(time.time() * 1000),
-            "due_at": None,
-            "token_id": identity.token_id,
-            "writer": self.writer,
-        }
+        return build(
+            alert_key=alert_key,
+            alert_id=text["alert_id"] or "",
+            reporter=self.blueprint.catalogue.indicators[key.indicator].owner,
+            action=action,
+            actor=identity.name,
+            assignee=text["assignee"],
+            comment=text["comment"],
+            issued_at=int(time.time() * 1000),
+            token_id=identity.token_id,
+            writer=self.writer,
+        )
 
     def _texts(self, body: dict[str, Any]) -> dict[str, str | None]:
         """The directive's free texts, each a string of characters within its length."""
-        settings = self.blueprint.settings
-        limits = {
-            "assignee": settings.text_max_length,
-            "comment": settings.directive_comment_max_length,
-            "alert_id": settings.text_max_length,
-        }
+        limits = TextLimits.configured(self.blueprint.settings)
         text: dict[str, str | None] = {}
-        for name, limit in limits.items():
+        for name in ("assignee", "comment", "alert_id"):
             value = body.get(name)
             if value is not None and not isinstance(value, str):
                 raise BadRequest(f"{name} must be a string")
             if value is not None:
                 check_text(name, value)
-                if len(value) > limit:
-                    raise BadRequest(f"{name} longer than {limit} characters")
+                problem = too_long({name: value}, limits, (name,))
+                if problem is not None:
+                    raise BadRequest(problem)
             text[name] = value
         return text
 
@@ -514,9 +508,6 @@ class Directives:
         self._pending_audits.discard(pending)
         if not pending.cancelled() and pending.exception() is not None:
             log.warning("audit_not_sent", error=repr(pending.exception())[:300])
-
-
-ACTIONS = ("ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE")
 
 
 def _page(path: str, handler: Handler, guard: Guard) -> Callable[[Any, Any], Awaitable[Any]]:

@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from stream_app.domain.entity import EntityState
 from stream_app.domain.model import period_field
 from stream_app.logs import get_logger
-from stream_app.state import ledger
+from stream_app.state import entity_hash, ledger
 from stream_app.state.keys import STATE_TTL_S
 from stream_app.state.layer import (
     Commit,
@@ -160,7 +159,7 @@ class EntityStore(AppliedMarks):
         if not pairs:
             return None
         entities = [_text(name) for name, _ in pairs]
-        field = EntityState.offset_field(source)
+        field = entity_hash.offset_field(source)
         async with self._batch() as pipe:
             for entity in entities:
                 pipe.hget(self.keys.entity(entity), field)
@@ -243,13 +242,13 @@ def _collect(
 
 
 def _commit_args(c: Commit) -> list[str | int]:
-    removed = c.state.removed_fields()
-    fields = c.state.to_fields()
-    seen = c.state.seen_updates()
-    periods = c.state.period_updates(c.indicator)
+    removed = entity_hash.removed_fields(c.state)
+    fields = entity_hash.changed_fields(c.state)
+    seen = entity_hash.seen_updates(c.state)
+    periods = entity_hash.period_updates(c.state, c.indicator)
     retention = c.state.retention_ms
     args: list[str | int] = [
-        EntityState.offset_field(c.source),
+        entity_hash.offset_field(c.source),
         c.offset,
         STATE_TTL_S,
         "" if retention is None else retention,

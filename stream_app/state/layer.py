@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from stream_app.domain.aggregates import Agg
 from stream_app.domain.catalogue import Indicator
-from stream_app.domain.entity import EntityState, HourRange, Seen, SeriesPeriod
+from stream_app.domain.entity.state import EntityState, HourRange, SeriesPeriod
+from stream_app.state import entity_hash
 from stream_app.state.keys import Keys
 
 PeriodKey = tuple[str, str, str, str]  # a roll-up period: (indicator, target, series, label)
@@ -100,9 +101,9 @@ class EntityReads:
 
     def build(self) -> EntityState:
         """A fresh decoded state from the reads."""
-        state = EntityState.from_hash(self.state)
+        state = entity_hash.decode_state(self.state)
         for observation_id, raw in self.seen.items():
-            known = Seen.decode(raw)
+            known = entity_hash.decode_seen(raw)
             if known is not None:
                 state.seen[observation_id] = known
         state.periods = {k: None if v is None else Agg.decode(v.decode()) for k, v in self.periods.items()}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from stream_app.domain.entity import EntityState
+from stream_app.state.entity_hash import offset_field
 from stream_app.state.keys import STATE_TTL_S
 
 STATE_TTL_MS = STATE_TTL_S * 1000
@@ -57,7 +57,7 @@ def entries(commits: Iterable[tuple[str, Sequence[str | int]]]) -> dict[str, lis
     ``off:<source>`` first, the offset second)."""
     out: dict[str, list[tuple[str, int]]] = {}
     for entity, args in commits:
-        source = str(args[0]).removeprefix(EntityState.offset_field(""))
+        source = str(args[0]).removeprefix(offset_field(""))
         out.setdefault(source, []).append((entity, int(args[1])))
     return out
 
@@ -66,7 +66,7 @@ def loss(entity: str, source: str, state: Mapping[bytes, bytes], vouched: int | 
     """Why ``entity``'s state (its hash as read) lacks what the ledger says it holds; None when sound."""
     if vouched is None:
         return None
-    raw = state.get(EntityState.offset_field(source).encode())
+    raw = state.get(offset_field(source).encode())
     held = None if raw is None else int(raw)
     if held is not None and held >= vouched:
         return None

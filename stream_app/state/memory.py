@@ -19,10 +19,10 @@ from typing import Any
 
 from stream_app.domain.aggregates import Agg, same_period_last_year
 from stream_app.domain.clock import HOUR_MS
-from stream_app.domain.entity import EntityState, SeriesPeriod
+from stream_app.domain.entity.state import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import decode_entries, encode_entry
-from stream_app.state import ledger
+from stream_app.state import entity_hash, ledger
 from stream_app.state.entities import _collect, _commit_args
 from stream_app.state.keys import Keys
 from stream_app.state.store import (
@@ -148,7 +148,7 @@ class MemoryStateStore:
 
     async def ledger_loss(self, source: str, count: int) -> str | None:
         entries = sorted(self.hashes.get(self.keys.ledger(source), {}).items())[:count]
-        field = EntityState.offset_field(source)
+        field = entity_hash.offset_field(source)
         now_ms = int(time.time() * 1000)
         for entity, value in entries:
             held = self.hashes.get(self.keys.entity(entity), {}).get(field)
@@ -294,7 +294,7 @@ class MemoryStateStore:
 
     async def entity_state(self, entity: str) -> EntityState | None:
         raw = self.hashes.get(self.keys.entity(entity))
-        return EntityState.from_hash(_encoded(raw)) if raw else None
+        return entity_hash.decode_state(_encoded(raw)) if raw else None
 
     async def entity_states(self, entities: Sequence[str]) -> list[EntityState | None]:
         return [await self.entity_state(entity) for entity in entities]

@@ -12,6 +12,7 @@ from stream_app.domain.aggregates import Agg
 from stream_app.domain.entity import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import decode_entries
+from stream_app.state import entity_hash
 from stream_app.state.redis_base import RedisBase, _bytes, _text
 
 # Every key of an entity lives as long as the retention inside it (this and the previous reporting
@@ -24,7 +25,7 @@ class StateQueries(RedisBase):
 
     async def entity_state(self, entity: str) -> EntityState | None:
         raw = await self._client.hgetall(self.keys.entity(entity))
-        return EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+        return entity_hash.decode_state({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
 
     async def entity_states(self, entities: Sequence[str]) -> list[EntityState | None]:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -32,7 +33,7 @@ class StateQueries(RedisBase):
                 pipe.hgetall(self.keys.entity(entity))
             replies = await pipe.execute()
         return [
-            EntityState.from_hash({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
+            entity_hash.decode_state({_bytes(k): _bytes(v) for k, v in raw.items()}) if raw else None
             for raw in replies
         ]
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from stream_app.domain.directives import ACTIONS
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.settings import Settings
 
@@ -208,9 +209,7 @@ def _add_directive(sub: Any) -> None:
             " the occurrence current when it is issued (stale_alert if the alert fired again before)"
         ),
     )
-    directive.add_argument(
-        "--action", required=True, choices=["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"]
-    )
+    directive.add_argument("--action", required=True, choices=ACTIONS)
     directive.add_argument("--assignee")
     directive.add_argument("--comment")
 

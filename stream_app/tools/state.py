@@ -34,13 +34,13 @@ from confluent_kafka.admin import AdminClient
 from stream_app.agents.consolidate import Consolidator
 from stream_app.agents.rollup import Rollup
 from stream_app.config.blueprint import Blueprint
-from stream_app.domain.entity import EntityState
 from stream_app.domain.reasons import Reason
 from stream_app.exceptions import ConfigurationError
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.publisher import Output
 from stream_app.logs import get_logger
+from stream_app.state.entity_hash import decode_state
 from stream_app.state.guard import loss, new_epoch, source_of
 from stream_app.state.store import StateStore, connect
 
@@ -422,7 +422,7 @@ async def _verify(client: Any, store: StateStore, marks: dict[str, int]) -> int:
         raise ConfigurationError(f"applied marks not as set after the rebuild: {wrong}")
     entities = 0
     async for key in client.scan_iter(match=f"{store.keys.prefix}:{{*}}:state", count=1000):
-        state = EntityState.from_hash(await client.hgetall(key))
+        state = decode_state(await client.hgetall(key))
         for source, offset in state.offsets.items():
             if source in marks and offset > marks[source]:
                 raise ConfigurationError(f"{key!r}: offset {offset} of {source} beyond the replayed log")

@@ -15,6 +15,7 @@ import pytest
 
 from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.directives import Action, build
 from stream_app.domain.entity import (
     Context,
     EntityKey,
@@ -26,6 +27,7 @@ from stream_app.domain.entity import (
     tick,
 )
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Observation
+from stream_app.state.entity_hash import changed_fields, decode_state
 from tests.unit.core_support import HOUR_MS, local_ms
 
 GRID = EntityKey("PWR.OUTPUT_GWH", "VN", None)
@@ -105,18 +107,21 @@ class Grid:
         return tick(self.state, GRID, source="internal:0", offset=self._next(), ctx=ctx)
 
     def acknowledge(self, alert_id: str, at: int) -> StepResult:
-        directive = {
-            "directive_id": "dir-grid",
-            "alert_key": ABSENCE_KEY,
-            "alert_id": alert_id,
-            "reporter": "NSMO",
-            "action": "ACKNOWLEDGE",
-            "actor": "truc-ban-1",
-            "assignee": None,
-            "comment": None,
-            "issued_at": at,
-            "due_at": None,
-        }
+        directive = dict(
+            build(
+                directive_id="dir-grid",
+                alert_key=ABSENCE_KEY,
+                alert_id=alert_id,
+                reporter="NSMO",
+                action=Action.ACKNOWLEDGE,
+                actor="truc-ban-1",
+                assignee=None,
+                comment=None,
+                issued_at=at,
+                token_id="",
+                writer="",
+            )
+        )
         ctx = Context(self.catalogue, self.rulebook, at)
         return direct(self.state, GRID, directive, source="internal:0", offset=self._next(), ctx=ctx)
 
@@ -218,13 +223,13 @@ def test_a_state_written_before_authority_times_were_kept_loads_and_keeps_its_fe
     """An entity hash of the previous version has no ``authority_event_time``: its own series' latest
     value (authoritative by construction) stands for it, so history older than that moves nothing."""
     _live_nsmo(grid)
-    fields = grid.state.to_fields()
+    fields = changed_fields(grid.state)
     assert fields["authority_event_time"] == str(_noon(7, 14))
     old = {k.encode(): v.encode() for k, v in fields.items() if k != "authority_event_time"}
-    restored = EntityState.from_hash(old)
+    restored = decode_state(old)
     assert restored.authority_event_time == restored.latest_event_time == _noon(7, 14)
     assert (restored.reporter, restored.last_seen) == ("NSMO", LAST_LIVE_ARRIVAL)
-    assert EntityState.from_hash({}).authority_event_time == -1, "a new entity: the first figure moves it"
+    assert decode_state({}).authority_event_time == -1, "a new entity: the first figure moves it"
 
     later = Grid(grid.catalogue, grid.rulebook, restored)
     later.state.complete = True

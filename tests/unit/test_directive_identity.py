@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from stream_app.agents.directives import Router, unauthenticated
 from stream_app.api.auth import Identity
 from stream_app.config.blueprint import load_blueprint
+from stream_app.domain.directives import Action, build
 from stream_app.kafka import acl
 from stream_app.kafka.publisher import Output
 from stream_app.screen.commands import Commands
@@ -28,21 +29,20 @@ KEY = "levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM"
 
 
 def _directive(**identity: str) -> dict[str, Any]:
-    return {
-        "directive_id": "dir-1",
-        "alert_key": KEY,
-        "alert_id": "alr-1",
-        "reporter": "MAE",
-        "action": "ACKNOWLEDGE",
-        "actor": "nguyen.van.a",
-        "assignee": None,
-        "comment": None,
-        "issued_at": 1_730_419_200_000,
-        "due_at": None,
-        "token_id": "",
-        "writer": "",
-        **identity,
-    }
+    built = build(
+        directive_id="dir-1",
+        alert_key=KEY,
+        alert_id="alr-1",
+        reporter="MAE",
+        action=Action.ACKNOWLEDGE,
+        actor="nguyen.van.a",
+        assignee=None,
+        comment=None,
+        issued_at=1_730_419_200_000,
+        token_id="",
+        writer="",
+    )
+    return {**built, **identity}
 
 
 def test_the_plan_lets_only_the_workers_write_directives_and_audit_and_the_center_nothing() -> None:

@@ -33,6 +33,16 @@ from stream_app.domain.entity import (
 )
 from stream_app.domain.model import Observation
 from stream_app.domain.records import ConsolidatedRecord
+from stream_app.state.entity_hash import (
+    changed_fields,
+    decode_seen,
+    decode_state,
+    encode_seen,
+    offset_field,
+    period_updates,
+    removed_fields,
+    seen_updates,
+)
 from stream_app.state.store import EntityReads
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
@@ -145,8 +155,8 @@ def _one(value: float, event_time: int, observation_id: str, arrival: int = NOW_
 
 
 def _hash_of(state: EntityState, **offsets: int) -> dict[bytes, bytes]:
-    fields = {k.encode(): v.encode() for k, v in state.to_fields().items()}
-    fields.update({EntityState.offset_field(src).encode(): str(off).encode() for src, off in offsets.items()})
+    fields = {k.encode(): v.encode() for k, v in changed_fields(state).items()}
+    fields.update({offset_field(src).encode(): str(off).encode() for src, off in offsets.items()})
     return fields
 
 
@@ -155,9 +165,9 @@ def _reads_of(
 ) -> EntityReads:
     """What the store reads for ``batch`` once ``state`` is committed: the state hash, the seen hash's
     records of the batch's ids and the periods hash's values of the periods they need (None: absent)."""
-    seen = {o: record.encode() for o, record, _ in state.seen_updates()}
+    seen = {o: record.encode() for o, record, _ in seen_updates(state)}
     indicator = catalogue.indicators["ENV.AQI"]
-    periods = {name: agg.encode() for name, agg, _ in state.period_updates(indicator) if agg is not None}
+    periods = {name: agg.encode() for name, agg, _ in period_updates(state, indicator) if agg is not None}
     reads = EntityReads(state=_hash_of(state, **offsets))
     for obs in batch:
         reads.seen[obs.seen_key] = seen.get(obs.seen_key)
@@ -243,7 +253,7 @@ def test_an_earlier_revision_resent_after_its_correction_is_a_duplicate(
     assert feed(make_observation(revision=2, value=90.0)) == StepResult(Outcome.STALE)
     assert feed.state.seen["MAE|obs-1"].earlier == (0, 1)
     assert period(feed.state, "2024-11") == _one(170.0, feed.state.seen["MAE|obs-1"].event_time, "obs-1")
-    restored = Seen.decode(feed.state.seen["MAE|obs-1"].encode())
+    restored = decode_seen(encode_seen(feed.state.seen["MAE|obs-1"]))
     assert restored == feed.state.seen["MAE|obs-1"]
 
 
@@ -446,12 +456,12 @@ def test_hours_older_than_48h_are_expired_and_old_ids_are_left_to_the_commit(
     feed = Feed(catalogue)
     feed(make_observation(observation_id="old", event_time=t0_ms))
     feed(make_observation(observation_id="mid", event_time=t0_ms + 47 * HOUR_MS))
-    assert feed.state.removed_fields() == []
+    assert removed_fields(feed.state) == []
     feed(make_observation(observation_id="new", event_time=t0_ms + 48 * HOUR_MS))
     old_hour = hour_of(t0_ms)
     assert sorted(h for _, h in feed.state.hours) == [old_hour + 47, old_hour + 48]
-    assert feed.state.removed_fields() == [f"h::{old_hour}"]
-    fields = feed.state.to_fields()
+    assert removed_fields(feed.state) == [f"h::{old_hour}"]
+    fields = changed_fields(feed.state)
     assert f"h::{old_hour}" not in fields
     assert {f"h::{old_hour + 47}", f"h::{old_hour + 48}"} <= fields.keys()
     # the day and the periods keep counting it
@@ -461,7 +471,7 @@ def test_hours_older_than_48h_are_expired_and_old_ids_are_left_to_the_commit(
     # forgotten there (by the commit script) once older than the retention: this reporting year
     # and the previous one (ENV.AQI counts calendar years).
     assert not any(name.startswith("seen") for name in fields)
-    assert [o for o, _, _ in feed.state.seen_updates()] == ["MAE|mid", "MAE|new", "MAE|old"]
+    assert [o for o, _, _ in seen_updates(feed.state)] == ["MAE|mid", "MAE|new", "MAE|old"]
     indicator = catalogue.indicators["ENV.AQI"]
     assert feed.state.retention_ms == retention_start_ms(indicator, t0_ms + 48 * HOUR_MS)
     assert feed.state.retention_ms == local_ms(2023, 1, 1)
@@ -478,18 +488,18 @@ def test_expiry_of_fields_read_from_redis(
         b"latest_event_time": str(t0_ms).encode(),
         b"newest_event_time": str(t0_ms).encode(),
     }
-    state = EntityState.from_hash(stored)
+    state = decode_state(stored)
     assert state.hours == {("", old_hour): _one(5.0, t0_ms, "old")}
     state.complete = True  # its periods hash holds nothing this test needs
     feed = Feed(catalogue, state)
     feed(make_observation(observation_id="new", event_time=t0_ms + 50 * HOUR_MS))
-    assert feed.state.removed_fields() == [f"h::{old_hour}"]
+    assert removed_fields(feed.state) == [f"h::{old_hour}"]
     # the levels rule's state is written whole; no alert changed, so no alert meta
-    assert set(feed.state.to_fields()) == SCALAR_FIELDS | AQI_RULE_FIELDS | {
+    assert set(changed_fields(feed.state)) == SCALAR_FIELDS | AQI_RULE_FIELDS | {
         f"h::{old_hour + 50}",
         f"d::{_day(t0_ms + 50 * HOUR_MS)}",
     }
-    assert [o for o, _, _ in feed.state.seen_updates()] == ["MAE|new"]
+    assert [o for o, _, _ in seen_updates(feed.state)] == ["MAE|new"]
 
 
 def test_observation_older_than_48h_counts_in_its_day_and_periods_only(
@@ -501,10 +511,10 @@ def test_observation_older_than_48h_counts_in_its_day_and_periods_only(
     assert not result.skipped
     assert result.alert is None
     assert ("", hour_of(t0_ms)) not in feed.state.hours
-    fields = feed.state.to_fields()
+    fields = changed_fields(feed.state)
     assert f"h::{hour_of(t0_ms)}" not in fields
     # its id is remembered: a later duplicate is recognised
-    assert "MAE|ancient" in [o for o, _, _ in feed.state.seen_updates()]
+    assert "MAE|ancient" in [o for o, _, _ in seen_updates(feed.state)]
     # the day is kept longer than the hours (the deviation rules' baselines), the periods longer still
     assert feed.state.days[("", _day(t0_ms))] == _one(499.0, t0_ms, "ancient")
     assert fields[f"d::{_day(t0_ms)}"] == _one(499.0, t0_ms, "ancient").encode()
@@ -525,14 +535,14 @@ def test_daily_aggregates_are_kept_32_days(
         ("", _day(t0_ms)): _one(5.0, t0_ms, "first"),
         ("", _day(t0_ms) + 31): _one(6.0, t0_ms + 31 * DAY_MS, "month"),
     }
-    assert not any(name.startswith("d:") for name in feed.state.removed_fields())
+    assert not any(name.startswith("d:") for name in removed_fields(feed.state))
     feed(make_observation(observation_id="later", value=7.0, event_time=t0_ms + 40 * DAY_MS))
     assert feed.state.days == {
         ("", _day(t0_ms) + 31): _one(6.0, t0_ms + 31 * DAY_MS, "month"),
         ("", _day(t0_ms) + 40): _one(7.0, t0_ms + 40 * DAY_MS, "later"),
     }
-    assert f"d::{_day(t0_ms)}" in feed.state.removed_fields()
-    assert f"d::{_day(t0_ms)}" not in feed.state.to_fields()
+    assert f"d::{_day(t0_ms)}" in removed_fields(feed.state)
+    assert f"d::{_day(t0_ms)}" not in changed_fields(feed.state)
 
 
 @pytest.mark.parametrize(("days_later", "kept"), [(32, True), (33, False)])
@@ -556,14 +566,14 @@ def test_daily_aggregates_read_from_redis_expire(
         b"latest_event_time": str(t0_ms + 3 * DAY_MS).encode(),
         b"newest_event_time": str(t0_ms + 3 * DAY_MS).encode(),
     }
-    state = EntityState.from_hash(stored)
+    state = decode_state(stored)
     assert state.days == {("", _day(t0_ms)): first, ("", _day(t0_ms) + 3): second}
     state.complete = True
     feed = Feed(catalogue, state)
     later = t0_ms + 33 * DAY_MS  # the first day is 33 days before, the second 30
     feed(make_observation(observation_id="new", value=1.0, event_time=later))
     assert feed.state.days == {("", _day(t0_ms) + 3): second, ("", _day(later)): _one(1.0, later, "new")}
-    assert f"d::{_day(t0_ms)}" in feed.state.removed_fields()
+    assert f"d::{_day(t0_ms)}" in removed_fields(feed.state)
 
 
 def test_duplicate_of_an_observation_older_than_48h_is_not_counted_twice(
@@ -587,7 +597,7 @@ def test_duplicate_of_an_observation_older_than_48h_is_not_counted_twice(
 
 
 def test_new_entity_from_empty_hash() -> None:
-    assert EntityState.from_hash({}) == EntityState()
+    assert decode_state({}) == EntityState()
     assert EntityReads().build() == EntityState()
 
 
@@ -652,15 +662,15 @@ def test_restored_state_continues_where_it_left_off(
     record = restored.record("2024-11-01")
     assert (record["count"], record["sum"], record["latest_value"]) == (2, 250.0, 90.0)
     # only what changed since the read is written back
-    assert set(restored.state.to_fields()) == SCALAR_FIELDS | AQI_RULE_FIELDS | AQI_META_FIELDS | {
+    assert set(changed_fields(restored.state)) == SCALAR_FIELDS | AQI_RULE_FIELDS | AQI_META_FIELDS | {
         f"h::{hour_of(t0_ms)}",
         f"d::{_day(t0_ms)}",
     }
-    assert [o for o, _, _ in restored.state.seen_updates()] == ["MAE|b"]
+    assert [o for o, _, _ in seen_updates(restored.state)] == ["MAE|b"]
     month = restored.state.periods[("", "2024-11")]
     assert month is not None
     assert (month.count, month.total, month.low, month.high) == (2, Decimal("250.0"), 90.0, 160.0)
-    updates = restored.state.period_updates(catalogue.indicators["ENV.AQI"])
+    updates = period_updates(restored.state, catalogue.indicators["ENV.AQI"])
     assert [name for name, _, _ in updates] == [f"|{label}" for label in sorted(T0_PERIODS)]
     assert ("|2024-11", month.encode(), local_ms(2024, 12, 1)) in updates
 

@@ -14,6 +14,7 @@ import pytest
 from stream_app.domain.alerting import RuleBook, load_rules
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
+from stream_app.domain.directives import Action, build
 from stream_app.domain.entity import (
     OCCURRENCE_CHANGES_KEPT,
     Context,
@@ -29,6 +30,7 @@ from stream_app.domain.entity import (
 )
 from stream_app.domain.model import Observation
 from stream_app.domain.records import AlertRecord
+from stream_app.state.entity_hash import changed_fields, decode_state
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
 
@@ -165,20 +167,22 @@ def make_directive(registry: SchemaRegistry) -> Callable[..., dict[str, Any]]:
     """A directive of the center as the consolidate agent gets it: through its Avro schema."""
 
     def make(action: str, **overrides: Any) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "directive_id": "dir-1",
-            "alert_key": LEVELS_KEY,
+        built = build(
+            directive_id="dir-1",
+            alert_key=LEVELS_KEY,
             # names no occurrence: "the one current as I issue it" (the tests issue after it fired);
             # the tests of occurrences name one
-            "alert_id": "",
-            "reporter": "MAE",
-            "action": action,
-            "actor": "truc-ban-1",
-            "assignee": None,
-            "comment": None,
-            "issued_at": ISSUED_MS,
-            "due_at": None,
-        }
+            alert_id="",
+            reporter="MAE",
+            action=Action(action),
+            actor="truc-ban-1",
+            assignee=None,
+            comment=None,
+            issued_at=ISSUED_MS,
+            token_id="",
+            writer="",
+        )
+        record: dict[str, Any] = dict(built)
         unknown = overrides.keys() - record.keys()
         assert not unknown, f"make_directive: unknown fields {sorted(unknown)}"
         record.update(overrides)
@@ -195,7 +199,7 @@ def _reading(make_observation: MakeObs, obs_id: str, value: float, *, hours: flo
 
 
 def _hash_of(state: EntityState) -> dict[bytes, bytes]:
-    return {k.encode(): v.encode() for k, v in state.to_fields().items()}
+    return {k.encode(): v.encode() for k, v in changed_fields(state).items()}
 
 
 # --- absence -----------------------------------------------------------------------------------
@@ -283,7 +287,7 @@ def test_entity_stored_before_last_seen_is_watched_from_the_first_tick(
     """A hash written before ``last_seen`` existed: known, but with no arrival time. The first tick
     starts the watch rather than alerting at once."""
     stored = {b"latest_value": b"40.0", b"latest_event_time": str(T0_MS).encode()}
-    entity = aqi(EntityState.from_hash(stored))
+    entity = aqi(decode_state(stored))
     assert entity.state.known
     assert entity.tick(at_ms=ARRIVED_MS).alerts == ()
     assert entity.tick(at_ms=ARRIVED_MS + 3 * HOUR_MS).alerts == ()
@@ -294,13 +298,13 @@ def test_entity_stored_before_last_seen_is_watched_from_the_first_tick(
 def test_tick_writes_the_timer_rules_state(aqi: Callable[..., Entity], make_observation: MakeObs) -> None:
     entity = aqi()
     entity.observe(_reading(make_observation, "a", 40.0), at_ms=ARRIVED_MS)
-    restored = aqi(EntityState.from_hash(_hash_of(entity.state)))
+    restored = aqi(decode_state(_hash_of(entity.state)))
     restored.tick(at_ms=ARRIVED_MS + 4 * HOUR_MS)
-    fields = restored.state.to_fields()
+    fields = changed_fields(restored.state)
     assert fields[f"r:{ABSENCE}:l"] == "1"
     assert fields[f"m:{ABSENCE}:t"] == "FIRING"
     assert not any(name.startswith(f"r:{LEVELS}:") for name in fields), "a tick leaves the levels alone"
-    again = EntityState.from_hash(_hash_of(restored.state))
+    again = decode_state(_hash_of(restored.state))
     assert again.rules[ABSENCE] == restored.state.rules[ABSENCE]
     assert again.meta[ABSENCE] == restored.state.meta[ABSENCE]
 
@@ -393,7 +397,7 @@ def test_acknowledge_an_open_alert(
     assert ack["value"] == 200.0
     assert (ack["event_time"], ack["processing_time"]) == (ISSUED_MS, ISSUED_MS + MINUTE_MS)
 
-    restored = EntityState.from_hash(_hash_of(entity.state))
+    restored = decode_state(_hash_of(entity.state))
     assert restored.meta[LEVELS] == entity.state.meta[LEVELS]
     assert (restored.meta[LEVELS].acknowledged_by, restored.meta[LEVELS].acknowledged_at) == (
         "truc-ban-1",
@@ -698,7 +702,7 @@ def test_an_alert_stored_before_occurrences_were_recorded_takes_any_directive_un
         k: v for k, v in _hash_of(entity.state).items() if not k.startswith(f"m:{LEVELS}:".encode()) or
         k.decode().rpartition(":")[2] in ("t", "id", "ab", "aa", "as", "c", "d")
     }  # fmt: skip
-    old = aqi(EntityState.from_hash(stored))
+    old = aqi(decode_state(stored))
     assert old.state.meta[LEVELS].occurrence == ""
     old.direct(make_directive("COMMENT", comment="cũ", alert_id="alr-of-whatever"), at_ms=ISSUED_MS)
     old.observe(_reading(make_observation, "b", 40.0, hours=1), at_ms=ARRIVED_MS + HOUR_MS)
@@ -722,7 +726,7 @@ def test_an_occurrence_keeps_its_first_change_and_its_latest_ones(
         ).alerts[0]["alert_id"]
         for n in range(OCCURRENCE_CHANGES_KEPT + 3)
     ]
-    meta = EntityState.from_hash(_hash_of(entity.state)).meta[LEVELS]
+    meta = decode_state(_hash_of(entity.state)).meta[LEVELS]
     assert meta == entity.state.meta[LEVELS], "the occurrence survives the round trip through Redis"
     assert (meta.occurrence, meta.opened_at) == (firing["alert_id"], ARRIVED_MS)
     assert meta.changes == tuple(ids[-OCCURRENCE_CHANGES_KEPT:])

@@ -23,10 +23,11 @@ from stream_app.domain.aggregates import (
     yoy_change_pct,
 )
 from stream_app.domain.catalogue import Catalogue
-from stream_app.domain.entity import EntityKey, EntityState, Outcome, StepResult, retention_start_ms
+from stream_app.domain.entity import EntityKey, Outcome, StepResult, retention_start_ms
 from stream_app.domain.model import Observation
 from stream_app.domain.rollup import targets
 from stream_app.domain.validation import Limits, validate
+from stream_app.state.entity_hash import changed_fields, decode_state, removed_fields
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
 from tests.unit.core_support import SOURCE, Core, local_ms, observation, period, utc_ms
@@ -417,7 +418,7 @@ def test_periods_close_on_a_tick_at_their_deadline(catalogue: Catalogue, registr
         ("", "2024"): q4_closes,
     }
     assert {f"po:|{label}" for label in ("2024-11", "2024-Q4", "2024-H2", "2024")} <= set(
-        core.state.to_fields()
+        changed_fields(core.state)
     )
 
     core.batch()
@@ -426,7 +427,7 @@ def test_periods_close_on_a_tick_at_their_deadline(catalogue: Catalogue, registr
     assert core.tick(local_ms(2024, 11, 26)) == StepResult(Outcome.APPLIED)
     assert core.touched.closed == {("", "2024-11")}
     assert ("", "2024-11") not in core.state.open_periods
-    assert "po:|2024-11" in core.state.removed_fields()
+    assert "po:|2024-11" in removed_fields(core.state)
     record = core.records(local_ms(2024, 11, 26))["SSI.HEALTH:01:-:2024-11"]
     assert record is not None
     assert (record["kind"], record["status"], record["count"], record["value"]) == (
@@ -469,12 +470,12 @@ def test_closing_needs_the_period_and_last_years_loaded(catalogue: Catalogue) ->
         b"latest_event_time": str(local_ms(2024, 11, 1)).encode(),
         b"po:|2024-11": str(local_ms(2024, 11, 26)).encode(),
     }
-    core = Core(catalogue, HEALTH, now=0, state=EntityState.from_hash(stored))
+    core = Core(catalogue, HEALTH, now=0, state=decode_state(stored))
     assert core.tick(local_ms(2024, 11, 26)) == StepResult(Outcome.PENDING)
     assert core.state.missing == {("period", "", "2024-11"), ("period", "", "2023-11")}
     assert core.touched.closed == set()
 
-    state = EntityState.from_hash(stored)
+    state = decode_state(stored)
     state.periods = {("", "2024-11"): Agg.of(5.0, local_ms(2024, 11, 1), "a", "FINAL"), ("", "2023-11"): None}
     again = Core(catalogue, HEALTH, now=0, state=state)
     assert again.tick(local_ms(2024, 11, 26)) == StepResult(Outcome.APPLIED)

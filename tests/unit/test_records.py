@@ -6,7 +6,7 @@ from typing import Any, get_type_hints
 
 import pytest
 
-from stream_app.domain import records
+from stream_app.domain import directives, records
 from stream_app.wire.schemas import SchemaRegistry
 
 
@@ -20,6 +20,7 @@ def _fields(schema: dict[str, Any]) -> list[str]:
         ("alert", records.AlertRecord),
         ("consolidated", records.ConsolidatedRecord),
         ("dead_letter", records.DeadLetterRecord),
+        ("directive", directives.DirectiveRecord),
     ],
 )
 def test_a_record_type_has_the_fields_of_its_newest_schema(

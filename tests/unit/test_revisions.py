@@ -29,6 +29,13 @@ from stream_app.domain.entity import (
     needed_periods,
 )
 from stream_app.domain.model import Observation, Quality
+from stream_app.state.entity_hash import (
+    changed_fields,
+    encode_seen,
+    offset_field,
+    period_updates,
+    removed_fields,
+)
 from stream_app.state.store import EntityReads
 from tests.unit.core_support import HOUR_MS, SOURCE, Core, local_ms, no_rules, observation, period
 
@@ -122,10 +129,10 @@ def test_a_revision_that_moves_the_event_time_to_another_period(catalogue: Catal
     }
     assert state.hours == {("", hour_of(on_15th)): moved}
     assert state.days == {("", local_date(on_15th).toordinal()): moved}
-    assert {f"h::{hour_of(on_14th)}", f"d::{local_date(on_14th).toordinal()}"} <= set(state.removed_fields())
+    assert {f"h::{hour_of(on_14th)}", f"d::{local_date(on_14th).toordinal()}"} <= set(removed_fields(state))
     # the emptied periods are deleted from the periods hash, tombstoned on the compacted topic and
     # withdrawn from the roll-ups
-    updates = {name: agg for name, agg, _ in state.period_updates(catalogue.indicators["TRF.ACCIDENTS"])}
+    updates = {name: agg for name, agg, _ in period_updates(state, catalogue.indicators["TRF.ACCIDENTS"])}
     assert (updates["|2024-11-14"], updates["|2024-11"]) == (None, None)
     assert updates["|2024-12"] == moved.encode()
     records = core.records()
@@ -174,8 +181,8 @@ class Stored:
 
     @staticmethod
     def of(state: EntityState, indicator: Indicator, offset: int) -> Stored:
-        fields = {k.encode(): v.encode() for k, v in state.to_fields().items()}
-        fields[EntityState.offset_field(SOURCE).encode()] = str(offset).encode()
+        fields = {k.encode(): v.encode() for k, v in changed_fields(state).items()}
+        fields[offset_field(SOURCE).encode()] = str(offset).encode()
         periods = {k: v for k, v in state.periods.items() if v is not None}
         return Stored(indicator, fields, dict(state.seen), periods)
 
@@ -184,7 +191,7 @@ class Stored:
         reads = EntityReads(state=dict(self.state))
         for obs in batch:
             known = self.seen.get(obs.seen_key)
-            reads.seen[obs.seen_key] = None if known is None else known.encode().encode()
+            reads.seen[obs.seen_key] = None if known is None else encode_seen(known).encode()
             for key in needed_periods(self.indicator, obs):
                 reads.periods[key] = self._period(key)
         return reads
@@ -199,7 +206,7 @@ class Stored:
                 assert isinstance(second, int)
                 for observation_id, seen in self.seen.items():
                     if first <= seen.hour < second:
-                        reads.seen[observation_id] = seen.encode().encode()
+                        reads.seen[observation_id] = encode_seen(seen).encode()
                 reads.ranges.append((first, second))
 
     def _period(self, key: SeriesPeriod) -> bytes | None:

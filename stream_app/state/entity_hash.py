@@ -1,0 +1,183 @@
+"""How an entity's state is stored: the fields of its Redis hash and the values of its seen hash.
+
+The domain's :class:`~stream_app.domain.entity.state.EntityState` names the parts it changed by
+:class:`~stream_app.domain.entity.state.Kind`; here they get their field names (``h:<series>:<hour>``,
+``d:<series>:<day>``, ``po:<series>|<label>``, ``r:<rule>:<key>``, ``m:<rule>:<key>``, ``off:<source>``
+and the scalars), and the state its encoding both ways (see docs/domain.md, "Redis layout").
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from stream_app.domain.aggregates import Agg, period_by_label
+from stream_app.domain.alerting import RuleState
+from stream_app.domain.catalogue import Indicator
+from stream_app.domain.entity.state import AlertMeta, EntityState, Kind, Part, Seen
+from stream_app.domain.model import period_field
+
+HOUR_PREFIX: Final = "h:"
+DAY_PREFIX: Final = "d:"
+OPEN_PREFIX: Final = "po:"
+OFFSET_PREFIX: Final = "off:"
+RULE_PREFIX: Final = "r:"
+META_PREFIX: Final = "m:"
+
+
+def offset_field(source: str) -> str:
+    """The field holding the offset of ``source`` the state has applied."""
+    return f"{OFFSET_PREFIX}{source}"
+
+
+def field_name(part: Part) -> str:
+    """The hash field of a part of the state (a rule's or an alert's: the prefix of its fields)."""
+    kind, name, at = part
+    if kind is Kind.HOUR:
+        return f"{HOUR_PREFIX}{name}:{at}"
+    if kind is Kind.DAY:
+        return f"{DAY_PREFIX}{name}:{at}"
+    if kind is Kind.OPEN:
+        return f"{OPEN_PREFIX}{name}|{at}"
+    if kind is Kind.RULE:
+        return f"{RULE_PREFIX}{name}"
+    return f"{META_PREFIX}{name}"
+
+
+# ---------------------------------------------------------------------- the seen hash
+
+
+def encode_seen(seen: Seen) -> str:
+    earlier = ".".join(str(r) for r in seen.earlier)
+    return f"{seen.revision},{seen.event_time},{seen.value!r},{seen.quality},{earlier},{seen.series}"
+
+
+def decode_seen(value: bytes | str | None) -> Seen | None:
+    """A seen-hash value, or None for an id never applied."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    revision, event_time, number, quality, earlier, series = text.split(",", 5)
+    before = tuple(int(r) for r in earlier.split(".")) if earlier else ()
+    return Seen(int(revision), int(event_time), float(number), quality, series, before)
+
+
+def seen_updates(state: EntityState) -> list[tuple[str, str, int]]:
+    """(observation id, encoded record, hour) of the ids applied since the state was read."""
+    return [(o, encode_seen(state.seen[o]), state.seen[o].hour) for o in sorted(state.new_seen)]
+
+
+# ---------------------------------------------------------------------- the periods hash
+
+
+def period_updates(state: EntityState, indicator: Indicator) -> list[tuple[str, str | None, int]]:
+    """(field, encoded aggregate or None to delete, period end in epoch ms) of changed periods."""
+    out = []
+    for series, label in sorted(state.changed_periods):
+        agg = state.periods.get((series, label))
+        end = period_by_label(label, indicator.calendar, indicator.deadline_day).end_ms
+        out.append((period_field(series, label), None if agg is None else agg.encode(), end))
+    return out
+
+
+# ---------------------------------------------------------------------- the state hash
+
+
+def encode_meta(meta: AlertMeta) -> dict[str, str]:
+    return {
+        "t": meta.transition,
+        "id": meta.alert_id,
+        "ab": meta.acknowledged_by,
+        "aa": str(meta.acknowledged_at),
+        "as": meta.assigned_to,
+        "c": meta.comment,
+        "d": meta.directive_id,
+        "o": meta.occurrence,
+        "oa": str(meta.opened_at),
+        "ch": ",".join(meta.changes),
+    }
+
+
+def decode_meta(fields: dict[str, str]) -> AlertMeta:
+    changes = fields.get("ch", "")
+    return AlertMeta(
+        transition=fields.get("t", ""),
+        alert_id=fields.get("id", ""),
+        acknowledged_by=fields.get("ab", ""),
+        acknowledged_at=int(fields.get("aa") or 0),
+        assigned_to=fields.get("as", ""),
+        comment=fields.get("c", ""),
+        directive_id=fields.get("d", ""),
+        occurrence=fields.get("o", ""),
+        opened_at=int(fields.get("oa") or 0),
+        changes=tuple(changes.split(",")) if changes else (),
+    )
+
+
+def decode_state(raw: dict[bytes, bytes]) -> EntityState:
+    """Decode an entity's Redis hash (empty hash: a new entity)."""
+    state = EntityState()
+    grouped: dict[str, dict[str, dict[str, str]]] = {RULE_PREFIX: {}, META_PREFIX: {}}
+    for raw_name, raw_value in raw.items():
+        name, value = raw_name.decode(), raw_value.decode()
+        prefix, _, rest = name.partition(":")
+        prefix += ":"
+        if prefix == HOUR_PREFIX:
+            series, _, hour = rest.rpartition(":")
+            state.hours[(series, int(hour))] = Agg.decode(value)
+        elif prefix == DAY_PREFIX:
+            series, _, day = rest.rpartition(":")
+            state.days[(series, int(day))] = Agg.decode(value)
+        elif prefix == OPEN_PREFIX:
+            series, _, label = rest.rpartition("|")
+            state.open_periods[(series, label)] = int(value)
+        elif prefix == OFFSET_PREFIX:
+            state.offsets[rest] = int(value)
+        elif prefix in grouped:
+            rule_id, _, key = rest.rpartition(":")
+            grouped[prefix].setdefault(rule_id, {})[key] = value
+        elif name in ("latest_event_time", "newest_event_time", "last_seen", "authority_event_time"):
+            setattr(state, name, int(value))
+        elif name == "latest_value":
+            state.latest_value = float(value)
+        elif name in ("reporter", "latest_period"):
+            setattr(state, name, value)
+    state.rules = {rid: RuleState.from_fields(f) for rid, f in grouped[RULE_PREFIX].items()}
+    state.meta = {rid: decode_meta(f) for rid, f in grouped[META_PREFIX].items()}
+    if b"authority_event_time" not in raw:
+        # written before it was kept: the entity's own series holds authoritative values only,
+        # so its latest is the best known lower bound (-1 when it has none: the next record moves)
+        state.authority_event_time = state.latest_event_time
+    return state
+
+
+def changed_fields(state: EntityState) -> dict[str, str]:
+    """The hash fields changed since the state was read (offsets are written by the commit script)."""
+    fields = {
+        "latest_value": repr(state.latest_value),
+        "latest_event_time": str(state.latest_event_time),
+        "newest_event_time": str(state.newest_event_time),
+        "last_seen": str(state.last_seen),
+        "reporter": state.reporter,
+        "latest_period": state.latest_period,
+        "authority_event_time": str(state.authority_event_time),
+    }
+    for part in state.changed:
+        kind, name, at = part
+        if kind is Kind.HOUR:
+            fields[field_name(part)] = state.hours[(name, int(at))].encode()
+        elif kind is Kind.DAY:
+            fields[field_name(part)] = state.days[(name, int(at))].encode()
+        elif kind is Kind.OPEN:
+            fields[field_name(part)] = str(state.open_periods[(name, str(at))])
+        elif kind is Kind.RULE:
+            for key, value in state.rules[name].to_fields().items():
+                fields[f"{RULE_PREFIX}{name}:{key}"] = value
+        else:
+            for key, value in encode_meta(state.meta[name]).items():
+                fields[f"{META_PREFIX}{name}:{key}"] = value
+    return fields
+
+
+def removed_fields(state: EntityState) -> list[str]:
+    """Fields that fell out of retention (or were emptied by a correction) since the state was read."""
+    return sorted(field_name(part) for part in state.removed - state.changed)
