@@ -180,7 +180,7 @@ class Publisher:
         refused: list[tuple[Output, BaseException]],
     ) -> None:
         pending: list[tuple[Letter | None, Output]] = [(None, o) for o in outputs] + list(letters)
-        delay, attempt = self._settings.retry_initial_s, 0
+        backoff, attempt = retry.Backoff.from_settings(self._settings), 0
         unknown: Counter[int] = Counter()  # per pending output (by id): UNKNOWN failures so far
         produced: Counter[str] = Counter()
         suspects: list[tuple[Output, BaseException]] = []
@@ -216,6 +216,7 @@ class Publisher:
                 if pending and failure_seen is not None:
                     attempt += 1
                     mark()
+                    delay = backoff.next()
                     metrics.RETRIES.labels("produce").inc()
                     log.warning(
                         "produce_retrying",
@@ -225,7 +226,6 @@ class Publisher:
                         error=repr(failure_seen)[:300],
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._settings.retry_max_s)
         refused.extend(await self._isolate(suspects, produced))
         for name, count in produced.items():  # once per topic and batch: a labelled metric has a cost
             metrics.RECORDS_PRODUCED.labels(name).inc(count)
