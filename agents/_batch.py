@@ -1,7 +1,8 @@
-"""What every agent shares: batches of records in, acks withheld when a batch fails.
+"""What every agent shares: batches of records in, acked only once handled.
 
-:func:`batch_agent` runs a handler per batch (the handler dead-letters what it cannot process, see
-:mod:`stream_app.kafka.publisher`); a batch that fails or is cancelled withholds its acks.
+:func:`batch_agent` runs a handler per batch taken from the stage's lane (the handler dead-letters what
+it cannot process, see :mod:`stream_app.kafka.publisher`); a batch that fails or is cancelled is not
+acked.
 """
 
 from __future__ import annotations
@@ -26,17 +27,6 @@ from stream_app.settings import Settings
 from stream_app.state.guard import CommittedOffsets, EarliestOffsets, Partition, PartitionMovedError
 
 log = get_logger(__name__)
-
-
-def withhold_acks(events: Sequence[Received]) -> None:
-    """Make sure none of ``events`` is ever marked safe to commit.
-
-    Faust acks a ``take`` batch in a ``finally`` block even when processing failed or was
-    cancelled (faust#604): marking the messages acked *without* telling the consumer keeps their
-    offsets uncommitted, so they are redelivered to whoever owns the partition next.
-    """
-    for event in events:
-        event.message.acked = True
 
 
 def observe_latency(events: Sequence[Received]) -> None:
@@ -84,9 +74,8 @@ def batch_agent(
     """Register stage ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
     to ``handle``; the records of a batch are acked only once ``handle`` returned.
 
-    On a worker's app (which has lanes, :mod:`stream_app.kafka.lanes`) the stage takes its records a
-    fetch at a time from its lane; elsewhere it is a Faust agent over ``take_events``, whose batch's
-    acks are withheld when it fails (see ``withhold_acks``).
+    The stage takes its records a fetch at a time from its lane (:mod:`stream_app.kafka.lanes`; a
+    worker's app, :class:`stream_app.pipeline.app.StreamApp`, has them).
 
     ``handle`` dead-letters what it cannot process, so an exception escaping it is a defect. Letting
     Faust restart the agent would be worse than stopping: the restarted agent would go on with later
@@ -110,29 +99,11 @@ def batch_agent(
         await asyncio.Event().wait()  # never consume again; the worker's stop cancels this
 
     lanes: Lanes | None = getattr(app, "lanes", None)
-    if lanes is not None:
-        _lane_stage(app, lanes, source, name, handle, settings, crashed, wait)
-        return
-
-    async def run(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            try:
-                if wait is not None:
-                    await wait()
-                metrics.BATCH_SIZE.labels(name).observe(len(events))
-                await handle(events)
-            except asyncio.CancelledError:
-                withhold_acks(events)
-                raise
-            except PartitionMovedError as exc:
-                withhold_acks(events)
-                _fenced(name, len(events), exc)
-            except Exception:
-                withhold_acks(events)
-                await crashed(len(events))
-
-    run.__name__ = run.__qualname__ = name
-    app.agent(source, name=name)(run)
+    if lanes is None:
+        raise TypeError(
+            f"stage {name}: a stage runs on an app with lanes (stream_app.pipeline.app.StreamApp)"
+        )
+    _lane_stage(app, lanes, source, name, handle, settings, crashed, wait)
 
 
 def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on

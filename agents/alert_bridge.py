@@ -88,7 +88,7 @@ class AlertBridge:
         self.open = OpenAlerts(settings.group_id, settings.alertmanager_resend_s)
         self.client = AlertmanagerClient(url)
         self._pending = PendingPosts(settings.alertmanager_max_pending)
-        self._backoff = settings.retry_initial_s
+        self._backoff = retry.Backoff.from_settings(settings)
 
     def _consumer(self) -> Consumer:
         consumer = Consumer(
@@ -185,21 +185,21 @@ class AlertBridge:
             refused = await self._post(posts)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             metrics.ALERTMANAGER_POSTS.labels("error").inc()
+            delay = self._backoff.next()
             log.warning(
                 "alertmanager_post_failed",
                 url=self.client.url,
                 alerts=len(posts),
-                retry_in_s=round(self._backoff, 3),
+                retry_in_s=round(delay, 3),
                 error=repr(exc)[:300],
             )
-            await asyncio.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, self.settings.retry_max_s)
+            await asyncio.sleep(delay)
             return
         if refused:
             metrics.ALERTMANAGER_DROPPED.labels("refused").inc(len(refused))
         self._pending.clear()
         metrics.ALERTMANAGER_PENDING.set(0)
-        self._backoff = self.settings.retry_initial_s
+        self._backoff.reset()
 
     async def _post(self, posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Post ``posts``; returns those Alertmanager refused for good (a 4xx). A batch refused as a
@@ -251,7 +251,7 @@ def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | 
     async def alert_bridge() -> None:
         # An exception escaping a Faust task ends the worker: the bridge starts again instead, after a
         # pause growing to a minute (one log line a minute at most for a bridge that keeps failing).
-        pause = first = blueprint.settings.retry_max_s
+        pause = retry.Backoff(blueprint.settings.retry_max_s, RESTART_MAX_S)
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 started = time.monotonic()
@@ -259,10 +259,9 @@ def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | 
                     await bridge.run()  # returns only by raising: it follows the topic for good
                 except Exception:
                     if time.monotonic() - started > RESTART_MAX_S:
-                        pause = first  # it had been running well: a new failure, not the same one
-                    log.exception("alert_bridge_failed", restart_in_s=pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, RESTART_MAX_S)
+                        pause.reset()  # it had been running well: a new failure, not the same one
+                    log.exception("alert_bridge_failed", restart_in_s=pause.delay)
+                await asyncio.sleep(pause.next())
 
     app.task(alert_bridge)
     log.info("alert_bridge_enabled", alertmanager=url, topic=bridge.topic)

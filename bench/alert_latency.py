@@ -26,9 +26,7 @@ import json
 import math
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,11 +56,11 @@ from stream_app.domain.catalogue import load_catalogue
 from stream_app.kafka import topics
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.tools.launch import Launched, start_worker
 from stream_app.wire import codecs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "alert_latency.json"
-READY_LINE = "[^Worker]: Ready"
 KINDS = {"air_quality": "ENV.AQI", "hydrological": "HYD.WATER_LEVEL"}
 REPORTER = "MAE"
 MAX_RATE = 20_000.0
@@ -234,60 +232,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class Worker:
-    """The ``stream-app worker`` process under test."""
-
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if READY_LINE in self.log_path.read_text(encoding="utf-8", errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker so far (Linux /proc; NaN elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _start_worker(workdir: Path, log_path: Path, log_level: str) -> Worker:
+def _start_worker(workdir: Path, log_path: Path, log_level: str) -> Launched:
     env = {**os.environ, "STREAM_APP_LOG_FORMAT": "json", "STREAM_APP_LOG_LEVEL": log_level}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log_file:
-        # Its own working directory: Faust writes a data directory there.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"],
-            env=env,
-            cwd=workdir,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return Worker(proc, log_path)
+    return start_worker(env, log_path, cwd=workdir)  # its own working directory: Faust writes data there
 
 
 def _delete_namespace(settings: Settings, blueprint: Blueprint) -> None:
@@ -485,7 +432,7 @@ def _produce(scenario: Scenario, producer: Producer, item: Planned, sending: Sen
     )
 
 
-def _warm_up(scenario: Scenario, producer: Producer, worker: Worker) -> None:
+def _warm_up(scenario: Scenario, producer: Producer, worker: Launched) -> None:
     """Send the warm-up readings and wait until the worker has applied every one."""
     ignored = Sending()
     for item in scenario.warmup:
@@ -517,7 +464,9 @@ def _send(scenario: Scenario, producer: Producer, rate: float) -> Sending:
     return sending
 
 
-def _drain(scenario: Scenario, sending: Sending, reader: AlertReader, worker: Worker, seconds: float) -> None:
+def _drain(
+    scenario: Scenario, sending: Sending, reader: AlertReader, worker: Launched, seconds: float
+) -> None:
     """Wait until every alert expected has arrived, the worker died, or ``seconds`` passed."""
     wanted = {key for key in scenario.expected if key[0] in sending.produced_at}
     deadline = time.monotonic() + seconds

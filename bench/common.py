@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import math
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import redis
@@ -32,9 +29,9 @@ from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka import topics
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
+from stream_app.tools.launch import Launched, command, spawn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_LINE = "[^Worker]: Ready"
 
 
 class BenchError(RuntimeError):
@@ -228,58 +225,26 @@ def high_watermarks(settings: Settings, names: Iterable[str]) -> dict[str, int]:
 
 
 @dataclass
-class Process:
+class Process(Launched):
     """A process under test (a worker or a peer), with its log, CPU time and memory."""
 
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
     web_port: int | None = None
 
     @classmethod
     def start(cls, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path) -> Process:
-        log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(  # noqa: S603 - argv built here from sys.executable and fixed modules
-                argv, env=dict(env), cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT
-            )
         port = env.get("STREAM_APP_WEB_PORT")
-        return cls(name, proc, log_path, int(port) if port else None)
+        return cls(spawn(argv, env, log_path, cwd=cwd), log_path, int(port) if port else None, name=name)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return ""
+    def failed(self, message: str) -> NoReturn:
+        raise BenchError(f"{message}:\n{self.log_tail()}")
 
     def check_alive(self) -> None:
         if not self.alive():
-            raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            self.failed(f"{self.name} exited with {self.proc.returncode}")
 
     def wait_for_line(self, text: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log_tail(10**7):
-                return
-            self.check_alive()
-            time.sleep(0.2)
-        raise BenchError(f"{self.name}: no {text!r} after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds so far (Linux /proc), NaN once it is gone."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        super().wait_for_line(text, timeout)
 
     def peak_rss_bytes(self) -> int | None:
         """The kernel's high-water mark of resident memory (VmHWM) for the process."""
@@ -305,15 +270,6 @@ class Process:
                 out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
         return out
 
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 def start_worker(ns: Namespace, index: int, log_dir: Path, extra_env: Mapping[str, str]) -> Process:
     """``stream-app worker`` as in production, in its own data directory."""
@@ -326,9 +282,7 @@ def start_worker(ns: Namespace, index: int, log_dir: Path, extra_env: Mapping[st
         STREAM_APP_LOG_LEVEL="info",  # the Ready line is logged at info
         **extra_env,
     )
-    return Process.start(
-        f"worker-{index}", [sys.executable, "-m", "stream_app", "worker"], env, log_dir, cwd=data_dir
-    )
+    return Process.start(f"worker-{index}", command("worker"), env, log_dir, cwd=data_dir)
 
 
 def summed(samples: Iterable[Mapping[str, float]], name: str, topics_: Iterable[str] | None = None) -> float:

@@ -54,7 +54,6 @@ from confluent_kafka import Producer
 
 from bench import report
 from bench.common import (
-    READY_LINE,
     REPO_ROOT,
     BenchError,
     Namespace,
@@ -83,6 +82,7 @@ from stream_app.api.auth import create_token
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
+from stream_app.tools.launch import READY_LINE
 from stream_app.wire import codecs
 
 OUT_DIR = REPO_ROOT / ".local" / "bench"

@@ -21,8 +21,6 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import faust
-
 from stream_app.kafka.dead_letters import Letter, LetterBounds, log_rejections, lost
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
@@ -100,7 +98,7 @@ PUBLISH_OBSERVERS: dict[str, Callable[[Output], None]] = {}
 
 class Sender(Protocol):
     """What hands a batch of framed outputs to Kafka: :class:`stream_app.kafka.producer.DirectProducer`
-    in a worker (librdkafka, one wake per batch), :class:`FaustSender` elsewhere."""
+    (librdkafka, one wake per batch)."""
 
     async def send_batch(
         self, outputs: Sequence[Output], values: Sequence[bytes | None]
@@ -114,21 +112,16 @@ class Publisher:
 
     def __init__(
         self,
-        app: faust.App | None,
+        sender: Sender,
         settings: Settings,
         dead_letter_schema: SchemaVersion,
         framing: Framing = SINGLE_OBJECT_FRAMING,
-        sender: Sender | None = None,
     ) -> None:
         self._settings = settings
         self._schema = dead_letter_schema
         self.framing = framing
         self.max_bytes = settings.output_max_bytes
         self._bounds = LetterBounds.from_settings(settings)
-        if sender is None:
-            if app is None:
-                raise TypeError("a Publisher needs a Faust app or a sender")
-            sender = FaustSender(app)
         self._sender: Sender = sender
 
     async def publish(
@@ -180,7 +173,7 @@ class Publisher:
         refused: list[tuple[Output, BaseException]],
     ) -> None:
         pending: list[tuple[Letter | None, Output]] = [(None, o) for o in outputs] + list(letters)
-        delay, attempt = self._settings.retry_initial_s, 0
+        backoff, attempt = retry.Backoff.from_settings(self._settings), 0
         unknown: Counter[int] = Counter()  # per pending output (by id): UNKNOWN failures so far
         produced: Counter[str] = Counter()
         suspects: list[tuple[Output, BaseException]] = []
@@ -216,6 +209,7 @@ class Publisher:
                 if pending and failure_seen is not None:
                     attempt += 1
                     mark()
+                    delay = backoff.next()
                     metrics.RETRIES.labels("produce").inc()
                     log.warning(
                         "produce_retrying",
@@ -225,7 +219,6 @@ class Publisher:
                         error=repr(failure_seen)[:300],
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._settings.retry_max_s)
         refused.extend(await self._isolate(suspects, produced))
         for name, count in produced.items():  # once per topic and batch: a labelled metric has a cost
             metrics.RECORDS_PRODUCED.labels(name).inc(count)
@@ -262,34 +255,6 @@ class Publisher:
         """Partition -> the highest offset this publisher wrote to ``topic`` (what its sender tracks)."""
         offsets: Mapping[tuple[str, int], int] = getattr(self._sender, "written", {})
         return {partition: offset for (name, partition), offset in list(offsets.items()) if name == topic}
-
-
-class FaustSender:
-    """Sends through the Faust app's own producer (aiokafka): a future per record."""
-
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-
-    async def send_batch(
-        self, outputs: Sequence[Output], values: Sequence[bytes | None]
-    ) -> list[BaseException | None]:
-        producer = await self._app.maybe_start_producer()
-        handles: list[Any] = []
-        for o, value in zip(outputs, values, strict=True):
-            try:
-                headers = list(o.headers) or None
-                handles.append(await producer.send(o.topic, o.key, value, o.partition, o.timestamp, headers))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # refused before it was queued (too large for the producer, say)
-                handles.append(exc)
-        waiting = [h for h in handles if not isinstance(h, BaseException)]
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
-        return [h if isinstance(h, BaseException) else h.exception() for h in handles]
-
-    def close(self) -> None:
-        """Faust stops its producer itself."""
 
 
 class OutputTooLargeError(ValueError):

@@ -31,6 +31,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka.registry import SchemaRegistryUnavailable, client_from_settings, redact
 from stream_app.logs import get_logger
+from stream_app.ops.retry import Backoff
 from stream_app.wire.framing import CONFLUENT, SINGLE_OBJECT, SINGLE_OBJECT_FRAMING, ConfluentFraming, Framing
 from stream_app.wire.schemas import SchemaVersion
 
@@ -265,7 +266,7 @@ def output_framing(
     name = redact(url) if url else "schema registry"
     subjects = [s for s in framed_subjects(blueprint) if topics is None or s.topic in topics]
     deadline = clock() + settings.startup_timeout_s
-    delay, attempt = settings.retry_initial_s, 0
+    backoff, attempt = Backoff.from_settings(settings), 0
     while True:
         try:
             found = [(s, ensure_subject(client, s, name)) for s in subjects]
@@ -277,6 +278,7 @@ def output_framing(
                     f"schema registry unreachable at {name}: no answer within "
                     f"{settings.startup_timeout_s:g} s ({exc})"
                 ) from None
+            delay = backoff.next()
             log.warning(
                 "schema_registry_waiting",
                 registry=name,
@@ -285,7 +287,6 @@ def output_framing(
                 error=str(exc)[:300],
             )
             sleep(delay)
-            delay = min(delay * 2, settings.retry_max_s)
     ids = {s.topic: {r.version.fingerprint: r.schema_id for r in registered} for s, registered in found}
     log.info(
         "output_framing",

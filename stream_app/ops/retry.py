@@ -65,6 +65,30 @@ def unavailable() -> list[str]:
     return sorted(_unreachable | {dependency_of(operation) for operation in retrying()})
 
 
+class Backoff:
+    """Exponential backoff: waits of ``initial`` seconds, doubled after each failure up to ``ceiling``;
+    :meth:`reset` after a success starts again from ``initial``."""
+
+    def __init__(self, initial: float, ceiling: float) -> None:
+        self.initial = initial
+        self.ceiling = ceiling
+        self.delay = initial  # the next wait
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Backoff:
+        """``STREAM_APP_RETRY_INITIAL_S`` doubling up to ``STREAM_APP_RETRY_MAX_S``."""
+        return cls(settings.retry_initial_s, settings.retry_max_s)
+
+    def next(self) -> float:
+        """The wait to make now; the one after it is twice as long (at most ``ceiling``)."""
+        delay = self.delay
+        self.delay = min(delay * 2, self.ceiling)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+
 def _transient(_exc: BaseException) -> Failure:
     return Failure.TRANSIENT
 
@@ -78,7 +102,7 @@ async def retry_until_done(
     """Run ``action`` until it succeeds; an exception ``classify`` calls permanent propagates (so does
     an unknown one after ``UNKNOWN_ATTEMPTS``). Cancellation (worker stop, rebalance) propagates at once.
     """
-    delay = settings.retry_initial_s
+    backoff = Backoff.from_settings(settings)
     attempt = unknown = 0
     with waiting(operation) as mark:
         while True:
@@ -91,6 +115,7 @@ async def retry_until_done(
                     raise
                 attempt += 1
                 mark()
+                delay = backoff.next()
                 metrics.RETRIES.labels(operation).inc()
                 log.warning(
                     "dependency_unavailable_retrying"
@@ -103,7 +128,6 @@ async def retry_until_done(
                     error=repr(exc)[:300],
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, settings.retry_max_s)
 
 
 @contextmanager

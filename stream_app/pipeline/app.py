@@ -127,7 +127,7 @@ def create_app(
     store = StateStore(redis_client, settings)
     framing = framing or output_framing(blueprint)
     sender = DirectProducer(settings, client_id=f"{settings.group_id}-outputs")
-    publisher = Publisher(app, settings, blueprint.schemas.latest("dead_letter"), framing, sender)
+    publisher = Publisher(sender, settings, blueprint.schemas.latest("dead_letter"), framing)
     app.closers.append(publisher.close)
 
     intake.register(app, blueprint, publisher, store)

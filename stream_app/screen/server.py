@@ -40,6 +40,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_iso, parse_iso_ms
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
+from stream_app.ops.retry import Backoff
 from stream_app.screen.commands import Commands
 from stream_app.screen.feed import AlertReader, Hub, OpenAlerts, pump
 from stream_app.screen.layout import TILES
@@ -244,6 +245,7 @@ class Screen:
         (heals anything missed); until then, the open alerts are answered from Redis."""
         loaded_at, generation = -SNAPSHOT_S, 0
         failures, retry_at = 0, 0.0
+        backoff = Backoff(0.4, SNAPSHOT_RETRY_MAX_S)
         while True:
             await asyncio.sleep(0.2)
             due = reader.generation != generation or time.monotonic() - loaded_at >= SNAPSHOT_S
@@ -254,13 +256,14 @@ class Screen:
                 self.open_alerts.load(await self.store.indexed_alerts())
             except Exception as exc:  # Redis away, a record not ours: tried again, backing off to 5 s
                 failures += 1
-                retry_at = time.monotonic() + min(0.2 * 2**failures, SNAPSHOT_RETRY_MAX_S)
+                retry_at = time.monotonic() + backoff.next()
                 if failures == 1:  # once, not five times a second for as long as Redis is away
                     log.warning("screen_alert_snapshot_failed", error=repr(exc))
                 continue
             if failures:
                 log.info("screen_alert_snapshot_recovered", failed_attempts=failures)
                 failures = 0
+                backoff.reset()
             loaded_at, generation = time.monotonic(), following
             if reader.generation != following or not reader.following.is_set():
                 self.open_alerts.forget()  # it stopped or restarted meanwhile: read again

@@ -37,6 +37,14 @@ class Keys:
         """An entity's keys in the order of :data:`ENTITY_PARTS`."""
         return [self.entity(entity, part) for part in ENTITY_PARTS]
 
+    def entity_states(self) -> str:
+        """A SCAN pattern matching every entity's state hash."""
+        return self.entity("*")
+
+    def everything(self) -> str:
+        """A SCAN pattern matching every key under the prefix."""
+        return f"{self.prefix}:*"
+
     def rollup(self, indicator: str, target: str, series: str, label: str) -> str:
         """A roll-up period's hash (source entity -> ``seq;aggregate``)."""
         return self.entity(f"rollup|{indicator}|{target}", period_field(series, label))
@@ -56,7 +64,11 @@ class Keys:
 
     def briefing(self, day: date) -> str:
         """Set once the briefing of ``day`` (local date) is published."""
-        return self._global("briefing", day.isoformat())
+        return self.briefing_prefix() + day.isoformat()
+
+    def briefing_prefix(self) -> str:
+        """What every briefing marker's key starts with (:meth:`briefing`)."""
+        return self._global("briefing", "")
 
     def epoch(self) -> str:
         """When and how the state was begun (by a worker on an empty log, or by ``state rebuild``)."""

@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 from stream_app.config.blueprint import Blueprint
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka.config import confluent_config
-from stream_app.kafka.partitioning import TICK_KEY, partition_for
+from stream_app.kafka.partitioning import TICK_KEY
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
@@ -101,8 +101,3 @@ def _json(raw: bytes) -> dict[str, Any]:
     except ValueError:
         return {"error": "not_json", "detail": raw[:300].decode("utf-8", "replace")}
     return found if isinstance(found, dict) else {"answer": found}
-
-
-def internal_partition(blueprint: Blueprint, entity: str) -> int:
-    """The internal-topic partition that owns ``entity``."""
-    return partition_for(entity, blueprint.topic_by_role("repartition").partitions)

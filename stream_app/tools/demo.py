@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from stream_app.api.auth import create_token
@@ -17,27 +15,11 @@ from stream_app.kafka.topics import apply
 from stream_app.logs import colour_allowed
 from stream_app.paths import CHECKOUT, state_dir
 from stream_app.settings import Settings
-from stream_app.tools import simulate, state, tail
+from stream_app.tools import launch, simulate, state, tail
 
 # Where `deploy/local/services up` runs them (SERVICES_PROMETHEUS_PORT, SERVICES_ALERTMANAGER_PORT).
 LOCAL_PROMETHEUS = "http://127.0.0.1:19090"
 LOCAL_ALERTMANAGER = "http://127.0.0.1:19094"
-
-
-def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout: float) -> bool:
-    url = f"http://{settings.web_host}:{settings.web_port}/health"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
 
 
 def run_demo(settings: Settings, duration: float | None, rate: float, worker_env: str | None = None) -> int:
@@ -62,22 +44,18 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         "STREAM_APP_ALERTMANAGER_URL": alertmanager,
         "STREAM_APP_API_TOKENS_FILE": str(log_dir / "api-tokens.toml"),
     }
-    with log_path.open("ab") as log_file:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    worker = launch.start_worker(env, log_path, append=True)
     print(f"demo: worker pid {worker.pid}, log {log_path}", flush=True)
     screen = _start_screen(env, worker_env, log_dir / "screen.log")
     seen = {"alert": 0, "consolidated": 0, "dead_letter": 0, "error": 0}
     stop = threading.Event()
     try:
-        if not _wait_ready(settings, worker, 60):
+        web = f"http://{settings.web_host}:{settings.web_port}"
+        try:
+            worker.wait_healthy(f"{web}/health", 60)
+        except launch.NotReadyError:
             print(f"demo: worker did not become ready; see {log_path}", file=sys.stderr)
             return 1
-        web = f"http://{settings.web_host}:{settings.web_port}"
         print(
             f"demo: worker ready; metrics at {web}/metrics, probes at {web}/livez and {web}/readyz",
             flush=True,
@@ -145,12 +123,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
         print("\ndemo: stopping", flush=True)
     finally:
         stop.set()
-        for process, grace in ((screen, 10), (worker, 30)):
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        screen.stop(10)
+        worker.stop(30)
     print(
         f"demo: {seen['alert']} alerts, {seen['consolidated']} consolidated events, "
         f"{seen['dead_letter']} dead letters",
@@ -159,15 +133,13 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
     return 0 if seen["alert"] and seen["consolidated"] else 1
 
 
-def _start_screen(worker: dict[str, str], worker_env: str | None, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_screen(worker: dict[str, str], worker_env: str | None, log_path: Path) -> launch.Launched:
     """``stream-app screen`` as the center (its principal's file next to the worker's, when there is one:
     Kafka as ``center``, Redis as its read-only user), with the demo's tokens."""
     center = Path(worker_env).with_name("center.env") if worker_env else None
     env = {**worker, **(_env_file(str(center)) if center is not None and center.exists() else {})}
-    with log_path.open("ab") as log_file:
-        screen = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "screen"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
+    argv = launch.command("screen")
+    screen = launch.Launched(launch.spawn(argv, env, log_path, append=True), log_path, name="screen")
     print(f"demo: screen pid {screen.pid}, log {log_path}", flush=True)
     return screen
 

@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -398,10 +397,10 @@ async def _clear(client: Any, store: StateStore) -> int:
     the indexes, the marks and the epoch — not the rebuild flag, nor the briefing markers (a briefing
     sent is sent)."""
     keep = {store.keys.rebuilding().encode()}
-    briefing = store.keys.briefing(date(2000, 1, 1)).rsplit(":", 1)[0].encode() + b":"
+    briefing = store.keys.briefing_prefix().encode()
     removed = 0
     batch: list[Any] = []
-    async for key in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000):
+    async for key in client.scan_iter(match=store.keys.everything(), count=1000):
         if key in keep or key.startswith(briefing):
             continue
         batch.append(key)
@@ -421,7 +420,7 @@ async def _verify(client: Any, store: StateStore, marks: dict[str, int]) -> int:
     if wrong:
         raise ConfigurationError(f"applied marks not as set after the rebuild: {wrong}")
     entities = 0
-    async for key in client.scan_iter(match=f"{store.keys.prefix}:{{*}}:state", count=1000):
+    async for key in client.scan_iter(match=store.keys.entity_states(), count=1000):
         state = decode_state(await client.hgetall(key))
         for source, offset in state.offsets.items():
             if source in marks and offset > marks[source]:

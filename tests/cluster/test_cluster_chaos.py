@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -45,6 +44,7 @@ from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka import acl, topics
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
+from stream_app.tools.launch import command, spawn
 from stream_app.wire import codecs
 from tests.integration import ground_truth as gt
 from tests.integration.conftest import principal_env
@@ -155,14 +155,7 @@ class Workers:
         log_path = self.folder / f"worker-{len(self.every)}.log"
         env = {**self.env, **settings_env(settings)}
         env.update({k: v for k, v in self.env.items() if k.startswith("STREAM_APP_REDIS") or "SASL" in k})
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(proc, log_path, settings)
+        worker = WorkerProcess(spawn(command("worker"), env, log_path), log_path, settings)
         self.running.append(worker)
         self.every.append(worker)
         if wait:

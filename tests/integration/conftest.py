@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka import acl, topics
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
+from stream_app.tools.launch import command, spawn
 
 from .support import API_TOKENS, ServicesRedis, WorkerProcess, free_port, settings_env
 
@@ -204,14 +203,7 @@ def start_worker(
             "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
             **extra_env,
         }
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(proc, log_path, settings)
+        worker = WorkerProcess(spawn(command("worker"), env, log_path), log_path, settings)
         started.append(worker)
         if wait:
             worker.wait_ready()

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -26,9 +26,9 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from stream_app.config.blueprint import load_blueprint
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
+from stream_app.tools.launch import Launched
 from stream_app.wire import codecs
 
-READY_LINE = "[^Worker]: Ready"
 # The API tokens the test workers accept, by role (made by the session's api_tokens_file fixture).
 API_TOKENS: dict[str, str] = {}
 
@@ -81,44 +81,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @dataclass
-class WorkerProcess:
-    """A real ``stream-app worker`` process."""
+class WorkerProcess(Launched):
+    """A real ``stream-app worker`` process (see :mod:`stream_app.tools.launch`), failing the test when it
+    does not become ready."""
 
-    proc: subprocess.Popen[bytes]
-    log_path: Path
     settings: Settings
 
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if READY_LINE in self.log():
-                return
-            if self.proc.poll() is not None:
-                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            time.sleep(0.2)
-        pytest.fail(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+    def failed(self, message: str) -> NoReturn:
+        pytest.fail(f"{message}:\n{self.log()[-4000:]}")
 
     def metrics(self) -> str:
         url = f"http://{self.settings.web_host}:{self.settings.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ import pytest
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
+from stream_app.tools.launch import command
 
 from .support import WorkerProcess, settings_env
 
@@ -20,9 +20,7 @@ from .support import WorkerProcess, settings_env
 def _run_worker(settings: Settings, **overrides: str) -> tuple[int, str, float]:
     env = {**os.environ, **settings_env(settings), "STREAM_APP_STARTUP_TIMEOUT_S": "5", **overrides}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "stream_app", "worker"], env=env, capture_output=True, timeout=60, check=False
-    )
+    done = subprocess.run(command("worker"), env=env, capture_output=True, timeout=60, check=False)
     return done.returncode, done.stderr.decode(), time.monotonic() - started
 
 

@@ -18,7 +18,7 @@ from stream_app.state.keys import Keys
 from stream_app.state.memory import MemoryStateStore
 from stream_app.state.store import ActiveAlert, ReporterSent, RollupWrite, StateStore, connect
 from tests.unit.core_support import local_ms, observation
-from tests.unit.producers import AckingProducer, ProducerApp
+from tests.unit.producers import AckingProducer, ProducerSender
 from tests.unit.test_consolidate_batch import Rig
 
 from .support import redis_text
@@ -72,7 +72,7 @@ async def test_the_memory_twin_ends_in_the_redis_state(
         consolidators = []
         for store in (redis_store, memory):
             dead_letter = rig.blueprint.schemas.latest("dead_letter")
-            publisher = Publisher(ProducerApp(AckingProducer()), settings, dead_letter)  # type: ignore[arg-type]
+            publisher = Publisher(ProducerSender(AckingProducer()), settings, dead_letter)
             consolidators.append(Consolidator(rig.blueprint, store, rig.blueprint.rulebook, publisher))
         aqi = observation("aqi-1", 180.0, now - 7_200_000, indicator="ENV.AQI", station="HN-AQ-HOANKIEM")
         batches = [

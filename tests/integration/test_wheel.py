@@ -36,6 +36,7 @@ import pytest
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.settings import REPO_ROOT, Settings
+from stream_app.tools.launch import spawn
 from stream_app.wire import codecs
 
 from .support import WorkerProcess, collect, observation, produce, settings_env
@@ -217,10 +218,7 @@ def test_installed_cli_and_worker_run_from_the_wheel(
         }
     )
     log_path = venv.cwd / "worker.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [str(venv.command), "worker"], env=env, cwd=venv.cwd, stdout=log_file, stderr=subprocess.STDOUT
-        )
+    proc = spawn([str(venv.command), "worker"], env, log_path, cwd=venv.cwd)
     worker = WorkerProcess(proc, log_path, settings)
     try:
         worker.wait_ready()

@@ -1,10 +1,13 @@
-"""A stand-in for Faust's producer in unit tests of what the agents publish: it acknowledges every send
-at once and keeps it."""
+"""A stand-in for Faust's producer in unit tests of what the agents publish (it acknowledges every send
+at once and keeps it), and the publisher's sender over such a producer."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from stream_app.kafka.publisher import Output
 
 
 class AckingProducer:
@@ -26,11 +29,38 @@ class AckingProducer:
         return {topic: value for topic, _, value in self.sent}
 
 
-class ProducerApp:
-    """What the publisher asks of a Faust app: its producer."""
+class FaustProducer(Protocol):
+    """The send of Faust's producer (aiokafka): a future per record."""
 
-    def __init__(self, producer: AckingProducer) -> None:
+    async def send(  # noqa: PLR0917 - the signature of Faust's producer
+        self, topic: str, key: Any, value: bytes | None, partition: Any, timestamp: Any, headers: Any
+    ) -> Any: ...
+
+
+class ProducerSender:
+    """A publisher's sender (:class:`stream_app.kafka.publisher.Sender`) over a stand-in producer."""
+
+    def __init__(self, producer: FaustProducer) -> None:
         self.producer = producer
 
-    async def maybe_start_producer(self) -> AckingProducer:
-        return self.producer
+    async def send_batch(
+        self, outputs: Sequence[Output], values: Sequence[bytes | None]
+    ) -> list[BaseException | None]:
+        handles: list[Any] = []
+        for o, value in zip(outputs, values, strict=True):
+            try:
+                headers = list(o.headers) or None
+                handles.append(
+                    await self.producer.send(o.topic, o.key, value, o.partition, o.timestamp, headers)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused before it was queued
+                handles.append(exc)
+        waiting = [h for h in handles if not isinstance(h, BaseException)]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        return [h if isinstance(h, BaseException) else h.exception() for h in handles]
+
+    def close(self) -> None:
+        """Nothing to stop."""

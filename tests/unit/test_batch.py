@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import AsyncMock
 
 import faust
 import pytest
 from aiokafka import errors as kafka_errors
-from faust.transport.consumer import ThreadDelegateConsumer
+from faust.types import TP
 
 from stream_app.agents._batch import batch_agent
 from stream_app.domain.model import Rejection
 from stream_app.kafka.dead_letters import Letter, dead_letter
+from stream_app.kafka.lanes import Delivery, Event, Lanes, Received
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.ops import metrics, retry
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 from stream_app.wire.schemas import load_schemas
+from tests.unit.producers import ProducerSender
 
 pytestmark = pytest.mark.asyncio
 
@@ -52,20 +56,12 @@ class ScriptedProducer:
         return future
 
 
-class FakeApp:
-    def __init__(self, producer: ScriptedProducer) -> None:
-        self.producer = producer
-
-    async def maybe_start_producer(self) -> ScriptedProducer:
-        return self.producer
-
-
 def _publisher(
     verdict: Callable[[str, bytes | None, int], BaseException | None],
 ) -> tuple[Publisher, ScriptedProducer]:
     producer = ScriptedProducer(verdict)
     schema = load_schemas(SETTINGS.schemas_dir).latest("dead_letter")
-    return Publisher(FakeApp(producer), SETTINGS, schema), producer  # type: ignore[arg-type]
+    return Publisher(ProducerSender(producer), SETTINGS, schema), producer
 
 
 def _letter(original: bytes) -> Letter:
@@ -172,28 +168,84 @@ async def test_a_cancelled_publish_leaves_no_operation_waiting() -> None:
     assert "produce" not in retry.retrying()
 
 
-async def test_a_crashing_batch_stops_the_worker_instead_of_going_on() -> None:
-    """A restarted agent would apply later records first; their offsets in Redis would then make the
-    failed batch look applied when it is redelivered. So the worker stops."""
-    app = faust.App(
-        "t-crash", broker="kafka://127.0.0.1:1", store="memory://", loop=asyncio.get_running_loop()
-    )
-    topic = app.topic("x", key_serializer="raw", value_serializer="raw")
-    halted: list[int] = []
+class LaneApp:
+    """What a stage asks of a worker's app (:class:`stream_app.pipeline.app.StreamApp`): its lanes, its
+    topics, a task registry, and the lane consumer (here: every delivery current; acks recorded)."""
 
-    async def handle(events: Any) -> None:
-        raise KeyError("a defect")
+    def __init__(self) -> None:
+        self.lanes = Lanes()
+        self.topics: set[Any] = set()
+        self.tasks: list[Callable[[], Awaitable[None]]] = []
+        self.consumer = self
+        self.acked: list[int] = []
+
+    def task(self, run: Callable[[], Awaitable[None]]) -> None:
+        self.tasks.append(run)
+
+    def current(self, delivery: Delivery) -> bool:
+        return True
+
+    def ack_batch(self, deliveries: Sequence[Delivery]) -> int:
+        self.acked += [event.message.offset for d in deliveries for event in d.events]
+        return len(self.acked)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A stage's source: the topics it reads."""
+
+    topics: tuple[str, ...]
+
+
+def _delivery(*offsets: int) -> Delivery:
+    events = [Event(SimpleNamespace(topic="x", partition=0, offset=o, key=None, value=b"v")) for o in offsets]
+    return Delivery(TP("x", 0), generation=0, events=events)
+
+
+async def test_a_crashing_batch_stops_the_worker_instead_of_going_on() -> None:
+    """A restarted stage would apply later records first; their offsets in Redis would then make the
+    failed batch look applied when it is redelivered. So the batch is not acked and the worker stops."""
+    app = LaneApp()
+    halted: list[int] = []
+    handled: list[list[int]] = []
+
+    async def handle(events: Sequence[Received]) -> None:
+        handled.append([e.message.offset for e in events])
+        if len(handled) > 1:
+            raise KeyError("a defect")
 
     before = metrics.AGENT_CRASHES.labels("crashy")._value.get()
-    batch_agent(app, topic, "crashy", handle, Settings(batch_within_s=0.01), halt=lambda: halted.append(1))
-    async with app.agents["crashy"].test_context() as agent:
-        await agent.put(b"v", key=b"k")
-        for _ in range(100):
-            if halted:
-                break
-            await asyncio.sleep(0.02)
-    consumer = app.consumer
-    assert isinstance(consumer, ThreadDelegateConsumer)  # the aiokafka driver's, with its consumer thread
-    consumer._thread.thread_loop.close()  # Faust made it for a consumer thread the test never starts
+    source = Source(("x",))
+    settings = Settings(batch_within_s=0.01)
+    batch_agent(app, source, "crashy", handle, settings, halt=lambda: halted.append(1))  # type: ignore[arg-type]
+    assert source in app.topics
+    lane = app.lanes.by_topic["x"]
+    [run] = app.tasks
+    task = asyncio.ensure_future(run())
+    lane.put(_delivery(1, 2))
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    lane.put(_delivery(3))
+    for _ in range(100):
+        if halted:
+            break
+        await asyncio.sleep(0.01)
     assert halted == [1]
+    assert not task.done(), "the stage consumes nothing more, and does not return"
+    lane.put(_delivery(4))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert handled == [[1, 2], [3]], "nothing after the crash"
+    assert app.acked == [1, 2], "the batch that crashed is not acked"
     assert metrics.AGENT_CRASHES.labels("crashy")._value.get() == before + 1
+
+
+async def test_a_stage_needs_an_app_with_lanes() -> None:
+    app = faust.App("t-no-lanes", broker="kafka://127.0.0.1:1", store="memory://")
+    handle = AsyncMock()
+    with pytest.raises(TypeError, match="lanes"):
+        batch_agent(app, Source(("x",)), "stage", handle, Settings())

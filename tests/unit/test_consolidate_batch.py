@@ -26,7 +26,7 @@ from stream_app.state.memory import MemoryStateStore
 from stream_app.wire import codecs
 from tests.unit.core_support import HOUR_MS as HOUR
 from tests.unit.core_support import local_ms, observation
-from tests.unit.producers import AckingProducer, ProducerApp
+from tests.unit.producers import AckingProducer, ProducerSender
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,7 +58,7 @@ class Rig:
         self.store = MemoryStateStore()
         self.producer = AckingProducer()
         dead_letter = self.blueprint.schemas.latest("dead_letter")
-        publisher = Publisher(ProducerApp(self.producer), SETTINGS, dead_letter)  # type: ignore[arg-type]
+        publisher = Publisher(ProducerSender(self.producer), SETTINGS, dead_letter)
         self.consolidator = Consolidator(self.blueprint, self.store, self.blueprint.rulebook, publisher)
         internal = self.blueprint.topic_by_role("repartition")
         self.internal, self.partitions = internal.name, internal.partitions

@@ -32,7 +32,7 @@ from pydantic import SecretBytes, SecretStr
 
 from stream_app.config.topics import load_topics
 from stream_app.settings import REPO_ROOT, Settings
-from stream_app.tools import cli
+from stream_app.tools import cli_parser
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 CONTAINERFILE = REPO_ROOT / "deploy" / "container" / "Containerfile"
@@ -297,7 +297,7 @@ def test_kustomization_applies_every_manifest_but_the_secrets_and_the_custom_res
 
 
 def test_workers_and_screen_run_the_cli_commands_of_one_pinned_image() -> None:
-    parser = cli._parser()
+    parser = cli_parser.parser()
     for deployment, command in ((WORKER, "worker"), (SCREEN, "screen")):
         container = _container(deployment)
         assert "command" not in container, "the image's ENTRYPOINT is stream-app"
@@ -603,7 +603,7 @@ def test_the_image_runs_the_worker_as_a_non_root_user() -> None:
     assert _containerfile_user() == APP_UID
     assert json.loads(runtime.all("ENTRYPOINT")[-1]) == ["stream-app"]
     (command,) = json.loads(runtime.all("CMD")[-1])
-    assert cli._parser().parse_args([command]).command == "worker"
+    assert cli_parser.parser().parse_args([command]).command == "worker"
     exposed = {int(port.partition("/")[0]) for args in runtime.all("EXPOSE") for port in args.split()}
     defaults = Settings.model_fields
     assert exposed == {defaults["web_port"].default, defaults["screen_port"].default}

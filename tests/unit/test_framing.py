@@ -48,7 +48,7 @@ from stream_app.wire.framing import (
 )
 from stream_app.wire.schema_check import sample_records
 from tests.registry_fake import FakeRegistry
-from tests.unit.producers import AckingProducer, ProducerApp
+from tests.unit.producers import AckingProducer, ProducerSender
 
 
 def _mock_url() -> str:
@@ -270,7 +270,7 @@ def test_the_publisher_frames_every_public_output_and_leaves_internal_ones() -> 
     framing = output_framing(bp)
     producer = AckingProducer()
     dead_letter = bp.schemas.latest("dead_letter")
-    publisher = Publisher(ProducerApp(producer), bp.settings, dead_letter, framing)  # type: ignore[arg-type]
+    publisher = Publisher(ProducerSender(producer), bp.settings, dead_letter, framing)
     alerts, internal = bp.topic_by_role("alerts").name, bp.topic_by_role("repartition").name
     alert = codecs.encode(bp.schemas.latest("alert"), _record(bp, "alert"))
     tick = codecs.encode(bp.schemas.latest("tick"), {"partition": 0, "now": 1, "source": "test"})

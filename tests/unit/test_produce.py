@@ -18,17 +18,16 @@ from stream_app.domain.catalogue import Catalogue
 from stream_app.exceptions import ConfigurationError
 from stream_app.settings import Settings
 from stream_app.tools import produce
-from stream_app.tools.produce import (
+from stream_app.tools.produce import Summary, produce_file
+from stream_app.tools.rows import (
     Encoded,
     RowEncoder,
     RowError,
-    Summary,
     _csv_chunks,
     detect_format,
     iter_csv,
     iter_jsonl,
     iter_rows,
-    produce_file,
 )
 from stream_app.wire import codecs
 from stream_app.wire.schemas import SchemaRegistry

@@ -19,7 +19,7 @@ from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.validation import CO_REPORTER_BREAKDOWN, Limits, validate
 from stream_app.exceptions import ConfigurationError, DecodeError
 from stream_app.tools import simulate
-from stream_app.tools.produce import Encoded, RowEncoder, iter_csv
+from stream_app.tools.rows import Encoded, RowEncoder, iter_csv
 from stream_app.tools.simulate import (
     LOCAL_TZ,
     REFORM_DATE,
