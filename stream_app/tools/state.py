@@ -187,7 +187,7 @@ class _Captured:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Message:
     topic: str
     partition: int
@@ -196,6 +196,7 @@ class _Message:
     value: bytes | None
     timestamp: float | None
     headers: list[tuple[str, bytes]]
+    acked: bool = False  # what a stage's Message has (stream_app.kafka.lanes.Message)
 
 
 @dataclass(frozen=True, slots=True)
