@@ -161,6 +161,21 @@ class Reader:
                 batch.observation_events.append(event)
         return batch
 
+    async def read_first(
+        self, batch: Batch, todo: set[str], reads: dict[str, EntityReads]
+    ) -> dict[str, BaseException]:
+        """Read what the batch needs of the entities of ``todo`` into ``reads``, with their partitions'
+        ledger; returns the entities that could not be read, with why. Raises StateLostError when a
+        state holds less than its ledger says."""
+        requests = {entity: batch.requests[entity] for entity in todo}
+        sources = {entity: _source_of(batch.by_entity[entity][0].message) for entity in todo}
+        vouched: dict[str, list[str]] = {}
+        for entity in sorted(todo):
+            vouched.setdefault(sources[entity], []).append(entity)
+        unreadable = dict(await self.store.read(requests, reads, vouched))
+        _check_vouched(sources, reads, unreadable)
+        return unreadable
+
     def _item(self, index: int, message: Message, now: int) -> Item:
         """One record decoded and checked (a tick's entities are looked up by ``_tick_entities``)."""
         subject, record = codecs.decode_any(self.schemas, message.value or b"", epoch_ms=True)
@@ -237,11 +252,11 @@ class Reader:
         return out
 
 
-def source_of_message(message: Message) -> str:
+def _source_of(message: Message) -> str:
     return source_of((message.topic, message.partition))
 
 
-def check_vouched(
+def _check_vouched(
     sources: Mapping[str, str], reads: Mapping[str, EntityReads], unreadable: Mapping[str, BaseException]
 ) -> None:
     """Raise StateLostError when an entity's state holds less than its partition's ledger says: its

@@ -40,9 +40,7 @@ from stream_app.agents._consolidate_input import (
     EntityCharges,
     Item,
     Reader,
-    check_vouched,
     missing,
-    source_of_message,
     state_of,
 )
 from stream_app.agents._consolidate_output import Built, EntityRun, Outputs, count
@@ -56,7 +54,7 @@ from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import Reasons
 from stream_app.state.guard import lasts_of, marks_of
-from stream_app.state.store import Commit, EntityReads, StateLayer
+from stream_app.state.store import Commit, EntityReads, ReadRequest, StateLayer
 
 log = get_logger(__name__)
 
@@ -162,17 +160,9 @@ class Consolidator:
         """Run every entity of ``todo`` until it has all it needs and its outputs are built; reads
         what the runs discover in one round trip per round, and yields to the event loop between."""
         reads: dict[str, EntityReads] = {}
-        unreadable: dict[str, BaseException] = {}
-        passes: Counter[str] = Counter()
-        requests = {entity: batch.requests[entity] for entity in todo}
-        sources = {entity: source_of_message(batch.by_entity[entity][0].message) for entity in todo}
-        vouched: dict[str, list[str]] = {}
-        for entity in sorted(todo):
-            vouched.setdefault(sources[entity], []).append(entity)
-        unreadable.update(await self.store.read(requests, reads, vouched))
-        check_vouched(sources, reads, unreadable)
-        passes.update(requests.keys())
-        requests = {}
+        unreadable = await self.reader.read_first(batch, todo, reads)
+        passes: Counter[str] = Counter(todo)
+        requests: dict[str, ReadRequest] = {}
         while todo:
             if requests:
                 unreadable.update(await self.store.read(requests, reads))

@@ -34,6 +34,7 @@ from faust.types import TP
 from faust.types import Message as FaustMessage
 
 from stream_app.logs import get_logger
+from stream_app.state.guard import Positioned
 
 log = get_logger(__name__)
 
@@ -44,19 +45,11 @@ Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
 """A record's headers as consumers hand them over: Faust's list of pairs, a mapping, or none."""
 
 
-class Message(Protocol):
-    """One record as a stage reads it: where it was read, its key, value, timestamp and headers
-    (what Faust's messages and the tests' plain records both have). The intake's fetch bounds may put
-    a :class:`stream_app.kafka.fetch_bounds.Withheld` in place of a value it would not inflate."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
+class Message(Positioned, Protocol):
+    """One record as a stage reads it: where it was read (:class:`Positioned`), its key, value,
+    timestamp and headers (what Faust's messages and the tests' plain records both have). The intake's
+    fetch bounds may put a :class:`stream_app.kafka.fetch_bounds.Withheld` in place of a value it would
+    not inflate."""
 
     @property
     def key(self) -> bytes | None: ...
