@@ -45,13 +45,27 @@ DIRECTIVE_TEXT = ("directive_id", "alert_key", "alert_id", "reporter", "actor", 
 
 @dataclass(slots=True)
 class Item:
-    """One record of the batch, decoded and checked: its kind, payload and the entities it touches."""
+    """One record of the batch, decoded and checked, and the entities it touches; its kind is its
+    class: :class:`ObservationItem`, :class:`TickItem` or :class:`DirectiveItem`."""
 
     index: int
     message: Message
-    kind: str  # observation | tick | directive
-    payload: Any  # an Observation, a tick's time (ms) or a directive record, by kind
     entities: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ObservationItem(Item):
+    observation: Observation
+
+
+@dataclass(slots=True)
+class TickItem(Item):
+    now_ms: int  # the tick's time
+
+
+@dataclass(slots=True)
+class DirectiveItem(Item):
+    directive: dict[str, Any]  # the Avro ``directive`` record
 
 
 @dataclass(slots=True)
@@ -146,15 +160,15 @@ class Reader:
             message = event.message
             try:
                 item = self._item(index, message, now)
-                if item.kind == "tick":
-                    item.entities = await self._tick_entities(message.partition, item.payload)
+                if isinstance(item, TickItem):
+                    item.entities = await self._tick_entities(message.partition, item.now_ms)
             except Exception as exc:  # whatever it is, it is this record's: refuse it, keep going
                 rejection = Rejection(refusal_reason(exc, Reasons.UNDECODABLE), str(exc))
                 batch.letters.append(poison_letter(message, self.poison_topic, rejection, exc, now, STAGE))
                 continue
             batch.add(item)
-            if item.kind == "observation":
-                obs: Observation = item.payload
+            if isinstance(item, ObservationItem):
+                obs = item.observation
                 request = batch.requests[obs.entity]
                 request.ids.add(obs.seen_key)
                 request.periods.update(needed_periods(self.catalogue.indicators[obs.indicator], obs))
@@ -194,7 +208,7 @@ class Reader:
                     Reasons.UNKNOWN_ENTITY, f"{obs.reporter!r} may not report {obs.indicator}"
                 )
             check_owner(obs.entity, self.partitions, message.partition)
-            return Item(index, message, subject, obs, (obs.entity,))
+            return ObservationItem(index, message, (obs.entity,), obs)
         if subject == "tick":
             partition, tick_now = int(record["partition"]), as_ms(record["now"])
             if partition != message.partition:
@@ -205,7 +219,7 @@ class Reader:
                 raise RecordRefusedError(
                     Reasons.TICK_INVALID, f"tick time {tick_now} outside [{EARLIEST_EVENT_MS}, {latest}]"
                 )
-            return Item(index, message, subject, tick_now, ())
+            return TickItem(index, message, (), tick_now)
         if subject == "directive":
             entity = (message.key or b"").decode()
             key = _checked(self.catalogue, entity)
@@ -216,7 +230,7 @@ class Reader:
                 )
             self._check_directive_text(record)
             check_owner(entity, self.partitions, message.partition)
-            return Item(index, message, subject, record, (entity,))
+            return DirectiveItem(index, message, (entity,), record)
         raise RecordRefusedError(
             Reasons.UNDECODABLE, f"a {subject!r} record does not belong on the internal topic"
         )

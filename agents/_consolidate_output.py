@@ -11,7 +11,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from stream_app.agents._consolidate_input import STAGE, Cause, EntityCharges, Item
+from stream_app.agents._consolidate_input import (
+    STAGE,
+    Cause,
+    DirectiveItem,
+    EntityCharges,
+    Item,
+    ObservationItem,
+)
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.alerting import RuleBook
 from stream_app.domain.consolidation import contributions, entity_records
@@ -126,11 +133,11 @@ class Outputs:
             return
         cause = Cause(frozenset((entity,)), item.index)
         self._alerts(built, result, cause)
-        if item.kind == "directive":
+        if isinstance(item, DirectiveItem):
             # The ministry responsible now receives the directive on its own topic, and only it.
             topic = self.reporter_directives.get(result.addressee)
             if topic is not None:
-                key = str(item.payload["alert_key"]).encode()
+                key = str(item.directive["alert_key"]).encode()
                 built.outputs.append(Output(topic, key, item.message.value or b"", blame=cause))
 
     def _aggregate_outputs(self, run: EntityRun, entity: str, now: int, built: Built) -> None:
@@ -205,8 +212,8 @@ class Outputs:
                             reporter="CENTER",
                         )
                     )
-                elif item.kind == "observation" and result.refused:
-                    obs: Observation = item.payload
+                elif isinstance(item, ObservationItem) and result.refused:
+                    obs = item.observation
                     letters.append(
                         dead_letter(
                             item.message,
@@ -229,8 +236,8 @@ def count(runs: dict[str, EntityRun], built: dict[str, Built], *, replay: bool) 
         for item, result in run.results:
             if isinstance(result, DirectiveRefusedError):
                 continue
-            if item.kind == "observation":
-                _count_observation(item.payload, result)
+            if isinstance(item, ObservationItem):
+                _count_observation(item.observation, result)
             if not result.skipped and not replay:
                 _log_alerts(result.alerts, item.message)
 

@@ -37,9 +37,12 @@ from stream_app.agents._batch import observe_latency
 from stream_app.agents._consolidate_input import (
     STAGE,
     Batch,
+    DirectiveItem,
     EntityCharges,
     Item,
+    ObservationItem,
     Reader,
+    TickItem,
     missing,
     state_of,
 )
@@ -231,11 +234,11 @@ class Consolidator:
         # each record runs at the time it was received, so a replay of the log rebuilds the same state
         now = received_at_of(message) or now
         state, touched = run.state, run.touched
-        if item.kind == "observation":
+        if isinstance(item, ObservationItem):
             bulk = is_bulk(message)
             result = apply(
                 state,
-                item.payload,
+                item.observation,
                 source=source,
                 offset=message.offset,
                 ctx=Context(self.catalogue, self.rulebook, now, self.settle_ms if bulk else 0, bulk=bulk),
@@ -244,23 +247,23 @@ class Consolidator:
             if result.outcome is not Outcome.ALREADY_APPLIED:
                 # Duplicates and refused records still advance the applied offset: they were processed.
                 self._commit(run, entity, source, message.offset)
-        elif item.kind == "tick":
+        elif isinstance(item, TickItem):
             result = tick(
                 state,
                 EntityKey.parse(entity),
                 source=source,
                 offset=message.offset,
-                ctx=Context(self.catalogue, self.rulebook, item.payload),
+                ctx=Context(self.catalogue, self.rulebook, item.now_ms),
                 touched=touched,
             )
             if not result.skipped:
                 self._commit(run, entity, source, message.offset)
-        else:
+        elif isinstance(item, DirectiveItem):
             try:
                 result = direct(
                     state,
                     EntityKey.parse(entity),
-                    item.payload,
+                    item.directive,
                     source=source,
                     offset=message.offset,
                     ctx=Context(self.catalogue, self.rulebook, now),
