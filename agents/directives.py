@@ -14,13 +14,13 @@ API authenticated, or written by a principal that may not issue directives
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent, prefetch_schemas
+from stream_app.agents._batch import batch_agent
+from stream_app.agents._stage import poison_letter, route_and_publish
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain import clock
 from stream_app.domain.directives import TextLimits, too_long
@@ -31,7 +31,7 @@ from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
 from stream_app.kafka.acl import directive_writers
 from stream_app.kafka.dead_letters import Letter, dead_letter
-from stream_app.kafka.lanes import Received
+from stream_app.kafka.lanes import Message, Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.ops import metrics
@@ -58,9 +58,9 @@ class Router:
         # system of the center's) resolve their schema id through the registry, when one is set.
         self.confluent = registry.from_settings(blueprint.settings, blueprint.schemas)
 
-    def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output], list[Letter]]:
+    def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output[int]], list[Letter]]:
         """Each directive re-keyed to its alert's entity (blamed on its index), or a dead letter."""
-        outputs: list[Output] = []
+        outputs: list[Output[int]] = []
         letters: list[Letter] = []
         for index, event in enumerate(events):
             message = event.message
@@ -68,7 +68,7 @@ class Router:
             try:
                 routed = self._route_one(message, index)
             except Exception as exc:  # a defect or an input nobody foresaw: this directive's alone
-                letters.append(self._reject(message, Rejection(Reason.INTAKE_FAILED, repr(exc)), now_ms, exc))
+                letters.append(self.poison(message, Rejection(Reason.INTAKE_FAILED, repr(exc)), exc, now_ms))
                 continue
             if isinstance(routed, Rejection):
                 letters.append(self._reject(message, routed, now_ms))
@@ -76,7 +76,7 @@ class Router:
                 outputs.append(routed)
         return outputs, letters
 
-    def _route_one(self, message: Any, index: int) -> Output | Rejection:
+    def _route_one(self, message: Message, index: int) -> Output[int] | Rejection:
         try:
             directive = codecs.decode(
                 self.blueprint.schemas, "directive", message.value or b"", self.confluent
@@ -106,35 +106,15 @@ class Router:
             headers=received_at(clock.now_ms()),  # the stateful step's clock for this record
         )
 
-    def _reject(
-        self, message: Any, rejection: Rejection, now_ms: int, error: BaseException | None = None
-    ) -> Letter:
-        return dead_letter(
-            message,
-            self.dead_letters,
-            rejection,
-            now_ms=now_ms,
-            stage=STAGE,
-            reporter=CENTER,
-            error=error,
-            poison=error is not None,
-        )
+    def _reject(self, message: Message, rejection: Rejection, now_ms: int) -> Letter:
+        return dead_letter(message, self.dead_letters, rejection, now_ms=now_ms, stage=STAGE, reporter=CENTER)
+
+    def poison(self, message: Message, rejection: Rejection, error: BaseException, now_ms: int) -> Letter:
+        """The dead letter of a directive that made this stage fail."""
+        return poison_letter(message, self.dead_letters, rejection, error, now_ms, STAGE, CENTER)
 
     async def process(self, events: Sequence[Received]) -> None:
-        await prefetch_schemas(self.confluent, events, self.blueprint.settings)
-        now_ms = int(time.time() * 1000)
-        outputs, letters = self.route(events, now_ms)
-        refused = await self.publisher.publish(outputs, letters)
-        late = []
-        for output, error in refused:
-            assert isinstance(output.blame, int)  # noqa: S101 - every output here names its directive
-            reason = (
-                Reason.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reason.OUTPUT_REFUSED
-            )
-            late.append(
-                self._reject(events[output.blame].message, Rejection(reason, str(error)), now_ms, error)
-            )
-        await self.publisher.publish_dead_letters(late)
+        await route_and_publish(self, events, self.blueprint.settings)
 
 
 def unauthenticated(directive: dict[str, Any], writers: frozenset[str]) -> str | None:

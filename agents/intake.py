@@ -22,7 +22,8 @@ from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent, prefetch_schemas
+from stream_app.agents._batch import batch_agent
+from stream_app.agents._stage import poison_letter, route_and_publish
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.model import Rejection
 from stream_app.domain.reasons import Reason
@@ -30,7 +31,7 @@ from stream_app.domain.validation import observation_record
 from stream_app.kafka import registry
 from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.fetch_bounds import Withheld
-from stream_app.kafka.lanes import Received
+from stream_app.kafka.lanes import Message, Received
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.logs import get_logger
@@ -70,12 +71,12 @@ class Intake:
         )
         self.observation_schema = blueprint.schemas.latest("observation")
 
-    def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output], list[Letter]]:
+    def route(self, events: Sequence[Received], now_ms: int) -> tuple[list[Output[int]], list[Letter]]:
         """Decide, for each record, where it goes. Pure apart from metrics and logs.
 
         Each re-keyed observation is blamed on its record's index in ``events``.
         """
-        outputs: list[Output] = []
+        outputs: list[Output[int]] = []
         letters: list[Letter] = []
         # counted per batch, not per record: a labelled metric costs a lookup and a lock each time
         consumed: Counter[str] = Counter()
@@ -96,7 +97,7 @@ class Intake:
             except (
                 Exception
             ) as exc:  # a defect, or an input nobody foresaw: this record's, not the partition's
-                letters.append(self.poison(message, Reason.INTAKE_FAILED, repr(exc), exc, now_ms))
+                letters.append(self.poison(message, Rejection(Reason.INTAKE_FAILED, repr(exc)), exc, now_ms))
                 continue
             if isinstance(result, Rejection):
                 letters.append(
@@ -124,38 +125,18 @@ class Intake:
             metrics.observe_many(metrics.EVENT_AGE_SECONDS.labels(reporter), reporter_ages)
         return outputs, letters
 
-    def _check(self, message: Any, reporter: str, now_ms: int) -> Any:
+    def _check(self, message: Message, reporter: str, now_ms: int) -> Any:
         """The validated observation of one record, or why it is refused."""
         return self.check(message.key, message.value, reporter, now_ms)
 
-    def poison(self, message: Any, reason: str, detail: str, error: BaseException, now_ms: int) -> Letter:
+    def poison(self, message: Message, rejection: Rejection, error: BaseException, now_ms: int) -> Letter:
         """The dead letter of a reporter's record that made this stage fail."""
         reporter, dead_letters = self.routes[message.topic]
-        return dead_letter(
-            message,
-            dead_letters,
-            Rejection(reason, detail),
-            now_ms=now_ms,
-            stage=STAGE,
-            reporter=reporter,
-            error=error,
-            poison=True,
-        )
+        return poison_letter(message, dead_letters, rejection, error, now_ms, STAGE, reporter)
 
     async def process(self, events: Sequence[Received]) -> None:
         """Route a batch, publish it, and dead-letter the records whose re-keyed form Kafka refused."""
-        await prefetch_schemas(self.confluent, events, self.settings)  # one copy: the directives' too
-        now_ms = int(time.time() * 1000)
-        outputs, letters = self.route(events, now_ms)
-        refused = await self.publisher.publish(outputs, letters)
-        if refused:
-            late = []
-            for output, error in refused:
-                too_large = output.size > self.publisher.max_bytes
-                reason = Reason.OUTPUT_TOO_LARGE if too_large else Reason.OUTPUT_REFUSED
-                assert isinstance(output.blame, int)  # noqa: S101 - every intake output names its record
-                late.append(self.poison(events[output.blame].message, reason, str(error), error, now_ms))
-            await self.publisher.publish_dead_letters(late)
+        await route_and_publish(self, events, self.settings)
 
 
 class ApplyGate:

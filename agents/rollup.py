@@ -16,13 +16,13 @@ published.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
-from stream_app.agents._batch import batch_agent, earliest_offsets
+from stream_app.agents._stage import Charges, Fence, check_owner, poison_letter, refusal_of, register_stateful
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.aggregates import (
     Agg,
@@ -37,15 +37,14 @@ from stream_app.domain.entity import checked_entity
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
 from stream_app.domain.reasons import Reason
 from stream_app.domain.rollup import NATIONAL, combine_sources, targets
-from stream_app.kafka.dead_letters import Letter, dead_letter
-from stream_app.kafka.lanes import Received
-from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.dead_letters import Letter
+from stream_app.kafka.lanes import Message, Received
 from stream_app.kafka.publisher import Output, Publisher
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
-from stream_app.state.guard import StateGuard, firsts_of, lasts_of, marks_of
+from stream_app.state.guard import lasts_of, marks_of
 from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer, StateLostError
 from stream_app.wire import codecs
 
@@ -64,22 +63,27 @@ class _Write:
 class _Batch:
     writes: list[_Write] = field(default_factory=list)
     letters: list[Letter] = field(default_factory=list)
-    messages: dict[int, Any] = field(default_factory=dict)
-    failed: dict[int, tuple[str, str, BaseException]] = field(default_factory=dict)  # index -> why
+    messages: dict[int, Message] = field(default_factory=dict)
+    charges: Charges = field(default_factory=Charges)  # records failed, by (index, "")
 
     def fail(self, index: int, reason: str, detail: str, error: BaseException) -> None:
-        self.failed.setdefault(index, (reason, detail[:500], error))
+        self.charges.record((index, ""), reason, error, detail)
 
 
 class Rollup:
     """Applies a batch of contributions and publishes the roll-ups they change."""
 
     def __init__(
-        self, blueprint: Blueprint, store: StateLayer, publisher: Publisher, *, replay: bool = False
+        self,
+        blueprint: Blueprint,
+        store: StateLayer,
+        publisher: Publisher,
+        *,
+        replay: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         self.replay = replay  # rebuilding the state from the log: the rebuild sets the marks at its end
-        # before publishing: that the batch's partitions are still this worker's (StateGuard.fence)
-        self.fence: Callable[[], Awaitable[None]] | None = None
+        self.fence = fence
         self.blueprint = blueprint
         self.catalogue = blueprint.catalogue
         self.store = store
@@ -99,28 +103,25 @@ class Rollup:
             try:
                 self._decode(index, event.message, batch)
             except Exception as exc:  # the record as a whole is not one of ours
-                reason = refusal_reason(exc, Reason.UNDECODABLE)
-                batch.letters.append(self._letter(event.message, reason, str(exc), exc, now))
+                rejection = Rejection(refusal_reason(exc, Reason.UNDECODABLE), str(exc))
+                batch.letters.append(
+                    poison_letter(event.message, self.poison_topic, rejection, exc, now, STAGE)
+                )
         marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
         if self.fence is not None:  # before the writes: the records published come from them
             await self.fence()
         outputs = await self._apply(batch, now, marks)
         refused = await self.publisher.publish(outputs, batch.letters)
         for output, error in refused:
-            reason = (
-                Reason.OUTPUT_TOO_LARGE if output.size > self.publisher.max_bytes else Reason.OUTPUT_REFUSED
-            )
-            for index in output.blame if isinstance(output.blame, frozenset) else ():
-                batch.fail(index, reason, str(error), error)
-        if batch.failed:
-            await self.publisher.publish_dead_letters(
-                [
-                    self._letter(batch.messages[index], reason, detail, error, now)
-                    for index, (reason, detail, error) in sorted(batch.failed.items())
-                ]
-            )
+            for index in output.blame or ():
+                batch.fail(index, refusal_of(output, self.publisher.max_bytes), str(error), error)
+        await self.publisher.publish_dead_letters(
+            batch.charges.letters(batch.messages, self.poison_topic, now, STAGE)
+        )
 
-    async def _apply(self, batch: _Batch, now: int, marks: dict[str, Mark] | None) -> list[Output]:
+    async def _apply(
+        self, batch: _Batch, now: int, marks: dict[str, Mark] | None
+    ) -> list[Output[frozenset[int]]]:
         """Apply the batch's writes and its partitions' applied marks; the roll-up record of every
         period they touched, each blamed on the records that touched it."""
         touched: dict[PeriodKey, set[int]] = {}
@@ -138,16 +139,16 @@ class Rollup:
             await self.store.vouch_rollups(grown)
         for position, refusal in applied.refused.items():
             batch.fail(batch.writes[position].index, Reason.STATE_WRITE_FAILED, repr(refusal), refusal)
-        outputs: list[Output] = []
+        outputs: list[Output[frozenset[int]]] = []
         for period, (this, last_year) in zip(periods, applied.periods, strict=True):
             try:
-                output = self._record(period, this, last_year, now)
+                output = self._record(period, this, last_year, now, frozenset(touched[period]))
             except Exception as exc:
                 for index in touched[period]:
                     batch.fail(index, Reason.OUTPUT_FAILED, f"roll-up {'|'.join(period)}: {exc!r}", exc)
                 continue
             if output is not None:
-                outputs.append(replace(output, blame=frozenset(touched[period])))
+                outputs.append(output)
         return outputs
 
     async def _check_ledger(self, periods: list[PeriodKey]) -> list[tuple[int, int | None]]:
@@ -165,7 +166,7 @@ class Rollup:
             raise StateLostError(lost[0] + more)
         return found
 
-    def _decode(self, index: int, message: Any, batch: _Batch) -> None:
+    def _decode(self, index: int, message: Message, batch: _Batch) -> None:
         """One contribution record: its writes into ``batch``; bad items mark the record failed."""
         subject, record = codecs.decode_any(self.blueprint.schemas, message.value or b"")
         if subject != "contribution":
@@ -179,11 +180,7 @@ class Rollup:
             raise RecordRefusedError(
                 Reason.CONTRIBUTION_INVALID, f"unknown indicator {record['indicator']!r}"
             )
-        owner = partition_for(routing, self.partitions)
-        if owner != message.partition:
-            raise RecordRefusedError(
-                Reason.MISROUTED, f"{routing!r} lives on partition {owner}, read from {message.partition}"
-            )
+        check_owner(routing, self.partitions, message.partition)
         for position, item in enumerate(record["items"]):
             try:
                 write = _checked_write(self.catalogue, indicator, target, index, item)
@@ -192,25 +189,16 @@ class Rollup:
                 continue
             batch.writes.append(write)
 
-    def _letter(self, message: Any, reason: str, detail: str, error: BaseException, now: int) -> Letter:
-        return dead_letter(
-            message,
-            self.poison_topic,
-            Rejection(reason, detail),
-            now_ms=now,
-            stage=STAGE,
-            error=error,
-            poison=True,
-        )
-
     def _record(
         self,
         period: PeriodKey,
         sources: dict[str, Agg] | BaseException,
         last_year_sources: dict[str, Agg] | BaseException,
         now: int,
-    ) -> Output | None:
-        """The roll-up record of one period from its sources and last year's (or the error reading them)."""
+        blame: frozenset[int],
+    ) -> Output[frozenset[int]] | None:
+        """The roll-up record of one period from its sources and last year's (or the error reading them),
+        blamed on the records that touched it."""
         if isinstance(sources, BaseException):
             raise sources
         if isinstance(last_year_sources, BaseException):
@@ -225,7 +213,7 @@ class Rollup:
         combined = combine_sources(indicator, sources)
         if combined is None:
             metrics.CONSOLIDATED_EVENTS.labels("tombstone").inc()
-            return Output(self.consolidated, key, None)
+            return Output(self.consolidated, key, None, blame=blame)
         last_year = combine_sources(indicator, last_year_sources)
         record = period_record(
             indicator,
@@ -246,7 +234,7 @@ class Rollup:
             value=combined.value,
         )
         metrics.CONSOLIDATED_EVENTS.labels("rollup").inc()
-        return Output(self.consolidated, key, codecs.encode(self.schema, record))
+        return Output(self.consolidated, key, codecs.encode(self.schema, record), blame=blame)
 
 
 def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item: dict[str, Any]) -> _Write:
@@ -268,14 +256,6 @@ def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item
 
 def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher: Publisher) -> None:
     """The roll-up agent on the internal roll-up topic."""
-    rollup = Rollup(blueprint, store, publisher)
-    name = blueprint.topic_by_role("rollup").name
-    source = app.topic(name, key_serializer="raw", value_serializer="raw")
-    guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=STAGE)
-    rollup.fence = guard.fence
-
-    async def handle(events: Sequence[Received]) -> None:
-        metrics.RECORDS_CONSUMED.labels(name).inc(len(events))
-        await guard.run(firsts_of(e.message for e in events), lambda floors: rollup.process(events, floors))
-
-    batch_agent(app, source, STAGE, handle, blueprint.settings)
+    register_stateful(
+        app, blueprint, store, STAGE, "rollup", lambda fence: Rollup(blueprint, store, publisher, fence=fence)
+    )

@@ -16,12 +16,14 @@ Pre-2025 province codes are already today's units here: the intake maps them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stream_app.domain.aggregates import Agg, combine
 from stream_app.domain.catalogue import Indicator
 from stream_app.domain.consolidation import time_aggregation
+from stream_app.domain.entity import EntityKey
 
 NATIONAL = "VN"
 
@@ -38,6 +40,76 @@ def targets(indicator: Indicator, region: str, station: str | None) -> list[str]
 def rollup_key(indicator: str, target: str) -> str:
     """The roll-up's partitioning key: one writer per indicator and target region."""
     return f"{indicator}|{target}"
+
+
+MAX_ATTEMPTS = 255  # publishing attempts a contribution's sequence tells apart
+
+
+def contribution_seq(top_offset: int, attempt: int) -> int:
+    """A contribution's sequence: the highest input offset of its entity's records in the batch (charged
+    or not), times 256, plus the publishing attempt. A roll-up keeps the newest per source, so a batch
+    run again after a refused output supersedes what its abandoned run contributed."""
+    return top_offset * 256 + min(attempt, MAX_ATTEMPTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One contribution record: what some entities add to one roll-up (``indicator|target``)."""
+
+    routing: str
+    record: dict[str, Any]  # Avro ``contribution``
+    sources: frozenset[str]  # the entities whose items it carries
+
+
+@dataclass(frozen=True, slots=True)
+class Contributed:
+    """What one entity contributes in a batch: its (series|label, aggregate) items and its sequence."""
+
+    seq: int
+    items: Sequence[tuple[str, str | None]]
+
+
+def contribution_records(
+    indicators: Mapping[str, Indicator], contributed: Mapping[str, Contributed], now_ms: int, budget: int
+) -> list[Contribution]:
+    """Roll-up contributions of a batch's entities: one record per roll-up, split where a record would
+    exceed ``budget`` bytes (estimated generously); entities and roll-ups in a stable order."""
+    by_rollup: dict[str, list[dict[str, Any]]] = {}
+    for entity in sorted(contributed):
+        given = contributed[entity]
+        if not given.items:
+            continue
+        key = EntityKey.parse(entity)
+        for target in targets(indicators[key.indicator], key.region, key.station):
+            by_rollup.setdefault(rollup_key(key.indicator, target), []).extend(
+                {"source": entity, "seq": given.seq, "period": p, "aggregate": a} for p, a in given.items
+            )
+    out = []
+    for routing, items in by_rollup.items():
+        indicator_code, target = routing.split("|")
+        for chunk in _chunks(items, budget):
+            record = {
+                "indicator": indicator_code,
+                "target": target,
+                "processing_time": now_ms,
+                "items": chunk,
+            }
+            out.append(Contribution(routing, record, frozenset(item["source"] for item in chunk)))
+    return out
+
+
+def _chunks(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+    """Split contribution items so each record stays under ``budget`` bytes (estimated generously)."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for item in items:
+        estimate = 32 + len(item["source"]) + len(item["period"]) + len(item["aggregate"] or "")
+        if chunks[-1] and size + estimate > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += estimate
+    return chunks
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 from stream_app.domain.model import Rejection
 from stream_app.domain.records import DeadLetterHeader, DeadLetterRecord
 from stream_app.kafka.fetch_bounds import Withheld
+from stream_app.kafka.lanes import Message
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import error_type
@@ -72,8 +73,8 @@ def _sha256(data: bytes | None) -> bytes | None:
     return None if data is None else hashlib.sha256(data).digest()
 
 
-def _headers_of(message: Any) -> list[DeadLetterHeader]:
-    headers = getattr(message, "headers", None) or ()
+def _headers_of(message: Message) -> list[DeadLetterHeader]:
+    headers = getattr(message, "headers", None) or ()  # a plain record may have none
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return [
         {"name": text(str(name), 256), "value": None if value is None else bytes(value)}
@@ -145,7 +146,7 @@ class Letter:
 
 
 def dead_letter(
-    message: Any,
+    message: Message,
     topic: str,
     rejection: Rejection,
     *,

@@ -31,20 +31,45 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.types import Message as FaustMessage
 
 from stream_app.logs import get_logger
+from stream_app.state.guard import Positioned
 
 log = get_logger(__name__)
 
 _T = TypeVar("_T")
 
 
-class Received(Protocol):
-    """What a stage is handed per record: the record (``.message``: topic, partition, offset, key,
-    value, timestamp, headers)."""
+Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
+"""A record's headers as consumers hand them over: Faust's list of pairs, a mapping, or none."""
+
+
+class Message(Positioned, Protocol):
+    """One record as a stage reads it: where it was read (:class:`Positioned`), its key, value,
+    timestamp and headers (what Faust's messages and the tests' plain records both have). The intake's
+    fetch bounds may put a :class:`stream_app.kafka.fetch_bounds.Withheld` in place of a value it would
+    not inflate."""
 
     @property
-    def message(self) -> Any: ...
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def timestamp(self) -> float | None: ...
+
+    @property
+    def headers(self) -> Headers: ...
+
+
+
+class Received(Protocol):
+    """What a stage is handed per record: the record (:class:`Message`)."""
+
+    @property
+    def message(self) -> Message: ...
 
 
 class Event:
@@ -52,7 +77,7 @@ class Event:
 
     __slots__ = ("message",)
 
-    def __init__(self, message: Any) -> None:
+    def __init__(self, message: Message) -> None:
         self.message = message
 
 
@@ -436,7 +461,7 @@ class LaneConsumer(faust_aiokafka.Consumer):
             if not self.current(delivery):
                 continue
             for event in delivery.events:
-                if ack(event.message):
+                if ack(cast(FaustMessage, event.message)):  # a lane holds its consumer's own messages
                     acked += 1
         return acked
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
+
+from typing_extensions import TypeVar as DefaultedTypeVar
 
 from stream_app.kafka.dead_letters import Letter, LetterBounds, log_rejections, lost
+from stream_app.kafka.lanes import Message
 from stream_app.logs import get_logger
 from stream_app.ops import metrics, retry
 from stream_app.ops.failures import UNKNOWN_ATTEMPTS, Failure, classify_kafka
@@ -32,12 +35,17 @@ from stream_app.wire.schemas import SchemaVersion
 log = get_logger(__name__)
 
 
+B = TypeVar("B")  # what a stage blames an output on
+B_co = DefaultedTypeVar("B_co", covariant=True, default=object)  # plain ``Output``: blamed on anything
+
+
 @dataclass(frozen=True, slots=True)
-class Output:
+class Output(Generic[B_co]):
     """One record to publish.
 
-    ``blame``: what a permanent refusal of this record is charged to (the stage decides: an input's
-    index in its batch, an entity); None for outputs nobody caused (ticks, the briefing).
+    ``blame``: what a permanent refusal of this record is charged to, typed by the stage that made it
+    (an input's index in its batch, the records or entities that caused it); None for outputs nobody
+    caused (ticks, the briefing).
     """
 
     topic: str
@@ -45,7 +53,7 @@ class Output:
     value: bytes | None  # None: a tombstone, on a compacted topic
     timestamp: float | None = None  # seconds, as Faust's producer takes it
     partition: int | None = None  # explicit for the internal topics (see stream_app.kafka.partitioning)
-    blame: Hashable | None = None
+    blame: B_co | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
@@ -71,16 +79,16 @@ def received_at(now_ms: int, *, bulk: bool = False) -> tuple[tuple[str, bytes], 
     return ((RECEIVED_AT, str(now_ms).encode()),)
 
 
-def is_bulk(message: Any) -> bool:
+def is_bulk(message: Message) -> bool:
     """Whether a record read from the internal topic came through a bulk topic."""
-    headers = getattr(message, "headers", None) or ()
+    headers = getattr(message, "headers", None) or ()  # a plain record may have none
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return any(name == BULK for name, _ in pairs)
 
 
-def received_at_of(message: Any) -> int | None:
+def received_at_of(message: Message) -> int | None:
     """When a record read from the internal topic was received (None: a record without the header)."""
-    headers = getattr(message, "headers", None) or ()
+    headers = getattr(message, "headers", None) or ()  # a plain record may have none
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in pairs:
         if name == RECEIVED_AT and value:
@@ -93,7 +101,7 @@ def received_at_of(message: Any) -> int | None:
 
 # Topic name -> a function told of every record published there (e.g. counting alert transitions
 # by domain, agents/alert_bridge.py). Keyed by topic, so registering twice replaces.
-PUBLISH_OBSERVERS: dict[str, Callable[[Output], None]] = {}
+PUBLISH_OBSERVERS: dict[str, Callable[[Output[object]], None]] = {}
 
 
 class Sender(Protocol):
@@ -101,7 +109,7 @@ class Sender(Protocol):
     (librdkafka, one wake per batch)."""
 
     async def send_batch(
-        self, outputs: Sequence[Output], values: Sequence[bytes | None]
+        self, outputs: Sequence[Output[object]], values: Sequence[bytes | None]
     ) -> list[BaseException | None]: ...
 
     def close(self) -> None: ...
@@ -125,8 +133,8 @@ class Publisher:
         self._sender: Sender = sender
 
     async def publish(
-        self, outputs: Sequence[Output], letters: Sequence[Letter] = ()
-    ) -> list[tuple[Output, BaseException]]:
+        self, outputs: Sequence[Output[B]], letters: Sequence[Letter] = ()
+    ) -> list[tuple[Output[B], BaseException]]:
         """Send ``outputs`` and ``letters`` and wait until Kafka acknowledged each (or refused it for good).
 
         Transient and blocking failures are retried, with backoff, for the records that met them; a
@@ -134,8 +142,8 @@ class Publisher:
         deterministic, the stateful step ignores an observation it applied). Returns the outputs refused
         for good, each with why: over the size budget, or refused by Kafka.
         """
-        refused: list[tuple[Output, BaseException]] = []
-        sendable: list[Output] = []
+        refused: list[tuple[Output[B], BaseException]] = []
+        sendable: list[Output[object]] = []
         for output in outputs:
             if output.size > self.max_bytes:
                 refused.append((output, OutputTooLargeError(output.size, self.max_bytes)))
@@ -143,8 +151,10 @@ class Publisher:
                 sendable.append(output)
         log_rejections(letters)
         encoded = [self._fitting(letter) for letter in letters]
-        await self._deliver(sendable, encoded, refused)
-        return refused
+        failed: list[tuple[Output[object], BaseException]] = []
+        await self._deliver(sendable, encoded, failed)
+        handed = {id(output): output for output in outputs}  # each refused output, as the stage typed it
+        return refused + [(handed[id(output)], error) for output, error in failed]
 
     async def publish_dead_letters(self, letters: Sequence[Letter]) -> None:
         """Send dead letters: each is taken, taken in its minimal form, or counted as lost (see
@@ -153,7 +163,7 @@ class Publisher:
             log_rejections(letters)
             await self._deliver([], [self._fitting(letter) for letter in letters], [])
 
-    def _fitting(self, letter: Letter) -> tuple[Letter, Output]:
+    def _fitting(self, letter: Letter) -> tuple[Letter, Output[object]]:
         """The letter bounded to fit (:meth:`Letter.fitted`), encoded; its minimal form should it still
         not fit (it always does with the settings' own check: this is the belt with the braces)."""
         letter = letter.fitted(self._bounds)
@@ -163,24 +173,24 @@ class Publisher:
             encoded = self._encoded(letter)
         return letter, encoded
 
-    def _encoded(self, letter: Letter) -> Output:
+    def _encoded(self, letter: Letter) -> Output[object]:
         return Output(letter.topic, letter.key, letter.encode(self._schema))
 
     async def _deliver(
         self,
-        outputs: list[Output],
-        letters: list[tuple[Letter, Output]],
-        refused: list[tuple[Output, BaseException]],
+        outputs: list[Output[object]],
+        letters: list[tuple[Letter, Output[object]]],
+        refused: list[tuple[Output[object], BaseException]],
     ) -> None:
-        pending: list[tuple[Letter | None, Output]] = [(None, o) for o in outputs] + list(letters)
+        pending: list[tuple[Letter | None, Output[object]]] = [(None, o) for o in outputs] + list(letters)
         backoff, attempt = retry.Backoff.from_settings(self._settings), 0
         unknown: Counter[int] = Counter()  # per pending output (by id): UNKNOWN failures so far
         produced: Counter[str] = Counter()
-        suspects: list[tuple[Output, BaseException]] = []
+        suspects: list[tuple[Output[object], BaseException]] = []
         with retry.waiting("produce") as mark:
             while pending:
                 results = await self._send([o for _, o in pending])
-                again: list[tuple[Letter | None, Output]] = []
+                again: list[tuple[Letter | None, Output[object]]] = []
                 failure_seen: BaseException | None = None
                 for (letter, output), error in zip(pending, results, strict=True):
                     if error is None:
@@ -224,13 +234,13 @@ class Publisher:
             metrics.RECORDS_PRODUCED.labels(name).inc(count)
 
     async def _isolate(
-        self, suspects: list[tuple[Output, BaseException]], produced: Counter[str]
-    ) -> list[tuple[Output, BaseException]]:
+        self, suspects: list[tuple[Output[object], BaseException]], produced: Counter[str]
+    ) -> list[tuple[Output[object], BaseException]]:
         """Send each output Kafka refused for good once more, alone: a producer batch is refused whole, so
         its innocent neighbours go through on their own and only the culprit stays refused."""
         if len(suspects) <= 1:
             return suspects
-        refused: list[tuple[Output, BaseException]] = []
+        refused: list[tuple[Output[object], BaseException]] = []
         for output, _error in suspects:
             (result,) = await self._send([output])
             if result is None:
@@ -241,7 +251,7 @@ class Publisher:
                 refused.append((output, result))
         return refused
 
-    async def _send(self, outputs: Sequence[Output]) -> list[BaseException | None]:
+    async def _send(self, outputs: Sequence[Output[object]]) -> list[BaseException | None]:
         """Hand every output to the producer, then wait for all of them; one result per output."""
         # a record it cannot frame is a defect: raised
         values = [self.framing.frame(o.topic, o.value) for o in outputs]

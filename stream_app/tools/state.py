@@ -186,7 +186,7 @@ class _Captured:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Message:
     topic: str
     partition: int

@@ -43,6 +43,7 @@ class _Message:
     value: bytes | None
     timestamp: float = 0.0
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    acked: bool = False
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import pytest
 from faust.types import TP
@@ -15,14 +15,18 @@ A = TP("in", 0)
 B = TP("in", 1)
 
 
-class Msg(NamedTuple):
+@dataclass
+class Msg:
     """A record as a lane sees it: where it was read, its key and value."""
 
-    tag: str
+    topic: str
     partition: int
     offset: int
     key: bytes | None = None
     value: bytes = b"v"
+    timestamp: float | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    acked: bool = False
 
 
 def delivery(tp: TP, offsets: range, generation: int = 1, size: int = 1) -> Delivery:
@@ -30,7 +34,7 @@ def delivery(tp: TP, offsets: range, generation: int = 1, size: int = 1) -> Deli
 
 
 def offsets(deliveries: list[Delivery]) -> list[tuple[int, int]]:
-    return [(d.tp.partition, e.message[2]) for d in deliveries for e in d.events]
+    return [(d.tp.partition, e.message.offset) for d in deliveries for e in d.events]
 
 
 def test_take_gathers_deliveries_up_to_the_batch_and_splits_the_last() -> None:
@@ -135,7 +139,7 @@ def test_a_quiet_reporter_is_in_the_next_batch_whatever_a_flood_queued_before_it
         lane.put(delivery(QUIET, range(7, 8)))
         batch = await lane.take(100, within=0)
         assert by_topic(batch) == {FLOOD.topic: 99, QUIET.topic: 1}
-        assert [(d.tp, [e.message[2] for e in d.events][:2]) for d in batch][1] == (QUIET, [7])
+        assert [(d.tp, [e.message.offset for e in d.events][:2]) for d in batch][1] == (QUIET, [7])
 
     asyncio.run(scenario())
 
@@ -194,7 +198,7 @@ def test_every_partition_is_taken_whole_and_in_offset_order_however_it_was_fetch
         seen: dict[TP, list[int]] = {tp: [] for tp in sources}
         while lane.held:
             for d in await lane.take(rng.randint(1, 60), within=0):
-                seen[d.tp].extend(e.message[2] for e in d.events)
+                seen[d.tp].extend(e.message.offset for e in d.events)
         assert seen == {tp: list(range(next_offset[tp])) for tp in sources}
 
     asyncio.run(scenario())
@@ -206,7 +210,10 @@ def test_a_fetch_of_an_earlier_generation_stays_its_own_delivery() -> None:
         lane.put(delivery(A, range(0, 2), generation=1))
         lane.put(delivery(A, range(2, 4), generation=2))
         batch = await lane.take(10, within=0)
-        assert [(d.generation, [e.message[2] for e in d.events]) for d in batch] == [(1, [0, 1]), (2, [2, 3])]
+        assert [(d.generation, [e.message.offset for e in d.events]) for d in batch] == [
+            (1, [0, 1]),
+            (2, [2, 3]),
+        ]
 
     asyncio.run(scenario())
 

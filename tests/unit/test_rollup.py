@@ -14,7 +14,10 @@ from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.rollup import (
     NATIONAL,
     Combined,
+    Contributed,
     combine_sources,
+    contribution_records,
+    contribution_seq,
     decode_entries,
     encode_entry,
     rollup_key,
@@ -49,6 +52,42 @@ def test_a_last_indicator_of_a_province_is_not_rolled_up(catalogue: Catalogue) -
     indicator = dataclasses.replace(catalogue.indicators["TRF.ACCIDENTS"], aggregation="last")
     assert targets(indicator, "01", None) == []
     assert targets(indicator, "01", "ST-1") == []
+
+
+def test_a_contribution_sequence_orders_batches_then_attempts() -> None:
+    assert contribution_seq(10, 0) == 2560
+    assert contribution_seq(10, 3) == 2563
+    assert contribution_seq(10, 999) == contribution_seq(10, 255) < contribution_seq(11, 0)
+
+
+def test_contributions_go_to_every_rollup_of_their_entity(catalogue: Catalogue) -> None:
+    contributed = {
+        "ENV.AQI|01|HN-AQ-HOANKIEM": Contributed(7, [("|2025-05-03", "a1")]),
+        "TRF.ACCIDENTS|01|-": Contributed(3, [("|2025-05", None)]),
+        "TRF.ACCIDENTS|VN|-": Contributed(4, []),  # nothing contributed: no record
+    }
+    records = contribution_records(catalogue.indicators, contributed, 1000, 10_000)
+    assert [(r.routing, sorted(r.sources)) for r in records] == [
+        ("ENV.AQI|01", ["ENV.AQI|01|HN-AQ-HOANKIEM"]),
+        ("ENV.AQI|VN", ["ENV.AQI|01|HN-AQ-HOANKIEM"]),
+        ("TRF.ACCIDENTS|VN", ["TRF.ACCIDENTS|01|-"]),
+    ]
+    assert records[2].record == {
+        "indicator": "TRF.ACCIDENTS",
+        "target": "VN",
+        "processing_time": 1000,
+        "items": [{"source": "TRF.ACCIDENTS|01|-", "seq": 3, "period": "|2025-05", "aggregate": None}],
+    }
+
+
+def test_contributions_split_where_a_record_would_not_fit(catalogue: Catalogue) -> None:
+    periods = [(f"|2025-05-{day:02}", "x" * 40) for day in range(1, 21)]
+    contributed = {"TRF.ACCIDENTS|01|-": Contributed(1, periods)}
+    records = contribution_records(catalogue.indicators, contributed, 0, 400)
+    assert len(records) > 1
+    assert [i["period"] for r in records for i in r.record["items"]] == [p for p, _ in periods]
+    for record in records:  # each within its budget (estimated as the split does)
+        assert sum(32 + len(i["source"]) + len(i["period"]) + 40 for i in record.record["items"]) <= 400
 
 
 def test_rollup_key() -> None:
