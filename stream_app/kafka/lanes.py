@@ -64,7 +64,6 @@ class Message(Positioned, Protocol):
     def headers(self) -> Headers: ...
 
 
-
 class Received(Protocol):
     """What a stage is handed per record: the record (:class:`Message`)."""
 
