@@ -97,6 +97,18 @@ def _package_data_matches(relative: str) -> bool:
     return any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)
 
 
+def test_every_package_of_the_source_is_installed() -> None:
+    """A subpackage missing from [tool.setuptools] packages is absent from the wheel: imports fail there
+    only (tests run on the checkout)."""
+    root = REPO_ROOT / "stream_app"
+    found = {"stream_app.agents"} | {
+        ".".join(p.parent.relative_to(REPO_ROOT).parts)
+        for p in root.rglob("__init__.py")
+        if "agents" not in p.relative_to(root).parts[:1]
+    }
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == found
+
+
 def test_every_data_file_is_package_data() -> None:
     shipped = [("openapi.yaml", REPO_ROOT / "docs" / "openapi.yaml")]
     for folder in DATA_FOLDERS:
