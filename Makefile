@@ -106,9 +106,10 @@ chaos-cluster: $(STAMP)
 browser:
 	@$(SERVICES) browser
 
-# the single-node suite, then the short cluster chaos test on the cluster profile (make chaos-cluster: all)
+# the single-node suite (the 25 slowest tests listed), then the short cluster chaos test on the cluster
+# profile (make chaos-cluster: all)
 test: services browser lint typecheck schemas monitoring
-	$(AS_ADMIN) $(BIN)/pytest tests --ignore=tests/cluster $(PYTEST_ARGS)
+	$(AS_ADMIN) $(BIN)/pytest tests --ignore=tests/cluster --durations=25 $(PYTEST_ARGS)
 	@$(CLUSTER) up
 	eval "$$($(CLUSTER) env admin)" && $(BIN)/pytest -m cluster tests/cluster -k short $(PYTEST_ARGS)
 
