@@ -198,6 +198,7 @@ def test_redis_away_stops_nothing_and_loses_nothing(
     settings: Settings, blueprint: Blueprint, start_worker: Any, own_redis: ServicesRedis
 ) -> None:
     briefing_time, due_at, due_mono = _briefing_time_soon()
+    started = time.monotonic()
     local = settings.model_copy(update={"redis_key_prefix": own_redis.PREFIX})
     worker = start_worker(
         local, STREAM_APP_REDIS_URL=own_redis.url(), STREAM_APP_BRIEFING_TIME=briefing_time, **WORKER_ENV
@@ -246,6 +247,7 @@ def test_redis_away_stops_nothing_and_loses_nothing(
     assert not own_redis.loading_trouble()
     _report(
         "redis",
+        ready_and_down_after_s=round(down_at - started, 1),
         outage_s=round(up_at - down_at),
         readyz_named_redis_after_s=round(noticed, 1),
         waiting_for=waiting,
@@ -303,6 +305,7 @@ def test_the_broker_away_stops_nothing_and_loses_nothing(
     settings: Settings, blueprint: Blueprint, start_worker: Any, broker_killer: Callable[[], None]
 ) -> None:
     briefing_time, due_at, due_mono = _briefing_time_soon()
+    started = time.monotonic()
     worker = start_worker(settings, STREAM_APP_BRIEFING_TIME=briefing_time, **WORKER_ENV)
     admin = redis.Redis.from_url(settings.redis_url.get_secret_value())
     prefix = settings.redis_key_prefix
@@ -351,6 +354,7 @@ def test_the_broker_away_stops_nothing_and_loses_nothing(
     _no_crash(worker)
     _report(
         "kafka",
+        ready_and_down_after_s=round(down_at - started, 1),
         outage_s=round(up_at - down_at),
         broker_restart_s=round(restart_s, 1),
         readyz_named_kafka_after_s=round(noticed, 1),
