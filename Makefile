@@ -84,9 +84,9 @@ monitoring: install
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 
-# Longer chaos runs than make test's: every chaos test with more seeds of the aggregate stream (Redis
-# killed three times mid-stream, Redis and the broker each down 2 min, ...), then the cluster's Redis
-# nodes restarted one by one.
+# Longer chaos runs than make test's: every chaos test in its long form (CHAOS_LONG=1: Redis killed three
+# times mid-stream, Redis and the broker each down 2 min, the whole 100,000-observation aggregate stream,
+# ...) with more seeds, then the cluster's Redis nodes restarted one by one.
 CHAOS_SEEDS ?= 1 2 3
 chaos: services
 	@for seed in $(CHAOS_SEEDS); do \
