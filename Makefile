@@ -84,9 +84,9 @@ monitoring: install
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 
-# Longer chaos runs than make test's: every chaos test with more seeds of the aggregate stream (Redis
-# killed three times mid-stream, Redis and the broker each down 2 min, ...), then the cluster's Redis
-# nodes restarted one by one.
+# Longer chaos runs than make test's: every chaos test in its long form (CHAOS_LONG=1: Redis killed three
+# times mid-stream, Redis and the broker each down 2 min, the whole 100,000-observation aggregate stream,
+# ...) with more seeds, then the cluster's Redis nodes restarted one by one.
 CHAOS_SEEDS ?= 1 2 3
 chaos: services
 	@for seed in $(CHAOS_SEEDS); do \
@@ -106,9 +106,10 @@ chaos-cluster: $(STAMP)
 browser:
 	@$(SERVICES) browser
 
-# the single-node suite, then the short cluster chaos test on the cluster profile (make chaos-cluster: all)
+# the single-node suite (the 25 slowest tests listed), then the short cluster chaos test on the cluster
+# profile (make chaos-cluster: all)
 test: services browser lint typecheck schemas monitoring
-	$(AS_ADMIN) $(BIN)/pytest tests --ignore=tests/cluster $(PYTEST_ARGS)
+	$(AS_ADMIN) $(BIN)/pytest tests --ignore=tests/cluster --durations=25 $(PYTEST_ARGS)
 	@$(CLUSTER) up
 	eval "$$($(CLUSTER) env admin)" && $(BIN)/pytest -m cluster tests/cluster -k short $(PYTEST_ARGS)
 
