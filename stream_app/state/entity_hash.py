@@ -8,6 +8,8 @@ and the scalars), and the state its encoding both ways (see docs/domain.md, "Red
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Final
 
 from stream_app.domain.aggregates import Agg, period_by_label
@@ -113,6 +115,54 @@ def decode_meta(fields: dict[str, str]) -> AlertMeta:
     )
 
 
+# A rule's fields, kept short: the state hash prefixes them with "r:<rule_id>:".
+_RULE_FIELDS = {
+    "level": "l",
+    "since_ms": "s",
+    "value": "v",
+    "latest_ms": "t",
+    "pending_level": "pl",
+    "pending_count": "pc",
+    "pending_since_ms": "ps",
+    "watching_since_ms": "w",
+    "overdue_period": "op",
+    "latest_period": "lp",
+}
+_INT_FIELDS = frozenset(f.name for f in dataclasses.fields(RuleState) if f.type in ("int", "int | None"))
+_FLOAT_FIELDS = frozenset({"value"})
+
+
+def encode_rule(state: RuleState) -> dict[str, str]:
+    """Every field, always the same names ("" for none): writing them all overwrites whatever an
+    earlier state left, so no stale field survives. Floats are written with ``repr`` and read
+    back exactly."""
+    out: dict[str, str] = {}
+    for attribute, name in _RULE_FIELDS.items():
+        value = getattr(state, attribute)
+        out[name] = "" if value is None else repr(value) if isinstance(value, float) else str(value)
+    return out
+
+
+def decode_rule(fields: Mapping[str, str]) -> RuleState:
+    """The state ``encode_rule`` wrote; missing fields take their initial values (a new rule or
+    entity), unknown ones are ignored (written by a newer version). Raises ``ValueError`` for a
+    value that is not what the field holds."""
+    state = RuleState()
+    for attribute, name in _RULE_FIELDS.items():
+        text = fields.get(name, "")
+        if text != "":
+            setattr(state, attribute, _parse_field(attribute, text))
+    return state
+
+
+def _parse_field(attribute: str, text: str) -> int | float | str:
+    if attribute in _INT_FIELDS:
+        return int(text)
+    if attribute in _FLOAT_FIELDS:
+        return float(text)
+    return text
+
+
 def decode_state(raw: dict[bytes, bytes]) -> EntityState:
     """Decode an entity's Redis hash (empty hash: a new entity)."""
     state = EntityState()
@@ -141,7 +191,7 @@ def decode_state(raw: dict[bytes, bytes]) -> EntityState:
             state.latest_value = float(value)
         elif name in ("reporter", "latest_period"):
             setattr(state, name, value)
-    state.rules = {rid: RuleState.from_fields(f) for rid, f in grouped[RULE_PREFIX].items()}
+    state.rules = {rid: decode_rule(f) for rid, f in grouped[RULE_PREFIX].items()}
     state.meta = {rid: decode_meta(f) for rid, f in grouped[META_PREFIX].items()}
     if b"authority_event_time" not in raw:
         # written before it was kept: the entity's own series holds authoritative values only,
@@ -170,7 +220,7 @@ def changed_fields(state: EntityState) -> dict[str, str]:
         elif kind is Kind.OPEN:
             fields[field_name(part)] = str(state.open_periods[(name, str(at))])
         elif kind is Kind.RULE:
-            for key, value in state.rules[name].to_fields().items():
+            for key, value in encode_rule(state.rules[name]).items():
                 fields[f"{RULE_PREFIX}{name}:{key}"] = value
         else:
             for key, value in encode_meta(state.meta[name]).items():

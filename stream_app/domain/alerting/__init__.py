@@ -1,8 +1,9 @@
 """The alert engine's pure core: rules as data (``catalogue/rules.toml``), evaluated per entity.
 
 No I/O besides reading the rules file at load: no Kafka, no Redis, no clock. The caller keeps each
-rule's ``RuleState`` in the entity's Redis hash (fields ``r:<rule_id>:<name>``), committed with the
-input offset, and publishes the verdicts whose ``transition`` is set.
+rule's ``RuleState`` in the entity's Redis hash (fields ``r:<rule_id>:<name>``, encoded by
+``stream_app.state.entity_hash``), committed with the input offset, and publishes the verdicts
+whose ``transition`` is set.
 """
 
 from stream_app.domain.alerting.book import RuleBook

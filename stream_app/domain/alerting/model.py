@@ -8,8 +8,7 @@ Everything here is immutable except ``RuleState``, which the evaluation function
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal, Protocol
 
@@ -170,21 +169,6 @@ class History(Protocol):
         ...
 
 
-# Field names in Redis, kept short: the caller prefixes them with "r:<rule_id>:".
-_FIELD_NAMES = {
-    "level": "l",
-    "since_ms": "s",
-    "value": "v",
-    "latest_ms": "t",
-    "pending_level": "pl",
-    "pending_count": "pc",
-    "pending_since_ms": "ps",
-    "watching_since_ms": "w",
-    "overdue_period": "op",
-    "latest_period": "lp",
-}
-
-
 @dataclass(slots=True)
 class RuleState:
     """What the engine remembers about one rule at one entity; updated in place by evaluation.
@@ -214,37 +198,3 @@ class RuleState:
     def clear_pending(self) -> None:
         """Forget an unconfirmed rise: the streak of observations above the level is broken."""
         self.pending_level, self.pending_count, self.pending_since_ms = None, 0, None
-
-    def to_fields(self) -> dict[str, str]:
-        """Every field, always the same names ("" for none): writing them all overwrites whatever an
-        earlier state left, so no stale field survives. Floats are written with ``repr`` and read
-        back exactly."""
-        out: dict[str, str] = {}
-        for attribute, name in _FIELD_NAMES.items():
-            value = getattr(self, attribute)
-            out[name] = "" if value is None else repr(value) if isinstance(value, float) else str(value)
-        return out
-
-    @staticmethod
-    def from_fields(fields: Mapping[str, str]) -> RuleState:
-        """The state ``to_fields`` wrote; missing fields take their initial values (a new rule or
-        entity), unknown ones are ignored (written by a newer version). Raises ``ValueError`` for a
-        value that is not what the field holds."""
-        state = RuleState()
-        for attribute, name in _FIELD_NAMES.items():
-            text = fields.get(name, "")
-            if text != "":
-                setattr(state, attribute, _parse_field(attribute, text))
-        return state
-
-
-_INT_FIELDS = frozenset(f.name for f in fields(RuleState) if f.type in ("int", "int | None"))
-_FLOAT_FIELDS = frozenset({"value"})
-
-
-def _parse_field(attribute: str, text: str) -> int | float | str:
-    if attribute in _INT_FIELDS:
-        return int(text)
-    if attribute in _FLOAT_FIELDS:
-        return float(text)
-    return text
