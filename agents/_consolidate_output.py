@@ -159,7 +159,7 @@ class Outputs:
         for alert in result.alerts:
             encoded = codecs.encode(self.schemas["alert"], alert)
             key = alert["alert_key"].encode()
-            built.outputs.append(Output(self.alerts, key, encoded, blame=cause))
+            built.outputs.append(Output(self.alerts, key, encoded, blame=cause, record=alert))
             domain_topic = self.domain_topics.get(alert["domain"])
             if domain_topic is not None:
                 built.outputs.append(Output(domain_topic, key, encoded, blame=cause))

@@ -43,7 +43,6 @@ from stream_app.ops.alertmanager import (
 from stream_app.ops.failures import classify_kafka
 from stream_app.wire import codecs
 from stream_app.wire.codecs import ConfluentResolver
-from stream_app.wire.schemas import SchemaRegistry
 
 log = get_logger(__name__)
 
@@ -55,22 +54,16 @@ RESTART_MAX_S = 60.0
 ISOLATE_MAX_SPLITS = 16
 
 
-def transition_counter(schemas: SchemaRegistry) -> Any:
-    """Count each published alert transition by domain, rule kind and transition."""
-
-    def observe(output: Output) -> None:
-        if output.value is None:
-            return
-        try:
-            alert = codecs.decode(schemas, "alert", output.value)
-        except DecodeError:
-            return
-        if alert.get("event_type", "TRANSITION") == "TRANSITION":
-            metrics.ALERT_TRANSITIONS.labels(
-                alert.get("domain") or "unknown", alert.get("rule_kind") or "levels", alert["transition"]
-            ).inc()
-
-    return observe
+def count_transition(output: Output[object]) -> None:
+    """Count a published alert transition by domain, rule kind and transition, read from the record
+    the output was encoded from (outputs without one are not counted)."""
+    alert = output.record
+    if output.value is None or alert is None:
+        return
+    if alert.get("event_type", "TRANSITION") == "TRANSITION":
+        metrics.ALERT_TRANSITIONS.labels(
+            alert.get("domain") or "unknown", alert.get("rule_kind") or "levels", alert["transition"]
+        ).inc()
 
 
 class AlertBridge:
@@ -238,7 +231,7 @@ def register(app: faust.App, blueprint: Blueprint, resolve: ConfluentResolver | 
 
     ``resolve``: the worker's own Confluent schema ids (:meth:`stream_app.wire.framing.Framing.resolve`).
     """
-    PUBLISH_OBSERVERS[blueprint.topic_by_role("alerts").name] = transition_counter(blueprint.schemas)
+    PUBLISH_OBSERVERS[blueprint.topic_by_role("alerts").name] = count_transition
     for outcome in ("ok", "error", "refused"):
         metrics.ALERTMANAGER_POSTS.labels(outcome)
     for reason in ("superseded", "overflow", "refused"):

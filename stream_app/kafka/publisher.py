@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from typing_extensions import TypeVar as DefaultedTypeVar
@@ -45,7 +45,8 @@ class Output(Generic[B_co]):
 
     ``blame``: what a permanent refusal of this record is charged to, typed by the stage that made it
     (an input's index in its batch, the records or entities that caused it); None for outputs nobody
-    caused (ticks, the briefing).
+    caused (ticks, the briefing). ``record``: what ``value`` encodes, for the publish observers to read
+    (not sent; None where no observer needs it).
     """
 
     topic: str
@@ -55,6 +56,7 @@ class Output(Generic[B_co]):
     partition: int | None = None  # explicit for the internal topics (see stream_app.kafka.partitioning)
     blame: B_co | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    record: Mapping[str, object] | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -100,7 +102,7 @@ def received_at_of(message: Message) -> int | None:
 
 
 # Topic name -> a function told of every record published there (e.g. counting alert transitions
-# by domain, agents/alert_bridge.py). Keyed by topic, so registering twice replaces.
+# by domain from ``Output.record``, agents/alert_bridge.py). Keyed by topic, so registering twice replaces.
 PUBLISH_OBSERVERS: dict[str, Callable[[Output[object]], None]] = {}
 
 

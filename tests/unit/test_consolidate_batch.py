@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
-from stream_app.agents import consolidate
+from stream_app.agents import alert_bridge, consolidate
 from stream_app.agents.consolidate import Consolidator
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.domain.aggregates import Agg
 from stream_app.domain.model import Observation
 from stream_app.domain.validation import observation_from_record, observation_record
 from stream_app.kafka.partitioning import partition_for
-from stream_app.kafka.publisher import Publisher, received_at
+from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Publisher, received_at
+from stream_app.ops import metrics
 from stream_app.settings import Settings
 from stream_app.state.memory import MemoryStateStore
 from stream_app.wire import codecs
@@ -381,3 +384,31 @@ async def test_a_directive_about_an_earlier_occurrence_is_dead_lettered_stale_an
     assert [d["reason"] for d in dead] == ["stale_alert"]
     assert [a["event_type"] for a in flood()] == ["TRANSITION"] * 3
     assert rig.sent_to(rig.blueprint.directives_topic("MAE").name) == []
+
+
+async def test_published_alert_transitions_are_counted_from_the_records_as_they_were_decoded() -> None:
+    """The transition counter reads each published alert's record, not its bytes decoded again: the
+    counts are those of the alerts decoded from what was sent (FIRING, RESOLVED, FIRING at Long Biên)."""
+    rig = Rig()
+    alerts_topic = rig.blueprint.topic_by_role("alerts").name
+    counted: Counter[tuple[str, ...]] = Counter()
+
+    def labels(*values: str) -> SimpleNamespace:
+        return SimpleNamespace(inc=lambda: counted.update([values]))
+
+    PUBLISH_OBSERVERS[alerts_topic] = alert_bridge.count_transition
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(metrics.ALERT_TRANSITIONS, "labels", labels)
+            readings = [_long_bien("lb-1", 10.0, 1), _long_bien("lb-2", 8.5, 2), _long_bien("lb-3", 10.2, 3)]
+            await rig.run(*(rig.event(r, received=NOW_MS + (i + 1) * 60_000) for i, r in enumerate(readings)))
+    finally:
+        del PUBLISH_OBSERVERS[alerts_topic]
+    decoded = [codecs.decode(rig.blueprint.schemas, "alert", v or b"") for _, v in rig.sent_to(alerts_topic)]
+    expected = Counter(
+        (a.get("domain") or "unknown", a.get("rule_kind") or "levels", a["transition"])
+        for a in decoded
+        if a.get("event_type", "TRANSITION") == "TRANSITION"
+    )
+    assert sum(expected.values()) >= 3
+    assert counted == expected
