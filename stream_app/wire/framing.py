@@ -15,7 +15,7 @@
   processor only; one of them carries several record types).
 
 Stages encode single-object records (:func:`stream_app.wire.codecs.encode`), which is also what they
-hand each other in memory (the publish observers decode them); the framing is applied where records
+hand each other in memory (the publish observers see them unframed); the framing is applied where records
 leave the process — :class:`stream_app.kafka.publisher.Publisher` for a worker, the object of
 :func:`stream_app.kafka.subjects.output_framing` for a command-line writer. Re-framing swaps the
 10-byte header for the 5-byte one: the Avro body is the same bytes.
