@@ -228,6 +228,9 @@ class Agg:
             return self.last_value
         return self.mean
 
+    # encode / decode stay here although Redis stores this text (hours, days, periods, roll-ups): it is
+    # also the ``aggregate`` of a roll-up contribution record (domain/consolidation.contributions,
+    # checked and merged by the roll-up stage), a record format rather than only a storage one.
     def encode(self) -> str:
         return (
             f"{self.count},{self.total},{self.low!r},{self.high!r},{self.last_time},{self.last_value!r},"

@@ -26,7 +26,7 @@ from stream_app.domain.calendar import ReportingPeriod, frequency_of_label
 from stream_app.domain.catalogue import Indicator
 from stream_app.domain.clock import local_date
 from stream_app.domain.entity import Context, EntityKey, EntityState, Touched
-from stream_app.domain.model import CO_REPORTER_BREAKDOWN
+from stream_app.domain.model import CO_REPORTER_BREAKDOWN, period_field
 from stream_app.domain.records import ConsolidatedRecord, PeriodToDate, RollingWindow
 
 
@@ -246,5 +246,5 @@ def contributions(state: EntityState, touched: Touched) -> list[tuple[str, str |
     out: list[tuple[str, str | None]] = []
     for series, label in sorted(touched.periods | touched.closed):
         agg = state.periods.get((series, label))
-        out.append((f"{series}|{label}", None if agg is None else agg.encode()))
+        out.append((period_field(series, label), None if agg is None else agg.encode()))
     return out

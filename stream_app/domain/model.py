@@ -10,6 +10,9 @@ from enum import StrEnum
 CO_REPORTER_BREAKDOWN = "reporter"
 
 
+# period_field / split_period_field stay in the domain although Redis uses them too: the name is the
+# ``period`` of a roll-up contribution record (published by the consolidate stage, read by the
+# roll-up stage), a record format rather than only a storage one.
 def period_field(series: str, label: str) -> str:
     """The name of one series' reporting period, ``<series>|<label>`` (the official series is ``""``):
     a field of an entity's periods, the ``period`` of a roll-up contribution, part of a roll-up's key."""
