@@ -93,6 +93,21 @@ def _blueprint(settings: Settings) -> Any:
     return load_blueprint(settings)
 
 
+def _audit(blueprint: Any, action: str, subject: str, outcome: str, details: dict[str, str]) -> None:
+    """Publish the audit record of one change this command made, acting as the CLI's Kafka principal."""
+    from stream_app.api import audit
+
+    record = audit.event(
+        actor=audit.cli_actor(blueprint),
+        source="cli",
+        action=action,
+        subject=subject,
+        outcome=outcome,
+        details=details,
+    )
+    audit.send(blueprint, record)
+
+
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import topics
 
@@ -122,7 +137,6 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _acl(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.api import audit
     from stream_app.kafka import acl
 
     blueprint = _blueprint(settings)
@@ -138,20 +152,17 @@ def _acl(args: argparse.Namespace, settings: Settings) -> int:
     verb = "to change" if args.action == "plan" else "changed"
     print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
     if args.action == "apply" and not change.empty:
-        record = audit.event(
-            actor=audit.cli_actor(blueprint),
-            source="cli",
-            action="acl_apply",
-            subject="cluster",
-            outcome="applied",
-            details={"granted": str(len(change.create)), "revoked": str(len(change.delete))},
+        _audit(
+            blueprint,
+            "acl_apply",
+            "cluster",
+            "applied",
+            {"granted": str(len(change.create)), "revoked": str(len(change.delete))},
         )
-        audit.send(blueprint, record)
     return 0
 
 
 def _quotas(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.api import audit
     from stream_app.kafka import quotas
 
     blueprint = _blueprint(settings)
@@ -166,15 +177,7 @@ def _quotas(args: argparse.Namespace, settings: Settings) -> int:
     verb = "to change" if args.action == "plan" else "changed"
     print(f"{len(change.to_set)} quota(s) {verb}")
     if args.action == "apply" and not change.empty:
-        record = audit.event(
-            actor=audit.cli_actor(blueprint),
-            source="cli",
-            action="quotas_apply",
-            subject="cluster",
-            outcome="applied",
-            details={"set": str(len(change.to_set))},
-        )
-        audit.send(blueprint, record)
+        _audit(blueprint, "quotas_apply", "cluster", "applied", {"set": str(len(change.to_set))})
     return 0
 
 
@@ -297,21 +300,13 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     )
     selected, sent = dlq.replay(blueprint, source, select, dry_run=args.dry_run)
     if not args.dry_run and selected:
-        from stream_app.api import audit
-
-        record = audit.event(
-            actor=audit.cli_actor(blueprint),
-            source="cli",
-            action="dlq_replay",
-            subject=source.topic,
-            outcome="applied" if sent == selected else "partial",
-            details={
-                "selected": str(selected),
-                "sent": str(sent),
-                "reasons": ",".join(sorted(reasons)) or "*",
-            },
+        _audit(
+            blueprint,
+            "dlq_replay",
+            source.topic,
+            "applied" if sent == selected else "partial",
+            {"selected": str(selected), "sent": str(sent), "reasons": ",".join(sorted(reasons)) or "*"},
         )
-        audit.send(blueprint, record)
     verb = "would replay" if args.dry_run else "replayed"
     count = sent if not args.dry_run else selected
     print(f"{verb} {count} of {selected} selected dead letters to {source.replay_to}")
