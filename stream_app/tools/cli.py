@@ -108,6 +108,18 @@ def _audit(blueprint: Any, action: str, subject: str, outcome: str, details: dic
     audit.send(blueprint, record)
 
 
+def _verb(args: argparse.Namespace) -> str:
+    """How a ``plan`` or ``apply`` action speaks of its changes."""
+    return "to change" if args.action == "plan" else "changed"
+
+
+def _print_lines(items: Sequence[object]) -> int:
+    """Print each item on a line of its own; the exit code."""
+    for item in items:
+        print(item)
+    return 0
+
+
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import topics
 
@@ -129,10 +141,9 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
         return 0
     changes = (topics.plan if args.action == "plan" else topics.apply)(settings, blueprint.topics)
-    verb = "to change" if args.action == "plan" else "changed"
     for change in changes:
         print(f"{change.action:<18} {change.topic:<48} {change.detail}")
-    print(f"{len(changes)} {verb}")
+    print(f"{len(changes)} {_verb(args)}")
     return 0
 
 
@@ -141,16 +152,13 @@ def _acl(args: argparse.Namespace, settings: Settings) -> int:
 
     blueprint = _blueprint(settings)
     if args.action == "list":
-        for grant in sorted(acl.grants(blueprint)):
-            print(grant)
-        return 0
+        return _print_lines(sorted(acl.grants(blueprint)))
     change = acl.plan(blueprint) if args.action == "plan" else acl.apply(blueprint)
     for grant in change.create:
         print(f"+ {grant}")
     for grant in change.delete:
         print(f"- {grant}")
-    verb = "to change" if args.action == "plan" else "changed"
-    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
+    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({_verb(args)})")
     if args.action == "apply" and not change.empty:
         _audit(
             blueprint,
@@ -167,15 +175,12 @@ def _quotas(args: argparse.Namespace, settings: Settings) -> int:
 
     blueprint = _blueprint(settings)
     if args.action == "list":
-        for quota in sorted(quotas.quotas(blueprint)):
-            print(quota)
-        return 0
+        return _print_lines(sorted(quotas.quotas(blueprint)))
     change = quotas.plan(blueprint) if args.action == "plan" else quotas.apply(blueprint)
     for quota in change.to_set:
         before = change.before(quota)
         print(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
-    verb = "to change" if args.action == "plan" else "changed"
-    print(f"{len(change.to_set)} quota(s) {verb}")
+    print(f"{len(change.to_set)} quota(s) {_verb(args)}")
     if args.action == "apply" and not change.empty:
         _audit(blueprint, "quotas_apply", "cluster", "applied", {"set": str(len(change.to_set))})
     return 0
