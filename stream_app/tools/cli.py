@@ -93,6 +93,33 @@ def _blueprint(settings: Settings) -> Any:
     return load_blueprint(settings)
 
 
+def _audit(blueprint: Any, action: str, subject: str, outcome: str, details: dict[str, str]) -> None:
+    """Publish the audit record of one change this command made, acting as the CLI's Kafka principal."""
+    from stream_app.api import audit
+
+    record = audit.event(
+        actor=audit.cli_actor(blueprint),
+        source="cli",
+        action=action,
+        subject=subject,
+        outcome=outcome,
+        details=details,
+    )
+    audit.send(blueprint, record)
+
+
+def _verb(args: argparse.Namespace) -> str:
+    """How a ``plan`` or ``apply`` action speaks of its changes."""
+    return "to change" if args.action == "plan" else "changed"
+
+
+def _print_lines(items: Sequence[object]) -> int:
+    """Print each item on a line of its own; the exit code."""
+    for item in items:
+        print(item)
+    return 0
+
+
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import topics
 
@@ -114,67 +141,48 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
         return 0
     changes = (topics.plan if args.action == "plan" else topics.apply)(settings, blueprint.topics)
-    verb = "to change" if args.action == "plan" else "changed"
     for change in changes:
         print(f"{change.action:<18} {change.topic:<48} {change.detail}")
-    print(f"{len(changes)} {verb}")
+    print(f"{len(changes)} {_verb(args)}")
     return 0
 
 
 def _acl(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.api import audit
     from stream_app.kafka import acl
 
     blueprint = _blueprint(settings)
     if args.action == "list":
-        for grant in sorted(acl.grants(blueprint)):
-            print(grant)
-        return 0
+        return _print_lines(sorted(acl.grants(blueprint)))
     change = acl.plan(blueprint) if args.action == "plan" else acl.apply(blueprint)
     for grant in change.create:
         print(f"+ {grant}")
     for grant in change.delete:
         print(f"- {grant}")
-    verb = "to change" if args.action == "plan" else "changed"
-    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
+    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({_verb(args)})")
     if args.action == "apply" and not change.empty:
-        record = audit.event(
-            actor=audit.cli_actor(blueprint),
-            source="cli",
-            action="acl_apply",
-            subject="cluster",
-            outcome="applied",
-            details={"granted": str(len(change.create)), "revoked": str(len(change.delete))},
+        _audit(
+            blueprint,
+            "acl_apply",
+            "cluster",
+            "applied",
+            {"granted": str(len(change.create)), "revoked": str(len(change.delete))},
         )
-        audit.send(blueprint, record)
     return 0
 
 
 def _quotas(args: argparse.Namespace, settings: Settings) -> int:
-    from stream_app.api import audit
     from stream_app.kafka import quotas
 
     blueprint = _blueprint(settings)
     if args.action == "list":
-        for quota in sorted(quotas.quotas(blueprint)):
-            print(quota)
-        return 0
+        return _print_lines(sorted(quotas.quotas(blueprint)))
     change = quotas.plan(blueprint) if args.action == "plan" else quotas.apply(blueprint)
     for quota in change.to_set:
         before = change.before(quota)
         print(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
-    verb = "to change" if args.action == "plan" else "changed"
-    print(f"{len(change.to_set)} quota(s) {verb}")
+    print(f"{len(change.to_set)} quota(s) {_verb(args)}")
     if args.action == "apply" and not change.empty:
-        record = audit.event(
-            actor=audit.cli_actor(blueprint),
-            source="cli",
-            action="quotas_apply",
-            subject="cluster",
-            outcome="applied",
-            details={"set": str(len(change.to_set))},
-        )
-        audit.send(blueprint, record)
+        _audit(blueprint, "quotas_apply", "cluster", "applied", {"set": str(len(change.to_set))})
     return 0
 
 
@@ -297,21 +305,13 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     )
     selected, sent = dlq.replay(blueprint, source, select, dry_run=args.dry_run)
     if not args.dry_run and selected:
-        from stream_app.api import audit
-
-        record = audit.event(
-            actor=audit.cli_actor(blueprint),
-            source="cli",
-            action="dlq_replay",
-            subject=source.topic,
-            outcome="applied" if sent == selected else "partial",
-            details={
-                "selected": str(selected),
-                "sent": str(sent),
-                "reasons": ",".join(sorted(reasons)) or "*",
-            },
+        _audit(
+            blueprint,
+            "dlq_replay",
+            source.topic,
+            "applied" if sent == selected else "partial",
+            {"selected": str(selected), "sent": str(sent), "reasons": ",".join(sorted(reasons)) or "*"},
         )
-        audit.send(blueprint, record)
     verb = "would replay" if args.dry_run else "replayed"
     count = sent if not args.dry_run else selected
     print(f"{verb} {count} of {selected} selected dead letters to {source.replay_to}")

@@ -156,15 +156,23 @@ def _read(path: Path, key: str) -> list[dict[str, Any]]:
     return array_of_tables(path, read_toml(path, frozenset({key})), key)
 
 
+def _new_entry(
+    path: Path, kind: str, table: dict[str, Any], keys: frozenset[str], found: Mapping[str, object]
+) -> tuple[TableReader, str]:
+    """A reader of one entry with only ``keys``, and its code, which no entry of ``found`` has."""
+    e = TableReader.entry(path, kind, table)
+    e.only(keys)
+    code = e.text("code")
+    if code in found:
+        raise e.fail("duplicate code")
+    return e, code
+
+
 def _reporters(path: Path, tables: list[dict[str, Any]]) -> dict[str, Reporter]:
     """The reporters as declared (their indicators come from the indicators' entries)."""
     found: dict[str, Reporter] = {}
     for table in tables:
-        e = TableReader.entry(path, "reporter", table)
-        e.only(_REPORTER_KEYS)
-        code = e.text("code")
-        if code in found:
-            raise e.fail("duplicate code")
+        e, code = _new_entry(path, "reporter", table, _REPORTER_KEYS, found)
         byte_rate = e.integer("quota_bytes_per_s", 0, at_least=1024) if "quota_bytes_per_s" in table else None
         share = e.number("quota_request_percent", positive=True) if "quota_request_percent" in table else None
         found[code] = Reporter(code, e.text("name_vi"), e.text("name_en"), frozenset(), byte_rate, share)
@@ -403,11 +411,7 @@ def _stations(
 ) -> dict[str, Station]:
     stations: dict[str, Station] = {}
     for table in tables:
-        e = TableReader.entry(path, "station", table)
-        e.only(_STATION_KEYS)
-        code = e.text("code")
-        if code in stations:
-            raise e.fail("duplicate code")
+        e, code = _new_entry(path, "station", table, _STATION_KEYS, stations)
         station = Station(
             code,
             e.text("name"),

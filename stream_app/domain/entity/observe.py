@@ -228,25 +228,23 @@ def _count(
     hour and day it counted in.
 
     The aggregates are updated in place: a run's state is decoded for that run alone."""
-    value, event_time, observation_id, now = obs.value, obs.event_time, obs.observation_id, ctx.now_ms
+    event_time, now = obs.event_time, ctx.now_ms
     quality = obs.quality.value
-    number = exact(value)
+    number = exact(obs.value)
     hour_key = (series, hour_of(event_time))
-    hour = state.hours.get(hour_key)
-    if hour is None:
-        state.set_hour(hour_key, Agg.of(value, event_time, observation_id, quality, now, exact_value=number))
-    else:
-        hour.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
-        state.set_hour(hour_key, hour)
+    state.set_hour(hour_key, _absorbed(state.hours.get(hour_key), obs, quality, now, number))
     day_key = (series, local_date(event_time).toordinal())
-    day = state.days.get(day_key)
-    if day is None:
-        state.set_day(day_key, Agg.of(value, event_time, observation_id, quality, now, exact_value=number))
-    else:
-        day.absorb(value, event_time, observation_id, quality, arrival=now, number=number)
-        state.set_day(day_key, day)
+    state.set_day(day_key, _absorbed(state.days.get(day_key), obs, quality, now, number))
     late = _count_in_periods(state, obs, series, periods, number, ctx=ctx, touched=touched)
     return late, (hour_key, day_key)
+
+
+def _absorbed(agg: Agg | None, obs: Observation, quality: str, now: int, number: Decimal) -> Agg:
+    """``agg`` with the observation counted in (in place), or a new aggregate of it alone."""
+    if agg is None:
+        return Agg.of(obs.value, obs.event_time, obs.observation_id, quality, now, exact_value=number)
+    agg.absorb(obs.value, obs.event_time, obs.observation_id, quality, arrival=now, number=number)
+    return agg
 
 
 def _count_in_periods(
