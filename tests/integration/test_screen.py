@@ -102,14 +102,22 @@ def screen(
 def feed(settings: Settings, blueprint: Blueprint) -> Iterator[None]:
     """The simulator's live feeds of the police and the power system (no water levels: the test's own
     flood crest is the only one at Long Biên), for the test's duration."""
+    stop = threading.Event()
     sender = threading.Thread(
         target=run_live,
         args=(settings, blueprint.catalogue, blueprint.schemas),
-        kwargs={"reporters": ["MPS", "NSMO"], "scenario": "normal", "rate": 20.0, "duration": 40.0},
+        kwargs={
+            "reporters": ["MPS", "NSMO"],
+            "scenario": "normal",
+            "rate": 20.0,
+            "duration": 40.0,
+            "stop": stop,
+        },
         daemon=True,
     )
     sender.start()
     yield
+    stop.set()  # the test is over: no need to wait out the feed's duration
     sender.join(60)
 
 

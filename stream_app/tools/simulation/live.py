@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -320,8 +321,10 @@ def _pump(
     rate: float,
     duration: float | None,
     count: int | None,
+    stop: threading.Event | None = None,
 ) -> Counter[tuple[str, bool]]:
-    """Send ``records`` at ``rate`` a second; counts by (reporter, valid)."""
+    """Send ``records`` at ``rate`` a second, until ``duration``, ``count`` or ``stop``; counts by
+    (reporter, valid)."""
     producer = Producer(
         {
             **confluent_config(settings),
@@ -341,6 +344,8 @@ def _pump(
                 break
             now = time.monotonic()
             if duration is not None and now - started >= duration:
+                break
+            if stop is not None and stop.is_set():
                 break
             while True:
                 try:
@@ -400,8 +405,10 @@ def run_live(
     count: int | None = None,
     seed: int = 7,
     invalid_share: float = 0.03,
+    stop: threading.Event | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """Send the live feeds of ``reporters``, each to its own topic; (sent, invalid) per reporter."""
+    """Send the live feeds of ``reporters``, each to its own topic, until ``duration``, ``count`` or
+    ``stop``; (sent, invalid) per reporter."""
     records = live_feed(
         catalogue,
         schemas.latest("observation"),
@@ -411,7 +418,13 @@ def run_live(
         invalid_share=invalid_share,
     )
     counts = _pump(
-        settings, records, lambda r: feed_topic(settings, r), rate=rate, duration=duration, count=count
+        settings,
+        records,
+        lambda r: feed_topic(settings, r),
+        rate=rate,
+        duration=duration,
+        count=count,
+        stop=stop,
     )
     return {
         reporter: (counts[(reporter, True)] + counts[(reporter, False)], counts[(reporter, False)])
