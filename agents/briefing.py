@@ -33,9 +33,9 @@ T = TypeVar("T")
 
 
 def due(now_ms: int, briefing_time: str) -> bool:
-    """Whether the local time of day at ``now_ms`` is at or past ``briefing_time`` (HH:MM)."""
-    hours, minutes = (int(part) for part in briefing_time.split(":"))
-    return local_time_of_day_ms(now_ms) >= (hours * 60 + minutes) * 60_000
+    """Whether the local time of day at ``now_ms`` is at or past ``briefing_time`` (HH:MM[:SS])."""
+    hours, minutes, seconds = (int(part) for part in f"{briefing_time}:00".split(":")[:3])
+    return local_time_of_day_ms(now_ms) >= ((hours * 60 + minutes) * 60 + seconds) * 1000
 
 
 def register(app: faust.App, blueprint: Blueprint, model: ReadModel, publisher: Publisher) -> None:

@@ -276,8 +276,9 @@ class Settings(BaseSettings):
     )
     briefing_time: str = Field(
         "07:00",
-        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
-        description="Local time (Asia/Ho_Chi_Minh, HH:MM) of the daily briefing on yesterday's figures.",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
+        description="Local time (Asia/Ho_Chi_Minh, HH:MM or HH:MM:SS) of the daily briefing on "
+        "yesterday's figures.",
     )
     tick_interval_s: float = Field(
         30.0, gt=0, description="How often timer-driven rules (absence, late report) are evaluated."

@@ -73,16 +73,15 @@ WORKER_ENV = {
 
 
 def _briefing_time_soon() -> tuple[str, datetime, float]:
-    """A briefing time (HH:MM, Vietnam's local time) BRIEFING_LEAD_S to a minute more from now — after
-    the worker is ready, during the outage, which starts within seconds of that and lasts until past
-    it — when that is, and when that is on the monotonic clock; 00:00 (due at once) near local
-    midnight."""
+    """A briefing time (HH:MM:SS, Vietnam's local time) BRIEFING_LEAD_S from now — after the worker
+    is ready, during the outage, which starts within seconds of that and lasts until past it — when
+    that is, and when that is on the monotonic clock; 00:00 (due at once) near local midnight."""
     now = datetime.now(LOCAL_TZ)
     mono = time.monotonic()
-    at = (now + timedelta(seconds=BRIEFING_LEAD_S)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    at = (now + timedelta(seconds=BRIEFING_LEAD_S)).replace(microsecond=0) + timedelta(seconds=1)
     if at.date() != now.date():
         return "00:00", now, mono
-    return at.strftime("%H:%M"), at, mono + (at - now).total_seconds()
+    return at.strftime("%H:%M:%S"), at, mono + (at - now).total_seconds()
 
 
 def _get(settings: Settings, path: str, token: bool = False) -> tuple[int, Any, float]:

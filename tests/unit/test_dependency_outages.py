@@ -337,3 +337,30 @@ async def test_a_failing_briefing_never_escapes_its_timer_and_is_tried_at_the_ne
     assert publisher.published == []
     await timer()
     assert len(publisher.published) == 1
+
+
+# ----------------------------------------------------------------------------- when the briefing is due
+
+
+@pytest.mark.parametrize(
+    ("briefing_time", "seconds_after_midnight", "expected"),
+    [
+        ("07:00", 7 * 3600 - 1, False),
+        ("07:00", 7 * 3600, True),
+        ("07:00:30", 7 * 3600 + 29, False),
+        ("07:00:30", 7 * 3600 + 30, True),
+        ("00:00", 0, True),
+        ("23:59:59", 23 * 3600 + 59 * 60 + 58, False),
+    ],
+)
+def test_the_briefing_is_due_from_its_local_time_to_the_second(
+    briefing_time: str, seconds_after_midnight: int, expected: bool
+) -> None:
+    now_ms = clock.local_midnight_ms(date(2026, 3, 4)) + seconds_after_midnight * 1000
+    assert briefing.due(now_ms, briefing_time) is expected
+
+
+@pytest.mark.parametrize("briefing_time", ["7:00", "07:60", "24:00", "07:00:60", "07:00:00:00"])
+def test_a_briefing_time_that_is_not_a_time_of_day_is_refused(briefing_time: str) -> None:
+    with pytest.raises(ValueError, match="briefing_time"):
+        Settings(briefing_time=briefing_time)
