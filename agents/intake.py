@@ -223,30 +223,15 @@ class ApplyGate:
             self.waited(time.perf_counter() - held_since)
 
 
-def _bulk_gate(store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
+def _gate(name: str, store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
+    """The ``live`` or the ``bulk`` intake's gate; the live one is polled more often than the bulk
+    one's: a live alarm may be waiting at it."""
+    max_ahead, poll_s, held, waited = {
+        "live": (settings.live_max_ahead, 0.01, metrics.LIVE_HELD, metrics.LIVE_WAIT),
+        "bulk": (settings.bulk_max_ahead, 0.05, metrics.BULK_HELD, metrics.BULK_WAIT),
+    }[name]
     return ApplyGate(
-        "bulk",
-        store,
-        publisher,
-        internal,
-        settings.bulk_max_ahead,
-        0.05,
-        lambda on: metrics.BULK_HELD.set(1 if on else 0),
-        metrics.BULK_WAIT.inc,
-    )
-
-
-def _live_gate(store: StateLayer, publisher: Publisher, internal: str, settings: Settings) -> ApplyGate:
-    # polled more often than the bulk gate's: a live alarm may be waiting at the gate
-    return ApplyGate(
-        "live",
-        store,
-        publisher,
-        internal,
-        settings.live_max_ahead,
-        0.01,
-        lambda on: metrics.LIVE_HELD.set(1 if on else 0),
-        metrics.LIVE_WAIT.inc,
+        name, store, publisher, internal, max_ahead, poll_s, lambda on: held.set(1 if on else 0), waited.inc
     )
 
 
@@ -260,11 +245,11 @@ def register(app: faust.App, blueprint: Blueprint, publisher: Publisher, store: 
     internal = blueprint.topic_by_role("repartition").name
     live = [t.name for t in blueprint.input_topics()]
     source = app.topic(*live, key_serializer="raw", value_serializer="raw")
-    live_gate = _live_gate(store, publisher, internal, settings)
+    live_gate = _gate("live", store, publisher, internal, settings)
     batch_agent(app, source, STAGE, intake.process, settings, wait=live_gate.wait)
     bulk = [t.name for t in blueprint.bulk_topics()]
     if not bulk:
         return
-    bulk_gate = _bulk_gate(store, publisher, internal, settings)
+    bulk_gate = _gate("bulk", store, publisher, internal, settings)
     bulk_source = app.topic(*bulk, key_serializer="raw", value_serializer="raw")
     batch_agent(app, bulk_source, f"{STAGE}_bulk", intake.process, settings, wait=bulk_gate.wait)

@@ -9,8 +9,8 @@ and the scalars), and the state its encoding both ways (see docs/domain.md, "Red
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Final, TypeVar
 
 from stream_app.domain.aggregates import Agg, period_by_label
 from stream_app.domain.alerting import RuleState
@@ -24,6 +24,8 @@ OPEN_PREFIX: Final = "po:"
 OFFSET_PREFIX: Final = "off:"
 RULE_PREFIX: Final = "r:"
 META_PREFIX: Final = "m:"
+
+_R = TypeVar("_R")
 
 
 def offset_field(source: str) -> str:
@@ -84,38 +86,8 @@ def period_updates(state: EntityState, indicator: Indicator) -> list[tuple[str, 
 # ---------------------------------------------------------------------- the state hash
 
 
-def encode_meta(meta: AlertMeta) -> dict[str, str]:
-    return {
-        "t": meta.transition,
-        "id": meta.alert_id,
-        "ab": meta.acknowledged_by,
-        "aa": str(meta.acknowledged_at),
-        "as": meta.assigned_to,
-        "c": meta.comment,
-        "d": meta.directive_id,
-        "o": meta.occurrence,
-        "oa": str(meta.opened_at),
-        "ch": ",".join(meta.changes),
-    }
-
-
-def decode_meta(fields: dict[str, str]) -> AlertMeta:
-    changes = fields.get("ch", "")
-    return AlertMeta(
-        transition=fields.get("t", ""),
-        alert_id=fields.get("id", ""),
-        acknowledged_by=fields.get("ab", ""),
-        acknowledged_at=int(fields.get("aa") or 0),
-        assigned_to=fields.get("as", ""),
-        comment=fields.get("c", ""),
-        directive_id=fields.get("d", ""),
-        occurrence=fields.get("o", ""),
-        opened_at=int(fields.get("oa") or 0),
-        changes=tuple(changes.split(",")) if changes else (),
-    )
-
-
-# A rule's fields, kept short: the state hash prefixes them with "r:<rule_id>:".
+# A rule's fields and its alert's, kept short: the state hash prefixes them with "r:<rule_id>:" and
+# "m:<rule_id>:".
 _RULE_FIELDS = {
     "level": "l",
     "since_ms": "s",
@@ -128,39 +100,81 @@ _RULE_FIELDS = {
     "overdue_period": "op",
     "latest_period": "lp",
 }
-_INT_FIELDS = frozenset(f.name for f in dataclasses.fields(RuleState) if f.type in ("int", "int | None"))
-_FLOAT_FIELDS = frozenset({"value"})
+_META_FIELDS = {
+    "transition": "t",
+    "alert_id": "id",
+    "acknowledged_by": "ab",
+    "acknowledged_at": "aa",
+    "assigned_to": "as",
+    "comment": "c",
+    "directive_id": "d",
+    "occurrence": "o",
+    "opened_at": "oa",
+    "changes": "ch",
+}
+# How a field's text is read back, by the attribute's declared type (a text otherwise).
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "int": int,
+    "int | None": int,
+    "float | None": float,
+    "tuple[str, ...]": lambda text: tuple(text.split(",")),
+}
+_RULE_PARSERS = {f.name: _PARSERS.get(str(f.type), str) for f in dataclasses.fields(RuleState)}
+_META_PARSERS = {f.name: _PARSERS.get(str(f.type), str) for f in dataclasses.fields(AlertMeta)}
 
 
 def encode_rule(state: RuleState) -> dict[str, str]:
     """Every field, always the same names ("" for none): writing them all overwrites whatever an
     earlier state left, so no stale field survives. Floats are written with ``repr`` and read
     back exactly."""
-    out: dict[str, str] = {}
-    for attribute, name in _RULE_FIELDS.items():
-        value = getattr(state, attribute)
-        out[name] = "" if value is None else repr(value) if isinstance(value, float) else str(value)
-    return out
+    return _encode(state, _RULE_FIELDS)
 
 
 def decode_rule(fields: Mapping[str, str]) -> RuleState:
     """The state ``encode_rule`` wrote; missing fields take their initial values (a new rule or
     entity), unknown ones are ignored (written by a newer version). Raises ``ValueError`` for a
     value that is not what the field holds."""
-    state = RuleState()
-    for attribute, name in _RULE_FIELDS.items():
+    return _decode(RuleState(), fields, _RULE_FIELDS, _RULE_PARSERS)
+
+
+def encode_meta(meta: AlertMeta) -> dict[str, str]:
+    """Every field of what is known about a rule's alert, as :func:`encode_rule` writes a rule's
+    (``changes`` comma-separated)."""
+    return _encode(meta, _META_FIELDS)
+
+
+def decode_meta(fields: Mapping[str, str]) -> AlertMeta:
+    """What ``encode_meta`` wrote, read as :func:`decode_rule` reads a rule's."""
+    return _decode(AlertMeta(), fields, _META_FIELDS, _META_PARSERS)
+
+
+def _encode(record: object, names: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for attribute, name in names.items():
+        value = getattr(record, attribute)
+        if value is None:
+            out[name] = ""
+        elif isinstance(value, float):
+            out[name] = repr(value)
+        elif isinstance(value, tuple):
+            out[name] = ",".join(value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _decode(
+    record: _R,
+    fields: Mapping[str, str],
+    names: Mapping[str, str],
+    parsers: Mapping[str, Callable[[str], object]],
+) -> _R:
+    """``record`` (a new one) with the fields ``_encode`` wrote that are there and not empty."""
+    for attribute, name in names.items():
         text = fields.get(name, "")
         if text != "":
-            setattr(state, attribute, _parse_field(attribute, text))
-    return state
-
-
-def _parse_field(attribute: str, text: str) -> int | float | str:
-    if attribute in _INT_FIELDS:
-        return int(text)
-    if attribute in _FLOAT_FIELDS:
-        return float(text)
-    return text
+            setattr(record, attribute, parsers[attribute](text))
+    return record
 
 
 def decode_state(raw: dict[bytes, bytes]) -> EntityState:

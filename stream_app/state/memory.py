@@ -5,6 +5,11 @@ commit is applied only if its offset is newer than the one stored, observations 
 retention are forgotten, a roll-up keeps the highest sequence per source), so a unit test of an agent's
 batch logic exercises the same serialisation. It counts round trips, and an entity can be made
 unreadable or unwritable (``broken``) to drive the poison paths. No TTLs: nothing expires.
+
+This in-memory twin deliberately mirrors the Redis layer's semantics (``store.py``, ``entities.py``,
+``layer.py``, ``rollups.py``, ``queries.py``, the Lua scripts) for the unit tests, so code alike in both is
+expected; ``tests/integration/test_state_layer.py`` keeps them in step (the same batches leave the same
+keys in both, and every read the query API uses answers the same).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.settings import Settings
@@ -150,39 +150,67 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 def _acl(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import acl
 
-    blueprint = _blueprint(settings)
-    if args.action == "list":
-        return _print_lines(sorted(acl.grants(blueprint)))
-    change = acl.plan(blueprint) if args.action == "plan" else acl.apply(blueprint)
-    for grant in change.create:
-        print(f"+ {grant}")
-    for grant in change.delete:
-        print(f"- {grant}")
-    print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({_verb(args)})")
-    if args.action == "apply" and not change.empty:
-        _audit(
-            blueprint,
-            "acl_apply",
-            "cluster",
-            "applied",
-            {"granted": str(len(change.create)), "revoked": str(len(change.delete))},
-        )
-    return 0
+    def report(change: acl.AclPlan, verb: str) -> dict[str, str]:
+        for grant in change.create:
+            print(f"+ {grant}")
+        for grant in change.delete:
+            print(f"- {grant}")
+        print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
+        return {"granted": str(len(change.create)), "revoked": str(len(change.delete))}
+
+    return _cluster_setting(args, settings, acl, acl.grants, report, audit_action="acl_apply")
 
 
 def _quotas(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import quotas
 
+    def report(change: quotas.QuotaPlan, verb: str) -> dict[str, str]:
+        for quota in change.to_set:
+            before = change.before(quota)
+            print(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
+        print(f"{len(change.to_set)} quota(s) {verb}")
+        return {"set": str(len(change.to_set))}
+
+    return _cluster_setting(args, settings, quotas, quotas.quotas, report, audit_action="quotas_apply")
+
+
+class _Plan(Protocol):
+    """What ``plan`` and ``apply`` of a setting the CLI manages on the cluster return."""
+
+    @property
+    def empty(self) -> bool: ...
+
+
+_PlanT = TypeVar("_PlanT", bound=_Plan)
+_PlanT_co = TypeVar("_PlanT_co", bound=_Plan, covariant=True)
+
+
+class _Managed(Protocol[_PlanT_co]):
+    """A module managing one setting on the cluster (``stream_app.kafka.acl``, ``.quotas``)."""
+
+    def plan(self, blueprint: Any, /) -> _PlanT_co: ...
+    def apply(self, blueprint: Any, /) -> _PlanT_co: ...
+
+
+def _cluster_setting(
+    args: argparse.Namespace,
+    settings: Settings,
+    managed: _Managed[_PlanT],
+    wanted: Callable[[Any], Iterable[Any]],
+    report: Callable[[_PlanT, str], dict[str, str]],
+    *,
+    audit_action: str,
+) -> int:
+    """``list``, ``plan`` or ``apply`` of a setting the CLI manages on the cluster (ACLs, quotas): the
+    ``wanted`` entries one a line, or the changes ``managed`` plans or makes, printed by ``report``
+    (which returns their counts for the audit record, published when ``apply`` changed something)."""
     blueprint = _blueprint(settings)
     if args.action == "list":
-        return _print_lines(sorted(quotas.quotas(blueprint)))
-    change = quotas.plan(blueprint) if args.action == "plan" else quotas.apply(blueprint)
-    for quota in change.to_set:
-        before = change.before(quota)
-        print(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
-    print(f"{len(change.to_set)} quota(s) {_verb(args)}")
+        return _print_lines(sorted(wanted(blueprint)))
+    change = (managed.plan if args.action == "plan" else managed.apply)(blueprint)
+    details = report(change, _verb(args))
     if args.action == "apply" and not change.empty:
-        _audit(blueprint, "quotas_apply", "cluster", "applied", {"set": str(len(change.to_set))})
+        _audit(blueprint, audit_action, "cluster", "applied", details)
     return 0
 
 

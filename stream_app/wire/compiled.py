@@ -139,15 +139,10 @@ class _Generator:
         return write_fn, read_fn
 
     # writing: statements appending ``var`` (of schema ``t``) to ``out``
-    def write(self, t: Any, var: str, ind: str) -> list[str]:  # noqa: PLR0911 - one branch per Avro type
+    def write(self, t: Any, var: str, ind: str) -> list[str]:
         if isinstance(t, list):
             return self._write_union(t, var, ind)
-        if isinstance(t, str):
-            if t not in _PRIMITIVES:
-                raise Unsupported(f"named type reference {t}")
-            return self._write_primitive(t, var, ind)
-        kind = t["type"]
-        logical = t.get("logicalType")
+        kind, logical = _kind(t)
         if kind == "record":
             write_fn, _ = self.record(t)
             return [f"{ind}if type({var}) is not dict: raise Unsupported", f"{ind}{write_fn}(out, {var})"]
@@ -185,15 +180,10 @@ class _Generator:
         raise Unsupported(f"type {kind}/{logical}")
 
     def _write_primitive(self, t: str, var: str, ind: str) -> list[str]:
-        if t not in _WRITE_PRIMITIVE:
-            raise Unsupported(t)
-        fresh = self.name("e")
-        return [ind + line.format(v=var, e=fresh) for line in _WRITE_PRIMITIVE[t]]
+        return self._primitive(_WRITE_PRIMITIVE, t, var, ind)
 
     def _write_union(self, branches: list[Any], var: str, ind: str) -> list[str]:
-        if len(branches) != 2 or "null" not in branches:
-            raise Unsupported("union other than [null, T]")
-        null_index = branches.index("null")
+        null_index = _null_index(branches)
         other = branches[1 - null_index]
         return [
             f"{ind}if {var} is None:",
@@ -206,9 +196,7 @@ class _Generator:
     # reading: statements setting ``var`` from ``b`` at ``pos``
     def read(self, t: Any, var: str, ind: str) -> list[str]:  # noqa: PLR0911 - one branch per Avro type
         if isinstance(t, list):
-            if len(t) != 2 or "null" not in t:
-                raise Unsupported("union other than [null, T]")
-            null_index = t.index("null")
+            null_index = _null_index(t)
             i = self.name("i")
             return [  # the branch index is one byte: its zigzag, 0 or 2 (anything else: fastavro's)
                 f"{ind}{i} = b[pos]",
@@ -219,12 +207,7 @@ class _Generator:
                 *self.read(t[1 - null_index], var, ind + "    "),
                 f"{ind}else: raise Unsupported",
             ]
-        if isinstance(t, str):
-            if t not in _PRIMITIVES:
-                raise Unsupported(f"named type reference {t}")
-            return self._read_primitive(t, var, ind)
-        kind = t["type"]
-        logical = t.get("logicalType")
+        kind, logical = _kind(t)
         if kind == "record":
             _, read_fn = self.record(t)
             return [f"{ind}{var}, pos = {read_fn}(b, pos)"]
@@ -266,10 +249,31 @@ class _Generator:
         raise Unsupported(f"type {kind}/{logical}")
 
     def _read_primitive(self, t: str, var: str, ind: str) -> list[str]:
-        if t not in _READ_PRIMITIVE:
+        return self._primitive(_READ_PRIMITIVE, t, var, ind)
+
+    def _primitive(self, statements: Mapping[str, tuple[str, ...]], t: str, var: str, ind: str) -> list[str]:
+        """``statements[t]`` (writing or reading a primitive) for ``var``, with a fresh name of its own."""
+        if t not in statements:
             raise Unsupported(t)
         fresh = self.name("e")
-        return [ind + line.format(v=var, e=fresh) for line in _READ_PRIMITIVE[t]]
+        return [ind + line.format(v=var, e=fresh) for line in statements[t]]
+
+
+def _kind(t: str | Mapping[str, Any]) -> tuple[Any, Any]:
+    """A (non-union) schema's type and logical type; a name must be a primitive's: a reference to a
+    named type is not compiled."""
+    if isinstance(t, str):
+        if t not in _PRIMITIVES:
+            raise Unsupported(f"named type reference {t}")
+        return t, None
+    return t["type"], t.get("logicalType")
+
+
+def _null_index(branches: list[Any]) -> int:
+    """Where ``null`` is in a union: the only unions compiled are [null, T] and [T, null]."""
+    if len(branches) != 2 or "null" not in branches:
+        raise Unsupported("union other than [null, T]")
+    return branches.index("null")
 
 
 # Statements writing a primitive ``{v}`` (``{e}``: a fresh name) and reading one into ``{v}``.

@@ -6,45 +6,12 @@ rule's ``RuleState`` in the entity's Redis hash (fields ``r:<rule_id>:<name>``, 
 whose ``transition`` is set.
 """
 
+from stream_app.domain.alerting import model
 from stream_app.domain.alerting.book import RuleBook
 from stream_app.domain.alerting.engine import on_observation, on_tick
 from stream_app.domain.alerting.history import BucketHistory
 from stream_app.domain.alerting.loader import load_rules
-from stream_app.domain.alerting.model import (
-    KINDS,
-    TIMER_KINDS,
-    AbsenceParams,
-    DeviationParams,
-    Entity,
-    History,
-    LateReportParams,
-    LevelsParams,
-    Params,
-    RateParams,
-    Rule,
-    RuleKind,
-    RuleState,
-    Verdict,
-)
+from stream_app.domain.alerting.model import *  # noqa: F403 - the plain data, listed once in model.__all__
 
-__all__ = [
-    "KINDS",
-    "TIMER_KINDS",
-    "AbsenceParams",
-    "BucketHistory",
-    "DeviationParams",
-    "Entity",
-    "History",
-    "LateReportParams",
-    "LevelsParams",
-    "Params",
-    "RateParams",
-    "Rule",
-    "RuleBook",
-    "RuleKind",
-    "RuleState",
-    "Verdict",
-    "load_rules",
-    "on_observation",
-    "on_tick",
-]
+__all__ = ["BucketHistory", "RuleBook", "load_rules", "on_observation", "on_tick"]
+__all__ += model.__all__

@@ -32,6 +32,7 @@ from stream_app.domain.alerting.model import (
     RuleKind,
 )
 from stream_app.domain.catalogue import Catalogue, Indicator, Level
+from stream_app.domain.catalogue.loader import current_region
 from stream_app.domain.clock import HOUR_MS
 from stream_app.domain.tables import TableReader, array_of_tables, read_toml
 from stream_app.exceptions import ConfigurationError
@@ -506,13 +507,11 @@ def _check_where(reader: TableReader, ctx: _Context, indicator: Indicator, where
                 f"{indicator.code} comes from {kind} stations"
             )
         return
-    region = ctx.catalogue.regions.get(str(where.region))
-    if region is None:
-        raise reader.fail(f"unknown region {where.region!r}")
-    if region.kind == "legacy":
-        raise reader.fail(
-            f"region {region.code!r} is a legacy province merged into {region.successor!r}: "
-            "name the current unit"
-        )
+    region = current_region(
+        reader,
+        ctx.catalogue.regions,
+        str(where.region),
+        legacy="region {code!r} is a legacy province merged into {successor!r}: name the current unit",
+    )
     if region.kind == "national" or indicator.region_level == "national":
         raise reader.fail(f"{indicator.code} at the national level is what the indicator rule already covers")

@@ -15,6 +15,23 @@ from typing import Literal, Protocol
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Level
 
+__all__ = [  # what the package re-exports (MINUTE_MS stays the engine's own)
+    "KINDS",
+    "TIMER_KINDS",
+    "AbsenceParams",
+    "DeviationParams",
+    "Entity",
+    "History",
+    "LateReportParams",
+    "LevelsParams",
+    "Params",
+    "RateParams",
+    "Rule",
+    "RuleKind",
+    "RuleState",
+    "Verdict",
+]
+
 RuleKind = Literal["levels", "rate_of_change", "deviation", "absence", "late_report"]
 KINDS: tuple[RuleKind, ...] = ("levels", "rate_of_change", "deviation", "absence", "late_report")
 # Kinds that can fire with no input at all: the caller evaluates them on timer ticks.

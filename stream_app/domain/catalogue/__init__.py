@@ -13,38 +13,9 @@ legacy GSO provinces that history since 2010 is reported in, each with the unit 
 
 from __future__ import annotations
 
-from stream_app.domain.catalogue.entries import (
-    AGGREGATIONS,
-    DEFAULT_DEADLINE_DAY,
-    DOMAINS,
-    REGION_KINDS,
-    REGION_LEVELS,
-    RESERVED_BREAKDOWNS,
-    Authority,
-    Catalogue,
-    Indicator,
-    Level,
-    Region,
-    RegionKind,
-    Reporter,
-    Station,
-)
+from stream_app.domain.catalogue import entries
+from stream_app.domain.catalogue.entries import *  # noqa: F403 - the entries, listed once in entries.__all__
 from stream_app.domain.catalogue.loader import load_catalogue
 
-__all__ = [
-    "AGGREGATIONS",
-    "DEFAULT_DEADLINE_DAY",
-    "DOMAINS",
-    "REGION_KINDS",
-    "REGION_LEVELS",
-    "RESERVED_BREAKDOWNS",
-    "Authority",
-    "Catalogue",
-    "Indicator",
-    "Level",
-    "Region",
-    "RegionKind",
-    "Reporter",
-    "Station",
-    "load_catalogue",
-]
+__all__ = ["load_catalogue"]
+__all__ += entries.__all__

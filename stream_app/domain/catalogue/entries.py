@@ -12,6 +12,23 @@ from stream_app.domain.calendar import ReportingPeriod, period_of
 from stream_app.domain.clock import local_date
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN
 
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_DEADLINE_DAY",
+    "DOMAINS",
+    "REGION_KINDS",
+    "REGION_LEVELS",
+    "RESERVED_BREAKDOWNS",
+    "Authority",
+    "Catalogue",
+    "Indicator",
+    "Level",
+    "Region",
+    "RegionKind",
+    "Reporter",
+    "Station",
+]
+
 REGION_LEVELS = ("national", "province", "station")
 AGGREGATIONS = ("sum", "mean", "weighted_mean", "max", "last")
 DOMAINS = (

@@ -360,16 +360,35 @@ def _authority(
 
 def _authority_region(e: TableReader, code: str, region_level: str, regions: Mapping[str, Region]) -> None:
     """Authority is looked up by the unit an observation is kept under: today's unit, or "VN"."""
-    region = regions.get(code)
-    if region is None:
-        raise e.fail(f"unknown region {code!r} in 'regions'")
-    if region.kind == "legacy":
-        raise e.fail(
-            f"region {code!r} is a legacy province, merged into {region.successor!r}: 'regions' are "
-            "today's units, which observations under the old codes are kept in"
-        )
+    region = current_region(
+        e,
+        regions,
+        code,
+        unknown="unknown region {code!r} in 'regions'",
+        legacy="region {code!r} is a legacy province, merged into {successor!r}: 'regions' are today's units,"
+        " which observations under the old codes are kept in",
+    )
     if (region.kind == "national") != (region_level == "national"):
         raise e.fail(f"region {code!r} never holds observations of an indicator reported per {region_level}")
+
+
+def current_region(
+    e: TableReader,
+    regions: Mapping[str, Region],
+    code: str,
+    *,
+    legacy: str,
+    unknown: str = "unknown region {code!r}",
+) -> Region:
+    """The region ``code`` names, which must be known and not a legacy province (merged away on
+    2025-07-01); else ``e`` fails with ``unknown`` or ``legacy`` (``{code!r}`` and ``{successor!r}``
+    filled in), worded for what names the region: a station, an authority, an alert rule's override."""
+    region = regions.get(code)
+    if region is None:
+        raise e.fail(unknown.format(code=code))
+    if region.kind == "legacy":
+        raise e.fail(legacy.format(code=code, successor=region.successor))
+    return region
 
 
 def _check_station_kinds(
@@ -428,14 +447,13 @@ def _stations(
 
 
 def _station_region(e: TableReader, code: str, regions: Mapping[str, Region]) -> None:
-    region = regions.get(code)
-    if region is None:
-        raise e.fail(f"unknown region {code!r}")
-    if region.kind == "legacy":
-        raise e.fail(
-            f"region {code!r} is a legacy province, merged into {region.successor!r} on 2025-07-01: "
-            "a station belongs to a current unit"
-        )
+    region = current_region(
+        e,
+        regions,
+        code,
+        legacy="region {code!r} is a legacy province, merged into {successor!r} on 2025-07-01: a station"
+        " belongs to a current unit",
+    )
     if region.kind == "national":
         raise e.fail(f"region {code!r} is the national pseudo-region: a station belongs to a current unit")
 

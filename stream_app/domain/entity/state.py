@@ -7,11 +7,11 @@ How it is stored (the Redis hash's field names and value encodings) is the state
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from stream_app.domain.aggregates import DAY_RETENTION_DAYS, RETENTION_HOURS, Agg, hour_of
 from stream_app.domain.alerting import BucketHistory, RuleState
@@ -23,6 +23,7 @@ SeriesHour = tuple[str, int]  # (series, hour since the epoch)
 SeriesDay = tuple[str, int]  # (series, local day ordinal)
 SeriesPeriod = tuple[str, str]  # (series, period label)
 HourRange = tuple[int, int]  # [first hour, end hour) of event time
+_T = TypeVar("_T")
 
 
 class Kind(StrEnum):
@@ -207,19 +208,19 @@ class EntityState:
 
     def rule_state(self, rule_id: str) -> RuleState:
         """The state of one rule (a new rule starts clear); marked for writing."""
-        state = self.rules.get(rule_id)
-        if state is None:
-            state = self.rules[rule_id] = RuleState()
-        self.changed.add((Kind.RULE, rule_id, ""))
-        return state
+        return self._for_writing(self.rules, Kind.RULE, rule_id, RuleState)
 
     def alert_meta(self, rule_id: str) -> AlertMeta:
         """What is known about one rule's alert; marked for writing."""
-        meta = self.meta.get(rule_id)
-        if meta is None:
-            meta = self.meta[rule_id] = AlertMeta()
-        self.changed.add((Kind.META, rule_id, ""))
-        return meta
+        return self._for_writing(self.meta, Kind.META, rule_id, AlertMeta)
+
+    def _for_writing(self, parts: dict[str, _T], kind: Kind, rule_id: str, new: Callable[[], _T]) -> _T:
+        """A rule's part of ``kind`` (``new()`` if there is none yet), marked for writing."""
+        part = parts.get(rule_id)
+        if part is None:
+            part = parts[rule_id] = new()
+        self.changed.add((kind, rule_id, ""))
+        return part
 
     def history(self) -> BucketHistory:
         """What the rules may ask of the entity's own series' past."""
