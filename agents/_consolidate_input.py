@@ -108,15 +108,15 @@ class EntityCharges:
     def __contains__(self, charge: tuple[int, str]) -> bool:
         return charge in self.charges
 
-    def record(self, index: int, entity: str, reason: str, error: BaseException, detail: str) -> None:
+    def record(self, index: int, entity: str, reason: Reason, error: BaseException, detail: str) -> None:
         self.charges.record((index, entity), reason, error, f"{entity}: {detail}")
 
-    def entity(self, entity: str, reason: str, error: BaseException, detail: str) -> None:
+    def entity(self, entity: str, reason: Reason, error: BaseException, detail: str) -> None:
         """Every record of the batch at ``entity`` (not charged already)."""
         for item in self.batch.by_entity.get(entity, ()):
             self.record(item.index, entity, reason, error, detail)
 
-    def output(self, cause: Cause | None, reason: str, error: BaseException, detail: str) -> set[str]:
+    def output(self, cause: Cause | None, reason: Reason, error: BaseException, detail: str) -> set[str]:
         """What an output names as its cause. Returns the entities concerned (to run again)."""
         if cause is not None and cause.record is not None:
             for entity in cause.entities:
