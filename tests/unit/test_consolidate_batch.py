@@ -227,7 +227,7 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     consolidated = rig.blueprint.topic_by_role("consolidated").name
     rollups = rig.blueprint.topic_by_role("rollup").name
     received = int(time.time() * 1000) - 60_000
-    settle = round(SETTINGS.bulk_settle_s * 1000)
+    hold = round(SETTINGS.bulk_settle_s * 1000)
 
     def published(before: int) -> list[dict[str, Any]]:
         return [
@@ -244,9 +244,9 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     assert rig.sent_to(rollups) == []
     entity = _deaths("x", 0, 1).entity
     partition = partition_for(entity, rig.partitions)
-    await rig.run(rig.tick(partition, received + settle - 1))
-    assert published(0) == [], "not before the settle time"
-    await rig.run(rig.tick(partition, received + 1000 + settle + 1))  # the second batch's too
+    await rig.run(rig.tick(partition, received + hold - 1))
+    assert published(0) == [], "not before the hold ends"
+    await rig.run(rig.tick(partition, received + 1000 + hold + 1))  # the second batch's too
     closes = published(0)
     assert {r["kind"] for r in closes} == {"PERIOD_CLOSE"}
     month = [r for r in closes if r["key"].endswith(":2025-05")]
@@ -255,7 +255,7 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     assert len({r["key"] for r in closes}) == len(closes), "each period once"
     assert rig.sent_to(rollups), "the settled periods' contributions"
     before = len(rig.sent_to(consolidated))
-    await rig.run(rig.event(_deaths("live-6", 2.0, 6), received=received + settle + 3000))
+    await rig.run(rig.event(_deaths("live-6", 2.0, 6), received=received + hold + 3000))
     live = published(before)
     assert {r["kind"] for r in live} == {"LATE_UPDATE"}, [(r["key"], r["kind"]) for r in live]
     assert [r["count"] for r in live if r["key"].endswith(":2025-05")] == [6]
