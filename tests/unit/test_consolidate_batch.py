@@ -19,8 +19,9 @@ from stream_app.agents import alert_bridge, consolidate
 from stream_app.agents.consolidate import Consolidator
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.domain.aggregates import Agg
-from stream_app.domain.model import Observation
-from stream_app.domain.validation import observation_from_record, observation_record
+from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.reasons import Reason
+from stream_app.domain.validation import Limits, observation_from_record, observation_record, validate
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Publisher, received_at
 from stream_app.ops import metrics
@@ -412,3 +413,33 @@ async def test_published_alert_transitions_are_counted_from_the_records_as_they_
     )
     assert sum(expected.values()) >= 3
     assert counted == expected
+
+
+@pytest.mark.parametrize(("ahead_ms", "accepted"), [(60_000, True), (3_600_000, False)])
+async def test_the_intake_and_the_stateful_step_bound_an_observations_time_alike(
+    ahead_ms: int, accepted: bool
+) -> None:
+    """One time check (``validation.times_error``), one bound (STREAM_APP_MAX_FUTURE_SKEW_S, 5 min):
+    an observation a minute ahead of the clock passes both stages, one an hour ahead is refused by
+    both — by the intake as ``event_time_in_future``, by the stateful step (an internal record out of
+    bounds: poison) as ``record_invalid``. Ticks keep their own, longer bound."""
+    rig = Rig()
+    now = int(time.time() * 1000)
+    obs = observation("ahead-1", 3.0, now + ahead_ms)
+    limits = Limits.from_settings(SETTINGS)
+    assert limits.max_future_skew_ms == round(SETTINGS.max_future_skew_s * 1000)
+    validated = validate(observation_record(obs), obs.reporter, rig.blueprint.catalogue, now, limits)
+    await rig.run(rig.event(obs))
+    letters = rig.dead_letters()
+    if accepted:
+        assert isinstance(validated, Observation)
+        assert letters == []
+    else:
+        assert isinstance(validated, Rejection)
+        assert validated.reason == Reason.EVENT_TIME_IN_FUTURE
+        assert [(d["reason"], d["message"].split(":")[0]) for d in letters] == [
+            (Reason.RECORD_INVALID, Reason.EVENT_TIME_IN_FUTURE)
+        ]
+    partition = partition_for(obs.entity, rig.partitions)
+    await rig.run(rig.tick(partition, now + 24 * HOUR))  # a day ahead: within STREAM_APP_TICK_MAX_FUTURE_S
+    assert rig.dead_letters() == letters
