@@ -28,7 +28,7 @@ from stream_app.domain.entity import (
 )
 from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.reasons import Reason
-from stream_app.domain.validation import EARLIEST_EVENT_MS, observation_from_record
+from stream_app.domain.validation import EARLIEST_EVENT_MS, Limits, observation_from_record, times_error
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.lanes import Message, Received
 from stream_app.kafka.partitioning import partition_for
@@ -108,15 +108,15 @@ class EntityCharges:
     def __contains__(self, charge: tuple[int, str]) -> bool:
         return charge in self.charges
 
-    def record(self, index: int, entity: str, reason: str, error: BaseException, detail: str) -> None:
+    def record(self, index: int, entity: str, reason: Reason, error: BaseException, detail: str) -> None:
         self.charges.record((index, entity), reason, error, f"{entity}: {detail}")
 
-    def entity(self, entity: str, reason: str, error: BaseException, detail: str) -> None:
+    def entity(self, entity: str, reason: Reason, error: BaseException, detail: str) -> None:
         """Every record of the batch at ``entity`` (not charged already)."""
         for item in self.batch.by_entity.get(entity, ()):
             self.record(item.index, entity, reason, error, detail)
 
-    def output(self, cause: Cause | None, reason: str, error: BaseException, detail: str) -> set[str]:
+    def output(self, cause: Cause | None, reason: Reason, error: BaseException, detail: str) -> set[str]:
         """What an output names as its cause. Returns the entities concerned (to run again)."""
         if cause is not None and cause.record is not None:
             for entity in cause.entities:
@@ -145,6 +145,7 @@ class Reader:
         self.schemas = blueprint.schemas
         self.catalogue: Catalogue = blueprint.catalogue
         self.settings = blueprint.settings
+        self.limits = Limits.from_settings(blueprint.settings)
         self.store = store
         self.poison_topic = poison_topic
         self.partitions = blueprint.topic_by_role("repartition").partitions
@@ -194,15 +195,15 @@ class Reader:
     def _item(self, index: int, message: Message, now: int) -> Item:
         """One record decoded and checked (a tick's entities are looked up by ``_tick_entities``)."""
         subject, record = codecs.decode_any(self.schemas, message.value or b"", epoch_ms=True)
-        latest = now + int(self.settings.tick_max_future_s * 1000)
         if subject == "observation":
             obs = observation_from_record(record)
             _checked(self.catalogue, obs.entity)
-            if not (EARLIEST_EVENT_MS <= obs.event_time <= latest and math.isfinite(obs.value)):
-                raise RecordRefusedError(
-                    Reason.RECORD_INVALID,
-                    f"event time {obs.event_time} or value {obs.value!r} out of bounds",
-                )
+            if not math.isfinite(obs.value):
+                raise RecordRefusedError(Reason.RECORD_INVALID, f"value {obs.value!r} is not finite")
+            # the intake's own time check and bound (STREAM_APP_MAX_FUTURE_SKEW_S)
+            refused = times_error(obs.event_time, obs.report_time, now_ms=now, limits=self.limits)
+            if refused is not None:
+                raise RecordRefusedError(Reason.RECORD_INVALID, f"{refused.reason}: {refused.message}")
             reporter = self.catalogue.reporters.get(obs.reporter)
             if reporter is None or obs.indicator not in reporter.indicators:
                 raise RecordRefusedError(
@@ -211,6 +212,7 @@ class Reader:
             check_owner(obs.entity, self.partitions, message.partition)
             return ObservationItem(index, message, (obs.entity,), obs)
         if subject == "tick":
+            latest = now + int(self.settings.tick_max_future_s * 1000)
             partition, tick_now = int(record["partition"]), as_ms(record["now"])
             if partition != message.partition:
                 raise RecordRefusedError(

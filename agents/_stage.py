@@ -53,7 +53,7 @@ def poison_letter(  # noqa: PLR0917 - the letter's parts, each needed
     )
 
 
-def refusal_of(output: Output[object], max_bytes: int) -> str:
+def refusal_of(output: Output[object], max_bytes: int) -> Reason:
     """Why an output was refused for good: over the size budget, or refused by Kafka."""
     return Reason.OUTPUT_TOO_LARGE if output.size > max_bytes else Reason.OUTPUT_REFUSED
 
@@ -86,7 +86,7 @@ class Charges:
     def __contains__(self, charge: Charge) -> bool:
         return charge in self.found
 
-    def record(self, charge: Charge, reason: str, error: BaseException, detail: str) -> None:
+    def record(self, charge: Charge, reason: Reason, error: BaseException, detail: str) -> None:
         self.found.setdefault(charge, Poison(Rejection(reason, detail[:500]), error))
 
     def letters(self, messages: Mapping[int, Message], topic: str, now_ms: int, stage: str) -> list[Letter]:

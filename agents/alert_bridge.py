@@ -29,7 +29,6 @@ import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
-from stream_app.exceptions import DecodeError
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output
 from stream_app.logs import get_logger
@@ -42,7 +41,7 @@ from stream_app.ops.alertmanager import (
 )
 from stream_app.ops.failures import classify_kafka
 from stream_app.wire import codecs
-from stream_app.wire.codecs import ConfluentResolver
+from stream_app.wire.codecs import ConfluentResolver, DecodeError
 
 log = get_logger(__name__)
 

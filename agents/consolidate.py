@@ -85,7 +85,7 @@ class Consolidator:
         self.rulebook = rulebook
         self.publisher = publisher
         self.poison_topic = blueprint.topic_by_role("consolidate_dead_letter").name
-        self.settle_ms = round(blueprint.settings.bulk_settle_s * 1000)
+        self.hold_ms = round(blueprint.settings.bulk_settle_s * 1000)
         self.reader = Reader(blueprint, store, rulebook, self.poison_topic)
         self.outputs = Outputs(blueprint, store, rulebook, publisher)
 
@@ -110,7 +110,7 @@ class Consolidator:
         letters = batch.letters  # the records refused while decoding: sent with the first publish
         todo, attempt = set(batch.by_entity), 0
         while True:
-            await self._settle(batch, todo, now, charges, runs=runs, built=built)
+            await self._run_entities(batch, todo, now, charges, runs=runs, built=built)
             outputs = [o for entity in sorted(built) for o in built[entity].outputs]
             outputs += self.outputs.rollup_outputs(runs, built, now, attempt)
             if self.fence is not None:
@@ -150,7 +150,7 @@ class Consolidator:
             await self.publisher.publish_dead_letters(late.letters(self.poison_topic, now))
         observe_latency(batch.observation_events)
 
-    async def _settle(
+    async def _run_entities(
         self,
         batch: Batch,
         todo: set[str],
@@ -241,7 +241,7 @@ class Consolidator:
                 item.observation,
                 source=source,
                 offset=message.offset,
-                ctx=Context(self.catalogue, self.rulebook, now, self.settle_ms if bulk else 0, bulk=bulk),
+                ctx=Context(self.catalogue, self.rulebook, now, self.hold_ms if bulk else 0, bulk=bulk),
                 touched=touched,
             )
             if result.outcome is not Outcome.ALREADY_APPLIED:

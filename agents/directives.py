@@ -27,7 +27,6 @@ from stream_app.domain.directives import TextLimits, too_long
 from stream_app.domain.entity import checked_entity, entity_of_alert_key
 from stream_app.domain.model import Rejection
 from stream_app.domain.reasons import Reason
-from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry
 from stream_app.kafka.acl import directive_writers
 from stream_app.kafka.dead_letters import Letter, dead_letter
@@ -36,6 +35,7 @@ from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import Output, Publisher, received_at
 from stream_app.ops import metrics
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 
 CENTER = "CENTER"  # the reporter label of the center's own records in metrics
 STAGE = "directives"

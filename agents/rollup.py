@@ -66,7 +66,7 @@ class _Batch:
     messages: dict[int, Message] = field(default_factory=dict)
     charges: Charges = field(default_factory=Charges)  # records failed, by (index, "")
 
-    def fail(self, index: int, reason: str, detail: str, error: BaseException) -> None:
+    def fail(self, index: int, reason: Reason, detail: str, error: BaseException) -> None:
         self.charges.record((index, ""), reason, error, detail)
 
 

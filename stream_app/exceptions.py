@@ -11,15 +11,3 @@ class ConfigurationError(StreamAppError):
 
 class ServiceUnreachableError(StreamAppError):
     """Kafka or Redis did not answer within the start-up deadline."""
-
-
-class DecodeError(StreamAppError):
-    """The bytes of a record could not be turned into an observation.
-
-    ``reason`` is the dead-letter reason code.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message

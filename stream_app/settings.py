@@ -394,7 +394,10 @@ class Settings(BaseSettings):
         2000, ge=16, le=65536, description="Longest comment of a directive (text_too_long)."
     )
     max_future_skew_s: float = Field(
-        300.0, ge=0, description="How far ahead of the worker's clock an event or report time may be."
+        300.0,
+        ge=0,
+        description="How far ahead of the worker's clock an observation's event or report time may be: "
+        "checked by the intake, and again by the stateful step on what it reads from the internal topic.",
     )
     output_max_bytes: int = Field(
         900_000,
@@ -405,7 +408,8 @@ class Settings(BaseSettings):
     tick_max_future_s: float = Field(
         7 * 24 * 3600.0,
         ge=0,
-        description="How far ahead of the worker's clock a tick's time may be (`stream-app tick --at`).",
+        description="How far ahead of the worker's clock a tick's time may be (`stream-app tick --at`); "
+        "ticks only (observations: STREAM_APP_MAX_FUTURE_SKEW_S).",
     )
 
     log_format: Literal["auto", "json", "console"] = Field(

@@ -150,7 +150,7 @@ class Api:
         return await self.model.briefing(day, now_ms)
 
 
-class Gate:
+class Authenticator:
     """Authenticates requests against the tokens file, read again whenever it changes."""
 
     def __init__(self, path: Path | None) -> None:
@@ -195,18 +195,18 @@ Serve = Callable[[Identity | None], Awaitable[Any]]
 
 
 class Guard:
-    """The request limits (429) in front of every authenticated page: who asks (the gate's identity,
+    """The request limits (429) in front of every authenticated page: who asks (the authenticator's identity,
     or the client's address when it has none) may make so many requests a second and have so many
     being answered (``stream_app.api.limits``)."""
 
-    def __init__(self, gate: Gate, limits: RequestLimits) -> None:
-        self.gate = gate
+    def __init__(self, authenticator: Authenticator, limits: RequestLimits) -> None:
+        self.authenticator = authenticator
         self.limits = limits
 
     async def limited(self, web: Any, request: Any, serve: Serve, *, hold: bool = True) -> Any:
         """``serve(identity)``'s answer, or a 429 when the caller is over a limit. ``hold=False``: a
         request that stays open (a live stream) spends from the rate but holds no slot."""
-        identity = self.gate.identify(request)
+        identity = self.authenticator.identify(request)
         caller = caller_of(identity, request)
         refusal = self.limits.enter(caller, hold=hold)
         if refusal is not None:
@@ -231,9 +231,9 @@ def too_many(web: Any, refusal: Refusal) -> Any:
     return web.json(refusal.body(), status=429, headers={"Retry-After": str(refusal.retry_after_s)})
 
 
-def guard_of(settings: Settings | None, gate: Gate) -> Guard:
-    """The guard of a server: its gate, and limits from the settings (the defaults without any)."""
-    return Guard(gate, RequestLimits.from_settings(settings if settings is not None else Settings()))
+def guard_of(settings: Settings | None, authenticator: Authenticator) -> Guard:
+    """The guard of a server: its authenticator, and limits from the settings (the defaults without any)."""
+    return Guard(authenticator, RequestLimits.from_settings(settings if settings is not None else Settings()))
 
 
 def register(
@@ -241,15 +241,15 @@ def register(
 ) -> None:
     """Add the API's pages to the worker's web server (directives only when ``publisher`` is given)."""
     settings = blueprint.settings if blueprint is not None else None
-    gate = Gate(settings.api_tokens_file if settings is not None else None)
-    guard = guard_of(settings, gate)
+    authenticator = Authenticator(settings.api_tokens_file if settings is not None else None)
+    guard = guard_of(settings, authenticator)
     for path, handler in Api(model).routes().items():
         app.page(PREFIX + path)(_page(path, handler, guard))
 
     @app.page(PREFIX + "/whoami")
     async def who(web: Any, request: Any) -> Any:
         async def serve(identity: Identity | None) -> Any:
-            refused = gate.refuse(web, identity, "viewer")
+            refused = authenticator.refuse(web, identity, "viewer")
             if refused is not None or identity is None:
                 return refused
             return web.json(whoami(identity))
@@ -261,7 +261,7 @@ def register(
         return web.bytes(OPENAPI.read_bytes(), content_type="application/yaml")
 
     if blueprint is not None and publisher is not None:
-        directives = Directives(blueprint, publisher, gate, model.store)
+        directives = Directives(blueprint, publisher, authenticator, model.store)
 
         class DirectivesView(View):
             async def post(self, request: Any, key: str) -> Any:
@@ -291,12 +291,16 @@ class Directives:
     """
 
     def __init__(
-        self, blueprint: Blueprint, publisher: Any, gate: Gate, states: EntityStates | None = None
+        self,
+        blueprint: Blueprint,
+        publisher: Any,
+        authenticator: Authenticator,
+        states: EntityStates | None = None,
     ) -> None:
         settings = blueprint.settings
         self.blueprint = blueprint
         self.publisher = publisher
-        self.gate = gate
+        self.authenticator = authenticator
         self.states = states
         self.topic = blueprint.topic_by_role("directives").name
         self.schema = blueprint.schemas.latest("directive")
@@ -309,11 +313,11 @@ class Directives:
     async def post(self, web: Any, request: Any, key: str) -> Any:
         """The directive of whoever the request's token stands for (the request limits are the
         server's: :class:`Guard`)."""
-        return await self.accept(web, request, key, self.gate.identify(request))
+        return await self.accept(web, request, key, self.authenticator.identify(request))
 
     async def accept(self, web: Any, request: Any, key: str, identity: Identity | None) -> Any:
         """The answer to a directive posted by ``identity`` (None: no known token)."""
-        refused = self.gate.refuse(web, identity, "operator")
+        refused = self.authenticator.refuse(web, identity, "operator")
         if refused is not None:
             if identity is not None:  # a known identity trying what its role does not allow
                 await self._refused(identity, key, "role", {})
@@ -513,7 +517,7 @@ class Directives:
 def _page(path: str, handler: Handler, guard: Guard) -> Callable[[Any, Any], Awaitable[Any]]:
     async def page(web: Any, request: Any) -> Any:
         async def serve(identity: Identity | None) -> Any:
-            refused = guard.gate.refuse(web, identity, "viewer")
+            refused = guard.authenticator.refuse(web, identity, "viewer")
             if refused is not None:
                 return refused
             status, body = await answer(handler, dict(request.query.items()))

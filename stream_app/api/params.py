@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream_app.domain.aggregates import period_by_label, period_frequencies, slice_of
+from stream_app.domain.aggregates import period_by_label, period_frequencies, series_of
 from stream_app.domain.calendar import ReportingPeriod, period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
 from stream_app.domain.entity import EntityKey
@@ -90,4 +90,4 @@ def series_param(breakdown: str | None) -> str:
         if not sep or not name or not value:
             raise BadRequest(f"breakdown {breakdown!r} is not name=value[,name=value]")
         pairs[name] = value
-    return slice_of(pairs)
+    return series_of(pairs)

@@ -24,7 +24,7 @@ from stream_app.domain.aggregates import (
     period_by_label,
     period_frequencies,
     same_period_last_year,
-    slice_of,
+    series_of,
     yoy_change_pct,
 )
 from stream_app.domain.alerting import RuleBook
@@ -205,7 +205,7 @@ class ReadModel(RequestParameters):
         # official series where it is the authority, else its co-reporter series (reporter=<code>).
         plan: list[tuple[str, Indicator, ReportingPeriod, str, SeriesPeriod]] = []
         for code in chosen:
-            own_series = slice_of({CO_REPORTER_BREAKDOWN: code})
+            own_series = series_of({CO_REPORTER_BREAKDOWN: code})
             for indicator in sorted(self.catalogue.indicators.values(), key=lambda i: i.code):
                 if code not in indicator.reporters:
                     continue

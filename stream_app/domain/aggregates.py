@@ -279,7 +279,7 @@ def combine(aggs: Iterable[Agg]) -> Agg | None:
     return result
 
 
-def slice_of(breakdowns: Mapping[str, str]) -> str:
+def series_of(breakdowns: Mapping[str, str]) -> str:
     """The aggregate series a record counts in: "" for records without breakdowns (the indicator's
     own series), else its breakdown values ("source=hydro"). A record with breakdowns is a part, so
     it counts only in its own series: a reporter may send the total and the parts."""
@@ -288,11 +288,11 @@ def slice_of(breakdowns: Mapping[str, str]) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(breakdowns.items()))
 
 
-def breakdowns_of(slice_key: str) -> dict[str, str]:
-    """The inverse of ``slice_of``."""
-    if not slice_key:
+def breakdowns_of(series: str) -> dict[str, str]:
+    """The inverse of ``series_of``."""
+    if not series:
         return {}
-    return {unquote(k): unquote(v) for k, v in (part.split("=", 1) for part in slice_key.split("&"))}
+    return {unquote(k): unquote(v) for k, v in (part.split("=", 1) for part in series.split("&"))}
 
 
 _PERIOD_LADDER = ("daily", "monthly", "quarterly", "half_yearly", "annual")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from stream_app.domain.reasons import Reason
+
 # A co-reporter's values (a reporter allowed to send an indicator but not authoritative for it: see the
 # catalogue's ``authority``) form a series of their own, named like a breakdown: ``reporter=NTSC``.
 CO_REPORTER_BREAKDOWN = "reporter"
@@ -69,5 +71,5 @@ class Observation:
 class Rejection:
     """Why a record was refused: a reason code (bounded, for metrics) and a detail for people."""
 
-    reason: str
+    reason: Reason
     message: str

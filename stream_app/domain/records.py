@@ -111,7 +111,7 @@ class ConsolidatedRecord(TypedDict):
 class DeadLetterRecord(TypedDict):
     """``dead_letter``: a refused record with its reason, where it came from, and its bytes."""
 
-    reason: str
+    reason: str  # a Reason's value: plain text on the wire (a letter read back may carry a newer code)
     message: str
     source_topic: str
     source_partition: int

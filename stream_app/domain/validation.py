@@ -273,6 +273,26 @@ def _check_when(
     limits: Limits,
 ) -> str | Rejection:
     """Event and report times, and reporting period; returns the period's canonical label."""
+    refused = times_error(event_time, report_time, now_ms=now_ms, limits=limits)
+    if refused is not None:
+        return refused
+    # The event time places an observation in exactly one reporting period: a missing label is
+    # derived; a given one must be that period, in the indicator's own calendar and frequency.
+    expected = indicator.period_of(event_time).label
+    period = record.get("period")
+    if period and not period_matches(period, indicator.frequency, indicator.calendar, event_time):
+        return Rejection(
+            Reason.PERIOD_INCONSISTENT,
+            f"period {_shown(period)} does not fit {indicator.code} ({indicator.frequency}, "
+            f"{indicator.calendar} calendar) at its event time: expected {expected!r}",
+        )
+    return expected
+
+
+def times_error(event_time: int, report_time: int, *, now_ms: int, limits: Limits) -> Rejection | None:
+    """Why an observation's event or report time is out of bounds (before 2010, or ahead of ``now_ms`` by
+    more than ``limits.max_future_skew_ms``), or None. The one time check of an observation: the intake
+    validates with it, and the stateful step re-checks what it reads from the internal topic with it."""
     max_future_skew_ms = limits.max_future_skew_ms
     latest = now_ms + max_future_skew_ms
     if event_time > latest:
@@ -288,17 +308,7 @@ def _check_when(
             f"report time {report_time} is before 2010-01-01 or ahead of now ({now_ms}) by more than "
             f"{max_future_skew_ms} ms",
         )
-    # The event time places an observation in exactly one reporting period: a missing label is
-    # derived; a given one must be that period, in the indicator's own calendar and frequency.
-    expected = indicator.period_of(event_time).label
-    period = record.get("period")
-    if period and not period_matches(period, indicator.frequency, indicator.calendar, event_time):
-        return Rejection(
-            Reason.PERIOD_INCONSISTENT,
-            f"period {_shown(period)} does not fit {indicator.code} ({indicator.frequency}, "
-            f"{indicator.calendar} calendar) at its event time: expected {expected!r}",
-        )
-    return expected
+    return None
 
 
 def observation_record(obs: Observation) -> dict[str, Any]:

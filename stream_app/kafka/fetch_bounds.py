@@ -81,7 +81,7 @@ class Withheld(bytes):
     """The value of the stand-in record of a batch that was not inflated (empty bytes, so a stage that
     does not know it meets an undecodable record): the batch's offsets, its codec, and why."""
 
-    reason: str
+    reason: Reason
     detail: str
     first_offset: int
     last_offset: int
@@ -90,7 +90,7 @@ class Withheld(bytes):
     compressed_sha256: bytes
 
     @classmethod
-    def of(cls, batch: memoryview, reason: str, detail: str) -> Withheld:
+    def of(cls, batch: memoryview, reason: Reason, detail: str) -> Withheld:
         base = struct.unpack_from(">q", batch, 0)[0]
         withheld = cls(b"")
         withheld.reason = reason
@@ -392,7 +392,7 @@ class _Throttled:
 _log_withheld = _Throttled()
 
 
-def _withhold(raw: memoryview, reason: str, detail: str) -> tuple[_WithheldBatch, int]:
+def _withhold(raw: memoryview, reason: Reason, detail: str) -> tuple[_WithheldBatch, int]:
     withheld = Withheld.of(raw, reason, detail)
     metrics.FETCH_BATCHES_WITHHELD.labels(reason).inc()
     _log_withheld(

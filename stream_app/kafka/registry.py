@@ -50,12 +50,12 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from stream_app.domain.reasons import Reason
-from stream_app.exceptions import ConfigurationError, DecodeError, StreamAppError
+from stream_app.exceptions import ConfigurationError, StreamAppError
 from stream_app.kafka.config import registry_config
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.settings import Settings
-from stream_app.wire.codecs import confluent_schema_id
+from stream_app.wire.codecs import DecodeError, confluent_schema_id
 from stream_app.wire.schema_check import (
     MAX_COLLECTION_DEPTH,
     collection_depth,

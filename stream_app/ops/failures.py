@@ -31,7 +31,8 @@ from confluent_kafka import KafkaException as RdKafkaException
 from faust.exceptions import NotReady
 from redis import exceptions as redis_errors
 
-from stream_app.exceptions import DecodeError
+from stream_app.domain.reasons import Reason
+from stream_app.wire.codecs import DecodeError
 
 
 class Failure(Enum):
@@ -52,12 +53,12 @@ class RecordRefusedError(ValueError):
     """A record a stage refuses before processing it (not one of ours, forged, misrouted), with the
     dead-letter reason code."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-def refusal_reason(exc: BaseException, default: str) -> str:
+def refusal_reason(exc: BaseException, default: Reason) -> Reason:
     """The dead-letter reason an exception carries (a refusal or a decoding error), else ``default``.
     (Other exceptions may have a ``reason`` of their own: ``UnicodeDecodeError`` has one.)"""
     return exc.reason if isinstance(exc, RecordRefusedError | DecodeError) else default

@@ -134,7 +134,7 @@ class OpenAlerts:
         return [{k: v for k, v in a.items() if k != "_live"} for a in self._open.values()]
 
 
-class Hub:
+class Broadcast:
     """The pages following live alerts; ``publish`` runs on the event loop."""
 
     def __init__(self) -> None:

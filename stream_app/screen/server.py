@@ -34,7 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api.auth import Identity
-from stream_app.api.http import OPENAPI, PREFIX, Api, Gate, answer, guard_of, whoami
+from stream_app.api.http import OPENAPI, PREFIX, Api, Authenticator, answer, guard_of, whoami
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_iso, parse_iso_ms
@@ -42,7 +42,7 @@ from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
 from stream_app.ops.retry import Backoff
 from stream_app.screen.commands import Commands
-from stream_app.screen.feed import AlertReader, Hub, OpenAlerts, pump
+from stream_app.screen.feed import AlertReader, Broadcast, OpenAlerts, pump
 from stream_app.screen.layout import TILES
 from stream_app.state.store import StateStore, connect
 
@@ -91,7 +91,7 @@ class AnswerCache:
     """Answers reused for ``ttl_s``; concurrent askers of a question wait for one computation.
 
     Only successful answers are kept (a 503 is asked again). Keys are questions (path and parameters),
-    never identities: every reader may see every answer once the gate let it in."""
+    never identities: every reader may see every answer once the authenticator let it in."""
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s  # the default time an answer is reused
@@ -128,7 +128,7 @@ class AnswerCache:
 
 
 class _Answers:
-    """The two calls of Faust's ``web`` the gate and the directives make, answered by aiohttp."""
+    """The two calls of Faust's ``web`` the authenticator and the directives make, answered by aiohttp."""
 
     @staticmethod
     def json(value: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -198,10 +198,10 @@ class Screen:
         self.store = ScreenStore(self.redis, settings, self.open_alerts)
         self.model = ReadModel(self.store, blueprint.catalogue, blueprint.rulebook)
         self.api = Api(self.model)
-        self.gate = Gate(settings.api_tokens_file)
-        self.guard = guard_of(settings, self.gate)
+        self.authenticator = Authenticator(settings.api_tokens_file)
+        self.guard = guard_of(settings, self.authenticator)
         self.cache = AnswerCache(settings.screen_cache_s)
-        self.hub = Hub()
+        self.broadcast = Broadcast()
         self.framing = output_framing(blueprint)
         self.commands = Commands(settings)
         self.reader: AlertReader | None = None
@@ -233,12 +233,12 @@ class Screen:
 
     def _deliver(self, alert: dict[str, Any], event: bytes) -> None:
         self.open_alerts.opened(alert)
-        self.hub.publish(event)
+        self.broadcast.publish(event)
 
     def _lost(self) -> None:
         """The reader stopped following: changes may be missed until it follows again."""
         self.open_alerts.forget()
-        self.hub.close_all()  # pages reconnect and reload the open alerts (from Redis meanwhile)
+        self.broadcast.close_all()  # pages reconnect and reload the open alerts (from Redis meanwhile)
 
     async def _snapshot_alerts(self, reader: AlertReader) -> None:
         """Redis's open alerts each time the reader starts following the topic, and every minute after
@@ -269,7 +269,7 @@ class Screen:
                 self.open_alerts.forget()  # it stopped or restarted meanwhile: read again
 
     async def _hang_up(self, app: web.Application) -> None:
-        self.hub.close_all()  # the streams end now, not at the shutdown timeout
+        self.broadcast.close_all()  # the streams end now, not at the shutdown timeout
 
     async def _stop(self, app: web.Application) -> None:
         if self._snapshots is not None:
@@ -308,7 +308,7 @@ class Screen:
     async def livez(self, request: web.Request) -> web.Response:
         following = self.reader is not None and self.reader.following.is_set()
         return web.json_response(
-            {"live": True, "following_alerts": following, "pages_following": self.hub.pages}
+            {"live": True, "following_alerts": following, "pages_following": self.broadcast.pages}
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -333,7 +333,7 @@ class Screen:
         ``hold=False`` for a request that stays open (it spends from the rate only)."""
 
         async def gated(identity: Identity | None) -> web.StreamResponse:
-            refused: web.StreamResponse | None = self.gate.refuse(_Answers, identity, role)
+            refused: web.StreamResponse | None = self.authenticator.refuse(_Answers, identity, role)
             if refused is not None or identity is None:
                 return refused or web.HTTPUnauthorized()
             return await serve(identity)
@@ -369,7 +369,7 @@ class Screen:
 
         async def serve(identity: Identity | None) -> web.StreamResponse:
             if identity is None:  # a 401, as the workers would answer it
-                return cast(web.StreamResponse, self.gate.refuse(_Answers, identity, "operator"))
+                return cast(web.StreamResponse, self.authenticator.refuse(_Answers, identity, "operator"))
             # the workers judge the role: a viewer's attempt is audited there
             return await self.commands.forward(request, request.match_info["key"], identity)
 
@@ -392,7 +392,7 @@ class Screen:
         await response.prepare(request)
         with contextlib.suppress(ConnectionResetError):  # the page went away
             await response.write(b"retry: 2000\n\n")
-            async with self.hub.follow() as queue:
+            async with self.broadcast.follow() as queue:
                 ended = await pump(queue, response.write, lambda: self._still_viewer(request), HEARTBEAT_S)
             if ended == "revoked":
                 metrics.API_STREAMS_REVOKED.inc()
@@ -401,7 +401,7 @@ class Screen:
     def _still_viewer(self, request: web.Request) -> bool:
         """Whether the stream's token still stands for a viewer (the tokens file is read again when it
         changed: a revoked token is no longer in it)."""
-        identity = self.gate.identify(request)
+        identity = self.authenticator.identify(request)
         return identity is not None and identity.may("viewer")
 
 

@@ -20,13 +20,13 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain import clock
 from stream_app.domain.clock import as_ms
-from stream_app.exceptions import DecodeError, ServiceUnreachableError
+from stream_app.exceptions import ServiceUnreachableError
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import received_at
 from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.wire import codecs
-from stream_app.wire.codecs import ConfluentResolver
+from stream_app.wire.codecs import ConfluentResolver, DecodeError
 
 REPLAY_HEADER = "stream-app-replay-of"
 

@@ -43,11 +43,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from stream_app.config.blueprint import reporter_max_message_bytes
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.model import Rejection
-from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.tools.rows import Encoded, RowEncoder, RowError, default_workers, detect_format, iter_rows
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 from stream_app.wire.intake import IntakeCheck
 from stream_app.wire.schemas import SchemaRegistry, load_schemas
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError
 
-from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.exceptions import ConfigurationError
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.registry import SchemaRegistryUnavailable
 from stream_app.settings import Settings
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 from stream_app.wire.schemas import SchemaRegistry
 
 if TYPE_CHECKING:

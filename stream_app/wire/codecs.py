@@ -28,13 +28,27 @@ from fastavro.validation import ValidationError, validate
 
 from stream_app.domain.clock import ms_of
 from stream_app.domain.reasons import Reason
-from stream_app.exceptions import DecodeError
+from stream_app.exceptions import StreamAppError
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 _HEADER_LEN = 10
 _CONFLUENT_MAGIC = 0
 _CONFLUENT_HEADER_LEN = 5
+
+
+class DecodeError(StreamAppError):
+    """The bytes of a record could not be turned into an observation.
+
+    ``reason`` is the dead-letter reason code (here, not in :mod:`stream_app.exceptions`: the base layer
+    cannot know the codes).
+    """
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
 
 ConfluentResolver = Callable[[int], SchemaVersion | None]
 """Confluent schema id -> the writer schema registered under it, or None when the registry does not know

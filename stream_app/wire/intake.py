@@ -16,8 +16,8 @@ from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.reasons import Reason
 from stream_app.domain.validation import Limits, validate
-from stream_app.exceptions import DecodeError
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 from stream_app.wire.schemas import SchemaRegistry
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from stream_app.domain.aggregates import periods_of, slice_of
+from stream_app.domain.aggregates import periods_of, series_of
 from stream_app.domain.catalogue import Catalogue
 from stream_app.kafka.partitioning import partition_for
 from stream_app.settings import Settings
@@ -190,7 +190,7 @@ def _expect(
         if entity in CORRUPT:
             continue
         authority = catalogue.authority(indicator.code, record["region"], record["event_time"])
-        series = slice_of({} if reporter == authority else {"reporter": reporter})
+        series = series_of({} if reporter == authority else {"reporter": reporter})
         year = periods_of(
             indicator.frequency, indicator.calendar, indicator.deadline_day, record["event_time"]
         )[-1]

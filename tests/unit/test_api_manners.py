@@ -132,7 +132,7 @@ class _Rig:
         self.audit_topic = self.blueprint.topic_by_role("audit").name
         self.directives_topic = self.blueprint.topic_by_role("directives").name
         self.publisher = _Publisher()
-        self.directives = http.Directives(self.blueprint, self.publisher, http.Gate(tokens))
+        self.directives = http.Directives(self.blueprint, self.publisher, http.Authenticator(tokens))
 
     async def post(self, raw: bytes, **request: Any) -> tuple[int, Any, Any]:
         answer: tuple[int, Any, Any] = await self.directives.post(
@@ -198,7 +198,7 @@ async def test_refusals_are_audited_once_each_up_to_the_budget_then_only_counted
 
 
 def _token_id(rig: _Rig) -> str:
-    identity = rig.directives.gate.identify(_Request(rig.token, b""))
+    identity = rig.directives.authenticator.identify(_Request(rig.token, b""))
     assert identity is not None
     return identity.token_id
 

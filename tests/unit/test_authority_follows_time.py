@@ -33,7 +33,7 @@ from tests.unit.core_support import HOUR_MS, local_ms
 GRID = EntityKey("PWR.OUTPUT_GWH", "VN", None)
 ABSENCE = "absence:PWR.OUTPUT_GWH"
 ABSENCE_KEY = f"{ABSENCE}|{GRID}"
-SETTLE_MS = 5_000
+HOLD_MS = 5_000
 MINUTE_MS = 60_000
 
 RULES = """
@@ -98,7 +98,7 @@ class Grid:
         return apply(self.state, obs, source="internal:0", offset=self._next(), ctx=ctx)
 
     def history(self, reporter: str, event_time: int, *, at: int) -> StepResult:
-        ctx = Context(self.catalogue, self.rulebook, at, SETTLE_MS, bulk=True)
+        ctx = Context(self.catalogue, self.rulebook, at, HOLD_MS, bulk=True)
         obs = grid_output(self.catalogue, reporter, event_time)
         return apply(self.state, obs, source="internal:0", offset=self._next(), ctx=ctx)
 

@@ -18,6 +18,7 @@ from faust.types import TP
 
 from stream_app.agents._batch import batch_agent
 from stream_app.domain.model import Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.kafka.dead_letters import Letter, dead_letter
 from stream_app.kafka.lanes import Delivery, Event, Lanes, Received
 from stream_app.kafka.publisher import Output, Publisher
@@ -66,7 +67,7 @@ def _publisher(
 
 def _letter(original: bytes) -> Letter:
     message = SimpleNamespace(topic="t", partition=0, offset=1, key=None, value=original, headers=[])
-    return dead_letter(message, "dlq", Rejection("x", "m"), now_ms=0, stage="intake")
+    return dead_letter(message, "dlq", Rejection(Reason.UNDECODABLE, "m"), now_ms=0, stage="intake")
 
 
 async def test_transient_failures_are_retried_until_acknowledged_and_readiness_says_so() -> None:

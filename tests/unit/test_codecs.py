@@ -19,11 +19,12 @@ from confluent_kafka.schema_registry import Schema
 from fastavro import parse_schema, schemaless_writer
 
 from stream_app.domain.reasons import Reason
-from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.exceptions import ConfigurationError
 from stream_app.kafka.registry import ConfluentSchemas, SchemaRegistryUnavailable, connect, from_settings
 from stream_app.settings import Settings
 from stream_app.wire.codecs import (
     SINGLE_OBJECT_MARKER,
+    DecodeError,
     decode,
     decode_any,
     decode_observation,
@@ -340,7 +341,7 @@ def _decodes_or_decode_error(registry: SchemaRegistry, raw: bytes) -> str:
     try:
         decoded = decode_observation(registry, raw, MAX_BYTES)
     except DecodeError as exc:
-        outcome = exc.reason
+        outcome: str = exc.reason
     else:
         assert isinstance(decoded, dict)
         outcome = "ok"

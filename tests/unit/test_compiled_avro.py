@@ -14,8 +14,8 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
 from stream_app.domain.reasons import Reason
-from stream_app.exceptions import DecodeError
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 from stream_app.wire.compiled import compile_schema
 from stream_app.wire.schemas import SchemaVersion, parse_file
 

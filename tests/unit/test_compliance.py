@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stream_app.api.read_model import ReadModel, due_period
-from stream_app.domain.aggregates import Agg, slice_of
+from stream_app.domain.aggregates import Agg, series_of
 from stream_app.domain.alerting import load_rules
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.validation import CO_REPORTER_BREAKDOWN
@@ -41,7 +41,7 @@ async def test_a_co_reporter_is_judged_on_its_own_series(catalogue: Catalogue) -
     period = due_period(catalogue.indicators["TRF.DEATHS"], at)  # the latest past its deadline
     label = period.label
     agg = Agg.of(2.0, period.start_ms, "o-1", "FINAL", period.start_ms).encode()
-    ntsc = slice_of({CO_REPORTER_BREAKDOWN: "NTSC"})
+    ntsc = series_of({CO_REPORTER_BREAKDOWN: "NTSC"})
     data = {
         _periods_key("TRF.DEATHS|01|-"): {f"|{label}": agg},
         _periods_key("TRF.DEATHS|79|-"): {f"{ntsc}|{label}": agg},
@@ -62,7 +62,7 @@ async def test_authority_follows_the_period_being_judged(catalogue: Catalogue) -
     june, july = due_period(output, in_june), due_period(output, in_july)
     assert (june.start.month, july.start.month) == (6, 7)
     agg = Agg.of(900.0, june.start_ms, "o-1", "FINAL", june.start_ms).encode()
-    evn = slice_of({CO_REPORTER_BREAKDOWN: "EVN"})
+    evn = series_of({CO_REPORTER_BREAKDOWN: "EVN"})
     data = {_periods_key("PWR.OUTPUT_GWH|VN|-"): {f"|{june.label}": agg, f"{evn}|{july.label}": agg}}
     assert (await _compliance(catalogue, data, "EVN", in_june))["PWR.OUTPUT_GWH"]["received"] == 1
     assert (await _compliance(catalogue, data, "EVN", in_july))["PWR.OUTPUT_GWH"]["received"] == 1

@@ -19,8 +19,9 @@ from stream_app.agents import alert_bridge, consolidate
 from stream_app.agents.consolidate import Consolidator
 from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.domain.aggregates import Agg
-from stream_app.domain.model import Observation
-from stream_app.domain.validation import observation_from_record, observation_record
+from stream_app.domain.model import Observation, Rejection
+from stream_app.domain.reasons import Reason
+from stream_app.domain.validation import Limits, observation_from_record, observation_record, validate
 from stream_app.kafka.partitioning import partition_for
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Publisher, received_at
 from stream_app.ops import metrics
@@ -227,7 +228,7 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     consolidated = rig.blueprint.topic_by_role("consolidated").name
     rollups = rig.blueprint.topic_by_role("rollup").name
     received = int(time.time() * 1000) - 60_000
-    settle = round(SETTINGS.bulk_settle_s * 1000)
+    hold = round(SETTINGS.bulk_settle_s * 1000)
 
     def published(before: int) -> list[dict[str, Any]]:
         return [
@@ -244,9 +245,9 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     assert rig.sent_to(rollups) == []
     entity = _deaths("x", 0, 1).entity
     partition = partition_for(entity, rig.partitions)
-    await rig.run(rig.tick(partition, received + settle - 1))
-    assert published(0) == [], "not before the settle time"
-    await rig.run(rig.tick(partition, received + 1000 + settle + 1))  # the second batch's too
+    await rig.run(rig.tick(partition, received + hold - 1))
+    assert published(0) == [], "not before the hold ends"
+    await rig.run(rig.tick(partition, received + 1000 + hold + 1))  # the second batch's too
     closes = published(0)
     assert {r["kind"] for r in closes} == {"PERIOD_CLOSE"}
     month = [r for r in closes if r["key"].endswith(":2025-05")]
@@ -255,7 +256,7 @@ async def test_history_republishes_a_closed_period_once_it_settles_and_live_reco
     assert len({r["key"] for r in closes}) == len(closes), "each period once"
     assert rig.sent_to(rollups), "the settled periods' contributions"
     before = len(rig.sent_to(consolidated))
-    await rig.run(rig.event(_deaths("live-6", 2.0, 6), received=received + settle + 3000))
+    await rig.run(rig.event(_deaths("live-6", 2.0, 6), received=received + hold + 3000))
     live = published(before)
     assert {r["kind"] for r in live} == {"LATE_UPDATE"}, [(r["key"], r["kind"]) for r in live]
     assert [r["count"] for r in live if r["key"].endswith(":2025-05")] == [6]
@@ -412,3 +413,33 @@ async def test_published_alert_transitions_are_counted_from_the_records_as_they_
     )
     assert sum(expected.values()) >= 3
     assert counted == expected
+
+
+@pytest.mark.parametrize(("ahead_ms", "accepted"), [(60_000, True), (3_600_000, False)])
+async def test_the_intake_and_the_stateful_step_bound_an_observations_time_alike(
+    ahead_ms: int, accepted: bool
+) -> None:
+    """One time check (``validation.times_error``), one bound (STREAM_APP_MAX_FUTURE_SKEW_S, 5 min):
+    an observation a minute ahead of the clock passes both stages, one an hour ahead is refused by
+    both — by the intake as ``event_time_in_future``, by the stateful step (an internal record out of
+    bounds: poison) as ``record_invalid``. Ticks keep their own, longer bound."""
+    rig = Rig()
+    now = int(time.time() * 1000)
+    obs = observation("ahead-1", 3.0, now + ahead_ms)
+    limits = Limits.from_settings(SETTINGS)
+    assert limits.max_future_skew_ms == round(SETTINGS.max_future_skew_s * 1000)
+    validated = validate(observation_record(obs), obs.reporter, rig.blueprint.catalogue, now, limits)
+    await rig.run(rig.event(obs))
+    letters = rig.dead_letters()
+    if accepted:
+        assert isinstance(validated, Observation)
+        assert letters == []
+    else:
+        assert isinstance(validated, Rejection)
+        assert validated.reason == Reason.EVENT_TIME_IN_FUTURE
+        assert [(d["reason"], d["message"].split(":")[0]) for d in letters] == [
+            (Reason.RECORD_INVALID, Reason.EVENT_TIME_IN_FUTURE)
+        ]
+    partition = partition_for(obs.entity, rig.partitions)
+    await rig.run(rig.tick(partition, now + 24 * HOUR))  # a day ahead: within STREAM_APP_TICK_MAX_FUTURE_S
+    assert rig.dead_letters() == letters

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream_app.domain.model import Rejection
+from stream_app.domain.reasons import Reason
 from stream_app.kafka.dead_letters import HEADERS_MAX_COUNT, LetterBounds, dead_letter
 from stream_app.kafka.fetch_bounds import Withheld
 from stream_app.settings import Settings
@@ -79,7 +80,7 @@ def test_every_letter_fits_and_says_what_it_left_out(
     letter = dead_letter(
         _message(key, value, headers),
         "reporter.mae.dead-letters",
-        Rejection("undecodable", reason_text),
+        Rejection(Reason.UNDECODABLE, reason_text),
         now_ms=1,
         stage="intake",
     ).fitted(bounds)
@@ -134,7 +135,7 @@ def test_a_message_with_lone_surrogates_and_any_script_is_valid_text_in_the_lett
     letter = dead_letter(
         _message(b"k", b"v", [("\udcff-name", b"x")]),
         "dlq",
-        Rejection("undecodable", "bad \ud800 byte; Hà Nội 🌊" * 400),
+        Rejection(Reason.UNDECODABLE, "bad \ud800 byte; Hà Nội 🌊" * 400),
         now_ms=1,
         stage="intake",
     ).fitted(BOUNDS)
@@ -147,7 +148,10 @@ def test_a_message_with_lone_surrogates_and_any_script_is_valid_text_in_the_lett
 
 def test_a_withheld_batch_is_dead_lettered_by_its_first_and_last_offsets() -> None:
     withheld = Withheld(b"")
-    withheld.reason, withheld.detail = "decompressed_too_large", "zstd batch of 9 KB inflates past 32 MiB"
+    withheld.reason, withheld.detail = (
+        Reason.DECOMPRESSED_TOO_LARGE,
+        "zstd batch of 9 KB inflates past 32 MiB",
+    )
     withheld.first_offset, withheld.last_offset = 100, 139
     withheld.codec, withheld.compressed_bytes, withheld.compressed_sha256 = "zstd", 9000, b"\1" * 32
     message = SimpleNamespace(topic="t", partition=0, offset=139, key=None, value=withheld, headers=())

@@ -184,7 +184,7 @@ def _blueprint() -> Blueprint:
 @pytest.mark.asyncio
 async def test_a_directive_is_refused_before_anything_is_sent_while_kafka_is_known_down() -> None:
     publisher = _Publisher()
-    directives = http.Directives(_blueprint(), publisher, http.Gate(None))
+    directives = http.Directives(_blueprint(), publisher, http.Authenticator(None))
     retry.probed("kafka", reachable=False)
     body = await directives._publish("dir-1", [Output("center.directives", b"k", b"v")])
     assert body is not None
@@ -194,7 +194,7 @@ async def test_a_directive_is_refused_before_anything_is_sent_while_kafka_is_kno
 
 @pytest.mark.asyncio
 async def test_a_directive_kafka_does_not_acknowledge_in_time_is_a_503_with_its_id() -> None:
-    directives = http.Directives(_blueprint(), _Publisher(hang=True), http.Gate(None))
+    directives = http.Directives(_blueprint(), _Publisher(hang=True), http.Authenticator(None))
     directives.write_timeout_s = 0.05
     body = await asyncio.wait_for(directives._publish("dir-2", [Output("t", b"k", b"v")]), 5)
     assert body is not None

@@ -113,7 +113,7 @@ class _Rig:
         tokens = tmp_path / "tokens.toml"
         self.token = create_token(tokens, "nguyen.van.a", "operator")
         self.publisher = _Publisher()
-        self.directives = http.Directives(self.blueprint, self.publisher, http.Gate(tokens), states)
+        self.directives = http.Directives(self.blueprint, self.publisher, http.Authenticator(tokens), states)
 
     async def post(self, body: dict[str, Any]) -> tuple[int, Any]:
         answer: tuple[int, Any] = await self.directives.post(_Web, _Request(self.token, body), KEY)

@@ -148,6 +148,7 @@ def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> N
     from structlog.testing import capture_logs  # noqa: PLC0415
 
     from stream_app.domain.model import Rejection  # noqa: PLC0415
+    from stream_app.domain.reasons import Reason  # noqa: PLC0415
     from stream_app.kafka.dead_letters import Letter, dead_letter, log_rejections  # noqa: PLC0415
 
     def message(partition: int, offset: int) -> SimpleNamespace:
@@ -155,7 +156,7 @@ def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> N
             topic="reporter.mae.observations", partition=partition, offset=offset, key=None, value=b"x"
         )
 
-    def rejected(partition: int, offset: int, reason: str, detail: str) -> Letter:
+    def rejected(partition: int, offset: int, reason: Reason, detail: str) -> Letter:
         return dead_letter(
             message(partition, offset),
             "dlq",
@@ -167,14 +168,14 @@ def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> N
 
     with capture_logs() as logs:
         letters = [
-            rejected(0, 5, "out_of_range", "AQI 900 > 500"),
-            rejected(0, 9, "out_of_range", "AQI 901 > 500"),
-            rejected(1, 2, "out_of_range", "AQI 999 > 500"),
-            rejected(1, 3, "unknown_region", "region 99"),
+            rejected(0, 5, Reason.VALUE_OUT_OF_RANGE, "AQI 900 > 500"),
+            rejected(0, 9, Reason.VALUE_OUT_OF_RANGE, "AQI 901 > 500"),
+            rejected(1, 2, Reason.VALUE_OUT_OF_RANGE, "AQI 999 > 500"),
+            rejected(1, 3, Reason.UNKNOWN_REGION, "region 99"),
             dead_letter(
                 message(1, 4),
                 "dlq",
-                Rejection("step_failed", "boom"),
+                Rejection(Reason.STEP_FAILED, "boom"),
                 now_ms=1,
                 stage="consolidate",
                 poison=True,
@@ -184,8 +185,8 @@ def test_rejections_are_logged_once_per_batch_and_reason_poison_once_each() -> N
     poison = [e for e in logs if e["event"] == "record_dead_lettered"]
     assert [(e["offset"], e["reason"]) for e in poison] == [(4, "step_failed")]
     summary = {e["reason"]: e for e in logs if e["event"] == "records_rejected"}
-    assert set(summary) == {"out_of_range", "unknown_region"}
-    assert summary["out_of_range"]["count"] == 3
-    assert summary["out_of_range"]["offsets"] == {0: "5..9", 1: "2..2"}
-    assert summary["out_of_range"]["detail"] == "AQI 900 > 500"
+    assert set(summary) == {"value_out_of_range", "unknown_region"}
+    assert summary["value_out_of_range"]["count"] == 3
+    assert summary["value_out_of_range"]["offsets"] == {0: "5..9", 1: "2..2"}
+    assert summary["value_out_of_range"]["detail"] == "AQI 900 > 500"
     assert summary["unknown_region"]["reporter"] == "MAE"

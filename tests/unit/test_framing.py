@@ -21,7 +21,7 @@ from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.config.topics import ROLES
 from stream_app.domain.reasons import Reason
 from stream_app.domain.records import DeadLetterRecord
-from stream_app.exceptions import ConfigurationError, DecodeError, ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka import registry
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output, Publisher
@@ -41,6 +41,7 @@ from stream_app.settings import Settings
 from stream_app.tools import dlq
 from stream_app.tools.cli import main
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 from stream_app.wire.framing import (
     SINGLE_OBJECT_FRAMING,
     ConfluentFraming,

@@ -17,7 +17,6 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from stream_app.domain.reasons import Reason
-from stream_app.exceptions import DecodeError
 from stream_app.kafka import registry as registry_edge
 from stream_app.kafka.registry import (
     BoundedCache,
@@ -27,7 +26,7 @@ from stream_app.kafka.registry import (
     lookup_plan,
 )
 from stream_app.settings import Settings
-from stream_app.wire.codecs import decode_observation
+from stream_app.wire.codecs import DecodeError, decode_observation
 from stream_app.wire.schema_check import check_schemas, collection_depth, zero_byte_items
 from stream_app.wire.schemas import SchemaRegistry, SchemaVersion
 

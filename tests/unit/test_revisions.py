@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from stream_app.domain.aggregates import Agg, hour_of, period_frequencies, slice_of
+from stream_app.domain.aggregates import Agg, hour_of, period_frequencies, series_of
 from stream_app.domain.calendar import period_of
 from stream_app.domain.catalogue import Catalogue, Indicator
 from stream_app.domain.clock import local_date
@@ -331,7 +331,7 @@ def test_any_arrival_order_gives_the_aggregates_of_the_final_revisions(
     for obs in final.values():
         for frequency in period_frequencies(ind.frequency):
             label = period_of(frequency, ind.calendar, obs.event_time, ind.deadline_day).label
-            expected.setdefault((slice_of(obs.breakdowns), label), []).append(obs)
+            expected.setdefault((series_of(obs.breakdowns), label), []).append(obs)
     got = {k: v for k, v in core.state.periods.items() if v is not None}
     assert set(got) == set(expected)
     for key, members in expected.items():
@@ -360,7 +360,7 @@ def test_any_arrival_order_gives_the_aggregates_of_the_final_revisions(
     for obs in final.values():
         day = local_date(obs.event_time).toordinal()
         if day >= newest_day - 32:
-            days.setdefault((slice_of(obs.breakdowns), day), []).append(obs)
+            days.setdefault((series_of(obs.breakdowns), day), []).append(obs)
     assert set(core.state.days) == set(days)
     for day_key, members in days.items():
         agg = core.state.days[day_key]

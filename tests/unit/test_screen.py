@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stream_app.config.blueprint import load_blueprint
-from stream_app.screen.feed import QUEUE_MAX, Hub, OpenAlerts, as_json, sse_event
+from stream_app.screen.feed import QUEUE_MAX, Broadcast, OpenAlerts, as_json, sse_event
 from stream_app.screen.layout import TILES
 from stream_app.screen.server import AnswerCache
 from stream_app.settings import Settings
@@ -94,16 +94,16 @@ def test_concurrent_askers_share_one_read_and_failures_are_not_kept() -> None:
 
 def test_a_page_that_falls_behind_is_disconnected_and_others_keep_up() -> None:
     async def run() -> tuple[list[Any], int, int]:
-        hub = Hub()
-        async with hub.follow() as slow, hub.follow() as quick:
+        broadcast = Broadcast()
+        async with broadcast.follow() as slow, broadcast.follow() as quick:
             got = []
             for n in range(QUEUE_MAX + 1):
-                hub.publish(b"%d" % n)
+                broadcast.publish(b"%d" % n)
                 got.append(quick.get_nowait())
             left = []
             while not slow.empty():
                 left.append(slow.get_nowait())
-            return left, len(got), hub.pages
+            return left, len(got), broadcast.pages
 
     left, quick_got, pages = asyncio.run(run())
     assert quick_got == QUEUE_MAX + 1
@@ -189,15 +189,15 @@ def test_an_asker_that_goes_away_does_not_cancel_the_answer_for_the_others() -> 
 
 def test_when_the_reader_stops_every_page_is_told_to_reconnect() -> None:
     async def run() -> tuple[bytes | None, bytes | None, int]:
-        hub = Hub()
-        async with hub.follow() as one, hub.follow() as full:
+        broadcast = Broadcast()
+        async with broadcast.follow() as one, broadcast.follow() as full:
             for n in range(QUEUE_MAX):
                 full.put_nowait(b"%d" % n)
-            hub.close_all()
+            broadcast.close_all()
             last = None
             while not full.empty():
                 last = full.get_nowait()
-            return one.get_nowait(), last, hub.pages
+            return one.get_nowait(), last, broadcast.pages
 
     first, last, pages = asyncio.run(run())
     assert first is None

@@ -17,7 +17,7 @@ import pytest
 from stream_app.domain.catalogue import Catalogue, Station
 from stream_app.domain.model import Observation, Rejection
 from stream_app.domain.validation import CO_REPORTER_BREAKDOWN, Limits, validate
-from stream_app.exceptions import ConfigurationError, DecodeError
+from stream_app.exceptions import ConfigurationError
 from stream_app.tools import simulate
 from stream_app.tools.rows import Encoded, RowEncoder, iter_csv
 from stream_app.tools.simulate import (
@@ -31,6 +31,7 @@ from stream_app.tools.simulate import (
 )
 from stream_app.tools.simulation.world import Day, World
 from stream_app.wire import codecs
+from stream_app.wire.codecs import DecodeError
 from stream_app.wire.schemas import SchemaRegistry
 
 

@@ -42,10 +42,10 @@ def test_an_output_over_the_budget_is_too_large_else_refused() -> None:
 def test_charges_make_one_letter_per_record_once_with_the_first_reason() -> None:
     messages = {i: _Message("internal", 0, 100 + i) for i in range(3)}
     charges = Charges()
-    charges.record((2, "B"), "step_failed", ValueError("b"), "B: boom")
-    charges.record((0, "A"), "output_refused", RuntimeError("a"), "A: refused")
-    charges.record((0, "A"), "step_failed", ValueError("later"), "A: ignored")  # the first reason stays
-    charges.record((2, "C"), "state_unreadable", KeyError("c"), "C: gone")
+    charges.record((2, "B"), Reason.STEP_FAILED, ValueError("b"), "B: boom")
+    charges.record((0, "A"), Reason.OUTPUT_REFUSED, RuntimeError("a"), "A: refused")
+    charges.record((0, "A"), Reason.STEP_FAILED, ValueError("later"), "A: ignored")  # the first reason stays
+    charges.record((2, "C"), Reason.STATE_UNREADABLE, KeyError("c"), "C: gone")
     assert (0, "A") in charges
     assert (1, "A") not in charges
     letters = charges.letters(messages, "dlq", 5, "consolidate")
@@ -55,7 +55,7 @@ def test_charges_make_one_letter_per_record_once_with_the_first_reason() -> None
     ]
     assert all(x.poison and x.topic == "dlq" and x.record["stage"] == "consolidate" for x in letters)
     assert charges.letters(messages, "dlq", 5, "consolidate") == []  # each record's letter once
-    charges.record((1, ""), "contribution_invalid", ValueError("x"), "x" * 600)
+    charges.record((1, ""), Reason.CONTRIBUTION_INVALID, ValueError("x"), "x" * 600)
     (late,) = charges.letters(messages, "dlq", 6, "rollup")
     assert late.record["source_offset"] == 101
     assert len(late.record["message"]) == 500

@@ -18,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from stream_app.domain.alerting.model import MINUTE_MS, LevelsParams, Rule, RuleState, Verdict
-from stream_app.domain.alerting.verdicts import out_of_order, settle, unchanged
+from stream_app.domain.alerting.verdicts import out_of_order, set_level, unchanged
 from stream_app.domain.catalogue import Level
 
 
@@ -38,7 +38,7 @@ def observe(rule: Rule, params: LevelsParams, state: RuleState, value: float, ev
         if target is None:
             return unchanged(state, value, _pending_detail(rule, params, state, value))
         level = rule.levels[target]
-        return settle(
+        return set_level(
             rule,
             state,
             target,
@@ -53,7 +53,7 @@ def observe(rule: Rule, params: LevelsParams, state: RuleState, value: float, ev
         return unchanged(state, value, f"{rule.indicator} {value:g} stays at {rule.levels[held].code}")
     left = rule.levels[held + 1]  # the lowest level the value fell out of
     bound = left.lower - sign * params.hysteresis
-    return settle(
+    return set_level(
         rule,
         state,
         held,

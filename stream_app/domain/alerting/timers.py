@@ -16,7 +16,7 @@ from stream_app.domain.alerting.model import (
     RuleState,
     Verdict,
 )
-from stream_app.domain.alerting.verdicts import ladder_level, settle, unchanged
+from stream_app.domain.alerting.verdicts import ladder_level, set_level, unchanged
 from stream_app.domain.calendar import ReportingPeriod, parse_period, period_of
 from stream_app.domain.clock import DAY_MS, HOUR_MS, end_of_local_day_ms
 
@@ -39,7 +39,7 @@ def silence_tick(
         seen = state.watching_since_ms
     silent_ms = now_ms - seen
     firing = silent_ms > params.interval_ms
-    return settle(
+    return set_level(
         rule,
         state,
         ladder_level(firing),
@@ -57,7 +57,7 @@ def data_arrived(rule: Rule, state: RuleState, value: float, now_ms: int) -> Ver
     """Data for an ``absence`` rule: the feed is alive, so a silence alert resolves."""
     state.latest_ms = _later(now_ms, state.latest_ms)
     state.watching_since_ms = None
-    return settle(
+    return set_level(
         rule, state, 0, at_ms=now_ms, value=value, threshold=None, detail=f"{rule.indicator}: data arrived"
     )
 
@@ -73,7 +73,7 @@ def deadline_tick(
     if latest is not None and latest.start >= due.start:
         state.overdue_period = None
         detail = f"{rule.indicator}: period {due.label} received"
-        return settle(rule, state, 0, at_ms=now_ms, value=None, threshold=None, detail=detail)
+        return set_level(rule, state, 0, at_ms=now_ms, value=None, threshold=None, detail=detail)
     state.overdue_period = due.label
     got = latest.label if latest is not None else "none"
     days_late = (now_ms - deadline_passed_ms(due.deadline)) / DAY_MS
@@ -81,7 +81,7 @@ def deadline_tick(
         f"{rule.indicator}: period {due.label} was due by {due.deadline} (local), "
         f"{days_late:.1f} days ago; latest received {got}"
     )
-    return settle(rule, state, 1, at_ms=now_ms, value=days_late, threshold=0.0, detail=detail)
+    return set_level(rule, state, 1, at_ms=now_ms, value=days_late, threshold=0.0, detail=detail)
 
 
 def report_arrived(
@@ -101,7 +101,7 @@ def report_arrived(
             state, value, f"{rule.indicator}: period {period.label} received, {overdue} still overdue"
         )
     state.overdue_period = None
-    return settle(
+    return set_level(
         rule,
         state,
         0,

@@ -6,7 +6,7 @@ from stream_app.domain.alerting.model import Rule, RuleState, Verdict
 from stream_app.domain.alerting.transitions import transition
 
 
-def settle(
+def set_level(
     rule: Rule,
     state: RuleState,
     level: int,

@@ -29,9 +29,9 @@ class DirectiveRefusal(StrEnum):
 class DirectiveRefusedError(ValueError):
     """A directive that cannot be applied; ``reason`` is its dead-letter reason code."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: DirectiveRefusal, message: str) -> None:
         super().__init__(message)
-        self.reason = str(reason)  # a plain string for the dead letter's encoders (not the enum member)
+        self.reason = Reason(reason.value)
 
 
 def stale_occurrence(meta: AlertMeta, directive: Mapping[str, Any]) -> str | None:

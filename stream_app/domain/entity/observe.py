@@ -15,7 +15,7 @@ from stream_app.domain.aggregates import (
     periods_at,
     periods_of,
     same_period_last_year,
-    slice_of,
+    series_of,
 )
 from stream_app.domain.alerting import on_observation
 from stream_app.domain.calendar import ReportingPeriod, period_of
@@ -39,7 +39,7 @@ from stream_app.domain.records import AlertRecord
 
 def needed_periods(indicator: Indicator, obs: Observation) -> list[SeriesPeriod]:
     """The periods applying ``obs`` reads: those it counts in and the same periods last year."""
-    series = slice_of(obs.breakdowns)
+    series = series_of(obs.breakdowns)
     day = local_date(obs.event_time).toordinal()
     labels = _needed_labels(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
     return [(series, label) for label in labels]
@@ -102,7 +102,7 @@ def apply(
     if known is not None and known.revision > obs.revision:
         return StepResult(Outcome.STALE)
 
-    series = slice_of(obs.breakdowns)
+    series = series_of(obs.breakdowns)
     day = local_date(obs.event_time).toordinal()
     periods = _period_plan(indicator.frequency, indicator.calendar, indicator.deadline_day, day)
     old_periods: tuple[ReportingPeriod, ...] = ()
@@ -110,7 +110,7 @@ def apply(
         old_periods = periods_of(
             indicator.frequency, indicator.calendar, indicator.deadline_day, known.event_time
         )
-    # open periods this value's retention forgets at the commit (a settling history period, once
+    # open periods this value's retention forgets at the commit (a history period held open, once
     # values two reporting years later arrive): published now, while they are still there
     dropping = _out_of_retention(state, indicator, retention)
     ready = all([state.has_period(k) & state.has_period(_last_year(k)) for k in dropping])
@@ -279,9 +279,9 @@ def _count_in_periods(
         if index == 0:
             late = True
             touched.late.add(key)
-        if ctx.settle_ms:  # history: published once it settles, as a period closing (``close_due``)
+        if ctx.hold_ms:  # history: held open, published once as a period closing (``close_due``)
             if key not in state.open_periods:
-                state.open_period(key, now + ctx.settle_ms)
+                state.open_period(key, now + ctx.hold_ms)
         else:
             touched_periods.add(key)
     return late

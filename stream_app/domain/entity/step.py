@@ -61,7 +61,7 @@ class Context:
     now_ms: int
     # > 0 for a bulk record (history): a closed period it changes is held open this long and
     # published when it closes again, once for all the bulk records that changed it meanwhile
-    settle_ms: int = 0
+    hold_ms: int = 0
     # the record came through a bulk topic (history, a backfill): it never refreshes liveness
     bulk: bool = False
 

@@ -24,7 +24,7 @@ def close_due(
 ) -> None:
     """Close the periods whose deadline has passed: their final values are published.
 
-    A period held open while history settles (``Context.settle_ms``: it closes later than its own
+    A period held open for history (``Context.hold_ms``: it closes later than its own
     deadline) is closed by a tick only: closing it needs the period and last year's read, which a
     history batch does not hold, and a tick reads them once for all the batches since."""
     now = ctx.now_ms
