@@ -16,7 +16,7 @@ from stream_app.domain.alerting.model import (
     RuleState,
     Verdict,
 )
-from stream_app.domain.alerting.verdicts import ladder_level, out_of_order, set_level, unchanged
+from stream_app.domain.alerting.verdicts import out_of_order, set_firing, unchanged
 from stream_app.domain.clock import HOUR_MS, local_date
 
 # Binary rounding: 11.3 - 10.3 is 1.0000000000000009 and 10.4 - 9.4 may fall short of 1.0. A rise
@@ -45,10 +45,10 @@ def change_over_window(
         moved, threshold = reference - value, reference - params.change
     firing = moved >= params.change - _TOLERANCE
     verb = "rose" if params.direction == "rise" else "fell"
-    return set_level(
+    return set_firing(
         rule,
         state,
-        ladder_level(firing),
+        firing,
         at_ms=event_time_ms,
         value=value,
         threshold=threshold,
@@ -97,10 +97,10 @@ def day_against_baseline(
     else:
         threshold = mean - params.k * sigma
         firing = value < threshold
-    return set_level(
+    return set_firing(
         rule,
         state,
-        ladder_level(firing),
+        firing,
         at_ms=event_time_ms,
         value=value,
         threshold=threshold,

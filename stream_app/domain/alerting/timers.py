@@ -16,7 +16,7 @@ from stream_app.domain.alerting.model import (
     RuleState,
     Verdict,
 )
-from stream_app.domain.alerting.verdicts import ladder_level, set_level, unchanged
+from stream_app.domain.alerting.verdicts import set_firing, set_level, unchanged
 from stream_app.domain.calendar import ReportingPeriod, parse_period, period_of
 from stream_app.domain.clock import DAY_MS, HOUR_MS, end_of_local_day_ms
 
@@ -39,10 +39,10 @@ def silence_tick(
         seen = state.watching_since_ms
     silent_ms = now_ms - seen
     firing = silent_ms > params.interval_ms
-    return set_level(
+    return set_firing(
         rule,
         state,
-        ladder_level(firing),
+        firing,
         at_ms=now_ms,
         value=silent_ms / HOUR_MS,
         threshold=params.interval_ms / HOUR_MS,

@@ -46,6 +46,17 @@ def out_of_order(state: RuleState, value: float, event_time_ms: int) -> Verdict 
     return None
 
 
-def ladder_level(firing: bool) -> int:
-    """The level of a two-step rule: 1 while its condition holds, 0 otherwise."""
-    return 1 if firing else 0
+def set_firing(
+    rule: Rule,
+    state: RuleState,
+    firing: bool,
+    *,
+    at_ms: int,
+    value: float | None,
+    threshold: float | None,
+    detail: str,
+) -> Verdict:
+    """:func:`set_level` for a two-step rule: level 1 while its condition holds, 0 otherwise."""
+    return set_level(
+        rule, state, 1 if firing else 0, at_ms=at_ms, value=value, threshold=threshold, detail=detail
+    )
