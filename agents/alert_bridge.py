@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.config import confluent_config
@@ -141,7 +142,7 @@ class AlertBridge:
             await asyncio.to_thread(consumer.close)
             await self.client.close()
 
-    def _apply(self, message: Any, now: datetime) -> list[dict[str, Any]]:
+    def _apply(self, message: KafkaMessage, now: datetime) -> list[dict[str, Any]]:
         key = (message.key() or b"").decode("utf-8", "replace")
         value = message.value()
         alert = None

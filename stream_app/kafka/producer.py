@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from aiokafka import errors as kafka_errors
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Message as KafkaMessage
 
 from stream_app.kafka.config import confluent_config
 from stream_app.logs import get_logger
@@ -176,10 +177,10 @@ class DirectProducer:
 
 
 def _report(batch: _Batch, index: int) -> Any:
-    def delivered(error: KafkaError | None, message: Any) -> None:
-        if error is None:
-            where = (message.topic(), message.partition())
-            offset = message.offset()
+    def delivered(error: KafkaError | None, message: KafkaMessage) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if error is None and topic is not None and partition is not None and offset is not None:
+            where = (topic, partition)
             if offset > batch.written.get(where, -1):
                 batch.written[where] = offset
         batch.delivered(index, error)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 
 from stream_app.agents.consolidate import Consolidator
@@ -381,7 +382,7 @@ def _ends(settings: Any, partitions: list[tuple[str, int]]) -> dict[tuple[str, i
         consumer.close()
 
 
-def _headers(message: Any) -> list[tuple[str, bytes]]:
+def _headers(message: KafkaMessage) -> list[tuple[str, bytes]]:
     raw = message.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return [(str(name), value) for name, value in pairs if isinstance(value, bytes)]
