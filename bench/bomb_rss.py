@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -46,6 +47,7 @@ from bench.common import admin_client, check_loopback
 from stream_app.config.blueprint import reporter_max_message_bytes
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.tools.produce import producer_config
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -67,6 +69,8 @@ class Defence:
     record_bytes: int = RECORD_BYTES
     num_messages: int | None = None  # consume()'s num_messages; None: STREAM_APP_BATCH_MAX
     recompressed: str | None = None  # the codec the broker stores the batch in, when not the producer's
+    skip_bad: bool = False  # (d): on an error, find the undecodable batch's end and seek past it
+    cap: int | None = None  # the largest bomb written, inflated, when smaller than --cap-mib
 
 
 def defences(reporter_max: int, record_cap: int) -> dict[str, Defence]:
@@ -107,6 +111,13 @@ def defences(reporter_max: int, record_cap: int) -> dict[str, Defence]:
             ),
             Defence(
                 "n1", "today, read with consume(num_messages=1): librdkafka's share", today, num_messages=1
+            ),
+            Defence(
+                "d",
+                "(d) a 12 MiB bomb, the reader bisecting for the end of a batch it cannot read",
+                today,
+                skip_bad=True,
+                cap=12 * MIB,
             ),
             Defence(
                 "e64",
@@ -157,9 +168,12 @@ def _vm(field_name: str) -> int:
     return 0
 
 
-def consume(topic: str, partitions: int, num_messages: int, deadline_s: float) -> dict[str, Any]:
+def consume(
+    topic: str, partitions: int, num_messages: int, deadline_s: float, *, skip_bad: bool = False
+) -> dict[str, Any]:
     """Read ``topic`` from the beginning until every partition's sentinel is read (or the deadline);
-    what consume() returned and the peak memory."""
+    what consume() returned and the peak memory. ``skip_bad``: past a batch librdkafka cannot read
+    (:func:`_skip_batch`), as a driver writing a stand-in for it would."""
     config: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
     consumer = Consumer(config)
     tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
@@ -170,6 +184,9 @@ def consume(topic: str, partitions: int, num_messages: int, deadline_s: float) -
     largest_call = 0
     errors: dict[str, int] = {}
     error_offsets: list[tuple[int, int]] = []
+    error_text = ""
+    probes = 0
+    skipped: list[tuple[int, int]] = []
     passed: set[int] = set()
     started = time.monotonic()
     while len(passed) < partitions and time.monotonic() - started < deadline_s:
@@ -179,7 +196,15 @@ def consume(topic: str, partitions: int, num_messages: int, deadline_s: float) -
             error = message.error()
             if error is not None:
                 errors[error.name()] = errors.get(error.name(), 0) + 1
-                error_offsets.append((message.partition() or 0, message.offset() or -1))
+                partition, offset = message.partition(), message.offset()
+                error_offsets.append(
+                    (-1 if partition is None else partition, -1 if offset is None else offset)
+                )
+                error_text = error_text or error.str()
+                if skip_bad and partition is not None and offset is not None and offset >= 0:
+                    after, tries = _skip_batch(consumer, TopicPartition(topic, partition), offset)
+                    probes += tries
+                    skipped.append((offset, after))
                 continue
             value = message.value() or b""
             if value == SENTINEL:
@@ -203,12 +228,40 @@ def consume(topic: str, partitions: int, num_messages: int, deadline_s: float) -
         "inflated": inflated,
         "largest_call": largest_call,
         "errors": errors,
-        "error_offsets": error_offsets[:8],
+        "error_offsets": error_offsets[:4] + error_offsets[-4:],
+        "error_text": error_text,
+        "skipped": skipped,
+        "probes": probes,
         "sentinels": len(passed),
         "positions": [tp.offset for tp in positions],
         "highs": highs,
         "elapsed_s": round(elapsed, 2),
     }
+
+
+def _skip_batch(consumer: Consumer, tp: TopicPartition, base: int) -> tuple[int, int]:
+    """Seek past the record batch at ``base`` that librdkafka cannot decompress, and return the first
+    offset after it and how many fetches that took. librdkafka reports such a batch at its base offset
+    (every seek inside it fails again at that offset) and does not say where it ends: bisect between
+    ``base`` and the high watermark for the first offset whose fetch does not fail at ``base``."""
+    low, high = base + 1, consumer.get_watermark_offsets(tp, timeout=10)[1]
+    probes = 0
+    while low < high:
+        middle = (low + high) // 2
+        consumer.seek(TopicPartition(tp.topic, tp.partition, middle))
+        probes += 1
+        outcome = None
+        while outcome is None:
+            for message in consumer.consume(num_messages=1, timeout=1.0):
+                if message.partition() == tp.partition:
+                    error = message.error()
+                    outcome = "fails" if error is not None and message.offset() == base else "reads"
+        if outcome == "fails":
+            low = middle + 1
+        else:
+            high = middle
+    consumer.seek(TopicPartition(tp.topic, tp.partition, low))
+    return low, probes
 
 
 # --- the harness ---------------------------------------------------------------------------------
@@ -303,6 +356,34 @@ def _write_bomb(
     return bomb
 
 
+def _legit(settings: Settings, topic: str, codec: str, count: int) -> dict[str, int]:
+    """A well-behaved reporter: ``count`` observation-sized records (~300 bytes, compressible as real
+    ones are) batched as `stream-app produce` batches them (batch.size = the topic's max.message.bytes,
+    counted before compression: more than librdkafka's default 1,000,000)."""
+    rng = random.Random(28)
+    counts = {"sent": count, "delivered": 0, "refused": 0}
+
+    def report(error: KafkaError | None, _message: Any) -> None:
+        counts["refused" if error is not None else "delivered"] += 1
+
+    producer = Producer({**producer_config(settings, 100_000), "compression.type": codec})
+    for n in range(count):
+        value = (
+            f"obs-{n:09d}|MAE|ENV.AQI|01|HN-AQ-HOANKIEM|{rng.uniform(0, 500):.3f}|index|"
+            f"{1_700_000_000_000 + n * 3_600_000}|FINAL|"
+        ).encode() + rng.randbytes(16).hex().encode() * 6
+        while True:
+            try:
+                producer.produce(topic, key=b"HN-AQ-HOANKIEM", value=value, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"{topic}: not delivered in 120 s")
+    return counts
+
+
 def _run_consumer(
     settings: Settings, topic: str, partitions: int, *, defence: Defence, limit_as: int, deadline_s: float
 ) -> dict[str, Any]:
@@ -322,6 +403,8 @@ def _run_consumer(
     argv = [sys.executable, "-m", "bench.bomb_rss", "consume", topic, str(partitions)]
     num_messages = defence.num_messages or settings.batch_max
     argv += ["--num-messages", str(num_messages), "--deadline", str(deadline_s)]
+    if defence.skip_bad:
+        argv.append("--skip-bad")
     done = subprocess.run(  # noqa: S603 - our own module, our own arguments
         argv, env=env, capture_output=True, text=True, preexec_fn=limit, timeout=deadline_s + 60, check=False
     )
@@ -354,6 +437,8 @@ def _describe(row: Row) -> tuple[str, str, str, str]:
     returned = f"{out['records']} rec, {out['inflated'] / MIB:.0f} MiB"
     if out["errors"]:
         returned += "; " + ", ".join(f"{n}x{name}" for name, n in sorted(out["errors"].items()))
+    for base, after in out.get("skipped", []):
+        returned += f"; skipped {base}-{after - 1} in {out['probes']} fetches"
     moved = all(p >= h for p, h in zip(out["positions"], out["highs"], strict=True))
     past = (
         "yes" if out["sentinels"] == row.partitions and moved else f"no ({out['sentinels']}/{row.partitions})"
@@ -388,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     inner.add_argument("partitions", type=int)
     inner.add_argument("--num-messages", type=int, default=2000)
     inner.add_argument("--deadline", type=float, default=40.0)
+    inner.add_argument("--skip-bad", action="store_true")
     parser.add_argument("--codecs", default=",".join(CODECS))
-    parser.add_argument("--defences", default="today,n1,a,b,ab,u,c,c16,e64")
+    parser.add_argument("--defences", default="today,n1,a,b,ab,u,c,c16,d,e64")
     parser.add_argument("--burst", type=int, default=4, help="partitions of the burst rows (0: none)")
     parser.add_argument("--burst-codecs", default="lz4,gzip")
     parser.add_argument("--burst-defences", default="today,ab,u")
@@ -397,9 +483,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-as-mib", type=int, default=2048, help="RLIMIT_AS of the consumer")
     parser.add_argument("--deadline", type=float, default=40.0, help="longest read, seconds")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--legit", type=int, default=200_000, help="records of the well-behaved reporter")
+    parser.add_argument("--legit-codecs", default=",".join(CODECS))
     args = parser.parse_args(argv)
     if args.command == "consume":
-        print(json.dumps(consume(args.topic, args.partitions, args.num_messages, args.deadline)))
+        print(
+            json.dumps(
+                consume(args.topic, args.partitions, args.num_messages, args.deadline, skip_bad=args.skip_bad)
+            )
+        )
         return 0
     return _harness(args)
 
@@ -421,6 +513,7 @@ def _harness(args: argparse.Namespace) -> int:
     prefix = f"bench.bomb-{uuid.uuid4().hex[:8]}."
     admin = admin_client(settings)
     rows: list[Row] = []
+    legit: list[tuple[str, dict[str, int]]] = []
     try:
         for index, (codec, defence, partitions) in enumerate(plan):
             topic = f"{prefix}{index}.{codec}.{defence.key}"
@@ -429,7 +522,14 @@ def _harness(args: argparse.Namespace) -> int:
                 future.result()
             time.sleep(1.0)  # the leader elected before the first produce
             bombs = [
-                _write_bomb(settings, topic, p, codec, defence=defence, cap=args.cap_mib * MIB // partitions)
+                _write_bomb(
+                    settings,
+                    topic,
+                    p,
+                    codec,
+                    defence=defence,
+                    cap=(defence.cap or args.cap_mib * MIB) // partitions,
+                )
                 for p in range(partitions)
             ]
             outcome = _run_consumer(
@@ -449,6 +549,13 @@ def _harness(args: argparse.Namespace) -> int:
             with contextlib.suppress(Exception):
                 for future in admin.delete_topics([topic], operation_timeout=30).values():
                     future.result()
+        for codec in _names(args.legit_codecs) if args.legit else []:
+            topic = f"{prefix}legit.{codec}"
+            for future in admin.create_topics([NewTopic(topic, 1, -1, config=table["u"].topic)]).values():
+                future.result()
+            time.sleep(1.0)
+            legit.append((codec, _legit(settings, topic, codec, args.legit)))
+            print(f"legit {codec}: {legit[-1][1]}", flush=True)
     finally:
         with contextlib.suppress(Exception):
             left = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
@@ -458,6 +565,11 @@ def _harness(args: argparse.Namespace) -> int:
                         future.result()
     print()
     _print(rows)
+    for codec, counts in legit:
+        print(
+            f"  a well-behaved reporter on a (b') topic, batched as `stream-app produce` does, {codec}: "
+            f"{counts['delivered']} of {counts['sent']} delivered, {counts['refused']} refused"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(
