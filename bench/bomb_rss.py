@@ -339,7 +339,7 @@ def _write_bomb(
         if not failures:
             bomb.records, bomb.inflated = count, count * size
             break
-        bomb.refused.append(f"{count * size // MIB} MiB: {sorted(set(failures))[0]}")
+        bomb.refused.append(f"{_size(count * size)}: {sorted(set(failures))[0]}")
         if "INVALID_RECORD" in failures:  # a record over (c)'s bound: fewer of them do not help
             break
         if len(failures) != count:  # split in several batches, some stored: that is the bomb
@@ -418,6 +418,10 @@ def _run_consumer(
     return outcome
 
 
+def _size(n: int) -> str:
+    return f"{n / MIB:.0f} MiB" if n >= MIB else f"{n // KIB} KiB"
+
+
 def _describe(row: Row) -> tuple[str, str, str, str]:
     """The table's cells: the bomb, VmHWM, what consume() returned, moved past."""
     bombs = row.bombs
@@ -427,14 +431,14 @@ def _describe(row: Row) -> tuple[str, str, str, str]:
         bomb = f"refused ({refused})" if refused else "none"
     else:
         each = f"{len(bombs)} x " if len(bombs) > 1 else ""
-        bomb = f"{each}{bombs[0].inflated / MIB:.0f} MiB ({bombs[0].records} rec)"
+        bomb = f"{each}{_size(bombs[0].inflated)} ({bombs[0].records} rec)"
         if refused:
             bomb += f"; refused {refused}"
     out = row.outcome
     if out.get("died"):
         return bomb, f"> {out['limit_mib']} (cap)", f"process died: {out['died']}", "no"
     hwm = f"{out['hwm'] / MIB:.0f} (base {out['baseline_hwm'] / MIB:.0f})"
-    returned = f"{out['records']} rec, {out['inflated'] / MIB:.0f} MiB"
+    returned = f"{out['records']} rec, {_size(out['inflated'])}"
     if out["errors"]:
         returned += "; " + ", ".join(f"{n}x{name}" for name, n in sorted(out["errors"].items()))
     for base, after in out.get("skipped", []):
@@ -457,9 +461,9 @@ def _print(rows: list[Row]) -> None:
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     for index, line in enumerate(cells):
-        print(" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
         if index == 0:
-            print("-+-".join("-" * w for w in widths))
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print()
     for d in {r.defence.key: r.defence for r in rows}.values():
         print(f"  {d.key}: {d.label}")
