@@ -19,7 +19,10 @@ on scratch topics ``bench.bomb-<uuid>.*`` deleted at the end. For each codec and
    it moved past the bomb (the sentinel read, the position at the high watermark).
 
 The burst rows put one bomb on each of several partitions of one topic: a fetch names every partition,
-and librdkafka inflates every batch of a fetch response before the queue bound is looked at.
+and librdkafka inflates every batch of a fetch response before the queue bound is looked at. The ``d``
+rows read with a reader that bisects past a batch librdkafka reports undecodable (:func:`_skip_batch`).
+Last, a well-behaved reporter writes to a topic of the (b') defence per codec (``--legit 0``: not).
+Results and the recommendation: docs/performance.md, "Decompression bombs under librdkafka (measured)".
 """
 
 from __future__ import annotations
@@ -505,6 +508,7 @@ def _names(listed: str) -> list[str]:
 
 
 def _harness(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still deletes its topics
     settings = Settings()
     check_loopback(settings)
     record_cap = settings.intake_max_record_bytes + settings.intake_max_key_bytes + 64 * KIB
