@@ -36,6 +36,7 @@ import concurrent.futures
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -67,6 +68,9 @@ CALL_TIMEOUT_S = 10.0
 
 CONSUME_MAX_S = 0.5
 """Longest one ``consume()`` blocks the consumer thread (its stop waits for it)."""
+
+IDLE_POLL_S = 0.2
+"""How soon the consumer thread calls ``consume()`` itself when Faust's fetcher does not."""
 
 # a commit the group refused because the member is no longer in it, or moves on: not a crash (as
 # aiokafka's "already rebalanced"); the next owner reads from the last commit
@@ -222,6 +226,14 @@ class RdConsumerThread(ConsumerThread):
         self._revoked = False  # a revocation started the rebalance the next assignment ends
         self._closing = False
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdkafka-call")
+        self._last_fetch = 0.0  # monotonic time Faust's fetcher last asked for records
+        self._idle: asyncio.Task[None] | None = None
+        self._highwaters: dict[TP, int] = {}
+        self._highwaters_at = 0.0
+        # the lag probe's watermarks, apart: a commit never queues behind them
+        self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rdkafka-watermarks"
+        )
 
     # --- the consumer and the calls around it ---
 
@@ -244,10 +256,22 @@ class RdConsumerThread(ConsumerThread):
 
     async def on_start(self) -> None:
         self._rd = Consumer(self._properties())
+        self._idle = asyncio.ensure_future(self._serve_while_idle())
+
+    async def _serve_while_idle(self) -> None:
+        """``consume()`` with every partition paused whenever Faust's fetcher does not call it (before
+        the first assignment starts the fetcher, and while a rebalance holds it): librdkafka joins the
+        group and serves its callbacks only inside that call."""
+        while not self._closing:
+            await asyncio.sleep(IDLE_POLL_S)
+            if time.monotonic() - self._last_fetch > IDLE_POLL_S and self._rd is not None:
+                await self._fetch(set(), IDLE_POLL_S)
 
     async def on_thread_stop(self) -> None:
         await super().on_thread_stop()
         self._closing = True
+        if self._idle is not None:
+            self._idle.cancel()
         rd, self._rd = self._rd, None
         if rd is not None:
             try:
@@ -255,6 +279,7 @@ class RdConsumerThread(ConsumerThread):
             except Exception as exc:
                 log.warning("rdkafka_close_failed", error=repr(exc)[:300])
         self._calls.shutdown(wait=False)
+        self._watermark_calls.shutdown(wait=False)
 
     def _on_error(self, error: KafkaError) -> None:
         log.warning("rdkafka_error", code=error.name(), reason=error.str()[:300], fatal=error.fatal())
@@ -358,6 +383,7 @@ class RdConsumerThread(ConsumerThread):
         active_partitions: set[TP] | None,
         timeout: float,  # noqa: ASYNC109 - Faust's signature
     ) -> Mapping[TP, list[Any]]:
+        self._last_fetch = time.monotonic()
         return cast(
             Mapping[TP, list[Any]],
             await self.call_thread(self._fetch, active_partitions, min(timeout, CONSUME_MAX_S)),
@@ -519,7 +545,11 @@ class RdConsumerThread(ConsumerThread):
         if not parts:
             return True
         try:
+            started = time.monotonic()
             await self._call(rd.commit, offsets=parts, asynchronous=False)
+            took = time.monotonic() - started
+            if took > 0.5:
+                log.warning("rdkafka_commit_slow", partitions=len(parts), took_s=round(took, 3))
         except KafkaException as exc:
             code = _code(exc)
             if code in _REBALANCED:
@@ -553,12 +583,25 @@ class RdConsumerThread(ConsumerThread):
     # --- offsets of the log ---
 
     def highwater(self, tp: TP) -> int:
-        rd = self._ensure()
-        try:
-            _, high = rd.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
-        except KafkaException:
-            return -1
-        return int(high)
+        """The partition's high watermark as librdkafka last saw it (-1: not known yet). Read from a
+        copy refreshed in the call executor at most once a second: librdkafka's cached lookup costs
+        milliseconds a partition, too much for the app's loop over a hundred partitions."""
+        now = time.monotonic()
+        if now - self._highwaters_at > 1.0 and self._rd is not None:
+            self._highwaters_at = now
+            self._watermark_calls.submit(self._refresh_highwaters, self._rd, self.assignment())
+        return self._highwaters.get(TP(tp.topic, tp.partition), -1)
+
+    def _refresh_highwaters(self, rd: Any, tps: set[TP]) -> None:
+        found: dict[TP, int] = {}
+        for tp in tps:
+            try:
+                _, high = rd.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            except (KafkaException, RuntimeError):
+                continue
+            if high >= 0:
+                found[tp] = int(high)
+        self._highwaters = found
 
     async def _watermarks(self, partitions: Sequence[TP], index: int) -> Mapping[TP, int]:
         rd = self._ensure()
