@@ -6,10 +6,11 @@ instead of aiokafka: only the fetching, the commits and the group's rebalances d
 bookkeeping (acks, gaps, commits of acked offsets, flow control) and the app stay Faust's; the group is
 the Faust app's own, joined by this driver.
 
-Threads. One consumer thread (Faust's :class:`ConsumerThread`) owns ``consume()``: librdkafka serves
-the group's rebalance callbacks inside that call, on that thread. Everything else librdkafka offers
-thread-safely (commit, committed, seek, watermarks) is called from the app's loop through a small
-executor, bounded in time, never queued behind a ``consume()``.
+Threads. One consumer thread (Faust's :class:`ConsumerThread`) owns the fetch (``poll()`` for the first
+record, as soon as there is one, then ``consume()`` of what librdkafka holds already; "``consume()``"
+below means both): librdkafka serves the group's rebalance callbacks inside that call, on that thread.
+Everything else librdkafka offers thread-safely (commit, committed, seek, watermarks) is called from the
+app's loop through a small executor, bounded in time, never queued behind a ``consume()``.
 
 Rebalances (eager, roundrobin: "revoke all, then assign", as Faust and the lanes assume):
 
@@ -414,9 +415,13 @@ class RdConsumerThread(ConsumerThread):
         rebalances = self._rebalances
         with self._lock:
             seeks = dict(self._seeks)
-        messages = rd.consume(num_messages=self._settings().batch_max, timeout=timeout)
-        if not messages:
+        # the first record as soon as there is one (consume() would wait out its timeout for a whole
+        # batch), then what librdkafka holds already, without waiting
+        first = rd.poll(timeout)
+        if first is None:
             return {}
+        batch = max(1, self._settings().batch_max - 1)
+        messages = [first, *rd.consume(num_messages=batch, timeout=0)]
         if self._rebalances != rebalances:
             self._rewind(rd, messages)
             return {}

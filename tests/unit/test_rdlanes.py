@@ -65,8 +65,9 @@ def rec(tp: TP, offset: int, **kw: Any) -> Record:
 
 @dataclass
 class FakeRd:
-    """The confluent consumer: each ``consume()`` runs the next scripted step (which may fire the
-    rebalance callbacks, as librdkafka does inside that call) and returns its records."""
+    """The confluent consumer: each ``poll()`` runs the next scripted step (which may fire the
+    rebalance callbacks, as librdkafka does inside that call) and returns its first record, the
+    ``consume()`` that follows the rest."""
 
     steps: list[Callable[[FakeRd], list[Record]]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
@@ -75,12 +76,19 @@ class FakeRd:
     on_assign: Any = None
     on_revoke: Any = None
     on_lost: Any = None
+    rest: list[Record] = field(default_factory=list)
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
 
+    def poll(self, timeout: float) -> Record | None:
+        self.rest = self.steps.pop(0)(self) if self.steps else []
+        return self.rest.pop(0) if self.rest else None
+
     def consume(self, num_messages: int, timeout: float) -> list[Record]:
-        return self.steps.pop(0)(self) if self.steps else []
+        assert timeout == 0  # what poll() left: never waiting for a whole batch
+        found, self.rest = self.rest[:num_messages], self.rest[num_messages:]
+        return found
 
     def committed(self, parts: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [
