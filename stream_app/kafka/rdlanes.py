@@ -71,7 +71,10 @@ CONSUME_MAX_S = 0.5
 """Longest one ``consume()`` blocks the consumer thread (its stop waits for it)."""
 
 IDLE_POLL_S = 0.2
-"""How soon the consumer thread calls ``consume()`` itself when Faust's fetcher does not."""
+"""How often the consumer thread checks whether Faust's fetcher calls ``consume()``."""
+
+IDLE_AFTER_S = 1.0
+"""How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
 
 # a commit the group refused because the member is no longer in it, or moves on: not a crash (as
 # aiokafka's "already rebalanced"); the next owner reads from the last commit
@@ -120,7 +123,9 @@ def consumer_properties(settings: Settings, group_id: str, client_id: str, **fau
             # fetch returns whole (KIP-74)
             "receive.message.max.bytes": fetch_max + (16 << 20),
             # librdkafka's prefetch (64 MB by default): the worker's resident memory follows it
-            "queued.max.messages.kbytes": max(1024, min(16 * 1024, settings.lane_max_bytes // 4096)),
+            # and it is one queue for every partition: a live record waits behind what it holds of a
+            # flooded partition (drained into the thread once that partition is paused)
+            "queued.max.messages.kbytes": max(1024, min(4 * 1024, settings.lane_max_bytes // 16384)),
             "queued.min.messages": max(1000, settings.batch_max),
             "check.crcs": True,
             "isolation.level": "read_uncommitted",
@@ -260,13 +265,16 @@ class RdConsumerThread(ConsumerThread):
         self._idle = asyncio.ensure_future(self._serve_while_idle())
 
     async def _serve_while_idle(self) -> None:
-        """``consume()`` with every partition paused whenever Faust's fetcher does not call it (before
-        the first assignment starts the fetcher, and while a rebalance holds it): librdkafka joins the
-        group and serves its callbacks only inside that call."""
+        """``consume()`` whenever Faust's fetcher does not call it (before the first assignment starts
+        the fetcher, or while it is stopped): librdkafka joins the group and serves its callbacks only
+        inside that call. (Once started, the fetcher calls it even while the flow is stopped.)"""
         while not self._closing:
             await asyncio.sleep(IDLE_POLL_S)
-            if time.monotonic() - self._last_fetch > IDLE_POLL_S and self._rd is not None:
-                await self._fetch(set(), IDLE_POLL_S)
+            if time.monotonic() - self._last_fetch > IDLE_AFTER_S:
+                try:
+                    await self._poll_idle()
+                except Exception:
+                    log.exception("rdkafka_serve_failed")
 
     async def on_thread_stop(self) -> None:
         await super().on_thread_stop()
@@ -415,17 +423,42 @@ class RdConsumerThread(ConsumerThread):
         rebalances = self._rebalances
         with self._lock:
             seeks = dict(self._seeks)
-        # the first record as soon as there is one (consume() would wait out its timeout for a whole
-        # batch), then what librdkafka holds already, without waiting
-        first = rd.poll(timeout)
-        if first is None:
-            return {}
         batch = max(1, self._settings().batch_max - 1)
-        messages = [first, *rd.consume(num_messages=batch, timeout=0)]
+        deadline = time.monotonic() + timeout
+        while True:
+            # the first record as soon as there is one (consume() would wait out its timeout for a
+            # whole batch), then what librdkafka holds already, without waiting
+            first = rd.poll(max(0.0, deadline - time.monotonic()))
+            if first is None:
+                return {}
+            messages = [first, *rd.consume(num_messages=batch, timeout=0)]
+            if self._rebalances != rebalances:
+                self._rewind(rd, messages)
+                return {}
+            out = self._sorted(messages, active, seeks)
+            if out or time.monotonic() >= deadline:
+                return out
+            # all of it held back (its partitions paused meanwhile): librdkafka queues every partition's
+            # records in one queue, so it is drained here, not a batch per round trip of the app's loop,
+            # lest another partition's record wait behind it
+
+    async def _poll_idle(self) -> None:
+        """What :meth:`_serve_while_idle` fetches: every record held (the fetcher takes them once it
+        runs), pauses left as they are."""
+        rd = self._rd
+        if rd is None or self._closing:
+            return
+        rebalances = self._rebalances
+        with self._lock:
+            seeks = dict(self._seeks)
+        first = rd.poll(IDLE_POLL_S)
+        if first is None:
+            return
+        messages = [first, *rd.consume(num_messages=max(1, self._settings().batch_max - 1), timeout=0)]
         if self._rebalances != rebalances:
             self._rewind(rd, messages)
-            return {}
-        return self._sorted(messages, active, seeks)
+            return
+        self._sorted(messages, set(), seeks)
 
     def _sorted(
         self, messages: Sequence[Any], active: set[TP], seeks: Mapping[TP, int]
