@@ -26,8 +26,11 @@ Rebalances (eager, roundrobin: "revoke all, then assign", as Faust and the lanes
 A ``consume()`` that a rebalance interrupted hands nothing over (its records were fetched for an
 assignment that is gone) and rewinds what is still assigned. Faust's paused partitions are paused in
 librdkafka too; a record of a partition paused while it was fetched is held in the thread and handed
-over once the partition is resumed (never skipped). While the flow is stopped the consumer keeps
-calling ``consume()`` with everything paused: librdkafka only serves the group's callbacks there.
+over once the partition is resumed (never skipped); librdkafka queues every partition's records in one
+queue, so a fetch drains what it holds of paused partitions before it returns (a live record never
+waits behind a flood's prefetch). While the flow is stopped the fetcher keeps calling ``consume()``
+with everything paused, and before it runs the thread calls it itself: librdkafka joins the group and
+serves its callbacks only there.
 """
 
 from __future__ import annotations

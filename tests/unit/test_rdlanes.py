@@ -378,3 +378,29 @@ def test_the_consumer_properties_come_from_the_settings() -> None:
     assert props["fetch.max.bytes"] == settings.fetch_max_batch_bytes
     assert props["receive.message.max.bytes"] >= props["fetch.max.bytes"] + 512
     assert props["queued.max.messages.kbytes"] <= 16 * 1024
+
+
+def test_a_paused_partition_s_queued_records_are_drained_in_the_thread_not_ahead_of_a_live_one() -> None:
+    async def scenario() -> None:
+        flood = [rec(A, o) for o in range(100, 103)]
+        rd = FakeRd(steps=[assign(A, B), records(*flood), records(rec(B, 7))])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        # one fetch: A's queued records go aside, B's live record comes in the same call
+        assert offsets(await fetch(thread, {B})) == {1: [7]}
+        assert offsets(await fetch(thread, {A, B})) == {0: [100, 101, 102]}
+
+    asyncio.run(scenario())
+
+
+def test_the_thread_s_own_poll_before_the_fetcher_runs_joins_the_group_and_holds_what_it_gets() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A), records(rec(A, 0))])
+        thread, _ = await started(rd)
+        for _ in range(2):
+            await asyncio.to_thread(lambda: asyncio.run(thread._poll_idle()))
+        assert thread.assignment() == {A}
+        assert not any(line.startswith("pause") for line in rd.log)  # pauses are the fetcher's
+        assert offsets(await fetch(thread, {A})) == {0: [0]}  # held for the fetcher, not lost
+
+    asyncio.run(scenario())
