@@ -239,6 +239,7 @@ class RdConsumerThread(ConsumerThread):
         self._idle: asyncio.Task[None] | None = None
         self._highwaters: dict[TP, int] = {}
         self._highwaters_at = 0.0
+        self._logged: dict[tuple[str, int], float] = {}  # when each kind of error was last logged
         # the lag probe's watermarks, apart: a commit never queues behind them
         self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rdkafka-watermarks"
@@ -294,7 +295,16 @@ class RdConsumerThread(ConsumerThread):
         self._watermark_calls.shutdown(wait=False)
 
     def _on_error(self, error: KafkaError) -> None:
-        log.warning("rdkafka_error", code=error.name(), reason=error.str()[:300], fatal=error.fatal())
+        if error.fatal() or self._log_again(("error", error.code())):
+            log.warning("rdkafka_error", code=error.name(), reason=error.str()[:300], fatal=error.fatal())
+
+    def _log_again(self, key: tuple[str, int]) -> bool:
+        """At most one line a second per kind of error: a broker down is reported every few ms."""
+        now = time.monotonic()
+        if now - self._logged.get(key, 0.0) < 1.0:
+            return False
+        self._logged[key] = now
+        return True
 
     def _ensure(self) -> Any:
         if self._rd is None:
@@ -496,7 +506,8 @@ class RdConsumerThread(ConsumerThread):
                 "batch_withheld", reason=error.name(), topic=topic, partition=partition, offset=offset
             )
             return stand_in(topic, partition, offset, error)
-        log.warning("rdkafka_consume_error", code=error.name(), reason=error.str()[:300], topic=topic)
+        if error.fatal() or self._log_again(("consume", code)):
+            log.warning("rdkafka_consume_error", code=error.name(), reason=error.str()[:300], topic=topic)
         if error.fatal():
             raise KafkaException(error)
         return None
