@@ -170,16 +170,19 @@ class RdRecord:
         return None
 
 
-def stand_in(topic: str, partition: int, offset: int, error: KafkaError) -> RdRecord:
-    """The stand-in of a batch librdkafka failed to read at ``offset`` (its other offsets are a gap)."""
+def stand_in(topic: str, partition: int, offset: int, error: KafkaError, last: int | None = None) -> RdRecord:
+    """The stand-in of a batch librdkafka failed to read from ``offset`` to ``last`` (the same when its
+    end is not known), at its last offset: the offsets before it are a gap, and its ack moves the
+    partition's commit past the batch."""
     withheld = Withheld(b"")
     withheld.reason = _RECORD_ERRORS.get(error.code(), Reason.BATCH_UNDECODABLE)
     withheld.detail = f"librdkafka: {error.name()}: {error.str()}"[:500]
-    withheld.first_offset = withheld.last_offset = offset
+    withheld.first_offset = offset
+    withheld.last_offset = offset if last is None else last
     withheld.codec = "unknown"
     withheld.compressed_bytes = 0
     withheld.compressed_sha256 = hashlib.sha256(b"").digest()
-    return RdRecord(topic, partition, offset, withheld)
+    return RdRecord(topic, partition, withheld.last_offset, withheld)
 
 
 def to_message(tp: TP, record: Any, generation: int) -> ConsumerMessage:
@@ -240,6 +243,7 @@ class RdConsumerThread(ConsumerThread):
         self._highwaters: dict[TP, int] = {}
         self._highwaters_at = 0.0
         self._logged: dict[tuple[str, int], float] = {}  # when each kind of error was last logged
+        self._stood_in: dict[TP, int] = {}  # the base offset of each partition's last unreadable batch
         # the lag probe's watermarks, apart: a commit never queues behind them
         self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rdkafka-watermarks"
@@ -353,6 +357,7 @@ class RdConsumerThread(ConsumerThread):
             for tp in revoked:
                 self._held.pop(tp, None)
                 self._start_offsets.pop(tp, None)
+                self._stood_in.pop(tp, None)
         # returning gives the partitions up: librdkafka unassigns them now
 
     async def _revoke_on_app(self, revoked: set[TP], lost: bool) -> None:
@@ -389,6 +394,7 @@ class RdConsumerThread(ConsumerThread):
             self._start_offsets = {_tp(p): p.offset for p in at}
             self._paused = set()
             self._held.clear()
+            self._stood_in.clear()
             self._generation += 1
             generation = self._generation
         log.info("rdkafka_assigned", partitions=len(assigned), generation=generation)
@@ -502,14 +508,99 @@ class RdConsumerThread(ConsumerThread):
             return None
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if code in _RECORD_ERRORS and topic is not None and partition is not None and (offset or -1) >= 0:
-            log.warning(
-                "batch_withheld", reason=error.name(), topic=topic, partition=partition, offset=offset
-            )
-            return stand_in(topic, partition, offset, error)
+            return self._withhold(TP(topic, partition), offset, error)
         if error.fatal() or self._log_again(("consume", code)):
             log.warning("rdkafka_consume_error", code=error.name(), reason=error.str()[:300], topic=topic)
         if error.fatal():
             raise KafkaException(error)
+        return None
+
+    def _withhold(self, tp: TP, base: int, error: KafkaError) -> RdRecord | None:
+        """librdkafka reports a batch it cannot read (zstd over its bound: ``_BAD_COMPRESSION``) at the
+        batch's base offset, stays there and fails it again twice a second, without saying where the
+        batch ends (docs/performance.md, the bomb table). Its end is found by bisecting with a probe
+        consumer of that partition alone; one stand-in takes the batch's offsets and the partition is
+        seeked past it. Without an end (the probe failed), one stand-in at the base offset and the
+        partition stays stalled there (logged), never a stand-in per failed fetch."""
+        if self._stood_in.get(tp) == base:
+            if self._log_again(("stalled", tp.partition)):
+                log.error("rdkafka_partition_stalled", topic=tp.topic, partition=tp.partition, offset=base)
+            return None
+        self._stood_in[tp] = base
+        end = self._batch_end(tp, base)
+        log.warning(
+            "batch_withheld",
+            reason=error.name(),
+            topic=tp.topic,
+            partition=tp.partition,
+            first_offset=base,
+            next_offset=end,
+        )
+        if end is None:
+            return stand_in(tp.topic, tp.partition, base, error)
+        rd = self._rd
+        if rd is not None:
+            try:
+                rd.seek(TopicPartition(tp.topic, tp.partition, end))
+            except KafkaException as exc:
+                log.warning(
+                    "rdkafka_seek_past_failed", topic=tp.topic, partition=tp.partition, reason=str(exc)[:200]
+                )
+        return stand_in(tp.topic, tp.partition, base, error, last=end - 1)
+
+    def _probe(self) -> Any:
+        """A consumer outside the group (assigned, never subscribed, never committing) to bisect with."""
+        settings = self._settings()
+        return Consumer(
+            confluent_config(
+                settings,
+                **{
+                    "group.id": f"{self.app.conf.id}-probe",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": False,
+                    "fetch.max.bytes": settings.fetch_max_batch_bytes,
+                    "receive.message.max.bytes": settings.fetch_max_batch_bytes + (16 << 20),
+                },
+            )
+            | {"logger": logging.getLogger("stream_app.kafka.rdkafka")}
+        )
+
+    def _batch_end(self, tp: TP, base: int) -> int | None:
+        """The first offset after the unreadable batch at ``base`` (None: not found in time): the first
+        offset between it and the high watermark whose fetch does not fail at ``base``."""
+        try:
+            probe = self._probe()
+        except KafkaException as exc:
+            log.warning("rdkafka_probe_failed", reason=str(exc)[:200])
+            return None
+        part = TopicPartition(tp.topic, tp.partition)
+        try:
+            low, high = base + 1, int(probe.get_watermark_offsets(part, timeout=CALL_TIMEOUT_S)[1])
+            while low < high:
+                middle = (low + high) // 2
+                probe.assign([TopicPartition(tp.topic, tp.partition, middle)])
+                fails = self._probe_fails(probe, base)
+                if fails is None:
+                    return None
+                low, high = (middle + 1, high) if fails else (low, middle)
+        except KafkaException as exc:
+            log.warning("rdkafka_probe_failed", reason=str(exc)[:200])
+            return None
+        else:
+            return low
+        finally:
+            probe.close()
+
+    @staticmethod
+    def _probe_fails(probe: Any, base: int) -> bool | None:
+        """Whether the probe's fetch fails at ``base`` again (None: no answer within the call bound)."""
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for message in probe.consume(num_messages=1, timeout=0.5):
+                error = message.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                return error is not None and message.offset() == base
         return None
 
     def _rewind(self, rd: Any, messages: Sequence[Any]) -> None:
@@ -527,6 +618,7 @@ class RdConsumerThread(ConsumerThread):
         with self._lock:
             self._seeks[tp] = self._seeks.get(tp, 0) + 1
             self._held.pop(tp, None)
+            self._stood_in.pop(tp, None)  # an unreadable batch met again after a seek is withheld again
         try:
             rd.seek(TopicPartition(tp.topic, tp.partition, offset))
         except KafkaException as exc:

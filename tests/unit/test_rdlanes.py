@@ -321,24 +321,74 @@ def test_a_commit_the_group_refuses_returns_false_and_never_crashes(code: int) -
     asyncio.run(scenario())
 
 
-def test_a_batch_librdkafka_cannot_read_becomes_a_stand_in_at_its_offset_and_eof_is_ignored() -> None:
+@dataclass
+class FakeProbe:
+    """The probe consumer: a fetch at ``base`` up to ``end`` fails at ``base`` (one unreadable batch),
+    after it reads."""
+
+    base: int
+    end: int
+    high: int
+    at: int = -1
+    fetches: int = 0
+    closed: bool = False
+
+    def get_watermark_offsets(self, part: TopicPartition, timeout: float) -> tuple[int, int]:
+        return (0, self.high)
+
+    def assign(self, parts: list[TopicPartition]) -> None:
+        self.at = parts[0].offset
+
+    def consume(self, num_messages: int, timeout: float) -> list[Record]:
+        self.fetches += 1
+        if self.at < self.end:
+            return [Record("in", 0, self.base, error_=KafkaError(KafkaError._BAD_COMPRESSION))]
+        return [rec(A, self.at)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_batch_librdkafka_cannot_read_becomes_one_stand_in_for_all_its_offsets_and_is_skipped() -> None:
     async def scenario() -> None:
-        bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION, "lz4 failed"))
+        bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION, "zstd failed"))
         eof = Record("in", 1, 3, error_=KafkaError(KafkaError._PARTITION_EOF))
         transport = Record(None, None, -1001, error_=KafkaError(KafkaError._TRANSPORT, "broker down"))
-        rd = FakeRd(
-            steps=[assign(A, B), records(rec(A, 40), bad, eof, transport, rec(A, 45, headers_=[("h", b"x")]))]
-        )
+        rd = FakeRd(steps=[assign(A, B), records(rec(A, 40), bad, eof, transport), records(bad)])
         thread, _ = await started(rd)
+        probe = FakeProbe(base=41, end=45, high=50)
+        thread._probe = lambda: probe  # type: ignore[method-assign]
         await fetch(thread, set())
         fetched = await fetch(thread, {A, B})
-        assert offsets(fetched) == {0: [40, 41, 45]}
+        assert offsets(fetched) == {0: [40, 44]}  # the stand-in at the batch's last offset: 41-43 a gap
         stand_in = fetched[A][1].value
         assert isinstance(stand_in, Withheld)
         assert stand_in.reason == Reason.BATCH_UNDECODABLE
         assert "_BAD_COMPRESSION" in stand_in.detail
-        assert (stand_in.first_offset, stand_in.last_offset) == (41, 41)
-        assert fetched[A][2].headers == [("h", b"x")]  # headers kept: dead letters carry them
+        assert (stand_in.first_offset, stand_in.last_offset) == (41, 44)
+        assert rd.log[-1] == "seek 0@45"  # past the batch: librdkafka would fail it again for ever
+        assert probe.closed
+        assert probe.fetches <= 4  # bisected between 42 and the high watermark
+        assert await fetch(thread, {A, B}) == {}  # the same failure again: never a second stand-in
+
+    asyncio.run(scenario())
+
+
+def test_without_the_batch_s_end_one_stand_in_at_its_base_offset() -> None:
+    async def scenario() -> None:
+        bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION))
+        rd = FakeRd(steps=[assign(A), records(bad, rec(A, 45, headers_=[("h", b"x")]))])
+        thread, _ = await started(rd)
+
+        def unreachable() -> Any:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+        thread._probe = unreachable  # type: ignore[method-assign]
+        await fetch(thread, set())
+        fetched = await fetch(thread, {A})
+        assert offsets(fetched) == {0: [41, 45]}
+        assert (fetched[A][0].value.first_offset, fetched[A][0].value.last_offset) == (41, 41)
+        assert fetched[A][1].headers == [("h", b"x")]  # headers kept: dead letters carry them
 
     asyncio.run(scenario())
 
