@@ -171,32 +171,11 @@ def earliest_offsets(app: faust.App) -> EarliestOffsets:
     return earliest
 
 
-COMMITTED_TIMEOUT_S = 10.0
-
-
 def committed_offsets(app: faust.App) -> CommittedOffsets:
     """What Kafka says the group committed for each partition asked (None: nothing), fetched from the
-    group's coordinator by the worker's own consumer (aiokafka's ``committed``, in its thread)."""
+    group's coordinator by the worker's own consumer, whichever its driver (bounded in time)."""
 
     async def committed(partitions: Sequence[Partition]) -> Mapping[Partition, int | None]:
-        consumer_of_app: Any = app.consumer
-        thread = consumer_of_app._thread
-
-        async def fetch() -> dict[Partition, int | None]:
-            consumer = thread._ensure_consumer()
-
-            async def each() -> dict[Partition, int | None]:
-                out: dict[Partition, int | None] = {}
-                for topic, partition in partitions:
-                    offset = await consumer.committed(TP(topic, partition))
-                    out[(topic, partition)] = None if offset is None or offset < 0 else int(offset)
-                return out
-
-            # aiokafka retries a coordinator it cannot reach for ever: bounded, so the audit gives up
-            # (and tries at its next interval) instead of holding the consumer thread
-            return await asyncio.wait_for(each(), COMMITTED_TIMEOUT_S)
-
-        result: dict[Partition, int | None] = await thread.call_thread(fetch)
-        return result
+        return await lane_consumer(app).committed_offsets(partitions)
 
     return committed

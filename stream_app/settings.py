@@ -227,6 +227,13 @@ class Settings(BaseSettings):
         description="Most bytes (keys and values) of fetched records a stage's lane holds before the worker "
         "stops fetching the partitions that fill it (as it does at four batches of records).",
     )
+    consumer_driver: Literal["aiokafka", "librdkafka"] = Field(
+        "aiokafka",
+        description=(
+            "Which Kafka client a worker consumes with: aiokafka (Faust's own) or librdkafka through"
+            " confluent-kafka (stream_app/kafka/rdlanes.py, experimental: docs/performance.md)."
+        ),
+    )
     fetch_min_bytes: int = Field(
         65_536,
         ge=1,

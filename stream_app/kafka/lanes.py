@@ -40,6 +40,9 @@ log = get_logger(__name__)
 
 _T = TypeVar("_T")
 
+COMMITTED_TIMEOUT_S = 10.0
+"""Longest a consumer asks the group's coordinator what was committed before giving up."""
+
 
 Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
 """A record's headers as consumers hand them over: Faust's list of pairs, a mapping, or none."""
@@ -443,6 +446,30 @@ class LaneConsumer(faust_aiokafka.Consumer):
         resumed = {TP(tp.topic, tp.partition) for tp in lane.release()} & self.assignment()
         if resumed:
             self.resume_partitions(resumed)
+
+    async def committed_offsets(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None]:
+        """What the group committed for each partition asked (None: nothing), fetched from the group's
+        coordinator by aiokafka's ``committed`` in the consumer's thread."""
+        thread = self._thread
+
+        async def fetch() -> dict[tuple[str, int], int | None]:
+            consumer = thread._ensure_consumer()
+
+            async def each() -> dict[tuple[str, int], int | None]:
+                out: dict[tuple[str, int], int | None] = {}
+                for topic, partition in partitions:
+                    offset = await consumer.committed(TP(topic, partition))
+                    out[(topic, partition)] = None if offset is None or offset < 0 else int(offset)
+                return out
+
+            # aiokafka retries a coordinator it cannot reach for ever: bounded, so the audit gives up
+            # (and tries at its next interval) instead of holding the consumer thread
+            return await asyncio.wait_for(each(), COMMITTED_TIMEOUT_S)
+
+        result: dict[tuple[str, int], int | None] = await thread.call_thread(fetch)
+        return result
 
     def current(self, delivery: Delivery) -> bool:
         """Whether ``delivery`` was fetched since the last revocation and assignment."""

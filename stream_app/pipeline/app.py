@@ -91,6 +91,11 @@ class StreamApp(faust.App):
             close()
 
     def _new_transport(self) -> Any:
+        settings = self.stream_settings
+        if settings is not None and settings.consumer_driver == "librdkafka":
+            from stream_app.kafka.rdlanes import RdLaneTransport  # confluent-kafka's consumer, when chosen
+
+            return RdLaneTransport(self.conf.broker_consumer, self)
         return LaneTransport(self.conf.broker_consumer, self)
 
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:

@@ -1,0 +1,860 @@
+"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, experimental).
+
+The same :class:`stream_app.kafka.lanes.LaneConsumer` (per-partition lanes, the bulk lane's priority,
+pause on a full lane, the generation and epoch fence, drop on revoke) over a confluent-kafka consumer
+instead of aiokafka: only the fetching, the commits and the group's rebalances differ. Faust's consumer
+bookkeeping (acks, gaps, commits of acked offsets, flow control) and the app stay Faust's; the group is
+the Faust app's own, joined by this driver.
+
+Threads. One consumer thread (Faust's :class:`ConsumerThread`) owns the fetch (``poll()`` for the first
+record, as soon as there is one, then ``consume()`` of what librdkafka holds already; "``consume()``"
+below means both): librdkafka serves the group's rebalance callbacks inside that call, on that thread.
+Everything else librdkafka offers thread-safely (commit, committed, seek, watermarks) is called from the
+app's loop through a small executor, bounded in time, never queued behind a ``consume()``.
+
+Rebalances (eager, roundrobin: "revoke all, then assign", as Faust and the lanes assume):
+
+* on revoke, inside ``consume()``: on the app's loop, ``app.on_rebalance_start()``, a commit of what was
+  acked (not when the assignment was lost: another member owns the partitions already), then Faust's
+  revoke handler (stop the flow, pause, :meth:`Lanes.drop`); the callback waits for all that (bounded)
+  before librdkafka gives the partitions up.
+* on assign: the committed offsets are read (bounded) and the partitions assigned at them, a counter is
+  the group's generation (Python sees none; the fences only compare it within the process), and Faust's
+  assign handler runs on the app's loop; its recovery seeks every partition to its committed offset
+  before the flow resumes.
+
+A ``consume()`` that a rebalance interrupted hands nothing over (its records were fetched for an
+assignment that is gone) and rewinds what is still assigned. Faust's paused partitions are paused in
+librdkafka too; a record of a partition paused while it was fetched is held in the thread and handed
+over once the partition is resumed (never skipped); librdkafka queues every partition's records in one
+queue, so a fetch drains what it holds of paused partitions before it returns (a live record never
+waits behind a flood's prefetch). While the flow is stopped the fetcher keeps calling ``consume()``
+with everything paused, and before it runs the thread calls it itself: librdkafka joins the group and
+serves its callbacks only there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from faust.transport.consumer import ConsumerThread
+from faust.types import TP, ConsumerMessage
+from faust.types.transports import ConsumerT
+
+from stream_app.domain.reasons import Reason
+from stream_app.kafka.config import confluent_config
+from stream_app.kafka.fetch_bounds import Withheld
+from stream_app.kafka.lanes import COMMITTED_TIMEOUT_S, LaneConsumer, LaneTransport
+from stream_app.kafka.partitioning import murmur2
+from stream_app.logs import get_logger
+from stream_app.settings import Settings
+
+log = get_logger(__name__)
+
+_T = TypeVar("_T")
+
+CALL_TIMEOUT_S = 10.0
+"""Longest a call to the group's coordinator or a broker (commit, committed, watermarks) may take."""
+
+CONSUME_MAX_S = 0.5
+"""Longest one ``consume()`` blocks the consumer thread (its stop waits for it)."""
+
+IDLE_POLL_S = 0.2
+"""How often the consumer thread checks whether Faust's fetcher calls ``consume()``."""
+
+IDLE_AFTER_S = 1.0
+"""How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
+
+# a commit the group refused because the member is no longer in it, or moves on: not a crash (as
+# aiokafka's "already rebalanced"); the next owner reads from the last commit
+_REBALANCED = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError._NO_OFFSET,
+    }
+)
+# errors of a record batch librdkafka could not read: a stand-in takes its place (dead-lettered)
+_RECORD_ERRORS = {
+    KafkaError._BAD_COMPRESSION: Reason.BATCH_UNDECODABLE,
+    KafkaError._BAD_MSG: Reason.BATCH_UNDECODABLE,
+    KafkaError.INVALID_MSG: Reason.BATCH_UNDECODABLE,
+    KafkaError._CRIT_SYS_RESOURCE: Reason.DECOMPRESSED_TOO_LARGE,
+    KafkaError.MSG_SIZE_TOO_LARGE: Reason.DECOMPRESSED_TOO_LARGE,
+}
+
+
+def consumer_properties(settings: Settings, group_id: str, client_id: str, **faust: Any) -> dict[str, Any]:
+    """The librdkafka consumer's properties: brokers and security from ``settings`` (as every confluent
+    client of the project), the group's timing from Faust's configuration (``faust``: session,
+    heartbeat and poll intervals in seconds, the offset reset), fetch sizes from the fetch settings."""
+    fetch_max = settings.fetch_max_batch_bytes
+    return confluent_config(
+        settings,
+        **{
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "partition.assignment.strategy": "roundrobin",
+            "session.timeout.ms": int(faust["session_timeout_s"] * 1000),
+            "heartbeat.interval.ms": int(faust["heartbeat_interval_s"] * 1000),
+            "max.poll.interval.ms": int(faust["max_poll_interval_s"] * 1000),
+            "auto.offset.reset": faust["auto_offset_reset"],
+            "fetch.min.bytes": settings.fetch_min_bytes,
+            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            "max.partition.fetch.bytes": min(1 << 20, fetch_max),
+            "fetch.max.bytes": fetch_max,
+            # at least fetch.max.bytes + 512 (librdkafka insists), and room for one batch above it that a
+            # fetch returns whole (KIP-74)
+            "receive.message.max.bytes": fetch_max + (16 << 20),
+            # librdkafka's prefetch (64 MB by default): the worker's resident memory follows it
+            # and it is one queue for every partition: a live record waits behind what it holds of a
+            # flooded partition (drained into the thread once that partition is paused)
+            "queued.max.messages.kbytes": max(1024, min(4 * 1024, settings.lane_max_bytes // 16384)),
+            "queued.min.messages": max(1000, settings.batch_max),
+            "check.crcs": True,
+            "isolation.level": "read_uncommitted",
+        },
+    )
+
+
+class RdRecord:
+    """A stand-in for a record librdkafka could not read (a confluent ``Message`` in shape): its value is
+    a :class:`Withheld` the stage dead-letters by position."""
+
+    __slots__ = ("_offset", "_partition", "_topic", "_value")
+
+    def __init__(self, topic: str, partition: int, offset: int, value: Withheld) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def error(self) -> None:
+        return None
+
+
+def stand_in(topic: str, partition: int, offset: int, error: KafkaError, last: int | None = None) -> RdRecord:
+    """The stand-in of a batch librdkafka failed to read from ``offset`` to ``last`` (the same when its
+    end is not known), at its last offset: the offsets before it are a gap, and its ack moves the
+    partition's commit past the batch."""
+    withheld = Withheld(b"")
+    withheld.reason = _RECORD_ERRORS.get(error.code(), Reason.BATCH_UNDECODABLE)
+    withheld.detail = f"librdkafka: {error.name()}: {error.str()}"[:500]
+    withheld.first_offset = offset
+    withheld.last_offset = offset if last is None else last
+    withheld.codec = "unknown"
+    withheld.compressed_bytes = 0
+    withheld.compressed_sha256 = hashlib.sha256(b"").digest()
+    return RdRecord(topic, partition, withheld.last_offset, withheld)
+
+
+def to_message(tp: TP, record: Any, generation: int) -> ConsumerMessage:
+    """Faust's message of a confluent ``Message`` (headers kept: dead letters carry them)."""
+    kind, stamp = record.timestamp()
+    key, value = record.key(), record.value()
+    return ConsumerMessage(
+        tp.topic,
+        tp.partition,
+        record.offset(),
+        stamp / 1000.0 if kind else cast(float, None),
+        kind,
+        record.headers() or [],
+        key,
+        value,
+        None,
+        len(key) if key is not None else 0,
+        len(value) if value is not None else 0,
+        tp,
+        generation_id=generation,
+    )
+
+
+def _tp(partition: Any) -> TP:
+    return TP(partition.topic, partition.partition)
+
+
+def _parts(tps: Iterable[TP], offset: int | None = None) -> list[TopicPartition]:
+    if offset is None:
+        return [TopicPartition(tp.topic, tp.partition) for tp in sorted(tps)]
+    return [TopicPartition(tp.topic, tp.partition, offset) for tp in sorted(tps)]
+
+
+def _code(exc: KafkaException) -> int | None:
+    error = exc.args[0] if exc.args else None
+    return error.code() if isinstance(error, KafkaError) else None
+
+
+class RdConsumerThread(ConsumerThread):
+    """Faust's consumer thread over a librdkafka consumer (see the module)."""
+
+    def __init__(self, consumer: ConsumerT, **kwargs: Any) -> None:
+        super().__init__(cast(Any, consumer), **kwargs)
+        self._rd: Any = None  # the confluent Consumer, made when the thread starts
+        self._lock = threading.Lock()  # guards what both the thread and the app's loop touch
+        self._assigned: set[TP] = set()
+        self._start_offsets: dict[TP, int] = {}  # where each partition was assigned (committed or invalid)
+        self._paused: set[TP] = set()  # paused in librdkafka
+        self._held: dict[TP, list[Any]] = {}  # fetched while their partition was paused: handed over later
+        self._seeks: dict[TP, int] = {}  # seeks per partition (a fetch overtaken by one is not handed over)
+        self._rebalances = 0  # callbacks served (a fetch a rebalance interrupted is not handed over)
+        self._generation = 0
+        self._revoked = False  # a revocation started the rebalance the next assignment ends
+        self._closing = False
+        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdkafka-call")
+        self._last_fetch = 0.0  # monotonic time Faust's fetcher last asked for records
+        self._idle: asyncio.Task[None] | None = None
+        self._highwaters: dict[TP, int] = {}
+        self._highwaters_at = 0.0
+        self._logged: dict[tuple[str, int], float] = {}  # when each kind of error was last logged
+        self._stood_in: dict[TP, int] = {}  # the base offset of each partition's last unreadable batch
+        # the lag probe's watermarks, apart: a commit never queues behind them
+        self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rdkafka-watermarks"
+        )
+
+    # --- the consumer and the calls around it ---
+
+    def _settings(self) -> Settings:
+        settings: Settings | None = getattr(self.app, "stream_settings", None)
+        return settings if settings is not None else Settings()
+
+    def _properties(self) -> dict[str, Any]:
+        conf = self.app.conf
+        settings = self._settings()
+        return consumer_properties(
+            settings,
+            conf.id,
+            conf.broker_client_id,
+            session_timeout_s=conf.broker_session_timeout,
+            heartbeat_interval_s=conf.broker_heartbeat_interval,
+            max_poll_interval_s=conf.broker_max_poll_interval,
+            auto_offset_reset=conf.consumer_auto_offset_reset,
+        ) | {"logger": logging.getLogger("stream_app.kafka.rdkafka"), "error_cb": self._on_error}
+
+    async def on_start(self) -> None:
+        self._rd = Consumer(self._properties())
+        self._idle = asyncio.ensure_future(self._serve_while_idle())
+
+    async def _serve_while_idle(self) -> None:
+        """``consume()`` whenever Faust's fetcher does not call it (before the first assignment starts
+        the fetcher, or while it is stopped): librdkafka joins the group and serves its callbacks only
+        inside that call. (Once started, the fetcher calls it even while the flow is stopped.)"""
+        while not self._closing:
+            await asyncio.sleep(IDLE_POLL_S)
+            if time.monotonic() - self._last_fetch > IDLE_AFTER_S:
+                try:
+                    await self._poll_idle()
+                except Exception:
+                    log.exception("rdkafka_serve_failed")
+
+    async def on_thread_stop(self) -> None:
+        await super().on_thread_stop()
+        self._closing = True
+        if self._idle is not None:
+            self._idle.cancel()
+        rd, self._rd = self._rd, None
+        if rd is not None:
+            try:
+                rd.close()  # leaves the group at once (no session timeout for the others to wait)
+            except Exception as exc:
+                log.warning("rdkafka_close_failed", error=repr(exc)[:300])
+        self._calls.shutdown(wait=False)
+        self._watermark_calls.shutdown(wait=False)
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal() or self._log_again(("error", error.code())):
+            log.warning("rdkafka_error", code=error.name(), reason=error.str()[:300], fatal=error.fatal())
+
+    def _log_again(self, key: tuple[str, int]) -> bool:
+        """At most one line a second per kind of error: a broker down is reported every few ms."""
+        now = time.monotonic()
+        if now - self._logged.get(key, 0.0) < 1.0:
+            return False
+        self._logged[key] = now
+        return True
+
+    def _ensure(self) -> Any:
+        if self._rd is None:
+            raise RuntimeError("the librdkafka consumer is not started")
+        return self._rd
+
+    async def _call(self, fun: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``fun`` in the call executor (librdkafka's thread-safe calls), at most ``CALL_TIMEOUT_S``."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._calls, lambda: fun(*args, **kwargs))
+        return await asyncio.wait_for(future, CALL_TIMEOUT_S + 1.0)
+
+    def _on_app(self, coro: Awaitable[None], what: str) -> None:
+        """Run ``coro`` on the app's loop and wait for it (from a callback, on the consumer thread)."""
+        timeout = max(1.0, float(self.app.conf.broker_session_timeout) * 0.9)
+        future = asyncio.run_coroutine_threadsafe(cast(Any, coro), self.consumer.loop)
+        try:
+            future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            log.warning("rdkafka_rebalance_slow", step=what, waited_s=timeout)
+        except Exception:
+            log.exception("rdkafka_rebalance_failed", step=what)
+
+    # --- rebalances (callbacks: on the consumer thread, inside consume()) ---
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        self._ensure().subscribe(
+            sorted(set(topics)), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _on_revoke(self, rd: Any, partitions: list[TopicPartition]) -> None:
+        self._revoke({_tp(p) for p in partitions}, lost=False)
+
+    def _on_lost(self, rd: Any, partitions: list[TopicPartition]) -> None:
+        self._revoke({_tp(p) for p in partitions}, lost=True)
+
+    def _revoke(self, revoked: set[TP], *, lost: bool) -> None:
+        self._rebalances += 1
+        self._revoked = True
+        log.info("rdkafka_revoked", partitions=len(revoked), lost=lost)
+        if not (self._closing or self.app.should_stop):
+            self._on_app(self._revoke_on_app(revoked, lost), "revoke")
+        with self._lock:
+            self._assigned -= revoked
+            self._paused -= revoked
+            for tp in revoked:
+                self._held.pop(tp, None)
+                self._start_offsets.pop(tp, None)
+                self._stood_in.pop(tp, None)
+        # returning gives the partitions up: librdkafka unassigns them now
+
+    async def _revoke_on_app(self, revoked: set[TP], lost: bool) -> None:
+        self.app.on_rebalance_start()
+        if revoked and not lost:  # what was acked stays done; a lost assignment's commit is refused anyway
+            try:
+                await asyncio.wait_for(self.consumer.commit(), CALL_TIMEOUT_S + 2.0)
+            except Exception as exc:
+                log.warning("rdkafka_revoke_commit_failed", error=repr(exc)[:300])
+        await self.consumer.on_partitions_revoked(revoked)
+
+    def _on_assign(self, rd: Any, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
+        if self._closing or self.app.should_stop:
+            return
+        if not self._revoked:  # the first assignment: Faust's rebalance starts with a revocation
+            self._on_app(self._revoke_on_app(set(), False), "revoke")
+        self._revoked = False
+        assigned = {_tp(p) for p in partitions}
+        try:
+            found = rd.committed(partitions, timeout=COMMITTED_TIMEOUT_S) if partitions else []
+            at = [TopicPartition(p.topic, p.partition, p.offset) for p in found]
+        except KafkaException as exc:  # librdkafka reads the committed offsets itself then
+            log.warning("rdkafka_committed_failed", error=repr(exc)[:300])
+            at = [TopicPartition(p.topic, p.partition) for p in partitions]
+        rd.assign(at)
+        if at:  # a partition paused before it was given up stays paused in librdkafka otherwise
+            try:
+                rd.resume(at)
+            except KafkaException as exc:
+                log.info("rdkafka_resume_skipped", reason=str(exc)[:200])
+        with self._lock:
+            self._assigned = assigned
+            self._start_offsets = {_tp(p): p.offset for p in at}
+            self._paused = set()
+            self._held.clear()
+            self._stood_in.clear()
+            self._generation += 1
+            generation = self._generation
+        log.info("rdkafka_assigned", partitions=len(assigned), generation=generation)
+        self._on_app(self._assign_on_app(assigned, generation), "assign")
+
+    async def _assign_on_app(self, assigned: set[TP], generation: int) -> None:
+        self.app.consumer_generation_id = generation
+        await self.consumer.on_partitions_assigned(assigned, generation)
+
+    # --- fetching (on the consumer thread) ---
+
+    async def getmany(
+        self,
+        active_partitions: set[TP] | None,
+        timeout: float,  # noqa: ASYNC109 - Faust's signature
+    ) -> Mapping[TP, list[Any]]:
+        self._last_fetch = time.monotonic()
+        return cast(
+            Mapping[TP, list[Any]],
+            await self.call_thread(self._fetch, active_partitions, min(timeout, CONSUME_MAX_S)),
+        )
+
+    def _sync_paused(self, rd: Any, active: set[TP]) -> None:
+        """Pause in librdkafka what Faust paused, resume what it resumed."""
+        with self._lock:
+            want = self._assigned - active
+            to_pause = want - self._paused
+            to_resume = self._paused - want
+            self._paused = (self._paused | to_pause) - to_resume
+        if to_pause:
+            rd.pause(_parts(to_pause))
+        if to_resume:
+            rd.resume(_parts(to_resume))
+
+    async def _fetch(self, active: set[TP] | None, timeout: float) -> dict[TP, list[Any]]:  # noqa: ASYNC109
+        rd = self._rd
+        if rd is None or self._closing:
+            return {}
+        active = set(self._assigned) if active is None else {TP(tp.topic, tp.partition) for tp in active}
+        self._sync_paused(rd, active)
+        with self._lock:
+            ready = {tp: self._held.pop(tp) for tp in list(self._held) if tp in active}
+        if ready:
+            return ready
+        rebalances = self._rebalances
+        with self._lock:
+            seeks = dict(self._seeks)
+        batch = max(1, self._settings().batch_max - 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            # the first record as soon as there is one (consume() would wait out its timeout for a
+            # whole batch), then what librdkafka holds already, without waiting
+            first = rd.poll(max(0.0, deadline - time.monotonic()))
+            if first is None:
+                return {}
+            messages = [first, *rd.consume(num_messages=batch, timeout=0)]
+            if self._rebalances != rebalances:
+                self._rewind(rd, messages)
+                return {}
+            out = self._sorted(messages, active, seeks)
+            if out or time.monotonic() >= deadline:
+                return out
+            # all of it held back (its partitions paused meanwhile): librdkafka queues every partition's
+            # records in one queue, so it is drained here, not a batch per round trip of the app's loop,
+            # lest another partition's record wait behind it
+
+    async def _poll_idle(self) -> None:
+        """What :meth:`_serve_while_idle` fetches: every record held (the fetcher takes them once it
+        runs), pauses left as they are."""
+        rd = self._rd
+        if rd is None or self._closing:
+            return
+        rebalances = self._rebalances
+        with self._lock:
+            seeks = dict(self._seeks)
+        first = rd.poll(IDLE_POLL_S)
+        if first is None:
+            return
+        messages = [first, *rd.consume(num_messages=max(1, self._settings().batch_max - 1), timeout=0)]
+        if self._rebalances != rebalances:
+            self._rewind(rd, messages)
+            return
+        self._sorted(messages, set(), seeks)
+
+    def _sorted(
+        self, messages: Sequence[Any], active: set[TP], seeks: Mapping[TP, int]
+    ) -> dict[TP, list[Any]]:
+        """The records of one ``consume()`` by partition: errors checked, records of a partition paused
+        meanwhile held back, of one seeked meanwhile dropped (fetched again from where it was seeked)."""
+        out: dict[TP, list[Any]] = {}
+        generation = self.app.consumer_generation_id
+        for message in messages:
+            error = message.error()
+            record = message if error is None else self._error(message, error)
+            if record is None:
+                continue
+            tp = TP(record.topic(), record.partition())
+            out.setdefault(tp, []).append(to_message(tp, record, generation))
+        with self._lock:
+            for tp in list(out):
+                if tp not in self._assigned or self._seeks.get(tp, 0) != seeks.get(tp, 0):
+                    del out[tp]
+                elif tp not in active:
+                    self._held.setdefault(tp, []).extend(out.pop(tp))
+        return out
+
+    def _error(self, message: Any, error: KafkaError) -> RdRecord | None:
+        """A record error becomes a stand-in (dead-lettered by position); other errors are logged."""
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if code in _RECORD_ERRORS and topic is not None and partition is not None and (offset or -1) >= 0:
+            return self._withhold(TP(topic, partition), offset, error)
+        if error.fatal() or self._log_again(("consume", code)):
+            log.warning("rdkafka_consume_error", code=error.name(), reason=error.str()[:300], topic=topic)
+        if error.fatal():
+            raise KafkaException(error)
+        return None
+
+    def _withhold(self, tp: TP, base: int, error: KafkaError) -> RdRecord | None:
+        """librdkafka reports a batch it cannot read (zstd over its bound: ``_BAD_COMPRESSION``) at the
+        batch's base offset, stays there and fails it again twice a second, without saying where the
+        batch ends (docs/performance.md, the bomb table). Its end is found by bisecting with a probe
+        consumer of that partition alone; one stand-in takes the batch's offsets and the partition is
+        seeked past it. Without an end (the probe failed), one stand-in at the base offset and the
+        partition stays stalled there (logged), never a stand-in per failed fetch."""
+        if self._stood_in.get(tp) == base:
+            if self._log_again(("stalled", tp.partition)):
+                log.error("rdkafka_partition_stalled", topic=tp.topic, partition=tp.partition, offset=base)
+            return None
+        self._stood_in[tp] = base
+        end = self._batch_end(tp, base)
+        log.warning(
+            "batch_withheld",
+            reason=error.name(),
+            topic=tp.topic,
+            partition=tp.partition,
+            first_offset=base,
+            next_offset=end,
+        )
+        if end is None:
+            return stand_in(tp.topic, tp.partition, base, error)
+        rd = self._rd
+        if rd is not None:
+            try:
+                rd.seek(TopicPartition(tp.topic, tp.partition, end))
+            except KafkaException as exc:
+                log.warning(
+                    "rdkafka_seek_past_failed", topic=tp.topic, partition=tp.partition, reason=str(exc)[:200]
+                )
+        return stand_in(tp.topic, tp.partition, base, error, last=end - 1)
+
+    def _probe(self) -> Any:
+        """A consumer outside the group (assigned, never subscribed, never committing) to bisect with."""
+        settings = self._settings()
+        return Consumer(
+            confluent_config(
+                settings,
+                **{
+                    "group.id": f"{self.app.conf.id}-probe",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": False,
+                    "fetch.max.bytes": settings.fetch_max_batch_bytes,
+                    "receive.message.max.bytes": settings.fetch_max_batch_bytes + (16 << 20),
+                },
+            )
+            | {"logger": logging.getLogger("stream_app.kafka.rdkafka")}
+        )
+
+    def _batch_end(self, tp: TP, base: int) -> int | None:
+        """The first offset after the unreadable batch at ``base`` (None: not found in time): the first
+        offset between it and the high watermark whose fetch does not fail at ``base``."""
+        try:
+            probe = self._probe()
+        except KafkaException as exc:
+            log.warning("rdkafka_probe_failed", reason=str(exc)[:200])
+            return None
+        part = TopicPartition(tp.topic, tp.partition)
+        try:
+            low, high = base + 1, int(probe.get_watermark_offsets(part, timeout=CALL_TIMEOUT_S)[1])
+            while low < high:
+                middle = (low + high) // 2
+                probe.assign([TopicPartition(tp.topic, tp.partition, middle)])
+                fails = self._probe_fails(probe, base)
+                if fails is None:
+                    return None
+                low, high = (middle + 1, high) if fails else (low, middle)
+        except KafkaException as exc:
+            log.warning("rdkafka_probe_failed", reason=str(exc)[:200])
+            return None
+        else:
+            return low
+        finally:
+            probe.close()
+
+    @staticmethod
+    def _probe_fails(probe: Any, base: int) -> bool | None:
+        """Whether the probe's fetch fails at ``base`` again (None: no answer within the call bound)."""
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for message in probe.consume(num_messages=1, timeout=0.5):
+                error = message.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                return error is not None and message.offset() == base
+        return None
+
+    def _rewind(self, rd: Any, messages: Sequence[Any]) -> None:
+        """A rebalance ran inside this ``consume()``: its records are not handed over; the partitions
+        still assigned are set back where they were assigned (their records are fetched again)."""
+        fetched = {TP(m.topic(), m.partition()) for m in messages if m.topic() is not None}
+        with self._lock:
+            again = {tp: self._start_offsets.get(tp, -1001) for tp in fetched & self._assigned}
+        for tp, offset in again.items():
+            self._seek_rd(rd, tp, offset if offset >= 0 else OFFSET_BEGINNING)
+
+    # --- positions (from the app's loop) ---
+
+    def _seek_rd(self, rd: Any, tp: TP, offset: int) -> None:
+        with self._lock:
+            self._seeks[tp] = self._seeks.get(tp, 0) + 1
+            self._held.pop(tp, None)
+            self._stood_in.pop(tp, None)  # an unreadable batch met again after a seek is withheld again
+        try:
+            rd.seek(TopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as exc:
+            # not fetching yet (_STATE): it starts at the offset it was assigned at, the committed one
+            log.info("rdkafka_seek_skipped", topic=tp.topic, partition=tp.partition, reason=str(exc)[:200])
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Every assigned partition back to its committed offset (the start, when none)."""
+        rd = self._ensure()
+        while not self.app.should_stop:
+            tps = set(self._assigned)
+            if not tps:
+                return {}
+            try:
+                found = await self._call(rd.committed, _parts(tps), timeout=COMMITTED_TIMEOUT_S)
+            except (KafkaException, TimeoutError) as exc:
+                log.warning("rdkafka_committed_failed", error=repr(exc)[:300])
+                await asyncio.sleep(0.5)
+                continue
+            out: dict[TP, int] = {}
+            for part in found:
+                tp = _tp(part)
+                if tp not in self._assigned:
+                    continue
+                self._seek_rd(rd, tp, part.offset if part.offset >= 0 else OFFSET_BEGINNING)
+                out[tp] = part.offset if part.offset >= 0 else cast(int, None)
+            return out
+        return {}
+
+    def seek(self, partition: TP, offset: int) -> None:
+        self._seek_rd(self._ensure(), TP(partition.topic, partition.partition), offset)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        rd = self._ensure()
+        for tp, offset in partitions.items():
+            self._seek_rd(rd, TP(tp.topic, tp.partition), offset)
+            if offset > 0:
+                self.consumer._read_offset[tp] = offset
+            else:
+                self.consumer._read_offset.pop(tp, None)
+
+    async def seek_to_beginning(self, *partitions: TP) -> None:
+        rd = self._ensure()
+        for tp in partitions:
+            self._seek_rd(rd, TP(tp.topic, tp.partition), OFFSET_BEGINNING)
+
+    async def position(self, tp: TP) -> int | None:
+        found = await self._call(self._ensure().position, _parts([tp]))
+        offset = int(found[0].offset) if found else -1
+        return offset if offset >= 0 else None
+
+    def assignment(self) -> set[TP]:
+        with self._lock:
+            return set(self._assigned)
+
+    # --- commits ---
+
+    async def commit(self, offsets: Mapping[TP, int]) -> bool:  # noqa: PLR0911 - one per outcome
+        """Commit ``offsets`` of partitions still assigned; False (never a crash) when the group
+        moved on (the member was fenced, or a rebalance runs) or the coordinator is unreachable."""
+        rd = self._ensure()
+        assigned = self.assignment()
+        parts = [
+            TopicPartition(tp.topic, tp.partition, offset)
+            for tp, offset in offsets.items()
+            if TP(tp.topic, tp.partition) in assigned
+        ]
+        if not parts:
+            return True
+        try:
+            started = time.monotonic()
+            await self._call(rd.commit, offsets=parts, asynchronous=False)
+            took = time.monotonic() - started
+            if took > 0.5:
+                log.warning("rdkafka_commit_slow", partitions=len(parts), took_s=round(took, 3))
+        except KafkaException as exc:
+            code = _code(exc)
+            if code in _REBALANCED:
+                log.info("rdkafka_commit_refused", reason=str(exc)[:200])
+                return False
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and (error.retriable() or not error.fatal()):
+                log.warning("rdkafka_commit_failed", reason=str(exc)[:300])
+                return False
+            log.exception("rdkafka_commit_crashed")
+            await self.crash(exc)
+            return False
+        except TimeoutError:
+            log.warning("rdkafka_commit_timed_out", partitions=len(parts))
+            return False
+        except RuntimeError as exc:  # the consumer closed meanwhile (the worker stops)
+            log.info("rdkafka_commit_after_close", reason=str(exc)[:200])
+            return False
+        return True
+
+    async def committed_offsets(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None]:
+        found = await self._call(
+            self._ensure().committed,
+            [TopicPartition(t, p) for t, p in partitions],
+            timeout=COMMITTED_TIMEOUT_S,
+        )
+        return {(part.topic, part.partition): (part.offset if part.offset >= 0 else None) for part in found}
+
+    # --- offsets of the log ---
+
+    def highwater(self, tp: TP) -> int:
+        """The partition's high watermark as librdkafka last saw it (-1: not known yet). Read from a
+        copy refreshed in the call executor at most once a second: librdkafka's cached lookup costs
+        milliseconds a partition, too much for the app's loop over a hundred partitions."""
+        now = time.monotonic()
+        if now - self._highwaters_at > 1.0 and self._rd is not None:
+            self._highwaters_at = now
+            self._watermark_calls.submit(self._refresh_highwaters, self._rd, self.assignment())
+        return self._highwaters.get(TP(tp.topic, tp.partition), -1)
+
+    def _refresh_highwaters(self, rd: Any, tps: set[TP]) -> None:
+        found: dict[TP, int] = {}
+        for tp in tps:
+            try:
+                _, high = rd.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            except (KafkaException, RuntimeError):
+                continue
+            if high >= 0:
+                found[tp] = int(high)
+        self._highwaters = found
+
+    async def _watermarks(self, partitions: Sequence[TP], index: int) -> Mapping[TP, int]:
+        rd = self._ensure()
+
+        def each() -> dict[TP, int]:
+            return {
+                tp: int(
+                    rd.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=CALL_TIMEOUT_S)[
+                        index
+                    ]
+                )
+                for tp in partitions
+            }
+
+        return await self._call(each)
+
+    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
+        return await self._watermarks(partitions, 0)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        return await self._watermarks(partitions, 1)
+
+    def topic_partitions(self, topic: str) -> int | None:
+        if self._rd is None:
+            return None
+        try:
+            found = self._rd.list_topics(topic, timeout=2.0).topics.get(topic)
+        except KafkaException:
+            return None
+        return len(found.partitions) if found is not None and found.error is None else None
+
+    def key_partition(self, topic: str, key: bytes | None, partition: int | None = None) -> int | None:
+        if partition is not None:
+            return partition
+        count = self.topic_partitions(topic)
+        if count is None or key is None:
+            return None
+        return (murmur2(key) & 0x7FFFFFFF) % count
+
+    async def create_topic(
+        self,
+        topic: str,
+        partitions: int,
+        replication: int,
+        *,
+        config: Mapping[str, Any] | None = None,
+        timeout: Any = 30.0,  # noqa: ASYNC109 - Faust's signature
+        retention: Any = None,
+        compacting: bool | None = None,
+        deleting: bool | None = None,
+        ensure_created: bool = False,
+    ) -> None:
+        """Declared through Faust's producer (aiokafka), as every topic of the app is."""
+        await self.app.producer.create_topic(
+            topic,
+            partitions,
+            replication,
+            config=config,
+            timeout=timeout,
+            retention=retention,
+            compacting=compacting,
+            deleting=deleting,
+            ensure_created=ensure_created,
+        )
+
+    def close(self) -> None:
+        """Faust's "close for a graceful stop": the consumer is closed (LeaveGroup) when its thread stops."""
+        self._closing = True
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        return None  # Faust's livelock warnings read aiokafka's internals: none here
+
+
+class RdLaneConsumer(LaneConsumer):
+    """The lane consumer on librdkafka (see the module)."""
+
+    _thread: Any
+
+    def _new_consumer_thread(self) -> Any:
+        return RdConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _to_message(self, tp: TP, record: Any) -> ConsumerMessage:
+        if isinstance(record, ConsumerMessage):  # made in the consumer thread
+            return record
+        return to_message(tp, record, self.app.consumer_generation_id)
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, set[TP] | None]:  # noqa: ASYNC109
+        """Faust's, but while the flow is stopped (a rebalance) ``consume()`` is still called, with every
+        partition paused: librdkafka serves the group's callbacks only there."""
+        try:
+            self.not_waiting_next_records.set()
+            # a copy: the thread reads it while the loop pauses and resumes partitions
+            active = set(self._get_active_partitions()) if self.flow_active else set()
+            records = await self._getmany(active_partitions=active, timeout=timeout)
+            return records, active
+        finally:
+            self.not_waiting_next_records.set()
+
+    async def committed_offsets(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None]:
+        result: dict[tuple[str, int], int | None] = await self._thread.committed_offsets(partitions)
+        return result
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        return None
+
+
+class RdLaneTransport(LaneTransport):
+    """Faust's transport with the lane consumer on librdkafka; the producer stays Faust's (aiokafka)."""
+
+    Consumer = RdLaneConsumer

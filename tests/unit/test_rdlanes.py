@@ -1,0 +1,456 @@
+"""The librdkafka lane consumer's thread against a fake confluent consumer: rebalance callbacks fired
+inside ``consume()`` as librdkafka fires them, the order of revoke, commit and assign, paused partitions
+(never a record skipped), commit errors, record errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from faust.types import TP
+
+from stream_app.domain.reasons import Reason
+from stream_app.kafka.fetch_bounds import Withheld
+from stream_app.kafka.rdlanes import RdConsumerThread, RdLaneConsumer, consumer_properties
+from stream_app.settings import Settings
+
+A = TP("in", 0)
+B = TP("in", 1)
+
+
+@dataclass
+class Record:
+    """A confluent ``Message`` as the fake consumer returns it."""
+
+    topic_: str | None
+    partition_: int | None
+    offset_: int
+    value_: bytes = b"v"
+    error_: KafkaError | None = None
+    headers_: list[tuple[str, bytes]] | None = None
+
+    def topic(self) -> str | None:
+        return self.topic_
+
+    def partition(self) -> int | None:
+        return self.partition_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def key(self) -> bytes | None:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self.value_
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self.headers_
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+    def error(self) -> KafkaError | None:
+        return self.error_
+
+
+def rec(tp: TP, offset: int, **kw: Any) -> Record:
+    return Record(tp.topic, tp.partition, offset, **kw)
+
+
+@dataclass
+class FakeRd:
+    """The confluent consumer: each ``poll()`` runs the next scripted step (which may fire the
+    rebalance callbacks, as librdkafka does inside that call) and returns its first record, the
+    ``consume()`` that follows the rest."""
+
+    steps: list[Callable[[FakeRd], list[Record]]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    committed_at: dict[TP, int] = field(default_factory=dict)
+    commit_error: KafkaError | None = None
+    on_assign: Any = None
+    on_revoke: Any = None
+    on_lost: Any = None
+    rest: list[Record] = field(default_factory=list)
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
+
+    def poll(self, timeout: float) -> Record | None:
+        self.rest = self.steps.pop(0)(self) if self.steps else []
+        return self.rest.pop(0) if self.rest else None
+
+    def consume(self, num_messages: int, timeout: float) -> list[Record]:
+        assert timeout == 0  # what poll() left: never waiting for a whole batch
+        found, self.rest = self.rest[:num_messages], self.rest[num_messages:]
+        return found
+
+    def committed(self, parts: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [
+            TopicPartition(p.topic, p.partition, self.committed_at.get(TP(p.topic, p.partition), -1001))
+            for p in parts
+        ]
+
+    def assign(self, parts: list[TopicPartition]) -> None:
+        self.log.append("assign " + ",".join(f"{p.partition}@{p.offset}" for p in parts))
+
+    def pause(self, parts: list[TopicPartition]) -> None:
+        self.log.append("pause " + ",".join(str(p.partition) for p in parts))
+
+    def resume(self, parts: list[TopicPartition]) -> None:
+        self.log.append("resume " + ",".join(str(p.partition) for p in parts))
+
+    def seek(self, part: TopicPartition) -> None:
+        self.log.append(f"seek {part.partition}@{part.offset}")
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        if self.commit_error is not None:
+            raise KafkaException(self.commit_error)
+        self.log.append("commit " + ",".join(f"{p.partition}@{p.offset}" for p in offsets))
+
+
+def parts(*tps: TP) -> list[TopicPartition]:
+    return [TopicPartition(tp.topic, tp.partition) for tp in tps]
+
+
+class FakeConsumer:
+    """Faust's consumer as the thread sees it: its revoke and assign handlers run on the app's loop."""
+
+    def __init__(self, rd: FakeRd, loop: asyncio.AbstractEventLoop) -> None:
+        self.rd = rd
+        self.loop = loop
+        self.app = SimpleNamespace(
+            conf=SimpleNamespace(broker_session_timeout=6.0),
+            should_stop=False,
+            consumer_generation_id=0,
+            stream_settings=Settings.model_construct(),
+            on_rebalance_start=lambda: rd.log.append("rebalance_start"),
+        )
+        self.transport = SimpleNamespace(app=self.app)
+        self._read_offset: dict[TP, int | None] = {}
+        self.crashed: list[BaseException] = []
+
+    async def commit(self) -> bool:
+        self.rd.log.append("app commit")
+        await asyncio.sleep(0.01)  # the handler really waits: the callback must wait for it
+        return True
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await asyncio.sleep(0.01)
+        self.rd.log.append(f"app revoked {sorted(tp.partition for tp in revoked)}")
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation: int) -> None:
+        assert self.app.consumer_generation_id == generation  # set before Faust's handler runs
+        self.rd.log.append(f"app assigned {sorted(tp.partition for tp in assigned)} gen {generation}")
+
+
+_threads: list[RdConsumerThread] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed() -> Iterator[None]:
+    """The threads' own loops and executors closed after each test (never started: nothing else)."""
+    yield
+    while _threads:
+        thread = _threads.pop()
+        thread._calls.shutdown()
+        thread._watermark_calls.shutdown()
+        thread.thread_loop.close()
+
+
+async def started(rd: FakeRd) -> tuple[RdConsumerThread, FakeConsumer]:
+    consumer = FakeConsumer(rd, asyncio.get_running_loop())
+    thread = RdConsumerThread(consumer, loop=consumer.loop, beacon=None)  # type: ignore[arg-type]
+    _threads.append(thread)
+    thread._rd = rd
+    await thread.subscribe(["in"])
+    return thread, consumer
+
+
+async def fetch(thread: RdConsumerThread, active: set[TP] | None) -> dict[TP, list[Any]]:
+    """One fetch as the consumer thread makes it (in its own thread: the callbacks block on the loop)."""
+    return await asyncio.to_thread(lambda: asyncio.run(thread._fetch(active, 0.01)))
+
+
+def assign(*tps: TP) -> Callable[[FakeRd], list[Record]]:
+    def step(rd: FakeRd) -> list[Record]:
+        rd.log.append("assign_cb")
+        rd.on_assign(rd, parts(*tps))
+        return []
+
+    return step
+
+
+def records(*found: Record) -> Callable[[FakeRd], list[Record]]:
+    return lambda rd: list(found)
+
+
+def offsets(fetched: dict[TP, list[Any]]) -> dict[int, list[int]]:
+    return {tp.partition: [m.offset for m in messages] for tp, messages in fetched.items()}
+
+
+def test_the_first_assignment_starts_with_a_revocation_and_assigns_at_the_committed_offsets() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B)], committed_at={A: 7})
+        thread, consumer = await started(rd)
+        assert await fetch(thread, set()) == {}
+        assert rd.log == [
+            "assign_cb",
+            "rebalance_start",
+            "app revoked []",
+            "assign 0@7,1@-1001",  # no commit: librdkafka's offset reset (earliest) applies
+            "resume 0,1",
+            "app assigned [0, 1] gen 1",
+        ]
+        assert thread.assignment() == {A, B}
+        assert consumer.app.consumer_generation_id == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_revocation_waits_for_the_commit_and_faust_s_handler_before_the_partitions_go() -> None:
+    def revoke(rd: FakeRd) -> list[Record]:
+        rd.log.append("revoke_cb")
+        rd.on_revoke(rd, parts(A, B))
+        rd.log.append("unassigned")  # what librdkafka does once the callback returned
+        rd.on_assign(rd, parts(B))
+        return []
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B), revoke])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        rd.log.clear()
+        await fetch(thread, {A, B})
+        assert rd.log[:5] == [
+            "revoke_cb",
+            "rebalance_start",
+            "app commit",
+            "app revoked [0, 1]",
+            "unassigned",
+        ]
+        assert rd.log[-1] == "app assigned [1] gen 2"
+        assert thread.assignment() == {B}
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_assignment_is_not_committed() -> None:
+    def lose(rd: FakeRd) -> list[Record]:
+        rd.on_lost(rd, parts(A))
+        return []
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A), lose])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        rd.log.clear()
+        await fetch(thread, {A})
+        assert rd.log == ["rebalance_start", "app revoked [0]"]
+        assert thread.assignment() == set()
+
+    asyncio.run(scenario())
+
+
+def test_a_consume_a_rebalance_interrupted_hands_nothing_over_and_rewinds_what_stays_assigned() -> None:
+    def interrupted(rd: FakeRd) -> list[Record]:
+        rd.on_revoke(rd, parts(A, B))
+        rd.on_assign(rd, parts(B))
+        return [rec(A, 10), rec(B, 20), rec(B, 21)]  # fetched for the assignment that is gone
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B), interrupted], committed_at={B: 15})
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        rd.log.clear()
+        assert await fetch(thread, {A, B}) == {}
+        assert rd.log[-1] == "seek 1@15"  # B again from where it was assigned; A is someone else's
+
+    asyncio.run(scenario())
+
+
+def test_a_partition_paused_while_its_records_were_fetched_keeps_them_for_its_resumption() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B), records(rec(A, 1), rec(A, 2), rec(B, 5)), records()])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        rd.log.clear()
+        # the lane paused A after this fetch was asked for: librdkafka had A's records queued already
+        assert offsets(await fetch(thread, {B})) == {1: [5]}
+        assert rd.log == ["pause 0"]
+        assert await fetch(thread, {B}) == {}  # still paused: held, not handed over, not dropped
+        resumed = await fetch(thread, {A, B})
+        assert offsets(resumed) == {0: [1, 2]}  # handed over first once resumed, in order
+        assert rd.log[-1] == "resume 0"
+
+    asyncio.run(scenario())
+
+
+def test_a_seek_drops_what_was_held_of_the_partition() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A), records(rec(A, 1))], committed_at={A: 0})
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        assert await fetch(thread, set()) == {}  # the flow is stopped: A's record held
+        await thread.seek_to_committed()
+        assert rd.log[-1] == "seek 0@0"
+        assert await fetch(thread, {A}) == {}  # fetched again from the committed offset instead
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS]
+)
+def test_a_commit_the_group_refuses_returns_false_and_never_crashes(code: int) -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        rd.commit_error = KafkaError(code)
+        assert await thread.commit({A: 5}) is False
+        rd.commit_error = None
+        assert await thread.commit({A: 5, B: 9}) is True
+        assert rd.log[-1] == "commit 0@5"  # only what is still assigned
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class FakeProbe:
+    """The probe consumer: a fetch at ``base`` up to ``end`` fails at ``base`` (one unreadable batch),
+    after it reads."""
+
+    base: int
+    end: int
+    high: int
+    at: int = -1
+    fetches: int = 0
+    closed: bool = False
+
+    def get_watermark_offsets(self, part: TopicPartition, timeout: float) -> tuple[int, int]:
+        return (0, self.high)
+
+    def assign(self, parts: list[TopicPartition]) -> None:
+        self.at = parts[0].offset
+
+    def consume(self, num_messages: int, timeout: float) -> list[Record]:
+        self.fetches += 1
+        if self.at < self.end:
+            return [Record("in", 0, self.base, error_=KafkaError(KafkaError._BAD_COMPRESSION))]
+        return [rec(A, self.at)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_batch_librdkafka_cannot_read_becomes_one_stand_in_for_all_its_offsets_and_is_skipped() -> None:
+    async def scenario() -> None:
+        bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION, "zstd failed"))
+        eof = Record("in", 1, 3, error_=KafkaError(KafkaError._PARTITION_EOF))
+        transport = Record(None, None, -1001, error_=KafkaError(KafkaError._TRANSPORT, "broker down"))
+        rd = FakeRd(steps=[assign(A, B), records(rec(A, 40), bad, eof, transport), records(bad)])
+        thread, _ = await started(rd)
+        probe = FakeProbe(base=41, end=45, high=50)
+        thread._probe = lambda: probe  # type: ignore[method-assign]
+        await fetch(thread, set())
+        fetched = await fetch(thread, {A, B})
+        assert offsets(fetched) == {0: [40, 44]}  # the stand-in at the batch's last offset: 41-43 a gap
+        stand_in = fetched[A][1].value
+        assert isinstance(stand_in, Withheld)
+        assert stand_in.reason == Reason.BATCH_UNDECODABLE
+        assert "_BAD_COMPRESSION" in stand_in.detail
+        assert (stand_in.first_offset, stand_in.last_offset) == (41, 44)
+        assert rd.log[-1] == "seek 0@45"  # past the batch: librdkafka would fail it again for ever
+        assert probe.closed
+        assert probe.fetches <= 4  # bisected between 42 and the high watermark
+        assert await fetch(thread, {A, B}) == {}  # the same failure again: never a second stand-in
+
+    asyncio.run(scenario())
+
+
+def test_without_the_batch_s_end_one_stand_in_at_its_base_offset() -> None:
+    async def scenario() -> None:
+        bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION))
+        rd = FakeRd(steps=[assign(A), records(bad, rec(A, 45, headers_=[("h", b"x")]))])
+        thread, _ = await started(rd)
+
+        def unreachable() -> Any:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+        thread._probe = unreachable  # type: ignore[method-assign]
+        await fetch(thread, set())
+        fetched = await fetch(thread, {A})
+        assert offsets(fetched) == {0: [41, 45]}
+        assert (fetched[A][0].value.first_offset, fetched[A][0].value.last_offset) == (41, 41)
+        assert fetched[A][1].headers == [("h", b"x")]  # headers kept: dead letters carry them
+
+    asyncio.run(scenario())
+
+
+def test_the_messages_are_faust_s_and_made_once() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A), records(rec(A, 3))])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        message = (await fetch(thread, {A}))[A][0]
+        assert (message.topic, message.partition, message.offset, message.value) == ("in", 0, 3, b"v")
+        assert message.timestamp == 1_700_000_000.0
+        assert RdLaneConsumer._to_message(SimpleNamespace(), A, message) is message  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+
+
+def test_the_consumer_properties_come_from_the_settings() -> None:
+    settings = Settings.model_construct().model_copy(
+        update={"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "app"}
+    )
+    props = consumer_properties(
+        settings,
+        "group",
+        "client",
+        session_timeout_s=6.0,
+        heartbeat_interval_s=1.0,
+        max_poll_interval_s=300.0,
+        auto_offset_reset="earliest",
+    )
+    assert props["security.protocol"] == "SASL_SSL"
+    assert props["sasl.username"] == "app"
+    assert props["enable.auto.commit"] is False
+    assert props["enable.auto.offset.store"] is False
+    assert props["partition.assignment.strategy"] == "roundrobin"
+    assert props["session.timeout.ms"] == 6000
+    assert props["fetch.max.bytes"] == settings.fetch_max_batch_bytes
+    assert props["receive.message.max.bytes"] >= props["fetch.max.bytes"] + 512
+    assert props["queued.max.messages.kbytes"] <= 16 * 1024
+
+
+def test_a_paused_partition_s_queued_records_are_drained_in_the_thread_not_ahead_of_a_live_one() -> None:
+    async def scenario() -> None:
+        flood = [rec(A, o) for o in range(100, 103)]
+        rd = FakeRd(steps=[assign(A, B), records(*flood), records(rec(B, 7))])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        # one fetch: A's queued records go aside, B's live record comes in the same call
+        assert offsets(await fetch(thread, {B})) == {1: [7]}
+        assert offsets(await fetch(thread, {A, B})) == {0: [100, 101, 102]}
+
+    asyncio.run(scenario())
+
+
+def test_the_thread_s_own_poll_before_the_fetcher_runs_joins_the_group_and_holds_what_it_gets() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A), records(rec(A, 0))])
+        thread, _ = await started(rd)
+        for _ in range(2):
+            await asyncio.to_thread(lambda: asyncio.run(thread._poll_idle()))
+        assert thread.assignment() == {A}
+        assert not any(line.startswith("pause") for line in rd.log)  # pauses are the fetcher's
+        assert offsets(await fetch(thread, {A})) == {0: [0]}  # held for the fetcher, not lost
+
+    asyncio.run(scenario())
