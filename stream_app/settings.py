@@ -231,7 +231,7 @@ class Settings(BaseSettings):
         "aiokafka",
         description=(
             "Which Kafka client a worker consumes with: aiokafka (Faust's own) or librdkafka through"
-            " confluent-kafka (stream_app/kafka/rdlanes.py, experimental: docs/performance.md)."
+            " confluent-kafka (stream_app/kafka/rdlanes/, experimental: docs/performance.md)."
         ),
     )
     fetch_min_bytes: int = Field(

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import logging
 import threading
 import time
@@ -52,14 +51,20 @@ from confluent_kafka import (
     TopicPartition,
 )
 from faust.transport.consumer import ConsumerThread
-from faust.types import TP, ConsumerMessage
+from faust.types import TP
 from faust.types.transports import ConsumerT
 
-from stream_app.domain.reasons import Reason
 from stream_app.kafka.config import confluent_config
-from stream_app.kafka.fetch_bounds import Withheld
-from stream_app.kafka.lanes import COMMITTED_TIMEOUT_S, LaneConsumer, LaneTransport
-from stream_app.kafka.partitioning import murmur2
+from stream_app.kafka.lanes import COMMITTED_TIMEOUT_S
+from stream_app.kafka.rdlanes.offsets import LogOffsets
+from stream_app.kafka.rdlanes.properties import (
+    CALL_TIMEOUT_S,
+    CONSUME_MAX_S,
+    IDLE_AFTER_S,
+    IDLE_POLL_S,
+    consumer_properties,
+)
+from stream_app.kafka.rdlanes.records import _RECORD_ERRORS, RdRecord, batch_end, stand_in, to_message
 from stream_app.logs import get_logger
 from stream_app.settings import Settings
 
@@ -67,20 +72,6 @@ log = get_logger(__name__)
 
 _T = TypeVar("_T")
 
-CALL_TIMEOUT_S = 10.0
-"""Longest a call to the group's coordinator or a broker (commit, committed, watermarks) may take."""
-
-CONSUME_MAX_S = 0.5
-"""Longest one ``consume()`` blocks the consumer thread (its stop waits for it)."""
-
-IDLE_POLL_S = 0.2
-"""How often the consumer thread checks whether Faust's fetcher calls ``consume()``."""
-
-IDLE_AFTER_S = 1.0
-"""How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
-
-# a commit the group refused because the member is no longer in it, or moves on: not a crash (as
-# aiokafka's "already rebalanced"); the next owner reads from the last commit
 _REBALANCED = frozenset(
     {
         KafkaError.ILLEGAL_GENERATION,
@@ -90,120 +81,6 @@ _REBALANCED = frozenset(
         KafkaError._NO_OFFSET,
     }
 )
-# errors of a record batch librdkafka could not read: a stand-in takes its place (dead-lettered)
-_RECORD_ERRORS = {
-    KafkaError._BAD_COMPRESSION: Reason.BATCH_UNDECODABLE,
-    KafkaError._BAD_MSG: Reason.BATCH_UNDECODABLE,
-    KafkaError.INVALID_MSG: Reason.BATCH_UNDECODABLE,
-    KafkaError._CRIT_SYS_RESOURCE: Reason.DECOMPRESSED_TOO_LARGE,
-    KafkaError.MSG_SIZE_TOO_LARGE: Reason.DECOMPRESSED_TOO_LARGE,
-}
-
-
-def consumer_properties(settings: Settings, group_id: str, client_id: str, **faust: Any) -> dict[str, Any]:
-    """The librdkafka consumer's properties: brokers and security from ``settings`` (as every confluent
-    client of the project), the group's timing from Faust's configuration (``faust``: session,
-    heartbeat and poll intervals in seconds, the offset reset), fetch sizes from the fetch settings."""
-    fetch_max = settings.fetch_max_batch_bytes
-    return confluent_config(
-        settings,
-        **{
-            "group.id": group_id,
-            "client.id": client_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": False,
-            "partition.assignment.strategy": "roundrobin",
-            "session.timeout.ms": int(faust["session_timeout_s"] * 1000),
-            "heartbeat.interval.ms": int(faust["heartbeat_interval_s"] * 1000),
-            "max.poll.interval.ms": int(faust["max_poll_interval_s"] * 1000),
-            "auto.offset.reset": faust["auto_offset_reset"],
-            "fetch.min.bytes": settings.fetch_min_bytes,
-            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
-            "max.partition.fetch.bytes": min(1 << 20, fetch_max),
-            "fetch.max.bytes": fetch_max,
-            # at least fetch.max.bytes + 512 (librdkafka insists), and room for one batch above it that a
-            # fetch returns whole (KIP-74)
-            "receive.message.max.bytes": fetch_max + (16 << 20),
-            # librdkafka's prefetch (64 MB by default): the worker's resident memory follows it
-            # and it is one queue for every partition: a live record waits behind what it holds of a
-            # flooded partition (drained into the thread once that partition is paused)
-            "queued.max.messages.kbytes": max(1024, min(4 * 1024, settings.lane_max_bytes // 16384)),
-            "queued.min.messages": max(1000, settings.batch_max),
-            "check.crcs": True,
-            "isolation.level": "read_uncommitted",
-        },
-    )
-
-
-class RdRecord:
-    """A stand-in for a record librdkafka could not read (a confluent ``Message`` in shape): its value is
-    a :class:`Withheld` the stage dead-letters by position."""
-
-    __slots__ = ("_offset", "_partition", "_topic", "_value")
-
-    def __init__(self, topic: str, partition: int, offset: int, value: Withheld) -> None:
-        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def error(self) -> None:
-        return None
-
-
-def stand_in(topic: str, partition: int, offset: int, error: KafkaError, last: int | None = None) -> RdRecord:
-    """The stand-in of a batch librdkafka failed to read from ``offset`` to ``last`` (the same when its
-    end is not known), at its last offset: the offsets before it are a gap, and its ack moves the
-    partition's commit past the batch."""
-    withheld = Withheld(b"")
-    withheld.reason = _RECORD_ERRORS.get(error.code(), Reason.BATCH_UNDECODABLE)
-    withheld.detail = f"librdkafka: {error.name()}: {error.str()}"[:500]
-    withheld.first_offset = offset
-    withheld.last_offset = offset if last is None else last
-    withheld.codec = "unknown"
-    withheld.compressed_bytes = 0
-    withheld.compressed_sha256 = hashlib.sha256(b"").digest()
-    return RdRecord(topic, partition, withheld.last_offset, withheld)
-
-
-def to_message(tp: TP, record: Any, generation: int) -> ConsumerMessage:
-    """Faust's message of a confluent ``Message`` (headers kept: dead letters carry them)."""
-    kind, stamp = record.timestamp()
-    key, value = record.key(), record.value()
-    return ConsumerMessage(
-        tp.topic,
-        tp.partition,
-        record.offset(),
-        stamp / 1000.0 if kind else cast(float, None),
-        kind,
-        record.headers() or [],
-        key,
-        value,
-        None,
-        len(key) if key is not None else 0,
-        len(value) if value is not None else 0,
-        tp,
-        generation_id=generation,
-    )
 
 
 def _tp(partition: Any) -> TP:
@@ -221,7 +98,7 @@ def _code(exc: KafkaException) -> int | None:
     return error.code() if isinstance(error, KafkaError) else None
 
 
-class RdConsumerThread(ConsumerThread):
+class RdConsumerThread(LogOffsets, ConsumerThread):
     """Faust's consumer thread over a librdkafka consumer (see the module)."""
 
     def __init__(self, consumer: ConsumerT, **kwargs: Any) -> None:
@@ -566,42 +443,8 @@ class RdConsumerThread(ConsumerThread):
         )
 
     def _batch_end(self, tp: TP, base: int) -> int | None:
-        """The first offset after the unreadable batch at ``base`` (None: not found in time): the first
-        offset between it and the high watermark whose fetch does not fail at ``base``."""
-        try:
-            probe = self._probe()
-        except KafkaException as exc:
-            log.warning("rdkafka_probe_failed", reason=str(exc)[:200])
-            return None
-        part = TopicPartition(tp.topic, tp.partition)
-        try:
-            low, high = base + 1, int(probe.get_watermark_offsets(part, timeout=CALL_TIMEOUT_S)[1])
-            while low < high:
-                middle = (low + high) // 2
-                probe.assign([TopicPartition(tp.topic, tp.partition, middle)])
-                fails = self._probe_fails(probe, base)
-                if fails is None:
-                    return None
-                low, high = (middle + 1, high) if fails else (low, middle)
-        except KafkaException as exc:
-            log.warning("rdkafka_probe_failed", reason=str(exc)[:200])
-            return None
-        else:
-            return low
-        finally:
-            probe.close()
-
-    @staticmethod
-    def _probe_fails(probe: Any, base: int) -> bool | None:
-        """Whether the probe's fetch fails at ``base`` again (None: no answer within the call bound)."""
-        deadline = time.monotonic() + CALL_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for message in probe.consume(num_messages=1, timeout=0.5):
-                error = message.error()
-                if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                return error is not None and message.offset() == base
-        return None
+        """The first offset after the unreadable batch at ``base`` (None: not found in time)."""
+        return batch_end(self._probe, tp, base)
 
     def _rewind(self, rd: Any, messages: Sequence[Any]) -> None:
         """A rebalance ran inside this ``consume()``: its records are not handed over; the partitions
@@ -724,137 +567,9 @@ class RdConsumerThread(ConsumerThread):
         )
         return {(part.topic, part.partition): (part.offset if part.offset >= 0 else None) for part in found}
 
-    # --- offsets of the log ---
-
-    def highwater(self, tp: TP) -> int:
-        """The partition's high watermark as librdkafka last saw it (-1: not known yet). Read from a
-        copy refreshed in the call executor at most once a second: librdkafka's cached lookup costs
-        milliseconds a partition, too much for the app's loop over a hundred partitions."""
-        now = time.monotonic()
-        if now - self._highwaters_at > 1.0 and self._rd is not None:
-            self._highwaters_at = now
-            self._watermark_calls.submit(self._refresh_highwaters, self._rd, self.assignment())
-        return self._highwaters.get(TP(tp.topic, tp.partition), -1)
-
-    def _refresh_highwaters(self, rd: Any, tps: set[TP]) -> None:
-        found: dict[TP, int] = {}
-        for tp in tps:
-            try:
-                _, high = rd.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
-            except (KafkaException, RuntimeError):
-                continue
-            if high >= 0:
-                found[tp] = int(high)
-        self._highwaters = found
-
-    async def _watermarks(self, partitions: Sequence[TP], index: int) -> Mapping[TP, int]:
-        rd = self._ensure()
-
-        def each() -> dict[TP, int]:
-            return {
-                tp: int(
-                    rd.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=CALL_TIMEOUT_S)[
-                        index
-                    ]
-                )
-                for tp in partitions
-            }
-
-        return await self._call(each)
-
-    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
-        return await self._watermarks(partitions, 0)
-
-    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        return await self._watermarks(partitions, 1)
-
-    def topic_partitions(self, topic: str) -> int | None:
-        if self._rd is None:
-            return None
-        try:
-            found = self._rd.list_topics(topic, timeout=2.0).topics.get(topic)
-        except KafkaException:
-            return None
-        return len(found.partitions) if found is not None and found.error is None else None
-
-    def key_partition(self, topic: str, key: bytes | None, partition: int | None = None) -> int | None:
-        if partition is not None:
-            return partition
-        count = self.topic_partitions(topic)
-        if count is None or key is None:
-            return None
-        return (murmur2(key) & 0x7FFFFFFF) % count
-
-    async def create_topic(
-        self,
-        topic: str,
-        partitions: int,
-        replication: int,
-        *,
-        config: Mapping[str, Any] | None = None,
-        timeout: Any = 30.0,  # noqa: ASYNC109 - Faust's signature
-        retention: Any = None,
-        compacting: bool | None = None,
-        deleting: bool | None = None,
-        ensure_created: bool = False,
-    ) -> None:
-        """Declared through Faust's producer (aiokafka), as every topic of the app is."""
-        await self.app.producer.create_topic(
-            topic,
-            partitions,
-            replication,
-            config=config,
-            timeout=timeout,
-            retention=retention,
-            compacting=compacting,
-            deleting=deleting,
-            ensure_created=ensure_created,
-        )
-
     def close(self) -> None:
         """Faust's "close for a graceful stop": the consumer is closed (LeaveGroup) when its thread stops."""
         self._closing = True
 
     def verify_event_path(self, now: float, tp: TP) -> None:
         return None  # Faust's livelock warnings read aiokafka's internals: none here
-
-
-class RdLaneConsumer(LaneConsumer):
-    """The lane consumer on librdkafka (see the module)."""
-
-    _thread: Any
-
-    def _new_consumer_thread(self) -> Any:
-        return RdConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    def _to_message(self, tp: TP, record: Any) -> ConsumerMessage:
-        if isinstance(record, ConsumerMessage):  # made in the consumer thread
-            return record
-        return to_message(tp, record, self.app.consumer_generation_id)
-
-    async def _wait_next_records(self, timeout: float) -> tuple[Any, set[TP] | None]:  # noqa: ASYNC109
-        """Faust's, but while the flow is stopped (a rebalance) ``consume()`` is still called, with every
-        partition paused: librdkafka serves the group's callbacks only there."""
-        try:
-            self.not_waiting_next_records.set()
-            # a copy: the thread reads it while the loop pauses and resumes partitions
-            active = set(self._get_active_partitions()) if self.flow_active else set()
-            records = await self._getmany(active_partitions=active, timeout=timeout)
-            return records, active
-        finally:
-            self.not_waiting_next_records.set()
-
-    async def committed_offsets(
-        self, partitions: Sequence[tuple[str, int]]
-    ) -> dict[tuple[str, int], int | None]:
-        result: dict[tuple[str, int], int | None] = await self._thread.committed_offsets(partitions)
-        return result
-
-    def verify_event_path(self, now: float, tp: TP) -> None:
-        return None
-
-
-class RdLaneTransport(LaneTransport):
-    """Faust's transport with the lane consumer on librdkafka; the producer stays Faust's (aiokafka)."""
-
-    Consumer = RdLaneConsumer
