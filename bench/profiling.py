@@ -43,7 +43,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("rules (alerting)", ("domain/alerting/",)),
     (
         "state step (entity, aggregates, periods)",
-        ("domain/entity.py", "domain/aggregates.py", "domain/consolidation.py", "domain/rollup.py"),
+        ("domain/entity/", "domain/aggregates.py", "domain/consolidation.py", "domain/rollup.py"),
     ),
     ("redis (client, state store)", ("stream_app/state/", "/redis/", "hiredis")),
     ("metrics (prometheus_client)", ("prometheus_client/",)),

@@ -23,14 +23,14 @@ from stream_app.domain.aggregates import (
     yoy_change_pct,
 )
 from stream_app.domain.catalogue import Catalogue
-from stream_app.domain.entity import EntityKey, Outcome, StepResult, retention_start_ms
+from stream_app.domain.entity import Context, EntityKey, Outcome, StepResult, apply, retention_start_ms
 from stream_app.domain.model import Observation
 from stream_app.domain.rollup import targets
 from stream_app.domain.validation import Limits, validate
 from stream_app.state.entity_hash import changed_fields, decode_state, removed_fields
 from stream_app.wire.codecs import decode, encode
 from stream_app.wire.schemas import SchemaRegistry
-from tests.unit.core_support import SOURCE, Core, local_ms, observation, period, utc_ms
+from tests.unit.core_support import SOURCE, Core, local_ms, no_rules, observation, period, utc_ms
 
 MakeRecord = Callable[..., dict[str, Any]]
 ACCIDENTS = EntityKey("TRF.ACCIDENTS", "01", None)  # daily, Decree 09 calendar, sum
@@ -461,6 +461,34 @@ def test_a_value_after_the_deadline_closes_the_open_period_in_the_same_step(cata
     record = core.records(local_ms(2024, 11, 27))["SSI.HEALTH:01:-:2024-11"]
     assert record is not None
     assert (record["kind"], record["count"], record["sum"]) == ("PERIOD_CLOSE", 2, 6.0)
+
+
+def test_a_record_closes_a_period_at_its_deadline_past_periods_held_for_history(catalogue: Catalogue) -> None:
+    """Periods held open while history settles close on a tick only; a record looks at them once per
+    state, not once per record, and still closes a period that reached its own deadline (one opened
+    since it last looked included)."""
+    core = Core(catalogue, HEALTH, now=local_ms(2024, 11, 2))
+    history = Context(catalogue, no_rules(catalogue), local_ms(2024, 11, 1), settle_ms=5_000, bulk=True)
+    march = observation("h", 2.0, local_ms(2023, 3, 10), indicator="SSI.HEALTH")
+    assert apply(core.state, march, source=SOURCE, offset=1, ctx=history, touched=core.touched).late
+    held = dict(core.state.open_periods)  # every period of 2023 March, held for a tick
+    assert held[("", "2023-03")] == local_ms(2024, 11, 1) + 5_000
+    core.batch()
+    core.offset = 1
+    # long past the settle time, before November's own deadline: nothing closes at a record
+    core.apply(observation("a", 5.0, local_ms(2024, 11, 1), indicator="SSI.HEALTH"))
+    core.apply(
+        observation("b", 1.0, local_ms(2024, 11, 2), indicator="SSI.HEALTH"), now=local_ms(2024, 11, 4)
+    )
+    assert core.touched.closed == set()
+    # past November's deadline: a record closes it; the periods held for a tick stay open
+    core.apply(
+        observation("c", 1.0, local_ms(2024, 11, 2), indicator="SSI.HEALTH"), now=local_ms(2024, 11, 27)
+    )
+    assert core.touched.closed == {("", "2024-11")}
+    assert {key: core.state.open_periods.get(key) for key in held} == held
+    core.tick(local_ms(2024, 11, 27))
+    assert set(held) <= core.touched.closed
 
 
 def test_closing_needs_the_period_and_last_years_loaded(catalogue: Catalogue) -> None:

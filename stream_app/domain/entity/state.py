@@ -157,6 +157,10 @@ class EntityState:
     # where the last full expiry pass left retention (see ``expire``)
     expired_at: int | None = None
     oldest_day: int = 0
+    # no open period closes at a record before this time (a lower bound; None: not known yet): most
+    # open periods of a history load are held for a tick, so a record need not look at them again
+    # (see ``tick.close_due``)
+    record_close_from: int | None = field(default=None, compare=False)
 
     @property
     def known(self) -> bool:
@@ -244,6 +248,8 @@ class EntityState:
     def open_period(self, key: SeriesPeriod, closes_at: int) -> None:
         self.open_periods[key] = closes_at
         self.changed.add((Kind.OPEN, key[0], key[1]))
+        if self.record_close_from is not None:
+            self.record_close_from = min(self.record_close_from, closes_at)
 
     def close_period(self, key: SeriesPeriod) -> None:
         del self.open_periods[key]

@@ -12,6 +12,8 @@ from stream_app.domain.entity.records import alert_record
 from stream_app.domain.entity.state import EntityState
 from stream_app.domain.entity.step import Context, Outcome, StepResult, Touched, already_applied
 
+_NEVER = 2**63 - 1  # later than any time: no open period closes at a record
+
 
 @functools.lru_cache(maxsize=65536)
 def _deadline_ms(label: str, calendar: str, deadline_day: int) -> int:
@@ -28,10 +30,23 @@ def close_due(
     deadline) is closed by a tick only: closing it needs the period and last year's read, which a
     history batch does not hold, and a tick reads them once for all the batches since."""
     now = ctx.now_ms
-    due = [(key, closes) for key, closes in state.open_periods.items() if closes <= now]
-    for key, closes in sorted(due):
-        if not tick and closes > _deadline_ms(key[1], indicator.calendar, indicator.deadline_day):
-            continue
+    if tick:
+        due = [(key, closes) for key, closes in state.open_periods.items() if closes <= now]
+    else:
+        # at a record, only a period at its own deadline closes; one held open while history settles
+        # waits for a tick. Those (most open periods, during a history load) are looked at once per
+        # run, not once per record: nothing closes at a record before ``record_close_from``.
+        if state.record_close_from is not None and now < state.record_close_from:
+            return
+        calendar, deadline_day = indicator.calendar, indicator.deadline_day
+        at_deadline = [
+            (key, closes)
+            for key, closes in state.open_periods.items()
+            if closes <= _deadline_ms(key[1], calendar, deadline_day)
+        ]
+        state.record_close_from = min((closes for _, closes in at_deadline), default=_NEVER)
+        due = [(key, closes) for key, closes in at_deadline if closes <= now]
+    for key, _ in sorted(due):
         last_year = (key[0], same_period_last_year(key[1]))
         if state.has_period(key) & state.has_period(last_year):
             state.close_period(key)
