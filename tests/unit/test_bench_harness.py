@@ -63,7 +63,7 @@ def test_percentiles_count_the_unmatched_as_infinitely_late() -> None:
             "redis (client, state store)",
         ),
         (
-            ["run (agents/consolidate.py:1)", "apply (stream_app/domain/entity.py:614)"],
+            ["run (agents/consolidate.py:1)", "apply (stream_app/domain/entity/step.py:61)"],
             "state step (entity, aggregates, periods)",
         ),
         (

@@ -468,7 +468,7 @@ def test_a_record_closes_a_period_at_its_deadline_past_periods_held_for_history(
     state, not once per record, and still closes a period that reached its own deadline (one opened
     since it last looked included)."""
     core = Core(catalogue, HEALTH, now=local_ms(2024, 11, 2))
-    history = Context(catalogue, no_rules(catalogue), local_ms(2024, 11, 1), settle_ms=5_000, bulk=True)
+    history = Context(catalogue, no_rules(catalogue), local_ms(2024, 11, 1), hold_ms=5_000, bulk=True)
     march = observation("h", 2.0, local_ms(2023, 3, 10), indicator="SSI.HEALTH")
     assert apply(core.state, march, source=SOURCE, offset=1, ctx=history, touched=core.touched).late
     held = dict(core.state.open_periods)  # every period of 2023 March, held for a tick
