@@ -180,11 +180,20 @@ def api_tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def consumer_driver(request: pytest.FixtureRequest) -> str | None:
+    """The Kafka client the test's workers consume with (STREAM_APP_CONSUMER_DRIVER) when the test is
+    parametrized over it (``indirect=True``); else the environment's, aiokafka by default."""
+    driver: str | None = getattr(request, "param", None)
+    return driver
+
+
+@pytest.fixture
 def start_worker(
-    tmp_path: Path, worker_env: dict[str, str], api_tokens_file: Path
+    tmp_path: Path, worker_env: dict[str, str], api_tokens_file: Path, consumer_driver: str | None
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start a worker for given settings (and extra env); all are stopped at teardown."""
     started: list[WorkerProcess] = []
+    driver = {} if consumer_driver is None else {"STREAM_APP_CONSUMER_DRIVER": consumer_driver}
 
     def start(settings: Settings, wait: bool = True, **extra_env: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
@@ -201,6 +210,7 @@ def start_worker(
             **own,
             "STREAM_APP_LOG_FORMAT": "json",
             "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
+            **driver,
             **extra_env,
         }
         worker = WorkerProcess(spawn(command("worker"), env, log_path), log_path, settings)

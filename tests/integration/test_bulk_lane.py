@@ -18,9 +18,14 @@ HISTORY = 30_000
 HOUR_MS = 3_600_000
 
 
+# on both Kafka clients a worker may consume with (the librdkafka driver is experimental: issue 28)
+@pytest.mark.parametrize("consumer_driver", ["aiokafka", "librdkafka"], indirect=True)
 @pytest.mark.timeout(240)
 def test_a_live_alert_overtakes_a_history_load(
-    settings: Settings, blueprint: Blueprint, start_worker: Callable[..., WorkerProcess]
+    settings: Settings,
+    blueprint: Blueprint,
+    start_worker: Callable[..., WorkerProcess],
+    consumer_driver: str,
 ) -> None:
     schema = blueprint.schemas.latest("observation")
     stations = sorted(
@@ -91,6 +96,7 @@ def test_a_live_alert_overtakes_a_history_load(
     _wait(lambda: applied() >= HISTORY + 2, timeout=150)
     waited = metric_value(worker.metrics(), "stream_app_bulk_wait_seconds_total")
     assert waited > 0, "the bulk gate never held the history back"
+    assert ("rdkafka_assigned" in worker.log()) == (consumer_driver == "librdkafka")
     assert metric_value(worker.metrics(), "stream_app_records_rejected_total", reporter="MAE", reason="") == 0
 
 
