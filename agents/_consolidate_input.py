@@ -32,6 +32,7 @@ from stream_app.domain.validation import EARLIEST_EVENT_MS, Limits, observation_
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.lanes import Message, Received
 from stream_app.kafka.partitioning import partition_for
+from stream_app.kafka.publisher import received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
@@ -200,8 +201,10 @@ class Reader:
             _checked(self.catalogue, obs.entity)
             if not math.isfinite(obs.value):
                 raise RecordRefusedError(Reason.RECORD_INVALID, f"value {obs.value!r} is not finite")
-            # the intake's own time check and bound (STREAM_APP_MAX_FUTURE_SKEW_S)
-            refused = times_error(obs.event_time, obs.report_time, now_ms=now, limits=self.limits)
+            # the intake's own time check and bound (STREAM_APP_MAX_FUTURE_SKEW_S), against the intake's
+            # clock when it stamped it: another worker's clock, or a replay later, gives the same verdict
+            received = received_at_of(message) or now
+            refused = times_error(obs.event_time, obs.report_time, now_ms=received, limits=self.limits)
             if refused is not None:
                 raise RecordRefusedError(Reason.RECORD_INVALID, f"{refused.reason}: {refused.message}")
             reporter = self.catalogue.reporters.get(obs.reporter)

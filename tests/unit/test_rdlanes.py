@@ -374,6 +374,50 @@ def test_a_batch_librdkafka_cannot_read_becomes_one_stand_in_for_all_its_offsets
     asyncio.run(scenario())
 
 
+def test_an_unreadable_first_batch_of_a_partition_at_offset_0_is_stood_in_too() -> None:
+    async def scenario() -> None:
+        bad = Record("in", 0, 0, error_=KafkaError(KafkaError._BAD_COMPRESSION, "zstd failed"))
+        rd = FakeRd(steps=[assign(A), records(bad)])
+        thread, _ = await started(rd)
+        probe = FakeProbe(base=0, end=8, high=10)
+        thread._probe = lambda: probe  # type: ignore[method-assign]
+        await fetch(thread, set())
+        fetched = await fetch(thread, {A})
+        assert offsets(fetched) == {0: [7]}
+        assert (fetched[A][0].value.first_offset, fetched[A][0].value.last_offset) == (0, 7)
+        assert rd.log[-1] == "seek 0@8"
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class FlakyProbe(FakeProbe):
+    """A probe whose every other fetch meets a broker error (no offset) before its answer."""
+
+    flaky: bool = False
+
+    def consume(self, num_messages: int, timeout: float) -> list[Record]:
+        self.flaky = not self.flaky
+        if self.flaky:
+            return [Record(None, None, -1001, error_=KafkaError(KafkaError._TRANSPORT, "broker away"))]
+        return super().consume(num_messages, timeout)
+
+
+def test_a_broker_error_met_while_bisecting_is_no_answer_about_the_batch() -> None:
+    async def scenario() -> None:
+        bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION))
+        rd = FakeRd(steps=[assign(A), records(bad)])
+        thread, _ = await started(rd)
+        probe = FlakyProbe(base=41, end=45, high=50)
+        thread._probe = lambda: probe  # type: ignore[method-assign]
+        await fetch(thread, set())
+        fetched = await fetch(thread, {A})
+        assert (fetched[A][0].value.first_offset, fetched[A][0].value.last_offset) == (41, 44)
+        assert rd.log[-1] == "seek 0@45"  # the batch's true end, not one the errors made up
+
+    asyncio.run(scenario())
+
+
 def test_without_the_batch_s_end_one_stand_in_at_its_base_offset() -> None:
     async def scenario() -> None:
         bad = Record("in", 0, 41, error_=KafkaError(KafkaError._BAD_COMPRESSION))
@@ -450,7 +494,9 @@ def test_the_thread_s_own_poll_before_the_fetcher_runs_joins_the_group_and_holds
         for _ in range(2):
             await asyncio.to_thread(lambda: asyncio.run(thread._poll_idle()))
         assert thread.assignment() == {A}
-        assert not any(line.startswith("pause") for line in rd.log)  # pauses are the fetcher's
+        # while the fetcher does not run, nothing new is fetched: what it may hold stays bounded
+        assert any(line.startswith("pause") for line in rd.log)
         assert offsets(await fetch(thread, {A})) == {0: [0]}  # held for the fetcher, not lost
+        assert any(line.startswith("resume") for line in rd.log)
 
     asyncio.run(scenario())

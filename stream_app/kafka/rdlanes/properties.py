@@ -19,8 +19,6 @@ IDLE_POLL_S = 0.2
 IDLE_AFTER_S = 1.0
 """How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
 
-# a commit the group refused because the member is no longer in it, or moves on: not a crash (as
-
 
 def consumer_properties(settings: Settings, group_id: str, client_id: str, **faust: Any) -> dict[str, Any]:
     """The librdkafka consumer's properties: brokers and security from ``settings`` (as every confluent

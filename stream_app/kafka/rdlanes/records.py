@@ -110,9 +110,11 @@ def _probe_fails(probe: Any, base: int) -> bool | None:
     while time.monotonic() < deadline:
         for message in probe.consume(num_messages=1, timeout=0.5):
             error = message.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                continue
-            return error is not None and message.offset() == base
+            if error is None:
+                return False  # a record: the fetch got past the batch
+            if message.offset() == base:
+                return True
+            # end of partition, a broker or transport error: no word on the batch yet, ask again
     return None
 
 

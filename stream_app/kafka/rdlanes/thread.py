@@ -45,6 +45,7 @@ from typing import Any, TypeVar, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_STORED,
     Consumer,
     KafkaError,
     KafkaException,
@@ -72,6 +73,8 @@ log = get_logger(__name__)
 
 _T = TypeVar("_T")
 
+# a commit the group refused because the member is no longer in it, or moves on: not a crash (as
+# aiokafka's "already rebalanced"); the next owner reads from the last commit
 _REBALANCED = frozenset(
     {
         KafkaError.ILLEGAL_GENERATION,
@@ -199,15 +202,25 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         return await asyncio.wait_for(future, CALL_TIMEOUT_S + 1.0)
 
     def _on_app(self, coro: Awaitable[None], what: str) -> None:
-        """Run ``coro`` on the app's loop and wait for it (from a callback, on the consumer thread)."""
-        timeout = max(1.0, float(self.app.conf.broker_session_timeout) * 0.9)
+        """Run ``coro`` on the app's loop and wait until it is done (from a callback, on the consumer
+        thread), as aiokafka's driver does: a revoke that returned early would let the next assignment
+        run before the lanes were dropped. A slow step is logged every 0.9 session timeout; only a
+        stopping worker stops waiting."""
+        bound = max(1.0, float(self.app.conf.broker_session_timeout) * 0.9)
         future = asyncio.run_coroutine_threadsafe(cast(Any, coro), self.consumer.loop)
-        try:
-            future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            log.warning("rdkafka_rebalance_slow", step=what, waited_s=timeout)
-        except Exception:
-            log.exception("rdkafka_rebalance_failed", step=what)
+        waited = 0.0
+        while True:
+            try:
+                future.result(bound)
+            except concurrent.futures.TimeoutError:
+                waited += bound
+                log.warning("rdkafka_rebalance_slow", step=what, waited_s=waited)
+                if self._closing or self.app.should_stop:
+                    return
+                continue
+            except Exception:
+                log.exception("rdkafka_rebalance_failed", step=what)
+            return
 
     # --- rebalances (callbacks: on the consumer thread, inside consume()) ---
 
@@ -339,11 +352,14 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             # lest another partition's record wait behind it
 
     async def _poll_idle(self) -> None:
-        """What :meth:`_serve_while_idle` fetches: every record held (the fetcher takes them once it
-        runs), pauses left as they are."""
+        """What :meth:`_serve_while_idle` fetches, with every partition paused first (the app's loop is
+        busy or the flow stopped: nothing new is fetched meanwhile, so what is held is at most what
+        librdkafka had queued, and the lanes' pauses hold); records held (the fetcher takes them and
+        resumes what Faust wants once it runs)."""
         rd = self._rd
         if rd is None or self._closing:
             return
+        self._sync_paused(rd, set())
         rebalances = self._rebalances
         with self._lock:
             seeks = dict(self._seeks)
@@ -384,7 +400,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         if code == KafkaError._PARTITION_EOF:
             return None
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        if code in _RECORD_ERRORS and topic is not None and partition is not None and (offset or -1) >= 0:
+        placed = topic is not None and partition is not None and offset is not None and offset >= 0
+        if code in _RECORD_ERRORS and placed:
             return self._withhold(TP(topic, partition), offset, error)
         if error.fatal() or self._log_again(("consume", code)):
             log.warning("rdkafka_consume_error", code=error.name(), reason=error.str()[:300], topic=topic)
@@ -400,7 +417,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         seeked past it. Without an end (the probe failed), one stand-in at the base offset and the
         partition stays stalled there (logged), never a stand-in per failed fetch."""
         if self._stood_in.get(tp) == base:
-            if self._log_again(("stalled", tp.partition)):
+            if self._log_again((f"stalled:{tp.topic}", tp.partition)):
                 log.error("rdkafka_partition_stalled", topic=tp.topic, partition=tp.partition, offset=base)
             return None
         self._stood_in[tp] = base
@@ -435,6 +452,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                     "group.id": f"{self.app.conf.id}-probe",
                     "enable.auto.commit": False,
                     "enable.partition.eof": False,
+                    "isolation.level": "read_uncommitted",  # as the group's consumer reads
                     "fetch.max.bytes": settings.fetch_max_batch_bytes,
                     "receive.message.max.bytes": settings.fetch_max_batch_bytes + (16 << 20),
                 },
@@ -453,7 +471,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         with self._lock:
             again = {tp: self._start_offsets.get(tp, -1001) for tp in fetched & self._assigned}
         for tp, offset in again.items():
-            self._seek_rd(rd, tp, offset if offset >= 0 else OFFSET_BEGINNING)
+            self._seek_rd(rd, tp, offset if offset >= 0 else OFFSET_STORED)
 
     # --- positions (from the app's loop) ---
 
