@@ -168,6 +168,9 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
             "worker_peak_rss_bytes": 260 * mb,
         },
         "readers": {"p99_ms_without_readers": 500.0, "p99_ms_with_readers": 560.0},
+        "latency_sustainable": {"rate_offered": 1_000.0, "to_alert_ms": {"p99": 150.0}},
+        "latency_sustainable_peer": {"rate_offered": 1_000.0, "to_output_ms": {"p99": 200.0}},
+        "soak": {"ratio_to_drain": 2.5},
     }
     verdicts = {v["target"]: v["verdict"] for v in report.verdicts(results)}
     assert verdicts == {
@@ -177,6 +180,8 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
         "backfill 2010-2025 produced + drained + settled": "not measured (only 2022-01-01:2025-12-31)",
         "live alert p99 while the backfill drains": "pass",
         "p99 produced -> alert at 2,000/s": "FAIL",
+        "p99 produced -> alert at 1,000/s / Quix peer p99": "pass",  # 0.75
+        "soak: CPU per record at 300/s / the drain's": "FAIL",  # 2.5
         "worker peak RSS": "FAIL",  # the latency run's 260 MB
         "p99 at 300/s with 20 pages + 50 req/s / without": "FAIL",  # 1.12
     }
