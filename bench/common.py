@@ -248,9 +248,16 @@ class Process(Launched):
 
     def peak_rss_bytes(self) -> int | None:
         """The kernel's high-water mark of resident memory (VmHWM) for the process."""
+        return self._status_bytes("VmHWM:")
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory now (VmRSS)."""
+        return self._status_bytes("VmRSS:")
+
+    def _status_bytes(self, field_: str) -> int | None:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field_):
                     return int(line.split()[1]) * 1024
         return None
 

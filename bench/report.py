@@ -16,7 +16,13 @@ TARGETS = {
     "p99_ms": 250.0,  # produced -> alert consumed, at latency_rate
     "rss_mb": 250.0,  # worker peak RSS
     "readers_ratio": 1.1,  # the pipeline's p99 at 300/s with the screen's readers / without (issue 16)
+    "peer_latency_rate": 1_000.0,  # observations/s of the side-by-side latency target (issue 28)
+    "peer_p99_ratio": 1.0,  # worker p99 produced -> alert / Quix peer p99 produced -> output, same load
+    "soak_ratio": 2.0,  # CPU per record at a steady 300/s / in the drain, same run (issue 28)
 }
+
+# (the worker's latency result, the Quix peer's under the same load) in results.json
+LATENCY_PAIRS = (("latency", "latency_peer"), ("latency_sustainable", "latency_sustainable_peer"))
 
 
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,6 +94,20 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         unit=" ms",
         why="" if at_rate or not latency else f"offered {latency.get('rate_offered')}/s",
     )
+    judge(
+        f"p99 produced -> alert at {TARGETS['peer_latency_rate']:,.0f}/s / Quix peer p99",
+        _peer_latency_ratio(results, TARGETS["peer_latency_rate"]),
+        TARGETS["peer_p99_ratio"],
+        at_least=False,
+        unit="×",
+    )
+    judge(
+        "soak: CPU per record at 300/s / the drain's",
+        _get(results, "soak", "ratio_to_drain"),
+        TARGETS["soak_ratio"],
+        at_least=False,
+        unit="×",
+    )
     readers = results.get("readers") or {}
     judge(
         "p99 at 300/s with 20 pages + 50 req/s / without",
@@ -109,6 +129,15 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         unit=" MB",
     )
     return out
+
+
+def _peer_latency_ratio(results: dict[str, Any], rate: float) -> float | None:
+    """The worker's p99 produced -> alert over the Quix peer's p99 produced -> output, at ``rate``."""
+    for worker_key, peer_key in LATENCY_PAIRS:
+        worker, peer = results.get(worker_key) or {}, results.get(peer_key) or {}
+        if worker.get("rate_offered") == rate == peer.get("rate_offered"):
+            return _ratio(_get(worker, "to_alert_ms", "p99"), _get(peer, "to_output_ms", "p99"))
+    return None
 
 
 def verdict_table(items: list[dict[str, Any]]) -> str:
@@ -179,9 +208,77 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         add("backfill", None)
-    for key in ("latency", "latency_sustainable"):
+    for key, peer_key in LATENCY_PAIRS:
         _latency_row(out, results.get(key), required=key == "latency")
+        _hops_row(out, results.get(key))
+        _peer_latency_row(out, results.get(peer_key), results.get(key))
+    _soak_row(out, results.get("soak"))
     return out
+
+
+def _row(name: str, records: Any, seconds: Any, rate: Any, note: str) -> dict[str, Any]:
+    return {"row": name, "records": records, "seconds": seconds, "rate": rate, "ratio": None, "note": note}
+
+
+def _hops_row(out: list[dict[str, Any]], latency: dict[str, Any] | None) -> None:
+    """The worker's latency per hop (p50/p99), and the consolidate step's mean batch time."""
+    hops = (latency or {}).get("hops_ms")
+    if not latency or not hops:
+        return
+    step = _get(latency, "stages", "consolidate", "mean_ms")
+    note = "; ".join(f"{h} {v['p50']:.0f}/{v['p99']:.0f}" for h, v in hops.items())
+    note += f" ms p50/p99; consolidate step {step:.0f} ms per batch (mean)" if step is not None else " ms"
+    count = next(iter(hops.values()))["count"]
+    out.append(_row(f"  hops at {latency['rate_offered']:,.0f}/s", count, None, None, note))
+
+
+def _peer_latency_row(
+    out: list[dict[str, Any]], peer: dict[str, Any] | None, worker: dict[str, Any] | None
+) -> None:
+    if not peer:
+        return
+    if "to_output_ms" not in peer:
+        out.append(_row("  Quix peer latency", None, None, None, peer.get("skipped", "failed")))
+        return
+    o, a = peer["to_output_ms"], peer["to_alert_ms"]
+    note = (
+        f"→output p50/p95/p99 {o['p50']:.0f}/{o['p95']:.0f}/{o['p99']:.0f} ms; →alert p99 {a['p99']:.0f} ms"
+    )
+    ratio = _ratio(_get(worker or {}, "to_alert_ms", "p99"), o["p99"])
+    if ratio is not None:
+        note += f"; worker p99 →alert / peer p99 {ratio:.2f}×"
+    rate = peer["sender"]["rate_achieved"]
+    out.append(
+        _row(
+            f"  Quix peer latency at {rate:,.0f}/s",
+            peer["observations_measured"],
+            peer["seconds"],
+            rate,
+            note,
+        )
+    )
+
+
+def _soak_row(out: list[dict[str, Any]], soak: dict[str, Any] | None) -> None:
+    if not soak:
+        return
+    c = soak["to_consolidated_ms"]
+    drain = soak.get("drain_cpu_us_per_record")
+    versus = f" ({soak['ratio_to_drain']:.1f}× the drain's {drain:,.0f})" if drain else " (no drain run)"
+    note = (
+        f"{soak['worker_cpu_share']:.0%} of a core, {soak['cpu_us_per_record']:,.0f} µs CPU/record{versus}; "
+        f"RSS {(_mb(soak['worker_rss_bytes']) or 0):.0f} MB; →consolidated p99 {c['p99']:.0f} ms"
+    )
+    rate = soak["sender"]["rate_achieved"]
+    out.append(
+        _row(
+            f"soak at {rate:,.0f}/s, tick {soak['tick_interval_s']:.0f} s",
+            soak["records"],
+            soak["seconds"],
+            rate,
+            note,
+        )
+    )
 
 
 def _latency_row(out: list[dict[str, Any]], latency: dict[str, Any] | None, *, required: bool) -> None:
@@ -252,7 +349,11 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         return None
-    measured = [r for r in results.get("table", []) if r["rate"] and not r["row"].startswith("latency")]
+    measured = [
+        r
+        for r in results.get("table", [])
+        if r["rate"] and "latency" not in r["row"] and not r["row"].startswith("soak")
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
     names = [r["row"] for r in measured]
     rates = [r["rate"] for r in measured]

@@ -17,11 +17,15 @@ Scenarios, each in its own throwaway namespace (topics ``bench.<uuid>.``, Redis 
    Faust (per-record awaits) and the Quix Streams peer (``bench/peers``), records/s and ratio to
    the floor;
 3. scale-out — the drain with two workers in one consumer group;
-4. latency — a steady offered load; produce → consolidated consumed and → alert consumed;
+4. latency — a steady offered load (2,000/s and the sustainable 1,000/s); produce → consolidated
+   consumed and → alert consumed, the worker's per-hop breakdown (``bench.latency``), then the
+   Quix Streams peer alone under the same load and records: produce → its output consumed;
 5. backfill — ``stream-app simulate --history`` + ``stream-app produce`` of daily history since
    2010, then its drain by one worker;
 6. readers — the pipeline's latency at 300 observations/s with no readers and with 20 pages and 50
-   requests/s on the center's screen (``stream-app screen``), in balanced phases on one worker.
+   requests/s on the center's screen (``stream-app screen``), in balanced phases on one worker;
+7. soak — one worker under the live mix at a steady 300/s for 60 s (tick every 30 s): its CPU
+   share, CPU per record against the drain's, RSS and produce → consolidated.
 
 Writes ``.local/bench/results.json``, ``.local/bench/results.png`` and the worker logs and
 profiles under ``.local/bench/<run>/``; prints a table. Loopback services only.
@@ -66,7 +70,7 @@ from bench.common import (
     start_worker,
     summed,
 )
-from bench.latency import OutputReader, Tracker, percentiles, send_steadily
+from bench.latency import HOPS, OutputReader, PeerReader, Tracker, percentiles, send_steadily
 from bench.profiling import Recording, summarise
 from bench.workload import (
     HISTORY_FROM,
@@ -113,7 +117,8 @@ SMOKE: SizeSpec = {
     "latency_seconds": 4.0,
     "history_days": 5,
 }
-SCENARIOS = ("drain", "peers", "scale_out", "latency", "backfill", "readers")
+SCENARIOS = ("drain", "peers", "scale_out", "latency", "backfill", "readers", "soak")
+SOAK_RATE, SOAK_SECONDS, SMOKE_SOAK_SECONDS = 300.0, 60.0, 5.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class Drain:
     produced: dict[str, float]
     cpu_seconds: float
     peak_rss_bytes: list[int | None]
+    cpu_seconds_from_first: float  # from the first record consumed: no start-up (the soak's comparison)
     stage_busy_seconds: dict[str, float]  # per stage: time spent on batches (stream_app_stage_batch_seconds)
 
     @property
@@ -179,7 +185,7 @@ def wait_drained(
     ``on_first`` is called when the first record has been consumed (to start a profiler)."""
     inputs = list(ns.input_topics())
     started = time.perf_counter()
-    cpu0 = [w.cpu_seconds() for w in workers]
+    cpu0 = cpu_first = [w.cpu_seconds() for w in workers]
     first: float | None = None
     deadline = time.monotonic() + timeout
     last_report = 0.0
@@ -193,6 +199,7 @@ def wait_drained(
         finished = summed(samples, "stream_app_end_to_end_latency_seconds_count")
         if first is None and consumed > 0:
             first = now
+            cpu_first = [w.cpu_seconds() for w in workers]
             if on_first is not None:
                 on_first()
         if consumed >= expected and finished >= accepted:
@@ -224,6 +231,7 @@ def wait_drained(
         cpu_seconds=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu0, strict=True)),
         peak_rss_bytes=[w.peak_rss_bytes() for w in workers],
         stage_busy_seconds=_stage_busy(samples),
+        cpu_seconds_from_first=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu_first, strict=True)),
     )
 
 
@@ -500,7 +508,7 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
     with run.namespace("latency") as ns:
         worker = start_worker(ns, 1, run.run_dir / "latency", run.worker_env)
         tracker = Tracker()
-        reader = OutputReader(ns, tracker)
+        reader = OutputReader(ns, tracker, internal=True)
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
         try:
             worker.wait_for_line(READY_LINE)
@@ -540,6 +548,8 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
             "decode_errors": tracker.errors,
             "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
             "to_alert_ms": percentiles(tracker.to_alert),
+            # per observation matched through the internal topic; see bench.latency's docstring
+            "hops_ms": {hop: percentiles(tracker.hops.get(hop, [])) for hop in HOPS},
             "worker_cpu_share": busy,
             "stages": _stage_batches(sample),  # warm-up included
             "produced_by_topic": produced,  # warm-up included
@@ -556,6 +566,158 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
                 f"mean {figures['mean_records']:,.0f} records "
                 f"in {figures['mean_ms']:,.1f} ms"
             )
+        hops = run.results[key]["hops_ms"]
+        run.log(
+            "    hops p50/p99 ms: "
+            + ", ".join(f"{h} {hops[h]['p50']:.0f}/{hops[h]['p99']:.0f}" for h in HOPS)
+            + f" ({hops['intake']['count']:.0f} observations)"
+        )
+
+
+def scenario_peer_latency(run: Run, rate: float, seconds: float, key: str) -> None:
+    """The Quix Streams peer under the same steady offered load as :func:`scenario_latency` (the
+    same generated records), alone on the machine: produce call -> its output read, and -> its
+    alert read (the peer alerts when an entity crosses its bound). Results under ``key``."""
+    count = round(rate * seconds)
+    with run.namespace("peerlat") as ns:
+        warm = generate_mix(ns.blueprint, 300, seed=11)
+        # event times do not matter to the peer: the records are generated before it starts
+        items = generate_mix(ns.blueprint, count, seed=13, step_s=1 / rate, keep_meta=True).items
+        spec_path = run.run_dir / f"{key}-spec.json"
+        spec = peer_spec(ns.blueprint)
+        spec["subscribe"] = sorted({ns.blueprint.input_topic(i.reporter).name for i in (*warm.items, *items)})
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        argv = _quix_argv(run, ns, spec_path, "quix")
+        if argv is None:
+            run.results[key] = {"skipped": "Quix Streams virtualenv missing (make bench installs it)"}
+            run.log("  skipped: no Quix Streams virtualenv")
+            return
+        out, dlq, alerts = _peer_topics(ns, "quix")
+        ns.add_topics([out, dlq, alerts])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        log_dir = run.run_dir / key
+        log_dir.mkdir(parents=True, exist_ok=True)
+        peer = Process.start("quix", argv, env, log_dir, cwd=REPO_ROOT)
+        tracker = Tracker()
+        reader = PeerReader(ns.settings, (out, alerts), tracker)
+        thread = threading.Thread(target=reader.run, name="bench-peer-reader", daemon=True)
+        try:
+            # Warm-up: its state stores and changelogs made, its group joined, a few hundred records.
+            _peer_warm_up(ns, peer, warm, [out, dlq])
+            thread.start()
+            reader.ready.wait(15)
+            cpu0, wall0 = peer.cpu_seconds(), time.perf_counter()
+            sending = send_steadily(ns, items, rate, tracker)
+            deadline = time.monotonic() + min(300.0, 30.0 + count / 2000)
+            while len(tracker.to_output) < tracker.measured and time.monotonic() < deadline and peer.alive():
+                time.sleep(0.2)
+            time.sleep(0.5)
+            busy = (peer.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
+            rss = peer.peak_rss_bytes()
+        finally:
+            reader.stop.set()
+            if thread.is_alive():
+                thread.join(15)
+            peer.stop()
+        missing = tracker.measured - len(tracker.to_output)
+        run.results[key] = {
+            "peer": "quix",
+            "rate_offered": rate,
+            "seconds": seconds,
+            "sender": sending,
+            "observations_measured": tracker.measured,
+            "unmatched": missing,
+            "decode_errors": tracker.errors,
+            "to_output_ms": percentiles(tracker.to_output, missing),
+            "to_alert_ms": percentiles(tracker.to_alert),
+            "peer_cpu_share": busy,
+            "peer_peak_rss_bytes": rss,
+        }
+        o, a = run.results[key]["to_output_ms"], run.results[key]["to_alert_ms"]
+        run.log(
+            f"  Quix peer at {sending['rate_achieved']:,.0f}/s: -> output p50/p95/p99 "
+            f"{o['p50']:.0f}/{o['p95']:.0f}/{o['p99']:.0f} ms ({missing} unmatched); -> alert p99 "
+            f"{a['p99']:.0f} ms ({a['count']:.0f}); {busy:.0%} of a core"
+        )
+
+
+def _peer_warm_up(ns: Namespace, peer: Process, warm: Mix, outputs: list[str]) -> None:
+    """Until the peer has put out the warm-up records (its outputs and dead letters)."""
+    produce_mix(ns, warm.items)
+    deadline = time.monotonic() + 240.0
+    while sum(high_watermarks(ns.settings, outputs).values()) < len(warm.items):
+        peer.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the Quix peer did not take its warm-up:\n{peer.log_tail()}")
+        time.sleep(0.2)
+
+
+SOAK_TICK_S = "30"  # the simulator's live mix with the production tick
+
+
+def scenario_soak(run: Run, rate: float, seconds: float) -> None:
+    """One worker under the live mix at a steady ``rate`` for ``seconds`` (tick every 30 s): its CPU
+    share and CPU per record over the steady window (/proc utime + stime), its RSS and produce ->
+    consolidated latency; compared with the drain's CPU per record of the same run, if it ran."""
+    count = round(rate * seconds)
+    with run.namespace("soak") as ns:
+        env = {"STREAM_APP_TICK_INTERVAL_S": SOAK_TICK_S, **run.worker_env}
+        worker = start_worker(ns, 1, run.run_dir / "soak", env)
+        tracker = Tracker()
+        reader = OutputReader(ns, tracker)
+        thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
+        try:
+            worker.wait_for_line(READY_LINE)
+            warm = generate_mix(ns.blueprint, 300, seed=11)
+            produce_mix(ns, warm.items)
+            wait_drained(ns, [worker], len(warm.items), 120)
+            lead = 3.0 + count * 60e-6
+            items = generate_mix(
+                ns.blueprint, count, seed=17, first_s=time.time() + lead, step_s=1 / rate, keep_meta=True
+            ).items
+            thread.start()
+            reader.ready.wait(15)
+            cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
+            sending = send_steadily(ns, items, rate, tracker)
+            cpu, wall = worker.cpu_seconds() - cpu0, time.perf_counter() - wall0
+            deadline = time.monotonic() + 60.0
+            while tracker.unmatched() and time.monotonic() < deadline and worker.alive():
+                time.sleep(0.2)
+            rss = worker.rss_bytes()
+            peak = worker.peak_rss_bytes()
+        finally:
+            reader.stop.set()
+            if thread.is_alive():
+                thread.join(15)
+            worker.stop()
+    drain = run.results.get("drain")
+    # the drain's CPU from its first record (the worker's start-up left out, as the soak leaves it out)
+    drain_us = 1e6 * drain["cpu_seconds_from_first_record"] / drain["records"] if drain else None
+    us = 1e6 * cpu / len(items)
+    run.results["soak"] = {
+        "rate_offered": rate,
+        "seconds": seconds,
+        "tick_interval_s": float(env["STREAM_APP_TICK_INTERVAL_S"]),
+        "sender": sending,
+        "records": len(items),
+        "cpu_seconds": cpu,
+        "worker_cpu_share": cpu / wall,
+        "cpu_us_per_record": us,
+        "drain_cpu_us_per_record": drain_us,
+        "ratio_to_drain": us / drain_us if drain_us else None,
+        "worker_rss_bytes": rss,
+        "worker_peak_rss_bytes": peak,
+        "unmatched": tracker.unmatched(),
+        "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
+    }
+    c = run.results["soak"]["to_consolidated_ms"]
+    versus = f", drain {drain_us:,.0f} µs = {us / drain_us:.1f}×" if drain_us else " (no drain in this run)"
+    run.log(
+        f"  soak at {sending['rate_achieved']:,.0f}/s for {seconds:.0f} s: {cpu / wall:.0%} of a core, "
+        f"{us:,.0f} µs CPU per record{versus}; RSS {(rss or 0) / 2**20:.0f} MB; "
+        f"->consolidated p50/p99 {c['p50']:.0f}/{c['p99']:.0f} ms"
+    )
 
 
 READERS_RATE = 300.0  # observations/s: the screen issue's measurement
@@ -858,6 +1020,7 @@ def _drain_json(drain: Drain) -> dict[str, Any]:
         "rejected": drain.rejected,
         "produced": drain.produced,
         "cpu_seconds": drain.cpu_seconds,
+        "cpu_seconds_from_first_record": drain.cpu_seconds_from_first,
         "peak_rss_bytes": drain.peak_rss_bytes,
         "stage_busy_seconds": drain.stage_busy_seconds,
     }
@@ -880,6 +1043,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="a second, lower offered load for the latency (default 1000/s, none with --smoke; 0: none)",
     )
+    parser.add_argument("--soak-rate", type=float, default=SOAK_RATE, help="the soak's steady load (300/s)")
+    parser.add_argument("--soak-seconds", type=float, help="the soak's length (60; 5 with --smoke)")
+    parser.add_argument(
+        "--no-peer-latency",
+        dest="peer_latency",
+        action="store_false",
+        help="no Quix peer in latency runs",
+    )
     parser.add_argument("--history-days", type=int, help="days of history, ending 2025-12-31 (2010-2025)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="no py-spy")
     parser.add_argument("--keep", action="store_true", help="keep the namespaces (topics, keys) for a look")
@@ -895,6 +1066,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     if args.sustainable_rate is None:
         args.sustainable_rate = 0.0 if args.smoke else 1000.0
+    if args.soak_seconds is None:
+        args.soak_seconds = SMOKE_SOAK_SECONDS if args.smoke else SOAK_SECONDS
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
@@ -981,21 +1154,47 @@ def _steps(run: Run, blueprint: Blueprint) -> list[tuple[str, Callable[[], None]
         steps.append(
             ("steady latency", lambda: scenario_latency(run, sizes.latency_rate, sizes.latency_seconds))
         )
+        if args.peer_latency:
+            steps.append(
+                (
+                    "steady latency, Quix Streams peer",
+                    lambda: scenario_peer_latency(
+                        run, sizes.latency_rate, sizes.latency_seconds, "latency_peer"
+                    ),
+                )
+            )
         if args.sustainable_rate:
             # The same at a load the worker keeps up with: its own latency, not a queue's.
+            sustainable_s = min(30.0, sizes.latency_seconds)
             steps.append(
                 (
                     f"steady latency at {args.sustainable_rate:g}/s",
                     lambda: scenario_latency(
-                        run, args.sustainable_rate, min(30.0, sizes.latency_seconds), "latency_sustainable"
+                        run, args.sustainable_rate, sustainable_s, "latency_sustainable"
                     ),
                 )
             )
+            if args.peer_latency:
+                steps.append(
+                    (
+                        f"steady latency at {args.sustainable_rate:g}/s, Quix Streams peer",
+                        lambda: scenario_peer_latency(
+                            run, args.sustainable_rate, sustainable_s, "latency_sustainable_peer"
+                        ),
+                    )
+                )
     if "backfill" in args.only:
         steps.append(("backfill", lambda: scenario_backfill(run)))
     if "readers" in args.only:
         seconds = min(60.0, sizes.latency_seconds)
         steps.append(("readers on the center's screen", lambda: scenario_readers(run, seconds)))
+    if "soak" in args.only:
+        steps.append(
+            (
+                f"soak at {args.soak_rate:g}/s for {args.soak_seconds:g} s",
+                lambda: scenario_soak(run, args.soak_rate, args.soak_seconds),
+            )
+        )
     return steps
 
 

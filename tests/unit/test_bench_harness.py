@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.latency import percentiles
+from bench.latency import Tracker, percentiles
 from bench.profiling import categorise, parse_collapsed, summarise
 from bench.run import sizes_for
 from bench.workload import generate_mix
@@ -168,6 +168,9 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
             "worker_peak_rss_bytes": 260 * mb,
         },
         "readers": {"p99_ms_without_readers": 500.0, "p99_ms_with_readers": 560.0},
+        "latency_sustainable": {"rate_offered": 1_000.0, "to_alert_ms": {"p99": 150.0}},
+        "latency_sustainable_peer": {"rate_offered": 1_000.0, "to_output_ms": {"p99": 200.0}},
+        "soak": {"ratio_to_drain": 2.5},
     }
     verdicts = {v["target"]: v["verdict"] for v in report.verdicts(results)}
     assert verdicts == {
@@ -177,7 +180,75 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
         "backfill 2010-2025 produced + drained + settled": "not measured (only 2022-01-01:2025-12-31)",
         "live alert p99 while the backfill drains": "pass",
         "p99 produced -> alert at 2,000/s": "FAIL",
+        "p99 produced -> alert at 1,000/s / Quix peer p99": "pass",  # 0.75
+        "soak: CPU per record at 300/s / the drain's": "FAIL",  # 2.5
         "worker peak RSS": "FAIL",  # the latency run's 260 MB
         "p99 at 300/s with 20 pages + 50 req/s / without": "FAIL",  # 1.12
     }
     assert "FAIL" in report.verdict_table(report.verdicts(results))
+
+
+def test_tracker_breaks_the_latency_down_per_hop_and_times_a_peer() -> None:
+    tracker = Tracker(wall_offset=1000.0)  # wall clock = perf_counter + 1000 s
+    item = generate_mix(load_blueprint(Settings.model_construct()), 50, keep_meta=True).items
+    sent = next(i for i in item if i.meta is not None)
+    assert sent.meta is not None
+    tracker.sent(sent, 1.0)  # produced at wall 1001.000
+    tracker.internal(sent.meta.observation_id, 1_001_050, 1.080)  # intake took it at +50, read back at +80
+    indicator, place = sent.meta.entity
+    record = {
+        "indicator": indicator,
+        "station": place,
+        "region": place,
+        "latest_event_time": sent.meta.event_ms,
+    }
+    tracker.consolidated(record, 1.300, produced_ms=1_001_280)  # produced at +280, read at +300
+    hops = {hop: values[0] for hop, values in tracker.hops.items()}
+    assert hops == pytest.approx({"intake": 50, "to_internal": 30, "internal_to_output": 200, "publish": 20})
+    assert sum(hops.values()) == pytest.approx(tracker.to_consolidated[0]) == pytest.approx(300)
+    tracker.output(sent.meta.observation_id, 1.040)
+    tracker.output(sent.meta.observation_id, 1.090)  # a replayed output counts once
+    assert tracker.to_output == pytest.approx([40.0])
+
+
+def test_report_rows_for_the_peer_latency_the_hops_and_the_soak() -> None:
+    hops = {h: percentiles([10.0, 20.0]) for h in ("intake", "to_internal", "internal_to_output", "publish")}
+    results = {
+        "latency_sustainable": {
+            "rate_offered": 1_000.0,
+            "seconds": 20.0,
+            "observations_measured": 2,
+            "sender": {"rate_achieved": 1_000.0},
+            "to_consolidated_ms": percentiles([100.0, 200.0]),
+            "to_alert_ms": percentiles([300.0]),
+            "hops_ms": hops,
+            "stages": {"consolidate": {"mean_ms": 120.0}},
+        },
+        "latency_sustainable_peer": {
+            "rate_offered": 1_000.0,
+            "seconds": 20.0,
+            "observations_measured": 2,
+            "sender": {"rate_achieved": 1_000.0},
+            "to_output_ms": percentiles([50.0, 150.0]),
+            "to_alert_ms": percentiles([]),
+        },
+        "soak": {
+            "rate_offered": 300.0,
+            "seconds": 60.0,
+            "tick_interval_s": 30.0,
+            "sender": {"rate_achieved": 300.0},
+            "records": 18_000,
+            "worker_cpu_share": 0.6,
+            "cpu_us_per_record": 2_000.0,
+            "drain_cpu_us_per_record": 200.0,
+            "ratio_to_drain": 10.0,
+            "worker_rss_bytes": 120 * 1024 * 1024,
+            "to_consolidated_ms": percentiles([200.0, 400.0]),
+        },
+    }
+    notes = {r["row"]: r["note"] for r in report.rows(results)}
+    assert "consolidate step 120 ms" in notes["  hops at 1,000/s"]
+    assert "worker p99 →alert / peer p99 2.00×" in notes["  Quix peer latency at 1,000/s"]
+    assert "10.0× the drain's 200" in notes["soak at 300/s, tick 30 s"]
+    verdicts = {v["target"]: v["measured"] for v in report.verdicts(results)}
+    assert verdicts["p99 produced -> alert at 1,000/s / Quix peer p99"] == pytest.approx(2.0)
