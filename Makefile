@@ -30,7 +30,7 @@ help:
 	@echo "make chaos [CHAOS_SEEDS='1 2 3']  the chaos tests (SIGKILL, Redis outage) with more seeds of the 100k stream"
 	@echo "make chaos-cluster        3 brokers + Redis Cluster + 3 workers under broker, Redis and worker faults (~15 min)"
 	@echo "make bench [BENCH_SCALE=0.1] [BENCH_ARGS=...]  end-to-end benchmark: .local/bench/results.json and .png"
-	@echo "make bench-smoke          the benchmark harness at tiny sizes (< 1 min): checks that it runs, not speed"
+	@echo "make bench-smoke          the benchmark harness at tiny sizes (a few min): checks that it runs, not speed"
 	@echo "make docs                 regenerate docs/settings.md from stream_app/settings.py"
 
 $(STAMP): pyproject.toml constraints.txt
