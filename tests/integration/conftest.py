@@ -180,20 +180,22 @@ def api_tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def consumer_driver(request: pytest.FixtureRequest) -> str | None:
-    """The Kafka client the test's workers consume with (STREAM_APP_CONSUMER_DRIVER) when the test is
-    parametrized over it (``indirect=True``); else the environment's, aiokafka by default."""
-    driver: str | None = getattr(request, "param", None)
+def consumer_driver(request: pytest.FixtureRequest) -> str:
+    """The Kafka client the test's workers consume with (STREAM_APP_CONSUMER_DRIVER): the test's
+    parameter when it is parametrized over it (``indirect=True``), else the environment's, aiokafka by
+    default."""
+    default = os.environ.get("STREAM_APP_CONSUMER_DRIVER", "aiokafka")
+    driver: str = getattr(request, "param", default)
     return driver
 
 
 @pytest.fixture
 def start_worker(
-    tmp_path: Path, worker_env: dict[str, str], api_tokens_file: Path, consumer_driver: str | None
+    tmp_path: Path, worker_env: dict[str, str], api_tokens_file: Path, consumer_driver: str
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start a worker for given settings (and extra env); all are stopped at teardown."""
     started: list[WorkerProcess] = []
-    driver = {} if consumer_driver is None else {"STREAM_APP_CONSUMER_DRIVER": consumer_driver}
+    driver = {"STREAM_APP_CONSUMER_DRIVER": consumer_driver}
 
     def start(settings: Settings, wait: bool = True, **extra_env: str) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
