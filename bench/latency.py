@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,46 +136,23 @@ class OutputReader:
     def run(self) -> None:
         consolidated, alerts = self.ns.topic("consolidated"), self.ns.topic("alerts")
         internal = self.ns.topic("repartition") if self.internal else None
-        consumer = Consumer(
-            {
-                **confluent_config(self.ns.settings),
-                "group.id": f"bench-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-                "log_level": 3,
-            }
-        )
         schemas = self.ns.blueprint.schemas
-        try:
-            metadata = consumer.list_topics(timeout=10).topics
-            consumer.assign(
-                [
-                    TopicPartition(name, p, OFFSET_BEGINNING)
-                    for name in (consolidated, alerts, *([internal] if internal else []))
-                    for p in metadata[name].partitions
-                ]
-            )
-            self.ready.set()
-            while not self.stop.is_set():
-                for message in consumer.consume(500, READ_WAIT_S):
-                    arrived = time.perf_counter()
-                    raw = message.value()
-                    if message.error() is not None or not raw:
-                        continue
-                    try:
-                        if message.topic() == internal:
-                            self._internal(message, raw, arrived)
-                        elif message.topic() == consolidated:
-                            produced_ms = message.timestamp()[1]
-                            record = codecs.decode(schemas, "consolidated", raw)
-                            self.tracker.consolidated(record, arrived, produced_ms)
-                        else:
-                            self.tracker.alert(codecs.decode(schemas, "alert", raw), arrived)
-                    except Exception:  # counted in the result, never fatal to the run
-                        self.tracker.errors += 1
-        finally:
-            self.ready.set()
-            consumer.close()
+
+        def handle(message: Message, raw: bytes, arrived: float) -> None:
+            try:
+                if message.topic() == internal:
+                    self._internal(message, raw, arrived)
+                elif message.topic() == consolidated:
+                    produced_ms = message.timestamp()[1]
+                    record = codecs.decode(schemas, "consolidated", raw)
+                    self.tracker.consolidated(record, arrived, produced_ms)
+                else:
+                    self.tracker.alert(codecs.decode(schemas, "alert", raw), arrived)
+            except Exception:  # counted in the result, never fatal to the run
+                self.tracker.errors += 1
+
+        topics = (consolidated, alerts, *([internal] if internal else []))
+        follow(self.ns.settings, topics, self.stop, self.ready, handle)
 
     def _internal(self, message: Message, raw: bytes, arrived: float) -> None:
         headers = message.headers() or []
@@ -199,43 +177,54 @@ class PeerReader:
 
     def run(self) -> None:
         out, _alerts = self.topics
-        consumer = Consumer(
-            {
-                **confluent_config(self.settings),
-                "group.id": f"bench-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-                "log_level": 3,
-            }
+
+        def handle(message: Message, raw: bytes, arrived: float) -> None:
+            try:
+                observation_id = str(json.loads(raw).get("observation_id") or "")
+            except ValueError:
+                self.tracker.errors += 1
+                return
+            if message.topic() == out:
+                self.tracker.output(observation_id, arrived)
+            else:
+                self.tracker.alert({"observation_id": observation_id}, arrived)
+
+        follow(self.settings, self.topics, self.stop, self.ready, handle)
+
+
+def follow(
+    settings: Settings,
+    topics: Sequence[str],
+    stop: threading.Event,
+    ready: threading.Event,
+    handle: Callable[[Message, bytes, float], None],
+) -> None:
+    """Read ``topics`` from their beginning until ``stop``, handing each record with a value to
+    ``handle`` with the time it arrived; ``ready`` once assigned (or failed)."""
+    consumer = Consumer(
+        {
+            **confluent_config(settings),
+            "group.id": f"bench-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+            "log_level": 3,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        consumer.assign(
+            [TopicPartition(name, p, OFFSET_BEGINNING) for name in topics for p in metadata[name].partitions]
         )
-        try:
-            metadata = consumer.list_topics(timeout=10).topics
-            consumer.assign(
-                [
-                    TopicPartition(name, p, OFFSET_BEGINNING)
-                    for name in self.topics
-                    for p in metadata[name].partitions
-                ]
-            )
-            self.ready.set()
-            while not self.stop.is_set():
-                for message in consumer.consume(500, READ_WAIT_S):
-                    arrived = time.perf_counter()
-                    raw = message.value()
-                    if message.error() is not None or not raw:
-                        continue
-                    try:
-                        observation_id = str(json.loads(raw).get("observation_id") or "")
-                    except ValueError:
-                        self.tracker.errors += 1
-                        continue
-                    if message.topic() == out:
-                        self.tracker.output(observation_id, arrived)
-                    else:
-                        self.tracker.alert({"observation_id": observation_id}, arrived)
-        finally:
-            self.ready.set()
-            consumer.close()
+        ready.set()
+        while not stop.is_set():
+            for message in consumer.consume(500, READ_WAIT_S):
+                arrived = time.perf_counter()
+                raw = message.value()
+                if message.error() is None and raw:
+                    handle(message, raw, arrived)
+    finally:
+        ready.set()
+        consumer.close()
 
 
 def send_steadily(ns: Namespace, items: list[Item], rate: float, tracker: Tracker) -> dict[str, float]:

@@ -75,6 +75,7 @@ from bench.profiling import Recording, summarise
 from bench.workload import (
     HISTORY_FROM,
     HISTORY_TO,
+    Item,
     Mix,
     generate_mix,
     peer_spec,
@@ -502,6 +503,23 @@ def scenario_scale_out(run: Run, mix: Mix) -> None:
         run.log(f"  2 workers: {drain.records:,} in {drain.seconds:.1f} s = {drain.rate:,.0f}/s")
 
 
+def _warm(ns: Namespace, worker: Process) -> None:
+    """A few hundred records of the mix, drained: start-up and group join are not measured."""
+    warm = generate_mix(ns.blueprint, 300, seed=11)
+    produce_mix(ns, warm.items)
+    wait_drained(ns, [worker], len(warm.items), 120)
+
+
+def _warm_then_schedule(ns: Namespace, worker: Process, count: int, rate: float, *, seed: int) -> list[Item]:
+    """:func:`_warm`, then ``count`` records of the mix to send at ``rate``, event times on schedule
+    (a lead for generating them)."""
+    _warm(ns, worker)
+    lead = 3.0 + count * 60e-6
+    return generate_mix(
+        ns.blueprint, count, seed=seed, first_s=time.time() + lead, step_s=1 / rate, keep_meta=True
+    ).items
+
+
 def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency") -> None:
     """Steady offered load of ``rate`` observations/s for ``seconds``; results under ``key``."""
     count = round(rate * seconds)
@@ -512,14 +530,7 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
         try:
             worker.wait_for_line(READY_LINE)
-            # Warm-up: a few hundred records, drained, so start-up and group join are not measured.
-            warm = generate_mix(ns.blueprint, 300, seed=11)
-            produce_mix(ns, warm.items)
-            wait_drained(ns, [worker], len(warm.items), 120)
-            lead = 3.0 + count * 60e-6  # time to generate the records, event times on schedule
-            items = generate_mix(
-                ns.blueprint, count, seed=13, first_s=time.time() + lead, step_s=1 / rate, keep_meta=True
-            ).items
+            items = _warm_then_schedule(ns, worker, count, rate, seed=13)
             thread.start()
             reader.ready.wait(15)
             cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
@@ -669,13 +680,7 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
         try:
             worker.wait_for_line(READY_LINE)
-            warm = generate_mix(ns.blueprint, 300, seed=11)
-            produce_mix(ns, warm.items)
-            wait_drained(ns, [worker], len(warm.items), 120)
-            lead = 3.0 + count * 60e-6
-            items = generate_mix(
-                ns.blueprint, count, seed=17, first_s=time.time() + lead, step_s=1 / rate, keep_meta=True
-            ).items
+            items = _warm_then_schedule(ns, worker, count, rate, seed=17)
             thread.start()
             reader.ready.wait(15)
             cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
@@ -747,9 +752,7 @@ def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: 
         try:
             worker.wait_for_line(READY_LINE)
             _wait_following(address, screen)
-            warm = generate_mix(ns.blueprint, 300, seed=11)
-            produce_mix(ns, warm.items)
-            wait_drained(ns, [worker], len(warm.items), 120)
+            _warm(ns, worker)
             thread.start()
             output.ready.wait(15)
             # A B B A B A A B: each kind sits as early and as late on average (the state grows and
