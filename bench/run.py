@@ -75,7 +75,6 @@ from bench.profiling import Recording, summarise
 from bench.workload import (
     HISTORY_FROM,
     HISTORY_TO,
-    Item,
     Mix,
     generate_mix,
     peer_spec,
@@ -510,14 +509,30 @@ def _warm(ns: Namespace, worker: Process) -> None:
     wait_drained(ns, [worker], len(warm.items), 120)
 
 
-def _warm_then_schedule(ns: Namespace, worker: Process, count: int, rate: float, *, seed: int) -> list[Item]:
-    """:func:`_warm`, then ``count`` records of the mix to send at ``rate``, event times on schedule
-    (a lead for generating them)."""
+def _steady_load(
+    ns: Namespace,
+    worker: Process,
+    reader: OutputReader,
+    thread: threading.Thread,
+    *,
+    count: int,
+    rate: float,
+    seed: int,
+) -> tuple[dict[str, float], int, float, float]:
+    """Once the worker is ready and warmed up, ``count`` records of the mix sent at ``rate`` (event times
+    on schedule, a lead for generating them) while ``reader`` follows the outputs in ``thread``; what
+    the sender did, how many records it had, and the worker's CPU seconds and the clock when sending
+    started."""
+    worker.wait_for_line(READY_LINE)
     _warm(ns, worker)
     lead = 3.0 + count * 60e-6
-    return generate_mix(
+    items = generate_mix(
         ns.blueprint, count, seed=seed, first_s=time.time() + lead, step_s=1 / rate, keep_meta=True
     ).items
+    thread.start()
+    reader.ready.wait(15)
+    cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
+    return send_steadily(ns, items, rate, reader.tracker), len(items), cpu0, wall0
 
 
 def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency") -> None:
@@ -529,12 +544,9 @@ def scenario_latency(run: Run, rate: float, seconds: float, key: str = "latency"
         reader = OutputReader(ns, tracker, internal=True)
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
         try:
-            worker.wait_for_line(READY_LINE)
-            items = _warm_then_schedule(ns, worker, count, rate, seed=13)
-            thread.start()
-            reader.ready.wait(15)
-            cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
-            sending = send_steadily(ns, items, rate, tracker)
+            sending, _, cpu0, wall0 = _steady_load(
+                ns, worker, reader, thread, count=count, rate=rate, seed=13
+            )
             # An overloaded worker works through its backlog after the sending stops; wait for it,
             # within bounds (what is still unmatched then counts as infinitely late).
             deadline = time.monotonic() + min(300.0, 30.0 + count / 2000)
@@ -679,12 +691,9 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         reader = OutputReader(ns, tracker)
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
         try:
-            worker.wait_for_line(READY_LINE)
-            items = _warm_then_schedule(ns, worker, count, rate, seed=17)
-            thread.start()
-            reader.ready.wait(15)
-            cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
-            sending = send_steadily(ns, items, rate, tracker)
+            sending, records, cpu0, wall0 = _steady_load(
+                ns, worker, reader, thread, count=count, rate=rate, seed=17
+            )
             cpu, wall = worker.cpu_seconds() - cpu0, time.perf_counter() - wall0
             deadline = time.monotonic() + 60.0
             while tracker.unmatched() and time.monotonic() < deadline and worker.alive():
@@ -699,13 +708,13 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
     drain = run.results.get("drain")
     # the drain's CPU from its first record (the worker's start-up left out, as the soak leaves it out)
     drain_us = 1e6 * drain["cpu_seconds_from_first_record"] / drain["records"] if drain else None
-    us = 1e6 * cpu / len(items)
+    us = 1e6 * cpu / records
     run.results["soak"] = {
         "rate_offered": rate,
         "seconds": seconds,
         "tick_interval_s": float(env["STREAM_APP_TICK_INTERVAL_S"]),
         "sender": sending,
-        "records": len(items),
+        "records": records,
         "cpu_seconds": cpu,
         "worker_cpu_share": cpu / wall,
         "cpu_us_per_record": us,
