@@ -165,6 +165,7 @@ class Drain:
     peak_rss_bytes: list[int | None]
     cpu_seconds_from_first: float  # from the first record consumed: no start-up (the soak's comparison)
     stage_busy_seconds: dict[str, float]  # per stage: time spent on batches (stream_app_stage_batch_seconds)
+    stage_batches: dict[str, dict[str, float]]  # per stage: batches, records and ms per batch (1 worker)
 
     @property
     def rate(self) -> float:
@@ -231,6 +232,7 @@ def wait_drained(
         cpu_seconds=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu0, strict=True)),
         peak_rss_bytes=[w.peak_rss_bytes() for w in workers],
         stage_busy_seconds=_stage_busy(samples),
+        stage_batches=_stage_batches(samples[0]) if len(samples) == 1 else {},
         cpu_seconds_from_first=sum(w.cpu_seconds() - c for w, c in zip(workers, cpu_first, strict=True)),
     )
 
@@ -518,11 +520,12 @@ def _steady_load(
     count: int,
     rate: float,
     seed: int,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[dict[str, float], int, float, float]:
     """Once the worker is ready and warmed up, ``count`` records of the mix sent at ``rate`` (event times
     on schedule, a lead for generating them) while ``reader`` follows the outputs in ``thread``; what
     the sender did, how many records it had, and the worker's CPU seconds and the clock when sending
-    started."""
+    started. ``on_start`` is called just before (a profiler of the steady window)."""
     worker.wait_for_line(READY_LINE)
     _warm(ns, worker)
     lead = 3.0 + count * 60e-6
@@ -531,6 +534,8 @@ def _steady_load(
     ).items
     thread.start()
     reader.ready.wait(15)
+    if on_start is not None:
+        on_start()
     cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
     return send_steadily(ns, items, rate, reader.tracker), len(items), cpu0, wall0
 
@@ -690,17 +695,35 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         tracker = Tracker()
         reader = OutputReader(ns, tracker)
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
+        recordings: list[Recording] = []
+
+        def profile() -> None:
+            started = Recording.start(worker.pid, run.run_dir / "soak" / "worker-1.pyspy.txt")
+            if started is not None:
+                recordings.append(started)
+
         try:
             sending, records, cpu0, wall0 = _steady_load(
-                ns, worker, reader, thread, count=count, rate=rate, seed=17
+                ns,
+                worker,
+                reader,
+                thread,
+                count=count,
+                rate=rate,
+                seed=17,
+                on_start=profile if run.args.profile else None,
             )
             cpu, wall = worker.cpu_seconds() - cpu0, time.perf_counter() - wall0
+            stacks = recordings[0].stop() if recordings else None
             deadline = time.monotonic() + 60.0
             while tracker.unmatched() and time.monotonic() < deadline and worker.alive():
                 time.sleep(0.2)
             rss = worker.rss_bytes()
             peak = worker.peak_rss_bytes()
+            stages = _stage_batches(worker.metrics())  # warm-up included
         finally:
+            for recording in recordings:
+                recording.stop()
             reader.stop.set()
             if thread.is_alive():
                 thread.join(15)
@@ -724,7 +747,10 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         "worker_peak_rss_bytes": peak,
         "unmatched": tracker.unmatched(),
         "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
+        "stages": stages,
     }
+    if stacks is not None:
+        run.results["soak"]["profile"] = summarise(stacks, cpu, records)
     c = run.results["soak"]["to_consolidated_ms"]
     versus = f", drain {drain_us:,.0f} µs = {us / drain_us:.1f}×" if drain_us else " (no drain in this run)"
     run.log(
@@ -1035,6 +1061,7 @@ def _drain_json(drain: Drain) -> dict[str, Any]:
         "cpu_seconds_from_first_record": drain.cpu_seconds_from_first,
         "peak_rss_bytes": drain.peak_rss_bytes,
         "stage_busy_seconds": drain.stage_busy_seconds,
+        "stage_batches": drain.stage_batches,
     }
 
 
