@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import faust
 
@@ -28,6 +28,7 @@ from stream_app.ops import metrics
 from stream_app.ops.failures import RecordRefusedError
 from stream_app.settings import Settings
 from stream_app.state.guard import StateGuard, firsts_of
+from stream_app.state.owned import OwnedState
 from stream_app.state.store import StateLayer
 
 Fence = Callable[[], Awaitable[None]]
@@ -124,14 +125,17 @@ def register_stateful(  # noqa: PLR0917 - the stage, its topic and what it is bu
     store: StateLayer,
     stage: str,
     role: str,
-    build: Callable[[Fence], StatefulStage],
+    build: Callable[[Fence, OwnedState[Any]], StatefulStage],
 ) -> None:
     """Stage ``stage`` on the topic of ``role``: each batch counted, then processed once the state guard
-    admitted it; ``build`` makes the stage with the guard's fence."""
+    admitted it; ``build`` makes the stage with the guard's fence and what it keeps of what it wrote
+    (checked by the guard at each admission: :mod:`stream_app.state.owned`)."""
     name = blueprint.topic_by_role(role).name
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
-    guard = StateGuard(store, blueprint.settings, earliest_offsets(app), stage=stage)
-    processor = build(guard.fence)
+    settings = blueprint.settings
+    owned: OwnedState[Any] = OwnedState(stage, settings.owned_state_max_bytes, settings.owned_state_max_age_s)
+    guard = StateGuard(store, settings, earliest_offsets(app), stage=stage, owned=owned)
+    processor = build(guard.fence, owned)
 
     async def handle(events: Sequence[Received]) -> None:
         metrics.RECORDS_CONSUMED.labels(name).inc(len(events))

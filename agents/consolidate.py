@@ -30,6 +30,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import faust
 
@@ -57,6 +58,7 @@ from stream_app.kafka.publisher import Publisher, is_bulk, received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.state.guard import lasts_of, marks_of
+from stream_app.state.owned import OwnedState
 from stream_app.state.store import Commit, EntityReads, ReadRequest, StateLayer
 
 log = get_logger(__name__)
@@ -77,7 +79,9 @@ class Consolidator:
         *,
         replay: bool = False,
         fence: Fence | None = None,
+        owned: OwnedState[Any] | None = None,
     ) -> None:
+        self.owned = owned  # what this worker wrote of its partitions' entities (stream_app/state/owned.py)
         self.replay = replay  # rebuilding the state from the log: its alerts were logged the first time
         self.fence = fence
         self.catalogue = blueprint.catalogue
@@ -286,7 +290,7 @@ def register(
 ) -> None:
     """The consolidate agent on the internal re-keyed topic."""
 
-    def build(fence: Fence) -> Consolidator:
-        return Consolidator(blueprint, store, rulebook, publisher, fence=fence)
+    def build(fence: Fence, owned: OwnedState[Any]) -> Consolidator:
+        return Consolidator(blueprint, store, rulebook, publisher, fence=fence, owned=owned)
 
     register_stateful(app, blueprint, store, STAGE, "repartition", build)

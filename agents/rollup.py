@@ -45,6 +45,7 @@ from stream_app.ops import metrics
 from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
 from stream_app.state.guard import lasts_of, marks_of
+from stream_app.state.owned import OwnedState
 from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer, StateLostError
 from stream_app.wire import codecs
 
@@ -81,7 +82,9 @@ class Rollup:
         *,
         replay: bool = False,
         fence: Fence | None = None,
+        owned: OwnedState[Any] | None = None,
     ) -> None:
+        self.owned = owned  # what this worker wrote of its partitions' roll-ups (stream_app/state/owned.py)
         self.replay = replay  # rebuilding the state from the log: the rebuild sets the marks at its end
         self.fence = fence
         self.blueprint = blueprint
@@ -257,5 +260,10 @@ def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item
 def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher: Publisher) -> None:
     """The roll-up agent on the internal roll-up topic."""
     register_stateful(
-        app, blueprint, store, STAGE, "rollup", lambda fence: Rollup(blueprint, store, publisher, fence=fence)
+        app,
+        blueprint,
+        store,
+        STAGE,
+        "rollup",
+        lambda fence, owned: Rollup(blueprint, store, publisher, fence=fence, owned=owned),
     )

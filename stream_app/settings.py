@@ -227,6 +227,20 @@ class Settings(BaseSettings):
         description="Most bytes (keys and values) of fetched records a stage's lane holds before the worker "
         "stops fetching the partitions that fill it (as it does at four batches of records).",
     )
+    owned_state_max_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Most bytes of what each stateful stage keeps of the state it wrote of its own partitions, so"
+            " it need not read it back from Redis (stream_app/state/owned.py: kept only while each"
+            " partition's applied mark is the one the worker wrote). 0: read everything from Redis."
+        ),
+    )
+    owned_state_max_age_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest a stateful stage keeps what it wrote before reading it from Redis again.",
+    )
     consumer_driver: Literal["aiokafka", "librdkafka"] = Field(
         "aiokafka",
         description=(

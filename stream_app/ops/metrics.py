@@ -110,6 +110,18 @@ LIVE_WAIT = Counter(
     "a reporter's flood queues in its own topic, shared fairly with the others, not on the internal one",
     registry=REGISTRY,
 )
+OWNED_STATE_LOOKUPS = Counter(
+    "stream_app_owned_state_lookups_total",
+    "A stateful stage's look-ups of what it wrote of its own partitions (stream_app/state/owned.py): a"
+    " hit is a read of Redis (and its decoding) saved",
+    ["stage", "result"],
+)
+OWNED_STATE_DROPPED = Counter(
+    "stream_app_owned_state_dropped_total",
+    "Entries a stateful stage forgot of what it wrote, by why: mark (its partition's mark is not the"
+    " one it wrote last: another owner, a state lost or rebuilt), epoch, age, size, lost, failed, fenced",
+    ["stage", "reason"],
+)
 STAGE_SECONDS = Histogram(
     "stream_app_stage_batch_seconds",
     "Time a stage spent on each batch, from taking it to acking it (its busy time: the sum over the wall)",

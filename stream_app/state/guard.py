@@ -27,6 +27,7 @@ from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.retry import retry_until_done, waiting
 from stream_app.settings import Settings
+from stream_app.state.owned import OwnedState
 from stream_app.state.store import Mark, StateLayer, StateLostError
 
 log = get_logger(__name__)
@@ -74,12 +75,19 @@ class StateGuard:
     """Admits a batch once the state holds everything before it (see the module's docstring)."""
 
     def __init__(
-        self, store: StateLayer, settings: Settings, earliest: EarliestOffsets, *, stage: str
+        self,
+        store: StateLayer,
+        settings: Settings,
+        earliest: EarliestOffsets,
+        *,
+        stage: str,
+        owned: OwnedState[object] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.earliest = earliest
         self.stage = stage
+        self.owned = owned  # what the stage keeps of what it wrote: checked against the marks admitted on
         self._admitted: dict[str, int | None] = {}  # the marks the current batch was admitted on
 
     async def fence(self) -> None:
@@ -97,6 +105,9 @@ class StateGuard:
             s: (self._admitted[s], check.applied[s]) for s in sources if check.applied[s] != self._admitted[s]
         }
         if moved:
+            if self.owned is not None:
+                for source in moved:
+                    self.owned.drop_source(source, "fenced")
             raise PartitionMovedError(f"applied marks moved since the batch was admitted: {moved}")
 
     async def admit(self, firsts: Mapping[Partition, int]) -> dict[str, int | None]:
@@ -136,6 +147,8 @@ class StateGuard:
                     try:
                         await apply(floors)
                     except StateLostError as exc:
+                        if self.owned is not None:
+                            self.owned.clear("lost")
                         mark()
                         gauge.set(1)
                         if str(exc) != said:  # one line per distinct loss, not one per retry
@@ -178,6 +191,8 @@ class StateGuard:
                 return problem, {}
             floors[source] = None if mark is None else first - 1
         self._admitted = {source_of(p): check.applied[source_of(p)] for p in partitions}
+        if self.owned is not None:
+            self.owned.admit(check.epoch, self._admitted)
         if check.epoch is None:
             if any(mark is not None for mark in check.applied.values()):
                 return "applied marks without a state epoch: the state is not the one they were raised on", {}
