@@ -274,6 +274,24 @@ def test_a_consume_a_rebalance_interrupted_hands_nothing_over_and_rewinds_what_s
     asyncio.run(scenario())
 
 
+def test_records_fetched_as_the_group_is_joined_are_fetched_again_from_the_first_one_dropped() -> None:
+    """The first ``consume()`` joins the group: the assignment runs inside it and librdkafka may hand
+    over the new partitions' first records in the same call. A partition never committed is set back
+    to the first of them, never "to the stored offset" (refused: the records would be skipped)."""
+
+    def joined(rd: FakeRd) -> list[Record]:
+        rd.on_assign(rd, parts(A, B))
+        return [rec(A, 0), rec(A, 1), rec(B, 7)]
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[joined], committed_at={B: 7})
+        thread, _ = await started(rd)
+        assert await fetch(thread, {A, B}) == {}
+        assert sorted(line for line in rd.log if line.startswith("seek")) == ["seek 0@0", "seek 1@7"]
+
+    asyncio.run(scenario())
+
+
 def test_a_partition_paused_while_its_records_were_fetched_keeps_them_for_its_resumption() -> None:
     async def scenario() -> None:
         rd = FakeRd(steps=[assign(A, B), records(rec(A, 1), rec(A, 2), rec(B, 5)), records()])

@@ -45,7 +45,6 @@ from typing import Any, TypeVar, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    OFFSET_STORED,
     Consumer,
     KafkaError,
     KafkaException,
@@ -466,12 +465,24 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
 
     def _rewind(self, rd: Any, messages: Sequence[Any]) -> None:
         """A rebalance ran inside this ``consume()``: its records are not handed over; the partitions
-        still assigned are set back where they were assigned (their records are fetched again)."""
-        fetched = {TP(m.topic(), m.partition()) for m in messages if m.topic() is not None}
+        still assigned are set back where they were assigned (their committed offset), or, for one
+        assigned without a committed offset (a new partition, or the committed offsets could not be
+        read), to the first record of it this ``consume()`` dropped: librdkafka refuses a seek to
+        "the stored offset", and going on from where the fetch stopped would skip what was dropped."""
+        firsts: dict[TP, int] = {}
+        for message in messages:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None or offset < 0:
+                continue
+            tp = TP(topic, partition)
+            firsts[tp] = min(offset, firsts.get(tp, offset))
         with self._lock:
-            again = {tp: self._start_offsets.get(tp, -1001) for tp in fetched & self._assigned}
+            again = {
+                tp: start if (start := self._start_offsets.get(tp, -1001)) >= 0 else firsts[tp]
+                for tp in firsts.keys() & self._assigned
+            }
         for tp, offset in again.items():
-            self._seek_rd(rd, tp, offset if offset >= 0 else OFFSET_STORED)
+            self._seek_rd(rd, tp, offset)
 
     # --- positions (from the app's loop) ---
 
