@@ -30,13 +30,14 @@ from stream_app.domain.aggregates import (
     close_time_ms,
     period_by_label,
     period_frequencies,
+    same_period_last_year,
 )
 from stream_app.domain.calendar import frequency_of_label
 from stream_app.domain.consolidation import consolidated_key, period_record
 from stream_app.domain.entity import checked_entity
 from stream_app.domain.model import CO_REPORTER_BREAKDOWN, Rejection, split_period_field
 from stream_app.domain.reasons import Reason
-from stream_app.domain.rollup import NATIONAL, combine_sources, targets
+from stream_app.domain.rollup import NATIONAL, PeriodSources, combine_sources, targets
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.lanes import Message, Received
 from stream_app.kafka.publisher import Output, Publisher
@@ -44,9 +45,9 @@ from stream_app.logs import get_logger
 from stream_app.ops import metrics
 from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
-from stream_app.state.guard import lasts_of, marks_of
+from stream_app.state.guard import lasts_of, marks_of, source_of
 from stream_app.state.owned import OwnedState
-from stream_app.state.store import Mark, PeriodKey, RollupWrite, StateLayer, StateLostError
+from stream_app.state.store import Mark, PeriodKey, RollupApplied, RollupWrite, StateLayer, StateLostError
 from stream_app.wire import codecs
 
 log = get_logger(__name__)
@@ -58,6 +59,8 @@ STAGE = "rollup"
 class _Write:
     index: int  # the record's position in its batch
     write: RollupWrite
+    agg: Agg | None  # the write's aggregate, decoded
+    source: str = ""  # the roll-up partition it arrived on (its applied mark's name)
 
 
 @dataclass(slots=True)
@@ -131,21 +134,43 @@ class Rollup:
         for write in batch.writes:
             touched.setdefault(write.write.period, set()).add(write.index)
         periods = sorted(touched)
-        vouched = [] if self.replay else await self._check_ledger(periods)
-        applied = await self.store.apply_rollup([w.write for w in batch.writes], periods, applied=marks)
-        if vouched:  # what the periods' hashes hold now, where it grew: the next batch's check
-            grown = {
-                period: len(this)
-                for period, (this, _), (_, before) in zip(periods, applied.periods, vouched, strict=True)
-                if not isinstance(this, BaseException) and len(this) > (before or 0)
-            }
-            await self.store.vouch_rollups(grown)
+        wanted = _wanted(periods)
+        owner = _owners(batch.writes)
+        held = self._held(wanted, owner)
+        vouched = [] if self.replay else await self._check_ledger(periods, held)
+        reads = [key for key in wanted if key not in (held or {})]
+        applied = await self.store.apply_rollup([w.write for w in batch.writes], reads, applied=marks)
         for position, refusal in applied.refused.items():
             batch.fail(batch.writes[position].index, Reason.STATE_WRITE_FAILED, repr(refusal), refusal)
+        sources: dict[PeriodKey, PeriodSources | BaseException] = dict(zip(reads, applied.reads, strict=True))
+        doubtful = self._follow(batch.writes, applied, held, sources)
+        if doubtful:  # read again what the writes' replies say this worker did not know (see _follow)
+            again = await self.store.apply_rollup([], doubtful)
+            sources.update(zip(doubtful, again.reads, strict=True))
+        if self.owned is not None and held is not None:
+            written = {w.write.period for w, done in zip(batch.writes, applied.written, strict=True) if done}
+            fresh = [*reads, *doubtful, *(key for key in held if key in written)]
+            _keep(self.owned, sources, fresh, owner, {batch.writes[p].write.period for p in applied.refused})
+            if marks:
+                self.owned.committed({source: offset for source, (offset, _) in marks.items()})
+        if vouched:  # what the periods' hashes hold now, where it grew: the next batch's check
+            grown = {
+                period: n
+                for period, (_, before) in zip(periods, vouched, strict=True)
+                for this in [sources[period]]
+                if not isinstance(this, BaseException)
+                for n in [len(this.aggregates())]
+                if n > (before or 0)
+            }
+            await self.store.vouch_rollups(grown)
         outputs: list[Output[frozenset[int]]] = []
-        for period, (this, last_year) in zip(periods, applied.periods, strict=True):
+        for period in periods:
+            indicator, target, series, label = period
+            last_year = (indicator, target, series, same_period_last_year(label))
             try:
-                output = self._record(period, this, last_year, now, frozenset(touched[period]))
+                output = self._record(
+                    period, sources[period], sources[last_year], now, frozenset(touched[period])
+                )
             except Exception as exc:
                 for index in touched[period]:
                     batch.fail(index, Reason.OUTPUT_FAILED, f"roll-up {'|'.join(period)}: {exc!r}", exc)
@@ -154,20 +179,87 @@ class Rollup:
                 outputs.append(output)
         return outputs
 
-    async def _check_ledger(self, periods: list[PeriodKey]) -> list[tuple[int, int | None]]:
+    def _held(
+        self, wanted: Sequence[PeriodKey], owner: Mapping[tuple[str, str], str]
+    ) -> dict[PeriodKey, PeriodSources] | None:
+        """The periods (and last year's) this worker holds as Redis holds them; None: it keeps none
+        (a replay, or the cache off)."""
+        if self.replay or self.owned is None or not self.owned.enabled:
+            return None
+        held: dict[PeriodKey, PeriodSources] = {}
+        for key in wanted:
+            if _indicator_target(key) in owner:
+                found = self.owned.get(key)
+                if found is not None:
+                    held[key] = found
+        return held
+
+    def _follow(
+        self,
+        writes: Sequence[_Write],
+        applied: RollupApplied,
+        held: dict[PeriodKey, PeriodSources] | None,
+        sources: dict[PeriodKey, PeriodSources | BaseException],
+    ) -> list[PeriodKey]:
+        """Apply the batch's writes to the periods held (copies: the cache's are not touched) as the
+        script applied them to the hashes, into ``sources``. The periods where a write was refused, or
+        where the script's reply is not what the held period says it must be (it held a later sequence
+        this worker did not know of, or lacked one it thought there), are not known: they are returned,
+        to be read again."""
+        if not held:
+            return []
+        views: dict[PeriodKey, PeriodSources] = {}
+        doubtful: dict[PeriodKey, None] = {}
+        for position, w in enumerate(writes):
+            key = w.write.period
+            if key not in held or key in doubtful:
+                continue
+            view = views.get(key)
+            if view is None:
+                view = views[key] = held[key].copy()
+            written = applied.written[position]
+            if position in applied.refused or written == view.keeps(w.write.source, w.write.seq):
+                doubtful[key] = None
+                continue
+            if written:
+                view.write(w.write.source, w.write.seq, w.write.aggregate, w.agg)
+        for key, found in held.items():
+            if key not in doubtful:
+                sources[key] = views.get(key, found)
+        return list(doubtful)
+
+    async def _check_ledger(
+        self, periods: list[PeriodKey], held: dict[PeriodKey, PeriodSources] | None = None
+    ) -> list[tuple[int, int | None]]:
         """Before writing: raise StateLostError when a period's hash holds fewer sources than the
-        roll-ups' ledger says it held (:mod:`stream_app.state.ledger`); else its entries."""
-        found = await self.store.rollup_ledger(periods)
+        roll-ups' ledger says it held (:mod:`stream_app.state.ledger`); else its entries.
+
+        The hash lengths are read for the periods held too (the cache's and last year's): a period
+        held that does not have the length it has here is forgotten from ``held`` and read back. The
+        read stays even when every period is held, for safety: the applied marks prove that no other
+        writer wrote the partition, not that the hashes are still there — a roll-up hash lost on its
+        own (an operator's delete, a restore, last year's period expiring: nobody writes it) leaves
+        the marks as they were, and only this check (and the audit) sees it."""
+        asked = set(periods)
+        extra = [key for key in held or () if key not in asked]
+        found = await self.store.rollup_ledger([*periods, *extra])
         lost = [
             problem
-            for period, (held, before) in zip(periods, found, strict=True)
-            for problem in [ledger.rollup_loss("|".join(period), held, before)]
+            for period, (held_n, before) in zip(periods, found[: len(periods)], strict=True)
+            for problem in [ledger.rollup_loss("|".join(period), held_n, before)]
             if problem is not None
         ]
         if lost:
             more = f" (and {len(lost) - 1} more periods)" if len(lost) > 1 else ""
             raise StateLostError(lost[0] + more)
-        return found
+        if held:
+            for key, (length, _) in zip([*periods, *extra], found, strict=True):
+                kept = held.get(key)
+                if kept is not None and len(kept.entries) != length:
+                    del held[key]
+                    if self.owned is not None:
+                        self.owned.forget([key], "length")
+        return found[: len(periods)]
 
     def _decode(self, index: int, message: Message, batch: _Batch) -> None:
         """One contribution record: its writes into ``batch``; bad items mark the record failed."""
@@ -190,13 +282,14 @@ class Rollup:
             except Exception as exc:
                 batch.fail(index, Reason.CONTRIBUTION_INVALID, f"item {position}: {exc!r}", exc)
                 continue
+            write.source = source_of((message.topic, message.partition))
             batch.writes.append(write)
 
     def _record(
         self,
         period: PeriodKey,
-        sources: dict[str, Agg] | BaseException,
-        last_year_sources: dict[str, Agg] | BaseException,
+        sources: PeriodSources | BaseException,
+        last_year_sources: PeriodSources | BaseException,
         now: int,
         blame: frozenset[int],
     ) -> Output[frozenset[int]] | None:
@@ -213,11 +306,11 @@ class Rollup:
         if not closed and frequency_of_label(label) != period_frequencies(indicator.frequency)[0]:
             return None  # a longer period still open: published when it closes
         key = consolidated_key(indicator_code, target, None, series, label).encode()
-        combined = combine_sources(indicator, sources)
+        combined = combine_sources(indicator, sources.aggregates())
         if combined is None:
             metrics.CONSOLIDATED_EVENTS.labels("tombstone").inc()
             return Output(self.consolidated, key, None, blame=blame)
-        last_year = combine_sources(indicator, last_year_sources)
+        last_year = combine_sources(indicator, last_year_sources.aggregates())
         record = period_record(
             indicator,
             key.decode(),
@@ -250,11 +343,47 @@ def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item
     series, label = split_period_field(str(item["period"]))
     period_by_label(label, indicator.calendar, indicator.deadline_day)
     aggregate = item["aggregate"]
-    if aggregate is not None:
-        Agg.decode(aggregate)
+    agg = Agg.decode(aggregate) if aggregate is not None else None
     return _Write(
-        index, RollupWrite((indicator.code, target, series, label), source, int(item["seq"]), aggregate)
+        index, RollupWrite((indicator.code, target, series, label), source, int(item["seq"]), aggregate), agg
     )
+
+
+def _wanted(periods: Sequence[PeriodKey]) -> list[PeriodKey]:
+    """The periods to publish and each one's same period last year, each once, in order."""
+    out: dict[PeriodKey, None] = {}
+    for indicator, target, series, label in periods:
+        out[(indicator, target, series, label)] = None
+        out[(indicator, target, series, same_period_last_year(label))] = None
+    return list(out)
+
+
+def _keep(
+    owned: OwnedState[Any],
+    sources: Mapping[PeriodKey, PeriodSources | BaseException],
+    fresh: Sequence[PeriodKey],
+    owner: Mapping[tuple[str, str], str],
+    refused: set[PeriodKey],
+) -> None:
+    """After the round trip succeeded: keep what the periods read or written in it hold now (a period
+    only held and not written keeps its age: nothing renewed its hash), but for those that failed to
+    read or decode, or that a refused write touched (the hash may not be one)."""
+    for key in dict.fromkeys(fresh):
+        found = sources[key]
+        if isinstance(found, BaseException) or key in refused:
+            owned.forget([key], "refused")
+            continue
+        owned.put(owner[_indicator_target(key)], key, found, found.size)
+
+
+def _indicator_target(period: PeriodKey) -> tuple[str, str]:
+    return period[0], period[1]
+
+
+def _owners(writes: Sequence[_Write]) -> dict[tuple[str, str], str]:
+    """Per roll-up (``indicator|target``) written, the partition it arrives on: all its periods,
+    last year's too, have that one writer."""
+    return {_indicator_target(w.write.period): w.source for w in writes}
 
 
 def register(app: faust.App, blueprint: Blueprint, store: StateLayer, publisher: Publisher) -> None:

@@ -16,9 +16,10 @@ Pre-2025 province codes are already today's units here: the intake maps them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_app.domain.aggregates import Agg, combine
 from stream_app.domain.catalogue import Indicator
@@ -151,3 +152,70 @@ def decode_entries(raw: Mapping[bytes, bytes]) -> dict[str, Agg]:
         if aggregate:
             out[name.decode()] = Agg.decode(aggregate)
     return out
+
+
+_SEQ = re.compile(r"(-?[0-9]+);")
+
+
+def entry_seq(value: str) -> int | None:
+    """A roll-up hash value's sequence as the apply script reads it (None: not a number)."""
+    found = _SEQ.match(value)
+    return int(found.group(1)) if found else None
+
+
+SOURCE_OVERHEAD = 480
+"""Bytes a decoded source costs beyond its raw entry (its ``Agg``, the tuple, the name and the dict's
+slot: about 540 bytes measured for a 60-byte entry), so a period's ``size`` bounds what it holds."""
+
+
+class SourceEntry(NamedTuple):
+    """One source's entry in a roll-up hash, decoded."""
+
+    seq: int | None  # None: not a number, which any contribution replaces (as the apply script does)
+    agg: Agg | None  # None once emptied
+    size: int  # the raw entry's bytes (name and value) plus SOURCE_OVERHEAD
+
+
+@dataclass(slots=True)
+class PeriodSources:
+    """A roll-up period's hash, decoded: every source's entry (emptied ones too: they still hold their
+    sequence and count in the hash's length), so that a contribution can be applied to it exactly as
+    ``lua/rollup_apply.lua`` applies it to the hash."""
+
+    entries: dict[str, SourceEntry]
+    size: int = 0  # the entries' sizes: roughly the bytes it takes to keep
+
+    @staticmethod
+    def decode(raw: Mapping[bytes, bytes]) -> PeriodSources:
+        """The hash as read (raises what a malformed aggregate raises)."""
+        entries: dict[str, SourceEntry] = {}
+        size = 0
+        for name, value in raw.items():
+            text = value.decode()
+            _, _, aggregate = text.partition(";")
+            n = len(name) + len(value) + SOURCE_OVERHEAD
+            entries[name.decode()] = SourceEntry(
+                entry_seq(text), Agg.decode(aggregate) if aggregate else None, n
+            )
+            size += n
+        return PeriodSources(entries, size)
+
+    def aggregates(self) -> dict[str, Agg]:
+        """The sources that hold values (what :func:`combine_sources` combines)."""
+        return {name: entry.agg for name, entry in self.entries.items() if entry.agg is not None}
+
+    def keeps(self, source: str, seq: int) -> bool:
+        """Whether the apply script keeps ``source``'s entry against a contribution of sequence ``seq``:
+        the hash holds this sequence or a later one."""
+        entry = self.entries.get(source)
+        return entry is not None and entry.seq is not None and entry.seq >= seq
+
+    def copy(self) -> PeriodSources:
+        return PeriodSources(dict(self.entries), self.size)
+
+    def write(self, source: str, seq: int, aggregate: str | None, agg: Agg | None) -> None:
+        """Replace ``source``'s entry as the script does when it writes (``agg``: ``aggregate`` decoded)."""
+        n = len(source.encode()) + len(encode_entry(seq, aggregate).encode()) + SOURCE_OVERHEAD
+        old = self.entries.get(source)
+        self.size += n - (old.size if old is not None else 0)
+        self.entries[source] = SourceEntry(seq, agg, n)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from stream_app.domain.aggregates import Agg
 from stream_app.domain.catalogue import Indicator
 from stream_app.domain.entity.state import EntityState, HourRange, SeriesPeriod
+from stream_app.domain.rollup import PeriodSources
 from stream_app.state import entity_hash
 from stream_app.state.keys import Keys
 
@@ -83,10 +84,13 @@ class RollupWrite:
 @dataclass(frozen=True, slots=True)
 class RollupApplied:
     """What :meth:`StateLayer.apply_rollup` did: the writes refused for good (by position, with the
-    error), and per period asked, its sources and last year's (or the error reading them)."""
+    error), per write whether the script wrote it (False: the hash held its sequence or a later one,
+    or the write was refused), and per period asked, what its hash holds after the writes (or the
+    error reading it)."""
 
     refused: dict[int, BaseException]
-    periods: list[tuple[dict[str, Agg] | BaseException, dict[str, Agg] | BaseException]]
+    written: list[bool]
+    reads: list[PeriodSources | BaseException]
 
 
 @dataclass(slots=True)
@@ -201,7 +205,8 @@ class StateLayer(Protocol):
         applied: Mapping[str, Mark] | None = None,
     ) -> RollupApplied:
         """Apply contributions and the partitions' applied marks, then read every period of
-        ``periods`` and its last year's."""
+        ``periods`` (the caller names last year's too, and leaves out those it holds), in one round
+        trip."""
         ...
 
     async def rollup_ledger(self, periods: Sequence[PeriodKey]) -> list[tuple[int, int | None]]:

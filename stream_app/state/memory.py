@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from stream_app.domain.aggregates import Agg, same_period_last_year
+from stream_app.domain.aggregates import Agg
 from stream_app.domain.clock import HOUR_MS
 from stream_app.domain.entity.state import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
-from stream_app.domain.rollup import decode_entries, encode_entry
+from stream_app.domain.rollup import PeriodSources, decode_entries, encode_entry, entry_seq
 from stream_app.state import entity_hash, ledger
 from stream_app.state.entities import _collect, _commit_args
 from stream_app.state.keys import Keys
@@ -274,22 +274,27 @@ class MemoryStateStore:
     ) -> RollupApplied:
         self.round_trips += 1
         refused: dict[int, BaseException] = {}
+        written: list[bool] = []
         for position, w in enumerate(writes):
+            written.append(False)
             if w.source in self.broken:
                 refused[position] = self.broken[w.source]
                 continue
             entries = self.hashes.setdefault(self.keys.rollup(*w.period), {})
             stored = entries.get(w.source)
-            if stored is not None and int(stored.split(";", 1)[0]) >= w.seq:
+            held = None if stored is None else entry_seq(stored)
+            if held is not None and held >= w.seq:
                 continue
             entries[w.source] = encode_entry(w.seq, w.aggregate)
+            written[-1] = True
         self._mark(applied)
-        reads: list[tuple[dict[str, Agg] | BaseException, dict[str, Agg] | BaseException]] = []
-        for indicator, target, series, label in periods:
-            this = self._rollup(indicator, target, series, label)
-            last = self._rollup(indicator, target, series, same_period_last_year(label))
-            reads.append((this, last))
-        return RollupApplied(refused, reads)
+        reads: list[PeriodSources | BaseException] = []
+        for period in periods:
+            try:
+                reads.append(PeriodSources.decode(_encoded(self.hashes.get(self.keys.rollup(*period), {}))))
+            except Exception as exc:  # as the Redis layer: the caller charges its period
+                reads.append(exc)
+        return RollupApplied(refused, written, reads)
 
     def _rollup(self, indicator: str, target: str, series: str, label: str) -> dict[str, Agg]:
         key = self.keys.rollup(indicator, target, series, label)

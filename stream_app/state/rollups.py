@@ -1,5 +1,5 @@
 """Roll-ups on Redis: each source's contribution to a period (kept unless a higher ``seq`` is there),
-the periods read back with last year's, and the roll-ups' ledger and its audit."""
+the periods asked read back, and the roll-ups' ledger and its audit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stream_app.domain.aggregates import Agg, same_period_last_year
-from stream_app.domain.rollup import decode_entries, encode_entry
+from stream_app.domain.rollup import PeriodSources, encode_entry
 from stream_app.state import ledger
 from stream_app.state.keys import STATE_TTL_S
 from stream_app.state.layer import (
@@ -30,8 +29,7 @@ class RollupStore(AppliedMarks):
         periods: Sequence[PeriodKey],
         applied: Mapping[str, Mark] | None = None,
     ) -> RollupApplied:
-        """Apply every write and the applied marks, and read every period (and last year's), in one
-        round trip."""
+        """Apply every write and the applied marks, and read every period asked, in one round trip."""
         keys = self.keys
         marks = sorted((applied or {}).items())
 
@@ -46,18 +44,19 @@ class RollupStore(AppliedMarks):
                 _barrier(pipe)
                 for source, mark in marks:
                     await self._mark(pipe, source, mark)
-                for indicator, target, series, label in periods:
-                    pipe.hgetall(keys.rollup(indicator, target, series, label))
-                    pipe.hgetall(keys.rollup(indicator, target, series, same_period_last_year(label)))
+                for period in periods:
+                    pipe.hgetall(keys.rollup(*period))
                 result: list[Any] = await pipe.execute(raise_on_error=False)
                 raise_retried(result)
                 return result
 
         replies = await self._retry("rollup", run)
-        refused = {i: r for i, r in enumerate(replies[: len(writes)]) if isinstance(r, BaseException)}
+        outcomes = replies[: len(writes)]
+        refused = {i: r for i, r in enumerate(outcomes) if isinstance(r, BaseException)}
         _raise_mark_refusal(marks, replies[len(writes) : len(writes) + len(marks)])
-        reads = [_entries_or_error(r) for r in replies[len(writes) + len(marks) :]]
-        return RollupApplied(refused, list(zip(reads[0::2], reads[1::2], strict=True)))
+        reads = [_sources_or_error(r) for r in replies[len(writes) + len(marks) :]]
+        written = [not isinstance(r, BaseException) and int(r) == 1 for r in outcomes]
+        return RollupApplied(refused, written, reads)
 
     async def rollup_ledger(self, periods: Sequence[PeriodKey]) -> list[tuple[int, int | None]]:
         """One round trip: the periods' hash lengths and their ledger entries (waits out Redis)."""
@@ -112,10 +111,10 @@ class RollupStore(AppliedMarks):
         return None
 
 
-def _entries_or_error(reply: Any) -> dict[str, Agg] | BaseException:
+def _sources_or_error(reply: Any) -> PeriodSources | BaseException:
     if isinstance(reply, BaseException):
         return reply
     try:
-        return decode_entries(reply)
+        return PeriodSources.decode(reply)
     except Exception as exc:  # a roll-up hash that does not decode: the caller charges its period
         return exc

@@ -90,14 +90,20 @@ async def test_the_memory_twin_ends_in_the_redis_state(
             ReporterSent("MPS", "TRF.ACCIDENTS|01|-"),
             ActiveAlert("k|TRF.ACCIDENTS|01|-", '{"a": 1}'),
         ]
+        replies: list[Any] = []
         for store in (redis_store, memory):
             await store.commit([], extra)
             period = ("TRF.ACCIDENTS", "VN", "", "2025-05")
-            await store.apply_rollup([RollupWrite(period, "TRF.ACCIDENTS|01|-", 512, None)], [period])
+            last_year = ("TRF.ACCIDENTS", "VN", "", "2024-05")
+            applied = await store.apply_rollup(
+                [RollupWrite(period, "TRF.ACCIDENTS|01|-", 512, None)], [period, last_year]
+            )
+            replies.append((applied.refused, applied.written, applied.reads))
         stored, twin = await _dump(client, settings.redis_key_prefix), _memory_dump(memory)
         for dump in (stored, twin):  # a ledger entry is "offset;ms", its time each store's own clock
             for key in [k for k in dump if ":ledger:" in k]:
                 dump[key] = {e: v.partition(";")[0] for e, v in dump[key].items()}
+        assert replies[0] == replies[1]
         assert stored.keys() == twin.keys()
         for key in stored:
             assert stored[key] == twin[key], key
