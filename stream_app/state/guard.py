@@ -117,6 +117,8 @@ class StateGuard:
         problem, floors = await self._judge(firsts)
         if problem is None:
             return floors
+        if self.owned is not None:  # whatever the state comes back as, it is read again
+            self.owned.clear("lost")
         gauge = _LostGauge(self.stage)
         with waiting("state_lost") as mark:
             mark()
@@ -191,13 +193,14 @@ class StateGuard:
                 return problem, {}
             floors[source] = None if mark is None else first - 1
         self._admitted = {source_of(p): check.applied[source_of(p)] for p in partitions}
-        if self.owned is not None:
-            self.owned.admit(check.epoch, self._admitted)
-        if check.epoch is None:
+        epoch = check.epoch
+        if epoch is None:
             if any(mark is not None for mark in check.applied.values()):
                 return "applied marks without a state epoch: the state is not the one they were raised on", {}
             epoch = await self.store.begin_epoch(new_epoch(f"worker:{self.stage}"))
             log.info("state_epoch_begun", stage=self.stage, epoch=epoch)
+        if self.owned is not None:  # under the epoch the batch commits in (the one just begun, say)
+            self.owned.admit(epoch, self._admitted)
         return None, floors
 
     async def _earliest(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
