@@ -8,6 +8,7 @@ the reads of its entities give: their states, what a run still needs, a state lo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from stream_app.logs import get_logger
 from stream_app.ops.failures import RecordRefusedError, refusal_reason
 from stream_app.state import ledger
 from stream_app.state.guard import source_of
+from stream_app.state.owned import OwnedState
 from stream_app.state.store import EntityReads, ReadRequest, StateLayer, StateLostError
 from stream_app.wire import codecs
 
@@ -179,17 +181,36 @@ class Reader:
         return batch
 
     async def read_first(
-        self, batch: Batch, todo: set[str], reads: dict[str, EntityReads]
+        self,
+        batch: Batch,
+        todo: set[str],
+        reads: dict[str, EntityReads],
+        owned: OwnedState[dict[bytes, bytes]] | None = None,
     ) -> dict[str, BaseException]:
         """Read what the batch needs of the entities of ``todo`` into ``reads``, with their partitions'
         ledger; returns the entities that could not be read, with why. Raises StateLostError when a
-        state holds less than its ledger says."""
-        requests = {entity: batch.requests[entity] for entity in todo}
+        state holds less than its ledger says.
+
+        The state hash of an entity ``owned`` holds (what this worker committed last, its partition's
+        mark still the one it wrote: :mod:`stream_app.state.owned`) is taken from there, a copy,
+        instead of Redis; the rest of its reads (and the ledger's word, checked against the cached
+        offset field as against a read one) still come from Redis."""
+        requests: dict[str, ReadRequest] = {}
+        kept: dict[str, dict[bytes, bytes]] = {}
+        for entity in todo:
+            request = batch.requests[entity]
+            cached = owned.get(entity) if owned is not None and owned.enabled else None
+            if cached is not None:
+                kept[entity] = cached
+                request = dataclasses.replace(request, state=False)
+            requests[entity] = request
         sources = {entity: _source_of(batch.by_entity[entity][0].message) for entity in todo}
         vouched: dict[str, list[str]] = {}
         for entity in sorted(todo):
             vouched.setdefault(sources[entity], []).append(entity)
         unreadable = dict(await self.store.read(requests, reads, vouched))
+        for entity, cached in kept.items():
+            reads.setdefault(entity, EntityReads()).state = dict(cached)
         _check_vouched(sources, reads, unreadable)
         return unreadable
 

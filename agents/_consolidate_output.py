@@ -64,6 +64,7 @@ class EntityRun:
     results: list[tuple[Item, StepResult | DirectiveRefusedError]] = field(default_factory=list)
     commit: Commit | None = None
     top_offset: int = -1  # the highest offset of the entity's records in the batch, charged or not
+    base: dict[bytes, bytes] = field(default_factory=dict)  # the state hash it ran from, raw, as read
 
 
 @dataclass(slots=True)

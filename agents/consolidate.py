@@ -57,9 +57,10 @@ from stream_app.kafka.lanes import Received
 from stream_app.kafka.publisher import Publisher, is_bulk, received_at_of
 from stream_app.logs import get_logger
 from stream_app.ops import metrics
+from stream_app.state import entity_hash
 from stream_app.state.guard import lasts_of, marks_of
 from stream_app.state.owned import OwnedState
-from stream_app.state.store import Commit, EntityReads, ReadRequest, StateLayer
+from stream_app.state.store import Commit, EntityReads, Mark, ReadRequest, StateLayer
 
 log = get_logger(__name__)
 
@@ -81,7 +82,9 @@ class Consolidator:
         fence: Fence | None = None,
         owned: OwnedState[Any] | None = None,
     ) -> None:
-        self.owned = owned  # what this worker wrote of its partitions' entities (stream_app/state/owned.py)
+        # what this worker wrote of its partitions' entity state hashes (stream_app/state/owned.py),
+        # raw as HGETALL returns them; never in a replay: it sets no marks, so nothing vouches for them
+        self.owned: OwnedState[dict[bytes, bytes]] | None = None if replay else owned
         self.replay = replay  # rebuilding the state from the log: its alerts were logged the first time
         self.fence = fence
         self.catalogue = blueprint.catalogue
@@ -141,9 +144,16 @@ class Consolidator:
         # the partitions' applied marks go last (a replay sets its marks at its end): every record of
         # the batch is now processed; ``floors``: what the state guard admitted the batch on
         marks = None if self.replay else marks_of(lasts_of(e.message for e in events), floors)
-        written, failed = await self.store.commit(prepared, indexes, applied=marks)
+        try:
+            written, failed = await self.store.commit(prepared, indexes, applied=marks)
+        except BaseException:  # written or not, nobody knows: what is kept of them is not trusted
+            if self.owned is not None:
+                self.owned.forget([p.entity for p in prepared], "failed")
+            raise
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
-        fenced = len(prepared) - written - len(failed)
+        if self.owned is not None and marks is not None:
+            self._keep(self.owned, runs, built, written=written, failed=failed, marks=marks)
+        fenced = len(prepared) - len(written) - len(failed)
         if fenced:  # the offset-in-commit rule: a writer behind the state writes nothing
             metrics.COMMITS_FENCED.inc(fenced)
             log.info("state_commits_fenced", entities=fenced, batch=len(events))
@@ -153,6 +163,37 @@ class Consolidator:
                 late.entity(entity, Reason.STATE_WRITE_FAILED, refusal, repr(refusal))
             await self.publisher.publish_dead_letters(late.letters(self.poison_topic, now))
         observe_latency(batch.observation_events)
+
+    @staticmethod
+    def _keep(
+        owned: OwnedState[dict[bytes, bytes]],
+        runs: Mapping[str, EntityRun],
+        built: Mapping[str, Built],
+        *,
+        written: set[str],
+        failed: Mapping[str, BaseException],
+        marks: Mapping[str, Mark],
+    ) -> None:
+        """After a commit Redis confirmed with its marks: keep each written entity's state hash as the
+        commit script left it (the hash it ran from, with the commit's removals and fields), and the
+        marks as this worker's. A commit Redis refused drops what is kept of its entity; one that
+        wrote nothing (its state held this offset or later: a redelivery, or another writer) drops
+        its whole partition, trusted again only from its next commit."""
+        stale: set[str] = set()
+        for entity, b in built.items():
+            commit, prepared = runs[entity].commit, b.prepared
+            if commit is None or prepared is None:
+                continue  # nothing written: Redis holds what the run read (or what is kept)
+            if entity in failed or prepared.state_hash is None:
+                owned.forget([entity], "failed")
+            elif entity not in written:
+                stale.add(commit.source)
+            else:
+                after = prepared.state_hash.applied_to(runs[entity].base)
+                owned.put(commit.source, entity, after, entity_hash.hash_size(after))
+        for source in stale:
+            owned.drop_source(source, "stale")
+        owned.committed({source: offset for source, (offset, _) in marks.items() if source not in stale})
 
     async def _run_entities(
         self,
@@ -167,7 +208,7 @@ class Consolidator:
         """Run every entity of ``todo`` until it has all it needs and its outputs are built; reads
         what the runs discover in one round trip per round, and yields to the event loop between."""
         reads: dict[str, EntityReads] = {}
-        unreadable = await self.reader.read_first(batch, todo, reads)
+        unreadable = await self.reader.read_first(batch, todo, reads, self.owned)
         passes: Counter[str] = Counter(todo)
         requests: dict[str, ReadRequest] = {}
         while todo:
@@ -218,7 +259,12 @@ class Consolidator:
             except Exception as exc:
                 charges.entity(entity, Reason.STATE_UNREADABLE, exc, repr(exc))
                 return None
-            run = EntityRun(state, top_offset=max(item.message.offset for item in items))
+            found = reads.get(entity)
+            run = EntityRun(
+                state,
+                top_offset=max(item.message.offset for item in items),
+                base=found.state if found is not None else {},
+            )
             for item in live:
                 try:
                     self._step(run, item, entity, now)

@@ -119,7 +119,8 @@ OWNED_STATE_LOOKUPS = Counter(
 OWNED_STATE_DROPPED = Counter(
     "stream_app_owned_state_dropped_total",
     "Entries a stateful stage forgot of what it wrote, by why: mark (its partition's mark is not the"
-    " one it wrote last: another owner, a state lost or rebuilt), epoch, age, size, lost, failed, fenced",
+    " one it wrote last: another owner, a state lost or rebuilt), epoch, age, size, lost, failed (a"
+    " commit refused or unconfirmed), stale (a commit that wrote nothing), fenced",
     ["stage", "reason"],
 )
 STAGE_SECONDS = Histogram(

@@ -11,7 +11,7 @@ from typing import Any, cast
 from stream_app.domain.model import period_field
 from stream_app.logs import get_logger
 from stream_app.state import entity_hash, ledger
-from stream_app.state.keys import STATE_TTL_S
+from stream_app.state.keys import STATE_TTL_S, Keys
 from stream_app.state.layer import (
     Commit,
     DueAt,
@@ -79,24 +79,25 @@ class EntityStore(AppliedMarks):
     def prepare(self, commit: Commit) -> PreparedCommit:
         """Serialise one entity's commit (pure; raises if the state cannot be written out, which the
         caller charges to that entity rather than to the batch)."""
-        return PreparedCommit(commit.entity, self.keys.entity_all(commit.entity), _commit_args(commit))
+        return prepared_commit(self.keys, commit)
 
     async def commit(
         self,
         commits: Sequence[PreparedCommit],
         indexes: Sequence[IndexWrite] = (),
         applied: Mapping[str, Mark] | None = None,
-    ) -> tuple[int, dict[str, BaseException]]:
+    ) -> tuple[set[str], dict[str, BaseException]]:
         """Write every commit atomically per entity, in one round trip.
 
         ``indexes`` are sent first in the same round trip; an error about one of them is logged, not
-        fatal: they are derived again by the next batch of their entity. Returns how many entities
-        were written, and the entities whose commit Redis refused for good (an error about the data,
-        not the connection: those are retried).
+        fatal: they are derived again by the next batch of their entity. Returns the entities written
+        (the others of ``commits``: their states held this offset already, or Redis refused them),
+        and the entities whose commit Redis refused for good (an error about the data, not the
+        connection: those are retried).
         """
         marks = sorted((applied or {}).items())
         if not commits and not indexes and not marks:
-            return 0, {}
+            return set(), {}
         before = [self._index_command(write) for write in indexes]
         # what each mark vouches for: the commits of its partition that Redis confirmed in earlier batches
         # (a commit vouched for before its reply came could be one that never landed). A replay sets no
@@ -125,13 +126,13 @@ class EntityStore(AppliedMarks):
                 what = {"command": str(command[0]), "key": str(command[1])}
                 log.error("index_write_failed", **what, error=repr(reply)[:300])
         failed: dict[str, BaseException] = {}
-        written = 0
+        written: set[str] = set()
         end = len(before) + len(commits)
         for c, reply in zip(commits, results[len(before) : end], strict=True):
             if isinstance(reply, BaseException):
                 failed[c.entity] = reply
-            else:
-                written += int(reply)
+            elif int(reply) == 1:
+                written.add(c.entity)
         _raise_mark_refusal(marks, results[end:])
         if marks:
             self._confirmed(commits, failed)
@@ -241,15 +242,21 @@ def _collect(
     return failed
 
 
-def _commit_args(c: Commit) -> list[str | int]:
-    removed = entity_hash.removed_fields(c.state)
-    fields = entity_hash.changed_fields(c.state)
+def prepared_commit(keys: Keys, c: Commit) -> PreparedCommit:
+    """One entity's commit as the commit script's keys and arguments, with what it does to the state
+    hash (both stores' ``prepare``)."""
+    write = entity_hash.hash_write(c.state, c.source, c.offset)
+    return PreparedCommit(c.entity, keys.entity_all(c.entity), _commit_args(c, write), write)
+
+
+def _commit_args(c: Commit, write: entity_hash.HashWrite) -> list[str | int]:
+    removed, fields = write.removed, write.fields
     seen = entity_hash.seen_updates(c.state)
     periods = entity_hash.period_updates(c.state, c.indicator)
     retention = c.state.retention_ms
     args: list[str | int] = [
-        entity_hash.offset_field(c.source),
-        c.offset,
+        write.offset_field,
+        write.offset,
         STATE_TTL_S,
         "" if retention is None else retention,
         len(removed),

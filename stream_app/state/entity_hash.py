@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from stream_app.domain.aggregates import Agg, period_by_label
@@ -245,3 +246,36 @@ def changed_fields(state: EntityState) -> dict[str, str]:
 def removed_fields(state: EntityState) -> list[str]:
     """Fields that fell out of retention (or were emptied by a correction) since the state was read."""
     return sorted(field_name(part) for part in state.removed - state.changed)
+
+
+@dataclass(frozen=True, slots=True)
+class HashWrite:
+    """What a commit does to an entity's state hash (KEYS[1] of ``lua/commit_entity.lua``, when it
+    writes): HDEL the ``removed`` fields, then HSET the offset field and every changed field. The
+    commit's arguments are made from it, and so is what a stage keeps of the hash it wrote
+    (:meth:`applied_to`), so the two cannot drift apart."""
+
+    offset_field: str
+    offset: int
+    removed: list[str]
+    fields: dict[str, str]  # the changed fields (never an offset field: the script writes that one)
+
+    def applied_to(self, raw: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        """The hash as the script leaves ``raw`` (the hash before it, as HGETALL returns it)."""
+        after = dict(raw)
+        for name in self.removed:
+            after.pop(name.encode(), None)
+        after[self.offset_field.encode()] = str(self.offset).encode()
+        for name, value in self.fields.items():
+            after[name.encode()] = value.encode()
+        return after
+
+
+def hash_write(state: EntityState, source: str, offset: int) -> HashWrite:
+    """What committing ``state`` (with the ``offset`` of ``source`` it includes) writes to its hash."""
+    return HashWrite(offset_field(source), offset, removed_fields(state), changed_fields(state))
+
+
+def hash_size(raw: Mapping[bytes, bytes]) -> int:
+    """Roughly the bytes a raw hash holds: its names and values."""
+    return sum(len(name) + len(value) for name, value in raw.items())

@@ -117,6 +117,8 @@ class StateGuard:
         problem, floors = await self._judge(firsts)
         if problem is None:
             return floors
+        if self.owned is not None:  # whatever the state comes back as, it is read again
+            self.owned.clear("lost")
         gauge = _LostGauge(self.stage)
         with waiting("state_lost") as mark:
             mark()
@@ -197,7 +199,7 @@ class StateGuard:
                 return "applied marks without a state epoch: the state is not the one they were raised on", {}
             epoch = await self.store.begin_epoch(new_epoch(f"worker:{self.stage}"))
             log.info("state_epoch_begun", stage=self.stage, epoch=epoch)
-        if self.owned is not None:  # with the epoch begun: the next admission reads that one
+        if self.owned is not None:  # under the epoch the batch commits in (the one just begun, say)
             self.owned.admit(epoch, self._admitted)
         return None, floors
 

@@ -38,6 +38,7 @@ class PreparedCommit:
     entity: str
     keys: list[str]
     args: list[str | int]
+    state_hash: entity_hash.HashWrite | None = None  # what it does to the state hash, when it writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +172,10 @@ class StateLayer(Protocol):
         commits: Sequence[PreparedCommit],
         indexes: Sequence[IndexWrite] = (),
         applied: Mapping[str, Mark] | None = None,
-    ) -> tuple[int, dict[str, BaseException]]:
+    ) -> tuple[set[str], dict[str, BaseException]]:
         """Write every commit atomically per entity (skipped if its offset is already applied), the
         index writes, and then the partitions' applied marks (``applied``: source -> offset);
-        how many entities were written, and the entities refused for good."""
+        the entities written, and the entities refused for good."""
         ...
 
     async def checkpoint(self, sources: Sequence[str]) -> Checkpoint:

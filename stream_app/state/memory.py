@@ -28,7 +28,7 @@ from stream_app.domain.entity.state import EntityState, SeriesPeriod
 from stream_app.domain.model import period_field, split_period_field
 from stream_app.domain.rollup import PeriodSources, decode_entries, encode_entry, entry_seq
 from stream_app.state import entity_hash, ledger
-from stream_app.state.entities import _collect, _commit_args
+from stream_app.state.entities import _collect, prepared_commit
 from stream_app.state.keys import Keys
 from stream_app.state.store import (
     ActiveAlert,
@@ -107,26 +107,26 @@ class MemoryStateStore:
         return out
 
     def prepare(self, commit: Commit) -> PreparedCommit:
-        return PreparedCommit(commit.entity, self.keys.entity_all(commit.entity), _commit_args(commit))
+        return prepared_commit(self.keys, commit)
 
     async def commit(
         self,
         commits: Sequence[PreparedCommit],
         indexes: Sequence[IndexWrite] = (),
         applied: Mapping[str, Mark] | None = None,
-    ) -> tuple[int, dict[str, BaseException]]:
+    ) -> tuple[set[str], dict[str, BaseException]]:
         if not commits and not indexes and not applied:
-            return 0, {}
+            return set(), {}
         self.round_trips += 1
         for write in indexes:
             self._index(write)
         failed: dict[str, BaseException] = {}
-        written = 0
+        written: set[str] = set()
         for c in commits:
             if c.entity in self.broken:
                 failed[c.entity] = self.broken[c.entity]
-            else:
-                written += self._commit_one(c.keys, c.args)
+            elif self._commit_one(c.keys, c.args):
+                written.add(c.entity)
         self._mark(applied)
         if applied:  # what the marks vouch for, one batch behind, as StateStore.commit
             now_ms = int(time.time() * 1000)
