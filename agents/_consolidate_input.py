@@ -194,7 +194,9 @@ class Reader:
         The state hash of an entity ``owned`` holds (what this worker committed last, its partition's
         mark still the one it wrote: :mod:`stream_app.state.owned`) is taken from there, a copy,
         instead of Redis; the rest of its reads (and the ledger's word, checked against the cached
-        offset field as against a read one) still come from Redis."""
+        offset field as against a read one) still come from Redis, with the hash's number of fields:
+        a hash gone on its own (expired, deleted: the marks do not see that) does not have the held
+        one's, is forgotten and read, so the loss is judged as without the cache."""
         requests: dict[str, ReadRequest] = {}
         kept: dict[str, dict[bytes, bytes]] = {}
         for entity in todo:
@@ -202,15 +204,24 @@ class Reader:
             cached = owned.get(entity) if owned is not None and owned.enabled else None
             if cached is not None:
                 kept[entity] = cached
-                request = dataclasses.replace(request, state=False)
+                request = dataclasses.replace(request, state=False, length=True)
             requests[entity] = request
         sources = {entity: _source_of(batch.by_entity[entity][0].message) for entity in todo}
         vouched: dict[str, list[str]] = {}
         for entity in sorted(todo):
             vouched.setdefault(sources[entity], []).append(entity)
         unreadable = dict(await self.store.read(requests, reads, vouched))
+        changed = {
+            entity
+            for entity, cached in kept.items()
+            if entity not in unreadable and (entity not in reads or reads[entity].length != len(cached))
+        }
+        if changed and owned is not None:
+            owned.forget(changed, "length")
+            unreadable.update(await self.store.read({e: ReadRequest(state=True) for e in changed}, reads))
         for entity, cached in kept.items():
-            reads.setdefault(entity, EntityReads()).state = dict(cached)
+            if entity not in changed:
+                reads.setdefault(entity, EntityReads()).state = dict(cached)
         _check_vouched(sources, reads, unreadable)
         return unreadable
 

@@ -54,6 +54,9 @@ class EntityStore(AppliedMarks):
                     if request.state:
                         pipe.hgetall(keys.entity(entity))
                         plan.append((entity, "state", None))
+                    if request.length:
+                        pipe.hlen(keys.entity(entity))
+                        plan.append((entity, "length", None))
                     if request.ids:
                         ids = sorted(request.ids)
                         pipe.hmget(keys.entity(entity, "seen"), ids)
@@ -230,6 +233,8 @@ def _collect(
         reads = into.setdefault(entity, EntityReads())
         if kind == "state":
             reads.state = reply
+        elif kind == "length":
+            reads.length = int(reply)
         elif kind == "seen":
             reads.seen.update(zip(arg, reply, strict=True))
         elif kind == "periods":

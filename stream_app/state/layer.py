@@ -103,6 +103,7 @@ class EntityReads:
     periods: dict[SeriesPeriod, bytes | None] = field(default_factory=dict)
     ranges: list[HourRange] = field(default_factory=list)
     vouched: int | None = None  # the offset the partition's ledger says the state holds (asked or not)
+    length: int | None = None  # the state hash's number of fields, when asked (ReadRequest.length)
 
     def build(self) -> EntityState:
         """A fresh decoded state from the reads."""
@@ -118,9 +119,12 @@ class EntityReads:
 
 @dataclass(slots=True)
 class ReadRequest:
-    """What to read of one entity: its state hash (once), observation ids, periods, ranges."""
+    """What to read of one entity: its state hash (once), observation ids, periods, ranges; or, for a
+    hash the worker holds, only its number of fields (``length``: a hash gone from Redis on its own,
+    expired or deleted, is told apart from the one held)."""
 
     state: bool = False
+    length: bool = False
     ids: set[str] = field(default_factory=set)
     periods: set[SeriesPeriod] = field(default_factory=set)
     ranges: set[HourRange] = field(default_factory=set)

@@ -78,6 +78,9 @@ class MemoryStateStore:
             if request.state:
                 plan.append((entity, "state", None))
                 replies.append(broken or _encoded(self.hashes.get(keys.entity(entity), {})))
+            if request.length:
+                plan.append((entity, "length", None))
+                replies.append(broken or len(self.hashes.get(keys.entity(entity), {})))
             if request.ids:
                 ids = sorted(request.ids)
                 seen = self.hashes.get(keys.entity(entity, "seen"), {})

@@ -319,3 +319,24 @@ async def test_a_state_flushed_between_batches_is_lost_not_rewritten_from_memory
         await asyncio.wait_for(worker.run(events), 0.5)
     assert [k async for k in client.scan_iter(match=f"{prefix}:*{{*", count=1000)] == []
     assert len(worker.owned) == 0
+
+
+async def test_a_hash_gone_on_its_own_is_found_lost_as_without_what_is_kept(
+    settings: Settings, client: Any, hgetalls: list[str]
+) -> None:
+    """One entity's hash deleted (expired, an operator's DEL) while the marks stay: the marks cannot see
+    it, the hash's number of fields does. The worker reads it again and the ledger finds the state lost,
+    as a worker keeping nothing does, instead of committing onto an empty hash."""
+    rig = Rig()
+    worker = Worker(settings, rig.blueprint, client, settings.redis_key_prefix, keep=True)
+    entity = "ENV.AQI|01|HN-AQ-HOANKIEM"
+    key = worker.store.keys.entity(entity)
+    await worker.run([rig.event(_aqi(f"g-{i}", 60.0, NOW_MS - (30 - i) * 60_000)) for i in range(3)])
+    await worker.run([rig.event(_aqi("g-3", 61.0, NOW_MS - 26 * 60_000))])
+    assert hgetalls.count(key) == 1  # the second batch took the hash it kept
+    await client.delete(key)
+    with pytest.raises(TimeoutError):  # the stage waits, not ready, until the state is rebuilt
+        await asyncio.wait_for(worker.run([rig.event(_aqi("g-4", 62.0, NOW_MS - 25 * 60_000))]), 0.5)
+    assert hgetalls.count(key) >= 2, "the hash was read again once its length was not the one kept"
+    assert await client.exists(key) == 0, "nothing was committed onto the empty hash"
+    assert worker.owned.get(entity) is None
