@@ -301,6 +301,11 @@ class Reader:
         return out
 
 
+def source_of_entity(batch: Batch, entity: str) -> str:
+    """The internal partition (``topic:partition``) an entity's records of ``batch`` came from."""
+    return _source_of(batch.by_entity[entity][0].message)
+
+
 def _source_of(message: Message) -> str:
     return source_of((message.topic, message.partition))
 

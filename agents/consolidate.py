@@ -45,6 +45,7 @@ from stream_app.agents._consolidate_input import (
     Reader,
     TickItem,
     missing,
+    source_of_entity,
     state_of,
 )
 from stream_app.agents._consolidate_output import Built, EntityRun, Outputs, count
@@ -152,7 +153,8 @@ class Consolidator:
             raise
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
         if self.owned is not None and marks is not None:
-            self._keep(self.owned, runs, built, written=written, failed=failed, marks=marks)
+            sources = {entity: source_of_entity(batch, entity) for entity in built}
+            self._keep(self.owned, runs, built, sources, written=written, failed=failed, marks=marks)
         fenced = len(prepared) - len(written) - len(failed)
         if fenced:  # the offset-in-commit rule: a writer behind the state writes nothing
             metrics.COMMITS_FENCED.inc(fenced)
@@ -169,6 +171,7 @@ class Consolidator:
         owned: OwnedState[dict[bytes, bytes]],
         runs: Mapping[str, EntityRun],
         built: Mapping[str, Built],
+        sources: Mapping[str, str],
         *,
         written: set[str],
         failed: Mapping[str, BaseException],
@@ -178,12 +181,17 @@ class Consolidator:
         commit script left it (the hash it ran from, with the commit's removals and fields), and the
         marks as this worker's. A commit Redis refused drops what is kept of its entity; one that
         wrote nothing (its state held this offset or later: a redelivery, or another writer) drops
-        its whole partition, trusted again only from its next commit."""
+        its whole partition, trusted again only from its next commit. An entity the batch read and
+        did not write (a tick that changed nothing) is kept as read: Redis holds just that, and its
+        partition's mark is this worker's now too."""
         stale: set[str] = set()
         for entity, b in built.items():
             commit, prepared = runs[entity].commit, b.prepared
             if commit is None or prepared is None:
-                continue  # nothing written: Redis holds what the run read (or what is kept)
+                if entity not in owned and entity not in failed:  # read from Redis in this batch
+                    base = runs[entity].base
+                    owned.put(sources[entity], entity, base, entity_hash.hash_size(base))
+                continue
             if entity in failed or prepared.state_hash is None:
                 owned.forget([entity], "failed")
             elif entity not in written:

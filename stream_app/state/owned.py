@@ -68,6 +68,10 @@ class OwnedState(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is held (not counted as a look-up, its age not checked)."""
+        return key in self._entries
+
     # --- validity (the guard) ---
 
     def admit(self, epoch: str | None, marks: Mapping[str, int | None]) -> None:

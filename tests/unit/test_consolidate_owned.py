@@ -65,13 +65,30 @@ async def test_a_commit_that_wrote_nothing_drops_its_partition() -> None:
     first = rig.event(_deaths("hn-1", 1.0, 1))
     await rig.run(first)
     source = f"{first.message.topic}:{first.message.partition}"
-    # another writer got further (the offset-in-commit rule refuses this worker's commit)
-    state = rig.store.hashes[rig.store.keys.entity(ENTITY)]
-    state[f"off:{source}"] = "1000"
-    owned.forget([ENTITY], "test")  # as if it had been read again, to reach the commit
+    assert owned.get(ENTITY) is not None
+    commit = rig.store.commit
+
+    async def overtaken(*args: Any, **kwargs: Any) -> Any:
+        # another writer got further between this batch's read and its commit: the offset-in-commit
+        # rule refuses this worker's commit (it writes nothing)
+        rig.store.hashes[rig.store.keys.entity(ENTITY)][f"off:{source}"] = "1000"
+        return await commit(*args, **kwargs)
+
+    rig.store.commit = overtaken  # type: ignore[method-assign]
     await rig.run(rig.event(_deaths("hn-2", 2.0, 2)))
     assert owned.get(ENTITY) is None
     assert len(owned) == 0
+
+
+async def test_a_state_read_and_not_written_is_kept_as_read() -> None:
+    """A record already applied (a redelivery) changes nothing: the hash read is what Redis holds."""
+    rig = Rig()
+    owned = _kept(rig)
+    first = rig.event(_deaths("hn-1", 1.0, 1))
+    await rig.run(first)
+    owned.forget([ENTITY], "test")  # read again from the store by the next batch
+    await rig.run(first)  # redelivered: already applied, no commit
+    assert owned.get(ENTITY) == _stored(rig, ENTITY)
 
 
 async def test_a_replay_keeps_nothing() -> None:
