@@ -76,6 +76,12 @@ def redis_used_memory(settings: Settings) -> int:
     return int(redis_client(settings).info("memory")["used_memory"])
 
 
+def redis_traffic(settings: Settings) -> tuple[int, int]:
+    """(commands processed, bytes sent to clients) by the whole Redis server so far (``INFO stats``)."""
+    stats = redis_client(settings).info("stats")
+    return int(stats["total_commands_processed"]), int(stats["total_net_output_bytes"])
+
+
 def redis_prefix_memory(settings: Settings, prefix: str) -> tuple[int, int]:
     """(keys, bytes) under ``prefix`` by ``MEMORY USAGE`` of every key: this run's share of Redis."""
     client = redis_client(settings)

@@ -66,6 +66,7 @@ from bench.common import (
     free_port,
     high_watermarks,
     redis_prefix_memory,
+    redis_traffic,
     redis_used_memory,
     start_worker,
     summed,
@@ -697,7 +698,12 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
         recordings: list[Recording] = []
 
+        traffic: list[tuple[int, int]] = []
+
         def profile() -> None:
+            traffic.append(redis_traffic(ns.settings))
+            if not run.args.profile:
+                return
             started = Recording.start(worker.pid, run.run_dir / "soak" / "worker-1.pyspy.txt")
             if started is not None:
                 recordings.append(started)
@@ -711,16 +717,23 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
                 count=count,
                 rate=rate,
                 seed=17,
-                on_start=profile if run.args.profile else None,
+                on_start=profile,
             )
             cpu, wall = worker.cpu_seconds() - cpu0, time.perf_counter() - wall0
+            commands, sent = (a - b for a, b in zip(redis_traffic(ns.settings), traffic[0], strict=True))
             stacks = recordings[0].stop() if recordings else None
             deadline = time.monotonic() + 60.0
             while tracker.unmatched() and time.monotonic() < deadline and worker.alive():
                 time.sleep(0.2)
             rss = worker.rss_bytes()
             peak = worker.peak_rss_bytes()
-            stages = _stage_batches(worker.metrics())  # warm-up included
+            sample = worker.metrics()
+            stages = _stage_batches(sample)  # warm-up included
+            owned = {
+                key.split("{", 1)[1].rstrip("}"): value
+                for key, value in sample.items()
+                if key.startswith("stream_app_owned_state_lookups_total{")
+            }
         finally:
             for recording in recordings:
                 recording.stop()
@@ -748,6 +761,9 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         "unmatched": tracker.unmatched(),
         "to_consolidated_ms": percentiles(tracker.to_consolidated, tracker.unmatched()),
         "stages": stages,
+        "redis_commands_per_record": commands / records,
+        "redis_bytes_sent_per_record": sent / records,
+        "owned_state_lookups": owned,  # warm-up included
     }
     if stacks is not None:
         run.results["soak"]["profile"] = summarise(stacks, cpu, records)
@@ -756,7 +772,8 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
     run.log(
         f"  soak at {sending['rate_achieved']:,.0f}/s for {seconds:.0f} s: {cpu / wall:.0%} of a core, "
         f"{us:,.0f} µs CPU per record{versus}; RSS {(rss or 0) / 2**20:.0f} MB; "
-        f"->consolidated p50/p99 {c['p50']:.0f}/{c['p99']:.0f} ms"
+        f"->consolidated p50/p99 {c['p50']:.0f}/{c['p99']:.0f} ms; Redis {commands / records:.1f} commands, "
+        f"{sent / records / 1024:.1f} KiB sent per record"
     )
 
 
