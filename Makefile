@@ -24,7 +24,7 @@ QUIX_VENV := .local/bench/quix-venv
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
 	@echo "make test                 install, start services, lint, type-check, unit and integration tests"
-	@echo "make services | down      start | stop the local Kafka and Redis (down: the cluster profile too)"
+	@echo "make services | down      start | stop the local Kafka, Redis and schema registry (down: the cluster profile too)"
 	@echo "make lint | typecheck | schemas | monitoring | unit | integration | format"
 	@echo "make monitoring           promtool/amtool checks and promtool rule unit tests (deploy/prometheus, deploy/alertmanager)"
 	@echo "make chaos [CHAOS_SEEDS='1 2 3']  the chaos tests (SIGKILL, Redis outage) with more seeds of the 100k stream"

@@ -1,8 +1,9 @@
 """The review's hardening on real processes: Faust's /router and /table are not served by a worker; the
 app's Redis user runs its scripts without EVAL or SELECT, NOSCRIPT after a script flush included; and
 ``deploy/local/services``, run from nothing in a private state directory on ports of its own, puts no
-secret on any command line, leaves every secret 0600 in 0700 directories, and gives Redis a certificate
-that the broker refuses from a client. The shared services are only looked at (their command lines)."""
+secret on any command line, leaves every secret 0600 in 0700 directories, and gives Redis and the schema
+registry certificates of their own that the broker refuses from a client (the registry: TLS only). The
+shared services are only looked at (their command lines)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from .support import SERVICES, ServicesRedis, WorkerProcess, free_port, wait_unt
 SECRET_DIRS = ("secrets",)
 # files holding a secret by what they are (their content is checked too: see _secret_files)
 SECRET_FILES = ("kafka/server.properties", "redis/users.acl")
-SKIPPED = ("kafka/lib",)  # the broker's jars (a link to the shared ones in the private run)
+SKIPPED = ("kafka/lib", "registry/app")  # the broker's jars, the registry's bundle (links to the shared ones)
 SCAN_LIMIT = 4 * 1024 * 1024  # bytes of a file searched for secret values (logs can be huge)
 
 
@@ -115,7 +116,8 @@ def test_the_apps_redis_user_runs_its_scripts_without_eval_or_select(
 
 @dataclass
 class PrivateServices:
-    """``deploy/local/services`` (Kafka and Redis, no monitoring) in a state directory of the test's own."""
+    """``deploy/local/services`` (Kafka, Redis and the schema registry, no monitoring) in a state directory
+    of the test's own."""
 
     state: Path
     env: dict[str, str]
@@ -145,15 +147,17 @@ class PrivateServices:
 def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServices]:
     """A private ``services up`` from nothing: a new CA, keys, secrets, SCRAM users, a broker and Redis;
     under ``strace`` (every program's command line, detaching from each once it runs, so the daemons run
-    free) when it is installed. The broker's jars: the shared state's, linked (no download)."""
+    free) when it is installed. The broker's jars and the registry's bundle: the shared state's, linked (no
+    download) when there."""
     state = tmp_path_factory.mktemp("private-services")
-    shared_jars = Path(os.environ.get("SERVICES_SECRETS_DIR", "/nonexistent")).parent / "kafka" / "lib"
-    if shared_jars.is_dir():
-        (state / "kafka").mkdir()
-        (state / "kafka" / "lib").symlink_to(shared_jars)
+    shared = Path(os.environ.get("SERVICES_SECRETS_DIR", "/nonexistent")).parent
+    for downloaded in ("kafka/lib", "registry/app"):
+        if (shared / downloaded).is_dir():
+            (state / downloaded).parent.mkdir(exist_ok=True)
+            (state / downloaded).symlink_to(shared / downloaded)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICES_", "STREAM_APP_"))}
     env.update(SERVICES_STATE_DIR=str(state), SERVICES_MONITORING="0")
-    for name in ("KAFKA", "KAFKA_CONTROLLER", "KAFKA_BROKER", "KAFKA_MTLS", "REDIS"):
+    for name in ("KAFKA", "KAFKA_CONTROLLER", "KAFKA_BROKER", "KAFKA_MTLS", "REDIS", "REGISTRY"):
         env[f"SERVICES_{name}_PORT"] = str(free_port())
     strace = shutil.which("strace")
     execs = state.parent / f"{state.name}.execs" if strace else None
@@ -352,6 +356,30 @@ def test_redis_has_a_certificate_of_its_own_that_the_broker_refuses_from_a_clien
     # ... and refuses Redis's: no metadata, no topic, nothing
     with pytest.raises(KafkaException):
         _mtls_admin(services, redis_pem, redis_key).list_topics(timeout=8)
+
+
+def test_the_schema_registry_serves_tls_only_with_a_certificate_of_its_own(
+    private_services: PrivateServices,
+) -> None:
+    services = private_services
+    pem, key = services.tls("registry.pem"), services.tls("registry.key")
+    served = _peer_certificate(services.port("REGISTRY"), services.tls("ca.pem"))
+    assert served == _pem_der(pem), "the registry presents its own certificate"
+    text = subprocess.run(
+        ["openssl", "x509", "-in", pem, "-noout", "-subject", "-ext", "extendedKeyUsage"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "CN = schema-registry" in text, text
+    assert "TLS Web Server Authentication" in text, text
+    assert "Client Authentication" not in text, text
+    # no plain HTTP on its port (Quarkus's own HTTP port is turned off: insecure-requests=disabled)
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{services.port('REGISTRY')}/health/ready", timeout=5)
+    assert f"https://127.0.0.1:{services.port('REGISTRY')}/apis/ccompat/v7" in services.run("status")
+    with pytest.raises(KafkaException):
+        _mtls_admin(services, pem, key).list_topics(timeout=8)
 
 
 def test_up_brings_an_older_state_directory_to_the_new_modes_and_certificate(
