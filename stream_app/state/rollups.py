@@ -151,9 +151,11 @@ def _rollup_calls(keys: Keys, writes: Sequence[RollupWrite]) -> list[_RollupCall
 def _outcomes(
     keys: Keys, writes: Sequence[RollupWrite], calls: Sequence[_RollupCall], replies: Sequence[Any]
 ) -> tuple[dict[int, BaseException], list[bool]]:
-    """Per write, in the batch's order: refused (with the error) and written. A call refused as a whole
-    (an error reply: the script wrote nothing) refuses each of its writes; a write whose hash is not one
-    (the script answers the key's type) is refused alone, as it was when each write was its own call."""
+    """Per write, in the batch's order: refused (with the error) and written. A write whose period hash
+    is not a hash (the script checks every key before writing and answers that key's type) is refused
+    alone, the roll-up's other writes applied, as when each write was its own call. A call refused as a
+    whole (an error reply: the script stopped, what it wrote is not known) refuses each of its writes,
+    so that the stage reads their periods again rather than trust what it holds of them."""
     refused: dict[int, BaseException] = {}
     written = [False] * len(writes)
     for call, reply in zip(calls, replies, strict=True):
