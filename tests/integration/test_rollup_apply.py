@@ -7,7 +7,7 @@ batch applied and read). The ledger check's hash lengths are one call per roll-u
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -21,8 +21,12 @@ from stream_app.state.keys import STATE_TTL_S
 from stream_app.state.store import PeriodKey, RollupApplied, RollupWrite, StateStore, connect
 
 from .support import redis_text
+from .test_rollup_owned import DAYS as STAGE_DAYS
+from .test_rollup_owned import LAST_YEAR, PROVINCES, _close, _first, _Stage, fixed_clock, make_stage
 
 pytestmark = pytest.mark.asyncio
+
+__all__ = ["fixed_clock", "make_stage"]  # the roll-up stage's fixtures, for the stage's test
 
 NATION: PeriodKey = ("TRF.ACCIDENTS", "VN", "", "2025-05-01")
 DAYS: list[PeriodKey] = [("TRF.ACCIDENTS", "VN", "", f"2025-05-{d:02}") for d in range(1, 6)]
@@ -272,3 +276,31 @@ async def test_a_period_that_is_not_a_hash_refuses_its_writes_alone(
         assert list(third.entries) == ["TRF.ACCIDENTS|04|-"]
     finally:
         await client.aclose()
+
+
+async def test_a_rebuild_over_a_period_that_is_not_a_hash_goes_on_with_the_rest_of_the_batch(
+    make_stage: Callable[..., _Stage], fixed_clock: None
+) -> None:
+    """The roll-up stage of a rebuild (no ledger check before the writes: outside a rebuild the check's
+    length of that period fails the batch first, as it did one HLEN per period) over a period hash that
+    is a string: the records that wrote to it go to the roll-up dead letters, every other period of the
+    roll-up is written and its record published."""
+    stage = make_stage("wrongtype")
+    try:
+        stage.rollup.replay = True
+        await stage.client.set(stage.key(STAGE_DAYS[1]), "not a hash")
+        events = _first(stage)
+        await stage.run(events)
+        poison = stage.blueprint.topic_by_role("rollup_dead_letter").name
+        letters = [p for p in stage.published() if p[0] == poison]
+        records = [p for p in stage.published() if p[0] != poison]
+        assert len(letters) == len(events)  # every province wrote to 2025-05-02
+        hashes = await stage.hashes()
+        assert {name.rsplit("|", 1)[1] for name in hashes} == {*STAGE_DAYS, *LAST_YEAR} - {STAGE_DAYS[1]}
+        assert all(len(sources) == len(PROVINCES) for sources in hashes.values())
+        published = {(key or b"").decode().rsplit(":", 1)[1] for _, key, _ in records}
+        assert published == {*STAGE_DAYS, *LAST_YEAR} - {STAGE_DAYS[1]}  # each period written but that one
+        assert len(records) == len(published)
+        assert await stage.client.get(stage.key(STAGE_DAYS[1])) == b"not a hash"
+    finally:
+        await _close(make_stage, stage)
