@@ -2,9 +2,10 @@
 
 Reads the internal roll-up topic, keyed ``indicator|target``: one writer per roll-up, in order. Each
 contribution replaces its source's previous one in the period's Redis hash unless that hash already
-holds a newer one (``lua/rollup_apply.lua``: the source's input offset orders them), so redelivery
-and replay are harmless without an offset of its own. The combined value (``stream_app.domain.rollup``)
-is published to the consolidated topic once per key per batch, with the same period last year.
+holds a newer one (``lua/rollup_apply.lua``, one call per roll-up and batch: the source's input
+offset orders them), so redelivery and replay are harmless without an offset of its own. The combined
+value (``stream_app.domain.rollup``) is published to the consolidated topic once per key per batch,
+with the same period last year.
 
 Poison never jams: a contribution that is not one of ours, names a roll-up the catalogue cannot have,
 sits on a partition that does not own it, or carries an item that cannot be applied goes to

@@ -29,13 +29,20 @@ class RedisBase:
         self._commit_script = client.register_script(lua_script("commit_entity.lua"))
         self._range_script = client.register_script(lua_script("observations_between.lua"))
         self._rollup_script = client.register_script(lua_script("rollup_apply.lua"))
+        self._rollup_lengths_script = client.register_script(lua_script("rollup_lengths.lua"))
         self._mark_script = client.register_script(lua_script("applied_mark.lua"))
         # per partition, the commits Redis confirmed that no ledger holds yet: the next mark writes them
         self._unvouched: dict[str, dict[str, int]] = {}
         self._router = (
             ClusterRouter(
                 client,
-                [self._commit_script, self._range_script, self._rollup_script, self._mark_script],
+                [
+                    self._commit_script,
+                    self._range_script,
+                    self._rollup_script,
+                    self._rollup_lengths_script,
+                    self._mark_script,
+                ],
                 wait_replicas=settings.redis_wait_replicas,
                 wait_ms=settings.redis_wait_timeout_ms,
                 sync_prefix=self.keys.sync_prefix(),
