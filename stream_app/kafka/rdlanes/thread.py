@@ -37,9 +37,11 @@ later-numbered call of that partition overtook before it was queued ("outdated",
 thread preempted at the wrong moment, on a loaded machine, is enough): a lost resume leaves the
 partition paused for good while the driver's books say resumed (its records never fetched, the thread
 polling nothing, no error). The driver's seeks (from the app's loop), pauses, resumes and assignments
-(from the consumer thread) are made one at a time, and every
-``RESUME_AGAIN_S`` the thread resumes again every partition it means to fetch (a resume of a partition
-that is not paused is nothing to librdkafka), so a resume lost anyway costs seconds, not the partition.
+(from the consumer thread) are made one at a time, and every ``RESUME_AGAIN_S`` the thread resumes
+again every partition it means to fetch (a resume of a partition that is not paused is nothing to
+librdkafka), so a resume lost anyway costs seconds, not the partition. (Pauses are not made again: a
+lost one lets librdkafka go on fetching the partition into the records held in the thread until it is
+resumed: memory, not a stall.)
 """
 
 from __future__ import annotations
