@@ -5,6 +5,8 @@ inside ``consume()`` as librdkafka fires them, the order of revoke, commit and a
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -17,6 +19,7 @@ from faust.types import TP
 from stream_app.domain.reasons import Reason
 from stream_app.kafka.fetch_bounds import Withheld
 from stream_app.kafka.rdlanes import RdConsumerThread, RdLaneConsumer, consumer_properties
+from stream_app.kafka.rdlanes import thread as thread_module
 from stream_app.settings import Settings
 
 A = TP("in", 0)
@@ -516,5 +519,102 @@ def test_the_thread_s_own_poll_before_the_fetcher_runs_joins_the_group_and_holds
         assert any(line.startswith("pause") for line in rd.log)
         assert offsets(await fetch(thread, {A})) == {0: [0]}  # held for the fetcher, not lost
         assert any(line.startswith("resume") for line in rd.log)
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class PausingRd(FakeRd):
+    """The fake consumer with librdkafka's pauses: once the scripted steps are done, ``poll()`` hands
+    over the backlog of the partitions not paused. ``lose_resumes`` resumes are dropped as librdkafka
+    drops an outdated one (the partition stays paused, nothing said)."""
+
+    backlog: dict[TP, list[Record]] = field(default_factory=dict)
+    paused: set[TP] = field(default_factory=set)
+    lose_resumes: int = 0
+
+    def poll(self, timeout: float) -> Record | None:
+        if self.steps:
+            return super().poll(timeout)
+        self.rest = [r for tp, found in self.backlog.items() if tp not in self.paused for r in found]
+        for tp in set(self.backlog) - self.paused:
+            self.backlog[tp] = []
+        return self.rest.pop(0) if self.rest else None
+
+    def pause(self, parts: list[TopicPartition]) -> None:
+        super().pause(parts)
+        self.paused |= {TP(p.topic, p.partition) for p in parts}
+
+    def resume(self, parts: list[TopicPartition]) -> None:
+        super().resume(parts)
+        if self.lose_resumes:
+            self.lose_resumes -= 1
+            return
+        self.paused -= {TP(p.topic, p.partition) for p in parts}
+
+
+def test_a_resume_librdkafka_dropped_is_made_again_and_the_partition_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka drops a resume that another thread's seek overtook: the partition stays paused while
+    the driver's books say resumed, and nothing of it is ever fetched unless the resume is made again."""
+    monkeypatch.setattr(thread_module, "RESUME_AGAIN_S", 0.0, raising=False)
+
+    async def scenario() -> None:
+        rd = PausingRd(steps=[assign(A)], backlog={A: [rec(A, 0), rec(A, 1)]})
+        thread, _ = await started(rd)
+        await fetch(thread, set())  # joins: A assigned
+        rd.paused.add(A)  # the flow stopped: A paused (what a fetch with nothing active does)
+        thread._paused.add(A)
+        rd.lose_resumes = 1
+        fetched: dict[TP, list[Any]] = {}
+        for _ in range(3):
+            fetched = await fetch(thread, {A})
+            if fetched:
+                break
+        assert offsets(fetched) == {0: [0, 1]}
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class SlowSeekRd(FakeRd):
+    """The fake consumer whose ``seek()`` takes a while, noting a pause or resume made meanwhile."""
+
+    seeking: threading.Event = field(default_factory=threading.Event)
+    overlapped: list[str] = field(default_factory=list)
+
+    def seek(self, part: TopicPartition) -> None:
+        self.seeking.set()
+        time.sleep(0.2)
+        super().seek(part)
+        self.seeking.clear()
+
+    def pause(self, parts: list[TopicPartition]) -> None:
+        if self.seeking.is_set():
+            self.overlapped.append("pause")
+        super().pause(parts)
+
+    def resume(self, parts: list[TopicPartition]) -> None:
+        if self.seeking.is_set():
+            self.overlapped.append("resume")
+        super().resume(parts)
+
+
+def test_a_seek_from_the_app_s_loop_and_the_thread_s_pauses_are_made_one_at_a_time() -> None:
+    """A seek and a pause or resume of the same partition made at once from two threads: librdkafka
+    may drop either (the one numbered first and queued last), so the driver never makes them at once."""
+
+    async def scenario() -> None:
+        rd = SlowSeekRd(steps=[assign(A, B)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        seeking = asyncio.create_task(asyncio.to_thread(thread.seek, A, 5))  # the app's loop (recovery)
+        await asyncio.to_thread(rd.seeking.wait, 1.0)
+        await fetch(thread, {B})  # the consumer thread pauses A meanwhile
+        await seeking
+        assert rd.overlapped == []
+        assert "seek 0@5" in rd.log
+        assert "pause 0" in rd.log
 
     asyncio.run(scenario())

@@ -19,6 +19,12 @@ IDLE_POLL_S = 0.2
 IDLE_AFTER_S = 1.0
 """How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
 
+RESUME_AGAIN_S = 2.0
+"""How often the consumer thread resumes again every partition it means to fetch: librdkafka may drop a
+resume (an "outdated" one), leaving the partition paused with nothing said (librdkafka issue 5591, open:
+"pause-assign-resume may leave some partitions permanently paused"); resuming one that is not paused
+is nothing to it since librdkafka 2.4 (no fetch restarted, no record fetched twice: librdkafka PR 4636)."""
+
 
 def consumer_properties(settings: Settings, group_id: str, client_id: str, **faust: Any) -> dict[str, Any]:
     """The librdkafka consumer's properties: brokers and security from ``settings`` (as every confluent

@@ -31,6 +31,17 @@ queue, so a fetch drains what it holds of paused partitions before it returns (a
 waits behind a flood's prefetch). While the flow is stopped the fetcher keeps calling ``consume()``
 with everything paused, and before it runs the thread calls it itself: librdkafka joins the group and
 serves its callbacks only there.
+
+librdkafka numbers each pause, resume and seek of a partition as it is asked for, and drops one that a
+later-numbered call of that partition overtook before it was queued ("outdated", nothing said; a
+thread preempted at the wrong moment, on a loaded machine, is enough): a lost resume leaves the
+partition paused for good while the driver's books say resumed (its records never fetched, the thread
+polling nothing, no error). The driver's seeks (from the app's loop), pauses, resumes and assignments
+(from the consumer thread) are made one at a time, and every ``RESUME_AGAIN_S`` the thread resumes
+again every partition it means to fetch (a resume of a partition that is not paused is nothing to
+librdkafka), so a resume lost anyway costs seconds, not the partition. (Pauses are not made again: a
+lost one lets librdkafka go on fetching the partition into the records held in the thread until it is
+resumed: memory, not a stall.)
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ from stream_app.kafka.rdlanes.properties import (
     CONSUME_MAX_S,
     IDLE_AFTER_S,
     IDLE_POLL_S,
+    RESUME_AGAIN_S,
     consumer_properties,
 )
 from stream_app.kafka.rdlanes.records import _RECORD_ERRORS, RdRecord, batch_end, stand_in, to_message
@@ -107,6 +119,10 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         super().__init__(cast(Any, consumer), **kwargs)
         self._rd: Any = None  # the confluent Consumer, made when the thread starts
         self._lock = threading.Lock()  # guards what both the thread and the app's loop touch
+        # librdkafka's partition calls (seek, pause, resume, assign) one at a time, whichever thread makes
+        # them: librdkafka numbers each and drops one that a later-numbered one overtook (see the module)
+        self._rd_calls = threading.Lock()
+        self._resumed_at = 0.0  # monotonic time what the driver wants fetched was last resumed again
         self._assigned: set[TP] = set()
         self._start_offsets: dict[TP, int] = {}  # where each partition was assigned (committed or invalid)
         self._paused: set[TP] = set()  # paused in librdkafka
@@ -272,12 +288,13 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         except KafkaException as exc:  # librdkafka reads the committed offsets itself then
             log.warning("rdkafka_committed_failed", error=repr(exc)[:300])
             at = [TopicPartition(p.topic, p.partition) for p in partitions]
-        rd.assign(at)
-        if at:  # a partition paused before it was given up stays paused in librdkafka otherwise
-            try:
-                rd.resume(at)
-            except KafkaException as exc:
-                log.info("rdkafka_resume_skipped", reason=str(exc)[:200])
+        with self._rd_calls:
+            rd.assign(at)
+            if at:  # a partition paused before it was given up stays paused in librdkafka otherwise
+                try:
+                    rd.resume(at)
+                except KafkaException as exc:
+                    log.info("rdkafka_resume_skipped", reason=str(exc)[:200])
         with self._lock:
             self._assigned = assigned
             self._start_offsets = {_tp(p): p.offset for p in at}
@@ -307,16 +324,26 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         )
 
     def _sync_paused(self, rd: Any, active: set[TP]) -> None:
-        """Pause in librdkafka what Faust paused, resume what it resumed."""
+        """Pause in librdkafka what Faust paused, resume what it resumed; and, every ``RESUME_AGAIN_S``,
+        resume again everything meant to be fetched: a resume librdkafka dropped (see the module) would
+        leave its partition paused for good, unseen (no error, no record, the driver's books say
+        resumed)."""
+        now = time.monotonic()
+        again = now - self._resumed_at >= RESUME_AGAIN_S
         with self._lock:
             want = self._assigned - active
             to_pause = want - self._paused
             to_resume = self._paused - want
             self._paused = (self._paused | to_pause) - to_resume
-        if to_pause:
-            rd.pause(_parts(to_pause))
-        if to_resume:
-            rd.resume(_parts(to_resume))
+            if again:
+                to_resume = self._assigned - self._paused
+        if again:
+            self._resumed_at = now
+        with self._rd_calls:
+            if to_pause:
+                rd.pause(_parts(to_pause))
+            if to_resume:
+                rd.resume(_parts(to_resume))
 
     async def _fetch(self, active: set[TP] | None, timeout: float) -> dict[TP, list[Any]]:  # noqa: ASYNC109
         rd = self._rd
@@ -434,7 +461,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         rd = self._rd
         if rd is not None:
             try:
-                rd.seek(TopicPartition(tp.topic, tp.partition, end))
+                with self._rd_calls:
+                    rd.seek(TopicPartition(tp.topic, tp.partition, end))
             except KafkaException as exc:
                 log.warning(
                     "rdkafka_seek_past_failed", topic=tp.topic, partition=tp.partition, reason=str(exc)[:200]
@@ -492,7 +520,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             self._held.pop(tp, None)
             self._stood_in.pop(tp, None)  # an unreadable batch met again after a seek is withheld again
         try:
-            rd.seek(TopicPartition(tp.topic, tp.partition, offset))
+            with self._rd_calls:
+                rd.seek(TopicPartition(tp.topic, tp.partition, offset))
         except KafkaException as exc:
             # not fetching yet (_STATE): it starts at the offset it was assigned at, the committed one
             log.info("rdkafka_seek_skipped", topic=tp.topic, partition=tp.partition, reason=str(exc)[:200])
