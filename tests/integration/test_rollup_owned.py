@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +28,7 @@ from stream_app.state.owned import OwnedState
 from stream_app.state.store import PeriodKey, StateStore, connect
 from stream_app.wire import codecs
 from tests.unit.producers import AckingProducer, ProducerSender
+from tests.unit.test_consolidate_batch import _Message
 
 from .support import redis_text
 
@@ -42,17 +43,6 @@ LAST_YEAR = ["2024-05-01", "2024-05-02", "2024-05-03"]
 
 def _hits() -> float:
     return float(metrics.OWNED_STATE_LOOKUPS.labels("rollup", "hit")._value.get())
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float = 0.0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
