@@ -152,7 +152,7 @@ class Consolidator:
                 self.owned.forget([p.entity for p in prepared], "failed")
             raise
         metrics.REDIS_APPLY_SECONDS.observe(time.perf_counter() - start)
-        if self.owned is not None and marks is not None:
+        if self.owned is not None and self.owned.enabled and marks is not None:
             sources = {entity: source_of_entity(batch, entity) for entity in built}
             self._keep(self.owned, runs, built, sources, written=written, failed=failed, marks=marks)
         fenced = len(prepared) - len(written) - len(failed)
