@@ -11,3 +11,8 @@ class ConfigurationError(StreamAppError):
 
 class ServiceUnreachableError(StreamAppError):
     """Kafka or Redis did not answer within the start-up deadline."""
+
+
+class RefusedError(StreamAppError):
+    """The command was understood and the services answered, but what it asks cannot be done as things
+    stand (rotating a user that does not exist, resetting a group that has members): nothing changed."""

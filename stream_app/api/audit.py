@@ -73,6 +73,19 @@ def send(blueprint: Blueprint, record: dict[str, Any]) -> None:
         raise RuntimeError(f"audit record not delivered to {topic}: {failures or 'timed out'}")
 
 
+def send_cli(blueprint: Blueprint, action: str, subject: str, outcome: str, details: dict[str, str]) -> None:
+    """Publish the audit record of one change a command made, acting as the CLI's Kafka principal."""
+    record = event(
+        actor=cli_actor(blueprint),
+        source="cli",
+        action=action,
+        subject=subject,
+        outcome=outcome,
+        details=details,
+    )
+    send(blueprint, record)
+
+
 def cli_actor(blueprint: Blueprint) -> str:
     """Who a command-line process acts as: the Kafka principal it authenticates as."""
     return blueprint.settings.kafka_sasl_username or "anonymous"

@@ -25,6 +25,7 @@ resources it manages, grants of the managed principals that are no longer wanted
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,9 @@ class Grant:
         suffix = "*" if self.pattern == "PREFIXED" else ""
         return f"{self.principal:<18} {self.operation:<16} {self.resource.lower():<6} {self.name}{suffix}"
 
+
+Keep = Callable[[Grant], bool]
+"""Which of the wanted grants a ``plan`` or ``apply`` manages."""
 
 # Who may write the center's directives and its audit trail: the process that authenticated the person.
 DIRECTIVE_WRITERS = ("app",)
@@ -176,10 +180,11 @@ class AclPlan:
         return not self.create and not self.delete
 
 
-def plan(blueprint: Blueprint, only: set[str] | None = None) -> AclPlan:
+def plan(blueprint: Blueprint, only: set[str] | None = None, keep: Keep | None = None) -> AclPlan:
     """The grants missing on the cluster, and the managed principals' grants on the managed resources
-    that are no longer wanted (``only``: just these principals', e.g. ``{"User:stream-app"}``)."""
-    wanted = _wanted(blueprint, only)
+    that are no longer wanted (``only``: just these principals', e.g. ``{"User:stream-app"}``; ``keep``:
+    just the grants it keeps, e.g. one reporter's, :func:`concerning`)."""
+    wanted = _wanted(blueprint, only, keep)
     managed_principals = set(principals(blueprint.settings, blueprint).values())
     if only is not None:
         managed_principals &= only
@@ -192,11 +197,11 @@ def plan(blueprint: Blueprint, only: set[str] | None = None) -> AclPlan:
     return AclPlan(sorted(wanted - have), sorted(have - wanted))
 
 
-def apply(blueprint: Blueprint, only: set[str] | None = None) -> AclPlan:
+def apply(blueprint: Blueprint, only: set[str] | None = None, keep: Keep | None = None) -> AclPlan:
     """Make the cluster's ACLs match ``grants`` (of the principals ``only`` names, when given); returns
     what was changed. Returns once the broker enforces them: an ACL created is answered before the
     broker's authorizer has loaded it."""
-    change = plan(blueprint, only)
+    change = plan(blueprint, only, keep)
     admin = _admin(blueprint.settings)
     if change.create:
         _wait(admin.create_acls([g.binding() for g in change.create]))
@@ -235,9 +240,28 @@ def revoke(blueprint: Blueprint, only: set[str] | None = None) -> None:
         _wait(admin.delete_acls([_filter(g) for g in wanted]))
 
 
-def _wanted(blueprint: Blueprint, only: set[str] | None) -> set[Grant]:
+def _wanted(blueprint: Blueprint, only: set[str] | None, keep: Keep | None = None) -> set[Grant]:
     wanted = grants(blueprint)
+    if keep is not None:
+        wanted = {g for g in wanted if keep(g)}
     return wanted if only is None else {g for g in wanted if g.principal in only}
+
+
+def concerning(principal: str, topics: Iterable[str]) -> Keep:
+    """Keeps the grants of ``principal`` and every grant on one of ``topics``: what onboarding one
+    reporter adds (its own rights, and the app's and the SRE's on its topics)."""
+    names = frozenset(topics)
+    return lambda grant: grant.principal == principal or (grant.resource == "TOPIC" and grant.name in names)
+
+
+def delete(settings: Settings, unwanted: Iterable[Grant]) -> list[Grant]:
+    """Delete these grants (a reporter's, when it leaves); returns them once the broker enforces it."""
+    gone = sorted(set(unwanted))
+    if gone:
+        admin = _admin(settings)
+        _wait(admin.delete_acls([_filter(g) for g in gone]))
+        _until_enforced(settings, set(), set(gone))
+    return gone
 
 
 def current(settings: Settings) -> set[Grant]:

@@ -99,16 +99,17 @@ def quotas(blueprint: Blueprint) -> set[Quota]:
     return out
 
 
-def plan(blueprint: Blueprint) -> QuotaPlan:
-    """The reporters' quotas missing on the cluster or set to another value there."""
-    wanted = quotas(blueprint)
+def plan(blueprint: Blueprint, users: set[str] | None = None) -> QuotaPlan:
+    """The reporters' quotas missing on the cluster or set to another value there (``users``: only
+    these Kafka users', e.g. one reporter's being onboarded)."""
+    wanted = {q for q in quotas(blueprint) if users is None or q.user in users}
     have = current(blueprint.settings, {q.user for q in wanted})
     return QuotaPlan(sorted(q for q in wanted if have.get((q.user, q.key)) != q.value), have)
 
 
-def apply(blueprint: Blueprint) -> QuotaPlan:
+def apply(blueprint: Blueprint, users: set[str] | None = None) -> QuotaPlan:
     """Make the cluster's reporter quotas match ``quotas``; returns what was changed."""
-    change = plan(blueprint)
+    change = plan(blueprint, users)
     if not change.empty:
         alter(blueprint.settings, {(q.user, q.key): q.value for q in change.to_set})
     return change
@@ -126,6 +127,14 @@ def alter(settings: Settings, changes: Mapping[tuple[str, str], float | None]) -
         by_user.setdefault(user, []).append((key, 0.0 if value is None else value, value is None))
     entries = [([(_USER, user)], ops) for user, ops in by_user.items()]
     asyncio.run(_alter(settings, entries))
+
+
+def remove(settings: Settings, user: str) -> list[str]:
+    """Remove the managed quotas ``user`` has (a reporter leaving); returns their keys."""
+    held = sorted(key for (_user, key) in current(settings, [user]))
+    if held:
+        alter(settings, dict.fromkeys(((user, key) for key in held), None))
+    return held
 
 
 async def _describe(settings: Settings, users: list[str]) -> dict[tuple[str, str], float]:

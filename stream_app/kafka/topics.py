@@ -133,6 +133,24 @@ def apply(settings: Settings, specs: list[TopicSpec]) -> list[TopicChange]:
     return changes
 
 
+def delete(settings: Settings, names: list[str]) -> list[str]:
+    """Delete these topics (and their records); returns those that existed."""
+    admin = _admin(settings)
+    try:
+        present = [n for n in names if n in admin.list_topics(timeout=settings.startup_timeout_s).topics]
+    except KafkaException as exc:
+        raise ServiceUnreachableError(f"Kafka at {settings.kafka_bootstrap} unreachable: {exc}") from exc
+    if present:
+        for name, future in admin.delete_topics(
+            present, operation_timeout=settings.startup_timeout_s
+        ).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                raise ServiceUnreachableError(f"Kafka refused to delete {name!r}: {exc}") from None
+    return present
+
+
 def _wait_until_usable(admin: AdminClient, partitions: dict[str, int], timeout_s: float) -> None:
     """Wait until every new topic has all its partitions with a leader.
 

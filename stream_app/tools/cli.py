@@ -49,6 +49,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "directive": _directive,
         "schemas": _schemas,
         "state": _state,
+        "reporter": _reporter,
+        "group": _group,
     }
     return handlers[args.command](args, settings)
 
@@ -97,15 +99,7 @@ def _audit(blueprint: Any, action: str, subject: str, outcome: str, details: dic
     """Publish the audit record of one change this command made, acting as the CLI's Kafka principal."""
     from stream_app.api import audit
 
-    record = audit.event(
-        actor=audit.cli_actor(blueprint),
-        source="cli",
-        action=action,
-        subject=subject,
-        outcome=outcome,
-        details=details,
-    )
-    audit.send(blueprint, record)
+    audit.send_cli(blueprint, action, subject, outcome, details)
 
 
 def _verb(args: argparse.Namespace) -> str:
@@ -419,3 +413,29 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
             "with --force into it, or start them and let the guard say what it lacks)"
         )
     return 0
+
+
+def _reporter(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.tools import reporter
+
+    return reporter.run(
+        _blueprint(settings),
+        args.action,
+        args.code,
+        output=args.output,
+        dry_run=args.dry_run,
+        delete_topics=args.delete_topics,
+    )
+
+
+def _group(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.tools import group
+
+    return group.run(
+        _blueprint(settings),
+        args.group,
+        args.topic,
+        args.to_datetime,
+        execute_it=args.execute,
+        output=args.output,
+    )

@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     _add_directive(sub)
     _add_demo(sub)
     _add_state(sub)
+    _add_reporter(sub)
+    _add_group(sub)
     return parser
 
 
@@ -241,3 +243,39 @@ def _add_demo(sub: Any) -> None:
         default=None,
         help="KEY=VALUE lines the worker runs with (its own principal: .local/secrets/stream-app.env)",
     )
+
+
+def _add_reporter(sub: Any) -> None:
+    reporter = sub.add_parser(
+        "reporter",
+        help="onboard a catalogue reporter on the running broker in one step (its topics, ACLs, quotas and "
+        "SCRAM user), rotate its password or remove it; audited (as an admin)",
+    )
+    reporter.add_argument("action", choices=["add", "rotate", "remove"], help="what to do")
+    reporter.add_argument("code", help="the reporter's catalogue code (e.g. MAE)")
+    reporter.add_argument(
+        "--dry-run", action="store_true", help="add, remove: print what would change, change nothing"
+    )
+    reporter.add_argument(
+        "--delete-topics", action="store_true", help="remove: delete its topics too (kept by default)"
+    )
+    reporter.add_argument("--output", choices=["text", "json"], default="text", help="output format")
+
+
+def _add_group(sub: Any) -> None:
+    group = sub.add_parser("group", help="consumer groups: move a group's positions (as an admin)")
+    group_sub = group.add_subparsers(dest="group_action", required=True)
+    reset = group_sub.add_parser(
+        "reset", help="set GROUP's positions on a topic to a moment; a dry run unless --execute"
+    )
+    reset.add_argument(
+        "group", help="the consumer group (the workers': STREAM_APP_APP_ID with the namespace)"
+    )
+    reset.add_argument("--topic", required=True, help="the topic whose positions move")
+    reset.add_argument(
+        "--to-datetime", required=True, help="ISO-8601 time with its offset: the first record at or after it"
+    )
+    reset.add_argument(
+        "--execute", action="store_true", help="commit the positions (every consumer of the group stopped)"
+    )
+    reset.add_argument("--output", choices=["text", "json"], default="text", help="output format")
