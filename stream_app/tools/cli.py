@@ -416,7 +416,10 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reporter(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.logs import configure_logging
     from stream_app.tools import reporter
+
+    configure_logging(settings)  # the audit's log line on stderr: stdout is the outcome's (JSON)
 
     return reporter.run(
         _blueprint(settings),
@@ -429,7 +432,10 @@ def _reporter(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _group(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_app.logs import configure_logging
     from stream_app.tools import group
+
+    configure_logging(settings)  # the audit's log line on stderr: stdout is the outcome's (JSON)
 
     return group.run(
         _blueprint(settings),
