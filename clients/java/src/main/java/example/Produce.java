@@ -41,7 +41,6 @@ public final class Produce {
     props.putIfAbsent(
         ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ConfluentAvroSerializer.class.getName());
     props.putIfAbsent(ProducerConfig.ACKS_CONFIG, "all");
-    props.putIfAbsent(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false"); // no IDEMPOTENT_WRITE grant
 
     Map<String, Object> registryConfig = new HashMap<>();
     props.forEach((k, v) -> registryConfig.put(k.toString(), v));
