@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from stream_app.api.auth import create_token
 from stream_app.config.blueprint import Blueprint, load_blueprint
@@ -29,7 +30,7 @@ from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools.launch import command, spawn
 
-from .support import API_TOKENS, ServicesRedis, WorkerProcess, free_port, settings_env
+from .support import API_TOKENS, ServicesRedis, WorkerProcess, free_port, registry_client, settings_env
 
 REDIS_APP_ACL = REPO_ROOT / "deploy" / "redis" / "app-user.acl"
 REDIS_SCREEN_ACL = REPO_ROOT / "deploy" / "redis" / "screen-user.acl"
@@ -116,6 +117,20 @@ def blueprint(settings: Settings) -> Iterator[Blueprint]:
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000):
         client.delete(key)
+
+
+@pytest.fixture
+def real_registry(settings: Settings) -> Iterator[tuple[SchemaRegistryClient, Blueprint]]:
+    """The real registry's client and the test's namespaced blueprint (skips without a registry); the
+    test's subjects are deleted afterwards (soft, then permanently: Apicurio keeps nothing of them)."""
+    with registry_client(settings) as client:
+        yield client, load_blueprint(settings)
+        prefix = settings.topic_namespace
+        for name in client.get_subjects():
+            if name.startswith(prefix):
+                with contextlib.suppress(Exception):  # best-effort cleanup of a throwaway namespace
+                    client.delete_subject(name)
+                    client.delete_subject(name, permanent=True)
 
 
 @pytest.fixture

@@ -22,8 +22,10 @@ from typing import Any, NoReturn
 import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from stream_app.config.blueprint import load_blueprint
+from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
 from stream_app.tools.launch import Launched
@@ -230,6 +232,25 @@ def collect(
         out.records.append(codecs.decode(schemas, subject, message.value() or b"", resolve))
         out.keys.append(message.key())
     return out
+
+
+def registry_client(settings: Settings) -> SchemaRegistryClient:
+    """Confluent's client for the configured registry (its CA from the settings); skips without one."""
+    url = (settings.schema_registry_url or "").strip()
+    if not url or url.startswith("mock://"):
+        pytest.skip(
+            "no schema registry configured (STREAM_APP_SCHEMA_REGISTRY_URL): run `deploy/local/services up`"
+        )
+    client = registry.client_from_settings(settings)
+    assert isinstance(client, SchemaRegistryClient)
+    try:
+        client.get_subjects()
+    except Exception as exc:  # any failure means the same thing here
+        client.close()
+        pytest.skip(
+            f"the schema registry at {registry.redact(url)} does not answer ({type(exc).__name__}: {exc})"
+        )
+    return client
 
 
 def wait_until(predicate: Callable[..., Any], timeout: float, what: str) -> float:

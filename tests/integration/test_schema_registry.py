@@ -18,10 +18,8 @@ tests are skipped when no registry is configured (``STREAM_APP_SCHEMA_REGISTRY_U
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -31,48 +29,14 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.config.blueprint import Blueprint
 from stream_app.kafka import registry, subjects
 from stream_app.settings import Settings
 from stream_app.wire.schemas import parse_version
 
-from .support import observation
+from .support import observation, registry_client
 
 CONFLICT = 409
-
-
-def _registry_client(settings: Settings) -> SchemaRegistryClient:
-    """Confluent's client for the configured registry (its CA from the settings); skips without one."""
-    url = (settings.schema_registry_url or "").strip()
-    if not url or url.startswith("mock://"):
-        pytest.skip(
-            "no schema registry configured (STREAM_APP_SCHEMA_REGISTRY_URL): run `deploy/local/services up`"
-        )
-    client = registry.client_from_settings(settings)
-    assert isinstance(client, SchemaRegistryClient)
-    try:
-        client.get_subjects()
-    except Exception as exc:  # any failure means the same thing here
-        client.close()
-        pytest.skip(
-            f"the schema registry at {registry.redact(url)} does not answer ({type(exc).__name__}: {exc})"
-        )
-    return client
-
-
-@pytest.fixture
-def real_registry(settings: Settings) -> Iterator[tuple[SchemaRegistryClient, Blueprint]]:
-    """The real registry's client and the test's namespaced blueprint; the test's subjects are deleted
-    afterwards (soft, then permanently: Apicurio keeps nothing of them)."""
-    with _registry_client(settings) as client:
-        blueprint = load_blueprint(settings)
-        yield client, blueprint
-        prefix = settings.topic_namespace
-        for name in client.get_subjects():
-            if name.startswith(prefix):
-                with contextlib.suppress(Exception):  # best-effort cleanup of a throwaway namespace
-                    client.delete_subject(name)
-                    client.delete_subject(name, permanent=True)
 
 
 def _subject(blueprint: Blueprint, role: str) -> subjects.Subject:
@@ -166,7 +130,7 @@ def test_confluents_client_and_serdes_read_a_registered_schema_by_id(
     assert framed[0] == 0
     assert int.from_bytes(framed[1:5], "big") == newest.schema_id
 
-    with _registry_client(settings) as fresh:  # no cache shared with the client that registered
+    with registry_client(settings) as fresh:  # no cache shared with the client that registered
         decoded: Any = AvroDeserializer(fresh)(framed, context)
         # and this processor's resolver names the id by its own version of the contract
         resolved = registry.ConfluentSchemas(fresh, blueprint.schemas)(newest.schema_id)
