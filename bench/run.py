@@ -685,6 +685,12 @@ def _peer_warm_up(ns: Namespace, peer: Process, warm: Mix, outputs: list[str]) -
 SOAK_TICK_S = "30"  # the simulator's live mix with the production tick
 
 
+def _thread_cpu(sample: dict[str, float]) -> dict[str, float]:
+    """``stream_app_thread_cpu_seconds_total`` of a worker's /metrics sample, by thread."""
+    prefix = 'stream_app_thread_cpu_seconds_total{thread="'
+    return {key[len(prefix) : -2]: value for key, value in sample.items() if key.startswith(prefix)}
+
+
 def scenario_soak(run: Run, rate: float, seconds: float) -> None:
     """One worker under the live mix at a steady ``rate`` for ``seconds`` (tick every 30 s): its CPU
     share and CPU per record over the steady window (/proc utime + stime), its RSS and produce ->
@@ -699,9 +705,11 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         recordings: list[Recording] = []
 
         traffic: list[tuple[int, int]] = []
+        threads: list[dict[str, float]] = []
 
         def profile() -> None:
             traffic.append(redis_traffic(ns.settings))
+            threads.append(_thread_cpu(worker.metrics()))
             if not run.args.profile:
                 return
             started = Recording.start(worker.pid, run.run_dir / "soak" / "worker-1.pyspy.txt")
@@ -720,6 +728,7 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
                 on_start=profile,
             )
             cpu, wall = worker.cpu_seconds() - cpu0, time.perf_counter() - wall0
+            by_thread = _thread_cpu(worker.metrics())
             commands, sent = (a - b for a, b in zip(redis_traffic(ns.settings), traffic[0], strict=True))
             stacks = recordings[0].stop() if recordings else None
             deadline = time.monotonic() + 60.0
@@ -764,6 +773,14 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         "redis_commands_per_record": commands / records,
         "redis_bytes_sent_per_record": sent / records,
         "owned_state_lookups": owned,  # warm-up included
+        # each thread's share of a core over the steady window (the event loop of the agents: MainThread)
+        "thread_cpu_share": {
+            name: (seconds - threads[0].get(name, 0.0)) / wall
+            for name, seconds in sorted(by_thread.items(), key=lambda kv: -kv[1])
+            if seconds - threads[0].get(name, 0.0) > 0
+        }
+        if threads
+        else {},
     }
     if stacks is not None:
         run.results["soak"]["profile"] = summarise(stacks, cpu, records)

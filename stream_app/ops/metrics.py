@@ -16,6 +16,7 @@ from prometheus_client import (
 
 from stream_app.domain import reasons
 from stream_app.domain.reasons import Reason
+from stream_app.ops.threads import ThreadCpuCollector
 
 # `_created` series double the exposition size and no dashboard or alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -290,6 +291,7 @@ SCHEMA_LOOKUPS = Counter(
 )
 # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, process_start_time_seconds
 ProcessCollector(registry=REGISTRY)
+REGISTRY.register(ThreadCpuCollector())  # stream_app_thread_cpu_seconds_total{thread}
 
 # --- aggregates and consolidated events (issue 5) -----------------------------------------------
 REVISIONS = Counter(
