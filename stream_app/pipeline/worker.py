@@ -21,6 +21,10 @@ from stream_app.settings import Settings
 
 log = get_logger(__name__)
 
+FORCED_SHUTDOWN_EXIT = 75
+"""The exit status of a stop the grace ended (``EX_TEMPFAIL``): not a clean stop, so a supervisor
+(Kubernetes, systemd) sees and counts it, yet nothing to repair: the next owner redelivers and skips."""
+
 
 def run_worker(settings: Settings) -> int:
     """Start a worker; returns an exit code when start-up fails (Faust exits the process otherwise)."""
@@ -62,7 +66,8 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
     may take as long as the broker's rebalance. A signal arms a watchdog thread; if the worker has not
     exited ``grace_s`` later it logs which services were still stopping and exits. That loses nothing:
     every state commit is atomic with the offsets it applied, and Kafka redelivers the rest to the next
-    owner, which skips what was already applied (the same path as a SIGKILL, which the chaos tests cover)."""
+    owner, which skips what was already applied (the same path as a SIGKILL, which the chaos tests cover).
+    The exit status says so: :data:`FORCED_SHUTDOWN_EXIT`, not 0."""
 
     def __init__(self, *services: Any, grace_s: float, **kwargs: Any) -> None:
         super().__init__(*services, **kwargs)
@@ -84,10 +89,11 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
             # every service below may be stopped already, the worker itself still tearing down
             still_stopping=_still_stopping(self) or [str(getattr(self, "label", "Worker"))],
             hint="nothing is lost: uncommitted records are redelivered and applied once",
+            exit_status=FORCED_SHUTDOWN_EXIT,
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(FORCED_SHUTDOWN_EXIT)
 
 
 def _still_stopping(service: Any, depth: int = 0) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.pipeline.worker import FORCED_SHUTDOWN_EXIT
 from stream_app.settings import Settings
 from stream_app.tools.launch import command
 
@@ -60,13 +61,15 @@ def test_password_in_redis_url_is_not_printed(settings: Settings, blueprint: Blu
 def test_a_stop_that_hangs_is_bounded_by_the_grace(
     settings: Settings, blueprint: Blueprint, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    """A grace shorter than Faust's own stop: the watchdog ends the process, says so, and exits 0."""
+    """A grace shorter than Faust's own stop: the watchdog ends the process, says so, and exits with
+    EX_TEMPFAIL (not 0: a supervisor sees a stop that was not clean)."""
     worker = start_worker(settings, STREAM_APP_SHUTDOWN_GRACE_S="0.05")
     started = time.monotonic()
-    assert worker.stop(timeout=15) == 0
+    assert worker.stop(timeout=15) == FORCED_SHUTDOWN_EXIT
     assert time.monotonic() - started < 10
     forced = [json.loads(line) for line in worker.log().splitlines() if '"shutdown_forced"' in line]
     assert len(forced) == 1, worker.log()[-3000:]
     assert forced[0]["signal"] == "SIGTERM"
     assert forced[0]["grace_s"] == 0.05
     assert forced[0]["still_stopping"], forced[0]
+    assert forced[0]["exit_status"] == FORCED_SHUTDOWN_EXIT
