@@ -81,6 +81,12 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
             self._watchdog.start()
         super()._schedule_shutdown(sig)
 
+    def _on_sigusr2(self) -> None:
+        """mode's worker starts pdb on SIGUSR2, on the event loop: a stray signal would stop the stream
+        waiting on a terminal nobody has (a pod's stdin). Logged and ignored; SIGUSR1 still logs every
+        task's stack (mode's "cry"), for a worker that looks stuck."""
+        log.warning("signal_ignored", signal="SIGUSR2", hint="SIGUSR1 logs every task's stack")
+
     def _force_exit(self, signal_name: str) -> None:
         log.error(
             "shutdown_forced",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -73,3 +74,15 @@ def test_a_stop_that_hangs_is_bounded_by_the_grace(
     assert forced[0]["grace_s"] == 0.05
     assert forced[0]["still_stopping"], forced[0]
     assert forced[0]["exit_status"] == FORCED_SHUTDOWN_EXIT
+
+
+def test_sigusr2_does_not_stop_the_stream(
+    settings: Settings, blueprint: Blueprint, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """mode's worker would start pdb on SIGUSR2 and block on a stdin nobody has: ignored and logged."""
+    worker = start_worker(settings)
+    os.kill(worker.pid, signal.SIGUSR2)
+    worker.wait_for_line('"signal_ignored"', timeout=15)
+    assert worker.alive()
+    assert "Starting debugger" not in worker.log()
+    assert worker.stop(timeout=30) == 0
