@@ -243,6 +243,7 @@ def output_framing(
     blueprint: Blueprint,
     *,
     topics: Collection[str] | None = None,
+    wait_out: bool = False,
     client: Any = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -250,9 +251,11 @@ def output_framing(
     """The framing ``STREAM_APP_OUTPUT_FRAMING`` asks for; for ``confluent``, with the ids of every local
     version of every framed topic's subject (only ``topics``' when given, for a command-line writer).
 
-    Blocks while the registry does not answer, retrying with backoff until ``STREAM_APP_STARTUP_TIMEOUT_S``
-    and then raising ServiceUnreachableError; a registry that refuses (an incompatible version, bad
-    credentials) or no registry configured raises ConfigurationError.
+    Blocks while the registry does not answer, retrying with backoff (each attempt logged) until
+    ``STREAM_APP_STARTUP_TIMEOUT_S`` and then raising ServiceUnreachableError (a command-line writer);
+    ``wait_out``: until it answers (a worker: an outage at start-up is waited out, not made a crash
+    loop). A registry that refuses (an incompatible version, bad credentials) or no registry configured
+    raises ConfigurationError at once.
     """
     settings = blueprint.settings
     if settings.output_framing == SINGLE_OBJECT:
@@ -265,7 +268,7 @@ def output_framing(
         )
     name = redact(url) if url else "schema registry"
     subjects = [s for s in framed_subjects(blueprint) if topics is None or s.topic in topics]
-    deadline = clock() + settings.startup_timeout_s
+    deadline = None if wait_out else clock() + settings.startup_timeout_s
     backoff, attempt = Backoff.from_settings(settings), 0
     while True:
         try:
@@ -273,7 +276,7 @@ def output_framing(
             break
         except SchemaRegistryUnavailable as exc:
             attempt += 1
-            if clock() >= deadline:
+            if deadline is not None and clock() >= deadline:
                 raise ServiceUnreachableError(
                     f"schema registry unreachable at {name}: no answer within "
                     f"{settings.startup_timeout_s:g} s ({exc})"

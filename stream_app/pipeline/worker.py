@@ -28,7 +28,8 @@ def run_worker(settings: Settings) -> int:
     try:
         blueprint = load_blueprint(settings)
         check_services(blueprint)
-        framing = output_framing(blueprint)  # confluent: waits for the schema registry, like Redis
+        # confluent: the ids, once; an unreachable registry is waited out (logged), the worker not ready
+        framing = output_framing(blueprint, wait_out=True)
     except (ConfigurationError, LookupError, ServiceUnreachableError) as exc:
         print(f"stream-app worker: {exc}", file=sys.stderr)
         return 2
