@@ -196,7 +196,7 @@ def test_a_confluent_record_is_read_only_with_a_resolver() -> None:
     framing = output_framing(bp)
     topic = bp.topic_by_role("alerts").name
     framed = framing.encode(topic, bp.schemas.latest("alert"), _record(bp, "alert"))
-    with pytest.raises(DecodeError, match="Confluent-framed record .* no registry configured") as info:
+    with pytest.raises(DecodeError, match=r"Confluent-framed record .* no registry configured") as info:
         codecs.decode(bp.schemas, "alert", framed)
     assert info.value.reason == Reason.UNKNOWN_SCHEMA
     with pytest.raises(DecodeError) as info:
