@@ -15,12 +15,18 @@ waited out (the worker not ready meanwhile), and once running the worker never a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -32,6 +38,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.kafka import subjects
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
+from stream_app.tools.launch import READY_LINE
 from stream_app.wire import codecs
 
 from .support import collect, direct, observation, produce, raw_records, to_the_end, wait_until
@@ -173,7 +180,7 @@ def _public_topics(blueprint: Blueprint) -> dict[str, list[str]]:
 
 def _empty_roles(settings: Settings, roles: dict[str, list[str]]) -> set[str]:
     """The roles none of whose topics holds a record yet (watermarks: no group, no waiting)."""
-    consumer = Consumer({**confluent_config(settings), "group.id": "unused", "log_level": 3})
+    consumer = Consumer({**confluent_config(settings), "group.id": "unused", "log_level": 0})
     try:
         holding = set()
         for topic in (t for names in roles.values() for t in names):
@@ -270,3 +277,108 @@ def test_every_public_topic_is_read_by_confluents_deserializer_through_the_real_
     internal = raw_records(settings, blueprint.topic_by_role("repartition").name)
     assert internal
     assert all(value[:2] == codecs.SINGLE_OBJECT_MARKER for _, value in internal if value)
+
+
+class RegistryProxy:
+    """A TCP proxy in front of the real registry that can be cut: while cut it accepts each connection
+    and closes it at once (the registry "down"); ``connections`` counts every one a client opened."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.forwarding = False
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            if not self.forwarding:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target, timeout=5)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        self.forwarding = False
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._open.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
+
+
+def test_a_registry_outage_at_start_up_is_waited_out_and_a_running_worker_never_needs_it(
+    settings: Settings,
+    blueprint: Blueprint,
+    start_worker: Any,
+    confluent_client: SchemaRegistryClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STREAM_APP_OUTPUT_FRAMING", raising=False)  # the default: confluent
+    real = urlsplit(str(settings.schema_registry_url))
+    proxy = RegistryProxy((real.hostname or "127.0.0.1", real.port or 443))
+    try:
+        through_proxy = real._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        worker = start_worker(
+            settings,
+            wait=False,
+            STREAM_APP_SCHEMA_REGISTRY_URL=through_proxy,
+            STREAM_APP_STARTUP_TIMEOUT_S="2",  # an outage longer than this is waited out all the same
+            STREAM_APP_RETRY_MAX_S="0.5",
+        )
+        worker.wait_for_line("schema_registry_waiting", 30)
+        time.sleep(3)  # past STREAM_APP_STARTUP_TIMEOUT_S: still waiting, not exited, not ready
+        assert worker.alive(), worker.log_tail()
+        assert worker.log().count("schema_registry_waiting") >= 2
+        assert READY_LINE not in worker.log()
+        with pytest.raises(urllib.error.URLError):  # nothing serves /readyz before the ids are known
+            urllib.request.urlopen(f"http://{settings.web_host}:{settings.web_port}/readyz", timeout=2)
+
+        proxy.forwarding = True  # the registry is back
+        worker.wait_ready()
+        schema = blueprint.schemas.latest("observation")
+        now = int(time.time() * 1000)
+        alerts = blueprint.topic_by_role("alerts").name
+        readings = enumerate((170.0, 175.0))
+        bad_air = [observation(value=v, event_time=now - (3 - i) * 1000) for i, v in readings]
+        produce(settings, _input_topic(blueprint), [(KEY, codecs.encode(schema, r)) for r in bad_air])
+        wait_until(lambda: _empty_roles(settings, {"alerts": [alerts]}) == set(), 30, "an alert")
+
+        proxy.cut()  # and gone again: the running worker never asks it
+        asked = proxy.connections
+        later = [observation(value=v, event_time=now + i * 1000) for i, v in enumerate((20.0, 21.0, 22.0))]
+        produce(settings, _input_topic(blueprint), [(KEY, codecs.encode(schema, r)) for r in later])
+        consolidated = blueprint.topic_by_role("consolidated").name
+
+        def entity_count() -> int:
+            records = _deserialized(settings, consolidated, confluent_client, b"")
+            return max((r["count"] for r in records if r["scope"] == "ENTITY"), default=0)
+
+        wait_until(lambda: entity_count() >= 5, 30, "the readings applied with the registry gone")
+        framed = _deserialized(settings, alerts, confluent_client, b"")
+        assert [a["transition"] for a in framed if a["station"] == KEY.decode()][:1] == ["FIRING"]
+        assert proxy.connections == asked, "the running worker opened no connection to the registry"
+        assert worker.alive()
+    finally:
+        proxy.close()
