@@ -32,6 +32,7 @@ from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
 from stream_app.kafka.registry import SchemaRegistryUnavailable, client_from_settings, redact
 from stream_app.logs import get_logger
 from stream_app.ops.retry import Backoff
+from stream_app.settings import Settings
 from stream_app.wire.framing import CONFLUENT, SINGLE_OBJECT, SINGLE_OBJECT_FRAMING, ConfluentFraming, Framing
 from stream_app.wire.schemas import SchemaVersion
 
@@ -239,6 +240,16 @@ def run(blueprint: Blueprint, url: str | None = None) -> int:
     return 0
 
 
+def check_framing_settings(settings: Settings) -> None:
+    """Raise ConfigurationError (one line) when ``STREAM_APP_OUTPUT_FRAMING`` cannot be honoured: Confluent
+    framing with no registry to take the ids from. Checked before anything waits for a service."""
+    if settings.output_framing == CONFLUENT and not (settings.schema_registry_url or "").strip():
+        raise ConfigurationError(
+            "STREAM_APP_OUTPUT_FRAMING=confluent (the default) needs a schema registry: set "
+            "STREAM_APP_SCHEMA_REGISTRY_URL, or STREAM_APP_OUTPUT_FRAMING=single_object"
+        )
+
+
 def output_framing(
     blueprint: Blueprint,
     *,
@@ -261,11 +272,9 @@ def output_framing(
     if settings.output_framing == SINGLE_OBJECT:
         return SINGLE_OBJECT_FRAMING
     url = (settings.schema_registry_url or "").strip()
-    client = client if client is not None else client_from_settings(settings)
     if client is None:
-        raise ConfigurationError(
-            "STREAM_APP_OUTPUT_FRAMING=confluent needs a schema registry: set STREAM_APP_SCHEMA_REGISTRY_URL"
-        )
+        check_framing_settings(settings)
+        client = client_from_settings(settings)
     name = redact(url) if url else "schema registry"
     subjects = [s for s in framed_subjects(blueprint) if topics is None or s.topic in topics]
     deadline = None if wait_out else clock() + settings.startup_timeout_s
