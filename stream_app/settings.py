@@ -82,12 +82,14 @@ class Settings(BaseSettings):
         description="Confluent schema registry URL, to accept Confluent-framed records (mock:// in tests).",
     )
     output_framing: Literal["single_object", "confluent"] = Field(
-        "single_object",
+        "confluent",
         description="How the public topics' records are framed (center.*, reporters' dead letters and "
-        "directives). single_object: Avro single-object encoding, self-describing by fingerprint, no "
-        "registry in the write path, readers need only the .avsc files. confluent: 00 + schema id + Avro, "
-        "ids from STREAM_APP_SCHEMA_REGISTRY_URL under <topic>-value (looked up or registered at start-up), "
-        "for ksqlDB, Connect and Confluent deserializers. Internal topics are always single_object.",
+        "directives). confluent (the default): 00 + schema id (4 bytes, big-endian) + Avro, the ids those "
+        "of <topic>-value in STREAM_APP_SCHEMA_REGISTRY_URL (required), looked up or registered once at "
+        "start-up (a worker waits for the registry meanwhile, and never asks it again), for Confluent "
+        "deserializers, kcat -s avro, ksqlDB and Connect. single_object: Avro single-object encoding "
+        "(C3 01 + fingerprint), no registry anywhere, readers need the .avsc files. Readers here tell "
+        "the two apart by the first byte. Internal topics are always single_object.",
     )
     acl_app_user: str = Field(
         "stream-app", description="The app's Kafka user, in the ACLs `acl apply` writes."

@@ -13,7 +13,7 @@ import mode.loop
 
 from stream_app.config.blueprint import load_blueprint
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
-from stream_app.kafka.subjects import output_framing
+from stream_app.kafka.subjects import check_framing_settings, output_framing
 from stream_app.logs import configure_logging, get_logger, logging_config
 from stream_app.pipeline.app import create_app
 from stream_app.pipeline.preflight import check_services
@@ -30,9 +30,11 @@ def run_worker(settings: Settings) -> int:
     """Start a worker; returns an exit code when start-up fails (Faust exits the process otherwise)."""
     configure_logging(settings)
     try:
+        check_framing_settings(settings)
         blueprint = load_blueprint(settings)
         check_services(blueprint)
-        framing = output_framing(blueprint)  # confluent: waits for the schema registry, like Redis
+        # confluent: the ids, once; an unreachable registry is waited out (logged), the worker not ready
+        framing = output_framing(blueprint, wait_out=True)
     except (ConfigurationError, LookupError, ServiceUnreachableError) as exc:
         print(f"stream-app worker: {exc}", file=sys.stderr)
         return 2

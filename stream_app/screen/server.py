@@ -38,6 +38,7 @@ from stream_app.api.http import OPENAPI, PREFIX, Api, Authenticator, answer, gua
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_iso, parse_iso_ms
+from stream_app.kafka import registry
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
 from stream_app.ops.retry import Backoff
@@ -227,7 +228,12 @@ class Screen:
 
     async def _start(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
-        self.reader = AlertReader(self.blueprint, self._deliver, self._lost, loop, self.framing.resolve)
+        # the reader's thread may ask the registry about an id this process does not write with (a record
+        # of an earlier framing, or of a newer worker); without a registry, the ids it writes with
+        resolve = (
+            registry.from_settings(self.blueprint.settings, self.blueprint.schemas) or self.framing.resolve
+        )
+        self.reader = AlertReader(self.blueprint, self._deliver, self._lost, loop, resolve)
         self.reader.start()
         self._snapshots = asyncio.create_task(self._snapshot_alerts(self.reader))
 

@@ -24,7 +24,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from stream_app.config.blueprint import load_blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
@@ -224,10 +224,12 @@ def collect(
 ) -> Collected:
     """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds.
 
-    Records are Avro single-object encoded or, given ``resolve`` (a registry's resolver), Confluent-framed.
+    Records are Avro single-object encoded or Confluent-framed, their ids resolved by ``resolve`` (by
+    default: through the settings' registry, :func:`public_resolver`).
     """
     out = Collected()
     schemas = load_blueprint(settings).schemas
+    resolve = resolve or public_resolver(settings)
     for message in messages(settings, topic, lambda: until(out.records), timeout):
         out.records.append(codecs.decode(schemas, subject, message.value() or b"", resolve))
         out.keys.append(message.key())
@@ -251,6 +253,27 @@ def registry_client(settings: Settings) -> SchemaRegistryClient:
             f"the schema registry at {registry.redact(url)} does not answer ({type(exc).__name__}: {exc})"
         )
     return client
+
+
+_RESOLVERS: dict[tuple[str, str], registry.ConfluentSchemas] = {}
+
+
+def public_resolver(settings: Settings) -> registry.ConfluentSchemas | None:
+    """The Confluent ids of the settings' registry (None without one), as ``stream-app tail`` resolves
+    them; one per registry for the session, so each id is asked once."""
+    key = (str(settings.schema_registry_url or ""), str(settings.schema_registry_ca_file or ""))
+    if key not in _RESOLVERS:
+        resolver = registry.from_settings(settings, load_blueprint(settings).schemas)
+        if resolver is None:
+            return None
+        _RESOLVERS[key] = resolver
+    return _RESOLVERS[key]
+
+
+def decode_public(blueprint: Blueprint, subject: str, raw: bytes) -> dict[str, Any]:
+    """A record of a public topic (``center.*``, dead letters, directives) in either framing, told apart
+    by its first byte: what the worker writes by default (Confluent) or with single_object."""
+    return codecs.decode(blueprint.schemas, subject, raw, public_resolver(blueprint.settings))
 
 
 def wait_until(predicate: Callable[..., Any], timeout: float, what: str) -> float:

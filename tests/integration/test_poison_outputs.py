@@ -21,7 +21,7 @@ from stream_app.settings import Settings
 from stream_app.tools.launch import command
 from stream_app.wire import codecs
 
-from .support import group_lag, messages, observation, produce, redis_text, settings_env
+from .support import decode_public, group_lag, messages, observation, produce, redis_text, settings_env
 
 pytestmark = pytest.mark.chaos
 
@@ -66,7 +66,7 @@ def test_an_output_kafka_refuses_dead_letters_its_cause_and_the_partition_moves_
     assert group_lag(settings, blueprint, watched) == 0, "the partition moved on"
 
     letters = [
-        codecs.decode(blueprint.schemas, "dead_letter", m.value() or b"")
+        decode_public(blueprint, "dead_letter", m.value() or b"")
         for m in messages(
             settings, blueprint.topic_by_role("consolidate_dead_letter").name, lambda: False, 6.0
         )

@@ -245,6 +245,7 @@ def test_no_secret_reaches_a_log_line(
         STREAM_APP_ALERTMANAGER_URL=f"http://bridge:{am_password}@127.0.0.1:{silent_port}",
         STREAM_APP_ALERTMANAGER_RESEND_S="1",
         STREAM_APP_SCHEMA_REGISTRY_URL="mock://secured",
+        STREAM_APP_OUTPUT_FRAMING="single_object",  # a mock registry's ids: in the worker's process only
         STREAM_APP_SCHEMA_REGISTRY_AUTH=f"registry:{registry_password}",
     )
     schema = blueprint.schemas.latest("observation")
