@@ -112,7 +112,7 @@ class ScreenHealth:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.on_startup.append(self._start)
-        app.on_cleanup.append(self._stop)
+        app.on_cleanup.insert(0, self._stop)  # before the screen's own closes Redis: no probe after it
 
     def reader_age_s(self) -> float:
         reader = self.reader()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka import acl
@@ -379,6 +380,8 @@ def test_the_page_says_stale_and_the_screen_is_not_ready_while_its_feed_stops(
         finally:
             browser.close()
     _, exposition = _get(screen, "/metrics")
+    names = {family.name for family in text_string_to_metric_families(exposition.decode())}  # one valid text
+    assert {"stream_app_screen_ready", "stream_app_api_requests_limited", "process_cpu_seconds"} <= names
     assert b'stream_app_screen_request_seconds_count{route="/readyz"}' in exposition
     assert b"stream_app_screen_events_pushed_total" in exposition
     print(f"screen health: { ({k: round(v, 1) for k, v in timings.items()}) }")
