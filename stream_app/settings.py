@@ -209,6 +209,15 @@ class Settings(BaseSettings):
             " the CPU first and readers wait. 0: as any process."
         ),
     )
+    screen_reader_stale_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "The screen is stale past this many seconds since its reader of center.alerts last read a record"
+            ' or confirmed it is caught up (it confirms every second when idle): its pages say "Stale" and'
+            " /readyz answers 503."
+        ),
+    )
     screen_cache_s: float = Field(
         3.0,
         ge=0,

@@ -31,7 +31,6 @@ from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api.auth import Identity
 from stream_app.api.http import OPENAPI, PREFIX, Api, Authenticator, answer, guard_of, whoami
@@ -44,6 +43,7 @@ from stream_app.ops import metrics
 from stream_app.ops.retry import Backoff
 from stream_app.screen.commands import Commands
 from stream_app.screen.feed import AlertReader, Broadcast, OpenAlerts, pump
+from stream_app.screen.health import ScreenHealth
 from stream_app.screen.layout import TILES
 from stream_app.state.store import StateStore, connect
 
@@ -206,6 +206,7 @@ class Screen:
         self.framing = output_framing(blueprint)
         self.commands = Commands(settings)
         self.reader: AlertReader | None = None
+        self.health = ScreenHealth(settings, self.redis, self.broadcast, lambda: self.reader)
         self._snapshots: asyncio.Task[None] | None = None
 
     def application(self) -> web.Application:
@@ -214,7 +215,6 @@ class Screen:
         app.router.add_get("/static/{name}", self.asset)
         app.router.add_get("/screen/layout.json", self.layout)
         app.router.add_get("/livez", self.livez)
-        app.router.add_get("/metrics", self.metrics)
         app.router.add_get(PREFIX + "/whoami", self.whoami)
         app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
         app.router.add_get(PREFIX + "/alerts/stream", self.stream)
@@ -224,6 +224,7 @@ class Screen:
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._hang_up)
         app.on_cleanup.append(self._stop)
+        self.health.install(app)  # /readyz, /metrics, answer times, pages told live or stale
         return app
 
     async def _start(self, app: web.Application) -> None:
@@ -239,7 +240,7 @@ class Screen:
 
     def _deliver(self, alert: dict[str, Any], event: bytes) -> None:
         self.open_alerts.opened(alert)
-        self.broadcast.publish(event)
+        metrics.SCREEN_EVENTS_PUSHED.inc(self.broadcast.publish(event))
 
     def _lost(self) -> None:
         """The reader stopped following: changes may be missed until it follows again."""
@@ -315,11 +316,6 @@ class Screen:
         following = self.reader is not None and self.reader.following.is_set()
         return web.json_response(
             {"live": True, "following_alerts": following, "pages_following": self.broadcast.pages}
-        )
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
     async def openapi(self, request: web.Request) -> web.Response:

@@ -315,10 +315,12 @@ def test_probes_are_the_paths_and_ports_the_processes_serve(deployed: Settings) 
     worker_pages = (REPO_ROOT / "stream_app" / "pipeline" / "app.py").read_text(encoding="utf-8")
     assert '@app.page("/livez")' in worker_pages
     assert '@app.page("/readyz")' in worker_pages
-    screen_routes = (REPO_ROOT / "stream_app" / "screen" / "server.py").read_text(encoding="utf-8")
+    screen_routes = "".join(
+        (REPO_ROOT / "stream_app" / "screen" / name).read_text(encoding="utf-8")
+        for name in ("server.py", "health.py")
+    )
     assert 'add_get("/livez"' in screen_routes
-    # the screen has no readiness page of its own: its server answering is its readiness
-    screen_ready = "/readyz" if 'add_get("/readyz"' in screen_routes else "/livez"
+    assert 'add_get("/readyz"' in screen_routes
     settings = deployed
     worker = _container(WORKER)
     wanted = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
@@ -327,7 +329,7 @@ def test_probes_are_the_paths_and_ports_the_processes_serve(deployed: Settings) 
         assert get["path"] == path, probe
         assert _port(worker, get["port"]) == settings.web_port, probe
     screen = _container(SCREEN)
-    for probe, path in {"livenessProbe": "/livez", "readinessProbe": screen_ready}.items():
+    for probe, path in {"livenessProbe": "/livez", "readinessProbe": "/readyz"}.items():
         get = screen[probe]["httpGet"]
         assert get["path"] == path, probe
         assert _port(screen, get["port"]) == settings.screen_port, probe

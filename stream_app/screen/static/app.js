@@ -7,6 +7,7 @@ const TEXT = {
   vi: {
     title: "Trung tâm Thông tin, Chỉ đạo điều hành của Chính phủ", indicator: "Chỉ tiêu",
     all_indicators: "Tất cả chỉ tiêu", online: "Trực tuyến", offline: "Mất kết nối", sign_out: "Đăng xuất",
+    stale: "Chưa cập nhật — lần cuối {n} giây trước",
     sign_in: "Đăng nhập", token: "Mã truy cập (token)", bad_token: "Mã truy cập không hợp lệ.",
     tab_map: "Bản đồ", tab_compliance: "Tuân thủ báo cáo", tab_briefing: "Bản tin hằng ngày",
     pick_province: "Chọn một tỉnh, thành phố trên bản đồ để xem các chỉ tiêu.",
@@ -27,6 +28,7 @@ const TEXT = {
   en: {
     title: "Government Information and Direction Center", indicator: "Indicator",
     all_indicators: "All indicators", online: "Live", offline: "Disconnected", sign_out: "Sign out",
+    stale: "Stale — last update {n}s ago",
     sign_in: "Sign in", token: "Access token", bad_token: "That token is not valid.",
     tab_map: "Map", tab_compliance: "Reporting compliance", tab_briefing: "Daily briefing",
     pick_province: "Pick a province on the map to see its indicators.",
@@ -51,7 +53,10 @@ const state = {
   token: sessionStorage.getItem("screen.token") || "",
   who: null, indicators: [], tiles: [], stations: {}, alerts: new Map(), overview: null, region: null,
   refused: new Map(), // alert key -> the reason code of the operator's last directive about it, refused
+  connected: false, // the live stream is open
+  status: null, // the server's last word on its feed: {status, reader_age_s, at (ms, this page's clock)}
 };
+const STATUS_SILENCE_MS = 3500; // the server says every second; past this without a word, stale
 const $ = (sel) => document.querySelector(sel);
 const t = (key) => TEXT[state.lang][key] ?? key;
 const el = (tag, attrs = {}, ...children) => {
@@ -304,7 +309,7 @@ async function follow() { // server-sent events through fetch: the token goes in
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       try {
         await loadAlerts(); // after subscribing: nothing falls between the snapshot and the stream
-        setLive(true);
+        state.connected = true; // "Live" once the server says its feed is fresh (within a second)
         let buffer = "";
         for (;;) {
           const { value, done } = await reader.read();
@@ -316,6 +321,10 @@ async function follow() { // server-sent events through fetch: the token goes in
             buffer = buffer.slice(cut + 2);
             const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
             if (block.includes("event: alert") && data) applyAlert(JSON.parse(data));
+            else if (block.includes("event: status") && data) {
+              state.status = { ...JSON.parse(data), at: Date.now() };
+              drawLive();
+            }
           }
         }
       } finally {
@@ -324,15 +333,21 @@ async function follow() { // server-sent events through fetch: the token goes in
     } catch (error) {
       if (error instanceof Unauthorized) { signIn(); return; }
     }
-    setLive(false);
+    state.connected = false;
+    state.status = null;
+    drawLive();
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
 }
-function setLive(on) {
+function drawLive() { // "Live" only while the server's feed is fresh and the server keeps saying so
   const live = $("#live");
-  live.className = `live ${on ? "on" : "off"}`;
-  live.dataset.i18n = on ? "online" : "offline";
-  live.textContent = t(live.dataset.i18n);
+  const s = state.connected ? state.status : null;
+  const silent = s ? Date.now() - s.at : 0;
+  let look = "off", text = t("offline");
+  if (s && s.status === "live" && silent <= STATUS_SILENCE_MS) [look, text] = ["on", t("online")];
+  else if (s) [look, text] = ["stale", t("stale").replace("{n}", String(Math.round(s.reader_age_s + silent / 1000)))];
+  live.className = `live ${look}`;
+  if (live.textContent !== text) live.textContent = text; // announced (aria-live) only when it changes
 }
 
 // ------------------------------------------------------------------------ compliance, briefing
@@ -376,6 +391,7 @@ async function loadBriefing() {
 function translate() {
   document.documentElement.lang = state.lang;
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  drawLive();
   document.title = t("title");
   $("#lang").textContent = state.lang === "vi" ? "EN" : "VI";
   fillIndicators();
@@ -424,7 +440,7 @@ async function start() {
   follow();
   if (!state.timers) { // once, even when start() runs again after signing in anew
     state.timers = true;
-    setInterval(() => { $("#clock").textContent = when(Date.now()); }, 1000);
+    setInterval(() => { $("#clock").textContent = when(Date.now()); drawLive(); }, 1000);
     setInterval(() => { loadOverview().catch(report); drawAlerts(null); }, 30000); // values; "… ago" ages
   }
 }
