@@ -350,6 +350,13 @@ class Settings(BaseSettings):
         None,
         description="Alertmanager base URL (http://host:9093) to forward the center alerts to; unset: off.",
     )
+    runbook_url: str = Field(
+        "https://git.example/stream-app/blob/main/docs/runbook.md",
+        pattern=r"^https?://[^\s/#]+(/[^\s#]*)?$",
+        description="Where docs/runbook.md is published (no anchor): every alert's runbook_url is this"
+        " address plus the alert's anchor (`stream-app monitoring render-rules`). The default is the"
+        " address the shipped rules carry.",
+    )
     alertmanager_resend_s: float = Field(
         60.0,
         gt=0,

@@ -51,6 +51,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "state": _state,
         "reporter": _reporter,
         "group": _group,
+        "monitoring": _monitoring,
     }
     return handlers[args.command](args, settings)
 
@@ -445,3 +446,26 @@ def _group(args: argparse.Namespace, settings: Settings) -> int:
         execute_it=args.execute,
         output=args.output,
     )
+
+
+def _monitoring(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app.ops.rules import render_rules
+    from stream_app.settings import REPO_ROOT
+
+    source = (
+        Path(args.rules) if args.rules else REPO_ROOT / "deploy" / "prometheus" / "rules" / "stream-app.yml"
+    )
+    try:
+        rules = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the rules file {source}: {exc.strerror} (--rules FILE)"
+        ) from exc
+    rendered = render_rules(rules, settings.runbook_url)
+    if args.out:
+        Path(args.out).write_text(rendered, encoding="utf-8")
+    else:
+        sys.stdout.write(rendered)
+    return 0

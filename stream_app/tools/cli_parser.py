@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     _add_state(sub)
     _add_reporter(sub)
     _add_group(sub)
+    _add_monitoring(sub)
     return parser
 
 
@@ -260,6 +261,21 @@ def _add_reporter(sub: Any) -> None:
         "--delete-topics", action="store_true", help="remove: delete its topics too (kept by default)"
     )
     reporter.add_argument("--output", choices=["text", "json"], default="text", help="output format")
+
+
+def _add_monitoring(sub: Any) -> None:
+    monitoring = sub.add_parser("monitoring", help="the Prometheus rules as a deployment installs them")
+    monitoring_sub = monitoring.add_subparsers(dest="monitoring_action", required=True)
+    render = monitoring_sub.add_parser(
+        "render-rules",
+        help="the alert rules with every runbook_url at STREAM_APP_RUNBOOK_URL (plus the alert's anchor)",
+    )
+    render.add_argument(
+        "--rules",
+        default=None,
+        help="the rules file to render (default: deploy/prometheus/rules/stream-app.yml)",
+    )
+    render.add_argument("--out", default=None, help="write here instead of stdout")
 
 
 def _add_group(sub: Any) -> None:
