@@ -271,10 +271,28 @@ def output_framing(
     settings = blueprint.settings
     if settings.output_framing == SINGLE_OBJECT:
         return SINGLE_OBJECT_FRAMING
+    if client is not None:
+        return _resolve_framing(blueprint, client, topics, wait_out, sleep, clock)
+    check_framing_settings(settings)
+    own = client_from_settings(settings)
+    try:
+        return _resolve_framing(blueprint, own, topics, wait_out, sleep, clock)
+    finally:
+        close = getattr(own, "close", None)
+        if close is not None:
+            close()  # asked once: its connections are not kept open
+
+
+def _resolve_framing(  # noqa: PLR0917 - output_framing's own arguments, passed on
+    blueprint: Blueprint,
+    client: Any,
+    topics: Collection[str] | None,
+    wait_out: bool,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> Framing:
+    settings = blueprint.settings
     url = (settings.schema_registry_url or "").strip()
-    if client is None:
-        check_framing_settings(settings)
-        client = client_from_settings(settings)
     name = redact(url) if url else "schema registry"
     subjects = [s for s in framed_subjects(blueprint) if topics is None or s.topic in topics]
     deadline = None if wait_out else clock() + settings.startup_timeout_s
