@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
     web_port: int = Field(
         6066,
-        description="Port of the worker's HTTP server: probes, /metrics, and the directives the screen forwards.",
+        description="Port of the worker's HTTP server: probes, /metrics, the directives the screen forwards.",
     )
     worker_query_api: bool = Field(
         False,
