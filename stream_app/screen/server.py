@@ -1,9 +1,10 @@
-"""The center's screen: ``stream-app screen`` serves the page, the API it reads and live alerts, in a
-process of its own.
+"""The center's screen: ``stream-app screen`` serves the page, the query API (``/api/v1``, for the
+page and every other client) and live alerts, in a process of its own.
 
-Readers never slow the writers: the page's questions are answered here, from Redis, never by a
-worker's event loop, and each answer is reused for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question
-and second, however many screens are open; concurrent askers of the same question share one read).
+Readers never slow the writers: every reader's questions are answered here, from Redis, never by a
+worker's event loop (workers serve probes, metrics and directives only), and each answer is reused
+for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question and second, however many readers; concurrent
+askers of the same question share one read).
 Live alert changes are pushed (server-sent events) from one reader of ``center.alerts`` per process
 (:mod:`stream_app.screen.feed`). An operator's directive is forwarded, with the operator's token, to the
 workers' API, which writes it in the operator's name and audits it (:mod:`stream_app.screen.commands`):

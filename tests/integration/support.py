@@ -36,22 +36,58 @@ API_TOKENS: dict[str, str] = {}
 
 
 def api(
-    settings: Settings, path: str, *, role: str | None = "viewer", body: Any = None, **params: str
+    settings: Settings,
+    path: str,
+    *,
+    role: str | None = "viewer",
+    body: Any = None,
+    base: str | None = None,
+    **params: str,
 ) -> tuple[int, Any]:
-    """Call the worker's API at ``/api/v1<path>`` as ``role`` (None: no token); GET, or POST ``body``."""
+    """Call the query API at ``/api/v1<path>`` as ``role`` (None: no token); GET, or POST ``body``. It is
+    the screen's process (``start_screen``: readers never reach a worker), which forwards directives to
+    the workers; ``base``: another server (a worker's, for its directives or its opt-in reads)."""
     query = urllib.parse.urlencode(params)
-    url = f"http://{settings.web_host}:{settings.web_port}/api/v1{path}" + (f"?{query}" if query else "")
+    base = base or api_address(settings)
+    url = f"{base}/api/v1{path}" + (f"?{query}" if query else "")
     headers = {"Authorization": f"Bearer {API_TOKENS[role]}"} if role else {}
     data = None
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    request = urllib.request.Request(  # noqa: S310 - http to the local screen
+        url, data=data, headers=headers, method="POST" if data else "GET"
+    )
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http to the local worker
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - the local screen
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def api_address(settings: Settings) -> str:
+    """Where the test's query API answers: its screen's process, once that answers (it is started
+    without waiting, beside the worker)."""
+    address = f"http://{settings.screen_host}:{settings.screen_port}"
+    screen = SCREENS.get(address)
+    if screen is not None and not screen.answering:
+        screen.wait_healthy(f"{address}/livez", timeout=60)
+        screen.answering = True
+    return address
+
+
+@dataclass
+class ScreenProcess(Launched):
+    """A real ``stream-app screen`` process: the page, the query API and live alerts."""
+
+    answering: bool = field(default=False, kw_only=True)
+
+    def failed(self, message: str) -> NoReturn:
+        pytest.fail(f"{message}:\n{self.log()[-4000:]}")
+
+
+# The screens the tests started, by address: ``api()`` waits for its test's one to answer.
+SCREENS: dict[str, ScreenProcess] = {}
 
 
 def free_port() -> int:
@@ -70,6 +106,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "redis_key_prefix",
         "web_host",
         "web_port",
+        "screen_host",
+        "screen_port",
         "batch_max",
         "batch_within_s",
         "broker_session_timeout_s",
@@ -150,9 +188,15 @@ def directive_on_topic(
 
 
 def direct(settings: Settings, alert_key: str, role: str | None = "operator", **body: Any) -> tuple[int, Any]:
-    """Post a directive about ``alert_key`` to the worker's API as ``role``: (status, JSON answer)."""
+    """Post a directive about ``alert_key`` straight to the worker (where the screen forwards it) as
+    ``role``: (status, JSON answer)."""
     path = f"/alerts/{urllib.parse.quote(alert_key, safe='')}/directives"
-    return api(settings, path, role=role, body=body)
+    return api(settings, path, role=role, body=body, base=worker_address(settings))
+
+
+def worker_address(settings: Settings) -> str:
+    """The test worker's HTTP server: probes, metrics and the directives it takes."""
+    return f"http://{settings.web_host}:{settings.web_port}"
 
 
 def open_aqi_alert(settings: Settings, blueprint: Any) -> dict[str, Any]:

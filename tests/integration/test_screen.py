@@ -12,18 +12,14 @@ the flood observation to the tile's colour are written to ``.local/screen/figure
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,8 +32,8 @@ from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools.simulation.live import run_live
 from stream_app.wire import codecs
 
-from .conftest import principal_env, secured
-from .support import API_TOKENS, collect, free_port, observation, produce, settings_env
+from .conftest import secured
+from .support import API_TOKENS, api_address, collect, observation, produce
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -65,51 +61,15 @@ def screen_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def screen(
-    settings: Settings,
-    blueprint: Blueprint,
-    screen_redis_url: str,
-    api_tokens_file: Path,
-    tmp_path: Path,
-    *,
-    screen_env: dict[str, str],
-) -> Iterator[str]:
-    """``stream-app screen`` as the center (its Kafka principal, a read-only Redis user); its address."""
-    if secured(settings):  # the center's grants on the test's topics (the fixture grants the app's)
-        acl.apply(blueprint, only={f"User:{settings.acl_center_user}"})
-    port = free_port()
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "STREAM_APP_REDIS_URL": screen_redis_url,
-        "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
-        "STREAM_APP_SCREEN_PORT": str(port),
-        "STREAM_APP_LOG_FORMAT": "json",
-        **screen_env,
-    }
-    if secured(settings):
-        center = principal_env("center")
-        env["STREAM_APP_KAFKA_SASL_USERNAME"] = center["STREAM_APP_KAFKA_SASL_USERNAME"]
-        env["STREAM_APP_KAFKA_SASL_PASSWORD"] = center["STREAM_APP_KAFKA_SASL_PASSWORD"]
-    log_path = tmp_path / "screen.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "screen"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    address = f"http://127.0.0.1:{port}"
+def screen(settings: Settings, start_screen: Any, *, screen_env: dict[str, str]) -> str:
+    """The screen's process (the conftest's), answering and reading the center's alerts; its address."""
+    start_screen(**screen_env)
+    address = api_address(settings)
     deadline = time.monotonic() + 30
-    while not _following(address):  # answering, and reading the center's alerts
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the screen did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+    while not _following(address):
+        assert time.monotonic() < deadline, "the screen does not follow the center's alerts"
         time.sleep(0.2)
-    yield address
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    assert "Error handling request" not in log_path.read_text(errors="replace")
+    return address
 
 
 @pytest.fixture

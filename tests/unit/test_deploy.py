@@ -293,6 +293,22 @@ def test_kustomization_applies_every_manifest_but_the_secrets_and_the_custom_res
     assert {_container(d)["image"].partition(":")[0] for d in (WORKER, SCREEN)} <= images
 
 
+def test_the_query_api_is_routed_to_the_screens_process_never_to_the_workers() -> None:
+    """Readers never slow the writers: every ``/api/v1`` route ends at the screen's Service, whose port is
+    the one its pods serve; none reaches the workers' Service (probes, metrics, forwarded directives)."""
+    screen_service = _one("Service", "stream-app-screen")
+    backends = [
+        (path["path"], path["backend"]["service"])
+        for ingress in _all("Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert ("/api/v1", {"name": "stream-app-screen", "port": {"name": "http"}}) in backends
+    assert {service["name"] for _, service in backends} == {"stream-app-screen"}
+    assert [port["name"] for port in screen_service["spec"]["ports"]] == ["http"]
+    assert screen_service["spec"]["selector"] == SCREEN["spec"]["selector"]["matchLabels"]
+
+
 # -------------------------------------------------------------------------------------------- the pods
 
 
