@@ -59,6 +59,7 @@ INPUT_ROLES = {"input": "observation", "bulk_input": "observation"}
 COMPATIBILITY = "FULL_TRANSITIVE"
 _NOT_FOUND = 404
 _RETRIED_4XX = frozenset({408, 429})
+_CONFLICT = 409
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +133,25 @@ def ensure_subject(client: Any, subject: Subject, registry: str) -> list[Registe
         try:
             schema_id = client.register_schema(subject.name, schema)
         except Exception as exc:  # the client raises its own errors and httpx's
-            raise _failure(exc, registry, f"cannot register {what}") from exc
+            raced = _registered_meanwhile(client, subject.name, schema, exc)
+            if raced is None:
+                raise _failure(exc, registry, f"cannot register {what}") from exc
+            out.append(Registered(subject.name, version, raced, new=False))
+            continue
         out.append(Registered(subject.name, version, int(schema_id), new=True))
     return out
+
+
+def _registered_meanwhile(client: Any, subject: str, schema: Any, refusal: BaseException) -> int | None:
+    """The id of ``schema`` when another process registered it between this one's look-up and its
+    registration (workers and screens starting together): Apicurio answers such a race with 409, as
+    it answers an incompatible version, so a 409 is followed by one more look-up. None otherwise."""
+    if getattr(refusal, "http_status_code", None) != _CONFLICT:
+        return None
+    try:
+        return int(client.lookup_schema(subject, schema).schema_id)
+    except Exception:  # not there after all: the 409 was a refusal
+        return None
 
 
 def _not_found(exc: BaseException) -> bool:

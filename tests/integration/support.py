@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,9 +16,10 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 import redis
@@ -30,6 +32,8 @@ from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
 from stream_app.tools.launch import Launched
 from stream_app.wire import codecs
+
+T = TypeVar("T")
 
 # The API tokens the test workers accept, by role (made by the session's api_tokens_file fixture).
 API_TOKENS: dict[str, str] = {}
@@ -275,7 +279,7 @@ def collect(
     schemas = load_blueprint(settings).schemas
     resolve = resolve or public_resolver(settings)
     for message in messages(settings, topic, lambda: until(out.records), timeout):
-        out.records.append(codecs.decode(schemas, subject, message.value() or b"", resolve))
+        out.records.append(off_loop(codecs.decode, schemas, subject, message.value() or b"", resolve))
         out.keys.append(message.key())
     return out
 
@@ -317,7 +321,18 @@ def public_resolver(settings: Settings) -> registry.ConfluentSchemas | None:
 def decode_public(blueprint: Blueprint, subject: str, raw: bytes) -> dict[str, Any]:
     """A record of a public topic (``center.*``, dead letters, directives) in either framing, told apart
     by its first byte: what the worker writes by default (Confluent) or with single_object."""
-    return codecs.decode(blueprint.schemas, subject, raw, public_resolver(blueprint.settings))
+    return off_loop(codecs.decode, blueprint.schemas, subject, raw, public_resolver(blueprint.settings))
+
+
+def off_loop(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` off any event loop running in this thread (Playwright's sync API runs one in the
+    test's): the registry resolver looks a new id up only off an event loop, as a worker's must."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return call(*args)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call, *args).result()
 
 
 def wait_until(predicate: Callable[..., Any], timeout: float, what: str) -> float:

@@ -296,6 +296,33 @@ def test_a_registry_refusing_a_version_stops_start_up_at_once() -> None:
         output_framing(bp, client=_Refusing(), sleep=no_retry)
 
 
+class _Racing:
+    """A registry that another process fills between this one's look-up and its registration: the
+    registration is refused with 409 ("already exists", as Apicurio answers), the look-up after finds it."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[str, str], int] = {}
+        self.races = 0
+
+    def lookup_schema(self, subject: str, schema: Any) -> Any:
+        found = self.ids.get((subject, schema.schema_str))
+        if found is None:
+            raise SchemaRegistryError(404, 40403, "Schema not found")
+        return SimpleNamespace(schema_id=found)
+
+    def register_schema(self, subject: str, schema: Any) -> int:
+        self.ids[(subject, schema.schema_str)] = 100 + len(self.ids)  # the other process's
+        self.races += 1
+        raise SchemaRegistryError(409, 409, f"An artifact with ID '{subject}' already exists.")
+
+
+def test_a_version_registered_meanwhile_by_another_process_is_looked_up_again() -> None:
+    racing = _Racing()
+    framing = output_framing(_confluent(), client=racing, sleep=lambda s: pytest.fail("no outage"))
+    assert isinstance(framing, ConfluentFraming)
+    assert racing.races == len(racing.ids) > 0  # every version raced, every one resolved
+
+
 # --- where records leave: the publisher, the command-line writers, the readers -------------------
 
 
