@@ -25,7 +25,15 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from .support import API_TOKENS, observation, produce
-from .test_screen import CHROMIUM, CHROMIUM_ARGS, FLOOD_KEY, LONG_BIEN, SHOTS, screen  # noqa: F401 - fixture
+from .test_screen import (  # noqa: F401 - screen and screen_env: fixtures
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FLOOD_KEY,
+    LONG_BIEN,
+    SHOTS,
+    screen,
+    screen_env,
+)
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
