@@ -32,14 +32,15 @@ from stream_app.kafka.subjects import (
     framed_subjects,
     output_framing,
     register,
+    register_from_settings,
     registered_subjects,
     registry_text,
     subject_name,
 )
-from stream_app.kafka.subjects import run as register_cli
 from stream_app.settings import Settings
 from stream_app.tools import dlq
 from stream_app.tools.cli import main
+from stream_app.tools.exit_codes import ExitCode
 from stream_app.wire import codecs
 from stream_app.wire.codecs import DecodeError
 from stream_app.wire.framing import (
@@ -407,7 +408,7 @@ def test_schemas_register_needs_a_registry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("STREAM_APP_SCHEMA_REGISTRY_URL", raising=False)
-    assert main(["schemas", "register"]) == 2
+    assert main(["schemas", "register"]) == ExitCode.USAGE
     assert "--registry" in capsys.readouterr().err
 
 
@@ -419,8 +420,7 @@ def test_schemas_register_over_http_then_a_worker_start_up_registers_nothing_new
 
     with FakeRegistry() as fake:
         bp = _confluent(fake.url)
-        assert register_cli(bp, fake.url) == 0  # the real registry client, over HTTP
-        out = capsys.readouterr().out
+        out = "\n".join(register_from_settings(bp, fake.url).lines)  # the real registry client, over HTTP
         subjects = registered_subjects(bp)
         versions = sum(len(s.versions) for s in subjects)
         assert len(_lines(out, "registered")) == versions == registrations(fake)
