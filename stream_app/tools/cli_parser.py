@@ -110,27 +110,25 @@ def _add_topics(sub: Any) -> None:
 
 
 def _add_quotas(sub: Any) -> None:
-    quotas = sub.add_parser(
-        "quotas", help="Kafka produce quotas of every reporter's user, from the catalogue (as an admin)"
+    _add_cluster_setting(
+        sub, "quotas", "Kafka produce quotas of every reporter's user, from the catalogue (as an admin)"
     )
-    quotas.add_argument(
-        "action",
-        choices=["plan", "apply", "list"],
-        help="list: the wanted quotas; plan: the differences with the cluster (exit 2 when there are "
-        "any); apply: make it so",
-    )
-    add_output(quotas)
 
 
 def _add_acl(sub: Any) -> None:
-    acl = sub.add_parser("acl", help="Kafka ACLs derived from topics.toml and the reporters (as an admin)")
-    acl.add_argument(
+    _add_cluster_setting(sub, "acl", "Kafka ACLs derived from topics.toml and the reporters (as an admin)")
+
+
+def _add_cluster_setting(sub: Any, name: str, what: str) -> None:
+    """A setting the CLI manages on the cluster (``acl``, ``quotas``): ``list``, ``plan``, ``apply``."""
+    managed = sub.add_parser(name, help=what)
+    managed.add_argument(
         "action",
         choices=["plan", "apply", "list"],
-        help="list: the wanted ACLs; plan: the differences with the cluster (exit 2 when there are any); "
+        help="list: what is wanted; plan: the differences with the cluster (exit 2 when there are any); "
         "apply: make it so",
     )
-    add_output(acl)
+    add_output(managed)
 
 
 def _add_token(sub: Any) -> None:

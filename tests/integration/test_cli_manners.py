@@ -22,10 +22,9 @@ from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools.exit_codes import ExitCode
 from stream_app.tools.launch import command
-from stream_app.wire import codecs
 
 from .conftest import as_principal, secured
-from .support import produce, settings_env
+from .support import encode_alert, produce, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -92,33 +91,6 @@ def test_a_usage_error_and_an_unreachable_broker_have_their_own_codes(settings: 
     )
 
 
-def _alert(bp: Blueprint, alert_id: str) -> bytes:
-    return codecs.encode(
-        bp.schemas.latest("alert"),
-        {
-            "alert_id": alert_id,
-            "alert_key": "ENV.AQI:01",
-            "rule": "r",
-            "transition": "FIRING",
-            "indicator": "ENV.AQI",
-            "reporter": "MAE",
-            "region": "01",
-            "station": None,
-            "value": 180.0,
-            "threshold": None,
-            "level": 2,
-            "previous_level": 0,
-            "level_code": "POOR",
-            "level_name_vi": "Kém",
-            "level_name_en": "Poor",
-            "colour": "#ff7e00",
-            "observation_id": "o",
-            "event_time": 1_750_000_000_000,
-            "processing_time": 1_750_000_000_000,
-        },
-    )
-
-
 @pytest.mark.parametrize(
     ("principal", "verb"),
     [
@@ -133,7 +105,7 @@ def test_tail_reads_by_assignment_as_a_principal_that_may_not_join_the_apps_grou
         pytest.skip("the broker has no authorizer")
     acl.apply(blueprint, only={f"User:{settings.acl_center_user}", f"User:{settings.acl_sre_user}"})
     alert_id = f"tail-{uuid.uuid4().hex[:8]}"
-    produce(settings, blueprint.topic_by_role("alerts").name, [(b"ENV.AQI:01", _alert(blueprint, alert_id))])
+    produce(settings, blueprint.topic_by_role("alerts").name, [(b"k", encode_alert(blueprint, alert_id))])
 
     who = as_principal(settings, principal)
     done = _stream_app(who, *verb, "--from-beginning", "--duration", "6")
