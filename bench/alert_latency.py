@@ -53,7 +53,7 @@ from stream_app.domain.alerting import (
     on_observation,
 )
 from stream_app.domain.catalogue import load_catalogue
-from stream_app.kafka import topics
+from stream_app.kafka import registry, topics
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.tools.launch import Launched, start_worker
@@ -289,6 +289,7 @@ class AlertReader:
 
     def run(self) -> None:
         topic = self.blueprint.topic_by_role("alerts").name
+        resolve = registry.from_settings(self.settings, self.blueprint.schemas)  # alerts in either framing
         consumer = Consumer(
             {
                 **confluent_config(self.settings),
@@ -310,7 +311,7 @@ class AlertReader:
                 if message.error() is not None:
                     continue
                 try:
-                    record = codecs.decode(self.blueprint.schemas, "alert", message.value() or b"")
+                    record = codecs.decode(self.blueprint.schemas, "alert", message.value() or b"", resolve)
                 except Exception as exc:  # reported in the result, never fatal to the run
                     self.errors.append(repr(exc))
                     continue

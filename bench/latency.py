@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from bench.common import Namespace
 from bench.workload import Item
+from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.publisher import RECEIVED_AT
 from stream_app.settings import Settings
@@ -137,6 +138,7 @@ class OutputReader:
         consolidated, alerts = self.ns.topic("consolidated"), self.ns.topic("alerts")
         internal = self.ns.topic("repartition") if self.internal else None
         schemas = self.ns.blueprint.schemas
+        resolve = registry.from_settings(self.ns.settings, schemas)  # outputs in either framing
 
         def handle(message: Message, raw: bytes, arrived: float) -> None:
             try:
@@ -144,10 +146,10 @@ class OutputReader:
                     self._internal(message, raw, arrived)
                 elif message.topic() == consolidated:
                     produced_ms = message.timestamp()[1]
-                    record = codecs.decode(schemas, "consolidated", raw)
+                    record = codecs.decode(schemas, "consolidated", raw, resolve)
                     self.tracker.consolidated(record, arrived, produced_ms)
                 else:
-                    self.tracker.alert(codecs.decode(schemas, "alert", raw), arrived)
+                    self.tracker.alert(codecs.decode(schemas, "alert", raw, resolve), arrived)
             except Exception:  # counted in the result, never fatal to the run
                 self.tracker.errors += 1
 

@@ -22,8 +22,9 @@ Scenarios, each in its own throwaway namespace (topics ``bench.<uuid>.``, Redis 
    Quix Streams peer alone under the same load and records: produce → its output consumed;
 5. backfill — ``stream-app simulate --history`` + ``stream-app produce`` of daily history since
    2010, then its drain by one worker;
-6. readers — the pipeline's latency at 300 observations/s with no readers and with 20 pages and 50
-   requests/s on the center's screen (``stream-app screen``), in balanced phases on one worker;
+6. readers — the pipeline's latency at 300 observations/s with no readers and with 20 pages, 50
+   requests/s of theirs and 8 API clients (76 requests/s) on the query API's process
+   (``stream-app screen``: readers never reach the worker), in balanced phases on one worker;
 7. soak — one worker under the live mix at a steady 300/s for 60 s (tick every 30 s): its CPU
    share, CPU per record against the drain's, RSS and produce → consolidated.
 
@@ -795,11 +796,15 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
 
 
 READERS_RATE = 300.0  # observations/s: the screen issue's measurement
+# The API's own clients: what, asked of a worker's event loop, tripled the stream's latency (issue 30)
+API_CLIENTS = 8
+API_CLIENTS_RATE = 76.0
 
 
 def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: float = 50.0) -> None:
-    """Latency at 300/s without readers and with ``pages`` pages and ``requests_per_s`` API requests on
-    the screen, in balanced phases (A B B A B A A B) on one worker and one screen."""
+    """Latency at 300/s without readers and with ``pages`` pages, ``requests_per_s`` requests of theirs and
+    the API's clients (``API_CLIENTS`` tokens, ``API_CLIENTS_RATE`` requests/s) on the query API's process
+    (the screen's), in balanced phases (A B B A B A A B) on one worker and one screen."""
     with run.namespace("readers") as ns:
         log_dir = run.run_dir / "readers"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -807,6 +812,7 @@ def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: 
         tokens = log_dir / "api-tokens.toml"
         tokens.unlink(missing_ok=True)
         token = create_token(tokens, "bench-viewer", "viewer")
+        clients = [create_token(tokens, f"bench-client-{n}", "viewer") for n in range(API_CLIENTS)]
         port = free_port()
         env = ns.env(STREAM_APP_SCREEN_PORT=str(port), STREAM_APP_API_TOKENS_FILE=str(tokens))
         screen = Process.start(
@@ -837,6 +843,8 @@ def scenario_readers(run: Run, seconds: float, pages: int = 20, requests_per_s: 
                         token,
                         str(pages),
                         str(requests_per_s),
+                        ",".join(clients),
+                        str(API_CLIENTS_RATE),
                     ]
                     readers = subprocess.Popen(  # noqa: S603 - this Python, arguments built here
                         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ns.env()
@@ -874,7 +882,8 @@ def _log_readers(run: Run, phases: list[dict[str, Any]]) -> None:
         if r is not None:
             answers = r["answer_ms"]
             said = (
-                f"{r['pages']} pages + {r['requests_per_s']:.0f} req/s (answers p50 {answers['p50']:.0f}"
+                f"{r['pages']} pages + {r.get('api_clients', 0)} API clients, {r['requests_per_s']:.0f} req/s"
+                f" (answers p50 {answers['p50']:.0f}"
                 f" p99 {answers['p99']:.0f} ms, {r['failed']} failed {r['failures']}, "
                 f"{r['alert_events_received']:,} alert events)"
             )

@@ -82,12 +82,14 @@ class Settings(BaseSettings):
         description="Confluent schema registry URL, to accept Confluent-framed records (mock:// in tests).",
     )
     output_framing: Literal["single_object", "confluent"] = Field(
-        "single_object",
+        "confluent",
         description="How the public topics' records are framed (center.*, reporters' dead letters and "
-        "directives). single_object: Avro single-object encoding, self-describing by fingerprint, no "
-        "registry in the write path, readers need only the .avsc files. confluent: 00 + schema id + Avro, "
-        "ids from STREAM_APP_SCHEMA_REGISTRY_URL under <topic>-value (looked up or registered at start-up), "
-        "for ksqlDB, Connect and Confluent deserializers. Internal topics are always single_object.",
+        "directives). confluent (the default): 00 + schema id (4 bytes, big-endian) + Avro, the ids those "
+        "of <topic>-value in STREAM_APP_SCHEMA_REGISTRY_URL (required), looked up or registered once at "
+        "start-up (a worker waits for the registry meanwhile, and never asks it again), for Confluent "
+        "deserializers, kcat -s avro, ksqlDB and Connect. single_object: Avro single-object encoding "
+        "(C3 01 + fingerprint), no registry anywhere, readers need the .avsc files. Readers here tell "
+        "the two apart by the first byte. Internal topics are always single_object.",
     )
     acl_app_user: str = Field(
         "stream-app", description="The app's Kafka user, in the ACLs `acl apply` writes."
@@ -181,9 +183,9 @@ class Settings(BaseSettings):
     api_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/]+(/\S*)?$",
-        description="Where the workers' HTTP API answers, for the screen (it forwards operators' directives"
-        " there) and `stream-app directive`. Unset: http://<web_host>:<web_port>. In Kubernetes, the"
-        " workers' Service.",
+        description="Where the workers take operators' directives (their HTTP server), for the screen (it"
+        " forwards directives there) and `stream-app directive`. Unset: http://<web_host>:<web_port>. In"
+        " Kubernetes, the workers' Service.",
     )
     api_token: SecretStr | None = Field(
         None,
@@ -191,12 +193,22 @@ class Settings(BaseSettings):
         " `stream-app token create`; secret: never printed). The directive is recorded in its name.",
     )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP server (/metrics).")
-    web_port: int = Field(6066, description="Port of the worker's HTTP server.")
+    web_port: int = Field(
+        6066,
+        description="Port of the worker's HTTP server: probes, /metrics, the directives the screen forwards.",
+    )
+    worker_query_api: bool = Field(
+        False,
+        description="Whether a worker answers the query API's reads (/api/v1) too, on the stream's own event"
+        " loop. Off: `stream-app screen` answers them, in a process of its own. Not recommended under"
+        " load (8 clients at 76 requests/s raised the mean latency of a 300/s feed 3.4×); for a trial"
+        " without a screen.",
+    )
     screen_host: str = Field(
         "127.0.0.1", description="Bind address of the center's screen (`stream-app screen`)."
     )
     screen_port: int = Field(
-        6080, description="Port of the center's screen: the page, its API and live alerts."
+        6080, description="Port of the center's screen: the page, the query API (/api/v1) and live alerts."
     )
     screen_nice: int = Field(
         10,
@@ -205,6 +217,15 @@ class Settings(BaseSettings):
         description=(
             "The screen's CPU niceness (added at start): on a host it shares with workers, the writers get"
             " the CPU first and readers wait. 0: as any process."
+        ),
+    )
+    screen_reader_stale_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "The screen is stale past this many seconds since its reader of center.alerts last read a record"
+            ' or confirmed it is caught up (it confirms every second when idle): its pages say "Stale" and'
+            " /readyz answers 503."
         ),
     )
     screen_cache_s: float = Field(
@@ -338,6 +359,13 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(
         None,
         description="Alertmanager base URL (http://host:9093) to forward the center alerts to; unset: off.",
+    )
+    runbook_url: str = Field(
+        "https://git.example/stream-app/blob/main/docs/runbook.md",
+        pattern=r"^https?://[^\s/#]+(/[^\s#]*)?$",
+        description="Where docs/runbook.md is published (no anchor): every alert's runbook_url is this"
+        " address plus the alert's anchor (`stream-app monitoring render-rules`). The default is the"
+        " address the shipped rules carry.",
     )
     alertmanager_resend_s: float = Field(
         60.0,

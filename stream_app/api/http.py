@@ -1,4 +1,11 @@
-"""The query API (HTTP, JSON), served by every worker next to ``/metrics`` and the probes.
+"""The query API (HTTP, JSON): its handlers, authentication, limits and directives.
+
+Readers never slow the writers: the API's reads are served by ``stream-app screen``
+(:mod:`stream_app.screen.server`), a process of its own, never by a worker's event loop. A worker serves
+its probes, ``/metrics`` and, from this module, the directives the API process forwards to it
+(:func:`register`): the one write of the API, by the principal allowed to write directives and audit
+records. ``STREAM_APP_WORKER_QUERY_API`` adds the reads to a worker too (a trial without a screen; not
+under load: 8 clients at 76 requests/s tripled the stream's latency).
 
 Documented in ``docs/openapi.yaml`` (also served at ``/api/v1/openapi.yaml``). Every request carries
 a bearer token (``stream_app.api.auth``): without one, or with an unknown one, 401; a role too low, 403.
@@ -237,12 +244,32 @@ def guard_of(settings: Settings | None, authenticator: Authenticator) -> Guard:
 
 
 def register(
-    app: faust.App, model: ReadModel, blueprint: Blueprint | None = None, publisher: Any = None
+    app: faust.App,
+    model: ReadModel,
+    blueprint: Blueprint | None = None,
+    publisher: Any = None,
+    *,
+    reads: bool = True,
 ) -> None:
-    """Add the API's pages to the worker's web server (directives only when ``publisher`` is given)."""
+    """Add the API's pages to the worker's web server: the directives (when ``publisher`` is given;
+    ``model``'s store tells a stale one at once), and the reads unless ``reads`` is False (the worker's
+    default, ``STREAM_APP_WORKER_QUERY_API``: the screen's process answers them)."""
     settings = blueprint.settings if blueprint is not None else None
     authenticator = Authenticator(settings.api_tokens_file if settings is not None else None)
     guard = guard_of(settings, authenticator)
+    if blueprint is not None and publisher is not None:
+        directives = Directives(blueprint, publisher, authenticator, model.store)
+
+        class DirectivesView(View):
+            async def post(self, request: Any, key: str) -> Any:
+                async def serve(identity: Identity | None) -> Any:
+                    return await directives.accept(self, request, key, identity)
+
+                return await guard.limited(self, request, serve)
+
+        app.page(PREFIX + "/alerts/{key}/directives")(DirectivesView)
+    if not reads:
+        return
     for path, handler in Api(model).routes().items():
         app.page(PREFIX + path)(_page(path, handler, guard))
 
@@ -259,18 +286,6 @@ def register(
     @app.page(PREFIX + "/openapi.yaml")
     async def openapi(web: Any, request: Any) -> Any:
         return web.bytes(OPENAPI.read_bytes(), content_type="application/yaml")
-
-    if blueprint is not None and publisher is not None:
-        directives = Directives(blueprint, publisher, authenticator, model.store)
-
-        class DirectivesView(View):
-            async def post(self, request: Any, key: str) -> Any:
-                async def serve(identity: Identity | None) -> Any:
-                    return await directives.accept(self, request, key, identity)
-
-                return await guard.limited(self, request, serve)
-
-        app.page(PREFIX + "/alerts/{key}/directives")(DirectivesView)
 
 
 class EntityStates(Protocol):

@@ -32,6 +32,7 @@ from stream_app.exceptions import ConfigurationError, ServiceUnreachableError, U
 from stream_app.kafka.registry import SchemaRegistryUnavailable, client_from_settings, redact
 from stream_app.logs import get_logger
 from stream_app.ops.retry import Backoff
+from stream_app.settings import Settings
 from stream_app.wire.framing import CONFLUENT, SINGLE_OBJECT, SINGLE_OBJECT_FRAMING, ConfluentFraming, Framing
 from stream_app.wire.schemas import SchemaVersion
 
@@ -239,10 +240,21 @@ def register_from_settings(
         raise ServiceUnreachableError(str(exc)) from None
 
 
+def check_framing_settings(settings: Settings) -> None:
+    """Raise ConfigurationError (one line) when ``STREAM_APP_OUTPUT_FRAMING`` cannot be honoured: Confluent
+    framing with no registry to take the ids from. Checked before anything waits for a service."""
+    if settings.output_framing == CONFLUENT and not (settings.schema_registry_url or "").strip():
+        raise ConfigurationError(
+            "STREAM_APP_OUTPUT_FRAMING=confluent (the default) needs a schema registry: set "
+            "STREAM_APP_SCHEMA_REGISTRY_URL, or STREAM_APP_OUTPUT_FRAMING=single_object"
+        )
+
+
 def output_framing(
     blueprint: Blueprint,
     *,
     topics: Collection[str] | None = None,
+    wait_out: bool = False,
     client: Any = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -250,22 +262,40 @@ def output_framing(
     """The framing ``STREAM_APP_OUTPUT_FRAMING`` asks for; for ``confluent``, with the ids of every local
     version of every framed topic's subject (only ``topics``' when given, for a command-line writer).
 
-    Blocks while the registry does not answer, retrying with backoff until ``STREAM_APP_STARTUP_TIMEOUT_S``
-    and then raising ServiceUnreachableError; a registry that refuses (an incompatible version, bad
-    credentials) or no registry configured raises ConfigurationError.
+    Blocks while the registry does not answer, retrying with backoff (each attempt logged) until
+    ``STREAM_APP_STARTUP_TIMEOUT_S`` and then raising ServiceUnreachableError (a command-line writer);
+    ``wait_out``: until it answers (a worker: an outage at start-up is waited out, not made a crash
+    loop). A registry that refuses (an incompatible version, bad credentials) or no registry configured
+    raises ConfigurationError at once.
     """
     settings = blueprint.settings
     if settings.output_framing == SINGLE_OBJECT:
         return SINGLE_OBJECT_FRAMING
+    if client is not None:
+        return _resolve_framing(blueprint, client, topics, wait_out, sleep, clock)
+    check_framing_settings(settings)
+    own = client_from_settings(settings)
+    try:
+        return _resolve_framing(blueprint, own, topics, wait_out, sleep, clock)
+    finally:
+        close = getattr(own, "close", None)
+        if close is not None:
+            close()  # asked once: its connections are not kept open
+
+
+def _resolve_framing(  # noqa: PLR0917 - output_framing's own arguments, passed on
+    blueprint: Blueprint,
+    client: Any,
+    topics: Collection[str] | None,
+    wait_out: bool,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> Framing:
+    settings = blueprint.settings
     url = (settings.schema_registry_url or "").strip()
-    client = client if client is not None else client_from_settings(settings)
-    if client is None:
-        raise ConfigurationError(
-            "STREAM_APP_OUTPUT_FRAMING=confluent needs a schema registry: set STREAM_APP_SCHEMA_REGISTRY_URL"
-        )
     name = redact(url) if url else "schema registry"
     subjects = [s for s in framed_subjects(blueprint) if topics is None or s.topic in topics]
-    deadline = clock() + settings.startup_timeout_s
+    deadline = None if wait_out else clock() + settings.startup_timeout_s
     backoff, attempt = Backoff.from_settings(settings), 0
     while True:
         try:
@@ -273,7 +303,7 @@ def output_framing(
             break
         except SchemaRegistryUnavailable as exc:
             attempt += 1
-            if clock() >= deadline:
+            if deadline is not None and clock() >= deadline:
                 raise ServiceUnreachableError(
                     f"schema registry unreachable at {name}: no answer within "
                     f"{settings.startup_timeout_s:g} s ({exc})"

@@ -395,6 +395,39 @@ API_STREAMS_REVOKED = Counter(
     registry=REGISTRY,
 )
 
+# --- the center's screen (issue 30): its own registry, served by `stream-app screen` only ------------
+SCREEN_REGISTRY = CollectorRegistry(auto_describe=True)
+SCREEN_READER_LAG = Gauge(
+    "stream_app_screen_reader_lag_seconds",
+    "Seconds since the screen's reader of center.alerts last read a record or confirmed it is caught up "
+    "(since the screen started, before its first): how far behind the stream its pages may be.",
+    registry=SCREEN_REGISTRY,
+)
+SCREEN_READY = Gauge(
+    "stream_app_screen_ready",
+    "1 when the screen's GET /readyz answers 200: Redis answered its last probe and the alerts' reader is "
+    "within STREAM_APP_SCREEN_READER_STALE_S.",
+    registry=SCREEN_REGISTRY,
+)
+SCREEN_PAGES_CONNECTED = Gauge(
+    "stream_app_screen_pages_connected",
+    "Live alert streams (pages) open on the screen.",
+    registry=SCREEN_REGISTRY,
+)
+SCREEN_EVENTS_PUSHED = Counter(
+    "stream_app_screen_events_pushed_total",
+    "Alert changes queued to the screen's open pages (one per page and change; status events excluded).",
+    registry=SCREEN_REGISTRY,
+)
+SCREEN_REQUEST_SECONDS = Histogram(
+    "stream_app_screen_request_seconds",
+    "Time the screen took to answer a request, by route (its path template; `unmatched` for any other "
+    "path). Live streams are not timed: they stay open.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=SCREEN_REGISTRY,
+)
+
 # Their series exist from start-up (at 0), so `increase()` sees the first poison record of a worker.
 AGENTS = ("intake", "directives", "consolidate", "rollup")
 POISON_REASONS = {stage: reasons.poison_at(stage) for stage in AGENTS}

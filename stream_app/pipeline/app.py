@@ -141,7 +141,8 @@ def create_app(
     rollup.register(app, blueprint, store, publisher)
     state_audit.register(app, blueprint, store)
     read_model = ReadModel(store, blueprint.catalogue, blueprint.rulebook)
-    api.register(app, read_model, blueprint, publisher)  # the query API and directives: /api/v1/...
+    # directives from the API process; the reads too only if asked (readers never slow the writers)
+    api.register(app, read_model, blueprint, publisher, reads=settings.worker_query_api)
     briefing.register(app, blueprint, read_model, publisher)
     ticker.register(app, blueprint, publisher)
     alert_bridge.register(app, blueprint, framing.resolve)  # only when STREAM_APP_ALERTMANAGER_URL is set

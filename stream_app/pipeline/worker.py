@@ -13,7 +13,8 @@ import mode.loop
 
 from stream_app.config.blueprint import load_blueprint
 from stream_app.exceptions import ConfigurationError
-from stream_app.kafka.subjects import output_framing
+from stream_app.exit_codes import ExitCode
+from stream_app.kafka.subjects import check_framing_settings, output_framing
 from stream_app.logs import configure_logging, get_logger, logging_config
 from stream_app.pipeline.app import create_app
 from stream_app.pipeline.preflight import check_services
@@ -21,18 +22,24 @@ from stream_app.settings import Settings
 
 log = get_logger(__name__)
 
+FORCED_SHUTDOWN_EXIT = ExitCode.FORCED_STOP
+"""The exit status of a stop the grace ended (``EX_TEMPFAIL``): not a clean stop, so a supervisor
+(Kubernetes, systemd) sees and counts it, yet nothing to repair: the next owner redelivers and skips."""
+
 
 def run_worker(settings: Settings) -> int:
     """Start a worker (Faust exits the process when it stops). A start-up that fails raises
     ConfigurationError or ServiceUnreachableError, which the CLI turns into one line and its exit code
-    (:mod:`stream_app.tools.exit_codes`: 78, 69)."""
+    (:mod:`stream_app.exit_codes`: 78, 69)."""
     configure_logging(settings)
     try:
+        check_framing_settings(settings)
         blueprint = load_blueprint(settings)
     except LookupError as exc:  # a role or a name the files lack: the files are to fix
         raise ConfigurationError(str(exc)) from None
     check_services(blueprint)
-    framing = output_framing(blueprint)  # confluent: waits for the schema registry, like Redis
+    # confluent: the ids, once; an unreachable registry is waited out (logged), the worker not ready
+    framing = output_framing(blueprint, wait_out=True)
     # uvloop: a faster event loop under the same asyncio API (Faust's per-record path is loop-heavy)
     mode.loop.use("uvloop")
     app = create_app(settings, blueprint, framing)
@@ -63,7 +70,8 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
     may take as long as the broker's rebalance. A signal arms a watchdog thread; if the worker has not
     exited ``grace_s`` later it logs which services were still stopping and exits. That loses nothing:
     every state commit is atomic with the offsets it applied, and Kafka redelivers the rest to the next
-    owner, which skips what was already applied (the same path as a SIGKILL, which the chaos tests cover)."""
+    owner, which skips what was already applied (the same path as a SIGKILL, which the chaos tests cover).
+    The exit status says so: :data:`FORCED_SHUTDOWN_EXIT`, not 0."""
 
     def __init__(self, *services: Any, grace_s: float, **kwargs: Any) -> None:
         super().__init__(*services, **kwargs)
@@ -77,6 +85,12 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
             self._watchdog.start()
         super()._schedule_shutdown(sig)
 
+    def _on_sigusr2(self) -> None:
+        """mode's worker starts pdb on SIGUSR2, on the event loop: a stray signal would stop the stream
+        waiting on a terminal nobody has (a pod's stdin). Logged and ignored; SIGUSR1 still logs every
+        task's stack (mode's "cry"), for a worker that looks stuck."""
+        log.warning("signal_ignored", signal="SIGUSR2", hint="SIGUSR1 logs every task's stack")
+
     def _force_exit(self, signal_name: str) -> None:
         log.error(
             "shutdown_forced",
@@ -85,10 +99,11 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
             # every service below may be stopped already, the worker itself still tearing down
             still_stopping=_still_stopping(self) or [str(getattr(self, "label", "Worker"))],
             hint="nothing is lost: uncommitted records are redelivered and applied once",
+            exit_status=FORCED_SHUTDOWN_EXIT,
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(FORCED_SHUTDOWN_EXIT)
 
 
 def _still_stopping(service: Any, depth: int = 0) -> list[str]:

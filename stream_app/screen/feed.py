@@ -14,12 +14,12 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka.config import confluent_config
@@ -30,6 +30,10 @@ log = structlog.get_logger(__name__)
 RETRY_S = 2.0
 RESOLVED_KEPT_MS = 3_600_000  # a resolution outlives any snapshot taken while it was committed
 QUEUE_MAX = 1000  # alert changes a page may be behind before it is disconnected
+# With no record for this long, the reader asks the broker for each partition's end: at it, the reader is
+# confirmed caught up (an empty poll alone proves nothing: librdkafka polls empty with the broker away).
+CONFIRM_S = 1.0
+CONFIRM_TIMEOUT_S = 1.0
 
 
 def as_json(alert: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +148,16 @@ class Broadcast:
     def pages(self) -> int:
         return len(self._pages)
 
-    def publish(self, event: bytes) -> None:
+    def publish(self, event: bytes) -> int:
+        """``event`` to every page; returns to how many it was queued."""
+        queued = 0
         for queue in list(self._pages):
             try:
                 queue.put_nowait(event)
+                queued += 1
             except asyncio.QueueFull:  # too slow: dropped, the page reconnects and reloads
                 self._hang_up(queue)
+        return queued
 
     def close_all(self) -> None:
         """Every page reconnects (and reloads the open alerts)."""
@@ -172,8 +180,17 @@ class Broadcast:
             self._pages.discard(queue)
 
 
+def caught_up(next_offsets: dict[int, int], ends: dict[int, int]) -> bool:
+    """Whether the reader's next offset of every partition is at (or past) the partition's end as the
+    broker answered it: nothing published is left unread."""
+    return all(p in ends and offset >= ends[p] for p, offset in next_offsets.items())
+
+
 class AlertReader:
-    """Reads ``center.alerts`` from its end in a thread and hands each change to ``deliver``."""
+    """Reads ``center.alerts`` from its end in a thread and hands each change to ``deliver``.
+
+    ``polled_at`` is when a poll last read a record or the broker confirmed the reader is at every
+    partition's end: how far behind the stream the screen may be (:mod:`stream_app.screen.health`)."""
 
     def __init__(
         self,
@@ -191,6 +208,8 @@ class AlertReader:
         self.topic = blueprint.topic_by_role("alerts").name
         self.loop = loop
         self.following = threading.Event()  # assigned to every partition of the alerts topic
+        self.started_at = time.monotonic()
+        self.polled_at: float | None = None  # monotonic; written by the reader's thread only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="screen-alerts", daemon=True)
 
@@ -200,6 +219,13 @@ class AlertReader:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def age_s(self, now: float | None = None) -> float:
+        """Seconds since a poll last read a record or confirmed the reader caught up (since the reader
+        was made, when none has yet)."""
+        polled = self.polled_at
+        since = self.started_at if polled is None else polled
+        return max(0.0, (time.monotonic() if now is None else now) - since)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -234,16 +260,23 @@ class AlertReader:
                 for p in topic.partitions
             ]
             consumer.assign(ends)
+            next_offsets = {tp.partition: tp.offset for tp in ends}
             log.info("screen_following_alerts", topic=self.topic, partitions=len(ends))
             self.generation += 1
             self.following.set()
             reported: set[str] = set()
             while not self._stop.is_set():
-                for message in consumer.consume(500, 0.2):
+                messages = consumer.consume(500, 0.2)
+                read = False
+                for message in messages:
                     error = message.error()
                     if error is not None and error.name() not in reported:  # once each: not a flood
                         reported.add(error.name())
                         log.error("screen_alert_reader_error", topic=self.topic, error=str(error))
+                    partition, offset = message.partition(), message.offset()
+                    if error is None and partition is not None and offset is not None:
+                        read = True
+                        next_offsets[partition] = offset + 1
                     raw = message.value()
                     if error is not None or not raw:
                         continue
@@ -254,8 +287,27 @@ class AlertReader:
                         continue
                     record = as_json(alert)
                     self.loop.call_soon_threadsafe(self.deliver, record, sse_event(record))
+                now = time.monotonic()
+                # a record read, or (idle a second) the broker's ends are where the reader is
+                idle = not messages and now - (self.polled_at or 0.0) >= CONFIRM_S
+                if read or (idle and caught_up(next_offsets, self._ends(consumer, next_offsets))):
+                    self.polled_at = now
         finally:
             if self.following.is_set():
                 self.following.clear()
                 self.loop.call_soon_threadsafe(self.lost)
             consumer.close()
+
+    def _ends(self, consumer: Consumer, partitions: Iterable[int]) -> dict[int, int]:
+        """Each partition's end as the broker answers it now; the partitions it did not answer are left
+        out (a broker away, the reader's rights withdrawn)."""
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), CONFIRM_TIMEOUT_S, cached=False
+                )
+            except KafkaException:
+                break
+            ends[partition] = high
+        return ends

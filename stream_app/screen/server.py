@@ -1,9 +1,10 @@
-"""The center's screen: ``stream-app screen`` serves the page, the API it reads and live alerts, in a
-process of its own.
+"""The center's screen: ``stream-app screen`` serves the page, the query API (``/api/v1``, for the
+page and every other client) and live alerts, in a process of its own.
 
-Readers never slow the writers: the page's questions are answered here, from Redis, never by a
-worker's event loop, and each answer is reused for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question
-and second, however many screens are open; concurrent askers of the same question share one read).
+Readers never slow the writers: every reader's questions are answered here, from Redis, never by a
+worker's event loop (workers serve probes, metrics and directives only), and each answer is reused
+for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question and second, however many readers; concurrent
+askers of the same question share one read).
 Live alert changes are pushed (server-sent events) from one reader of ``center.alerts`` per process
 (:mod:`stream_app.screen.feed`). An operator's directive is forwarded, with the operator's token, to the
 workers' API, which writes it in the operator's name and audits it (:mod:`stream_app.screen.commands`):
@@ -31,18 +32,19 @@ from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api.auth import Identity
 from stream_app.api.http import OPENAPI, PREFIX, Api, Authenticator, answer, guard_of, whoami
 from stream_app.api.read_model import ReadModel
 from stream_app.config.blueprint import Blueprint
 from stream_app.domain.clock import local_iso, parse_iso_ms
+from stream_app.kafka import registry
 from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
 from stream_app.ops.retry import Backoff
 from stream_app.screen.commands import Commands
 from stream_app.screen.feed import AlertReader, Broadcast, OpenAlerts, pump
+from stream_app.screen.health import ScreenHealth
 from stream_app.screen.layout import TILES
 from stream_app.state.store import StateStore, connect
 
@@ -205,6 +207,7 @@ class Screen:
         self.framing = output_framing(blueprint)
         self.commands = Commands(settings)
         self.reader: AlertReader | None = None
+        self.health = ScreenHealth(settings, self.redis, self.broadcast, lambda: self.reader)
         self._snapshots: asyncio.Task[None] | None = None
 
     def application(self) -> web.Application:
@@ -213,7 +216,6 @@ class Screen:
         app.router.add_get("/static/{name}", self.asset)
         app.router.add_get("/screen/layout.json", self.layout)
         app.router.add_get("/livez", self.livez)
-        app.router.add_get("/metrics", self.metrics)
         app.router.add_get(PREFIX + "/whoami", self.whoami)
         app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
         app.router.add_get(PREFIX + "/alerts/stream", self.stream)
@@ -223,17 +225,23 @@ class Screen:
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._hang_up)
         app.on_cleanup.append(self._stop)
+        self.health.install(app)  # /readyz, /metrics, answer times, pages told live or stale
         return app
 
     async def _start(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
-        self.reader = AlertReader(self.blueprint, self._deliver, self._lost, loop, self.framing.resolve)
+        # the reader's thread may ask the registry about an id this process does not write with (a record
+        # of an earlier framing, or of a newer worker); without a registry, the ids it writes with
+        resolve = (
+            registry.from_settings(self.blueprint.settings, self.blueprint.schemas) or self.framing.resolve
+        )
+        self.reader = AlertReader(self.blueprint, self._deliver, self._lost, loop, resolve)
         self.reader.start()
         self._snapshots = asyncio.create_task(self._snapshot_alerts(self.reader))
 
     def _deliver(self, alert: dict[str, Any], event: bytes) -> None:
         self.open_alerts.opened(alert)
-        self.broadcast.publish(event)
+        metrics.SCREEN_EVENTS_PUSHED.inc(self.broadcast.publish(event))
 
     def _lost(self) -> None:
         """The reader stopped following: changes may be missed until it follows again."""
@@ -309,11 +317,6 @@ class Screen:
         following = self.reader is not None and self.reader.following.is_set()
         return web.json_response(
             {"live": True, "following_alerts": following, "pages_following": self.broadcast.pages}
-        )
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
     async def openapi(self, request: web.Request) -> web.Response:

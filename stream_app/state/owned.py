@@ -54,7 +54,8 @@ class OwnedState(Generic[V]):
         self._bytes = 0
         self._epoch: str | None = None
         self._committed: dict[str, int] = {}  # per source: the applied mark this worker wrote last
-        self._lookups = metrics.OWNED_STATE_LOOKUPS
+        self._hits = metrics.OWNED_STATE_LOOKUPS.labels(stage, "hit")  # bound once: a look-up per entity
+        self._misses = metrics.OWNED_STATE_LOOKUPS.labels(stage, "miss")
         self._dropped = metrics.OWNED_STATE_DROPPED
 
     @property
@@ -100,10 +101,10 @@ class OwnedState(Generic[V]):
             self._dropped.labels(self.stage, "age").inc()
             entry = None
         if entry is None:
-            self._lookups.labels(self.stage, "miss").inc()
+            self._misses.inc()
             return None
         self._entries.move_to_end(key)
-        self._lookups.labels(self.stage, "hit").inc()
+        self._hits.inc()
         return entry.value
 
     def put(self, source: str, key: Hashable, value: V, size: int) -> None:

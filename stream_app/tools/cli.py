@@ -14,14 +14,14 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from stream_app.exceptions import RefusedError, StreamAppError, UsageError
+from stream_app.exceptions import ConfigurationError, RefusedError, StreamAppError, UsageError
+from stream_app.exit_codes import ExitCode, for_error, plan_code, setting_errors
 from stream_app.settings import Settings
 from stream_app.tools.cli_parser import DLQ_STAGES, parser
-from stream_app.tools.exit_codes import ExitCode, for_error, plan_code, setting_errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (:mod:`stream_app.tools.exit_codes`)."""
+    """Entry point; returns the process exit code (:mod:`stream_app.exit_codes`)."""
     args = parser().parse_args(argv)
     try:
         return _dispatch(args, Settings())
@@ -89,6 +89,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "state": _state,
         "reporter": _reporter,
         "group": _group,
+        "monitoring": _monitoring,
     }
     return handlers[args.command](args, settings)
 
@@ -352,7 +353,7 @@ def _print_live(args: argparse.Namespace, settings: Settings, outputs: dict[str,
         colour=colour_allowed(sys.stdout),
         **options,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -547,3 +548,26 @@ def _group(args: argparse.Namespace, settings: Settings) -> int:
         execute_it=args.execute,
         output=args.output,
     )
+
+
+def _monitoring(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from stream_app.ops.rules import render_rules
+    from stream_app.settings import REPO_ROOT
+
+    source = (
+        Path(args.rules) if args.rules else REPO_ROOT / "deploy" / "prometheus" / "rules" / "stream-app.yml"
+    )
+    try:
+        rules = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the rules file {source}: {exc.strerror} (--rules FILE)"
+        ) from exc
+    rendered = render_rules(rules, settings.runbook_url)
+    if args.out:
+        Path(args.out).write_text(rendered, encoding="utf-8")
+    else:
+        sys.stdout.write(rendered)
+    return ExitCode.OK

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from stream_app.domain.directives import ACTIONS
-from stream_app.tools.exit_codes import ExitCode
+from stream_app.exit_codes import ExitCode
 
 DESCRIPTION = (
     "stream-app: the national reporting stream processor (worker, topics, simulator, live tail, demo)."
@@ -18,7 +18,7 @@ DESCRIPTION = (
 
 class Parser(argparse.ArgumentParser):
     """argparse's parser whose usage errors exit with :attr:`ExitCode.USAGE` (64), not argparse's 2:
-    2 is a plan's "something would change" (:mod:`stream_app.tools.exit_codes`)."""
+    2 is a plan's "something would change" (:mod:`stream_app.exit_codes`)."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -93,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     _add_state(sub)
     _add_reporter(sub)
     _add_group(sub)
+    _add_monitoring(sub)
     return parser
 
 
@@ -350,6 +351,21 @@ def _add_reporter(sub: Any) -> None:
         "--delete-topics", action="store_true", help="remove: delete its topics too (kept by default)"
     )
     add_output(reporter)
+
+
+def _add_monitoring(sub: Any) -> None:
+    monitoring = sub.add_parser("monitoring", help="the Prometheus rules as a deployment installs them")
+    monitoring_sub = monitoring.add_subparsers(dest="monitoring_action", required=True)
+    render = monitoring_sub.add_parser(
+        "render-rules",
+        help="the alert rules with every runbook_url at STREAM_APP_RUNBOOK_URL (plus the alert's anchor)",
+    )
+    render.add_argument(
+        "--rules",
+        default=None,
+        help="the rules file to render (default: deploy/prometheus/rules/stream-app.yml)",
+    )
+    render.add_argument("--out", default=None, help="write here instead of stdout")
 
 
 def _add_group(sub: Any) -> None:

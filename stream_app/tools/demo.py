@@ -60,10 +60,11 @@ def run_demo(settings: Settings, duration: float | None, rate: float, worker_env
             f"demo: worker ready; metrics at {web}/metrics, probes at {web}/livez and {web}/readyz",
             flush=True,
         )
+        api = f"http://{settings.screen_host}:{settings.screen_port}/api/v1"  # the screen's process
         print(
-            f"demo: query API at {web}/api/v1/ (token {tokens['viewer']} to read; {tokens['operator']} "
+            f"demo: query API at {api}/ (token {tokens['viewer']} to read; {tokens['operator']} "
             f"to post directives), e.g. curl -H 'Authorization: Bearer {tokens['viewer']}' "
-            f"{web}/api/v1/alerts/active",
+            f"{api}/alerts/active",
             flush=True,
         )
         print(

@@ -136,7 +136,7 @@ def run(
     """The ``group reset`` verb: plan, and commit with ``--execute``; print; the exit code."""
     reset = plan(blueprint.settings, group, topic, to_datetime)
     if execute_it:
-        reset = execute(blueprint.settings, reset)  # RefusedError: exit 1 (stream_app.tools.exit_codes)
+        reset = execute(blueprint.settings, reset)  # RefusedError: exit 1 (stream_app.exit_codes)
         details = {"topic": topic, "to_datetime": to_datetime, "partitions": str(len(reset.moves))}
         audit.send_cli(blueprint, "group_reset", group, "applied", details)
     if output == "json":

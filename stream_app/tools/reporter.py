@@ -191,7 +191,7 @@ def run(
     if action == "add":
         outcome = add(blueprint, code, dry_run=dry_run)
     elif action == "rotate":
-        outcome = rotate(blueprint, code)  # RefusedError: exit 1 (stream_app.tools.exit_codes)
+        outcome = rotate(blueprint, code)  # RefusedError: exit 1 (stream_app.exit_codes)
     else:
         outcome = remove(blueprint, code, delete_topics=delete_topics, dry_run=dry_run)
     if outcome.changed and not outcome.dry_run:

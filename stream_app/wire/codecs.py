@@ -80,9 +80,11 @@ def decode(
     resolve_confluent_id: ConfluentResolver | None = None,
 ) -> dict[str, Any]:
     """Decode a record of ``subject``, resolving older writer versions: Avro single-object encoded or,
-    given ``resolve_confluent_id``, Confluent-framed (what the processor writes with
-    ``STREAM_APP_OUTPUT_FRAMING=confluent``). Without a resolver only single-object encoding is read."""
-    if resolve_confluent_id is not None and not raw.startswith(SINGLE_OBJECT_MARKER):
+    Confluent-framed (what the processor writes with ``STREAM_APP_OUTPUT_FRAMING=confluent``), told apart
+    by the first byte (``C3`` or ``00``), so a topic holding both during a change of framing is read
+    whole. A Confluent-framed record needs ``resolve_confluent_id`` (a registry's resolver): without one
+    it is an ``unknown_schema`` DecodeError that says so."""
+    if not raw.startswith(SINGLE_OBJECT_MARKER):
         schema_id = confluent_schema_id(raw)
         if schema_id is not None:
             return _decode_confluent(registry, subject, schema_id, raw, resolve_confluent_id)

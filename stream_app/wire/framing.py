@@ -1,18 +1,20 @@
 """How the records the processor writes are framed on the wire: one object per process, chosen by
 ``STREAM_APP_OUTPUT_FRAMING``.
 
-- ``single_object`` (the default): Avro single-object encoding (``C3 01`` + CRC-64-AVRO fingerprint +
-  Avro binary). Self-describing by fingerprint: nothing but Kafka in the write path (no registry to
-  wait for or to be down), and a reader needs only the ``.avsc`` files of ``avro_schemas/``.
-- ``confluent``: Confluent framing (``00`` + schema id, 4 bytes big-endian, + the same Avro binary) on
-  every public topic (:data:`stream_app.kafka.subjects.SUBJECT_OF_ROLE`: ``center.*``, the reporters'
-  dead letters and directives), for ksqlDB, Kafka Connect and Confluent deserializers. The ids are
-  those of the topic's subject ``<topic>-value`` (TopicNameStrategy, see :mod:`stream_app.kafka.subjects`)
-  in ``STREAM_APP_SCHEMA_REGISTRY_URL``, looked up — or registered when missing — once, at start-up,
-  and kept: the write path never asks the registry. An unreachable registry holds start-up up like
-  Kafka or Redis would (retried until ``STREAM_APP_STARTUP_TIMEOUT_S``, then the worker exits); no
-  record is ever written unframed. The internal topics stay single-object encoded (read by this
-  processor only; one of them carries several record types).
+- ``confluent`` (the default): Confluent framing (``00`` + schema id, 4 bytes big-endian, + the Avro
+  binary) on every public topic (:data:`stream_app.kafka.subjects.SUBJECT_OF_ROLE`: ``center.*``, the
+  reporters' dead letters and directives), for Confluent deserializers, Kafka Connect and ksqlDB. The ids
+  are those of the topic's subject ``<topic>-value`` (TopicNameStrategy, see
+  :mod:`stream_app.kafka.subjects`) in ``STREAM_APP_SCHEMA_REGISTRY_URL``, looked up — or registered
+  when missing — once, at start-up, and kept: the write path never asks the registry. A worker waits an
+  unreachable registry out at start-up (not ready meanwhile); a command-line writer gives up after
+  ``STREAM_APP_STARTUP_TIMEOUT_S``. No record is ever written unframed. The internal topics stay
+  single-object encoded (read by this processor only; one of them carries several record types).
+- ``single_object``: Avro single-object encoding (``C3 01`` + CRC-64-AVRO fingerprint + Avro binary).
+  Self-describing by fingerprint: no registry anywhere, and a reader needs only the ``.avsc`` files.
+
+Readers tell the two apart by the first byte (:func:`stream_app.wire.codecs.decode`), so a topic that
+holds both during a change of framing is read whole.
 
 Stages encode single-object records (:func:`stream_app.wire.codecs.encode`), which is also what they
 hand each other in memory (the publish observers see them unframed); the framing is applied where records

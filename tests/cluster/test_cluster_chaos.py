@@ -51,6 +51,7 @@ from tests.integration.conftest import principal_env
 from tests.integration.support import (
     LOADING_TROUBLE,
     WorkerProcess,
+    decode_public,
     free_port,
     group_lag,
     metric_value,
@@ -622,7 +623,7 @@ def _read_alerts(settings: Settings, blueprint: Blueprint) -> list[Alert]:
         (
             message.timestamp()[1] / 1000,
             message.offset() or 0,
-            codecs.decode(blueprint.schemas, "alert", message.value() or b""),
+            decode_public(blueprint, "alert", message.value() or b""),
         )
         for message in to_the_end(settings, blueprint.topic_by_role("alerts").name, timeout=120)
     ]

@@ -30,7 +30,17 @@ from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools.launch import command, spawn
 
-from .support import API_TOKENS, ServicesRedis, WorkerProcess, free_port, registry_client, settings_env
+from .support import (
+    API_TOKENS,
+    SCREENS,
+    ScreenProcess,
+    ServicesRedis,
+    WorkerProcess,
+    api_address,
+    free_port,
+    registry_client,
+    settings_env,
+)
 
 REDIS_APP_ACL = REPO_ROOT / "deploy" / "redis" / "app-user.acl"
 REDIS_SCREEN_ACL = REPO_ROOT / "deploy" / "redis" / "screen-user.acl"
@@ -85,13 +95,15 @@ def as_principal(settings: Settings, name: str) -> Settings:
 
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
-    """Per-test settings: a fresh namespace for topics, group, Redis keys, and a free HTTP port."""
+    """Per-test settings: a fresh namespace for topics, group, Redis keys, and free HTTP ports (the
+    worker's, the screen's)."""
     tag = uuid.uuid4().hex[:10]
     return base_settings.model_copy(
         update={
             "topic_namespace": f"t{tag}.",
             "redis_key_prefix": f"t{tag}",
             "web_port": free_port(),
+            "screen_port": free_port(),
             "broker_session_timeout_s": 6.0,
             "batch_within_s": 0.02,
         }
@@ -239,6 +251,57 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def start_screen(
+    settings: Settings,
+    blueprint: Blueprint,
+    screen_redis_url: str,
+    api_tokens_file: Path,
+    tmp_path: Path,
+) -> Iterator[Callable[..., ScreenProcess]]:
+    """Factory: ``stream-app screen`` (the page, the query API, live alerts) on ``settings.screen_port``, as
+    the center (its Kafka principal, a read-only Redis user), forwarding directives to the test's workers;
+    started without waiting (``support.api`` waits for it: its start overlaps the worker's). Stopped at
+    teardown, failing the test if it logged an unhandled request error."""
+    started: list[ScreenProcess] = []
+
+    def start(**extra_env: str) -> ScreenProcess:
+        if secured(settings) and not started:  # the center's grants on the test's topics
+            acl.apply(blueprint, only={f"User:{settings.acl_center_user}"})
+        env = {
+            **os.environ,
+            **settings_env(settings),
+            "STREAM_APP_REDIS_URL": screen_redis_url,
+            "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
+            "STREAM_APP_LOG_FORMAT": "json",
+        }
+        if secured(settings):
+            center = principal_env("center")
+            env["STREAM_APP_KAFKA_SASL_USERNAME"] = center["STREAM_APP_KAFKA_SASL_USERNAME"]
+            env["STREAM_APP_KAFKA_SASL_PASSWORD"] = center["STREAM_APP_KAFKA_SASL_PASSWORD"]
+        log_path = tmp_path / f"screen-{len(started)}.log"
+        screen = ScreenProcess(
+            spawn(command("screen"), {**env, **extra_env}, log_path), log_path, name="screen"
+        )
+        started.append(screen)
+        SCREENS[f"http://{settings.screen_host}:{settings.screen_port}"] = screen
+        return screen
+
+    yield start
+    for screen in started:
+        screen.stop(10)
+    SCREENS.pop(f"http://{settings.screen_host}:{settings.screen_port}", None)
+    for screen in started:
+        assert "Error handling request" not in screen.log()
+
+
+@pytest.fixture
+def screen(settings: Settings, start_screen: Callable[..., ScreenProcess]) -> str:
+    """A ``stream-app screen`` answering; its address."""
+    start_screen()
+    return api_address(settings)
 
 
 @pytest.fixture(scope="session")

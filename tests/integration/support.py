@@ -24,7 +24,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from stream_app.config.blueprint import load_blueprint
+from stream_app.config.blueprint import Blueprint, load_blueprint
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
@@ -36,22 +36,58 @@ API_TOKENS: dict[str, str] = {}
 
 
 def api(
-    settings: Settings, path: str, *, role: str | None = "viewer", body: Any = None, **params: str
+    settings: Settings,
+    path: str,
+    *,
+    role: str | None = "viewer",
+    body: Any = None,
+    base: str | None = None,
+    **params: str,
 ) -> tuple[int, Any]:
-    """Call the worker's API at ``/api/v1<path>`` as ``role`` (None: no token); GET, or POST ``body``."""
+    """Call the query API at ``/api/v1<path>`` as ``role`` (None: no token); GET, or POST ``body``. It is
+    the screen's process (``start_screen``: readers never reach a worker), which forwards directives to
+    the workers; ``base``: another server (a worker's, for its directives or its opt-in reads)."""
     query = urllib.parse.urlencode(params)
-    url = f"http://{settings.web_host}:{settings.web_port}/api/v1{path}" + (f"?{query}" if query else "")
+    base = base or api_address(settings)
+    url = f"{base}/api/v1{path}" + (f"?{query}" if query else "")
     headers = {"Authorization": f"Bearer {API_TOKENS[role]}"} if role else {}
     data = None
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    request = urllib.request.Request(  # noqa: S310 - http to the local screen
+        url, data=data, headers=headers, method="POST" if data else "GET"
+    )
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http to the local worker
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - the local screen
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def api_address(settings: Settings) -> str:
+    """Where the test's query API answers: its screen's process, once that answers (it is started
+    without waiting, beside the worker)."""
+    address = f"http://{settings.screen_host}:{settings.screen_port}"
+    screen = SCREENS.get(address)
+    if screen is not None and not screen.answering:
+        screen.wait_healthy(f"{address}/livez", timeout=60)
+        screen.answering = True
+    return address
+
+
+@dataclass
+class ScreenProcess(Launched):
+    """A real ``stream-app screen`` process: the page, the query API and live alerts."""
+
+    answering: bool = field(default=False, kw_only=True)
+
+    def failed(self, message: str) -> NoReturn:
+        pytest.fail(f"{message}:\n{self.log()[-4000:]}")
+
+
+# The screens the tests started, by address: ``api()`` waits for its test's one to answer.
+SCREENS: dict[str, ScreenProcess] = {}
 
 
 def free_port() -> int:
@@ -70,6 +106,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "redis_key_prefix",
         "web_host",
         "web_port",
+        "screen_host",
+        "screen_port",
         "batch_max",
         "batch_within_s",
         "broker_session_timeout_s",
@@ -177,9 +215,15 @@ def directive_on_topic(
 
 
 def direct(settings: Settings, alert_key: str, role: str | None = "operator", **body: Any) -> tuple[int, Any]:
-    """Post a directive about ``alert_key`` to the worker's API as ``role``: (status, JSON answer)."""
+    """Post a directive about ``alert_key`` straight to the worker (where the screen forwards it) as
+    ``role``: (status, JSON answer)."""
     path = f"/alerts/{urllib.parse.quote(alert_key, safe='')}/directives"
-    return api(settings, path, role=role, body=body)
+    return api(settings, path, role=role, body=body, base=worker_address(settings))
+
+
+def worker_address(settings: Settings) -> str:
+    """The test worker's HTTP server: probes, metrics and the directives it takes."""
+    return f"http://{settings.web_host}:{settings.web_port}"
 
 
 def open_aqi_alert(settings: Settings, blueprint: Any) -> dict[str, Any]:
@@ -251,10 +295,12 @@ def collect(
 ) -> Collected:
     """Read ``topic`` from the beginning, decoding ``subject`` records, until ``until(records)`` holds.
 
-    Records are Avro single-object encoded or, given ``resolve`` (a registry's resolver), Confluent-framed.
+    Records are Avro single-object encoded or Confluent-framed, their ids resolved by ``resolve`` (by
+    default: through the settings' registry, :func:`public_resolver`).
     """
     out = Collected()
     schemas = load_blueprint(settings).schemas
+    resolve = resolve or public_resolver(settings)
     for message in messages(settings, topic, lambda: until(out.records), timeout):
         out.records.append(codecs.decode(schemas, subject, message.value() or b"", resolve))
         out.keys.append(message.key())
@@ -278,6 +324,27 @@ def registry_client(settings: Settings) -> SchemaRegistryClient:
             f"the schema registry at {registry.redact(url)} does not answer ({type(exc).__name__}: {exc})"
         )
     return client
+
+
+_RESOLVERS: dict[tuple[str, str], registry.ConfluentSchemas] = {}
+
+
+def public_resolver(settings: Settings) -> registry.ConfluentSchemas | None:
+    """The Confluent ids of the settings' registry (None without one), as ``stream-app tail`` resolves
+    them; one per registry for the session, so each id is asked once."""
+    key = (str(settings.schema_registry_url or ""), str(settings.schema_registry_ca_file or ""))
+    if key not in _RESOLVERS:
+        resolver = registry.from_settings(settings, load_blueprint(settings).schemas)
+        if resolver is None:
+            return None
+        _RESOLVERS[key] = resolver
+    return _RESOLVERS[key]
+
+
+def decode_public(blueprint: Blueprint, subject: str, raw: bytes) -> dict[str, Any]:
+    """A record of a public topic (``center.*``, dead letters, directives) in either framing, told apart
+    by its first byte: what the worker writes by default (Confluent) or with single_object."""
+    return codecs.decode(blueprint.schemas, subject, raw, public_resolver(blueprint.settings))
 
 
 def wait_until(predicate: Callable[..., Any], timeout: float, what: str) -> float:

@@ -30,7 +30,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import group_lag, messages, produce, redis_hash, wait_until
+from .support import decode_public, group_lag, messages, produce, redis_hash, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -83,7 +83,7 @@ def _final_consolidated(settings: Settings, blueprint: Blueprint) -> dict[str, d
         seen[message.partition()] += 1
         key = message.key().decode()
         value = message.value()
-        latest[key] = None if value is None else codecs.decode(blueprint.schemas, "consolidated", value)
+        latest[key] = None if value is None else decode_public(blueprint, "consolidated", value)
     assert count >= total, f"read {count} of {total} consolidated records"
     return latest
 
@@ -310,7 +310,7 @@ def _check_dead_letters(
     stale: set[tuple[str, int]] = set()
     for reporter in sorted({s.topic_reporter for s in stream.sent}):
         for message in messages(settings, blueprint.dead_letter_topic(reporter).name, lambda: False, 3.0):
-            letter = codecs.decode(blueprint.schemas, "dead_letter", message.value())
+            letter = decode_public(blueprint, "dead_letter", message.value())
             assert letter["reason"] == "stale_revision", letter["message"]
             original = codecs.decode_any(blueprint.schemas, letter["original"])[1]
             stale.add((original["observation_id"], original["revision"]))

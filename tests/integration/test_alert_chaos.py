@@ -30,7 +30,7 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 from tests.unit.core_support import Hour
 
-from .support import WorkerProcess, observation, produce, redis_hash, to_the_end
+from .support import WorkerProcess, decode_public, observation, produce, redis_hash, to_the_end
 
 pytestmark = pytest.mark.chaos
 
@@ -197,7 +197,7 @@ def _read_alerts(
             message.partition() or 0,
             message.offset() or 0,
             message.key(),
-            codecs.decode(blueprint.schemas, "alert", message.value() or b""),
+            decode_public(blueprint, "alert", message.value() or b""),
         )
         for message in to_the_end(settings, blueprint.topic_by_role("alerts").name)
     ]

@@ -12,7 +12,16 @@ from stream_app.settings import Settings
 from stream_app.tools import control
 from stream_app.wire import codecs
 
-from .support import as_the_api, collect, direct, directive_on_topic, observation, produce, raw_records
+from .support import (
+    as_the_api,
+    collect,
+    decode_public,
+    direct,
+    directive_on_topic,
+    observation,
+    produce,
+    raw_records,
+)
 
 HOUR_MS = 3_600_000
 AQI_KEY = "levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM"
@@ -148,7 +157,7 @@ def test_center_acknowledges_an_alert_and_only_the_ministry_concerned_receives_t
     active = [(k, v) for k, v in raw_records(settings, blueprint.topic_by_role("active_alerts").name) if k]
     assert active[-1][0] == AQI_KEY.encode()
     assert active[-1][1] is not None
-    assert codecs.decode(blueprint.schemas, "alert", active[-1][1])["acknowledged_by"] == "test-operator"
+    assert decode_public(blueprint, "alert", active[-1][1])["acknowledged_by"] == "test-operator"
 
 
 def test_directive_for_an_unknown_alert_is_dead_lettered(

@@ -1,19 +1,16 @@
-"""The API's manners on a real worker and a real screen (issue 26): a token over its rate gets 429 with
-Retry-After while another token is served; requests without a known token are limited per address; a
-body over the bound is a 413 and invalid text a 400 naming why (never a 500), each refusal audited
-within its token's budget; a live alert stream ends once its token is revoked from the tokens file."""
+"""The API's manners on a real screen's process (its home: readers never reach a worker) and the worker
+it forwards directives to (issue 26): a token over its rate gets 429 with Retry-After while another
+token is served; requests without a known token are limited per address; a body over the bound is a 413
+and invalid text a 400 naming why (never a 500), each forwarded refusal audited within its token's
+budget; a live alert stream ends once its token is revoked from the tokens file."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +18,9 @@ import pytest
 
 from stream_app.api.auth import create_token
 from stream_app.config.blueprint import Blueprint
-from stream_app.kafka import acl
 from stream_app.settings import Settings
 
-from .conftest import principal_env, secured
-from .support import API_TOKENS, free_port, settings_env, to_the_end
+from .support import API_TOKENS, api_address, to_the_end
 
 KEY = "levels:HYD.WATER_LEVEL|HYD.WATER_LEVEL|01|HN-LONGBIEN"
 
@@ -45,19 +40,15 @@ def _call(
         return error.code, dict(error.headers), json.loads(error.read() or b"{}")
 
 
-def _worker_url(settings: Settings) -> str:
-    return f"http://{settings.web_host}:{settings.web_port}"
-
-
 def _directives_path() -> str:
     return f"/alerts/{urllib.parse.quote(KEY, safe='')}/directives"
 
 
 def test_a_token_over_its_rate_gets_429_and_another_token_is_served(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, start_screen: Any
 ) -> None:
-    start_worker(settings, STREAM_APP_API_REQUESTS_PER_S="1", STREAM_APP_API_BURST="3")
-    base = _worker_url(settings)
+    start_screen(STREAM_APP_API_REQUESTS_PER_S="1", STREAM_APP_API_BURST="3")
+    base = api_address(settings)
     answers = [_call(base, "/whoami", API_TOKENS["viewer"]) for _ in range(6)]
     statuses = [status for status, _, _ in answers]
     assert statuses[:3] == [200, 200, 200]
@@ -71,10 +62,10 @@ def test_a_token_over_its_rate_gets_429_and_another_token_is_served(
 
 
 def test_requests_without_a_known_token_are_limited_per_address(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, start_screen: Any
 ) -> None:
-    start_worker(settings, STREAM_APP_API_ANONYMOUS_REQUESTS_PER_S="0.5", STREAM_APP_API_ANONYMOUS_BURST="3")
-    base = _worker_url(settings)
+    start_screen(STREAM_APP_API_ANONYMOUS_REQUESTS_PER_S="0.5", STREAM_APP_API_ANONYMOUS_BURST="3")
+    base = api_address(settings)
     statuses = [_call(base, "/whoami", f"sat_guess{n}")[0] for n in range(6)]
     assert statuses[:3] == [401, 401, 401]
     assert set(statuses[3:]) == {429}, "guessing tokens is slowed down"
@@ -82,12 +73,14 @@ def test_requests_without_a_known_token_are_limited_per_address(
 
 
 def test_bodies_are_bounded_and_invalid_text_is_a_400_audited_within_the_budget(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()
     start_worker(settings, STREAM_APP_API_REFUSAL_AUDITS_PER_MINUTE="2")
-    base, token = _worker_url(settings), API_TOKENS["operator"]
+    base, token = api_address(settings), API_TOKENS["operator"]
     path = _directives_path()
     big = json.dumps({"action": "COMMENT", "comment": "x" * 100_000}).encode()
+    # refused by the screen before any of it is read (nothing forwarded: counted, not audited)
     assert _call(base, path, token, big)[0] == 413
     status, _, body = _call(base, path, token, b'{"action": "COMMENT", "comment": "\\ud800"}')
     assert (status, body["reason"]) == (400, "lone_surrogate")
@@ -97,8 +90,8 @@ def test_bodies_are_bounded_and_invalid_text_is_a_400_audited_within_the_budget(
     assert (status, body["reason"]) == (400, "not_json")
     audit = blueprint.topic_by_role("audit").name
     records = [m for m in to_the_end(settings, audit, timeout=20) if m is not None]
-    assert len(records) == 2, "four refusals, two audited: the budget; the rest counted"
-    assert _call(base, "/whoami", token)[0] == 200, "the worker is fine"
+    assert len(records) == 2, "three refusals forwarded, two audited: the budget; the rest counted"
+    assert _call(base, "/whoami", token)[0] == 200, "the API is fine"
 
 
 # ------------------------------------------------------------------------------ the screen
@@ -112,48 +105,10 @@ def tokens(tmp_path: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def screen(
-    settings: Settings, blueprint: Blueprint, screen_redis_url: str, tokens: tuple[Path, str], tmp_path: Path
-) -> Iterator[str]:
-    """``stream-app screen`` as the center, with the test's tokens file; its address."""
-    if secured(settings):
-        acl.apply(blueprint, only={f"User:{settings.acl_center_user}"})
-    port = free_port()
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "STREAM_APP_REDIS_URL": screen_redis_url,
-        "STREAM_APP_API_TOKENS_FILE": str(tokens[0]),
-        "STREAM_APP_SCREEN_PORT": str(port),
-        "STREAM_APP_LOG_FORMAT": "json",
-    }
-    if secured(settings):
-        center = principal_env("center")
-        env["STREAM_APP_KAFKA_SASL_USERNAME"] = center["STREAM_APP_KAFKA_SASL_USERNAME"]
-        env["STREAM_APP_KAFKA_SASL_PASSWORD"] = center["STREAM_APP_KAFKA_SASL_PASSWORD"]
-    log_path = tmp_path / "screen.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "screen"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    address = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{address}/livez", timeout=1):  # noqa: S310 - local
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the screen did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-    yield address
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    assert "Error handling request" not in log_path.read_text(errors="replace")
+def screen(settings: Settings, start_screen: Any, tokens: tuple[Path, str]) -> str:
+    """The screen's process with the test's tokens file; its address."""
+    start_screen(STREAM_APP_API_TOKENS_FILE=str(tokens[0]))
+    return api_address(settings)
 
 
 def test_a_live_stream_ends_once_its_token_is_revoked(screen: str, tokens: tuple[Path, str]) -> None:
@@ -171,16 +126,3 @@ def test_a_live_stream_ends_once_its_token_is_revoked(screen: str, tokens: tuple
     assert b"event: revoked" in received
     assert took <= 20, f"ended {took:.1f} s after the revocation: at the next heartbeat (15 s)"
     assert _call(screen, "/whoami", token)[0] == 401
-
-
-def test_the_screen_answers_a_comment_holding_a_lone_surrogate_with_a_400(
-    settings: Settings, screen: str, tokens: tuple[Path, str], start_worker: Any
-) -> None:
-    path, _ = tokens
-    operator = create_token(path, "screen-operator", "operator")
-    # the screen forwards directives to the workers' API, which knows the same tokens
-    start_worker(settings, STREAM_APP_API_TOKENS_FILE=str(path))
-    status, _, body = _call(
-        screen, _directives_path(), operator, b'{"action": "COMMENT", "comment": "a\\udfffb"}'
-    )
-    assert (status, body["reason"]) == (400, "lone_surrogate")

@@ -17,10 +17,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka import acl, topics
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import REPO_ROOT, Settings
-from stream_app.tools.exit_codes import ExitCode
 from stream_app.tools.launch import command
 
 from .conftest import as_principal, secured

@@ -69,6 +69,9 @@ WORKER_ENV = {
     "STREAM_APP_RETRY_MAX_S": "2",  # back within 2 s of the dependency (5 s by default)
     "STREAM_APP_OPS_INTERVAL_S": "2",
     "STREAM_APP_BATCH_MAX": "5",
+    # the worker's own (opt-in) reads: what these tests ask during the outages (the screen's process
+    # answers the same way, through the same stream_app.api.http.answer)
+    "STREAM_APP_WORKER_QUERY_API": "true",
 }
 
 

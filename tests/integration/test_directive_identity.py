@@ -49,8 +49,9 @@ def _active(settings: Settings) -> dict[str, Any]:
 
 
 def test_a_directive_written_outside_the_api_is_refused_and_changes_nothing(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()
     worker = start_worker(settings)
     fired = open_aqi_alert(settings, blueprint)
     claims: list[dict[str, str]] = [
@@ -98,8 +99,9 @@ def test_a_directive_written_outside_the_api_is_refused_and_changes_nothing(
 
 
 def test_the_cli_directs_through_the_api_in_the_tokens_name_with_one_audit_record(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()
     start_worker(settings)
     fired = open_aqi_alert(settings, blueprint)
     command = [

@@ -83,8 +83,9 @@ def _active_flood(settings: Settings) -> dict[str, Any]:
 
 
 def test_the_api_refuses_an_acknowledgement_of_an_earlier_occurrence_with_a_409(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()
     start_worker(settings)
     first, second = _fired_resolved_fired(settings, blueprint)
     path = f"/alerts/{urllib.parse.quote(FLOOD_KEY, safe='')}/directives"
@@ -119,8 +120,9 @@ def test_the_api_refuses_an_acknowledgement_of_an_earlier_occurrence_with_a_409(
 
 
 def test_a_stale_directive_sent_straight_to_the_directives_topic_is_dead_lettered(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()
     start_worker(settings)
     first, _ = _fired_resolved_fired(settings, blueprint)
     # as the API writes them, when its own check raced the alert firing again

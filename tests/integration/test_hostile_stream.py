@@ -29,10 +29,9 @@ from stream_app.domain.rollup import decode_entries
 from stream_app.kafka.config import confluent_config
 from stream_app.ops.metrics import AGENTS
 from stream_app.settings import Settings
-from stream_app.wire import codecs
 
 from . import hostile
-from .support import group_lag, messages, metric_value, redis_hash
+from .support import decode_public, group_lag, messages, metric_value, redis_hash
 
 pytestmark = pytest.mark.chaos
 
@@ -86,7 +85,7 @@ def _send(settings: Settings, blueprint: Blueprint, stream: hostile.Hostile) -> 
 
 def _letters(settings: Settings, blueprint: Blueprint, topic: str) -> list[dict[str, Any]]:
     return [
-        codecs.decode(blueprint.schemas, "dead_letter", m.value() or b"")
+        decode_public(blueprint, "dead_letter", m.value() or b"")
         for m in messages(settings, topic, lambda: False, 8.0)
     ]
 

@@ -16,13 +16,13 @@ import redis
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
-from stream_app.tools.exit_codes import ExitCode
 from stream_app.tools.launch import command
 from stream_app.wire import codecs
 
-from .support import group_lag, messages, observation, produce, redis_text, settings_env
+from .support import decode_public, group_lag, messages, observation, produce, redis_text, settings_env
 
 pytestmark = pytest.mark.chaos
 
@@ -67,7 +67,7 @@ def test_an_output_kafka_refuses_dead_letters_its_cause_and_the_partition_moves_
     assert group_lag(settings, blueprint, watched) == 0, "the partition moved on"
 
     letters = [
-        codecs.decode(blueprint.schemas, "dead_letter", m.value() or b"")
+        decode_public(blueprint, "dead_letter", m.value() or b"")
         for m in messages(
             settings, blueprint.topic_by_role("consolidate_dead_letter").name, lambda: False, 6.0
         )

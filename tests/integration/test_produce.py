@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
-from stream_app.tools.exit_codes import ExitCode
 
 from .support import collect, settings_env
 

@@ -52,7 +52,7 @@ def test_a_stopped_worker_fires_worker_down_in_alertmanager(
     alert = alerts[0]
     assert alert["labels"]["instance"] == target
     assert alert["labels"]["severity"] == "critical"
-    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#streamappworkerdown"
+    assert alert["annotations"]["runbook_url"] == f"{settings.runbook_url}#streamappworkerdown"
     # The only worker is gone, so "no worker up" fires too, and Alertmanager inhibits the per-worker
     # alert by it (deploy/alertmanager/alertmanager.yml), within this environment only.
     none_up = alertmanager_alerts(env=tag, alertname="StreamAppNoWorkerUp")

@@ -17,14 +17,20 @@ from .monitoring import DASHBOARD, fast_rules, start_prometheus
 from .support import observation, produce
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, expression) of every target, Grafana's ``$__rate_interval`` made concrete."""
+def dashboard_queries(instance: str) -> list[tuple[str, str]]:
+    """(panel title, expression) of every target, as Grafana sends it with every environment ("All":
+    the variable's allValue) and one worker chosen, ``$__rate_interval`` made concrete."""
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return [
-        (panel["title"], target["expr"].replace("$__rate_interval", "1m"))
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-    ]
+    values = {"$__rate_interval": "1m", "$env": ".*", "$instance": instance}
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in values.items():
+                expr = expr.replace(variable, value)
+            assert "$" not in expr, expr
+            queries.append((panel["title"], expr))
+    return queries
 
 
 def test_every_dashboard_query_returns_series(
@@ -48,7 +54,7 @@ def test_every_dashboard_query_returns_series(
         prometheus.wait_for("count_over_time(stream_app_alert_transitions_total[1m]) >= 2")
         prometheus.wait_for("stream_app:latency_slo_errors:ratio_rate5m")
 
-        queries = dashboard_queries()
+        queries = dashboard_queries(f"127.0.0.1:{settings.web_port}")
         assert len(queries) >= 20
         empty = [(title, expr) for title, expr in queries if not prometheus.query(expr)]
         assert not empty, f"dashboard queries without series: {empty}"

@@ -1,6 +1,7 @@
-"""The query API on a real worker: latest values, windows, periods with the same period last year,
-national roll-ups, active alerts, compliance, the daily briefing, and clear 4xx answers; and a
-reporting period closed by the clock (a tick), its final value published."""
+"""The query API, served by the screen's process over a real worker's state: latest values, windows,
+periods with the same period last year, national roll-ups, active alerts, compliance, the daily
+briefing, and clear 4xx answers; and a reporting period closed by the clock (a tick), its final value
+published."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from stream_app.settings import Settings
 from stream_app.tools import control
 from stream_app.wire import codecs
 
-from .support import api, collect, observation, produce
+from .support import api, api_address, collect, observation, produce
 
 VIETNAM = timezone(timedelta(hours=7))
 HOUR_MS = 3_600_000
@@ -70,8 +71,9 @@ def _landslides(day: tuple[int, int, int], values: dict[str, float], tag: str) -
 
 
 def test_query_api_answers_from_the_consolidated_state(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()  # the query API's home; the worker writes the state it reads
     start_worker(settings)
     schema = blueprint.schemas.latest("observation")
     topic = blueprint.input_topic("MAE").name
@@ -187,19 +189,17 @@ BAD_REQUESTS = [
 ]
 
 
-def test_bad_parameters_get_a_clear_4xx(settings: Settings, blueprint: Blueprint, start_worker: Any) -> None:
-    start_worker(settings)
+def test_bad_parameters_get_a_clear_4xx(settings: Settings, start_screen: Any) -> None:
+    start_screen()
     for path, params, status, says in BAD_REQUESTS:
         got, body = _get(settings, path, **params)
         assert (got, says in body["detail"]) == (status, True), (path, params, body)
 
 
-def test_openapi_document_is_served_and_names_every_route(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
-) -> None:
-    start_worker(settings)
-    url = f"http://{settings.web_host}:{settings.web_port}/api/v1/openapi.yaml"
-    with urllib.request.urlopen(url, timeout=5) as response:
+def test_openapi_document_is_served_and_names_every_route(settings: Settings, start_screen: Any) -> None:
+    start_screen()
+    url = f"{api_address(settings)}/api/v1/openapi.yaml"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the local screen
         text = response.read().decode()
     for path in [*Api.__new__(Api).routes(), "/whoami", "/alerts/stream"]:
         assert f"/api/v1{path}:" in text

@@ -84,6 +84,7 @@ def test_random_schema_ids_and_a_schema_of_empty_items_cannot_stall_the_worker(
         worker = start_worker(
             settings,
             STREAM_APP_SCHEMA_REGISTRY_URL=fake.url,
+            STREAM_APP_OUTPUT_FRAMING="single_object",  # the fake's ids are not the test readers' registry's
             STREAM_APP_SCHEMA_REGISTRY_MAX_LOOKUPS_PER_BATCH=str(LIMIT),
             STREAM_APP_BATCH_WITHIN_S="0.5",  # the flood in few batches: the limit is met
         )

@@ -48,7 +48,7 @@ from stream_app.wire import codecs
 
 from .conftest import secured
 from .hostile import DAY_MS, HOUR_MS
-from .support import collect, group_lag, metric_value, observation, produce, wait_until
+from .support import collect, decode_public, group_lag, metric_value, observation, produce, wait_until
 
 log = get_logger(__name__)
 
@@ -132,7 +132,7 @@ class Alerts:
                 message = consumer.poll(0.1)
                 if message is None or message.error() is not None:
                     continue
-                alert = codecs.decode(self.blueprint.schemas, "alert", message.value() or b"")
+                alert = decode_public(self.blueprint, "alert", message.value() or b"")
                 self.seen[(alert["station"] or "", alert["transition"])] = int(message.timestamp()[1])
         finally:
             consumer.close()

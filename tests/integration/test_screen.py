@@ -1,7 +1,9 @@
 """The center's screen in a real browser (Debian's chromium, driven by Playwright) against a worker fed
 by the simulator and a ``stream-app screen`` process: the map, a flood crest at Long Biên colouring Hà
 Nội within 5 s, the live alert list, an operator's acknowledgement and a viewer who cannot, the
-compliance table against the API, the printable briefing and the English toggle.
+compliance table against the API, the printable briefing and the English toggle; and the screen's own
+health: its page says "stale" and ``/readyz`` answers 503 within seconds of its alerts' reader losing
+the topic, and both recover with it.
 
 Screenshots (and the briefing as a PDF) go to ``.local/screen/``; the page's weight and the time from
 the flood observation to the tile's colour are written to ``.local/screen/figures.json``.
@@ -10,29 +12,28 @@ the flood observation to the tile's colour are written to ``.local/screen/figure
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.config.blueprint import Blueprint
 from stream_app.kafka import acl
+from stream_app.kafka.acl import Grant
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools.simulation.live import run_live
 from stream_app.wire import codecs
 
-from .conftest import principal_env, secured
-from .support import API_TOKENS, collect, free_port, observation, produce, settings_env
+from .conftest import secured
+from .support import API_TOKENS, api_address, collect, observation, produce
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -54,48 +55,21 @@ FLOOD_KEY = f"levels:HYD.WATER_LEVEL|HYD.WATER_LEVEL|01|{LONG_BIEN}"
 
 
 @pytest.fixture
-def screen(
-    settings: Settings,
-    blueprint: Blueprint,
-    screen_redis_url: str,
-    api_tokens_file: Path,
-    tmp_path: Path,
-) -> Iterator[str]:
-    """``stream-app screen`` as the center (its Kafka principal, a read-only Redis user); its address."""
-    if secured(settings):  # the center's grants on the test's topics (the fixture grants the app's)
-        acl.apply(blueprint, only={f"User:{settings.acl_center_user}"})
-    port = free_port()
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "STREAM_APP_REDIS_URL": screen_redis_url,
-        "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
-        "STREAM_APP_SCREEN_PORT": str(port),
-        "STREAM_APP_LOG_FORMAT": "json",
-    }
-    if secured(settings):
-        center = principal_env("center")
-        env["STREAM_APP_KAFKA_SASL_USERNAME"] = center["STREAM_APP_KAFKA_SASL_USERNAME"]
-        env["STREAM_APP_KAFKA_SASL_PASSWORD"] = center["STREAM_APP_KAFKA_SASL_PASSWORD"]
-    log_path = tmp_path / "screen.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "screen"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    address = f"http://127.0.0.1:{port}"
+def screen_env() -> dict[str, str]:
+    """Settings of the test's screen beyond the test's own (a test parametrizes it to change them)."""
+    return {}
+
+
+@pytest.fixture
+def screen(settings: Settings, start_screen: Any, *, screen_env: dict[str, str]) -> str:
+    """The screen's process (the conftest's), answering and reading the center's alerts; its address."""
+    start_screen(**screen_env)
+    address = api_address(settings)
     deadline = time.monotonic() + 30
-    while not _following(address):  # answering, and reading the center's alerts
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the screen did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+    while not _following(address):
+        assert time.monotonic() < deadline, "the screen does not follow the center's alerts"
         time.sleep(0.2)
-    yield address
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    assert "Error handling request" not in log_path.read_text(errors="replace")
+    return address
 
 
 @pytest.fixture
@@ -288,3 +262,87 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
     print(f"screen: {figures}")
     assert figures["flood_to_tile_s"] <= 5.0
     assert 0 < figures["first_load_bytes"] < 150_000  # no framework, no map data, no fonts fetched
+
+
+def _get(address: str, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"{address}{path}", timeout=5) as response:  # noqa: S310 - local
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _until(check: Any, timeout_s: float) -> float:
+    """Seconds until ``check()`` held (fails past ``timeout_s``)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout_s, f"not within {timeout_s} s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def _sample(address: str, name: str) -> float:
+    _, body = _get(address, "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.parametrize("screen_env", [{"STREAM_APP_SCREEN_READER_STALE_S": "2"}])
+def test_the_page_says_stale_and_the_screen_is_not_ready_while_its_feed_stops(
+    settings: Settings, blueprint: Blueprint, screen: str
+) -> None:
+    """The center's grants on its topics withdrawn (as an ACL mistake would): the reader reads nothing
+    and cannot confirm it is caught up. No worker: an idle topic keeps the screen live by itself."""
+    if not secured(settings):
+        pytest.skip("the reader is stopped by withdrawing its Kafka ACLs: the services must enforce them")
+    assert _until(lambda: _get(screen, "/readyz")[0] == 200, 10) < 10
+    center = f"User:{settings.acl_center_user}"
+    reads = [
+        Grant(center, "TOPIC", f"{settings.topic_namespace}center.", "PREFIXED", op)
+        for op in ("READ", "DESCRIBE")
+    ]
+    timings: dict[str, float] = {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = _signed_in(browser, screen, "viewer")
+            page.click("#lang")
+            expect(page.locator("#live")).to_have_text("Live")
+            assert _sample(screen, "stream_app_screen_pages_connected") == 1
+            assert _sample(screen, "stream_app_screen_ready") == 1
+
+            acl.delete(settings, reads)  # the feed stops
+            stopped = time.monotonic()
+            page.wait_for_selector("#live.stale", timeout=10_000)
+            timings["page_stale_s"] = time.monotonic() - stopped
+            expect(page.locator("#live")).to_have_text(re.compile(r"^Stale — last update \d+s ago$"))
+            status, body = _get(screen, "/readyz")
+            timings["not_ready_s"] = time.monotonic() - stopped
+            assert status == 503, body
+            assert json.loads(body)["unavailable"] == ["alerts_reader"]
+            assert _sample(screen, "stream_app_screen_ready") == 0
+            assert _sample(screen, "stream_app_screen_reader_lag_seconds") > 2
+            page.click("#lang")  # the same, in Vietnamese
+            expect(page.locator("#live")).to_have_text(
+                re.compile(r"^Chưa cập nhật — lần cuối \d+ giây trước$")
+            )
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "stale-vi.png"))
+
+            acl.apply(blueprint, only={center})  # the feed is back
+            resumed = time.monotonic()
+            page.wait_for_selector("#live.on", timeout=15_000)
+            timings["page_live_again_s"] = time.monotonic() - resumed
+            expect(page.locator("#live")).to_have_text("Trực tuyến")
+            _until(lambda: _get(screen, "/readyz")[0] == 200, 5)
+        finally:
+            browser.close()
+    _, exposition = _get(screen, "/metrics")
+    names = {family.name for family in text_string_to_metric_families(exposition.decode())}  # one valid text
+    assert {"stream_app_screen_ready", "stream_app_api_requests_limited", "process_cpu_seconds"} <= names
+    assert b'stream_app_screen_request_seconds_count{route="/readyz"}' in exposition
+    assert b"stream_app_screen_events_pushed_total" in exposition
+    print(f"screen health: { ({k: round(v, 1) for k, v in timings.items()}) }")
+    assert timings["page_stale_s"] < 6  # 2 s of silence, a second's confirmation, a second's status

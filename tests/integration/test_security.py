@@ -21,7 +21,16 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from .conftest import as_principal, secured
-from .support import api, collect, free_port, observation, open_aqi_alert, produce
+from .support import (
+    api,
+    collect,
+    direct,
+    free_port,
+    observation,
+    open_aqi_alert,
+    produce,
+    worker_address,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -175,8 +184,9 @@ def test_the_apps_redis_user_touches_its_own_keys_with_its_own_commands(
 
 
 def test_the_api_wants_a_token_and_a_directive_wants_an_operator(
-    settings: Settings, blueprint: Blueprint, start_worker: Any
+    settings: Settings, blueprint: Blueprint, start_worker: Any, start_screen: Any
 ) -> None:
+    start_screen()
     start_worker(settings)
     status, body = api(settings, "/alerts/active", role=None)
     assert (status, body["error"]) == (401, "unauthorized")
@@ -213,21 +223,11 @@ def test_the_api_wants_a_token_and_a_directive_wants_an_operator(
 def test_a_malformed_directive_is_a_400_naming_the_problem(
     settings: Settings, blueprint: Blueprint, start_worker: Any
 ) -> None:
-    start_worker(settings)
-    status, body = api(
-        settings,
-        "/alerts/levels:ENV.AQI%7CNO.SUCH%7C01%7C-/directives",
-        role="operator",
-        body={"action": "COMMENT"},
-    )
+    start_worker(settings)  # its directive intake, where the screen forwards directives
+    status, body = direct(settings, "levels:ENV.AQI|NO.SUCH|01|-", action="COMMENT")
     assert status == 400
     assert "NO.SUCH" in body["detail"]
-    status, body = api(
-        settings,
-        "/alerts/levels:ENV.AQI%7CENV.AQI%7C01%7CHN-AQ-HOANKIEM/directives",
-        role="operator",
-        body={"action": "NUKE"},
-    )
+    status, body = direct(settings, "levels:ENV.AQI|ENV.AQI|01|HN-AQ-HOANKIEM", action="NUKE")
     assert status == 400
     assert "action" in body["detail"]
 
@@ -245,6 +245,7 @@ def test_no_secret_reaches_a_log_line(
         STREAM_APP_ALERTMANAGER_URL=f"http://bridge:{am_password}@127.0.0.1:{silent_port}",
         STREAM_APP_ALERTMANAGER_RESEND_S="1",
         STREAM_APP_SCHEMA_REGISTRY_URL="mock://secured",
+        STREAM_APP_OUTPUT_FRAMING="single_object",  # a mock registry's ids: in the worker's process only
         STREAM_APP_SCHEMA_REGISTRY_AUTH=f"registry:{registry_password}",
     )
     schema = blueprint.schemas.latest("observation")
@@ -255,12 +256,14 @@ def test_no_secret_reaches_a_log_line(
     ]
     produce(settings, blueprint.input_topic("MAE").name, readings)
     collect(settings, blueprint.topic_by_role("alerts").name, "alert", lambda r: len(r) >= 1)
-    request = urllib.request.Request(
-        f"http://{settings.web_host}:{settings.web_port}/api/v1/alerts/active",
-        headers={"Authorization": f"Bearer {bad_token}"},
+    request = urllib.request.Request(  # noqa: S310 - http to the local worker
+        f"{worker_address(settings)}/api/v1/alerts/x/directives",  # what a worker still takes
+        data=b'{"action": "COMMENT"}',
+        headers={"Authorization": f"Bearer {bad_token}", "Content-Type": "application/json"},
     )
     with pytest.raises(urllib.error.HTTPError, match="401"):
         urllib.request.urlopen(request, timeout=5)  # noqa: S310 - http to the local worker
+
     time.sleep(4)  # the bridge fails to post a few times, with its URL in the error
     worker.stop()
     log = worker.log()

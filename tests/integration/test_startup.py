@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from collections.abc import Callable
 import pytest
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.exit_codes import ExitCode
+from stream_app.pipeline.worker import FORCED_SHUTDOWN_EXIT
 from stream_app.settings import Settings
-from stream_app.tools.exit_codes import ExitCode
 from stream_app.tools.launch import command
 
 from .support import WorkerProcess, settings_env
@@ -61,13 +63,27 @@ def test_password_in_redis_url_is_not_printed(settings: Settings, blueprint: Blu
 def test_a_stop_that_hangs_is_bounded_by_the_grace(
     settings: Settings, blueprint: Blueprint, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    """A grace shorter than Faust's own stop: the watchdog ends the process, says so, and exits 0."""
+    """A grace shorter than Faust's own stop: the watchdog ends the process, says so, and exits with
+    EX_TEMPFAIL (not 0: a supervisor sees a stop that was not clean)."""
     worker = start_worker(settings, STREAM_APP_SHUTDOWN_GRACE_S="0.05")
     started = time.monotonic()
-    assert worker.stop(timeout=15) == 0
+    assert worker.stop(timeout=15) == FORCED_SHUTDOWN_EXIT
     assert time.monotonic() - started < 10
     forced = [json.loads(line) for line in worker.log().splitlines() if '"shutdown_forced"' in line]
     assert len(forced) == 1, worker.log()[-3000:]
     assert forced[0]["signal"] == "SIGTERM"
     assert forced[0]["grace_s"] == 0.05
     assert forced[0]["still_stopping"], forced[0]
+    assert forced[0]["exit_status"] == FORCED_SHUTDOWN_EXIT
+
+
+def test_sigusr2_does_not_stop_the_stream(
+    settings: Settings, blueprint: Blueprint, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """mode's worker would start pdb on SIGUSR2 and block on a stdin nobody has: ignored and logged."""
+    worker = start_worker(settings)
+    os.kill(worker.pid, signal.SIGUSR2)
+    worker.wait_for_line('"signal_ignored"', timeout=15)
+    assert worker.alive()
+    assert "Starting debugger" not in worker.log()
+    assert worker.stop(timeout=30) == 0

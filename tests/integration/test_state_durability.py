@@ -36,7 +36,7 @@ from stream_app.tools import state as state_tool
 from stream_app.wire import codecs
 
 from . import ground_truth as gt
-from .support import ServicesRedis, api, group_lag, metric_value, probe, produce
+from .support import ServicesRedis, api, group_lag, metric_value, probe, produce, worker_address
 from .test_aggregates_chaos import _check_redis
 
 pytestmark = pytest.mark.chaos
@@ -106,7 +106,12 @@ def _applied(client: redis.Redis, settings: Settings, entities: list[str]) -> in
 
 # These tests ask every answer of the API, one after the other, as fast as it answers (well over the
 # per-token rate a person's screen needs): their workers let them (the limits: test_api_manners.py).
-SWEEPING = {"STREAM_APP_API_REQUESTS_PER_S": "100000", "STREAM_APP_API_BURST": "100000"}
+# They read the worker's own (opt-in) query API: the same answers as the screen's, never cached.
+SWEEPING = {
+    "STREAM_APP_API_REQUESTS_PER_S": "100000",
+    "STREAM_APP_API_BURST": "100000",
+    "STREAM_APP_WORKER_QUERY_API": "true",
+}
 
 
 def _answers(settings: Settings, exp: gt.Expected) -> dict[str, Any]:
@@ -116,13 +121,15 @@ def _answers(settings: Settings, exp: gt.Expected) -> dict[str, Any]:
         indicator, region, station = entity.split("|")
         where = {"indicator": indicator, "region": region} | ({"station": station} if station != "-" else {})
         for path in ("/latest", "/windows", "/periods"):
-            out[f"{path} {entity}"] = api(settings, path, **where)
+            out[f"{path} {entity}"] = api(settings, path, base=worker_address(settings), **where)
     for indicator, target, series, label in sorted(exp.rollups):
         query = {"indicator": indicator, "region": target, "period": label}
         query |= {"breakdown": series} if series else {}
-        out[f"/rollups {indicator} {target} {series} {label}"] = api(settings, "/rollups", **query)
-    out["/alerts/active"] = api(settings, "/alerts/active")
-    out["/compliance"] = api(settings, "/compliance", at=COMPLIANCE_AT)
+        out[f"/rollups {indicator} {target} {series} {label}"] = api(
+            settings, "/rollups", base=worker_address(settings), **query
+        )
+    out["/alerts/active"] = api(settings, "/alerts/active", base=worker_address(settings))
+    out["/compliance"] = api(settings, "/compliance", base=worker_address(settings), at=COMPLIANCE_AT)
     assert sum(1 for status, _ in out.values() if status == 200) > len(out) // 2, "the answers are answers"
     return out
 

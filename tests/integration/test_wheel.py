@@ -215,6 +215,8 @@ def test_installed_cli_and_worker_run_from_the_wheel(
             **worker_env,
             "STREAM_APP_LOG_FORMAT": "json",
             "STREAM_APP_API_TOKENS_FILE": str(api_tokens_file),
+            # the opt-in reads, to fetch the API's document (package data) from the installed worker
+            "STREAM_APP_WORKER_QUERY_API": "true",
         }
     )
     log_path = venv.cwd / "worker.log"

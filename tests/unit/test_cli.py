@@ -14,11 +14,11 @@ import pytest
 
 import stream_app
 from stream_app.domain.catalogue import DOMAINS
+from stream_app.exit_codes import ExitCode
 from stream_app.logs import colour_allowed, logging_config
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools import tail
 from stream_app.tools.cli import main
-from stream_app.tools.exit_codes import ExitCode
 
 
 @pytest.fixture(autouse=True)

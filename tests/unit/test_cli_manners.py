@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from stream_app.exceptions import ConfigurationError, RefusedError, ServiceUnreachableError, UsageError
+from stream_app.exit_codes import ExitCode, for_error, plan_code, setting_errors
 from stream_app.settings import Settings
 from stream_app.tools import cli_parser, reporter
 from stream_app.tools.cli import main
-from stream_app.tools.exit_codes import ExitCode, for_error, plan_code, setting_errors
 
 
 @pytest.fixture(autouse=True)

@@ -293,6 +293,22 @@ def test_kustomization_applies_every_manifest_but_the_secrets_and_the_custom_res
     assert {_container(d)["image"].partition(":")[0] for d in (WORKER, SCREEN)} <= images
 
 
+def test_the_query_api_is_routed_to_the_screens_process_never_to_the_workers() -> None:
+    """Readers never slow the writers: every ``/api/v1`` route ends at the screen's Service, whose port is
+    the one its pods serve; none reaches the workers' Service (probes, metrics, forwarded directives)."""
+    screen_service = _one("Service", "stream-app-screen")
+    backends = [
+        (path["path"], path["backend"]["service"])
+        for ingress in _all("Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert ("/api/v1", {"name": "stream-app-screen", "port": {"name": "http"}}) in backends
+    assert {service["name"] for _, service in backends} == {"stream-app-screen"}
+    assert [port["name"] for port in screen_service["spec"]["ports"]] == ["http"]
+    assert screen_service["spec"]["selector"] == SCREEN["spec"]["selector"]["matchLabels"]
+
+
 # -------------------------------------------------------------------------------------------- the pods
 
 
@@ -315,10 +331,12 @@ def test_probes_are_the_paths_and_ports_the_processes_serve(deployed: Settings) 
     worker_pages = (REPO_ROOT / "stream_app" / "pipeline" / "app.py").read_text(encoding="utf-8")
     assert '@app.page("/livez")' in worker_pages
     assert '@app.page("/readyz")' in worker_pages
-    screen_routes = (REPO_ROOT / "stream_app" / "screen" / "server.py").read_text(encoding="utf-8")
+    screen_routes = "".join(
+        (REPO_ROOT / "stream_app" / "screen" / name).read_text(encoding="utf-8")
+        for name in ("server.py", "health.py")
+    )
     assert 'add_get("/livez"' in screen_routes
-    # the screen has no readiness page of its own: its server answering is its readiness
-    screen_ready = "/readyz" if 'add_get("/readyz"' in screen_routes else "/livez"
+    assert 'add_get("/readyz"' in screen_routes
     settings = deployed
     worker = _container(WORKER)
     wanted = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
@@ -327,7 +345,7 @@ def test_probes_are_the_paths_and_ports_the_processes_serve(deployed: Settings) 
         assert get["path"] == path, probe
         assert _port(worker, get["port"]) == settings.web_port, probe
     screen = _container(SCREEN)
-    for probe, path in {"livenessProbe": "/livez", "readinessProbe": screen_ready}.items():
+    for probe, path in {"livenessProbe": "/livez", "readinessProbe": "/readyz"}.items():
         get = screen[probe]["httpGet"]
         assert get["path"] == path, probe
         assert _port(screen, get["port"]) == settings.screen_port, probe
@@ -507,7 +525,8 @@ def test_the_service_monitor_scrapes_the_workers_port_by_name_as_job_stream_app(
     # the job label: what the alert rules and the dashboard select
     rules = (REPO_ROOT / "deploy" / "prometheus" / "rules" / "stream-app.yml").read_text(encoding="utf-8")
     jobs = set(re.findall(r'up\{job="([^"]+)"\}', rules))
-    assert jobs == {WORKER_SERVICE["metadata"]["labels"][spec["jobLabel"]]}
+    # the screen has its own job (stream-app-screen, deploy/prometheus/prometheus.yml), not this monitor's
+    assert jobs - {"stream-app-screen"} == {WORKER_SERVICE["metadata"]["labels"][spec["jobLabel"]]}
     # the annotations of a Prometheus without the operator: the same port; the screen left out
     annotations = WORKER["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"

@@ -22,6 +22,7 @@ from stream_app.config.topics import ROLES
 from stream_app.domain.reasons import Reason
 from stream_app.domain.records import DeadLetterRecord
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka import registry
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output, Publisher
@@ -40,7 +41,6 @@ from stream_app.kafka.subjects import (
 from stream_app.settings import Settings
 from stream_app.tools import dlq
 from stream_app.tools.cli import main
-from stream_app.tools.exit_codes import ExitCode
 from stream_app.wire import codecs
 from stream_app.wire.codecs import DecodeError
 from stream_app.wire.framing import (
@@ -128,9 +128,9 @@ def test_subjects_follow_the_topic_name_strategy_with_every_local_version_in_ord
 # --- the framing -------------------------------------------------------------------------------
 
 
-def test_single_object_is_the_default_and_needs_no_registry() -> None:
-    assert Settings.model_fields["output_framing"].default == "single_object"
-    bp = _blueprint()
+def test_confluent_is_the_default_and_single_object_a_setting_that_needs_no_registry() -> None:
+    assert Settings.model_fields["output_framing"].default == "confluent"
+    bp = _blueprint(output_framing="single_object")
     framing = output_framing(bp, client=object())  # never asked
     assert framing is SINGLE_OBJECT_FRAMING
     value = codecs.encode(bp.schemas.latest("alert"), _record(bp, "alert"))
@@ -197,15 +197,30 @@ def test_a_confluent_record_is_read_only_with_a_resolver() -> None:
     framing = output_framing(bp)
     topic = bp.topic_by_role("alerts").name
     framed = framing.encode(topic, bp.schemas.latest("alert"), _record(bp, "alert"))
-    with pytest.raises(DecodeError) as info:
+    with pytest.raises(DecodeError, match=r"Confluent-framed record .* no registry configured") as info:
         codecs.decode(bp.schemas, "alert", framed)
-    assert info.value.reason == Reason.UNDECODABLE
+    assert info.value.reason == Reason.UNKNOWN_SCHEMA
     with pytest.raises(DecodeError) as info:
         codecs.decode(bp.schemas, "consolidated", framed, framing.resolve)
     assert info.value.reason == Reason.SCHEMA_MISMATCH
     with pytest.raises(DecodeError) as info:
         codecs.decode(bp.schemas, "alert", b"\x00\x00\x00\x99\x99" + framed[5:], framing.resolve)
     assert info.value.reason == Reason.UNKNOWN_SCHEMA
+
+
+def test_a_topic_holding_both_framings_is_read_whole_by_the_first_byte() -> None:
+    bp = _confluent()
+    framing = output_framing(bp)
+    topic = bp.topic_by_role("alerts").name
+    alert = bp.schemas.latest("alert")
+    before, after = _record(bp, "alert", 0), _record(bp, "alert", 1)
+    # a change-over: records of a single_object worker, then of a confluent one, on one topic
+    topic_holds = [codecs.encode(alert, before), framing.encode(topic, alert, after)]
+    assert [value[:2] for value in topic_holds] == [b"\xc3\x01", b"\x00" + topic_holds[1][1:2]]
+    read = [codecs.decode(bp.schemas, "alert", value, framing.resolve) for value in topic_holds]
+    assert read == [
+        codecs.decode(bp.schemas, "alert", codecs.encode(alert, record)) for record in (before, after)
+    ]
 
 
 # --- start-up: waiting for the registry, and one that refuses ----------------------------------
@@ -242,6 +257,24 @@ def test_start_up_goes_on_once_the_registry_answers() -> None:
         assert sleeps == [0.5, 1.0]
         assert isinstance(framing, ConfluentFraming)
         assert framing.topics == {s.topic for s in framed_subjects(bp)}
+
+
+def test_a_worker_waits_out_a_registry_outage_past_the_start_up_timeout() -> None:
+    with FakeRegistry() as fake:
+        fake.unavailable = True
+        bp = _confluent(fake.url, startup_timeout_s=5.0, retry_initial_s=1.0, retry_max_s=2.0)
+        now, sleeps = [0.0], []
+
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            now[0] += seconds
+            fake.unavailable = now[0] < 60  # a minute's outage: far past STREAM_APP_STARTUP_TIMEOUT_S
+
+        client = registry.new_client(fake.url, **{"max.retries": 0})
+        framing = output_framing(bp, wait_out=True, client=client, sleep=sleep, clock=lambda: now[0])
+        assert isinstance(framing, ConfluentFraming)
+        assert now[0] >= 60
+        assert max(sleeps) == 2.0, "backing off, never more than STREAM_APP_RETRY_MAX_S apart"
 
 
 class _Refusing:

@@ -1,12 +1,15 @@
 // The center's screen. Plain JavaScript, no library, no network beyond this server: the map, a
-// province's indicators, live alerts (server-sent events read through fetch, so the token travels in a
-// header), operators' directives, reporting compliance and the printable daily briefing.
+// national summary or a province's indicators, live alerts (server-sent events read through fetch, so the
+// token travels in a header) with filters kept in the URL, attention (sound, notification, title badge),
+// operators' directives through in-page dialogs, CSV exports, reporting compliance and the printable
+// daily briefing. One section per feature.
 "use strict";
 
 const TEXT = {
   vi: {
     title: "Trung tâm Thông tin, Chỉ đạo điều hành của Chính phủ", indicator: "Chỉ tiêu",
     all_indicators: "Tất cả chỉ tiêu", online: "Trực tuyến", offline: "Mất kết nối", sign_out: "Đăng xuất",
+    stale: "Chưa cập nhật — lần cuối {n} giây trước",
     sign_in: "Đăng nhập", token: "Mã truy cập (token)", bad_token: "Mã truy cập không hợp lệ.",
     tab_map: "Bản đồ", tab_compliance: "Tuân thủ báo cáo", tab_briefing: "Bản tin hằng ngày",
     pick_province: "Chọn một tỉnh, thành phố trên bản đồ để xem các chỉ tiêu.",
@@ -23,10 +26,27 @@ const TEXT = {
     open_alerts_by_domain: "Cảnh báo đang mở theo lĩnh vực", handled_closed: "Đã đóng xử lý",
     refused: "Không thực hiện được", days30: "30 ngày",
     stale_alert: "Chỉ đạo không được ghi nhận: cảnh báo đã kết thúc và phát lại; đây là lần cảnh báo mới.",
+    refused_role: "Tài khoản này không có quyền chỉ đạo.",
+    refused_too_long: "Nội dung quá dài.", refused_rate: "Gửi quá nhiều yêu cầu; thử lại sau ít giây.",
+    refused_unavailable: "Hệ thống tạm thời không nhận chỉ đạo; kiểm tra cảnh báo trước khi gửi lại.",
+    refused_other: "Yêu cầu không hợp lệ.", cancel: "Huỷ", confirm: "Xác nhận", send: "Gửi",
+    close_confirm: "Đóng xử lý cảnh báo này?", escalate_note: "Ghi chú (không bắt buộc):",
+    escalated_by: "Đã báo cáo lên bởi", all_regions: "Toàn quốc", region: "Tỉnh, thành phố",
+    level: "Mức", all_levels: "Mọi mức", all_reporters: "Mọi đơn vị", unacknowledged: "Chưa tiếp nhận",
+    filters: "Bộ lọc", export_csv: "Xuất CSV", attention_off: "Âm báo: tắt", attention_on: "Âm báo: bật",
+    attention_from: "Báo từ mức", summary_title: "Tổng quan toàn quốc", by_level: "Cảnh báo đang mở theo mức",
+    by_domain: "Theo lĩnh vực", worst_provinces: "Các tỉnh, thành phố cảnh báo cao nhất",
+    compliance_today: "Tuân thủ báo cáo", back_to_summary: "← Tổng quan toàn quốc", alerts_word: "cảnh báo",
+    new_alert: "Cảnh báo mới", on_time_count: "đúng hạn", late_count: "muộn", missing_count: "thiếu",
+    domain_administration: "Hành chính", domain_disaster: "Thiên tai", domain_education: "Giáo dục",
+    domain_energy: "Năng lượng", domain_environment: "Môi trường", domain_finance: "Tài chính",
+    domain_health: "Y tế", domain_justice: "Tư pháp", domain_social_security: "An sinh xã hội",
+    domain_socio_economic: "Kinh tế - xã hội", domain_traffic: "Giao thông", domain_transport: "Vận tải",
   },
   en: {
     title: "Government Information and Direction Center", indicator: "Indicator",
     all_indicators: "All indicators", online: "Live", offline: "Disconnected", sign_out: "Sign out",
+    stale: "Stale — last update {n}s ago",
     sign_in: "Sign in", token: "Access token", bad_token: "That token is not valid.",
     tab_map: "Map", tab_compliance: "Reporting compliance", tab_briefing: "Daily briefing",
     pick_province: "Pick a province on the map to see its indicators.",
@@ -43,15 +63,35 @@ const TEXT = {
     open_alerts_by_domain: "Open alerts by domain", handled_closed: "Handling closed",
     refused: "Not done", days30: "30 days",
     stale_alert: "Directive not applied: the alert had resolved and fired again; this is the new occurrence.",
+    refused_role: "This account may not direct.",
+    refused_too_long: "The text is too long.", refused_rate: "Too many requests; try again in a few seconds.",
+    refused_unavailable: "The system is not taking directives now; check the alert before sending again.",
+    refused_other: "The request was not valid.", cancel: "Cancel", confirm: "Confirm", send: "Send",
+    close_confirm: "Close the handling of this alert?", escalate_note: "Note (optional):",
+    escalated_by: "Escalated by", all_regions: "Whole country", region: "Province",
+    level: "Level", all_levels: "All levels", all_reporters: "All reporters", unacknowledged: "Unacknowledged",
+    filters: "Filters", export_csv: "Export CSV", attention_off: "Sound: off", attention_on: "Sound: on",
+    attention_from: "Alert from level", summary_title: "National summary", by_level: "Open alerts by level",
+    by_domain: "By domain", worst_provinces: "Provinces most in alarm",
+    compliance_today: "Reporting compliance", back_to_summary: "← National summary", alerts_word: "alerts",
+    new_alert: "New alert", on_time_count: "on time", late_count: "late", missing_count: "missing",
+    domain_administration: "Administration", domain_disaster: "Disasters", domain_education: "Education",
+    domain_energy: "Energy", domain_environment: "Environment", domain_finance: "Finance",
+    domain_health: "Health", domain_justice: "Justice", domain_social_security: "Social security",
+    domain_socio_economic: "Socio-economy", domain_traffic: "Traffic", domain_transport: "Transport",
   },
 };
 
 const state = {
   lang: localStorage.getItem("screen.lang") || "vi",
   token: sessionStorage.getItem("screen.token") || "",
-  who: null, indicators: [], tiles: [], stations: {}, alerts: new Map(), overview: null, region: null,
-  refused: new Map(), // alert key -> the reason code of the operator's last directive about it, refused
+  who: null, indicators: [], tiles: [], stations: {}, alerts: new Map(), overview: null, compliance: null,
+  filters: null, // what the alert list and the map show, as the URL says (readFilters)
+  refused: new Map(), // alert key -> {code, action, detail}: the operator's last directive about it, refused
+  connected: false, // the live stream is open
+  status: null, // the server's last word on its feed: {status, reader_age_s, at (ms, this page's clock)}
 };
+const STATUS_SILENCE_MS = 3500; // the server says every second; past this without a word, stale
 const $ = (sel) => document.querySelector(sel);
 const t = (key) => TEXT[state.lang][key] ?? key;
 const el = (tag, attrs = {}, ...children) => {
@@ -77,7 +117,10 @@ async function api(path, options = {}) {
   });
   if (response.status === 401) throw new Unauthorized();
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw Object.assign(new Error(body.detail || response.statusText), { reason: body.reason });
+  if (!response.ok) {
+    throw Object.assign(new Error(body.detail || response.statusText),
+      { reason: body.reason, error: body.error, status: response.status });
+  }
   return body;
 }
 
@@ -96,6 +139,7 @@ const indicatorName = (code) => {
   return i ? (state.lang === "vi" ? i.name_vi : i.name_en) : code;
 };
 const regionName = (code) => (state.tiles.find((x) => x.region === code) || {}).name || code;
+const domainName = (code) => (TEXT[state.lang][`domain_${code}`] ?? code);
 const fmt = (v) => (v === null || v === undefined ? "–" :
   Number(v).toLocaleString(state.lang === "vi" ? "vi-VN" : "en-GB", { maximumFractionDigits: 2 }));
 function elapsed(ms) {
@@ -107,12 +151,70 @@ function elapsed(ms) {
 const when = (ms) => new Date(ms).toLocaleString(state.lang === "vi" ? "vi-VN" : "en-GB",
   { timeZone: "Asia/Ho_Chi_Minh", hour12: false });
 
+// --------------------------------------------------------------------------------------- filters
+// One view, in the URL's query string (?indicator=…&region=…&level=…&reporter=…&unack=1): a link shows
+// the same alerts and map. The region is also the province whose panel fills the middle.
+const LEVELS = [1, 2, 3, 4, 5];
+function readFilters(search = location.search) {
+  const q = new URLSearchParams(search);
+  return { indicator: q.get("indicator") || "", region: q.get("region") || "",
+    level: Number(q.get("level")) || 0, reporter: q.get("reporter") || "", unack: q.get("unack") === "1" };
+}
+function filtersQuery(f) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(f)) if (v) q.set(k, v === true ? "1" : String(v));
+  return q.toString();
+}
+function shown(a, f = state.filters) { // whether an alert passes the filters
+  return (!f.indicator || a.indicator === f.indicator) && (!f.region || a.region === f.region)
+    && (!f.level || a.level >= f.level) && (!f.reporter || a.reporter === f.reporter)
+    && (!f.unack || !a.acknowledged_by);
+}
+function setFilters(changes) {
+  const before = state.filters;
+  state.filters = { ...before, ...changes };
+  const query = filtersQuery(state.filters);
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+  syncFilterControls();
+  if (before.indicator !== state.filters.indicator) loadOverview().catch(report);
+  if (before.region !== state.filters.region) showMiddle();
+  drawAlerts(null);
+  drawMap();
+}
+function fillFilterControls() { // the choices, in the page's language
+  const region = $("#f-region");
+  region.replaceChildren(el("option", { value: "", text: t("all_regions") }),
+    ...[...state.tiles].sort((x, y) => x.name.localeCompare(y.name, "vi"))
+      .map((tile) => el("option", { value: tile.region, text: tile.name })));
+  $("#f-level").replaceChildren(el("option", { value: "0", text: t("all_levels") }),
+    ...LEVELS.map((n) => el("option", { value: String(n), text: `≥ ${n}` })));
+  const reporters = [...new Set(state.indicators.flatMap((i) => i.reporters || []))].sort();
+  $("#f-reporter").replaceChildren(el("option", { value: "", text: t("all_reporters") }),
+    ...reporters.map((r) => el("option", { value: r, text: r })));
+  syncFilterControls();
+}
+function syncFilterControls() {
+  const f = state.filters;
+  $("#indicator").value = f.indicator;
+  $("#f-region").value = f.region;
+  $("#f-level").value = String(f.level);
+  $("#f-reporter").value = f.reporter;
+  $("#f-unack").checked = f.unack;
+}
+function bindFilters() {
+  $("#indicator").addEventListener("change", (e) => setFilters({ indicator: e.target.value }));
+  $("#f-region").addEventListener("change", (e) => setFilters({ region: e.target.value }));
+  $("#f-level").addEventListener("change", (e) => setFilters({ level: Number(e.target.value) }));
+  $("#f-reporter").addEventListener("change", (e) => setFilters({ reporter: e.target.value }));
+  $("#f-unack").addEventListener("change", (e) => setFilters({ unack: e.target.checked }));
+}
+
 // ------------------------------------------------------------------------------------------ map
-function worstAlerts() { // region -> its worst open alert (of the chosen indicator), in one pass
-  const wanted = $("#indicator").value;
+function worstAlerts() { // region -> its worst open alert the filters show (every region), in one pass
+  const view = { ...state.filters, region: "" };
   const worst = new Map();
   for (const a of state.alerts.values()) {
-    if (wanted && a.indicator !== wanted) continue;
+    if (!shown(a, view)) continue;
     const known = worst.get(a.region);
     if (!known || a.level > known.level) worst.set(a.region, a);
   }
@@ -128,8 +230,8 @@ function drawMap() {
     if (!button) {
       button = el("button", { class: "tile", type: "button", "data-region": tile.region,
         style: { gridRow: String(tile.row + 1), gridColumn: String(tile.col + 1) } },
-      el("span", { class: "name", text: tile.name }), el("span", { class: "val" }));
-      button.addEventListener("click", () => selectRegion(tile.region).catch(report));
+      el("span", { class: "name", text: tile.name }), el("span", { class: "val" }), el("span", { class: "lvl" }));
+      button.addEventListener("click", () => chooseRegion(tile.region));
       tiles.set(tile.region, button);
       map.append(button);
     }
@@ -137,12 +239,15 @@ function drawMap() {
     const value = latest.get(tile.region);
     const colour = alert ? alert.colour : "";
     button.dataset.levelCode = alert ? alert.level_code : "";
-    button.setAttribute("aria-pressed", String(state.region === tile.region));
+    button.setAttribute("aria-pressed", String(state.filters.region === tile.region));
+    // the level in words, not colour alone (WCAG 1.4.1): on the tile and in its name
     button.title = alert ? `${tile.name}: ${levelName(alert)}` : tile.name;
+    button.setAttribute("aria-label", button.title);
     button.style.backgroundColor = colour;
     button.style.borderColor = colour;
     button.style.color = colour ? textOn(colour) : "";
-    button.lastChild.textContent = value ? fmt(value.value) : alert ? levelName(alert) : "";
+    button.querySelector(".val").textContent = value ? fmt(value.value) : "";
+    button.querySelector(".lvl").textContent = alert ? levelName(alert) : "";
   }
   drawLegend();
 }
@@ -157,7 +262,7 @@ function drawLegend() {
 }
 let overviews = 0;
 async function loadOverview() {
-  const code = $("#indicator").value;
+  const code = state.filters.indicator;
   const asked = ++overviews;
   const answer = await api(`overview${code ? `?indicator=${encodeURIComponent(code)}` : ""}`);
   if (asked !== overviews) return; // a newer question was asked meanwhile
@@ -165,7 +270,12 @@ async function loadOverview() {
   drawMap();
 }
 
-// --------------------------------------------------------------------------------- a province
+// ------------------------------------------------------------------- the middle: summary or province
+function chooseRegion(code) { setFilters({ region: code }); }
+function showMiddle() {
+  if (state.filters.region) selectRegion(state.filters.region).catch(report);
+  else drawSummary();
+}
 function sparkline(points) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "spark");
@@ -183,13 +293,17 @@ function sparkline(points) {
   }
   return svg;
 }
+function backToSummary() {
+  const button = el("button", { type: "button", class: "back", text: t("back_to_summary") });
+  button.addEventListener("click", () => setFilters({ region: "" }));
+  return button;
+}
 async function selectRegion(code) {
-  state.region = code;
-  drawMap();
   const detail = await api(`region?region=${encodeURIComponent(code)}`);
-  if (state.region !== code) return;
+  if (state.filters.region !== code) return;
   const box = $("#detail");
-  box.replaceChildren(el("h2", { text: detail.name }));
+  box.dataset.view = "region";
+  box.replaceChildren(backToSummary(), el("h2", { text: detail.name }));
   if (!detail.series.length) box.append(el("p", { class: "hint", text: t("no_data") }));
   for (const s of detail.series) {
     const name = state.lang === "vi" ? s.name_vi : s.name_en;
@@ -201,6 +315,54 @@ async function selectRegion(code) {
       el("div", {}, el("span", { text: `${t("period_to_date")} ${s.period}: ${fmt(s.period_to_date)}` }),
         el("small", { text: `${t("last_year")}: ${fmt(s.same_period_last_year)}` }))));
   }
+}
+function summaryOf(alerts) { // open alerts by level and domain, and the provinces most in alarm
+  const byLevel = new Map(), byDomain = new Map(), byRegion = new Map();
+  for (const a of alerts) {
+    const lv = byLevel.get(a.level_code) || { alert: a, count: 0 };
+    lv.count += 1;
+    byLevel.set(a.level_code, lv);
+    byDomain.set(a.domain, (byDomain.get(a.domain) || 0) + 1);
+    const r = byRegion.get(a.region) || { region: a.region, worst: a, count: 0 };
+    r.count += 1;
+    if (a.level > r.worst.level) r.worst = a;
+    byRegion.set(a.region, r);
+  }
+  return {
+    levels: [...byLevel.values()].sort((x, y) => y.alert.level - x.alert.level || y.count - x.count),
+    domains: [...byDomain.entries()].sort((x, y) => y[1] - x[1]),
+    regions: [...byRegion.values()].sort((x, y) => y.worst.level - x.worst.level || y.count - x.count).slice(0, 5),
+  };
+}
+function drawSummary() {
+  const box = $("#detail");
+  if (state.filters.region) return;
+  const s = summaryOf([...state.alerts.values()].filter((a) => shown(a)));
+  box.dataset.view = "summary";
+  const chip = (a, text) => el("li", { class: "chip", "data-level-code": a.level_code,
+    style: { backgroundColor: a.colour, color: textOn(a.colour) }, text });
+  const regions = el("ol", { class: "worst" }, ...s.regions.map((r) => {
+    const button = el("button", { type: "button", "data-region": r.region,
+      text: `${regionName(r.region)} · ${levelName(r.worst)} · ${r.count} ${t("alerts_word")}` });
+    button.addEventListener("click", () => chooseRegion(r.region));
+    return el("li", {}, button);
+  }));
+  const c = state.compliance && state.compliance.summary;
+  const totals = state.compliance ? state.compliance.reporters.flatMap((r) => r.indicators)
+    .reduce((n, i) => ({ on: n.on + i.on_time, late: n.late + i.late, missing: n.missing + i.missing }),
+      { on: 0, late: 0, missing: 0 }) : null;
+  box.replaceChildren(el("h2", { text: t("summary_title") }),
+    el("h3", { text: t("by_level") }),
+    s.levels.length ? el("ul", { class: "chips", id: "summary-levels" },
+      ...s.levels.map((lv) => chip(lv.alert, `${levelName(lv.alert)}: ${lv.count}`)))
+      : el("p", { class: "hint", text: t("no_alerts") }),
+    el("h3", { text: t("by_domain") }),
+    el("p", { id: "summary-domains", text: s.domains.map(([d, n]) => `${domainName(d)} ${n}`).join(" · ") || "0" }),
+    el("h3", { text: t("worst_provinces") }), regions,
+    el("h3", { text: t("compliance_today") }),
+    el("p", { id: "summary-compliance", text: c ? `${c.indicators_connected} ${t("connected_of")} ${
+      c.indicators_expected} · ${totals.on} ${t("on_time_count")} · ${totals.late} ${t("late_count")} · ${
+      totals.missing} ${t("missing_count")}` : "–" }));
 }
 
 // ------------------------------------------------------------------------------------- alerts
@@ -220,28 +382,48 @@ function alertItem(a, fresh) {
     item.append(el("div", { class: "ack", text:
       `${t("acknowledged_by")} ${a.acknowledged_by} ${t("at")} ${when(a.acknowledged_at)}` }));
   }
+  if (a.escalated) {
+    item.append(el("div", { class: "ack escalated", text: `${t("escalated_by")} ${a.escalated.by} ${t("at")} ${when(a.escalated.at)}` }));
+  }
   if (a.assigned_to) item.append(el("div", { class: "ack", text: `${t("assigned_to")}: ${a.assigned_to}` }));
   if (a.comment) item.append(el("div", { class: "ack", text: `${t("comment")}: ${a.comment}` }));
   if (a.event_type === "CLOSE") item.append(el("div", { class: "ack", text: t("handled_closed") }));
   const refusal = state.refused.get(a.alert_key);
-  if (refusal) item.append(el("div", { class: "refused", role: "status", "data-reason": refusal, text: t(refusal) }));
+  if (refusal) {
+    item.append(el("div", { class: "refused", role: "alert", "data-reason": refusal.code },
+      `${t("refused")} (${t(refusal.action)}): ${t(refusal.code)}`,
+      refusal.detail ? el("small", { text: refusal.detail }) : null));
+  }
   if (state.who && state.who.may_direct) {
     const actions = el("div", { class: "actions" });
-    for (const action of ["ACKNOWLEDGE", "ASSIGN", "COMMENT", "CLOSE"]) {
+    for (const action of ["ACKNOWLEDGE", "ASSIGN", "COMMENT", "ESCALATE", "CLOSE"]) {
       const button = el("button", { type: "button", "data-action": action, text: t(action) });
-      button.addEventListener("click", () => direct(a, action, button));
+      button.addEventListener("click", () => direct(a, action, button).catch(report));
       actions.append(button);
     }
     item.append(actions);
   }
   return item;
 }
+function visibleAlerts() {
+  return [...state.alerts.values()].filter((a) => shown(a))
+    .sort((x, y) => y.level - x.level || y.event_time - x.event_time);
+}
 function drawAlerts(fresh) {
   const list = $("#alerts");
-  const sorted = [...state.alerts.values()].sort((x, y) => y.level - x.level || y.event_time - x.event_time);
+  const focused = document.activeElement && list.contains(document.activeElement)
+    ? [document.activeElement.closest("li")?.dataset.alertKey, document.activeElement.dataset.action] : null;
+  const sorted = visibleAlerts();
   list.replaceChildren(...sorted.map((a) => alertItem(a, fresh && fresh.has(a.alert_key))));
   if (!sorted.length) list.append(el("li", { class: "hint", text: t("no_alerts") }));
-  $("#alert-count").textContent = String(sorted.length);
+  $("#alert-count").textContent = sorted.length === state.alerts.size ? String(sorted.length)
+    : `${sorted.length}/${state.alerts.size}`;
+  if (focused) { // a keyboard user keeps their place across a redraw
+    const again = list.querySelector(`li[data-alert-key="${CSS.escape(focused[0] || "")}"] button[data-action="${focused[1]}"]`);
+    if (again) again.focus();
+  }
+  drawBadge();
+  if (!state.filters.region) drawSummary();
 }
 function applyAlert(a) {
   const known = state.alerts.get(a.alert_key);
@@ -249,8 +431,12 @@ function applyAlert(a) {
   // a directive's record is timed when it was issued: the alert's level has held since its last transition
   a.since = (a.event_type || "TRANSITION") === "TRANSITION" ? a.event_time
     : (known && known.since) || a.since || a.event_time;
+  // an escalation is the change of one record: the page carries it on the occurrence's later changes
+  if (a.event_type === "ESCALATE") a.escalated = { by: (a.detail || "").replace(/^escalate by /, ""), at: a.event_time };
+  else if (known && known.escalated && !isNewAlarm(a)) a.escalated = known.escalated;
   if (a.transition === "RESOLVED" && (a.event_type || "TRANSITION") === "TRANSITION") state.alerts.delete(a.alert_key);
   else state.alerts.set(a.alert_key, a);
+  if (isNewAlarm(a)) { announce(a); attend(a); }
   redraw(a.alert_key);
   scheduleOverview();
 }
@@ -277,24 +463,155 @@ async function loadAlerts() {
   drawAlerts(null);
   drawMap();
 }
+
+// ---------------------------------------------------------------------- attention: sound, notification
+// Muted by default (a wall screen must not beep at whoever walks by); one click enables both, remembered
+// in this browser. A page opened with it on beeps once the browser allows sound (after a click, or
+// always with chromium's --autoplay-policy=no-user-gesture-required on a wall screen).
+const attention = {
+  on: localStorage.getItem("screen.attention") === "on",
+  min: Number(localStorage.getItem("screen.attention.level")) || 3,
+  audio: null,
+};
+const isNewAlarm = (a) => (a.event_type || "TRANSITION") === "TRANSITION"
+  && (a.transition === "FIRING" || a.transition === "ESCALATED");
+function attend(a) {
+  if (!attention.on || a.level < attention.min) return;
+  beep(a.level);
+  notify(a);
+}
+function beep(level) { // two falling tones, repeated once per level above the threshold
+  try {
+    attention.audio = attention.audio || new AudioContext();
+    const ctx = attention.audio;
+    ctx.resume().catch(() => {});
+    const repeats = Math.min(3, 1 + level - attention.min);
+    for (let i = 0; i < repeats * 2; i++) {
+      const osc = ctx.createOscillator(), gain = ctx.createGain();
+      const at = ctx.currentTime + i * 0.18;
+      osc.frequency.value = i % 2 ? 660 : 880;
+      gain.gain.setValueAtTime(0.0001, at);
+      gain.gain.exponentialRampToValueAtTime(0.25, at + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, at + 0.16);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(at);
+      osc.stop(at + 0.17);
+    }
+  } catch (error) { console.warn("no sound", error); }
+}
+function notify(a) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const where = a.station ? `${regionName(a.region)} · ${state.stations[a.station] || a.station}` : regionName(a.region);
+  new Notification(`${levelName(a)} · ${where}`, { // eslint-disable-line no-new
+    body: `${indicatorName(a.indicator)}: ${fmt(a.value)}`, tag: a.alert_key, lang: state.lang,
+    requireInteraction: a.level >= attention.min + 1 });
+}
+async function toggleAttention() {
+  attention.on = !attention.on;
+  localStorage.setItem("screen.attention", attention.on ? "on" : "off");
+  drawAttention();
+  if (!attention.on) return;
+  attention.audio = attention.audio || new AudioContext(); // created on a click: allowed to sound
+  await attention.audio.resume();
+  if ("Notification" in window && Notification.permission === "default") await Notification.requestPermission();
+}
+function drawAttention() {
+  const button = $("#attention");
+  button.textContent = t(attention.on ? "attention_on" : "attention_off");
+  button.setAttribute("aria-pressed", String(attention.on));
+  const select = $("#attention-level");
+  select.replaceChildren(...LEVELS.map((n) => el("option", { value: String(n), text: `≥ ${n}` })));
+  select.value = String(attention.min);
+}
+function bindAttention() {
+  $("#attention").addEventListener("click", () => toggleAttention().catch(report));
+  $("#attention-level").addEventListener("change", (e) => {
+    attention.min = Number(e.target.value);
+    localStorage.setItem("screen.attention.level", String(attention.min));
+  });
+}
+function drawBadge() { // "(3) …": the unacknowledged alerts, seen from another tab or window
+  let n = 0;
+  for (const a of state.alerts.values()) if (!a.acknowledged_by) n += 1;
+  document.title = n ? `(${n}) ${t("title")}` : t("title");
+}
+function announce(a) { // the screen reader hears each new alert once, never the list redrawn
+  const box = $("#announcer");
+  box.append(el("p", { text: `${t("new_alert")}: ${levelName(a)}, ${regionName(a.region)}, ${
+    indicatorName(a.indicator)} ${fmt(a.value)}` }));
+  while (box.childElementCount > 3) box.firstElementChild.remove();
+}
+
+// ------------------------------------------------------------------------------------- directives
+const FIELDS = { // what each action asks in its dialog (none: sent at once)
+  ASSIGN: { name: "assignee", prompt: "assignee_prompt", required: true, multiline: false },
+  COMMENT: { name: "comment", prompt: "comment_prompt", required: true, multiline: true },
+  ESCALATE: { name: "comment", prompt: "escalate_note", required: false, multiline: true },
+  CLOSE: { confirm: "close_confirm" },
+};
+function ask(alert, action, opener) { // the dialog's answer: the body's extra fields, or null (cancelled)
+  const spec = FIELDS[action];
+  if (!spec) return Promise.resolve({});
+  const dialog = $("#directive");
+  const form = $("#directive-form");
+  $("#directive-title").textContent = t(action);
+  $("#directive-about").textContent = `${levelName(alert)} · ${regionName(alert.region)} · ${indicatorName(alert.indicator)}`;
+  const slot = $("#directive-field");
+  let field = null;
+  if (spec.name) {
+    field = el(spec.multiline ? "textarea" : "input", { id: "directive-input", name: spec.name,
+      required: spec.required, rows: spec.multiline ? "4" : null, autocomplete: "off" });
+    slot.replaceChildren(el("label", {}, el("span", { text: t(spec.prompt) }), field));
+  } else {
+    slot.replaceChildren(el("p", { text: t(spec.confirm) }));
+  }
+  $("#directive-ok").textContent = t(spec.name ? "send" : "confirm");
+  $("#directive-cancel").textContent = t("cancel");
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      // focus goes back to the button that opened it (drawn anew if the list was redrawn meanwhile)
+      const again = opener.isConnected ? opener : $("#alerts").querySelector(
+        `li[data-alert-key="${CSS.escape(alert.alert_key)}"] button[data-action="${action}"]`);
+      if (again) again.focus();
+      const value = field ? field.value.trim() : "";
+      if (dialog.returnValue !== "ok") resolve(null);
+      else resolve(spec.name && value ? { [spec.name]: value } : {});
+    }, { once: true });
+    form.reset();
+    dialog.showModal();
+    (field || $("#directive-cancel")).focus(); // a confirmation starts on Cancel: Enter does no harm
+  });
+}
+function refusalOf(error) { // the page's words for why the workers (or the screen) refused a directive
+  if (error.reason === "stale_alert") return "stale_alert";
+  if (error.status === 403) return "refused_role";
+  if (error.status === 413 || / longer than /.test(error.message)) return "refused_too_long";
+  if (error.status === 429) return "refused_rate";
+  if (error.status === 503) return "refused_unavailable";
+  return "refused_other";
+}
 async function direct(alert, action, button) {
-  const body = { action, alert_id: alert.alert_id };
-  if (action === "ASSIGN") { body.assignee = prompt(t("assignee_prompt")); if (!body.assignee) return; }
-  if (action === "COMMENT") { body.comment = prompt(t("comment_prompt")); if (!body.comment) return; }
+  const extra = await ask(alert, action, button);
+  if (extra === null) return;
+  const body = { action, alert_id: alert.alert_id, ...extra };
   button.disabled = true;
   try {
     await api(`alerts/${encodeURIComponent(alert.alert_key)}/directives`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     state.refused.delete(alert.alert_key);
+    redraw(null);
   } catch (error) {
+    if (error instanceof Unauthorized) throw error;
     button.disabled = false;
-    button.title = `${t("refused")}: ${error.message}`;
+    state.refused.set(alert.alert_key, { code: refusalOf(error), action, detail: error.message });
     if (error.reason === "stale_alert") { // about an earlier occurrence: say so on the alert, show the new one
-      state.refused.set(alert.alert_key, error.reason);
       await loadAlerts().catch(() => redraw(alert.alert_key));
-    }
+    } else redraw(alert.alert_key);
   }
 }
+
+// ------------------------------------------------------------------------------------ live stream
 async function follow() { // server-sent events through fetch: the token goes in a header
   for (;;) {
     try {
@@ -304,7 +621,7 @@ async function follow() { // server-sent events through fetch: the token goes in
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       try {
         await loadAlerts(); // after subscribing: nothing falls between the snapshot and the stream
-        setLive(true);
+        state.connected = true; // "Live" once the server says its feed is fresh (within a second)
         let buffer = "";
         for (;;) {
           const { value, done } = await reader.read();
@@ -316,6 +633,10 @@ async function follow() { // server-sent events through fetch: the token goes in
             buffer = buffer.slice(cut + 2);
             const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
             if (block.includes("event: alert") && data) applyAlert(JSON.parse(data));
+            else if (block.includes("event: status") && data) {
+              state.status = { ...JSON.parse(data), at: Date.now() };
+              drawLive();
+            }
           }
         }
       } finally {
@@ -324,15 +645,62 @@ async function follow() { // server-sent events through fetch: the token goes in
     } catch (error) {
       if (error instanceof Unauthorized) { signIn(); return; }
     }
-    setLive(false);
+    state.connected = false;
+    state.status = null;
+    drawLive();
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
 }
-function setLive(on) {
+function drawLive() { // "Live" only while the server's feed is fresh and the server keeps saying so
   const live = $("#live");
-  live.className = `live ${on ? "on" : "off"}`;
-  live.dataset.i18n = on ? "online" : "offline";
-  live.textContent = t(live.dataset.i18n);
+  const s = state.connected ? state.status : null;
+  const silent = s ? Date.now() - s.at : 0;
+  let look = "off", text = t("offline");
+  if (s && s.status === "live" && silent <= STATUS_SILENCE_MS) [look, text] = ["on", t("online")];
+  else if (s) [look, text] = ["stale", t("stale").replace("{n}", String(Math.round(s.reader_age_s + silent / 1000)))];
+  live.className = `live ${look}`;
+  if (live.textContent !== text) live.textContent = text; // announced (aria-live) only when it changes
+}
+
+// ------------------------------------------------------------------------------------------ CSV
+// Made in the page from what it shows (no server round trip): UTF-8 with a BOM (Excel reads Vietnamese),
+// a text that a spreadsheet would take for a formula is quoted with a leading apostrophe.
+function csvCell(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "number") return String(value);
+  let text = String(value);
+  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  return /[",\n\r;]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+const csv = (header, rows) => [header, ...rows].map((row) => row.map(csvCell).join(",")).join("\r\n") + "\r\n";
+const isoTime = (ms) => (ms ? new Date(ms).toISOString() : "");
+function download(name, text) {
+  const url = URL.createObjectURL(new Blob(["\ufeff", text], { type: "text/csv;charset=utf-8" }));
+  const link = el("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+const stamp = () => new Date().toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-");
+function exportAlerts() {
+  const header = ["alert_key", "level", "level_code", "level_name", "domain", "indicator", "indicator_name",
+    "region", "region_name", "station", "value", "since", "reporter", "acknowledged_by", "acknowledged_at",
+    "assigned_to", "comment", "last_change"];
+  const rows = visibleAlerts().map((a) => [a.alert_key, a.level, a.level_code, levelName(a), a.domain,
+    a.indicator, indicatorName(a.indicator), a.region, regionName(a.region), a.station || "", a.value,
+    isoTime(a.since || a.event_time), a.reporter, a.acknowledged_by || "", isoTime(a.acknowledged_at),
+    a.assigned_to || "", a.comment || "", a.event_type || a.transition]);
+  download(`alerts-${stamp()}.csv`, csv(header, rows));
+}
+function exportCompliance() {
+  if (!state.compliance) return;
+  const header = ["reporter", "reporter_name", "indicator", "period", "expected", "received", "on_time", "late",
+    "missing", "test_only", "connected"];
+  const rows = state.compliance.reporters.flatMap((r) => r.indicators.map((i) => [r.reporter,
+    state.lang === "vi" ? r.name_vi : r.name_en, i.indicator, i.period, i.expected, i.received, i.on_time,
+    i.late, i.missing, i.test_only, i.connected ? "yes" : "no"]));
+  download(`compliance-${stamp()}.csv`, csv(header, rows));
 }
 
 // ------------------------------------------------------------------------ compliance, briefing
@@ -340,8 +708,13 @@ const STATUS = (i, connected) => (!connected ? ["never", "status-never"]
   : i.missing === i.expected ? ["missing", "status-missing"]
   : i.received > 0 && i.test_only === i.received ? ["test_only", "status-test"]
   : i.late > 0 || i.missing > 0 ? ["late", "status-late"] : ["on_time", "status-ontime"]);
+async function fetchCompliance() {
+  state.compliance = await api("compliance");
+  if (!state.filters.region) drawSummary();
+  return state.compliance;
+}
 async function loadCompliance() {
-  const report = await api("compliance");
+  const report = await fetchCompliance();
   const body = $("#compliance-table tbody");
   body.replaceChildren();
   for (const r of report.reporters) {
@@ -364,39 +737,55 @@ async function loadBriefing() {
   $("#briefing-date").textContent = b.date;
   const body = $("#briefing-table tbody");
   body.replaceChildren(...b.items.map((i) => el("tr", { "data-indicator": i.indicator },
-    el("td", { text: i.domain }), el("td", { text: state.lang === "vi" ? i.name_vi : i.name_en }),
+    el("td", { text: domainName(i.domain) }), el("td", { text: state.lang === "vi" ? i.name_vi : i.name_en }),
     el("td", { class: "num", text: `${fmt(i.value)} ${i.unit}` }),
     el("td", { class: "num", text: fmt(i.same_period_last_year) }),
     el("td", { class: "num", text: i.yoy_change_pct === null ? "–" : `${fmt(i.yoy_change_pct)} %` }))));
   $("#briefing-alerts").textContent = `${t("open_alerts_by_domain")}: ` +
-    (Object.entries(b.open_alerts).map(([d, n]) => `${d} ${n}`).join(" · ") || "0");
+    (Object.entries(b.open_alerts).map(([d, n]) => `${domainName(d)} ${n}`).join(" · ") || "0");
 }
 
 // ------------------------------------------------------------------------------ page furniture
 function translate() {
   document.documentElement.lang = state.lang;
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-  document.title = t("title");
+  drawLive();
+  drawBadge(); // the title, with the count of unacknowledged alerts
   $("#lang").textContent = state.lang === "vi" ? "EN" : "VI";
   fillIndicators();
+  if (state.tiles.length) fillFilterControls();
+  drawAttention();
   if (state.who) $("#who").textContent = `${state.who.name} (${state.who.may_direct ? t("operator") : t("read_only")})`;
 }
 function fillIndicators() {
   const select = $("#indicator");
-  const chosen = select.value;
   select.replaceChildren(el("option", { value: "", text: t("all_indicators") }),
     ...state.indicators.filter((i) => i.region_level !== "national").map((i) =>
       el("option", { value: i.code, text: `${state.lang === "vi" ? i.name_vi : i.name_en} (${i.code})` })));
-  select.value = chosen;
+  select.value = state.filters.indicator;
 }
 function showTab(name) {
   for (const tab of document.querySelectorAll("[role=tab]")) {
     const on = tab.id === `tab-${name}`;
     tab.setAttribute("aria-selected", String(on));
+    tab.tabIndex = on ? 0 : -1;
     $(`#${tab.getAttribute("aria-controls")}`).hidden = !on;
   }
   if (name === "compliance") loadCompliance().catch(report);
   if (name === "briefing") loadBriefing().catch(report);
+}
+function bindTabs() { // click, or the arrow keys within the tab list (WAI-ARIA tabs)
+  const tabs = [...document.querySelectorAll("[role=tab]")];
+  for (const [n, tab] of tabs.entries()) {
+    tab.addEventListener("click", () => showTab(tab.id.slice(4)));
+    tab.addEventListener("keydown", (event) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!step) return;
+      const next = tabs[(n + step + tabs.length) % tabs.length];
+      showTab(next.id.slice(4));
+      next.focus();
+    });
+  }
 }
 function report(error) { if (error instanceof Unauthorized) signIn(); else console.error(error); }
 function signIn() {
@@ -420,29 +809,34 @@ async function start() {
   state.stations = layout.stations;
   translate();
   drawMap();
+  showMiddle();
   await loadOverview();
   follow();
+  fetchCompliance().catch(report);
   if (!state.timers) { // once, even when start() runs again after signing in anew
     state.timers = true;
-    setInterval(() => { $("#clock").textContent = when(Date.now()); }, 1000);
+    setInterval(() => { $("#clock").textContent = when(Date.now()); drawLive(); }, 1000);
     setInterval(() => { loadOverview().catch(report); drawAlerts(null); }, 30000); // values; "… ago" ages
+    setInterval(() => { fetchCompliance().catch(report); }, 300000); // the summary's compliance
   }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  state.filters = readFilters();
   translate();
+  bindFilters();
+  bindAttention();
+  bindTabs();
   $("#lang").addEventListener("click", () => {
     state.lang = state.lang === "vi" ? "en" : "vi";
     localStorage.setItem("screen.lang", state.lang);
-    translate(); drawMap(); drawAlerts(null);
-    if (state.region) selectRegion(state.region).catch(report);
+    translate(); drawMap(); drawAlerts(null); showMiddle();
   });
-  $("#indicator").addEventListener("change", () => loadOverview().catch(report));
   $("#print").addEventListener("click", () => window.print());
+  $("#export-alerts").addEventListener("click", exportAlerts);
+  $("#export-compliance").addEventListener("click", exportCompliance);
   $("#signout").addEventListener("click", () => { signIn(); location.reload(); });
-  for (const tab of document.querySelectorAll("[role=tab]")) {
-    tab.addEventListener("click", () => showTab(tab.id.slice(4)));
-  }
+  $("#directive-cancel").addEventListener("click", () => $("#directive").close(""));
   $("#signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     state.token = $("#token").value.trim();

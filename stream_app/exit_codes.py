@@ -13,6 +13,8 @@ code  name         meaning
 64    USAGE        the command line is wrong (argparse, an unknown reporter or domain, a time
                    without its offset): EX_USAGE
 69    UNAVAILABLE  Kafka, Redis, the schema registry or the workers' API did not answer: EX_UNAVAILABLE
+75    FORCED_STOP  a worker whose stop the grace ended (EX_TEMPFAIL): a supervisor counts it, nothing
+                   to repair (the next owner redelivers)
 78    CONFIG       a setting (``STREAM_APP_*``) or a data file (catalogue, topics, schemas) is
                    wrong: EX_CONFIG
 130   INTERRUPTED  Ctrl-C (SIGINT), as shells report it
@@ -36,6 +38,7 @@ class ExitCode(IntEnum):
     CHANGES = 2
     USAGE = 64
     UNAVAILABLE = 69
+    FORCED_STOP = 75
     CONFIG = 78
     INTERRUPTED = 130
 
