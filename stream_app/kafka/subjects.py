@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.config.blueprint import Blueprint
-from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError, UsageError
 from stream_app.kafka.registry import SchemaRegistryUnavailable, client_from_settings, redact
 from stream_app.logs import get_logger
 from stream_app.ops.retry import Backoff
@@ -176,6 +176,7 @@ class RegisterReport:
     """What :func:`register` did, one line per subject version (and per compatibility level it set)."""
 
     registry: str
+    compatibility: str = COMPATIBILITY
     lines: list[str] = field(default_factory=list)
     subjects: int = 0
     versions: int = 0
@@ -189,9 +190,9 @@ class RegisterReport:
             else "nothing new registered (every version was already there)"
         )
         levels = (
-            f"compatibility set to {COMPATIBILITY} on {self.compatibility_set}"
+            f"compatibility set to {self.compatibility} on {self.compatibility_set}"
             if self.compatibility_set
-            else f"compatibility already {COMPATIBILITY} on all"
+            else f"compatibility already {self.compatibility} on all"
         )
         return (
             f"schemas register: {self.subjects} subjects, {self.versions} subject versions at "
@@ -207,7 +208,7 @@ def register(
     Idempotent: a version the subject holds is looked up, not registered again. Raises
     SchemaRegistryUnavailable or ConfigurationError (see :func:`ensure_subject`).
     """
-    report = RegisterReport(registry)
+    report = RegisterReport(registry, compatibility)
     for subject in subjects:
         report.subjects += 1
         current = _compatibility(client, subject.name, registry)
@@ -240,21 +241,20 @@ def _compatibility(client: Any, subject: str, registry: str) -> str | None:
         raise _failure(exc, registry, f"cannot read the compatibility of {subject}") from exc
 
 
-def run(blueprint: Blueprint, url: str | None = None) -> int:
-    """``stream-app schemas register``: print one line per subject version and a summary; 0 when done."""
+def register_from_settings(
+    blueprint: Blueprint, url: str | None = None, compatibility: str = COMPATIBILITY
+) -> RegisterReport:
+    """``stream-app schemas register [--mode LEVEL]``: every subject at ``compatibility``, every version
+    registered; the registry at ``url`` (default ``STREAM_APP_SCHEMA_REGISTRY_URL``)."""
     settings = blueprint.settings
     client = client_from_settings(settings, url)
     if client is None:
-        raise ConfigurationError("give --registry URL, or set STREAM_APP_SCHEMA_REGISTRY_URL")
+        raise UsageError("give --registry URL, or set STREAM_APP_SCHEMA_REGISTRY_URL")
     name = redact((url if url is not None else str(settings.schema_registry_url)).strip())
     try:
-        report = register(client, registered_subjects(blueprint), name)
+        return register(client, registered_subjects(blueprint), name, compatibility)
     except SchemaRegistryUnavailable as exc:
         raise ServiceUnreachableError(str(exc)) from None
-    for line in report.lines:
-        print(line)
-    print(report.summary())
-    return 0
 
 
 def check_framing_settings(settings: Settings) -> None:

@@ -22,7 +22,8 @@ from stream_app.state.store import connect
 def check_kafka(
     settings: Settings, needed_topics: list[str], exact_partitions: dict[str, int] | None = None
 ) -> None:
-    """Raise :class:`ServiceUnreachableError` unless the brokers answer and ``needed_topics`` exist.
+    """Raise :class:`ServiceUnreachableError` unless the brokers answer, :class:`ConfigurationError`
+    unless ``needed_topics`` exist.
 
     ``exact_partitions`` names topics whose partition count must be exactly as declared: the
     internal topic's, since entities are placed on it by hash modulo that count.
@@ -43,8 +44,8 @@ def check_kafka(
             f"{settings.startup_timeout_s:g} s ({detail})"
         ) from None
     missing = sorted(t for t in needed_topics if t not in metadata.topics)
-    if missing:
-        raise ServiceUnreachableError(
+    if missing:  # the cluster answered: it is its topics that are to fix, not its reachability
+        raise ConfigurationError(
             f"Kafka at {settings.kafka_bootstrap} lacks topics {missing}: run `stream-app topics apply`"
         )
     for name, wanted in (exact_partitions or {}).items():

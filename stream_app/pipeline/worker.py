@@ -12,7 +12,8 @@ import faust
 import mode.loop
 
 from stream_app.config.blueprint import load_blueprint
-from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka.subjects import check_framing_settings, output_framing
 from stream_app.logs import configure_logging, get_logger, logging_config
 from stream_app.pipeline.app import create_app
@@ -21,23 +22,24 @@ from stream_app.settings import Settings
 
 log = get_logger(__name__)
 
-FORCED_SHUTDOWN_EXIT = 75
+FORCED_SHUTDOWN_EXIT = ExitCode.FORCED_STOP
 """The exit status of a stop the grace ended (``EX_TEMPFAIL``): not a clean stop, so a supervisor
 (Kubernetes, systemd) sees and counts it, yet nothing to repair: the next owner redelivers and skips."""
 
 
 def run_worker(settings: Settings) -> int:
-    """Start a worker; returns an exit code when start-up fails (Faust exits the process otherwise)."""
+    """Start a worker (Faust exits the process when it stops). A start-up that fails raises
+    ConfigurationError or ServiceUnreachableError, which the CLI turns into one line and its exit code
+    (:mod:`stream_app.exit_codes`: 78, 69)."""
     configure_logging(settings)
     try:
         check_framing_settings(settings)
         blueprint = load_blueprint(settings)
-        check_services(blueprint)
-        # confluent: the ids, once; an unreachable registry is waited out (logged), the worker not ready
-        framing = output_framing(blueprint, wait_out=True)
-    except (ConfigurationError, LookupError, ServiceUnreachableError) as exc:
-        print(f"stream-app worker: {exc}", file=sys.stderr)
-        return 2
+    except LookupError as exc:  # a role or a name the files lack: the files are to fix
+        raise ConfigurationError(str(exc)) from None
+    check_services(blueprint)
+    # confluent: the ids, once; an unreachable registry is waited out (logged), the worker not ready
+    framing = output_framing(blueprint, wait_out=True)
     # uvloop: a faster event loop under the same asyncio API (Faust's per-record path is loop-heavy)
     mode.loop.use("uvloop")
     app = create_app(settings, blueprint, framing)

@@ -3,32 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import PurePath
 from typing import Any, Protocol, TypeVar
 
-from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from pydantic import ValidationError
+
+from stream_app.exceptions import ConfigurationError, RefusedError, StreamAppError, UsageError
+from stream_app.exit_codes import ExitCode, for_error, plan_code, setting_errors
 from stream_app.settings import Settings
 from stream_app.tools.cli_parser import DLQ_STAGES, parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code (:mod:`stream_app.exit_codes`)."""
     args = parser().parse_args(argv)
-    settings = Settings()
     try:
-        return _dispatch(args, settings)
-    except (ConfigurationError, ServiceUnreachableError) as exc:
-        print(f"stream-app {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return _dispatch(args, Settings())
     except BrokenPipeError:
         # the reader went away (`stream-app alerts tail | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return ExitCode.OK
+    except (StreamAppError, ValidationError, KeyboardInterrupt) as exc:
+        return report_failure(args.command, exc)
+
+
+def report_failure(command: str, exc: BaseException) -> int:
+    """The one place a failure becomes an exit code: one line on stderr (none for Ctrl-C), no
+    traceback; an exception it does not know is raised again (a bug shows its traceback)."""
+    code = for_error(exc)
+    if code is None:
+        raise exc
+    if isinstance(exc, ValidationError):
+        prefix = str(Settings.model_config.get("env_prefix", ""))
+        print(f"stream-app {command}: bad setting: {setting_errors(exc, prefix)}", file=sys.stderr)
+    elif code is not ExitCode.INTERRUPTED:
+        refused = "refused: " if isinstance(exc, RefusedError) else ""
+        print(f"stream-app {command}: {refused}{exc}", file=sys.stderr)
+    return code
+
+
+def _emit(args: argparse.Namespace, payload: Any, lines: Iterable[str]) -> None:
+    """Print a verb's outcome: ``lines`` for a person, or ``payload`` as one JSON document with
+    ``--output json``."""
+    if getattr(args, "output", "text") == "json":
+        print(json.dumps(payload, indent=2, default=_plain, ensure_ascii=False))
+        return
+    for line in lines:
+        print(line)
+
+
+def _plain(value: Any) -> Any:
+    """What JSON cannot hold as it is: dataclasses as objects, sets sorted, paths as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,17 +115,30 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _schemas(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action == "register":
-        from pathlib import Path
+    from pathlib import Path
 
+    if args.action == "register":
         from stream_app.kafka import subjects
 
         if args.dir:
             settings = settings.model_copy(update={"schemas_dir": Path(args.dir)})
-        return subjects.run(_blueprint(settings), args.registry)
+        registered = subjects.register_from_settings(_blueprint(settings), args.registry, args.mode)
+        _emit(args, registered, [*registered.lines, registered.summary()])
+        return ExitCode.OK
     from stream_app.wire import schema_check
 
-    return schema_check.run(args.dir or settings.schemas_dir, args.mode)
+    checked = schema_check.check_schemas(Path(args.dir or settings.schemas_dir), schema_check.Mode(args.mode))
+    payload = {
+        "ok": checked.ok,
+        "mode": checked.mode.value,
+        "directory": checked.directory,
+        "files": checked.files,
+        "subjects": checked.subjects,
+        "pairs": checked.pairs,
+        "results": checked.lines,
+    }
+    _emit(args, payload, [*(str(line) for line in checked.lines), checked.summary()])
+    return ExitCode.OK if checked.ok else ExitCode.FAILED
 
 
 def _blueprint(settings: Settings) -> Any:
@@ -108,13 +159,6 @@ def _verb(args: argparse.Namespace) -> str:
     return "to change" if args.action == "plan" else "changed"
 
 
-def _print_lines(items: Sequence[object]) -> int:
-    """Print each item on a line of its own; the exit code."""
-    for item in items:
-        print(item)
-    return 0
-
-
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import topics
 
@@ -123,35 +167,46 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
         from stream_app.tools.grow import grow
 
         if not args.topic or not args.partitions:
-            raise ConfigurationError("usage: stream-app topics grow TOPIC --partitions N")
+            raise UsageError("usage: stream-app topics grow TOPIC --partitions N")
         grown = grow(blueprint, args.topic, args.partitions)
-        print(
-            f"{grown.topic}: {grown.before} -> {grown.after} partitions; {grown.entities_moved} entities "
-            "moved in the periods-due registry. Now declare partitions = "
-            f"{grown.after} for it in topics.toml (STREAM_APP_TOPICS_FILE) and start the workers."
+        _emit(
+            args,
+            grown,
+            [
+                f"{grown.topic}: {grown.before} -> {grown.after} partitions; {grown.entities_moved} entities "
+                "moved in the periods-due registry. Now declare partitions = "
+                f"{grown.after} for it in topics.toml (STREAM_APP_TOPICS_FILE) and start the workers."
+            ],
         )
-        return 0
+        return ExitCode.OK
     if args.action == "list":
-        for spec in blueprint.topics:
-            print(f"{spec.name:<48} {spec.role:<12} partitions={spec.partitions} {spec.config}")
-        return 0
+        listed = [
+            {"name": t.name, "role": t.role, "partitions": t.partitions, "config": t.config}
+            for t in blueprint.topics
+        ]
+        _emit(
+            args,
+            {"topics": listed},
+            (f"{t['name']:<48} {t['role']:<12} partitions={t['partitions']} {t['config']}" for t in listed),
+        )
+        return ExitCode.OK
     changes = (topics.plan if args.action == "plan" else topics.apply)(settings, blueprint.topics)
-    for change in changes:
-        print(f"{change.action:<18} {change.topic:<48} {change.detail}")
-    print(f"{len(changes)} {_verb(args)}")
-    return 0
+    lines = [f"{c.action:<18} {c.topic:<48} {c.detail}" for c in changes]
+    _emit(args, {"action": args.action, "changes": changes}, [*lines, f"{len(changes)} {_verb(args)}"])
+    return plan_code(bool(changes)) if args.action == "plan" else ExitCode.OK
 
 
 def _acl(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import acl
 
-    def report(change: acl.AclPlan, verb: str) -> dict[str, str]:
-        for grant in change.create:
-            print(f"+ {grant}")
-        for grant in change.delete:
-            print(f"- {grant}")
-        print(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
-        return {"granted": str(len(change.create)), "revoked": str(len(change.delete))}
+    def report(change: acl.AclPlan, verb: str) -> _Report:
+        lines = [f"+ {grant}" for grant in change.create] + [f"- {grant}" for grant in change.delete]
+        lines.append(f"{len(change.create)} to grant, {len(change.delete)} to revoke ({verb})")
+        return _Report(
+            lines,
+            {"grant": change.create, "revoke": change.delete},
+            {"granted": str(len(change.create)), "revoked": str(len(change.delete))},
+        )
 
     return _cluster_setting(args, settings, acl, acl.grants, report, audit_action="acl_apply")
 
@@ -159,14 +214,25 @@ def _acl(args: argparse.Namespace, settings: Settings) -> int:
 def _quotas(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.kafka import quotas
 
-    def report(change: quotas.QuotaPlan, verb: str) -> dict[str, str]:
+    def report(change: quotas.QuotaPlan, verb: str) -> _Report:
+        lines = []
         for quota in change.to_set:
             before = change.before(quota)
-            print(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
-        print(f"{len(change.to_set)} quota(s) {verb}")
-        return {"set": str(len(change.to_set))}
+            lines.append(f"~ {quota}  (was {'none' if before is None else f'{before:,g}'})")
+        lines.append(f"{len(change.to_set)} quota(s) {verb}")
+        payload = {"set": [{**dataclasses.asdict(q), "before": change.before(q)} for q in change.to_set]}
+        return _Report(lines, payload, {"set": str(len(change.to_set))})
 
     return _cluster_setting(args, settings, quotas, quotas.quotas, report, audit_action="quotas_apply")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Report:
+    """A plan's or an apply's outcome: lines for a person, a JSON payload, the audit record's details."""
+
+    lines: list[str]
+    payload: dict[str, Any]
+    details: dict[str, str]
 
 
 class _Plan(Protocol):
@@ -192,21 +258,25 @@ def _cluster_setting(
     settings: Settings,
     managed: _Managed[_PlanT],
     wanted: Callable[[Any], Iterable[Any]],
-    report: Callable[[_PlanT, str], dict[str, str]],
+    report: Callable[[_PlanT, str], _Report],
     *,
     audit_action: str,
 ) -> int:
     """``list``, ``plan`` or ``apply`` of a setting the CLI manages on the cluster (ACLs, quotas): the
-    ``wanted`` entries one a line, or the changes ``managed`` plans or makes, printed by ``report``
-    (which returns their counts for the audit record, published when ``apply`` changed something)."""
+    ``wanted`` entries one a line, or the changes ``managed`` plans or makes, as ``report`` tells them
+    (with their counts for the audit record, published when ``apply`` changed something). ``plan``
+    exits 2 when something would change."""
     blueprint = _blueprint(settings)
     if args.action == "list":
-        return _print_lines(sorted(wanted(blueprint)))
+        entries = sorted(wanted(blueprint))
+        _emit(args, {"wanted": entries}, (str(entry) for entry in entries))
+        return ExitCode.OK
     change = (managed.plan if args.action == "plan" else managed.apply)(blueprint)
-    details = report(change, _verb(args))
+    told = report(change, _verb(args))
+    _emit(args, {"action": args.action, **told.payload}, told.lines)
     if args.action == "apply" and not change.empty:
-        _audit(blueprint, audit_action, "cluster", "applied", details)
-    return 0
+        _audit(blueprint, audit_action, "cluster", "applied", told.details)
+    return plan_code(not change.empty) if args.action == "plan" else ExitCode.OK
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
@@ -216,11 +286,11 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
     path = Path(args.file) if args.file else settings.api_tokens_file
     if path is None:
-        raise ConfigurationError("give --file, or set STREAM_APP_API_TOKENS_FILE")
+        raise UsageError("give --file, or set STREAM_APP_API_TOKENS_FILE")
     token = create_token(path, args.name, args.role)
-    print(token)
+    _emit(args, {"token": token, "name": args.name, "role": args.role, "file": path}, [token])
     print(f"token for {args.name} ({args.role}) added to {path}; it is shown only now", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -283,7 +353,7 @@ def _print_live(args: argparse.Namespace, settings: Settings, outputs: dict[str,
         colour=colour_allowed(sys.stdout),
         **options,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -309,12 +379,15 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         rows = []
         for source in sources:
             rows.extend(dlq.summarise(source.label, list(dlq.read_all(blueprint, source.topic))))
-        for line in dlq.format_summary(rows):
-            print(line)
-        print(f"{sum(r.count for r in rows)} dead letters")
-        return 0
+        total = sum(r.count for r in rows)
+        _emit(
+            args,
+            {"dead_letters": total, "by_reason": rows},
+            [*dlq.format_summary(rows), f"{total} dead letters"],
+        )
+        return ExitCode.OK
     reasons = set(args.reason or [])
-    positions = {tuple(int(x) for x in o.split(":", 1)) for o in args.offset or []}
+    positions = {_position(o) for o in args.offset or []}
 
     def select(letter: Any) -> bool:
         return (not reasons or letter.record["reason"] in reasons) and (
@@ -337,15 +410,29 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         )
     verb = "would replay" if args.dry_run else "replayed"
     count = sent if not args.dry_run else selected
-    print(f"{verb} {count} of {selected} selected dead letters to {source.replay_to}")
-    return 0 if args.dry_run or sent == selected else 1
+    _emit(
+        args,
+        {"source": source.topic, "replay_to": source.replay_to, "dry_run": args.dry_run, "selected": selected}
+        | {"sent": 0 if args.dry_run else sent},
+        [f"{verb} {count} of {selected} selected dead letters to {source.replay_to}"],
+    )
+    return ExitCode.OK if args.dry_run or sent == selected else ExitCode.FAILED
+
+
+def _position(text: str) -> tuple[int, int]:
+    """``--offset PARTITION:OFFSET``."""
+    partition, _, offset = text.partition(":")
+    try:
+        return int(partition), int(offset)
+    except ValueError:
+        raise UsageError(f"--offset {text!r}: give PARTITION:OFFSET (e.g. 0:42)") from None
 
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     from stream_app.tools import tail
 
     blueprint = _blueprint(settings)
-    topic = tail.alerts_topic(blueprint, args.domain)  # an unknown domain: exit 2, before connecting
+    topic = tail.alerts_topic(blueprint, args.domain)  # an unknown domain: a usage error, before connecting
     return _print_live(args, settings, {topic: "alert"}, lang=args.lang, min_level=args.min_level)
 
 
@@ -356,19 +443,22 @@ def _tick(args: argparse.Namespace, settings: Settings) -> int:
 
     at_ms = None
     if args.at:
-        moment = datetime.fromisoformat(args.at)
+        try:
+            moment = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise UsageError(f"--at {args.at!r} is no ISO-8601 time") from None
         if moment.tzinfo is None:
-            raise ConfigurationError(f"--at {args.at!r}: give the time with its offset (e.g. +07:00)")
+            raise UsageError(f"--at {args.at!r}: give the time with its offset (e.g. +07:00)")
         at_ms = int(moment.timestamp() * 1000)
         latest = int((time.time() + settings.tick_max_future_s) * 1000)
         if at_ms > latest:
-            raise ConfigurationError(
+            raise UsageError(
                 f"--at {args.at!r} is further ahead than STREAM_APP_TICK_MAX_FUTURE_S "
                 f"({settings.tick_max_future_s:g} s): workers would dead-letter it as tick_invalid"
             )
     sent = control.send_ticks(_blueprint(settings), at_ms, source="cli")
-    print(f"sent {sent} ticks")
-    return 0
+    _emit(args, {"ticks": sent, "at_ms": at_ms}, [f"sent {sent} ticks"])
+    return ExitCode.OK
 
 
 def _directive(args: argparse.Namespace, settings: Settings) -> int:
@@ -384,12 +474,15 @@ def _directive(args: argparse.Namespace, settings: Settings) -> int:
         assignee=args.assignee,
         comment=args.comment,
     )
-    if answer.accepted:
+    if args.output == "json":
+        _emit(args, {"accepted": answer.accepted, "status": answer.status, "answer": answer.body}, [])
+    elif answer.accepted:
         print(f"sent directive {answer.body.get('directive_id')} as {answer.body.get('actor')}")
-        return 0
+    if answer.accepted:
+        return ExitCode.OK
     reason = answer.body.get("reason") or answer.body.get("error") or "refused"
     print(f"refused ({answer.status} {reason}): {answer.body.get('detail', '')}", file=sys.stderr)
-    return 1
+    return ExitCode.FAILED
 
 
 def _state(args: argparse.Namespace, settings: Settings) -> int:
@@ -397,23 +490,32 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
 
     blueprint = _blueprint(settings)
     if args.state_action == "status":
-        return state.print_status(state.status(blueprint))
+        rows = state.status(blueprint)
+        lost = [row for row in rows if row.problem is not None]
+        partitions = [{**dataclasses.asdict(row), "problem": row.problem} for row in rows]
+        _emit(
+            args, {"sound": not lost, "lost": len(lost), "partitions": partitions}, state.status_lines(rows)
+        )
+        return ExitCode.FAILED if lost else ExitCode.OK
     if args.state_action == "adopt":
-        print(f"state adopted: applied marks set to the group's positions {state.adopt(blueprint)}")
-        return 0
-    report = state.rebuild(blueprint, prefix=args.prefix, force=args.force, progress=args.progress)
-    print(
+        marks = state.adopt(blueprint)
+        _emit(args, {"marks": marks}, [f"state adopted: applied marks set to the group's positions {marks}"])
+        return ExitCode.OK
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    report = state.rebuild(blueprint, prefix=args.prefix, force=args.force, progress=progress)
+    lines = [
         f"state rebuilt under {report.prefix!r}: {report.records:,} records in {report.seconds:.1f} s "
         f"({report.rate:,.0f}/s), {report.entities:,} entities, {report.contributions:,} roll-up "
         f"contributions; marks {report.marks}"
-    )
+    ]
     if report.prefix != settings.redis_key_prefix:
-        print(
+        lines.append(
             f"to switch: set STREAM_APP_REDIS_KEY_PREFIX={report.prefix} for every worker and restart them "
             "(all stopped first: the log moves on while the new prefix is built; then rebuild once more "
             "with --force into it, or start them and let the guard say what it lacks)"
         )
-    return 0
+    _emit(args, {**dataclasses.asdict(report), "rate": report.rate}, lines)
+    return ExitCode.OK
 
 
 def _reporter(args: argparse.Namespace, settings: Settings) -> int:
@@ -468,4 +570,4 @@ def _monitoring(args: argparse.Namespace, settings: Settings) -> int:
         Path(args.out).write_text(rendered, encoding="utf-8")
     else:
         sys.stdout.write(rendered)
-    return 0
+    return ExitCode.OK

@@ -4,14 +4,46 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from stream_app.domain.directives import ACTIONS
+from stream_app.exit_codes import ExitCode
 
 DESCRIPTION = (
     "stream-app: the national reporting stream processor (worker, topics, simulator, live tail, demo)."
 )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors exit with :attr:`ExitCode.USAGE` (64), not argparse's 2:
+    2 is a plan's "something would change" (:mod:`stream_app.exit_codes`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    """``--output text|json``: the one option of every verb that lists, plans, inspects or reports.
+    ``json``: one JSON document on stdout (errors stay one line on stderr), for scripts."""
+    parser.add_argument(
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="text (for a person, the default) or json (one JSON document on stdout, for scripts)",
+    )
+
+
+def add_progress(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--[no-]progress``: a progress bar on stderr; by default only when stderr is a terminal."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"a progress bar of {what} on stderr (default: only when stderr is a terminal)",
+    )
 
 
 class _Version(argparse.Action):
@@ -40,7 +72,7 @@ def version() -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The ``stream-app`` command line: its options and subcommands."""
-    parser = argparse.ArgumentParser(prog="stream-app", description=DESCRIPTION)
+    parser = Parser(prog="stream-app", description=DESCRIPTION)
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a stream-processing worker")
@@ -67,21 +99,37 @@ def parser() -> argparse.ArgumentParser:
 
 def _add_topics(sub: Any) -> None:
     topics = sub.add_parser("topics", help="topics declared in topics/topics.toml")
-    topics.add_argument("action", choices=["plan", "apply", "list", "grow"])
+    topics.add_argument(
+        "action",
+        choices=["plan", "apply", "list", "grow"],
+        help="list: as declared; plan: the differences with the cluster (exit 2 when there are any); "
+        "apply: make it so; grow: more partitions for an internal topic",
+    )
     topics.add_argument("topic", nargs="?", help="grow: the internal topic (as declared in topics.toml)")
     topics.add_argument("--partitions", type=int, help="grow: the new partition count")
+    add_output(topics)
 
 
 def _add_quotas(sub: Any) -> None:
-    quotas = sub.add_parser(
-        "quotas", help="Kafka produce quotas of every reporter's user, from the catalogue (as an admin)"
+    _add_cluster_setting(
+        sub, "quotas", "Kafka produce quotas of every reporter's user, from the catalogue (as an admin)"
     )
-    quotas.add_argument("action", choices=["plan", "apply", "list"])
 
 
 def _add_acl(sub: Any) -> None:
-    acl = sub.add_parser("acl", help="Kafka ACLs derived from topics.toml and the reporters (as an admin)")
-    acl.add_argument("action", choices=["plan", "apply", "list"])
+    _add_cluster_setting(sub, "acl", "Kafka ACLs derived from topics.toml and the reporters (as an admin)")
+
+
+def _add_cluster_setting(sub: Any, name: str, what: str) -> None:
+    """A setting the CLI manages on the cluster (``acl``, ``quotas``): ``list``, ``plan``, ``apply``."""
+    managed = sub.add_parser(name, help=what)
+    managed.add_argument(
+        "action",
+        choices=["plan", "apply", "list"],
+        help="list: what is wanted; plan: the differences with the cluster (exit 2 when there are any); "
+        "apply: make it so",
+    )
+    add_output(managed)
 
 
 def _add_token(sub: Any) -> None:
@@ -89,8 +137,14 @@ def _add_token(sub: Any) -> None:
     token_sub = token.add_subparsers(dest="token_action", required=True)
     create = token_sub.add_parser("create", help="make a token (printed once; its hash is stored)")
     create.add_argument("--name", required=True, help="who: recorded in the directives and the audit trail")
-    create.add_argument("--role", required=True, choices=["viewer", "operator"])
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=["viewer", "operator"],
+        help="viewer: reads the API; operator: may also issue directives",
+    )
     create.add_argument("--file", default=None, help="tokens file (default: STREAM_APP_API_TOKENS_FILE)")
+    add_output(create)
 
 
 def _add_simulate(sub: Any) -> None:
@@ -98,10 +152,15 @@ def _add_simulate(sub: Any) -> None:
     sim.add_argument("--rate", type=float, default=5.0, help="records per second (0: as fast as possible)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run")
     sim.add_argument("--count", type=int, default=None, help="records to send")
-    sim.add_argument("--scenario", choices=["mix", "normal", "smog", "flood"], default="mix")
+    sim.add_argument(
+        "--scenario",
+        choices=["mix", "normal", "smog", "flood"],
+        default="mix",
+        help="what the feeds show: normal values, a smog or flood episode, or a mix (the default)",
+    )
     sim.add_argument("--reporter", action="append", help="only these reporters (repeatable)")
     sim.add_argument("--invalid-share", type=float, default=0.03, help="share of wrong records (live)")
-    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--seed", type=int, default=7, help="random seed: the same seed, the same records")
     sim.add_argument("--history", metavar="FROM:TO", help="write daily history (YYYY-MM-DD or YYYY)")
     sim.add_argument("--out", default=None, help="history file (.jsonl or .csv, optionally .gz)")
     sim.add_argument("--format", choices=["jsonl", "csv"], default=None, help="history file format")
@@ -113,7 +172,7 @@ def _add_produce(sub: Any) -> None:
     prod.add_argument("file", help="observations, one per line (.jsonl) or row (.csv); .gz ok")
     prod.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from the extension")
     prod.add_argument("--batch", type=int, default=10_000, help="records per Kafka batch")
-    prod.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_progress(prod, "the rows sent")
     prod.add_argument(
         "--dry-run",
         action="store_true",
@@ -133,8 +192,18 @@ def _add_produce(sub: Any) -> None:
 
 def _add_tail(sub: Any) -> None:
     tl = sub.add_parser("tail", help="print the center's alerts and consolidated events as they happen")
-    tl.add_argument("--from-beginning", action="store_true")
-    tl.add_argument("--duration", type=float, default=None)
+    _add_live(tl)
+
+
+def _add_live(parser: argparse.ArgumentParser) -> None:
+    """The options of a live view (``tail``, ``alerts tail``), which reads by assignment: no consumer
+    group, so the center's and the SRE's principals may run it."""
+    parser.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest record kept (default: new ones only)",
+    )
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
 
 
 def _add_dlq(sub: Any) -> None:
@@ -145,6 +214,7 @@ def _add_dlq(sub: Any) -> None:
     inspect.add_argument(
         "--stage", action="append", choices=sorted(DLQ_STAGES), help="only these stages' poison (repeatable)"
     )
+    add_output(inspect)
     rep = dlq_sub.add_parser("replay", help="send selected dead letters back to their source topic")
     which = rep.add_mutually_exclusive_group(required=True)
     which.add_argument("--reporter", help="a reporter's dead letters, back to its input topic")
@@ -156,6 +226,7 @@ def _add_dlq(sub: Any) -> None:
         "--offset", action="append", help="only these dead letters, as PARTITION:OFFSET (repeatable)"
     )
     rep.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+    add_output(rep)
 
 
 DLQ_STAGES = ("consolidate", "directives", "rollup")
@@ -167,7 +238,11 @@ def _add_schemas(sub: Any) -> None:
         help="Avro contracts: check every version reads the older ones' data; register them in a "
         "Confluent schema registry",
     )
-    sch.add_argument("action", choices=["check", "register"])
+    sch.add_argument(
+        "action",
+        choices=["check", "register"],
+        help="check: every version reads the others' data (exit 1 if not); register: in the registry",
+    )
     sch.add_argument("--dir", default=None, help="schema directory (default: STREAM_APP_SCHEMAS_DIR)")
     sch.add_argument(
         "--registry",
@@ -178,8 +253,10 @@ def _add_schemas(sub: Any) -> None:
         "--mode",
         default="FULL_TRANSITIVE",
         choices=["BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"],
-        help="which versions must read which (default: every two versions, both ways)",
+        help="check: which versions must read which; register: the compatibility level set on each "
+        "subject (default FULL_TRANSITIVE: every two versions, both ways)",
     )
+    add_output(sch)
 
 
 def _add_alerts(sub: Any) -> None:
@@ -188,14 +265,19 @@ def _add_alerts(sub: Any) -> None:
     at = alerts_sub.add_parser("tail", help="a live, readable feed of alert changes, coloured by level")
     at.add_argument("--domain", help="only this catalogue domain's alerts (environment, socio_economic, ...)")
     at.add_argument("--min-level", type=int, default=0, help="only alerts at or above this level index")
-    at.add_argument("--lang", choices=["vi", "en", "both"], default="both")
-    at.add_argument("--from-beginning", action="store_true")
-    at.add_argument("--duration", type=float, default=None)
+    at.add_argument(
+        "--lang",
+        choices=["vi", "en", "both"],
+        default="both",
+        help="level names in Vietnamese, English or both",
+    )
+    _add_live(at)
 
 
 def _add_tick(sub: Any) -> None:
     tick = sub.add_parser("tick", help="evaluate timer rules now (or at --at) on every internal partition")
     tick.add_argument("--at", help="ISO-8601 time with offset (default: now)")
+    add_output(tick)
 
 
 def _add_directive(sub: Any) -> None:
@@ -204,7 +286,9 @@ def _add_directive(sub: Any) -> None:
         help="issue a directive about an alert through the workers' API, with your own token"
         " (STREAM_APP_API_TOKEN; STREAM_APP_API_URL)",
     )
-    directive.add_argument("--alert-key", required=True)
+    directive.add_argument(
+        "--alert-key", required=True, help="the alert's key (its alert_key, as tail and the API show it)"
+    )
     directive.add_argument(
         "--alert-id",
         default="",
@@ -213,26 +297,32 @@ def _add_directive(sub: Any) -> None:
             " the occurrence current when it is issued (stale_alert if the alert fired again before)"
         ),
     )
-    directive.add_argument("--action", required=True, choices=ACTIONS)
-    directive.add_argument("--assignee")
-    directive.add_argument("--comment")
+    directive.add_argument("--action", required=True, choices=ACTIONS, help="what to do about the alert")
+    directive.add_argument("--assignee", help="ASSIGN: who is to handle it")
+    directive.add_argument("--comment", help="a note recorded with the directive")
+    add_output(directive)
 
 
 def _add_state(sub: Any) -> None:
     state = sub.add_parser("state", help="the Redis state: is it sound, rebuild it from the log")
     state_sub = state.add_subparsers(dest="state_action", required=True)
-    state_sub.add_parser("status", help="per stateful partition: log bounds, group position, applied mark")
+    status = state_sub.add_parser(
+        "status", help="per stateful partition: log bounds, group position, applied mark (exit 1: lost)"
+    )
+    add_output(status)
     rebuild = state_sub.add_parser(
         "rebuild", help="replay the internal topic into the state (after Redis lost it), raise its marks"
     )
     rebuild.add_argument("--prefix", help="build under this key prefix instead (then switch the workers)")
     rebuild.add_argument("--force", action="store_true", help="rebuild even a sound state")
-    rebuild.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    state_sub.add_parser(
+    add_progress(rebuild, "the records replayed")
+    add_output(rebuild)
+    adopt = state_sub.add_parser(
         "adopt",
         help="take a state built before applied marks existed (an upgrade) as the group's positions say; "
         "workers stopped",
     )
+    add_output(adopt)
 
 
 def _add_demo(sub: Any) -> None:
@@ -260,7 +350,7 @@ def _add_reporter(sub: Any) -> None:
     reporter.add_argument(
         "--delete-topics", action="store_true", help="remove: delete its topics too (kept by default)"
     )
-    reporter.add_argument("--output", choices=["text", "json"], default="text", help="output format")
+    add_output(reporter)
 
 
 def _add_monitoring(sub: Any) -> None:
@@ -294,4 +384,4 @@ def _add_group(sub: Any) -> None:
     reset.add_argument(
         "--execute", action="store_true", help="commit the positions (every consumer of the group stopped)"
     )
-    reset.add_argument("--output", choices=["text", "json"], default="text", help="output format")
+    add_output(reset)

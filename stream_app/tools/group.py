@@ -12,7 +12,6 @@ and Kafka refuses it anyway), and writes one audit record (``group_reset``).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -28,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 
 from stream_app.api import audit
 from stream_app.config.blueprint import Blueprint
-from stream_app.exceptions import ConfigurationError, RefusedError, ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError, RefusedError, ServiceUnreachableError, UsageError
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 
@@ -56,9 +55,9 @@ def moment_ms(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigurationError(f"--to-datetime {text!r} is no ISO-8601 time") from None
+        raise UsageError(f"--to-datetime {text!r} is no ISO-8601 time") from None
     if moment.tzinfo is None:
-        raise ConfigurationError(f"--to-datetime {text!r}: give the time with its offset (e.g. +07:00 or Z)")
+        raise UsageError(f"--to-datetime {text!r}: give the time with its offset (e.g. +07:00 or Z)")
     return int(moment.timestamp() * 1000)
 
 
@@ -134,14 +133,10 @@ def execute(settings: Settings, reset: Reset) -> Reset:
 def run(
     blueprint: Blueprint, group: str, topic: str, to_datetime: str, *, execute_it: bool, output: str
 ) -> int:
-    """The ``group reset`` verb: plan, and commit with ``--execute``; print; the exit code (1: refused)."""
+    """The ``group reset`` verb: plan, and commit with ``--execute``; print; the exit code."""
     reset = plan(blueprint.settings, group, topic, to_datetime)
     if execute_it:
-        try:
-            reset = execute(blueprint.settings, reset)
-        except RefusedError as exc:
-            print(f"stream-app group reset: refused: {exc}", file=sys.stderr)
-            return 1
+        reset = execute(blueprint.settings, reset)  # RefusedError: exit 1 (stream_app.exit_codes)
         details = {"topic": topic, "to_datetime": to_datetime, "partitions": str(len(reset.moves))}
         audit.send_cli(blueprint, "group_reset", group, "applied", details)
     if output == "json":

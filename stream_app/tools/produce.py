@@ -43,7 +43,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from stream_app.config.blueprint import reporter_max_message_bytes
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.model import Rejection
-from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError, UsageError
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.tools.rows import Encoded, RowEncoder, RowError, default_workers, detect_format, iter_rows
@@ -244,19 +244,20 @@ def produce_file(
     ``dry_run``: connect to nothing, send nothing; print to ``out`` what the intake would decide about
     each row (see the module's documentation). The exit code is 1 when any row would not be accepted.
 
-    A usage or configuration problem (unknown reporter, missing file, bad CSV header, missing
-    topic) raises :class:`ConfigurationError`; Kafka not answering, :class:`ServiceUnreachableError`.
+    A usage problem (unknown reporter, a bad option) raises :class:`UsageError`; a configuration
+    problem (missing file, bad CSV header, missing topic) :class:`ConfigurationError`; Kafka not
+    answering, :class:`ServiceUnreachableError`.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     reporter = reporter.strip().upper()
     if reporter not in catalogue.reporters:
         known = ", ".join(catalogue.reporters)
-        raise ConfigurationError(f"unknown reporter {reporter!r} (known: {known})")
+        raise UsageError(f"unknown reporter {reporter!r} (known: {known})")
     if batch < 1:
-        raise ConfigurationError("--batch must be at least 1")
+        raise UsageError("--batch must be at least 1")
     if workers is not None and workers < 1:
-        raise ConfigurationError("--workers must be at least 1")
+        raise UsageError("--workers must be at least 1")
     file_format = detect_format(path, fmt)
     schemas = load_schemas(settings.schemas_dir)
     encoder = RowEncoder(schemas.latest("observation"), reporter)

@@ -22,14 +22,13 @@ Every change is one audit record on ``center.audit`` (``reporter_add``, ``report
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stream_app.api import audit
 from stream_app.config.blueprint import Blueprint
 from stream_app.config.topics import REPORTER_ROLES, TopicSpec
-from stream_app.exceptions import ConfigurationError, RefusedError
+from stream_app.exceptions import RefusedError, UsageError
 from stream_app.kafka import acl, credentials, quotas, topics
 from stream_app.kafka.acl import reporter_principal
 from stream_app.kafka.quotas import reporter_user
@@ -82,10 +81,10 @@ class Outcome:
 
 def reporter_topics(blueprint: Blueprint, code: str) -> list[TopicSpec]:
     """The reporter's four topics as declared (live, bulk, dead letters, directives); an unknown code
-    is a configuration error naming the catalogue."""
+    is a usage error naming the catalogue."""
     if code not in blueprint.catalogue.reporters:
         known = ", ".join(sorted(blueprint.catalogue.reporters))
-        raise ConfigurationError(
+        raise UsageError(
             f"reporter {code!r} is not in the catalogue ({blueprint.settings.catalogue_dir}/reporters.toml; "
             f"known: {known})"
         )
@@ -188,17 +187,13 @@ def remove(blueprint: Blueprint, code: str, *, delete_topics: bool = False, dry_
 def run(
     blueprint: Blueprint, action: str, code: str, *, output: str, dry_run: bool, delete_topics: bool
 ) -> int:
-    """The ``reporter`` verb: act, audit a change, print the outcome; the exit code (1: refused)."""
-    try:
-        if action == "add":
-            outcome = add(blueprint, code, dry_run=dry_run)
-        elif action == "rotate":
-            outcome = rotate(blueprint, code)
-        else:
-            outcome = remove(blueprint, code, delete_topics=delete_topics, dry_run=dry_run)
-    except RefusedError as exc:
-        print(f"stream-app reporter {action}: refused: {exc}", file=sys.stderr)
-        return 1
+    """The ``reporter`` verb: act, audit a change, print the outcome; the exit code."""
+    if action == "add":
+        outcome = add(blueprint, code, dry_run=dry_run)
+    elif action == "rotate":
+        outcome = rotate(blueprint, code)  # RefusedError: exit 1 (stream_app.exit_codes)
+    else:
+        outcome = remove(blueprint, code, delete_topics=delete_topics, dry_run=dry_run)
     if outcome.changed and not outcome.dry_run:
         audit.send_cli(blueprint, f"reporter_{action}", code, "applied", outcome.audit_details())
     print(json.dumps(asdict(outcome), indent=2) if output == "json" else "\n".join(text(outcome)))

@@ -142,19 +142,19 @@ async def _checkpoint(
         await client.aclose()
 
 
-def print_status(rows: Sequence[PartitionState]) -> int:
-    """One line per partition; exit 0 when every one is sound, 1 otherwise."""
-    lost = 0
+def status_lines(rows: Sequence[PartitionState]) -> list[str]:
+    """One line per partition, and the verdict: SOUND, or LOST and how many."""
+    lines, lost = [], 0
     for row in rows:
         problem = row.problem
         lost += problem is not None
-        print(
+        lines.append(
             f"{row.topic}:{row.partition:<3} log [{row.low}, {row.high})  group at "
             f"{'-' if row.committed is None else row.committed}  state up to "
             f"{'-' if row.mark is None else row.mark}  {'LOST: ' + problem if problem else 'SOUND'}"
         )
-    print(f"state: {'LOST' if lost else 'SOUND'} ({lost} of {len(rows)} partitions lost)")
-    return 1 if lost else 0
+    lines.append(f"state: {'LOST' if lost else 'SOUND'} ({lost} of {len(rows)} partitions lost)")
+    return lines
 
 
 # -------------------------------------------------------------------------------------------- rebuild

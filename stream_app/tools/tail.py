@@ -7,14 +7,13 @@ Colour (the regulation's colour of an alert level) is the caller's choice: ``col
 from __future__ import annotations
 
 import difflib
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream_app.exceptions import ConfigurationError
+from stream_app.exceptions import ConfigurationError, ServiceUnreachableError, UsageError
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.registry import SchemaRegistryUnavailable
@@ -65,7 +64,7 @@ def alerts_topic(blueprint: Blueprint, domain: str | None) -> str:
     """The topic ``alerts tail`` reads: every alert (``domain`` None), or one domain's.
 
     A domain the catalogue does not name is a usage error, raised before anything connects: a
-    :class:`ConfigurationError` (exit code 2) listing the domains, as the topics declare them.
+    :class:`UsageError` (exit code 64) listing the domains, as the topics declare them.
     """
     if domain is None:
         return blueprint.topic_by_role("alerts").name
@@ -73,7 +72,7 @@ def alerts_topic(blueprint: Blueprint, domain: str | None) -> str:
     if domain not in known:
         close = difflib.get_close_matches(domain.replace("-", "_").replace(" ", "_").lower(), known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigurationError(f"unknown domain {domain!r}{hint}; the domains are: {', '.join(known)}")
+        raise UsageError(f"unknown domain {domain!r}{hint}; the domains are: {', '.join(known)}")
     return blueprint.domain_alerts_topic(domain).name
 
 
@@ -135,6 +134,26 @@ def format_consolidated(row: dict[str, Any]) -> str:
     return text
 
 
+def assignment(
+    consumer: Consumer, settings: Settings, topics: list[str], *, from_beginning: bool
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, from its start or its end: a live view reads by assignment, in no
+    consumer group, so a principal allowed to read the topics but not to join the app's groups (the
+    center's, the SRE's: :mod:`stream_app.kafka.acl`) may run it, and nothing is committed anywhere."""
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    try:
+        found = consumer.list_topics(timeout=settings.startup_timeout_s).topics
+    except KafkaException as exc:
+        raise ServiceUnreachableError(f"Kafka did not answer at {settings.kafka_bootstrap}: {exc}") from None
+    missing = [t for t in topics if t not in found or found[t].error is not None]
+    if missing:
+        raise ConfigurationError(
+            f"cannot read {', '.join(missing)}: the topic does not exist, or this principal may not describe "
+            "it (`stream-app topics apply`, `stream-app acl apply`)"
+        )
+    return [TopicPartition(t, p, start) for t in topics for p in sorted(found[t].partitions)]
+
+
 def follow(
     settings: Settings,
     schemas: SchemaRegistry,
@@ -147,21 +166,17 @@ def follow(
     lang: str = "both",
     min_level: int = 0,
 ) -> None:
-    """Consume ``topics`` ({name: subject}) and call ``on_record(subject, line)`` until ``stop()``.
+    """Consume ``topics`` ({name: subject}) and call ``on_record(subject, line)`` until ``stop()``; by
+    assignment (:func:`assignment`), in no consumer group.
 
     Records are read in either framing the processor writes: Avro single-object encoding, or Confluent
     framing through ``STREAM_APP_SCHEMA_REGISTRY_URL`` (``STREAM_APP_OUTPUT_FRAMING=confluent``).
     """
     resolve = registry.from_settings(settings, schemas)
-    consumer = Consumer(
-        {
-            **confluent_config(settings),
-            "group.id": f"{settings.group_id}-tail-{time.time_ns()}",
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe(list(topics))
+    # the Python client wants a group.id even for a consumer that never joins a group nor commits
+    unused = {"group.id": f"{settings.topic_namespace}tail-by-assignment", "enable.auto.commit": False}
+    consumer = Consumer(confluent_config(settings, **unused))
+    consumer.assign(assignment(consumer, settings, list(topics), from_beginning=from_beginning))
     try:
         while not stop():
             message = consumer.poll(0.2)

@@ -140,6 +140,33 @@ class WorkerProcess(Launched):
             return str(response.read().decode())
 
 
+def encode_alert(bp: Any, alert_id: str = "a") -> bytes:
+    """An alert record (the latest contract) firing for ENV.AQI in region 01: for tests that need one
+    on a topic without running the rules."""
+    alert = {
+        "alert_id": alert_id,
+        "alert_key": "k",
+        "rule": "r",
+        "transition": "FIRING",
+        "indicator": "ENV.AQI",
+        "reporter": "MAE",
+        "region": "01",
+        "station": None,
+        "value": 1.0,
+        "threshold": None,
+        "level": 1,
+        "previous_level": 0,
+        "level_code": "X",
+        "level_name_vi": "X",
+        "level_name_en": "X",
+        "colour": "#000000",
+        "observation_id": "o",
+        "event_time": 0,
+        "processing_time": 0,
+    }
+    return codecs.encode(bp.schemas.latest("alert"), alert)
+
+
 def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
     """Produce (key, value) records and wait for every delivery."""
     failures: list[str] = []

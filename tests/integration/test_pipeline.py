@@ -21,36 +21,11 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 
 from .conftest import principal_env, secured
-from .support import collect, metric_value, observation, produce, redis_hash
+from .support import collect, encode_alert, metric_value, observation, produce, redis_hash
 
 
 def _input_topic(bp: Blueprint) -> str:
     return bp.input_topic("MAE").name
-
-
-def _encode_alert(bp: Blueprint) -> bytes:
-    alert = {
-        "alert_id": "a",
-        "alert_key": "k",
-        "rule": "r",
-        "transition": "FIRING",
-        "indicator": "ENV.AQI",
-        "reporter": "MAE",
-        "region": "01",
-        "station": None,
-        "value": 1.0,
-        "threshold": None,
-        "level": 1,
-        "previous_level": 0,
-        "level_code": "X",
-        "level_name_vi": "X",
-        "level_name_en": "X",
-        "colour": "#000000",
-        "observation_id": "o",
-        "event_time": 0,
-        "processing_time": 0,
-    }
-    return codecs.encode(bp.schemas.latest("alert"), alert)
 
 
 def _encode(bp: Blueprint, record: dict[str, Any]) -> bytes:
@@ -224,7 +199,7 @@ def test_every_record_is_accepted_or_dead_lettered_with_its_reason(
         ("unknown_schema", b"\xc3\x01" + bytes(8) + b"\x00"),  # single-object, unknown fingerprint
         ("unknown_schema", b"\x00\x00\x00\x00\x07" + b"\x02"),  # Confluent framing, no registry
         ("schema_mismatch", b'{"observation_id": "x"}'),
-        ("schema_mismatch", _encode_alert(blueprint)),  # an alert sent as an observation
+        ("schema_mismatch", encode_alert(blueprint)),  # an alert sent as an observation
         ("unknown_reporter", _encode(blueprint, observation(reporter="MOH"))),
         ("unknown_indicator", _encode(blueprint, observation(indicator="XYZ.NOPE"))),
         (

@@ -16,6 +16,7 @@ import redis
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 from stream_app.tools.launch import command
@@ -96,7 +97,7 @@ def test_a_worker_will_not_start_when_a_topic_refuses_records_of_its_output_budg
     _limit(settings, blueprint.topic_by_role("consolidated").name, 100_000)
     env = {**os.environ, **settings_env(settings), "STREAM_APP_STARTUP_TIMEOUT_S": "5"}
     done = subprocess.run(command("worker"), env=env, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 2
+    assert done.returncode == ExitCode.CONFIG
     stderr = done.stderr.decode()
     assert "STREAM_APP_OUTPUT_MAX_BYTES" in stderr
     assert blueprint.topic_by_role("consolidated").name in stderr

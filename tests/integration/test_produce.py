@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 
@@ -229,14 +230,14 @@ def test_csv_file_in_parallel_with_breakdowns(
     )
 
 
-def test_clean_file_exits_0_and_a_missing_topic_exits_2(
+def test_clean_file_exits_0_and_a_missing_topic_exits_78(
     settings: Settings, reporter_topic: Callable[[str], str], tmp_path: Path
 ) -> None:
     path = tmp_path / "mps.jsonl"
     path.write_text(json.dumps(_traffic("ok-1", "01", 2)) + "\n", encoding="utf-8")
 
     missing = _run(settings, "--reporter", "MPS", str(path))
-    assert missing.returncode == 2
+    assert missing.returncode == ExitCode.CONFIG
     assert "does not exist" in missing.stderr
 
     topic = reporter_topic("MPS")
@@ -247,5 +248,5 @@ def test_clean_file_exits_0_and_a_missing_topic_exits_2(
     assert [r["observation_id"] for r in got.records] == ["ok-1"]
 
     unknown = _run(settings, "--reporter", "XYZ", str(path))
-    assert unknown.returncode == 2
+    assert unknown.returncode == ExitCode.USAGE
     assert "unknown reporter 'XYZ'" in unknown.stderr

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from stream_app.config.blueprint import Blueprint
+from stream_app.exit_codes import ExitCode
 from stream_app.pipeline.worker import FORCED_SHUTDOWN_EXIT
 from stream_app.settings import Settings
 from stream_app.tools.launch import command
@@ -37,7 +38,7 @@ def test_unreachable_service_is_one_clear_line(
     settings: Settings, blueprint: Blueprint, override: dict[str, str], names: str
 ) -> None:
     code, stderr, elapsed = _run_worker(settings, **override)
-    assert code == 2
+    assert code == ExitCode.UNAVAILABLE
     assert elapsed < 30
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
@@ -47,14 +48,14 @@ def test_unreachable_service_is_one_clear_line(
 
 def test_missing_topics_are_named(settings: Settings) -> None:
     code, stderr, _ = _run_worker(settings)
-    assert code == 2
+    assert code == ExitCode.CONFIG
     assert "lacks topics" in stderr
     assert "stream-app topics apply" in stderr
 
 
 def test_password_in_redis_url_is_not_printed(settings: Settings, blueprint: Blueprint) -> None:
     code, stderr, _ = _run_worker(settings, STREAM_APP_REDIS_URL="redis://ops:s3cret@127.0.0.1:1/0")
-    assert code == 2
+    assert code == ExitCode.UNAVAILABLE
     assert "s3cret" not in stderr
     assert "***@127.0.0.1:1" in stderr
 

@@ -14,6 +14,7 @@ import pytest
 
 import stream_app
 from stream_app.domain.catalogue import DOMAINS
+from stream_app.exit_codes import ExitCode
 from stream_app.logs import colour_allowed, logging_config
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools import tail
@@ -88,10 +89,10 @@ def followed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         pytest.param("", "", id="empty"),
     ],
 )
-def test_alerts_tail_of_an_unknown_domain_exits_2_naming_the_domains(
+def test_alerts_tail_of_an_unknown_domain_is_a_usage_error_naming_the_domains(
     capsys: pytest.CaptureFixture[str], followed: list[dict[str, Any]], domain: str, hint: str
 ) -> None:
-    assert main(["alerts", "tail", "--domain", domain]) == 2
+    assert main(["alerts", "tail", "--domain", domain]) == ExitCode.USAGE
     assert followed == []
     err = capsys.readouterr().err
     assert err.startswith(f"stream-app alerts: unknown domain {domain!r}{hint}; the domains are: ")

@@ -22,6 +22,7 @@ from stream_app.config.topics import ROLES
 from stream_app.domain.reasons import Reason
 from stream_app.domain.records import DeadLetterRecord
 from stream_app.exceptions import ConfigurationError, ServiceUnreachableError
+from stream_app.exit_codes import ExitCode
 from stream_app.kafka import registry
 from stream_app.kafka.dead_letters import Letter
 from stream_app.kafka.publisher import PUBLISH_OBSERVERS, Output, Publisher
@@ -32,11 +33,11 @@ from stream_app.kafka.subjects import (
     framed_subjects,
     output_framing,
     register,
+    register_from_settings,
     registered_subjects,
     registry_text,
     subject_name,
 )
-from stream_app.kafka.subjects import run as register_cli
 from stream_app.settings import Settings
 from stream_app.tools import dlq
 from stream_app.tools.cli import main
@@ -467,7 +468,7 @@ def test_schemas_register_needs_a_registry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("STREAM_APP_SCHEMA_REGISTRY_URL", raising=False)
-    assert main(["schemas", "register"]) == 2
+    assert main(["schemas", "register"]) == ExitCode.USAGE
     assert "--registry" in capsys.readouterr().err
 
 
@@ -479,8 +480,7 @@ def test_schemas_register_over_http_then_a_worker_start_up_registers_nothing_new
 
     with FakeRegistry() as fake:
         bp = _confluent(fake.url)
-        assert register_cli(bp, fake.url) == 0  # the real registry client, over HTTP
-        out = capsys.readouterr().out
+        out = "\n".join(register_from_settings(bp, fake.url).lines)  # the real registry client, over HTTP
         subjects = registered_subjects(bp)
         versions = sum(len(s.versions) for s in subjects)
         assert len(_lines(out, "registered")) == versions == registrations(fake)

@@ -1,6 +1,6 @@
 """The package's layers import one way: each may use the ones below it, never one above.
 
-    base (settings, exceptions, logs, paths) < domain < wire < config < ops < state < kafka < api
+    base (settings, exceptions, exit_codes, logs, paths) < domain < wire < config < ops < state < kafka < api
     < screen < agents < pipeline < tools
 
 The domain is pure: it imports neither Faust, Redis, Kafka nor the network. A cycle between layers,
@@ -20,7 +20,7 @@ LAYERS = (
     "base", "domain", "wire", "config", "ops", "state", "kafka", "api", "screen", "agents", "pipeline",
     "tools",
 )  # fmt: skip
-BASE_MODULES = frozenset({"settings", "exceptions", "logs", "paths"})
+BASE_MODULES = frozenset({"settings", "exceptions", "exit_codes", "logs", "paths"})
 ENTRY_POINTS = frozenset({"__main__"})  # `python -m stream_app`: the command line, the top of the stack
 PURE_FORBIDDEN = ("faust", "mode", "redis", "aiokafka", "confluent_kafka", "aiohttp", "kafka", "socket")
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from stream_app.exit_codes import ExitCode
 from stream_app.ops.rules import render_rules, runbook_anchors, runbook_urls
 from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools.cli import main
@@ -85,7 +86,7 @@ def test_render_rules_writes_the_rules_at_the_runbook_address_of_the_settings(
 def test_render_rules_names_a_rules_file_it_cannot_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["monitoring", "render-rules", "--rules", str(tmp_path / "missing.yml")]) == 2
+    assert main(["monitoring", "render-rules", "--rules", str(tmp_path / "missing.yml")]) == ExitCode.CONFIG
     assert "missing.yml" in capsys.readouterr().err
 
 
