@@ -19,7 +19,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 AS_ADMIN = eval "$$($(SERVICES) env admin)" &&
 QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos chaos-cluster docs
+.PHONY: image k8s-snapshots help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos chaos-cluster docs
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
@@ -32,6 +32,8 @@ help:
 	@echo "make bench [BENCH_SCALE=0.1] [BENCH_ARGS=...]  end-to-end benchmark: .local/bench/results.json and .png"
 	@echo "make bench-smoke          the benchmark harness at tiny sizes (a few min): checks that it runs, not speed"
 	@echo "make docs                 regenerate docs/settings.md from stream_app/settings.py"
+	@echo "make image [IMAGE=...]    build deploy/container/Containerfile with buildah (PYTHON_IMAGE=... for a local base)"
+	@echo "make k8s-snapshots        re-render deploy/k8s's overlays into tests/unit/snapshots (review the diff)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +77,19 @@ docs: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/stream-app schemas check
+
+# The image, built with buildah (Debian's; no daemon): rootful or not, chroot isolation and vfs storage
+# work inside a container. Where no registry serves python:3.11-slim, make a base from Debian's
+# packages first and name it: deploy/container/debian-base && make image PYTHON_IMAGE=localhost/stream-app-base:bookworm
+IMAGE ?= localhost/stream-app:dev
+PYTHON_IMAGE ?= python:3.11-slim
+image:
+	buildah --storage-driver $${BUILDAH_STORAGE_DRIVER:-vfs} bud --isolation chroot \
+	  --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -f deploy/container/Containerfile -t $(IMAGE) .
+
+# deploy/k8s's overlays as rendered, the snapshots tests/unit/test_deploy.py compares with
+k8s-snapshots: install
+	UPDATE_SNAPSHOTS=1 $(BIN)/pytest tests/unit/test_deploy.py -q -k rendered
 
 # Prometheus and Alertmanager configuration: syntax, rules, and the rules' unit tests.
 # promtool and amtool come with Debian's prometheus and prometheus-alertmanager (services install them).

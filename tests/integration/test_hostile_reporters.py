@@ -43,7 +43,7 @@ MIB = 1024 * 1024
 def _k8s_memory_limit() -> int:
     """The worker's memory limit in deploy/k8s (bytes)."""
     for document in yaml.safe_load_all(
-        (REPO_ROOT / "deploy" / "k8s" / "worker-deployment.yaml").read_text(encoding="utf-8")
+        (REPO_ROOT / "deploy" / "k8s" / "base" / "worker-deployment.yaml").read_text(encoding="utf-8")
     ):
         if document and document.get("kind") == "Deployment":
             [container] = [
@@ -52,7 +52,7 @@ def _k8s_memory_limit() -> int:
             limit = str(container["resources"]["limits"]["memory"])
             assert limit.endswith("Mi"), limit
             return int(limit[:-2]) * MIB
-    raise AssertionError("no worker Deployment in deploy/k8s/worker-deployment.yaml")
+    raise AssertionError("no worker Deployment in deploy/k8s/base/worker-deployment.yaml")
 
 
 def _peak_rss(pid: int) -> int:

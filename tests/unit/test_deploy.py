@@ -1,4 +1,5 @@
-"""The deployment artefacts, checked offline: ``deploy/k8s/`` and ``deploy/container/Containerfile``.
+"""The deployment artefacts, checked offline: ``deploy/k8s/`` (its folders and each overlay as rendered) and
+``deploy/container/Containerfile``.
 
 Every Kubernetes manifest validates against the schemas of one Kubernetes version that
 kubernetes-validate ships (no cluster, no network), strictly: a field Kubernetes does not know is an
@@ -13,10 +14,14 @@ multi-stage image that installs the wheel and runs as a fixed non-root user.
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,13 +40,15 @@ from stream_app.settings import REPO_ROOT, Settings
 from stream_app.tools import cli_parser
 
 K8S = REPO_ROOT / "deploy" / "k8s"
+# The folders of manifests (each a kustomization); the overlays are rendered from them below.
+SOURCES = ("base", "setup", "monitoring")
 CONTAINERFILE = REPO_ROOT / "deploy" / "container" / "Containerfile"
 # The schemas the manifests are checked against. They use only APIs stable for years before it
 # (v1, apps/v1, policy/v1); raise it with the oldest cluster the project deploys to.
 KUBERNETES_VERSION = "1.33.0"
 APP_UID = 10001
-# Applied separately (docs/deploy.md): placeholders, and a resource of the Prometheus Operator.
-NOT_IN_KUSTOMIZATION = {"secrets.example.yaml", "servicemonitor.yaml", "kustomization.yaml"}
+# Never applied (docs/deploy.md): placeholders.
+NOT_IN_KUSTOMIZATION = {"secrets.example.yaml", "kustomization.yaml"}
 PLACEHOLDER = "REPLACE_ME"
 # Secret keys that name a principal rather than hold a secret (the Kafka users: ACL subjects).
 NOT_SECRET_KEYS = {"username"}
@@ -136,8 +143,9 @@ def _load(path: Path) -> list[dict[str, Any]]:
 
 def _manifests() -> list[Manifest]:
     found = [
-        Manifest(path.name, doc)
-        for path in sorted(K8S.glob("*.yaml"))
+        Manifest(f"{source}/{path.name}", doc)
+        for source in SOURCES
+        for path in sorted((K8S / source).glob("*.yaml"))
         if path.name != "kustomization.yaml"
         for doc in _load(path)
     ]
@@ -176,7 +184,7 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _containers() -> Iterator[tuple[str, dict[str, Any]]]:
-    for deployment in _all("Deployment"):
+    for deployment in [*_all("Deployment"), *_all("Job")]:
         pod = _pod(deployment)
         for container in [*pod.get("initContainers", []), *pod["containers"]]:
             yield f"{deployment['metadata']['name']}/{container['name']}", container
@@ -256,6 +264,7 @@ def test_the_kinds_deployed_and_the_strict_schemas_refuse_an_unknown_field() -> 
     kinds = {m.kind for m in MANIFESTS}
     assert kinds >= {
         "Namespace", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor",
+        "NetworkPolicy", "Ingress", "Job",
     }  # fmt: skip
     namespaces = {m.doc["metadata"].get("namespace") for m in MANIFESTS if m.kind != "Namespace"}
     assert namespaces == {_one("Namespace", "stream-app")["metadata"]["name"]}
@@ -267,12 +276,13 @@ def test_the_kinds_deployed_and_the_strict_schemas_refuse_an_unknown_field() -> 
 
 
 def test_service_monitor_validates_against_its_schema() -> None:
-    (monitor,) = _all("ServiceMonitor")
+    monitors = _all("ServiceMonitor")
     jsonschema.Draft202012Validator.check_schema(SERVICE_MONITOR_SCHEMA)
-    jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA, cls=jsonschema.Draft202012Validator)
-    for endpoint in monitor["spec"]["endpoints"]:
-        assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"]), endpoint
-    misspelt = copy.deepcopy(monitor)
+    for monitor in monitors:
+        jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA, cls=jsonschema.Draft202012Validator)
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"]), endpoint
+    misspelt = copy.deepcopy(monitors[0])
     misspelt["spec"]["endpoint"] = misspelt["spec"].pop("endpoints")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(misspelt, SERVICE_MONITOR_SCHEMA, cls=jsonschema.Draft202012Validator)
@@ -283,14 +293,24 @@ def _seconds(duration: str) -> float:
     return sum(int(n) * units[unit] for n, unit in re.findall(r"(\d+)(ms|[smhdwy])", duration))
 
 
-def test_kustomization_applies_every_manifest_but_the_secrets_and_the_custom_resource() -> None:
-    (kustomization,) = _load(K8S / "kustomization.yaml")
+@pytest.mark.parametrize("source", SOURCES)
+def test_each_kustomization_applies_every_manifest_of_its_folder_but_the_secret_templates(
+    source: str,
+) -> None:
+    (kustomization,) = _load(K8S / source / "kustomization.yaml")
     assert kustomization["kind"] == "Kustomization"
-    files = {path.name for path in K8S.glob("*.yaml")}
-    assert set(kustomization["resources"]) == files - NOT_IN_KUSTOMIZATION
+    files = {path.name for path in (K8S / source).glob("*.yaml")}
+    listed = [r for r in kustomization["resources"] if r.endswith(".yaml")]
+    assert set(listed) == files - NOT_IN_KUSTOMIZATION
     assert len(kustomization["resources"]) == len(set(kustomization["resources"]))
-    images = {image["name"] for image in kustomization["images"]}
-    assert {_container(d)["image"].partition(":")[0] for d in (WORKER, SCREEN)} <= images
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_each_overlay_names_the_image_the_pods_use(overlay: str) -> None:
+    (release,) = _load(K8S / "overlays" / overlay / "release" / "kustomization.yaml")
+    images = {image["name"] for image in release["images"]}
+    pods = [*_all("Deployment"), *_all("Job")]
+    assert {_container(d)["image"].partition(":")[0] for d in pods} <= images
 
 
 def test_the_query_api_is_routed_to_the_screens_process_never_to_the_workers() -> None:
@@ -493,7 +513,7 @@ def test_credentials_come_from_secrets_one_principal_per_process(
 
 
 def test_secret_templates_hold_placeholders_only() -> None:
-    assert {m.file for m in MANIFESTS if m.kind == "Secret"} == {"secrets.example.yaml"}
+    assert {m.file for m in MANIFESTS if m.kind == "Secret"} == {"base/secrets.example.yaml"}
     for name, keys in _secret_keys().items():
         assert keys, name
         for key, value in keys.items():
@@ -509,7 +529,7 @@ def test_secret_templates_hold_placeholders_only() -> None:
 
 
 def test_the_service_monitor_scrapes_the_workers_port_by_name_as_job_stream_app() -> None:
-    (monitor,) = _all("ServiceMonitor")
+    monitor = _one("ServiceMonitor", "stream-app")
     spec = monitor["spec"]
     selector = spec["selector"]["matchLabels"]
     assert _selects(selector, WORKER_SERVICE["metadata"]["labels"])
@@ -532,7 +552,21 @@ def test_the_service_monitor_scrapes_the_workers_port_by_name_as_job_stream_app(
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == int(CONFIG["STREAM_APP_WEB_PORT"])
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert SCREEN["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
+    # the screen: its own monitor, whose job is the Service's name (no jobLabel), the job of its rules
+    screen_monitor = _one("ServiceMonitor", "stream-app-screen")["spec"]
+    assert "jobLabel" not in screen_monitor
+    assert _selects(screen_monitor["selector"]["matchLabels"], SCREEN_SERVICE["metadata"]["labels"])
+    assert not _selects(screen_monitor["selector"]["matchLabels"], WORKER_SERVICE["metadata"]["labels"])
+    assert SCREEN_SERVICE["metadata"]["name"] == "stream-app-screen"
+    assert 'up{job="stream-app-screen"}' in rules
+    assert [e["port"] for e in screen_monitor["endpoints"]] == [
+        p["name"] for p in SCREEN_SERVICE["spec"]["ports"]
+    ]
+    screen_annotations = SCREEN["spec"]["template"]["metadata"]["annotations"]
+    assert screen_annotations["prometheus.io/scrape"] == "true"
+    assert int(screen_annotations["prometheus.io/port"]) == int(CONFIG["STREAM_APP_SCREEN_PORT"])
+    # the screen's /metrics carries the worker families at zero: the worker rules must not read them
+    assert 'stream_app_worker_ready{job="stream-app"}' in rules
 
 
 # -------------------------------------------------------------------------------------------- the image
@@ -639,3 +673,264 @@ def test_the_build_context_leaves_out_local_state_and_virtualenvs() -> None:
     # what the wheel is built from stays in
     for needed in ("stream_app", "agents", "avro_schemas", "catalogue", "topics", "docs", "pyproject.toml"):
         assert not {needed, f"{needed}/"} & ignored, needed
+
+
+# ------------------------------------------------------------------------------- the rendered overlays
+#
+# What a cluster receives: each overlay rendered by kustomize (kubectl's own, offline), compared with a
+# committed snapshot so a change to any manifest shows as a diff of what is applied, then checked as a
+# whole. Regenerate the snapshots after a deliberate change:
+#   UPDATE_SNAPSHOTS=1 pytest tests/unit/test_deploy.py -k rendered      (or: make k8s-snapshots)
+
+OVERLAYS = ("local", "production", "local/setup", "production/setup")
+SNAPSHOTS = REPO_ROOT / "tests" / "unit" / "snapshots"
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: no kustomize to render")
+DIGEST = re.compile(r"^[^@:]+(:[^@]+)?@sha256:[0-9a-f]{64}$")
+SETUP_VERBS = {("topics", "apply"), ("acl", "apply"), ("quotas", "apply"), ("schemas", "register")}
+
+
+def _snapshot(overlay: str) -> Path:
+    return SNAPSHOTS / f"k8s-{overlay.replace('/', '-')}.yaml"
+
+
+@functools.cache
+def _rendered_text(overlay: str) -> str:
+    assert KUBECTL is not None
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _rendered(overlay: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(_rendered_text(overlay)) if doc]
+
+
+def _of(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def _pods(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [*_of(docs, "Deployment"), *_of(docs, "Job")]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_overlay_matches_its_snapshot(overlay: str) -> None:
+    rendered, snapshot = _rendered_text(overlay), _snapshot(overlay)
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        snapshot.parent.mkdir(exist_ok=True)
+        snapshot.write_text(rendered, encoding="utf-8")
+    assert snapshot.exists(), f"no {snapshot.name}: UPDATE_SNAPSHOTS=1 pytest {__file__} -k rendered"
+    expected = snapshot.read_text(encoding="utf-8")
+    if rendered != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True), rendered.splitlines(keepends=True), str(snapshot), overlay
+            )
+        )
+        pytest.fail(
+            f"the rendered {overlay} differs from its snapshot (UPDATE_SNAPSHOTS=1 if meant):\n{diff}"
+        )
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_overlay_validates_and_keeps_pods_restricted(overlay: str) -> None:
+    docs = _rendered(overlay)
+    for doc in docs:
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "stream-app", doc["metadata"]
+    (namespace,) = _of(docs, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert _pods(docs)
+    for workload in _pods(docs):
+        pod = _pod(workload)
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+        assert not any("hostPath" in volume for volume in pod["volumes"])
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+
+
+def _policy_allows(policy: dict[str, Any], pod_labels: dict[str, str], port: dict[str, Any]) -> bool:
+    """Whether one of the policy's ingress rules admits traffic to this container port."""
+    if not _selects(policy["spec"]["podSelector"].get("matchLabels", {}), pod_labels):
+        return False
+    return any(
+        any(p["port"] in (port["name"], port["containerPort"]) for p in rule.get("ports", []))
+        for rule in policy["spec"].get("ingress", [])
+    )
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_behind_a_default_deny_and_a_policy_of_its_own(overlay: str) -> None:
+    docs = _rendered(overlay)
+    policies = _of(docs, "NetworkPolicy")
+    (deny,) = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny["spec"]
+    assert "egress" not in deny["spec"]
+    for workload in _pods(docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        own = [
+            p
+            for p in policies
+            if p["spec"]["podSelector"] and _selects(p["spec"]["podSelector"]["matchLabels"], labels)
+        ]
+        assert own, f"{workload['metadata']['name']}: no NetworkPolicy selects its pods"
+        for policy in own:
+            assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+            assert {53, 9093} <= egress_ports  # DNS and Kafka, nothing else than what is listed
+        for container in _pod(workload)["containers"]:
+            for port in container.get("ports", []):
+                assert any(_policy_allows(p, labels, port) for p in policies), (
+                    workload["metadata"]["name"],
+                    port,
+                )
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_only_the_screen_ingress_controller_and_prometheus_get_in(overlay: str) -> None:
+    docs = _rendered(overlay)
+    policies = {p["metadata"]["name"]: p["spec"] for p in _of(docs, "NetworkPolicy")}
+
+    def sources(name: str) -> list[tuple[str, str]]:
+        found = []
+        for rule in policies[name]["ingress"]:
+            for peer in rule["from"]:
+                namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                pods = peer.get("podSelector", {}).get("matchLabels", {})
+                found.append(
+                    (
+                        namespace.get("kubernetes.io/metadata.name", "stream-app"),
+                        pods.get("app.kubernetes.io/component", pods.get("app.kubernetes.io/name", "")),
+                    )
+                )
+        return sorted(found)
+
+    assert sources("stream-app-worker") == [("monitoring", "prometheus"), ("stream-app", "screen")]
+    assert sources("stream-app-screen") == [("ingress-nginx", "ingress-nginx"), ("monitoring", "prometheus")]
+    assert policies["stream-app-setup"]["ingress"] == []
+    # the screen reaches the workers' port for the directives it forwards
+    screen_egress = policies["stream-app-screen"]["egress"]
+    to_workers = [
+        r
+        for r in screen_egress
+        if any(
+            peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "worker"
+            for peer in r.get("to", [])
+        )
+    ]
+    assert [p["port"] for r in to_workers for p in r["ports"]] == [int(CONFIG["STREAM_APP_WEB_PORT"])]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_the_screen_is_reached_over_tls_only(overlay: str) -> None:
+    docs = _rendered(overlay)
+    (ingress,) = _of(docs, "Ingress")
+    spec = ingress["spec"]
+    hosts = {rule["host"] for rule in spec["rules"]}
+    tls_hosts = {host for entry in spec["tls"] for host in entry["hosts"]}
+    assert hosts <= tls_hosts, "a host without a certificate would carry tokens in clear"
+    assert all(entry["secretName"] for entry in spec["tls"])
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    backends = {
+        path["backend"]["service"]["name"] for rule in spec["rules"] for path in rule["http"]["paths"]
+    }
+    assert backends == {"stream-app-screen"}
+    if overlay == "production":
+        assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_digests_in_production_and_one_image_everywhere(overlay: str) -> None:
+    images = {c["image"] for w in _pods(_rendered(overlay)) for c in _pod(w)["containers"]}
+    assert len(images) == 1, images
+    (image,) = images
+    if overlay.startswith("production"):
+        assert DIGEST.match(image), f"{image}: production runs an image by digest"
+    else:
+        assert ":" in image, image
+        assert not image.endswith(":latest"), image
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_catalogue_is_a_hashed_config_map_every_pod_reads(overlay: str) -> None:
+    docs = _rendered(overlay)
+    (catalogue,) = [
+        m for m in _of(docs, "ConfigMap") if m["metadata"]["name"].startswith("stream-app-catalogue")
+    ]
+    name = catalogue["metadata"]["name"]
+    assert re.fullmatch(r"stream-app-catalogue-[a-z0-9]{10}", name), "no hash suffix: a change would not roll"
+    files = {
+        path.name: path.read_text(encoding="utf-8")
+        for path in Settings.model_construct().catalogue_dir.glob("*.toml")
+    }
+    assert catalogue["data"] == files  # the catalogue and its rules as they are in the repository
+    (config,) = [m["data"] for m in _of(docs, "ConfigMap") if m["metadata"]["name"] == "stream-app-config"]
+    directory = config["STREAM_APP_CATALOGUE_DIR"]
+    for workload in _pods(docs):
+        volumes = {v["name"]: v for v in _pod(workload)["volumes"]}
+        (container,) = _pod(workload)["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+        assert volumes[mount["name"]]["configMap"]["name"] == name, workload["metadata"]["name"]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_setup_job_runs_the_setup_verbs_before_the_workers(overlay: str) -> None:
+    docs = _rendered(overlay)
+    (job,) = _of(docs, "Job")
+    (container,) = _pod(job)["containers"]
+    assert container["command"] == ["/bin/sh", "-c"]
+    (script,) = container["args"]
+    assert script.startswith("set -eu\n")  # the first failure stops it
+    parser = cli_parser.parser()
+    verbs = set()
+    for command in re.findall(r"stream-app [a-z -]+", script):
+        args = parser.parse_args(command.split()[1:])
+        verbs.add(
+            (
+                args.command,
+                next(v for k, v in vars(args).items() if k not in {"command"} and isinstance(v, str)),
+            )
+        )
+    assert verbs == SETUP_VERBS
+    assert _pod(job)["restartPolicy"] == "Never"
+    # the admin principal, from a Secret
+    env = _env(container)
+    assert (
+        env["STREAM_APP_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "stream-app-kafka-admin"
+    )
+    assert "stream-app-kafka-admin" in _secret_keys()
+    # Argo CD: a Sync hook after the settings and the catalogue it reads, before the workers
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "Sync"
+    assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
+    job_wave = int(annotations["argocd.argoproj.io/sync-wave"])
+    for doc in docs:
+        wave = int(doc["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+        if doc["kind"] in {"Namespace", "ConfigMap"} or doc["metadata"]["name"] == "stream-app-setup":
+            assert wave <= job_wave, doc["metadata"]["name"]
+        if doc["kind"] == "Deployment":
+            assert wave > job_wave
+    if overlay.endswith("/setup"):  # plain kubectl's first step: the setup and what it reads, no workers
+        assert not _of(docs, "Deployment")
+        full = _rendered(overlay.removesuffix("/setup"))
+        assert job == _of(full, "Job")[0]
