@@ -134,8 +134,12 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
 def test_wheel_ships_the_code_and_the_data_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {"stream_app/data/openapi.yaml", "stream_app/py.typed", "stream_app/tools/cli.py"}
-    for folder in DATA_FOLDERS:
-        expected |= {f"stream_app/data/{folder}/{p.name}" for p in (REPO_ROOT / folder).iterdir()}
+    for folder in DATA_FOLDERS:  # catalogue/kustomization.yaml is deploy/k8s's, not the package's
+        expected |= {
+            f"stream_app/data/{folder}/{p.name}"
+            for p in (REPO_ROOT / folder).iterdir()
+            if p.name != "kustomization.yaml"
+        }
     expected |= {f"stream_app/agents/{p.name}" for p in (REPO_ROOT / "agents").glob("*.py")}
     expected |= {f"stream_app/state/lua/{p.name}" for p in (REPO_ROOT / "stream_app/state/lua").glob("*.lua")}
     assert not expected - names, sorted(expected - names)
