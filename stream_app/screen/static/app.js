@@ -741,17 +741,17 @@ async function loadCharts(region, series) {
     for (let s = queue.shift(); s; s = queue.shift()) {
       const query = new URLSearchParams({ indicator: s.indicator, region });
       if (s.station) query.set("station", s.station);
-      let answer = null;
+      let answer = null, missing = "chart_unavailable";
       try {
         answer = await api(`history?${query}`);
       } catch (error) {
         if (error instanceof Unauthorized) throw error;
+        if (error.status === 404) missing = "chart_no_values"; // nothing in the two years kept
       }
       if (round !== chartRound || state.filters.region !== region) return;
       const slot = $("#detail").querySelector(`figure.chart[data-chart="${CSS.escape(seriesKey(s))}"]`);
       if (!slot) continue;
-      slot.replaceChildren(...(answer ? chartOf(answer, s)
-        : [el("p", { class: "hint", text: t("chart_unavailable") })]));
+      slot.replaceChildren(...(answer ? chartOf(answer, s) : [el("p", { class: "hint", text: t(missing) })]));
     }
   };
   await Promise.all(Array.from({ length: CHART_FETCHES }, worker));
