@@ -873,7 +873,7 @@ function chartOf(h, s) { // [the SVG, its legend, its table for screen readers, 
   const button = el("button", { type: "button", class: "export-series", "aria-label": `${t("export_series")}: ${title}`,
     text: t("export_csv") });
   button.addEventListener("click", () => exportSeries(h, s));
-  return [svg, el("figcaption", {}, legend, button), table];
+  return [svg, el("div", { class: "chart-foot" }, legend, button), table];
 }
 function exportSeries(h, s) { // the series as its chart has it, one row per period
   const header = ["indicator", "indicator_name", "region", "region_name", "station", "station_name", "unit",
