@@ -104,6 +104,7 @@ class Api:
             "/latest": self.latest,
             "/windows": self.windows,
             "/periods": self.periods,
+            "/history": self.history,
             "/rollups": self.rollups,
             "/alerts/active": self.alerts,
             "/compliance": self.compliance,
@@ -123,6 +124,10 @@ class Api:
 
     async def periods(self, params: dict[str, str], now_ms: int) -> Any:
         return await self.model.periods(self.model.where(params), params.get("period"), now_ms)
+
+    async def history(self, params: dict[str, str], now_ms: int) -> Any:
+        where = self.model.where(params)
+        return await self.model.history(where, params.get("frequency") or None, now_ms)
 
     async def rollups(self, params: dict[str, str], now_ms: int) -> Any:
         indicator = self.model.indicator(params.get("indicator"))

@@ -14,10 +14,19 @@ from datetime import date
 from typing import Any
 
 from stream_app.api.params import BadRequest, NotFound, RequestParameters, Where, series_param
-from stream_app.api.views import _alert_summary, _breakdowns, _levels_view, _value, agg_view, period_view
+from stream_app.api.views import (
+    _alert_summary,
+    _breakdowns,
+    _levels_view,
+    _value,
+    agg_view,
+    history_view,
+    period_view,
+)
 from stream_app.domain.aggregates import (
     ROLLING_WINDOWS,
     Agg,
+    chart_frequency,
     close_time_ms,
     combine,
     hour_of,
@@ -29,7 +38,7 @@ from stream_app.domain.aggregates import (
 )
 from stream_app.domain.alerting import RuleBook
 from stream_app.domain.alerting.model import Entity
-from stream_app.domain.calendar import ReportingPeriod, period_of
+from stream_app.domain.calendar import PERIODS_PER_YEAR, ReportingPeriod, period_of, periods_up_to
 from stream_app.domain.catalogue import Catalogue, Indicator, Level
 from stream_app.domain.clock import local_date, local_iso
 from stream_app.domain.consolidation import time_aggregation
@@ -148,6 +157,34 @@ class ReadModel(RequestParameters):
                 {**period_view(period, now_ms), **agg_view(mine[name], where.indicator, last_year=base)}
             )
         return {**self._entity_view(where), "periods": views}
+
+    async def history(self, where: Where, frequency: str | None, now_ms: int) -> dict[str, Any]:
+        """A series' last year of periods (up to the one holding now) beside the same periods the year
+        before, in one round trip; and the regulation levels its values are judged by (the rules'),
+        for a chart. ``frequency``: one of the indicator's period frequencies (default: its
+        :func:`chart_frequency`); a year of it, ``PERIODS_PER_YEAR`` periods at most (365 days)."""
+        indicator = where.indicator
+        chosen = frequency or chart_frequency(indicator.frequency)
+        allowed = period_frequencies(indicator.frequency)
+        if chosen not in allowed:
+            raise BadRequest(f"frequency {chosen!r} is not one of {indicator.code}'s periods {list(allowed)}")
+        periods = periods_up_to(
+            chosen, indicator.calendar, now_ms, PERIODS_PER_YEAR[chosen], indicator.deadline_day
+        )
+        wanted = [(where.series, p.label) for p in periods]
+        wanted += [(where.series, same_period_last_year(p.label)) for p in periods]
+        found = await self.store.entity_periods(where.entity, wanted)
+        if not any(found.values()):
+            raise NotFound(f"no {chosen} periods of {where.entity} in the last two years")
+        return {
+            **self._entity_view(where),
+            "frequency": chosen,
+            "levels": _levels_view(self._entity_levels(where)),
+            "periods": [
+                history_view(p, found[where.series, p.label], found[last], indicator, now_ms)
+                for p, last in zip(periods, wanted[len(periods) :], strict=True)
+            ],
+        }
 
     async def rollup(
         self, indicator: Indicator, target: str, series: str, label: str | None, now_ms: int
@@ -470,6 +507,12 @@ class ReadModel(RequestParameters):
         return next((levels for levels in graded if levels), ())
 
     # ---------------------------------------------------------------------------- helpers
+
+    def _entity_levels(self, where: Where) -> tuple[Level, ...]:
+        """The levels an entity's values are judged by: its levels rule's (a station's own flood
+        alarms, else the indicator's); none without such a rule."""
+        rules = self.rulebook.rules_for(where.indicator.code, where.region, where.station)
+        return next((r.levels for r in rules if r.kind == "levels"), ())
 
     async def _state(self, where: Where) -> EntityState:
         state = await self.store.entity_state(where.entity)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_app.domain.aggregates import Agg, breakdowns_of, close_time_ms, yoy_change_pct
+from stream_app.domain.aggregates import (
+    Agg,
+    breakdowns_of,
+    close_time_ms,
+    same_period_last_year,
+    yoy_change_pct,
+)
 from stream_app.domain.calendar import ReportingPeriod
 from stream_app.domain.catalogue import Indicator, Level
 from stream_app.domain.clock import local_iso
@@ -41,6 +47,24 @@ def period_view(period: ReportingPeriod, now_ms: int) -> dict[str, Any]:
     }
 
 
+def history_view(
+    period: ReportingPeriod, this: Agg | None, last: Agg | None, indicator: Indicator, now_ms: int
+) -> dict[str, Any]:
+    """One period of a series' last year beside the same period the year before: the value by the
+    indicator's semantics (None where nothing was reported), how many values made it, its quality."""
+    value = _value(this, indicator) if this is not None else None
+    base = _value(last, indicator) if last is not None else None
+    return {
+        **period_view(period, now_ms),
+        "value": value,
+        "count": this.count if this is not None else 0,
+        "quality": this.quality if this is not None else None,
+        "last_year_period": same_period_last_year(period.label),
+        "same_period_last_year": base,
+        "yoy_change_pct": yoy_change_pct(value, base) if value is not None else None,
+    }
+
+
 def _alert_summary(alert: dict[str, Any]) -> dict[str, Any]:
     return {
         key: alert.get(key)
@@ -56,6 +80,7 @@ def _levels_view(levels: tuple[Level, ...]) -> list[dict[str, Any]]:
         {
             "index": lv.index,
             "code": lv.code,
+            "lower": lv.lower,
             "name_vi": lv.name_vi,
             "name_en": lv.name_en,
             "colour": lv.colour,

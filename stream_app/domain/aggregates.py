@@ -306,6 +306,12 @@ def period_frequencies(frequency: str) -> tuple[str, ...]:
     return _PERIOD_LADDER[_PERIOD_LADDER.index(frequency) :]
 
 
+def chart_frequency(frequency: str) -> str:
+    """The periods an indicator's year is drawn in: its own, or months for one reported daily or more
+    often (a year of months reads at a glance; a year of days stays available on request)."""
+    return next(f for f in period_frequencies(frequency) if f != "daily")
+
+
 @functools.lru_cache(maxsize=65536)
 def periods_at(
     frequency: str, calendar: str, deadline_day: int, local_day_ordinal: int

@@ -127,6 +127,21 @@ def frequency_of_label(label: str) -> str:
     return {4: "annual", 7: "monthly", 10: "daily"}[len(label)]
 
 
+# A year of periods of each frequency (a year of days: 365, the same days of last year's year).
+PERIODS_PER_YEAR = {"daily": 365, "monthly": 12, "quarterly": 4, "half_yearly": 2, "annual": 1}
+
+
+def periods_up_to(
+    frequency: str, calendar: str, event_time_ms: int, count: int, deadline_day: int = 25
+) -> tuple[ReportingPeriod, ...]:
+    """The ``count`` periods of ``frequency`` up to and including the one holding ``event_time_ms``,
+    oldest first: a series' last year of periods (``PERIODS_PER_YEAR``) to draw against the year before."""
+    periods = [period_of(frequency, calendar, event_time_ms, deadline_day)]
+    while len(periods) < count:
+        periods.append(period_of(frequency, calendar, periods[-1].start_ms - 1, deadline_day))
+    return tuple(reversed(periods))
+
+
 def period_matches(label: str | None, frequency: str, calendar: str, event_time_ms: int) -> bool:
     """Whether a record's period label fits its indicator's frequency and holds its event time.
 

@@ -66,6 +66,7 @@ ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
     "/latest": ("indicator", "region", "station", "breakdown"),
     "/windows": ("indicator", "region", "station", "breakdown"),
     "/periods": ("indicator", "region", "station", "breakdown", "period"),
+    "/history": ("indicator", "region", "station", "breakdown", "frequency"),
     "/rollups": ("indicator", "region", "breakdown", "period"),
     "/alerts/active": ("domain", "min_level"),
     "/compliance": ("reporter", "at"),

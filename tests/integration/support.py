@@ -27,6 +27,10 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.domain.aggregates import chart_frequency, period_by_label, same_period_last_year
+from stream_app.domain.calendar import PERIODS_PER_YEAR, periods_up_to
+from stream_app.domain.clock import DAY_MS
+from stream_app.domain.entity import retention_start_ms
 from stream_app.kafka import registry
 from stream_app.kafka.config import confluent_config, security_env
 from stream_app.settings import Settings
@@ -432,6 +436,55 @@ def observation(**overrides: Any) -> dict[str, Any]:
     }
     record.update(overrides)
     return record
+
+
+@dataclass(frozen=True)
+class History:
+    """A year of an entity's history as sent (:func:`a_year_of_history`): the observations, oldest first,
+    and what ``GET /api/v1/history`` should answer per period label: (value, same period the year before)."""
+
+    observations: list[dict[str, Any]]
+    expected: dict[str, tuple[float, float | None]]
+
+
+def a_year_of_history(
+    blueprint: Blueprint, indicator: str, *, region: str, station: str | None, base: float, step: float = 0.25
+) -> History:
+    """One observation in each period of the indicator's chart (its past year, ``chart_frequency``) and
+    in the same period the year before where the state still keeps it: ``base + step * i`` in the i-th
+    period of the year, one less the year before. Reported by the indicator's owner, now."""
+    spec = blueprint.catalogue.indicators[indicator]
+    now_ms = int(time.time() * 1000)
+    frequency = chart_frequency(spec.frequency)
+    year = periods_up_to(frequency, spec.calendar, now_ms, PERIODS_PER_YEAR[frequency], spec.deadline_day)
+    kept_from = retention_start_ms(spec, now_ms - 60_000)
+    sent: list[dict[str, Any]] = []
+    expected: dict[str, tuple[float, float | None]] = {}
+
+    def point(label: str, value: float, at: int) -> None:
+        sent.append(
+            observation(
+                observation_id=f"history-{indicator}-{station or region}-{label}",
+                reporter=spec.owner,
+                indicator=indicator,
+                region=region,
+                station=station,
+                unit=spec.unit,
+                value=value,
+                event_time=at,
+                report_time=now_ms,
+            )
+        )
+
+    for n, period in enumerate(year):
+        before = period_by_label(same_period_last_year(period.label), spec.calendar, spec.deadline_day)
+        value, earlier = base + step * n, base - 1 + step * n
+        point(period.label, value, max(period.start_ms, min(period.start_ms + DAY_MS, now_ms - 60_000)))
+        kept = before.start_ms + DAY_MS >= kept_from
+        if kept:
+            point(before.label, earlier, before.start_ms + DAY_MS)
+        expected[period.label] = (value, earlier if kept else None)
+    return History(sorted(sent, key=lambda r: int(r["event_time"])), expected)
 
 
 def probe(settings: Settings, path: str) -> tuple[int, Any]:

@@ -1,7 +1,9 @@
 """The center's screen in a real browser (Debian's chromium, driven by Playwright) against a worker fed
 by the simulator and a ``stream-app screen`` process: the map, a flood crest at Long Biên colouring Hà
-Nội within 5 s, the live alert list, an operator's acknowledgement and a viewer who cannot, the
-compliance table against the API, the printable briefing and the English toggle; and the screen's own
+Nội within 5 s, the province panel's charts (a year of landslide sites against the year before, Long
+Biên's flood alarm levels) and a series' CSV, the live alert list, an operator's acknowledgement and
+a viewer who cannot, the compliance table against the API, the printable briefing and the English
+toggle; and the screen's own
 health: its page says "stale" and ``/readyz`` answers 503 within seconds of its alerts' reader losing
 the topic, and both recover with it.
 
@@ -11,6 +13,8 @@ the flood observation to the tile's colour are written to ``.local/screen/figure
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -33,7 +37,7 @@ from stream_app.tools.simulation.live import run_live
 from stream_app.wire import codecs
 
 from .conftest import secured
-from .support import API_TOKENS, api_address, collect, observation, produce
+from .support import API_TOKENS, History, a_year_of_history, api_address, collect, observation, produce
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -143,6 +147,14 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
     SHOTS.mkdir(parents=True, exist_ok=True)
     bd3 = next(lv for lv in blueprint.catalogue.stations[LONG_BIEN].levels if lv.code == "BD3")
     figures: dict[str, Any] = {}
+    # a year of Hà Nội's landslide sites, and the same months the year before: its chart in the panel
+    landslides = a_year_of_history(blueprint, "DIS.LANDSLIDE_SITES", region="01", station=None, base=2.0)
+    schema = blueprint.schemas.latest("observation")
+    produce(
+        settings,
+        blueprint.input_topic("MAE").name,
+        [(b"01", codecs.encode(schema, record)) for record in landslides.observations],
+    )
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -169,7 +181,6 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
             crest = observation(
                 indicator="HYD.WATER_LEVEL", station=LONG_BIEN, value=bd3.lower + 0.4, unit="m"
             )
-            schema = blueprint.schemas.latest("observation")
             produced = time.monotonic()
             produce(
                 settings,
@@ -188,8 +199,10 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
             assert bd3.name_vi in item.inner_text()
             assert bd3.name_en in item.inner_text()  # level names in both languages
             # keyboard: a tile is a button; Enter opens its province
+            _until(lambda: _history_holds(screen, landslides), 20)  # consolidated by now, surely
             hanoi.press("Enter")
             page.wait_for_selector(f'#detail .series[data-station="{LONG_BIEN}"]', timeout=5_000)
+            _check_charts(page, landslides)
             page.screenshot(path=str(SHOTS / "flood-vi.png"))
             page.set_viewport_size({"width": 1366, "height": 768})  # a laptop
             page.screenshot(path=str(SHOTS / "flood-vi-laptop.png"))
@@ -262,6 +275,47 @@ def test_the_center_sees_a_flood_on_the_map_and_acts_on_it(
     print(f"screen: {figures}")
     assert figures["flood_to_tile_s"] <= 5.0
     assert 0 < figures["first_load_bytes"] < 150_000  # no framework, no map data, no fonts fetched
+
+
+def _history_holds(address: str, history: History) -> bool:
+    status, body = _api(address, "history?indicator=DIS.LANDSLIDE_SITES&region=01", "viewer")
+    got = {p["period"]: (p["value"], p["same_period_last_year"]) for p in body.get("periods", [])}
+    return status == 200 and got == history.expected
+
+
+def _check_charts(page: Any, landslides: History) -> None:
+    """Hà Nội's panel: a chart per series, landslide sites' with a point per month of the year and per
+    month of the year before that was sent, said in words for screen readers; Long Biên's with its
+    three flood alarm levels (the crest is above them all); the landslides' CSV holds the series."""
+    sites = page.locator('#detail figure.chart[data-chart="DIS.LANDSLIDE_SITES|"]')
+    chart = sites.locator("svg.year-chart")
+    expect(chart).to_have_attribute("data-periods", "12", timeout=5_000)
+    expect(sites.locator(".pt.now")).to_have_count(12)
+    before = sum(last is not None for _, last in landslides.expected.values())
+    expect(sites.locator(".pt.before")).to_have_count(before)
+    assert chart.get_attribute("role") == "img"
+    described = chart.get_attribute("aria-labelledby").split()
+    assert [page.locator(f"#{name}").evaluate("n => n.tagName") for name in described] == ["title", "desc"]
+    expect(sites.locator("table.visually-hidden tbody tr")).to_have_count(12)
+    flood = page.locator(f'#detail figure.chart[data-chart="HYD.WATER_LEVEL|{LONG_BIEN}"]')
+    expect(flood.locator("line.level")).to_have_count(3)
+    expect(flood.locator(".pt.now")).to_have_count(1)
+    with page.expect_download() as downloaded:
+        sites.locator(".export-series").click()
+    raw = downloaded.value.path().read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM: Excel reads Vietnamese
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    held = {
+        r["period"]: (
+            float(r["value"]),
+            float(r["same_period_last_year"]) if r["same_period_last_year"] else None,
+        )
+        for r in rows
+    }
+    assert held == landslides.expected
+    assert {(r["indicator"], r["region_name"], r["frequency"]) for r in rows} == {
+        ("DIS.LANDSLIDE_SITES", "Hà Nội", "monthly")
+    }
 
 
 def _get(address: str, path: str) -> tuple[int, bytes]:

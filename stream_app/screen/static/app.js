@@ -313,8 +313,10 @@ async function selectRegion(code) {
         el("small", { text: `${t("latest")}: ${s.event_time.replace("T", " ").slice(0, 16)}` })),
       sparkline(s.last_30_days),
       el("div", {}, el("span", { text: `${t("period_to_date")} ${s.period}: ${fmt(s.period_to_date)}` }),
-        el("small", { text: `${t("last_year")}: ${fmt(s.same_period_last_year)}` }))));
+        el("small", { text: `${t("last_year")}: ${fmt(s.same_period_last_year)}` })),
+      chartSlot(s)));
   }
+  loadCharts(code, detail.series).catch(report);
 }
 function summaryOf(alerts) { // open alerts by level and domain, and the provinces most in alarm
   const byLevel = new Map(), byDomain = new Map(), byRegion = new Map();
@@ -701,6 +703,187 @@ function exportCompliance() {
     state.lang === "vi" ? r.name_vi : r.name_en, i.indicator, i.period, i.expected, i.received, i.on_time,
     i.late, i.missing, i.test_only, i.connected ? "yes" : "no"]));
   download(`compliance-${stamp()}.csv`, csv(header, rows));
+}
+
+// ------------------------------------------------------------------- charts: a series' year, and its CSV
+// Each series of the province panel: its last year of periods against the same periods the year before
+// (GET /api/v1/history), drawn here as inline SVG (no library, nothing fetched but the data), with the
+// regulation levels it is judged by; a <title>, a <desc> and a visually hidden table say it in words.
+// "Xuất CSV" under a chart downloads that series as the chart has it.
+const CHART_TEXT = {
+  vi: {
+    chart_title: "Một năm gần nhất so với cùng kỳ năm trước", past_year: "Năm gần nhất",
+    chart_period: "Kỳ báo cáo", chart_latest: "Kỳ gần nhất", chart_highest: "Cao nhất trong năm",
+    chart_levels: "Ngưỡng", chart_no_values: "Chưa có số liệu trong năm.", chart_unavailable: "Không tải được biểu đồ.",
+    export_series: "Xuất CSV chuỗi số liệu",
+  },
+  en: {
+    chart_title: "The past year against the same periods the year before", past_year: "Past year",
+    chart_period: "Reporting period", chart_latest: "Latest period", chart_highest: "Highest in the year",
+    chart_levels: "Levels", chart_no_values: "No values in the year.", chart_unavailable: "The chart could not be loaded.",
+    export_series: "Export the series as CSV",
+  },
+};
+for (const lang of Object.keys(CHART_TEXT)) Object.assign(TEXT[lang], CHART_TEXT[lang]);
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART = { width: 480, height: 190, left: 50, right: 46, top: 22, bottom: 36 }; // viewBox units
+const CHART_FETCHES = 4; // a panel's charts asked a few at a time: the token's requests in flight are few
+const MONTHS_EN = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const seriesKey = (s) => `${s.indicator}|${s.station || ""}`;
+let chartRound = 0; // the panel drawn last: answers for an earlier one are dropped
+function chartSlot(s) {
+  return el("figure", { class: "chart", "data-chart": seriesKey(s) }, el("p", { class: "hint", text: "…" }));
+}
+async function loadCharts(region, series) {
+  const round = ++chartRound;
+  const queue = [...series];
+  const worker = async () => {
+    for (let s = queue.shift(); s; s = queue.shift()) {
+      const query = new URLSearchParams({ indicator: s.indicator, region });
+      if (s.station) query.set("station", s.station);
+      let answer = null, missing = "chart_unavailable";
+      try {
+        answer = await api(`history?${query}`);
+      } catch (error) {
+        if (error instanceof Unauthorized) throw error;
+        if (error.status === 404) missing = "chart_no_values"; // nothing in the two years kept
+      }
+      if (round !== chartRound || state.filters.region !== region) return;
+      const slot = $("#detail").querySelector(`figure.chart[data-chart="${CSS.escape(seriesKey(s))}"]`);
+      if (!slot) continue;
+      slot.replaceChildren(...(answer ? chartOf(answer, s) : [el("p", { class: "hint", text: t(missing) })]));
+    }
+  };
+  await Promise.all(Array.from({ length: CHART_FETCHES }, worker));
+}
+function periodShort(label) { // 2025-08 -> "T8/25" | "Aug 25"; 2025-Q3 -> "Q3/25"; 2025-08-20 -> "20/8"
+  const yy = label.slice(2, 4);
+  if (/^\d{4}-\d{2}$/.test(label)) {
+    const m = Number(label.slice(5, 7));
+    return state.lang === "vi" ? `T${m}/${yy}` : `${MONTHS_EN[m - 1]} ${yy}`;
+  }
+  if (/^\d{4}-[QH]\d$/.test(label)) return `${label.slice(5)}/${yy}`;
+  if (/^\d{4}-\d{2}-\d{2}$/.test(label)) return `${Number(label.slice(8))}/${Number(label.slice(5, 7))}`;
+  return label;
+}
+function svgEl(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) node.setAttribute(k, String(v));
+  if (text !== null) node.textContent = text;
+  return node;
+}
+function chartLevels(levels, values) { // the alarm levels worth a line: those reached, and the next one
+  const alarms = levels.filter((lv) => lv.index > 0).sort((a, b) => a.lower - b.lower);
+  const top = values.length ? Math.max(...values) : -Infinity;
+  const next = alarms.find((lv) => lv.lower > top);
+  return alarms.filter((lv) => lv.lower <= top || lv === next);
+}
+function chartScale(h, values, lines) { // the value axis: round ticks around the values, the level lines, 0 for sums
+  const all = [...values, ...lines.map((lv) => lv.lower)];
+  if (h.aggregation === "sum") all.push(0);
+  let lo = Math.min(...all), hi = Math.max(...all);
+  if (!Number.isFinite(lo)) [lo, hi] = [0, 1];
+  if (lo === hi) { lo -= Math.abs(lo) / 10 || 1; hi += Math.abs(hi) / 10 || 1; }
+  const rough = (hi - lo) / 4, power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((m) => m >= rough);
+  const ticks = [];
+  for (let v = Math.floor(lo / step) * step; v < hi + step * 0.999; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
+}
+const pct = (v) => (v === null || v === undefined ? "–" : `${v > 0 ? "+" : ""}${fmt(v)} %`);
+function chartWords(h, name, lines) { // the chart said in a sentence or two (its <desc>)
+  const known = h.periods.filter((p) => p.value !== null);
+  if (!known.length) return t("chart_no_values");
+  const latest = known[known.length - 1];
+  const highest = known.reduce((a, b) => (b.value > a.value ? b : a));
+  const parts = [`${t("chart_latest")} ${periodShort(latest.period)}: ${fmt(latest.value)} ${h.unit}; ${
+    t("last_year").toLowerCase()}: ${fmt(latest.same_period_last_year)} ${h.unit} (${pct(latest.yoy_change_pct)}).`,
+  `${t("chart_highest")}: ${fmt(highest.value)} ${h.unit} (${periodShort(highest.period)}).`];
+  if (lines.length) {
+    parts.push(`${t("chart_levels")}: ${lines.map((lv) => `${state.lang === "vi" ? lv.name_vi : lv.name_en} ${
+      fmt(lv.lower)} ${h.unit}`).join(", ")}.`);
+  }
+  return `${name}. ${parts.join(" ")}`;
+}
+function chartOf(h, s) { // [the SVG, its legend, its table for screen readers, the CSV button]
+  const name = state.lang === "vi" ? s.name_vi : s.name_en;
+  const periods = h.periods;
+  const now = periods.map((p) => p.value), before = periods.map((p) => p.same_period_last_year);
+  const values = [...now, ...before].filter((v) => v !== null);
+  const lines = chartLevels(h.levels || [], values);
+  const ticks = chartScale(h, values, lines);
+  const [lo, hi] = [ticks[0], ticks[ticks.length - 1]];
+  const { width, height, left, right, top, bottom } = CHART;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const x = (i) => left + (periods.length === 1 ? plotW / 2 : (i * plotW) / (periods.length - 1));
+  const y = (v) => top + plotH - ((v - lo) / (hi - lo)) * plotH;
+  const id = `chart-${seriesKey(s).replace(/[^A-Za-z0-9]/g, "-")}`;
+  const title = `${name}${s.station_name ? ` · ${s.station_name}` : ""}: ${t("chart_title")}`;
+  const svg = svgEl("svg", { class: "year-chart", viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-labelledby": `${id}-title ${id}-desc`, "data-periods": periods.length,
+    "data-frequency": h.frequency });
+  svg.append(svgEl("title", { id: `${id}-title` }, title), svgEl("desc", { id: `${id}-desc` }, chartWords(h, name, lines)));
+  for (const v of ticks) { // the value axis: its ticks and their grid lines
+    svg.append(svgEl("line", { class: "grid", x1: left, x2: width - right, y1: y(v), y2: y(v) }),
+      svgEl("text", { class: "tick", x: left - 5, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
+  }
+  svg.append(svgEl("text", { class: "axis", x: 4, y: 2, "dominant-baseline": "hanging" }, h.unit));
+  const every = Math.ceil(periods.length / 6);
+  periods.forEach((p, i) => { // the period axis: at most 6 labels, the latest period's always
+    if ((periods.length - 1 - i) % every) return;
+    svg.append(svgEl("text", { class: "tick", x: x(i), y: height - bottom + 15, "text-anchor": "middle" },
+      periodShort(p.period)));
+  });
+  svg.append(svgEl("text", { class: "axis", x: left + plotW / 2, y: height - 3, "text-anchor": "middle" },
+    t("chart_period")));
+  for (const lv of lines) { // a regulation level: a dashed line in its colour, named at its end
+    svg.append(svgEl("line", { class: "level", x1: left, x2: width - right, y1: y(lv.lower), y2: y(lv.lower),
+      stroke: lv.colour, "data-level-code": lv.code }),
+    svgEl("text", { class: "level-name", x: width - right + 4, y: y(lv.lower) + 4, fill: lv.colour }, lv.code));
+  }
+  const path = (series) => { // a line broken where a period has no value
+    let d = "", open = false;
+    series.forEach((v, i) => {
+      if (v === null) { open = false; return; }
+      d += `${open ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      open = true;
+    });
+    return d;
+  };
+  svg.append(svgEl("path", { class: "before", d: path(before) }), svgEl("path", { class: "now", d: path(now) }));
+  periods.forEach((p, i) => {
+    const said = `${periodShort(p.period)}: ${fmt(p.value)} ${h.unit} · ${t("last_year")} ${periodShort(p.last_year_period)}: ${
+      fmt(p.same_period_last_year)}`;
+    if (before[i] !== null) svg.append(svgEl("circle", { class: "pt before", cx: x(i), cy: y(before[i]), r: 2.5 }));
+    if (now[i] !== null) {
+      const dot = svgEl("circle", { class: "pt now", cx: x(i), cy: y(now[i]), r: 3.5, "data-period": p.period });
+      dot.append(svgEl("title", {}, said));
+      svg.append(dot);
+    }
+  });
+  const legend = el("p", { class: "chart-legend", "aria-hidden": "true" },
+    el("span", { class: "key now", text: t("past_year") }), " ",
+    el("span", { class: "key before", text: t("last_year") }));
+  const table = el("table", { class: "visually-hidden" }, el("caption", { text: title }),
+    el("thead", {}, el("tr", {}, ...[t("period"), `${t("value")} (${h.unit})`, t("last_year"), t("change")]
+      .map((text) => el("th", { scope: "col", text })))),
+    el("tbody", {}, ...periods.map((p) => el("tr", {}, el("th", { scope: "row", text: p.period }),
+      el("td", { text: fmt(p.value) }), el("td", { text: fmt(p.same_period_last_year) }),
+      el("td", { text: pct(p.yoy_change_pct) })))));
+  const button = el("button", { type: "button", class: "export-series", "aria-label": `${t("export_series")}: ${title}`,
+    text: t("export_csv") });
+  button.addEventListener("click", () => exportSeries(h, s));
+  return [svg, el("div", { class: "chart-foot" }, legend, button), table];
+}
+function exportSeries(h, s) { // the series as its chart has it, one row per period
+  const header = ["indicator", "indicator_name", "region", "region_name", "station", "station_name", "unit",
+    "frequency", "period", "start", "end", "status", "value", "count", "quality", "last_year_period",
+    "same_period_last_year", "yoy_change_pct"];
+  const rows = h.periods.map((p) => [h.indicator, state.lang === "vi" ? s.name_vi : s.name_en, h.region,
+    regionName(h.region), h.station || "", s.station_name || "", h.unit, h.frequency, p.period, p.start, p.end,
+    p.status, p.value, p.count, p.quality || "", p.last_year_period, p.same_period_last_year, p.yoy_change_pct]);
+  const where = [h.region, h.station].filter(Boolean).join("-");
+  download(`series-${h.indicator}-${where}-${stamp()}.csv`, csv(header, rows));
 }
 
 // ------------------------------------------------------------------------ compliance, briefing
