@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +141,21 @@ def ensure_subject(client: Any, subject: Subject, registry: str) -> list[Registe
             continue
         out.append(Registered(subject.name, version, int(schema_id), new=True))
     return out
+
+
+LOOKUP_THREADS = 8
+"""Subjects asked at once at start-up: one round trip each (a worker frames ~60 subjects' ~150
+versions), a second and more of every worker's start when asked one after the other."""
+
+
+def _ensure_all(
+    client: Any, subjects: Sequence[Subject], registry: str
+) -> list[tuple[Subject, list[Registered]]]:
+    """:func:`ensure_subject` for every subject, several at once; the first failure raised."""
+    with ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="schema-lookup") as pool:
+        return list(
+            zip(subjects, pool.map(lambda s: ensure_subject(client, s, registry), subjects), strict=True)
+        )
 
 
 def _registered_meanwhile(client: Any, subject: str, schema: Any, refusal: BaseException) -> int | None:
@@ -316,7 +332,7 @@ def _resolve_framing(  # noqa: PLR0917 - output_framing's own arguments, passed 
     backoff, attempt = Backoff.from_settings(settings), 0
     while True:
         try:
-            found = [(s, ensure_subject(client, s, name)) for s in subjects]
+            found = _ensure_all(client, subjects, name)
             break
         except SchemaRegistryUnavailable as exc:
             attempt += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -84,6 +85,11 @@ class Worker(faust.Worker):  # named Worker: its log lines read "[^Worker]: Read
             self._watchdog.daemon = True
             self._watchdog.start()
         super()._schedule_shutdown(sig)
+
+    async def _sentinel_task(self) -> None:
+        """mode's last task before the loop closes sleeps a whole second (one turn of the loop is what it
+        is for): every stop — a rolling restart, a rebalance storm — took a second longer than it needed."""
+        await asyncio.sleep(0.05)
 
     def _on_sigusr2(self) -> None:
         """mode's worker starts pdb on SIGUSR2, on the event loop: a stray signal would stop the stream
