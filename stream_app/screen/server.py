@@ -52,7 +52,12 @@ from stream_app.state.store import StateStore, connect
 log = structlog.get_logger(__name__)
 
 STATIC = resources.files("stream_app.screen") / "static"
-ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
+ASSETS = {
+    "app.js": "text/javascript",
+    "timeline.js": "text/javascript",
+    "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 HEARTBEAT_S = 15.0
 SNAPSHOT_S = 60.0  # how often the live view of open alerts is checked against Redis
 SNAPSHOT_RETRY_MAX_S = 5.0  # the longest pause between snapshots Redis could not answer
