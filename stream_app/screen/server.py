@@ -6,8 +6,10 @@ worker's event loop (workers serve probes, metrics and directives only), and eac
 for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question and second, however many readers; concurrent
 askers of the same question share one read).
 Live alert changes are pushed (server-sent events) from one reader of ``center.alerts`` per process
-(:mod:`stream_app.screen.feed`). An operator's directive is forwarded, with the operator's token, to the
-workers' API, which writes it in the operator's name and audits it (:mod:`stream_app.screen.commands`):
+(:mod:`stream_app.screen.feed`); a second reader of it, from ``STREAM_APP_SCREEN_TIMELINE_HOURS`` back,
+keeps the alert timeline (``/api/v1/alerts/timeline``, :mod:`stream_app.screen.timeline`). An
+operator's directive is forwarded, with the operator's token, to the workers' API, which writes it in
+the operator's name and audits it (:mod:`stream_app.screen.commands`):
 the screen writes nothing to Kafka. The page itself (HTML, script, styles) is static, carries
 no data and needs no token; every ``/api/v1`` call does (``Authorization: Bearer``).
 
