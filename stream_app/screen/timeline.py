@@ -106,16 +106,23 @@ def entry_of(record: Mapping[str, Any]) -> dict[str, Any] | None:
     return entry
 
 
+Position = tuple[int, int]
+"""Where an entry stands in the timeline: when the center took it, then the order the screen read it
+(changes taken in one batch share a time; the topic's order of one alert's changes is their order)."""
+
+
 class Timeline:
     """The alert changes since ``keep_ms`` before the newest, at most ``max_entries`` (the oldest go
-    first), in the order they happened (``at``, then id); the same change twice is kept once (the
+    first), in the order they happened (:data:`Position`); the same change twice is kept once (the
     screen reads the topic again after a reconnection)."""
 
     def __init__(self, keep_ms: int, max_entries: int) -> None:
         self.keep_ms = keep_ms
         self.max_entries = max_entries
-        self._order: list[tuple[int, str]] = []
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._order: list[Position] = []
+        self._entries: dict[Position, dict[str, Any]] = {}
+        self._ids: set[str] = set()
+        self._read = 0  # changes read so far: the next one's place among those taken at its time
         self.dropped_before = 0  # entries older than this were let go (for room or age): not complete
 
     def __len__(self) -> int:
@@ -123,12 +130,15 @@ class Timeline:
 
     def add(self, record: Mapping[str, Any]) -> None:
         entry = entry_of(record)
-        if entry is None or entry["id"] in self._entries:
+        if entry is None or entry["id"] in self._ids:
             return
         if self._order and entry["at"] < self._order[-1][0] - self.keep_ms:
             return  # older than what is kept
-        self._entries[entry["id"]] = entry
-        bisect.insort(self._order, (entry["at"], entry["id"]))
+        self._read += 1
+        position = (entry["at"], self._read)
+        self._entries[position] = entry
+        self._ids.add(entry["id"])
+        bisect.insort(self._order, position)
         self._trim()
 
     def _trim(self) -> None:
@@ -139,16 +149,16 @@ class Timeline:
         ):
             cut += 1
         if cut:
-            for _, gone in self._order[:cut]:
-                del self._entries[gone]
+            for gone in self._order[:cut]:
+                self._ids.discard(self._entries.pop(gone)["id"])
             self.dropped_before = max(self.dropped_before, self._order[cut - 1][0] + 1)
             del self._order[:cut]
 
-    def between(self, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-        """The entries with ``start_ms <= at < end_ms``, oldest first."""
-        low = bisect.bisect_left(self._order, (start_ms, ""))
-        high = bisect.bisect_left(self._order, (end_ms, ""))
-        return [self._entries[entry_id] for _, entry_id in self._order[low:high]]
+    def between(self, start_ms: int, end_ms: int) -> list[tuple[Position, dict[str, Any]]]:
+        """The entries with ``start_ms <= at < end_ms`` and their positions, oldest first."""
+        low = bisect.bisect_left(self._order, (start_ms, 0))
+        high = bisect.bisect_left(self._order, (end_ms, 0))
+        return [(position, self._entries[position]) for position in self._order[low:high]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +172,7 @@ class TimelineQuery:
     alert_key: str | None = None
     newest_first: bool = False
     limit: int = DEFAULT_LIMIT
-    cursor: tuple[int, str] | None = None
+    cursor: Position | None = None
 
     def matches(self, entry: Mapping[str, Any]) -> bool:
         return (
@@ -172,32 +182,29 @@ class TimelineQuery:
         )
 
 
-def encode_cursor(entry: Mapping[str, Any]) -> str:
-    """Where the next page starts: after this entry (its time and id), whatever arrives meanwhile."""
-    return f"{entry['at']}~{entry['id']}"
+def encode_cursor(position: Position) -> str:
+    """Where the next page starts: after this position, whatever arrives meanwhile. Valid for the
+    screen process that gave it (another counts its reading anew)."""
+    return f"{position[0]}~{position[1]}"
 
 
-def decode_cursor(text: str) -> tuple[int, str]:
+def decode_cursor(text: str) -> Position:
     """The position :func:`encode_cursor` wrote; ``ValueError`` for anything else."""
-    at, sep, entry_id = text.partition("~")
-    if not sep or not entry_id:
+    at, _, read = text.partition("~")
+    if not (at.isdigit() and read.isdigit()):
         raise ValueError(f"cursor {text[:80]!r} is not one this API gave")
-    return int(at), entry_id
+    return int(at), int(read)
 
 
-def page(entries: list[dict[str, Any]], query: TimelineQuery) -> dict[str, Any]:
-    """One page of ``entries`` (oldest first, as :meth:`Timeline.between` gives them): those the query
+def page(rows: list[tuple[Position, dict[str, Any]]], query: TimelineQuery) -> dict[str, Any]:
+    """One page of ``rows`` (oldest first, as :meth:`Timeline.between` gives them): the entries the query
     matches after its cursor, in its order, at most ``limit``; ``next_cursor`` is None on the last."""
-    matching = [e for e in entries if query.matches(e)]
+    matching = [(position, e) for position, e in rows if query.matches(e)]
     if query.newest_first:
         matching.reverse()
-    if query.cursor is not None:
-        after = query.cursor
-        matching = [
-            e
-            for e in matching
-            if ((e["at"], e["id"]) < after if query.newest_first else (e["at"], e["id"]) > after)
-        ]
+    after = query.cursor
+    if after is not None:
+        matching = [(p, e) for p, e in matching if (p < after if query.newest_first else p > after)]
     shown = matching[: query.limit]
     more = len(matching) > query.limit
     return {
@@ -205,8 +212,8 @@ def page(entries: list[dict[str, Any]], query: TimelineQuery) -> dict[str, Any]:
         "to": query.end_ms,
         "order": "desc" if query.newest_first else "asc",
         "count": len(shown),
-        "entries": shown,
-        "next_cursor": encode_cursor(shown[-1]) if more and shown else None,
+        "entries": [e for _, e in shown],
+        "next_cursor": encode_cursor(shown[-1][0]) if more and shown else None,
     }
 
 

@@ -37,7 +37,7 @@ const SHIFT_MS = 12 * 3600 * 1000; // the default range: the current shift, the 
 const TIMELINE_PAGE = 100; // entries shown at a time ("More" for the next)
 const TIMELINE_BULK = 500; // entries per request of a handover, an export (the API's largest page)
 const TIMELINE_PAGES_MAX = 20; // ... which read at most this many pages
-const history = { entries: [], cursor: null, complete: true, query: null };
+const timelineView = { entries: [], cursor: null, complete: true, query: null };
 
 // ------------------------------------------------------------------------------ the range asked
 const localInput = (ms) => { // a datetime-local's value (the browser's time zone) of epoch ms
@@ -93,23 +93,23 @@ function timelineRow(e) {
 }
 function drawTimeline() {
   const body = $("#timeline-table tbody");
-  body.replaceChildren(...history.entries.map(timelineRow));
-  if (!history.entries.length) body.append(el("tr", {}, el("td", { colspan: "7", class: "hint", text: t("no_steps") })));
-  $("#tl-more").hidden = !history.cursor;
-  $("#tl-summary").textContent = `${history.entries.length}${history.cursor ? "+" : ""} ${t("steps_count")}`
-    + (history.complete ? "" : ` ${t("incomplete")}`);
+  body.replaceChildren(...timelineView.entries.map(timelineRow));
+  if (!timelineView.entries.length) body.append(el("tr", {}, el("td", { colspan: "7", class: "hint", text: t("no_steps") })));
+  $("#tl-more").hidden = !timelineView.cursor;
+  $("#tl-summary").textContent = `${timelineView.entries.length}${timelineView.cursor ? "+" : ""} ${t("steps_count")}`
+    + (timelineView.complete ? "" : ` ${t("incomplete")}`);
 }
 async function loadTimeline(more = false) {
   if (!more) {
-    history.query = { range: shiftRange(), region: $("#tl-region").value };
-    history.entries = [];
-    history.cursor = null;
+    timelineView.query = { range: shiftRange(), region: $("#tl-region").value };
+    timelineView.entries = [];
+    timelineView.cursor = null;
   }
-  const { range, region } = history.query;
-  const got = await api(timelinePath(range, region, more ? history.cursor : null, "desc")); // newest first
-  history.entries.push(...got.entries);
-  history.cursor = got.next_cursor;
-  history.complete = got.complete;
+  const { range, region } = timelineView.query;
+  const got = await api(timelinePath(range, region, more ? timelineView.cursor : null, "desc")); // newest first
+  timelineView.entries.push(...got.entries);
+  timelineView.cursor = got.next_cursor;
+  timelineView.complete = got.complete;
   drawTimeline();
 }
 function fillTimelineRegions() {
@@ -120,8 +120,8 @@ function fillTimelineRegions() {
   select.value = chosen;
 }
 async function exportTimeline() { // the whole range as filtered, oldest first
-  const range = history.query ? history.query.range : shiftRange();
-  const region = history.query ? history.query.region : $("#tl-region").value;
+  const range = timelineView.query ? timelineView.query.range : shiftRange();
+  const region = timelineView.query ? timelineView.query.region : $("#tl-region").value;
   const { entries } = await timelineAll(range, region);
   const header = ["at", "step", "step_name", "by", "alert_key", "region", "region_name", "station", "indicator",
     "indicator_name", "level", "level_code", "level_name", "value", "assignee", "comment", "reporter"];
