@@ -68,6 +68,7 @@ SLOW_ANSWERS = frozenset({"/compliance", "/briefing", "/indicators"})
 SLOW_ANSWERS_S = 60.0
 # The open alerts come from the screen's live view (memory), never behind the stream pages follow.
 LIVE_ANSWERS = frozenset({"/alerts/active"})
+TIMELINE = "/alerts/timeline"
 # What each read depends on (docs/openapi.yaml)
 ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
     "/indicators": (),
@@ -80,7 +81,7 @@ ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
     "/briefing": ("date",),
     "/overview": ("indicator",),
     "/region": ("region",),
-    "/alerts/timeline": ("from", "to", "region", "indicator", "alert_key", "order", "limit", "cursor"),
+    TIMELINE: ("from", "to", "region", "indicator", "alert_key", "order", "limit", "cursor"),
 }
 MAX_ANSWERS = 1024
 # A free time (``at``) is asked to the minute: 12:00:07 and 12:00:41 are one question (deadlines are
@@ -232,7 +233,7 @@ class Screen:
         app.router.add_get(PREFIX + "/whoami", self.whoami)
         app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
         app.router.add_get(PREFIX + "/alerts/stream", self.stream)
-        app.router.add_get(PREFIX + "/alerts/timeline", self._read("/alerts/timeline", self.alert_timeline))
+        app.router.add_get(PREFIX + TIMELINE, self._read(TIMELINE, self.alert_timeline))
         app.router.add_post(PREFIX + "/alerts/{key}/directives", self.direct)
         for path, handler in self.api.routes().items():
             app.router.add_get(PREFIX + path, self._read(path, handler))
@@ -375,6 +376,8 @@ class Screen:
 
     async def _answer(self, path: str, handler: Any, request: web.Request) -> web.StreamResponse:
         key, params = question(path, request.query)
+        if path == TIMELINE:  # answered from memory: reused until the timeline changes, never older
+            key += f"#{self.timeline.version}:{self._timeline_caught_up()}"
         if path in LIVE_ANSWERS:
             status, body = await answer(handler, params)
             encoded = _json_bytes(body)
@@ -389,11 +392,15 @@ class Screen:
         the whole range: it caught up with the topic, and kept everything since ``from``."""
         query = timeline_query(params, now_ms)
         answer = page(self.timeline.between(query.start_ms, query.end_ms), query)
-        caught_up = self.history is not None and self.history.confirmed_at is not None
+        caught_up = self._timeline_caught_up()
         kept_from = max(now_ms - self.timeline.keep_ms, self.timeline.dropped_before)
         answer["complete"] = caught_up and query.start_ms >= kept_from
         answer["kept_from"] = kept_from
         return answer
+
+    def _timeline_caught_up(self) -> bool:
+        """Whether the timeline's reader has read center.alerts up to its end (once, at least)."""
+        return self.history is not None and self.history.confirmed_at is not None
 
     async def direct(self, request: web.Request) -> web.StreamResponse:
         """A directive, forwarded to the workers' API with the operator's token

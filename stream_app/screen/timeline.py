@@ -73,13 +73,15 @@ MAX_LIMIT: Final = 500
 SHIFT_MS: Final = 12 * 3_600_000  # the default range: the last 12 hours, a shift
 
 
-def entry_of(record: Mapping[str, Any]) -> dict[str, Any] | None:
+def entry_of(record: Mapping[str, Any], earlier_comment: str | None = None) -> dict[str, Any] | None:
     """The timeline entry of one alert record (times as epoch ms), or None for a record that is no
     step (an unknown event type).
 
     ``at`` is when the center took the change (``processing_time``): a shift is wall-clock time, and a
     late observation's change happened when it arrived. ``by`` is the operator of a directive's change,
-    empty for a transition (the data made it: ``reporter`` sent it)."""
+    empty for a transition (the data made it: ``reporter`` sent it). A record carries the alert's latest
+    comment, whoever wrote it: an escalation or a closing shows it only when it is not the comment the
+    alert had before (``earlier_comment``), that is when the directive came with its own."""
     event_type = str(record.get("event_type") or "TRANSITION")
     action = action_of(event_type)
     if event_type == "TRANSITION":
@@ -99,9 +101,7 @@ def entry_of(record: Mapping[str, Any]) -> dict[str, Any] | None:
         step=step.value,
         by=by,
         assignee=(record.get("assigned_to") or "") if step is Step.ASSIGNED else "",
-        comment=(record.get("comment") or "")
-        if action in (Action.COMMENT, Action.ESCALATE, Action.CLOSE)
-        else "",
+        comment=_own_comment(action, record.get("comment") or "", earlier_comment),
     )
     return entry
 
@@ -109,6 +109,12 @@ def entry_of(record: Mapping[str, Any]) -> dict[str, Any] | None:
 Position = tuple[int, int]
 """Where an entry stands in the timeline: when the center took it, then the order the screen read it
 (changes taken in one batch share a time; the topic's order of one alert's changes is their order)."""
+
+
+def _own_comment(action: Action | None, comment: str, earlier: str | None) -> str:
+    if action is Action.COMMENT or (action in (Action.ESCALATE, Action.CLOSE) and comment != (earlier or "")):
+        return comment
+    return ""
 
 
 class Timeline:
@@ -122,15 +128,25 @@ class Timeline:
         self._order: list[Position] = []
         self._entries: dict[Position, dict[str, Any]] = {}
         self._ids: set[str] = set()
+        self._comments: dict[str, str] = {}  # alert key -> the comment its latest record carried
         self._read = 0  # changes read so far: the next one's place among those taken at its time
         self.dropped_before = 0  # entries older than this were let go (for room or age): not complete
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def version(self) -> int:
+        """Changes whenever what the timeline holds does (an answer about it can be reused till then)."""
+        return self._read
+
     def add(self, record: Mapping[str, Any]) -> None:
-        entry = entry_of(record)
-        if entry is None or entry["id"] in self._ids:
+        if str(record.get("alert_id")) in self._ids:
+            return
+        key = str(record.get("alert_key"))
+        entry = entry_of(record, self._comments.get(key))
+        self._comments[key] = str(record.get("comment") or "")
+        if entry is None:
             return
         if self._order and entry["at"] < self._order[-1][0] - self.keep_ms:
             return  # older than what is kept

@@ -101,7 +101,9 @@ def _history(page: Any, settings: Settings, blueprint: Blueprint, item: Any, lev
     page.click("#tab-timeline")
     rows = page.locator(f'#timeline-table tr[data-alert-key="{FLOOD_KEY}"]')
     deadline = time.monotonic() + 15
-    while rows.first.get_attribute("data-step", timeout=5_000) != "resolved":  # answers are reused 3 s
+    while (
+        rows.first.get_attribute("data-step", timeout=5_000) != "resolved"
+    ):  # the worker takes it in a moment
         assert time.monotonic() < deadline, "the timeline does not show the resolution"
         page.wait_for_timeout(500)
         page.click("#tl-load")

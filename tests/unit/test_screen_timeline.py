@@ -60,11 +60,14 @@ def test_each_change_becomes_its_step_with_who_and_when() -> None:
         directive(3000, "ASSIGN", "an.nv", assigned_to="Sở NN&PTNT Hà Nội"),
         directive(4000, "ESCALATE", "bình.lt", comment="mưa tiếp"),
         directive(5000, "COMMENT", "an.nv", comment="đã gọi"),
-        record(6000, transition="ESCALATED"),
-        record(7000, transition="RESOLVED"),
-        directive(8000, "CLOSE", "an.nv"),
+        record(6000, transition="ESCALATED", comment="đã gọi"),
+        directive(7000, "CLOSE", "an.nv", comment="đã gọi"),  # the alert's comment, not the closing's
+        record(8000, transition="RESOLVED"),
     ]
-    entries = [e for e in map(entry_of, shift) if e is not None]
+    timeline = Timeline(keep_ms=SHIFT_MS, max_entries=100)
+    for r in shift:
+        timeline.add(r)
+    entries = [e for _, e in timeline.between(0, 10_000)]
     assert [(e["step"], e["by"], e["at"]) for e in entries] == [
         ("fired", "", 1000),
         ("acknowledged", "an.nv", 2000),
@@ -72,12 +75,16 @@ def test_each_change_becomes_its_step_with_who_and_when() -> None:
         ("escalated", "bình.lt", 4000),
         ("commented", "an.nv", 5000),
         ("raised", "", 6000),
-        ("resolved", "", 7000),
-        ("closed", "an.nv", 8000),
+        ("closed", "an.nv", 7000),
+        ("resolved", "", 8000),
     ]
     assert entries[2]["assignee"] == "Sở NN&PTNT Hà Nội"
     assert entries[3]["comment"] == "mưa tiếp"
     assert (entries[0]["comment"], entries[0]["region"]) == ("", "01")
+    assert entries[6]["comment"] == ""
+    closing = entry_of(directive(9000, "CLOSE", "an.nv", comment="xong"), "đã gọi")
+    assert closing is not None
+    assert closing["comment"] == "xong"
 
 
 def test_a_record_of_no_known_step_is_left_out_and_the_detail_names_only_its_own_action() -> None:
@@ -94,8 +101,11 @@ def test_the_timeline_keeps_each_change_once_in_order_within_its_window_and_size
     timeline.add(record(12 * HOUR))  # the oldest falls out of the 10 hours kept
     assert [e["at"] for _, e in timeline.between(0, 13 * HOUR)] == [2 * HOUR, 3 * HOUR, 12 * HOUR]
     assert timeline.dropped_before == HOUR + 1
+    version = timeline.version
     timeline.add(record(HOUR // 2))  # older than what is kept: not taken
-    assert len(timeline) == 3
+    assert (len(timeline), timeline.version) == (3, version)
+    timeline.add(record(13 * HOUR))
+    assert timeline.version != version  # an answer about it is not reused
 
     small = Timeline(keep_ms=10 * HOUR, max_entries=2)
     for at in (1, 2, 3):
