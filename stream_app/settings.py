@@ -237,6 +237,24 @@ class Settings(BaseSettings):
             " Compliance and the briefing are reused a minute. 0: no reuse."
         ),
     )
+    screen_timeline_hours: float = Field(
+        24.0,
+        gt=0,
+        le=720,
+        description=(
+            "How far back the screen's alert timeline (/api/v1/alerts/timeline, the page's Timeline and"
+            " handover) reaches: at start the screen reads center.alerts from this many hours ago and keeps"
+            " every alert change since, in memory."
+        ),
+    )
+    screen_timeline_max: int = Field(
+        50_000,
+        ge=100,
+        description=(
+            "The most alert changes the screen's timeline keeps (the oldest go first; an answer reaching"
+            " before what is kept says so: `complete: false`)."
+        ),
+    )
 
     batch_max: int = Field(
         2000, ge=1, description="Records per processing batch (a stage takes up to this many at a time)."

@@ -125,3 +125,17 @@ def build(
         "token_id": token_id,
         "writer": writer,
     }
+
+
+def directive_detail(action: str, actor: str) -> str:
+    """The ``detail`` of the alert record a directive's change publishes: ``"acknowledge by an.nv"``.
+    It is how the alerts topic names who acted (the record has no actor field of its own);
+    :func:`actor_of_detail` reads it back."""
+    return f"{action.lower()} by {actor}"
+
+
+def actor_of_detail(action: str, detail: str | None) -> str:
+    """Who did ``action``, from the ``detail`` :func:`directive_detail` wrote ("" when it says no one)."""
+    prefix = f"{action.lower()} by "
+    text = detail or ""
+    return text[len(prefix) :] if text.startswith(prefix) else ""

@@ -210,6 +210,8 @@ class AlertReader:
         self.following = threading.Event()  # assigned to every partition of the alerts topic
         self.started_at = time.monotonic()
         self.polled_at: float | None = None  # monotonic; written by the reader's thread only
+        # when the broker last confirmed the reader had read everything published (monotonic)
+        self.confirmed_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="screen-alerts", daemon=True)
 
@@ -252,13 +254,7 @@ class AlertReader:
             topic = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
             if topic.error is not None or not topic.partitions:  # missing, or refused: retried
                 raise RuntimeError(f"cannot read {self.topic}: {topic.error or 'no partitions'}")
-            # from each partition's end as it is now: a change after this point is never missed
-            ends = [
-                TopicPartition(
-                    self.topic, p, consumer.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
-                )
-                for p in topic.partitions
-            ]
+            ends = self._start(consumer, list(topic.partitions))
             consumer.assign(ends)
             next_offsets = {tp.partition: tp.offset for tp in ends}
             log.info("screen_following_alerts", topic=self.topic, partitions=len(ends))
@@ -285,18 +281,34 @@ class AlertReader:
                     except Exception as exc:  # not ours: shown nowhere, logged once each
                         log.warning("screen_alert_unreadable", offset=message.offset(), error=repr(exc))
                         continue
-                    record = as_json(alert)
-                    self.loop.call_soon_threadsafe(self.deliver, record, sse_event(record))
+                    self._hand_over(as_json(alert))
                 now = time.monotonic()
                 # a record read, or (idle a second) the broker's ends are where the reader is
                 idle = not messages and now - (self.polled_at or 0.0) >= CONFIRM_S
-                if read or (idle and caught_up(next_offsets, self._ends(consumer, next_offsets))):
+                confirmed = idle and caught_up(next_offsets, self._ends(consumer, next_offsets))
+                if confirmed:
+                    self.confirmed_at = now
+                if read or confirmed:
                     self.polled_at = now
         finally:
             if self.following.is_set():
                 self.following.clear()
                 self.loop.call_soon_threadsafe(self.lost)
             consumer.close()
+
+    def _start(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
+        """Where reading starts: each partition's end as it is now (a change after this point is never
+        missed)."""
+        return [
+            TopicPartition(
+                self.topic, p, consumer.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
+            )
+            for p in partitions
+        ]
+
+    def _hand_over(self, record: dict[str, Any]) -> None:
+        """A change read (on the reader's thread): to ``deliver`` on the loop, with its event."""
+        self.loop.call_soon_threadsafe(self.deliver, record, sse_event(record))
 
     def _ends(self, consumer: Consumer, partitions: Iterable[int]) -> dict[int, int]:
         """Each partition's end as the broker answers it now; the partitions it did not answer are left
@@ -311,3 +323,36 @@ class AlertReader:
                 break
             ends[partition] = high
         return ends
+
+
+class HistoryReader(AlertReader):
+    """Reads ``center.alerts`` from ``back_ms`` before now (every time it starts following: changes
+    seen again are the timeline's to ignore) and hands each change to ``deliver`` on the loop: the
+    alert timeline's source (:mod:`stream_app.screen.timeline`)."""
+
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        deliver: Callable[[dict[str, Any]], None],
+        loop: asyncio.AbstractEventLoop,
+        back_ms: int,
+        resolve: codecs.ConfluentResolver | None = None,
+    ) -> None:
+        super().__init__(blueprint, lambda record, _: deliver(record), lambda: None, loop, resolve)
+        self.record_sink = deliver
+        self.back_ms = back_ms
+        self._thread.name = "screen-alert-history"
+
+    def _start(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
+        since = int(time.time() * 1000) - self.back_ms
+        found = consumer.offsets_for_times([TopicPartition(self.topic, p, since) for p in partitions], 10)
+        starts = []
+        for tp in found:
+            offset = tp.offset
+            if offset < 0:  # nothing since then: from the end
+                offset = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), 10)[1]
+            starts.append(TopicPartition(self.topic, tp.partition, offset))
+        return starts
+
+    def _hand_over(self, record: dict[str, Any]) -> None:
+        self.loop.call_soon_threadsafe(self.record_sink, record)

@@ -6,8 +6,10 @@ worker's event loop (workers serve probes, metrics and directives only), and eac
 for ``STREAM_APP_SCREEN_CACHE_S`` (one read per question and second, however many readers; concurrent
 askers of the same question share one read).
 Live alert changes are pushed (server-sent events) from one reader of ``center.alerts`` per process
-(:mod:`stream_app.screen.feed`). An operator's directive is forwarded, with the operator's token, to the
-workers' API, which writes it in the operator's name and audits it (:mod:`stream_app.screen.commands`):
+(:mod:`stream_app.screen.feed`); a second reader of it, from ``STREAM_APP_SCREEN_TIMELINE_HOURS`` back,
+keeps the alert timeline (``/api/v1/alerts/timeline``, :mod:`stream_app.screen.timeline`). An
+operator's directive is forwarded, with the operator's token, to the workers' API, which writes it in
+the operator's name and audits it (:mod:`stream_app.screen.commands`):
 the screen writes nothing to Kafka. The page itself (HTML, script, styles) is static, carries
 no data and needs no token; every ``/api/v1`` call does (``Authorization: Bearer``).
 
@@ -43,15 +45,21 @@ from stream_app.kafka.subjects import output_framing
 from stream_app.ops import metrics
 from stream_app.ops.retry import Backoff
 from stream_app.screen.commands import Commands
-from stream_app.screen.feed import AlertReader, Broadcast, OpenAlerts, pump
+from stream_app.screen.feed import AlertReader, Broadcast, HistoryReader, OpenAlerts, pump
 from stream_app.screen.health import ScreenHealth
 from stream_app.screen.layout import TILES
+from stream_app.screen.timeline import Timeline, page, timeline_query
 from stream_app.state.store import StateStore, connect
 
 log = structlog.get_logger(__name__)
 
 STATIC = resources.files("stream_app.screen") / "static"
-ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
+ASSETS = {
+    "app.js": "text/javascript",
+    "timeline.js": "text/javascript",
+    "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 HEARTBEAT_S = 15.0
 SNAPSHOT_S = 60.0  # how often the live view of open alerts is checked against Redis
 SNAPSHOT_RETRY_MAX_S = 5.0  # the longest pause between snapshots Redis could not answer
@@ -60,6 +68,7 @@ SLOW_ANSWERS = frozenset({"/compliance", "/briefing", "/indicators"})
 SLOW_ANSWERS_S = 60.0
 # The open alerts come from the screen's live view (memory), never behind the stream pages follow.
 LIVE_ANSWERS = frozenset({"/alerts/active"})
+TIMELINE = "/alerts/timeline"
 # What each read depends on (docs/openapi.yaml)
 ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
     "/indicators": (),
@@ -73,6 +82,7 @@ ROUTE_PARAMS: dict[str, tuple[str, ...]] = {
     "/briefing": ("date",),
     "/overview": ("indicator",),
     "/region": ("region",),
+    TIMELINE: ("from", "to", "region", "indicator", "alert_key", "order", "limit", "cursor"),
 }
 MAX_ANSWERS = 1024
 # A free time (``at``) is asked to the minute: 12:00:07 and 12:00:41 are one question (deadlines are
@@ -152,19 +162,20 @@ def question(path: str, query: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     (``ROUTE_PARAMS``), each in one spelling (a time to the minute below, a date as YYYY-MM-DD), so a
     parameter added or spelled otherwise neither changes the answer nor skips the cache."""
     params = {name: query[name] for name in ROUTE_PARAMS.get(path, ()) if name in query}
-    if params.get("at"):
-        params["at"] = _minute(params["at"])
+    for name in ("at", "from", "to"):  # the timeline's range too: from the minute, to the next one
+        if params.get(name):
+            params[name] = _minute(params[name], up=name == "to")
     if params.get("date"):
         params["date"] = _day(params["date"])
     return f"{path}?{urlencode(sorted(params.items()))}", params
 
 
-def _minute(text: str) -> str:
+def _minute(text: str, *, up: bool = False) -> str:
     try:
         ms = parse_iso_ms(text)
     except (ValueError, OverflowError):  # the handler answers it (400), uncached
         return text
-    return local_iso(ms - ms % AT_STEP_MS)
+    return local_iso(ms - ms % AT_STEP_MS + (AT_STEP_MS if up and ms % AT_STEP_MS else 0))
 
 
 def _day(text: str) -> str:
@@ -208,6 +219,9 @@ class Screen:
         self.framing = output_framing(blueprint)
         self.commands = Commands(settings)
         self.reader: AlertReader | None = None
+        hours_ms = round(settings.screen_timeline_hours * 3_600_000)
+        self.timeline = Timeline(hours_ms, settings.screen_timeline_max)
+        self.history: HistoryReader | None = None
         self.health = ScreenHealth(settings, self.redis, self.broadcast, lambda: self.reader)
         self._snapshots: asyncio.Task[None] | None = None
 
@@ -220,6 +234,7 @@ class Screen:
         app.router.add_get(PREFIX + "/whoami", self.whoami)
         app.router.add_get(PREFIX + "/openapi.yaml", self.openapi)
         app.router.add_get(PREFIX + "/alerts/stream", self.stream)
+        app.router.add_get(PREFIX + TIMELINE, self._read(TIMELINE, self.alert_timeline))
         app.router.add_post(PREFIX + "/alerts/{key}/directives", self.direct)
         for path, handler in self.api.routes().items():
             app.router.add_get(PREFIX + path, self._read(path, handler))
@@ -238,6 +253,8 @@ class Screen:
         )
         self.reader = AlertReader(self.blueprint, self._deliver, self._lost, loop, resolve)
         self.reader.start()
+        self.history = HistoryReader(self.blueprint, self.timeline.add, loop, self.timeline.keep_ms, resolve)
+        self.history.start()
         self._snapshots = asyncio.create_task(self._snapshot_alerts(self.reader))
 
     def _deliver(self, alert: dict[str, Any], event: bytes) -> None:
@@ -283,8 +300,9 @@ class Screen:
     async def _stop(self, app: web.Application) -> None:
         if self._snapshots is not None:
             self._snapshots.cancel()
-        if self.reader is not None:
-            await asyncio.to_thread(self.reader.stop)
+        for reader in (self.reader, self.history):
+            if reader is not None:
+                await asyncio.to_thread(reader.stop)
         await self.commands.close()
         await self.redis.aclose()
 
@@ -359,6 +377,8 @@ class Screen:
 
     async def _answer(self, path: str, handler: Any, request: web.Request) -> web.StreamResponse:
         key, params = question(path, request.query)
+        if path == TIMELINE:  # answered from memory: reused until the timeline changes, never older
+            key += f"#{self.timeline.version}:{self._timeline_caught_up()}"
         if path in LIVE_ANSWERS:
             status, body = await answer(handler, params)
             encoded = _json_bytes(body)
@@ -366,6 +386,22 @@ class Screen:
             ttl = SLOW_ANSWERS_S if path in SLOW_ANSWERS and self.cache.ttl_s > 0 else None
             status, encoded = await self.cache.get(key, lambda: answer(handler, params), ttl)
         return web.Response(body=encoded, status=status, content_type="application/json")
+
+    async def alert_timeline(self, params: dict[str, str], now_ms: int) -> dict[str, Any]:
+        """``GET /api/v1/alerts/timeline``: a page of the alert changes the screen read from
+        center.alerts (:mod:`stream_app.screen.timeline`). ``complete`` says whether the screen holds
+        the whole range: it caught up with the topic, and kept everything since ``from``."""
+        query = timeline_query(params, now_ms)
+        answer = page(self.timeline.between(query.start_ms, query.end_ms), query)
+        caught_up = self._timeline_caught_up()
+        kept_from = max(now_ms - self.timeline.keep_ms, self.timeline.dropped_before)
+        answer["complete"] = caught_up and query.start_ms >= kept_from
+        answer["kept_from"] = kept_from
+        return answer
+
+    def _timeline_caught_up(self) -> bool:
+        """Whether the timeline's reader has read center.alerts up to its end (once, at least)."""
+        return self.history is not None and self.history.confirmed_at is not None
 
     async def direct(self, request: web.Request) -> web.StreamResponse:
         """A directive, forwarded to the workers' API with the operator's token

@@ -3,8 +3,10 @@ Playwright against a worker and a ``stream-app screen``: a level-3 flood alert a
 attention (a browser notification, a sound, the title's badge, one announcement to screen readers), the
 operator filters to Hà Nội (the URL keeps the view across a reload), acknowledges, escalates and comments
 through the page's dialogs (a refused too-long comment explained on the alert, CLOSE confirmed), exports
-the list as CSV, and the national summary names Hà Nội. Screenshots at 1920×1080 and 1366×768 in
-``.local/screen/``.
+the list as CSV, and the national summary names Hà Nội. Then the shift's history: reloaded, the page
+still shows the escalation; the handover lists the alert and the operator's acts (and prints alone); the
+alert resolves; the timeline shows every step with names and its CSV holds them. Screenshots at
+1920×1080 and 1366×768 in ``.local/screen/``.
 
 The notification and the sound are observed where the page meets the browser: ``Notification`` and
 ``AudioContext.createOscillator`` are wrapped (and still called) by an init script.
@@ -39,6 +41,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
 
 HANOI = "01"
+OPERATOR = "test-operator"
 # What the page asks of the browser, recorded (the real calls still happen)
 SPY = """
 window.__notified = [];
@@ -63,6 +66,66 @@ def _badge(page: Any) -> int:
     """The count of unacknowledged alerts in the page's title, "(N) …" (0 without a badge)."""
     found = re.match(r"^\((\d+)\) ", page.title())
     return int(found.group(1)) if found else 0
+
+
+def _history(page: Any, settings: Settings, blueprint: Blueprint, item: Any, level_name: str) -> None:
+    """The shift's history: a page opened later still shows the escalation; the handover lists the open
+    alert and what the operator did, and prints alone; the alert resolves; the timeline shows every step
+    with names, newest first, and its CSV holds them oldest first."""
+    page.reload()
+    item.wait_for(timeout=15_000)
+    expect(item.locator(".escalated")).to_contain_text(OPERATOR, timeout=10_000)
+
+    page.click("#tab-handover")
+    handover = page.locator("#view-handover")
+    expect(handover.locator(f'#handover-open li[data-alert-key="{FLOOD_KEY}"]')).to_be_visible(timeout=10_000)
+    expect(handover.locator("#handover-open")).to_contain_text(level_name)
+    done = handover.locator(f'#handover-table tr[data-alert-key="{FLOOD_KEY}"]')
+    expect(done).to_have_count(4)  # acknowledged, escalated, commented, closed
+    expect(done.first).to_contain_text(OPERATOR)
+    expect(page.locator("#handover-operator")).to_have_text(OPERATOR)
+    page.evaluate("document.body.classList.add('printing-handover')")  # as its Print button does
+    page.emulate_media(media="print")
+    expect(handover).to_be_visible()
+    expect(page.locator("#view-briefing")).to_be_hidden()
+    expect(page.locator(".alerts")).to_be_hidden()
+    page.pdf(path=str(SHOTS / "handover.pdf"))
+    page.emulate_media(media="screen")
+
+    lower = next(lv for lv in blueprint.catalogue.stations[LONG_BIEN].levels if lv.code == "BD1").lower - 1.0
+    fall = observation(indicator="HYD.WATER_LEVEL", station=LONG_BIEN, value=lower, unit="m")
+    value = codecs.encode(blueprint.schemas.latest("observation"), fall)
+    produce(settings, blueprint.input_topic("MAE").name, [(LONG_BIEN.encode(), value)])
+    expect(item).to_have_count(0, timeout=10_000)
+
+    page.click("#tab-timeline")
+    rows = page.locator(f'#timeline-table tr[data-alert-key="{FLOOD_KEY}"]')
+    deadline = time.monotonic() + 15
+    while (
+        rows.first.get_attribute("data-step", timeout=5_000) != "resolved"
+    ):  # the worker takes it in a moment
+        assert time.monotonic() < deadline, "the timeline does not show the resolution"
+        page.wait_for_timeout(500)
+        page.click("#tl-load")
+    steps = [(r.get_attribute("data-step"), r.locator("td").nth(2).inner_text()) for r in rows.all()]
+    assert steps == [
+        ("resolved", "–"),
+        ("closed", OPERATOR),
+        ("commented", OPERATOR),
+        ("escalated", OPERATOR),
+        ("acknowledged", OPERATOR),
+        ("fired", "–"),
+    ]
+    page.screenshot(path=str(SHOTS / "shift-timeline.png"))
+    with page.expect_download() as downloaded:
+        page.click("#export-timeline")
+    text = downloaded.value.path().read_bytes()
+    assert text.startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM
+    rows_csv = [
+        r for r in csv.DictReader(io.StringIO(text.decode("utf-8-sig"))) if r["alert_key"] == FLOOD_KEY
+    ]
+    assert [(r["step"], r["by"]) for r in rows_csv] == [(s, "" if by == "–" else by) for s, by in steps[::-1]]
+    assert rows_csv[0]["region_name"] == "Hà Nội"
 
 
 def test_a_shift_notices_filters_acts_and_exports(
@@ -196,6 +259,7 @@ def test_a_shift_notices_filters_acts_and_exports(
             page.screenshot(path=str(SHOTS / "shift-summary-laptop.png"))
             page.set_viewport_size({"width": 1920, "height": 1080})
             page.screenshot(path=str(SHOTS / "shift-summary.png"))
+            _history(page, settings, blueprint, item, bd3.name_vi)
         finally:
             browser.close()
     print(f"shift scenario: {time.monotonic() - started:.1f} s in the browser")

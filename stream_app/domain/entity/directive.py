@@ -10,7 +10,7 @@ from stream_app.domain.alerting import Verdict
 from stream_app.domain.alerting.transitions import Transition
 from stream_app.domain.catalogue import Catalogue
 from stream_app.domain.clock import as_ms
-from stream_app.domain.directives import ACKNOWLEDGING, Action
+from stream_app.domain.directives import ACKNOWLEDGING, Action, directive_detail
 from stream_app.domain.entity.identity import EntityKey
 from stream_app.domain.entity.records import alert_record
 from stream_app.domain.entity.state import OCCURRENCE_CHANGES_KEPT, AlertMeta, EntityState
@@ -114,7 +114,7 @@ def direct(
         previous_level=level,
         value=rule_state.value,
         threshold=rule.levels[level].lower if rule.levels else None,
-        detail=f"{action.lower()} by {directive['actor']}",
+        detail=directive_detail(action, directive["actor"]),
     )
     alert = alert_record(
         state,

@@ -464,6 +464,7 @@ async function loadAlerts() {
   state.alerts = new Map(list.map((a) => [a.alert_key, a]));
   drawAlerts(null);
   drawMap();
+  recallEscalations().catch(report); // from the timeline (timeline.js)
 }
 
 // ---------------------------------------------------------------------- attention: sound, notification
@@ -956,6 +957,7 @@ function showTab(name) {
   }
   if (name === "compliance") loadCompliance().catch(report);
   if (name === "briefing") loadBriefing().catch(report);
+  showHistoryTab(name); // the timeline and the handover (timeline.js)
 }
 function bindTabs() { // click, or the arrow keys within the tab list (WAI-ARIA tabs)
   const tabs = [...document.querySelectorAll("[role=tab]")];
