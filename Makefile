@@ -19,7 +19,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 AS_ADMIN = eval "$$($(SERVICES) env admin)" &&
 QUIX_VENV := .local/bench/quix-venv
 
-.PHONY: image k8s-snapshots help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos chaos-cluster docs
+.PHONY: image image-tools k8s-snapshots help install services down browser demo lint format typecheck schemas monitoring unit integration test check clean bench bench-smoke chaos chaos-cluster docs
 
 help:
 	@echo "make demo [DURATION=90]  services + worker + simulated feed, alerts printed live (Ctrl-C stops)"
@@ -121,9 +121,13 @@ chaos-cluster: $(STAMP)
 browser:
 	@$(SERVICES) browser
 
+# Debian's buildah, podman and debootstrap: tests/integration/test_image.py builds and runs the image
+image-tools:
+	@$(SERVICES) image-tools
+
 # the single-node suite (the 25 slowest tests listed), then the short cluster chaos test on the cluster
 # profile (make chaos-cluster: all)
-test: services browser lint typecheck schemas monitoring
+test: services browser image-tools lint typecheck schemas monitoring
 	$(AS_ADMIN) $(BIN)/pytest tests --ignore=tests/cluster --durations=25 $(PYTEST_ARGS)
 	@$(CLUSTER) up
 	eval "$$($(CLUSTER) env admin)" && $(BIN)/pytest -m cluster tests/cluster -k short $(PYTEST_ARGS)
