@@ -107,6 +107,22 @@ def _memory_usage(client: redis.Redis, keys: list[bytes]) -> int:
 # --- namespaces ----------------------------------------------------------------------------------
 
 
+def registry_env(settings: Settings) -> dict[str, str]:
+    """How the harness's settings frame the public topics, for a process it starts: the registry (the
+    default framing needs one) or, without one, single-object records."""
+    if not settings.schema_registry_url:
+        return {"STREAM_APP_OUTPUT_FRAMING": "single_object"}
+    env = {
+        "STREAM_APP_OUTPUT_FRAMING": settings.output_framing,
+        "STREAM_APP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+    }
+    if settings.schema_registry_ca_file is not None:
+        env["STREAM_APP_SCHEMA_REGISTRY_CA_FILE"] = str(settings.schema_registry_ca_file)
+    if settings.schema_registry_auth is not None:
+        env["STREAM_APP_SCHEMA_REGISTRY_AUTH"] = settings.schema_registry_auth.get_secret_value()
+    return env
+
+
 @dataclass
 class Namespace:
     """One scenario's topics (``bench.<uuid>.``), consumer group and Redis key prefix."""
@@ -160,6 +176,7 @@ class Namespace:
             "STREAM_APP_LOG_FORMAT": "json",
             "STREAM_APP_LOG_LEVEL": "warning",
             "PYTHONPATH": str(REPO_ROOT),  # this checkout's code, whatever the venv's editable install says
+            **registry_env(self.settings),
             **extra,
         }
 

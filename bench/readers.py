@@ -40,13 +40,17 @@ def questions(blueprint: Blueprint) -> list[str]:
         for code, indicator in sorted(catalogue.indicators.items())
         if indicator.region_level != "national"
     ]
-    panels = [f"region?region={code}" for code, r in sorted(catalogue.regions.items()) if r.kind == "current"]
-    return [*maps, *panels, "alerts/active", "compliance", "briefing"]
+    provinces = [code for code, r in sorted(catalogue.regions.items()) if r.kind == "current"]
+    panels = [f"region?region={code}" for code in provinces]
+    # the shift's views: the timeline (all, and a few provinces') and the handover's
+    timeline = ["alerts/timeline", *(f"alerts/timeline?region={code}" for code in provinces[:5])]
+    return [*maps, *panels, "alerts/active", "compliance", "briefing", *timeline]
 
 
 def data_questions(blueprint: Blueprint) -> list[str]:
-    """An API client's questions: the latest value, the windows and the periods of each indicator (no
-    breakdown) at a station or a province that reports it."""
+    """An API client's questions: the latest value, the windows, the periods and the past year (what a
+    province panel's charts ask) of each indicator (no breakdown) at a station or a province that
+    reports it."""
     catalogue = blueprint.catalogue
     provinces = [code for code, r in sorted(catalogue.regions.items()) if r.kind == "current"]
     asked = []
@@ -57,9 +61,8 @@ def data_questions(blueprint: Blueprint) -> list[str]:
         if indicator.region_level == "station":
             stations = [s for s in catalogue.stations.values() if s.kind == indicator.station_kind][:3]
             where = [f"region={s.region}&station={s.code}" for s in stations]
-        asked += [
-            f"{path}?indicator={code}&{place}" for place in where for path in ("latest", "windows", "periods")
-        ]
+        paths = ("latest", "windows", "periods", "history")
+        asked += [f"{path}?indicator={code}&{place}" for place in where for path in paths]
     return asked
 
 
