@@ -378,6 +378,12 @@ def wait_until(predicate: Callable[..., Any], timeout: float, what: str) -> floa
 
 def to_the_end(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every message of ``topic`` up to its end as it is now, partition by partition in offset order."""
+    return all_to_the_end(settings, [topic], timeout)[topic]
+
+
+def all_to_the_end(settings: Settings, topics: Sequence[str], timeout: float = 30.0) -> dict[str, list[Any]]:
+    """:func:`to_the_end` of each of ``topics``, read by one consumer (one connection, one set of
+    round trips, rather than one consumer a topic)."""
     consumer = Consumer(
         {
             **confluent_config(settings),
@@ -386,24 +392,26 @@ def to_the_end(settings: Settings, topic: str, timeout: float = 30.0) -> list[An
             "log_level": 3,
         }
     )
-    out: list[Any] = []
+    out: dict[str, list[Any]] = {topic: [] for topic in topics}
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        ends: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            for partition in metadata.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                if high > low:
+                    ends[(topic, partition)] = high
+        consumer.assign([TopicPartition(topic, p, 0) for topic, p in ends])
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
-            out.append(message)
-            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
-                ends.pop(message.partition() or 0, None)
-        assert not ends, f"could not read {topic} to its end: {ends}"
+            at = (message.topic() or "", message.partition() or 0)
+            out[at[0]].append(message)
+            if (message.offset() or 0) + 1 >= ends.get(at, 0):
+                ends.pop(at, None)
+        assert not ends, f"could not read {sorted({t for t, _ in ends})} to the end: {ends}"
     finally:
         consumer.close()
     return out

@@ -41,7 +41,7 @@ from stream_app.settings import Settings
 from stream_app.tools.launch import READY_LINE
 from stream_app.wire import codecs
 
-from .support import collect, direct, observation, produce, raw_records, to_the_end, wait_until
+from .support import all_to_the_end, collect, direct, observation, produce, to_the_end, wait_until
 
 REPORTER = "MAE"
 KEY = b"HN-AQ-HOANKIEM"
@@ -193,13 +193,14 @@ def _empty_roles(settings: Settings, roles: dict[str, list[str]]) -> set[str]:
 
 
 def _deserialized(
-    settings: Settings, topic: str, client: SchemaRegistryClient, sent: bytes
+    settings: Settings, topic: str, client: SchemaRegistryClient, sent: bytes, read: list[Any] | None = None
 ) -> list[dict[str, Any]]:
-    """``topic``'s records to its end now, as a plain Confluent consumer reads them; each the worker wrote
-    must be Confluent-framed (tombstones, and the test's own ``sent``, skipped)."""
+    """``topic``'s records to its end now (or its messages ``read`` already), as a plain Confluent consumer
+    reads them; each the worker wrote must be Confluent-framed (tombstones, and the test's own ``sent``,
+    skipped)."""
     deserialize = AvroDeserializer(client)
     out = []
-    for message in to_the_end(settings, topic):
+    for message in to_the_end(settings, topic) if read is None else read:
         value = message.value()
         if value is None or value == sent:
             continue
@@ -220,7 +221,9 @@ def test_every_public_topic_is_read_by_confluents_deserializer_through_the_real_
     # the deployment step (`stream-app schemas register`, as `deploy/local/services up` runs it): the
     # reporters' input subjects; the worker looks its own outputs' ids up, or registers them
     subjects.register(client, subjects.registered_subjects(blueprint), "local registry")
-    worker = start_worker(settings, STREAM_APP_BRIEFING_TIME="00:00")  # the day's briefing at once
+    # the day's briefing at the briefing timer's first tick, a second after start (the timer runs every
+    # tick interval, at most a minute: 30 s by default, waited for here in vain)
+    worker = start_worker(settings, STREAM_APP_BRIEFING_TIME="00:00", STREAM_APP_TICK_INTERVAL_S="1")
     assert '"output_framing": "confluent"' in worker.log()
 
     # a reporter with Confluent's serializer: the schema is the registry's, looked up, never registered
@@ -246,8 +249,9 @@ def test_every_public_topic_is_read_by_confluents_deserializer_through_the_real_
 
     roles = _public_topics(blueprint)
     wait_until(lambda: not _empty_roles(settings, roles), 45, "a record on every public topic")
+    messages = all_to_the_end(settings, [t for names in roles.values() for t in names])
     read = {
-        role: [r for t in names for r in _deserialized(settings, t, client, NOT_A_DIRECTIVE)]
+        role: [r for t in names for r in _deserialized(settings, t, client, NOT_A_DIRECTIVE, messages[t])]
         for role, names in roles.items()
     }
 
@@ -274,9 +278,10 @@ def test_every_public_topic_is_read_by_confluents_deserializer_through_the_real_
     assert any(a["action"] == "directive" and a["outcome"] for a in read["audit"]), read["audit"]
     assert read["briefings"][0]["briefing_id"].startswith("briefing-")
     # the internal topics stay Avro single-object encoded
-    internal = raw_records(settings, blueprint.topic_by_role("repartition").name)
+    # (read to its end as it is now: the readings went through it before they were consolidated)
+    internal = [m.value() for m in to_the_end(settings, blueprint.topic_by_role("repartition").name)]
     assert internal
-    assert all(value[:2] == codecs.SINGLE_OBJECT_MARKER for _, value in internal if value)
+    assert all(value[:2] == codecs.SINGLE_OBJECT_MARKER for value in internal if value)
 
 
 class RegistryProxy:
