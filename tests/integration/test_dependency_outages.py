@@ -40,7 +40,7 @@ from .support import (
     SERVICES,
     ServicesRedis,
     WorkerProcess,
-    collect,
+    decode_public,
     group_lag,
     observation,
     process_gone,
@@ -162,9 +162,14 @@ def _no_crash(worker: WorkerProcess) -> None:
 
 
 def _briefings(settings: Settings, blueprint: Blueprint) -> list[str]:
+    """The briefings published so far: the topic read to its end as it is now (not for a fixed 4 s: the
+    checks that none came are made while the worker waits out the outage, or after the timer ran again)."""
     topic = blueprint.topic_by_role("briefings").name
-    got = collect(settings, topic, "briefing", lambda r: False, timeout=4)
-    return [r["briefing_id"] for r in got.records]
+    return [
+        decode_public(blueprint, "briefing", m.value() or b"")["briefing_id"]
+        for m in to_the_end(settings, topic)
+        if m.value() is not None
+    ]
 
 
 def _one_briefing_for_today(settings: Settings, blueprint: Blueprint, due_at: datetime) -> None:
