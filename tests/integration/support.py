@@ -537,6 +537,13 @@ def group_lag(settings: Settings, blueprint: Any, topics: list[str]) -> int:
         consumer.close()
 
 
+def wait_consumed(settings: Settings, blueprint: Any, topics: list[str], timeout: float = 30.0) -> float:
+    """Wait until the worker's group has consumed and committed every record of ``topics`` (seconds it
+    took). A worker publishes what a record causes before it commits the record: every output topic then
+    holds all it ever will for them, and can be read to its end rather than for a fixed few seconds."""
+    return wait_until(lambda: group_lag(settings, blueprint, topics) == 0, timeout, "every record consumed")
+
+
 def redis_text(raw: object) -> str:
     """One reply of the tests' Redis clients, which decode nothing (redis-py types replies ``bytes | str``:
     it cannot know that ``decode_responses`` is off), as text."""

@@ -12,7 +12,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import collect, group_lag, observation, produce, redis_hash, wait_until
+from .support import collect, observation, produce, redis_hash, wait_consumed
 
 pytestmark = pytest.mark.chaos
 
@@ -61,7 +61,7 @@ def test_sigkill_mid_stream_counts_each_observation_once(
     # anything redelivered is applied before its offset is committed: once the group has committed every
     # record (of the input and of the internal topic), nothing more can come (rather than a fixed 2 s)
     internal = blueprint.topic_by_role("repartition").name
-    wait_until(lambda: group_lag(settings, blueprint, [topic, internal]) == 0, 60, "every record committed")
+    wait_consumed(settings, blueprint, [topic, internal], 60)
     assert _count_in_redis(settings) == len(records)
 
     # Alerts may be republished after the crash, but only with the same ids: distinct ids match

@@ -16,13 +16,12 @@ from stream_app.wire import codecs
 from .support import (
     collect,
     decode_public,
-    group_lag,
     metric_value,
     observation,
     produce,
     settings_env,
     to_the_end,
-    wait_until,
+    wait_consumed,
 )
 
 NEW_STATION = """
@@ -143,7 +142,7 @@ def test_older_revision_after_a_correction_is_dead_lettered_as_stale(
     assert codecs.decode(blueprint.schemas, "observation", dead.records[0]["original"])["revision"] == 1
     # every record consumed and committed (the worker publishes before it commits), rather than a fixed 3 s
     internal = blueprint.topic_by_role("repartition").name
-    wait_until(lambda: group_lag(settings, blueprint, [topic, internal]) == 0, 30, "every record consumed")
+    wait_consumed(settings, blueprint, [topic, internal])
     rows = [
         decode_public(blueprint, "consolidated", m.value() or b"")
         for m in to_the_end(settings, blueprint.topic_by_role("consolidated").name)
