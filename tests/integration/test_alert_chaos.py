@@ -30,7 +30,15 @@ from stream_app.settings import Settings
 from stream_app.wire import codecs
 from tests.unit.core_support import Hour
 
-from .support import WorkerProcess, decode_public, observation, produce, redis_hash, to_the_end
+from .support import (
+    WorkerProcess,
+    decode_public,
+    observation,
+    produce,
+    redis_hash,
+    to_the_end,
+    wait_consumed,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -284,7 +292,10 @@ def test_alert_transitions_survive_repeated_sigkill(
         assert reached < COUNT, f"the worker finished before kill {len(kills)} {where}: {kills}"
         workers.append(start_worker(small_batches))
     done = _wait_applied(client, settings, COUNT, timeout=45)
-    time.sleep(1.0)  # a redelivery counted twice would show up now
+    # a redelivery counted twice would show up before the group commits the last record (rather than 1 s)
+    wait_consumed(
+        settings, blueprint, [blueprint.input_topic("MAE").name, blueprint.topic_by_role("repartition").name]
+    )
     assert _applied(client, settings) == done == COUNT, (
         f"{done} of {COUNT} applied after kills {kills} {where}\n{workers[-1].log()[-3000:]}"
     )
