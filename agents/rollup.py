@@ -99,6 +99,8 @@ class Rollup:
         self.poison_topic = blueprint.topic_by_role("rollup_dead_letter").name
         self.partitions = blueprint.topic_by_role("rollup").partitions
         self.schema = blueprint.schemas.latest("consolidated")
+        # (indicator, source, target) found to count in their roll-up: the catalogue's, so bounded by it
+        self.counting: set[tuple[str, str, str]] = set()
 
     async def process(
         self, events: Sequence[Received], floors: Mapping[str, int | None] | None = None
@@ -279,7 +281,7 @@ class Rollup:
         check_owner(routing, self.partitions, message.partition)
         for position, item in enumerate(record["items"]):
             try:
-                write = _checked_write(self.catalogue, indicator, target, index, item)
+                write = _checked_write(self.catalogue, indicator, target, index, item, self.counting)
             except Exception as exc:
                 batch.fail(index, Reason.CONTRIBUTION_INVALID, f"item {position}: {exc!r}", exc)
                 continue
@@ -334,13 +336,24 @@ class Rollup:
         return Output(self.consolidated, key, codecs.encode(self.schema, record), blame=blame)
 
 
-def _checked_write(catalogue: Any, indicator: Any, target: str, index: int, item: dict[str, Any]) -> _Write:
+def _checked_write(  # noqa: PLR0917 - the item and what it is checked against
+    catalogue: Any,
+    indicator: Any,
+    target: str,
+    index: int,
+    item: dict[str, Any],
+    counting: set[tuple[str, str, str]],
+) -> _Write:
     """One contribution item as a write, checked: a source that counts in this roll-up, a period of the
-    indicator's calendar, an aggregate that decodes. Raises ``ValueError`` (or what decoding raises)."""
+    indicator's calendar, an aggregate that decodes. Raises ``ValueError`` (or what decoding raises).
+    ``counting``: the (indicator, source, target) already found to count (the check depends on the
+    catalogue alone); one that passes is added."""
     source = str(item["source"])
-    key = checked_entity(catalogue, source)
-    if key.indicator != indicator.code or target not in targets(indicator, key.region, key.station):
-        raise ValueError(f"{source!r} does not count in the roll-up {indicator.code}|{target}")
+    if (indicator.code, source, target) not in counting:
+        key = checked_entity(catalogue, source)
+        if key.indicator != indicator.code or target not in targets(indicator, key.region, key.station):
+            raise ValueError(f"{source!r} does not count in the roll-up {indicator.code}|{target}")
+        counting.add((indicator.code, source, target))
     series, label = split_period_field(str(item["period"]))
     period_by_label(label, indicator.calendar, indicator.deadline_day)
     aggregate = item["aggregate"]

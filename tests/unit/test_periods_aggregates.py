@@ -167,6 +167,15 @@ def test_encode_decode_round_trip_is_exact(agg: Agg) -> None:
         assert got.hex() == want.hex()  # bit-exact, the sign of zero too
 
 
+def test_a_copy_is_equal_and_its_own() -> None:
+    agg = Agg.of(0.1, 5, "a,b", "FINAL", 9).add(0.2, 6, "c", "TEST")
+    copied = agg.copy()
+    assert copied == agg
+    assert copied is not agg
+    copied.absorb(5.0, 7, "d", "FINAL", arrival=10, number=Decimal("5.0"))  # as combine does to its copy
+    assert agg.encode() == "2,0.3,0.1,0.2,6,0.2,1,0,1,9,c"
+
+
 def test_encoding_is_plain_text() -> None:
     agg = Agg.of(0.1, 5, "a,b", "FINAL", 9).add(0.2, 6, "c", "TEST")
     assert agg.encode() == "2,0.3,0.1,0.2,6,0.2,1,0,1,9,c"
