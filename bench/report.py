@@ -269,6 +269,8 @@ def _soak_row(out: list[dict[str, Any]], soak: dict[str, Any] | None) -> None:
         f"{soak['worker_cpu_share']:.0%} of a core, {soak['cpu_us_per_record']:,.0f} µs CPU/record{versus}; "
         f"RSS {(_mb(soak['worker_rss_bytes']) or 0):.0f} MB; →consolidated p99 {c['p99']:.0f} ms"
     )
+    if soak.get("idle_cpu_share") is not None:
+        note += f"; idle {soak['idle_cpu_share']:.0%} of a core ({soak['idle_us_per_record']:,.0f} µs/record)"
     rate = soak["sender"]["rate_achieved"]
     out.append(
         _row(

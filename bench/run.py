@@ -692,6 +692,22 @@ def _thread_cpu(sample: dict[str, float]) -> dict[str, float]:
     return {key[len(prefix) : -2]: value for key, value in sample.items() if key.startswith(prefix)}
 
 
+def _idle_cpu(worker: Process) -> tuple[float, dict[str, float]]:
+    """The worker with nothing to do (its timers, fetches, probes), what a steady load pays anyway: its
+    share of a core over ``SOAK_IDLE_S``, in all and by thread."""
+    time.sleep(SOAK_IDLE_SETTLE_S)
+    threads0 = _thread_cpu(worker.metrics())
+    cpu0, wall0 = worker.cpu_seconds(), time.perf_counter()
+    time.sleep(SOAK_IDLE_S)
+    cpu, wall = worker.cpu_seconds() - cpu0, time.perf_counter() - wall0
+    threads = {
+        name: (value - threads0.get(name, 0.0)) / wall
+        for name, value in _thread_cpu(worker.metrics()).items()
+        if value - threads0.get(name, 0.0) > 0
+    }
+    return cpu / wall, dict(sorted(threads.items(), key=lambda kv: -kv[1]))
+
+
 def scenario_soak(run: Run, rate: float, seconds: float) -> None:
     """One worker under the live mix at a steady ``rate`` for ``seconds`` (tick every 30 s): its CPU
     share and CPU per record over the steady window (/proc utime + stime), its RSS and produce ->
@@ -700,6 +716,7 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
     with run.namespace("soak") as ns:
         env = {"STREAM_APP_TICK_INTERVAL_S": SOAK_TICK_S, **run.worker_env}
         worker = start_worker(ns, 1, run.run_dir / "soak", env)
+        idle_share, idle_threads = _idle_cpu(worker)
         tracker = Tracker()
         reader = OutputReader(ns, tracker)
         thread = threading.Thread(target=reader.run, name="bench-output-reader", daemon=True)
@@ -766,6 +783,10 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         "cpu_us_per_record": us,
         "drain_cpu_us_per_record": drain_us,
         "ratio_to_drain": us / drain_us if drain_us else None,
+        # the idle worker's share of a core, and what it adds to each record at the soak's rate
+        "idle_cpu_share": idle_share,
+        "idle_us_per_record": 1e6 * idle_share / rate,
+        "idle_thread_cpu_share": idle_threads,
         "worker_rss_bytes": rss,
         "worker_peak_rss_bytes": peak,
         "unmatched": tracker.unmatched(),
@@ -791,8 +812,13 @@ def scenario_soak(run: Run, rate: float, seconds: float) -> None:
         f"  soak at {sending['rate_achieved']:,.0f}/s for {seconds:.0f} s: {cpu / wall:.0%} of a core, "
         f"{us:,.0f} µs CPU per record{versus}; RSS {(rss or 0) / 2**20:.0f} MB; "
         f"->consolidated p50/p99 {c['p50']:.0f}/{c['p99']:.0f} ms; Redis {commands / records:.1f} commands, "
-        f"{sent / records / 1024:.1f} KiB sent per record"
+        f"{sent / records / 1024:.1f} KiB sent per record; idle {idle_share:.1%} of a core"
+        f" ({1e6 * idle_share / rate:,.0f} µs of each record's)"
     )
+
+
+SOAK_IDLE_SETTLE_S = 3.0  # after the worker is ready, before its idle CPU is measured
+SOAK_IDLE_S = 10.0  # the idle window
 
 
 READERS_RATE = 300.0  # observations/s: the screen issue's measurement
