@@ -281,10 +281,11 @@ class Settings(BaseSettings):
         description="Longest a stateful stage keeps what it wrote before reading it from Redis again.",
     )
     consumer_driver: Literal["aiokafka", "librdkafka"] = Field(
-        "aiokafka",
+        "librdkafka",
         description=(
-            "Which Kafka client a worker consumes with: aiokafka (Faust's own) or librdkafka through"
-            " confluent-kafka (stream_app/kafka/rdlanes/, experimental: docs/performance.md)."
+            "Which Kafka client a worker consumes with: librdkafka through confluent-kafka"
+            " (stream_app/kafka/rdlanes/, docs/performance.md) or aiokafka (Faust's own, the default"
+            " until 2026-12; still supported)."
         ),
     )
     fetch_min_bytes: int = Field(
