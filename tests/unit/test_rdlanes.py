@@ -5,6 +5,7 @@ inside ``consume()`` as librdkafka fires them, the order of revoke, commit and a
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -616,5 +617,85 @@ def test_a_seek_from_the_app_s_loop_and_the_thread_s_pauses_are_made_one_at_a_ti
         assert rd.overlapped == []
         assert "seek 0@5" in rd.log
         assert "pause 0" in rd.log
+
+    asyncio.run(scenario())
+
+
+def _stats(found: dict[TP, dict[str, Any]]) -> str:
+    """librdkafka's statistics of a consumer for these partitions (the fields the stall watch reads;
+    each partition's given fields over a partition at 40 of 100, nothing queued, its leader up)."""
+    base = {
+        "fetch_state": "active",
+        "next_offset": 40,
+        "app_offset": 40,
+        "committed_offset": 30,
+        "hi_offset": 100,
+        "lo_offset": 0,
+        "fetchq_cnt": 0,
+        "rxmsgs": 40,
+        "leader": 1,
+    }
+    topics: dict[str, Any] = {}
+    for tp, part in found.items():
+        partitions = topics.setdefault(tp.topic, {"partitions": {"-1": {"leader": -1}}})["partitions"]
+        partitions[str(tp.partition)] = base | part
+    return json.dumps({"brokers": {"b:9093/1": {"nodeid": 1, "state": "UP"}}, "topics": topics})
+
+
+def test_a_partition_behind_that_fetches_nothing_for_an_interval_is_logged_and_seeked_again() -> None:
+    """The stall seen once (docs/performance.md): a partition meant to be fetched, behind its high
+    watermark, nothing queued, nothing received between two statistics while its leader is up. It is
+    seeked, by the next fetch, to where the app's records of it end: librdkafka fetches it again."""
+    moved = {"rxmsgs": 41, "next_offset": 41, "app_offset": 41}
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        await fetch(thread, {A, B})  # both meant to be fetched
+        rd.log.clear()
+        thread._on_stats(_stats({A: {}, B: {}}))  # the first statistics: no judgement yet
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 50, "next_offset": 50}}))  # both moved
+        assert thread._unstick == {}
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 60, "next_offset": 60}}))  # A did not
+        assert thread._unstick == {A: 41}
+        await fetch(thread, {A, B})
+        assert "seek 0@41" in rd.log
+        assert "seek 1@" not in " ".join(rd.log)
+        assert thread._unstick == {}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        {"hi_offset": 41},  # caught up
+        {"fetchq_cnt": 5},  # librdkafka holds records of it: the app is behind, not the fetch
+        {"leader": 2},  # its leader is not up: a broker away, reported elsewhere
+    ],
+)
+def test_a_partition_caught_up_queued_or_without_its_leader_is_no_stall(why: dict[str, int]) -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        await fetch(thread, {A})
+        for _ in range(3):
+            thread._on_stats(_stats({A: {"next_offset": 41, "app_offset": 41, **why}}))
+        assert thread._unstick == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_partition_paused_or_not_asked_for_is_no_stall() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        await fetch(thread, {B})  # A paused (a full lane): not fetched, rightly
+        for _ in range(3):
+            thread._on_stats(_stats({A: {}}))
+        assert thread._unstick == {}
 
     asyncio.run(scenario())

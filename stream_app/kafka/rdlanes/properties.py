@@ -25,6 +25,11 @@ resume (an "outdated" one), leaving the partition paused with nothing said (libr
 "pause-assign-resume may leave some partitions permanently paused"); resuming one that is not paused
 is nothing to it since librdkafka 2.4 (no fetch restarted, no record fetched twice: librdkafka PR 4636)."""
 
+STATS_INTERVAL_S = 10.0
+"""How often librdkafka reports its statistics to the consumer thread, which watches them for a
+partition it means to fetch that is behind its high watermark and fetches nothing (see
+:meth:`~stream_app.kafka.rdlanes.thread.RdConsumerThread._on_stats`)."""
+
 
 def consumer_properties(settings: Settings, group_id: str, client_id: str, **faust: Any) -> dict[str, Any]:
     """The librdkafka consumer's properties: brokers and security from ``settings`` (as every confluent
@@ -56,6 +61,7 @@ def consumer_properties(settings: Settings, group_id: str, client_id: str, **fau
             # flooded partition (drained into the thread once that partition is paused)
             "queued.max.messages.kbytes": max(1024, min(4 * 1024, settings.lane_max_bytes // 16384)),
             "queued.min.messages": max(1000, settings.batch_max),
+            "statistics.interval.ms": int(STATS_INTERVAL_S * 1000),
             "check.crcs": True,
             "isolation.level": "read_uncommitted",
         },

@@ -42,12 +42,20 @@ again every partition it means to fetch (a resume of a partition that is not pau
 librdkafka), so a resume lost anyway costs seconds, not the partition. (Pauses are not made again: a
 lost one lets librdkafka go on fetching the partition into the records held in the thread until it is
 resumed: memory, not a stall.)
+
+Stalls. librdkafka's statistics (every ``STATS_INTERVAL_S``) are watched: a partition the driver means
+to fetch (assigned, in the fetch's active set, not paused, nothing held), behind its high watermark,
+with nothing queued and nothing received over a whole interval while its leader is up, is fetching
+nothing for a reason neither side says. It is logged (``rdkafka_fetch_stuck``: librdkafka's view of the
+partition beside the driver's and Faust's paused sets) and seeked to where the app's records of it end,
+which restarts librdkafka's fetch of it; nothing is skipped or read twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -74,6 +82,7 @@ from stream_app.kafka.rdlanes.properties import (
     IDLE_AFTER_S,
     IDLE_POLL_S,
     RESUME_AGAIN_S,
+    STATS_INTERVAL_S,
     consumer_properties,
 )
 from stream_app.kafka.rdlanes.records import _RECORD_ERRORS, RdRecord, batch_end, stand_in, to_message
@@ -139,6 +148,9 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._highwaters_at = 0.0
         self._logged: dict[tuple[str, int], float] = {}  # when each kind of error was last logged
         self._stood_in: dict[TP, int] = {}  # the base offset of each partition's last unreadable batch
+        self._fetching: set[TP] = set()  # what the last fetch asked for (empty: the flow is stopped)
+        self._progress: dict[TP, tuple[int, int]] = {}  # per partition behind: position, records received
+        self._unstick: dict[TP, int] = {}  # stalled partitions to seek (by the next fetch) to these offsets
         # the lag probe's watermarks, apart: a commit never queues behind them
         self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rdkafka-watermarks"
@@ -161,7 +173,11 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             heartbeat_interval_s=conf.broker_heartbeat_interval,
             max_poll_interval_s=conf.broker_max_poll_interval,
             auto_offset_reset=conf.consumer_auto_offset_reset,
-        ) | {"logger": logging.getLogger("stream_app.kafka.rdkafka"), "error_cb": self._on_error}
+        ) | {
+            "logger": logging.getLogger("stream_app.kafka.rdkafka"),
+            "error_cb": self._on_error,
+            "stats_cb": self._on_stats,
+        }
 
     async def on_start(self) -> None:
         self._rd = Consumer(self._properties())
@@ -261,6 +277,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             self._paused -= revoked
             for tp in revoked:
                 self._held.pop(tp, None)
+                self._unstick.pop(tp, None)
                 self._start_offsets.pop(tp, None)
                 self._stood_in.pop(tp, None)
         # returning gives the partitions up: librdkafka unassigns them now
@@ -301,6 +318,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             self._paused = set()
             self._held.clear()
             self._stood_in.clear()
+            self._unstick.clear()
             self._generation += 1
             generation = self._generation
         log.info("rdkafka_assigned", partitions=len(assigned), generation=generation)
@@ -352,6 +370,12 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         active = set(self._assigned) if active is None else {TP(tp.topic, tp.partition) for tp in active}
         self._sync_paused(rd, active)
         with self._lock:
+            self._fetching = active
+            unstick, self._unstick = self._unstick, {}
+        for tp, offset in unstick.items():
+            if tp in self._assigned:
+                self._seek_rd(rd, tp, offset)
+        with self._lock:
             ready = {tp: self._held.pop(tp) for tp in list(self._held) if tp in active}
         if ready:
             return ready
@@ -386,6 +410,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         if rd is None or self._closing:
             return
         self._sync_paused(rd, set())
+        with self._lock:
+            self._fetching = set()
         rebalances = self._rebalances
         with self._lock:
             seeks = dict(self._seeks)
@@ -419,6 +445,74 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                 elif tp not in active:
                     self._held.setdefault(tp, []).extend(out.pop(tp))
         return out
+
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka's statistics (inside ``consume()``, on the consumer thread): a partition the driver
+        means to fetch that stayed behind its high watermark with nothing queued and nothing received
+        for a whole interval, its leader up, is logged with both sides' view and seeked (by the next
+        fetch) to where the app's records of it end (see the module)."""
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        up = {b.get("nodeid") for b in stats.get("brokers", {}).values() if b.get("state") == "UP"}
+        with self._lock:
+            wanted = (self._assigned & self._fetching) - self._paused - self._held.keys()
+            starts = dict(self._start_offsets)
+        progress: dict[TP, tuple[int, int]] = {}
+        stuck: list[tuple[TP, dict[str, Any]]] = []
+        for topic, about in stats.get("topics", {}).items():
+            for key, part in about.get("partitions", {}).items():
+                tp = TP(topic, int(key))
+                if tp not in wanted or part.get("fetchq_cnt", 0) > 0 or part.get("leader") not in up:
+                    continue
+                position = max(part.get(k, -1) for k in ("next_offset", "app_offset", "committed_offset"))
+                if position < 0:
+                    position = part.get("lo_offset", -1)
+                if position < 0 or part.get("hi_offset", -1) <= position:
+                    continue  # caught up, or nothing known yet
+                mark = (position, part.get("rxmsgs", 0))
+                progress[tp] = mark
+                if self._progress.get(tp) == mark:
+                    stuck.append((tp, part))
+        self._progress = progress
+        if not stuck:
+            return
+        try:
+            faust_paused = {TP(tp.topic, tp.partition) for tp in list(self.consumer._paused_partitions)}
+        except (AttributeError, RuntimeError):
+            faust_paused = set()
+        for tp, part in stuck:
+            app_offset = part.get("app_offset", -1)
+            to = app_offset if app_offset >= 0 else starts.get(tp, -1)
+            log.error(
+                "rdkafka_fetch_stuck",
+                topic=tp.topic,
+                partition=tp.partition,
+                seek_to=to,
+                faust_paused=tp in faust_paused,
+                stats_interval_s=STATS_INTERVAL_S,
+                **{
+                    k: part.get(k)
+                    for k in (
+                        "fetch_state",
+                        "next_offset",
+                        "app_offset",
+                        "committed_offset",
+                        "hi_offset",
+                        "lo_offset",
+                        "fetchq_cnt",
+                        "rxmsgs",
+                        "rx_ver_drops",
+                        "leader",
+                        "broker",
+                        "desired",
+                    )
+                },
+            )
+            if to >= 0:
+                with self._lock:
+                    self._unstick[tp] = to
 
     def _error(self, message: Any, error: KafkaError) -> RdRecord | None:
         """A record error becomes a stand-in (dead-lettered by position); other errors are logged."""
