@@ -655,9 +655,13 @@ def test_a_partition_behind_that_fetches_nothing_for_an_interval_is_logged_and_s
         await fetch(thread, {A, B})  # both meant to be fetched
         rd.log.clear()
         thread._on_stats(_stats({A: {}, B: {}}))  # the first statistics: no judgement yet
+        await fetch(thread, {A, B})
         thread._on_stats(_stats({A: moved, B: {"rxmsgs": 50, "next_offset": 50}}))  # both moved
         assert thread._unstick == {}
-        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 60, "next_offset": 60}}))  # A did not
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 55, "next_offset": 55}}))  # no fetch between
+        assert thread._unstick == {}  # statistics queued while the app's loop was busy: no judgement
+        await fetch(thread, {A, B})
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 60, "next_offset": 60}}))  # A did not move
         assert thread._unstick == {A: 41}
         await fetch(thread, {A, B})
         assert "seek 0@41" in rd.log
@@ -682,6 +686,7 @@ def test_a_partition_caught_up_queued_or_without_its_leader_is_no_stall(why: dic
         await fetch(thread, set())
         await fetch(thread, {A})
         for _ in range(3):
+            await fetch(thread, {A})
             thread._on_stats(_stats({A: {"next_offset": 41, "app_offset": 41, **why}}))
         assert thread._unstick == {}
 
@@ -695,6 +700,7 @@ def test_a_partition_paused_or_not_asked_for_is_no_stall() -> None:
         await fetch(thread, set())
         await fetch(thread, {B})  # A paused (a full lane): not fetched, rightly
         for _ in range(3):
+            await fetch(thread, {B})
             thread._on_stats(_stats({A: {}}))
         assert thread._unstick == {}
 

@@ -45,7 +45,8 @@ resumed: memory, not a stall.)
 
 Stalls. librdkafka's statistics (every ``STATS_INTERVAL_S``) are watched: a partition the driver means
 to fetch (assigned, in the fetch's active set, not paused, nothing held), behind its high watermark,
-with nothing queued and nothing received over a whole interval while its leader is up, is fetching
+with nothing queued and nothing received over a whole interval in which the app fetched, while its
+leader is up, is fetching
 nothing for a reason neither side says. It is logged (``rdkafka_fetch_stuck``: librdkafka's view of the
 partition beside the driver's and Faust's paused sets) and seeked to where the app's records of it end,
 which restarts librdkafka's fetch of it; nothing is skipped or read twice.
@@ -151,6 +152,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._fetching: set[TP] = set()  # what the last fetch asked for (empty: the flow is stopped)
         self._progress: dict[TP, tuple[int, int]] = {}  # per partition behind: position, records received
         self._unstick: dict[TP, int] = {}  # stalled partitions to seek (by the next fetch) to these offsets
+        self._fetches = 0  # the fetcher's calls (a partition is judged only over an interval with some)
+        self._fetches_judged = 0
         # the lag probe's watermarks, apart: a commit never queues behind them
         self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rdkafka-watermarks"
@@ -369,6 +372,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             return {}
         active = set(self._assigned) if active is None else {TP(tp.topic, tp.partition) for tp in active}
         self._sync_paused(rd, active)
+        self._fetches += 1
         with self._lock:
             self._fetching = active
             unstick, self._unstick = self._unstick, {}
@@ -456,6 +460,9 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         except ValueError:
             return
         up = {b.get("nodeid") for b in stats.get("brokers", {}).values() if b.get("state") == "UP"}
+        # statistics queued while the app's loop did not fetch (busy, blocked) come together: no
+        # judgement over an interval in which the app took nothing
+        fetched, self._fetches_judged = self._fetches != self._fetches_judged, self._fetches
         with self._lock:
             wanted = (self._assigned & self._fetching) - self._paused - self._held.keys()
             starts = dict(self._start_offsets)
@@ -473,7 +480,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                     continue  # caught up, or nothing known yet
                 mark = (position, part.get("rxmsgs", 0))
                 progress[tp] = mark
-                if self._progress.get(tp) == mark:
+                if fetched and self._progress.get(tp) == mark:
                     stuck.append((tp, part))
         self._progress = progress
         if not stuck:
