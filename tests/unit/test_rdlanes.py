@@ -21,6 +21,7 @@ from stream_app.domain.reasons import Reason
 from stream_app.kafka.fetch_bounds import Withheld
 from stream_app.kafka.rdlanes import RdConsumerThread, RdLaneConsumer, consumer_properties
 from stream_app.kafka.rdlanes import thread as thread_module
+from stream_app.ops.metrics import REGISTRY
 from stream_app.settings import Settings
 
 A = TP("in", 0)
@@ -661,8 +662,10 @@ def test_a_partition_behind_that_fetches_nothing_for_an_interval_is_logged_and_s
         thread._on_stats(_stats({A: moved, B: {"rxmsgs": 55, "next_offset": 55}}))  # no fetch between
         assert thread._unstick == {}  # statistics queued while the app's loop was busy: no judgement
         await fetch(thread, {A, B})
+        stalls = REGISTRY.get_sample_value("stream_app_fetch_stalls_total") or 0.0
         thread._on_stats(_stats({A: moved, B: {"rxmsgs": 60, "next_offset": 60}}))  # A did not move
         assert thread._unstick == {A: 41}
+        assert REGISTRY.get_sample_value("stream_app_fetch_stalls_total") == stalls + 1
         await fetch(thread, {A, B})
         assert "seek 0@41" in rd.log
         assert "seek 1@" not in " ".join(rd.log)

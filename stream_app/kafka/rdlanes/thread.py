@@ -88,6 +88,7 @@ from stream_app.kafka.rdlanes.properties import (
 )
 from stream_app.kafka.rdlanes.records import _RECORD_ERRORS, RdRecord, batch_end, stand_in, to_message
 from stream_app.logs import get_logger
+from stream_app.ops.metrics import FETCH_STALLS
 from stream_app.settings import Settings
 
 log = get_logger(__name__)
@@ -517,6 +518,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                     )
                 },
             )
+            FETCH_STALLS.inc()
             if to >= 0:
                 with self._lock:
                     self._unstick[tp] = to
