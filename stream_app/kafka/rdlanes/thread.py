@@ -1,4 +1,4 @@
-"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, experimental).
+"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, the default; ``aiokafka`` for Faust's own).
 
 The same :class:`stream_app.kafka.lanes.LaneConsumer` (per-partition lanes, the bulk lane's priority,
 pause on a full lane, the generation and epoch fence, drop on revoke) over a confluent-kafka consumer
