@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from faust.types import TP
+from structlog.testing import capture_logs
 
 from stream_app.domain.reasons import Reason
 from stream_app.kafka.fetch_bounds import Withheld
@@ -706,5 +707,29 @@ def test_a_partition_paused_or_not_asked_for_is_no_stall() -> None:
             await fetch(thread, {B})
             thread._on_stats(_stats({A: {}}))
         assert thread._unstick == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_the_group_never_assigns_says_so_every_interval_until_it_is_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member whose join Kafka refuses (INCONSISTENT_GROUP_PROTOCOL: another member on aiokafka)
+    is retried by librdkafka without a word: the worker says it is still waiting for its group."""
+    monkeypatch.setattr(thread_module, "JOIN_WARN_S", 0.05)
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A)])
+        thread, consumer = await started(rd)
+        consumer.app.conf.id = "app"
+        with capture_logs() as logs:
+            thread._warn_not_joined()  # not yet
+            await asyncio.sleep(0.06)
+            thread._warn_not_joined()
+            thread._warn_not_joined()  # once per interval
+            await fetch(thread, set())  # joined
+            await asyncio.sleep(0.06)
+            thread._warn_not_joined()
+        assert [e["event"] for e in logs if e["event"] != "rdkafka_assigned"] == ["rdkafka_not_joined"]
 
     asyncio.run(scenario())

@@ -19,6 +19,9 @@ IDLE_POLL_S = 0.2
 IDLE_AFTER_S = 1.0
 """How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
 
+JOIN_WARN_S = 30.0
+"""How long a worker may wait for its first assignment before it says so (again every as long)."""
+
 RESUME_AGAIN_S = 2.0
 """How often the consumer thread resumes again every partition it means to fetch: librdkafka may drop a
 resume (an "outdated" one), leaving the partition paused with nothing said (librdkafka issue 5591, open:

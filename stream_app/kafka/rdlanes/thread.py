@@ -1,4 +1,4 @@
-"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, the default; ``aiokafka`` for Faust's own).
+"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, the default).
 
 The same :class:`stream_app.kafka.lanes.LaneConsumer` (per-partition lanes, the bulk lane's priority,
 pause on a full lane, the generation and epoch fence, drop on revoke) over a confluent-kafka consumer
@@ -82,6 +82,7 @@ from stream_app.kafka.rdlanes.properties import (
     CONSUME_MAX_S,
     IDLE_AFTER_S,
     IDLE_POLL_S,
+    JOIN_WARN_S,
     RESUME_AGAIN_S,
     STATS_INTERVAL_S,
     consumer_properties,
@@ -153,6 +154,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._fetching: set[TP] = set()  # what the last fetch asked for (empty: the flow is stopped)
         self._progress: dict[TP, tuple[int, int]] = {}  # per partition behind: position, records received
         self._unstick: dict[TP, int] = {}  # stalled partitions to seek (by the next fetch) to these offsets
+        self._subscribed_at: float | None = None  # monotonic time of the subscription, until it is joined
+        self._not_joined_said = 0  # how many JOIN_WARN_S the wait for the first assignment was said at
         self._fetches = 0  # the fetcher's calls (a partition is judged only over an interval with some)
         self._fetches_judged = 0
         # the lag probe's watermarks, apart: a commit never queues behind them
@@ -193,11 +196,32 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         inside that call. (Once started, the fetcher calls it even while the flow is stopped.)"""
         while not self._closing:
             await asyncio.sleep(IDLE_POLL_S)
+            self._warn_not_joined()
             if time.monotonic() - self._last_fetch > IDLE_AFTER_S:
                 try:
                     await self._poll_idle()
                 except Exception:
                     log.exception("rdkafka_serve_failed")
+
+    def _warn_not_joined(self) -> None:
+        """A group that never assigns anything, not even nothing, is said every ``JOIN_WARN_S``: librdkafka
+        retries a refused join without a word (a member on aiokafka offers Faust's assignor, this one
+        roundrobin: Kafka refuses the one with no protocol in common)."""
+        subscribed = self._subscribed_at
+        if subscribed is None:
+            return
+        waited = time.monotonic() - subscribed
+        said, self._not_joined_said = self._not_joined_said, int(waited // JOIN_WARN_S)
+        if self._not_joined_said > said:
+            log.warning(
+                "rdkafka_not_joined",
+                waited_s=round(waited),
+                group=self.app.conf.id,
+                likely=(
+                    "a member of the group consumes with the other driver (STREAM_APP_CONSUMER_DRIVER):"
+                    " INCONSISTENT_GROUP_PROTOCOL; or the group's coordinator is out of reach"
+                ),
+            )
 
     async def on_thread_stop(self) -> None:
         await super().on_thread_stop()
@@ -263,6 +287,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._ensure().subscribe(
             sorted(set(topics)), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        if self._generation == 0:
+            self._subscribed_at = time.monotonic()
 
     def _on_revoke(self, rd: Any, partitions: list[TopicPartition]) -> None:
         self._revoke({_tp(p) for p in partitions}, lost=False)
@@ -297,6 +323,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
 
     def _on_assign(self, rd: Any, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
+        self._subscribed_at = None  # joined
         if self._closing or self.app.should_stop:
             return
         if not self._revoked:  # the first assignment: Faust's rebalance starts with a revocation
