@@ -58,7 +58,8 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "faust/topics.py",
         ),
     ),
-    ("Kafka client (aiokafka fetch, protocol, conn)", ("aiokafka/", "kafka/protocol")),
+    # the consumer's fetch: the librdkafka driver's thread (its C is not sampled), or aiokafka's
+    ("Kafka client (fetch: librdkafka driver, aiokafka)", ("kafka/rdlanes/", "aiokafka/", "kafka/protocol")),
     # the loops themselves, the main thread's (mode's Worker) and the consumer thread's: generic
     (GENERIC, ("execute_from_commandline (", "_start_thread (")),
     ("Faust consumer, lanes, acks and machinery", ("kafka/lanes.py", "faust/", "mode/")),

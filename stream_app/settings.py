@@ -283,8 +283,10 @@ class Settings(BaseSettings):
     consumer_driver: Literal["aiokafka", "librdkafka"] = Field(
         "aiokafka",
         description=(
-            "Which Kafka client a worker consumes with: aiokafka (Faust's own) or librdkafka through"
-            " confluent-kafka (stream_app/kafka/rdlanes/, experimental: docs/performance.md)."
+            "Which Kafka client a worker consumes with: aiokafka (Faust's own; it bounds what a reporter's"
+            " compressed batch inflates to) or librdkafka through confluent-kafka (stream_app/kafka/rdlanes/;"
+            " it bounds only zstd: for reporters trusted not to send lz4, gzip or snappy bombs;"
+            " docs/performance.md). Change it for every worker at once: the two cannot share the group."
         ),
     )
     fetch_min_bytes: int = Field(

@@ -341,6 +341,13 @@ FETCH_BATCHES_WITHHELD = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+FETCH_STALLS = Counter(
+    "stream_app_fetch_stalls_total",
+    "Partitions the librdkafka driver meant to fetch that fetched nothing for a statistics interval "
+    "while behind their high watermark, their leader up (logged as rdkafka_fetch_stuck), each "
+    "seeked to where the app's records end to fetch it again.",
+    registry=REGISTRY,
+)
 FETCH_INFLATED_BYTES = Counter(
     "stream_app_fetch_inflated_bytes_total",
     "Bytes of compressed record batches inflated by the worker's consumer, within the per-batch budget.",

@@ -209,9 +209,9 @@ def api_tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def consumer_driver(request: pytest.FixtureRequest) -> str:
     """The Kafka client the test's workers consume with (STREAM_APP_CONSUMER_DRIVER): the test's
-    parameter when it is parametrized over it (``indirect=True``), else the environment's, aiokafka by
-    default."""
-    default = os.environ.get("STREAM_APP_CONSUMER_DRIVER", "aiokafka")
+    parameter when it is parametrized over it (``indirect=True``), else the environment's, or the setting's
+    default (aiokafka)."""
+    default = os.environ.get("STREAM_APP_CONSUMER_DRIVER", Settings.model_fields["consumer_driver"].default)
     driver: str = getattr(request, "param", default)
     return driver
 

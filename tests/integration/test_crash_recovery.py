@@ -27,7 +27,7 @@ def _count_in_redis(settings: Settings) -> int:
     return sum(int(v.split(b",")[0]) for k, v in state.items() if k.startswith(b"h::"))
 
 
-# on both Kafka clients a worker may consume with (the librdkafka driver is experimental: issue 28)
+# on both Kafka clients a worker may consume with (aiokafka, the default, and librdkafka)
 @pytest.mark.parametrize("consumer_driver", ["aiokafka", "librdkafka"], indirect=True)
 def test_sigkill_mid_stream_counts_each_observation_once(
     settings: Settings, blueprint: Blueprint, start_worker: Any, consumer_driver: str

@@ -80,6 +80,10 @@ def test_percentiles_count_the_unmatched_as_infinitely_late() -> None:
         ),
         (["send_batch (stream_app/kafka/producer.py:510)"], "produce (librdkafka producer, publisher)"),
         (
+            ["_start_thread (mode/threads.py:1)", "_fetch (stream_app/kafka/rdlanes/thread.py:380)"],
+            "Kafka client (fetch: librdkafka driver, aiokafka)",
+        ),
+        (
             ["Worker.execute_from_commandline (mode/worker.py:264)", "Handle._run (asyncio/events.py:80)"],
             "asyncio event loop (scheduling, epoll)",
         ),

@@ -5,6 +5,7 @@ inside ``consume()`` as librdkafka fires them, the order of revoke, commit and a
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,11 +16,13 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from faust.types import TP
+from structlog.testing import capture_logs
 
 from stream_app.domain.reasons import Reason
 from stream_app.kafka.fetch_bounds import Withheld
 from stream_app.kafka.rdlanes import RdConsumerThread, RdLaneConsumer, consumer_properties
 from stream_app.kafka.rdlanes import thread as thread_module
+from stream_app.ops.metrics import REGISTRY
 from stream_app.settings import Settings
 
 A = TP("in", 0)
@@ -616,5 +619,117 @@ def test_a_seek_from_the_app_s_loop_and_the_thread_s_pauses_are_made_one_at_a_ti
         assert rd.overlapped == []
         assert "seek 0@5" in rd.log
         assert "pause 0" in rd.log
+
+    asyncio.run(scenario())
+
+
+def _stats(found: dict[TP, dict[str, Any]]) -> str:
+    """librdkafka's statistics of a consumer for these partitions (the fields the stall watch reads;
+    each partition's given fields over a partition at 40 of 100, nothing queued, its leader up)."""
+    base = {
+        "fetch_state": "active",
+        "next_offset": 40,
+        "app_offset": 40,
+        "committed_offset": 30,
+        "hi_offset": 100,
+        "lo_offset": 0,
+        "fetchq_cnt": 0,
+        "rxmsgs": 40,
+        "leader": 1,
+    }
+    topics: dict[str, Any] = {}
+    for tp, part in found.items():
+        partitions = topics.setdefault(tp.topic, {"partitions": {"-1": {"leader": -1}}})["partitions"]
+        partitions[str(tp.partition)] = base | part
+    return json.dumps({"brokers": {"b:9093/1": {"nodeid": 1, "state": "UP"}}, "topics": topics})
+
+
+def test_a_partition_behind_that_fetches_nothing_for_an_interval_is_logged_and_seeked_again() -> None:
+    """The stall seen once (docs/performance.md): a partition meant to be fetched, behind its high
+    watermark, nothing queued, nothing received between two statistics while its leader is up. It is
+    seeked, by the next fetch, to where the app's records of it end: librdkafka fetches it again."""
+    moved = {"rxmsgs": 41, "next_offset": 41, "app_offset": 41}
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        await fetch(thread, {A, B})  # both meant to be fetched
+        rd.log.clear()
+        thread._on_stats(_stats({A: {}, B: {}}))  # the first statistics: no judgement yet
+        await fetch(thread, {A, B})
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 50, "next_offset": 50}}))  # both moved
+        assert thread._unstick == {}
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 55, "next_offset": 55}}))  # no fetch between
+        assert thread._unstick == {}  # statistics queued while the app's loop was busy: no judgement
+        await fetch(thread, {A, B})
+        stalls = REGISTRY.get_sample_value("stream_app_fetch_stalls_total") or 0.0
+        thread._on_stats(_stats({A: moved, B: {"rxmsgs": 60, "next_offset": 60}}))  # A did not move
+        assert thread._unstick == {A: 41}
+        assert REGISTRY.get_sample_value("stream_app_fetch_stalls_total") == stalls + 1
+        await fetch(thread, {A, B})
+        assert "seek 0@41" in rd.log
+        assert "seek 1@" not in " ".join(rd.log)
+        assert thread._unstick == {}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        {"hi_offset": 41},  # caught up
+        {"fetchq_cnt": 5},  # librdkafka holds records of it: the app is behind, not the fetch
+        {"leader": 2},  # its leader is not up: a broker away, reported elsewhere
+    ],
+)
+def test_a_partition_caught_up_queued_or_without_its_leader_is_no_stall(why: dict[str, int]) -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        await fetch(thread, {A})
+        for _ in range(3):
+            await fetch(thread, {A})
+            thread._on_stats(_stats({A: {"next_offset": 41, "app_offset": 41, **why}}))
+        assert thread._unstick == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_partition_paused_or_not_asked_for_is_no_stall() -> None:
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A, B)])
+        thread, _ = await started(rd)
+        await fetch(thread, set())
+        await fetch(thread, {B})  # A paused (a full lane): not fetched, rightly
+        for _ in range(3):
+            await fetch(thread, {B})
+            thread._on_stats(_stats({A: {}}))
+        assert thread._unstick == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_the_group_never_assigns_says_so_every_interval_until_it_is_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member whose join Kafka refuses (INCONSISTENT_GROUP_PROTOCOL: another member on aiokafka)
+    is retried by librdkafka without a word: the worker says it is still waiting for its group."""
+    monkeypatch.setattr(thread_module, "JOIN_WARN_S", 0.05)
+
+    async def scenario() -> None:
+        rd = FakeRd(steps=[assign(A)])
+        thread, consumer = await started(rd)
+        consumer.app.conf.id = "app"
+        with capture_logs() as logs:
+            thread._warn_not_joined()  # not yet
+            await asyncio.sleep(0.06)
+            thread._warn_not_joined()
+            thread._warn_not_joined()  # once per interval
+            await fetch(thread, set())  # joined
+            await asyncio.sleep(0.06)
+            thread._warn_not_joined()
+        assert [e["event"] for e in logs if e["event"] != "rdkafka_assigned"] == ["rdkafka_not_joined"]
 
     asyncio.run(scenario())

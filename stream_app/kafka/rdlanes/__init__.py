@@ -1,4 +1,4 @@
-"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, experimental): the lane consumer
+"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, opt-in): the lane consumer
 and transport over :class:`~stream_app.kafka.rdlanes.thread.RdConsumerThread` (threads, rebalances,
 pauses and unreadable batches are described there)."""
 

@@ -19,11 +19,19 @@ IDLE_POLL_S = 0.2
 IDLE_AFTER_S = 1.0
 """How long Faust's fetcher may leave ``consume()`` uncalled before the consumer thread calls it."""
 
+JOIN_WARN_S = 30.0
+"""How long a worker may wait for its first assignment before it says so (again every as long)."""
+
 RESUME_AGAIN_S = 2.0
 """How often the consumer thread resumes again every partition it means to fetch: librdkafka may drop a
 resume (an "outdated" one), leaving the partition paused with nothing said (librdkafka issue 5591, open:
 "pause-assign-resume may leave some partitions permanently paused"); resuming one that is not paused
 is nothing to it since librdkafka 2.4 (no fetch restarted, no record fetched twice: librdkafka PR 4636)."""
+
+STATS_INTERVAL_S = 10.0
+"""How often librdkafka reports its statistics to the consumer thread, which watches them for a
+partition it means to fetch that is behind its high watermark and fetches nothing (see
+:meth:`~stream_app.kafka.rdlanes.thread.RdConsumerThread._on_stats`)."""
 
 
 def consumer_properties(settings: Settings, group_id: str, client_id: str, **faust: Any) -> dict[str, Any]:
@@ -56,6 +64,7 @@ def consumer_properties(settings: Settings, group_id: str, client_id: str, **fau
             # flooded partition (drained into the thread once that partition is paused)
             "queued.max.messages.kbytes": max(1024, min(4 * 1024, settings.lane_max_bytes // 16384)),
             "queued.min.messages": max(1000, settings.batch_max),
+            "statistics.interval.ms": int(STATS_INTERVAL_S * 1000),
             "check.crcs": True,
             "isolation.level": "read_uncommitted",
         },

@@ -1,4 +1,4 @@
-"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, experimental).
+"""The lanes on librdkafka (``STREAM_APP_CONSUMER_DRIVER=librdkafka``, opt-in).
 
 The same :class:`stream_app.kafka.lanes.LaneConsumer` (per-partition lanes, the bulk lane's priority,
 pause on a full lane, the generation and epoch fence, drop on revoke) over a confluent-kafka consumer
@@ -42,12 +42,21 @@ again every partition it means to fetch (a resume of a partition that is not pau
 librdkafka), so a resume lost anyway costs seconds, not the partition. (Pauses are not made again: a
 lost one lets librdkafka go on fetching the partition into the records held in the thread until it is
 resumed: memory, not a stall.)
+
+Stalls. librdkafka's statistics (every ``STATS_INTERVAL_S``) are watched: a partition the driver means
+to fetch (assigned, in the fetch's active set, not paused, nothing held), behind its high watermark,
+with nothing queued and nothing received over a whole interval in which the app fetched, while its
+leader is up, is fetching
+nothing for a reason neither side says. It is logged (``rdkafka_fetch_stuck``: librdkafka's view of the
+partition beside the driver's and Faust's paused sets) and seeked to where the app's records of it end,
+which restarts librdkafka's fetch of it; nothing is skipped or read twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -73,11 +82,14 @@ from stream_app.kafka.rdlanes.properties import (
     CONSUME_MAX_S,
     IDLE_AFTER_S,
     IDLE_POLL_S,
+    JOIN_WARN_S,
     RESUME_AGAIN_S,
+    STATS_INTERVAL_S,
     consumer_properties,
 )
 from stream_app.kafka.rdlanes.records import _RECORD_ERRORS, RdRecord, batch_end, stand_in, to_message
 from stream_app.logs import get_logger
+from stream_app.ops.metrics import FETCH_STALLS
 from stream_app.settings import Settings
 
 log = get_logger(__name__)
@@ -139,6 +151,13 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._highwaters_at = 0.0
         self._logged: dict[tuple[str, int], float] = {}  # when each kind of error was last logged
         self._stood_in: dict[TP, int] = {}  # the base offset of each partition's last unreadable batch
+        self._fetching: set[TP] = set()  # what the last fetch asked for (empty: the flow is stopped)
+        self._progress: dict[TP, tuple[int, int]] = {}  # per partition behind: position, records received
+        self._unstick: dict[TP, int] = {}  # stalled partitions to seek (by the next fetch) to these offsets
+        self._subscribed_at: float | None = None  # monotonic time of the subscription, until it is joined
+        self._not_joined_said = 0  # how many JOIN_WARN_S the wait for the first assignment was said at
+        self._fetches = 0  # the fetcher's calls (a partition is judged only over an interval with some)
+        self._fetches_judged = 0
         # the lag probe's watermarks, apart: a commit never queues behind them
         self._watermark_calls = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="rdkafka-watermarks"
@@ -161,7 +180,11 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             heartbeat_interval_s=conf.broker_heartbeat_interval,
             max_poll_interval_s=conf.broker_max_poll_interval,
             auto_offset_reset=conf.consumer_auto_offset_reset,
-        ) | {"logger": logging.getLogger("stream_app.kafka.rdkafka"), "error_cb": self._on_error}
+        ) | {
+            "logger": logging.getLogger("stream_app.kafka.rdkafka"),
+            "error_cb": self._on_error,
+            "stats_cb": self._on_stats,
+        }
 
     async def on_start(self) -> None:
         self._rd = Consumer(self._properties())
@@ -173,11 +196,32 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         inside that call. (Once started, the fetcher calls it even while the flow is stopped.)"""
         while not self._closing:
             await asyncio.sleep(IDLE_POLL_S)
+            self._warn_not_joined()
             if time.monotonic() - self._last_fetch > IDLE_AFTER_S:
                 try:
                     await self._poll_idle()
                 except Exception:
                     log.exception("rdkafka_serve_failed")
+
+    def _warn_not_joined(self) -> None:
+        """A group that never assigns anything, not even nothing, is said every ``JOIN_WARN_S``: librdkafka
+        retries a refused join without a word (a member on aiokafka offers Faust's assignor, this one
+        roundrobin: Kafka refuses the one with no protocol in common)."""
+        subscribed = self._subscribed_at
+        if subscribed is None:
+            return
+        waited = time.monotonic() - subscribed
+        said, self._not_joined_said = self._not_joined_said, int(waited // JOIN_WARN_S)
+        if self._not_joined_said > said:
+            log.warning(
+                "rdkafka_not_joined",
+                waited_s=round(waited),
+                group=self.app.conf.id,
+                likely=(
+                    "a member of the group consumes with the other driver (STREAM_APP_CONSUMER_DRIVER):"
+                    " INCONSISTENT_GROUP_PROTOCOL; or the group's coordinator is out of reach"
+                ),
+            )
 
     async def on_thread_stop(self) -> None:
         await super().on_thread_stop()
@@ -243,6 +287,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._ensure().subscribe(
             sorted(set(topics)), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        if self._generation == 0:
+            self._subscribed_at = time.monotonic()
 
     def _on_revoke(self, rd: Any, partitions: list[TopicPartition]) -> None:
         self._revoke({_tp(p) for p in partitions}, lost=False)
@@ -261,6 +307,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             self._paused -= revoked
             for tp in revoked:
                 self._held.pop(tp, None)
+                self._unstick.pop(tp, None)
                 self._start_offsets.pop(tp, None)
                 self._stood_in.pop(tp, None)
         # returning gives the partitions up: librdkafka unassigns them now
@@ -276,6 +323,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
 
     def _on_assign(self, rd: Any, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
+        self._subscribed_at = None  # joined
         if self._closing or self.app.should_stop:
             return
         if not self._revoked:  # the first assignment: Faust's rebalance starts with a revocation
@@ -301,6 +349,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             self._paused = set()
             self._held.clear()
             self._stood_in.clear()
+            self._unstick.clear()
             self._generation += 1
             generation = self._generation
         log.info("rdkafka_assigned", partitions=len(assigned), generation=generation)
@@ -351,6 +400,13 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             return {}
         active = set(self._assigned) if active is None else {TP(tp.topic, tp.partition) for tp in active}
         self._sync_paused(rd, active)
+        self._fetches += 1
+        with self._lock:
+            self._fetching = active
+            unstick, self._unstick = self._unstick, {}
+        for tp, offset in unstick.items():
+            if tp in self._assigned:
+                self._seek_rd(rd, tp, offset)
         with self._lock:
             ready = {tp: self._held.pop(tp) for tp in list(self._held) if tp in active}
         if ready:
@@ -386,6 +442,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         if rd is None or self._closing:
             return
         self._sync_paused(rd, set())
+        with self._lock:
+            self._fetching = set()
         rebalances = self._rebalances
         with self._lock:
             seeks = dict(self._seeks)
@@ -419,6 +477,78 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                 elif tp not in active:
                     self._held.setdefault(tp, []).extend(out.pop(tp))
         return out
+
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka's statistics (inside ``consume()``, on the consumer thread): a partition the driver
+        means to fetch that stayed behind its high watermark with nothing queued and nothing received
+        for a whole interval, its leader up, is logged with both sides' view and seeked (by the next
+        fetch) to where the app's records of it end (see the module)."""
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        up = {b.get("nodeid") for b in stats.get("brokers", {}).values() if b.get("state") == "UP"}
+        # statistics queued while the app's loop did not fetch (busy, blocked) come together: no
+        # judgement over an interval in which the app took nothing
+        fetched, self._fetches_judged = self._fetches != self._fetches_judged, self._fetches
+        with self._lock:
+            wanted = (self._assigned & self._fetching) - self._paused - self._held.keys()
+            starts = dict(self._start_offsets)
+        progress: dict[TP, tuple[int, int]] = {}
+        stuck: list[tuple[TP, dict[str, Any]]] = []
+        for topic, about in stats.get("topics", {}).items():
+            for key, part in about.get("partitions", {}).items():
+                tp = TP(topic, int(key))
+                if tp not in wanted or part.get("fetchq_cnt", 0) > 0 or part.get("leader") not in up:
+                    continue
+                position = max(part.get(k, -1) for k in ("next_offset", "app_offset", "committed_offset"))
+                if position < 0:
+                    position = part.get("lo_offset", -1)
+                if position < 0 or part.get("hi_offset", -1) <= position:
+                    continue  # caught up, or nothing known yet
+                mark = (position, part.get("rxmsgs", 0))
+                progress[tp] = mark
+                if fetched and self._progress.get(tp) == mark:
+                    stuck.append((tp, part))
+        self._progress = progress
+        if not stuck:
+            return
+        try:
+            faust_paused = {TP(tp.topic, tp.partition) for tp in list(self.consumer._paused_partitions)}
+        except (AttributeError, RuntimeError):
+            faust_paused = set()
+        for tp, part in stuck:
+            app_offset = part.get("app_offset", -1)
+            to = app_offset if app_offset >= 0 else starts.get(tp, -1)
+            log.error(
+                "rdkafka_fetch_stuck",
+                topic=tp.topic,
+                partition=tp.partition,
+                seek_to=to,
+                faust_paused=tp in faust_paused,
+                stats_interval_s=STATS_INTERVAL_S,
+                **{
+                    k: part.get(k)
+                    for k in (
+                        "fetch_state",
+                        "next_offset",
+                        "app_offset",
+                        "committed_offset",
+                        "hi_offset",
+                        "lo_offset",
+                        "fetchq_cnt",
+                        "rxmsgs",
+                        "rx_ver_drops",
+                        "leader",
+                        "broker",
+                        "desired",
+                    )
+                },
+            )
+            FETCH_STALLS.inc()
+            if to >= 0:
+                with self._lock:
+                    self._unstick[tp] = to
 
     def _error(self, message: Any, error: KafkaError) -> RdRecord | None:
         """A record error becomes a stand-in (dead-lettered by position); other errors are logged."""
