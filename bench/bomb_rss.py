@@ -301,6 +301,26 @@ def _ratio(codec: str) -> float:
     return len(sample) / max(1, len(compressors[codec](sample)))
 
 
+def bomb_producer(config: dict[str, Any], codec: str) -> Producer:
+    """A producer that puts everything it is given for a partition in one record batch compressed with
+    ``codec`` (librdkafka counts ``batch.size`` before compression: a bomb of up to 2 GB is one batch)."""
+    return Producer(
+        {
+            **config,
+            "acks": "all",
+            "compression.type": codec,
+            "message.max.bytes": 1_000_000_000,
+            "batch.size": 2_000_000_000,
+            "batch.num.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 2_097_151,
+            "linger.ms": 2000,
+            "request.timeout.ms": 120_000,
+            "message.timeout.ms": 180_000,
+            "log_level": 3,
+        }
+    )
+
+
 def _write_bomb(
     settings: Settings, topic: str, partition: int, codec: str, *, defence: Defence, cap: int
 ) -> Bomb:
@@ -319,19 +339,7 @@ def _write_bomb(
             if error is not None:
                 failures.append(error.name())
 
-        producer = Producer(
-            {
-                **confluent_config(settings),
-                "acks": "all",
-                "compression.type": codec,
-                "message.max.bytes": 1_000_000_000,
-                "batch.size": 2_000_000_000,
-                "batch.num.messages": 1_000_000,
-                "queue.buffering.max.kbytes": 2_097_151,
-                "linger.ms": 2000,
-                "log_level": 3,
-            }
-        )
+        producer = bomb_producer(confluent_config(settings), codec)
         for _ in range(count):
             producer.produce(
                 topic, key=b"HN-AQ-HOANKIEM", value=zeros, partition=partition, on_delivery=report

@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.bomb_rss import bomb_producer
 from stream_app.kafka.config import confluent_config
 from stream_app.settings import Settings
 
@@ -66,21 +67,7 @@ def write_bomb(config: dict[str, Any], topic: str, codec: str, inflated_mib: int
         if error is not None:
             failures.append(error.name())
 
-    producer = Producer(
-        {
-            **config,
-            "acks": "all",
-            "compression.type": codec,
-            "message.max.bytes": 1_000_000_000,
-            "batch.size": 2_000_000_000,
-            "batch.num.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 2_097_151,
-            "linger.ms": 2000,
-            "request.timeout.ms": 120_000,
-            "message.timeout.ms": 180_000,
-            "log_level": 3,
-        }
-    )
+    producer = bomb_producer(config, codec)
     count = inflated_mib * 1024 * 1024 // len(RECORD)
     for _ in range(count):
         producer.produce(topic, key=b"k", value=RECORD, partition=0, on_delivery=delivered)
