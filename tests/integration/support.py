@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 import redis
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from stream_app.config.blueprint import Blueprint, load_blueprint
@@ -265,9 +265,11 @@ class Collected:
     keys: list[bytes | None] = field(default_factory=list)
 
 
-def messages(settings: Settings, topic: str, stop: Callable[[], bool], timeout: float) -> Iterator[Any]:
-    """Messages of ``topic`` from the beginning (a fresh group), until ``stop()`` or the timeout."""
-    consumer = Consumer(
+def reader(settings: Settings) -> Consumer:
+    """A consumer for the tests to read with. Its group (confluent-kafka wants one) is its own and never
+    joined unless it subscribes: readers that are assigned their partitions commit nothing and wait on
+    no rebalance (0.1 s a read rather than 0.2-0.8 s)."""
+    return Consumer(
         {
             **confluent_config(settings),
             "group.id": f"test-reader-{uuid.uuid4().hex}",
@@ -276,7 +278,17 @@ def messages(settings: Settings, topic: str, stop: Callable[[], bool], timeout: 
             "log_level": 3,
         }
     )
-    consumer.subscribe([topic])
+
+
+def messages(settings: Settings, topic: str, stop: Callable[[], bool], timeout: float) -> Iterator[Any]:
+    """Messages of ``topic`` from the beginning, until ``stop()`` or the timeout: every partition the
+    topic has when the read starts, assigned (a topic not there yet: subscribed to, as a fresh group)."""
+    consumer = reader(settings)
+    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        consumer.subscribe([topic])
+    else:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not stop():
@@ -384,14 +396,7 @@ def to_the_end(settings: Settings, topic: str, timeout: float = 30.0) -> list[An
 def all_to_the_end(settings: Settings, topics: Sequence[str], timeout: float = 30.0) -> dict[str, list[Any]]:
     """:func:`to_the_end` of each of ``topics``, read by one consumer (one connection, one set of
     round trips, rather than one consumer a topic)."""
-    consumer = Consumer(
-        {
-            **confluent_config(settings),
-            "group.id": f"test-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
+    consumer = reader(settings)
     out: dict[str, list[Any]] = {topic: [] for topic in topics}
     try:
         ends: dict[tuple[str, int], int] = {}
@@ -542,6 +547,23 @@ def wait_consumed(settings: Settings, blueprint: Any, topics: list[str], timeout
     took). A worker publishes what a record causes before it commits the record: every output topic then
     holds all it ever will for them, and can be read to its end rather than for a fixed few seconds."""
     return wait_until(lambda: group_lag(settings, blueprint, topics) == 0, timeout, "every record consumed")
+
+
+def wait_settled(settings: Settings, blueprint: Any, *reporters: str, timeout: float = 30.0) -> float:
+    """:func:`wait_consumed` of what the worker is given: the ``reporters``' input topics, the center's
+    directives and the internal topic (where both are applied): every output they cause is then out."""
+    given = [blueprint.input_topic(r).name for r in reporters]
+    given += [blueprint.topic_by_role(role).name for role in ("directives", "repartition")]
+    return wait_consumed(settings, blueprint, given, timeout)
+
+
+def audit_trail(settings: Settings, blueprint: Blueprint) -> list[dict[str, Any]]:
+    """The audit topic to its end, decoded (after :func:`wait_settled`: an API's audit record is out
+    before it answers, a worker's before it commits what caused it)."""
+    return [
+        decode_public(blueprint, "audit", m.value() or b"")
+        for m in to_the_end(settings, blueprint.topic_by_role("audit").name)
+    ]
 
 
 def redis_text(raw: object) -> str:

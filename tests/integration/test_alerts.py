@@ -21,7 +21,7 @@ from .support import (
     observation,
     produce,
     to_the_end,
-    wait_consumed,
+    wait_settled,
 )
 
 HOUR_MS = 3_600_000
@@ -45,10 +45,7 @@ def _alerts(
 def _settled(settings: Settings, blueprint: Blueprint) -> None:
     """Wait until the worker has consumed everything it was given: the reporter's readings, the
     directives, the internal topic (see :func:`wait_consumed`)."""
-    given = [blueprint.input_topic("MAE").name] + [
-        blueprint.topic_by_role(role).name for role in ("directives", "repartition")
-    ]
-    wait_consumed(settings, blueprint, given)
+    wait_settled(settings, blueprint, "MAE")
 
 
 def _active(settings: Settings, blueprint: Blueprint) -> list[tuple[bytes, bytes | None]]:
