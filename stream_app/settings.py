@@ -301,6 +301,17 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="Longest the broker holds a worker's fetch for STREAM_APP_FETCH_MIN_BYTES."
     )
+    fetch_idle_wait_ms: int = Field(
+        500,
+        ge=0,
+        description=(
+            "After a fetch that brought no record, the next one is answered at the first byte there, or"
+            " after this long: an idle worker fetches a few times a second rather than every"
+            " STREAM_APP_FETCH_MAX_WAIT_MS (each fetch names every partition, encoded in Python), and the"
+            " first record after a quiet spell is not held for STREAM_APP_FETCH_MIN_BYTES. 0: off."
+            " aiokafka driver only (librdkafka's fetch is C)."
+        ),
+    )
     bulk_settle_s: float = Field(
         5.0,
         ge=0,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from faust.types import TP
 
-from stream_app.kafka.lanes import Delivery, Event, Lane, Lanes
+from stream_app.kafka.lanes import Delivery, Event, FetchWait, IdleAwareFetch, Lane, Lanes
 
 A = TP("in", 0)
 B = TP("in", 1)
@@ -269,3 +269,57 @@ def test_a_lane_is_full_by_bytes_too_and_pauses_the_partition_holding_them() -> 
         assert lane.release() == {A}
 
     asyncio.run(scenario())
+
+
+class _PartitionState:
+    def __init__(self, paused: bool) -> None:
+        self.paused = paused
+
+
+class _Assignment:
+    def __init__(self, paused: dict[str, bool]) -> None:
+        self.states = {tp: _PartitionState(p) for tp, p in paused.items()}
+        self.tps = set(paused)
+
+    def state_value(self, tp: str) -> _PartitionState:
+        return self.states[tp]
+
+
+class _Fetcher:
+    """aiokafka's fetcher as IdleAwareFetch sees it: its two wait fields, its buffer, its request."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self._fetch_min_bytes, self._fetch_max_wait_ms = 65_536, 20
+        self._records: dict[str, object] = {}
+        self.answers = answers
+        self.asked: list[tuple[int, int]] = []
+
+    async def _proc_fetch_request(self, assignment: object, node_id: int, request: object) -> bool:
+        self.asked.append((self._fetch_min_bytes, self._fetch_max_wait_ms))
+        return self.answers.pop(0)
+
+
+def test_an_idle_worker_fetches_with_the_long_wait_and_a_busy_one_with_the_short() -> None:
+    fetcher = _Fetcher([False, False, True, False])
+    IdleAwareFetch(busy=FetchWait(65_536, 20), idle=FetchWait(1, 500)).install(fetcher)
+    assignment = _Assignment({"a": False, "b": False})
+
+    async def fetch_four() -> None:
+        for _ in range(4):
+            await fetcher._proc_fetch_request(assignment, 1, None)
+
+    asyncio.run(fetch_four())
+    # nothing came: the next waits for the first byte, up to 500 ms; records came: back to 64 KiB / 20 ms
+    assert fetcher.asked == [(65_536, 20), (1, 500), (1, 500), (65_536, 20)]
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 500)
+
+
+def test_an_empty_fetch_is_not_idle_while_a_partition_is_paused_or_records_wait() -> None:
+    """A partition resumed (a lane drained) or refetchable once its buffered records are handed over
+    would wait behind a long fetch in flight (the broker answers a connection's requests in order)."""
+    fetcher = _Fetcher([])
+    assert IdleAwareFetch.is_idle(fetcher, _Assignment({"a": False}), False)
+    assert not IdleAwareFetch.is_idle(fetcher, _Assignment({"a": False, "b": True}), False)
+    fetcher._records["a"] = object()
+    assert not IdleAwareFetch.is_idle(fetcher, _Assignment({"a": False}), False)
+    assert not IdleAwareFetch.is_idle(_Fetcher([]), _Assignment({"a": False}), True)
