@@ -81,9 +81,18 @@ def _fired_resolved_fired(settings: Settings, blueprint: Blueprint) -> tuple[dic
 
 
 def _active_flood(settings: Settings) -> dict[str, Any]:
-    status, body = api(settings, "/alerts/active", role="viewer")
-    assert status == 200, body
-    return next(a for a in body["alerts"] if a["alert_key"] == FLOOD_KEY)
+    """The flood as the API lists it among the active alerts, once it is listed: the screen's view follows
+    the worker's (the fire, resolve, fire just applied) within a moment, not at once."""
+    listed: list[dict[str, Any]] = []
+
+    def the_flood_listed() -> bool:
+        status, body = api(settings, "/alerts/active", role="viewer")
+        assert status == 200, body
+        listed[:] = [a for a in body["alerts"] if a["alert_key"] == FLOOD_KEY]
+        return bool(listed)
+
+    wait_until(the_flood_listed, timeout=15, what="the flood listed among the active alerts")
+    return listed[0]
 
 
 def test_the_api_refuses_an_acknowledgement_of_an_earlier_occurrence_with_a_409(
