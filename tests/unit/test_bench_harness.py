@@ -157,13 +157,18 @@ def test_sizes_scale_but_keep_the_offered_load() -> None:
 def test_verdicts_judge_each_target_from_one_run() -> None:
     mb = 1024 * 1024
     results = {
-        "drain": {"rate": 6_600.0, "peak_rss_bytes": [200 * mb]},
+        "drain": {
+            "rate": 8_000.0,
+            "records": 50_000,
+            "cpu_seconds_from_first_record": 7.0,
+            "peak_rss_bytes": [200 * mb],
+        },
         "peers": {"quix": {"rate": 5_000.0}, "naive_faust": {"rate": 1_000.0}},
         "scale_out": {"rate": 10_000.0},
         "backfill": {
             "span": "2022-01-01:2025-12-31",
             "produce": {"seconds": 60.0},
-            "drain": {"seconds": 300.0},
+            "drain": {"seconds": 300.0, "rate": 6_000.0},
             "live": {"to_alert_ms": {"p99": 1_500.0}},
         },
         "latency": {
@@ -178,9 +183,11 @@ def test_verdicts_judge_each_target_from_one_run() -> None:
     }
     verdicts = {v["target"]: v["verdict"] for v in report.verdicts(results)}
     assert verdicts == {
-        "1 worker / Quix Streams peer": "pass",  # 1.32
-        "1 worker / naive Faust": "pass",  # 6.6
-        "2 workers / 1 worker": "FAIL",  # 1.52
+        "1 worker / Quix Streams peer": "pass",  # 1.6
+        "1 worker / naive Faust": "pass",  # 8.0
+        "2 workers / 1 worker": "FAIL",  # 1.25
+        "CPU per observation in the drain": "pass",  # 140 µs
+        "history / live: backfill drain rate / live drain rate": "FAIL",  # 0.75
         "backfill 2010-2025 produced + drained + settled": "not measured (only 2022-01-01:2025-12-31)",
         "live alert p99 while the backfill drains": "pass",
         "p99 produced -> alert at 2,000/s": "FAIL",
