@@ -78,6 +78,7 @@ class BoundedReader:
         self._assigned: frozenset[TP] = frozenset()  # read by other threads: replaced, never changed
         self._paused: set[TP] = set()  # paused in aiokafka (on the reader's loop only)
         self._seeks: dict[TP, int] = {}  # seeks per partition, counted on the reader's loop
+        self._resets: set[asyncio.Future[Any]] = set()  # offset resets under way (kept from the GC)
 
     # --- the reader's thread and loop ---
 
@@ -148,7 +149,8 @@ class BoundedReader:
         self._assigned = frozenset(at)
         self._paused = set()
         for tp, offset in at.items():
-            await self._seek(consumer, tp, offset)
+            if offset >= 0:  # none committed: aiokafka starts it by its offset reset (the earliest)
+                self._seek(consumer, tp, offset)
 
     def revoke(self, tps: Iterable[TP]) -> None:
         """Stop fetching ``tps`` and drop what was fetched of them (before the revoke callback returns):
@@ -215,18 +217,29 @@ class BoundedReader:
         """The partition's next record is ``offset`` (``OFFSET_BEGINNING``, ``OFFSET_END``: its first,
         its end; another negative offset: none, nothing changes)."""
         if TP(tp.topic, tp.partition) in self._assigned:
-            self._call(self._seek(self._ensure(), TP(tp.topic, tp.partition), offset))
+            self._call(self._seek_on_loop(TP(tp.topic, tp.partition), offset))
 
-    async def _seek(self, consumer: AIOKafkaConsumer, tp: TP, offset: int) -> None:
+    async def _seek_on_loop(self, tp: TP, offset: int) -> None:
+        self._seek(self._ensure(), tp, offset)
+
+    def _seek(self, consumer: AIOKafkaConsumer, tp: TP, offset: int) -> None:
+        """On the reader's loop. A seek to the start or the end is aiokafka's offset reset, not waited
+        for: until it is done the partition has no position and nothing of it is taken."""
         if tp not in self._assigned:
             return
         self._seeks[tp] = self._seeks.get(tp, 0) + 1
         if offset >= 0:
             consumer.seek(_atp(tp), offset)
-        elif offset == OFFSET_END:
-            await consumer.seek_to_end(_atp(tp))
-        else:  # the start: none committed (-1001), or asked for (-2)
-            await consumer.seek_to_beginning(_atp(tp))
+        else:  # the end, or the start: asked for (-2), or none committed (-1001)
+            reset = consumer.seek_to_end if offset == OFFSET_END else consumer.seek_to_beginning
+            task = asyncio.ensure_future(reset(_atp(tp)))  # its first step runs before the next call
+            self._resets.add(task)
+            task.add_done_callback(self._reset_done)
+
+    def _reset_done(self, task: asyncio.Future[Any]) -> None:
+        self._resets.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # an assignment replaced meanwhile
+            log.info("bounded_reset_dropped", reason=repr(task.exception())[:200])
 
     def position(self, tp: TP) -> int | None:
         if TP(tp.topic, tp.partition) not in self._assigned:
