@@ -187,4 +187,4 @@ def test_no_reporter_topics_no_reader_and_an_unbounded_reader_refuses_to_start(
     assert reader_for(object(), settings, ()) is None
     monkeypatch.setattr(fetch_bounds.BoundedRecords, "limits", None)
     with pytest.raises(RuntimeError, match="fetch_bounds"):
-        BoundedReader({"rep"}, lambda: None, 100).start()  # type: ignore[arg-type]
+        BoundedReader({"rep"}, lambda: None, 100).start()
