@@ -170,16 +170,19 @@ class BoundedReader:
     # --- fetching (the consumer thread) ---
 
     def ready(self, active: Iterable[TP]) -> bool:
-        """Whether aiokafka holds fetched records of a partition of ``active`` (a hint, read from
-        another thread: the take says for sure)."""
-        consumer = self._consumer
-        if consumer is None or not self._assigned:
+        """Whether a :meth:`take` of ``active`` has something to do: aiokafka holds fetched records of
+        one of them, or Faust paused or resumed one since the last take (a hint, read from another
+        thread, without a call: the take says for sure)."""
+        consumer, assigned = self._consumer, self._assigned
+        if consumer is None or not assigned:
             return False
+        wanted = set(active)
+        if assigned - wanted != self._paused:
+            return True
         try:
             buffered = list(consumer._fetcher._records)
         except RuntimeError:  # changed while read: ask
             return True
-        wanted = set(active)
         return any(TP(tp.topic, tp.partition) in wanted for tp in buffered)
 
     def take(self, active: Iterable[TP]) -> tuple[dict[TP, list[Any]], dict[TP, int]]:

@@ -450,8 +450,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                 self._rewind(rd, messages)
                 return {}
             out = self._sorted(messages, active, seeks) if messages else {}
-            if reader is not None:  # after librdkafka's calls: no callback runs between take and return
-                self._take_bounded(reader, active, out)
+            if reader is not None and reader.ready(active):  # after librdkafka's calls: no callback
+                self._take_bounded(reader, active, out)  # runs between the take and the return
             if out or time.monotonic() >= deadline:
                 return out
             # all of it held back (its partitions paused meanwhile): librdkafka queues every partition's
