@@ -113,6 +113,8 @@ class BoundedReader:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(CALL_TIMEOUT_S)
         self._loop = None
+        if not thread.is_alive():
+            loop.close()
 
     async def _stop(self) -> None:
         consumer, self._consumer = self._consumer, None
