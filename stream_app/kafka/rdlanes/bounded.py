@@ -144,6 +144,7 @@ class BoundedReader:
         negative one: none committed, the start). Replaces the assignment: whatever was buffered or in
         flight for the previous one is dropped."""
         self._call(self._assign(dict(at)))
+        log.info("bounded_reader_assigned", partitions=len(at))
 
     async def _assign(self, at: dict[TP, int]) -> None:
         consumer = self._ensure()
