@@ -159,7 +159,7 @@ class BoundedReader:
         """Stop fetching ``tps`` and drop what was fetched of them (before the revoke callback returns):
         the others keep their positions."""
         gone = {TP(tp.topic, tp.partition) for tp in tps} & self._assigned
-        if gone:
+        if gone and self._loop is not None:
             self._call(self._revoke(gone))
 
     async def _revoke(self, gone: set[TP]) -> None:

@@ -236,13 +236,13 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         if self._idle is not None:
             self._idle.cancel()
         rd, self._rd = self._rd, None
-        if self._reader is not None:
-            self._reader.stop()
         if rd is not None:
             try:
                 rd.close()  # leaves the group at once (no session timeout for the others to wait)
             except Exception as exc:
                 log.warning("rdkafka_close_failed", error=repr(exc)[:300])
+        if self._reader is not None:  # after: the close's revoke callback hands its partitions back
+            self._reader.stop()
         self._calls.shutdown(wait=False)
         self._watermark_calls.shutdown(wait=False)
 
