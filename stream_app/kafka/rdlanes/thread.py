@@ -312,7 +312,10 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         if not (self._closing or self.app.should_stop):
             self._on_app(self._revoke_on_app(revoked, lost), "revoke")
         if self._reader is not None:  # stops fetching them and drops what it holds, before returning
-            self._reader.revoke(revoked)
+            try:
+                self._reader.revoke(revoked)
+            except Exception:  # its loop did not answer: the books below still fence its records out
+                log.exception("bounded_revoke_failed", partitions=len(revoked))
         with self._lock:
             self._assigned -= revoked
             self._paused -= revoked
