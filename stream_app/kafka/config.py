@@ -3,8 +3,9 @@
 Two families of clients: Faust's (aiokafka: the worker's consumer and producer) and confluent-kafka's
 (librdkafka: the CLI verbs, admin operations, the alert bridge's reader, tools and tests). Both get
 the same security settings — protocol, SASL mechanism, user and password, the CA the broker's
-certificate is checked against — and librdkafka also any other property named in
-``STREAM_APP_KAFKA_CLIENT_PROPERTIES``. Nothing else in the project builds a client configuration.
+certificate is checked against, and a client certificate (mTLS) when
+``STREAM_APP_KAFKA_CLIENT_PROPERTIES`` names one — and librdkafka also any other property named there.
+Nothing else in the project builds a client configuration.
 """
 
 from __future__ import annotations
