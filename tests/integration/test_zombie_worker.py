@@ -16,7 +16,7 @@ from stream_app.config.blueprint import Blueprint
 from stream_app.settings import Settings
 from stream_app.wire import codecs
 
-from .support import observation, produce, wait_consumed
+from .support import free_port, observation, produce, wait_consumed
 from .test_crash_recovery import _count_in_redis
 
 pytestmark = pytest.mark.chaos
@@ -53,7 +53,7 @@ def test_a_zombie_worker_s_partitions_are_taken_over_and_nothing_is_counted_twic
 ) -> None:
     base = int(time.time() * 1000) - 3_600_000
     first = start_worker(settings)
-    second = start_worker(settings)
+    second = start_worker(settings.model_copy(update={"web_port": free_port()}))
     _feed(settings, blueprint, "before", 100, base)
     assert _counted(settings, 100, 60) == 100
 
