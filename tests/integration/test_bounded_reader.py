@@ -57,6 +57,7 @@ def _reader(settings: Settings, topic: str) -> BoundedReader:
         ssl_context=ssl_context(settings),
         consumer_auto_offset_reset="earliest",
         broker_request_timeout=30.0,
+        consumer_max_fetch_size=4 * MIB,
     )
     reader = reader_for(SimpleNamespace(conf=conf), settings, {topic})
     assert reader is not None

@@ -271,12 +271,11 @@ class BoundedReader:
 def reader_for(app: Any, settings: Settings, topics: Iterable[str]) -> BoundedReader | None:
     """The bounded reader of ``topics`` (None: none to read) for ``app``'s worker: Faust's brokers and
     credentials (``broker_credentials``: :func:`stream_app.kafka.config.faust_credentials`, as every
-    aiokafka client of the worker), the fetch sizes and waits of the settings, no group."""
+    aiokafka client of the worker), the default driver's fetch sizes and the settings' waits, no group."""
     owned = frozenset(topics)
     if not owned:
         return None
     conf = app.conf
-    fetch_max = settings.fetch_max_batch_bytes
 
     def make() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -286,8 +285,11 @@ def reader_for(app: Any, settings: Settings, topics: Iterable[str]) -> BoundedRe
             enable_auto_commit=False,
             auto_offset_reset=conf.consumer_auto_offset_reset,
             max_poll_records=settings.batch_max,
-            max_partition_fetch_bytes=min(1 << 20, fetch_max),
-            fetch_max_bytes=fetch_max,
+            # the default driver's fetch sizes (Faust's worker consumer: 4 MiB a partition, aiokafka's
+            # 50 MiB a response): with librdkafka's 8 MiB a response, a flood's partitions filled it and
+            # a quiet reporter's record waited a fetch or two (test_reporter_flood); each batch is
+            # bounded by fetch_bounds as it is read, not by the response's size
+            max_partition_fetch_bytes=conf.consumer_max_fetch_size,
             fetch_min_bytes=settings.fetch_min_bytes,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
