@@ -1,5 +1,5 @@
 """A worker stopped (SIGSTOP) past its session while another serves the group: the other takes its
-partitions over, the zombie's commits are refused when it wakes, and every observation fed meanwhile is
+partitions over, the zombie wakes and goes on, and every observation fed before, meanwhile and after is
 counted exactly once; on both drivers (on librdkafka the reporters' partitions are the bounded
 reader's: they are handed over and back through the group's callbacks)."""
 
