@@ -43,6 +43,11 @@ librdkafka), so a resume lost anyway costs seconds, not the partition. (Pauses a
 lost one lets librdkafka go on fetching the partition into the records held in the thread until it is
 resumed: memory, not a stall.)
 
+The reporters' topics are never fetched by librdkafka: the assign callback hands their partitions to a
+bounded reader (:mod:`stream_app.kafka.rdlanes.bounded`: aiokafka without a group, through
+``fetch_bounds``), the revoke callback takes them back before it returns, a fetch takes the reader's
+records beside librdkafka's, and Faust's pauses and seeks of them go to the reader; commits stay here.
+
 Stalls. librdkafka's statistics (every ``STATS_INTERVAL_S``) are watched: a partition the driver means
 to fetch (assigned, in the fetch's active set, not paused, nothing held), behind its high watermark,
 with nothing queued and nothing received over a whole interval in which the app fetched, while its
@@ -406,10 +411,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                 to_resume = self._assigned - self._paused
         if again:
             self._resumed_at = now
-        to_pause, to_resume = (
-            self._librdkafkas(to_pause),
-            self._librdkafkas(to_resume),
-        )  # the reader's: take()
+        # the bounded reader's partitions are paused and resumed by its take()
+        to_pause, to_resume = self._librdkafkas(to_pause), self._librdkafkas(to_resume)
         with self._rd_calls:
             if to_pause:
                 rd.pause(_parts(to_pause))
