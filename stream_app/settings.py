@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     kafka_client_properties: dict[str, str] = Field(
         default_factory=dict,
         description="Any other client property, in librdkafka's names (JSON object), passed to every "
-        "confluent client (Faust honours ssl.endpoint.identification.algorithm).",
+        "confluent client (Faust's aiokafka clients honour ssl.endpoint.identification.algorithm and "
+        "a client certificate: ssl.certificate.location, ssl.key.location, ssl.key.password).",
     )
     schema_registry_url: str | None = Field(
         None,

@@ -73,6 +73,12 @@ class Blueprint:
         raise ConfigurationError(f"no {role} topic for reporter {reporter!r}")
 
 
+REPORTER_INPUT_ROLES = ("input", "bulk_input")
+"""The roles of the topics the reporters write (live and bulk): the only topics the workers read that
+another party writes, held to the intake's bounds (:func:`reporter_limits`, and in the worker
+:mod:`stream_app.kafka.fetch_bounds`)."""
+
+
 REPORTER_BATCH_SLACK_BYTES = 64 * 1024
 """Room in a reporter topic's record batch beyond the largest value and key the intake accepts: the
 batch and record framing, headers, and a few small records batched with the largest one."""
@@ -98,7 +104,7 @@ def reporter_limits(topics: list[TopicSpec], settings: Settings) -> list[TopicSp
     (:func:`reporter_max_message_bytes`), whatever topics.toml says: the two cannot drift apart."""
     limit = {"max.message.bytes": str(reporter_max_message_bytes(settings))}
     return [
-        replace(spec, config={**spec.config, **limit}) if spec.role in ("input", "bulk_input") else spec
+        replace(spec, config={**spec.config, **limit}) if spec.role in REPORTER_INPUT_ROLES else spec
         for spec in topics
     ]
 

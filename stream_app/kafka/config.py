@@ -3,8 +3,9 @@
 Two families of clients: Faust's (aiokafka: the worker's consumer and producer) and confluent-kafka's
 (librdkafka: the CLI verbs, admin operations, the alert bridge's reader, tools and tests). Both get
 the same security settings — protocol, SASL mechanism, user and password, the CA the broker's
-certificate is checked against — and librdkafka also any other property named in
-``STREAM_APP_KAFKA_CLIENT_PROPERTIES``. Nothing else in the project builds a client configuration.
+certificate is checked against, and a client certificate (mTLS) when
+``STREAM_APP_KAFKA_CLIENT_PROPERTIES`` names one — and librdkafka also any other property named there.
+Nothing else in the project builds a client configuration.
 """
 
 from __future__ import annotations
@@ -44,13 +45,24 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context of Faust's clients: the broker's certificate checked against the configured CA
-    (or the system's), its host name too unless ``ssl.endpoint.identification.algorithm`` is none."""
+    (or the system's), its host name too unless ``ssl.endpoint.identification.algorithm`` is none; and
+    the client's own certificate (mTLS) when the pass-through properties name one as librdkafka takes it
+    (``ssl.certificate.location``, ``ssl.key.location``, ``ssl.key.password``: PEM files), so both
+    families present the same identity."""
     if settings.kafka_security_protocol not in _SSL_PROTOCOLS:
         return None
     cafile = str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file is not None else None
     context = ssl.create_default_context(cafile=cafile)
-    if settings.kafka_client_properties.get("ssl.endpoint.identification.algorithm", "https") in ("", "none"):
+    properties = settings.kafka_client_properties
+    if properties.get("ssl.endpoint.identification.algorithm", "https") in ("", "none"):
         context.check_hostname = False
+    certificate = properties.get("ssl.certificate.location")
+    if certificate:
+        context.load_cert_chain(
+            str(certificate),
+            keyfile=str(properties["ssl.key.location"]) if properties.get("ssl.key.location") else None,
+            password=str(properties["ssl.key.password"]) if properties.get("ssl.key.password") else None,
+        )
     return context
 
 

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.api import http as api
 from stream_app.api.read_model import ReadModel
-from stream_app.config.blueprint import Blueprint, load_blueprint
+from stream_app.config.blueprint import REPORTER_INPUT_ROLES, Blueprint, load_blueprint
 from stream_app.kafka import fetch_bounds
 from stream_app.kafka.config import faust_credentials
 from stream_app.kafka.fetch_bounds import FetchLimits
@@ -96,6 +96,8 @@ class StreamApp(faust.App):
             None  # the project's settings (the consumer thread's fetch sizing)
         )
         self.closers: list[Callable[[], None]] = []  # called once the app stopped (the outputs' producer)
+        # the topics other parties write (the reporters'): on librdkafka, fetched by a bounded reader
+        self.reporter_topics: frozenset[str] = frozenset()
 
     def on_init_dependencies(self) -> Any:
         dependencies = super().on_init_dependencies()
@@ -145,6 +147,7 @@ def create_app(
     fetch_bounds.install(FetchLimits.from_settings(settings))  # before any consumer fetches
     app = StreamApp(settings.group_id, **faust_settings(settings))
     app.stream_settings = settings
+    app.reporter_topics = frozenset(t.name for t in blueprint.topics if t.role in REPORTER_INPUT_ROLES)
     redis_client = connect(settings)
     store = StateStore(redis_client, settings)
     framing = framing or output_framing(blueprint)

@@ -19,6 +19,7 @@ import hashlib
 import os
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -271,5 +272,76 @@ def test_record_batches_that_inflate_are_dead_lettered_by_position_within_the_me
     assert peak < limit - 128 * MIB, (
         f"peak {peak / MIB:.0f} MiB: too close to the {limit / MIB:.0f} MiB limit"
     )
+    assert peak - baseline < settings.fetch_max_batch_bytes * 4, "never more than a few batch budgets"
+    _healthy(settings, worker)
+
+
+def test_a_gzip_batch_that_inflates_to_a_gigabyte_is_withheld_and_its_partition_goes_on(
+    settings: Settings, blueprint: Blueprint, start_worker: Any
+) -> None:
+    """The largest gzip bomb a reporter topic takes (just under its 1 MiB ``max.message.bytes``,
+    about 944 MiB inflated): withheld and dead-lettered by position on either driver
+    (STREAM_APP_CONSUMER_DRIVER; librdkafka would inflate it whole and abort: docs/performance.md), the
+    worker's memory bounded, and the next records of that very partition applied."""
+    worker = start_worker(settings)
+    mae = blueprint.input_topic("MAE").name
+    prefixes = _send_valid(settings, blueprint, "before")
+    _applied(settings, blueprint, prefixes, 1)
+    baseline = _peak_rss(worker.proc.pid)
+
+    delivered: list[tuple[int | None, int | None]] = []
+    producer = Producer(
+        {
+            **confluent_config(settings),
+            "acks": "all",
+            "compression.type": "gzip",
+            "message.max.bytes": 1_000_000_000,
+            "batch.size": 1_000_000_000,
+            "linger.ms": 2000,
+        }
+    )
+    zeros = bytes(16 * MIB)
+    for _ in range(59):  # the valid MAE observation's key (below): the same partition
+        producer.produce(
+            mae,
+            key=b"HN-AQ-HOANKIEM",
+            value=zeros,
+            on_delivery=lambda err, msg: (
+                delivered.append((msg.partition(), msg.offset())) if not err else None
+            ),
+        )
+    assert producer.flush(120) == 0
+    assert len(delivered) == 59, "the broker took the bomb"
+    del producer, zeros
+    [partition] = {p for p, _ in delivered}
+    offsets = [o for _, o in delivered if o is not None]
+    first, last = min(offsets), max(offsets)
+
+    prefixes = _send_valid(settings, blueprint, "after")  # behind the bomb, in its partition
+    _applied(settings, blueprint, prefixes, 2, timeout=120)
+
+    topic = blueprint.dead_letter_topic("MAE").name
+
+    def withheld(records: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+        return sorted(
+            (r["source_partition"], r["source_offset"], r["source_last_offset"])
+            for r in records
+            if r["reason"] == "decompressed_too_large"
+        )
+
+    letters = withheld(
+        collect(
+            settings, topic, "dead_letter", lambda r: any(x[2] == last for x in withheld(r)), timeout=60
+        ).records
+    )
+    # by position, batch by batch (the producer may cut the 59 records in two batches near its 1e9 bound)
+    assert 1 <= len(letters) <= 2, letters
+    assert letters[0][1] == first, letters
+    assert letters[-1][2] == last, letters
+    assert all(p == partition for p, _, _ in letters), letters
+    assert all(a[2] + 1 == b[1] for a, b in pairwise(letters)), letters
+
+    peak = _peak_rss(worker.proc.pid)
+    print(f"worker peak RSS: {baseline / MIB:.0f} MiB before, {peak / MIB:.0f} MiB after the 944 MiB bomb")
     assert peak - baseline < settings.fetch_max_batch_bytes * 4, "never more than a few batch budgets"
     _healthy(settings, worker)

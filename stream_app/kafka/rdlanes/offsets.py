@@ -21,6 +21,7 @@ class LogOffsets:
 
     app: Any
     _rd: Any
+    _reader: Any  # the bounded reader of the reporters' topics (None: none)
     _highwaters: dict[TP, int]
     _highwaters_at: float
     _watermark_calls: concurrent.futures.ThreadPoolExecutor
@@ -34,10 +35,15 @@ class LogOffsets:
         """The partition's high watermark as librdkafka last saw it (-1: not known yet). Read from a
         copy refreshed in the call executor at most once a second: librdkafka's cached lookup costs
         milliseconds a partition, too much for the app's loop over a hundred partitions."""
+        reader = self._reader
+        if reader is not None and reader.owns(tp):  # fetched by the bounded reader: its last fetch's
+            high: int = reader.highwater(tp)
+            return high
         now = time.monotonic()
         if now - self._highwaters_at > 1.0 and self._rd is not None:
             self._highwaters_at = now
-            self._watermark_calls.submit(self._refresh_highwaters, self._rd, self.assignment())
+            tps = {tp for tp in self.assignment() if reader is None or not reader.owns(tp)}
+            self._watermark_calls.submit(self._refresh_highwaters, self._rd, tps)
         return self._highwaters.get(TP(tp.topic, tp.partition), -1)
 
     def _refresh_highwaters(self, rd: Any, tps: set[TP]) -> None:

@@ -13,6 +13,11 @@ CALL_TIMEOUT_S = 10.0
 CONSUME_MAX_S = 0.5
 """Longest one ``consume()`` blocks the consumer thread (its stop waits for it)."""
 
+BOUNDED_SLICE_S = 0.01
+"""Longest a fetch waits in librdkafka's ``poll()`` while the bounded reader has partitions: nothing
+wakes a ``poll()`` when the reader's fetch brings records, so it is looked at this often (the reporters'
+records wait at most this long; :mod:`stream_app.kafka.rdlanes.bounded`)."""
+
 IDLE_POLL_S = 0.2
 """How often the consumer thread checks whether Faust's fetcher calls ``consume()``."""
 

@@ -43,6 +43,11 @@ librdkafka), so a resume lost anyway costs seconds, not the partition. (Pauses a
 lost one lets librdkafka go on fetching the partition into the records held in the thread until it is
 resumed: memory, not a stall.)
 
+The reporters' topics are never fetched by librdkafka: the assign callback hands their partitions to a
+bounded reader (:mod:`stream_app.kafka.rdlanes.bounded`: aiokafka without a group, through
+``fetch_bounds``), the revoke callback takes them back before it returns, a fetch takes the reader's
+records beside librdkafka's, and Faust's pauses and seeks of them go to the reader; commits stay here.
+
 Stalls. librdkafka's statistics (every ``STATS_INTERVAL_S``) are watched: a partition the driver means
 to fetch (assigned, in the fetch's active set, not paused, nothing held), behind its high watermark,
 with nothing queued and nothing received over a whole interval in which the app fetched, while its
@@ -71,13 +76,16 @@ from confluent_kafka import (
     TopicPartition,
 )
 from faust.transport.consumer import ConsumerThread
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.transports import ConsumerT
 
 from stream_app.kafka.config import confluent_config
 from stream_app.kafka.lanes import COMMITTED_TIMEOUT_S
+from stream_app.kafka.rdlanes.bounded import BoundedReader, reader_for
 from stream_app.kafka.rdlanes.offsets import LogOffsets
 from stream_app.kafka.rdlanes.properties import (
+    BOUNDED_SLICE_S,
     CALL_TIMEOUT_S,
     CONSUME_MAX_S,
     IDLE_AFTER_S,
@@ -130,6 +138,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
     def __init__(self, consumer: ConsumerT, **kwargs: Any) -> None:
         super().__init__(cast(Any, consumer), **kwargs)
         self._rd: Any = None  # the confluent Consumer, made when the thread starts
+        self._reader: BoundedReader | None = None  # the reporters' topics' (bounded.py), made with it
         self._lock = threading.Lock()  # guards what both the thread and the app's loop touch
         # librdkafka's partition calls (seek, pause, resume, assign) one at a time, whichever thread makes
         # them: librdkafka numbers each and drops one that a later-numbered one overtook (see the module)
@@ -188,6 +197,9 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
 
     async def on_start(self) -> None:
         self._rd = Consumer(self._properties())
+        self._reader = reader_for(self.app, self._settings(), getattr(self.app, "reporter_topics", ()))
+        if self._reader is not None:
+            self._reader.start()
         self._idle = asyncio.ensure_future(self._serve_while_idle())
 
     async def _serve_while_idle(self) -> None:
@@ -234,6 +246,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                 rd.close()  # leaves the group at once (no session timeout for the others to wait)
             except Exception as exc:
                 log.warning("rdkafka_close_failed", error=repr(exc)[:300])
+        if self._reader is not None:  # after: the close's revoke callback hands its partitions back
+            self._reader.stop()
         self._calls.shutdown(wait=False)
         self._watermark_calls.shutdown(wait=False)
 
@@ -302,6 +316,11 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         log.info("rdkafka_revoked", partitions=len(revoked), lost=lost)
         if not (self._closing or self.app.should_stop):
             self._on_app(self._revoke_on_app(revoked, lost), "revoke")
+        if self._reader is not None:  # stops fetching them and drops what it holds, before returning
+            try:
+                self._reader.revoke(revoked)
+            except Exception:  # its loop did not answer: the books below still fence its records out
+                log.exception("bounded_revoke_failed", partitions=len(revoked))
         with self._lock:
             self._assigned -= revoked
             self._paused -= revoked
@@ -336,6 +355,10 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         except KafkaException as exc:  # librdkafka reads the committed offsets itself then
             log.warning("rdkafka_committed_failed", error=repr(exc)[:300])
             at = [TopicPartition(p.topic, p.partition) for p in partitions]
+        reader = self._reader
+        if reader is not None:  # the reporters' partitions: fetched by the bounded reader, not librdkafka
+            reader.assign({_tp(p): p.offset for p in at if reader.owns(_tp(p))})
+            at = [p for p in at if not reader.owns(_tp(p))]
         with self._rd_calls:
             rd.assign(at)
             if at:  # a partition paused before it was given up stays paused in librdkafka otherwise
@@ -388,6 +411,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
                 to_resume = self._assigned - self._paused
         if again:
             self._resumed_at = now
+        # the bounded reader's partitions are paused and resumed by its take()
+        to_pause, to_resume = self._librdkafkas(to_pause), self._librdkafkas(to_resume)
         with self._rd_calls:
             if to_pause:
                 rd.pause(_parts(to_pause))
@@ -416,22 +441,43 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             seeks = dict(self._seeks)
         batch = max(1, self._settings().batch_max - 1)
         deadline = time.monotonic() + timeout
+        reader = self._reader if self._reader is not None and self._reader.assigned else None
         while True:
             # the first record as soon as there is one (consume() would wait out its timeout for a
             # whole batch), then what librdkafka holds already, without waiting
-            first = rd.poll(max(0.0, deadline - time.monotonic()))
-            if first is None:
+            wait = max(0.0, deadline - time.monotonic())
+            if reader is not None:  # nothing wakes a poll(): the bounded reader is looked at each slice
+                wait = 0.0 if reader.ready(active) else min(wait, BOUNDED_SLICE_S)
+            first = rd.poll(wait)
+            if first is None and reader is None:
                 return {}
-            messages = [first, *rd.consume(num_messages=batch, timeout=0)]
+            messages = [first, *rd.consume(num_messages=batch, timeout=0)] if first is not None else []
             if self._rebalances != rebalances:
                 self._rewind(rd, messages)
                 return {}
-            out = self._sorted(messages, active, seeks)
+            out = self._sorted(messages, active, seeks) if messages else {}
+            if reader is not None and reader.ready(active):  # after librdkafka's calls: no callback
+                self._take_bounded(reader, active, out)  # runs between the take and the return
             if out or time.monotonic() >= deadline:
                 return out
             # all of it held back (its partitions paused meanwhile): librdkafka queues every partition's
             # records in one queue, so it is drained here, not a batch per round trip of the app's loop,
             # lest another partition's record wait behind it
+
+    def _librdkafkas(self, tps: set[TP]) -> set[TP]:
+        """Of ``tps``, the partitions librdkafka fetches (the others are the bounded reader's)."""
+        reader = self._reader
+        return tps if reader is None else {tp for tp in tps if not reader.owns(tp)}
+
+    def _take_bounded(self, reader: BoundedReader, active: set[TP], out: dict[TP, list[Any]]) -> None:
+        """Into ``out``: the reporters' records the bounded reader holds of ``active``, as Faust's
+        messages (Faust's own aiokafka conversion); of a partition revoked or seeked meanwhile, none."""
+        found, seeks = reader.take(active)
+        to_message = faust_aiokafka.Consumer._to_message
+        with self._lock:
+            for tp, records in found.items():
+                if tp in self._assigned and reader.seeks(tp) == seeks.get(tp, 0):
+                    out[tp] = [to_message(cast(Any, self.consumer), tp, r) for r in records]
 
     async def _poll_idle(self) -> None:
         """What :meth:`_serve_while_idle` fetches, with every partition paused first (the app's loop is
@@ -492,7 +538,7 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         # judgement over an interval in which the app took nothing
         fetched, self._fetches_judged = self._fetches != self._fetches_judged, self._fetches
         with self._lock:
-            wanted = (self._assigned & self._fetching) - self._paused - self._held.keys()
+            wanted = self._librdkafkas((self._assigned & self._fetching) - self._paused - self._held.keys())
             starts = dict(self._start_offsets)
         progress: dict[TP, tuple[int, int]] = {}
         stuck: list[tuple[TP, dict[str, Any]]] = []
@@ -645,6 +691,9 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
     # --- positions (from the app's loop) ---
 
     def _seek_rd(self, rd: Any, tp: TP, offset: int) -> None:
+        if self._reader is not None and self._reader.owns(tp):
+            self._seek_bounded(self._reader, tp, offset)
+            return
         with self._lock:
             self._seeks[tp] = self._seeks.get(tp, 0) + 1
             self._held.pop(tp, None)
@@ -655,6 +704,13 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         except KafkaException as exc:
             # not fetching yet (_STATE): it starts at the offset it was assigned at, the committed one
             log.info("rdkafka_seek_skipped", topic=tp.topic, partition=tp.partition, reason=str(exc)[:200])
+
+    @staticmethod
+    def _seek_bounded(reader: BoundedReader, tp: TP, offset: int) -> None:
+        try:
+            reader.seek(tp, offset)
+        except Exception as exc:  # the reader's loop did not answer in time: logged as librdkafka's
+            log.warning("bounded_seek_failed", topic=tp.topic, partition=tp.partition, reason=repr(exc)[:200])
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Every assigned partition back to its committed offset (the start, when none)."""
@@ -697,6 +753,8 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
             self._seek_rd(rd, TP(tp.topic, tp.partition), OFFSET_BEGINNING)
 
     async def position(self, tp: TP) -> int | None:
+        if self._reader is not None and self._reader.owns(tp):
+            return await self._call(self._reader.position, TP(tp.topic, tp.partition))
         found = await self._call(self._ensure().position, _parts([tp]))
         offset = int(found[0].offset) if found else -1
         return offset if offset >= 0 else None

@@ -1,0 +1,91 @@
+"""The librdkafka driver commits the reporters' partitions, which its bounded reader fetches and
+librdkafka does not (stream_app/kafka/rdlanes/bounded.py): the group's coordinator checks an
+OffsetCommit by the member and its generation, not by what the member fetches. Shown here with two
+plain librdkafka members of a group of the test's own on a reporter topic, on the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from stream_app.config.blueprint import Blueprint
+from stream_app.kafka.config import confluent_config
+from stream_app.settings import Settings
+
+
+def _member(settings: Settings, group: str, topic: str, assigned: list[list[TopicPartition]]) -> Consumer:
+    def on_assign(consumer: Any, partitions: list[TopicPartition]) -> None:
+        assigned.append(partitions)
+        consumer.assign([])  # the group's partitions, fetched by no one here (as the bounded reader's)
+
+    consumer = Consumer(
+        confluent_config(
+            settings,
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "partition.assignment.strategy": "roundrobin",
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 500,
+                "max.poll.interval.ms": 6000,
+                "log_level": 3,
+            },
+        )
+    )
+    consumer.subscribe([topic], on_assign=on_assign)
+    return consumer
+
+
+def _poll_until(consumer: Consumer, done: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        consumer.poll(0.2)
+    assert done(), "no assignment in time"
+
+
+def test_a_member_commits_a_partition_the_group_assigned_it_that_it_does_not_fetch_until_fenced(
+    settings: Settings, blueprint: Blueprint
+) -> None:
+    topic = blueprint.input_topic("MAE").name
+    group = f"{settings.group_id}-commits-{uuid.uuid4().hex[:6]}"
+    assigned: list[list[TopicPartition]] = []
+    first = _member(settings, group, topic, assigned)
+    later: list[Consumer] = []
+    try:
+        _poll_until(first, lambda: bool(assigned))
+        tp = assigned[0][0]
+        assert first.assignment() == [], "librdkafka fetches none of the group's partitions"
+
+        first.commit(offsets=[TopicPartition(tp.topic, tp.partition, 7)], asynchronous=False)
+        assert _committed(settings, group, tp) == 7, "committed by the member, though not fetched by it"
+
+        # the member stops polling past its max.poll.interval (a zombie, as SIGSTOP makes one) and
+        # another takes the group over: the first one's commit is refused, the committed offset stays
+        second = _member(settings, group, topic, [])
+        later.append(second)
+        taken_over = time.monotonic() + 12.0
+        while time.monotonic() < taken_over:
+            second.poll(0.2)
+        refused: int | None = None
+        try:
+            first.commit(offsets=[TopicPartition(tp.topic, tp.partition, 9)], asynchronous=False)
+        except KafkaException as exc:
+            refused = exc.args[0].code()
+        print(f"the zombie's commit: {refused and KafkaError(refused).name()}")
+        assert refused is not None, "a member the group moved on from committed"
+        assert _committed(settings, group, tp) == 7
+    finally:
+        for consumer in (first, *later):
+            consumer.close()
+
+
+def _committed(settings: Settings, group: str, tp: TopicPartition) -> int:
+    reader = Consumer(confluent_config(settings, **{"group.id": group, "log_level": 3}))
+    try:
+        [found] = reader.committed([TopicPartition(tp.topic, tp.partition)], timeout=10)
+        return int(found.offset)
+    finally:
+        reader.close()
