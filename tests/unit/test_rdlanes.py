@@ -496,6 +496,8 @@ def test_the_consumer_properties_come_from_the_settings() -> None:
     assert props["fetch.max.bytes"] == settings.fetch_max_batch_bytes
     assert props["receive.message.max.bytes"] >= props["fetch.max.bytes"] + 512
     assert props["queued.max.messages.kbytes"] <= 16 * 1024
+    # a full prefetch queue is refilled within a fetch wait, not librdkafka's second (the drain waited)
+    assert props["fetch.queue.backoff.ms"] <= 100
 
 
 def test_a_paused_partition_s_queued_records_are_drained_in_the_thread_not_ahead_of_a_live_one() -> None:
