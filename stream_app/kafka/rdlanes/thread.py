@@ -17,7 +17,9 @@ Rebalances (eager, roundrobin: "revoke all, then assign", as Faust and the lanes
 * on revoke, inside ``consume()``: on the app's loop, ``app.on_rebalance_start()``, a commit of what was
   acked (not when the assignment was lost: another member owns the partitions already), then Faust's
   revoke handler (stop the flow, pause, :meth:`Lanes.drop`); the callback waits for all that (bounded)
-  before librdkafka gives the partitions up.
+  before librdkafka gives the partitions up. While a callback waits for the app's loop, the librdkafka
+  calls that loop makes (that commit, committed offsets) are made on the consumer thread: a synchronous
+  commit from another thread never completes while this one is inside the revoke callback.
 * on assign: the committed offsets are read (bounded) and the partitions assigned at them, a counter is
   the group's generation (Python sees none; the fences only compare it within the process), and Faust's
   assign handler runs on the app's loop; its recovery seeks every partition to its committed offset
