@@ -33,6 +33,14 @@ resume (an "outdated" one), leaving the partition paused with nothing said (libr
 "pause-assign-resume may leave some partitions permanently paused"); resuming one that is not paused
 is nothing to it since librdkafka 2.4 (no fetch restarted, no record fetched twice: librdkafka PR 4636)."""
 
+QUEUE_BACKOFF_MS = 20
+"""How soon librdkafka fetches a partition again after finding its prefetch queue full
+(``fetch.queue.backoff.ms``; librdkafka's default is 1000 ms). The queue is one for every partition
+and the consumer thread empties it a batch at a time: with a second's backoff every partition sat out
+a second after each full queue while the app waited for records (a drain ran at 0.7 of a core and
+0.6-0.8x aiokafka's rate, docs/performance.md). The queue's bounds (``queued.min.messages``,
+``queued.max.messages.kbytes``) stay what they were: only the refill comes sooner."""
+
 STATS_INTERVAL_S = 10.0
 """How often librdkafka reports its statistics to the consumer thread, which watches them for a
 partition it means to fetch that is behind its high watermark and fetches nothing (see
@@ -69,6 +77,7 @@ def consumer_properties(settings: Settings, group_id: str, client_id: str, **fau
             # flooded partition (drained into the thread once that partition is paused)
             "queued.max.messages.kbytes": max(1024, min(4 * 1024, settings.lane_max_bytes // 16384)),
             "queued.min.messages": max(1000, settings.batch_max),
+            "fetch.queue.backoff.ms": QUEUE_BACKOFF_MS,
             "statistics.interval.ms": int(STATS_INTERVAL_S * 1000),
             "check.crcs": True,
             "isolation.level": "read_uncommitted",

@@ -17,7 +17,9 @@ Rebalances (eager, roundrobin: "revoke all, then assign", as Faust and the lanes
 * on revoke, inside ``consume()``: on the app's loop, ``app.on_rebalance_start()``, a commit of what was
   acked (not when the assignment was lost: another member owns the partitions already), then Faust's
   revoke handler (stop the flow, pause, :meth:`Lanes.drop`); the callback waits for all that (bounded)
-  before librdkafka gives the partitions up.
+  before librdkafka gives the partitions up. While a callback waits for the app's loop, the librdkafka
+  calls that loop makes (that commit, committed offsets) are made on the consumer thread: a synchronous
+  commit from another thread never completes while this one is inside the revoke callback.
 * on assign: the committed offsets are read (bounded) and the partitions assigned at them, a counter is
   the group's generation (Python sees none; the fences only compare it within the process), and Faust's
   assign handler runs on the app's loop; its recovery seeks every partition to its committed offset
@@ -63,6 +65,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -127,6 +130,20 @@ def _parts(tps: Iterable[TP], offset: int | None = None) -> list[TopicPartition]
     return [TopicPartition(tp.topic, tp.partition, offset) for tp in sorted(tps)]
 
 
+_Call = tuple[Callable[[], Any], concurrent.futures.Future[Any]]
+"""A librdkafka call the app's loop queued for the consumer thread, and its result."""
+
+
+def _run_call(fun: Callable[[], Any], made: concurrent.futures.Future[Any]) -> None:
+    """``fun`` with its result or error into ``made`` (unless its caller gave up on it)."""
+    if not made.set_running_or_notify_cancel():
+        return
+    try:
+        made.set_result(fun())
+    except BaseException as exc:  # handed to the caller, as an executor does
+        made.set_exception(exc)
+
+
 def _code(exc: KafkaException) -> int | None:
     error = exc.args[0] if exc.args else None
     return error.code() if isinstance(error, KafkaError) else None
@@ -154,6 +171,11 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         self._revoked = False  # a revocation started the rebalance the next assignment ends
         self._closing = False
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdkafka-call")
+        # while the consumer thread waits in a rebalance callback, the app loop's librdkafka calls are made
+        # on it (see _on_app): a commit made from another thread then never completes
+        self._in_callback = False
+        self._callback_lock = threading.Lock()  # guards _in_callback against the queue's last call
+        self._callback_calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._last_fetch = 0.0  # monotonic time Faust's fetcher last asked for records
         self._idle: asyncio.Task[None] | None = None
         self._highwaters: dict[TP, int] = {}
@@ -269,31 +291,65 @@ class RdConsumerThread(LogOffsets, ConsumerThread):
         return self._rd
 
     async def _call(self, fun: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """``fun`` in the call executor (librdkafka's thread-safe calls), at most ``CALL_TIMEOUT_S``."""
+        """``fun`` in the call executor (librdkafka's thread-safe calls), at most ``CALL_TIMEOUT_S``; while
+        the consumer thread waits in a rebalance callback, on that thread (see :meth:`_on_app`)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._calls, lambda: fun(*args, **kwargs))
+        with self._callback_lock:
+            if self._in_callback:
+                made: concurrent.futures.Future[_T] = concurrent.futures.Future()
+                self._callback_calls.put((lambda: fun(*args, **kwargs), made))
+                future: asyncio.Future[_T] = asyncio.wrap_future(made, loop=loop)
+            else:
+                future = loop.run_in_executor(self._calls, lambda: fun(*args, **kwargs))
         return await asyncio.wait_for(future, CALL_TIMEOUT_S + 1.0)
 
     def _on_app(self, coro: Awaitable[None], what: str) -> None:
         """Run ``coro`` on the app's loop and wait until it is done (from a callback, on the consumer
         thread), as aiokafka's driver does: a revoke that returned early would let the next assignment
         run before the lanes were dropped. A slow step is logged every 0.9 session timeout; only a
-        stopping worker stops waiting."""
+        stopping worker stops waiting.
+
+        Meanwhile the librdkafka calls the app's loop makes (:meth:`_call`: Faust's commit of what was
+        acked, committed offsets) are made here, on this thread: a synchronous commit made from another
+        thread while this one is inside librdkafka's revoke callback never completes (measured: given up
+        after its 11 s bound, the same commit made in the callback takes a millisecond), so every eager
+        rebalance stalled the group 11 s and committed nothing."""
         bound = max(1.0, float(self.app.conf.broker_session_timeout) * 0.9)
-        future = asyncio.run_coroutine_threadsafe(cast(Any, coro), self.consumer.loop)
+        calls = self._callback_calls
+        with self._callback_lock:  # before the coroutine starts: its first call may come at once
+            self._in_callback = True
+        try:
+            future = asyncio.run_coroutine_threadsafe(cast(Any, coro), self.consumer.loop)
+            future.add_done_callback(lambda _: calls.put(None))  # wakes the wait below
+            self._serve_calls_until(future, bound, what)
+        finally:
+            left: list[_Call | None] = []
+            with self._callback_lock:  # no call is queued once the flag is down: what is there is all
+                self._in_callback = False
+                while not calls.empty():
+                    left.append(calls.get_nowait())
+            for item in left:
+                if item is not None:
+                    _run_call(*item)
+        if future.done() and not future.cancelled() and future.exception() is not None:
+            log.error("rdkafka_rebalance_failed", step=what, error=repr(future.exception())[:300])
+
+    def _serve_calls_until(self, future: concurrent.futures.Future[Any], bound: float, what: str) -> None:
+        """The calls queued for this thread, until ``future`` is done (see :meth:`_on_app`)."""
         waited = 0.0
-        while True:
+        deadline = time.monotonic() + bound
+        while not future.done():
             try:
-                future.result(bound)
-            except concurrent.futures.TimeoutError:
+                item = self._callback_calls.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
                 waited += bound
                 log.warning("rdkafka_rebalance_slow", step=what, waited_s=waited)
                 if self._closing or self.app.should_stop:
                     return
+                deadline = time.monotonic() + bound
                 continue
-            except Exception:
-                log.exception("rdkafka_rebalance_failed", step=what)
-            return
+            if item is not None:
+                _run_call(*item)
 
     # --- rebalances (callbacks: on the consumer thread, inside consume()) ---
 
