@@ -88,7 +88,7 @@ def _lone_record(settings: Settings, blueprint: Blueprint) -> float:
 def test_a_trickle_waits_for_company_and_a_lone_record_still_arrives_within_the_budget(
     settings: Settings, blueprint: Blueprint, start_worker: Any
 ) -> None:
-    off = start_worker(settings)
+    off = start_worker(settings, STREAM_APP_BATCH_AGE_BUDGET_S="0")
     per_batch_off = _trickle(settings, blueprint, off)
     off.stop()
 
