@@ -70,6 +70,7 @@ def batch_agent(
     *,
     halt: Callable[[], None] | None = None,
     wait: Callable[[], Awaitable[None]] | None = None,
+    age_budget: float = 0.0,
 ) -> None:
     """Register stage ``name`` on ``source``: batches of up to ``STREAM_APP_BATCH_MAX`` records handed
     to ``handle``; the records of a batch are acked only once ``handle`` returned.
@@ -86,7 +87,8 @@ def batch_agent(
     redelivered from their committed offsets to the next owner.
 
     ``wait``: awaited before each batch of a lane (the intake's gates); a batch whose partitions
-    were revoked meanwhile is dropped, not processed.
+    were revoked meanwhile is dropped, not processed. ``age_budget``: a batch gathers records until its
+    oldest is this old, when that is longer than ``STREAM_APP_BATCH_WITHIN_S`` (:meth:`Lane.take`).
     """
     stop = halt or _stop_worker
 
@@ -103,7 +105,7 @@ def batch_agent(
         raise TypeError(
             f"stage {name}: a stage runs on an app with lanes (stream_app.pipeline.app.StreamApp)"
         )
-    _lane_stage(app, lanes, source, name, handle, settings, crashed, wait)
+    _lane_stage(app, lanes, source, name, handle, settings, crashed, wait, age_budget)
 
 
 def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
@@ -115,6 +117,7 @@ def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
     settings: Settings,
     crashed: Callable[[int], Awaitable[None]],
     wait: Callable[[], Awaitable[None]] | None,
+    age_budget: float,
 ) -> None:
     """Stage ``name`` as a task taking batches from its lane (see :func:`batch_agent`)."""
     lane = lanes.open(
@@ -129,7 +132,7 @@ def _lane_stage(  # noqa: PLR0917 - batch_agent's own arguments, passed on
         while True:
             if wait is not None:  # before taking: once the gate opens, the batch is the freshest fair one
                 await wait()
-            deliveries = await lane.take(settings.batch_max, settings.batch_within_s)
+            deliveries = await lane.take(settings.batch_max, settings.batch_within_s, age_budget)
             current = [d for d in deliveries if consumer.current(d)]
             if not current:
                 continue  # fetched before a rebalance: read again from the committed offsets

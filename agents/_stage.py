@@ -126,10 +126,12 @@ def register_stateful(  # noqa: PLR0917 - the stage, its topic and what it is bu
     stage: str,
     role: str,
     build: Callable[[Fence, OwnedState[Any]], StatefulStage],
+    age_budget: float = 0.0,
 ) -> None:
     """Stage ``stage`` on the topic of ``role``: each batch counted, then processed once the state guard
     admitted it; ``build`` makes the stage with the guard's fence and what it keeps of what it wrote
-    (checked by the guard at each admission: :mod:`stream_app.state.owned`)."""
+    (checked by the guard at each admission: :mod:`stream_app.state.owned`). ``age_budget``: how long a
+    record may wait for company in a batch (:func:`batch_agent`)."""
     name = blueprint.topic_by_role(role).name
     source = app.topic(name, key_serializer="raw", value_serializer="raw")
     settings = blueprint.settings
@@ -143,7 +145,7 @@ def register_stateful(  # noqa: PLR0917 - the stage, its topic and what it is bu
             firsts_of(e.message for e in events), lambda floors: processor.process(events, floors)
         )
 
-    batch_agent(app, source, stage, handle, blueprint.settings)
+    batch_agent(app, source, stage, handle, blueprint.settings, age_budget=age_budget)
 
 
 class RoutingStage(Protocol):

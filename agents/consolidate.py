@@ -347,4 +347,7 @@ def register(
     def build(fence: Fence, owned: OwnedState[Any]) -> Consolidator:
         return Consolidator(blueprint, store, rulebook, publisher, fence=fence, owned=owned)
 
-    register_stateful(app, blueprint, store, STAGE, "repartition", build)
+    # a live record may wait for company here, where each entity visit's cost is shared by its records
+    register_stateful(
+        app, blueprint, store, STAGE, "repartition", build, age_budget=blueprint.settings.batch_age_budget_s
+    )

@@ -261,6 +261,20 @@ class Settings(BaseSettings):
         2000, ge=1, description="Records per processing batch (a stage takes up to this many at a time)."
     )
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    batch_age_budget_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "How long a record may wait for company in the consolidate stage's batch, counted from when"
+            " its reporter produced it: a batch goes on gathering records past STREAM_APP_BATCH_WITHIN_S"
+            " until its oldest record is this old (or STREAM_APP_BATCH_MAX records are in). Each entity"
+            " visit (read, step, outputs, commit) then carries more records at low rates; a stage that is"
+            " behind holds older records and waits only STREAM_APP_BATCH_WITHIN_S. A stage keeping up at"
+            " 1,000/s holds young records too and waits as well: off by default, for a deployment that"
+            " would rather spend latency than CPU at low rates (docs/performance.md)."
+            " 0 (or not above STREAM_APP_BATCH_WITHIN_S): off."
+        ),
+    )
     lane_max_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024 * 1024,

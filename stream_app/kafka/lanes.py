@@ -183,18 +183,24 @@ class Lane:
         if self.half_empty or any(tp not in self._queues for tp in self.paused):
             self.on_room(self)
 
-    async def take(self, max_records: int, within: float) -> list[Delivery]:
+    async def take(self, max_records: int, within: float, age_budget: float = 0.0) -> list[Delivery]:
         """The next batch: at least one record, then more until ``max_records`` records are taken or
-        ``within`` seconds have passed since the first; shared fairly between the sources (see the
-        class). One delivery per partition (and fetch generation), each in offset order."""
+        the batch's window has passed since the first (``within`` seconds, or longer while its oldest
+        record is younger than ``age_budget``: :func:`batch_window`); shared fairly between the
+        sources (see the class). One delivery per partition (and fetch generation), each in offset
+        order."""
         while not self._held:
             self._not_empty.clear()
             await self._not_empty.wait()
         chunks: dict[tuple[TP, int, int], list[Event]] = {}  # by source and generation, first taken first
         room = max_records
-        deadline = time.monotonic() + within
+        started = time.monotonic()
+        room -= self._share_out(room, chunks)
+        window = within
+        if age_budget > 0:
+            window = batch_window(within, age_budget, oldest_age(chunks.values(), time.time()))
+        deadline = started + window
         while True:
-            room -= self._share_out(room, chunks)
             left = deadline - time.monotonic()
             if room <= 0 or left <= 0:
                 break
@@ -203,6 +209,7 @@ class Lane:
                 await asyncio.wait_for(self._not_empty.wait(), left)
             except TimeoutError:
                 break
+            room -= self._share_out(room, chunks)
         self._turn += 1
         self._room()
         return [Delivery(tp, generation, events, epoch) for (tp, generation, epoch), events in chunks.items()]
@@ -266,6 +273,26 @@ class Lane:
         self.paused -= gone
         self._room()
         return dropped
+
+
+def batch_window(within: float, age_budget: float, oldest_age: float | None) -> float:
+    """How long a batch gathers records after its first: ``within``, or, while its oldest record is
+    younger than ``age_budget``, until that record is ``age_budget`` old (never longer than
+    ``age_budget``: a producer's clock ahead of this one's counts as age 0). A stage that is behind
+    holds records already older than the budget, so only a stage keeping up at a low rate waits
+    longer, for company; the rate a busy stage works at is unchanged. ``oldest_age`` None (no
+    record's produce time known): ``within``."""
+    if oldest_age is None or age_budget <= within:
+        return within
+    return max(within, age_budget - max(0.0, oldest_age))
+
+
+def oldest_age(batches: Iterable[Sequence[Event]], now: float) -> float | None:
+    """Seconds since the oldest of the records' produce times (their Kafka timestamps; each batch in
+    offset order, so its first record is its oldest), None when no record carries one."""
+    stamps = [events[0].message.timestamp for events in batches if events]
+    known = [stamp for stamp in stamps if stamp]
+    return now - min(known) if known else None
 
 
 def _size(events: Sequence[Event]) -> int:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
 
 import pytest
 from faust.types import TP
 
-from stream_app.kafka.lanes import Delivery, Event, FetchWait, IdleAwareFetch, Lane, Lanes
+from stream_app.kafka.lanes import (
+    Delivery,
+    Event,
+    FetchWait,
+    IdleAwareFetch,
+    Lane,
+    Lanes,
+    batch_window,
+    oldest_age,
+)
 
 A = TP("in", 0)
 B = TP("in", 1)
@@ -64,6 +74,74 @@ def test_take_waits_for_the_first_delivery_then_at_most_within() -> None:
         taken = await taker
         assert offsets(taken) == [(0, 0), (0, 1)]
         assert loop.time() - started < 0.5
+
+    asyncio.run(scenario())
+
+
+def stamped(tp: TP, offsets: range, produced: float) -> Delivery:
+    """A fetch of records the reporter produced at ``produced`` (wall clock, seconds)."""
+    return Delivery(tp, 1, [Event(Msg("msg", tp.partition, o, timestamp=produced)) for o in offsets])
+
+
+@pytest.mark.parametrize(
+    ("age", "window"),
+    [
+        (0.05, 0.25),  # a fresh record waits until it is 0.3 s old
+        (0.20, 0.10),
+        (0.26, 0.05),  # what is left of the budget is under within: within, as without a budget
+        (1.50, 0.05),  # a stage behind (old records) gathers for within only
+        (-2.0, 0.30),  # a producer's clock ahead of ours: age 0, never more than the budget
+        (None, 0.05),  # no produce time known
+    ],
+)
+def test_a_batch_waits_for_company_until_its_oldest_record_is_as_old_as_the_budget(
+    age: float | None, window: float
+) -> None:
+    assert batch_window(0.05, 0.3, age) == pytest.approx(window)
+
+
+def test_a_budget_not_above_within_changes_nothing() -> None:
+    assert batch_window(0.05, 0.0, 0.0) == 0.05
+    assert batch_window(0.05, 0.04, 0.0) == 0.05
+
+
+def test_the_oldest_age_is_the_earliest_produce_time_of_the_partitions_first_records() -> None:
+    a = stamped(A, range(0, 2), produced=100.0).events
+    b = stamped(B, range(0, 2), produced=99.5).events
+    unknown = [Event(Msg("msg", 2, 0, timestamp=None))]
+    assert oldest_age([a, b, unknown], now=100.25) == pytest.approx(0.75)
+    assert oldest_age([unknown, []], now=100.25) is None
+
+
+def test_a_fresh_record_waits_for_company_and_takes_what_came_meanwhile() -> None:
+    async def scenario() -> None:
+        lane = Lane("stage", capacity=100)
+        lane.put(stamped(A, range(0, 1), produced=time.time()))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        taker = asyncio.create_task(lane.take(10, within=0.02, age_budget=0.3))
+        await asyncio.sleep(0.1)  # past within: still gathering
+        assert not taker.done()
+        lane.put(stamped(B, range(0, 2), produced=time.time()))
+        taken = await taker
+        assert offsets(taken) == [(0, 0), (1, 0), (1, 1)]
+        assert 0.2 < loop.time() - started < 0.5
+
+    asyncio.run(scenario())
+
+
+def test_an_old_record_waits_within_only_and_a_full_batch_not_at_all() -> None:
+    async def scenario() -> None:
+        lane = Lane("stage", capacity=100)
+        loop = asyncio.get_running_loop()
+        lane.put(stamped(A, range(0, 1), produced=time.time() - 5.0))  # a stage behind: old records
+        started = loop.time()
+        assert offsets(await lane.take(10, within=0.02, age_budget=0.3)) == [(0, 0)]
+        assert loop.time() - started < 0.15
+        lane.put(stamped(A, range(1, 11), produced=time.time()))
+        started = loop.time()
+        assert len(offsets(await lane.take(10, within=0.02, age_budget=0.3))) == 10
+        assert loop.time() - started < 0.05
 
     asyncio.run(scenario())
 
