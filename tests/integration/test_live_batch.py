@@ -23,7 +23,7 @@ TRICKLE_S = 3.0
 QUIET_S = 1.5
 # a lone record's path besides its wait: the intake's window, the re-key and its fetch, the step, the
 # publish and the read here (tens of ms each on a quiet machine; the margin is for a loaded one)
-PATH_MARGIN_S = 0.8
+PATH_MARGIN_S = 2.0
 
 
 def _consolidate_batches(worker: Any) -> tuple[float, float]:
